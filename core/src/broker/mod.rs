@@ -1,0 +1,1 @@
+//! The embedded single-node STOMP broker (stub until the broker module lands).

@@ -1,0 +1,25 @@
+//! deploykit core: everything the `dk-*` tools and the C, Python and JVM
+//! bindings share.
+//!
+//! # Layout
+//!
+//! - [`stomp`]: the STOMP 1.0–1.2 bus.
+//!   - [`stomp::frame`]: `Frame`, `Command`, `Headers`.
+//!   - [`stomp::codec`]: the tokio-util codec (escaping per version, limits,
+//!     heart-beat EOLs, incremental parsing).
+//!   - [`stomp::url`]: broker URLs, including the Ruby gem / ActiveMQ failover form.
+//!   - [`stomp::tls`]: rustls set-up for `stomp+ssl://`.
+//!   - [`stomp::heartbeat`]: heart-beat negotiation and emulation policy.
+//!   - [`stomp::connection`]: one framed transport (TCP or TLS) and the STOMP handshake.
+//!   - [`stomp::client`]: the async client: failover, reconnect, subscriptions,
+//!     receipts, transactions, connection events.
+//! - [`broker`]: the embedded single-node broker behind `dk-broker`, demos and tests.
+//!
+//! Tools are thin `main.rs` files over these modules; bindings call the same
+//! code through a blocking facade.
+
+pub mod broker;
+pub mod stomp;
+
+/// The crate version, as reported by tools and bindings.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

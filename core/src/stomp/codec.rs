@@ -1,0 +1,505 @@
+//! The STOMP wire codec: bytes to [`Frame`]s and back, for STOMP 1.0, 1.1 and 1.2.
+//!
+//! Decoding is incremental: the decoder remembers how far it has scanned, so a
+//! frame that arrives one byte at a time costs linear, not quadratic, work.
+
+use super::frame::{Command, Frame, Headers};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::fmt;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// A STOMP protocol version; it decides how header values are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Version {
+    /// STOMP 1.0: no header escaping, no heart-beats, no NACK.
+    V1_0,
+    /// STOMP 1.1: escapes `\n`, `:` and `\\`; heart-beats.
+    V1_1,
+    /// STOMP 1.2: also escapes `\r`; `id` header on ACK/NACK.
+    V1_2,
+}
+
+impl Version {
+    /// All versions, oldest first.
+    pub const ALL: [Version; 3] = [Version::V1_0, Version::V1_1, Version::V1_2];
+
+    /// The version as written in `accept-version` and `version` headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V1_0 => "1.0",
+            Version::V1_1 => "1.1",
+            Version::V1_2 => "1.2",
+        }
+    }
+
+    /// Parses `1.0`, `1.1` or `1.2`.
+    pub fn parse(s: &str) -> Option<Version> {
+        match s.trim() {
+            "1.0" => Some(Version::V1_0),
+            "1.1" => Some(Version::V1_1),
+            "1.2" => Some(Version::V1_2),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bounds on what the decoder accepts, so a hostile peer cannot exhaust memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame (command, headers and body) in bytes.
+    pub max_frame_size: usize,
+    /// Most headers in one frame.
+    pub max_headers: usize,
+    /// Longest single header line in bytes.
+    pub max_header_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_frame_size: 16 * 1024 * 1024, max_headers: 1000, max_header_len: 64 * 1024 }
+    }
+}
+
+/// Why bytes could not be decoded into a frame, or a frame could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The socket failed underneath the codec.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The first line is not a STOMP command.
+    #[error("unknown STOMP command {0:?}")]
+    UnknownCommand(String),
+    /// The frame is larger than [`Limits::max_frame_size`].
+    #[error("frame of at least {size} bytes exceeds the limit of {limit} bytes")]
+    FrameTooLarge {
+        /// Bytes seen or announced so far.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The frame has more headers than [`Limits::max_headers`].
+    #[error("frame has more than {limit} headers")]
+    TooManyHeaders {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A header line is longer than [`Limits::max_header_len`].
+    #[error("header line exceeds the limit of {limit} bytes")]
+    HeaderTooLong {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A header line has no `:`.
+    #[error("malformed header line {0:?} (no ':')")]
+    MalformedHeader(String),
+    /// A header holds a backslash sequence the version does not define.
+    #[error("undefined escape sequence {0:?} in header")]
+    BadEscape(String),
+    /// The `content-length` header is not a number.
+    #[error("invalid content-length {0:?}")]
+    BadContentLength(String),
+    /// The byte after a `content-length` body is not NUL.
+    #[error("frame body of content-length {0} is not followed by NUL")]
+    MissingNul(usize),
+    /// A command or header is not UTF-8.
+    #[error("frame header is not valid UTF-8")]
+    NotUtf8,
+    /// A header cannot be written in this version (e.g. a newline under STOMP 1.0).
+    #[error("header {name:?} cannot be encoded in STOMP {version}: {why}")]
+    Unencodable {
+        /// The header's name.
+        name: String,
+        /// The version in force.
+        version: Version,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// What the decoder yields: a frame, or a heart-beat (one or more bare EOLs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete frame.
+    Frame(Frame),
+    /// One or more EOLs between frames: the peer is alive.
+    Heartbeat,
+}
+
+/// An EOL heart-beat to write between frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat;
+
+/// Where the decoder stands within the frame being read.
+#[derive(Debug)]
+enum State {
+    /// Looking for the blank line that ends the headers.
+    Head {
+        /// Bytes already scanned for a newline.
+        scanned: usize,
+        /// Start of the line being scanned.
+        line_start: usize,
+        /// Lines seen so far (command line included).
+        lines: usize,
+    },
+    /// Headers parsed; waiting for the body.
+    Body {
+        /// The parsed command.
+        command: Command,
+        /// The parsed headers, `content-length` removed.
+        headers: Headers,
+        /// Offset of the body in the buffer.
+        body_start: usize,
+        /// The announced body length, if any.
+        content_length: Option<usize>,
+        /// Bytes of body already scanned for the NUL terminator.
+        scanned: usize,
+    },
+}
+
+impl Default for State {
+    fn default() -> State {
+        State::Head { scanned: 0, line_start: 0, lines: 0 }
+    }
+}
+
+/// The STOMP codec: a tokio-util `Decoder` of [`Incoming`] and `Encoder` of [`Frame`] and [`Heartbeat`].
+#[derive(Debug, Default)]
+pub struct StompCodec {
+    version: Option<Version>,
+    limits: Limits,
+    state: State,
+}
+
+impl StompCodec {
+    /// A codec for `version` (escaping rules) with default limits.
+    pub fn new(version: Version) -> StompCodec {
+        StompCodec { version: Some(version), ..StompCodec::default() }
+    }
+
+    /// A codec with explicit limits.
+    pub fn with_limits(version: Version, limits: Limits) -> StompCodec {
+        StompCodec { version: Some(version), limits, state: State::default() }
+    }
+
+    /// The version whose escaping rules are in force (1.2 until negotiated).
+    pub fn version(&self) -> Version {
+        self.version.unwrap_or(Version::V1_2)
+    }
+
+    /// Switches escaping rules once a version is negotiated.
+    pub fn set_version(&mut self, version: Version) {
+        self.version = Some(version);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+/// Index of the first NUL in `buf`.
+fn find_nul(buf: &[u8]) -> Option<usize> {
+    memchr::memchr(0, buf)
+}
+
+impl Decoder for StompCodec {
+    type Item = Incoming;
+    type Error = FrameError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
+        if let State::Head { scanned: 0, .. } = self.state {
+            // Heart-beats: EOLs between frames.
+            let mut eols = 0;
+            loop {
+                match buf.get(eols) {
+                    Some(b'\n') => eols += 1,
+                    Some(b'\r') => match buf.get(eols + 1) {
+                        Some(b'\n') => eols += 2,
+                        Some(_) => break,
+                        None if eols == 0 => return Ok(None),
+                        None => break,
+                    },
+                    _ => break,
+                }
+            }
+            if eols > 0 {
+                buf.advance(eols);
+                return Ok(Some(Incoming::Heartbeat));
+            }
+        }
+        if matches!(self.state, State::Head { .. }) {
+            let Some(head_end) = self.scan_head(buf)? else { return Ok(None) };
+            let (command, headers, content_length) = parse_head(&buf[..head_end], self.version(), self.limits)?;
+            if let Some(len) = content_length {
+                let size = head_end.saturating_add(len);
+                if size > self.limits.max_frame_size {
+                    return Err(FrameError::FrameTooLarge { size, limit: self.limits.max_frame_size });
+                }
+                buf.reserve((head_end + len + 1).saturating_sub(buf.len()));
+            }
+            self.state = State::Body { command, headers, body_start: head_end, content_length, scanned: head_end };
+        }
+        let State::Body { body_start, content_length, scanned, .. } = &mut self.state else { unreachable!() };
+        let body_start = *body_start;
+        let body_end = match *content_length {
+            Some(len) => {
+                if buf.len() < body_start + len + 1 {
+                    return Ok(None);
+                }
+                if buf[body_start + len] != 0 {
+                    return Err(FrameError::MissingNul(len));
+                }
+                body_start + len
+            }
+            None => match find_nul(&buf[*scanned..]) {
+                Some(i) => *scanned + i,
+                None => {
+                    *scanned = buf.len();
+                    if buf.len() > self.limits.max_frame_size {
+                        return Err(FrameError::FrameTooLarge { size: buf.len(), limit: self.limits.max_frame_size });
+                    }
+                    return Ok(None);
+                }
+            },
+        };
+        if body_end > self.limits.max_frame_size {
+            return Err(FrameError::FrameTooLarge { size: body_end, limit: self.limits.max_frame_size });
+        }
+        let State::Body { command, headers, .. } = std::mem::take(&mut self.state) else { unreachable!() };
+        let mut frame_bytes = buf.split_to(body_end + 1);
+        frame_bytes.truncate(body_end);
+        let body: Bytes = frame_bytes.split_off(body_start).freeze();
+        // Trailing EOLs after the NUL belong to this frame (STOMP 1.2 grammar).
+        let mut eols = 0;
+        while let Some(&b) = buf.get(eols) {
+            match b {
+                b'\n' => eols += 1,
+                b'\r' if buf.get(eols + 1) == Some(&b'\n') => eols += 2,
+                _ => break,
+            }
+        }
+        buf.advance(eols);
+        Ok(Some(Incoming::Frame(Frame { command, headers, body })))
+    }
+}
+
+impl StompCodec {
+    /// Scans for the blank line ending the headers; returns the body offset once found.
+    fn scan_head(&mut self, buf: &BytesMut) -> Result<Option<usize>, FrameError> {
+        let limits = self.limits;
+        let State::Head { scanned, line_start, lines } = &mut self.state else { unreachable!() };
+        loop {
+            let Some(i) = memchr::memchr(b'\n', &buf[*scanned..]).map(|i| i + *scanned) else {
+                *scanned = buf.len();
+                if buf.len() - *line_start > limits.max_header_len {
+                    return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
+                }
+                return Ok(None);
+            };
+            let line = &buf[*line_start..i];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > limits.max_header_len {
+                return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
+            }
+            *scanned = i + 1;
+            *line_start = i + 1;
+            if line.is_empty() && *lines > 0 {
+                return Ok(Some(i + 1));
+            }
+            *lines += 1;
+            if *lines > limits.max_headers + 1 {
+                return Err(FrameError::TooManyHeaders { limit: limits.max_headers });
+            }
+            if i + 1 > limits.max_frame_size {
+                return Err(FrameError::FrameTooLarge { size: i + 1, limit: limits.max_frame_size });
+            }
+        }
+    }
+}
+
+/// Parses the command line and header lines of a frame (`head` ends with the blank line).
+fn parse_head(head: &[u8], version: Version, _limits: Limits) -> Result<(Command, Headers, Option<usize>), FrameError> {
+    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let cmd_line = lines.next().unwrap_or_default();
+    let command = Command::from_bytes(cmd_line)
+        .ok_or_else(|| FrameError::UnknownCommand(String::from_utf8_lossy(cmd_line).into_owned()))?;
+    let escaped = version != Version::V1_0 && !command.is_unescaped();
+    let mut headers = Headers::with_capacity(8);
+    let mut content_length = None;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        let colon = memchr::memchr(b':', line)
+            .ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
+        let name = unescape(&line[..colon], escaped, version)?;
+        let value = unescape(&line[colon + 1..], escaped, version)?;
+        if name == "content-length" {
+            if content_length.is_none() {
+                let n = value.trim().parse::<usize>().map_err(|_| FrameError::BadContentLength(value.clone()))?;
+                content_length = Some(n);
+            }
+            continue;
+        }
+        headers.push(name, value);
+    }
+    Ok((command, headers, content_length))
+}
+
+/// Decodes a header name or value, undoing the version's escapes.
+fn unescape(raw: &[u8], escaped: bool, version: Version) -> Result<String, FrameError> {
+    if !escaped || memchr::memchr(b'\\', raw).is_none() {
+        return std::str::from_utf8(raw).map(str::to_owned).map_err(|_| FrameError::NotUtf8);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut it = raw.iter();
+    while let Some(&b) = it.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match it.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b'c') => out.push(b':'),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'r') if version >= Version::V1_2 => out.push(b'\r'),
+            Some(&other) => return Err(FrameError::BadEscape(format!("\\{}", other as char))),
+            None => return Err(FrameError::BadEscape("\\".into())),
+        }
+    }
+    String::from_utf8(out).map_err(|_| FrameError::NotUtf8)
+}
+
+/// Writes a header name or value with the version's escapes.
+fn put_escaped(dst: &mut BytesMut, s: &str, name: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), FrameError> {
+    let bytes = s.as_bytes();
+    let special = |b: u8| matches!(b, b'\n' | b'\r' | b':' | b'\\');
+    if !bytes.iter().any(|&b| special(b)) {
+        dst.put_slice(bytes);
+        return Ok(());
+    }
+    if !escaped {
+        let bad = |why| Err(FrameError::Unencodable { name: name.to_owned(), version, why });
+        if memchr::memchr(b'\n', bytes).is_some() {
+            return bad("contains a newline");
+        }
+        if is_name && memchr::memchr(b':', bytes).is_some() {
+            return bad("name contains ':'");
+        }
+        if bytes.last() == Some(&b'\r') {
+            return bad("ends with a carriage return");
+        }
+        dst.put_slice(bytes);
+        return Ok(());
+    }
+    for &b in bytes {
+        match b {
+            b'\n' => dst.put_slice(b"\\n"),
+            b':' => dst.put_slice(b"\\c"),
+            b'\\' => dst.put_slice(b"\\\\"),
+            b'\r' if version >= Version::V1_2 => dst.put_slice(b"\\r"),
+            b'\r' => {
+                return Err(FrameError::Unencodable { name: name.to_owned(), version, why: "contains a carriage return" })
+            }
+            _ => dst.put_u8(b),
+        }
+    }
+    Ok(())
+}
+
+impl Encoder<&Frame> for StompCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let version = self.version();
+        let escaped = version != Version::V1_0 && !frame.command.is_unescaped();
+        let start = dst.len();
+        let estimate = 16 + frame.body.len() + frame.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+        dst.reserve(estimate + 24);
+        dst.put_slice(frame.command.as_str().as_bytes());
+        dst.put_u8(b'\n');
+        let result = (|| {
+            for (name, value) in frame.headers.iter() {
+                if name == "content-length" {
+                    continue;
+                }
+                put_escaped(dst, name, name, escaped, version, true)?;
+                dst.put_u8(b':');
+                put_escaped(dst, value, name, escaped, version, false)?;
+                dst.put_u8(b'\n');
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            dst.truncate(start);
+            return Err(e);
+        }
+        if !frame.body.is_empty() || matches!(frame.command, Command::Send | Command::Message | Command::Error) {
+            dst.put_slice(b"content-length:");
+            let mut itoa = itoa_buf(frame.body.len());
+            dst.put_slice(itoa.as_bytes_mut());
+            dst.put_u8(b'\n');
+        }
+        dst.put_u8(b'\n');
+        dst.put_slice(&frame.body);
+        dst.put_u8(0);
+        Ok(())
+    }
+}
+
+impl Encoder<Frame> for StompCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode(&frame, dst)
+    }
+}
+
+impl Encoder<Heartbeat> for StompCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, _: Heartbeat, dst: &mut BytesMut) -> Result<(), FrameError> {
+        dst.put_u8(b'\n');
+        Ok(())
+    }
+}
+
+/// A decimal rendering of a length without allocation.
+struct ItoaBuf {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl ItoaBuf {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Renders `n` in decimal into a stack buffer.
+fn itoa_buf(mut n: usize) -> ItoaBuf {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    ItoaBuf { buf, start: i }
+}
+
+/// Encodes one frame into a fresh buffer (convenience for tests and tools).
+pub fn encode_frame(frame: &Frame, version: Version) -> Result<BytesMut, FrameError> {
+    let mut dst = BytesMut::new();
+    StompCodec::new(version).encode(frame, &mut dst)?;
+    Ok(dst)
+}

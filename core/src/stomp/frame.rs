@@ -1,0 +1,233 @@
+//! STOMP frames: the command, the ordered header list and the body.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// A STOMP command, client or server side (STOMP 1.0–1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    /// Client: open a session (1.0 and later).
+    Connect,
+    /// Client: open a session (1.1 and later spelling).
+    Stomp,
+    /// Server: session accepted.
+    Connected,
+    /// Client: publish a message.
+    Send,
+    /// Client: subscribe to a destination.
+    Subscribe,
+    /// Client: cancel a subscription.
+    Unsubscribe,
+    /// Client: acknowledge a message.
+    Ack,
+    /// Client: negatively acknowledge a message (1.1 and later).
+    Nack,
+    /// Client: begin a transaction.
+    Begin,
+    /// Client: commit a transaction.
+    Commit,
+    /// Client: abort a transaction.
+    Abort,
+    /// Client: close the session.
+    Disconnect,
+    /// Server: a message delivered to a subscription.
+    Message,
+    /// Server: a receipt for a client frame.
+    Receipt,
+    /// Server: an error; the server closes the connection after it.
+    Error,
+}
+
+impl Command {
+    /// Every command, for tests and tables.
+    pub const ALL: [Command; 15] = [
+        Command::Connect,
+        Command::Stomp,
+        Command::Connected,
+        Command::Send,
+        Command::Subscribe,
+        Command::Unsubscribe,
+        Command::Ack,
+        Command::Nack,
+        Command::Begin,
+        Command::Commit,
+        Command::Abort,
+        Command::Disconnect,
+        Command::Message,
+        Command::Receipt,
+        Command::Error,
+    ];
+
+    /// The command's name as written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Connect => "CONNECT",
+            Command::Stomp => "STOMP",
+            Command::Connected => "CONNECTED",
+            Command::Send => "SEND",
+            Command::Subscribe => "SUBSCRIBE",
+            Command::Unsubscribe => "UNSUBSCRIBE",
+            Command::Ack => "ACK",
+            Command::Nack => "NACK",
+            Command::Begin => "BEGIN",
+            Command::Commit => "COMMIT",
+            Command::Abort => "ABORT",
+            Command::Disconnect => "DISCONNECT",
+            Command::Message => "MESSAGE",
+            Command::Receipt => "RECEIPT",
+            Command::Error => "ERROR",
+        }
+    }
+
+    /// Parses a command name as read from the wire (case-sensitive, as the spec says).
+    pub fn from_bytes(name: &[u8]) -> Option<Command> {
+        Command::ALL.iter().copied().find(|c| c.as_str().as_bytes() == name)
+    }
+
+    /// Whether this command's headers are never escaped (CONNECT, STOMP and CONNECTED).
+    pub fn is_unescaped(self) -> bool {
+        matches!(self, Command::Connect | Command::Stomp | Command::Connected)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An ordered list of headers; repeated names are kept, and the first one wins on lookup.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    /// An empty header list.
+    pub fn new() -> Headers {
+        Headers(Vec::new())
+    }
+
+    /// An empty header list with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers(Vec::with_capacity(n))
+    }
+
+    /// The value of the first header called `name`, as the spec requires for repeats.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Appends a header, keeping any earlier one of the same name (which still wins).
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// Sets a header: replaces the first one called `name` and drops later repeats, or appends.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        let value = value.into();
+        match self.0.iter().position(|(k, _)| *k == name) {
+            Some(i) => {
+                self.0[i].1 = value;
+                let mut j = i + 1;
+                while j < self.0.len() {
+                    if self.0[j].0 == name {
+                        self.0.remove(j);
+                    } else {
+                        j += 1;
+                    }
+                }
+            }
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Removes every header called `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| k != name);
+    }
+
+    /// Iterates over all headers in wire order, repeats included.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The number of headers, repeats included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Header names whose values are secrets and never printed.
+const SECRET_HEADERS: [&str; 1] = ["passcode"];
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.0 {
+            if SECRET_HEADERS.contains(&k.as_str()) {
+                m.entry(k, &"<redacted>");
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Headers {
+        Headers(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// One STOMP frame.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// What the frame asks for or reports.
+    pub command: Command,
+    /// Headers in wire order (without `content-length`, which the codec manages).
+    pub headers: Headers,
+    /// The body; may hold NULs when it travelled with `content-length`.
+    pub body: Bytes,
+}
+
+impl Frame {
+    /// A frame with no headers and an empty body.
+    pub fn new(command: Command) -> Frame {
+        Frame { command, headers: Headers::new(), body: Bytes::new() }
+    }
+
+    /// Adds a header (builder style).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Frame {
+        self.headers.push(name, value);
+        self
+    }
+
+    /// Sets the body (builder style).
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Frame {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of header `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Frame");
+        d.field("command", &self.command).field("headers", &self.headers);
+        match std::str::from_utf8(&self.body) {
+            Ok(s) if s.len() <= 256 => d.field("body", &s),
+            _ => d.field("body_len", &self.body.len()),
+        };
+        d.finish()
+    }
+}

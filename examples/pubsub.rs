@@ -1,0 +1,2 @@
+//! Publish and receive one message on an embedded broker (in progress).
+fn main() {}

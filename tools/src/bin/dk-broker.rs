@@ -1,0 +1,2 @@
+//! dk-broker (in progress)
+fn main() {}

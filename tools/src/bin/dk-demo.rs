@@ -1,0 +1,2 @@
+//! dk-demo (in progress)
+fn main() {}

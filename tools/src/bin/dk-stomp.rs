@@ -1,0 +1,2 @@
+//! dk-stomp (in progress)
+fn main() {}
