@@ -59,11 +59,9 @@ pub enum Error {
         receipt: String,
     },
     /// Every broker of the failover list failed and the attempt limit is reached.
-    #[error("gave up after {attempts} connection attempts; last error: {last}")]
+    #[error("{last}")]
     GaveUp {
-        /// How many attempts were made.
-        attempts: u32,
-        /// The last error seen.
+        /// What happened, with the last connection error.
         last: String,
     },
     /// The client was closed (DISCONNECT or dropped).

@@ -1,1 +1,154 @@
-//! heartbeat (in progress)
+//! Heart-beats: the 1.1/1.2 negotiation, and emulation when a broker negotiates none.
+//!
+//! Negotiated (spec §Heart-beating): the client sends every `max(cx, sy)` and
+//! expects the broker every `max(sx, cy)`, with a grace margin. Emulated (a 1.0
+//! broker, or one that answers `0,0`): the client still writes EOLs every `cx`
+//! so idle timers on firewalls never expire, and detects a dead broker by its
+//! own read timeout, provoking a RECEIPT when the line has been quiet.
+
+use std::time::Duration;
+
+/// What the client writes to keep an idle connection alive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeepaliveWire {
+    /// A bare EOL between frames (the STOMP 1.1 heart-beat).
+    #[default]
+    Eol,
+    /// The original deploykit's keepalive: a SEND of a single newline to this
+    /// destination, for brokers that reject bare EOLs. Receivers ignore it.
+    SendTo(String),
+}
+
+/// The client's heart-beat wishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    /// How often the client offers to send (`cx`); zero offers nothing.
+    pub send: Duration,
+    /// How often the client wants to hear from the broker (`cy`); zero asks nothing.
+    pub receive: Duration,
+    /// Keep the line alive and watch it even when the broker negotiates no heart-beats.
+    pub emulate: bool,
+    /// What to write when a heart-beat is due.
+    pub wire: KeepaliveWire,
+    /// Multiplier on the broker's interval before declaring it dead (spec: "some tolerance").
+    pub grace: f64,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> HeartbeatConfig {
+        HeartbeatConfig {
+            send: Duration::from_secs(10),
+            receive: Duration::from_secs(10),
+            emulate: true,
+            wire: KeepaliveWire::Eol,
+            grace: 1.5,
+        }
+    }
+}
+
+impl HeartbeatConfig {
+    /// Heart-beats off in both directions, no emulation.
+    pub fn off() -> HeartbeatConfig {
+        HeartbeatConfig { send: Duration::ZERO, receive: Duration::ZERO, emulate: false, ..HeartbeatConfig::default() }
+    }
+
+    /// The same interval both ways, negotiated or emulated.
+    pub fn every(interval: Duration) -> HeartbeatConfig {
+        HeartbeatConfig { send: interval, receive: interval, ..HeartbeatConfig::default() }
+    }
+
+    /// The `heart-beat` header value the client sends in CONNECT.
+    pub fn header(&self) -> String {
+        format!("{},{}", self.send.as_millis(), self.receive.as_millis())
+    }
+}
+
+/// Parses a `heart-beat: x,y` header into milliseconds.
+pub fn parse_header(value: &str) -> Option<(u64, u64)> {
+    let (x, y) = value.split_once(',')?;
+    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+}
+
+/// How this connection keeps alive and detects death, once the broker has answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Write a heart-beat when nothing was written for this long.
+    pub send_every: Option<Duration>,
+    /// Declare the connection dead when nothing was read for this long.
+    pub read_timeout: Option<Duration>,
+    /// Provoke a RECEIPT when nothing was read for this long (emulated detection).
+    pub probe_after: Option<Duration>,
+    /// Whether any of this is emulated rather than negotiated.
+    pub emulated: bool,
+    /// What to write when a heart-beat is due.
+    pub wire: KeepaliveWire,
+}
+
+/// Decides the plan from our wishes and the broker's CONNECTED `heart-beat` (None for 1.0 or absent).
+pub fn negotiate(ours: &HeartbeatConfig, theirs: Option<(u64, u64)>) -> Plan {
+    let ms = Duration::from_millis;
+    let (cx, cy) = (ours.send.as_millis() as u64, ours.receive.as_millis() as u64);
+    let (sx, sy) = theirs.unwrap_or((0, 0));
+    let mut plan = Plan { send_every: None, read_timeout: None, probe_after: None, emulated: false, wire: ours.wire.clone() };
+    if cx > 0 && sy > 0 {
+        plan.send_every = Some(ms(cx.max(sy)));
+    } else if cx > 0 && ours.emulate {
+        plan.send_every = Some(ms(cx));
+        plan.emulated = true;
+    }
+    if sx > 0 && cy > 0 {
+        plan.read_timeout = Some(ms(sx.max(cy)).mul_f64(ours.grace.max(1.0)));
+    } else if cy > 0 && ours.emulate {
+        plan.probe_after = Some(ms(cy));
+        plan.read_timeout = Some(ms(cy) * 2);
+        plan.emulated = true;
+    }
+    if matches!(plan.wire, KeepaliveWire::SendTo(_)) && plan.send_every.is_none() && cx > 0 {
+        plan.send_every = Some(ms(cx));
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_headers() {
+        assert_eq!(parse_header("30500,29500"), Some((30500, 29500)));
+        assert_eq!(parse_header(" 0 , 0 "), Some((0, 0)));
+        assert_eq!(parse_header("10"), None);
+        assert_eq!(parse_header("a,b"), None);
+    }
+
+    #[test]
+    fn negotiated_takes_the_larger_interval_each_way() {
+        let ours = HeartbeatConfig::every(Duration::from_millis(1000));
+        let p = negotiate(&ours, Some((4000, 500)));
+        assert_eq!(p.send_every, Some(Duration::from_millis(1000)));
+        assert_eq!(p.read_timeout, Some(Duration::from_millis(6000)));
+        assert!(!p.emulated);
+        assert_eq!(p.probe_after, None);
+    }
+
+    #[test]
+    fn emulated_when_broker_offers_nothing() {
+        let ours = HeartbeatConfig::every(Duration::from_millis(1000));
+        let p = negotiate(&ours, None);
+        assert!(p.emulated);
+        assert_eq!(p.send_every, Some(Duration::from_millis(1000)));
+        assert_eq!(p.probe_after, Some(Duration::from_millis(1000)));
+        assert_eq!(p.read_timeout, Some(Duration::from_millis(2000)));
+        let p = negotiate(&ours, Some((0, 0)));
+        assert!(p.emulated);
+    }
+
+    #[test]
+    fn off_means_nothing() {
+        let p = negotiate(&HeartbeatConfig::off(), Some((1000, 1000)));
+        assert_eq!((p.send_every, p.read_timeout, p.probe_after), (None, None, None));
+        let no_emulation = HeartbeatConfig { emulate: false, ..HeartbeatConfig::every(Duration::from_secs(1)) };
+        let p = negotiate(&no_emulation, Some((0, 0)));
+        assert_eq!((p.send_every, p.read_timeout), (None, None));
+    }
+}
