@@ -1,0 +1,83 @@
+//! Broker settings, with defaults fit for tests and demos.
+
+use crate::stomp::Limits;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// How the embedded broker listens, authenticates and bounds its memory.
+///
+/// Every field is public so a test can write
+/// `BrokerConfig { max_queue_len: 10, ..BrokerConfig::default() }`.
+#[derive(Clone)]
+pub struct BrokerConfig {
+    /// Address to bind (default `127.0.0.1:0`, an ephemeral port; bound with `SO_REUSEADDR`).
+    pub listen: SocketAddr,
+    /// Accepted `login` → `passcode` pairs; `None` accepts any login (the default).
+    pub users: Option<HashMap<String, String>>,
+    /// The broker's heart-beat offer in milliseconds, `(can send every, wants to receive every)`,
+    /// as in the STOMP `heart-beat` header; `0` disables a direction (default `(10000, 10000)`).
+    pub heartbeat_ms: (u32, u32),
+    /// Most undelivered messages a queue holds; beyond it the oldest is dropped with a warning (default 10000).
+    pub max_queue_len: usize,
+    /// Bytes a session may have queued for writing before publishers to it wait (default 8 MiB).
+    pub max_outbox_bytes: usize,
+    /// How long a publisher waits for a full subscriber or queue before the subscriber is
+    /// disconnected (or the queue's oldest messages are dropped) (default 10 s).
+    pub slow_consumer_timeout: Duration,
+    /// How long a new connection may take to send CONNECT (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Frame size and header limits applied to every client.
+    pub limits: Limits,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        BrokerConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            users: None,
+            heartbeat_ms: (10_000, 10_000),
+            max_queue_len: 10_000,
+            max_outbox_bytes: 8 * 1024 * 1024,
+            slow_consumer_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("listen", &self.listen)
+            .field("users", &self.users.as_ref().map(|u| format!("<{} users>", u.len())))
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("max_queue_len", &self.max_queue_len)
+            .field("max_outbox_bytes", &self.max_outbox_bytes)
+            .field("slow_consumer_timeout", &self.slow_consumer_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Parses a users file: one `login:passcode` a line; blank lines and `#` comments are skipped.
+///
+/// Returns the line number (1-based) of the first malformed line as the error.
+pub fn parse_users(text: &str) -> Result<HashMap<String, String>, usize> {
+    let mut users = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((login, pass)) if !login.is_empty() => {
+                users.insert(login.to_owned(), pass.to_owned());
+            }
+            _ => return Err(i + 1),
+        }
+    }
+    Ok(users)
+}

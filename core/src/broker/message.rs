@@ -1,0 +1,164 @@
+//! A published message, shared (`Arc`) by every subscriber it is delivered to.
+//!
+//! The headers a MESSAGE frame carries besides the per-delivery ones
+//! (`subscription`, `message-id`, `ack`, `redelivered`) are the same for every
+//! subscriber speaking the same STOMP version, so they are encoded once per
+//! version, on first use, and the body `Bytes` is shared, never copied per subscriber.
+
+use crate::stomp::{Headers, Version};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::OnceLock;
+
+/// Headers a client may not set on a delivered MESSAGE (the broker sets or drops them).
+const STRIPPED: [&str; 8] =
+    ["passcode", "receipt", "transaction", "subscription", "message-id", "ack", "redelivered", "destination"];
+
+/// One message as published, ready to be delivered any number of times.
+#[derive(Debug)]
+pub(crate) struct Message {
+    /// The destination the publisher named (after temp-queue rewriting).
+    pub destination: String,
+    /// User headers, in the publisher's order, minus [`STRIPPED`].
+    pub headers: Headers,
+    /// The body, shared by every delivery.
+    pub body: Bytes,
+    /// Encoded `destination`, user headers, `content-length` and the blank line, per version.
+    blocks: [OnceLock<Bytes>; 3],
+}
+
+impl Message {
+    /// A message from a SEND frame's destination, headers and body.
+    pub fn new(destination: String, mut headers: Headers, body: Bytes) -> Message {
+        if headers.iter().any(|(k, _)| STRIPPED.contains(&k)) {
+            for name in STRIPPED {
+                headers.remove(name);
+            }
+        }
+        Message { destination, headers, body, blocks: Default::default() }
+    }
+
+    /// An estimate of the bytes one delivery of this message takes in an outbox.
+    pub fn cost(&self) -> usize {
+        self.body.len() + 128 + self.destination.len()
+    }
+
+    /// The header block (everything after the per-delivery headers, up to the body) for `version`.
+    pub fn block(&self, version: Version) -> &Bytes {
+        let slot = match version {
+            Version::V1_0 => &self.blocks[0],
+            Version::V1_1 => &self.blocks[1],
+            Version::V1_2 => &self.blocks[2],
+        };
+        slot.get_or_init(|| self.encode_block(version))
+    }
+
+    fn encode_block(&self, version: Version) -> Bytes {
+        let mut dst = BytesMut::with_capacity(64 + self.destination.len() + self.headers.len() * 32);
+        put_header(&mut dst, "destination", &self.destination, version);
+        for (name, value) in self.headers.iter() {
+            if !put_header(&mut dst, name, value, version) {
+                tracing::debug!(header = name, %version, "header cannot be encoded for this subscriber; left out");
+            }
+        }
+        dst.put_slice(b"content-length:");
+        dst.put_slice(itoa(self.body.len() as u64).as_bytes());
+        dst.put_slice(b"\n\n");
+        dst.freeze()
+    }
+}
+
+/// Writes `name:value\n` with `version`'s escaping; on failure writes nothing and returns false.
+pub(crate) fn put_header(dst: &mut BytesMut, name: &str, value: &str, version: Version) -> bool {
+    let mark = dst.len();
+    let ok = put_escaped(dst, name, version, true) && {
+        dst.put_u8(b':');
+        put_escaped(dst, value, version, false)
+    };
+    if ok {
+        dst.put_u8(b'\n');
+    } else {
+        dst.truncate(mark);
+    }
+    ok
+}
+
+/// Writes one header name or value with `version`'s escaping; false if it cannot be written.
+pub(crate) fn put_escaped(dst: &mut BytesMut, s: &str, version: Version, is_name: bool) -> bool {
+    let bytes = s.as_bytes();
+    let plain = !bytes.iter().any(|&b| matches!(b, b'\n' | b'\r' | b':' | b'\\'));
+    if plain {
+        dst.put_slice(bytes);
+        return true;
+    }
+    if version == Version::V1_0 {
+        // No escaping in 1.0: a newline can never be written, nor a ':' in a name,
+        // nor a trailing CR (the reader would strip it).
+        if memchr::memchr(b'\n', bytes).is_some()
+            || (is_name && memchr::memchr(b':', bytes).is_some())
+            || bytes.last() == Some(&b'\r')
+        {
+            return false;
+        }
+        dst.put_slice(bytes);
+        return true;
+    }
+    for &b in bytes {
+        match b {
+            b'\n' => dst.put_slice(b"\\n"),
+            b':' => dst.put_slice(b"\\c"),
+            b'\\' => dst.put_slice(b"\\\\"),
+            b'\r' if version >= Version::V1_2 => dst.put_slice(b"\\r"),
+            b'\r' => return false,
+            _ => dst.put_u8(b),
+        }
+    }
+    true
+}
+
+/// A decimal rendering of `n` on the stack.
+pub(crate) struct Itoa {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Itoa {
+    /// The digits.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// Renders `n` in decimal without allocating.
+pub(crate) fn itoa(mut n: u64) -> Itoa {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Itoa { buf, start: i }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_escapes_per_version_and_strips_broker_headers() {
+        let headers: Headers =
+            [("passcode", "secret"), ("a:b", "x\ny"), ("k", "v:w"), ("receipt", "9")].into_iter().collect();
+        let m = Message::new("/topic/t".into(), headers, Bytes::from_static(b"hi"));
+        assert_eq!(&m.block(Version::V1_2)[..], b"destination:/topic/t\na\\cb:x\\ny\nk:v\\cw\ncontent-length:2\n\n");
+        assert_eq!(&m.block(Version::V1_0)[..], b"destination:/topic/t\nk:v:w\ncontent-length:2\n\n");
+    }
+
+    #[test]
+    fn itoa_renders() {
+        assert_eq!(itoa(0).as_bytes(), b"0");
+        assert_eq!(itoa(u64::MAX).as_bytes(), b"18446744073709551615");
+    }
+}

@@ -1,0 +1,116 @@
+//! The accept loop, graceful shutdown, and the state every session shares.
+
+use super::config::BrokerConfig;
+use super::router::Router;
+use super::session;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// How long a graceful shutdown lets sessions flush before they are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the accept loop, the sessions and the handle share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Destinations and subscriptions.
+    pub router: Router,
+    /// The settings the broker was started with.
+    pub config: BrokerConfig,
+    /// Cancelled once, when the broker shuts down gracefully.
+    pub shutdown: CancellationToken,
+    /// Cancelled (and replaced) by `kick_all`; every session holds a child of the current one.
+    kick: Mutex<CancellationToken>,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    /// Fresh shared state for `config`.
+    pub fn new(config: BrokerConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            router: Router::new(config.max_queue_len),
+            config,
+            shutdown: CancellationToken::new(),
+            kick: Mutex::new(CancellationToken::new()),
+            next_session: AtomicU64::new(0),
+        })
+    }
+
+    /// The token new sessions derive their kill switch from.
+    pub fn kick_token(&self) -> CancellationToken {
+        self.kick.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Drops every current connection at once, without ERROR frames; new ones are accepted.
+    pub fn kick_all(&self) {
+        let old = std::mem::take(&mut *self.kick.lock().unwrap_or_else(|e| e.into_inner()));
+        old.cancel();
+    }
+}
+
+/// Binds a listener with `SO_REUSEADDR`, so a broker can be restarted on the port it just left.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Runs a broker on `listener` until `shutdown` completes, then closes every session gracefully.
+///
+/// This is the entry point for binaries (mini-redis style); tests and demos
+/// usually prefer [`Broker::start`](super::Broker::start). `config.listen` is
+/// not used: the listener is already bound (see [`bind`]).
+pub async fn serve(listener: TcpListener, config: BrokerConfig, shutdown: impl Future) -> io::Result<()> {
+    run(listener, Shared::new(config), shutdown).await
+}
+
+/// The accept loop behind [`serve`] and [`Broker::start`](super::Broker::start).
+pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future) -> io::Result<()> {
+    let addr = listener.local_addr()?;
+    info!(%addr, "broker listening");
+    let mut sessions = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let id = shared.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+                    debug!(session = id, %peer, "accepted");
+                    sessions.spawn(session::run(socket, peer, id, shared.clone()));
+                }
+                Err(e) => {
+                    // Per-connection failures (reset before accept) and resource
+                    // exhaustion (EMFILE) alike: log, breathe, go on.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        error!(error = %e, "session task panicked");
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    info!(%addr, sessions = sessions.len(), "broker shutting down");
+    shared.shutdown.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(left = sessions.len(), "sessions did not close in time; aborting them");
+        sessions.shutdown().await;
+    }
+    info!(%addr, "broker stopped");
+    Ok(())
+}
