@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Install what the test suites need, only when it is missing.
+#
+#   scripts/lib/deps.sh [brokers|python|all]      (default: all)
+#
+#   brokers  Debian rabbitmq-server and activemq (needs root; apt-get update is
+#            run once, only when something has to be installed)
+#   python   stomp.py and pytest for python3 (pip; --break-system-packages is
+#            added only if pip refuses an externally-managed environment)
+#
+# Output of apt/pip goes to $DK_LOG_DIR/deps-*.log; one line per step here.
+# Idempotent: a second run installs nothing and takes well under a second.
+set -euo pipefail
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+export DEBIAN_FRONTEND=noninteractive
+APT_LOG="$DK_LOG_DIR/deps-apt.log"
+PIP_LOG="$DK_LOG_DIR/deps-pip.log"
+PYTHON="${PYTHON:-python3}"
+APT_UPDATED=0
+
+apt_update_once() {
+    [ "$APT_UPDATED" = 1 ] && return 0
+    dk_log "deps: apt-get update"
+    if ! apt-get update >>"$APT_LOG" 2>&1; then
+        dk_tail_file "$APT_LOG" 30
+        dk_die "deps: apt-get update failed (log: $APT_LOG)"
+    fi
+    APT_UPDATED=1
+}
+
+# apt_install PKG...: install the given packages (no recommends prompt, quiet).
+apt_install() {
+    dk_need_root "installing $*"
+    apt_update_once
+    local t0; t0=$(dk_now)
+    dk_log "deps: apt-get install $*"
+    if ! apt-get install -y -q -o Dpkg::Options::=--force-confdef \
+        -o Dpkg::Options::=--force-confold "$@" >>"$APT_LOG" 2>&1; then
+        dk_tail_file "$APT_LOG" 40
+        dk_die "deps: apt-get install $* failed (log: $APT_LOG)"
+    fi
+    dk_log "deps: installed $* in $(dk_elapsed "$t0")s"
+}
+
+deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+deps_brokers() {
+    local missing=()
+    { deb_installed rabbitmq-server && command -v rabbitmq-server >/dev/null; } || missing+=(rabbitmq-server)
+    { deb_installed activemq && [ -x /etc/init.d/activemq ]; } || missing+=(activemq)
+    if [ ${#missing[@]} -eq 0 ]; then
+        dk_log "deps: rabbitmq-server and activemq already installed"
+        return 0
+    fi
+    apt_install "${missing[@]}"
+}
+
+pip_install() {
+    local t0; t0=$(dk_now)
+    dk_log "deps: pip install $*"
+    if "$PYTHON" -m pip install --quiet --disable-pip-version-check "$@" >>"$PIP_LOG" 2>&1; then
+        dk_log "deps: pip installed $* in $(dk_elapsed "$t0")s"
+        return 0
+    fi
+    if grep -q externally-managed-environment "$PIP_LOG"; then
+        dk_log "deps: pip refused (externally managed); retrying with --break-system-packages"
+        if "$PYTHON" -m pip install --quiet --disable-pip-version-check --break-system-packages "$@" >>"$PIP_LOG" 2>&1; then
+            dk_log "deps: pip installed $* in $(dk_elapsed "$t0")s"
+            return 0
+        fi
+    fi
+    dk_tail_file "$PIP_LOG" 40
+    dk_die "deps: pip install $* failed (log: $PIP_LOG)"
+}
+
+deps_python() {
+    command -v "$PYTHON" >/dev/null || dk_die "deps: $PYTHON not found"
+    if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
+        apt_install python3-pip
+    fi
+    local want=()
+    # stomp.py 8.x or 9.x is the peer under test; pytest runs the interop suite.
+    "$PYTHON" -c 'import stomp, sys; sys.exit(0 if int(stomp.__version__.split(".")[0]) >= 8 else 1)' \
+        >/dev/null 2>&1 || want+=('stomp.py>=8,<10')
+    "$PYTHON" -c 'import pytest' >/dev/null 2>&1 || want+=('pytest')
+    if [ ${#want[@]} -eq 0 ]; then
+        dk_log "deps: stomp.py and pytest already installed"
+        return 0
+    fi
+    pip_install "${want[@]}"
+}
+
+main() {
+    local what="${1:-all}"
+    case "$what" in
+        brokers) deps_brokers ;;
+        python) deps_python ;;
+        all) deps_brokers; deps_python ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) dk_die "deps.sh: unknown argument '$what' (brokers|python|all)" ;;
+    esac
+}
+
+main "$@"
