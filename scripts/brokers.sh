@@ -236,6 +236,9 @@ log4j.appender.stdout.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
 log4j.logger.org.apache.activemq.spring=WARN
 log4j.logger.org.springframework=WARN
 log4j.logger.org.apache.xbean=WARN"; then changed=0; fi
+    # ACTIVEMQ_OUT lives there: it must exist before the first start (the
+    # package creates it only on a first start without our options).
+    install -d -o activemq -g activemq "/var/lib/activemq/$AMQ_INSTANCE" "/var/lib/activemq/$AMQ_INSTANCE/data"
     if [ "$(readlink "$AMQ_ENABLED" 2>/dev/null)" != "$AMQ_AVAIL" ]; then
         ln -sfn "$AMQ_AVAIL" "$AMQ_ENABLED"
         dk_log "activemq: instance $AMQ_INSTANCE enabled"
@@ -272,7 +275,7 @@ amq_start() {
         amq_configure || true
     fi
     local t0; t0=$(dk_now)
-    local deadline=$((SECONDS + START_TIMEOUT))
+    local started=$SECONDS deadline=$((SECONDS + START_TIMEOUT))
     if amq_process_up; then
         dk_log "activemq: the JVM is already up but STOMP does not answer yet; waiting"
     else
@@ -283,7 +286,9 @@ amq_start() {
     # CONNECTED reply counts.
     until amq_answering; do
         [ $SECONDS -lt $deadline ] || amq_fail "STOMP on 127.0.0.1:$AMQ_STOMP_PORT not answering after ${START_TIMEOUT}s"
-        amq_process_up || amq_fail "the broker process exited during start-up"
+        # the pid file appears a moment after the init script returns
+        [ $SECONDS -lt $((started + 15)) ] || amq_process_up ||
+            amq_fail "the broker process exited during start-up (or never started)"
         sleep 0.5
     done
     dk_log "activemq: ready in $(dk_elapsed "$t0")s (STOMP 127.0.0.1:$AMQ_STOMP_PORT)"
