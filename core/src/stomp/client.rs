@@ -302,6 +302,10 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects (trying the failover list as configured) and returns once ready.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
+        // A broken TLS set-up (missing CA file, bad key) is a configuration error: report it now.
+        if config.url.endpoints.iter().any(|e| e.tls) {
+            super::tls::connector(&config.handshake.tls)?;
+        }
         let client = Client::start(config);
         client.wait_ready().await?;
         Ok(client)
