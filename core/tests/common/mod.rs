@@ -1,2 +1,5 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
 pub mod proxy;
 pub mod targets;
