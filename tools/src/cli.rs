@@ -28,6 +28,10 @@ pub struct BrokerArgs {
     /// Heart-beat interval in milliseconds, both ways (0 disables; emulated if the broker offers none).
     #[arg(long, default_value_t = 10_000, value_name = "MS")]
     pub heartbeat: u64,
+    /// Keep idle paths open the original way: SEND a single newline to this destination
+    /// instead of writing bare EOL heart-beats (for brokers that reject EOLs).
+    #[arg(long, value_name = "DEST")]
+    pub keepalive_destination: Option<String>,
     /// Highest STOMP version to offer (1.0, 1.1 or 1.2).
     #[arg(long, default_value = "1.2", value_parser = parse_version)]
     pub stomp_version: Version,
@@ -69,6 +73,9 @@ impl BrokerArgs {
             config.handshake.passcode = Some(deploykit::stomp::url::Secret::new(pass));
         }
         config.handshake.heartbeat = if self.heartbeat == 0 { HeartbeatConfig::off() } else { HeartbeatConfig::every(Duration::from_millis(self.heartbeat)) };
+        if let Some(dest) = &self.keepalive_destination {
+            config.handshake.heartbeat.wire = deploykit::stomp::KeepaliveWire::SendTo(dest.clone());
+        }
         config.handshake.versions = Version::ALL.iter().copied().filter(|v| *v <= self.stomp_version).collect();
         config.handshake.tls = TlsConfig { ca_file: self.tls_ca.clone(), client_cert: self.tls_cert.clone(), client_key: self.tls_key.clone(), ..TlsConfig::default() };
         if !(self.timeout.is_finite() && self.timeout > 0.0) {

@@ -1118,6 +1118,10 @@ impl Actor {
                 match conn.framed.feed(&frame).await {
                     Ok(()) => {
                         if let (Some(r), Some(reply)) = (receipt, reply) {
+                            if self.pending.len() >= 4096 {
+                                // Callers that timed out no longer listen: forget their receipts.
+                                self.pending.retain(|_, w| !matches!(w, Waiter::Frame(tx) if tx.is_closed()));
+                            }
                             self.pending.insert(r, Waiter::Frame(reply));
                         }
                         Ok(())

@@ -1,0 +1,123 @@
+//! Client behaviour that is ours rather than the broker's: the original's
+//! keepalive SEND, refused logins, misuse errors, unsubscribe on drop, and a
+//! closed client. Run against the embedded broker.
+
+mod common;
+
+use deploykit::broker::{Broker, BrokerConfig};
+use deploykit::stomp::{
+    AckMode, Client, ClientConfig, ClientEvent, Error, HeartbeatConfig, KeepaliveWire, SendOptions, State, SubscribeOptions,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn keepalive_send_mode_publishes_single_newlines() {
+    // A broker that negotiates no heart-beats, and a client told to keep the
+    // path alive the original way: SEND "\n" to a destination.
+    let broker = Broker::start(BrokerConfig { heartbeat_ms: (0, 0), ..BrokerConfig::default() }).await.unwrap();
+    let watcher = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let mut sub = watcher.subscribe("/topic/keepalive", SubscribeOptions::default()).await.unwrap();
+    let hb = HeartbeatConfig {
+        wire: KeepaliveWire::SendTo("/topic/keepalive".into()),
+        ..HeartbeatConfig::every(Duration::from_millis(100))
+    };
+    let quiet = Client::connect(ClientConfig::new(&broker.url()).unwrap().heartbeat(hb)).await.unwrap();
+    assert!(quiet.session().unwrap().heartbeat.emulated);
+    for _ in 0..2 {
+        let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("a keepalive within 10 s").unwrap();
+        assert!(m.is_keepalive(), "body {:?}", m.body);
+    }
+    quiet.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_login_is_a_clear_error() {
+    let users = HashMap::from([("deploy".to_owned(), "right".to_owned())]);
+    let broker = Broker::start(BrokerConfig { users: Some(users), ..BrokerConfig::default() }).await.unwrap();
+    let mut config = ClientConfig::new(&broker.url()).unwrap().credentials("deploy", "wrong-pass-xyz");
+    config.url.options.startup_max_reconnect_attempts = Some(1);
+    let err = Client::connect(config.clone()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::GaveUp { .. }), "{err:?}");
+    assert!(text.contains("refused"), "{text}");
+    assert!(!text.contains("wrong-pass-xyz"), "passcode leaked: {text}");
+    assert!(!format!("{config:?}").contains("wrong-pass-xyz"), "passcode leaked in Debug");
+    let ok = Client::connect(config.credentials("deploy", "right")).await.unwrap();
+    ok.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn misuse_gets_typed_errors() {
+    let broker = Broker::start(BrokerConfig::default()).await.unwrap();
+    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let opts = SubscribeOptions { id: Some("same".into()), ..SubscribeOptions::default() };
+    let mut auto = client.subscribe("/topic/a", opts.clone()).await.unwrap();
+    let dup = client.subscribe("/topic/b", opts).await.unwrap_err();
+    assert!(matches!(dup, Error::Invalid(ref m) if m.contains("already in use")), "{dup:?}");
+    client.send_with("/topic/a", "x", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    let m = tokio::time::timeout(WAIT, auto.recv()).await.unwrap().unwrap();
+    assert!(matches!(auto.ack(&m).await, Err(Error::Invalid(_))), "ack on an auto subscription is refused");
+    client.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_unsubscribes() {
+    let broker = Broker::start(BrokerConfig::default()).await.unwrap();
+    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let sub = client.subscribe("/queue/dropme", SubscribeOptions { ack: AckMode::ClientIndividual, ..Default::default() }).await.unwrap();
+    assert_eq!(broker.stats().subscriptions, 1);
+    drop(sub);
+    // The UNSUBSCRIBE is queued before this receipted SEND, so once the receipt is back the broker has processed it.
+    client.send_with("/queue/other", "x", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    assert_eq!(broker.stats().subscriptions, 0);
+    client.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn closed_client_says_so() {
+    let broker = Broker::start(BrokerConfig::default()).await.unwrap();
+    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let mut events = client.events();
+    let other = client.clone();
+    client.disconnect().await.unwrap();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(ClientEvent::Closed { reason }) = events.recv().await {
+                break reason;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed.contains("disconnected"), "{closed}");
+    assert_eq!(other.state(), State::Closed);
+    assert!(matches!(other.send("/topic/x", "late").await, Err(Error::Closed)));
+}
+
+#[tokio::test]
+async fn receipt_timeout_is_reported() {
+    // A "broker" that accepts TCP and answers CONNECTED but never sends receipts.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await.unwrap();
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let mut config = ClientConfig::new(&format!("stomp://{addr}")).unwrap().heartbeat(HeartbeatConfig::off());
+    config.receipt_timeout = Duration::from_millis(300);
+    let client = Client::connect(config).await.unwrap();
+    let err = client.send_with("/queue/x", "x", SendOptions { receipt: true, ..Default::default() }).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("RECEIPT for SEND"), "{err}");
+}
