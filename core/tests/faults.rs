@@ -278,11 +278,13 @@ async fn rabbitmq_restart_under_subscribed_client() {
     let topic = dest("topic", "rabbit");
     let mut sub = subscribe(&client, &topic).await;
 
+    let t0 = Instant::now();
     rabbitmqctl(&ctl, &["close_all_connections", "test"]).await;
     // Generations count successful CONNECTs, including any whose re-SUBSCRIBE a
     // half-started RabbitMQ refused, so only a lower bound is certain here.
     let r = expect_recovery(&mut events, Duration::from_secs(30)).await;
     assert!(r.generation >= 2 && r.reconnect && r.subscriptions == 1, "{r:?}");
+    eprintln!("rabbitmq close_all_connections: ready again after {:?}", t0.elapsed());
     let publisher = connect(rabbit_cfg()).await;
     send_confirmed(&publisher, &topic, "after close_all_connections").await;
     assert_eq!(recv(&mut sub).await.text(), Some("after close_all_connections"));
@@ -291,8 +293,10 @@ async fn rabbitmq_restart_under_subscribed_client() {
     rabbitmqctl(&ctl, &["stop_app"]).await;
     let (ev, _) = event(&mut events, Duration::from_secs(30), "Disconnected on stop_app", |e| is_disconnected(e) || is_ready(e)).await;
     assert!(is_disconnected(&ev), "{ev:?}");
+    let t0 = Instant::now();
     rabbitmqctl(&ctl, &["start_app"]).await;
-    let (ev, _) = event(&mut events, Duration::from_secs(60), "Ready after start_app", |e| is_ready(e) || is_closed(e)).await;
+    let (ev, at) = event(&mut events, Duration::from_secs(60), "Ready after start_app", |e| is_ready(e) || is_closed(e)).await;
+    eprintln!("rabbitmq start_app: client ready {:?} after start_app was run", at - t0);
     assert!(matches!(ev, ClientEvent::Ready { generation: 3.., reconnect: true, subscriptions: 1, .. }), "{ev:?}");
     let publisher = connect(rabbit_cfg()).await;
     send_confirmed(&publisher, &topic, "after restart").await;
