@@ -338,6 +338,7 @@ impl Client {
             generation: 0,
             next_receipt: 0,
             last_error: String::new(),
+            current_endpoint: None,
         };
         tokio::spawn(actor.run());
         Client { shared }
@@ -687,6 +688,7 @@ struct Actor {
     generation: u64,
     next_receipt: u64,
     last_error: String,
+    current_endpoint: Option<usize>,
 }
 
 /// Sleeps until `deadline`, or forever if there is none.
@@ -700,7 +702,17 @@ async fn sleep_opt(deadline: Option<Instant>) {
 impl Actor {
     /// Connects, serves, reconnects, until closed or out of attempts.
     async fn run(mut self) {
+        // Connections that fail right after the handshake (a refused SUBSCRIBE, an
+        // ERROR at once) count as failures too, so such a broker is not hammered.
+        let mut unstable: u32 = 0;
         let reason = loop {
+            if unstable > 0 {
+                let delay = self.config.url.options.delay(unstable - 1);
+                debug!(?delay, unstable, "last connection failed quickly; backing off");
+                if !self.pause(delay).await {
+                    break format!("closed while reconnecting: {}", self.last_error);
+                }
+            }
             let Some(mut conn) = self.connect().await else {
                 break format!("gave up reconnecting: {}", self.last_error);
             };
@@ -708,14 +720,17 @@ impl Actor {
                 Ok(()) => {}
                 Err(Exit::Lost(why)) => {
                     self.lost(&conn.endpoint, why);
+                    unstable = unstable.saturating_add(1);
                     continue;
                 }
                 Err(Exit::Closed(why)) => break why,
             }
+            let served = Instant::now();
             match self.serve(&mut conn).await {
                 Exit::Lost(why) => self.lost(&conn.endpoint, why),
                 Exit::Closed(why) => break why,
             }
+            unstable = if served.elapsed() < Duration::from_secs(1) { unstable.saturating_add(1) } else { 0 };
         };
         self.close(reason);
     }
@@ -724,7 +739,11 @@ impl Actor {
     async fn connect(&mut self) -> Option<Connection> {
         let opts = self.config.url.options.clone();
         let limit = if self.generation == 0 { opts.startup_max_reconnect_attempts.or(opts.max_reconnect_attempts) } else { opts.max_reconnect_attempts };
-        let mut order: Vec<usize> = (0..self.config.url.endpoints.len()).collect();
+        let n = self.config.url.endpoints.len();
+        // After a loss, start with the broker after the one that dropped us: a dead
+        // path should not cost a handshake timeout before the next broker is tried.
+        let first = self.current_endpoint.map_or(0, |i| (i + 1) % n);
+        let mut order: Vec<usize> = (0..n).map(|k| (first + k) % n).collect();
         let mut attempt: u32 = 0;
         let mut pass: u32 = 0;
         loop {
@@ -745,7 +764,10 @@ impl Actor {
                     }
                 };
                 match result {
-                    Ok(conn) => return Some(conn),
+                    Ok(conn) => {
+                        self.current_endpoint = Some(i);
+                        return Some(conn);
+                    }
                     Err(e) => {
                         attempt += 1;
                         self.last_error = e.to_string();
@@ -760,13 +782,20 @@ impl Actor {
             let delay = opts.delay(pass);
             pass = pass.saturating_add(1);
             debug!(?delay, "all brokers tried; backing off");
-            let deadline = Instant::now() + delay;
-            loop {
-                tokio::select! {
-                    _ = sleep_until(deadline) => break,
-                    cmd = self.cmd_rx.recv(), if self.backlog.len() < self.config.queue_capacity => {
-                        if !self.offline_command(cmd) { return None; }
-                    }
+            if !self.pause(delay).await {
+                return None;
+            }
+        }
+    }
+
+    /// Waits `delay` while still taking commands; false if the client is closing.
+    async fn pause(&mut self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = sleep_until(deadline) => return true,
+                cmd = self.cmd_rx.recv(), if self.backlog.len() < self.config.queue_capacity => {
+                    if !self.offline_command(cmd) { return false; }
                 }
             }
         }
@@ -959,10 +988,14 @@ impl Actor {
                             let _ = tx.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
                         }
                         Some(Waiter::Subscribe(sub)) => {
-                            // A subscription the broker refuses is dropped rather than retried forever.
-                            if let Some(entry) = self.subs.remove(&sub) {
-                                for w in entry.waiters {
-                                    let _ = w.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
+                            // A new subscription the broker refuses is dropped and its caller told;
+                            // one that worked before is kept and retried on the next connection
+                            // (a half-started broker must not end a daemon's subscription).
+                            if self.subs.get(&sub).is_some_and(|e| !e.confirmed) {
+                                if let Some(entry) = self.subs.remove(&sub) {
+                                    for w in entry.waiters {
+                                        let _ = w.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
+                                    }
                                 }
                             }
                         }
