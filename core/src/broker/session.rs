@@ -233,7 +233,7 @@ async fn write_direct(wr: &mut OwnedWriteHalf, version: Version, frame: &Frame) 
 
 /// An ERROR frame for `err`, answering the frame whose receipt was `receipt`.
 fn error_frame(err: &ProtoError, receipt: Option<&str>) -> Frame {
-    let mut frame = Frame::new(Command::Error).header("message", err.message.clone());
+    let mut frame = Frame::new(Command::Error).header("message", err.message.to_string());
     if let Some(r) = receipt {
         frame.headers.push("receipt-id", r);
     }

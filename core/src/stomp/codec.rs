@@ -3,7 +3,7 @@
 //! Decoding is incremental: the decoder remembers how far it has scanned, so a
 //! frame that arrives one byte at a time costs linear, not quadratic, work.
 
-use super::frame::{Command, Frame, Headers};
+use super::frame::{ByteString, Command, Frame, Headers};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fmt;
 use tokio_util::codec::{Decoder, Encoder};
@@ -153,8 +153,8 @@ enum State {
         command: Command,
         /// The parsed headers, `content-length` removed.
         headers: Headers,
-        /// Offset of the body in the buffer.
-        body_start: usize,
+        /// Length of the header block already split off (for the size limit).
+        head_len: usize,
         /// The announced body length, if any.
         content_length: Option<usize>,
         /// Bytes of body already scanned for the NUL terminator.
@@ -235,46 +235,47 @@ impl Decoder for StompCodec {
         }
         if matches!(self.state, State::Head { .. }) {
             let Some(head_end) = self.scan_head(buf)? else { return Ok(None) };
-            let (command, headers, content_length) = parse_head(&buf[..head_end], self.version(), self.limits)?;
+            // The header block is split off and frozen: headers become slices of it.
+            let head = buf.split_to(head_end).freeze();
+            let (command, headers, content_length) = parse_head(&head, self.version())?;
             if let Some(len) = content_length {
                 let size = head_end.saturating_add(len);
                 if size > self.limits.max_frame_size {
                     return Err(FrameError::FrameTooLarge { size, limit: self.limits.max_frame_size });
                 }
-                buf.reserve((head_end + len + 1).saturating_sub(buf.len()));
+                buf.reserve((len + 1).saturating_sub(buf.len()));
             }
-            self.state = State::Body { command, headers, body_start: head_end, content_length, scanned: head_end };
+            self.state = State::Body { command, headers, head_len: head_end, content_length, scanned: 0 };
         }
-        let State::Body { body_start, content_length, scanned, .. } = &mut self.state else { unreachable!() };
-        let body_start = *body_start;
+        let State::Body { head_len, content_length, scanned, .. } = &mut self.state else { unreachable!() };
+        let head_len = *head_len;
         let body_end = match *content_length {
             Some(len) => {
-                if buf.len() < body_start + len + 1 {
+                if buf.len() < len + 1 {
                     return Ok(None);
                 }
-                if buf[body_start + len] != 0 {
+                if buf[len] != 0 {
                     return Err(FrameError::MissingNul(len));
                 }
-                body_start + len
+                len
             }
             None => match find_nul(&buf[*scanned..]) {
                 Some(i) => *scanned + i,
                 None => {
                     *scanned = buf.len();
-                    if buf.len() > self.limits.max_frame_size {
-                        return Err(FrameError::FrameTooLarge { size: buf.len(), limit: self.limits.max_frame_size });
+                    if head_len + buf.len() > self.limits.max_frame_size {
+                        return Err(FrameError::FrameTooLarge { size: head_len + buf.len(), limit: self.limits.max_frame_size });
                     }
                     return Ok(None);
                 }
             },
         };
-        if body_end > self.limits.max_frame_size {
-            return Err(FrameError::FrameTooLarge { size: body_end, limit: self.limits.max_frame_size });
+        if head_len + body_end > self.limits.max_frame_size {
+            return Err(FrameError::FrameTooLarge { size: head_len + body_end, limit: self.limits.max_frame_size });
         }
         let State::Body { command, headers, .. } = std::mem::take(&mut self.state) else { unreachable!() };
-        let mut frame_bytes = buf.split_to(body_end + 1);
-        frame_bytes.truncate(body_end);
-        let body: Bytes = frame_bytes.split_off(body_start).freeze();
+        let body: Bytes = buf.split_to(body_end).freeze();
+        buf.advance(1);
         // Trailing EOLs after the NUL belong to this frame (STOMP 1.2 grammar).
         let mut eols = 0;
         while let Some(&b) = buf.get(eols) {
@@ -297,7 +298,9 @@ impl StompCodec {
         loop {
             let Some(i) = memchr::memchr(b'\n', &buf[*scanned..]).map(|i| i + *scanned) else {
                 *scanned = buf.len();
-                if buf.len() - *line_start > limits.max_header_len {
+                // A line of exactly the limit may be waiting for the LF after its CR.
+                let cr = usize::from(buf.last() == Some(&b'\r'));
+                if buf.len() - *line_start > limits.max_header_len + cr {
                     return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
                 }
                 return Ok(None);
@@ -324,38 +327,54 @@ impl StompCodec {
 }
 
 /// Parses the command line and header lines of a frame (`head` ends with the blank line).
-fn parse_head(head: &[u8], version: Version, _limits: Limits) -> Result<(Command, Headers, Option<usize>), FrameError> {
-    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let cmd_line = lines.next().unwrap_or_default();
+fn parse_head(head: &Bytes, version: Version) -> Result<(Command, Headers, Option<usize>), FrameError> {
+    let mut pos = 0;
+    let mut next_line = || -> Option<(usize, usize)> {
+        if pos >= head.len() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', &head[pos..]).map_or(head.len(), |i| pos + i);
+        let start = pos;
+        pos = end + 1;
+        let trimmed_end = if end > start && head[end - 1] == b'\r' { end - 1 } else { end };
+        Some((start, trimmed_end))
+    };
+    let (cs, ce) = next_line().unwrap_or((0, 0));
+    let cmd_line = &head[cs..ce];
     let command = Command::from_bytes(cmd_line)
         .ok_or_else(|| FrameError::UnknownCommand(String::from_utf8_lossy(cmd_line).into_owned()))?;
     let escaped = version != Version::V1_0 && !command.is_unescaped();
     let mut headers = Headers::with_capacity(8);
     let mut content_length = None;
-    for line in lines {
-        if line.is_empty() {
+    while let Some((start, end)) = next_line() {
+        if start == end {
             break;
         }
+        let line = &head[start..end];
         let colon = memchr::memchr(b':', line)
             .ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
-        let name = unescape(&line[..colon], escaped, version)?;
-        let value = unescape(&line[colon + 1..], escaped, version)?;
-        if name == "content-length" {
+        let name = unescape(head, start, start + colon, escaped, version)?;
+        if &*name == "content-length" {
             if content_length.is_none() {
-                let n = value.trim().parse::<usize>().map_err(|_| FrameError::BadContentLength(value.clone()))?;
+                let value = &line[colon + 1..];
+                let text = std::str::from_utf8(value).unwrap_or_default();
+                let n = text.trim().parse::<usize>().map_err(|_| FrameError::BadContentLength(text.to_owned()))?;
                 content_length = Some(n);
             }
             continue;
         }
+        let value = unescape(head, start + colon + 1, end, escaped, version)?;
         headers.push(name, value);
     }
     Ok((command, headers, content_length))
 }
 
-/// Decodes a header name or value, undoing the version's escapes.
-fn unescape(raw: &[u8], escaped: bool, version: Version) -> Result<String, FrameError> {
+/// Decodes `head[start..end]` (a header name or value), undoing the version's escapes.
+/// Without escapes it is a zero-copy slice of the header block.
+fn unescape(head: &Bytes, start: usize, end: usize, escaped: bool, version: Version) -> Result<ByteString, FrameError> {
+    let raw = &head[start..end];
     if !escaped || memchr::memchr(b'\\', raw).is_none() {
-        return std::str::from_utf8(raw).map(str::to_owned).map_err(|_| FrameError::NotUtf8);
+        return ByteString::try_from(head.slice(start..end)).map_err(|_| FrameError::NotUtf8);
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut it = raw.iter();
@@ -373,7 +392,7 @@ fn unescape(raw: &[u8], escaped: bool, version: Version) -> Result<String, Frame
             None => return Err(FrameError::BadEscape("\\".into())),
         }
     }
-    String::from_utf8(out).map_err(|_| FrameError::NotUtf8)
+    String::from_utf8(out).map(ByteString::from).map_err(|_| FrameError::NotUtf8)
 }
 
 /// Writes a header name or value with the version's escapes.

@@ -1,6 +1,7 @@
 //! STOMP frames: the command, the ordered header list and the body.
 
 use bytes::Bytes;
+pub use bytestring::ByteString;
 use std::fmt;
 
 /// A STOMP command, client or server side (STOMP 1.0–1.2).
@@ -81,7 +82,24 @@ impl Command {
 
     /// Parses a command name as read from the wire (case-sensitive, as the spec says).
     pub fn from_bytes(name: &[u8]) -> Option<Command> {
-        Command::ALL.iter().copied().find(|c| c.as_str().as_bytes() == name)
+        Some(match name {
+            b"MESSAGE" => Command::Message,
+            b"SEND" => Command::Send,
+            b"ACK" => Command::Ack,
+            b"RECEIPT" => Command::Receipt,
+            b"SUBSCRIBE" => Command::Subscribe,
+            b"UNSUBSCRIBE" => Command::Unsubscribe,
+            b"NACK" => Command::Nack,
+            b"CONNECT" => Command::Connect,
+            b"STOMP" => Command::Stomp,
+            b"CONNECTED" => Command::Connected,
+            b"BEGIN" => Command::Begin,
+            b"COMMIT" => Command::Commit,
+            b"ABORT" => Command::Abort,
+            b"DISCONNECT" => Command::Disconnect,
+            b"ERROR" => Command::Error,
+            _ => return None,
+        })
     }
 
     /// Whether this command's headers are never escaped (CONNECT, STOMP and CONNECTED).
@@ -97,8 +115,11 @@ impl fmt::Display for Command {
 }
 
 /// An ordered list of headers; repeated names are kept, and the first one wins on lookup.
+///
+/// Names and values are [`ByteString`]s: decoded headers share the received
+/// buffer instead of being copied one allocation each.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(ByteString, ByteString)>);
 
 impl Headers {
     /// An empty header list.
@@ -113,16 +134,16 @@ impl Headers {
 
     /// The value of the first header called `name`, as the spec requires for repeats.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
     }
 
     /// Appends a header, keeping any earlier one of the same name (which still wins).
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn push(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) {
         self.0.push((name.into(), value.into()));
     }
 
     /// Sets a header: replaces the first one called `name` and drops later repeats, or appends.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn set(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) {
         let name = name.into();
         let value = value.into();
         match self.0.iter().position(|(k, _)| *k == name) {
@@ -143,12 +164,12 @@ impl Headers {
 
     /// Removes every header called `name`.
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(k, _)| k != name);
+        self.0.retain(|(k, _)| &**k != name);
     }
 
     /// Iterates over all headers in wire order, repeats included.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The number of headers, repeats included.
@@ -169,7 +190,7 @@ impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
         for (k, v) in &self.0 {
-            if SECRET_HEADERS.contains(&k.as_str()) {
+            if SECRET_HEADERS.contains(&&**k) {
                 m.entry(k, &"<redacted>");
             } else {
                 m.entry(k, v);
@@ -179,7 +200,7 @@ impl fmt::Debug for Headers {
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+impl<K: Into<ByteString>, V: Into<ByteString>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Headers {
         Headers(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
@@ -203,7 +224,7 @@ impl Frame {
     }
 
     /// Adds a header (builder style).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Frame {
+    pub fn header(mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) -> Frame {
         self.headers.push(name, value);
         self
     }
