@@ -375,6 +375,53 @@ async fn a_full_queue_without_subscribers_drops_its_oldest_messages() {
     c.quiet().await;
 }
 
+#[tokio::test]
+async fn a_full_queue_pauses_its_publisher_then_drops_the_oldest() {
+    let broker = broker_with(BrokerConfig {
+        max_queue_len: 2,
+        slow_consumer_timeout: Duration::from_millis(300),
+        ..BrokerConfig::default()
+    })
+    .await;
+    let mut c = Wire::connected(&broker, "1.2").await; // dk-1
+    c.subscribe("s", "/queue/full", "ack:client-individual\nprefetch-count:1\n").await;
+    let mut p = Wire::connected(&broker, "1.2").await;
+    for m in ["m1", "m2", "m3"] {
+        p.publish("/queue/full", m).await;
+    }
+    assert_eq!(c.body().await, "m1"); // m2, m3 wait in the queue: it is full
+    let start = Instant::now();
+    p.send(b"SEND\ndestination:/queue/full\nreceipt:4\n\nm4\0").await;
+    assert_eq!(p.frame().await.get("receipt-id"), Some("4"));
+    let paused = start.elapsed();
+    assert!(paused >= Duration::from_millis(250), "publisher was not paused: {paused:?}");
+    // The queue is known to overflow now: the next publisher is not paused again.
+    let start = Instant::now();
+    p.with_receipt("SEND\ndestination:/queue/full\n", "5").await;
+    assert!(start.elapsed() < Duration::from_millis(250), "paused again: {:?}", start.elapsed());
+    // m2 and m3 were dropped (oldest first); m4 and the empty m5 are left.
+    c.send(b"ACK\nid:dk-1-1\n\n\0").await;
+    assert_eq!(c.body().await, "m4");
+    c.send(b"ACK\nid:dk-1-2\n\n\0").await;
+    assert_eq!(c.body().await, "");
+    c.quiet().await;
+}
+
+#[tokio::test]
+async fn stomp_1_0_subscriptions_without_id_use_the_destination() {
+    let broker = broker().await;
+    let mut c = Wire::connected(&broker, "1.0").await;
+    c.with_receipt("SUBSCRIBE\ndestination:/topic/old\n", "s").await;
+    let mut p = Wire::connected(&broker, "1.0").await;
+    p.publish("/topic/old", "hello").await;
+    let m = c.frame().await;
+    assert_eq!(m.get("subscription"), Some("/topic/old"));
+    c.with_receipt("UNSUBSCRIBE\ndestination:/topic/old\n", "u").await;
+    p.with_receipt("SEND\ndestination:/topic/old\n", "gone").await;
+    c.quiet().await;
+    assert_eq!(broker.stats().subscriptions, 0);
+}
+
 // ---------------------------------------------------------------- acknowledgements
 
 #[tokio::test]

@@ -29,8 +29,8 @@ pub(crate) struct Message {
 impl Message {
     /// A message from a SEND frame's destination, headers and body.
     pub fn new(destination: String, mut headers: Headers, body: Bytes) -> Message {
-        if headers.iter().any(|(k, _)| STRIPPED.contains(&k)) {
-            for name in STRIPPED {
+        for name in STRIPPED {
+            if headers.get(name).is_some() {
                 headers.remove(name);
             }
         }

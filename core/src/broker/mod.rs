@@ -52,12 +52,15 @@
 //!   on NACK, UNSUBSCRIBE or disconnect; NACKed topic messages are dropped.
 //!   NACK in `client` mode is cumulative, like ACK.
 //! - Prefetch: `prefetch-count` (RabbitMQ) or `activemq.prefetchSize` on a
-//!   client-ack SUBSCRIBE bounds its unacknowledged deliveries (0 = unlimited;
-//!   ignored for `auto`). Topic messages beyond it wait per subscription (at
-//!   most `max_queue_len`, oldest dropped).
+//!   client-ack SUBSCRIBE bounds its unacknowledged deliveries (ignored for
+//!   `auto`). Without one (or with 0) the bound is `max_queue_len`, so a client
+//!   that never acknowledges cannot grow the broker without limit. Queue
+//!   messages beyond it stay in the queue; topic messages wait per
+//!   subscription (at most `max_queue_len`, oldest dropped).
 //! - Every frame with `receipt` gets a RECEIPT once handled (DISCONNECT: then
 //!   the connection closes). BEGIN/COMMIT/ABORT buffer SENDs, ACKs and NACKs
-//!   until COMMIT; ABORT (or a disconnect) drops them.
+//!   until COMMIT (at most `max_queue_len` frames per transaction); ABORT (or a
+//!   disconnect) drops them.
 //! - Bad input — a malformed frame, a missing `destination`, a duplicate
 //!   subscription id, an unknown ack id or transaction, any frame before
 //!   CONNECT — gets an ERROR (`message`, `receipt-id` when the frame asked for
@@ -69,12 +72,16 @@
 //!   With no subscriber, the oldest is dropped (warning logged). With
 //!   subscribers that lack credit, the publisher is paused until the queue
 //!   drains below the bound, for at most [`BrokerConfig::slow_consumer_timeout`],
-//!   then the oldest are dropped.
+//!   then the oldest are dropped (and later publishers do not wait again until
+//!   the queue is back within its bound). A message kept in a queue nobody
+//!   listens to is copied out of the read buffer it arrived in.
 //! - Each session has an outbox bounded by [`BrokerConfig::max_outbox_bytes`].
 //!   A publisher whose message fills a subscriber's outbox waits until the
 //!   subscriber has read it down (backpressure, as RabbitMQ's flow control);
 //!   a subscriber that stays full for `slow_consumer_timeout` is disconnected
 //!   with a warning, so one stuck client cannot stall the others for long.
+//!   A client that does not read its own receipts is paused (the broker stops
+//!   reading from it) and disconnected the same way.
 //!
 //! # Faults for tests
 //! [`BrokerHandle::kick_all`] drops every connection (a broker fault without a

@@ -118,11 +118,21 @@ struct Queue {
     owner: Option<u64>,
     dropped: u64,
     room: Arc<Notify>,
+    /// A publisher already waited in vain: drop the oldest at once until the queue drains.
+    overflowing: bool,
 }
 
 impl Queue {
     fn new(owner: Option<u64>) -> Queue {
-        Queue { backlog: VecDeque::new(), subs: Vec::new(), next: 0, owner, dropped: 0, room: Arc::new(Notify::new()) }
+        Queue {
+            backlog: VecDeque::new(),
+            subs: Vec::new(),
+            next: 0,
+            owner,
+            dropped: 0,
+            room: Arc::new(Notify::new()),
+            overflowing: false,
+        }
     }
 
     /// Drops the oldest messages beyond `max`, with a warning now and then.
@@ -145,7 +155,7 @@ struct Sub {
     id: String,
     dest: Dest,
     ack: AckMode,
-    /// Most unacknowledged deliveries (client ack modes); 0 is unlimited.
+    /// Most unacknowledged deliveries (client ack modes).
     prefetch: usize,
     in_flight: usize,
     info: Arc<SubInfo>,
@@ -157,7 +167,7 @@ struct Sub {
 
 impl Sub {
     fn has_credit(&self) -> bool {
-        self.ack == AckMode::Auto || self.prefetch == 0 || self.in_flight < self.prefetch
+        self.ack == AckMode::Auto || self.in_flight < self.prefetch
     }
 }
 
@@ -262,6 +272,7 @@ fn pump_queue(queue: &mut Queue, sessions: &mut HashMap<u64, SessionState>, max:
         }
     }
     if queue.backlog.len() <= max {
+        queue.overflowing = false;
         queue.room.notify_waiters();
     }
 }
@@ -446,7 +457,8 @@ impl Router {
                 id: id.to_owned(),
                 dest: dest.clone(),
                 ack,
-                prefetch,
+                // Without a prefetch, client-ack subscriptions still get a bound.
+                prefetch: if prefetch == 0 { self.max_queue_len } else { prefetch },
                 in_flight: 0,
                 info,
                 backlog: VecDeque::new(),
@@ -578,6 +590,10 @@ impl Router {
         } else {
             destination.starts_with(QUEUE)
         };
+        // A message kept for later gets its own small allocation, so it does not
+        // pin the (much larger) read buffer it arrived in.
+        let retained = is_queue && state.queues.get(&destination).map_or(true, |q| q.subs.is_empty());
+        let body = if retained { Bytes::copy_from_slice(&body) } else { body };
         let msg = Arc::new(Message::new(destination, headers, body));
         let key = msg.destination.as_str();
         if !is_queue {
@@ -607,7 +623,7 @@ impl Router {
         q.backlog.push_back(Queued { msg: msg.clone(), redelivered: false });
         pump_queue(q, sessions, max, waits);
         if q.backlog.len() > max {
-            if q.subs.is_empty() {
+            if q.subs.is_empty() || q.overflowing {
                 q.trim(key, max);
             } else {
                 waits.push(Wait::Queue(key.to_owned(), q.room.clone()));
@@ -637,6 +653,7 @@ impl Router {
     /// Drops the oldest messages of queue `name` beyond the bound (after a publisher gave up waiting).
     pub fn trim_queue(&self, name: &str) {
         if let Some(q) = self.lock().queues.get_mut(name) {
+            q.overflowing = q.backlog.len() > self.max_queue_len;
             q.trim(name, self.max_queue_len);
         }
     }

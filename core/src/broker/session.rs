@@ -439,6 +439,12 @@ impl Session {
 
     /// Waits, outside the router lock, for the consumers routing filled up.
     async fn wait_for_consumers(&mut self) {
+        let own = |w: &Wait| matches!(w, Wait::Outbox(o) if Arc::ptr_eq(o, &self.outbox));
+        if self.outbox.is_full() && !self.waits.iter().any(own) {
+            // Our own client is not reading its receipts or messages: stop reading
+            // from it (TCP pushes back) until it does.
+            self.waits.push(Wait::Outbox(self.outbox.clone()));
+        }
         if self.waits.is_empty() {
             return;
         }
@@ -479,7 +485,11 @@ impl Session {
             return Err(ProtoError::new("SEND frame has no destination header"));
         }
         if let Some(tx) = frame.get("transaction") {
+            let max = self.shared.config.max_queue_len;
             let buffered = self.txns.get_mut(tx).ok_or_else(|| unknown_txn(tx))?;
+            if buffered.len() >= max {
+                return Err(txn_too_large(tx, max));
+            }
             buffered.push(frame);
             return Ok(());
         }
@@ -526,8 +536,12 @@ impl Session {
                 return Err(unknown_txn(tx));
             }
             self.shared.router.check_ack(self.id, id)?;
+            let max = self.shared.config.max_queue_len;
             let tx = tx.to_owned();
             if let Some(buffered) = self.txns.get_mut(&tx) {
+                if buffered.len() >= max {
+                    return Err(txn_too_large(&tx, max));
+                }
                 buffered.push(frame);
             }
             return Ok(());
@@ -554,6 +568,10 @@ fn transaction(frame: &Frame) -> Result<&str, ProtoError> {
     frame
         .get("transaction")
         .ok_or_else(|| ProtoError::detail("missing transaction header", format!("{} needs a transaction header", frame.command)))
+}
+
+fn txn_too_large(tx: &str, max: usize) -> ProtoError {
+    ProtoError::detail("transaction too large", format!("transaction {tx:?} holds more than {max} frames"))
 }
 
 fn unknown_txn(tx: &str) -> ProtoError {
