@@ -237,7 +237,7 @@ impl Decoder for StompCodec {
             let Some(head_end) = self.scan_head(buf)? else { return Ok(None) };
             // The header block is split off and frozen: headers become slices of it.
             let head = buf.split_to(head_end).freeze();
-            let (command, headers, content_length) = parse_head(&head, self.version())?;
+            let (command, headers, content_length) = parse_head(head, self.version())?;
             if let Some(len) = content_length {
                 let size = head_end.saturating_add(len);
                 if size > self.limits.max_frame_size {
@@ -327,55 +327,56 @@ impl StompCodec {
 }
 
 /// Parses the command line and header lines of a frame (`head` ends with the blank line).
-fn parse_head(head: &Bytes, version: Version) -> Result<(Command, Headers, Option<usize>), FrameError> {
+fn parse_head(head: Bytes, version: Version) -> Result<(Command, Headers, Option<usize>), FrameError> {
+    let head = ByteString::try_from(head).map_err(|_| FrameError::NotUtf8)?;
+    let raw: &[u8] = head.as_bytes();
     let mut pos = 0;
     let mut next_line = || -> Option<(usize, usize)> {
-        if pos >= head.len() {
+        if pos >= raw.len() {
             return None;
         }
-        let end = memchr::memchr(b'\n', &head[pos..]).map_or(head.len(), |i| pos + i);
+        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i);
         let start = pos;
         pos = end + 1;
-        let trimmed_end = if end > start && head[end - 1] == b'\r' { end - 1 } else { end };
+        let trimmed_end = if end > start && raw[end - 1] == b'\r' { end - 1 } else { end };
         Some((start, trimmed_end))
     };
     let (cs, ce) = next_line().unwrap_or((0, 0));
-    let cmd_line = &head[cs..ce];
+    let cmd_line = &raw[cs..ce];
     let command = Command::from_bytes(cmd_line)
         .ok_or_else(|| FrameError::UnknownCommand(String::from_utf8_lossy(cmd_line).into_owned()))?;
     let escaped = version != Version::V1_0 && !command.is_unescaped();
-    let mut headers = Headers::with_capacity(8);
+    let mut headers = Headers::over_block(head.clone(), 8);
     let mut content_length = None;
     while let Some((start, end)) = next_line() {
         if start == end {
             break;
         }
-        let line = &head[start..end];
+        let line = &raw[start..end];
         let colon = memchr::memchr(b':', line)
             .ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
-        let name = unescape(head, start, start + colon, escaped, version)?;
-        if &*name == "content-length" {
+        if line.starts_with(b"content-length:") {
             if content_length.is_none() {
-                let value = &line[colon + 1..];
-                let text = std::str::from_utf8(value).unwrap_or_default();
+                let text = &head[start + colon + 1..end];
                 let n = text.trim().parse::<usize>().map_err(|_| FrameError::BadContentLength(text.to_owned()))?;
                 content_length = Some(n);
             }
             continue;
         }
-        let value = unescape(head, start + colon + 1, end, escaped, version)?;
-        headers.push(name, value);
+        let (name, value) = ((start, start + colon), (start + colon + 1, end));
+        if escaped && memchr::memchr(b'\\', line).is_some() {
+            let n = unescape(&raw[name.0..name.1], version)?;
+            let v = unescape(&raw[value.0..value.1], version)?;
+            headers.push(n, v);
+        } else {
+            headers.push_range(name, value);
+        }
     }
     Ok((command, headers, content_length))
 }
 
-/// Decodes `head[start..end]` (a header name or value), undoing the version's escapes.
-/// Without escapes it is a zero-copy slice of the header block.
-fn unescape(head: &Bytes, start: usize, end: usize, escaped: bool, version: Version) -> Result<ByteString, FrameError> {
-    let raw = &head[start..end];
-    if !escaped || memchr::memchr(b'\\', raw).is_none() {
-        return ByteString::try_from(head.slice(start..end)).map_err(|_| FrameError::NotUtf8);
-    }
+/// Undoes the version's escapes in a header name or value.
+fn unescape(raw: &[u8], version: Version) -> Result<ByteString, FrameError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut it = raw.iter();
     while let Some(&b) = it.next() {

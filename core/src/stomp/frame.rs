@@ -114,74 +114,112 @@ impl fmt::Display for Command {
     }
 }
 
+/// One header: either ranges into the decoded header block, or owned strings.
+#[derive(Clone)]
+enum Entry {
+    /// Byte ranges of the name and value inside [`Headers::block`].
+    Block { name: (u32, u32), value: (u32, u32) },
+    /// A header added by code, or one whose escapes were undone.
+    Owned(ByteString, ByteString),
+}
+
 /// An ordered list of headers; repeated names are kept, and the first one wins on lookup.
 ///
-/// Names and values are [`ByteString`]s: decoded headers share the received
-/// buffer instead of being copied one allocation each.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(ByteString, ByteString)>);
+/// Decoded headers are ranges into the frame's header block (one shared
+/// buffer per frame, no allocation per header); headers added by code are
+/// owned strings.
+#[derive(Clone, Default)]
+pub struct Headers {
+    /// The decoded header block, valid UTF-8; empty for frames built by code.
+    block: ByteString,
+    entries: Vec<Entry>,
+}
 
 impl Headers {
     /// An empty header list.
     pub fn new() -> Headers {
-        Headers(Vec::new())
+        Headers::default()
     }
 
     /// An empty header list with room for `n` entries.
     pub fn with_capacity(n: usize) -> Headers {
-        Headers(Vec::with_capacity(n))
+        Headers { block: ByteString::new(), entries: Vec::with_capacity(n) }
+    }
+
+    /// A header list over a decoded header block (the codec fills it with [`Headers::push_range`]).
+    pub(crate) fn over_block(block: ByteString, capacity: usize) -> Headers {
+        Headers { block, entries: Vec::with_capacity(capacity) }
+    }
+
+    /// Appends a header whose name and value are byte ranges of the block.
+    /// The ranges must lie on character boundaries of the block (the codec cuts at ASCII bytes).
+    pub(crate) fn push_range(&mut self, name: (usize, usize), value: (usize, usize)) {
+        debug_assert!(self.block.get(name.0..name.1).is_some() && self.block.get(value.0..value.1).is_some());
+        self.entries.push(Entry::Block { name: (name.0 as u32, name.1 as u32), value: (value.0 as u32, value.1 as u32) });
+    }
+
+    /// The text of one entry.
+    fn text<'a>(&'a self, e: &'a Entry) -> (&'a str, &'a str) {
+        match e {
+            // Ranges were cut at ASCII bytes of a UTF-8 block, so slicing cannot fail;
+            // an empty string is returned rather than panicking if that were ever untrue.
+            Entry::Block { name, value } => (
+                self.block.get(name.0 as usize..name.1 as usize).unwrap_or_default(),
+                self.block.get(value.0 as usize..value.1 as usize).unwrap_or_default(),
+            ),
+            Entry::Owned(k, v) => (k, v),
+        }
     }
 
     /// The value of the first header called `name`, as the spec requires for repeats.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// Appends a header, keeping any earlier one of the same name (which still wins).
     pub fn push(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) {
-        self.0.push((name.into(), value.into()));
+        self.entries.push(Entry::Owned(name.into(), value.into()));
     }
 
     /// Sets a header: replaces the first one called `name` and drops later repeats, or appends.
     pub fn set(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) {
         let name = name.into();
-        let value = value.into();
-        match self.0.iter().position(|(k, _)| *k == name) {
-            Some(i) => {
-                self.0[i].1 = value;
-                let mut j = i + 1;
-                while j < self.0.len() {
-                    if self.0[j].0 == name {
-                        self.0.remove(j);
-                    } else {
-                        j += 1;
-                    }
-                }
-            }
-            None => self.0.push((name, value)),
-        }
+        self.remove(&name);
+        self.entries.push(Entry::Owned(name, value.into()));
     }
 
     /// Removes every header called `name`.
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(k, _)| &**k != name);
+        let block = &self.block;
+        self.entries.retain(|e| match e {
+            Entry::Block { name: (a, b), .. } => block.get(*a as usize..*b as usize) != Some(name),
+            Entry::Owned(k, _) => &**k != name,
+        });
     }
 
     /// Iterates over all headers in wire order, repeats included.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        self.entries.iter().map(|e| self.text(e))
     }
 
     /// The number of headers, repeats included.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 }
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
 
 /// Header names whose values are secrets and never printed.
 const SECRET_HEADERS: [&str; 1] = ["passcode"];
@@ -189,11 +227,11 @@ const SECRET_HEADERS: [&str; 1] = ["passcode"];
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
-        for (k, v) in &self.0 {
-            if SECRET_HEADERS.contains(&&**k) {
-                m.entry(k, &"<redacted>");
+        for (k, v) in self.iter() {
+            if SECRET_HEADERS.contains(&k) {
+                m.entry(&k, &"<redacted>");
             } else {
-                m.entry(k, v);
+                m.entry(&k, &v);
             }
         }
         m.finish()
@@ -202,7 +240,7 @@ impl fmt::Debug for Headers {
 
 impl<K: Into<ByteString>, V: Into<ByteString>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Headers {
-        Headers(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Headers { block: ByteString::new(), entries: iter.into_iter().map(|(k, v)| Entry::Owned(k.into(), v.into())).collect() }
     }
 }
 
