@@ -590,10 +590,14 @@ impl Router {
         } else {
             destination.starts_with(QUEUE)
         };
-        // A message kept for later gets its own small allocation, so it does not
-        // pin the (much larger) read buffer it arrived in.
+        // A message kept for later gets its own small allocations, so it does not
+        // pin the (much larger) read buffer its headers and body arrived in.
         let retained = is_queue && state.queues.get(&destination).map_or(true, |q| q.subs.is_empty());
-        let body = if retained { Bytes::copy_from_slice(&body) } else { body };
+        let (headers, body) = if retained {
+            (headers.iter().collect::<crate::stomp::Headers>(), Bytes::copy_from_slice(&body))
+        } else {
+            (headers, body)
+        };
         let msg = Arc::new(Message::new(destination, headers, body));
         let key = msg.destination.as_str();
         if !is_queue {
