@@ -247,13 +247,24 @@ log4j.logger.org.apache.xbean=WARN"; then changed=0; fi
     return $changed
 }
 
-# (the init script's `status` always exits 0, so look at its pid file)
+# The init script's `status` always exits 0, so look at its pid file; if that
+# is missing or stale while the instance's JVM runs (two concurrent starts can
+# leave that), find the JVM by its activemq.base and write the pid file back so
+# the init script can stop it.
 AMQ_PIDFILE=/run/activemq/$AMQ_INSTANCE.pid
 amq_process_up() {
     local pid
-    pid=$(cat "$AMQ_PIDFILE" 2>/dev/null) || return 1
-    case "$pid" in ''|*[!0-9]*) return 1 ;; esac
-    [ -d "/proc/$pid" ]
+    pid=$(cat "$AMQ_PIDFILE" 2>/dev/null) || pid=""
+    case "$pid" in ''|*[!0-9]*) pid="" ;; esac
+    if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
+        return 0
+    fi
+    pid=$(pgrep -u activemq -f -- "-Dactivemq.base=/var/lib/activemq/$AMQ_INSTANCE( |\$)" | head -n1) || true
+    [ -n "$pid" ] || return 1
+    mkdir -p "$(dirname "$AMQ_PIDFILE")"
+    printf '%s\n' "$pid" >"$AMQ_PIDFILE"
+    dk_log "activemq: pid file was missing or stale; the instance's JVM is pid $pid"
+    return 0
 }
 
 amq_fail() {
@@ -268,6 +279,7 @@ amq_start() {
             dk_log "activemq: configuration changed; restarting"
             amq_stop
         else
+            amq_process_up || true  # repairs a missing pid file
             dk_log "activemq: already running (STOMP 127.0.0.1:$AMQ_STOMP_PORT answers)"
             return 0
         fi
@@ -324,6 +336,19 @@ amq_status() {
 
 usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; }
 
+# One brokers.sh at a time changes broker state: two concurrent starts would
+# launch two JVMs / Erlang nodes. The script re-runs itself under flock(1) with
+# -o, so the lock is held by flock alone and never inherited by the brokers.
+LOCK=/run/lock/deploykit-brokers.lock
+take_lock() {
+    [ -z "${DK_BROKERS_LOCKED:-}" ] || return 0
+    command -v flock >/dev/null || return 0
+    if ! flock -n "$LOCK" true; then
+        dk_log "waiting for another scripts/brokers.sh (lock $LOCK)"
+    fi
+    DK_BROKERS_LOCKED=1 exec flock -o -w 600 -E 75 "$LOCK" "$0" "$@"
+}
+
 main() {
     local cmd="${1:-}" which="${2:-all}" brokers=()
     case "$which" in
@@ -336,15 +361,18 @@ main() {
     case "$cmd" in
         start)
             dk_need_root "brokers.sh start"
+            take_lock "$@"
             "$DK_ROOT/scripts/lib/deps.sh" brokers
             for b in "${brokers[@]}"; do "${b}_start"; done
             ;;
         stop)
             dk_need_root "brokers.sh stop"
+            take_lock "$@"
             for b in "${brokers[@]}"; do "${b}_stop"; done
             ;;
         restart)
             dk_need_root "brokers.sh restart"
+            take_lock "$@"
             for b in "${brokers[@]}"; do "${b}_stop"; done
             for b in "${brokers[@]}"; do "${b}_start"; done
             ;;
