@@ -14,11 +14,14 @@
 //!   - [`stomp::client`]: the async client: failover, reconnect, subscriptions,
 //!     receipts, transactions, connection events.
 //! - [`broker`]: the embedded single-node broker behind `dk-broker`, demos and tests.
+//! - [`message`]: the typed messages (commit, build, package, event, deploy),
+//!   JSON v1 and legacy text on the wire, and the `Publisher`.
 //!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
 //! code through a blocking facade.
 
 pub mod broker;
+pub mod message;
 pub mod stomp;
 
 /// The crate version, as reported by tools and bindings.

@@ -1,0 +1,148 @@
+//! Deploy messages: requests to agents, their step-by-step replies, and agent announcements.
+//! Signing and the agent's behaviour come with the deploy tools; these are the shapes on the wire.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a request asks agents to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployAction {
+    /// Describe yourself (identity, classes, facts, sites).
+    Discover,
+    /// List tags and branches of a site's repo.
+    Tags,
+    /// Deploy a tag to a site.
+    Deploy,
+    /// Go back to the previous good release.
+    Rollback,
+    /// Report current release and lock.
+    Status,
+}
+
+/// MCollective-style selection: every non-empty list must match (AND).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Filters {
+    /// Identities, or `/regex/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity: Vec<String>,
+    /// Classes the agent must have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class: Vec<String>,
+    /// Facts `key=value` the agent must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fact: BTreeMap<String, String>,
+}
+
+/// A request to deploy agents (signed by the sender; the signature travels in a header).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// A UUID; agents refuse ids they have seen.
+    pub request_id: String,
+    /// What to do.
+    pub action: DeployAction,
+    /// The configured site it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The tag or branch to deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Who asked (for audit).
+    pub user: String,
+    /// Which agents.
+    #[serde(default)]
+    pub filters: Filters,
+    /// Unix seconds when issued.
+    pub issued_at: u64,
+    /// Unix seconds after which agents refuse it.
+    pub expires_at: u64,
+    /// Where replies go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// The id of the change this deploy belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+/// The state of one deploy step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    /// The step began.
+    Started,
+    /// It succeeded.
+    Ok,
+    /// It failed.
+    Failed,
+    /// It was not run (e.g. a missing hook).
+    Skipped,
+}
+
+/// An agent's reply: one step's progress, or (with `final`) the whole result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployReply {
+    /// The request answered.
+    pub request_id: String,
+    /// The agent's identity.
+    pub node: String,
+    /// The site, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The step (`pre-deploy`, `checkout`, `pre-link`, `link`, `post-deploy`), if this is a step reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The step's state.
+    pub state: StepState,
+    /// The hook's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last 64 KiB of stdout.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    /// The last 64 KiB of stderr.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    /// How long it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Whether this is the last reply for the request.
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
+    /// Why it failed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The id of the change this deploy belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Action-specific data (tags list, status, …).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+/// A site as an agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteStatus {
+    /// Site name.
+    pub name: String,
+    /// The live release, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+}
+
+/// An agent's self-description, for discovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentAnnounce {
+    /// Identity (host name by default).
+    pub identity: String,
+    /// Classes for selection.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Facts for selection.
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
+    /// Configured sites.
+    #[serde(default)]
+    pub sites: Vec<SiteStatus>,
+    /// Agent version.
+    pub version: String,
+}
