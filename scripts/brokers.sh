@@ -343,6 +343,7 @@ LOCK=/run/lock/deploykit-brokers.lock
 take_lock() {
     [ -z "${DK_BROKERS_LOCKED:-}" ] || return 0
     command -v flock >/dev/null || return 0
+    mkdir -p "$(dirname "$LOCK")"
     if ! flock -n "$LOCK" true; then
         dk_log "waiting for another scripts/brokers.sh (lock $LOCK)"
     fi
