@@ -17,9 +17,13 @@
 //! - [`message`]: the typed messages (commit, build, package, event, deploy),
 //!   JSON v1 and legacy text on the wire, and the `Publisher`.
 //!
+//! - [`blocking`]: the blocking facade (own runtime, polling or callback
+//!   subscriptions) that the C, Python and JVM bindings call.
+//!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
-//! code through a blocking facade.
+//! code through the blocking facade.
 
+pub mod blocking;
 pub mod broker;
 pub mod message;
 pub mod stomp;

@@ -1,0 +1,69 @@
+//! The blocking facade the bindings use: plain threads, polling and callbacks.
+
+use deploykit::blocking::{BlockingClient, Next};
+use deploykit::broker::{Broker, BrokerConfig};
+use deploykit::message::{decode, Commit, Destinations, Message as Typed, Wire};
+use deploykit::stomp::{ClientConfig, SendOptions, SubscribeOptions};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Starts an embedded broker on its own runtime and returns its URL (the runtime lives as long as the guard).
+fn broker() -> (tokio::runtime::Runtime, deploykit::broker::BrokerHandle) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = rt.block_on(Broker::start(BrokerConfig::default())).unwrap();
+    (rt, handle)
+}
+
+#[test]
+fn poll_and_callback_from_plain_threads() {
+    let (_rt, b) = broker();
+    let client = BlockingClient::connect(ClientConfig::new(&b.url()).unwrap()).unwrap();
+    let mut sub = client.subscribe("/queue/blocking", SubscribeOptions::default()).unwrap();
+    assert!(matches!(sub.next(Some(Duration::from_millis(50))), Next::Timeout));
+    client.send("/queue/blocking", "one", SendOptions { receipt: true, ..Default::default() }).unwrap();
+    match sub.next(Some(Duration::from_secs(10))) {
+        Next::Message(m) => assert_eq!(m.text(), Some("one")),
+        other => panic!("{other:?}"),
+    }
+    let (tx, rx) = mpsc::channel();
+    let main_thread = std::thread::current().id();
+    let handle = sub.on_message(move |m| {
+        tx.send((std::thread::current().id(), std::thread::current().name().map(str::to_owned), m.text().map(str::to_owned))).unwrap();
+    });
+    client.send("/queue/blocking", "two", SendOptions::default()).unwrap();
+    let (thread, name, text) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_ne!(thread, main_thread, "callbacks run on the I/O thread");
+    assert_eq!(name.as_deref(), Some("deploykit-io"));
+    assert_eq!(text.as_deref(), Some("two"));
+    handle.stop();
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn typed_publishing_both_wires() {
+    let (_rt, b) = broker();
+    let client = BlockingClient::connect(ClientConfig::new(&b.url()).unwrap()).unwrap();
+    let mut commits = client.subscribe("/topic/deploykit.git.commits", SubscribeOptions::default()).unwrap();
+    let mut events = client.subscribe("/topic/future.events.git-hook", SubscribeOptions::default()).unwrap();
+    let commit = Commit { repo: "site".into(), oldrev: "0".repeat(40), newrev: "a".repeat(40), refname: "refs/heads/main".into(), ..Default::default() };
+    client.publisher("git-hook", Wire::Json, Destinations::default()).commit(&commit).unwrap();
+    let Next::Message(m) = commits.next(Some(Duration::from_secs(10))) else { panic!("no commit") };
+    let Typed::Commit(c) = decode(&m.destination, &m.headers, &m.body).unwrap() else { panic!("not a commit") };
+    assert_eq!(c.correlation_id.as_deref(), Some("a".repeat(40).as_str()));
+    let legacy = Destinations { commits: "/topic/deploykit.git.commits".into(), ..Destinations::legacy() };
+    client.publisher("git-hook", Wire::Legacy, legacy).commit(&commit).unwrap();
+    let Next::Message(m) = commits.next(Some(Duration::from_secs(10))) else { panic!("no legacy commit") };
+    assert!(m.header("dk-type").is_none());
+    assert!(m.text().unwrap().starts_with("repo: site\n"));
+    let Next::Message(e) = events.next(Some(Duration::from_secs(10))) else { panic!("no legacy event line") };
+    assert_eq!(e.header("subject"), Some("Talking to eventbot"));
+    client.disconnect().unwrap();
+}
+
+#[test]
+fn refused_connection_is_an_error_not_a_hang() {
+    let mut config = ClientConfig::new("stomp://127.0.0.1:1").unwrap();
+    config.url.options.startup_max_reconnect_attempts = Some(1);
+    let err = BlockingClient::connect(config).unwrap_err();
+    assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+}
