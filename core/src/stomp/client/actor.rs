@@ -1,255 +1,21 @@
-//! The async STOMP client: one background task owns the connection, fails over
-//! and reconnects, re-subscribes and confirms every subscription, keeps
-//! heart-beats, and hands each subscription its own message stream.
-//!
-//! Guarantees:
-//! - [`ClientEvent::Ready`] is emitted (and [`Client::wait_ready`] returns) only
-//!   once every subscription is confirmed by a RECEIPT on the new connection, so
-//!   a connected-but-unsubscribed client cannot go unnoticed; daemons reconcile
-//!   on each `Ready` with `reconnect: true`.
-//! - A SEND awaiting a RECEIPT when the connection drops fails with
-//!   [`Error::ReceiptLost`]; it is **not** retried, because the broker may
-//!   already have routed it. SENDs without a receipt that were queued but not
-//!   yet written are sent after the reconnect.
-//! - ACK/NACK and transactions belong to the connection they started on; after
-//!   a reconnect they fail with [`Error::Invalid`] (the broker redelivers or
-//!   aborts on its side).
+//! The connection task: connect and fail over, re-subscribe, serve frames and heart-beats.
 
-use super::codec::{Heartbeat, Incoming, Version};
-use super::connection::{self, Connection, Handshake};
-use super::error::{Error, Result};
-use super::frame::{Command, Frame, Headers};
-use super::heartbeat::{self, HeartbeatConfig, KeepaliveWire, Plan};
-use super::tls::TlsConfig;
-use super::url::{BrokerUrl, Secret};
-use bytes::Bytes;
-use futures_util::{SinkExt, Stream, StreamExt};
+use super::*;
+use crate::stomp::codec::{Heartbeat, Incoming, Version};
+use crate::stomp::connection::{self, Connection};
+use crate::stomp::error::{Error, Result};
+use crate::stomp::frame::{Command, Frame, Headers};
+use crate::stomp::heartbeat::{self, KeepaliveWire};
+use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
-/// How a subscription acknowledges messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AckMode {
-    /// The broker considers a message acknowledged once sent.
-    #[default]
-    Auto,
-    /// Cumulative: an ACK acknowledges this and every earlier message of the subscription.
-    Client,
-    /// Each message is acknowledged on its own.
-    ClientIndividual,
-}
-
-impl AckMode {
-    /// The `ack` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AckMode::Auto => "auto",
-            AckMode::Client => "client",
-            AckMode::ClientIndividual => "client-individual",
-        }
-    }
-
-    /// Parses `auto`, `client` or `client-individual`.
-    pub fn parse(s: &str) -> Option<AckMode> {
-        match s {
-            "auto" => Some(AckMode::Auto),
-            "client" => Some(AckMode::Client),
-            "client-individual" => Some(AckMode::ClientIndividual),
-            _ => None,
-        }
-    }
-}
-
-/// Options for [`Client::subscribe`].
-#[derive(Debug, Clone, Default)]
-pub struct SubscribeOptions {
-    /// Acknowledgement mode.
-    pub ack: AckMode,
-    /// Most unacknowledged messages in flight (sent as `prefetch-count` and `activemq.prefetchSize`).
-    pub prefetch: Option<u32>,
-    /// Subscription id; generated when unset.
-    pub id: Option<String>,
-    /// Extra SUBSCRIBE headers (e.g. `selector`, `durable`).
-    pub headers: Headers,
-}
-
-/// Options for [`Client::send_with`].
-#[derive(Debug, Clone, Default)]
-pub struct SendOptions {
-    /// Extra headers.
-    pub headers: Headers,
-    /// Wait for the broker's RECEIPT before returning.
-    pub receipt: bool,
-    /// Ask the broker to persist the message (`persistent:true`).
-    pub persistent: bool,
-    /// `content-type` header.
-    pub content_type: Option<String>,
-}
-
-/// Everything the client needs to know to connect.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Brokers and reconnect options.
-    pub url: BrokerUrl,
-    /// CONNECT details: vhost, credentials, versions, heart-beats, TLS, timeouts.
-    pub handshake: Handshake,
-    /// How long to wait for a RECEIPT.
-    pub receipt_timeout: Duration,
-    /// Frames queued for the connection task before `send` waits.
-    pub queue_capacity: usize,
-}
-
-impl ClientConfig {
-    /// A configuration for `url` with defaults (vhost `/`, heart-beats 10 s, emulated if needed).
-    pub fn new(url: &str) -> Result<ClientConfig> {
-        Ok(ClientConfig::from_url(url.parse()?))
-    }
-
-    /// A configuration for an already parsed URL.
-    pub fn from_url(url: BrokerUrl) -> ClientConfig {
-        ClientConfig { url, handshake: Handshake::default(), receipt_timeout: Duration::from_secs(10), queue_capacity: 1024 }
-    }
-
-    /// Sets login and passcode (overriding the URL's).
-    pub fn credentials(mut self, login: impl Into<String>, passcode: impl Into<String>) -> ClientConfig {
-        self.handshake.login = Some(login.into());
-        self.handshake.passcode = Some(Secret::new(passcode));
-        self
-    }
-
-    /// Sets the virtual host sent in the `host` header.
-    pub fn vhost(mut self, vhost: impl Into<String>) -> ClientConfig {
-        self.handshake.vhost = vhost.into();
-        self
-    }
-
-    /// Sets heart-beat wishes.
-    pub fn heartbeat(mut self, hb: HeartbeatConfig) -> ClientConfig {
-        self.handshake.heartbeat = hb;
-        self
-    }
-
-    /// Sets TLS settings.
-    pub fn tls(mut self, tls: TlsConfig) -> ClientConfig {
-        self.handshake.tls = tls;
-        self
-    }
-
-    /// Restricts the offered protocol versions.
-    pub fn versions(mut self, versions: &[Version]) -> ClientConfig {
-        self.handshake.versions = versions.to_vec();
-        self
-    }
-}
-
-/// What happened to the client's connection; see [`Client::events`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClientEvent {
-    /// Connected, every subscription confirmed: the client is fully working.
-    Ready {
-        /// The broker (password redacted).
-        endpoint: String,
-        /// Negotiated version.
-        version: Version,
-        /// Counts connections: 1 for the first, more after reconnects.
-        generation: u64,
-        /// Whether this follows a lost connection (messages may have been missed).
-        reconnect: bool,
-        /// Subscriptions confirmed on this connection.
-        subscriptions: usize,
-    },
-    /// The connection was lost; reconnecting follows.
-    Disconnected {
-        /// The broker (password redacted).
-        endpoint: String,
-        /// Why.
-        reason: String,
-    },
-    /// A connection attempt failed.
-    ConnectFailed {
-        /// The broker tried (password redacted).
-        endpoint: String,
-        /// The error.
-        error: String,
-        /// Attempts so far.
-        attempt: u32,
-    },
-    /// The client stopped for good (closed, or gave up reconnecting).
-    Closed {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// The client's state as a watchable value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Not (yet) connected, or re-subscribing.
-    Connecting,
-    /// Connected and subscribed; the number counts connections.
-    Ready(u64),
-    /// Closed for good.
-    Closed,
-}
-
-/// Details of the current session, for status output.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionInfo {
-    /// The broker (password redacted).
-    pub endpoint: String,
-    /// Negotiated version.
-    pub version: Version,
-    /// The broker's `server` header.
-    pub server: Option<String>,
-    /// The heart-beat plan in force.
-    pub heartbeat: Plan,
-}
-
-/// A message delivered to a subscription.
-#[derive(Debug, Clone)]
-pub struct Message {
-    /// The destination it was sent to.
-    pub destination: String,
-    /// All MESSAGE headers.
-    pub headers: Headers,
-    /// The body.
-    pub body: Bytes,
-    ack: Option<AckRef>,
-}
-
-/// What an ACK/NACK of a message needs.
-#[derive(Debug, Clone)]
-struct AckRef {
-    headers: Headers,
-    generation: u64,
-}
-
-impl Message {
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)
-    }
-
-    /// The body as text, if it is UTF-8.
-    pub fn text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.body).ok()
-    }
-
-    /// Whether the body is the original deploykit's keepalive (a single newline).
-    pub fn is_keepalive(&self) -> bool {
-        &self.body[..] == b"\n"
-    }
-}
-
 /// A waiter for a RECEIPT.
-enum Waiter {
+pub(super) enum Waiter {
     /// A frame whose sender waits for the outcome.
     Frame(oneshot::Sender<Result<()>>),
     /// A subscription to confirm; survives reconnects.
@@ -259,7 +25,7 @@ enum Waiter {
 }
 
 /// A request to the connection task.
-enum Cmd {
+pub(super) enum Cmd {
     Frame { frame: Frame, reply: Option<oneshot::Sender<Result<()>>>, generation: Option<u64> },
     Subscribe { id: String, frame: Frame, tx: mpsc::UnboundedSender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>> },
     Unsubscribe { id: String, reply: Option<oneshot::Sender<Result<()>>> },
@@ -267,7 +33,7 @@ enum Cmd {
 }
 
 /// A registered subscription, re-sent after every reconnect.
-struct SubEntry {
+pub(super) struct SubEntry {
     frame: Frame,
     tx: mpsc::UnboundedSender<Message>,
     ack: AckMode,
@@ -275,400 +41,9 @@ struct SubEntry {
     waiters: Vec<oneshot::Sender<Result<()>>>,
 }
 
-/// State shared by every handle of one client.
-struct Shared {
-    cmd_tx: mpsc::Sender<Cmd>,
-    events: broadcast::Sender<ClientEvent>,
-    state: watch::Receiver<State>,
-    session: Mutex<Option<SessionInfo>>,
-    closed_reason: Mutex<Option<String>>,
-    version: std::sync::atomic::AtomicU8,
-    next_id: AtomicU64,
-    receipt_timeout: Duration,
-}
-
-/// A STOMP client handle; cheap to clone, all clones share one connection.
-#[derive(Clone)]
-pub struct Client {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("state", &*self.shared.state.borrow()).finish()
-    }
-}
-
-impl Client {
-    /// Connects (trying the failover list as configured) and returns once ready.
-    pub async fn connect(config: ClientConfig) -> Result<Client> {
-        // A broken TLS set-up (missing CA file, bad key) is a configuration error: report it now.
-        if config.url.endpoints.iter().any(|e| e.tls) {
-            super::tls::connector(&config.handshake.tls)?;
-        }
-        let client = Client::start(config);
-        client.wait_ready().await?;
-        Ok(client)
-    }
-
-    /// Starts the connection task and returns at once; see [`Client::wait_ready`].
-    pub fn start(config: ClientConfig) -> Client {
-        let (cmd_tx, cmd_rx) = mpsc::channel(config.queue_capacity.max(1));
-        let (events, _) = broadcast::channel(256);
-        let (state_tx, state) = watch::channel(State::Connecting);
-        let shared = Arc::new(Shared {
-            cmd_tx,
-            events: events.clone(),
-            state,
-            session: Mutex::new(None),
-            closed_reason: Mutex::new(None),
-            version: std::sync::atomic::AtomicU8::new(Version::V1_2 as u8),
-            next_id: AtomicU64::new(1),
-            receipt_timeout: config.receipt_timeout,
-        });
-        let actor = Actor {
-            config,
-            cmd_rx,
-            events,
-            state: state_tx,
-            shared: Arc::downgrade(&shared),
-            subs: HashMap::new(),
-            pending: HashMap::new(),
-            backlog: VecDeque::new(),
-            generation: 0,
-            next_receipt: 0,
-            last_error: String::new(),
-            current_endpoint: None,
-        };
-        tokio::spawn(actor.run());
-        Client { shared }
-    }
-
-    /// Waits until the client is connected and subscribed; fails if it closed or gave up.
-    pub async fn wait_ready(&self) -> Result<()> {
-        let mut state = self.shared.state.clone();
-        loop {
-            match *state.borrow_and_update() {
-                State::Ready(_) => return Ok(()),
-                State::Closed => return Err(self.closed_error()),
-                State::Connecting => {}
-            }
-            if state.changed().await.is_err() {
-                return Err(self.closed_error());
-            }
-        }
-    }
-
-    /// The error explaining why the client is closed.
-    fn closed_error(&self) -> Error {
-        match self.shared.closed_reason.lock().ok().and_then(|r| r.clone()) {
-            Some(reason) if reason.starts_with("gave up") => Error::GaveUp { last: reason },
-            _ => Error::Closed,
-        }
-    }
-
-    /// The current state.
-    pub fn state(&self) -> State {
-        *self.shared.state.borrow()
-    }
-
-    /// A watch on the state, for daemons that react to reconnects.
-    pub fn watch_state(&self) -> watch::Receiver<State> {
-        self.shared.state.clone()
-    }
-
-    /// Subscribes to connection events (Ready, Disconnected, ConnectFailed, Closed).
-    pub fn events(&self) -> broadcast::Receiver<ClientEvent> {
-        self.shared.events.subscribe()
-    }
-
-    /// Details of the current session, if connected.
-    pub fn session(&self) -> Option<SessionInfo> {
-        self.shared.session.lock().ok().and_then(|s| s.clone())
-    }
-
-    /// Sends `body` to `destination` without waiting for a receipt.
-    pub async fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
-        self.send_with(destination, body, SendOptions::default()).await
-    }
-
-    /// Sends with options: headers, receipt, persistence, content type.
-    pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
-        let frame = send_frame(destination, body.into(), &opts);
-        self.submit(frame, opts.receipt, None).await
-    }
-
-    /// Subscribes to `destination`; returns once the broker confirmed it with a RECEIPT.
-    pub async fn subscribe(&self, destination: &str, opts: SubscribeOptions) -> Result<Subscription> {
-        let id = opts.id.clone().unwrap_or_else(|| format!("dk-sub-{}", self.next_id()));
-        let mut frame = Frame::new(Command::Subscribe).header("id", id.clone()).header("destination", destination);
-        frame.headers.push("ack", opts.ack.as_str());
-        if let Some(n) = opts.prefetch {
-            frame.headers.push("prefetch-count", n.to_string());
-            frame.headers.push("activemq.prefetchSize", n.to_string());
-        }
-        for (k, v) in opts.headers.iter() {
-            frame.headers.push(k, v);
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (reply, done) = oneshot::channel();
-        self.command(Cmd::Subscribe { id: id.clone(), frame, tx, ack: opts.ack, reply }).await?;
-        match tokio::time::timeout(self.shared.receipt_timeout, done).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err(Error::Closed),
-            Err(_) => {
-                // Not confirmed in time: the subscription stays registered and will be
-                // confirmed on reconnect, but the caller is told.
-                let _ = self.command(Cmd::Unsubscribe { id: id.clone(), reply: None }).await;
-                return Err(Error::Timeout { what: format!("RECEIPT for SUBSCRIBE {destination}"), after: self.shared.receipt_timeout });
-            }
-        }
-        Ok(Subscription { id, destination: destination.to_owned(), ack: opts.ack, rx, client: self.clone(), open: true })
-    }
-
-    /// Begins a transaction (BEGIN, confirmed by a RECEIPT).
-    pub async fn begin(&self) -> Result<Transaction> {
-        let generation = self.ready_generation()?;
-        let id = format!("dk-tx-{}", self.next_id());
-        let frame = Frame::new(Command::Begin).header("transaction", id.clone());
-        self.submit(frame, true, Some(generation)).await?;
-        Ok(Transaction { client: self.clone(), id, generation })
-    }
-
-    /// Sends DISCONNECT, waits for its receipt, and stops the client (all clones).
-    pub async fn disconnect(self) -> Result<()> {
-        let (reply, done) = oneshot::channel();
-        if self.command(Cmd::Disconnect { reply }).await.is_err() {
-            return Ok(());
-        }
-        match tokio::time::timeout(self.shared.receipt_timeout, done).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Ok(()),
-            Err(_) => Err(Error::Timeout { what: "RECEIPT for DISCONNECT".into(), after: self.shared.receipt_timeout }),
-        }
-    }
-
-    /// A fresh number for ids.
-    fn next_id(&self) -> u64 {
-        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The generation of the current connection, or an error if not ready.
-    fn ready_generation(&self) -> Result<u64> {
-        match self.state() {
-            State::Ready(g) => Ok(g),
-            State::Closed => Err(Error::Closed),
-            State::Connecting => Err(Error::Invalid("not connected".into())),
-        }
-    }
-
-    /// Queues a command for the connection task.
-    async fn command(&self, cmd: Cmd) -> Result<()> {
-        self.shared.cmd_tx.send(cmd).await.map_err(|_| Error::Closed)
-    }
-
-    /// Queues a frame, optionally waiting for its receipt; `generation` pins it to one connection.
-    async fn submit(&self, frame: Frame, receipt: bool, generation: Option<u64>) -> Result<()> {
-        self.check_encodable(&frame)?;
-        if !receipt {
-            return self.command(Cmd::Frame { frame, reply: None, generation }).await;
-        }
-        let (reply, done) = oneshot::channel();
-        let what = format!("RECEIPT for {}", frame.command);
-        self.command(Cmd::Frame { frame, reply: Some(reply), generation }).await?;
-        match tokio::time::timeout(self.shared.receipt_timeout, done).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout { what, after: self.shared.receipt_timeout }),
-        }
-    }
-
-    /// Refuses headers the negotiated version cannot carry (newlines under 1.0, CR under 1.1).
-    fn check_encodable(&self, frame: &Frame) -> Result<()> {
-        let v = self.shared.version.load(Ordering::Relaxed);
-        if v == Version::V1_2 as u8 {
-            return Ok(());
-        }
-        let version = if v == Version::V1_0 as u8 { Version::V1_0 } else { Version::V1_1 };
-        for (name, value) in frame.headers.iter() {
-            let why = if version == Version::V1_0 && (name.contains('\n') || value.contains('\n')) {
-                "contains a newline"
-            } else if version == Version::V1_0 && name.contains(':') {
-                "name contains ':'"
-            } else if name.contains('\r') || value.contains('\r') {
-                "contains a carriage return"
-            } else {
-                continue;
-            };
-            return Err(super::codec::FrameError::Unencodable { name: name.to_owned(), version, why }.into());
-        }
-        Ok(())
-    }
-
-    /// Acknowledges (or not) a message; fails if it came on an earlier connection.
-    async fn acknowledge(&self, msg: &Message, command: Command, transaction: Option<(&str, u64)>) -> Result<()> {
-        let Some(ack) = &msg.ack else {
-            return Err(Error::Invalid("message is from an auto-ack subscription; nothing to acknowledge".into()));
-        };
-        if let Some((_, g)) = transaction {
-            if g != ack.generation {
-                return Err(Error::Invalid("message and transaction belong to different connections".into()));
-            }
-        }
-        if self.state() != State::Ready(ack.generation) {
-            return Err(Error::Invalid(
-                "message was delivered on a connection that has since dropped; the broker will redeliver it".into(),
-            ));
-        }
-        let mut frame = Frame { command, headers: ack.headers.clone(), body: Bytes::new() };
-        if let Some((tx, _)) = transaction {
-            frame.headers.push("transaction", tx);
-        }
-        self.submit(frame, false, Some(ack.generation)).await
-    }
-}
-
-/// Builds a SEND frame.
-fn send_frame(destination: &str, body: Bytes, opts: &SendOptions) -> Frame {
-    let mut frame = Frame { command: Command::Send, headers: Headers::with_capacity(2 + opts.headers.len()), body };
-    frame.headers.push("destination", destination);
-    if let Some(ct) = &opts.content_type {
-        frame.headers.push("content-type", ct.clone());
-    }
-    if opts.persistent {
-        frame.headers.push("persistent", "true");
-    }
-    for (k, v) in opts.headers.iter() {
-        frame.headers.push(k, v);
-    }
-    frame
-}
-
-/// A subscription's message stream; dropping it unsubscribes.
-pub struct Subscription {
-    id: String,
-    destination: String,
-    ack: AckMode,
-    rx: mpsc::UnboundedReceiver<Message>,
-    client: Client,
-    open: bool,
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("id", &self.id).field("destination", &self.destination).finish()
-    }
-}
-
-impl Subscription {
-    /// The next message, or `None` once the client is closed.
-    pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
-    }
-
-    /// The subscription id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The destination.
-    pub fn destination(&self) -> &str {
-        &self.destination
-    }
-
-    /// The acknowledgement mode.
-    pub fn ack_mode(&self) -> AckMode {
-        self.ack
-    }
-
-    /// Acknowledges `msg` (and, in `client` mode, every earlier one).
-    pub async fn ack(&self, msg: &Message) -> Result<()> {
-        self.client.acknowledge(msg, Command::Ack, None).await
-    }
-
-    /// Rejects `msg`; the broker may redeliver it (STOMP 1.1 and later).
-    pub async fn nack(&self, msg: &Message) -> Result<()> {
-        if self.client.session().map(|s| s.version) == Some(Version::V1_0) {
-            return Err(Error::Invalid("NACK does not exist in STOMP 1.0".into()));
-        }
-        self.client.acknowledge(msg, Command::Nack, None).await
-    }
-
-    /// Unsubscribes and waits for the broker's receipt.
-    pub async fn unsubscribe(mut self) -> Result<()> {
-        self.open = false;
-        let (reply, done) = oneshot::channel();
-        self.client.command(Cmd::Unsubscribe { id: self.id.clone(), reply: Some(reply) }).await?;
-        match tokio::time::timeout(self.client.shared.receipt_timeout, done).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout { what: "RECEIPT for UNSUBSCRIBE".into(), after: self.client.shared.receipt_timeout }),
-        }
-    }
-}
-
-impl Stream for Subscription {
-    type Item = Message;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if self.open {
-            let _ = self.client.shared.cmd_tx.try_send(Cmd::Unsubscribe { id: self.id.clone(), reply: None });
-        }
-    }
-}
-
-/// An open transaction; SENDs and ACKs through it take effect on [`Transaction::commit`].
-#[derive(Debug)]
-pub struct Transaction {
-    client: Client,
-    id: String,
-    generation: u64,
-}
-
-impl Transaction {
-    /// The transaction id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Sends within the transaction.
-    pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
-        let mut frame = send_frame(destination, body.into(), &opts);
-        frame.headers.push("transaction", self.id.clone());
-        self.client.submit(frame, opts.receipt, Some(self.generation)).await
-    }
-
-    /// Sends within the transaction with default options.
-    pub async fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
-        self.send_with(destination, body, SendOptions::default()).await
-    }
-
-    /// Acknowledges a message within the transaction.
-    pub async fn ack(&self, msg: &Message) -> Result<()> {
-        self.client.acknowledge(msg, Command::Ack, Some((&self.id, self.generation))).await
-    }
-
-    /// Commits, confirmed by a RECEIPT.
-    pub async fn commit(self) -> Result<()> {
-        let frame = Frame::new(Command::Commit).header("transaction", self.id.clone());
-        self.client.submit(frame, true, Some(self.generation)).await
-    }
-
-    /// Aborts, confirmed by a RECEIPT.
-    pub async fn abort(self) -> Result<()> {
-        let frame = Frame::new(Command::Abort).header("transaction", self.id.clone());
-        self.client.submit(frame, true, Some(self.generation)).await
-    }
-}
 
 /// Why the connected loop ended.
-enum Exit {
+pub(super) enum Exit {
     /// The connection broke; reconnect.
     Lost(String),
     /// Closed on purpose; stop.
@@ -676,19 +51,19 @@ enum Exit {
 }
 
 /// The connection task.
-struct Actor {
-    config: ClientConfig,
-    cmd_rx: mpsc::Receiver<Cmd>,
-    events: broadcast::Sender<ClientEvent>,
-    state: watch::Sender<State>,
-    shared: std::sync::Weak<Shared>,
-    subs: HashMap<String, SubEntry>,
-    pending: HashMap<String, Waiter>,
-    backlog: VecDeque<Cmd>,
-    generation: u64,
-    next_receipt: u64,
-    last_error: String,
-    current_endpoint: Option<usize>,
+pub(super) struct Actor {
+    pub(super) config: ClientConfig,
+    pub(super) cmd_rx: mpsc::Receiver<Cmd>,
+    pub(super) events: broadcast::Sender<ClientEvent>,
+    pub(super) state: watch::Sender<State>,
+    pub(super) shared: std::sync::Weak<Shared>,
+    pub(super) subs: HashMap<String, SubEntry>,
+    pub(super) pending: HashMap<String, Waiter>,
+    pub(super) backlog: VecDeque<Cmd>,
+    pub(super) generation: u64,
+    pub(super) next_receipt: u64,
+    pub(super) last_error: String,
+    pub(super) current_endpoint: Option<usize>,
 }
 
 /// Sleeps until `deadline`, or forever if there is none.
@@ -701,7 +76,7 @@ async fn sleep_opt(deadline: Option<Instant>) {
 
 impl Actor {
     /// Connects, serves, reconnects, until closed or out of attempts.
-    async fn run(mut self) {
+    pub(super) async fn run(mut self) {
         // Connections that fail right after the handshake (a refused SUBSCRIBE, an
         // ERROR at once) count as failures too, so such a broker is not hammered.
         let mut unstable: u32 = 0;
@@ -1130,8 +505,8 @@ impl Actor {
 
     /// Writes (feeds) one command's frame; the caller flushes.
     async fn outgoing(&mut self, conn: &mut Connection, cmd: Cmd) -> Result<(), Exit> {
-        let write_err = |e: super::codec::FrameError| match e {
-            super::codec::FrameError::Io(e) => Err(Exit::Lost(format!("write failed: {e}"))),
+        let write_err = |e: crate::stomp::codec::FrameError| match e {
+            crate::stomp::codec::FrameError::Io(e) => Err(Exit::Lost(format!("write failed: {e}"))),
             other => Err(Exit::Lost(format!("encoding failed: {other}"))),
         };
         match cmd {
@@ -1159,7 +534,7 @@ impl Actor {
                         }
                         Ok(())
                     }
-                    Err(e @ super::codec::FrameError::Io(_)) => write_err(e),
+                    Err(e @ crate::stomp::codec::FrameError::Io(_)) => write_err(e),
                     Err(e) => {
                         // The caller's frame cannot be encoded: report it, keep the connection.
                         warn!(error = %e, "frame not sent");
@@ -1254,3 +629,4 @@ fn ack_headers(frame: &Frame, version: Version, sub_id: &str) -> Headers {
     }
     h
 }
+
