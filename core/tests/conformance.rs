@@ -212,6 +212,24 @@ async fn heartbeats_negotiated(t: &Target) {
     client.disconnect().await.unwrap();
 }
 
+async fn idle_connection_survives_heartbeats(t: &Target) {
+    // Idle for several negotiated intervals: heart-beats both ways must keep the
+    // session up (ActiveMQ's first heart-beat comes late; a strict client flaps).
+    let config = t.config().heartbeat(HeartbeatConfig::every(Duration::from_millis(500)));
+    let client = Client::connect(config).await.unwrap();
+    let mut events = client.events();
+    let dest = t.dest("queue");
+    let mut sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await; // the idle period is what is tested
+    if let Ok(ev) = events.try_recv() {
+        panic!("{:?}: connection event while idle: {ev:?}", t.kind);
+    }
+    assert_eq!(client.state(), deploykit::stomp::State::Ready(1), "still on the first connection");
+    send(&client, &dest, "after idle").await;
+    assert_eq!(recv(&mut sub).await.text(), Some("after idle"));
+    client.disconnect().await.unwrap();
+}
+
 async fn stomp_1_0_and_1_1_sessions(t: &Target) {
     for version in [Version::V1_0, Version::V1_1] {
         let client = Client::connect(t.config().versions(&[version])).await.unwrap();
@@ -268,6 +286,7 @@ conformance!(
     transactions_commit_and_abort,
     unsubscribe_stops_delivery,
     heartbeats_negotiated,
+    idle_connection_survives_heartbeats,
     stomp_1_0_and_1_1_sessions,
     keepalive_message_recognised,
 );
