@@ -326,8 +326,9 @@ async fn blackhole_and_measure(proxy: &Proxy, events: &mut broadcast::Receiver<C
 #[tokio::test]
 async fn blackhole_detected_within_two_heartbeats_and_fails_over() {
     let ms = HB.as_millis() as u32;
-    let a = broker_with((ms, ms), None).await;
-    let b = broker_with((ms, ms), None).await;
+    // The brokers can beat as often as the client asks (HB / 2, as RabbitMQ does).
+    let a = broker_with((ms / 2, ms), None).await;
+    let b = broker_with((ms / 2, ms), None).await;
     let proxy = Proxy::start(a.local_addr()).await.unwrap();
     let url = format!("failover:({},{})?{FAST}", proxy.stomp_url(), b.url());
     let client = connect(config(&url, HeartbeatConfig::every(HB))).await;
@@ -384,7 +385,7 @@ async fn blackhole_detected_by_emulated_heartbeats() {
 #[tokio::test]
 async fn receipted_send_in_flight_fails_and_queued_send_is_delivered() {
     let ms = HB.as_millis() as u32;
-    let broker = broker_with((ms, ms), None).await;
+    let broker = broker_with((ms / 2, ms), None).await;
     let proxy = Proxy::start(broker.local_addr()).await.unwrap();
     let consumer = connect(config(&broker.url(), HeartbeatConfig::off())).await;
     let q = dest("queue", "receipt");

@@ -1,7 +1,12 @@
 //! Heart-beats: the 1.1/1.2 negotiation, and emulation when a broker negotiates none.
 //!
 //! Negotiated (spec §Heart-beating): the client sends every `max(cx, sy)` and
-//! expects the broker every `max(sx, cy)`, with a grace margin. Emulated (a 1.0
+//! expects the broker every `max(sx, cy)`. To keep a margin, the client asks
+//! for the broker's heart-beats at *half* its `receive` interval and tolerates
+//! `grace` (2.5) of the negotiated broker intervals: a broker whose beats are
+//! late by up to two intervals (ActiveMQ 5.x's inactivity monitor skips a beat
+//! after any write) is not declared dead, and a dead one is still noticed
+//! within 1.25 × `receive`. Emulated (a 1.0
 //! broker, or one that answers `0,0`): the client still writes EOLs every `cx`
 //! so idle timers on firewalls never expire, and detects a dead broker by its
 //! own read timeout, provoking a RECEIPT when the line has been quiet.
@@ -24,13 +29,14 @@ pub enum KeepaliveWire {
 pub struct HeartbeatConfig {
     /// How often the client offers to send (`cx`); zero offers nothing.
     pub send: Duration,
-    /// How often the client wants to hear from the broker (`cy`); zero asks nothing.
+    /// How soon the client wants to notice a silent broker; it asks the broker for
+    /// heart-beats at half this (`cy`) and gives up after `grace` of the negotiated intervals. Zero asks nothing.
     pub receive: Duration,
     /// Keep the line alive and watch it even when the broker negotiates no heart-beats.
     pub emulate: bool,
     /// What to write when a heart-beat is due.
     pub wire: KeepaliveWire,
-    /// Multiplier on the broker's interval before declaring it dead (spec: "some tolerance").
+    /// Negotiated broker intervals of silence tolerated before declaring it dead (spec: "some tolerance").
     pub grace: f64,
 }
 
@@ -41,7 +47,7 @@ impl Default for HeartbeatConfig {
             receive: Duration::from_secs(10),
             emulate: true,
             wire: KeepaliveWire::Eol,
-            grace: 1.5,
+            grace: 2.5,
         }
     }
 }
@@ -57,9 +63,15 @@ impl HeartbeatConfig {
         HeartbeatConfig { send: interval, receive: interval, ..HeartbeatConfig::default() }
     }
 
-    /// The `heart-beat` header value the client sends in CONNECT.
+    /// The `heart-beat` header value the client sends in CONNECT (`cx`, and `receive / 2` as `cy`).
     pub fn header(&self) -> String {
-        format!("{},{}", self.send.as_millis(), self.receive.as_millis())
+        format!("{},{}", self.send.as_millis(), self.asked_receive_ms())
+    }
+
+    /// The broker interval the client asks for: half of `receive` (at least 1 ms when non-zero).
+    fn asked_receive_ms(&self) -> u64 {
+        let r = self.receive.as_millis() as u64;
+        if r == 0 { 0 } else { (r / 2).max(1) }
     }
 }
 
@@ -87,7 +99,8 @@ pub struct Plan {
 /// Decides the plan from our wishes and the broker's CONNECTED `heart-beat` (None for 1.0 or absent).
 pub fn negotiate(ours: &HeartbeatConfig, theirs: Option<(u64, u64)>) -> Plan {
     let ms = Duration::from_millis;
-    let (cx, cy) = (ours.send.as_millis() as u64, ours.receive.as_millis() as u64);
+    let (cx, cy) = (ours.send.as_millis() as u64, ours.asked_receive_ms());
+    let receive = ours.receive.as_millis() as u64;
     let (sx, sy) = theirs.unwrap_or((0, 0));
     let mut plan = Plan { send_every: None, read_timeout: None, probe_after: None, emulated: false, wire: ours.wire.clone() };
     if cx > 0 && sy > 0 {
@@ -97,10 +110,10 @@ pub fn negotiate(ours: &HeartbeatConfig, theirs: Option<(u64, u64)>) -> Plan {
         plan.emulated = true;
     }
     if sx > 0 && cy > 0 {
-        plan.read_timeout = Some(ms(sx.max(cy)).mul_f64(ours.grace.max(1.0)));
+        plan.read_timeout = Some(ms(sx.max(cy)).mul_f64(ours.grace.max(1.5)));
     } else if cy > 0 && ours.emulate {
-        plan.probe_after = Some(ms(cy));
-        plan.read_timeout = Some(ms(cy) * 2);
+        plan.probe_after = Some(ms(receive));
+        plan.read_timeout = Some(ms(receive) * 2);
         plan.emulated = true;
     }
     if matches!(plan.wire, KeepaliveWire::SendTo(_)) && plan.send_every.is_none() && cx > 0 {
@@ -124,11 +137,15 @@ mod tests {
     #[test]
     fn negotiated_takes_the_larger_interval_each_way() {
         let ours = HeartbeatConfig::every(Duration::from_millis(1000));
+        assert_eq!(ours.header(), "1000,500");
         let p = negotiate(&ours, Some((4000, 500)));
         assert_eq!(p.send_every, Some(Duration::from_millis(1000)));
-        assert_eq!(p.read_timeout, Some(Duration::from_millis(6000)));
+        assert_eq!(p.read_timeout, Some(Duration::from_millis(10000)));
         assert!(!p.emulated);
         assert_eq!(p.probe_after, None);
+        // A broker that honours our wish: noticed within 1.25 x receive.
+        let p = negotiate(&ours, Some((500, 1000)));
+        assert_eq!(p.read_timeout, Some(Duration::from_millis(1250)));
     }
 
     #[test]

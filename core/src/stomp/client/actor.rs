@@ -66,9 +66,6 @@ pub(super) struct Actor {
     pub(super) current_endpoint: Option<usize>,
 }
 
-/// Extra margin on the read timeout until the broker has sent anything (see `serve`).
-const FIRST_READ_GRACE: f64 = 2.5 / 1.5;
-
 /// Sleeps until `deadline`, or forever if there is none.
 async fn sleep_opt(deadline: Option<Instant>) {
     match deadline {
@@ -394,11 +391,6 @@ impl Actor {
         let plan = heartbeat::negotiate(&self.config.handshake.heartbeat, conn.server_heartbeat);
         let now = Instant::now();
         let mut last_read = now;
-        // Some brokers (ActiveMQ 5.x) send their first heart-beat only after two
-        // intervals: until anything arrives, allow a wider margin so a fresh
-        // connection does not flap.
-        let mut heard_since_connect = false;
-        let first_timeout = plan.read_timeout.map(|t| t.mul_f64(FIRST_READ_GRACE));
         let mut last_write = now;
         let mut probe_outstanding = false;
         // Commands queued while offline go first, in order.
@@ -412,7 +404,7 @@ impl Actor {
         }
         let far = |d: Option<Duration>, from: Instant| d.map(|d| from + d);
         let write_timer = sleep_opt(far(plan.send_every, last_write));
-        let read_timer = sleep_opt(far(first_timeout, last_read));
+        let read_timer = sleep_opt(far(plan.read_timeout, last_read));
         let probe_timer = sleep_opt(far(plan.probe_after, last_read));
         tokio::pin!(write_timer, read_timer, probe_timer);
         loop {
@@ -420,11 +412,6 @@ impl Actor {
                 biased;
                 item = conn.framed.next() => {
                     last_read = Instant::now();
-                    if !heard_since_connect {
-                        // The wide first-interval deadline no longer applies: re-arm (timers only move later otherwise).
-                        heard_since_connect = true;
-                        read_timer.as_mut().set(sleep_opt(far(plan.read_timeout, last_read)));
-                    }
                     match item {
                         Some(Ok(Incoming::Frame(f))) => {
                             if f.command == Command::Receipt && f.get("receipt-id").is_some_and(|r| r.starts_with("dk-probe-")) {
@@ -480,7 +467,7 @@ impl Actor {
                     }
                 }
                 () = &mut read_timer => {
-                    let timeout = if heard_since_connect { plan.read_timeout } else { first_timeout }.unwrap_or(Duration::MAX);
+                    let timeout = plan.read_timeout.unwrap_or(Duration::MAX);
                     let due = last_read + timeout;
                     if Instant::now() >= due {
                         return Exit::Lost(format!(
