@@ -147,8 +147,9 @@ pub fn encode<M: Schema>(msg: &M, wire: Wire) -> Result<Outgoing, MessageError> 
     Ok(Outgoing { headers, body: Bytes::from(body) })
 }
 
-/// Any message read from the bus.
-#[derive(Debug, Clone, PartialEq)]
+/// Any message read from the bus; serialises as the schema's fields plus `"kind"`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Message {
     /// A commit.
     Commit(Commit),

@@ -59,7 +59,8 @@ enum Cmd {
         /// Exit after this many messages.
         #[arg(short = 'n', long)]
         count: Option<u64>,
-        /// Print one JSON object a line: {"destination","headers","body"} (or "body_base64" when not UTF-8).
+        /// Print one JSON object a line: {"destination","headers","body"} (or "body_base64" when not UTF-8),
+        /// plus "decoded" (the deploykit message, JSON or legacy, with its "kind") or "decode_error".
         #[arg(long)]
         json: bool,
         /// Ack mode: auto, client or client-individual (messages are acknowledged after printing).
@@ -108,6 +109,11 @@ fn print_message(out: &mut impl Write, msg: &Message, json: bool) -> Result<()> 
         match msg.text() {
             Some(text) => obj.insert("body".into(), text.into()),
             None => obj.insert("body_base64".into(), base64::engine::general_purpose::STANDARD.encode(&msg.body).into()),
+        };
+        // What deploykit makes of it (JSON v1 or a legacy body), or why it could not.
+        match deploykit::message::decode(&msg.destination, &msg.headers, &msg.body) {
+            Ok(decoded) => obj.insert("decoded".into(), serde_json::to_value(&decoded)?),
+            Err(e) => obj.insert("decode_error".into(), e.to_string().into()),
         };
         serde_json::to_writer(&mut *out, &obj)?;
         writeln!(out)?;
