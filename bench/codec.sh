@@ -4,13 +4,23 @@
 # written under the "## Codec" heading of bench/README.md (other sections kept).
 #
 # Usage: bench/codec.sh [extra criterion args, e.g. a filter like decode_]
-#        bench/codec.sh --summary-only   (re-summarise the last run's results)
+#        bench/codec.sh --summary-only   (re-summarise the last run's results; DK_REV=rev names the revision measured)
 # Needs: cargo, python3. Takes about two minutes on a 2-core machine.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
 target="${CARGO_TARGET_DIR:-$here/target}"
+cpu="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)"
+[ -n "$cpu" ] || cpu="unknown CPU"
+machine="$(nproc) cores, ${cpu}, $(uname -sr), $(rustc --version)"
+when="$(date -u +%Y-%m-%d)"
+# The revision measured: taken before the run, as others may commit meanwhile.
+rev="${DK_REV:-$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+if [ -z "${DK_REV:-}" ] && ! git -C "$here/.." diff --quiet HEAD -- core/src/stomp/codec.rs core/src/stomp/frame.rs 2>/dev/null; then
+    rev="$rev with uncommitted codec changes"
+fi
+
 cmd="cargo bench --bench codec"
 if [ "${1:-}" = "--summary-only" ]; then
     shift
@@ -21,22 +31,13 @@ else
     $cmd >&2
 fi
 
-cpu="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)"
-[ -n "$cpu" ] || cpu="unknown CPU"
-machine="$(nproc) cores, ${cpu}, $(uname -sr), $(rustc --version)"
-when="$(date -u +%Y-%m-%d)"
-rev="${DK_REV:-$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-if [ -z "${DK_REV:-}" ] && ! git -C "$here/.." diff --quiet HEAD -- core/src/stomp/codec.rs core/src/stomp/frame.rs 2>/dev/null; then
-    rev="$rev with uncommitted codec changes"
-fi
-
 CMD="$cmd" MACHINE="$machine" WHEN="$when" REV="$rev" python3 - "$target/criterion" "$here/README.md" <<'PY'
 import json, os, re, sys
 
 root, readme = sys.argv[1], sys.argv[2]
 PEERS = ["async-stomp", "tokio-stomp-2"]
 
-# Every benchmark's mean time (ns per iteration) and throughput, by (group, function).
+# Every benchmark's median time (ns per iteration) and throughput, by (group, function).
 res = {}
 for dirpath, _dirs, files in os.walk(root):
     if os.path.basename(dirpath) != "new" or "benchmark.json" not in files:
