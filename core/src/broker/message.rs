@@ -61,7 +61,7 @@ impl Message {
             }
         }
         dst.put_slice(b"content-length:");
-        dst.put_slice(itoa(self.body.len() as u64).as_bytes());
+        dst.put_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
         dst.put_slice(b"\n\n");
         dst.freeze()
     }
@@ -115,34 +115,6 @@ pub(crate) fn put_escaped(dst: &mut BytesMut, s: &str, version: Version, is_name
     true
 }
 
-/// A decimal rendering of `n` on the stack.
-pub(crate) struct Itoa {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Itoa {
-    /// The digits.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-/// Renders `n` in decimal without allocating.
-pub(crate) fn itoa(mut n: u64) -> Itoa {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    Itoa { buf, start: i }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,9 +128,4 @@ mod tests {
         assert_eq!(&m.block(Version::V1_0)[..], b"destination:/topic/t\nk:v:w\ncontent-length:2\n\n");
     }
 
-    #[test]
-    fn itoa_renders() {
-        assert_eq!(itoa(0).as_bytes(), b"0");
-        assert_eq!(itoa(u64::MAX).as_bytes(), b"18446744073709551615");
-    }
 }

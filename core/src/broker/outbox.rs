@@ -11,7 +11,7 @@
 //! with a single syscall, so a busy subscriber gets large batched writes and an
 //! idle one gets each frame at once. It also sends the server's heart-beats.
 
-use super::message::{itoa, Message};
+use super::message::Message;
 use crate::stomp::{Frame, Heartbeat, StompCodec};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -231,7 +231,8 @@ impl Writer {
                 buf.put_slice(b"MESSAGE\nsubscription:");
                 buf.put_slice(&d.sub.id_esc);
                 buf.put_slice(b"\nmessage-id:");
-                let tag = itoa(d.tag);
+                let mut tag_buf = itoa::Buffer::new();
+                let tag = tag_buf.format(d.tag);
                 buf.put_slice(&self.id_prefix);
                 buf.put_slice(tag.as_bytes());
                 if d.sub.ack_header {

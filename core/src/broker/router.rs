@@ -15,6 +15,7 @@
 //! - Anything else (`/topic/…`, `/exchange/…`, plain names): a topic; each
 //!   message goes to every current subscriber and is not kept.
 
+use crate::stomp::AckMode;
 use super::message::Message;
 use super::outbox::{Delivery, Out, Outbox, SubInfo};
 use crate::stomp::Version;
@@ -56,28 +57,6 @@ impl ProtoError {
     }
 }
 
-/// How a subscription acknowledges messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AckMode {
-    /// Delivered means acknowledged.
-    Auto,
-    /// ACK acknowledges the message and every earlier one of the subscription.
-    Client,
-    /// ACK acknowledges exactly one message.
-    ClientIndividual,
-}
-
-impl AckMode {
-    /// Parses the SUBSCRIBE `ack` header.
-    pub fn parse(s: &str) -> Option<AckMode> {
-        match s {
-            "auto" => Some(AckMode::Auto),
-            "client" => Some(AckMode::Client),
-            "client-individual" => Some(AckMode::ClientIndividual),
-            _ => None,
-        }
-    }
-}
 
 /// Something a publisher must wait for after routing, outside the lock.
 #[derive(Debug)]

@@ -5,7 +5,8 @@
 //! that is slow to read never stops the broker from reading what it sends.
 
 use super::outbox::{Out, Outbox, Writer};
-use super::router::{AckMode, ProtoError, Wait};
+use super::router::{ProtoError, Wait};
+use crate::stomp::AckMode;
 use super::server::Shared;
 use crate::stomp::{Command, Frame, FrameError, Incoming, StompCodec, Version};
 use bytes::{Bytes, BytesMut};

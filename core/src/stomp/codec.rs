@@ -462,8 +462,7 @@ impl Encoder<&Frame> for StompCodec {
         }
         if !frame.body.is_empty() || matches!(frame.command, Command::Send | Command::Message | Command::Error) {
             dst.put_slice(b"content-length:");
-            let mut itoa = itoa_buf(frame.body.len());
-            dst.put_slice(itoa.as_bytes_mut());
+            dst.put_slice(itoa::Buffer::new().format(frame.body.len()).as_bytes());
             dst.put_u8(b'\n');
         }
         dst.put_u8(b'\n');
@@ -490,32 +489,6 @@ impl Encoder<Heartbeat> for StompCodec {
     }
 }
 
-/// A decimal rendering of a length without allocation.
-struct ItoaBuf {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl ItoaBuf {
-    fn as_bytes_mut(&mut self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-/// Renders `n` in decimal into a stack buffer.
-fn itoa_buf(mut n: usize) -> ItoaBuf {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    ItoaBuf { buf, start: i }
-}
 
 /// Encodes one frame into a fresh buffer (convenience for tests and tools).
 pub fn encode_frame(frame: &Frame, version: Version) -> Result<BytesMut, FrameError> {
