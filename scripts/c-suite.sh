@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# The C ABI suite (ffi-c): builds libdeploykit, checks the committed header is
+# not stale, compiles the C tests and examples with gcc -Wall -Wextra -Werror
+# against the installed library (shared and static), and runs every C test
+# under valgrind against the embedded broker (dk-broker) and, when
+# DK_TEST_RABBITMQ is set, against RabbitMQ too.
+#
+#   scripts/c-suite.sh [--release] [--help]
+#
+#   --release   test the release build of the library (default: debug, which
+#               reuses what `cargo test --workspace` built)
+#
+# Every check prints `ok - NAME` or `not ok - NAME`; valgrind's verdict on each
+# run is a check of its own (zero errors, no definite leaks). The last line is
+# `N passed, N failed`; the exit status is non-zero on any failure.
+# Logs and build products: .dk-test/c/ (gitignored).
+#
+# Environment: DK_TEST_RABBITMQ (e.g. stomp://guest:guest@127.0.0.1:61613),
+# CARGO_TARGET_DIR, DK_C_TEST_TIMEOUT (s per test run, default 300).
+# Installs when missing: valgrind (apt-get, root) and the pinned cbindgen
+# (cargo install --locked).
+# No `set -e`: every step is checked explicitly and counted.
+set -uo pipefail
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$DK_ROOT"
+
+CBINDGEN_VERSION=0.29.4 # keep in step with ffi-c/build.sh
+PROFILE=debug
+for arg in "$@"; do
+    case "$arg" in
+        --release) PROFILE=release ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) printf 'c-suite.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 64 ;;
+    esac
+done
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$DK_ROOT/target}"
+WORK="$DK_ROOT/.dk-test/c"
+PREFIX="$WORK/dist"
+BIN="$WORK/bin"
+LOGS="$WORK/logs"
+TEST_TIMEOUT="${DK_C_TEST_TIMEOUT:-300}"
+rm -rf "$BIN" "$LOGS"
+mkdir -p "$WORK" "$BIN" "$LOGS"
+
+PASSED=0
+FAILED=0
+# check OK NAME: one TAP line, counted.
+check() {
+    if [ "$1" = 0 ]; then
+        printf 'ok - %s\n' "$2"
+        PASSED=$((PASSED + 1))
+    else
+        printf 'not ok - %s\n' "$2"
+        FAILED=$((FAILED + 1))
+    fi
+}
+finish() {
+    printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
+    [ "$FAILED" = 0 ]
+    exit $?
+}
+
+BROKER_PID=
+cleanup() {
+    if [ -n "$BROKER_PID" ]; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------------ tools
+
+for tool in gcc g++ pkg-config objdump; do
+    command -v "$tool" >/dev/null || dk_die "c-suite: $tool is missing (Debian: gcc g++ pkg-config binutils)"
+done
+if ! command -v valgrind >/dev/null; then
+    dk_log "c-suite: installing valgrind"
+    dk_need_root "installing valgrind"
+    { apt-get update && apt-get install -y -q valgrind; } >>"$LOGS/deps.log" 2>&1 || {
+        dk_tail_file "$LOGS/deps.log" 30
+        dk_die "c-suite: could not install valgrind"
+    }
+fi
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$PATH:$CARGO_BIN"
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+    dk_log "c-suite: installing cbindgen $CBINDGEN_VERSION (cargo install --locked; a few minutes, once)"
+    cargo install cbindgen --locked --version "$CBINDGEN_VERSION" >>"$LOGS/deps.log" 2>&1 || {
+        dk_tail_file "$LOGS/deps.log" 30
+        dk_die "c-suite: could not install cbindgen $CBINDGEN_VERSION"
+    }
+fi
+
+# ------------------------------------------------------------------ build
+
+dk_log "c-suite: building ($PROFILE library, debug dk-broker)"
+# The same feature resolution as `cargo test --workspace` (tests included), so
+# a run after it links instead of recompiling the dependency tree.
+build_ok=0
+cargo build --workspace --lib --bins --tests >"$LOGS/cargo-build.log" 2>&1 || build_ok=1
+if [ "$build_ok" = 0 ] && [ "$PROFILE" = release ]; then
+    cargo build --release -p deploykit-ffi >>"$LOGS/cargo-build.log" 2>&1 || build_ok=1
+fi
+[ "$build_ok" = 0 ] || dk_tail_file "$LOGS/cargo-build.log" 40
+check "$build_ok" "cargo build of libdeploykit ($PROFILE) and dk-broker"
+[ "$build_ok" = 0 ] || finish
+
+# The committed header must be what the pinned cbindgen makes of the sources.
+fresh="$WORK/deploykit.h.fresh"
+rm -f "$fresh"
+header_ok=0
+cbindgen --quiet --config ffi-c/cbindgen.toml --crate deploykit-ffi --output "$fresh" ffi-c >"$LOGS/cbindgen.log" 2>&1 || header_ok=1
+if [ "$header_ok" = 0 ] && ! diff -u ffi-c/include/deploykit.h "$fresh" >"$LOGS/header.diff"; then
+    header_ok=1
+    printf '# ffi-c/include/deploykit.h is stale; regenerate it with ffi-c/build.sh --header. Diff:\n' >&2
+    head -n 60 "$LOGS/header.diff" | sed 's/^/#   /' >&2
+fi
+check "$header_ok" "include/deploykit.h is up to date (cbindgen $CBINDGEN_VERSION)"
+
+install_ok=0
+install_flag=--debug
+[ "$PROFILE" = release ] && install_flag=--release
+ffi-c/build.sh --no-build "$install_flag" --prefix "$PREFIX" >"$LOGS/install.log" 2>&1 || install_ok=1
+[ "$install_ok" = 0 ] || dk_tail_file "$LOGS/install.log" 20
+check "$install_ok" "ffi-c/build.sh installs libdeploykit.so, .a, deploykit.h and deploykit.pc"
+[ "$install_ok" = 0 ] || finish
+
+export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+version="$(awk '$2 == "DK_VERSION_MAJOR" { a = $3 } $2 == "DK_VERSION_MINOR" { b = $3 } $2 == "DK_VERSION_PATCH" { c = $3 } END { print a "." b "." c }' ffi-c/include/deploykit.h)"
+[ "$(pkg-config --modversion deploykit 2>/dev/null)" = "$version" ]
+check $? "pkg-config finds deploykit $version"
+soname="$(objdump -p "$PREFIX/lib/libdeploykit.so" | awk '$1 == "SONAME" { print $2 }')"
+[ -n "$soname" ] && [ -e "$PREFIX/lib/$soname" ]
+check $? "libdeploykit.so has a soname ($soname) with its link installed"
+exported="$(objdump -T "$PREFIX/lib/libdeploykit.so" | awk '$2 == "g" && $4 == ".text" { print $NF }' | sort)"
+declared="$(sed -n 's/^[a-z][^(]*[ *]\(dk_[a-z_]*\)(.*/\1/p' ffi-c/include/deploykit.h | sort -u)"
+[ "$(printf '%s\n' "$exported" | grep -c '^dk_' || true)" -gt 0 ] && [ "$(printf '%s\n' "$exported" | grep -v '^dk_' | grep -c . || true)" = 0 ] \
+    && [ "$(printf '%s\n' "$exported" | grep '^dk_')" = "$declared" ]
+check $? "libdeploykit.so exports exactly the dk_* functions the header declares"
+printf '#include <deploykit.h>\nint main(void) { return dk_version() == 0; }\n' >"$WORK/cxx.cc"
+g++ -Wall -Wextra -Werror $(pkg-config --cflags deploykit) -o "$BIN/cxx" "$WORK/cxx.cc" $(pkg-config --libs deploykit) \
+    -Wl,-rpath,"$PREFIX/lib" >"$LOGS/cxx.log" 2>&1 && "$BIN/cxx"
+check $? "deploykit.h compiles and links as C++"
+
+# ------------------------------------------------------------------ compile
+
+CFLAGS=(-std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -pthread)
+read -r -a PC_CFLAGS <<<"$(pkg-config --cflags deploykit)"
+read -r -a PC_LIBS <<<"$(pkg-config --libs deploykit)"
+read -r -a PC_STATIC <<<"$(pkg-config --static --libs deploykit | sed 's/-ldeploykit\b/-l:libdeploykit.a/')"
+TESTS=()
+for src in ffi-c/tests/test_*.c; do
+    name="$(basename "$src" .c)"
+    gcc "${CFLAGS[@]}" "${PC_CFLAGS[@]}" -Iffi-c/tests -o "$BIN/$name" "$src" "${PC_LIBS[@]}" \
+        -Wl,-rpath,"$PREFIX/lib" >"$LOGS/compile-$name.log" 2>&1
+    rc=$?
+    [ "$rc" = 0 ] && TESTS+=("$name") || sed 's/^/#   /' "$LOGS/compile-$name.log"
+    check "$rc" "gcc -Wall -Wextra -Werror: $name (shared)"
+done
+gcc "${CFLAGS[@]}" "${PC_CFLAGS[@]}" -Iffi-c/tests -o "$BIN/test_errors_static" ffi-c/tests/test_errors.c "${PC_STATIC[@]}" \
+    >"$LOGS/compile-test_errors_static.log" 2>&1
+rc=$?
+if [ "$rc" = 0 ] && ! ldd "$BIN/test_errors_static" | grep -q libdeploykit; then
+    TESTS+=(test_errors_static)
+else
+    rc=1
+    sed 's/^/#   /' "$LOGS/compile-test_errors_static.log"
+fi
+check "$rc" "gcc: test_errors linked statically with pkg-config --static (no libdeploykit.so needed)"
+make -C examples/c clean >/dev/null 2>&1 || true
+make -C examples/c CC=gcc >"$LOGS/examples.log" 2>&1
+examples_ok=$?
+[ "$examples_ok" = 0 ] || sed 's/^/#   /' "$LOGS/examples.log"
+check "$examples_ok" "examples/c builds with its Makefile and pkg-config"
+
+# ------------------------------------------------------------------ brokers
+
+BROKER_LOG="$LOGS/dk-broker.log"
+USERS="$WORK/broker-users"
+umask_old=$(umask)
+umask 077
+printf 'guest:guest\n' >"$USERS"
+umask "$umask_old"
+"$TARGET_DIR/debug/dk-broker" --listen 127.0.0.1:0 --users-file "$USERS" 2>"$BROKER_LOG" &
+BROKER_PID=$!
+port=
+for _ in $(seq 1 100); do
+    port="$(sed -n 's/^dk-broker listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$BROKER_LOG" | head -n 1)"
+    [ -n "$port" ] && break
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.1
+done
+[ -n "$port" ]
+check $? "embedded broker (dk-broker, with a users file) started"
+[ -n "$port" ] || { dk_tail_file "$BROKER_LOG" 20; finish; }
+
+TARGETS=("embedded=stomp://guest:guest@127.0.0.1:$port")
+if [ -n "${DK_TEST_RABBITMQ:-}" ]; then
+    TARGETS+=("rabbitmq=$DK_TEST_RABBITMQ")
+else
+    dk_log "c-suite: DK_TEST_RABBITMQ not set: embedded broker only"
+fi
+
+# ------------------------------------------------------------------ run
+
+# run_test LABEL URL NAME: runs one test under valgrind; its checks and valgrind's verdict are counted.
+run_test() {
+    local label="$1" url="$2" name="$3" out vg rc lines ok bad
+    out="$LOGS/$label-$name.out"
+    vg="$LOGS/$label-$name.valgrind"
+    rc=0
+    timeout --kill-after=10 "$TEST_TIMEOUT" valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite \
+        --error-exitcode=99 --log-file="$vg" "$BIN/$name" "$url" >"$out" 2>"$out.stderr" || rc=$?
+    lines="$(sed -n -e "s/^ok - /ok - [$label] $name: /p" -e "s/^not ok - /not ok - [$label] $name: /p" -e '/^#/p' "$out")"
+    [ -n "$lines" ] && printf '%s\n' "$lines"
+    ok="$(grep -c '^ok - ' "$out" || true)"
+    bad="$(grep -c '^not ok - ' "$out" || true)"
+    PASSED=$((PASSED + ok))
+    FAILED=$((FAILED + bad))
+    if [ "$rc" != 0 ] && [ "$rc" != 99 ] && [ "$bad" = 0 ]; then
+        check 1 "[$label] $name exited $rc without a failed check (crash or timeout; see ${out#"$DK_ROOT"/}.stderr)"
+        tail -n 20 "$out.stderr" | sed 's/^/#   /'
+    fi
+    if [ "$rc" = 99 ] || grep -q 'ERROR SUMMARY: [1-9]' "$vg" 2>/dev/null; then
+        check 1 "[$label] $name: valgrind clean (see ${vg#"$DK_ROOT"/})"
+        head -n 60 "$vg" | sed 's/^/#   /'
+    else
+        check 0 "[$label] $name: valgrind clean (no errors, no definite leaks)"
+    fi
+}
+
+for target in "${TARGETS[@]}"; do
+    label="${target%%=*}"
+    url="${target#*=}"
+    dk_log "c-suite: C tests against $label"
+    for name in "${TESTS[@]}"; do
+        # The static build exercises linking; one broker is enough for it.
+        if [ "$name" = test_errors_static ] && [ "$label" != embedded ]; then
+            continue
+        fi
+        run_test "$label" "$url" "$name"
+    done
+done
+
+# The examples, end to end on the embedded broker: subscribe, publish, see the three events.
+if [ "$examples_ok" = 0 ]; then
+    sub_out="$LOGS/example-subscribe.out"
+    url="stomp://guest:guest@127.0.0.1:$port"
+    examples/c/subscribe "$url" /topic/deploykit.events 3 20 >"$sub_out" 2>&1 &
+    sub_pid=$!
+    for _ in $(seq 1 100); do
+        grep -qs '^subscribed to' "$sub_out" && break
+        kill -0 "$sub_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    examples/c/publish "$url" >"$LOGS/example-publish.out" 2>&1
+    check $? "examples/c/publish publishes through the embedded broker"
+    rc=0
+    wait "$sub_pid" || rc=$?
+    [ "$rc" = 0 ] && [ "$(grep -c '^event ' "$sub_out")" = 3 ]
+    check $? "examples/c/subscribe receives the commit, build and plain event lines"
+    make -C examples/c clean >/dev/null 2>&1 || true
+fi
+
+finish
