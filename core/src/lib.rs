@@ -19,14 +19,22 @@
 //!
 //! - [`blocking`]: the blocking facade (own runtime, polling or callback
 //!   subscriptions) that the C, Python and JVM bindings call.
+//! - [`git`]: reading pushes (commits of a ref, newest first) and `deploykit.*`
+//!   settings from git repositories with libgit2.
+//! - [`svn`]: reading a Subversion commit through `svnlook` (argument vectors only).
+//! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
+//!   drained oldest first with receipts.
 //!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
 //! code through the blocking facade.
 
 pub mod blocking;
 pub mod broker;
+pub mod git;
 pub mod message;
+pub mod spool;
 pub mod stomp;
+pub mod svn;
 
 /// The crate version, as reported by tools and bindings.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,4 +1,123 @@
-//! Python binding of `deploykit` (stub).
+//! Python binding of deploykit: the private extension module `deploykit._native`.
 //!
-//! The pyo3 extension and `python -m deploykit.hooks` come with the messages
-//! issue; nothing is exported yet.
+//! The pure-Python package `deploykit` (ffi-python/python/deploykit/) re-exports
+//! everything here and adds the hook entry points (`python -m deploykit.hooks`).
+//! This crate is a thin layer: connecting, publishing, subscribing, reading
+//! pushes and SVN commits and spooling are core's code (`deploykit::blocking`,
+//! `deploykit::git`, `deploykit::svn`, `deploykit::spool`); here they only get
+//! Python types, Python exceptions and a released GIL.
+//!
+//! - [`client`]: `Client`, `Subscription`, `Message`.
+//! - [`repo`]: `read_git_push`, `read_svn_commit`, `git_config`, `repo_name`, `Spool`, `decode`.
+//! - [`convert`]: JSON values ↔ Python objects.
+//!
+//! Every blocking call runs inside `Python::detach` (the GIL is released), and
+//! waits that can last (subscription iteration) are cut into short slices with
+//! `check_signals()` between them, so other threads run and Ctrl-C works.
+//! PyO3 turns a Rust panic into `pyo3_runtime.PanicException`; none is expected.
+
+mod client;
+mod convert;
+mod repo;
+
+
+use deploykit::stomp;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+create_exception!(deploykit, Error, PyException, "Base class of every deploykit error.");
+create_exception!(deploykit, ConnectionError, Error, "No broker could be reached, or the connection was lost (see the message for the endpoint and cause).");
+create_exception!(deploykit, RefusedError, ConnectionError, "The broker refused the session: bad login or passcode, unknown virtual host, unsupported STOMP version.");
+create_exception!(
+    deploykit,
+    ReceiptLostError,
+    ConnectionError,
+    "The connection dropped before the broker's receipt arrived: the broker may or may not have the message."
+);
+create_exception!(deploykit, TimeoutError, Error, "Nothing answered in time (connect, receipt, or a bounded wait).");
+create_exception!(deploykit, ProtocolError, Error, "The bytes on the wire were not valid STOMP, or a frame could not be encoded.");
+create_exception!(deploykit, BrokerError, ProtocolError, "The broker sent an ERROR frame on an open session.");
+create_exception!(deploykit, ClosedError, Error, "The client or subscription is closed.");
+create_exception!(deploykit, UrlError, Error, "The broker URL is malformed.");
+create_exception!(deploykit, InvalidRequestError, Error, "The request makes no sense in this state or STOMP version (e.g. NACK on STOMP 1.0).");
+create_exception!(deploykit, MessageError, Error, "A message could not be encoded or decoded (unknown dk-version, broken JSON, missing field).");
+create_exception!(deploykit, GitError, Error, "A git repository could not be read, or a ref name / revision is invalid.");
+create_exception!(deploykit, SvnError, Error, "A Subversion commit could not be read with svnlook.");
+create_exception!(deploykit, SpoolError, Error, "The message spool directory could not be read or written.");
+
+/// Maps a bus error to its Python exception class, keeping core's message.
+pub(crate) fn stomp_err(e: stomp::Error) -> PyErr {
+    stomp_err_with(&e, e.to_string())
+}
+
+/// The exception class for `e`, carrying `msg`.
+pub(crate) fn stomp_err_with(e: &stomp::Error, msg: String) -> PyErr {
+    use stomp::Error as E;
+    match e {
+        E::Url(_) => UrlError::new_err(msg),
+        E::Frame(_) => ProtocolError::new_err(msg),
+        E::Server { details, .. } if !details.trim().is_empty() => BrokerError::new_err(format!("{msg}: {}", details.trim())),
+        E::Server { .. } => BrokerError::new_err(msg),
+        E::Refused { .. } => RefusedError::new_err(msg),
+        // Core reports a refused CONNECT after the last attempt as `GaveUp` carrying
+        // the last error's text; keep the more precise class for it.
+        E::GaveUp { last } if last.contains(" refused the connection: ") => RefusedError::new_err(msg),
+        E::Connect { .. } | E::Tls { .. } | E::GaveUp { .. } => ConnectionError::new_err(msg),
+        E::ReceiptLost { .. } => ReceiptLostError::new_err(msg),
+        E::Timeout { .. } => TimeoutError::new_err(msg),
+        E::Closed => ClosedError::new_err(msg),
+        E::Invalid(_) => InvalidRequestError::new_err(msg),
+        E::Io { .. } => Error::new_err(msg),
+    }
+}
+
+/// Maps a message error.
+pub(crate) fn message_err(e: deploykit::message::MessageError) -> PyErr {
+    MessageError::new_err(e.to_string())
+}
+
+/// Maps a publishing error (an invalid message or a bus failure).
+pub(crate) fn publish_err(e: deploykit::message::publisher::PublishError) -> PyErr {
+    use deploykit::message::publisher::PublishError as P;
+    match e {
+        P::Invalid(e) => message_err(e),
+        P::Bus(e) => stomp_err(e),
+    }
+}
+
+/// deploykit's native module; import `deploykit` instead.
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", deploykit::VERSION)?;
+    for (name, ty) in [
+        ("Error", py.get_type::<Error>()),
+        ("ConnectionError", py.get_type::<ConnectionError>()),
+        ("RefusedError", py.get_type::<RefusedError>()),
+        ("ReceiptLostError", py.get_type::<ReceiptLostError>()),
+        ("TimeoutError", py.get_type::<TimeoutError>()),
+        ("ProtocolError", py.get_type::<ProtocolError>()),
+        ("BrokerError", py.get_type::<BrokerError>()),
+        ("ClosedError", py.get_type::<ClosedError>()),
+        ("UrlError", py.get_type::<UrlError>()),
+        ("InvalidRequestError", py.get_type::<InvalidRequestError>()),
+        ("MessageError", py.get_type::<MessageError>()),
+        ("GitError", py.get_type::<GitError>()),
+        ("SvnError", py.get_type::<SvnError>()),
+        ("SpoolError", py.get_type::<SpoolError>()),
+    ] {
+        m.add(name, ty)?;
+    }
+    m.add_class::<client::Client>()?;
+    m.add_class::<client::Subscription>()?;
+    m.add_class::<client::Message>()?;
+    m.add_class::<repo::Spool>()?;
+    m.add_function(wrap_pyfunction!(repo::read_git_push, m)?)?;
+    m.add_function(wrap_pyfunction!(repo::read_svn_commit, m)?)?;
+    m.add_function(wrap_pyfunction!(repo::git_config, m)?)?;
+    m.add_function(wrap_pyfunction!(repo::repo_name, m)?)?;
+    m.add_function(wrap_pyfunction!(repo::decode, m)?)?;
+    Ok(())
+}
