@@ -95,6 +95,59 @@ static int wait_for(struct counter *c, int want) {
     return got;
 }
 
+/* ---- dk_subscription_free while a callback runs ---- */
+
+struct slow {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int running; /* a callback is between its first and last statement */
+    int calls;
+};
+
+static void slow_callback(const dk_message *msg, void *userdata) {
+    struct slow *s = userdata;
+    (void)msg;
+    pthread_mutex_lock(&s->lock);
+    s->running = 1;
+    s->calls++;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+    /* Stay in the callback a while, so dk_subscription_free is called while it runs. */
+    struct timespec pause = {0, 300 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    pthread_mutex_lock(&s->lock);
+    s->running = 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void free_waits_for_a_running_callback(dk_client *client, const char *dest) {
+    struct slow *s = calloc(1, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->changed, NULL);
+    dk_subscription *sub = NULL;
+    if (EXPECT_RC(dk_client_subscribe_callback(client, dest, DK_ACK_AUTO, slow_callback, s, &sub, &E), DK_OK, NULL,
+                  "subscribe_callback (slow callback)")) {
+        dk_client_send(client, dest, (const uint8_t *)"slow", 4, NULL, 0, true, NULL);
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += WAIT_S;
+        pthread_mutex_lock(&s->lock);
+        while (s->calls == 0 && pthread_cond_timedwait(&s->changed, &s->lock, &deadline) != ETIMEDOUT) {
+        }
+        int started = s->calls > 0;
+        pthread_mutex_unlock(&s->lock);
+        CHECK(started, "slow callback started");
+        dk_subscription_free(sub);
+        pthread_mutex_lock(&s->lock);
+        int running = s->running;
+        pthread_mutex_unlock(&s->lock);
+        CHECK(running == 0, "dk_subscription_free returned only after the running callback finished");
+    }
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->changed);
+    free(s);
+}
+
 int main(int argc, char **argv) {
     const char *url = test_url(argc, argv);
     char dest[128];
@@ -190,6 +243,7 @@ int main(int argc, char **argv) {
     free(c);
 
     dk_subscription_free(probe);
+    free_waits_for_a_running_callback(client, dest);
     EXPECT_RC(dk_client_disconnect(client, &E), DK_OK, NULL, "disconnect");
     return tap_done("test_callback");
 }

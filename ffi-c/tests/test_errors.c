@@ -90,6 +90,11 @@ static void connect_arguments(const char *url) {
     CHECK(c == NULL, "no client after argument errors");
 }
 
+static void ignore_message(const dk_message *msg, void *userdata) {
+    (void)msg;
+    (void)userdata;
+}
+
 static void client_arguments(dk_client *c) {
     const uint8_t body[] = "x";
     dk_header h = {"x-name", "value"};
@@ -132,11 +137,13 @@ static void client_arguments(dk_client *c) {
               DK_ERR_NULL_ARGUMENT, "callback", "subscribe_callback: NULL callback");
     EXPECT_RC(dk_client_subscribe_callback(NULL, "/topic/x", DK_ACK_AUTO, NULL, NULL, &s, &E),
               DK_ERR_NULL_ARGUMENT, "client", "subscribe_callback: NULL client");
-}
-
-static void ignore_message(const dk_message *msg, void *userdata) {
-    (void)msg;
-    (void)userdata;
+    EXPECT_RC(dk_client_subscribe_callback(c, NULL, DK_ACK_AUTO, ignore_message, NULL, &s, &E), DK_ERR_NULL_ARGUMENT,
+              "destination", "subscribe_callback: NULL destination");
+    EXPECT_RC(dk_client_subscribe_callback(c, "/topic/x", DK_ACK_AUTO, ignore_message, NULL, NULL, &E),
+              DK_ERR_NULL_ARGUMENT, "out", "subscribe_callback: NULL out");
+    EXPECT_RC(dk_client_subscribe_callback(c, "/topic/x", 7, ignore_message, NULL, &s, &E), DK_ERR_INVALID_ARGUMENT, "ack",
+              "subscribe_callback: unknown ack mode");
+    CHECK(s == (dk_subscription *)(uintptr_t)0x1, "subscribe_callback: out untouched on failure");
 }
 
 static void subscription_arguments(dk_client *c) {

@@ -75,6 +75,13 @@ static void raw_send(dk_client *c) {
         CHECK(header_is(m, "x-dk-words", "two words: and a colon"), "raw: header with spaces and a colon");
         CHECK(header_is(m, "x-dk-utf8", "caf\xc3\xa9"), "raw: UTF-8 header value");
         CHECK(dk_message_header(m, "x-dk-absent") == NULL, "raw: absent header is NULL");
+        CHECK(dk_message_header(m, NULL) == NULL, "raw: header(msg, NULL) is NULL");
+        const char *hv = NULL;
+        CHECK(dk_message_header_at(m, 0, NULL, &hv) == DK_ERR_NULL_ARGUMENT && hv == NULL &&
+                  dk_message_header_at(m, 0, &hv, NULL) == DK_ERR_NULL_ARGUMENT && hv == NULL,
+              "raw: header_at with a NULL out-parameter is DK_ERR_NULL_ARGUMENT");
+        EXPECT_RC(dk_message_copy(m, NULL, &E), DK_ERR_NULL_ARGUMENT, "out", "raw: copy with NULL out");
+        EXPECT_RC(dk_message_decode(m, NULL, &E), DK_ERR_MESSAGE_UNRECOGNISED, NULL, "raw: decode with NULL kind only checks");
         size_t n = dk_message_header_count(m), found = 0;
         for (size_t i = 0; i < n; i++) {
             const char *k = NULL, *v = NULL;
