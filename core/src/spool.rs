@@ -157,7 +157,7 @@ impl Spool {
         let mut commit = commit.clone();
         let id = commit.effective_correlation_id();
         commit.correlation_id = Some(id.clone());
-        let event = Event { source: source.to_owned(), host: None, text: format!("commit {}", commit.subject()), correlation_id: Some(id) };
+        let event = Event { source: source.to_owned(), host: None, text: commit.event_line(), correlation_id: Some(id) };
         let c = encode(&commit, wire)?;
         let e = encode(&event, wire)?;
         let mut out = Vec::with_capacity(2);

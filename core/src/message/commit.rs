@@ -87,6 +87,11 @@ impl Commit {
         }
     }
 
+    /// The one-line event published with the commit (`commit [repo] refname newrev`).
+    pub fn event_line(&self) -> String {
+        format!("commit {}", self.subject())
+    }
+
     /// Whether this push deletes the ref (new id all zeros).
     pub fn is_deletion(&self) -> bool {
         self.svn.is_none() && is_zero(&self.newrev)

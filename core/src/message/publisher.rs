@@ -145,7 +145,7 @@ impl Publisher {
         let id = commit.effective_correlation_id();
         commit.correlation_id = Some(id.clone());
         self.send(&self.destinations.commits, &commit).await?;
-        self.event(format!("commit {}", commit.subject()), Some(id)).await
+        self.event(commit.event_line(), Some(id)).await
     }
 
     /// Publishes a build and its event line.
