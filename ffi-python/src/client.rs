@@ -443,18 +443,11 @@ pub(crate) fn kind_name(m: &message::Message) -> &'static str {
 
 /// A decoded message's fields as a dict (None for a keepalive).
 pub(crate) fn fields<'py>(py: Python<'py>, m: &message::Message) -> PyResult<Option<Bound<'py, PyAny>>> {
-    use message::Message as M;
-    let v = match m {
-        M::Commit(x) => serde_json::to_value(x),
-        M::Build(x) => serde_json::to_value(x),
-        M::Package(x) => serde_json::to_value(x),
-        M::Event(x) => serde_json::to_value(x),
-        M::DeployRequest(x) => serde_json::to_value(x),
-        M::DeployReply(x) => serde_json::to_value(x),
-        M::AgentAnnounce(x) => serde_json::to_value(x),
-        M::Keepalive => return Ok(None),
+    if matches!(m, message::Message::Keepalive) {
+        return Ok(None);
     }
-    .map_err(|e| crate::MessageError::new_err(e.to_string()))?;
+    // Core's serialisation: the schema's fields plus "kind".
+    let v = serde_json::to_value(m).map_err(|e| crate::MessageError::new_err(e.to_string()))?;
     to_py(py, &v).map(Some)
 }
 

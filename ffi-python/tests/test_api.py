@@ -82,9 +82,9 @@ def test_typed_publishing_decoded(client):
 
     client.publish_event("web01 fetched", source="fetch", destinations={"events": events})
     e = es.next_message(timeout=TIMEOUT)
-    assert e.decoded() == {"source": "fetch", "text": "web01 fetched"}
+    assert e.decoded() == {"kind": "event", "source": "fetch", "text": "web01 fetched"}
     # decode() without a Message: what any receiver does with headers and a body.
-    assert deploykit.decode(e.destination, e.headers, e.body) == ("event", {"source": "fetch", "text": "web01 fetched"})
+    assert deploykit.decode(e.destination, e.headers, e.body) == ("event", {"kind": "event", "source": "fetch", "text": "web01 fetched"})
     assert deploykit.decode("/topic/x", None, b"\n") == ("keepalive", None)
 
 

@@ -115,7 +115,7 @@ class Message:
         None if it is not a deploykit message."""
     def decoded(self) -> Optional[Dict[str, Any]]:
         """The message decoded by core (JSON v1 or any legacy body) as a dict of its
-        fields; None for a keepalive. Raises :class:`MessageError` (naming the
+        fields plus ``"kind"`` (``"commit"``, ``"build"``, …); None for a keepalive. Raises :class:`MessageError` (naming the
         destination and message id) for anything else."""
 
 class Subscription:
