@@ -20,6 +20,18 @@ pub struct BlockingClient {
     client: Client,
 }
 
+/// Runs `f` to completion on `rt`, refusing to block inside an async context
+/// (such as a subscription callback on the I/O thread), which would panic or deadlock.
+fn run<T, E: From<stomp::Error>>(rt: &Runtime, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(stomp::Error::Invalid(
+            "blocking deploykit call made inside an async context or a subscription callback (the I/O thread); make it from another thread".into(),
+        )
+        .into());
+    }
+    rt.block_on(f)
+}
+
 /// Builds the runtime every blocking client uses.
 fn runtime() -> Result<Runtime, stomp::Error> {
     tokio::runtime::Builder::new_multi_thread()
@@ -34,7 +46,7 @@ impl BlockingClient {
     /// Connects (honouring the failover options) and returns once ready.
     pub fn connect(config: ClientConfig) -> Result<BlockingClient, stomp::Error> {
         let rt = Arc::new(runtime()?);
-        let client = rt.block_on(Client::connect(config))?;
+        let client = run(&rt, Client::connect(config))?;
         Ok(BlockingClient { rt, client })
     }
 
@@ -45,12 +57,12 @@ impl BlockingClient {
 
     /// Sends a message; waits for the receipt when `opts.receipt` is set.
     pub fn send(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<(), stomp::Error> {
-        self.rt.block_on(self.client.send_with(destination, body, opts))
+        run(&self.rt, self.client.send_with(destination, body, opts))
     }
 
     /// Subscribes; returns once the broker confirmed it.
     pub fn subscribe(&self, destination: &str, opts: SubscribeOptions) -> Result<BlockingSubscription, stomp::Error> {
-        let sub = self.rt.block_on(self.client.subscribe(destination, opts))?;
+        let sub = run(&self.rt, self.client.subscribe(destination, opts))?;
         Ok(BlockingSubscription { rt: self.rt.clone(), sub: Some(sub) })
     }
 
@@ -62,7 +74,7 @@ impl BlockingClient {
     /// Sends DISCONNECT and waits for its receipt.
     pub fn disconnect(self) -> Result<(), stomp::Error> {
         let BlockingClient { rt, client } = self;
-        rt.block_on(client.disconnect())
+        run(&rt, client.disconnect())
     }
 
     /// Runs a future of the caller's on this client's runtime (for bindings' extra calls).
@@ -81,22 +93,22 @@ pub struct BlockingPublisher {
 impl BlockingPublisher {
     /// Publishes a commit and its event line.
     pub fn commit(&self, commit: &Commit) -> Result<(), PublishError> {
-        self.rt.block_on(self.inner.commit(commit))
+        run(&self.rt, self.inner.commit(commit))
     }
 
     /// Publishes a build and its event line.
     pub fn build(&self, build: &Build) -> Result<(), PublishError> {
-        self.rt.block_on(self.inner.build(build))
+        run(&self.rt, self.inner.build(build))
     }
 
     /// Publishes a package and its event line.
     pub fn package(&self, package: &Package) -> Result<(), PublishError> {
-        self.rt.block_on(self.inner.package(package))
+        run(&self.rt, self.inner.package(package))
     }
 
     /// Publishes an event line.
     pub fn event(&self, text: &str, correlation_id: Option<String>) -> Result<(), PublishError> {
-        self.rt.block_on(self.inner.event(text, correlation_id))
+        run(&self.rt, self.inner.event(text, correlation_id))
     }
 }
 
@@ -163,7 +175,7 @@ impl BlockingSubscription {
     /// Acknowledges a message (client ack modes).
     pub fn ack(&self, msg: &Message) -> Result<(), stomp::Error> {
         match &self.sub {
-            Some(sub) => self.rt.block_on(sub.ack(msg)),
+            Some(sub) => run(&self.rt, sub.ack(msg)),
             None => Err(stomp::Error::Closed),
         }
     }
@@ -171,7 +183,7 @@ impl BlockingSubscription {
     /// Rejects a message (client ack modes, STOMP 1.1+).
     pub fn nack(&self, msg: &Message) -> Result<(), stomp::Error> {
         match &self.sub {
-            Some(sub) => self.rt.block_on(sub.nack(msg)),
+            Some(sub) => run(&self.rt, sub.nack(msg)),
             None => Err(stomp::Error::Closed),
         }
     }
@@ -193,7 +205,7 @@ impl BlockingSubscription {
     /// Unsubscribes and waits for the receipt.
     pub fn unsubscribe(mut self) -> Result<(), stomp::Error> {
         match self.sub.take() {
-            Some(sub) => self.rt.block_on(sub.unsubscribe()),
+            Some(sub) => run(&self.rt, sub.unsubscribe()),
             None => Ok(()),
         }
     }

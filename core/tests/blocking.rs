@@ -27,11 +27,15 @@ fn poll_and_callback_from_plain_threads() {
     }
     let (tx, rx) = mpsc::channel();
     let main_thread = std::thread::current().id();
+    let inner = client.clone();
     let handle = sub.on_message(move |m| {
-        tx.send((std::thread::current().id(), std::thread::current().name().map(str::to_owned), m.text().map(str::to_owned))).unwrap();
+        // A blocking call from the I/O thread is refused, not a panic or a deadlock.
+        let refused = inner.send("/queue/elsewhere", "x", SendOptions::default()).is_err();
+        tx.send((std::thread::current().id(), std::thread::current().name().map(str::to_owned), m.text().map(str::to_owned), refused)).unwrap();
     });
     client.send("/queue/blocking", "two", SendOptions::default()).unwrap();
-    let (thread, name, text) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (thread, name, text, refused) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(refused, "blocking call inside the callback must be refused");
     assert_ne!(thread, main_thread, "callbacks run on the I/O thread");
     assert_eq!(name.as_deref(), Some("deploykit-io"));
     assert_eq!(text.as_deref(), Some("two"));

@@ -42,6 +42,7 @@ async fn refused_login_is_a_clear_error() {
     let err = Client::connect(config.clone()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::GaveUp { .. }), "{err:?}");
+    assert!(matches!(err.root(), Error::Refused { .. }), "root() says the login was refused: {:?}", err.root());
     assert!(text.contains("refused"), "{text}");
     assert!(!text.contains("wrong-pass-xyz"), "passcode leaked: {text}");
     assert!(!format!("{config:?}").contains("wrong-pass-xyz"), "passcode leaked in Debug");

@@ -504,10 +504,12 @@ async fn all_brokers_down_gives_up() {
     let r = within(STEP, "connect to give up", Client::connect(config(&url, HeartbeatConfig::off()))).await;
     let elapsed = t0.elapsed();
     match r {
-        Err(Error::GaveUp { last }) => {
-            eprintln!("gave up after {elapsed:?}: {last}");
-            assert!(last.contains(&format!("127.0.0.1:{p2}")), "the message names the last endpoint tried: {last}");
-            assert!(last.to_lowercase().contains("refused"), "and the last error: {last}");
+        Err(e @ Error::GaveUp { .. }) => {
+            let text = e.to_string();
+            eprintln!("gave up after {elapsed:?}: {text}");
+            assert!(text.contains(&format!("127.0.0.1:{p2}")), "the message names the last endpoint tried: {text}");
+            assert!(text.to_lowercase().contains("refused"), "and the last error: {text}");
+            assert!(matches!(e.root(), Error::Connect { .. }), "root() is the last attempt's error: {:?}", e.root());
         }
         other => panic!("expected Error::GaveUp, got {other:?}"),
     }

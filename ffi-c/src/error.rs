@@ -177,7 +177,7 @@ pub(crate) fn new_error(f: Failure) -> *mut dk_error {
 
 impl From<stomp::Error> for Failure {
     fn from(e: stomp::Error) -> Failure {
-        let code = match &e {
+        let code = match e.root() {
             stomp::Error::Url(_) => DK_ERR_INVALID_URL,
             stomp::Error::Frame(_) => DK_ERR_PROTOCOL,
             stomp::Error::Connect { .. } => DK_ERR_CONNECT,
@@ -186,7 +186,7 @@ impl From<stomp::Error> for Failure {
             stomp::Error::Server { .. } => DK_ERR_SERVER,
             stomp::Error::Timeout { .. } => DK_ERR_TIMEOUT,
             stomp::Error::ReceiptLost { .. } => DK_ERR_RECEIPT_LOST,
-            // Core reports only the last attempt's error as text here.
+            // Only without a recorded last attempt (root() unwraps it otherwise).
             stomp::Error::GaveUp { .. } => DK_ERR_CONNECT,
             stomp::Error::Closed => DK_ERR_CLOSED,
             stomp::Error::Invalid(_) => DK_ERR_INVALID_REQUEST,

@@ -54,15 +54,13 @@ pub(crate) fn stomp_err(e: stomp::Error) -> PyErr {
 /// The exception class for `e`, carrying `msg`.
 pub(crate) fn stomp_err_with(e: &stomp::Error, msg: String) -> PyErr {
     use stomp::Error as E;
-    match e {
+    // For GaveUp, the class comes from the last connection attempt's error.
+    match e.root() {
         E::Url(_) => UrlError::new_err(msg),
         E::Frame(_) => ProtocolError::new_err(msg),
         E::Server { details, .. } if !details.trim().is_empty() => BrokerError::new_err(format!("{msg}: {}", details.trim())),
         E::Server { .. } => BrokerError::new_err(msg),
         E::Refused { .. } => RefusedError::new_err(msg),
-        // Core reports a refused CONNECT after the last attempt as `GaveUp` carrying
-        // the last error's text; keep the more precise class for it.
-        E::GaveUp { last } if last.contains(" refused the connection: ") => RefusedError::new_err(msg),
         E::Connect { .. } | E::Tls { .. } | E::GaveUp { .. } => ConnectionError::new_err(msg),
         E::ReceiptLost { .. } => ReceiptLostError::new_err(msg),
         E::Timeout { .. } => TimeoutError::new_err(msg),

@@ -59,10 +59,12 @@ pub enum Error {
         receipt: String,
     },
     /// Every broker of the failover list failed and the attempt limit is reached.
-    #[error("{last}")]
+    #[error("{reason}")]
     GaveUp {
-        /// What happened, with the last connection error.
-        last: String,
+        /// What happened, with the last connection error's text.
+        reason: String,
+        /// The last connection attempt's error, when there was one (see [`Error::root`]).
+        last: Option<std::sync::Arc<Error>>,
     },
     /// The client was closed (DISCONNECT or dropped).
     #[error("client is closed")]
@@ -78,6 +80,18 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// The error that decided the outcome: for [`Error::GaveUp`], the last
+    /// connection attempt's error (refused login, TLS, timeout…); otherwise itself.
+    /// Bindings map this one to their error kinds.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::GaveUp { last: Some(last), .. } => last.root(),
+            other => other,
+        }
+    }
 }
 
 /// The STOMP layer's result type.

@@ -64,6 +64,8 @@ pub(super) struct Actor {
     pub(super) next_receipt: u64,
     pub(super) last_error: String,
     pub(super) current_endpoint: Option<usize>,
+    /// The last connection attempt's error, handed to callers if the client gives up.
+    pub(super) last_failure: Option<Error>,
 }
 
 /// Sleeps until `deadline`, or forever if there is none.
@@ -148,6 +150,7 @@ impl Actor {
                         self.last_error = e.to_string();
                         warn!(endpoint = %endpoint, attempt, error = %e, "STOMP connect failed");
                         let _ = self.events.send(ClientEvent::ConnectFailed { endpoint: endpoint.to_string(), error: e.to_string(), attempt });
+                        self.last_failure = Some(e);
                         if matches!(limit, Some(l) if attempt >= l) {
                             return None;
                         }
@@ -236,6 +239,7 @@ impl Actor {
     /// Stops for good: fails everything waiting and publishes Closed.
     fn close(mut self, reason: String) {
         info!(reason = %reason, "STOMP client closed");
+        let last = self.last_failure.take().map(std::sync::Arc::new);
         for (_, waiter) in self.pending.drain() {
             if let Waiter::Frame(tx) = waiter {
                 let _ = tx.send(Err(Error::Closed));
@@ -243,7 +247,7 @@ impl Actor {
         }
         for (_, sub) in self.subs.drain() {
             for w in sub.waiters {
-                let _ = w.send(Err(Error::GaveUp { last: reason.clone() }));
+                let _ = w.send(Err(Error::GaveUp { reason: reason.clone(), last: last.clone() }));
             }
         }
         for cmd in self.backlog.drain(..) {
@@ -252,8 +256,8 @@ impl Actor {
             }
         }
         if let Some(shared) = self.shared.upgrade() {
-            if let Ok(mut r) = shared.closed_reason.lock() {
-                *r = Some(reason.clone());
+            if let Ok(mut r) = shared.closed.lock() {
+                *r = Some((reason.clone(), last));
             }
         }
         let _ = self.state.send(State::Closed);

@@ -163,7 +163,7 @@ struct Shared {
     events: broadcast::Sender<ClientEvent>,
     state: watch::Receiver<State>,
     session: Mutex<Option<SessionInfo>>,
-    closed_reason: Mutex<Option<String>>,
+    closed: Mutex<Option<(String, Option<Arc<Error>>)>>,
     version: std::sync::atomic::AtomicU8,
     next_id: AtomicU64,
     receipt_timeout: Duration,
@@ -203,7 +203,7 @@ impl Client {
             events: events.clone(),
             state,
             session: Mutex::new(None),
-            closed_reason: Mutex::new(None),
+            closed: Mutex::new(None),
             version: std::sync::atomic::AtomicU8::new(Version::V1_2 as u8),
             next_id: AtomicU64::new(1),
             receipt_timeout: config.receipt_timeout,
@@ -221,6 +221,7 @@ impl Client {
             next_receipt: 0,
             last_error: String::new(),
             current_endpoint: None,
+            last_failure: None,
         };
         tokio::spawn(actor.run());
         Client { shared }
@@ -243,8 +244,8 @@ impl Client {
 
     /// The error explaining why the client is closed.
     fn closed_error(&self) -> Error {
-        match self.shared.closed_reason.lock().ok().and_then(|r| r.clone()) {
-            Some(reason) if reason.starts_with("gave up") => Error::GaveUp { last: reason },
+        match self.shared.closed.lock().ok().and_then(|r| r.clone()) {
+            Some((reason, last)) if reason.starts_with("gave up") => Error::GaveUp { reason, last },
             _ => Error::Closed,
         }
     }
