@@ -220,6 +220,10 @@ enum dk_kind
      * The original deploykit's keepalive (a body of a single newline): ignore it.
      */
     DK_KIND_KEEPALIVE = 8,
+    /**
+     * A fetch daemon's result for one repository.
+     */
+    DK_KIND_FETCH = 9,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

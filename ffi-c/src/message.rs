@@ -66,6 +66,8 @@ pub enum dk_kind {
     DK_KIND_AGENT_ANNOUNCE = 7,
     /// The original deploykit's keepalive (a body of a single newline): ignore it.
     DK_KIND_KEEPALIVE = 8,
+    /// A fetch daemon's result for one repository.
+    DK_KIND_FETCH = 9,
 }
 
 impl dk_kind {
@@ -79,6 +81,7 @@ impl dk_kind {
             Some(Kind::DeployRequest) => dk_kind::DK_KIND_DEPLOY_REQUEST,
             Some(Kind::DeployReply) => dk_kind::DK_KIND_DEPLOY_REPLY,
             Some(Kind::AgentAnnounce) => dk_kind::DK_KIND_AGENT_ANNOUNCE,
+            Some(Kind::Fetch) => dk_kind::DK_KIND_FETCH,
         }
     }
 }

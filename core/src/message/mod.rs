@@ -2,7 +2,7 @@
 //! wire form with `dk-*` headers, and the legacy text bodies of the original
 //! future-deploykit daemons, read everywhere and written on request.
 //!
-//! - [`commit`], [`build`], [`package`], [`event`], [`deploy`]: one schema per file,
+//! - [`commit`], [`build`], [`package`], [`event`], [`deploy`], [`fetch`]: one schema per file,
 //!   each with its legacy text form where the original had one.
 //! - [`wire`]: encoding to headers + body and decoding either form without being told which.
 //! - [`publisher`]: sends a message to its configured destination plus its one-line event.
@@ -11,6 +11,7 @@ pub mod build;
 pub mod commit;
 pub mod deploy;
 pub mod event;
+pub mod fetch;
 pub mod package;
 pub mod publisher;
 pub mod wire;
@@ -19,6 +20,7 @@ pub use build::{Build, BuildStatus};
 pub use commit::{Commit, CommitInfo, Source, SvnInfo};
 pub use deploy::{AgentAnnounce, DeployAction, DeployReply, DeployRequest, Filters, SiteStatus, StepState};
 pub use event::Event;
+pub use fetch::FetchResult;
 pub use package::{Package, PackageAction};
 pub use publisher::{Destinations, Publisher};
 pub use wire::{decode, encode, Message, Outgoing, Schema, Wire};
@@ -52,6 +54,8 @@ pub enum Kind {
     DeployReply,
     /// An agent's self-description.
     AgentAnnounce,
+    /// A fetch daemon's result for one repository.
+    Fetch,
 }
 
 impl Kind {
@@ -65,12 +69,13 @@ impl Kind {
             Kind::DeployRequest => "deploy-request",
             Kind::DeployReply => "deploy-reply",
             Kind::AgentAnnounce => "agent-announce",
+            Kind::Fetch => "fetch",
         }
     }
 
     /// Parses a `dk-type` header value.
     pub fn parse(s: &str) -> Option<Kind> {
-        [Kind::Commit, Kind::Build, Kind::Package, Kind::Event, Kind::DeployRequest, Kind::DeployReply, Kind::AgentAnnounce]
+        [Kind::Commit, Kind::Build, Kind::Package, Kind::Event, Kind::DeployRequest, Kind::DeployReply, Kind::AgentAnnounce, Kind::Fetch]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

@@ -118,6 +118,13 @@ impl Schema for AgentAnnounce {
     const KIND: Kind = Kind::AgentAnnounce;
 }
 
+impl Schema for FetchResult {
+    const KIND: Kind = Kind::Fetch;
+    fn correlation_id(&self) -> Option<String> {
+        self.correlation_id.clone()
+    }
+}
+
 /// Headers and body ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outgoing {
@@ -165,6 +172,8 @@ pub enum Message {
     DeployReply(DeployReply),
     /// An agent announcement.
     AgentAnnounce(AgentAnnounce),
+    /// A fetch result.
+    Fetch(FetchResult),
     /// The original's single-newline keepalive: ignore it.
     Keepalive,
 }
@@ -180,6 +189,7 @@ impl Message {
             Message::DeployRequest(_) => Kind::DeployRequest,
             Message::DeployReply(_) => Kind::DeployReply,
             Message::AgentAnnounce(_) => Kind::AgentAnnounce,
+            Message::Fetch(_) => Kind::Fetch,
             Message::Keepalive => return None,
         })
     }
@@ -225,6 +235,7 @@ pub fn decode(destination: &str, headers: &Headers, body: &[u8]) -> Result<Messa
             Kind::DeployRequest => Message::DeployRequest(json(body, d, m)?),
             Kind::DeployReply => Message::DeployReply(json(body, d, m)?),
             Kind::AgentAnnounce => Message::AgentAnnounce(json(body, d, m)?),
+            Kind::Fetch => Message::Fetch(json(body, d, m)?),
         };
         fill_correlation(&mut msg, correlation);
         return Ok(msg);
@@ -259,6 +270,7 @@ fn fill_correlation(msg: &mut Message, id: Option<String>) {
         Message::Event(e) => &mut e.correlation_id,
         Message::DeployRequest(r) => &mut r.correlation_id,
         Message::DeployReply(r) => &mut r.correlation_id,
+        Message::Fetch(f) => &mut f.correlation_id,
         _ => return,
     };
     if slot.is_none() {
