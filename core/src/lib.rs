@@ -21,6 +21,7 @@
 //!   subscriptions) that the C, Python and JVM bindings call.
 //! - [`git`]: reading pushes (commits of a ref, newest first) and `deploykit.*`
 //!   settings from git repositories with libgit2.
+//! - [`fetch`]: dk-fetch: config, fetching and the checkout modes, the daemon.
 //! - [`svn`]: reading a Subversion commit through `svnlook` (argument vectors only).
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
@@ -30,6 +31,7 @@
 
 pub mod blocking;
 pub mod broker;
+pub mod fetch;
 pub mod git;
 pub mod message;
 pub mod spool;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the test suites need, only when it is missing.
 #
-#   scripts/lib/deps.sh [brokers|python|all]      (default: all)
+#   scripts/lib/deps.sh [build|brokers|python|all]      (default: all)
 #
+#   build    libssl-dev and pkg-config (git2's https transport links system OpenSSL)
 #   brokers  Debian rabbitmq-server and activemq (needs root; apt-get update is
 #            run once, only when something has to be installed)
 #   python   stomp.py and pytest for python3 (pip; --break-system-packages is
@@ -45,6 +46,17 @@ apt_install() {
 }
 
 deb_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+deps_build() {
+    local missing=()
+    deb_installed libssl-dev || missing+=(libssl-dev)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    if [ ${#missing[@]} -eq 0 ]; then
+        dk_log "deps: libssl-dev and pkg-config already installed"
+        return 0
+    fi
+    apt_install "${missing[@]}"
+}
 
 deps_brokers() {
     local missing=()
@@ -95,11 +107,12 @@ deps_python() {
 main() {
     local what="${1:-all}"
     case "$what" in
+        build) deps_build ;;
         brokers) deps_brokers ;;
         python) deps_python ;;
-        all) deps_brokers; deps_python ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-        *) dk_die "deps.sh: unknown argument '$what' (brokers|python|all)" ;;
+        all) deps_build; deps_brokers; deps_python ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) dk_die "deps.sh: unknown argument '$what' (build|brokers|python|all)" ;;
     esac
 }
 

@@ -1,0 +1,679 @@
+//! `fetch.toml`: what dk-fetch connects to and which repositories it keeps fresh.
+//!
+//! ```toml
+//! node = "web01"                      # default: the host name
+//! wire = "json"                       # or "legacy" (also switches the topic defaults)
+//! commits_topic = "/topic/deploykit.git.commits"
+//! events_topic = "/topic/deploykit.events"
+//! results_topic = "/topic/deploykit.fetch"
+//! max_parallel = 4                    # repositories fetched at once
+//! reconcile_interval = "10m"          # "off" disables; integers are seconds
+//! lock_stale_after = "10m"            # index.lock / shallow.lock older than this are removed
+//!
+//! [broker]
+//! url = "stomp://broker:61613"
+//! vhost = "/"
+//! login = "dk-fetch"
+//! passcode_file = "/etc/deploykit/passcode"
+//!
+//! [repos.site]
+//! path = "/srv/git/site"              # the local clone
+//! remote = "origin"                   # default
+//! mode = "trusting"                   # normal trusting dangerous branch atomic puppetmaster tags
+//! target = "/srv/www/site"
+//! branch = "master"                   # default master for trusting/dangerous; needed by branch/atomic
+//! user = "www-data"                   # run git as this user (privileges dropped, never su)
+//! fetch_tags = true                   # default
+//! reclone = false                     # re-clone a corrupt clone beside it and swap it in
+//! url = "git@git:site.git"            # for reclone; default: the remote's url
+//! [repos.site.credentials]
+//! ssh_key = "/etc/deploykit/id_ed25519"   # else the ssh agent (ssh_agent = true, default)
+//! https_token_env = "GIT_TOKEN"           # or https_token_file; https_username default "git"
+//! ```
+//!
+//! Syntax and type errors name the file, line and column; semantic errors name
+//! the key (`repos.site.mode: unknown mode "fancy" (…)`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Wire;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FetchConfig {
+    /// Where the bus is.
+    pub broker: BrokerSection,
+    /// Commit messages arrive here.
+    pub commits_topic: String,
+    /// Event lines (`HOST fetched change: …`) go here.
+    pub events_topic: String,
+    /// JSON `fetch` results go here.
+    pub results_topic: String,
+    /// Body format of what dk-fetch publishes.
+    pub wire: Wire,
+    /// This server's name in results and event lines.
+    pub node: String,
+    /// How many repositories are fetched at once (≥ 1).
+    pub max_parallel: usize,
+    /// Fetch every repository this often as a safety net; `None` = off.
+    pub reconcile_interval: Option<Duration>,
+    /// Lock files older than this (and not held open) are removed.
+    pub lock_stale_after: Duration,
+    /// The repositories, by the name commit messages use.
+    pub repos: BTreeMap<String, RepoConfig>,
+}
+
+/// The `[broker]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSection {
+    /// Broker URL (`stomp://`, `stomp+ssl://`, failover form).
+    pub url: String,
+    /// STOMP `host` header (virtual host).
+    pub vhost: String,
+    /// Login, if the broker wants one.
+    pub login: Option<String>,
+    /// File holding the passcode (first line), never the passcode itself.
+    pub passcode_file: Option<PathBuf>,
+}
+
+/// One `[repos.NAME]` entry. Serializable so that a privilege-dropped child
+/// process can be handed it (JSON on stdin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// The local clone (bare or not; `dangerous` needs a work tree).
+    pub path: PathBuf,
+    /// The remote fetched (default `origin`).
+    pub remote: String,
+    /// What happens after the fetch.
+    pub mode: Mode,
+    /// Where checkouts go (modes trusting, branch, atomic, puppetmaster, tags).
+    pub target: Option<PathBuf>,
+    /// The branch checked out (trusting/dangerous: default `master`; branch/atomic: required).
+    pub branch: Option<String>,
+    /// Run git as this user.
+    pub user: Option<String>,
+    /// Fetch `refs/tags/*` too (default true).
+    pub fetch_tags: bool,
+    /// Re-clone a corrupt clone.
+    pub reclone: bool,
+    /// URL to re-clone from (default: the remote's url in the clone's config).
+    pub url: Option<String>,
+    /// How to authenticate to the remote.
+    pub credentials: Credentials,
+}
+
+impl RepoConfig {
+    /// The branch the mode checks out: the configured one, else `master` for
+    /// trusting and dangerous (legacy: `origin/master`); `None` for the others.
+    pub fn checkout_branch(&self) -> Option<&str> {
+        match (self.mode, self.branch.as_deref()) {
+            (_, Some(b)) => Some(b),
+            (Mode::Trusting | Mode::Dangerous, None) => Some("master"),
+            _ => None,
+        }
+    }
+}
+
+/// Credentials for fetching; secrets are referenced (file, env var, agent), not stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Private key file for ssh remotes.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    /// File holding the key's passphrase.
+    #[serde(default)]
+    pub ssh_key_passphrase_file: Option<PathBuf>,
+    /// Ask the ssh agent (`SSH_AUTH_SOCK`) when no key file is set (default true).
+    #[serde(default = "yes")]
+    pub ssh_agent: bool,
+    /// User name for https (default `git`).
+    #[serde(default)]
+    pub https_username: Option<String>,
+    /// Environment variable holding the https token.
+    #[serde(default)]
+    pub https_token_env: Option<String>,
+    /// File holding the https token (first line).
+    #[serde(default)]
+    pub https_token_file: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a repository's fetch is followed by (legacy-wire.md, "Fetch daemon").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Fetch (and tags) only.
+    Normal,
+    /// Check out `REMOTE/master` (or `branch`) into `target`.
+    Trusting,
+    /// Check out `REMOTE/master` (or `branch`) in the clone itself, discarding local changes.
+    Dangerous,
+    /// Check out `REMOTE/branch` into `target`.
+    Branch,
+    /// Check out `REMOTE/branch` into `target_BRANCH`.
+    Atomic,
+    /// One directory per branch: `target/BRANCH`; deleted branches' directories removed.
+    Puppetmaster,
+    /// One directory per tag: `target/TAG`, created once, never rewritten.
+    Tags,
+}
+
+impl Mode {
+    /// Every mode, in documentation order.
+    pub const ALL: [Mode; 7] = [Mode::Normal, Mode::Trusting, Mode::Dangerous, Mode::Branch, Mode::Atomic, Mode::Puppetmaster, Mode::Tags];
+
+    /// The config / wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Trusting => "trusting",
+            Mode::Dangerous => "dangerous",
+            Mode::Branch => "branch",
+            Mode::Atomic => "atomic",
+            Mode::Puppetmaster => "puppetmaster",
+            Mode::Tags => "tags",
+        }
+    }
+
+    /// Parses a config name.
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Whether the mode writes into `target`.
+    pub fn needs_target(self) -> bool {
+        !matches!(self, Mode::Normal | Mode::Dangerous)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong type / unknown key.
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        /// The file (`<config>` when parsed from a string).
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// toml's message (first line).
+        message: String,
+    },
+    /// A value that parses but makes no sense; `key` is the dotted key.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The file (`<config>` when parsed from a string).
+        file: String,
+        /// The dotted key, e.g. `repos.site.mode`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A stomp-git YAML file that cannot be imported.
+    #[error("legacy YAML: {0}")]
+    Legacy(String),
+}
+
+impl ConfigError {
+    fn with_file(self, path: &Path) -> ConfigError {
+        let name = path.display().to_string();
+        match self {
+            ConfigError::Syntax { line, column, message, .. } => ConfigError::Syntax { file: name, line, column, message },
+            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { file: name, key, message },
+            other => other,
+        }
+    }
+}
+
+const STRING_FILE: &str = "<config>";
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
+}
+
+/// One problem [`FetchConfig::check`] found on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key concerned (`repos.site.path`).
+    pub key: String,
+    /// What is wrong, precisely.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+// ---- raw TOML shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    broker: Option<RawBroker>,
+    commits_topic: Option<String>,
+    events_topic: Option<String>,
+    results_topic: Option<String>,
+    wire: Option<toml::Spanned<String>>,
+    node: Option<String>,
+    max_parallel: Option<toml::Spanned<i64>>,
+    reconcile_interval: Option<toml::Spanned<RawDuration>>,
+    lock_stale_after: Option<toml::Spanned<RawDuration>>,
+    #[serde(default)]
+    repos: BTreeMap<String, RawRepo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    url: Option<String>,
+    vhost: Option<String>,
+    login: Option<String>,
+    passcode_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    path: Option<PathBuf>,
+    remote: Option<String>,
+    mode: Option<toml::Spanned<String>>,
+    target: Option<PathBuf>,
+    branch: Option<String>,
+    user: Option<String>,
+    fetch_tags: Option<bool>,
+    reclone: Option<bool>,
+    url: Option<String>,
+    #[serde(default)]
+    credentials: Credentials,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn at(text: &str, span: std::ops::Range<usize>) -> String {
+    let (l, c) = line_col(text, span.start);
+    format!(" (line {l}, column {c})")
+}
+
+/// Parses `"90"`, `"30s"`, `"10m"`, `"2h"`, `"1d"`, `"500ms"`; integers are seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "s" => n.checked_mul(1000)?,
+        "ms" => n,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+fn duration(key: &str, text: &str, v: &toml::Spanned<RawDuration>, allow_off: bool) -> Result<Option<Duration>, ConfigError> {
+    let bad = || invalid(key, format!("expected a duration such as 30s, 10m, 2h or seconds{}{}", if allow_off { ", or \"off\"" } else { "" }, at(text, v.span())));
+    match v.get_ref() {
+        RawDuration::Seconds(n) if *n >= 0 => Ok(Some(Duration::from_secs(*n as u64))),
+        RawDuration::Seconds(_) => Err(bad()),
+        RawDuration::Text(t) if allow_off && matches!(t.trim(), "off" | "never" | "none") => Ok(None),
+        RawDuration::Text(t) => parse_duration(t).map(Some).ok_or_else(bad),
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length; gethostname NUL-terminates on success (we also bound it).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
+            if !s.is_empty() {
+                return s.to_owned();
+            }
+        }
+    }
+    "localhost".to_owned()
+}
+
+/// Whether `name` is acceptable as a configured repository name (what commit
+/// messages carry): 1–100 of `A-Za-z0-9._-`, not starting with `-` or `.`.
+pub fn valid_repo_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with(['-', '.'])
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl FetchConfig {
+    /// Reads and parses `path`; errors name the file.
+    pub fn load(path: &Path) -> Result<FetchConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        FetchConfig::parse(&text).map_err(|e| e.with_file(path))
+    }
+
+    /// Parses a configuration text (errors name `<config>` as the file).
+    pub fn parse(text: &str) -> Result<FetchConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            let message = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+            ConfigError::Syntax { file: STRING_FILE.into(), line, column, message }
+        })?;
+        let wire = match &raw.wire {
+            None => Wire::Json,
+            Some(w) => w.get_ref().parse().map_err(|_| invalid("wire", format!("unknown wire {:?} (expected json or legacy){}", w.get_ref(), at(text, w.span()))))?,
+        };
+        let legacy = wire == Wire::Legacy;
+        let broker = raw.broker.unwrap_or(RawBroker { url: None, vhost: None, login: None, passcode_file: None });
+        let broker = BrokerSection {
+            url: broker.url.unwrap_or_else(|| "stomp://localhost:61613".into()),
+            vhost: broker.vhost.unwrap_or_else(|| "/".into()),
+            login: broker.login,
+            passcode_file: broker.passcode_file,
+        };
+        let topic = |key: &str, v: Option<String>, json: &str, leg: &str| -> Result<String, ConfigError> {
+            let v = v.unwrap_or_else(|| if legacy { leg.into() } else { json.into() });
+            if v.trim().is_empty() || v.contains(['\n', '\r', '\0']) {
+                return Err(invalid(key, format!("invalid destination {v:?}")));
+            }
+            Ok(v)
+        };
+        let commits_topic = topic("commits_topic", raw.commits_topic, "/topic/deploykit.git.commits", "/topic/future.git.commits")?;
+        let events_topic = topic("events_topic", raw.events_topic, "/topic/deploykit.events", "/topic/future.events.stomp-git")?;
+        let results_topic = topic("results_topic", raw.results_topic, "/topic/deploykit.fetch", "/topic/deploykit.fetch")?;
+        let max_parallel = match raw.max_parallel {
+            None => 4,
+            Some(v) if (1..=1024).contains(v.get_ref()) => *v.get_ref() as usize,
+            Some(v) => return Err(invalid("max_parallel", format!("must be between 1 and 1024, not {}{}", v.get_ref(), at(text, v.span())))),
+        };
+        let reconcile_interval = match &raw.reconcile_interval {
+            None => Some(Duration::from_secs(600)),
+            Some(v) => duration("reconcile_interval", text, v, true)?,
+        };
+        let lock_stale_after = match &raw.lock_stale_after {
+            None => Duration::from_secs(600),
+            Some(v) => duration("lock_stale_after", text, v, false)?.unwrap_or(Duration::from_secs(600)),
+        };
+        let node = raw.node.unwrap_or_else(hostname);
+        let mut repos = BTreeMap::new();
+        for (name, r) in raw.repos {
+            let key = format!("repos.{name}");
+            if !valid_repo_name(&name) {
+                return Err(invalid(&key, "repository names are 1-100 of A-Z a-z 0-9 . _ - and do not start with - or ."));
+            }
+            let path = r.path.ok_or_else(|| invalid(&key, "missing path = \"/path/to/clone\""))?;
+            if !path.is_absolute() {
+                return Err(invalid(format!("{key}.path"), format!("must be absolute, not {:?}", path.display().to_string())));
+            }
+            let mode = match &r.mode {
+                None => Mode::Normal,
+                Some(m) => Mode::parse(m.get_ref()).ok_or_else(|| {
+                    let all: Vec<&str> = Mode::ALL.iter().map(|m| m.as_str()).collect();
+                    invalid(format!("{key}.mode"), format!("unknown mode {:?} (expected {}){}", m.get_ref(), all.join(", "), at(text, m.span())))
+                })?,
+            };
+            let remote = r.remote.unwrap_or_else(|| "origin".into());
+            if !git2::Remote::is_valid_name(&remote) || remote.starts_with('-') {
+                return Err(invalid(format!("{key}.remote"), format!("invalid remote name {remote:?}")));
+            }
+            if let Some(b) = &r.branch {
+                if crate::fetch::ops::validate_refname(&format!("refs/heads/{b}")).is_err() || b.starts_with('-') {
+                    return Err(invalid(format!("{key}.branch"), format!("invalid branch name {b:?}")));
+                }
+            }
+            if matches!(mode, Mode::Branch | Mode::Atomic) && r.branch.is_none() {
+                return Err(invalid(&key, format!("mode \"{mode}\" needs branch = \"…\"")));
+            }
+            if mode.needs_target() {
+                match &r.target {
+                    None => return Err(invalid(&key, format!("mode \"{mode}\" needs target = \"/path\""))),
+                    Some(t) if !t.is_absolute() => return Err(invalid(format!("{key}.target"), "must be absolute")),
+                    Some(t) if t.starts_with(&path) || path.starts_with(t) => {
+                        return Err(invalid(format!("{key}.target"), "must not be inside the clone nor contain it"))
+                    }
+                    Some(t) if t.file_name().is_none() => return Err(invalid(format!("{key}.target"), "must name a directory, not /")),
+                    Some(_) => {}
+                }
+            } else if r.target.is_some() {
+                return Err(invalid(format!("{key}.target"), format!("mode \"{mode}\" does not use a target")));
+            }
+            if let Some(u) = &r.user {
+                if u.is_empty() || u.starts_with('-') || !u.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$')) {
+                    return Err(invalid(format!("{key}.user"), format!("invalid user name {u:?}")));
+                }
+            }
+            if let Some(v) = &r.credentials.https_token_env {
+                if v.is_empty() || v.contains(['=', '\0']) {
+                    return Err(invalid(format!("{key}.credentials.https_token_env"), "must be an environment variable name"));
+                }
+            }
+            repos.insert(
+                name,
+                RepoConfig {
+                    path,
+                    remote,
+                    mode,
+                    target: r.target,
+                    branch: r.branch,
+                    user: r.user,
+                    fetch_tags: r.fetch_tags.unwrap_or(true),
+                    reclone: r.reclone.unwrap_or(false),
+                    url: r.url,
+                    credentials: r.credentials,
+                },
+            );
+        }
+        Ok(FetchConfig { broker, commits_topic, events_topic, results_topic, wire, node, max_parallel, reconcile_interval, lock_stale_after, repos })
+    }
+
+    /// Checks this machine against the configuration: each repo path exists and
+    /// is a git repository with the remote, each target's parent exists and is
+    /// writable, each user exists, each credential file is readable. One
+    /// precise message per problem; empty when all is well.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |key: String, message: String| out.push(Problem { key, message });
+        if let Some(f) = &self.broker.passcode_file {
+            if let Err(e) = std::fs::File::open(f) {
+                p("broker.passcode_file".into(), format!("cannot read {}: {e}", f.display()));
+            }
+        }
+        for (name, r) in &self.repos {
+            let key = format!("repos.{name}");
+            let user = match &r.user {
+                None => None,
+                Some(u) => match crate::fetch::privilege::lookup_user(u) {
+                    Ok(Some(pw)) => Some(pw),
+                    Ok(None) => {
+                        p(format!("{key}.user"), format!("no such user {u:?}"));
+                        None
+                    }
+                    Err(e) => {
+                        p(format!("{key}.user"), format!("cannot look up user {u:?}: {e}"));
+                        None
+                    }
+                },
+            };
+            if !r.path.exists() {
+                p(format!("{key}.path"), format!("{} does not exist", r.path.display()));
+            } else {
+                match crate::git::open(&r.path) {
+                    Err(e) => p(format!("{key}.path"), format!("{} is not a git repository: {}", r.path.display(), match e {
+                        crate::git::GitError::Open { source, .. } => source.message().to_owned(),
+                        other => other.to_string(),
+                    })),
+                    Ok(repo) => {
+                        if repo.find_remote(&r.remote).is_err() {
+                            p(format!("{key}.remote"), format!("{} has no remote {:?}", r.path.display(), r.remote));
+                        }
+                        if r.mode == Mode::Dangerous && repo.is_bare() {
+                            p(format!("{key}.mode"), format!("mode \"dangerous\" checks out in the clone, but {} is bare", r.path.display()));
+                        }
+                    }
+                }
+                if let Some(pw) = &user {
+                    if let Ok(md) = std::fs::metadata(&r.path) {
+                        use std::os::unix::fs::MetadataExt;
+                        if md.uid() != pw.uid {
+                            p(format!("{key}.path"), format!("{} is owned by uid {}, not by {} (uid {})", r.path.display(), md.uid(), pw.name, pw.uid));
+                        }
+                    }
+                }
+            }
+            if let Some(t) = &r.target {
+                let parent = if r.mode == Mode::Puppetmaster || r.mode == Mode::Tags { Some(t.as_path()) } else { t.parent() };
+                if let Some(parent) = parent {
+                    match std::fs::metadata(parent) {
+                        Err(e) => p(format!("{key}.target"), format!("{} (where checkouts go): {e}", parent.display())),
+                        Ok(md) if !md.is_dir() => p(format!("{key}.target"), format!("{} is not a directory", parent.display())),
+                        Ok(_) => {
+                            if user.is_none() && r.user.is_none() && !crate::fetch::privilege::writable(parent) {
+                                p(format!("{key}.target"), format!("{} is not writable", parent.display()));
+                            }
+                        }
+                    }
+                }
+            }
+            let c = &r.credentials;
+            for (k, f) in [("ssh_key", &c.ssh_key), ("ssh_key_passphrase_file", &c.ssh_key_passphrase_file), ("https_token_file", &c.https_token_file)] {
+                if let Some(f) = f {
+                    if let Err(e) = std::fs::File::open(f) {
+                        p(format!("{key}.credentials.{k}"), format!("cannot read {}: {e}", f.display()));
+                    }
+                }
+            }
+            if let Some(v) = &c.https_token_env {
+                if std::env::var_os(v).is_none() {
+                    p(format!("{key}.credentials.https_token_env"), format!("environment variable {v} is not set"));
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---- stomp-git YAML import --------------------------------------------------
+
+/// Converts stomp-git's YAML (`repo-list: NAME: {user, repo, target, mode}`)
+/// into the equivalent `fetch.toml` text. Other top-level keys are kept as
+/// comments for the operator. The result is checked with [`FetchConfig::parse`].
+pub fn import_legacy(yaml: &str) -> Result<String, ConfigError> {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let docs = YamlLoader::load_from_str(yaml).map_err(|e| ConfigError::Legacy(e.to_string()))?;
+    let doc = docs.into_iter().next().ok_or_else(|| ConfigError::Legacy("empty document".into()))?;
+    let Yaml::Hash(top) = doc else { return Err(ConfigError::Legacy("expected a mapping at the top level".into())) };
+    let scalar = |y: &Yaml| -> Option<String> {
+        match y {
+            Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+            Yaml::Integer(i) => Some(i.to_string()),
+            Yaml::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        }
+    };
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut out = String::from("# Imported from stomp-git's YAML by dk-fetch --import-legacy.\nwire = \"legacy\"\n");
+    let mut notes = String::new();
+    let mut repos = String::new();
+    let mut found = false;
+    for (k, v) in &top {
+        let key = scalar(k).unwrap_or_default();
+        if key != "repo-list" {
+            notes.push_str(&format!("# stomp-git setting not imported: {key} = {}\n", scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")));
+            continue;
+        }
+        found = true;
+        let Yaml::Hash(list) = v else { return Err(ConfigError::Legacy("repo-list: expected a mapping of NAME: {user, repo, target, mode}".into())) };
+        for (name, entry) in list {
+            let name = scalar(name).ok_or_else(|| ConfigError::Legacy("repo-list: a repository name is not a string".into()))?;
+            let Yaml::Hash(entry) = entry else { return Err(ConfigError::Legacy(format!("repo-list.{name}: expected a mapping"))) };
+            let get = |f: &str| entry.get(&Yaml::String(f.into())).and_then(scalar);
+            let path = get("repo").ok_or_else(|| ConfigError::Legacy(format!("repo-list.{name}: missing repo (the clone's path)")))?;
+            repos.push_str(&format!("\n[repos.{}]\npath = {}\n", q(&name), q(&path)));
+            let mode = get("mode").unwrap_or_else(|| "normal".into());
+            repos.push_str(&format!("mode = {}\n", q(&mode)));
+            if let Some(t) = get("target") {
+                repos.push_str(&format!("target = {}\n", q(&t)));
+            }
+            if let Some(b) = get("branch") {
+                repos.push_str(&format!("branch = {}\n", q(&b)));
+            }
+            if let Some(u) = get("user") {
+                repos.push_str(&format!("user = {}\n", q(&u)));
+            }
+            for (k, v) in entry {
+                let k = scalar(k).unwrap_or_default();
+                if !matches!(k.as_str(), "repo" | "mode" | "target" | "branch" | "user") {
+                    repos.push_str(&format!("# not imported: {k} = {}\n", scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")));
+                }
+            }
+        }
+    }
+    if !found {
+        return Err(ConfigError::Legacy("no repo-list".into()));
+    }
+    out.push_str(&notes);
+    out.push_str(&repos);
+    FetchConfig::parse(&out).map_err(|e| ConfigError::Legacy(format!("the imported configuration is refused: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn line_and_column() {
+        assert_eq!(line_col("a\nbc\nd", 4), (2, 3));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+}

@@ -1,0 +1,233 @@
+//! Running a repository's git work as its configured `user`.
+//!
+//! `setuid` in a multi-threaded daemon is unsafe, and `su`/a shell is never
+//! used. Instead the daemon spawns a helper process (normally its own binary
+//! with a hidden subcommand, `dk-fetch __fetch-as`) with
+//! `setgroups(2)`, `setgid(2)` and `setuid(2)` run in the child between fork
+//! and `exec` (`CommandExt::pre_exec`), a minimal
+//! environment (`HOME`, `USER`, `LOGNAME`, `PATH`, plus the https token
+//! variable the repository names), the request as one JSON line on stdin and
+//! the [`Outcome`](super::ops::Outcome) as one JSON line on stdout. The child
+//! side is [`child_main`]. A user without a login shell works: no shell runs.
+
+use std::ffi::{CStr, CString};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::RepoConfig;
+use super::ops::{FetchError, Outcome};
+
+/// A user from the password database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passwd {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Home directory.
+    pub home: PathBuf,
+}
+
+/// Looks `name` up with `getpwnam_r`; `Ok(None)` when there is no such user.
+pub fn lookup_user(name: &str) -> std::io::Result<Option<Passwd>> {
+    let cname = CString::new(name).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in user name"))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: pwd and result are plain out-parameters; buf outlives the call and its length is passed.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success the strings point into buf, NUL-terminated.
+        let (pname, home) = unsafe { (CStr::from_ptr(pwd.pw_name), CStr::from_ptr(pwd.pw_dir)) };
+        return Ok(Some(Passwd {
+            name: pname.to_string_lossy().into_owned(),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home: PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes())),
+        }));
+    }
+}
+
+/// The user's supplementary groups (`getgrouplist`).
+fn groups_of(pw: &Passwd) -> Vec<libc::gid_t> {
+    let Ok(cname) = CString::new(pw.name.as_str()) else { return vec![pw.gid] };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let mut count = n;
+        // SAFETY: groups has room for `count` entries; getgrouplist updates count.
+        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), pw.gid, groups.as_mut_ptr(), &mut count) };
+        if rc >= 0 {
+            groups.truncate(count.max(0) as usize);
+            return groups;
+        }
+        if count <= n || n > 65536 {
+            return vec![pw.gid];
+        }
+        n = count;
+    }
+}
+
+/// Whether this process may write into `dir` (`access(2)` W_OK|X_OK).
+pub fn writable(dir: &Path) -> bool {
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: c is a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+}
+
+/// Whether the process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What the parent sends the child (one JSON line on stdin).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChildRequest {
+    /// Configured repository name.
+    pub name: String,
+    /// Its configuration.
+    pub repo: RepoConfig,
+    /// The pushed ref, if any.
+    pub refname: Option<String>,
+    /// `lock_stale_after` in milliseconds.
+    pub lock_stale_after_ms: u64,
+    /// The user the child must be running as (checked by the child).
+    pub uid: u32,
+}
+
+/// What the child answers (one JSON line on stdout).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChildReply {
+    /// The fetch ran.
+    Ok(Outcome),
+    /// It failed; the error's text.
+    Error(String),
+}
+
+/// Runs [`super::ops::run`] as `user` in a child process made from `cmd`
+/// (e.g. `Command::new(std::env::current_exe()?).arg("__fetch-as")`; the
+/// command's program must call [`child_main`]). Needs root unless `user` is
+/// the current user, in which case the child is still used (same code path).
+pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<Outcome, FetchError> {
+    if let Some(r) = refname {
+        super::ops::validate_refname(r)?;
+    }
+    let pw = lookup_user(user)
+        .map_err(|e| FetchError::User { user: user.into(), message: format!("cannot look up: {e}") })?
+        .ok_or_else(|| FetchError::User { user: user.into(), message: "no such user".into() })?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && euid != pw.uid {
+        return Err(FetchError::User { user: user.into(), message: format!("switching to uid {} needs root (running as uid {euid})", pw.uid) });
+    }
+    cmd.env_clear()
+        .env("HOME", &pw.home)
+        .env("USER", &pw.name)
+        .env("LOGNAME", &pw.name)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(var) = &repo.credentials.https_token_env {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    if euid == 0 {
+        let groups = groups_of(&pw);
+        let (uid, gid) = (pw.uid, pw.gid);
+        // std's `CommandExt::uid` runs setuid before `pre_exec` closures, after
+        // which setgroups is refused; so all three are done here, in order.
+        // SAFETY: the closure only calls setgroups/setgid/setuid, async-signal-safe
+        // system calls, on memory allocated before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let request = ChildRequest {
+        name: name.into(),
+        repo: repo.clone(),
+        refname: refname.map(str::to_owned),
+        lock_stale_after_ms: lock_stale_after.as_millis() as u64,
+        uid: pw.uid,
+    };
+    let child_err = |message: String| FetchError::Child { user: user.into(), message };
+    let mut child = cmd.spawn().map_err(|e| child_err(format!("cannot start the helper process: {e}")))?;
+    let line = serde_json::to_string(&request).map_err(|e| child_err(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(line.as_bytes()).and_then(|()| stdin.write_all(b"\n"));
+    }
+    let out = child.wait_with_output().map_err(|e| child_err(format!("waiting for the helper process: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().rev().find_map(|l| serde_json::from_str::<ChildReply>(l).ok()) {
+        Some(ChildReply::Ok(o)) => Ok(o),
+        Some(ChildReply::Error(e)) => Err(child_err(e)),
+        None => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            Err(child_err(format!("helper process exited with {} without an answer: {}", out.status, stderr.trim())))
+        }
+    }
+}
+
+/// The child side: reads one [`ChildRequest`] from stdin, checks it runs as
+/// the requested uid, runs [`super::ops::run`] and prints one [`ChildReply`].
+/// The reply is written on a line of its own (preceded by a newline, so a
+/// wrapper's partial line before it does not matter). Exit code 0 when the
+/// reply was written (even for a failed fetch).
+pub fn child_main() -> ExitCode {
+    let mut input = String::new();
+    let reply = match std::io::stdin().take(1 << 20).read_to_string(&mut input) {
+        Err(e) => ChildReply::Error(format!("reading the request: {e}")),
+        Ok(_) => match serde_json::from_str::<ChildRequest>(input.trim()) {
+            Err(e) => ChildReply::Error(format!("invalid request: {e}")),
+            Ok(req) => {
+                // SAFETY: getuid/geteuid have no preconditions.
+                let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+                if uid != req.uid || euid != req.uid {
+                    ChildReply::Error(format!("helper runs as uid {uid}/{euid}, expected {}", req.uid))
+                } else {
+                    match super::ops::run(&req.name, &req.repo, req.refname.as_deref(), Duration::from_millis(req.lock_stale_after_ms)) {
+                        Ok(o) => ChildReply::Ok(o),
+                        Err(e) => ChildReply::Error(e.to_string()),
+                    }
+                }
+            }
+        },
+    };
+    match serde_json::to_string(&reply) {
+        Ok(line) => {
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "\n{line}").and_then(|()| out.flush()).is_ok() {
+                return ExitCode::SUCCESS;
+            }
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::FAILURE,
+    }
+}
