@@ -1,15 +1,24 @@
 //! dk-demo: the deploykit flow on one machine, on the embedded broker.
 //!
-//! This first version shows the bus: it starts the embedded broker, subscribes
-//! the way every deploykit daemon does, publishes a commit-shaped message and
-//! reports what arrived and how fast. Later versions add fetch, deploy and web.
+//! This version shows push → fetch: an embedded broker, a central bare repo,
+//! a publisher for pushes (the post-receive hook's Rust equivalent, in-process:
+//! `deploykit::git::read_push` + `Publisher::commit`), and three "servers",
+//! each with its own clone and an in-process fetch daemon (modes trusting,
+//! atomic, tags). It pushes a commit, a new branch and a tag and prints when
+//! each server had it. Later versions add builds, deploys and the web UI.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deploykit::broker::{Broker, BrokerConfig};
-use deploykit::stomp::{Client, ClientConfig, SendOptions, SubscribeOptions};
+use deploykit::fetch::config::FetchConfig;
+use deploykit::fetch::daemon::{DaemonEvent, DaemonHandle, DaemonOptions, FetchDaemon};
+use deploykit::message::{Commit, Publisher, Source};
+use deploykit::stomp::{Client, ClientConfig};
 use dk_tools::cli::init_logging;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 
 /// Run the deploykit flow on one machine, on the embedded broker.
 #[derive(Parser, Debug)]
@@ -19,69 +28,203 @@ use std::time::{Duration, Instant};
     after_help = "Example:
   cargo run --release --bin dk-demo
 
-Starts an embedded broker on 127.0.0.1 (an ephemeral port), connects two clients,
-publishes a commit message and a burst of 1000 events, and prints what arrived."
+Starts an embedded broker on 127.0.0.1 (an ephemeral port), creates a central git repo
+and three servers (each a clone with an in-process dk-fetch) in a temporary directory,
+pushes a commit, a branch and a tag, and prints when each server had them.
+Needs the git command. The temporary directory is removed at the end (--keep keeps it)."
 )]
 struct Cli {
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// How many events to publish in the burst.
-    #[arg(long, default_value_t = 1000)]
-    burst: usize,
+    /// Keep the temporary directory (its path is printed).
+    #[arg(long)]
+    keep: bool,
 }
 
-/// The commit topic of design.md's bus conventions.
-const COMMITS: &str = "/topic/deploykit.git.commits";
-/// The event topic of design.md's bus conventions.
-const EVENTS: &str = "/topic/deploykit.events";
+/// The servers: name, mode, extra config.
+const SERVERS: [(&str, &str, &str); 3] = [("server1", "trusting", ""), ("server2", "atomic", "branch = \"master\"\n"), ("server3", "tags", "")];
+
+/// A temporary directory removed on drop (unless kept).
+struct Tmp {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Runs git with an argument vector (never a shell); returns stdout.
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=dk-demo", "-c", "user.email=dk-demo@localhost", "-c", "init.defaultBranch=master", "-c", "advice.detachedHead=false"])
+        .args(args)
+        .output()
+        .context("running git (is it installed?)")?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().context("temporary path is not UTF-8")
+}
+
+/// The publisher side: what the post-receive hook does, in-process.
+struct Hook {
+    central: PathBuf,
+    publisher: Publisher,
+}
+
+impl Hook {
+    /// The current value of `refname` in the central repo (zeros if absent).
+    fn rev(&self, refname: &str) -> String {
+        git(&self.central, &["rev-parse", "-q", "--verify", refname]).unwrap_or_else(|_| deploykit::message::commit::ZERO_REV.to_owned())
+    }
+
+    /// Pushes `refspec` from `work`, then publishes the Commit of `refname`; returns it and when the push returned.
+    async fn push(&self, work: &Path, refspec: &str, refname: &str) -> Result<(Commit, Instant)> {
+        let old = self.rev(refname);
+        git(work, &["push", "-q", "origin", refspec])?;
+        let pushed = Instant::now();
+        let new = self.rev(refname);
+        let commits = deploykit::git::read_push(&self.central, &old, &new, refname, 20)?;
+        let commit = Commit { repo: "site".into(), oldrev: old, newrev: new, refname: refname.into(), source: Source::Git, svn: None, commits, correlation_id: None };
+        self.publisher.commit(&commit).await?;
+        Ok((commit, pushed))
+    }
+}
+
+struct Server {
+    name: &'static str,
+    mode: &'static str,
+    target: PathBuf,
+    events: broadcast::Receiver<DaemonEvent>,
+    handle: DaemonHandle,
+    client: Client,
+}
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let broker = Broker::start(BrokerConfig::default()).await.context("starting the embedded broker")?;
-    println!("dk-demo: embedded broker listening on {}", broker.url());
+    let url = broker.url();
+    let tmp = Tmp { path: std::env::temp_dir().join(format!("dk-demo-{}", std::process::id())), keep: cli.keep };
+    std::fs::create_dir_all(&tmp.path)?;
+    println!("dk-demo: embedded broker on {url}; working in {}", tmp.path.display());
 
-    let config = ClientConfig::new(&broker.url())?;
-    let server = Client::connect(config.clone()).await.context("connecting the subscriber")?;
-    let session = server.session().context("no session after connect")?;
-    println!(
-        "dk-demo: \"server\" connected with STOMP {} (heart-beat every {:?})",
-        session.version,
-        session.heartbeat.send_every.unwrap_or_default()
-    );
-    let mut commits = server.subscribe(COMMITS, SubscribeOptions::default()).await?;
-    let mut events = server.subscribe(EVENTS, SubscribeOptions::default()).await?;
-    println!("dk-demo: subscribed to {COMMITS} and {EVENTS} (confirmed by receipts)");
+    // The central repo and a developer's clone with a first commit.
+    let central = tmp.path.join("central/site.git");
+    let work = tmp.path.join("developer/site");
+    std::fs::create_dir_all(central.parent().unwrap())?;
+    git(&tmp.path, &["init", "-q", "--bare", path_str(&central)?])?;
+    git(&tmp.path, &["clone", "-q", path_str(&central)?, path_str(&work)?])?;
+    std::fs::write(work.join("index.html"), "<h1>hello</h1>\n")?;
+    git(&work, &["add", "index.html"])?;
+    git(&work, &["commit", "-q", "-m", "first page"])?;
+    git(&work, &["push", "-q", "origin", "HEAD:refs/heads/master"])?;
 
-    let hook = Client::connect(config).await.context("connecting the publisher")?;
-    let body = "repo: site\noldrev: 0000000000000000000000000000000000000000\nnewrev: 3f2a9c1e\nrefname: refs/heads/master\n";
-    let mut opts = SendOptions { receipt: true, ..SendOptions::default() };
-    opts.headers.push("subject", "[site] refs/heads/master 3f2a9c1e");
-    let sent = Instant::now();
-    hook.send_with(COMMITS, body, opts).await.context("publishing the commit")?;
-    let msg = tokio::time::timeout(Duration::from_secs(10), commits.recv()).await.context("commit message did not arrive")?.context("subscription closed")?;
-    println!(
-        "dk-demo: commit message arrived in {:.2} ms: {}",
-        sent.elapsed().as_secs_f64() * 1000.0,
-        msg.header("subject").unwrap_or("?")
-    );
+    let hook_client = Client::connect(ClientConfig::new(&url)?).await?;
+    let hook = Hook { central: central.clone(), publisher: Publisher::new(hook_client.clone(), "git-hook") };
+    println!("dk-demo: publisher for pushes: the post-receive hook's Rust equivalent, in-process (read_push + Publisher)");
 
-    let started = Instant::now();
-    for i in 0..cli.burst {
-        hook.send(EVENTS, format!("demo event {i}")).await?;
+    // Three servers, each a clone with an in-process fetch daemon.
+    let mut servers = Vec::new();
+    for (name, mode, extra) in SERVERS {
+        let clone = tmp.path.join(name).join("site");
+        let target = tmp.path.join(name).join("www");
+        git(&tmp.path, &["clone", "-q", path_str(&central)?, path_str(&clone)?])?;
+        let toml = format!(
+            "node = {name:?}\nreconcile_interval = \"off\"\n[broker]\nurl = {url:?}\n[repos.site]\npath = {:?}\nmode = {mode:?}\ntarget = {:?}\n{extra}",
+            path_str(&clone)?,
+            path_str(&target)?
+        );
+        let config = FetchConfig::parse(&toml).with_context(|| format!("{name}'s config"))?;
+        let client = Client::connect(ClientConfig::new(&url)?).await?;
+        let (tx, mut events) = broadcast::channel(256);
+        let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { observer: Some(tx), ..DaemonOptions::default() }).await?;
+        let first = wait_fetched(&mut events, |r| r.trigger == "startup").await?;
+        if !first.ok {
+            bail!("{name}: start-up fetch failed: {}", first.error.unwrap_or_default());
+        }
+        servers.push(Server { name, mode, target, events, handle, client });
     }
-    for i in 0..cli.burst {
-        let m = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.context("event burst stalled")?.context("subscription closed")?;
-        anyhow::ensure!(m.text() == Some(&format!("demo event {i}")), "event {i} out of order: {:?}", m.text());
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!("dk-demo: {} events published and received in order in {:.1} ms ({:.0} msgs/s)", cli.burst, secs * 1000.0, cli.burst as f64 / secs);
+    println!("dk-demo: 3 servers up: {}", servers.iter().map(|s| format!("{} ({})", s.name, s.mode)).collect::<Vec<_>>().join(", "));
 
-    hook.disconnect().await?;
-    server.disconnect().await?;
+    // 1. A commit on master.
+    std::fs::write(work.join("index.html"), "<h1>hello, world</h1>\n")?;
+    git(&work, &["commit", "-q", "-am", "greet the world"])?;
+    let step = hook.push(&work, "HEAD:refs/heads/master", "refs/heads/master").await?;
+    report("commit on master", &mut servers, step).await?;
+
+    // 2. A new branch.
+    git(&work, &["checkout", "-q", "-b", "feature"])?;
+    std::fs::write(work.join("feature.html"), "<p>new</p>\n")?;
+    git(&work, &["add", "feature.html"])?;
+    git(&work, &["commit", "-q", "-m", "a feature"])?;
+    let step = hook.push(&work, "HEAD:refs/heads/feature", "refs/heads/feature").await?;
+    report("new branch feature", &mut servers, step).await?;
+
+    // 3. A tag.
+    git(&work, &["tag", "-a", "-m", "release 1.0", "v1.0", "master"])?;
+    let step = hook.push(&work, "refs/tags/v1.0", "refs/tags/v1.0").await?;
+    report("tag v1.0", &mut servers, step).await?;
+
+    for s in &servers {
+        let entries: Vec<String> = std::fs::read_dir(s.target.parent().unwrap())?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("www")).collect();
+        let tagdir = s.target.join("v1.0");
+        let extra = if s.mode == "tags" && tagdir.is_dir() { format!(", {} holds the tag", tagdir.display()) } else { String::new() };
+        println!("dk-demo: {} ({}) checkouts: {}{extra}", s.name, s.mode, entries.join(" "));
+    }
+    for s in servers {
+        s.handle.shutdown().await;
+        let _ = s.client.disconnect().await;
+    }
+    let _ = hook_client.disconnect().await;
     broker.shutdown().await;
-    println!("dk-demo: done. Next steps: ./scripts/test runs every suite; see README.md for the tools.");
+    if cli.keep {
+        println!("dk-demo: kept {}", tmp.path.display());
+    }
+    drop(tmp);
+    println!("dk-demo: done. Next steps: ./scripts/test runs every suite; dk-fetch --help; examples/fetch.toml.");
     Ok(())
+}
+
+/// Prints, per server, how long after the push it had the change.
+async fn report(what: &str, servers: &mut [Server], (commit, pushed): (Commit, Instant)) -> Result<()> {
+    let id = commit.effective_correlation_id();
+    println!("dk-demo: pushed {what} ({})", &commit.newrev[..12.min(commit.newrev.len())]);
+    for s in servers.iter_mut() {
+        let r = wait_fetched(&mut s.events, |r| r.trigger == "commit" && r.correlation_id.as_deref() == Some(id.as_str())).await.with_context(|| format!("{} never fetched {what}", s.name))?;
+        let ms = pushed.elapsed().as_secs_f64() * 1000.0 - 0.0;
+        let status = match &r.error {
+            None => "ok".to_owned(),
+            Some(e) => format!("FAILED: {e}"),
+        };
+        // The arrival time is when the result was seen; the daemon reports the fetch's own duration too.
+        println!("  {:<8} {:<9} fetched by +{ms:>6.1} ms (fetch took {} ms) {status}", s.name, s.mode, r.duration_ms);
+    }
+    Ok(())
+}
+
+async fn wait_fetched(rx: &mut broadcast::Receiver<DaemonEvent>, pred: impl Fn(&deploykit::message::FetchResult) -> bool) -> Result<deploykit::message::FetchResult> {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(DaemonEvent::Fetched(r)) if pred(&r) => return Ok(r),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("daemon stopped: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait).await.context("no fetch within 15 s")?
 }

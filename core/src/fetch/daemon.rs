@@ -1,0 +1,790 @@
+//! The fetch daemon as a library: subscription to the commit topic, per-repo
+//! coalescing, parallel fetches under a limit, reconcile on start / reconnect /
+//! interval, results and event lines, reload and graceful shutdown.
+//!
+//! `dk-fetch` is a thin `main` over [`FetchDaemon`]; tests and `dk-demo` run
+//! the same code in-process.
+//!
+//! # Coalescing
+//! Each configured repo is *idle*, *running*, or *running with a request
+//! pending*. A commit message for an idle repo that has been quiet for the
+//! [`DaemonOptions::quiet`] window (no commit message for it in that time)
+//! starts a fetch at once (no added latency for a lone push). Any further
+//! request while a fetch runs (or within the quiet window after the previous
+//! message) is merged into the single pending request, whose
+//! start is pushed back until the messages stop for `quiet` (but never beyond
+//! [`DaemonOptions::max_delay`] after the first of them). So a burst of N
+//! messages leads to one fetch now and at most one more, never N.
+//!
+//! The pending request remembers the pushed refnames. One refname is passed to
+//! the repository operation as is; several different ones (e.g. a puppetmaster
+//! repo with pushes to several branches) or any reconcile request merge into a
+//! full sync (`refname = None`), which updates every branch.
+//!
+//! # Hostile input
+//! A repo name that is empty, begins with `-`, contains `..` or a control
+//! character (NUL, newline, …), or a refname that `ops::validate_refname`
+//! refuses, is rejected with the event line `HOST  problem: rejected …` and no
+//! git operation. Other unknown repo names are ignored (debug log).
+
+use super::config::{FetchConfig, RepoConfig};
+use super::ops::{self, FetchError, Outcome};
+use crate::message::{decode, Commit, Destinations, FetchResult, Message, Publisher};
+use crate::stomp::{self, Client, ClientEvent, Subscription, SubscribeOptions};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// The `source` of the daemon's event lines (legacy topics end with it).
+pub const EVENT_SOURCE: &str = "fetch";
+
+/// Runs one repository operation (fetch and the mode's checkout); synchronous,
+/// called on a blocking thread. The default is [`default_runner`].
+pub type Runner = Arc<dyn Fn(&str, &RepoConfig, Option<&str>, Duration) -> Result<Outcome, FetchError> + Send + Sync>;
+
+/// The runner used unless [`DaemonOptions::runner`] says otherwise: `ops::run`.
+pub fn default_runner() -> Runner {
+    Arc::new(ops::run)
+}
+
+/// Tuning that is not part of `fetch.toml`.
+#[derive(Clone)]
+pub struct DaemonOptions {
+    /// Quiet window for coalescing (see the module docs); default 50 ms.
+    pub quiet: Duration,
+    /// Longest a pending request waits for a burst to end; default 2 s.
+    pub max_delay: Duration,
+    /// How long shutdown waits for running fetches; default 60 s.
+    pub shutdown_grace: Duration,
+    /// The repository operation; default [`default_runner`].
+    pub runner: Runner,
+    /// Where [`DaemonEvent`]s go; give one (and subscribe to it) to see the
+    /// start-up reconcile too. Default: a new channel ([`DaemonHandle::subscribe`]).
+    pub observer: Option<broadcast::Sender<DaemonEvent>>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> DaemonOptions {
+        DaemonOptions { quiet: Duration::from_millis(50), max_delay: Duration::from_secs(2), shutdown_grace: Duration::from_secs(60), runner: default_runner(), observer: None }
+    }
+}
+
+impl std::fmt::Debug for DaemonOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonOptions").field("quiet", &self.quiet).field("max_delay", &self.max_delay).field("shutdown_grace", &self.shutdown_grace).finish()
+    }
+}
+
+/// What the daemon did, for observers (tests, dk-demo, health output).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DaemonEvent {
+    /// A fetch began (after coalescing and the parallel limit).
+    Started {
+        /// The configured repo.
+        repo: String,
+        /// Why: `commit`, `startup`, `reconnect`, `interval`, `reload`, `once`, `manual`.
+        trigger: String,
+        /// The refname passed to the operation (`None`: full sync).
+        refname: Option<String>,
+    },
+    /// A fetch finished (ok or not); the same value is published on the results topic.
+    Fetched(FetchResult),
+    /// A message named a hostile repo or refname; nothing was run.
+    Rejected {
+        /// The repo name as received.
+        repo: String,
+        /// The refname as received.
+        refname: String,
+        /// Why.
+        why: String,
+    },
+    /// A commit for a repo this server does not serve.
+    Ignored {
+        /// The repo name as received.
+        repo: String,
+    },
+    /// A message that could not be read, or another problem worth an event line.
+    Problem(String),
+    /// A new configuration is in force.
+    Reloaded {
+        /// Whether the commit topic changed (and was re-subscribed).
+        resubscribed: bool,
+    },
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Commit-topic messages received (keepalives excluded).
+    pub messages: u64,
+    /// Fetches started, per repo.
+    pub fetches: BTreeMap<String, u64>,
+    /// Fetches finished (ok or not), all repos.
+    pub finished: u64,
+    /// Fetches that failed, per repo.
+    pub failures: BTreeMap<String, u64>,
+    /// Commit messages merged into a running or pending fetch.
+    pub coalesced: u64,
+    /// Hostile messages rejected.
+    pub rejected: u64,
+    /// Commits for unknown repos.
+    pub ignored: u64,
+    /// Messages that could not be decoded.
+    pub undecodable: u64,
+    /// Reconciles run (every repo once).
+    pub reconciles: u64,
+}
+
+/// Why the daemon could not start or apply a change.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Subscribing to the commit topic failed.
+    #[error("subscribing to {topic}: {source}")]
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// The bus error.
+        source: stomp::Error,
+    },
+    /// The daemon has stopped.
+    #[error("the fetch daemon has stopped")]
+    Stopped,
+}
+
+/// Starts fetch daemons.
+#[derive(Debug)]
+pub struct FetchDaemon;
+
+impl FetchDaemon {
+    /// Subscribes `client` to the config's commit topic and starts the daemon
+    /// (which reconciles every repo at once, trigger `startup`).
+    pub async fn start(config: FetchConfig, client: Client) -> Result<DaemonHandle, DaemonError> {
+        FetchDaemon::start_with(config, client, DaemonOptions::default()).await
+    }
+
+    /// As [`FetchDaemon::start`], with options.
+    pub async fn start_with(config: FetchConfig, client: Client, options: DaemonOptions) -> Result<DaemonHandle, DaemonError> {
+        // Listen to connection events before subscribing, so no Ready is missed.
+        let client_events = client.events();
+        let sub = subscribe(&client, &config.commits_topic).await?;
+        let observer = options.observer.clone().unwrap_or_else(|| broadcast::channel(1024).0);
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(&config, &client, &options, observer.clone(), stats.clone()));
+        let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
+        let mut daemon = Daemon {
+            config,
+            client,
+            shared,
+            options,
+            sub: Some(sub),
+            repos: HashMap::new(),
+            sem,
+            tasks: JoinSet::new(),
+            done_tx,
+        };
+        daemon.reconcile("startup");
+        let task = tokio::spawn(daemon.run(ctl_rx, done_rx, client_events));
+        Ok(DaemonHandle { ctl: ctl_tx, observer, stats, task })
+    }
+}
+
+/// Controls a running daemon; dropping it does not stop the daemon (use [`DaemonHandle::shutdown`]).
+#[derive(Debug)]
+pub struct DaemonHandle {
+    ctl: mpsc::Sender<Control>,
+    observer: broadcast::Sender<DaemonEvent>,
+    stats: Arc<Mutex<Stats>>,
+    task: tokio::task::JoinHandle<Stats>,
+}
+
+impl DaemonHandle {
+    /// What the daemon does from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<DaemonEvent> {
+        self.observer.subscribe()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Applies a new configuration without dropping the connection (SIGHUP):
+    /// repos added are fetched once (trigger `reload`), the commit topic is
+    /// re-subscribed only if it changed. On error the old configuration stays.
+    pub async fn reload(&self, config: FetchConfig) -> Result<(), DaemonError> {
+        let (reply, done) = oneshot::channel();
+        self.ctl.send(Control::Reload(Box::new(config), reply)).await.map_err(|_| DaemonError::Stopped)?;
+        done.await.map_err(|_| DaemonError::Stopped)?
+    }
+
+    /// Fetches every configured repo once now (trigger `manual`).
+    pub async fn reconcile(&self) -> Result<(), DaemonError> {
+        self.ctl.send(Control::Reconcile).await.map_err(|_| DaemonError::Stopped)
+    }
+
+    /// Stops taking messages, lets running fetches finish (bounded by
+    /// [`DaemonOptions::shutdown_grace`]) and returns the final counters.
+    /// The client stays connected: disconnecting is the caller's.
+    pub async fn shutdown(self) -> Stats {
+        let _ = self.ctl.send(Control::Shutdown).await;
+        match self.task.await {
+            Ok(stats) => stats,
+            Err(_) => self.stats.lock().map(|s| s.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the daemon task has ended (it only does on shutdown or when the client closed for good).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Requests to the daemon task.
+enum Control {
+    Reload(Box<FetchConfig>, oneshot::Sender<Result<(), DaemonError>>),
+    Reconcile,
+    Shutdown,
+}
+
+/// What a fetch task needs; replaced as a whole on reload.
+struct Shared {
+    /// `None`: results are not published (`--once` without a broker).
+    publisher: Option<Publisher>,
+    results_topic: String,
+    node: String,
+    lock_stale_after: Duration,
+    runner: Runner,
+    observer: broadcast::Sender<DaemonEvent>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl Shared {
+    fn new(config: &FetchConfig, client: &Client, options: &DaemonOptions, observer: broadcast::Sender<DaemonEvent>, stats: Arc<Mutex<Stats>>) -> Shared {
+        Shared {
+            publisher: Some(publisher_for(config, client.clone())),
+            results_topic: config.results_topic.clone(),
+            node: config.node.clone(),
+            lock_stale_after: config.lock_stale_after,
+            runner: options.runner.clone(),
+            observer,
+            stats,
+        }
+    }
+
+    fn stat(&self, f: impl FnOnce(&mut Stats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn emit(&self, ev: DaemonEvent) {
+        let _ = self.observer.send(ev);
+    }
+}
+
+/// The publisher for results and event lines of this configuration.
+pub fn publisher_for(config: &FetchConfig, client: Client) -> Publisher {
+    let destinations = Destinations { events: config.events_topic.clone(), ..Destinations::default() };
+    Publisher::new(client, EVENT_SOURCE).wire(config.wire).destinations(destinations).host(config.node.clone())
+}
+
+/// The commit that asked for a fetch, for the event line and correlation.
+#[derive(Debug, Clone)]
+struct CommitCtx {
+    subject: String,
+    correlation_id: Option<String>,
+}
+
+/// A request waiting to run.
+#[derive(Debug)]
+struct Pending {
+    /// `None`: full sync.
+    refs: Option<BTreeSet<String>>,
+    trigger: String,
+    commit: Option<CommitCtx>,
+    first: Instant,
+    due: Instant,
+    /// Due at once (leading edge or reconcile): not pushed back by later messages.
+    immediate: bool,
+}
+
+/// One repo's coalescing state.
+#[derive(Debug, Default)]
+struct RepoState {
+    running: bool,
+    /// When the last commit message for this repo arrived.
+    last_message: Option<Instant>,
+    last_start: Option<Instant>,
+    pending: Option<Pending>,
+}
+
+/// A fetch task's report that the repository is free again.
+struct Done {
+    repo: String,
+}
+
+struct Daemon {
+    config: FetchConfig,
+    client: Client,
+    shared: Arc<Shared>,
+    options: DaemonOptions,
+    sub: Option<Subscription>,
+    repos: HashMap<String, RepoState>,
+    sem: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+async fn subscribe(client: &Client, topic: &str) -> Result<Subscription, DaemonError> {
+    client.subscribe(topic, SubscribeOptions::default()).await.map_err(|source| DaemonError::Subscribe { topic: topic.to_owned(), source })
+}
+
+impl Daemon {
+    async fn run(mut self, mut ctl: mpsc::Receiver<Control>, mut done_rx: mpsc::UnboundedReceiver<Done>, mut client_events: broadcast::Receiver<ClientEvent>) -> Stats {
+        let mut interval = self.new_interval();
+        loop {
+            self.start_due();
+            let next_due = self.next_due();
+            tokio::select! {
+                c = ctl.recv() => match c {
+                    Some(Control::Reload(config, reply)) => {
+                        let r = self.reload(*config).await;
+                        if r.is_ok() {
+                            interval = self.new_interval();
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Some(Control::Reconcile) => self.reconcile("manual"),
+                    Some(Control::Shutdown) | None => break,
+                },
+                m = recv_opt(&mut self.sub) => match m {
+                    Some(msg) => self.on_message(msg),
+                    None => {
+                        tracing::warn!("commit subscription closed (client closed); no more commit messages");
+                        self.sub = None;
+                    }
+                },
+                ev = client_events.recv() => match ev {
+                    Ok(ClientEvent::Ready { reconnect: true, generation, .. }) => {
+                        tracing::info!(generation, "reconnected and re-subscribed: reconciling every repo");
+                        self.reconcile("reconnect");
+                    }
+                    Ok(ClientEvent::Disconnected { reason, .. }) => tracing::warn!(%reason, "connection lost; reconnecting"),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "missed connection events; reconciling to be safe");
+                        self.reconcile("reconnect");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        client_events = self.client.events();
+                        if self.sub.is_none() {
+                            tracing::error!("client closed for good; the daemon stops");
+                            break;
+                        }
+                    }
+                },
+                Some(done) = done_rx.recv() => {
+                    if let Some(state) = self.repos.get_mut(&done.repo) {
+                        state.running = false;
+                    }
+                }
+                _ = tick(&mut interval) => self.reconcile("interval"),
+                _ = sleep_opt(next_due) => {}
+            }
+        }
+        self.finish().await
+    }
+
+    fn new_interval(&self) -> Option<tokio::time::Interval> {
+        self.config.reconcile_interval.filter(|d| !d.is_zero()).map(|d| {
+            let mut i = tokio::time::interval_at(Instant::now() + d, d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        })
+    }
+
+    /// Shutdown: stop reading, drop what is pending, wait for running fetches.
+    async fn finish(mut self) -> Stats {
+        if let Some(sub) = self.sub.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), sub.unsubscribe()).await;
+        }
+        let pending: Vec<&String> = self.repos.iter().filter(|(_, s)| s.pending.is_some()).map(|(n, _)| n).collect();
+        if !pending.is_empty() {
+            tracing::info!(?pending, "shutdown: pending fetches dropped (the next start reconciles)");
+        }
+        let running = self.tasks.len();
+        if running > 0 {
+            tracing::info!(running, "shutdown: waiting for running fetches");
+        }
+        let grace = self.options.shutdown_grace;
+        let wait = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!(?grace, "shutdown: fetches still running after the grace period; abandoning them");
+            self.tasks.abort_all();
+        }
+        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    async fn reload(&mut self, config: FetchConfig) -> Result<(), DaemonError> {
+        let resubscribed = config.commits_topic != self.config.commits_topic;
+        if resubscribed {
+            // Subscribe to the new topic before leaving the old one: no gap.
+            let sub = subscribe(&self.client, &config.commits_topic).await?;
+            if let Some(old) = self.sub.replace(sub) {
+                let _ = old.unsubscribe().await;
+            }
+        }
+        if config.broker != self.config.broker {
+            tracing::warn!("the broker section changed; it takes effect at the next restart (the connection is kept)");
+        }
+        let added: Vec<String> = config.repos.keys().filter(|n| !self.config.repos.contains_key(*n)).cloned().collect();
+        let changed: Vec<String> = config.repos.iter().filter(|(n, r)| self.config.repos.get(*n).is_some_and(|old| old != *r)).map(|(n, _)| n.clone()).collect();
+        self.repos.retain(|n, s| config.repos.contains_key(n) || s.running);
+        if config.max_parallel != self.config.max_parallel {
+            self.sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
+        }
+        self.shared = Arc::new(Shared::new(&config, &self.client, &self.options, self.shared.observer.clone(), self.shared.stats.clone()));
+        self.config = config;
+        tracing::info!(?added, ?changed, resubscribed, "configuration reloaded");
+        for name in added.iter().chain(changed.iter()) {
+            self.request(name, None, "reload", None);
+        }
+        self.shared.emit(DaemonEvent::Reloaded { resubscribed });
+        Ok(())
+    }
+
+    /// Every configured repo once (a full sync each).
+    fn reconcile(&mut self, trigger: &str) {
+        self.shared.stat(|s| s.reconciles += 1);
+        let names: Vec<String> = self.config.repos.keys().cloned().collect();
+        for name in names {
+            self.request(&name, None, trigger, None);
+        }
+    }
+
+    fn on_message(&mut self, msg: stomp::Message) {
+        let decoded = decode(&msg.destination, &msg.headers, &msg.body);
+        let commit = match decoded {
+            Ok(Message::Keepalive) => return,
+            Ok(Message::Commit(c)) => c,
+            Ok(other) => {
+                tracing::debug!(kind = ?other.kind(), "not a commit message; ignored");
+                return;
+            }
+            Err(e) => {
+                self.shared.stat(|s| {
+                    s.messages += 1;
+                    s.undecodable += 1;
+                });
+                tracing::warn!(error = %e, "unreadable message on the commit topic");
+                self.problem(format!("problem: {}", one_line(&e.to_string())), None);
+                self.shared.emit(DaemonEvent::Problem(e.to_string()));
+                return;
+            }
+        };
+        self.shared.stat(|s| s.messages += 1);
+        self.on_commit(commit);
+    }
+
+    fn on_commit(&mut self, commit: Commit) {
+        let correlation_id = Some(commit.effective_correlation_id());
+        if let Some(why) = hostile_repo_name(&commit.repo) {
+            return self.reject(&commit, why, correlation_id);
+        }
+        if !self.config.repos.contains_key(&commit.repo) {
+            tracing::debug!(repo = %commit.repo, "commit for a repo this server does not serve; ignored");
+            self.shared.stat(|s| s.ignored += 1);
+            self.shared.emit(DaemonEvent::Ignored { repo: commit.repo });
+            return;
+        }
+        // SVN commits (and git messages without a ref) ask for a full sync.
+        let refname = if commit.svn.is_some() || commit.refname.is_empty() {
+            None
+        } else {
+            if let Err(e) = ops::validate_refname(&commit.refname) {
+                return self.reject(&commit, e.to_string(), correlation_id);
+            }
+            Some(commit.refname.clone())
+        };
+        let ctx = CommitCtx { subject: commit.subject(), correlation_id };
+        self.request(&commit.repo, refname, "commit", Some(ctx));
+    }
+
+    fn reject(&mut self, commit: &Commit, why: String, correlation_id: Option<String>) {
+        tracing::warn!(repo = ?commit.repo, refname = ?commit.refname, %why, "hostile commit message rejected; nothing run");
+        self.shared.stat(|s| s.rejected += 1);
+        self.problem(format!("problem: rejected commit for repo {:?} ref {:?}: {}", commit.repo, commit.refname, one_line(&why)), correlation_id);
+        self.shared.emit(DaemonEvent::Rejected { repo: commit.repo.clone(), refname: commit.refname.clone(), why });
+    }
+
+    /// Publishes an event line without holding up the loop.
+    fn problem(&mut self, text: String, correlation_id: Option<String>) {
+        let Some(publisher) = self.shared.publisher.clone() else { return };
+        self.tasks.spawn(async move {
+            if let Err(e) = publisher.event(text, correlation_id).await {
+                tracing::warn!(error = %e, "publishing an event line failed");
+            }
+        });
+    }
+
+    /// Asks for a fetch of `name` (merged into what is pending).
+    fn request(&mut self, name: &str, refname: Option<String>, trigger: &str, commit: Option<CommitCtx>) {
+        let now = Instant::now();
+        let quiet = self.options.quiet;
+        let max_delay = self.options.max_delay;
+        let state = self.repos.entry(name.to_owned()).or_default();
+        let reconcile = commit.is_none();
+        let quiet_since = state.last_message.map_or(true, |t| now.duration_since(t) >= quiet);
+        if !reconcile {
+            state.last_message = Some(now);
+        }
+        match &mut state.pending {
+            Some(p) => {
+                self.shared.stat(|s| {
+                    if !reconcile {
+                        s.coalesced += 1
+                    }
+                });
+                match (&mut p.refs, refname) {
+                    (Some(refs), Some(r)) => {
+                        refs.insert(r);
+                    }
+                    (refs, _) => *refs = None,
+                }
+                if commit.is_some() {
+                    p.commit = commit;
+                    p.trigger = trigger.to_owned();
+                }
+                if reconcile {
+                    p.immediate = true;
+                    p.due = now;
+                } else if !p.immediate {
+                    p.due = (now + quiet).min(p.first + max_delay);
+                }
+            }
+            None => {
+                let immediate = reconcile || (!state.running && quiet_since);
+                if state.running && !reconcile {
+                    self.shared.stat(|s| s.coalesced += 1);
+                }
+                let due = if immediate { now } else { (now + quiet).min(now + max_delay) };
+                tracing::debug!(repo = name, trigger, immediate, running = state.running, "fetch requested");
+                state.pending = Some(Pending { refs: refname.map(|r| BTreeSet::from([r])), trigger: trigger.to_owned(), commit, first: now, due, immediate });
+            }
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.repos.values().filter(|s| !s.running).filter_map(|s| s.pending.as_ref().map(|p| p.due)).min()
+    }
+
+    /// Starts every pending request that is due and whose repo is idle.
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .repos
+            .iter()
+            .filter(|(_, s)| !s.running && s.pending.as_ref().is_some_and(|p| p.due <= now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(repo) = self.config.repos.get(&name).cloned() else {
+                self.repos.remove(&name);
+                continue;
+            };
+            let state = self.repos.get_mut(&name).expect("listed above");
+            let p = state.pending.take().expect("listed above");
+            state.running = true;
+            state.last_start = Some(now);
+            let refname = match p.refs {
+                Some(refs) if refs.len() == 1 => refs.into_iter().next(),
+                _ => None,
+            };
+            self.shared.stat(|s| *s.fetches.entry(name.clone()).or_default() += 1);
+            let shared = self.shared.clone();
+            let sem = self.sem.clone();
+            let done = self.done_tx.clone();
+            let trigger = p.trigger;
+            let commit = p.commit;
+            self.tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let result = fetch_one(&shared, &name, &repo, refname, &trigger, commit.as_ref()).await;
+                let _ = done.send(Done { repo: name });
+                publish(&shared, &result, commit.as_ref()).await;
+            });
+        }
+        // Reap finished tasks so the set does not grow.
+        while let Some(r) = self.tasks.try_join_next() {
+            if let Err(e) = r {
+                if e.is_panic() {
+                    tracing::error!("a fetch task panicked: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Runs one operation on a blocking thread and builds its result (emitted to observers).
+async fn fetch_one(shared: &Shared, name: &str, repo: &RepoConfig, refname: Option<String>, trigger: &str, commit: Option<&CommitCtx>) -> (FetchResult, Vec<String>) {
+    shared.emit(DaemonEvent::Started { repo: name.to_owned(), trigger: trigger.to_owned(), refname: refname.clone() });
+    let started = std::time::Instant::now();
+    let runner = shared.runner.clone();
+    let stale = shared.lock_stale_after;
+    let (n, r, rf) = (name.to_owned(), repo.clone(), refname.clone());
+    let outcome = match tokio::task::spawn_blocking(move || runner(&n, &r, rf.as_deref(), stale)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the fetch task failed: {e}")),
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    shared.stat(|s| s.finished += 1);
+    let mut result = FetchResult {
+        repo: name.to_owned(),
+        node: shared.node.clone(),
+        mode: mode_name(repo),
+        refname,
+        old_head: None,
+        new_head: None,
+        duration_ms,
+        ok: outcome.is_ok(),
+        error: None,
+        trigger: trigger.to_owned(),
+        correlation_id: commit.and_then(|c| c.correlation_id.clone()),
+    };
+    let mut healed = Vec::new();
+    match outcome {
+        Ok(o) => {
+            result.old_head = o.old_head;
+            result.new_head = o.new_head;
+            healed = o.healed;
+            tracing::info!(repo = name, trigger, changed = o.changed, actions = ?o.actions, duration_ms, "fetched");
+        }
+        Err(e) => {
+            tracing::warn!(repo = name, trigger, error = %e, "fetch failed");
+            shared.stat(|s| *s.failures.entry(name.to_owned()).or_default() += 1);
+            result.error = Some(e);
+        }
+    }
+    shared.emit(DaemonEvent::Fetched(result.clone()));
+    (result, healed)
+}
+
+/// Publishes a result on the results topic and its event line:
+/// `HOST  fetched change: SUBJECT` / `HOST  problem: ERROR`; a reconcile that
+/// changed nothing publishes the result only.
+async fn publish(shared: &Shared, (result, healed): &(FetchResult, Vec<String>), commit: Option<&CommitCtx>) {
+    let Some(publisher) = &shared.publisher else { return };
+    if let Err(e) = publisher.send(&shared.results_topic, result).await {
+        tracing::warn!(repo = %result.repo, error = %e, "publishing the fetch result failed");
+    }
+    let cid = result.correlation_id.clone();
+    let mut lines = Vec::new();
+    for h in healed {
+        lines.push(format!("problem: [{}] repaired: {}", result.repo, one_line(h)));
+    }
+    match (&result.error, commit) {
+        (Some(e), _) => lines.push(format!("problem: [{}] {}", result.repo, one_line(e))),
+        (None, Some(c)) => lines.push(format!("fetched change: {}", c.subject)),
+        (None, None) if result.old_head != result.new_head => lines.push(format!(
+            "fetched change: [{}] ({}) {}",
+            result.repo,
+            result.trigger,
+            result.new_head.as_deref().unwrap_or("(no head)")
+        )),
+        (None, None) => {}
+    }
+    for line in lines {
+        if let Err(e) = publisher.event(line, cid.clone()).await {
+            tracing::warn!(repo = %result.repo, error = %e, "publishing the event line failed");
+        }
+    }
+}
+
+/// Fetches every configured repo once (trigger `once`), at most `max_parallel`
+/// at a time, publishing each result when `publisher` is given; returns the
+/// results in repo-name order (`dk-fetch --once`).
+/// Without a client nothing is published.
+pub async fn run_once(config: &FetchConfig, client: Option<Client>, runner: Option<Runner>) -> Vec<FetchResult> {
+    let (observer, _) = broadcast::channel(16);
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let shared = Arc::new(Shared {
+        publisher: client.map(|c| publisher_for(config, c)),
+        results_topic: config.results_topic.clone(),
+        node: config.node.clone(),
+        lock_stale_after: config.lock_stale_after,
+        runner: runner.unwrap_or_else(default_runner),
+        observer,
+        stats,
+    });
+    let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
+    let mut tasks = JoinSet::new();
+    for (name, repo) in &config.repos {
+        let (shared, sem, name, repo) = (shared.clone(), sem.clone(), name.clone(), repo.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let out = fetch_one(&shared, &name, &repo, None, "once", None).await;
+            publish(&shared, &out, None).await;
+            out.0
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(r) = r {
+            results.push(r);
+        }
+    }
+    results.sort_by(|a, b| a.repo.cmp(&b.repo));
+    results
+}
+
+/// Why a repo name from a message is hostile (never looked up), if it is.
+pub fn hostile_repo_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("empty repo name".into())
+    } else if name.starts_with('-') {
+        Some("repo name begins with '-'".into())
+    } else if name.contains("..") {
+        Some("repo name contains '..'".into())
+    } else if name.chars().any(char::is_control) {
+        Some("repo name contains a control character (NUL, newline, …)".into())
+    } else {
+        None
+    }
+}
+
+/// The mode's name as published in results.
+fn mode_name(repo: &RepoConfig) -> String {
+    repo.mode.to_string()
+}
+
+/// Makes text safe for a one-line event.
+fn one_line(s: &str) -> String {
+    s.trim().replace(['\n', '\r'], " / ")
+}
+
+async fn recv_opt(sub: &mut Option<Subscription>) -> Option<stomp::Message> {
+    match sub {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,198 @@
+//! dk-fetch: keeps this server's clones fresh the moment a commit message names them.
+//!
+//! A thin `main` over `deploykit::fetch::daemon` (the daemon) and
+//! `deploykit::fetch::config` (fetch.toml, `--check`, `--import-legacy`).
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use deploykit::fetch::config::FetchConfig;
+use deploykit::fetch::daemon::{self, DaemonOptions, FetchDaemon, Runner};
+use deploykit::fetch::{config, ops, privilege};
+use deploykit::stomp::Client;
+use dk_tools::cli::{init_logging, BrokerArgs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Fetch-on-commit daemon: every configured repo is fetched (and checked out per its mode)
+/// the moment a commit message names it, and reconciled after every reconnect.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dk-fetch",
+    version,
+    after_help = "Examples:
+  dk-fetch                                   run the daemon with /etc/deploykit/fetch.toml
+  dk-fetch --config ./fetch.toml -v          another config, info logging
+  dk-fetch --once                            fetch every repo once, publish results, exit (cron)
+  dk-fetch --check                           validate the config and every repo path
+  dk-fetch --import-legacy stomp-git.yaml > /etc/deploykit/fetch.toml
+
+Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
+Signals: SIGTERM/SIGINT finish the running fetches and exit 0; SIGHUP reloads the config
+(a broken new config is logged and the old one kept; the connection is not dropped).
+
+Exit codes: 0 ok; 1 --check found problems or --once had a failed fetch;
+2 usage or configuration error; 3 broker unreachable at start-up."
+)]
+struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, short = 'c', default_value = "/etc/deploykit/fetch.toml", value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Fetch every configured repo once, publish the results, and exit (non-zero if any failed).
+    #[arg(long, conflicts_with_all = ["check", "import_legacy"])]
+    once: bool,
+    /// Validate the config and every repo path; one line per problem; exit 1 if any.
+    #[arg(long, conflicts_with = "import_legacy")]
+    check: bool,
+    /// Print the TOML equivalent of a stomp-git YAML config and exit.
+    #[arg(long, value_name = "YAML")]
+    import_legacy: Option<PathBuf>,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    // The privilege-dropped helper for `user = "…"` repos (not for humans).
+    if std::env::args().nth(1).as_deref() == Some("__fetch-as") {
+        return privilege::child_main();
+    }
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Some(yaml) = &cli.import_legacy {
+        return match std::fs::read_to_string(yaml).map_err(|e| format!("{}: {e}", yaml.display())).and_then(|t| config::import_legacy(&t).map_err(|e| e.to_string())) {
+            Ok(toml) => {
+                print!("{toml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dk-fetch: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let config = match FetchConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dk-fetch: {e}");
+            return ExitCode::from(if cli.check { 1 } else { 2 });
+        }
+    };
+    if cli.check {
+        let problems = config.check();
+        for p in &problems {
+            println!("{}: {p}", cli.config.display());
+        }
+        if problems.is_empty() {
+            println!("{}: ok ({} repos)", cli.config.display(), config.repos.len());
+            return ExitCode::SUCCESS;
+        }
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dk-fetch: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dk-fetch: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// The repository operation: in-process, or through `dk-fetch __fetch-as` for `user = "…"` repos.
+fn runner() -> Runner {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dk-fetch"));
+    Arc::new(move |name, repo, refname, stale| {
+        ops::run_configured(name, repo, refname, stale, || {
+            let mut c = std::process::Command::new(&exe);
+            c.arg("__fetch-as");
+            c
+        })
+    })
+}
+
+/// Whether `--broker` (or DK_BROKER_URL) was given, i.e. overrides the config's section.
+fn broker_overridden(args: &BrokerArgs) -> bool {
+    std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some() || args.broker != dk_tools::cli::DEFAULT_BROKER
+}
+
+async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
+    let mut args = cli.broker.clone();
+    if !broker_overridden(&args) {
+        args.broker = config.broker.url.clone();
+        args.vhost = config.broker.vhost.clone();
+        if args.login.is_none() {
+            args.login = config.broker.login.clone();
+        }
+        if args.passcode_file.is_none() {
+            args.passcode_file = config.broker.passcode_file.clone();
+        }
+    }
+    let client_config = args.client_config()?;
+    if cli.once {
+        let client = match Client::connect(client_config).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "broker unreachable: fetching without publishing results");
+                None
+            }
+        };
+        let results = daemon::run_once(&config, client.clone(), Some(runner())).await;
+        let mut failed = 0;
+        for r in &results {
+            match &r.error {
+                None => println!("{}: ok {} ({} ms)", r.repo, r.new_head.as_deref().unwrap_or("-"), r.duration_ms),
+                Some(e) => {
+                    failed += 1;
+                    println!("{}: FAILED {e}", r.repo);
+                }
+            }
+        }
+        if let Some(c) = client {
+            let _ = c.disconnect().await;
+        }
+        return Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
+
+    let client = Client::connect(client_config).await.context("connecting to the broker")?;
+    tracing::info!(repos = config.repos.len(), topic = %config.commits_topic, "dk-fetch started");
+    let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
+    wait_for_signals(&handle, &cli.config).await?;
+    tracing::info!("shutting down: finishing running fetches");
+    let stats = handle.shutdown().await;
+    tracing::info!(?stats, "stopped");
+    let _ = client.disconnect().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Returns on SIGTERM/SIGINT; reloads on SIGHUP.
+async fn wait_for_signals(handle: &daemon::DaemonHandle, path: &Path) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match FetchConfig::load(path) {
+                Ok(c) => match handle.reload(c).await {
+                    Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+                    Err(e) => tracing::error!(error = %e, "reload failed; the old configuration stays"),
+                },
+                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
+            },
+        }
+        if handle.is_finished() {
+            anyhow::bail!("the daemon stopped (the broker connection closed for good)");
+        }
+    }
+}
