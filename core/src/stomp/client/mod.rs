@@ -414,7 +414,7 @@ impl Client {
 /// Builds a SEND frame.
 fn send_frame(destination: &str, body: Bytes, opts: &SendOptions) -> Frame {
     let mut frame = Frame { command: Command::Send, headers: Headers::with_capacity(2 + opts.headers.len()), body };
-    frame.headers.push("destination", destination);
+    frame.headers.push(bytestring::ByteString::from_static("destination"), destination);
     if let Some(ct) = &opts.content_type {
         frame.headers.push("content-type", ct.clone());
     }
