@@ -84,35 +84,7 @@ pub(crate) fn put_header(dst: &mut BytesMut, name: &str, value: &str, version: V
 
 /// Writes one header name or value with `version`'s escaping; false if it cannot be written.
 pub(crate) fn put_escaped(dst: &mut BytesMut, s: &str, version: Version, is_name: bool) -> bool {
-    let bytes = s.as_bytes();
-    let plain = !bytes.iter().any(|&b| matches!(b, b'\n' | b'\r' | b':' | b'\\'));
-    if plain {
-        dst.put_slice(bytes);
-        return true;
-    }
-    if version == Version::V1_0 {
-        // No escaping in 1.0: a newline can never be written, nor a ':' in a name,
-        // nor a trailing CR (the reader would strip it).
-        if memchr::memchr(b'\n', bytes).is_some()
-            || (is_name && memchr::memchr(b':', bytes).is_some())
-            || bytes.last() == Some(&b'\r')
-        {
-            return false;
-        }
-        dst.put_slice(bytes);
-        return true;
-    }
-    for &b in bytes {
-        match b {
-            b'\n' => dst.put_slice(b"\\n"),
-            b':' => dst.put_slice(b"\\c"),
-            b'\\' => dst.put_slice(b"\\\\"),
-            b'\r' if version >= Version::V1_2 => dst.put_slice(b"\\r"),
-            b'\r' => return false,
-            _ => dst.put_u8(b),
-        }
-    }
-    true
+    crate::stomp::codec::escape_header(dst, s, version != Version::V1_0, version, is_name).is_ok()
 }
 
 #[cfg(test)]

@@ -396,8 +396,10 @@ fn unescape(raw: &[u8], version: Version) -> Result<ByteString, FrameError> {
     String::from_utf8(out).map(ByteString::from).map_err(|_| FrameError::NotUtf8)
 }
 
-/// Writes a header name or value with the version's escapes.
-fn put_escaped(dst: &mut BytesMut, s: &str, name: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), FrameError> {
+/// Writes a header name or value with the version's escapes (none when `escaped`
+/// is false: STOMP 1.0 and CONNECT/CONNECTED); the reason when it cannot be written.
+/// On error `dst` may hold a partial write: callers truncate.
+pub(crate) fn escape_header(dst: &mut BytesMut, s: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), &'static str> {
     let bytes = s.as_bytes();
     let special = |b: u8| matches!(b, b'\n' | b'\r' | b':' | b'\\');
     if !bytes.iter().any(|&b| special(b)) {
@@ -405,15 +407,14 @@ fn put_escaped(dst: &mut BytesMut, s: &str, name: &str, escaped: bool, version: 
         return Ok(());
     }
     if !escaped {
-        let bad = |why| Err(FrameError::Unencodable { name: name.to_owned(), version, why });
         if memchr::memchr(b'\n', bytes).is_some() {
-            return bad("contains a newline");
+            return Err("contains a newline");
         }
         if is_name && memchr::memchr(b':', bytes).is_some() {
-            return bad("name contains ':'");
+            return Err("name contains ':'");
         }
         if bytes.last() == Some(&b'\r') {
-            return bad("ends with a carriage return");
+            return Err("ends with a carriage return");
         }
         dst.put_slice(bytes);
         return Ok(());
@@ -424,13 +425,16 @@ fn put_escaped(dst: &mut BytesMut, s: &str, name: &str, escaped: bool, version: 
             b':' => dst.put_slice(b"\\c"),
             b'\\' => dst.put_slice(b"\\\\"),
             b'\r' if version >= Version::V1_2 => dst.put_slice(b"\\r"),
-            b'\r' => {
-                return Err(FrameError::Unencodable { name: name.to_owned(), version, why: "contains a carriage return" })
-            }
+            b'\r' => return Err("contains a carriage return"),
             _ => dst.put_u8(b),
         }
     }
     Ok(())
+}
+
+/// [`escape_header`] with the codec's error type.
+fn put_escaped(dst: &mut BytesMut, s: &str, name: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), FrameError> {
+    escape_header(dst, s, escaped, version, is_name).map_err(|why| FrameError::Unencodable { name: name.to_owned(), version, why })
 }
 
 impl Encoder<&Frame> for StompCodec {
