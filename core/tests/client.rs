@@ -122,3 +122,34 @@ async fn receipt_timeout_is_reported() {
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("RECEIPT for SEND"), "{err}");
 }
+
+#[tokio::test]
+async fn slow_subscriber_stalls_reading_without_losing_or_disconnecting() {
+    // A tiny subscription buffer and short heart-beats: while the application does
+    // not read, the client stops reading the socket, keeps the session up across
+    // several read-timeout periods, and then delivers everything in order.
+    let broker = Broker::start(BrokerConfig { heartbeat_ms: (100, 200), ..BrokerConfig::default() }).await.unwrap();
+    let mut config = ClientConfig::new(&broker.url()).unwrap().heartbeat(HeartbeatConfig::every(Duration::from_millis(200)));
+    config.subscription_buffer = 4;
+    let consumer = Client::connect(config).await.unwrap();
+    let mut events = consumer.events();
+    let read_timeout = consumer.session().unwrap().heartbeat.read_timeout.unwrap();
+    let mut sub = consumer.subscribe("/queue/slow", SubscribeOptions::default()).await.unwrap();
+    let producer = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let n = 300;
+    for i in 0..n {
+        producer.send("/queue/slow", format!("m{i}")).await.unwrap();
+    }
+    producer.send_with("/queue/slow", "last", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    // Not reading for several read timeouts is the point of this test.
+    tokio::time::sleep(read_timeout * 4).await;
+    if let Ok(ev) = events.try_recv() {
+        panic!("connection event while the application was slow: {ev:?}");
+    }
+    for i in 0..n {
+        let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("message within 10 s").unwrap();
+        assert_eq!(m.text(), Some(format!("m{i}").as_str()), "in order, none lost");
+    }
+    assert_eq!(tokio::time::timeout(WAIT, sub.recv()).await.unwrap().unwrap().text(), Some("last"));
+    assert_eq!(consumer.state(), State::Ready(1), "never reconnected");
+}

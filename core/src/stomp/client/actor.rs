@@ -27,7 +27,7 @@ pub(super) enum Waiter {
 /// A request to the connection task.
 pub(super) enum Cmd {
     Frame { frame: Frame, reply: Option<oneshot::Sender<Result<()>>>, generation: Option<u64> },
-    Subscribe { id: String, frame: Frame, tx: mpsc::UnboundedSender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>> },
+    Subscribe { id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>> },
     Unsubscribe { id: String, reply: Option<oneshot::Sender<Result<()>>> },
     Disconnect { reply: oneshot::Sender<Result<()>> },
 }
@@ -35,7 +35,7 @@ pub(super) enum Cmd {
 /// A registered subscription, re-sent after every reconnect.
 pub(super) struct SubEntry {
     frame: Frame,
-    tx: mpsc::UnboundedSender<Message>,
+    tx: mpsc::Sender<Message>,
     ack: AckMode,
     confirmed: bool,
     waiters: Vec<oneshot::Sender<Result<()>>>,
@@ -66,6 +66,8 @@ pub(super) struct Actor {
     pub(super) current_endpoint: Option<usize>,
     /// The last connection attempt's error, handed to callers if the client gives up.
     pub(super) last_failure: Option<Error>,
+    /// A delivered message waiting for room in its subscription's buffer; while set, the socket is not read.
+    pub(super) stalled: Option<(mpsc::Sender<Message>, Message)>,
 }
 
 /// Sleeps until `deadline`, or forever if there is none.
@@ -210,7 +212,7 @@ impl Actor {
     }
 
     /// Adds a subscription to the registry (sent on the next connection or now).
-    fn register_sub(&mut self, id: String, frame: Frame, tx: mpsc::UnboundedSender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>>) {
+    fn register_sub(&mut self, id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>>) {
         if self.subs.contains_key(&id) {
             let _ = reply.send(Err(Error::Invalid(format!("subscription id {id:?} is already in use"))));
             return;
@@ -293,6 +295,9 @@ impl Actor {
                 item = conn.framed.next() => match item {
                     Some(Ok(Incoming::Frame(f))) => {
                         if let Err(exit) = self.incoming(conn, f) { return Err(exit); }
+                        if let Some((tx, msg)) = self.stalled.take() {
+                            let _ = tx.send(msg).await;
+                        }
                     }
                     Some(Ok(Incoming::Heartbeat)) => {}
                     Some(Err(e)) => return Err(Exit::Lost(format!("protocol error: {e}"))),
@@ -334,8 +339,12 @@ impl Actor {
                 let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, &sub_id), generation: self.generation });
                 let destination = frame.get("destination").unwrap_or_default().to_owned();
                 let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
-                if sub.tx.send(msg).is_err() {
-                    debug!(subscription = %sub_id, "subscriber gone; unsubscribing");
+                match sub.tx.try_send(msg) {
+                    Ok(()) => {}
+                    // The application is behind: hold this message and stop reading the
+                    // socket until it has room, so the backlog stays in TCP and the broker.
+                    Err(mpsc::error::TrySendError::Full(msg)) => self.stalled = Some((sub.tx.clone(), msg)),
+                    Err(mpsc::error::TrySendError::Closed(_)) => debug!(subscription = %sub_id, "subscriber gone; unsubscribing"),
                 }
                 Ok(())
             }
@@ -412,9 +421,21 @@ impl Actor {
         let probe_timer = sleep_opt(far(plan.probe_after, last_read));
         tokio::pin!(write_timer, read_timer, probe_timer);
         loop {
+            // A sender clone only while a message waits for room in its subscription.
+            let stalled_tx = self.stalled.as_ref().map(|(tx, _)| tx.clone());
             tokio::select! {
                 biased;
-                item = conn.framed.next() => {
+                permit = async { match stalled_tx { Some(tx) => tx.reserve_owned().await, None => std::future::pending().await } }, if self.stalled.is_some() => {
+                    if let Some((_, msg)) = self.stalled.take() {
+                        if let Ok(permit) = permit {
+                            permit.send(msg);
+                        }
+                    }
+                    // Reading resumes now; what the broker sent meanwhile is waiting in the socket.
+                    last_read = Instant::now();
+                    read_timer.as_mut().set(sleep_opt(far(plan.read_timeout, last_read)));
+                }
+                item = conn.framed.next(), if self.stalled.is_none() => {
                     last_read = Instant::now();
                     match item {
                         Some(Ok(Incoming::Frame(f))) => {
@@ -472,6 +493,11 @@ impl Actor {
                 }
                 () = &mut read_timer => {
                     let timeout = plan.read_timeout.unwrap_or(Duration::MAX);
+                    if self.stalled.is_some() {
+                        // Not reading on purpose: silence proves nothing now.
+                        read_timer.as_mut().set(sleep_opt(Some(Instant::now() + timeout)));
+                        continue;
+                    }
                     let due = last_read + timeout;
                     if Instant::now() >= due {
                         return Exit::Lost(format!(
@@ -484,7 +510,7 @@ impl Actor {
                 () = &mut probe_timer => {
                     let after = plan.probe_after.unwrap_or(Duration::MAX);
                     let due = last_read + after;
-                    if Instant::now() >= due && !probe_outstanding {
+                    if self.stalled.is_none() && Instant::now() >= due && !probe_outstanding {
                         // No heart-beats from this broker: provoke a RECEIPT to prove it is alive.
                         let id = self.receipt_id("probe");
                         let begin = Frame::new(Command::Begin).header("transaction", id.clone());
@@ -590,7 +616,12 @@ impl Actor {
                     tokio::select! {
                         item = conn.framed.next() => match item {
                             Some(Ok(Incoming::Frame(f))) => match self.incoming(conn, f) {
-                                Ok(()) => continue,
+                                Ok(()) => {
+                                    // Closing: a message the application has no room for is dropped
+                                    // (with client acks the broker redelivers it).
+                                    self.stalled = None;
+                                    continue;
+                                }
                                 Err(Exit::Closed(_)) => break Ok(()),
                                 Err(Exit::Lost(why)) => break Err(Error::Server { message: why, details: String::new() }),
                             },

@@ -48,6 +48,10 @@ pub struct ClientConfig {
     pub receipt_timeout: Duration,
     /// Frames queued for the connection task before `send` waits.
     pub queue_capacity: usize,
+    /// Messages a subscription holds for the application; when it is full the
+    /// client stops reading the socket (the backlog stays in TCP and the broker), so
+    /// a slow reader cannot grow the heap. Default 1024.
+    pub subscription_buffer: usize,
 }
 
 impl ClientConfig {
@@ -58,7 +62,7 @@ impl ClientConfig {
 
     /// A configuration for an already parsed URL.
     pub fn from_url(url: BrokerUrl) -> ClientConfig {
-        ClientConfig { url, handshake: Handshake::default(), receipt_timeout: Duration::from_secs(10), queue_capacity: 1024 }
+        ClientConfig { url, handshake: Handshake::default(), receipt_timeout: Duration::from_secs(10), queue_capacity: 1024, subscription_buffer: 1024 }
     }
 
     /// Sets login and passcode (overriding the URL's).
@@ -167,6 +171,7 @@ struct Shared {
     version: std::sync::atomic::AtomicU8,
     next_id: AtomicU64,
     receipt_timeout: Duration,
+    subscription_buffer: usize,
 }
 
 /// A STOMP client handle; cheap to clone, all clones share one connection.
@@ -207,6 +212,7 @@ impl Client {
             version: std::sync::atomic::AtomicU8::new(Version::V1_2 as u8),
             next_id: AtomicU64::new(1),
             receipt_timeout: config.receipt_timeout,
+            subscription_buffer: config.subscription_buffer.max(1),
         });
         let actor = Actor {
             config,
@@ -222,6 +228,7 @@ impl Client {
             last_error: String::new(),
             current_endpoint: None,
             last_failure: None,
+            stalled: None,
         };
         tokio::spawn(actor.run());
         Client { shared }
@@ -293,7 +300,7 @@ impl Client {
         for (k, v) in opts.headers.iter() {
             frame.headers.push(k, v);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(self.shared.subscription_buffer);
         let (reply, done) = oneshot::channel();
         self.command(Cmd::Subscribe { id: id.clone(), frame, tx, ack: opts.ack, reply }).await?;
         match tokio::time::timeout(self.shared.receipt_timeout, done).await {

@@ -52,7 +52,7 @@ pub struct Subscription {
     pub(super) id: String,
     pub(super) destination: String,
     pub(super) ack: AckMode,
-    pub(super) rx: mpsc::UnboundedReceiver<Message>,
+    pub(super) rx: mpsc::Receiver<Message>,
     pub(super) client: Client,
     pub(super) open: bool,
 }
