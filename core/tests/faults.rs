@@ -119,6 +119,7 @@ fn is_closed(ev: &ClientEvent) -> bool {
 /// What a Ready event said.
 #[derive(Debug)]
 struct Readied {
+    #[allow(dead_code)] // shown in failure messages through Debug
     endpoint: String,
     generation: u64,
     reconnect: bool,
@@ -445,9 +446,8 @@ async fn stays_connected(proxy: &Proxy, client: &Client, label: &str) {
     // Elapsed time is the thing tested here: no Disconnected for 3 T.
     let quiet = timeout(IDLE_T * 3, async {
         loop {
-            match events.recv().await {
-                Ok(ev @ (ClientEvent::Disconnected { .. } | ClientEvent::Closed { .. })) => return ev,
-                _ => {}
+            if let Ok(ev @ (ClientEvent::Disconnected { .. } | ClientEvent::Closed { .. })) = events.recv().await {
+                return ev;
             }
         }
     })

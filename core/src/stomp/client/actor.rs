@@ -294,7 +294,7 @@ impl Actor {
             tokio::select! {
                 item = conn.framed.next() => match item {
                     Some(Ok(Incoming::Frame(f))) => {
-                        if let Err(exit) = self.incoming(conn, f) { return Err(exit); }
+                        self.incoming(conn, f)?;
                         if let Some((tx, msg)) = self.stalled.take() {
                             let _ = tx.send(msg).await;
                         }
@@ -375,15 +375,13 @@ impl Actor {
                         Some(Waiter::Frame(tx)) => {
                             let _ = tx.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
                         }
-                        Some(Waiter::Subscribe(sub)) => {
-                            // A new subscription the broker refuses is dropped and its caller told;
-                            // one that worked before is kept and retried on the next connection
-                            // (a half-started broker must not end a daemon's subscription).
-                            if self.subs.get(&sub).is_some_and(|e| !e.confirmed) {
-                                if let Some(entry) = self.subs.remove(&sub) {
-                                    for w in entry.waiters {
-                                        let _ = w.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
-                                    }
+                        // A new subscription the broker refuses is dropped and its caller told;
+                        // one that worked before is kept and retried on the next connection
+                        // (a half-started broker must not end a daemon's subscription).
+                        Some(Waiter::Subscribe(sub)) if self.subs.get(&sub).is_some_and(|e| !e.confirmed) => {
+                            if let Some(entry) = self.subs.remove(&sub) {
+                                for w in entry.waiters {
+                                    let _ = w.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
                                 }
                             }
                         }
