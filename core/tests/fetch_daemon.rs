@@ -518,3 +518,28 @@ async fn shutdown_finishes_the_running_fetch() {
     assert_eq!(stats.fetches["site"], 1);
     assert_eq!(stats.finished, 1, "{stats:?}");
 }
+
+#[tokio::test]
+async fn the_interval_reconcile_catches_a_push_whose_message_never_came() {
+    let t = Target::embedded().await;
+    let repos = Repos::new();
+    repos.create("site");
+    let clone = repos.clone_for("web01", "site");
+    let topics = Topics::new(&t);
+    let server = t.client().await;
+    let mut cfg = config(&topics, "web01", &[("site", &clone)], "");
+    cfg.reconcile_interval = Some(Duration::from_millis(300));
+    let (handle, mut rx) = start(cfg, server.clone(), DaemonOptions::default()).await;
+    repos.commit("site", "pushed, but no commit message is ever published");
+    let (_, new) = repos.push("site");
+    // Interval reconciles keep coming; one after the push brings the commit in.
+    loop {
+        let r = fetched(&mut rx, |r| r.trigger == "interval").await;
+        assert!(r.ok, "{r:?}");
+        if has_commit(&clone, &new) {
+            break;
+        }
+    }
+    handle.shutdown().await;
+    let _ = server.disconnect().await;
+}
