@@ -175,6 +175,32 @@ async fn start(config: FetchConfig, client: Client, options: DaemonOptions) -> (
     (handle, rx)
 }
 
+/// The common set-up: an embedded broker, a central repo `site`, web01's clone
+/// of it, and a daemon serving that clone (startup reconcile done).
+struct Rig {
+    t: Target,
+    repos: Repos,
+    clone: PathBuf,
+    topics: Topics,
+    #[allow(dead_code)] // the daemon's connection, kept for tests that need it
+    server: Client,
+    handle: DaemonHandle,
+    rx: broadcast::Receiver<DaemonEvent>,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        let t = Target::embedded().await;
+        let repos = Repos::new();
+        repos.create("site");
+        let clone = repos.clone_for("web01", "site");
+        let topics = Topics::new(&t);
+        let server = t.client().await;
+        let (handle, rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
+        Rig { t, repos, clone, topics, server, handle, rx }
+    }
+}
+
 async fn event_lines(client: &Client, topic: &str) -> Subscription {
     client.subscribe(topic, SubscribeOptions::default()).await.unwrap()
 }
@@ -250,13 +276,7 @@ async fn push_is_fetched_rabbitmq() {
 
 #[tokio::test]
 async fn legacy_and_json_commits_both_trigger_keepalives_and_unknown_repos_do_not() {
-    let t = Target::embedded().await;
-    let repos = Repos::new();
-    repos.create("site");
-    let clone = repos.clone_for("web01", "site");
-    let topics = Topics::new(&t);
-    let server = t.client().await;
-    let (handle, mut rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
+    let Rig { t, repos, clone, topics, server: _, handle, mut rx } = Rig::start().await;
     let hook = t.client().await;
     let before = handle.stats();
 
@@ -283,13 +303,7 @@ async fn legacy_and_json_commits_both_trigger_keepalives_and_unknown_repos_do_no
 
 #[tokio::test]
 async fn a_burst_of_50_commits_in_1s_leads_to_at_most_2_fetches() {
-    let t = Target::embedded().await;
-    let repos = Repos::new();
-    repos.create("site");
-    let clone = repos.clone_for("web01", "site");
-    let topics = Topics::new(&t);
-    let server = t.client().await;
-    let (handle, mut rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
+    let Rig { t, repos, clone, topics, server: _, handle, mut rx } = Rig::start().await;
     let before = handle.stats().fetches["site"];
     let hook = t.client().await;
     repos.commit("site", "burst");
@@ -354,13 +368,7 @@ async fn different_repos_fetch_in_parallel_up_to_max_parallel() {
 
 #[tokio::test]
 async fn hostile_repo_names_and_refnames_are_rejected_without_git() {
-    let t = Target::embedded().await;
-    let repos = Repos::new();
-    repos.create("site");
-    let clone = repos.clone_for("web01", "site");
-    let topics = Topics::new(&t);
-    let server = t.client().await;
-    let (handle, mut rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
+    let Rig { t, repos, clone, topics, server: _, handle, mut rx } = Rig::start().await;
     let before = handle.stats();
     let refs_before = git(&clone, &["for-each-ref"]);
     let hook = t.client().await;
@@ -405,13 +413,7 @@ async fn hostile_repo_names_and_refnames_are_rejected_without_git() {
 
 #[tokio::test]
 async fn undecodable_messages_give_a_problem_line_and_the_daemon_lives_on() {
-    let t = Target::embedded().await;
-    let repos = Repos::new();
-    repos.create("site");
-    let clone = repos.clone_for("web01", "site");
-    let topics = Topics::new(&t);
-    let server = t.client().await;
-    let (handle, mut rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
+    let Rig { t, repos, clone: _, topics, server: _, handle, mut rx } = Rig::start().await;
     let hook = t.client().await;
     let mut events = event_lines(&hook, &topics.events).await;
     let mut opts = SendOptions::default();
