@@ -7,6 +7,7 @@
 
 use crate::message::publisher::PublishError;
 use crate::message::{Build, Commit, Destinations, Package, Publisher, Wire};
+use crate::spool::{Spool, SpoolError};
 use crate::stomp::{self, Client, ClientConfig, Message, SendOptions, SubscribeOptions, Subscription};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -20,15 +21,20 @@ pub struct BlockingClient {
     client: Client,
 }
 
-/// Runs `f` to completion on `rt`, refusing to block inside an async context
-/// (such as a subscription callback on the I/O thread), which would panic or deadlock.
-fn run<T, E: From<stomp::Error>>(rt: &Runtime, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+/// Refuses to block inside an async context (such as a subscription callback on
+/// the I/O thread), which would panic or deadlock.
+fn not_in_async_context() -> Result<(), stomp::Error> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(stomp::Error::Invalid(
             "blocking deploykit call made inside an async context or a subscription callback (the I/O thread); make it from another thread".into(),
-        )
-        .into());
+        ));
     }
+    Ok(())
+}
+
+/// Runs `f` to completion on `rt`, unless called from an async context.
+fn run<T, E: From<stomp::Error>>(rt: &Runtime, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+    not_in_async_context()?;
     rt.block_on(f)
 }
 
@@ -77,9 +83,16 @@ impl BlockingClient {
         run(&rt, client.disconnect())
     }
 
-    /// Runs a future of the caller's on this client's runtime (for bindings' extra calls).
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+    /// Sends what `spool` holds through this client (see [`Spool::drain`]), giving
+    /// up with [`SpoolError::Timeout`] after `limit`; returns how many were sent.
+    pub fn drain_spool(&self, spool: &Spool, limit: Option<Duration>) -> Result<usize, SpoolError> {
+        not_in_async_context().map_err(|source| SpoolError::Bus { sent: 0, pending: spool.pending().map_or(0, |p| p.len()), source })?;
+        self.rt.block_on(async {
+            match limit {
+                Some(after) => tokio::time::timeout(after, spool.drain(&self.client)).await.unwrap_or(Err(SpoolError::Timeout { after })),
+                None => spool.drain(&self.client).await,
+            }
+        })
     }
 }
 

@@ -59,6 +59,12 @@ pub enum SpoolError {
     /// The message to spool is invalid.
     #[error(transparent)]
     Message(#[from] MessageError),
+    /// Draining did not finish within its time limit; what is left stays spooled.
+    #[error("draining the spool took longer than {after:?}; the rest stays spooled for the next run")]
+    Timeout {
+        /// The limit.
+        after: Duration,
+    },
 }
 
 /// A message read back from the spool.

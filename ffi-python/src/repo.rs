@@ -73,6 +73,7 @@ fn spool_err(e: CoreSpoolError) -> PyErr {
         CoreSpoolError::Bus { source, .. } => stomp_err_with(source, e.to_string()),
         CoreSpoolError::Message(_) => crate::MessageError::new_err(e.to_string()),
         CoreSpoolError::Io { .. } => SpoolError::new_err(e.to_string()),
+        CoreSpoolError::Timeout { after } => timeout_err("draining the spool", *after),
     }
 }
 
@@ -145,19 +146,7 @@ impl Spool {
         let limit = timeout.map(|t| seconds("timeout", t)).transpose()?;
         let blocking = client.blocking()?;
         let spool = self.inner.clone();
-        let result = py.detach(move || {
-            let c = blocking.client().clone();
-            blocking.block_on(async move {
-                match limit {
-                    Some(l) => tokio::time::timeout(l, spool.drain(&c)).await.map_err(|_| l),
-                    None => Ok(spool.drain(&c).await),
-                }
-            })
-        });
-        match result {
-            Ok(r) => r.map_err(spool_err),
-            Err(after) => Err(timeout_err("draining the spool", after)),
-        }
+        py.detach(move || blocking.drain_spool(&spool, limit)).map_err(spool_err)
     }
 
     fn __repr__(&self) -> String {
