@@ -89,11 +89,11 @@ impl Actor {
                 let delay = self.config.url.options.delay(unstable - 1);
                 debug!(?delay, unstable, "last connection failed quickly; backing off");
                 if !self.pause(delay).await {
-                    break format!("closed while reconnecting: {}", self.last_error);
+                    break (format!("closed while reconnecting: {}", self.last_error), false);
                 }
             }
             let Some(mut conn) = self.connect().await else {
-                break format!("gave up reconnecting: {}", self.last_error);
+                break (format!("gave up reconnecting: {}", self.last_error), true);
             };
             match self.resubscribe(&mut conn).await {
                 Ok(()) => {}
@@ -102,16 +102,17 @@ impl Actor {
                     unstable = unstable.saturating_add(1);
                     continue;
                 }
-                Err(Exit::Closed(why)) => break why,
+                Err(Exit::Closed(why)) => break (why, false),
             }
             let served = Instant::now();
             match self.serve(&mut conn).await {
                 Exit::Lost(why) => self.lost(&conn.endpoint, why),
-                Exit::Closed(why) => break why,
+                Exit::Closed(why) => break (why, false),
             }
             unstable = if served.elapsed() < Duration::from_secs(1) { unstable.saturating_add(1) } else { 0 };
         };
-        self.close(reason);
+        let (reason, gave_up) = reason;
+        self.close(reason, gave_up);
     }
 
     /// Tries the failover list with backoff; `None` when the attempt limit is reached or the client closed.
@@ -239,9 +240,10 @@ impl Actor {
     }
 
     /// Stops for good: fails everything waiting and publishes Closed.
-    fn close(mut self, reason: String) {
+    fn close(mut self, reason: String, gave_up: bool) {
         info!(reason = %reason, "STOMP client closed");
-        let last = self.last_failure.take().map(std::sync::Arc::new);
+        // Only a client that gave up reconnecting hands its last connection error on.
+        let last = if gave_up { self.last_failure.take().map(std::sync::Arc::new) } else { None };
         for (_, waiter) in self.pending.drain() {
             if let Waiter::Frame(tx) = waiter {
                 let _ = tx.send(Err(Error::Closed));
@@ -249,7 +251,7 @@ impl Actor {
         }
         for (_, sub) in self.subs.drain() {
             for w in sub.waiters {
-                let _ = w.send(Err(Error::GaveUp { reason: reason.clone(), last: last.clone() }));
+                let _ = w.send(Err(if gave_up { Error::GaveUp { reason: reason.clone(), last: last.clone() } } else { Error::Closed }));
             }
         }
         for cmd in self.backlog.drain(..) {
@@ -259,7 +261,7 @@ impl Actor {
         }
         if let Some(shared) = self.shared.upgrade() {
             if let Ok(mut r) = shared.closed.lock() {
-                *r = Some((reason.clone(), last));
+                *r = Some(Closed { reason: reason.clone(), gave_up, last });
             }
         }
         let _ = self.state.send(State::Closed);

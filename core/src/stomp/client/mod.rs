@@ -161,13 +161,23 @@ pub struct SessionInfo {
 }
 
 
+/// How the connection task ended, for callers that ask afterwards.
+#[derive(Clone)]
+struct Closed {
+    reason: String,
+    /// Whether it ran out of reconnect attempts (else it was closed on purpose).
+    gave_up: bool,
+    /// The last connection attempt's error, when it gave up.
+    last: Option<Arc<Error>>,
+}
+
 /// State shared by every handle of one client.
 struct Shared {
     cmd_tx: mpsc::Sender<Cmd>,
     events: broadcast::Sender<ClientEvent>,
     state: watch::Receiver<State>,
     session: Mutex<Option<SessionInfo>>,
-    closed: Mutex<Option<(String, Option<Arc<Error>>)>>,
+    closed: Mutex<Option<Closed>>,
     version: std::sync::atomic::AtomicU8,
     next_id: AtomicU64,
     receipt_timeout: Duration,
@@ -252,7 +262,7 @@ impl Client {
     /// The error explaining why the client is closed.
     fn closed_error(&self) -> Error {
         match self.shared.closed.lock().ok().and_then(|r| r.clone()) {
-            Some((reason, last)) if reason.starts_with("gave up") => Error::GaveUp { reason, last },
+            Some(Closed { reason, gave_up: true, last }) => Error::GaveUp { reason, last },
             _ => Error::Closed,
         }
     }
