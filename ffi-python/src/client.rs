@@ -260,11 +260,8 @@ impl Client {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let client = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
         match client {
-            Some(c) => py.detach(move || c.disconnect()).or_else(|e| match e {
-                // Closing a client whose connection is already gone is not an error.
-                stomp::Error::Closed | stomp::Error::GaveUp { .. } | stomp::Error::ReceiptLost { .. } | stomp::Error::Timeout { .. } => Ok(()),
-                e => Err(stomp_err(e)),
-            }),
+            // Closing a client whose connection is already gone is not an error.
+            Some(c) => py.detach(move || c.disconnect()).or_else(|e| if e.is_connection_gone() { Ok(()) } else { Err(stomp_err(e)) }),
             None => Ok(()),
         }
     }
@@ -400,10 +397,7 @@ impl Subscription {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let sub = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
         match sub {
-            Some(s) => py.detach(move || s.unsubscribe()).or_else(|e| match e {
-                stomp::Error::Closed | stomp::Error::GaveUp { .. } | stomp::Error::ReceiptLost { .. } | stomp::Error::Timeout { .. } => Ok(()),
-                e => Err(stomp_err(e)),
-            }),
+            Some(s) => py.detach(move || s.unsubscribe()).or_else(|e| if e.is_connection_gone() { Ok(()) } else { Err(stomp_err(e)) }),
             None => Ok(()),
         }
     }

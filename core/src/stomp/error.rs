@@ -83,6 +83,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the connection was already gone or going (closed, given up, receipt
+    /// lost, no answer): closing or unsubscribing then has nothing left to undo.
+    pub fn is_connection_gone(&self) -> bool {
+        matches!(self, Error::Closed | Error::GaveUp { .. } | Error::ReceiptLost { .. } | Error::Timeout { .. })
+    }
+
     /// The error that decided the outcome: for [`Error::GaveUp`], the last
     /// connection attempt's error (refused login, TLS, timeout…); otherwise itself.
     /// Bindings map this one to their error kinds.
