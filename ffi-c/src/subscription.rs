@@ -175,24 +175,27 @@ pub extern "C" fn dk_subscription_next(sub: *mut dk_subscription, timeout_ms: u3
 /// subscription need no acknowledgement.
 #[no_mangle]
 pub extern "C" fn dk_subscription_ack(sub: *mut dk_subscription, msg: *const dk_message, err: *mut *mut dk_error) -> dk_result {
-    ffi_result!(err, {
-        let s = polling(sub, "dk_subscription_ack")?;
-        let m = dk_message::try_ref(msg, "msg")?;
-        not_in_callback("dk_subscription_ack")?;
-        Ok(s.ack(&m.msg)?)
-    })
+    ffi_result!(err, { acknowledge(sub, msg, "dk_subscription_ack", BlockingSubscription::ack) })
 }
 
 /// Rejects `msg`, received on `sub`; the broker may redeliver it (STOMP 1.1 and
 /// later: DK_ERR_INVALID_REQUEST on 1.0).
 #[no_mangle]
 pub extern "C" fn dk_subscription_nack(sub: *mut dk_subscription, msg: *const dk_message, err: *mut *mut dk_error) -> dk_result {
-    ffi_result!(err, {
-        let s = polling(sub, "dk_subscription_nack")?;
-        let m = dk_message::try_ref(msg, "msg")?;
-        not_in_callback("dk_subscription_nack")?;
-        Ok(s.nack(&m.msg)?)
-    })
+    ffi_result!(err, { acknowledge(sub, msg, "dk_subscription_nack", BlockingSubscription::nack) })
+}
+
+/// The shared body of ack and nack: check the arguments, then call `how` on the subscription.
+fn acknowledge(
+    sub: *mut dk_subscription,
+    msg: *const dk_message,
+    func: &'static str,
+    how: fn(&BlockingSubscription, &deploykit::stomp::Message) -> Result<(), deploykit::stomp::Error>,
+) -> Result<(), Failure> {
+    let s = polling(sub, func)?;
+    let m = dk_message::try_ref(msg, "msg")?;
+    not_in_callback(func)?;
+    Ok(how(s, &m.msg)?)
 }
 
 /// Unsubscribes (without waiting for a receipt) and frees the subscription.
