@@ -64,7 +64,7 @@ async fn queue_keeps_messages_and_shares_them(t: &Target) {
     assert_eq!(m.text(), Some("marker"), "no duplicate deliveries before the marker");
 }
 
-async fn receipts_and_errors(t: &Target) {
+async fn receipted_send_and_negotiated_version(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("topic");
     send(&client, &dest, "with receipt").await;
@@ -276,7 +276,7 @@ macro_rules! conformance {
 conformance!(
     topic_fans_out,
     queue_keeps_messages_and_shares_them,
-    receipts_and_errors,
+    receipted_send_and_negotiated_version,
     client_individual_nack_redelivers,
     client_ack_is_cumulative,
     unacked_redelivered_after_disconnect,
