@@ -358,7 +358,7 @@ impl Client {
         match self.state() {
             State::Ready(g) => Ok(g),
             State::Closed => Err(Error::Closed),
-            State::Connecting => Err(Error::Invalid("not connected".into())),
+            State::Connecting => Err(Error::Invalid("not connected right now (the client is connecting or reconnecting); await wait_ready() or a Ready event, then retry".into())),
         }
     }
 
