@@ -181,14 +181,20 @@ rabbit_stop() {
     fi
 }
 
-rabbit_status() {
-    local server
-    if server=$(probe_server "$RABBIT_STOMP_PORT" guest guest) && [ "${server#RabbitMQ}" != "$server" ]; then
-        echo "rabbitmq: running, STOMP 127.0.0.1:$RABBIT_STOMP_PORT answers CONNECTED ($server)"
+# broker_status NAME PORT LOGIN PASSCODE SERVER_PREFIX: running when a STOMP
+# CONNECT on 127.0.0.1:PORT is answered by a server whose name starts with the prefix.
+broker_status() {
+    local name=$1 port=$2 login=$3 pass=$4 prefix=$5 server
+    if server=$(probe_server "$port" "$login" "$pass") && [ "${server#"$prefix"}" != "$server" ]; then
+        echo "$name: running, STOMP 127.0.0.1:$port answers CONNECTED ($server)"
         return 0
     fi
-    echo "rabbitmq: not answering on 127.0.0.1:$RABBIT_STOMP_PORT"
+    echo "$name: not answering on 127.0.0.1:$port"
     return 3
+}
+
+rabbit_status() {
+    broker_status rabbitmq "$RABBIT_STOMP_PORT" guest guest RabbitMQ
 }
 
 # ------------------------------------------------------------------ ActiveMQ
@@ -323,13 +329,7 @@ amq_stop() {
 }
 
 amq_status() {
-    local server
-    if server=$(probe_server "$AMQ_STOMP_PORT" admin admin) && [ "${server#ActiveMQ}" != "$server" ]; then
-        echo "activemq: running, STOMP 127.0.0.1:$AMQ_STOMP_PORT answers CONNECTED ($server)"
-        return 0
-    fi
-    echo "activemq: not answering on 127.0.0.1:$AMQ_STOMP_PORT"
-    return 3
+    broker_status activemq "$AMQ_STOMP_PORT" admin admin ActiveMQ
 }
 
 # ------------------------------------------------------------------ main
