@@ -84,15 +84,18 @@ fn send_frames(size: usize) -> Vec<Frame> {
         .collect()
 }
 
+/// A frame's headers other than `destination`, as the peers' SEND variants take them.
+fn extra_headers(f: &Frame) -> Vec<(String, String)> {
+    f.headers.iter().filter(|(k, _)| *k != "destination").map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
 fn async_stomp_sends(frames: &[Frame]) -> Vec<async_stomp::ToServer> {
     frames
         .iter()
         .map(|f| async_stomp::ToServer::Send {
             destination: f.get("destination").unwrap().to_owned(),
             transaction: None,
-            headers: Some(
-                f.headers.iter().filter(|(k, _)| *k != "destination").map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-            ),
+            headers: Some(extra_headers(f)),
             body: Some(f.body.to_vec()),
         })
         .collect()
@@ -104,9 +107,7 @@ fn tokio_stomp_sends(frames: &[Frame]) -> Vec<tokio_stomp_2::ToServer> {
         .map(|f| tokio_stomp_2::ToServer::Send {
             destination: f.get("destination").unwrap().to_owned(),
             transaction: None,
-            headers: Some(
-                f.headers.iter().filter(|(k, _)| *k != "destination").map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-            ),
+            headers: Some(extra_headers(f)),
             body: Some(f.body.to_vec()),
         })
         .collect()
