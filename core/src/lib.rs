@@ -22,6 +22,8 @@
 //! - [`git`]: reading pushes (commits of a ref, newest first) and `deploykit.*`
 //!   settings from git repositories with libgit2.
 //! - [`fetch`]: dk-fetch: config, fetching and the checkout modes, the daemon.
+//! - [`deploy`]: dk-agent and dk-deploy: signed requests, canary-first rollouts,
+//!   release directories with atomic link swaps, hooks, locks, audit.
 //! - [`svn`]: reading a Subversion commit through `svnlook` (argument vectors only).
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
@@ -31,6 +33,7 @@
 
 pub mod blocking;
 pub mod broker;
+pub mod deploy;
 pub mod fetch;
 pub mod git;
 pub mod message;

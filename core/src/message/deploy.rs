@@ -62,6 +62,12 @@ pub struct DeployRequest {
     /// The id of the change this deploy belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// Deploy only: validate and describe (commit log), change nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Tags only: at most this many tags and this many branches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// The state of one deploy step.
@@ -76,6 +82,8 @@ pub enum StepState {
     Failed,
     /// It was not run (e.g. a missing hook).
     Skipped,
+    /// The request was refused (bad signature, unauthorized, locked, bad tag).
+    Refused,
 }
 
 /// An agent's reply: one step's progress, or (with `final`) the whole result.
@@ -127,6 +135,9 @@ pub struct SiteStatus {
     /// The live release, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
+    /// The repo the site deploys from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub repo: String,
 }
 
 /// An agent's self-description, for discovery.

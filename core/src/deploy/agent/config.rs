@@ -1,0 +1,370 @@
+//! `agent.toml`: who this agent is, which keys it trusts, and its sites.
+//!
+//! ```toml
+//! identity = "web01"            # default: the host name
+//! classes = ["web"]
+//! facts = { sitetype = "live" }
+//!
+//! [trusted_keys]
+//! ops = "ed25519:…"             # names used by the sites' policies
+//!
+//! [sites.www]
+//! repo = "/srv/git/www"         # local clone, kept fresh by dk-fetch
+//! releases = "/srv/releases/www"
+//! current = "/srv/www/current"  # or links = [{ target = "…", path = "htdocs" }]
+//! hooks = "/etc/deploykit/hooks/www"
+//! deploy = ["ops"]              # keys that may deploy (default: none)
+//! ```
+
+use crate::fetch::config::parse_duration;
+use crate::message::publisher::Destinations;
+use crate::deploy::keys::PublicKey;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration that cannot be used, with the file and key concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or not the expected shape (the message carries line and column).
+    #[error("{file}: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is not acceptable.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The dotted key.
+        key: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The `[broker]` section (all optional; `--broker` / `DK_BROKER_URL` win).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Broker URL.
+    pub url: Option<String>,
+    /// STOMP `host` header.
+    pub vhost: Option<String>,
+    /// Login.
+    pub login: Option<String>,
+    /// File holding the passcode (first line).
+    pub passcode_file: Option<PathBuf>,
+}
+
+/// A link re-pointed at each deploy: `target` becomes a symlink to `RELEASE/path`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The repo this link belongs to (must be the site's own; kept for bloatagent configs).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The symlink to (re)point, absolute.
+    pub target: PathBuf,
+    /// The directory inside the release it points at (default: the release itself).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// A link to non-versioned data: `target` (relative: inside each release; absolute: once) → `source`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserLink {
+    /// The data directory, absolute.
+    pub source: PathBuf,
+    /// Where the link goes.
+    pub target: PathBuf,
+}
+
+/// One `[sites.NAME]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// The local clone.
+    pub repo: PathBuf,
+    /// The repo's name (`REPO` in `REPO_TAG` release directories).
+    pub repo_name: String,
+    /// One directory per deployed tag.
+    pub releases: PathBuf,
+    /// The links re-pointed at each deploy, in order (`current` is one link to the release root).
+    pub links: Vec<Link>,
+    /// Links to non-versioned data.
+    pub user_links: Vec<UserLink>,
+    /// Where `pre-deploy`, `pre-link` and `post-deploy` live.
+    pub hooks: Option<PathBuf>,
+    /// Longest a hook or the checkout may run.
+    pub step_timeout: Duration,
+    /// Good releases kept (the live one and the previous good one are never removed).
+    pub keep_releases: usize,
+    /// Run hooks as this user.
+    pub user: Option<String>,
+    /// Put the previous release back when post-deploy fails.
+    pub rollback_on_post_failure: bool,
+    /// Key names that may deploy.
+    pub deploy: Vec<String>,
+    /// Key names that may roll back (default: `deploy`).
+    pub rollback: Vec<String>,
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The name this agent answers to.
+    pub identity: String,
+    /// Classes for selection.
+    pub classes: Vec<String>,
+    /// Facts for selection.
+    pub facts: BTreeMap<String, String>,
+    /// Trusted public keys by name.
+    pub trusted_keys: BTreeMap<String, PublicKey>,
+    /// Accept unsigned requests (only by explicit configuration).
+    pub allow_unsigned: bool,
+    /// Requests valid for longer than this are refused (bounds the replay cache).
+    pub max_request_validity: Duration,
+    /// Replay cache and other agent state.
+    pub state_dir: PathBuf,
+    /// The broker.
+    pub broker: BrokerConfig,
+    /// Where requests, announcements and events go.
+    pub destinations: Destinations,
+    /// The sites, by name.
+    pub sites: BTreeMap<String, SiteConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    identity: Option<String>,
+    #[serde(default)]
+    classes: Vec<String>,
+    #[serde(default)]
+    facts: BTreeMap<String, String>,
+    #[serde(default)]
+    trusted_keys: BTreeMap<String, String>,
+    #[serde(default)]
+    allow_unsigned: bool,
+    max_request_validity: Option<RawDuration>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    broker: BrokerConfig,
+    #[serde(default)]
+    destinations: Destinations,
+    #[serde(default)]
+    sites: BTreeMap<String, RawSite>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    repo: PathBuf,
+    releases: PathBuf,
+    current: Option<PathBuf>,
+    #[serde(default)]
+    links: Vec<Link>,
+    #[serde(default)]
+    user_links: Vec<UserLink>,
+    hooks: Option<PathBuf>,
+    step_timeout: Option<RawDuration>,
+    keep_releases: Option<usize>,
+    user: Option<String>,
+    #[serde(default)]
+    rollback_on_post_failure: bool,
+    #[serde(default)]
+    deploy: Vec<String>,
+    rollback: Option<Vec<String>>,
+}
+
+/// Whether `name` is a usable site or key name: 1–64 of `A-Za-z0-9._-`, not starting with `-` or `.`.
+pub fn valid_name(name: &str) -> bool {
+    crate::fetch::config::valid_repo_name(name) && name.len() <= 64
+}
+
+impl AgentConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read { path: path.to_owned(), source })?;
+        AgentConfig::parse_named(&text, &path.display().to_string())
+    }
+
+    /// Parses a configuration text (errors name `<config>`).
+    pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
+        AgentConfig::parse_named(text, "<config>")
+    }
+
+    fn parse_named(text: &str, file: &str) -> Result<AgentConfig, AgentConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| AgentConfigError::Syntax { file: file.into(), message: e.to_string().trim().replace('\n', " ") })?;
+        let invalid = |key: String, message: String| AgentConfigError::Invalid { file: file.into(), key, message };
+        let mut trusted_keys = BTreeMap::new();
+        for (name, text) in raw.trusted_keys {
+            if !valid_name(&name) {
+                return Err(invalid(format!("trusted_keys.{name}"), "key names are 1-64 of A-Za-z0-9._-".into()));
+            }
+            let key = PublicKey::parse(&text).map_err(|e| invalid(format!("trusted_keys.{name}"), e.to_string()))?;
+            trusted_keys.insert(name, key);
+        }
+        let duration = |key: String, d: Option<RawDuration>, default: Duration| -> Result<Duration, AgentConfigError> {
+            match d {
+                None => Ok(default),
+                Some(RawDuration::Seconds(n)) => Ok(Duration::from_secs(n)),
+                Some(RawDuration::Text(t)) => parse_duration(&t).ok_or_else(|| invalid(key, format!("{t:?}: expected a duration such as 30s, 5m or 1h"))),
+            }
+        };
+        let mut sites = BTreeMap::new();
+        for (name, s) in raw.sites {
+            let key = |k: &str| format!("sites.{name}.{k}");
+            if !valid_name(&name) {
+                return Err(invalid(format!("sites.{name}"), "site names are 1-64 of A-Za-z0-9._-, not starting with - or .".into()));
+            }
+            for (k, p) in [("repo", Some(&s.repo)), ("releases", Some(&s.releases)), ("current", s.current.as_ref()), ("hooks", s.hooks.as_ref())] {
+                if let Some(p) = p {
+                    if !p.is_absolute() {
+                        return Err(invalid(key(k), format!("{}: must be an absolute path", p.display())));
+                    }
+                }
+            }
+            let repo_name = crate::git::repo_name(&s.repo);
+            let mut links = Vec::new();
+            if let Some(current) = s.current {
+                links.push(Link { repo: None, target: current, path: None });
+            }
+            for (i, l) in s.links.into_iter().enumerate() {
+                let k = format!("sites.{name}.links[{i}]");
+                if let Some(r) = &l.repo {
+                    if *r != repo_name && *r != name {
+                        return Err(invalid(k, format!("repo = {r:?}: a site deploys one repo ({repo_name}); configure another site for {r}")));
+                    }
+                }
+                if !l.target.is_absolute() {
+                    return Err(invalid(k, format!("target {}: must be an absolute path", l.target.display())));
+                }
+                if let Some(p) = &l.path {
+                    if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                        return Err(invalid(k, format!("path {}: must be relative to the release, without ..", p.display())));
+                    }
+                }
+                links.push(l);
+            }
+            if links.is_empty() {
+                return Err(invalid(format!("sites.{name}"), "no `current` and no `links`: nothing would make a release live".into()));
+            }
+            for (i, u) in s.user_links.iter().enumerate() {
+                let k = format!("sites.{name}.user_links[{i}]");
+                if !u.source.is_absolute() {
+                    return Err(invalid(k, format!("source {}: must be an absolute path", u.source.display())));
+                }
+                if u.target.is_relative() && u.target.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                    return Err(invalid(k, format!("target {}: a relative target must stay inside the release", u.target.display())));
+                }
+            }
+            for policy in [&s.deploy, s.rollback.as_ref().unwrap_or(&s.deploy)] {
+                for k in policy {
+                    if !trusted_keys.contains_key(k) && !(raw.allow_unsigned && k == "unsigned") {
+                        return Err(invalid(key("deploy"), format!("key {k:?} is not in [trusted_keys]")));
+                    }
+                }
+            }
+            let keep = s.keep_releases.unwrap_or(5);
+            if keep < 2 {
+                return Err(invalid(key("keep_releases"), "must be at least 2 (the live release and the previous good one)".into()));
+            }
+            sites.insert(
+                name.clone(),
+                SiteConfig {
+                    repo: s.repo,
+                    repo_name,
+                    releases: s.releases,
+                    links,
+                    user_links: s.user_links,
+                    hooks: s.hooks,
+                    step_timeout: duration(key("step_timeout"), s.step_timeout, Duration::from_secs(300))?,
+                    keep_releases: keep,
+                    user: s.user,
+                    rollback_on_post_failure: s.rollback_on_post_failure,
+                    rollback: s.rollback.unwrap_or_else(|| s.deploy.clone()),
+                    deploy: s.deploy,
+                },
+            );
+        }
+        let identity = raw.identity.unwrap_or_else(crate::fetch::config::hostname);
+        if identity.is_empty() || identity.len() > 255 || identity.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(invalid("identity".into(), format!("{identity:?}: must be a non-empty name without spaces")));
+        }
+        Ok(AgentConfig {
+            identity,
+            classes: raw.classes,
+            facts: raw.facts,
+            trusted_keys,
+            allow_unsigned: raw.allow_unsigned,
+            max_request_validity: duration("max_request_validity".into(), raw.max_request_validity, Duration::from_secs(3600))?,
+            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/deploykit/agent")),
+            broker: raw.broker,
+            destinations: raw.destinations,
+            sites,
+        })
+    }
+
+    /// The name of the trusted key `key`, if trusted.
+    pub fn key_name(&self, key: &PublicKey) -> Option<&str> {
+        self.trusted_keys.iter().find(|(_, k)| *k == key).map(|(n, _)| n.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+
+    #[test]
+    fn minimal_site_and_defaults() {
+        let key = crate::deploy::keys::SecretKey::generate().unwrap().public();
+        let c = AgentConfig::parse(&format!(
+            "identity = \"web01\"\n[trusted_keys]\nops = \"{key}\"\n[sites.www]\nrepo = \"/srv/git/www.git\"\nreleases = \"/srv/rel\"\ncurrent = \"/srv/www\"\ndeploy = [\"ops\"]\n"
+        ))
+        .unwrap();
+        let s = &c.sites["www"];
+        assert_eq!(s.repo_name, "www");
+        assert_eq!(s.keep_releases, 5);
+        assert_eq!(s.rollback, vec!["ops".to_owned()]);
+        assert_eq!(s.links.len(), 1);
+        assert!(!c.allow_unsigned);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\ncurrent = \"/c\"\ndeploy = [\"nobody\"]\n").unwrap_err().to_string();
+        assert!(e.contains("sites.www.deploy") && e.contains("nobody"), "{e}");
+        let e = AgentConfig::parse("[sites.www]\nrepo = \"r\"\nreleases = \"/x\"\ncurrent = \"/c\"\n").unwrap_err().to_string();
+        assert!(e.contains("sites.www.repo") && e.contains("absolute"), "{e}");
+        let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\n").unwrap_err().to_string();
+        assert!(e.contains("nothing would make a release live"), "{e}");
+        let e = AgentConfig::parse("bogus = 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = AgentConfig::parse("[trusted_keys]\nops = \"ed25519:xx\"\n").unwrap_err().to_string();
+        assert!(e.contains("trusted_keys.ops"), "{e}");
+        let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\ncurrent = \"/c\"\nuser_links = [{ source = \"/d\", target = \"../up\" }]\n").unwrap_err().to_string();
+        assert!(e.contains("inside the release"), "{e}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Sending an agent's replies: one per step start and finish, and a final one
+//! carrying the whole result.
+
+use crate::message::{encode, DeployReply, DeployRequest, StepState, Wire};
+use crate::stomp::{Client, SendOptions};
+use serde::{Deserialize, Serialize};
+
+/// One step's result, as the final reply lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// `pre-deploy`, `checkout`, `pre-link`, `link`, `post-deploy`.
+    pub step: String,
+    /// How it ended.
+    pub state: StepState,
+    /// A hook's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Last 64 KiB of stdout.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    /// Last 64 KiB of stderr.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Sends replies for one request to its `reply_to` (if any).
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    client: Client,
+    reply_to: Option<String>,
+    template: DeployReply,
+}
+
+impl Reporter {
+    /// A reporter for `req`, answering as `node`.
+    pub fn new(client: Client, req: &DeployRequest, node: &str) -> Reporter {
+        let template = DeployReply {
+            request_id: req.request_id.clone(),
+            node: node.to_owned(),
+            site: req.site.clone(),
+            step: None,
+            state: StepState::Started,
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            duration_ms: None,
+            is_final: false,
+            error: None,
+            correlation_id: req.correlation_id.clone(),
+            data: serde_json::Value::Null,
+        };
+        Reporter { client, reply_to: req.reply_to.clone(), template }
+    }
+
+    async fn send(&self, reply: DeployReply) {
+        let Some(dest) = &self.reply_to else { return };
+        match encode(&reply, Wire::Json) {
+            Ok(out) => {
+                let opts = SendOptions { headers: out.headers, ..SendOptions::default() };
+                if let Err(e) = self.client.send_with(dest, out.body, opts).await {
+                    tracing::warn!(request = %reply.request_id, error = %e, "reply not sent");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reply not encodable"),
+        }
+    }
+
+    /// Says a step began.
+    pub async fn started(&self, step: &str) {
+        self.send(DeployReply { step: Some(step.to_owned()), state: StepState::Started, ..self.template.clone() }).await
+    }
+
+    /// Says how a step ended.
+    pub async fn finished(&self, r: &StepResult) {
+        self.send(DeployReply {
+            step: Some(r.step.clone()),
+            state: r.state,
+            exit_code: r.exit_code,
+            stdout: r.stdout.clone(),
+            stderr: r.stderr.clone(),
+            duration_ms: Some(r.duration_ms),
+            error: r.error.clone(),
+            ..self.template.clone()
+        })
+        .await
+    }
+
+    /// Sends the final reply.
+    pub async fn last(&self, state: StepState, error: Option<String>, data: serde_json::Value) {
+        self.send(DeployReply { state, error, data, is_final: true, ..self.template.clone() }).await
+    }
+}

@@ -1,0 +1,388 @@
+//! The deploy and rollback pipelines of one site, and crash recovery.
+//!
+//! Deploy: pre-deploy → checkout into a new release → pre-link → swap the
+//! links → post-deploy. Any failure before the swap leaves the old release
+//! live and removes the half-made one. A post-deploy failure is reported; the
+//! links are put back only with `rollback_on_post_failure`.
+
+use super::config::SiteConfig;
+use super::hooks::{self, HookSpec};
+use super::lock::{LockError, LockInfo, Phase, SiteLock};
+use super::releases::{self, Journal, Release, ReleaseState};
+use super::report::{Reporter, StepResult};
+use super::repo;
+use crate::message::{DeployRequest, StepState};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The whole result of a deploy or rollback (the final reply's `data`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Every step succeeded.
+    pub ok: bool,
+    /// The tag deployed or rolled back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The release now live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
+    /// The release live before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// The steps, in order.
+    pub steps: Vec<StepResult>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The tag was already live: nothing ran.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+    /// Old releases removed by `keep_releases`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+/// Why a request was refused before anything ran.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Bad or unknown tag.
+    #[error(transparent)]
+    Tag(#[from] repo::RepoError),
+    /// Someone else is deploying.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    /// Anything else that makes the request impossible.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything a pipeline needs.
+pub struct Ctx<'a> {
+    /// The site's name.
+    pub name: &'a str,
+    /// The site.
+    pub site: &'a SiteConfig,
+    /// The request.
+    pub req: &'a DeployRequest,
+    /// Where replies go.
+    pub reporter: &'a Reporter,
+}
+
+impl Ctx<'_> {
+    fn hook(&self, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> Option<HookSpec> {
+        let dir = self.site.hooks.clone()?;
+        let user = self.site.user.as_deref().and_then(|u| crate::fetch::privilege::lookup_user(u).ok().flatten());
+        let path = |d: &str| self.site.releases.join(d).display().to_string();
+        Some(HookSpec {
+            dir,
+            name,
+            tag: tag.to_owned(),
+            env: vec![
+                ("DK_SITE".into(), self.name.to_owned()),
+                ("DK_TAG".into(), tag.to_owned()),
+                ("DK_RELEASE".into(), path(release)),
+                ("DK_PREVIOUS".into(), previous.map(path).unwrap_or_default()),
+                ("DK_REQUEST_ID".into(), self.req.request_id.clone()),
+                ("DK_USER".into(), self.req.user.clone()),
+            ],
+            timeout: self.site.step_timeout,
+            user,
+        })
+    }
+
+    /// Runs a hook step; `true` if it succeeded or was skipped.
+    async fn run_hook(&self, out: &mut Outcome, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> bool {
+        self.reporter.started(name).await;
+        let t0 = Instant::now();
+        let ran = match self.hook(name, tag, release, previous) {
+            Some(spec) => hooks::run(&spec).await,
+            None => None,
+        };
+        let r = match ran {
+            None => StepResult { step: name.into(), state: StepState::Skipped, exit_code: None, duration_ms: ms(t0), stdout: String::new(), stderr: String::new(), error: None },
+            Some(run) => StepResult {
+                step: name.into(),
+                state: if run.ok() { StepState::Ok } else { StepState::Failed },
+                exit_code: run.exit_code,
+                duration_ms: run.duration.as_millis() as u64,
+                error: (!run.ok()).then(|| format!("{name} {}", run.why())),
+                stdout: run.stdout,
+                stderr: run.stderr,
+            },
+        };
+        self.finish(out, r).await
+    }
+
+    async fn finish(&self, out: &mut Outcome, r: StepResult) -> bool {
+        self.reporter.finished(&r).await;
+        let ok = r.state != StepState::Failed;
+        if !ok && out.error.is_none() {
+            out.error = r.error.clone();
+        }
+        out.steps.push(r);
+        ok
+    }
+
+    async fn internal(&self, out: &mut Outcome, step: &str, t0: Instant, res: Result<(), String>) -> bool {
+        let r = StepResult {
+            step: step.into(),
+            state: if res.is_ok() { StepState::Ok } else { StepState::Failed },
+            exit_code: None,
+            duration_ms: ms(t0),
+            stdout: String::new(),
+            stderr: String::new(),
+            error: res.err().map(|e| format!("{step}: {e}")),
+        };
+        self.finish(out, r).await
+    }
+
+    fn lock_info(&self, action: &str, previous: Option<String>) -> LockInfo {
+        let now = releases::now();
+        // A bound on the whole pipeline: four hooks or checkouts, plus slack.
+        let lease = self.site.step_timeout.saturating_mul(4) + Duration::from_secs(60);
+        LockInfo {
+            request_id: self.req.request_id.clone(),
+            user: self.req.user.clone(),
+            action: action.into(),
+            pid: std::process::id(),
+            acquired_at: now,
+            expires_at: now + lease.as_secs(),
+            release: None,
+            previous,
+            phase: Phase::Preparing,
+            created: false,
+        }
+    }
+}
+
+fn ms(t0: Instant) -> u64 {
+    t0.elapsed().as_millis() as u64
+}
+
+fn state_dir(site: &SiteConfig) -> PathBuf {
+    Journal::state_dir(&site.releases)
+}
+
+/// Takes the site's lock, first recovering from a crashed owner if there was one.
+fn lock(site: &SiteConfig, info: LockInfo) -> Result<SiteLock, Refusal> {
+    Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+    let (lock, stale) = SiteLock::acquire(&state_dir(site), info)?;
+    if let Some(stale) = stale {
+        tracing::warn!(request = %stale.request_id, "taking over a stale site lock: recovering first");
+        recover_from(site, &stale);
+    }
+    Ok(lock)
+}
+
+/// Puts a site back on a complete release after a deploy that died (agent killed,
+/// machine rebooted): see the module doc of `lock`.
+pub fn recover_from(site: &SiteConfig, stale: &LockInfo) {
+    let Ok(mut journal) = Journal::open(&site.releases) else { return };
+    if let Some(rel) = &stale.release {
+        if stale.phase < Phase::Linked {
+            // Not every link was swapped: put every link back on the previous release.
+            let touched = site.links.iter().any(|l| releases::release_of(site, &l.target).as_deref() == Some(rel.as_str()));
+            if touched {
+                if let Some(prev) = &stale.previous {
+                    if let Err(e) = releases::swap(site, prev) {
+                        tracing::error!(error = %e, "recovery: could not put the previous release back");
+                    }
+                }
+            }
+            if stale.created && releases::live(site).as_deref() != Some(rel.as_str()) {
+                let _ = std::fs::remove_dir_all(site.releases.join(rel));
+                let _ = journal.forget(rel);
+            }
+        } else if journal.get(rel).is_some_and(|r| r.state == ReleaseState::Building) {
+            let _ = journal.set_state(rel, ReleaseState::Unverified);
+        }
+    }
+    remove_temps(site);
+}
+
+/// Removes `.tmp-*` checkouts left in the releases dir.
+pub fn remove_temps(site: &SiteConfig) {
+    if let Ok(rd) = std::fs::read_dir(&site.releases) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// On agent start: recover every site whose lock was left by a dead process.
+pub fn recover_site(site: &SiteConfig) {
+    let dir = state_dir(site);
+    if let Ok(Some(info)) = super::lock::read(&dir) {
+        if super::lock::is_stale(&info, releases::now()) || info.pid == std::process::id() {
+            tracing::warn!(request = %info.request_id, user = %info.user, "found the lock of an interrupted deploy: recovering");
+            recover_from(site, &info);
+            let _ = SiteLock::clear_stale(&dir, &info.request_id);
+        }
+    } else {
+        remove_temps(site);
+    }
+}
+
+/// Checks the tag out into `RELEASES/DIR` through a temp directory.
+fn checkout(site: &SiteConfig, commit: git2::Oid, dir: &str) -> Result<(), String> {
+    let repo = git2::Repository::open(&site.repo).map_err(|e| format!("{}: {}", site.repo.display(), e.message()))?;
+    let commit = repo.find_commit(commit).map_err(|e| e.message().to_owned())?;
+    let tree = commit.tree().map_err(|e| e.message().to_owned())?;
+    let tmp = site.releases.join(format!(".tmp-{dir}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let fin = site.releases.join(dir);
+    let res = crate::fetch::checkout::export_tree(&repo, &tree, &tmp)
+        .map_err(|e| e.to_string())
+        .and_then(|_| releases::add_user_links(site, &tmp).map_err(|e| e.to_string()))
+        .and_then(|_| {
+            if fin.exists() {
+                std::fs::remove_dir_all(&fin).map_err(|e| format!("{}: {e}", fin.display()))?;
+            }
+            std::fs::rename(&tmp, &fin).map_err(|e| format!("{}: {e}", fin.display()))
+        });
+    if res.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    res
+}
+
+/// Deploys `tag` (validated by the caller's `resolve`).
+pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, Refusal> {
+    let site = ctx.site;
+    let tag = resolved.name.clone();
+    let dir = releases::dir_name(&site.repo_name, &tag).ok_or_else(|| Refusal::Other(format!("tag {tag:?} cannot name a release directory")))?;
+    let live = releases::live(site);
+    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
+    if live.as_deref() == Some(dir.as_str()) {
+        let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+        if journal.get(&dir).is_some_and(|r| r.state == ReleaseState::Good && r.commit == resolved.commit.to_string()) {
+            out.ok = true;
+            out.unchanged = true;
+            out.live = live;
+            return Ok(out);
+        }
+        return Err(Refusal::Other(format!("{dir} is live but {tag} now points elsewhere; deploy another tag first, or roll back")));
+    }
+    releases::preflight(site).map_err(|e| Refusal::Other(e.to_string()))?;
+    let mut lock = lock(site, ctx.lock_info("deploy", live.clone()))?;
+    let prev = live.as_deref();
+
+    if !ctx.run_hook(&mut out, "pre-deploy", &tag, &dir, prev).await {
+        return finish(lock, out, site).await;
+    }
+
+    ctx.reporter.started("checkout").await;
+    let t0 = Instant::now();
+    let _ = lock.update(|i| {
+        i.release = Some(dir.clone());
+        i.created = true;
+    });
+    let mut journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+    let _ = journal.put(Release { dir: dir.clone(), tag: tag.clone(), commit: resolved.commit.to_string(), state: ReleaseState::Building, at: releases::now(), request_id: ctx.req.request_id.clone(), user: ctx.req.user.clone() });
+    let (s, d, c) = (site.clone(), dir.clone(), resolved.commit);
+    let res = tokio::time::timeout(site.step_timeout, tokio::task::spawn_blocking(move || checkout(&s, c, &d)))
+        .await
+        .map_err(|_| format!("timed out after {:?}", site.step_timeout))
+        .and_then(|j| j.map_err(|e| e.to_string()))
+        .and_then(|r| r);
+    if !ctx.internal(&mut out, "checkout", t0, res).await {
+        discard(site, &mut journal, &dir);
+        return finish(lock, out, site).await;
+    }
+
+    if !ctx.run_hook(&mut out, "pre-link", &tag, &dir, prev).await {
+        discard(site, &mut journal, &dir);
+        return finish(lock, out, site).await;
+    }
+
+    ctx.reporter.started("link").await;
+    let t0 = Instant::now();
+    let _ = lock.update(|i| i.phase = Phase::Linking);
+    let res = releases::swap(site, &dir).map_err(|e| e.to_string());
+    if res.is_err() {
+        if let Some(p) = prev {
+            let _ = releases::swap(site, p);
+        }
+    }
+    if !ctx.internal(&mut out, "link", t0, res).await {
+        discard(site, &mut journal, &dir);
+        return finish(lock, out, site).await;
+    }
+    let _ = lock.update(|i| i.phase = Phase::Linked);
+    let _ = journal.set_state(&dir, ReleaseState::Unverified);
+    out.live = Some(dir.clone());
+
+    if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev).await {
+        let _ = journal.set_state(&dir, ReleaseState::Good);
+        out.ok = true;
+        out.removed = journal.cleanup(site.keep_releases, Some(&dir)).unwrap_or_default();
+    } else if site.rollback_on_post_failure {
+        if let Some(p) = prev {
+            if releases::swap(site, p).is_ok() {
+                out.live = Some(p.to_owned());
+                discard(site, &mut journal, &dir);
+                out.error = out.error.map(|e| format!("{e}; previous release {p} put back (rollback_on_post_failure)"));
+            }
+        }
+    }
+    finish(lock, out, site).await
+}
+
+fn discard(site: &SiteConfig, journal: &mut Journal, dir: &str) {
+    if releases::live(site).as_deref() != Some(dir) {
+        let _ = std::fs::remove_dir_all(site.releases.join(dir));
+        let _ = journal.forget(dir);
+    }
+    remove_temps(site);
+}
+
+async fn finish(lock: SiteLock, out: Outcome, _site: &SiteConfig) -> Result<Outcome, Refusal> {
+    if let Err(e) = lock.release() {
+        tracing::error!(error = %e, "site lock not released");
+    }
+    Ok(out)
+}
+
+/// Rolls back to the newest good release other than the live one.
+pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
+    let site = ctx.site;
+    let live = releases::live(site);
+    let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+    let target = journal.previous_good(live.as_deref()).cloned().ok_or_else(|| Refusal::Other("no previous good release to roll back to".into()))?;
+    releases::preflight(site).map_err(|e| Refusal::Other(e.to_string()))?;
+    let mut lock = lock(site, ctx.lock_info("rollback", live.clone()))?;
+    let _ = lock.update(|i| i.release = Some(target.dir.clone()));
+    let mut journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+    let prev = live.as_deref();
+    let tag = target.tag.clone();
+    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
+    if !ctx.run_hook(&mut out, "pre-deploy", &tag, &target.dir, prev).await || !ctx.run_hook(&mut out, "pre-link", &tag, &target.dir, prev).await {
+        return finish(lock, out, site).await;
+    }
+    ctx.reporter.started("link").await;
+    let t0 = Instant::now();
+    let _ = lock.update(|i| i.phase = Phase::Linking);
+    let res = releases::swap(site, &target.dir).map_err(|e| e.to_string());
+    if res.is_err() {
+        if let Some(p) = prev {
+            let _ = releases::swap(site, p);
+        }
+    }
+    if !ctx.internal(&mut out, "link", t0, res).await {
+        return finish(lock, out, site).await;
+    }
+    let _ = lock.update(|i| i.phase = Phase::Linked);
+    out.live = Some(target.dir.clone());
+    if let Some(p) = prev {
+        // The release rolled back from no longer counts as good.
+        let _ = journal.set_state(p, ReleaseState::RolledBack);
+    }
+    if ctx.run_hook(&mut out, "post-deploy", &tag, &target.dir, prev).await {
+        out.ok = true;
+        out.removed = journal.cleanup(site.keep_releases, Some(&target.dir)).unwrap_or_default();
+    }
+    finish(lock, out, site).await
+}

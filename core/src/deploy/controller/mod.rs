@@ -1,0 +1,489 @@
+//! dk-deploy's library (and dk-web's): signed requests to agents, replies
+//! routed by request id, discovery within a window, and canary-first rollouts.
+//!
+//! - [`plan`]: canary and batch sizes.
+
+pub mod plan;
+
+use super::agent::report::StepResult;
+use super::agent::repo::TagList;
+use super::agent::steps::Outcome;
+use super::keys::{SecretKey, SIGNATURE_HEADER, SIGNER_HEADER};
+use crate::message::{decode, encode, AgentAnnounce, DeployAction, DeployReply, DeployRequest, Destinations, Filters, Message, StepState, Wire};
+use crate::stomp::{Client, Headers, SendOptions, SubscribeOptions};
+use plan::BatchSize;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// A controller failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The bus failed.
+    #[error("bus: {0}")]
+    Bus(#[from] crate::stomp::Error),
+    /// The request could not be encoded.
+    #[error("encoding the request: {0}")]
+    Encode(#[from] crate::message::MessageError),
+    /// Nothing was selected.
+    #[error("no server answered for site {site} with these filters within {window:?}")]
+    NoServers {
+        /// The site.
+        site: String,
+        /// The discovery window.
+        window: Duration,
+    },
+    /// The request is not acceptable (bad tag, bad filter, …).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How the controller signs and where it talks.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Where requests go and agents announce.
+    pub destinations: Destinations,
+    /// Replies come here (one queue per controller); default `/queue/deploykit.reply.UUID`.
+    pub reply_to: Option<String>,
+    /// Who is asking (for the agents' audit and event lines).
+    pub user: String,
+    /// The signing key (`None` only for agents with `allow_unsigned`).
+    pub key: Option<SecretKey>,
+    /// How long a request stays valid.
+    pub validity: Duration,
+}
+
+impl ControllerConfig {
+    /// A configuration for `user` signing with `key`.
+    pub fn new(user: impl Into<String>, key: Option<SecretKey>) -> ControllerConfig {
+        ControllerConfig { destinations: Destinations::default(), reply_to: None, user: user.into(), key, validity: Duration::from_secs(900) }
+    }
+}
+
+/// How long to gather answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Stop after this long.
+    pub timeout: Duration,
+    /// Stop early once this many servers answered.
+    pub expect: Option<usize>,
+}
+
+impl Default for Window {
+    fn default() -> Window {
+        Window { timeout: Duration::from_secs(2), expect: None }
+    }
+}
+
+type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<DeployReply>>>>;
+
+/// Talks to agents.
+pub struct Controller {
+    client: Client,
+    config: ControllerConfig,
+    reply_to: String,
+    routes: Routes,
+    router: tokio::task::JoinHandle<()>,
+}
+
+/// Replies to one request, as they arrive.
+pub struct Pending {
+    /// The request id.
+    pub request_id: String,
+    rx: mpsc::UnboundedReceiver<DeployReply>,
+    routes: Routes,
+}
+
+impl Pending {
+    /// The next reply, or `None` when `deadline` passes.
+    pub async fn next(&mut self, deadline: Instant) -> Option<DeployReply> {
+        tokio::time::timeout_at(deadline.into(), self.rx.recv()).await.ok().flatten()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.request_id);
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.router.abort();
+    }
+}
+
+/// One server's result in a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeResult {
+    /// Identity.
+    pub node: String,
+    /// How it ended.
+    pub state: NodeState,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepResult>,
+    /// Release live afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
+    /// Release live before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Milliseconds from its batch's request to its final reply.
+    #[serde(default)]
+    pub elapsed_ms: u64,
+}
+
+/// The end state of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeState {
+    /// Deployed (or already on the tag).
+    Ok,
+    /// A step failed.
+    Failed,
+    /// The agent refused (signature, policy, lock, tag).
+    Refused,
+    /// No final reply within the timeout.
+    NoAnswer,
+    /// Never started: the rollout stopped first.
+    NotStarted,
+}
+
+impl NodeState {
+    /// Whether this counts as a failure.
+    pub fn failed(self) -> bool {
+        !matches!(self, NodeState::Ok)
+    }
+}
+
+/// What to roll out.
+#[derive(Debug, Clone)]
+pub struct RolloutSpec {
+    /// Deploy or rollback.
+    pub action: DeployAction,
+    /// The site.
+    pub site: String,
+    /// The tag (deploy).
+    pub tag: Option<String>,
+    /// Which servers.
+    pub filters: Filters,
+    /// Servers deployed first, alone; any canary failure stops the rollout.
+    pub canary: usize,
+    /// Servers per batch after the canary.
+    pub batch: BatchSize,
+    /// Failures tolerated before no further batch starts.
+    pub max_failures: usize,
+    /// How long a server may take (from its batch's start) before it counts as failed.
+    pub timeout: Duration,
+    /// Discovery.
+    pub discovery: Window,
+}
+
+/// Progress of a rollout, for live views.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum RolloutEvent {
+    /// The plan: batches in order (the first is the canary when `canary > 0`).
+    Planned {
+        /// Batches of identities.
+        batches: Vec<Vec<String>>,
+    },
+    /// A batch's request went out.
+    BatchStarted {
+        /// Its index.
+        index: usize,
+        /// Its servers.
+        nodes: Vec<String>,
+        /// The request id.
+        request_id: String,
+    },
+    /// A step reply from a server.
+    Step {
+        /// The reply.
+        reply: DeployReply,
+    },
+    /// A server finished.
+    NodeDone {
+        /// Its result.
+        result: NodeResult,
+    },
+    /// No further batch will start.
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole result of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutReport {
+    /// The action.
+    pub action: DeployAction,
+    /// The site.
+    pub site: String,
+    /// The tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Every selected server, in plan order.
+    pub nodes: Vec<NodeResult>,
+    /// Why the rollout stopped early, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// The request ids sent, one per batch.
+    pub request_ids: Vec<String>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl RolloutReport {
+    /// Whether every selected server succeeded.
+    pub fn ok(&self) -> bool {
+        !self.nodes.is_empty() && self.nodes.iter().all(|n| n.state == NodeState::Ok)
+    }
+}
+
+/// Per server, the tags and branches it holds (the `tags` action's answers).
+pub type TagAnswers = BTreeMap<String, TagList>;
+
+impl Controller {
+    /// Subscribes to the reply queue and starts routing replies.
+    pub async fn new(client: Client, config: ControllerConfig) -> Result<Controller, ControlError> {
+        let reply_to = config.reply_to.clone().unwrap_or_else(|| format!("/queue/deploykit.reply.{}", uuid::Uuid::new_v4()));
+        let mut headers = Headers::new();
+        // RabbitMQ: remove the reply queue when we go.
+        headers.push("auto-delete", "true");
+        headers.push("durable", "false");
+        let mut sub = client.subscribe(&reply_to, SubscribeOptions { headers, ..SubscribeOptions::default() }).await?;
+        let routes: Routes = Arc::default();
+        let r = routes.clone();
+        let router = tokio::spawn(async move {
+            while let Some(m) = sub.recv().await {
+                match decode(&m.destination, &m.headers, &m.body) {
+                    Ok(Message::DeployReply(reply)) => {
+                        let tx = r.lock().unwrap_or_else(|p| p.into_inner()).get(&reply.request_id).cloned();
+                        match tx {
+                            Some(tx) => {
+                                let _ = tx.send(reply);
+                            }
+                            None => tracing::debug!(request = %reply.request_id, "late or foreign reply dropped"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "unreadable reply dropped"),
+                }
+            }
+        });
+        Ok(Controller { client, config, reply_to, routes, router })
+    }
+
+    /// The client underneath.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The user requests are sent as.
+    pub fn user(&self) -> &str {
+        &self.config.user
+    }
+
+    /// The public key requests are signed with.
+    pub fn public_key(&self) -> Option<String> {
+        self.config.key.as_ref().map(|k| k.public().to_string())
+    }
+
+    /// A request ready to send (fresh UUID, validity window, reply queue).
+    pub fn request(&self, action: DeployAction, site: Option<&str>, tag: Option<&str>, filters: Filters) -> DeployRequest {
+        let now = super::agent::releases::now();
+        DeployRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            action,
+            site: site.map(str::to_owned),
+            tag: tag.map(str::to_owned),
+            user: self.config.user.clone(),
+            filters,
+            issued_at: now,
+            expires_at: now + self.config.validity.as_secs(),
+            reply_to: Some(self.reply_to.clone()),
+            correlation_id: None,
+            dry_run: false,
+            limit: None,
+        }
+    }
+
+    /// Signs and sends `req`; replies arrive on the returned [`Pending`].
+    pub async fn send(&self, req: &DeployRequest) -> Result<Pending, ControlError> {
+        let out = encode(req, Wire::Json)?;
+        let mut headers = out.headers;
+        if let Some(key) = &self.config.key {
+            headers.push(SIGNER_HEADER, key.public().to_string());
+            headers.push(SIGNATURE_HEADER, key.sign(&out.body));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(req.request_id.clone(), tx);
+        let pending = Pending { request_id: req.request_id.clone(), rx, routes: self.routes.clone() };
+        self.client.send_with(&self.config.destinations.deploy, out.body, SendOptions { headers, receipt: true, ..SendOptions::default() }).await?;
+        Ok(pending)
+    }
+
+    /// Sends `req` and gathers final replies within `window` (one per server).
+    pub async fn gather(&self, req: &DeployRequest, window: Window) -> Result<Vec<DeployReply>, ControlError> {
+        let mut pending = self.send(req).await?;
+        let deadline = Instant::now() + window.timeout;
+        let mut out: Vec<DeployReply> = Vec::new();
+        while let Some(r) = pending.next(deadline).await {
+            if r.is_final && !out.iter().any(|o| o.node == r.node) {
+                out.push(r);
+                if window.expect.is_some_and(|n| out.len() >= n) {
+                    break;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(out)
+    }
+
+    /// Servers matching `filters`, with their announcements.
+    pub async fn discover(&self, filters: Filters, window: Window) -> Result<Vec<(DeployReply, Option<AgentAnnounce>)>, ControlError> {
+        let req = self.request(DeployAction::Discover, None, None, filters);
+        let replies = self.gather(&req, window).await?;
+        Ok(replies.into_iter().map(|r| {
+            let a = serde_json::from_value(r.data.clone()).ok();
+            (r, a)
+        }).collect())
+    }
+
+    /// Tags and branches per server for `site`.
+    pub async fn tags(&self, site: &str, filters: Filters, limit: usize, window: Window) -> Result<Vec<DeployReply>, ControlError> {
+        let mut req = self.request(DeployAction::Tags, Some(site), None, filters);
+        req.limit = Some(limit);
+        self.gather(&req, window).await
+    }
+
+    /// Status (live release, lock, journal) per server for `site`.
+    pub async fn status(&self, site: &str, filters: Filters, window: Window) -> Result<Vec<DeployReply>, ControlError> {
+        let req = self.request(DeployAction::Status, Some(site), None, filters);
+        self.gather(&req, window).await
+    }
+
+    /// A dry run: per server, what is live and the commit log up to `tag`; nothing changes.
+    pub async fn dry_run(&self, site: &str, tag: &str, filters: Filters, window: Window) -> Result<Vec<DeployReply>, ControlError> {
+        super::agent::repo::validate_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let mut req = self.request(DeployAction::Deploy, Some(site), Some(tag), filters);
+        req.dry_run = true;
+        self.gather(&req, window).await
+    }
+
+    /// The servers of `site` selected by `filters`, in a stable order.
+    pub async fn select(&self, site: &str, filters: &Filters, window: Window) -> Result<Vec<String>, ControlError> {
+        let found = self.discover(filters.clone(), window).await?;
+        let mut nodes: Vec<String> = found
+            .into_iter()
+            .filter(|(_, a)| a.as_ref().is_some_and(|a| a.sites.iter().any(|s| s.name == site)))
+            .map(|(r, _)| r.node)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        Ok(nodes)
+    }
+
+    /// Runs a canary-first rollout. Progress goes to `events`; setting `stop`
+    /// to true stops scheduling further batches (running ones finish).
+    pub async fn rollout(&self, spec: &RolloutSpec, events: mpsc::UnboundedSender<RolloutEvent>, mut stop: watch::Receiver<bool>) -> Result<RolloutReport, ControlError> {
+        let t0 = Instant::now();
+        if let Some(tag) = &spec.tag {
+            super::agent::repo::validate_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        }
+        super::filters::validate(&spec.filters).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let nodes = self.select(&spec.site, &spec.filters, spec.discovery).await?;
+        if nodes.is_empty() {
+            return Err(ControlError::NoServers { site: spec.site.clone(), window: spec.discovery.timeout });
+        }
+        let batches = plan::batches(&nodes, spec.canary, spec.batch);
+        let _ = events.send(RolloutEvent::Planned { batches: batches.clone() });
+        let mut results: Vec<NodeResult> = Vec::new();
+        let mut request_ids = Vec::new();
+        let mut stopped = None;
+        for (index, batch) in batches.iter().enumerate() {
+            let failures = results.iter().filter(|r| r.state.failed()).count();
+            let reason = if *stop.borrow_and_update() {
+                Some("stopped by the operator".to_owned())
+            } else if index > 0 && spec.canary > 0 && results.iter().take(spec.canary).any(|r| r.state.failed()) {
+                Some("the canary failed".to_owned())
+            } else if failures > spec.max_failures {
+                Some(format!("{failures} failures exceed --max-failures {}", spec.max_failures))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
+                stopped = Some(reason);
+                for rest in &batches[index..] {
+                    for node in rest {
+                        let r = NodeResult { node: node.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0 };
+                        let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
+                        results.push(r);
+                    }
+                }
+                break;
+            }
+            let filters = Filters { identity: batch.clone(), ..Filters::default() };
+            let req = self.request(spec.action, Some(&spec.site), spec.tag.as_deref(), filters);
+            request_ids.push(req.request_id.clone());
+            let started = Instant::now();
+            let mut pending = self.send(&req).await?;
+            let _ = events.send(RolloutEvent::BatchStarted { index, nodes: batch.clone(), request_id: req.request_id.clone() });
+            let deadline = started + spec.timeout;
+            let mut done: BTreeMap<String, NodeResult> = BTreeMap::new();
+            while done.len() < batch.len() {
+                let Some(reply) = pending.next(deadline).await else { break };
+                if !batch.contains(&reply.node) || done.contains_key(&reply.node) {
+                    continue;
+                }
+                if !reply.is_final {
+                    let _ = events.send(RolloutEvent::Step { reply });
+                    continue;
+                }
+                let outcome: Option<Outcome> = serde_json::from_value(reply.data.clone()).ok();
+                let state = match reply.state {
+                    StepState::Ok => NodeState::Ok,
+                    StepState::Refused => NodeState::Refused,
+                    _ => NodeState::Failed,
+                };
+                let r = NodeResult {
+                    node: reply.node.clone(),
+                    state,
+                    error: reply.error.clone(),
+                    steps: outcome.as_ref().map(|o| o.steps.clone()).unwrap_or_default(),
+                    live: outcome.as_ref().and_then(|o| o.live.clone()),
+                    previous: outcome.as_ref().and_then(|o| o.previous.clone()),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                };
+                let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
+                done.insert(reply.node.clone(), r);
+            }
+            for node in batch {
+                let r = done.remove(node).unwrap_or_else(|| {
+                    let r = NodeResult {
+                        node: node.clone(),
+                        state: NodeState::NoAnswer,
+                        error: Some(format!("no final answer within {:?}", spec.timeout)),
+                        steps: vec![],
+                        live: None,
+                        previous: None,
+                        elapsed_ms: started.elapsed().as_millis() as u64,
+                    };
+                    let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
+                    r
+                });
+                results.push(r);
+            }
+        }
+        Ok(RolloutReport { action: spec.action, site: spec.site.clone(), tag: spec.tag.clone(), nodes: results, stopped, request_ids, duration_ms: t0.elapsed().as_millis() as u64 })
+    }
+}

@@ -1,0 +1,16 @@
+//! Deploys: the agent on each server, the controller that drives a rollout,
+//! and what both share (keys and signatures, filters, the replay cache, the audit log).
+//!
+//! - [`keys`]: Ed25519 keys (PKCS#8 PEM files) and request signatures.
+//! - [`filters`]: MCollective-style selection (identity, class, fact).
+//! - [`replay`]: the agents' bounded, persisted replay cache.
+//! - [`agent`]: dk-agent (config, hooks, releases, locks, pipelines).
+//! - [`controller`]: dk-deploy's and dk-web's library (discover, tags, rollouts).
+//! - [`audit`]: the operator-side audit log.
+
+pub mod agent;
+pub mod audit;
+pub mod controller;
+pub mod filters;
+pub mod keys;
+pub mod replay;
