@@ -14,41 +14,41 @@ pub const DEFAULT_BROKER: &str = "stomp://127.0.0.1:61613";
 pub struct BrokerArgs {
     /// Broker URL: stomp://[user[:pass]@]host:port, stomp+ssl://…, or failover:(url,url)?options.
     /// Prefer DK_BROKER_URL for URLs with a password: argv is visible to every local user.
-    #[arg(long, env = "DK_BROKER_URL", default_value = DEFAULT_BROKER, hide_env_values = true)]
+    #[arg(global = true, long, env = "DK_BROKER_URL", default_value = DEFAULT_BROKER, hide_env_values = true)]
     pub broker: String,
     /// Virtual host for the STOMP `host` header (RabbitMQ: `/`).
-    #[arg(long, default_value = "/")]
+    #[arg(global = true, long, default_value = "/")]
     pub vhost: String,
     /// Login (overrides the URL's).
-    #[arg(long, env = "DK_BROKER_LOGIN")]
+    #[arg(global = true, long, env = "DK_BROKER_LOGIN")]
     pub login: Option<String>,
     /// File holding the passcode (first line); never pass secrets on the command line.
-    #[arg(long, value_name = "FILE")]
+    #[arg(global = true, long, value_name = "FILE")]
     pub passcode_file: Option<PathBuf>,
     /// Heart-beat interval in milliseconds, both ways (0 disables; emulated if the broker offers none).
-    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    #[arg(global = true, long, default_value_t = 10_000, value_name = "MS")]
     pub heartbeat: u64,
     /// Keep idle paths open the original way: SEND a single newline to this destination
     /// instead of writing bare EOL heart-beats (for brokers that reject EOLs).
-    #[arg(long, value_name = "DEST")]
+    #[arg(global = true, long, value_name = "DEST")]
     pub keepalive_destination: Option<String>,
     /// Highest STOMP version to offer (1.0, 1.1 or 1.2).
-    #[arg(long, default_value = "1.2", value_parser = parse_version)]
+    #[arg(global = true, long, default_value = "1.2", value_parser = parse_version)]
     pub stomp_version: Version,
     /// PEM file of CA certificates for stomp+ssl:// (default: the system's).
-    #[arg(long, value_name = "FILE")]
+    #[arg(global = true, long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// PEM client certificate for stomp+ssl://.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(global = true, long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the client certificate.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(global = true, long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Seconds to wait for CONNECTED and for receipts.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub timeout: f64,
+    #[arg(global = true, long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
     /// Connection attempts before giving up at start-up (0 = keep trying).
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(global = true, long, default_value_t = 3, value_name = "N")]
     pub connect_attempts: u32,
 }
 
@@ -58,6 +58,38 @@ fn parse_version(s: &str) -> Result<Version, String> {
 }
 
 impl BrokerArgs {
+    /// Whether `--broker` (or DK_BROKER_URL) was given, i.e. overrides a config file's broker.
+    pub fn overridden(&self) -> bool {
+        std::env::args().any(|a| a == "--broker" || a.starts_with("--broker="))
+            || std::env::var_os("DK_BROKER_URL").is_some()
+            || self.broker != DEFAULT_BROKER
+    }
+
+    /// Takes a config file's broker settings unless `--broker` / DK_BROKER_URL was given.
+    pub fn apply_config(
+        &mut self,
+        url: Option<&str>,
+        vhost: Option<&str>,
+        login: Option<&str>,
+        passcode_file: Option<&std::path::Path>,
+    ) {
+        if self.overridden() {
+            return;
+        }
+        if let Some(u) = url {
+            self.broker = u.to_owned();
+        }
+        if let Some(v) = vhost {
+            self.vhost = v.to_owned();
+        }
+        if self.login.is_none() {
+            self.login = login.map(str::to_owned);
+        }
+        if self.passcode_file.is_none() {
+            self.passcode_file = passcode_file.map(ToOwned::to_owned);
+        }
+    }
+
     /// Builds the client configuration these options describe.
     pub fn client_config(&self) -> Result<ClientConfig> {
         let mut config = ClientConfig::new(&self.broker).context("bad --broker / DK_BROKER_URL")?;
@@ -66,25 +98,40 @@ impl BrokerArgs {
             config.handshake.login = Some(login.clone());
         }
         if let Some(file) = &self.passcode_file {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading passcode file {}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading passcode file {}", file.display()))?;
             let pass = text.lines().next().unwrap_or_default().to_owned();
             config.handshake.passcode = Some(deploykit::stomp::url::Secret::new(pass));
         } else if let Ok(pass) = std::env::var("DK_BROKER_PASSCODE") {
             config.handshake.passcode = Some(deploykit::stomp::url::Secret::new(pass));
         }
-        config.handshake.heartbeat = if self.heartbeat == 0 { HeartbeatConfig::off() } else { HeartbeatConfig::every(Duration::from_millis(self.heartbeat)) };
+        config.handshake.heartbeat = if self.heartbeat == 0 {
+            HeartbeatConfig::off()
+        } else {
+            HeartbeatConfig::every(Duration::from_millis(self.heartbeat))
+        };
         if let Some(dest) = &self.keepalive_destination {
             config.handshake.heartbeat.wire = deploykit::stomp::KeepaliveWire::SendTo(dest.clone());
         }
-        config.handshake.versions = Version::ALL.iter().copied().filter(|v| *v <= self.stomp_version).collect();
-        config.handshake.tls = TlsConfig { ca_file: self.tls_ca.clone(), client_cert: self.tls_cert.clone(), client_key: self.tls_key.clone(), ..TlsConfig::default() };
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            anyhow::bail!("--timeout must be a positive number of seconds");
+        config.handshake.versions = Version::ALL
+            .iter()
+            .copied()
+            .filter(|v| *v <= self.stomp_version)
+            .collect();
+        config.handshake.tls = TlsConfig {
+            ca_file: self.tls_ca.clone(),
+            client_cert: self.tls_cert.clone(),
+            client_key: self.tls_key.clone(),
+            ..TlsConfig::default()
+        };
+        if !(self.connect_timeout.is_finite() && self.connect_timeout > 0.0) {
+            anyhow::bail!("--connect-timeout must be a positive number of seconds");
         }
-        let timeout = Duration::from_secs_f64(self.timeout);
+        let timeout = Duration::from_secs_f64(self.connect_timeout);
         config.handshake.timeout = timeout;
         config.receipt_timeout = timeout;
-        if config.url.options.startup_max_reconnect_attempts.is_none() && self.connect_attempts > 0 {
+        if config.url.options.startup_max_reconnect_attempts.is_none() && self.connect_attempts > 0
+        {
             config.url.options.startup_max_reconnect_attempts = Some(self.connect_attempts);
         }
         Ok(config)
@@ -98,6 +145,11 @@ pub fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

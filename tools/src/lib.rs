@@ -2,3 +2,4 @@
 //! Everything else lives in the `deploykit` core crate.
 
 pub mod cli;
+pub mod deploy_view;

@@ -46,19 +46,35 @@ pub fn matches(filters: &Filters, who: Candidate<'_>) -> Result<bool, FilterErro
             return Ok(false);
         }
     }
-    if !filters.class.iter().all(|c| who.classes.iter().any(|have| have == c)) {
+    if !filters
+        .class
+        .iter()
+        .all(|c| who.classes.iter().any(|have| have == c))
+    {
         return Ok(false);
     }
-    Ok(filters.fact.iter().all(|(k, v)| who.facts.get(k) == Some(v)))
+    Ok(filters
+        .fact
+        .iter()
+        .all(|(k, v)| who.facts.get(k) == Some(v)))
 }
 
 fn identity_matches(filter: &str, identity: &str) -> Result<bool, FilterError> {
     match filter.strip_prefix('/').and_then(|f| f.strip_suffix('/')) {
         Some(re) if filter.len() >= 2 => {
-            let re = regex::RegexBuilder::new(re).size_limit(1 << 20).build().map_err(|e| FilterError::Regex {
-                pattern: filter.to_owned(),
-                why: e.to_string().lines().last().unwrap_or("invalid").trim().to_owned(),
-            })?;
+            let re = regex::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| FilterError::Regex {
+                    pattern: filter.to_owned(),
+                    why: e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("invalid")
+                        .trim()
+                        .to_owned(),
+                })?;
             Ok(re.is_match(identity))
         }
         _ => Ok(filter == identity),
@@ -74,16 +90,26 @@ pub fn validate(filters: &Filters) -> Result<(), FilterError> {
 }
 
 /// Builds filters from `-I`, `-C` and `-F key=value` arguments.
-pub fn from_args(identity: &[String], class: &[String], fact: &[String]) -> Result<Filters, FilterError> {
+pub fn from_args(
+    identity: &[String],
+    class: &[String],
+    fact: &[String],
+) -> Result<Filters, FilterError> {
     let mut facts = BTreeMap::new();
     for f in fact {
-        let (k, v) = f.split_once('=').ok_or_else(|| FilterError::Fact(f.clone()))?;
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| FilterError::Fact(f.clone()))?;
         if k.trim().is_empty() {
             return Err(FilterError::Fact(f.clone()));
         }
         facts.insert(k.trim().to_owned(), v.trim().to_owned());
     }
-    let filters = Filters { identity: identity.to_vec(), class: class.to_vec(), fact: facts };
+    let filters = Filters {
+        identity: identity.to_vec(),
+        class: class.to_vec(),
+        fact: facts,
+    };
     validate(&filters)?;
     Ok(filters)
 }
@@ -92,8 +118,16 @@ pub fn from_args(identity: &[String], class: &[String], fact: &[String]) -> Resu
 mod tests {
     use super::*;
 
-    fn who<'a>(id: &'a str, classes: &'a [String], facts: &'a BTreeMap<String, String>) -> Candidate<'a> {
-        Candidate { identity: id, classes, facts }
+    fn who<'a>(
+        id: &'a str,
+        classes: &'a [String],
+        facts: &'a BTreeMap<String, String>,
+    ) -> Candidate<'a> {
+        Candidate {
+            identity: id,
+            classes,
+            facts,
+        }
     }
 
     #[test]
@@ -102,7 +136,12 @@ mod tests {
         let facts: BTreeMap<_, _> = [("sitetype".to_owned(), "live".to_owned())].into();
         let w = who("web01.example", &classes, &facts);
         let f = |i: &[&str], c: &[&str], fa: &[&str]| {
-            from_args(&i.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &c.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &fa.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+            from_args(
+                &i.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                &c.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                &fa.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap()
         };
         assert!(matches(&Filters::default(), w).unwrap());
         assert!(matches(&f(&["web01.example"], &[], &[]), w).unwrap());
@@ -116,7 +155,13 @@ mod tests {
 
     #[test]
     fn bad_filters_are_clear_errors() {
-        assert!(from_args(&["/(/".into()], &[], &[]).unwrap_err().to_string().contains("bad regex"));
-        assert!(from_args(&[], &[], &["novalue".into()]).unwrap_err().to_string().contains("key=value"));
+        assert!(from_args(&["/(/".into()], &[], &[])
+            .unwrap_err()
+            .to_string()
+            .contains("bad regex"));
+        assert!(from_args(&[], &[], &["novalue".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("key=value"));
     }
 }

@@ -18,7 +18,9 @@ pub mod wire;
 
 pub use build::{Build, BuildStatus};
 pub use commit::{Commit, CommitInfo, Source, SvnInfo};
-pub use deploy::{AgentAnnounce, DeployAction, DeployReply, DeployRequest, Filters, SiteStatus, StepState};
+pub use deploy::{
+    AgentAnnounce, DeployAction, DeployReply, DeployRequest, Filters, SiteStatus, StepState,
+};
 pub use event::Event;
 pub use fetch::FetchResult;
 pub use package::{Package, PackageAction};
@@ -75,9 +77,18 @@ impl Kind {
 
     /// Parses a `dk-type` header value.
     pub fn parse(s: &str) -> Option<Kind> {
-        [Kind::Commit, Kind::Build, Kind::Package, Kind::Event, Kind::DeployRequest, Kind::DeployReply, Kind::AgentAnnounce, Kind::Fetch]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Kind::Commit,
+            Kind::Build,
+            Kind::Package,
+            Kind::Event,
+            Kind::DeployRequest,
+            Kind::DeployReply,
+            Kind::AgentAnnounce,
+            Kind::Fetch,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -138,7 +149,10 @@ pub enum MessageError {
 
 /// Seconds since the Unix epoch, for timestamps in messages.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Parses `key: value` lines the way the original receivers did: split at the

@@ -90,7 +90,10 @@ pub async fn open(endpoint: &Endpoint, hs: &Handshake) -> Result<Connection> {
     let fut = open_inner(endpoint, hs, name.clone());
     match tokio::time::timeout(hs.timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(Error::Timeout { what: format!("CONNECTED from {name}"), after: hs.timeout }),
+        Err(_) => Err(Error::Timeout {
+            what: format!("CONNECTED from {name}"),
+            after: hs.timeout,
+        }),
     }
 }
 
@@ -98,7 +101,10 @@ pub async fn open(endpoint: &Endpoint, hs: &Handshake) -> Result<Connection> {
 async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result<Connection> {
     let tcp = TcpStream::connect(endpoint.addr())
         .await
-        .map_err(|source| Error::Connect { endpoint: name.clone(), source })?;
+        .map_err(|source| Error::Connect {
+            endpoint: name.clone(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Transport> = if endpoint.tls {
         let connector = tls::connector(&hs.tls).map_err(|e| with_endpoint(e, &name))?;
@@ -106,7 +112,10 @@ async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result
         let stream = connector
             .connect(server, tcp)
             .await
-            .map_err(|e| Error::Tls { endpoint: name.clone(), why: e.to_string() })?;
+            .map_err(|e| Error::Tls {
+                endpoint: name.clone(),
+                why: e.to_string(),
+            })?;
         Box::new(stream)
     } else {
         Box::new(tcp)
@@ -143,12 +152,22 @@ async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result
         };
         match frame.command {
             Command::Connected => {
-                let version = frame.get("version").and_then(Version::parse).unwrap_or(Version::V1_0);
+                let version = frame
+                    .get("version")
+                    .and_then(Version::parse)
+                    .unwrap_or(Version::V1_0);
                 if !hs.versions.contains(&version) {
-                    return Err(Error::Refused { endpoint: name, message: format!("broker chose STOMP {version}, which we did not offer") });
+                    return Err(Error::Refused {
+                        endpoint: name,
+                        message: format!("broker chose STOMP {version}, which we did not offer"),
+                    });
                 }
                 framed.codec_mut().set_version(version);
-                let server_heartbeat = if version >= Version::V1_1 { frame.get("heart-beat").and_then(heartbeat::parse_header) } else { None };
+                let server_heartbeat = if version >= Version::V1_1 {
+                    frame.get("heart-beat").and_then(heartbeat::parse_header)
+                } else {
+                    None
+                };
                 return Ok(Connection {
                     framed,
                     endpoint: name,
@@ -165,10 +184,16 @@ async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result
                     message.push_str(": ");
                     message.push_str(body.trim());
                 }
-                return Err(Error::Refused { endpoint: name, message });
+                return Err(Error::Refused {
+                    endpoint: name,
+                    message,
+                });
             }
             other => {
-                return Err(Error::Refused { endpoint: name, message: format!("expected CONNECTED, got {other}") });
+                return Err(Error::Refused {
+                    endpoint: name,
+                    message: format!("expected CONNECTED, got {other}"),
+                });
             }
         }
     }
@@ -182,7 +207,10 @@ pub async fn flush(framed: &mut FramedStream) -> Result<(), super::codec::FrameE
 /// Fills in the endpoint on errors raised before it was known.
 fn with_endpoint(e: Error, name: &str) -> Error {
     match e {
-        Error::Tls { endpoint, why } if endpoint.is_empty() => Error::Tls { endpoint: name.to_owned(), why },
+        Error::Tls { endpoint, why } if endpoint.is_empty() => Error::Tls {
+            endpoint: name.to_owned(),
+            why,
+        },
         other => other,
     }
 }

@@ -86,7 +86,13 @@ impl Error {
     /// Whether the connection was already gone or going (closed, given up, receipt
     /// lost, no answer): closing or unsubscribing then has nothing left to undo.
     pub fn is_connection_gone(&self) -> bool {
-        matches!(self, Error::Closed | Error::GaveUp { .. } | Error::ReceiptLost { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Closed
+                | Error::GaveUp { .. }
+                | Error::ReceiptLost { .. }
+                | Error::Timeout { .. }
+        )
     }
 
     /// The error that decided the outcome: for [`Error::GaveUp`], the last
@@ -94,7 +100,9 @@ impl Error {
     /// Bindings map this one to their error kinds.
     pub fn root(&self) -> &Error {
         match self {
-            Error::GaveUp { last: Some(last), .. } => last.root(),
+            Error::GaveUp {
+                last: Some(last), ..
+            } => last.root(),
             other => other,
         }
     }

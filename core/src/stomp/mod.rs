@@ -9,12 +9,14 @@ pub mod heartbeat;
 pub mod tls;
 pub mod url;
 
-
-pub use client::{AckMode, Client, ClientConfig, ClientEvent, Message, SendOptions, State, SubscribeOptions, Subscription, Transaction};
-pub use connection::Handshake;
-pub use heartbeat::{HeartbeatConfig, KeepaliveWire};
-pub use tls::TlsConfig;
+pub use client::{
+    AckMode, Client, ClientConfig, ClientEvent, Message, SendOptions, State, SubscribeOptions,
+    Subscription, Transaction,
+};
 pub use codec::{FrameError, Heartbeat, Incoming, Limits, StompCodec, Version};
+pub use connection::Handshake;
 pub use error::Error;
 pub use frame::{Command, Frame, Headers};
+pub use heartbeat::{HeartbeatConfig, KeepaliveWire};
+pub use tls::TlsConfig;
 pub use url::{BrokerUrl, Endpoint, FailoverOptions};

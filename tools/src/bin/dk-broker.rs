@@ -79,7 +79,8 @@ async fn main() -> Result<()> {
         max_queue_len: args.max_queue_len.max(1),
         ..BrokerConfig::default()
     };
-    let listener = broker::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = broker::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     eprintln!("dk-broker listening on {addr}");
     broker::serve(listener, config, shutdown_signal()).await?;
@@ -88,7 +89,8 @@ async fn main() -> Result<()> {
 
 /// Reads and parses the users file, warning when others can read it.
 fn read_users(path: &PathBuf) -> Result<std::collections::HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read users file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read users file {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -99,9 +101,14 @@ fn read_users(path: &PathBuf) -> Result<std::collections::HashMap<String, String
         }
     }
     match broker::parse_users(&text) {
-        Ok(users) if users.is_empty() => bail!("users file {} has no `login:passcode` line", path.display()),
+        Ok(users) if users.is_empty() => {
+            bail!("users file {} has no `login:passcode` line", path.display())
+        }
         Ok(users) => Ok(users),
-        Err(line) => bail!("users file {}: line {line} is not `login:passcode`", path.display()),
+        Err(line) => bail!(
+            "users file {}: line {line} is not `login:passcode`",
+            path.display()
+        ),
     }
 }
 

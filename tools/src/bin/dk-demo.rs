@@ -43,7 +43,11 @@ struct Cli {
 }
 
 /// The servers: name, mode, extra config.
-const SERVERS: [(&str, &str, &str); 3] = [("server1", "trusting", ""), ("server2", "atomic", "branch = \"master\"\n"), ("server3", "tags", "")];
+const SERVERS: [(&str, &str, &str); 3] = [
+    ("server1", "trusting", ""),
+    ("server2", "atomic", "branch = \"master\"\n"),
+    ("server3", "tags", ""),
+];
 
 /// A temporary directory removed on drop (unless kept).
 struct Tmp {
@@ -64,12 +68,24 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=dk-demo", "-c", "user.email=dk-demo@localhost", "-c", "init.defaultBranch=master", "-c", "advice.detachedHead=false"])
+        .args([
+            "-c",
+            "user.name=dk-demo",
+            "-c",
+            "user.email=dk-demo@localhost",
+            "-c",
+            "init.defaultBranch=master",
+            "-c",
+            "advice.detachedHead=false",
+        ])
         .args(args)
         .output()
         .context("running git (is it installed?)")?;
     if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -87,7 +103,8 @@ struct Hook {
 impl Hook {
     /// The current value of `refname` in the central repo (zeros if absent).
     fn rev(&self, refname: &str) -> String {
-        git(&self.central, &["rev-parse", "-q", "--verify", refname]).unwrap_or_else(|_| deploykit::message::commit::ZERO_REV.to_owned())
+        git(&self.central, &["rev-parse", "-q", "--verify", refname])
+            .unwrap_or_else(|_| deploykit::message::commit::ZERO_REV.to_owned())
     }
 
     /// Pushes `refspec` from `work`, then publishes the Commit of `refname`; returns it and when the push returned.
@@ -97,7 +114,16 @@ impl Hook {
         let pushed = Instant::now();
         let new = self.rev(refname);
         let commits = deploykit::git::read_push(&self.central, &old, &new, refname, 20)?;
-        let commit = Commit { repo: "site".into(), oldrev: old, newrev: new, refname: refname.into(), source: Source::Git, svn: None, commits, correlation_id: None };
+        let commit = Commit {
+            repo: "site".into(),
+            oldrev: old,
+            newrev: new,
+            refname: refname.into(),
+            source: Source::Git,
+            svn: None,
+            commits,
+            correlation_id: None,
+        };
         self.publisher.commit(&commit).await?;
         Ok((commit, pushed))
     }
@@ -116,25 +142,39 @@ struct Server {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let broker = Broker::start(BrokerConfig::default()).await.context("starting the embedded broker")?;
+    let broker = Broker::start(BrokerConfig::default())
+        .await
+        .context("starting the embedded broker")?;
     let url = broker.url();
-    let tmp = Tmp { path: std::env::temp_dir().join(format!("dk-demo-{}", std::process::id())), keep: cli.keep };
+    let tmp = Tmp {
+        path: std::env::temp_dir().join(format!("dk-demo-{}", std::process::id())),
+        keep: cli.keep,
+    };
     std::fs::create_dir_all(&tmp.path)?;
-    println!("dk-demo: embedded broker on {url}; working in {}", tmp.path.display());
+    println!(
+        "dk-demo: embedded broker on {url}; working in {}",
+        tmp.path.display()
+    );
 
     // The central repo and a developer's clone with a first commit.
     let central = tmp.path.join("central/site.git");
     let work = tmp.path.join("developer/site");
     std::fs::create_dir_all(central.parent().unwrap())?;
     git(&tmp.path, &["init", "-q", "--bare", path_str(&central)?])?;
-    git(&tmp.path, &["clone", "-q", path_str(&central)?, path_str(&work)?])?;
+    git(
+        &tmp.path,
+        &["clone", "-q", path_str(&central)?, path_str(&work)?],
+    )?;
     std::fs::write(work.join("index.html"), "<h1>hello</h1>\n")?;
     git(&work, &["add", "index.html"])?;
     git(&work, &["commit", "-q", "-m", "first page"])?;
     git(&work, &["push", "-q", "origin", "HEAD:refs/heads/master"])?;
 
     let hook_client = Client::connect(ClientConfig::new(&url)?).await?;
-    let hook = Hook { central: central.clone(), publisher: Publisher::new(hook_client.clone(), "git-hook") };
+    let hook = Hook {
+        central: central.clone(),
+        publisher: Publisher::new(hook_client.clone(), "git-hook"),
+    };
     println!("dk-demo: publisher for pushes: the post-receive hook's Rust equivalent, in-process (read_push + Publisher)");
 
     // Three servers, each a clone with an in-process fetch daemon.
@@ -142,7 +182,10 @@ async fn main() -> Result<()> {
     for (name, mode, extra) in SERVERS {
         let clone = tmp.path.join(name).join("site");
         let target = tmp.path.join(name).join("www");
-        git(&tmp.path, &["clone", "-q", path_str(&central)?, path_str(&clone)?])?;
+        git(
+            &tmp.path,
+            &["clone", "-q", path_str(&central)?, path_str(&clone)?],
+        )?;
         let toml = format!(
             "node = {name:?}\nreconcile_interval = \"off\"\n[broker]\nurl = {url:?}\n[repos.site]\npath = {:?}\nmode = {mode:?}\ntarget = {:?}\n{extra}",
             path_str(&clone)?,
@@ -151,19 +194,46 @@ async fn main() -> Result<()> {
         let config = FetchConfig::parse(&toml).with_context(|| format!("{name}'s config"))?;
         let client = Client::connect(ClientConfig::new(&url)?).await?;
         let (tx, mut events) = broadcast::channel(256);
-        let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { observer: Some(tx), ..DaemonOptions::default() }).await?;
+        let handle = FetchDaemon::start_with(
+            config,
+            client.clone(),
+            DaemonOptions {
+                observer: Some(tx),
+                ..DaemonOptions::default()
+            },
+        )
+        .await?;
         let first = wait_fetched(&mut events, |r| r.trigger == "startup").await?;
         if !first.ok {
-            bail!("{name}: start-up fetch failed: {}", first.error.unwrap_or_default());
+            bail!(
+                "{name}: start-up fetch failed: {}",
+                first.error.unwrap_or_default()
+            );
         }
-        servers.push(Server { name, mode, target, events, handle, client });
+        servers.push(Server {
+            name,
+            mode,
+            target,
+            events,
+            handle,
+            client,
+        });
     }
-    println!("dk-demo: 3 servers up: {}", servers.iter().map(|s| format!("{} ({})", s.name, s.mode)).collect::<Vec<_>>().join(", "));
+    println!(
+        "dk-demo: 3 servers up: {}",
+        servers
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.mode))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // 1. A commit on master.
     std::fs::write(work.join("index.html"), "<h1>hello, world</h1>\n")?;
     git(&work, &["commit", "-q", "-am", "greet the world"])?;
-    let step = hook.push(&work, "HEAD:refs/heads/master", "refs/heads/master").await?;
+    let step = hook
+        .push(&work, "HEAD:refs/heads/master", "refs/heads/master")
+        .await?;
     report("commit on master", &mut servers, step).await?;
 
     // 2. A new branch.
@@ -171,7 +241,9 @@ async fn main() -> Result<()> {
     std::fs::write(work.join("feature.html"), "<p>new</p>\n")?;
     git(&work, &["add", "feature.html"])?;
     git(&work, &["commit", "-q", "-m", "a feature"])?;
-    let step = hook.push(&work, "HEAD:refs/heads/feature", "refs/heads/feature").await?;
+    let step = hook
+        .push(&work, "HEAD:refs/heads/feature", "refs/heads/feature")
+        .await?;
     report("new branch feature", &mut servers, step).await?;
 
     // 3. A tag.
@@ -180,10 +252,23 @@ async fn main() -> Result<()> {
     report("tag v1.0", &mut servers, step).await?;
 
     for s in &servers {
-        let entries: Vec<String> = std::fs::read_dir(s.target.parent().unwrap())?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("www")).collect();
+        let entries: Vec<String> = std::fs::read_dir(s.target.parent().unwrap())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("www"))
+            .collect();
         let tagdir = s.target.join("v1.0");
-        let extra = if s.mode == "tags" && tagdir.is_dir() { format!(", {} holds the tag", tagdir.display()) } else { String::new() };
-        println!("dk-demo: {} ({}) checkouts: {}{extra}", s.name, s.mode, entries.join(" "));
+        let extra = if s.mode == "tags" && tagdir.is_dir() {
+            format!(", {} holds the tag", tagdir.display())
+        } else {
+            String::new()
+        };
+        println!(
+            "dk-demo: {} ({}) checkouts: {}{extra}",
+            s.name,
+            s.mode,
+            entries.join(" ")
+        );
     }
     for s in servers {
         s.handle.shutdown().await;
@@ -200,23 +285,40 @@ async fn main() -> Result<()> {
 }
 
 /// Prints, per server, how long after the push it had the change.
-async fn report(what: &str, servers: &mut [Server], (commit, pushed): (Commit, Instant)) -> Result<()> {
+async fn report(
+    what: &str,
+    servers: &mut [Server],
+    (commit, pushed): (Commit, Instant),
+) -> Result<()> {
     let id = commit.effective_correlation_id();
-    println!("dk-demo: pushed {what} ({})", &commit.newrev[..12.min(commit.newrev.len())]);
+    println!(
+        "dk-demo: pushed {what} ({})",
+        &commit.newrev[..12.min(commit.newrev.len())]
+    );
     for s in servers.iter_mut() {
-        let r = wait_fetched(&mut s.events, |r| r.trigger == "commit" && r.correlation_id.as_deref() == Some(id.as_str())).await.with_context(|| format!("{} never fetched {what}", s.name))?;
+        let r = wait_fetched(&mut s.events, |r| {
+            r.trigger == "commit" && r.correlation_id.as_deref() == Some(id.as_str())
+        })
+        .await
+        .with_context(|| format!("{} never fetched {what}", s.name))?;
         let ms = pushed.elapsed().as_secs_f64() * 1000.0 - 0.0;
         let status = match &r.error {
             None => "ok".to_owned(),
             Some(e) => format!("FAILED: {e}"),
         };
         // The arrival time is when the result was seen; the daemon reports the fetch's own duration too.
-        println!("  {:<8} {:<9} fetched by +{ms:>6.1} ms (fetch took {} ms) {status}", s.name, s.mode, r.duration_ms);
+        println!(
+            "  {:<8} {:<9} fetched by +{ms:>6.1} ms (fetch took {} ms) {status}",
+            s.name, s.mode, r.duration_ms
+        );
     }
     Ok(())
 }
 
-async fn wait_fetched(rx: &mut broadcast::Receiver<DaemonEvent>, pred: impl Fn(&deploykit::message::FetchResult) -> bool) -> Result<deploykit::message::FetchResult> {
+async fn wait_fetched(
+    rx: &mut broadcast::Receiver<DaemonEvent>,
+    pred: impl Fn(&deploykit::message::FetchResult) -> bool,
+) -> Result<deploykit::message::FetchResult> {
     let wait = async {
         loop {
             match rx.recv().await {
@@ -226,5 +328,7 @@ async fn wait_fetched(rx: &mut broadcast::Receiver<DaemonEvent>, pred: impl Fn(&
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(15), wait).await.context("no fetch within 15 s")?
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .context("no fetch within 15 s")?
 }

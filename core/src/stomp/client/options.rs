@@ -60,4 +60,3 @@ pub struct SendOptions {
     /// `content-type` header.
     pub content_type: Option<String>,
 }
-

@@ -1,0 +1,157 @@
+//! dk-agent: the deploy agent on each server (successor of MCollective's gitagent/bloatagent).
+//!
+//! A thin `main` over `deploykit::deploy::agent`.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
+use deploykit::stomp::Client;
+use dk_tools::cli::{init_logging, BrokerArgs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Deploy agent: answers signed discover/tags/deploy/rollback/status requests for this
+/// server's sites, with hooks, atomic link swaps and one deploy per site at a time.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dk-agent",
+    version,
+    after_help = "Examples:
+  dk-agent                                   serve with /etc/deploykit/agent.toml
+  dk-agent --config ./agent.toml -v          another config, info logging
+  dk-agent --check                           validate the config and print the sites
+
+A minimal agent.toml (see examples/agent.toml for every key):
+  [trusted_keys]
+  ops = \"ed25519:…\"                       # from `dk-deploy keygen`
+  [sites.www]
+  repo = \"/srv/git/www\"                    # kept fresh by dk-fetch
+  releases = \"/srv/releases/www\"
+  current = \"/srv/www/current\"
+  hooks = \"/etc/deploykit/hooks/www\"       # pre-deploy, pre-link, post-deploy (-t TAG)
+  deploy = [\"ops\"]                         # keys that may deploy (default: none)
+
+Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
+Signals: SIGTERM/SIGINT stop taking requests, let running deploys finish, exit 0;
+SIGHUP reloads keys, policies and sites (a broken config is logged; the old one stays).
+
+Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error;
+3 broker unreachable at start-up."
+)]
+struct Cli {
+    /// The configuration file (TOML).
+    #[arg(
+        long,
+        short = 'c',
+        default_value = "/etc/deploykit/agent.toml",
+        value_name = "FILE"
+    )]
+    config: PathBuf,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Validate the config, print identity and sites, and exit.
+    #[arg(long)]
+    check: bool,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let config = match AgentConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dk-agent: {e}");
+            return ExitCode::from(if cli.check { 1 } else { 2 });
+        }
+    };
+    if cli.check {
+        println!(
+            "{}: ok: identity {}, {} trusted keys",
+            cli.config.display(),
+            config.identity,
+            config.trusted_keys.len()
+        );
+        for (name, s) in &config.sites {
+            let live = deploykit::deploy::agent::releases::live(s).unwrap_or_else(|| "-".into());
+            println!(
+                "  site {name}: repo {} live {live} deploy by {:?}",
+                s.repo.display(),
+                s.deploy
+            );
+        }
+        if config.allow_unsigned {
+            println!("  WARNING: allow_unsigned = true: unsigned requests are accepted");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dk-agent: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dk-agent: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(cli: Cli, config: AgentConfig) -> Result<()> {
+    let mut args = cli.broker.clone();
+    let b = &config.broker;
+    args.apply_config(
+        b.url.as_deref(),
+        b.vhost.as_deref(),
+        b.login.as_deref(),
+        b.passcode_file.as_deref(),
+    );
+    let client = Client::connect(args.client_config()?)
+        .await
+        .context("connecting to the broker")?;
+    if config.allow_unsigned {
+        tracing::warn!("allow_unsigned = true: unsigned requests are accepted");
+    }
+    let (identity, sites, topic) = (
+        config.identity.clone(),
+        config.sites.len(),
+        config.destinations.deploy.clone(),
+    );
+    let handle = Agent::start(config, client.clone()).await?;
+    tracing::info!(%identity, sites, %topic, "dk-agent started");
+    wait_for_signals(&handle, &cli.config).await?;
+    tracing::info!("shutting down: letting running deploys finish");
+    handle.shutdown().await;
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// Returns on SIGTERM/SIGINT; reloads on SIGHUP.
+async fn wait_for_signals(handle: &AgentHandle, path: &Path) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match AgentConfig::load(path) {
+                Ok(c) => {
+                    handle.reload(c);
+                    tracing::info!(file = %path.display(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
+            },
+        }
+        if handle.is_finished() {
+            anyhow::bail!("the agent stopped (the broker connection closed for good)");
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! dk-deploy: discover servers, list tags, deploy canary-first, roll back, show status
+//! (successor of f-checkout, f-taglist and the b-* scripts).
+//!
+//! A thin `main` over `deploykit::deploy::controller`; output in `dk_tools::deploy_view`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use deploykit::deploy::controller::plan::BatchSize;
+use deploykit::deploy::controller::{Controller, ControllerConfig, RolloutSpec, Window};
+use deploykit::deploy::keys::SecretKey;
+use deploykit::deploy::{audit, filters};
+use deploykit::fetch::config::parse_duration;
+use deploykit::message::{DeployAction, Filters, StepState};
+use deploykit::stomp::Client;
+use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::deploy_view::{summary, Progress};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Drive deploy agents: discover, tags, deploy (canary first, then batches), rollback, status.
+/// Every request is signed with your Ed25519 key; every deploy is written to the audit log.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dk-deploy",
+    version,
+    after_help = "Examples:
+  dk-deploy keygen                                  make ~/.config/deploykit/deploy.key, print the public key
+  dk-deploy discover -C web                         servers of class web
+  dk-deploy tags --site www                         tags on the site's servers, with how many hold each
+  dk-deploy deploy --site www --tag v1.4.2 --dry-run       the plan and the commit log per server
+  dk-deploy deploy --site www --tag v1.4.2 --canary 1 --batch 25% --yes
+  dk-deploy deploy --site www --tag v1.4.2 -F sitetype=live -I '/^web0[1-4]/' --max-failures 1
+  dk-deploy rollback --site www -I web03 --yes
+  dk-deploy status --site www --json
+
+Filters: -I/--identity NAME or /regex/ (several: any of them), -C/--class, -F/--fact k=v
+(classes and facts must all match).
+Exit codes: 0 every selected server succeeded; 1 some failed, refused or did not answer
+(or the rollout stopped); 2 usage, key or configuration error; 3 broker or bus error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Signing key (PKCS#8 PEM, from `dk-deploy keygen`).
+    #[arg(long, global = true, env = "DK_DEPLOY_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Who you are, for the agents' event lines and the audit log (default: $USER).
+    #[arg(long, global = true, env = "DK_DEPLOY_USER")]
+    user: Option<String>,
+    /// Destination of deploy requests.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/topic/deploykit.deploy",
+        value_name = "DEST"
+    )]
+    deploy_topic: String,
+    /// How long to wait for servers to answer discovery (e.g. 2s, 500ms).
+    #[arg(long, global = true, default_value = "2s", value_parser = duration)]
+    discovery_timeout: Duration,
+    /// Stop waiting for discovery once this many servers answered.
+    #[arg(long, global = true, value_name = "N")]
+    expect: Option<usize>,
+    /// Machine-readable output (JSON on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Args, Debug, Clone)]
+struct FilterArgs {
+    /// Server identity, or /regex/ (repeatable: any of them).
+    #[arg(short = 'I', long = "identity", value_name = "NAME")]
+    identity: Vec<String>,
+    /// Class the server must have (repeatable: all of them).
+    #[arg(short = 'C', long = "class", value_name = "CLASS")]
+    class: Vec<String>,
+    /// Fact key=value the server must have (repeatable: all of them).
+    #[arg(short = 'F', long = "fact", value_name = "K=V")]
+    fact: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RolloutArgs {
+    /// Servers deployed first, alone; any canary failure stops the rollout.
+    #[arg(long, default_value_t = 1)]
+    canary: usize,
+    /// Servers per batch after the canary: a number or a percentage (25%).
+    #[arg(long, default_value = "1", value_parser = |s: &str| s.parse::<BatchSize>())]
+    batch: BatchSize,
+    /// Failures tolerated before no further batch starts.
+    #[arg(long, default_value_t = 0)]
+    max_failures: usize,
+    /// How long a server may take before it counts as failed (e.g. 10m).
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    timeout: Duration,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Audit log (JSON lines).
+    #[arg(long, env = "DK_AUDIT_LOG", value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a signing key and print its public half for the agents' [trusted_keys].
+    Keygen {
+        /// Where to write the private key (default ~/.config/deploykit/deploy.key).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// List the servers that answer (identity, classes, facts, sites and live releases).
+    Discover {
+        #[command(flatten)]
+        filters: FilterArgs,
+    },
+    /// Tags and branches of a site, with how many servers hold each.
+    Tags {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// At most this many tags and branches.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        filters: FilterArgs,
+    },
+    /// Deploy a tag: canary first, then batches.
+    Deploy {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The tag or branch.
+        #[arg(long)]
+        tag: String,
+        /// Print the plan and each server's commit log up to the tag; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        filters: FilterArgs,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+    },
+    /// Roll back to the previous good release.
+    Rollback {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        #[command(flatten)]
+        filters: FilterArgs,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+    },
+    /// Live release, lock holder and releases per server.
+    Status {
+        /// The site.
+        #[arg(long)]
+        site: String,
+        #[command(flatten)]
+        filters: FilterArgs,
+    },
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).ok_or_else(|| format!("{s:?}: expected a duration such as 500ms, 30s, 10m"))
+}
+
+/// A usage/config error (exit 2) as opposed to a bus error (exit 3).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+fn default_key() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".config")
+        });
+    base.join("deploykit/deploy.key")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.common.verbose);
+    if let Cmd::Keygen { out } = &cli.command {
+        let path = out.clone().unwrap_or_else(default_key);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        return match SecretKey::generate().and_then(|k| k.save(&path).map(|_| k)) {
+            Ok(k) => {
+                eprintln!("private key written to {} (mode 0600); add the public key to the agents' [trusted_keys]:", path.display());
+                println!("{}", k.public());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dk-deploy: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dk-deploy: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) if e.downcast_ref::<Usage>().is_some() => {
+            eprintln!("dk-deploy: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("dk-deploy: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn filters_of(f: &FilterArgs) -> Result<Filters> {
+    filters::from_args(&f.identity, &f.class, &f.fact).map_err(|e| Usage(e.to_string()).into())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let c = &cli.common;
+    let user = c
+        .user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let key_path = c.key.clone().unwrap_or_else(default_key);
+    let key = match SecretKey::load(&key_path) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            return Err(Usage(format!(
+                "{e}\n  (create one with `dk-deploy keygen`, or pass --key / DK_DEPLOY_KEY)"
+            ))
+            .into())
+        }
+    };
+    // Validate everything local before touching the bus.
+    let (filters, site) = match &cli.command {
+        Cmd::Keygen { .. } => unreachable!("handled in main"),
+        Cmd::Discover { filters } => (filters_of(filters)?, None),
+        Cmd::Tags { site, filters, .. }
+        | Cmd::Status { site, filters }
+        | Cmd::Rollback { site, filters, .. } => (filters_of(filters)?, Some(site.clone())),
+        Cmd::Deploy {
+            site, tag, filters, ..
+        } => {
+            deploykit::deploy::agent::repo::validate_name(tag).map_err(|e| Usage(e.to_string()))?;
+            (filters_of(filters)?, Some(site.clone()))
+        }
+    };
+    let client = Client::connect(c.broker.client_config()?)
+        .await
+        .context("connecting to the broker")?;
+    let mut cc = ControllerConfig::new(user.clone(), key);
+    cc.destinations.deploy = c.deploy_topic.clone();
+    let controller = Controller::new(client.clone(), cc)
+        .await
+        .context("subscribing to replies")?;
+    let window = Window {
+        timeout: c.discovery_timeout,
+        expect: c.expect,
+    };
+    let code = match &cli.command {
+        Cmd::Keygen { .. } => unreachable!(),
+        Cmd::Discover { .. } => {
+            let found = controller.discover(filters, window).await?;
+            if c.json {
+                let list: Vec<_> = found.iter().map(|(r, _)| &r.data).collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for (r, a) in &found {
+                    match a {
+                        Some(a) => {
+                            let sites: Vec<String> = a
+                                .sites
+                                .iter()
+                                .map(|s| {
+                                    format!("{}={}", s.name, s.current.as_deref().unwrap_or("-"))
+                                })
+                                .collect();
+                            let facts: Vec<String> =
+                                a.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            println!(
+                                "{:<24} classes [{}] facts [{}] sites [{}] v{}",
+                                r.node,
+                                a.classes.join(","),
+                                facts.join(","),
+                                sites.join(","),
+                                a.version
+                            );
+                        }
+                        None => println!(
+                            "{:<24} {}",
+                            r.node,
+                            r.error.as_deref().unwrap_or("(no description)")
+                        ),
+                    }
+                }
+                eprintln!("{} servers", found.len());
+            }
+            if found.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Cmd::Tags { limit, .. } => {
+            let site = site.unwrap_or_default();
+            let replies = controller.tags(&site, filters, *limit, window).await?;
+            tags_output(&replies, c.json)?
+        }
+        Cmd::Status { .. } => {
+            let site = site.unwrap_or_default();
+            let replies = controller.status(&site, filters, window).await?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&replies)?);
+            } else {
+                for r in &replies {
+                    let lock = &r.data["lock"];
+                    let lock = if lock.is_null() {
+                        String::new()
+                    } else {
+                        format!(
+                            "  LOCKED by {} ({}) request {}",
+                            lock["user"].as_str().unwrap_or("?"),
+                            lock["action"].as_str().unwrap_or("?"),
+                            lock["request_id"].as_str().unwrap_or("?")
+                        )
+                    };
+                    match r.state {
+                        StepState::Ok => println!(
+                            "{:<24} live {}{lock}",
+                            r.node,
+                            r.data["current"].as_str().unwrap_or("-")
+                        ),
+                        _ => println!("{:<24} {}", r.node, r.error.as_deref().unwrap_or("failed")),
+                    }
+                }
+            }
+            if replies.is_empty() || replies.iter().any(|r| r.state != StepState::Ok) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Cmd::Deploy {
+            tag, dry_run: true, ..
+        } => {
+            let site = site.unwrap_or_default();
+            dry_run(&controller, &site, tag, filters, window, c.json).await?
+        }
+        Cmd::Deploy { tag, rollout, .. } => {
+            let site = site.unwrap_or_default();
+            rollout_cmd(
+                &controller,
+                DeployAction::Deploy,
+                site,
+                Some(tag.clone()),
+                filters,
+                rollout,
+                window,
+                c.json,
+            )
+            .await?
+        }
+        Cmd::Rollback { rollout, .. } => {
+            let site = site.unwrap_or_default();
+            rollout_cmd(
+                &controller,
+                DeployAction::Rollback,
+                site,
+                None,
+                filters,
+                rollout,
+                window,
+                c.json,
+            )
+            .await?
+        }
+    };
+    drop(controller);
+    let _ = client.disconnect().await;
+    Ok(code)
+}
+
+fn tags_output(replies: &[deploykit::message::DeployReply], json: bool) -> Result<ExitCode> {
+    use std::collections::BTreeMap;
+    let mut tags: BTreeMap<String, (i64, usize)> = BTreeMap::new();
+    let mut branches: BTreeMap<String, (i64, usize)> = BTreeMap::new();
+    for r in replies {
+        if let Ok(list) =
+            serde_json::from_value::<deploykit::deploy::agent::repo::TagList>(r.data.clone())
+        {
+            for t in list.tags {
+                let e = tags.entry(t.name).or_insert((t.date, 0));
+                e.1 += 1;
+            }
+            for b in list.branches {
+                let e = branches.entry(b.name).or_insert((b.date, 0));
+                e.1 += 1;
+            }
+        }
+    }
+    let sorted = |m: BTreeMap<String, (i64, usize)>| {
+        let mut v: Vec<(String, i64, usize)> = m.into_iter().map(|(n, (d, c))| (n, d, c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        v
+    };
+    let (tags, branches) = (sorted(tags), sorted(branches));
+    if json {
+        let j = |v: &[(String, i64, usize)]| {
+            v.iter()
+                .map(|(n, d, c)| serde_json::json!({"name": n, "date": d, "servers": c}))
+                .collect::<Vec<_>>()
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"servers": replies.len(), "tags": j(&tags), "branches": j(&branches)})
+            )?
+        );
+    } else {
+        println!("{} servers answered", replies.len());
+        for (title, list) in [("tags", &tags), ("branches", &branches)] {
+            println!("{title}:");
+            for (n, d, c) in list.iter() {
+                println!(
+                    "  {n:<32} {c:>4} servers  {}",
+                    deploykit::git::push::rfc3339(*d, 0)
+                );
+            }
+        }
+        for r in replies.iter().filter(|r| r.state != StepState::Ok) {
+            println!("{}: {}", r.node, r.error.as_deref().unwrap_or("failed"));
+        }
+    }
+    Ok(if replies.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn dry_run(
+    controller: &Controller,
+    site: &str,
+    tag: &str,
+    filters: Filters,
+    window: Window,
+    json: bool,
+) -> Result<ExitCode> {
+    let replies = controller.dry_run(site, tag, filters, window).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&replies)?);
+    } else {
+        println!(
+            "dry run: deploy {tag} to site {site}: {} servers (nothing changes)",
+            replies.len()
+        );
+        for r in &replies {
+            if r.state != StepState::Ok {
+                println!("{}: {}", r.node, r.error.as_deref().unwrap_or("refused"));
+                continue;
+            }
+            let d = &r.data;
+            let lock = if d["lock"].is_null() {
+                String::new()
+            } else {
+                format!(" (LOCKED by {})", d["lock"]["user"].as_str().unwrap_or("?"))
+            };
+            println!(
+                "{}: {} -> {} {}{lock}",
+                r.node,
+                d["current"].as_str().unwrap_or("(nothing live)"),
+                tag,
+                &d["commit"].as_str().unwrap_or("")
+                    [..12.min(d["commit"].as_str().unwrap_or("").len())]
+            );
+            for e in d["log"].as_array().into_iter().flatten() {
+                let c = e["commit"].as_str().unwrap_or("");
+                println!(
+                    "    {} {} ({})",
+                    &c[..10.min(c.len())],
+                    e["subject"].as_str().unwrap_or(""),
+                    e["author"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(
+        if !replies.is_empty() && replies.iter().all(|r| r.state == StepState::Ok) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rollout_cmd(
+    controller: &Controller,
+    action: DeployAction,
+    site: String,
+    tag: Option<String>,
+    filters: Filters,
+    args: &RolloutArgs,
+    window: Window,
+    json: bool,
+) -> Result<ExitCode> {
+    let spec = RolloutSpec {
+        action,
+        site: site.clone(),
+        tag: tag.clone(),
+        filters: filters.clone(),
+        canary: args.canary,
+        batch: args.batch,
+        max_failures: args.max_failures,
+        timeout: args.timeout,
+        discovery: window,
+    };
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(Usage(
+                "not a terminal: add --yes to confirm the rollout".into()
+            ));
+        }
+        let nodes = controller.select(&site, &filters, window).await?;
+        let what = match &tag {
+            Some(t) => format!("deploy {t} to"),
+            None => "roll back".into(),
+        };
+        eprint!(
+            "{what} site {site} on {} servers ({}), canary {}, batch {:?}? [y/N] ",
+            nodes.len(),
+            nodes.join(", "),
+            args.canary,
+            args.batch
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            eprintln!("cancelled");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let tty = !json && std::io::stdout().is_terminal();
+    let view = tokio::spawn(async move {
+        let mut p = Progress::new(tty);
+        while let Some(e) = rx.recv().await {
+            if !json {
+                p.event(&e);
+            }
+        }
+    });
+    // Ctrl-C: stop scheduling further batches; the running one finishes.
+    let ctrlc = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping: no further batch will start (Ctrl-C again to abandon waiting)");
+            let _ = stop_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let result = controller.rollout(&spec, tx, stop).await;
+    ctrlc.abort();
+    let _ = view.await;
+    let report = match result {
+        Ok(r) => r,
+        Err(deploykit::deploy::controller::ControlError::NoServers { site, window }) => {
+            eprintln!("dk-deploy: no server of site {site} answered within {window:?} (check the filters, or raise --discovery-timeout)");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let entry = audit::AuditEntry {
+        time: deploykit::git::push::rfc3339(deploykit::deploy::agent::releases::now() as i64, 0),
+        user: controller.user().to_owned(),
+        key: controller.public_key(),
+        action: if action == DeployAction::Deploy {
+            "deploy".into()
+        } else {
+            "rollback".into()
+        },
+        site,
+        tag,
+        filters,
+        ok: report
+            .nodes
+            .iter()
+            .filter(|n| !n.state.failed())
+            .map(|n| n.node.clone())
+            .collect(),
+        failed: report
+            .nodes
+            .iter()
+            .filter(|n| n.state.failed())
+            .map(|n| n.node.clone())
+            .collect(),
+        result: match (&report.stopped, report.ok()) {
+            (Some(r), _) => format!("stopped: {r}"),
+            (None, true) => "ok".into(),
+            (None, false) => "failed".into(),
+        },
+        request_ids: report.request_ids.clone(),
+    };
+    let audit_path = args.audit_log.clone().unwrap_or_else(audit::default_path);
+    if let Err(e) = audit::append(&audit_path, &entry) {
+        eprintln!(
+            "dk-deploy: WARNING: audit log {} not written: {e}",
+            audit_path.display()
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", summary(&report));
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

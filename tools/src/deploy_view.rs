@@ -1,0 +1,204 @@
+//! dk-deploy's terminal output: the live per-server view on a TTY, one line
+//! per event otherwise, and the summary table.
+
+use deploykit::deploy::controller::{NodeState, RolloutEvent, RolloutReport};
+use deploykit::message::StepState;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// What the live view shows for one server.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    batch: usize,
+    step: String,
+    state: String,
+}
+
+/// Renders rollout events as they come.
+pub struct Progress {
+    tty: bool,
+    order: Vec<String>,
+    rows: BTreeMap<String, Row>,
+    drawn: usize,
+}
+
+fn state_word(s: StepState) -> &'static str {
+    match s {
+        StepState::Started => "running",
+        StepState::Ok => "ok",
+        StepState::Failed => "FAILED",
+        StepState::Skipped => "skipped",
+        StepState::Refused => "REFUSED",
+    }
+}
+
+/// A node's end state as a word.
+pub fn node_word(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Ok => "ok",
+        NodeState::Failed => "FAILED",
+        NodeState::Refused => "REFUSED",
+        NodeState::NoAnswer => "NO ANSWER",
+        NodeState::NotStarted => "not started",
+    }
+}
+
+impl Progress {
+    /// A view; `tty` redraws a table in place, otherwise lines are appended.
+    pub fn new(tty: bool) -> Progress {
+        Progress {
+            tty,
+            order: Vec::new(),
+            rows: BTreeMap::new(),
+            drawn: 0,
+        }
+    }
+
+    /// Takes one event.
+    pub fn event(&mut self, e: &RolloutEvent) {
+        match e {
+            RolloutEvent::Planned { batches } => {
+                for (i, b) in batches.iter().enumerate() {
+                    for n in b {
+                        self.order.push(n.clone());
+                        self.rows.insert(
+                            n.clone(),
+                            Row {
+                                batch: i,
+                                step: "-".into(),
+                                state: "waiting".into(),
+                            },
+                        );
+                    }
+                }
+                if !self.tty {
+                    let sizes: Vec<String> = batches.iter().map(|b| b.len().to_string()).collect();
+                    println!(
+                        "plan: {} servers in {} batches ({})",
+                        self.order.len(),
+                        batches.len(),
+                        sizes.join(" + ")
+                    );
+                }
+            }
+            RolloutEvent::BatchStarted {
+                index,
+                nodes,
+                request_id,
+            } => {
+                if !self.tty {
+                    println!("batch {index}: {} (request {request_id})", nodes.join(", "));
+                }
+                for n in nodes {
+                    if let Some(r) = self.rows.get_mut(n) {
+                        r.state = "sent".into();
+                    }
+                }
+            }
+            RolloutEvent::Step { reply } => {
+                let step = reply.step.clone().unwrap_or_default();
+                if !self.tty {
+                    println!(
+                        "  {:<20} {:<12} {}",
+                        reply.node,
+                        step,
+                        state_word(reply.state)
+                    );
+                }
+                if let Some(r) = self.rows.get_mut(&reply.node) {
+                    r.step = step;
+                    r.state = state_word(reply.state).into();
+                }
+            }
+            RolloutEvent::NodeDone { result } => {
+                if !self.tty {
+                    println!(
+                        "  {:<20} done         {}{}",
+                        result.node,
+                        node_word(result.state),
+                        result
+                            .error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+                if let Some(r) = self.rows.get_mut(&result.node) {
+                    r.state = node_word(result.state).into();
+                    if result.state == NodeState::Ok {
+                        r.step = "done".into();
+                    }
+                }
+            }
+            RolloutEvent::Stopped { reason } => {
+                if !self.tty {
+                    println!("stopped: {reason}");
+                }
+            }
+        }
+        if self.tty {
+            self.redraw();
+        }
+    }
+
+    fn redraw(&mut self) {
+        let mut out = std::io::stdout().lock();
+        if self.drawn > 0 {
+            let _ = write!(out, "\x1b[{}A", self.drawn);
+        }
+        for n in &self.order {
+            let r = &self.rows[n];
+            let _ = writeln!(
+                out,
+                "\x1b[2K{:<24} batch {:<3} {:<12} {}",
+                n, r.batch, r.step, r.state
+            );
+        }
+        self.drawn = self.order.len();
+        let _ = out.flush();
+    }
+}
+
+/// The summary table printed at the end.
+pub fn summary(report: &RolloutReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:<24} {:<12} {:<28} {:>8}  {}\n",
+        "SERVER", "RESULT", "LIVE", "TIME", "ERROR"
+    ));
+    for n in &report.nodes {
+        let live = n
+            .live
+            .clone()
+            .or_else(|| n.previous.clone())
+            .unwrap_or_else(|| "-".into());
+        let time = if n.elapsed_ms > 0 {
+            format!("{:.1}s", n.elapsed_ms as f64 / 1000.0)
+        } else {
+            "-".into()
+        };
+        s.push_str(&format!(
+            "{:<24} {:<12} {:<28} {:>8}  {}\n",
+            n.node,
+            node_word(n.state),
+            live,
+            time,
+            n.error.as_deref().unwrap_or("")
+        ));
+    }
+    let ok = report
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Ok)
+        .count();
+    s.push_str(&format!(
+        "{ok}/{} ok in {:.1}s",
+        report.nodes.len(),
+        report.duration_ms as f64 / 1000.0
+    ));
+    if let Some(r) = &report.stopped {
+        s.push_str(&format!("; stopped: {r}"));
+    }
+    s.push('\n');
+    s
+}

@@ -1,0 +1,373 @@
+//! dk-deploy and dk-agent as real processes: keygen, a deploy with the audit
+//! log, usage errors, and an agent killed mid-deploy (SIGKILL) that recovers
+//! on restart. Synchronisation is on log lines and replies, never on sleeps.
+
+mod common;
+
+use common::{broker, git, Proc, TmpDir};
+use deploykit::deploy::controller::{Controller, ControllerConfig, Window};
+use deploykit::deploy::keys::SecretKey;
+use deploykit::message::{DeployAction, Filters, StepState};
+use deploykit::stomp::{Client, ClientConfig};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn dk(bin: &str) -> Command {
+    let path = match bin {
+        "dk-deploy" => env!("CARGO_BIN_EXE_dk-deploy"),
+        "dk-agent" => env!("CARGO_BIN_EXE_dk-agent"),
+        _ => unreachable!(),
+    };
+    let mut c = Command::new(path);
+    c.env_remove("DK_BROKER_URL")
+        .env_remove("DK_DEPLOY_KEY")
+        .env("HOME", std::env::temp_dir());
+    c
+}
+
+fn script(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A repo with tags v1 and v2; an agent config for `node` trusting `key`.
+fn setup(dir: &Path, key: &SecretKey, url: &str) -> PathBuf {
+    let repo = dir.join("www");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    for v in 1..=2 {
+        std::fs::write(repo.join("version"), format!("v{v}\n")).unwrap();
+        git(&repo, &["add", "version"]);
+        git(&repo, &["commit", "-q", "-m", &format!("release {v}")]);
+        git(&repo, &["tag", &format!("v{v}")]);
+    }
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "identity = \"web01\"\nstate_dir = \"{d}/state\"\n[broker]\nurl = \"{url}\"\n[trusted_keys]\nops = \"{}\"\n\
+             [sites.www]\nrepo = \"{}\"\nreleases = \"{d}/releases\"\ncurrent = \"{d}/current\"\nhooks = \"{d}/hooks\"\ndeploy = [\"ops\"]\n",
+            key.public(),
+            repo.display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn agent(config: &Path) -> Proc {
+    let mut c = dk("dk-agent");
+    c.arg("--config").arg(config).arg("-v");
+    let mut p = Proc::spawn(c);
+    p.line(Duration::from_secs(20), |l| l.contains("dk-agent started"));
+    p
+}
+
+fn live(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("current/version"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+#[test]
+fn keygen_writes_a_0600_key_prints_the_public_half_and_never_overwrites() {
+    let dir = TmpDir::new("keygen");
+    let key = dir.0.join("k.pem");
+    let out = dk("dk-deploy")
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    assert_eq!(SecretKey::load(&key).unwrap().public().to_string(), public);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = dk("dk-deploy")
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn usage_errors_exit_2_before_touching_the_bus() {
+    let dir = TmpDir::new("usage");
+    let key = dir.0.join("k.pem");
+    SecretKey::generate().unwrap().save(&key).unwrap();
+    let run = |args: &[&str]| {
+        let out = dk("dk-deploy")
+            .args(args)
+            .arg("--key")
+            .arg(&key)
+            .args(["--broker", "stomp://127.0.0.1:1"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[
+        "deploy",
+        "--site",
+        "www",
+        "--tag=--upload-pack=touch /tmp/pwned",
+        "--yes",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a valid tag"), "{err}");
+    let (code, err) = run(&[
+        "deploy", "--site", "www", "--tag", "v1", "-I", "/(/", "--yes",
+    ]);
+    assert_eq!((code, err.contains("bad regex")), (Some(2), true), "{err}");
+    let (code, err) = run(&["deploy", "--site", "www", "--tag", "v1", "--batch", "0"]);
+    assert_eq!(code, Some(2), "{err}");
+    let out = dk("dk-deploy")
+        .args(["status", "--site", "www", "--key"])
+        .arg(dir.0.join("missing.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dk-deploy keygen"));
+    let help = dk("dk-deploy").arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("Examples")
+            && text.contains("Exit codes")
+            && text.contains("--canary 1 --batch 25%"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deploy_from_the_command_line_with_json_report_and_audit_log() {
+    let dir = TmpDir::new("deploy");
+    let (_broker, url) = broker();
+    let key = SecretKey::generate().unwrap();
+    let key_path = dir.0.join("ops.pem");
+    key.save(&key_path).unwrap();
+    let config = setup(&dir.0, &key, &url);
+    let check = dk("dk-agent")
+        .arg("--check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("site www"));
+    let _agent = agent(&config);
+    let audit = dir.0.join("audit.log");
+    let deploy = |tag: &str, extra: &[&str]| {
+        dk("dk-deploy")
+            .args([
+                "deploy",
+                "--site",
+                "www",
+                "--tag",
+                tag,
+                "--expect",
+                "1",
+                "--discovery-timeout",
+                "20s",
+                "--json",
+                "--user",
+                "ann",
+            ])
+            .args(extra)
+            .arg("--key")
+            .arg(&key_path)
+            .arg("--audit-log")
+            .arg(&audit)
+            .args(["--broker", &url])
+            .output()
+            .unwrap()
+    };
+    // Without --yes and without a terminal: refused, nothing deployed.
+    let out = deploy("v1", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert_eq!(live(&dir.0), None);
+
+    let out = deploy("v1", &["--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["nodes"][0]["node"], "web01");
+    assert_eq!(report["nodes"][0]["state"], "ok");
+    assert_eq!(live(&dir.0).as_deref(), Some("v1"));
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            line["user"].as_str(),
+            line["action"].as_str(),
+            line["tag"].as_str(),
+            line["result"].as_str()
+        ),
+        (Some("ann"), Some("deploy"), Some("v1"), Some("ok"))
+    );
+    assert_eq!(
+        line["key"].as_str(),
+        Some(key.public().to_string().as_str())
+    );
+
+    // A failing pre-deploy: exit 1, still on v1, audit says failed.
+    script(&dir.0.join("hooks/pre-deploy"), "exit 4");
+    let out = deploy("v2", &["--yes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(live(&dir.0).as_deref(), Some("v1"));
+    let last = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(last.contains("\"failed\":[\"web01\"]"), "{last}");
+
+    // Dry run prints the log and changes nothing.
+    std::fs::remove_file(dir.0.join("hooks/pre-deploy")).unwrap();
+    let out = dk("dk-deploy")
+        .args([
+            "deploy",
+            "--site",
+            "www",
+            "--tag",
+            "v2",
+            "--dry-run",
+            "--expect",
+            "1",
+            "--discovery-timeout",
+            "20s",
+            "--key",
+        ])
+        .arg(&key_path)
+        .args(["--broker", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("web01: www_v1 -> v2") && text.contains("release 2"),
+        "{text}"
+    );
+    assert_eq!(live(&dir.0).as_deref(), Some("v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_deploy_recovers_on_restart() {
+    let dir = TmpDir::new("kill");
+    let (_broker, url) = broker();
+    let key = SecretKey::generate().unwrap();
+    let config = setup(&dir.0, &key, &url);
+    let mut first = agent(&config);
+    let client = Client::connect(ClientConfig::new(&url).unwrap())
+        .await
+        .unwrap();
+    let controller = Controller::new(client, ControllerConfig::new("ann", Some(key)))
+        .await
+        .unwrap();
+    let one = Window {
+        timeout: Duration::from_secs(20),
+        expect: Some(1),
+    };
+    // v1 live.
+    let req = controller.request(
+        DeployAction::Deploy,
+        Some("www"),
+        Some("v1"),
+        Filters::default(),
+    );
+    let r = controller.gather(&req, one).await.unwrap();
+    assert_eq!(r[0].state, StepState::Ok, "{r:?}");
+    // v2 stops inside pre-link (after the checkout), holding the lock.
+    let fifo = dir.0.join("go");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    script(
+        &dir.0.join("hooks/pre-link"),
+        &format!("read line < {}", fifo.display()),
+    );
+    let req = controller.request(
+        DeployAction::Deploy,
+        Some("www"),
+        Some("v2"),
+        Filters::default(),
+    );
+    let mut pending = controller.send(&req).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = pending.next(deadline).await.expect("pre-link starts");
+        if r.step.as_deref() == Some("pre-link") && r.state == StepState::Started {
+            break;
+        }
+    }
+    assert!(
+        dir.0.join("releases/www_v2").is_dir(),
+        "checked out before pre-link"
+    );
+    assert!(dir.0.join("releases/.deploykit/lock.json").exists());
+    first.signal("KILL");
+    let _ = first.child.wait();
+    // Unblock the orphaned hook so it exits.
+    std::fs::write(&fifo, "go\n").unwrap();
+    std::fs::remove_file(dir.0.join("hooks/pre-link")).unwrap();
+
+    let _second = agent(&config);
+    let st = controller
+        .status("www", Filters::default(), one)
+        .await
+        .unwrap();
+    assert_eq!(st[0].data["current"], "www_v1", "{st:?}");
+    assert!(st[0].data["lock"].is_null(), "lock freed: {st:?}");
+    assert_eq!(live(&dir.0).as_deref(), Some("v1"));
+    assert!(
+        !dir.0.join("releases/www_v2").exists(),
+        "half-made release removed"
+    );
+    // And the site deploys again.
+    let req = controller.request(
+        DeployAction::Deploy,
+        Some("www"),
+        Some("v2"),
+        Filters::default(),
+    );
+    let r = controller.gather(&req, one).await.unwrap();
+    assert_eq!(r[0].state, StepState::Ok, "{r:?}");
+    assert_eq!(live(&dir.0).as_deref(), Some("v2"));
+}
