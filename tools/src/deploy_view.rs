@@ -104,6 +104,16 @@ impl Progress {
                         step,
                         state_word(reply.state)
                     );
+                    // The tail of what the hook said (its last lines), indented.
+                    let out = if reply.state == StepState::Failed && !reply.stderr.is_empty() {
+                        &reply.stderr
+                    } else {
+                        &reply.stdout
+                    };
+                    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+                    for l in &lines[lines.len().saturating_sub(3)..] {
+                        println!("  {:<20} {:<12} | {l}", "", "");
+                    }
                 }
                 if let Some(r) = self.rows.get_mut(&reply.node) {
                     r.step = step;
@@ -172,10 +182,10 @@ pub fn summary(report: &RolloutReport) -> String {
             .clone()
             .or_else(|| n.previous.clone())
             .unwrap_or_else(|| "-".into());
-        let time = if n.elapsed_ms > 0 {
-            format!("{:.1}s", n.elapsed_ms as f64 / 1000.0)
-        } else {
-            "-".into()
+        let time = match n.elapsed_ms {
+            0 => "-".into(),
+            ms if ms < 1000 => format!("{ms}ms"),
+            ms => format!("{:.1}s", ms as f64 / 1000.0),
         };
         s.push_str(&format!(
             "{:<24} {:<12} {:<28} {:>8}  {}\n",

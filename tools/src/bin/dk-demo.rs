@@ -5,16 +5,28 @@
 //! `deploykit::git::read_push` + `Publisher::commit`), and three "servers",
 //! each with its own clone and an in-process fetch daemon (modes trusting,
 //! atomic, tags). It pushes a commit, a new branch and a tag and prints when
-//! each server had it. Later versions add builds, deploys and the web UI.
+//! each server had it.
+//!
+//! Then deploys: each server also runs an in-process deploy agent (site
+//! `site`, from its clone, with hook scripts), and `deploykit::deploy::controller`
+//! (dk-deploy's library) deploys the tag everywhere, tags a second release and
+//! deploys it canary first, printing every server's steps, and finally rolls
+//! one server back. Later versions add builds and the web UI.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deploykit::broker::{Broker, BrokerConfig};
+use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
+use deploykit::deploy::controller::plan::BatchSize;
+use deploykit::deploy::controller::{Controller, ControllerConfig, RolloutSpec, Window};
+use deploykit::deploy::keys::SecretKey;
 use deploykit::fetch::config::FetchConfig;
 use deploykit::fetch::daemon::{DaemonEvent, DaemonHandle, DaemonOptions, FetchDaemon};
 use deploykit::message::{Commit, Publisher, Source};
+use deploykit::message::{DeployAction, Filters};
 use deploykit::stomp::{Client, ClientConfig};
 use dk_tools::cli::init_logging;
+use dk_tools::deploy_view::{summary, Progress};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -270,6 +282,8 @@ async fn main() -> Result<()> {
             entries.join(" ")
         );
     }
+    deploy_part(&tmp.path, &url, &work, &hook, &mut servers).await?;
+
     for s in servers {
         s.handle.shutdown().await;
         let _ = s.client.disconnect().await;
@@ -280,7 +294,7 @@ async fn main() -> Result<()> {
         println!("dk-demo: kept {}", tmp.path.display());
     }
     drop(tmp);
-    println!("dk-demo: done. Next steps: ./scripts/test runs every suite; dk-fetch --help; examples/fetch.toml.");
+    println!("dk-demo: done. Next steps: ./scripts/test runs every suite; dk-fetch --help, dk-agent --help, dk-deploy --help; examples/.");
     Ok(())
 }
 
@@ -331,4 +345,173 @@ async fn wait_fetched(
     tokio::time::timeout(Duration::from_secs(15), wait)
         .await
         .context("no fetch within 15 s")?
+}
+
+/// Starts one in-process agent per server (site `site` from the server's clone).
+async fn start_agents(
+    root: &Path,
+    url: &str,
+    key: &SecretKey,
+) -> Result<Vec<(AgentHandle, Client)>> {
+    let mut agents = Vec::new();
+    for (name, _, _) in SERVERS {
+        let home = root.join(name);
+        let hooks = home.join("hooks");
+        std::fs::create_dir_all(&hooks)?;
+        for (hook, body) in [
+            (
+                "pre-deploy",
+                "echo \"pre-deploy: $DK_SITE $DK_TAG (request $DK_REQUEST_ID)\"",
+            ),
+            (
+                "post-deploy",
+                "echo \"post-deploy: now serving $(cat \"$DK_RELEASE/index.html\")\"",
+            ),
+        ] {
+            let path = hooks.join(hook);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        let toml = format!(
+            "identity = {name:?}\nclasses = [\"web\"]\nstate_dir = {:?}\n[trusted_keys]\ndemo = \"{}\"\n[sites.site]\nrepo = {:?}\nreleases = {:?}\ncurrent = {:?}\nhooks = {:?}\ndeploy = [\"demo\"]\n",
+            path_str(&home.join("agent-state"))?,
+            key.public(),
+            path_str(&home.join("site"))?,
+            path_str(&home.join("releases"))?,
+            path_str(&home.join("live/current"))?,
+            path_str(&hooks)?,
+        );
+        let config = AgentConfig::parse(&toml).with_context(|| format!("{name}'s agent config"))?;
+        let client = Client::connect(ClientConfig::new(url)?).await?;
+        agents.push((Agent::start(config, client.clone()).await?, client));
+    }
+    Ok(agents)
+}
+
+/// Runs one rollout, printing its events and the summary table.
+async fn rollout(controller: &Controller, spec: RolloutSpec) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let view = tokio::spawn(async move {
+        let mut p = Progress::new(false);
+        while let Some(e) = rx.recv().await {
+            p.event(&e);
+        }
+    });
+    let report = controller.rollout(&spec, tx, stop).await?;
+    let _ = view.await;
+    print!("{}", summary(&report));
+    if !report.ok() {
+        bail!("the rollout failed");
+    }
+    Ok(())
+}
+
+/// The deploy half of the demo: agents, a canary-first deploy, a rollback.
+async fn deploy_part(
+    root: &Path,
+    url: &str,
+    work: &Path,
+    hook: &Hook,
+    servers: &mut [Server],
+) -> Result<()> {
+    let key = SecretKey::generate()?;
+    let agents = start_agents(root, url, &key).await?;
+    println!("dk-demo: 3 deploy agents up (site `site`, releases under each server's releases/, hooks print what they see)");
+    let client = Client::connect(ClientConfig::new(url)?).await?;
+    let controller =
+        Controller::new(client.clone(), ControllerConfig::new("dk-demo", Some(key))).await?;
+    let spec = |action, tag: Option<&str>, filters: Filters| RolloutSpec {
+        action,
+        site: "site".into(),
+        tag: tag.map(str::to_owned),
+        filters: filters.clone(),
+        canary: 1,
+        batch: BatchSize::Count(2),
+        max_failures: 0,
+        timeout: Duration::from_secs(60),
+        // Everyone answers, or only the servers -I names (the controller stops waiting then).
+        discovery: Window {
+            timeout: Duration::from_secs(10),
+            expect: filters.identity.is_empty().then_some(SERVERS.len()),
+        },
+    };
+
+    println!("\ndk-demo: deploy v1.0 to every server (canary server1, then a batch of 2)");
+    rollout(
+        &controller,
+        spec(DeployAction::Deploy, Some("v1.0"), Filters::default()),
+    )
+    .await?;
+
+    std::fs::write(work.join("index.html"), "<h1>hello, world, v1.1</h1>\n")?;
+    git(work, &["checkout", "-q", "master"])?;
+    git(work, &["commit", "-q", "-am", "v1.1 copy"])?;
+    git(work, &["tag", "-a", "-m", "release 1.1", "v1.1"])?;
+    let step = hook
+        .push(work, "HEAD:refs/heads/master", "refs/heads/master")
+        .await?;
+    report("commit for v1.1", servers, step).await?;
+    let step = hook.push(work, "refs/tags/v1.1", "refs/tags/v1.1").await?;
+    report("tag v1.1", servers, step).await?;
+
+    let plan = controller
+        .dry_run(
+            "site",
+            "v1.1",
+            Filters::default(),
+            Window {
+                timeout: Duration::from_secs(10),
+                expect: Some(SERVERS.len()),
+            },
+        )
+        .await?;
+    println!("\ndk-demo: dry run of v1.1:");
+    for r in &plan {
+        let log: Vec<&str> = r.data["log"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["subject"].as_str())
+            .collect();
+        println!(
+            "  {:<8} live {} -> v1.1: {}",
+            r.node,
+            r.data["current"].as_str().unwrap_or("-"),
+            log.join("; ")
+        );
+    }
+    println!("\ndk-demo: deploy v1.1, canary first");
+    rollout(
+        &controller,
+        spec(DeployAction::Deploy, Some("v1.1"), Filters::default()),
+    )
+    .await?;
+
+    println!("\ndk-demo: roll server2 back to its previous good release");
+    rollout(
+        &controller,
+        spec(
+            DeployAction::Rollback,
+            None,
+            Filters {
+                identity: vec!["server2".into()],
+                ..Filters::default()
+            },
+        ),
+    )
+    .await?;
+    for (name, _, _) in SERVERS {
+        let page = std::fs::read_to_string(root.join(name).join("live/current/index.html"))
+            .unwrap_or_default();
+        println!("  {name:<8} serves {}", page.trim());
+    }
+    drop(controller);
+    let _ = client.disconnect().await;
+    for (a, c) in agents {
+        a.shutdown().await;
+        let _ = c.disconnect().await;
+    }
+    Ok(())
 }

@@ -410,11 +410,21 @@ impl Controller {
     }
 
     /// Servers matching `filters`, with their announcements.
+    /// When `-I` names only literal identities, discovery stops as soon as all of them answered.
     pub async fn discover(
         &self,
         filters: Filters,
-        window: Window,
+        mut window: Window,
     ) -> Result<Vec<(DeployReply, Option<AgentAnnounce>)>, ControlError> {
+        if window.expect.is_none()
+            && !filters.identity.is_empty()
+            && filters.identity.iter().all(|i| !i.starts_with('/'))
+        {
+            let mut names = filters.identity.clone();
+            names.sort();
+            names.dedup();
+            window.expect = Some(names.len());
+        }
         let req = self.request(DeployAction::Discover, None, None, filters);
         let replies = self.gather(&req, window).await?;
         Ok(replies
