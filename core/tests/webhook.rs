@@ -77,6 +77,7 @@ struct Setup {
     hook: WebhookHandle,
     sub: Subscription,
     _spool: PathBuf,
+    config: WebhookConfig,
 }
 
 fn client_config(url: &str) -> ClientConfig {
@@ -99,8 +100,8 @@ async fn setup(edit: impl FnOnce(&mut WebhookConfig), watch_events: bool) -> Set
     let dest = if watch_events { config.destinations.events_for(&config.event_source) } else { config.destinations.commits.clone() };
     let sub = sub_client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     let client = Client::connect(client_config(&broker.url())).await.unwrap();
-    let hook = webhook::start(config, client).await.unwrap();
-    Setup { _broker: Some(broker), hook, sub, _spool: spool }
+    let hook = webhook::start(config.clone(), client).await.unwrap();
+    Setup { _broker: Some(broker), hook, sub, _spool: spool, config }
 }
 
 async fn next_message(sub: &mut Subscription) -> Message {
@@ -424,4 +425,32 @@ async fn broker_down_spools_with_202_and_drains_when_it_is_back() {
     assert!(next_commit(&mut sub).await.is_deletion());
     assert_eq!(hook.shutdown(Duration::from_secs(2)).await, 0);
     let _ = std::fs::remove_dir_all(&spool);
+}
+
+#[tokio::test]
+async fn reload_rotates_secrets_and_refuses_what_needs_a_restart() {
+    let mut s = setup(
+        |c| {
+            c.forges.retain(|f| f.forge == webhook::Forge::Github);
+            c.forges[0].secret = Some(HookSecret::new("old"));
+        },
+        false,
+    )
+    .await;
+    let body = fixture("github_branch_push");
+    let sig = |k: &str| format!("sha256={}", hex(&hmac_sha256(&HookSecret::new(k), &body)));
+    let mut rotated = s.config.clone();
+    rotated.forges[0].secret = Some(HookSecret::new("new"));
+    s.hook.reload(&rotated).unwrap();
+    let r = post(s.hook.addr(), "/github", &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig("old"))], &body).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = post(s.hook.addr(), "/github", &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig("new"))], &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(next_commit(&mut s.sub).await.refname, "refs/heads/main");
+    let mut moved = rotated.clone();
+    moved.forges[0].path = "/elsewhere".into();
+    assert!(s.hook.reload(&moved).unwrap_err().contains("restart"));
+    let mut bigger = rotated;
+    bigger.body_limit *= 2;
+    assert!(s.hook.reload(&bigger).is_err());
 }

@@ -53,6 +53,13 @@ pub struct WebhookHandle {
     drainer: JoinHandle<()>,
     outbox: Outbox,
     client: Client,
+    app: Arc<server::App>,
+}
+
+impl std::fmt::Debug for server::App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("listen", &self.config.listen).finish_non_exhaustive()
+    }
 }
 
 /// Binds `config.listen`, opens the spool and starts serving and draining.
@@ -68,9 +75,10 @@ pub async fn start(config: WebhookConfig, client: Client) -> Result<WebhookHandl
     }
     let (outbox, drainer) = Outbox::start(spool, client.clone());
     let deliveries = Mutex::new(dedup::Deliveries::new(config.dedup_capacity));
-    let app = Arc::new(server::App { config, outbox: outbox.clone(), deliveries, client: client.clone() });
+    let forges = std::sync::RwLock::new(Arc::new(config.forges.clone()));
+    let app = Arc::new(server::App { config, forges, outbox: outbox.clone(), deliveries, client: client.clone() });
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = server::router(app);
+    let router = server::router(app.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -79,7 +87,7 @@ pub async fn start(config: WebhookConfig, client: Client) -> Result<WebhookHandl
             .await
     });
     tracing::info!(%addr, "dk-webhook listening");
-    Ok(WebhookHandle { addr, stop: Some(stop), server, drainer, outbox, client })
+    Ok(WebhookHandle { addr, stop: Some(stop), server, drainer, outbox, client, app })
 }
 
 impl WebhookHandle {
@@ -91,6 +99,27 @@ impl WebhookHandle {
     /// Messages waiting in the spool.
     pub fn pending(&self) -> usize {
         self.outbox.pending()
+    }
+
+    /// Takes the forges' secrets and repo naming from a re-read configuration
+    /// (SIGHUP: rotating a secret needs no restart). Other changes (listen address,
+    /// paths, spool, destinations) are refused with what needs a restart.
+    pub fn reload(&self, new: &WebhookConfig) -> Result<(), String> {
+        let old = &self.app.config;
+        let paths = |c: &WebhookConfig| c.forges.iter().map(|f| (f.forge, f.path.clone())).collect::<Vec<_>>();
+        if paths(old) != paths(new) {
+            return Err("forge sections or paths changed: restart dk-webhook to apply".into());
+        }
+        if old.listen != new.listen || old.spool != new.spool || old.destinations != new.destinations || old.wire != new.wire || old.event_source != new.event_source
+            || old.body_limit != new.body_limit
+            || old.publish_wait != new.publish_wait
+            || old.dedup_capacity != new.dedup_capacity
+            || old.broker != new.broker
+        {
+            return Err("only secrets and repo naming reload; restart dk-webhook to apply the other changes".into());
+        }
+        *self.app.forges.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.forges.clone());
+        Ok(())
     }
 
     /// Stops accepting, lets running requests finish, then gives the spool up to

@@ -35,6 +35,8 @@ pub const DELIVERY_ID_HEADER: &str = "dk-delivery-id";
 /// What every request handler shares.
 pub(super) struct App {
     pub config: WebhookConfig,
+    /// The forges' secrets and naming, replaced on reload (same paths, same order).
+    pub forges: std::sync::RwLock<Arc<Vec<ForgeConfig>>>,
     pub outbox: Outbox,
     pub deliveries: Mutex<Deliveries>,
     pub client: Client,
@@ -127,7 +129,8 @@ fn commit_messages(config: &WebhookConfig, commit: &Commit, delivery: Option<&st
 
 /// One forge delivery, start to answer.
 async fn hook(app: Arc<App>, index: usize, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let f = &app.config.forges[index];
+    let forges = app.forges.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let f = &forges[index];
     let forge = f.forge.as_str();
     let body = match body {
         Ok(b) => b,
