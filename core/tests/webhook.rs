@@ -230,7 +230,14 @@ async fn github_signatures_form_delivery_ping_and_redelivery() {
     // Form-encoded delivery: the signature covers the raw form body.
     let tag = fixture("github_tag_push");
     let form: String = form_encode(&tag);
-    let r = request(addr, "POST", "/github", &[("Content-Type", "application/x-www-form-urlencoded"), ("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-2"), ("X-Hub-Signature-256", &sign(form.as_bytes()))], form.as_bytes()).await;
+    let r = request(
+        addr,
+        "POST",
+        "/github",
+        &[("Content-Type", "application/x-www-form-urlencoded"), ("X-GitHub-Event", "push"), ("X-GitHub-Delivery", "d-2"), ("X-Hub-Signature-256", &sign(form.as_bytes()))],
+        form.as_bytes(),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     // The next message is the tag push: the duplicate and the 401s published nothing.
     let c = next_commit(&mut s.sub).await;

@@ -52,7 +52,8 @@ async fn one_shot_sends_a_newline_and_exits_1_when_a_target_fails() {
     // A config with a good and an unreachable target: both tried, exit 1.
     let dir = common::temp_dir("ka-cfg");
     let cfg = dir.join("keepalive.toml");
-    std::fs::write(&cfg, format!("[[target]]\nname = \"good\"\nurl = {:?}\ndestination = {dest:?}\n[[target]]\nname = \"down\"\nurl = \"stomp://127.0.0.1:1\"\n", broker.url())).unwrap();
+    std::fs::write(&cfg, format!("[[target]]\nname = \"good\"\nurl = {:?}\ndestination = {dest:?}\n[[target]]\nname = \"down\"\nurl = \"stomp://127.0.0.1:1\"\n", broker.url()))
+        .unwrap();
     let mut cmd = dk_keepalive();
     cmd.args(["--connect-attempts", "1", "--config"]).arg(&cfg);
     let out = output(cmd).await;
@@ -110,4 +111,12 @@ async fn probe_prints_the_idle_limit_within_20_percent() {
     let mut cmd = dk_keepalive();
     cmd.args(["probe", "--broker", "stomp://127.0.0.1:1", "--connect-attempts", "1", "--min", "1s", "--max", "1s"]);
     assert_eq!(output(cmd).await.status.code(), Some(3));
+}
+
+#[test]
+fn the_example_config_parses() {
+    let c = deploykit::keepalive::KeepaliveConfig::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keepalive.toml"))).unwrap();
+    assert_eq!(c.interval, Duration::from_secs(60));
+    assert_eq!(c.targets.len(), 1);
+    assert_eq!(c.targets[0].destination, "/topic/deploykit.git.commits");
 }

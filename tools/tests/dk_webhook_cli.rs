@@ -54,7 +54,11 @@ async fn signed_push_is_published_secrets_rotate_on_sighup_and_sigterm_exits_0()
     let config = dir.join("webhook.toml");
     std::fs::write(
         &config,
-        format!("listen = \"127.0.0.1:0\"\nspool = {:?}\n[destinations]\ncommits = {topic:?}\n[github]\nsecret_file = {:?}\n", dir.join("spool").display().to_string(), secret.display().to_string()),
+        format!(
+            "listen = \"127.0.0.1:0\"\nspool = {:?}\n[destinations]\ncommits = {topic:?}\n[github]\nsecret_file = {:?}\n",
+            dir.join("spool").display().to_string(),
+            secret.display().to_string()
+        ),
     )
     .unwrap();
     let reader = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
@@ -89,5 +93,23 @@ async fn signed_push_is_published_secrets_rotate_on_sighup_and_sigterm_exits_0()
     proc.signal("TERM");
     let (code, _) = tokio::task::block_in_place(|| proc.wait_exit(Duration::from_secs(20)));
     assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_example_config_checks_out_once_its_secret_files_exist() {
+    let dir = temp_dir("webhook-example");
+    let mut text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/webhook.toml")).unwrap();
+    for name in ["github-webhook.secret", "gitlab-webhook.token", "gitea-webhook.secret"] {
+        let p = dir.join(name);
+        std::fs::write(&p, "s3cret\n").unwrap();
+        text = text.replace(&format!("/etc/deploykit/{name}"), &p.display().to_string());
+    }
+    let p = dir.join("webhook.toml");
+    std::fs::write(&p, text).unwrap();
+    let out = dk_webhook().arg("--check").arg("--config").arg(&p).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("github /github (signed), gitlab /gitlab (signed), gitea /gitea (signed)"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

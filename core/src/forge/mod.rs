@@ -151,7 +151,9 @@ pub fn normalize_timestamp(ts: &str) -> String {
     let offset = match rest {
         "Z" | "z" => "+00:00".to_owned(),
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => o.to_owned(),
-        o if o.len() == 5 && (o.starts_with('+') || o.starts_with('-')) => format!("{}:{}", &o[..3], &o[3..]),
+        o if o.len() == 5 && (o.starts_with('+') || o.starts_with('-')) => {
+            format!("{}:{}", &o[..3], &o[3..])
+        }
         _ => return ts.to_owned(),
     };
     format!("{}T{}{offset}", &main[..10], &main[11..])

@@ -56,8 +56,12 @@ async fn send_loop(target: Target, client: Client, interval: Duration) {
             continue;
         }
         match client.send_with(&target.destination, BODY, SendOptions { receipt: true, ..SendOptions::default() }).await {
-            Ok(()) => tracing::debug!(target = %target.name, destination = %target.destination, "keepalive sent"),
-            Err(e) => tracing::warn!(target = %target.name, destination = %target.destination, error = %e, "keepalive failed"),
+            Ok(()) => {
+                tracing::debug!(target = %target.name, destination = %target.destination, "keepalive sent")
+            }
+            Err(e) => {
+                tracing::warn!(target = %target.name, destination = %target.destination, error = %e, "keepalive failed")
+            }
         }
     }
 }
@@ -75,7 +79,9 @@ async fn watch_events(name: String, client: Client, interval: Duration) {
                     tracing::warn!(target = %name, "the broker negotiated heart-beats every {:?}, slower than the interval {interval:?}; hold mode may not keep this path open (use send mode)", every.unwrap_or_default());
                 }
             }
-            Ok(ClientEvent::Disconnected { endpoint, reason }) => tracing::warn!(target = %name, %endpoint, %reason, "connection lost; reconnecting"),
+            Ok(ClientEvent::Disconnected { endpoint, reason }) => {
+                tracing::warn!(target = %name, %endpoint, %reason, "connection lost; reconnecting")
+            }
             Ok(ClientEvent::ConnectFailed { endpoint, error, attempt }) => tracing::warn!(target = %name, %endpoint, %error, attempt, "cannot connect"),
             Ok(ClientEvent::Closed { reason }) => {
                 tracing::error!(target = %name, %reason, "connection closed for good");

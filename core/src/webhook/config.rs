@@ -364,7 +364,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("gh.secret");
         std::fs::write(&f, "s3cret\n").unwrap();
-        let text = format!("wire = \"legacy\"\nbody_limit = \"64KiB\"\n[github]\npath = \"/hooks/gh\"\nsecret_file = {:?}\nrepo_name = \"full_name\"\n[github.repos]\n\"acme/www\" = \"site\"\n", f.display().to_string());
+        let text = format!(
+            "wire = \"legacy\"\nbody_limit = \"64KiB\"\n[github]\npath = \"/hooks/gh\"\nsecret_file = {:?}\nrepo_name = \"full_name\"\n[github.repos]\n\"acme/www\" = \"site\"\n",
+            f.display().to_string()
+        );
         let c = WebhookConfig::parse(&text).unwrap();
         assert_eq!(c.forges.len(), 1);
         assert_eq!(c.forges[0].path, "/hooks/gh");

@@ -110,7 +110,11 @@ impl WebhookHandle {
         if paths(old) != paths(new) {
             return Err("forge sections or paths changed: restart dk-webhook to apply".into());
         }
-        if old.listen != new.listen || old.spool != new.spool || old.destinations != new.destinations || old.wire != new.wire || old.event_source != new.event_source
+        if old.listen != new.listen
+            || old.spool != new.spool
+            || old.destinations != new.destinations
+            || old.wire != new.wire
+            || old.event_source != new.event_source
             || old.body_limit != new.body_limit
             || old.publish_wait != new.publish_wait
             || old.dedup_capacity != new.dedup_capacity

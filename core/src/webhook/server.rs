@@ -46,11 +46,12 @@ pub(super) struct App {
 pub(super) fn router(app: Arc<App>) -> Router {
     let mut r = Router::new().route("/healthz", get(healthz));
     for (i, f) in app.config.forges.iter().enumerate() {
-        r = r.route(&f.path, post(move |axum::extract::State(app): axum::extract::State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>| hook(app, i, headers, body)));
+        r = r.route(
+            &f.path,
+            post(move |axum::extract::State(app): axum::extract::State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>| hook(app, i, headers, body)),
+        );
     }
-    r.fallback(|| async { reply(StatusCode::NOT_FOUND, json!({"error": "no such endpoint"})) })
-        .layer(DefaultBodyLimit::max(app.config.body_limit))
-        .with_state(app)
+    r.fallback(|| async { reply(StatusCode::NOT_FOUND, json!({"error": "no such endpoint"})) }).layer(DefaultBodyLimit::max(app.config.body_limit)).with_state(app)
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
@@ -77,7 +78,9 @@ fn first_header<'h>(headers: &'h HeaderMap, names: &[&'static str]) -> Option<(&
 
 /// Checks the forge's signature or token, when a secret is configured.
 fn authenticate(f: &ForgeConfig, headers: &HeaderMap, body: &[u8]) -> Result<(), AuthError> {
-    let Some(secret) = &f.secret else { return Ok(()) };
+    let Some(secret) = &f.secret else {
+        return Ok(());
+    };
     match f.forge {
         Forge::Github => verify_hmac(secret, body, github::SIGNATURE_HEADER, first_header(headers, &[github::SIGNATURE_HEADER]).map(|h| h.1), "sha256="),
         Forge::Gitea => {

@@ -201,10 +201,6 @@ async fn probe(p: &ProbeArgs) -> Result<ExitCode> {
         None => println!("idle connections survived {:.2} s (the bound, --max): no idle limit found", report.max.as_secs_f64()),
     }
     println!("configure: --heartbeat {ms} on dk-* tools (heart-beats every {ms} ms), or dk-keepalive --interval {ms}ms", ms = rec.as_millis());
-    println!(
-        "result: dropped_after_ms={} recommended_ms={}",
-        report.dropped_after.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "none".into()),
-        rec.as_millis()
-    );
+    println!("result: dropped_after_ms={} recommended_ms={}", report.dropped_after.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "none".into()), rec.as_millis());
     Ok(ExitCode::SUCCESS)
 }

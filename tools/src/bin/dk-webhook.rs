@@ -90,7 +90,8 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        let forges: Vec<String> = config.forges.iter().map(|f| format!("{} {}{}", f.forge.as_str(), f.path, if f.secret.is_some() { " (signed)" } else { " (UNSIGNED)" })).collect();
+        let forges: Vec<String> =
+            config.forges.iter().map(|f| format!("{} {}{}", f.forge.as_str(), f.path, if f.secret.is_some() { " (signed)" } else { " (UNSIGNED)" })).collect();
         println!("ok: listen {}, spool {}, {}", config.listen, config.spool.display(), forges.join(", "));
         return ExitCode::SUCCESS;
     }
