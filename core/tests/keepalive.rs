@@ -137,3 +137,39 @@ async fn probe_without_a_limit_reports_the_bound() {
     assert_eq!(report.survived, Some(Duration::from_millis(800)));
     assert_eq!(report.recommended_interval(), Duration::from_millis(400));
 }
+
+/// RabbitMQ's address and a client configuration for it that goes through `proxy` instead.
+fn through(proxy: &Proxy, target: &common::targets::Target) -> ClientConfig {
+    let mut c = target.config().heartbeat(HeartbeatConfig::off());
+    c.url.endpoints[0].host = "127.0.0.1".into();
+    c.url.endpoints[0].port = proxy.port();
+    c.url.options.max_reconnect_attempts = Some(1);
+    c
+}
+
+async fn rabbitmq_addr(target: &common::targets::Target) -> std::net::SocketAddr {
+    let config = target.config();
+    let (host, port) = (config.url.endpoints[0].host.clone(), config.url.endpoints[0].port);
+    tokio::net::lookup_host(format!("{host}:{port}")).await.unwrap().next().unwrap()
+}
+
+#[tokio::test]
+async fn rabbitmq_keepalives_keep_an_idle_subscriber_alive_and_the_probe_finds_t() {
+    let Some(target) = common::targets::Target::real(common::targets::Kind::RabbitMq) else { return };
+    let proxy = Proxy::with_idle_timeout(rabbitmq_addr(&target).await, T).await.unwrap();
+    let dest = target.dest("topic");
+    let client = Client::connect(through(&proxy, &target)).await.unwrap();
+    let mut events = client.events();
+    let _sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(keepalive::run(vec![Target::new(through(&proxy, &target), dest)], T / 3, async {
+        let _ = stopped.await;
+    }));
+    assert!(disconnected(&mut events, T * 3 + T / 2).await.is_none(), "the subscriber was dropped despite the keepalives");
+    let _ = stop.send(());
+    daemon.await.unwrap();
+    let opts = ProbeOptions { min: Duration::from_millis(250), max: Duration::from_secs(8), ..ProbeOptions::default() };
+    let report = keepalive::probe(through(&proxy, &target), opts).await.unwrap();
+    let found = report.dropped_after.expect("a limit is found");
+    assert!((found.as_secs_f64() - T.as_secs_f64()).abs() <= 0.2 * T.as_secs_f64(), "found {found:?} for {T:?}: {report:?}");
+}

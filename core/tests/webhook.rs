@@ -3,6 +3,8 @@
 //! Fixtures in `tests/fixtures/webhook/` follow each forge's documented push
 //! payloads (see `generate.py` there).
 
+mod common;
+
 use deploykit::broker::{Broker, BrokerConfig, BrokerHandle};
 use deploykit::forge::signature::{hmac_sha256, HookSecret};
 use deploykit::message::commit::ZERO_REV;
@@ -460,4 +462,29 @@ async fn reload_rotates_secrets_and_refuses_what_needs_a_restart() {
     let mut bigger = rotated;
     bigger.body_limit *= 2;
     assert!(s.hook.reload(&bigger).is_err());
+}
+
+#[tokio::test]
+async fn publishes_through_rabbitmq() {
+    let Some(target) = common::targets::Target::real(common::targets::Kind::RabbitMq) else { return };
+    let spool = temp_dir("rabbit");
+    let queue = target.dest("queue");
+    let config = WebhookConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        spool: spool.clone(),
+        destinations: Destinations { commits: queue.clone(), events: target.dest("topic"), ..Destinations::default() },
+        ..WebhookConfig::default()
+    };
+    let hook = webhook::start(config, target.client().await).await.unwrap();
+    let reader = target.client().await;
+    let mut sub = reader.subscribe(&queue, SubscribeOptions::default()).await.unwrap();
+    for forge in ["github", "gitlab", "gitea"] {
+        let headers = push_headers(forge, &format!("rabbit-{forge}"));
+        let r = post(hook.addr(), &format!("/{forge}"), &as_refs(&headers), &fixture(&format!("{forge}_twenty_commits"))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let c = next_commit(&mut sub).await;
+        assert_eq!((c.repo.as_str(), c.commits.len()), ("site", 20));
+    }
+    assert_eq!(hook.shutdown(Duration::from_secs(2)).await, 0);
+    let _ = std::fs::remove_dir_all(&spool);
 }
