@@ -1,6 +1,7 @@
 //! Gitea and Forgejo: `push` becomes a commit message (the payload has GitHub's
-//! shape); everything else (`create`, `delete`, issues …) is ignored, since every
-//! ref change also arrives as a push.
+//! shape, ref creation and deletion with an all-zero `before`/`after`); everything
+//! else (`create`, `delete`, issues …) is ignored, so a ref change announced both
+//! ways is not published twice.
 
 use super::{github, ForgeError, Hook, Naming};
 use crate::message::Source;
