@@ -25,6 +25,9 @@
 //! - [`deploy`]: dk-agent and dk-deploy: signed requests, canary-first rollouts,
 //!   release directories with atomic link swaps, hooks, locks, audit.
 //! - [`svn`]: reading a Subversion commit through `svnlook` (argument vectors only).
+//! - [`forge`]: GitHub, GitLab and Gitea webhook payloads read into commit messages, signatures.
+//! - [`webhook`]: dk-webhook's HTTP receiver (axum), delivery dedup, spool-backed publishing.
+//! - [`keepalive`]: dk-keepalive: keeping idle paths open, and probing how long they stay open.
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
 //!
@@ -35,11 +38,14 @@ pub mod blocking;
 pub mod broker;
 pub mod deploy;
 pub mod fetch;
+pub mod forge;
 pub mod git;
+pub mod keepalive;
 pub mod message;
 pub mod spool;
 pub mod stomp;
 pub mod svn;
+pub mod webhook;
 
 /// The crate version, as reported by tools and bindings.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

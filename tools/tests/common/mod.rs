@@ -1,8 +1,8 @@
 //! Helpers shared by the tools' CLI tests: temp dirs, child processes observed
-//! through their stderr lines, a `dk-broker` process, git.
+//! through their stderr lines, a `dk-broker` process, git, raw HTTP/1.1.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -37,13 +37,9 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Spawns `cmd` with stderr captured line by line.
     pub fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawns");
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawns");
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -53,11 +49,7 @@ impl Proc {
                 }
             }
         });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        Proc { child, lines, seen: Vec::new() }
     }
 
     /// The next stderr line satisfying `pred` within `within`; panics with what was seen otherwise.
@@ -72,21 +64,34 @@ impl Proc {
                         return l;
                     }
                 }
-                Err(e) => panic!(
-                    "no matching stderr line within {within:?} ({e}); seen:\n{}",
-                    self.seen.join("\n")
-                ),
+                Err(e) => panic!("no matching stderr line within {within:?} ({e}); seen:\n{}", self.seen.join("\n")),
             }
         }
     }
 
+    /// Sends a signal with kill(1) (argument vector).
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill runs");
         assert!(st.success(), "kill -{sig}");
+    }
+
+    /// Waits for the exit (draining stderr meanwhile), at most `within`; returns the exit code and stdout.
+    pub fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "still running after {within:?}; stderr:\n{}", self.seen.join("\n"));
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                self.seen.push(l);
+            }
+        };
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        (status.code(), out)
     }
 }
 
@@ -95,6 +100,38 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One blocking HTTP/1.1 request with `Connection: close`; returns status and body.
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// A fixture of core's webhook tests.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/webhook").join(format!("{name}.json"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let p = std::env::temp_dir().join(format!("dk-tools-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
 }
 
 /// Starts `dk-broker` on an ephemeral loopback port; returns it and its URL.

@@ -1,0 +1,94 @@
+//! Keeping targets alive: once (cron), or every interval until told to stop.
+
+use super::config::{Mode, Target};
+use super::BODY;
+use crate::stomp::{self, Client, ClientEvent, HeartbeatConfig, SendOptions, State};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Connects, SENDs a single newline to the target's destination (waiting for the
+/// broker's receipt) and disconnects, as stomp-keepalive did from cron; returns how long it took.
+pub async fn send_once(target: &Target) -> Result<Duration, stomp::Error> {
+    let started = Instant::now();
+    let mut config = target.client_config(HeartbeatConfig::off());
+    if config.url.options.startup_max_reconnect_attempts.is_none() {
+        config.url.options.startup_max_reconnect_attempts = Some(1);
+    }
+    let client = Client::connect(config).await?;
+    let sent = client.send_with(&target.destination, BODY, SendOptions { receipt: true, ..SendOptions::default() }).await;
+    let _ = client.disconnect().await;
+    sent.map(|()| started.elapsed())
+}
+
+/// Keeps every target alive every `interval` until `shutdown` completes: send-mode
+/// targets get a single-newline SEND each interval over one held connection,
+/// hold-mode targets a connection with heart-beats at `interval` (emulated when
+/// the broker offers none). Connections reconnect by themselves.
+pub async fn run(targets: Vec<Target>, interval: Duration, shutdown: impl Future<Output = ()>) {
+    let mut clients = Vec::with_capacity(targets.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in targets {
+        let mut config = target.client_config(HeartbeatConfig::every(interval));
+        // A daemon keeps trying: a broker that is down now may be back at the next interval.
+        config.url.options.startup_max_reconnect_attempts = None;
+        config.url.options.max_reconnect_attempts = None;
+        let client = Client::start(config);
+        clients.push(client.clone());
+        tasks.spawn(watch_events(target.name.clone(), client.clone(), interval));
+        if target.mode == Mode::Send {
+            tasks.spawn(send_loop(target, client, interval));
+        }
+    }
+    shutdown.await;
+    tasks.abort_all();
+    for c in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.disconnect()).await;
+    }
+}
+
+/// A single-newline SEND every `interval` while connected.
+async fn send_loop(target: Target, client: Client, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !matches!(client.state(), State::Ready(_)) {
+            continue;
+        }
+        match client.send_with(&target.destination, BODY, SendOptions { receipt: true, ..SendOptions::default() }).await {
+            Ok(()) => {
+                tracing::debug!(target = %target.name, destination = %target.destination, "keepalive sent")
+            }
+            Err(e) => {
+                tracing::warn!(target = %target.name, destination = %target.destination, error = %e, "keepalive failed")
+            }
+        }
+    }
+}
+
+/// Logs connection changes, and warns when the broker negotiated heart-beats slower than asked.
+async fn watch_events(name: String, client: Client, interval: Duration) {
+    let mut events = client.events();
+    loop {
+        match events.recv().await {
+            Ok(ClientEvent::Ready { endpoint, generation, .. }) => {
+                let plan = client.session().map(|s| s.heartbeat);
+                let every = plan.as_ref().and_then(|p| p.send_every);
+                tracing::info!(target = %name, %endpoint, generation, heartbeat = ?every, emulated = plan.as_ref().is_some_and(|p| p.emulated), "connected");
+                if every.is_some_and(|e| e > interval) {
+                    tracing::warn!(target = %name, "the broker negotiated heart-beats every {:?}, slower than the interval {interval:?}; hold mode may not keep this path open (use send mode)", every.unwrap_or_default());
+                }
+            }
+            Ok(ClientEvent::Disconnected { endpoint, reason }) => {
+                tracing::warn!(target = %name, %endpoint, %reason, "connection lost; reconnecting")
+            }
+            Ok(ClientEvent::ConnectFailed { endpoint, error, attempt }) => tracing::warn!(target = %name, %endpoint, %error, attempt, "cannot connect"),
+            Ok(ClientEvent::Closed { reason }) => {
+                tracing::error!(target = %name, %reason, "connection closed for good");
+                return;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! dk-webhook: receives GitHub, GitLab and Gitea/Forgejo webhooks and publishes commit messages.
+//!
+//! A thin `main` over `deploykit::webhook` (server, spool-backed publishing)
+//! and `deploykit::forge` (payloads, signatures).
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use deploykit::stomp::Client;
+use deploykit::webhook::{self, WebhookConfig};
+use dk_tools::cli::{init_logging, BrokerArgs, DEFAULT_BROKER};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The configuration read when --config is not given (and exists).
+const DEFAULT_CONFIG: &str = "/etc/deploykit/webhook.toml";
+
+/// HTTP receiver for forge webhooks: pushes become commit messages on the bus.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dk-webhook",
+    version,
+    after_help = "Examples:
+  dk-webhook --config /etc/deploykit/webhook.toml
+  dk-webhook --listen 0.0.0.0:8088 --spool /var/spool/deploykit/webhook -v
+  dk-webhook --config webhook.toml --check      validate the config (and read the secret files)
+
+Endpoints: POST /github, /gitlab, /gitea (paths configurable), GET /healthz.
+Answers: 200 published, 202 spooled (broker down; sent when it is back) or ignored
+(an event deploykit does not use), 200 duplicate (redelivery), 400 malformed (the
+field is named), 401 bad or missing signature/token, 413 body over body_limit.
+Secrets come from files or environment variables named in the config, never argv.
+
+Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given. The
+broker may be down at start-up: requests are spooled until it answers.
+Signals: SIGTERM/SIGINT stop accepting, finish requests, try a last drain, exit 0;
+SIGHUP re-reads the config and applies new secrets and repo naming.
+
+Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error;
+3 cannot listen or open the spool."
+)]
+struct Cli {
+    /// The configuration file (TOML); default /etc/deploykit/webhook.toml when it exists, else built-in defaults.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the config's `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Spool directory (overrides the config's `spool`).
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// The config file to read, if any.
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| PathBuf::from(DEFAULT_CONFIG)))
+}
+
+fn load(cli: &Cli) -> Result<WebhookConfig, webhook::ConfigError> {
+    let mut config = match config_path(cli) {
+        Some(p) => WebhookConfig::load(&p)?,
+        None => WebhookConfig::default(),
+    };
+    if let Some(l) = cli.listen {
+        config.listen = l;
+    }
+    if let Some(s) = &cli.spool {
+        config.spool = s.clone();
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dk-webhook: {e}");
+            return ExitCode::from(if cli.check { 1 } else { 2 });
+        }
+    };
+    if cli.check {
+        let forges: Vec<String> =
+            config.forges.iter().map(|f| format!("{} {}{}", f.forge.as_str(), f.path, if f.secret.is_some() { " (signed)" } else { " (UNSIGNED)" })).collect();
+        println!("ok: listen {}, spool {}, {}", config.listen, config.spool.display(), forges.join(", "));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dk-webhook: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dk-webhook: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Whether `--broker` (or DK_BROKER_URL) was given, i.e. overrides the config's section.
+fn broker_overridden(args: &BrokerArgs) -> bool {
+    std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some() || args.broker != DEFAULT_BROKER
+}
+
+async fn run(cli: Cli, config: WebhookConfig) -> Result<ExitCode> {
+    let mut args = cli.broker.clone();
+    if !broker_overridden(&args) {
+        args.broker = config.broker.url.clone();
+        args.vhost = config.broker.vhost.clone();
+        args.login = args.login.or_else(|| config.broker.login.clone());
+        args.passcode_file = args.passcode_file.or_else(|| config.broker.passcode_file.clone());
+    }
+    let mut client_config = args.client_config()?;
+    // Requests are spooled while the broker is away, so keep trying for ever.
+    client_config.url.options.startup_max_reconnect_attempts = None;
+    client_config.url.options.max_reconnect_attempts = None;
+    let client = Client::start(client_config);
+    let handle = match webhook::start(config, client.clone()).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("dk-webhook: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    // Startup line on stderr regardless of -v, for scripts and tests waiting on it.
+    eprintln!("dk-webhook: listening on http://{}", handle.addr());
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match load(&cli) {
+                Ok(new) => match handle.reload(&new) {
+                    Ok(()) => tracing::warn!("configuration reloaded (secrets and repo naming)"),
+                    Err(e) => tracing::error!("reload refused: {e}"),
+                },
+                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    let left = handle.shutdown(Duration::from_secs(5)).await;
+    if left > 0 {
+        tracing::warn!(spooled = left, "messages stay spooled for the next start");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await.context("disconnecting");
+    Ok(ExitCode::SUCCESS)
+}
