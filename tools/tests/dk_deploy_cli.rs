@@ -371,3 +371,19 @@ async fn an_agent_killed_mid_deploy_recovers_on_restart() {
     assert_eq!(r[0].state, StepState::Ok, "{r:?}");
     assert_eq!(live(&dir.0).as_deref(), Some("v2"));
 }
+
+#[test]
+fn the_example_agent_config_checks_out_once_its_key_is_real() {
+    let dir = TmpDir::new("example");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agent.toml")).unwrap();
+    let key = SecretKey::generate().unwrap().public().to_string();
+    let text = text.replace("ed25519:REPLACE-WITH-THE-OUTPUT-OF-dk-deploy-keygen=", &key).replace("deploy = [\"ops\", \"web\"]", "deploy = [\"ops\"]").replace("rollback = [\"ops\", \"web\"]", "rollback = [\"ops\"]");
+    let path = dir.0.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = dk("dk-agent").arg("--check").arg("--config").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Unedited, it is refused with a message naming the key.
+    let out = dk("dk-agent").arg("--check").arg("--config").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agent.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trusted_keys.ops"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -388,11 +388,11 @@ impl AgentConfig {
             || identity.len() > 255
             || identity
                 .chars()
-                .any(|c| c.is_control() || c.is_whitespace())
+                .any(|c| c.is_control() || c.is_whitespace() || c == '/')
         {
             return Err(invalid(
                 "identity".into(),
-                format!("{identity:?}: must be a non-empty name without spaces"),
+                format!("{identity:?}: must be a non-empty name without spaces or '/' (a -I /regex/ must not match it literally)"),
             ));
         }
         Ok(AgentConfig {
