@@ -362,7 +362,8 @@ fn duration(key: &str, text: &str, v: &toml::Spanned<RawDuration>, allow_off: bo
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name (`localhost` if it has none).
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is writable for its length; gethostname NUL-terminates on success (we also bound it).
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
