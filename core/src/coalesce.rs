@@ -98,44 +98,46 @@ impl<T> Coalescer<T> {
 mod tests {
     use super::*;
 
-    const MS: Duration = Duration::from_millis(1);
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
 
     #[test]
     fn a_burst_is_one_run_after_the_quiet_period() {
         let t0 = Instant::now();
-        let mut c = Coalescer::new(100 * MS, 10_000 * MS);
+        let mut c = Coalescer::new(ms(100), ms(10_000));
         assert_eq!(c.due(), None);
         for i in 0..20u64 {
-            c.push(i, t0 + i * 5 * MS);
+            c.push(i, t0 + ms(i * 5));
         }
         // Last item at 95 ms: due at 195 ms.
-        assert_eq!(c.due(), Some(t0 + 195 * MS));
-        assert!(c.take(t0 + 194 * MS).is_none());
-        assert_eq!(c.take(t0 + 195 * MS).unwrap().len(), 20);
+        assert_eq!(c.due(), Some(t0 + ms(195)));
+        assert!(c.take(t0 + ms(194)).is_none());
+        assert_eq!(c.take(t0 + ms(195)).unwrap().len(), 20);
         assert!(!c.is_pending());
-        assert_eq!(c.take(t0 + 300 * MS), None);
+        assert_eq!(c.take(t0 + ms(300)), None);
     }
 
     #[test]
     fn min_interval_holds_the_next_run_back() {
         let t0 = Instant::now();
-        let mut c = Coalescer::new(10 * MS, 1000 * MS);
+        let mut c = Coalescer::new(ms(10), ms(1000));
         c.push("a", t0);
-        assert_eq!(c.take(t0 + 10 * MS), Some(vec!["a"]));
-        c.push("b", t0 + 20 * MS);
-        assert_eq!(c.due(), Some(t0 + 1010 * MS), "one min_interval after the previous run");
-        assert!(c.take(t0 + 500 * MS).is_none());
-        c.push("c", t0 + 600 * MS);
-        assert_eq!(c.take(t0 + 1010 * MS), Some(vec!["b", "c"]));
+        assert_eq!(c.take(t0 + ms(10)), Some(vec!["a"]));
+        c.push("b", t0 + ms(20));
+        assert_eq!(c.due(), Some(t0 + ms(1010)), "one min_interval after the previous run");
+        assert!(c.take(t0 + ms(500)).is_none());
+        c.push("c", t0 + ms(600));
+        assert_eq!(c.take(t0 + ms(1010)), Some(vec!["b", "c"]));
     }
 
     #[test]
     fn an_endless_stream_still_runs_after_max_wait() {
         let t0 = Instant::now();
-        let mut c = Coalescer::new(50 * MS, Duration::ZERO).max_wait(300 * MS);
+        let mut c = Coalescer::new(ms(50), Duration::ZERO).max_wait(ms(300));
         for i in 0..100u64 {
-            c.push(i, t0 + i * 10 * MS);
-            if let Some(batch) = c.take(t0 + i * 10 * MS) {
+            c.push(i, t0 + ms(i * 10));
+            if let Some(batch) = c.take(t0 + ms(i * 10)) {
                 assert_eq!(i, 30, "first run at max_wait");
                 assert_eq!(batch.len(), 31);
                 return;
