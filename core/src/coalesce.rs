@@ -88,6 +88,13 @@ impl<T> Coalescer<T> {
         Some(std::mem::take(&mut self.items))
     }
 
+    /// Empties the batch without recording a run (e.g. to hand it to a successor).
+    pub fn take_all(&mut self) -> Vec<T> {
+        self.first = None;
+        self.last = None;
+        std::mem::take(&mut self.items)
+    }
+
     /// When the last run started.
     pub fn last_run(&self) -> Option<Instant> {
         self.last_run

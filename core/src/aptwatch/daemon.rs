@@ -80,9 +80,10 @@ pub enum AptWatchError {
 #[derive(Debug)]
 pub struct AptWatchHandle {
     stop: watch::Sender<bool>,
+    hand_over: mpsc::Sender<Vec<String>>,
     observer: broadcast::Sender<WatchEvent>,
     stats: Arc<Mutex<Stats>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Vec<String>>,
 }
 
 impl AptWatchHandle {
@@ -96,6 +97,13 @@ impl AptWatchHandle {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Adds triggers (e.g. those a stopped predecessor still had waiting) to the next run.
+    pub async fn hand_over(&self, triggers: Vec<String>) {
+        if !triggers.is_empty() {
+            let _ = self.hand_over.send(triggers).await;
+        }
+    }
+
     /// Whether the daemon task has ended.
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
@@ -103,9 +111,15 @@ impl AptWatchHandle {
 
     /// Stops taking messages, lets a running action finish, and returns the counters.
     pub async fn shutdown(self) -> Stats {
+        self.stop().await.0
+    }
+
+    /// As [`AptWatchHandle::shutdown`], also returning the triggers that were
+    /// still waiting for a run (give them to the successor's [`AptWatchHandle::hand_over`] on a reload).
+    pub async fn stop(self) -> (Stats, Vec<String>) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
-        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+        let pending = self.task.await.unwrap_or_default();
+        (self.stats.lock().map(|s| s.clone()).unwrap_or_default(), pending)
     }
 }
 
@@ -122,10 +136,11 @@ pub async fn start(config: AptWatchConfig, client: Client) -> Result<AptWatchHan
     let observer = broadcast::channel(1024).0;
     let stats = Arc::new(Mutex::new(Stats::default()));
     let coalescer = Coalescer::new(config.quiet, config.min_interval).max_wait(config.max_wait);
+    let (hand_over, hand_over_rx) = mpsc::channel(4);
     let daemon = Daemon { config: Arc::new(config), publisher, observer: observer.clone(), stats: stats.clone(), coalescer };
     tracing::info!(topic = %daemon.config.packages_topic, packages = ?daemon.config.packages.patterns(), "dk-apt-watch subscribed");
-    let task = tokio::spawn(daemon.run(sub, stop_rx, client_events));
-    Ok(AptWatchHandle { stop, observer, stats, task })
+    let task = tokio::spawn(daemon.run(sub, stop_rx, client_events, hand_over_rx));
+    Ok(AptWatchHandle { stop, hand_over, observer, stats, task })
 }
 
 struct Daemon {
@@ -137,7 +152,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn run(mut self, mut sub: Subscription, mut stop: watch::Receiver<bool>, mut client_events: broadcast::Receiver<ClientEvent>) {
+    async fn run(mut self, mut sub: Subscription, mut stop: watch::Receiver<bool>, mut client_events: broadcast::Receiver<ClientEvent>, mut hand_over: mpsc::Receiver<Vec<String>>) -> Vec<String> {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut running = false;
         let mut sub_open = true;
@@ -159,6 +174,11 @@ impl Daemon {
                     }
                 }
                 _ = done_rx.recv() => running = false,
+                Some(triggers) = hand_over.recv() => {
+                    for t in triggers {
+                        self.coalescer.push(t, Instant::now());
+                    }
+                }
                 _ = sleep_until(due) => {
                     if let Some(triggers) = self.coalescer.take(Instant::now()) {
                         running = true;
@@ -183,6 +203,8 @@ impl Daemon {
             let _ = done_rx.recv().await;
         }
         tracing::info!("dk-apt-watch stopped");
+        let _ = sub.unsubscribe().await;
+        self.coalescer.take_all()
     }
 
     fn on_message(&mut self, m: stomp::Message) {

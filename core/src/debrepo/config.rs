@@ -276,6 +276,56 @@ impl RepreproConfig {
     }
 }
 
+/// Finds `program` the way `execvp` would (a path with `/` is taken as is).
+pub fn find_program(program: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.components().count() > 1 {
+        return executable(program).then(|| program.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
+}
+
+impl RepreproConfig {
+    /// Checks this machine against the configuration: reprepro and dpkg-deb
+    /// can be run, `BASE/conf/distributions` exists and names each
+    /// distribution, each incoming directory is a readable directory, the
+    /// spool's parent exists. One line per problem (`key: message`); empty when all is well.
+    pub fn check(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if find_program(&self.reprepro).is_none() {
+            out.push(format!("reprepro: {} not found or not executable (apt-get install reprepro)", self.reprepro.display()));
+        }
+        if find_program(Path::new("dpkg-deb")).is_none() {
+            out.push("dpkg-deb not found (it reads the packages' control data)".to_owned());
+        }
+        let dists_file = self.base.join("conf/distributions");
+        let codenames: Vec<String> = match std::fs::read_to_string(&dists_file) {
+            Ok(text) => text.lines().filter_map(|l| l.strip_prefix("Codename:")).map(|v| v.trim().to_owned()).collect(),
+            Err(e) => {
+                out.push(format!("base: {}: {e}", dists_file.display()));
+                Vec::new()
+            }
+        };
+        for (name, d) in &self.dists {
+            if !codenames.is_empty() && !codenames.contains(name) {
+                out.push(format!("dists.{name}: {} has no `Codename: {name}`", dists_file.display()));
+            }
+            match std::fs::read_dir(&d.incoming) {
+                Ok(_) => {}
+                Err(e) => out.push(format!("dists.{name}.incoming: {}: {e}", d.incoming.display())),
+            }
+        }
+        if let Some(parent) = self.spool_dir.parent() {
+            if !self.spool_dir.exists() && !parent.is_dir() {
+                out.push(format!("spool_dir: {} does not exist", parent.display()));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
