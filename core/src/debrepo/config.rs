@@ -290,8 +290,8 @@ pub fn find_program(program: &Path) -> Option<PathBuf> {
 impl RepreproConfig {
     /// Checks this machine against the configuration: reprepro and dpkg-deb
     /// can be run, `BASE/conf/distributions` exists and names each
-    /// distribution, each incoming directory is a readable directory, the
-    /// spool's parent exists. One line per problem (`key: message`); empty when all is well.
+    /// distribution, each incoming directory is a readable directory (the spool
+    /// directory is created when needed). One line per problem (`key: message`); empty when all is well.
     pub fn check(&self) -> Vec<String> {
         let mut out = Vec::new();
         if find_program(&self.reprepro).is_none() {
@@ -315,11 +315,6 @@ impl RepreproConfig {
             match std::fs::read_dir(&d.incoming) {
                 Ok(_) => {}
                 Err(e) => out.push(format!("dists.{name}.incoming: {}: {e}", d.incoming.display())),
-            }
-        }
-        if let Some(parent) = self.spool_dir.parent() {
-            if !self.spool_dir.exists() && !parent.is_dir() {
-                out.push(format!("spool_dir: {} does not exist", parent.display()));
             }
         }
         out
