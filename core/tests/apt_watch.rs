@@ -33,12 +33,8 @@ impl Fixture {
     }
 
     fn config(&self, extra: &str) -> AptWatchConfig {
-        let text = format!(
-            "node = \"web01\"\npackages_topic = {:?}\nevents_topic = {:?}\naction = [{:?}, \"update\"]\n{extra}\n",
-            self.ptopic,
-            self.etopic,
-            self.dir.join("action.sh")
-        );
+        let text =
+            format!("node = \"web01\"\npackages_topic = {:?}\nevents_topic = {:?}\naction = [{:?}, \"update\"]\n{extra}\n", self.ptopic, self.etopic, self.dir.join("action.sh"));
         AptWatchConfig::parse(&text).unwrap()
     }
 
@@ -76,12 +72,9 @@ async fn ran(events: &mut broadcast::Receiver<WatchEvent>) -> RunReport {
 }
 
 async fn matched_or_ignored(events: &mut broadcast::Receiver<WatchEvent>) -> WatchEvent {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await.expect("an event within 30 s").expect("daemon alive") {
-            WatchEvent::Ran(r) => panic!("unexpected run: {r:?}"),
-            ev => return ev,
-        }
+    match tokio::time::timeout(WAIT, events.recv()).await.expect("an event within 30 s").expect("daemon alive") {
+        WatchEvent::Ran(r) => panic!("unexpected run: {r:?}"),
+        ev => ev,
     }
 }
 
@@ -95,7 +88,11 @@ async fn burst_of_20_is_one_run(target: Target) {
     let mut lines = listener.subscribe(&fx.etopic, SubscribeOptions::default()).await.unwrap();
     let daemon = start(&target, fx.config("packages = [\"site-*\"]\nquiet = \"300ms\"\nmin_interval = \"60s\"\nmax_wait = \"20s\"")).await;
     let mut obs = daemon.subscribe();
-    let publisher = Publisher::new(target.client().await, "test").destinations(deploykit::message::Destinations { packages: fx.ptopic.clone(), events: target.dest("topic"), ..Default::default() });
+    let publisher = Publisher::new(target.client().await, "test").destinations(deploykit::message::Destinations {
+        packages: fx.ptopic.clone(),
+        events: target.dest("topic"),
+        ..Default::default()
+    });
     for i in 0..20 {
         publisher.package(&package(&format!("site-part{i}"), "1.0", "bookworm")).await.unwrap();
     }
@@ -131,7 +128,8 @@ async fn unwatched_names_distros_and_actions_are_ignored_and_legacy_bodies_read(
     let daemon = start(&target, fx.config("packages = [\"nginx\", \"lib{foo,bar}1\"]\ndistros = [\"bookworm\"]\non = [\"added\"]\nquiet = \"50ms\"\nmin_interval = \"0s\"")).await;
     let mut obs = daemon.subscribe();
     let sender = target.client().await;
-    let publisher = Publisher::new(sender.clone(), "test").destinations(deploykit::message::Destinations { packages: fx.ptopic.clone(), events: target.dest("topic"), ..Default::default() });
+    let publisher =
+        Publisher::new(sender.clone(), "test").destinations(deploykit::message::Destinations { packages: fx.ptopic.clone(), events: target.dest("topic"), ..Default::default() });
 
     publisher.package(&package("nginx-common", "1.0", "bookworm")).await.unwrap();
     publisher.package(&package("nginx", "1.0", "trixie")).await.unwrap();
@@ -163,7 +161,11 @@ async fn runs_are_at_least_min_interval_apart_and_failures_are_reported() {
     let mut lines = listener.subscribe(&fx.etopic, SubscribeOptions::default()).await.unwrap();
     let daemon = start(&target, config).await;
     let mut obs = daemon.subscribe();
-    let publisher = Publisher::new(target.client().await, "test").destinations(deploykit::message::Destinations { packages: fx.ptopic.clone(), events: target.dest("topic"), ..Default::default() });
+    let publisher = Publisher::new(target.client().await, "test").destinations(deploykit::message::Destinations {
+        packages: fx.ptopic.clone(),
+        events: target.dest("topic"),
+        ..Default::default()
+    });
 
     publisher.package(&package("one", "1", "bookworm")).await.unwrap();
     let first = ran(&mut obs).await;

@@ -126,10 +126,8 @@ impl AptWatchHandle {
 /// Subscribes `client` to the package topic (confirmed by the broker before this returns) and starts the daemon.
 pub async fn start(config: AptWatchConfig, client: Client) -> Result<AptWatchHandle, AptWatchError> {
     let client_events = client.events();
-    let sub = client
-        .subscribe(&config.packages_topic, SubscribeOptions::default())
-        .await
-        .map_err(|source| AptWatchError::Subscribe { topic: config.packages_topic.clone(), source })?;
+    let sub =
+        client.subscribe(&config.packages_topic, SubscribeOptions::default()).await.map_err(|source| AptWatchError::Subscribe { topic: config.packages_topic.clone(), source })?;
     let destinations = Destinations { events: config.events_topic.clone(), ..Destinations::default() };
     let publisher = Publisher::new(client, EVENT_SOURCE).wire(config.wire).destinations(destinations).host(config.node.clone());
     let (stop, stop_rx) = watch::channel(false);
@@ -152,7 +150,13 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn run(mut self, mut sub: Subscription, mut stop: watch::Receiver<bool>, mut client_events: broadcast::Receiver<ClientEvent>, mut hand_over: mpsc::Receiver<Vec<String>>) -> Vec<String> {
+    async fn run(
+        mut self,
+        mut sub: Subscription,
+        mut stop: watch::Receiver<bool>,
+        mut client_events: broadcast::Receiver<ClientEvent>,
+        mut hand_over: mpsc::Receiver<Vec<String>>,
+    ) -> Vec<String> {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut running = false;
         let mut sub_open = true;
@@ -221,9 +225,8 @@ impl Daemon {
             }
         };
         let c = &self.config;
-        let wanted = c.packages.is_match(&package.name)
-            && c.on.contains(&package.action)
-            && (c.distros.is_empty() || package.distro.is_empty() || c.distros.contains(&package.distro));
+        let wanted =
+            c.packages.is_match(&package.name) && c.on.contains(&package.action) && (c.distros.is_empty() || package.distro.is_empty() || c.distros.contains(&package.distro));
         if let Ok(mut s) = self.stats.lock() {
             s.messages += 1;
             s.matched += u64::from(wanted);

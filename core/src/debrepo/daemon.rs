@@ -8,8 +8,8 @@
 //! drained after every package, on every poll tick and after every reconnect.
 
 use super::config::{RepreproConfig, WatchMode};
-use super::incoming::{is_candidate_name, Tracker};
 use super::include::{include, Outcome};
+use super::incoming::{is_candidate_name, Tracker};
 use crate::message::wire::encode;
 use crate::message::{Event, MessageError, Package, PackageAction};
 use crate::spool::{Spool, SpoolError};

@@ -41,15 +41,8 @@ pub enum Outcome {
 /// Includes `file` into distribution `dist_name`.
 pub async fn include(config: &RepreproConfig, dist_name: &str, dist: &DistConfig, file: &Path) -> Outcome {
     let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut package = Package {
-        name: String::new(),
-        version: String::new(),
-        arch: String::new(),
-        distro: dist_name.to_owned(),
-        action: PackageAction::Failed,
-        file: file_name,
-        detail: None,
-    };
+    let mut package =
+        Package { name: String::new(), version: String::new(), arch: String::new(), distro: dist_name.to_owned(), action: PackageAction::Failed, file: file_name, detail: None };
     let info = match deb::read_control(file, config.timeout).await {
         Ok(info) => info,
         Err(DebError::Command(e)) => return Outcome::Retry { error: format!("reading the control data: {e}") },

@@ -138,12 +138,7 @@ impl Tracker {
             }
         }
         self.files.retain(|p, _| present.contains(p));
-        let mut ready: Vec<(SystemTime, PathBuf)> = self
-            .files
-            .iter()
-            .filter(|(_, s)| self.is_ready(s, now))
-            .map(|(p, s)| (s.mtime, p.clone()))
-            .collect();
+        let mut ready: Vec<(SystemTime, PathBuf)> = self.files.iter().filter(|(_, s)| self.is_ready(s, now)).map(|(p, s)| (s.mtime, p.clone())).collect();
         ready.sort();
         let mut out = Vec::new();
         for (_, p) in ready {
