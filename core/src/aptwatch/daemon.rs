@@ -48,6 +48,8 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// The event line published for it (without the host prefix).
     pub line: String,
+    /// When it started.
+    pub started: Instant,
 }
 
 /// Counters since start.
@@ -251,7 +253,7 @@ async fn run_action(config: &AptWatchConfig, triggers: Vec<String>) -> RunReport
         [first, rest @ ..] => format!("{first}, +{} more", rest.len()),
     };
     tracing::info!(action = %command_text, triggers = triggers.len(), "running the action");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let result = command::run(&config.action, None, config.timeout).await;
     let secs = started.elapsed().as_secs_f64();
     let (ok, status, output) = match result {
@@ -270,7 +272,7 @@ async fn run_action(config: &AptWatchConfig, triggers: Vec<String>) -> RunReport
     } else {
         tracing::warn!(%line, %output, "action failed");
     }
-    RunReport { triggers, ok, status, output, duration_ms: (secs * 1000.0) as u64, line }
+    RunReport { triggers, ok, status, output, duration_ms: (secs * 1000.0) as u64, line, started }
 }
 
 async fn sleep_until(at: Option<Instant>) {
