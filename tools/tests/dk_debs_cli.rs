@@ -281,10 +281,13 @@ async fn a_dropped_deb_reaches_apt_watch_through_both_daemons() {
     assert!(ran.contains("(flow-app 2.1)"), "{ran}");
     assert_eq!(std::fs::read_to_string(dir.0.join("runs.log")).unwrap(), "run\n");
 
-    // SIGHUP: the new patterns apply; a package they no longer match runs nothing.
+    // SIGHUP to both: apt-watch's new patterns apply (a package they no longer match
+    // runs nothing); dk-reprepro's restarted watcher still takes the next file.
     std::fs::write(&aw_config, aw_text("\"other-*\"")).unwrap();
     aw.signal("HUP");
     aw.line("configuration reloaded");
+    rp.signal("HUP");
+    rp.line("configuration reloaded");
     std::fs::copy(deb(&dir.0, "flow-lib", "1.0"), dir.0.join("repo/incoming/flow-lib_1.0_amd64.deb")).unwrap();
     next_event(&mut events, "flow-lib_1.0_amd64.deb / bookworm added").await;
     aw.line("package not watched here");
