@@ -284,3 +284,19 @@ async fn legacy_wire_through_rabbitmq() {
     assert_eq!(m.headers.get("subject"), Some("Package update: [rabbitpkg_0.9_amd64.deb]"));
     assert!(m.text().unwrap_or_default().starts_with("package: rabbitpkg_0.9_amd64.deb\n"), "{:?}", m.text());
 }
+
+#[tokio::test]
+async fn an_idle_daemon_does_not_rescan_on_its_own_directory_reads() {
+    // The daemon's own scans open the watched directory, which inotify reports:
+    // those events must not cause further scans (a busy loop).
+    let target = Target::embedded().await;
+    let repo = Repo::new("idle");
+    let mut config = repo.config("inotify", "");
+    config.poll_interval = Duration::from_secs(60);
+    let daemon = start(&target, config).await;
+    std::fs::write(repo.incoming().join("README"), "not a package").unwrap();
+    // A bounded wait is the only way to observe that nothing happens.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = daemon.shutdown().await;
+    assert!(stats.scans <= 3, "an idle daemon scanned {} times in 1 s", stats.scans);
+}

@@ -78,7 +78,7 @@ pub enum AptWatchError {
     },
 }
 
-/// Controls a running daemon.
+/// Controls a running daemon; dropping it stops the daemon.
 #[derive(Debug)]
 pub struct AptWatchHandle {
     stop: watch::Sender<bool>,
@@ -162,6 +162,7 @@ impl Daemon {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut running = false;
         let mut sub_open = true;
+        let mut events_open = true;
         loop {
             let due = if running { None } else { self.coalescer.due() };
             tokio::select! {
@@ -173,12 +174,14 @@ impl Daemon {
                         sub_open = false;
                     }
                 },
-                ev = client_events.recv() => {
-                    if let Ok(ClientEvent::Ready { reconnect: true, .. }) = ev {
+                ev = client_events.recv(), if events_open => match ev {
+                    Ok(ClientEvent::Ready { reconnect: true, .. }) => {
                         tracing::info!("reconnected: running the action once in case a message was missed");
                         self.coalescer.push("(reconnect)".into(), Instant::now());
                     }
-                }
+                    Err(broadcast::error::RecvError::Closed) => events_open = false,
+                    _ => {}
+                },
                 _ = done_rx.recv() => running = false,
                 Some(triggers) = hand_over.recv() => {
                     for t in triggers {

@@ -61,6 +61,8 @@ pub struct Stats {
     pub retries: u64,
     /// Files that could not be moved away.
     pub stuck: u64,
+    /// Directory scans (every incoming directory once each).
+    pub scans: u64,
 }
 
 /// Why the daemon could not start or publish.
@@ -135,7 +137,7 @@ impl Outbox {
     }
 }
 
-/// Controls a running daemon.
+/// Controls a running daemon; dropping it stops the daemon (after the file in progress).
 #[derive(Debug)]
 pub struct RepreproHandle {
     stop: watch::Sender<bool>,
@@ -293,6 +295,7 @@ impl Daemon {
     async fn run(mut self, mut rx: NotifyRx, _watcher: Option<notify::RecommendedWatcher>, mut client_events: Option<broadcast::Receiver<ClientEvent>>) {
         let mut scan_due = Instant::now();
         let mut next_poll = Instant::now() + self.config.poll_interval;
+        let mut notify_open = true;
         loop {
             if *self.stop.borrow() {
                 break;
@@ -300,14 +303,19 @@ impl Daemon {
             let wake = scan_due.min(next_poll);
             tokio::select! {
                 _ = self.stop.changed() => break,
-                ev = rx.recv() => {
-                    let Some(ev) = ev else { continue };
-                    self.on_notify(ev);
-                    // Drain what else is queued before scanning once.
+                // Closed at once when polling (no watcher holds the sender): the branch is then disabled.
+                ev = rx.recv(), if notify_open => {
+                    let Some(ev) = ev else {
+                        notify_open = false;
+                        continue;
+                    };
+                    let mut now = self.on_notify(ev);
+                    // Take what else is queued, then look again when a file may be ready.
                     while let Ok(ev) = rx.try_recv() {
-                        self.on_notify(ev);
+                        now |= self.on_notify(ev);
                     }
-                    scan_due = Instant::now();
+                    let next = if now { Some(Instant::now()) } else { self.trackers.iter().filter_map(|(_, t)| t.next_check()).min() };
+                    scan_due = next.map_or(scan_due, |n| n.min(scan_due));
                 }
                 ev = client_ready(&mut client_events) => {
                     if ev {
@@ -345,19 +353,22 @@ impl Daemon {
         self.trackers.iter_mut().map(|(_, t)| t).find(|t| t.dir() == parent)
     }
 
-    fn on_notify(&mut self, ev: notify::Result<notify::Event>) {
+    /// Notes what an inotify event says about candidate files; `true` when
+    /// everything must be scanned now (events were lost). Other events (the
+    /// directory itself opened by our own scans, metadata, removals) change nothing.
+    fn on_notify(&mut self, ev: notify::Result<notify::Event>) -> bool {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
                 tracing::warn!(error = %e, "inotify error: rescanning");
                 self.trackers.iter_mut().for_each(|(_, t)| t.rescan());
-                return;
+                return true;
             }
         };
         if ev.need_rescan() {
             tracing::warn!("inotify queue overflowed: rescanning");
             self.trackers.iter_mut().for_each(|(_, t)| t.rescan());
-            return;
+            return true;
         }
         match ev.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
@@ -383,9 +394,13 @@ impl Daemon {
             }
             _ => {}
         }
+        false
     }
 
     async fn scan_and_process(&mut self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.scans += 1;
+        }
         for i in 0..self.trackers.len() {
             let ready = {
                 let (_, t) = &mut self.trackers[i];
