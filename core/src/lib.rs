@@ -30,13 +30,21 @@
 //! - [`keepalive`]: dk-keepalive: keeping idle paths open, and probing how long they stay open.
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
+//! - [`debrepo`]: dk-reprepro: complete `.deb`s from incoming directories into reprepro, package messages.
+//! - [`aptwatch`]: dk-apt-watch: package messages in, one `apt-get update` per burst out.
+//! - [`coalesce`]: a burst of triggers → one run (quiet period, minimum interval).
+//! - [`command`]: external programs by argument vector, with a time limit.
 //!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
 //! code through the blocking facade.
 
+pub mod aptwatch;
 pub mod blocking;
 pub mod broker;
 pub mod deploy;
+pub mod coalesce;
+pub mod command;
+pub mod debrepo;
 pub mod fetch;
 pub mod forge;
 pub mod git;

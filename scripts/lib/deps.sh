@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what the test suites need, only when it is missing.
 #
-#   scripts/lib/deps.sh [build|brokers|python|all]      (default: all)
+#   scripts/lib/deps.sh [build|debian|brokers|python|all]      (default: all)
 #
 #   build    libssl-dev and pkg-config (git2's https transport links system OpenSSL)
+#   debian   reprepro and dpkg-deb (dk-reprepro's tests build and include real .debs)
 #   brokers  Debian rabbitmq-server and activemq (needs root; apt-get update is
 #            run once, only when something has to be installed)
 #   python   stomp.py and pytest for python3 (pip; --break-system-packages is
@@ -53,6 +54,17 @@ deps_build() {
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     if [ ${#missing[@]} -eq 0 ]; then
         dk_log "deps: libssl-dev and pkg-config already installed"
+        return 0
+    fi
+    apt_install "${missing[@]}"
+}
+
+deps_debian() {
+    local missing=()
+    command -v reprepro >/dev/null || missing+=(reprepro)
+    command -v dpkg-deb >/dev/null || missing+=(dpkg)
+    if [ ${#missing[@]} -eq 0 ]; then
+        dk_log "deps: reprepro and dpkg-deb already installed"
         return 0
     fi
     apt_install "${missing[@]}"
@@ -108,11 +120,12 @@ main() {
     local what="${1:-all}"
     case "$what" in
         build) deps_build ;;
+        debian) deps_debian ;;
         brokers) deps_brokers ;;
         python) deps_python ;;
-        all) deps_build; deps_brokers; deps_python ;;
+        all) deps_build; deps_debian; deps_brokers; deps_python ;;
         -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) dk_die "deps.sh: unknown argument '$what' (build|brokers|python|all)" ;;
+        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|python|all)" ;;
     esac
 }
 

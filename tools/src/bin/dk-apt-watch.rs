@@ -1,0 +1,151 @@
+//! dk-apt-watch: runs `apt-get update` (or any configured argument vector)
+//! when a package this server watches changes, once per burst.
+//!
+//! A thin `main` over `deploykit::aptwatch`.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use deploykit::aptwatch::{self, AptWatchConfig, AptWatchHandle};
+use deploykit::fetch::BrokerSection;
+use deploykit::stomp::Client;
+use dk_tools::cli::{init_logging, BrokerArgs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Refresh apt when watched packages change in the repository.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dk-apt-watch",
+    version,
+    after_help = "Examples:
+  dk-apt-watch                                 run with /etc/deploykit/apt-watch.toml (defaults if missing)
+  dk-apt-watch --config ./apt-watch.toml -v    another config, info logging
+  dk-apt-watch --check                         print what the config means and exit
+
+The config lists package names or globs (packages = [\"site-*\", \"nginx\"]), the
+action as an argument vector (default [\"apt-get\", \"update\"]; never a shell), and
+quiet / min_interval: a burst of package messages becomes one run, at most one
+run per min_interval. Each run ends with an event line (HOST  … ok / problem: …).
+A reconnect to the broker also triggers one run (a message may have been missed).
+
+Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
+Signals: SIGTERM/SIGINT let a running action finish and exit 0; SIGHUP reloads the config.
+
+Exit codes: 0 ok; 1 --check found problems; 2 usage or configuration error;
+3 broker unreachable at start-up."
+)]
+struct Cli {
+    /// The configuration file (TOML); a missing default file means all defaults.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Validate the config, print its meaning and check the action's program exists.
+    #[arg(long)]
+    check: bool,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+const DEFAULT_CONFIG: &str = "/etc/deploykit/apt-watch.toml";
+
+fn load(path: Option<&Path>) -> Result<AptWatchConfig, deploykit::fetch::ConfigError> {
+    match path {
+        Some(p) => AptWatchConfig::load(p),
+        None if Path::new(DEFAULT_CONFIG).exists() => AptWatchConfig::load(Path::new(DEFAULT_CONFIG)),
+        None => AptWatchConfig::parse(""),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let config = match load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dk-apt-watch: {e}");
+            return ExitCode::from(if cli.check { 1 } else { 2 });
+        }
+    };
+    if cli.check {
+        println!("packages: {}", config.packages.patterns().join(" "));
+        println!("distros: {}", if config.distros.is_empty() { "any".to_owned() } else { config.distros.join(" ") });
+        println!("action: {:?}", config.action);
+        println!("quiet {:?}, min_interval {:?}, max_wait {:?}, timeout {:?}", config.quiet, config.min_interval, config.max_wait, config.timeout);
+        println!("topics: {} -> {}", config.packages_topic, config.events_topic);
+        if deploykit::debrepo::config::find_program(Path::new(&config.action[0])).is_none() {
+            println!("action: {} not found or not executable", config.action[0]);
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dk-apt-watch: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dk-apt-watch: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// The broker options: the command line's when `--broker` / DK_BROKER_URL is given, else the config's section.
+fn broker_args(args: &BrokerArgs, section: &BrokerSection) -> BrokerArgs {
+    let overridden = std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some();
+    let mut args = args.clone();
+    if !overridden {
+        args.broker = section.url.clone();
+        args.vhost = section.vhost.clone();
+        args.login = args.login.or_else(|| section.login.clone());
+        args.passcode_file = args.passcode_file.or_else(|| section.passcode_file.clone());
+    }
+    args
+}
+
+async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
+    let client = Client::connect(broker_args(&cli.broker, &config.broker).client_config()?).await.context("connecting to the broker")?;
+    let handle = aptwatch::start(config, client.clone()).await?;
+    let handle = wait_for_signals(handle, cli.config.as_deref(), &client).await?;
+    let stats = handle.shutdown().await;
+    tracing::info!(?stats, "stopped");
+    let _ = client.disconnect().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Returns on SIGTERM/SIGINT; on SIGHUP starts a daemon with the new
+/// configuration (subscribed before the old one is stopped, so no message falls between).
+async fn wait_for_signals(mut handle: AptWatchHandle, path: Option<&Path>, client: &Client) -> Result<AptWatchHandle> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(handle),
+            _ = int.recv() => return Ok(handle),
+            _ = hup.recv() => match load(path) {
+                // Subscribe the new daemon before stopping the old one (no gap);
+                // what the old one still had waiting is handed over.
+                Ok(c) => match aptwatch::start(c, client.clone()).await {
+                    Ok(new) => {
+                        let (_, pending) = std::mem::replace(&mut handle, new).stop().await;
+                        handle.hand_over(pending).await;
+                        tracing::info!("configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
+                },
+                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
+            },
+        }
+        if handle.is_finished() {
+            anyhow::bail!("the daemon stopped unexpectedly");
+        }
+    }
+}

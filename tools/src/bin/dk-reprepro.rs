@@ -1,0 +1,191 @@
+//! dk-reprepro: includes every complete `.deb` dropped into a distribution's
+//! incoming directory with `reprepro includedeb`, and announces it on the bus.
+//!
+//! A thin `main` over `deploykit::debrepo`.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use deploykit::debrepo::{self, RepoEvent, RepreproConfig};
+use deploykit::fetch::BrokerSection;
+use deploykit::message::PackageAction;
+use deploykit::stomp::Client;
+use dk_tools::cli::{init_logging, BrokerArgs};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Include incoming .debs into a reprepro repository and publish package messages.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dk-reprepro",
+    version,
+    after_help = "Examples:
+  dk-reprepro                                  watch with /etc/deploykit/reprepro.toml
+  dk-reprepro --config ./reprepro.toml -v      another config, info logging
+  dk-reprepro --once                           include what is complete now, publish, exit (cron)
+  dk-reprepro --check                          validate the config, reprepro, the directories
+
+Each complete NAME.deb in a [dists.D] incoming directory is included with
+`reprepro -b BASE includedeb D FILE`, then moved to archive/ (or, refused, to failed/
+with FILE.error beside it). A package message and the event line
+`Package FILE / D added to repository.` follow; they wait in spool_dir while the
+broker is down.
+
+Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
+Signals: SIGTERM/SIGINT finish the file in progress and exit 0; SIGHUP reloads the config
+(a broken new config is logged and the old one kept).
+
+Exit codes: 0 ok; 1 --check found problems, or --once refused or could not include a file;
+2 usage or configuration error; 3 broker unreachable at start-up (daemon) or a directory unusable."
+)]
+struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, short = 'c', default_value = "/etc/deploykit/reprepro.toml", value_name = "FILE")]
+    config: PathBuf,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Include every complete .deb once (waiting `settle` to see files are not growing), publish, exit.
+    #[arg(long, conflicts_with = "check")]
+    once: bool,
+    /// Validate the config and this machine (reprepro, dpkg-deb, conf/distributions, directories).
+    #[arg(long)]
+    check: bool,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let config = match RepreproConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dk-reprepro: {e}");
+            return ExitCode::from(if cli.check { 1 } else { 2 });
+        }
+    };
+    if cli.check {
+        let problems = config.check();
+        for p in &problems {
+            println!("{}: {p}", cli.config.display());
+        }
+        if problems.is_empty() {
+            println!("{}: ok ({} distributions)", cli.config.display(), config.dists.len());
+            return ExitCode::SUCCESS;
+        }
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dk-reprepro: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dk-reprepro: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// The broker options: the command line's when `--broker` / DK_BROKER_URL is given, else the config's section.
+fn broker_args(args: &BrokerArgs, section: &BrokerSection) -> BrokerArgs {
+    let overridden = std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some();
+    let mut args = args.clone();
+    if !overridden {
+        args.broker = section.url.clone();
+        args.vhost = section.vhost.clone();
+        args.login = args.login.or_else(|| section.login.clone());
+        args.passcode_file = args.passcode_file.or_else(|| section.passcode_file.clone());
+    }
+    args
+}
+
+async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
+    let client_config = broker_args(&cli.broker, &config.broker).client_config()?;
+    if cli.once {
+        let client = match Client::connect(client_config).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "broker unreachable: including anyway; messages wait in the spool");
+                None
+            }
+        };
+        let results = debrepo::run_once(config, client.clone()).await?;
+        let mut bad = 0;
+        for r in &results {
+            match r {
+                RepoEvent::Done { package, .. } if package.action == PackageAction::Added => {
+                    println!("{}: added to {} ({} {} {})", package.file, package.distro, package.name, package.version, package.arch)
+                }
+                RepoEvent::Done { package, moved_to } => {
+                    bad += 1;
+                    println!("{}: REFUSED, moved to {}: {}", package.file, moved_to.display(), one_line(package.detail.as_deref().unwrap_or("")));
+                }
+                RepoEvent::Stuck { package, error } => {
+                    bad += 1;
+                    println!("{}: STUCK: {}", package.file, one_line(error));
+                }
+                RepoEvent::Retry { file, error } => {
+                    bad += 1;
+                    println!("{}: NOT INCLUDED (try again): {}", file.display(), one_line(error));
+                }
+            }
+        }
+        if let Some(c) = client {
+            let _ = c.disconnect().await;
+        }
+        return Ok(if bad > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    }
+
+    let client = Client::connect(client_config).await.context("connecting to the broker")?;
+    let handle = debrepo::start(config.clone(), Some(client.clone())).await?;
+    tracing::info!(inotify = handle.inotify(), "dk-reprepro started");
+    let handle = wait_for_signals(handle, config, &cli.config, &client).await?;
+    let stats = handle.shutdown().await;
+    tracing::info!(?stats, "stopped");
+    let _ = client.disconnect().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Returns on SIGTERM/SIGINT; on SIGHUP stops the watcher (after the file in
+/// progress) and starts one with the new configuration — or, if that fails, the old one again.
+async fn wait_for_signals(mut handle: debrepo::RepreproHandle, mut current: RepreproConfig, path: &Path, client: &Client) -> Result<debrepo::RepreproHandle> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(handle),
+            _ = int.recv() => return Ok(handle),
+            _ = hup.recv() => match RepreproConfig::load(path) {
+                Ok(new) => {
+                    handle.shutdown().await;
+                    handle = match debrepo::start(new.clone(), Some(client.clone())).await {
+                        Ok(h) => {
+                            tracing::info!(file = %path.display(), "configuration reloaded");
+                            current = new;
+                            h
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "new configuration refused; the old one stays");
+                            debrepo::start(current.clone(), Some(client.clone())).await.context("restarting with the old configuration")?
+                        }
+                    };
+                }
+                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
+            },
+        }
+        if handle.is_finished() {
+            anyhow::bail!("the watcher stopped unexpectedly");
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.trim().replace(['\n', '\r'], " / ")
+}
