@@ -22,6 +22,8 @@
 //! - [`git`]: reading pushes (commits of a ref, newest first) and `deploykit.*`
 //!   settings from git repositories with libgit2.
 //! - [`fetch`]: dk-fetch: config, fetching and the checkout modes, the daemon.
+//! - [`jenkins`]: dk-jenkins (commit → Jenkins trigger: config, routing, quiet
+//!   period, remote API, daemon) and dk-notify (build message from a job's environment).
 //! - [`svn`]: reading a Subversion commit through `svnlook` (argument vectors only).
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
@@ -33,6 +35,7 @@ pub mod blocking;
 pub mod broker;
 pub mod fetch;
 pub mod git;
+pub mod jenkins;
 pub mod message;
 pub mod spool;
 pub mod stomp;
