@@ -1,7 +1,10 @@
 //! dk-notify's logic: a build message from the environment Jenkins gives a job
 //! step (`BUILD_NUMBER`, `JOB_NAME`, `BUILD_URL`, `GIT_BRANCH`, `GIT_COMMIT`, `GIT_URL`).
 
-use crate::message::{Build, BuildStatus};
+use crate::fetch::config::BrokerSection;
+use crate::message::{Build, BuildStatus, Destinations, Wire};
+use serde::Deserialize;
+use std::path::PathBuf;
 
 /// Variables a build message cannot do without.
 pub const REQUIRED: [&str; 3] = ["BUILD_NUMBER", "JOB_NAME", "BUILD_URL"];
@@ -57,6 +60,64 @@ pub fn build_from_env(status: BuildStatus, get: impl Fn(&str) -> Option<String>)
         commit,
         duration_ms: None,
     })
+}
+
+/// `notify.toml` (optional: every key has a default).
+///
+/// ```toml
+/// wire = "legacy"               # json (default) or legacy; legacy also switches the topics to future.*
+/// [destinations]                # any of: builds, builds_failed, events (`{source}` → `jenkins`)
+/// builds = "/topic/future.jenkins.success"
+/// [broker]
+/// url = "stomp://broker:61613"
+/// login = "jenkins"
+/// passcode_file = "/var/lib/jenkins/deploykit.passcode"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Body format.
+    pub wire: Wire,
+    /// Destinations; by default those of the wire (deploykit.* or future.*).
+    pub destinations: Option<Destinations>,
+    /// The `[broker]` section.
+    pub broker: Option<NotifyBroker>,
+}
+
+/// `[broker]` of `notify.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyBroker {
+    /// Broker URL.
+    pub url: Option<String>,
+    /// STOMP virtual host.
+    pub vhost: Option<String>,
+    /// Login.
+    pub login: Option<String>,
+    /// File holding the passcode.
+    pub passcode_file: Option<PathBuf>,
+}
+
+impl NotifyConfig {
+    /// Parses the TOML text (errors carry toml's line and column).
+    pub fn parse(text: &str) -> Result<NotifyConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().replace('\n', " "))
+    }
+
+    /// The destinations to use: configured, else the wire's defaults.
+    pub fn destinations(&self) -> Destinations {
+        match (&self.destinations, self.wire) {
+            (Some(d), _) => d.clone(),
+            (None, Wire::Legacy) => Destinations::legacy(),
+            (None, Wire::Json) => Destinations::default(),
+        }
+    }
+
+    /// The broker section with defaults filled in.
+    pub fn broker_section(&self) -> BrokerSection {
+        let b = self.broker.clone().unwrap_or_default();
+        BrokerSection { url: b.url.unwrap_or_else(|| "stomp://localhost:61613".into()), vhost: b.vhost.unwrap_or_else(|| "/".into()), login: b.login, passcode_file: b.passcode_file }
+    }
 }
 
 #[cfg(test)]
