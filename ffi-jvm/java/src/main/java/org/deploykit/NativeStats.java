@@ -1,0 +1,19 @@
+package org.deploykit;
+
+/** Live native objects, for leak checks: all zero once everything is closed. */
+public final class NativeStats {
+    static {
+        NativeLibrary.load();
+    }
+
+    private NativeStats() {}
+
+    /** Client handles not yet closed. */
+    public static native long clients();
+
+    /** Subscription handles not yet closed. */
+    public static native long subscriptions();
+
+    /** JNI global references held by the library (two per open subscription). */
+    public static native long globalRefs();
+}
