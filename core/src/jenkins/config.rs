@@ -378,6 +378,13 @@ job = "webapp"
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let c = JenkinsConfig::parse(include_str!("../../../examples/jenkins.toml")).unwrap();
+        assert_eq!(c.repos["site"].jobs.len(), 2);
+        assert!(super::super::notify::NotifyConfig::parse(include_str!("../../../examples/notify.toml")).is_ok());
+    }
+
+    #[test]
     fn legacy_wire_switches_topics() {
         let c = JenkinsConfig::parse("wire = \"legacy\"\n[jenkins]\nurl = \"http://ci/\"\n").unwrap();
         assert_eq!(c.commits_topic, "/topic/future.git.commits");
