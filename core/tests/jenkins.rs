@@ -79,7 +79,7 @@ fn job_of(path: &str) -> Option<(String, String)> {
     let path = path.strip_prefix("/ci/")?;
     let mut parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let action = parts.pop()?.to_owned();
-    if parts.len() % 2 != 0 || parts.is_empty() {
+    if !parts.len().is_multiple_of(2) || parts.is_empty() {
         return None;
     }
     let names: Option<Vec<String>> = parts
@@ -305,7 +305,7 @@ async fn a_burst_for_one_job_triggers_it_once() {
     std::env::set_var("DK_TEST_JENKINS_BURST_TOKEN", "t");
     let repos = "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_BURST_TOKEN\"\nparameters = true\n[[repos.docs.jobs]]\njob = \"docs\"\ntoken_env = \"DK_TEST_JENKINS_BURST_TOKEN\"\n";
     // A long quiet period: the burst certainly falls inside it, even on a loaded machine.
-    let mut r = rig(Target::embedded().await, &base, "quiet_period = \"3s\"", "", repos).await;
+    let mut r = rig(Target::embedded().await, &base, "quiet_period = \"5s\"", "", repos).await;
     for n in 1..=6 {
         r.push(&push("site", "refs/heads/master", n)).await;
     }
@@ -372,6 +372,8 @@ parameters = true
     let mut other = svn.clone();
     other.svn = Some(SvnInfo { revision: 43, project: Some("intranet".into()), dirs: vec![] });
     r.push(&other).await;
+    assert_eq!(r.next_event(|e| matches!(e, JenkinsEvent::Queued { repo, .. } if repo == "svnrepo")).await, JenkinsEvent::Queued { repo: "svnrepo".into(), jobs: vec!["webapp".into()] });
+    assert_eq!(r.next_event(|e| matches!(e, JenkinsEvent::Skipped { .. })).await, JenkinsEvent::Skipped { repo: "svnrepo".into(), why: Skip::Filtered });
     r.shutdown().await;
     let seen = j.seen.lock().unwrap();
     let mut paths: Vec<&str> = seen.iter().map(strip_ci).collect();

@@ -107,8 +107,10 @@ fn check(config: &JenkinsConfig) -> Vec<String> {
 async fn run(cli: &Cli, config: JenkinsConfig) -> Result<()> {
     let client_config = with_config_broker(&cli.broker, &config.broker).client_config()?;
     let client = Client::connect(client_config).await.context("connecting to the broker")?;
-    tracing::info!(repos = config.repos.len(), topic = %config.commits_topic, jenkins = %config.jenkins.url, "dk-jenkins started");
+    let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
     let handle = daemon::start(config, client.clone()).await?;
+    // Logged once the commit topic is subscribed (tests and operators rely on that order).
+    tracing::info!(repos, %topic, %jenkins, "dk-jenkins started");
     let result = wait_for_signals(&handle, &cli.config).await;
     tracing::info!("shutting down: triggering pending jobs");
     handle.shutdown().await;
