@@ -46,3 +46,10 @@ pub extern "system" fn Java_org_deploykit_NativeStats_subscriptions(_env: JNIEnv
 pub extern "system" fn Java_org_deploykit_NativeStats_globalRefs(_env: JNIEnv, _c: JClass) -> jlong {
     GLOBAL_REFS.load(Ordering::SeqCst)
 }
+
+/// `NativeStats.panicForTest()`: panics inside the boundary, to prove a panic arrives as
+/// `DeployKitException("panic")` and never unwinds into the JVM.
+#[no_mangle]
+pub extern "system" fn Java_org_deploykit_NativeStats_panicForTest(mut env: JNIEnv, _c: JClass) {
+    crate::error::guard(&mut env, (), |_env| -> Result<(), crate::error::Failure> { panic!("deliberate panic from NativeStats.panicForTest") })
+}

@@ -16,4 +16,7 @@ public final class NativeStats {
 
     /** JNI global references held by the library (two per open subscription). */
     public static native long globalRefs();
+
+    /** Panics inside the native panic boundary (a self-test: throws {@code DeployKitException} of kind {@code panic}). */
+    public static native void panicForTest();
 }

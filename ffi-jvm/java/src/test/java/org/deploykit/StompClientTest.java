@@ -143,6 +143,28 @@ class StompClientTest {
     }
 
     @Test
+    void aRustPanicArrivesAsAnExceptionNotACrash() {
+        DeployKitException e = assertThrows(DeployKitException.class, NativeStats::panicForTest);
+        assertEquals("panic", e.getKind());
+        assertTrue(e.getMessage().contains("deliberate panic"), e.getMessage());
+    }
+
+    @Test
+    void badArgumentsAreExceptionsNamingTheArgument() {
+        try (StompClient c = connect()) {
+            DeployKitException e = assertThrows(DeployKitException.class, () -> c.publishBuild(Build.builder("j", -1, BuildStatus.STARTED).build()));
+            assertEquals(DeployKitException.INVALID_ARGUMENT, e.getKind());
+            assertTrue(e.getMessage().contains("-1"), e.getMessage());
+            e = assertThrows(DeployKitException.class, () -> c.send(null, new byte[0], Map.of(), false));
+            assertEquals(DeployKitException.INVALID_ARGUMENT, e.getKind());
+            assertTrue(e.getMessage().contains("destination"), e.getMessage());
+            e = assertThrows(DeployKitException.class, () -> c.subscribe(topic(), null));
+            assertEquals(DeployKitException.INVALID_ARGUMENT, e.getKind());
+            c.send(topic(), "still usable");
+        }
+    }
+
+    @Test
     void closingTwiceIsSafeAndUseAfterCloseThrows() {
         StompClient c = connect();
         Subscription s = c.subscribe(topic(), m -> {});
