@@ -2,7 +2,7 @@ package org.deploykit;
 
 import java.util.Objects;
 
-/** A build message (job, number, status and what was built); immutable, made with {@link #builder}. */
+/** A build message (job, number, status and what was built); immutable, made with {@link #builder} or received. */
 public final class Build {
     private final String job;
     private final long number;
@@ -24,6 +24,12 @@ public final class Build {
         this.commit = b.commit;
         this.durationMillis = b.durationMillis;
         this.correlationId = b.correlationId;
+    }
+
+    /** Called by the native library for received build messages. */
+    Build(String job, long number, String status, String url, String repo, String branch, String commit, long durationMillis, String correlationId) {
+        this(builder(job, number, BuildStatus.valueOf(status.toUpperCase(java.util.Locale.ROOT))).url(url).repo(repo).branch(branch)
+                .commit(commit).durationMillis(durationMillis).correlationId(correlationId));
     }
 
     /** A builder for job {@code job}, build {@code number}, in {@code status}. */

@@ -17,9 +17,10 @@ public final class Message {
     private final String kind;
     private final String json;
     private final String decodeError;
+    private final Object typed;
 
-    /** Called by the native library: headers as {@code [name, value, name, value, …]}. */
-    Message(String destination, String[] headers, byte[] body, String kind, String json, String decodeError) {
+    /** Called by the native library: headers as {@code [name, value, name, value, …]}; {@code typed} a Commit, Build, Event or null. */
+    Message(String destination, String[] headers, byte[] body, String kind, String json, String decodeError, Object typed) {
         this.destination = destination;
         Map<String, String> h = new LinkedHashMap<>();
         for (int i = 0; i + 1 < headers.length; i += 2) {
@@ -30,6 +31,7 @@ public final class Message {
         this.kind = kind;
         this.json = json;
         this.decodeError = decodeError;
+        this.typed = typed;
     }
 
     /** Where it was sent. */
@@ -48,6 +50,12 @@ public final class Message {
     public String json() { return json; }
     /** Why it is not a deploykit message, or null. */
     public String decodeError() { return decodeError; }
+    /** The commit, if it is one (JSON or legacy text on the wire), else null. */
+    public Commit asCommit() { return typed instanceof Commit ? (Commit) typed : null; }
+    /** The build, if it is one, else null. */
+    public Build asBuild() { return typed instanceof Build ? (Build) typed : null; }
+    /** The event line, if it is one, else null. */
+    public Event asEvent() { return typed instanceof Event ? (Event) typed : null; }
     /** Whether it is the original's single-newline keepalive (to be ignored). */
     public boolean isKeepalive() { return "keepalive".equals(kind); }
 

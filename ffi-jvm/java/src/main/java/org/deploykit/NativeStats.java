@@ -14,7 +14,7 @@ public final class NativeStats {
     /** Subscription handles not yet closed. */
     public static native long subscriptions();
 
-    /** JNI global references held by the library (two per open subscription). */
+    /** JNI global references held by the library (five per open subscription: the consumer and four classes). */
     public static native long globalRefs();
 
     /** Panics inside the native panic boundary (a self-test: throws {@code DeployKitException} of kind {@code panic}). */

@@ -96,7 +96,7 @@ class LeakTest {
                     received.notifyAll();
                 }
             });
-            assertEquals(2, NativeStats.globalRefs(), "the consumer and the Message class");
+            assertEquals(5, NativeStats.globalRefs(), "the consumer and the Message, Commit, Build and Event classes");
             pump(c, dest, received, COUNT);
             s.close();
             assertEquals(0, NativeStats.globalRefs(), "released on close");

@@ -107,8 +107,15 @@ class StompClientTest {
             assertEquals("build", m.header("dk-type"));
             assertEquals("3f2a", m.header("dk-correlation-id"));
             assertTrue(m.json().contains("\"job\":\"web/site\"") && m.json().contains("\"status\":\"success\""), m.json());
+            Build typed = m.asBuild();
+            assertEquals("web/site", typed.job());
+            assertEquals(17, typed.number());
+            assertEquals(BuildStatus.SUCCESS, typed.status());
+            assertEquals("origin/master", typed.branch());
+            assertNull(m.asCommit());
             Message e = poll(lines);
             assertEquals("event", e.kind());
+            assertEquals("jenkins", e.asEvent().source());
             assertTrue(e.json().contains("Complete job 17 - [web/site] origin/master 3f2a"), e.json());
             c.publishEvent("hello from the JVM");
             assertTrue(poll(lines).json().contains("\"text\":\"hello from the JVM\""));
@@ -123,6 +130,32 @@ class StompClientTest {
             assertEquals("Repo: origin\nURL: http://ci/job/site/3/\nStatus: Cake\n", m.text());
             assertEquals("Fail job 3 - [site] origin/master ab", m.header("subject"));
             assertEquals("build", m.kind(), "core reads the legacy body back");
+        }
+    }
+
+    @Test
+    void commitsArriveTypedFromEitherWire() throws Exception {
+        BlockingQueue<Message> got = new LinkedBlockingQueue<>();
+        String dest = topic();
+        String newrev = "2".repeat(40);
+        try (StompClient c = connect()) {
+            c.subscribe(dest, got::add);
+            // The original git hook's text body, no dk-type header.
+            c.send(dest, ("repo: site\noldrev: " + "1".repeat(40) + "\nnewrev: " + newrev + "\nrefname: refs/heads/master\n")
+                    .getBytes(StandardCharsets.UTF_8), Map.of(), true);
+            Commit legacy = poll(got).asCommit();
+            assertEquals("site", legacy.repo());
+            assertEquals("refs/heads/master", legacy.refname());
+            assertEquals(newrev, legacy.newrev());
+            assertEquals(-1, legacy.svnRevision());
+            // JSON v1 with its headers.
+            c.send(dest, "{\"repo\":\"svnrepo\",\"newrev\":\"42\",\"source\":\"svn\",\"svn\":{\"revision\":42,\"project\":\"webapp\"}}"
+                    .getBytes(StandardCharsets.UTF_8), Map.of("dk-type", "commit", "dk-version", "1"), true);
+            Commit svn = poll(got).asCommit();
+            assertEquals("svn", svn.source());
+            assertEquals("webapp", svn.svnProject());
+            assertEquals(42, svn.svnRevision());
+            assertEquals("svn:svnrepo:42", svn.correlationId());
         }
     }
 
