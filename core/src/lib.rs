@@ -24,6 +24,8 @@
 //! - [`fetch`]: dk-fetch: config, fetching and the checkout modes, the daemon.
 //! - [`deploy`]: dk-agent and dk-deploy: signed requests, canary-first rollouts,
 //!   release directories with atomic link swaps, hooks, locks, audit.
+//! - [`jenkins`]: dk-jenkins (commit → Jenkins trigger: config, routing, quiet
+//!   period, remote API, daemon) and dk-notify (build message from a job's environment).
 //! - [`svn`]: reading a Subversion commit through `svnlook` (argument vectors only).
 //! - [`forge`]: GitHub, GitLab and Gitea webhook payloads read into commit messages, signatures.
 //! - [`webhook`]: dk-webhook's HTTP receiver (axum), delivery dedup, spool-backed publishing.
@@ -49,6 +51,7 @@ pub mod fetch;
 pub mod forge;
 pub mod git;
 pub mod keepalive;
+pub mod jenkins;
 pub mod message;
 pub mod spool;
 pub mod stomp;

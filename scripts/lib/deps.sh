@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install what the test suites need, only when it is missing.
 #
-#   scripts/lib/deps.sh [build|debian|brokers|python|all]      (default: all)
+#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|all]  (default: all)
 #
 #   build    libssl-dev and pkg-config (git2's https transport links system OpenSSL)
 #   debian   reprepro and dpkg-deb (dk-reprepro's tests build and include real .debs)
 #   brokers  Debian rabbitmq-server and activemq (needs root; apt-get update is
 #            run once, only when something has to be installed)
+#   jvm      a JDK (javac, jar; openjdk-17-jdk-headless) and JUnit 5 (Debian junit5:
+#            /usr/share/java/junit-platform-console-standalone.jar)
 #   python   stomp.py and pytest for python3 (pip; --break-system-packages is
 #            added only if pip refuses an externally-managed environment)
 #
@@ -81,6 +83,17 @@ deps_brokers() {
     apt_install "${missing[@]}"
 }
 
+deps_jvm() {
+    local missing=()
+    { command -v javac >/dev/null && command -v jar >/dev/null; } || missing+=(openjdk-17-jdk-headless)
+    [ -f /usr/share/java/junit-platform-console-standalone.jar ] || missing+=(junit5)
+    if [ ${#missing[@]} -eq 0 ]; then
+        dk_log "deps: JDK and JUnit 5 already installed"
+        return 0
+    fi
+    apt_install "${missing[@]}"
+}
+
 pip_install() {
     local t0; t0=$(dk_now)
     dk_log "deps: pip install $*"
@@ -122,10 +135,11 @@ main() {
         build) deps_build ;;
         debian) deps_debian ;;
         brokers) deps_brokers ;;
+        jvm) deps_jvm ;;
         python) deps_python ;;
-        all) deps_build; deps_debian; deps_brokers; deps_python ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|python|all)" ;;
+        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|all)" ;;
     esac
 }
 

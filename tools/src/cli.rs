@@ -153,3 +153,24 @@ pub fn init_logging(verbose: u8) {
         .with_target(false)
         .try_init();
 }
+
+/// Whether `--broker` or `DK_BROKER_URL` was given (they override a config file's `[broker]`).
+pub fn broker_overridden(args: &BrokerArgs) -> bool {
+    std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some() || args.broker != DEFAULT_BROKER
+}
+
+/// These options with a config file's `[broker]` section filled in, unless `--broker`/`DK_BROKER_URL` overrides it.
+pub fn with_config_broker(args: &BrokerArgs, section: &deploykit::fetch::config::BrokerSection) -> BrokerArgs {
+    let mut args = args.clone();
+    if !broker_overridden(&args) {
+        args.broker = section.url.clone();
+        args.vhost = section.vhost.clone();
+        if args.login.is_none() {
+            args.login = section.login.clone();
+        }
+        if args.passcode_file.is_none() {
+            args.passcode_file = section.passcode_file.clone();
+        }
+    }
+    args
+}

@@ -147,6 +147,20 @@ pub enum MessageError {
     },
 }
 
+impl MessageError {
+    /// A stable short name of the kind: `message-version`, `message-type`,
+    /// `message-json`, `message-unrecognised` or `message-invalid` (for bindings).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MessageError::UnknownVersion { .. } => "message-version",
+            MessageError::UnknownType { .. } => "message-type",
+            MessageError::BadJson { .. } => "message-json",
+            MessageError::Unrecognised { .. } => "message-unrecognised",
+            MessageError::Invalid { .. } => "message-invalid",
+        }
+    }
+}
+
 /// Seconds since the Unix epoch, for timestamps in messages.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -95,6 +95,26 @@ impl Error {
         )
     }
 
+    /// A stable short name of the kind of error that decided the outcome (see
+    /// [`Error::root`]): `invalid-url`, `protocol`, `connect`, `tls`, `refused`,
+    /// `server`, `timeout`, `receipt-lost`, `closed`, `invalid-request` or `io`.
+    /// Bindings put it in their exceptions.
+    pub fn kind(&self) -> &'static str {
+        match self.root() {
+            Error::Url(_) => "invalid-url",
+            Error::Frame(_) => "protocol",
+            Error::Connect { .. } | Error::GaveUp { .. } => "connect",
+            Error::Tls { .. } => "tls",
+            Error::Refused { .. } => "refused",
+            Error::Server { .. } => "server",
+            Error::Timeout { .. } => "timeout",
+            Error::ReceiptLost { .. } => "receipt-lost",
+            Error::Closed => "closed",
+            Error::Invalid(_) => "invalid-request",
+            Error::Io { .. } => "io",
+        }
+    }
+
     /// The error that decided the outcome: for [`Error::GaveUp`], the last
     /// connection attempt's error (refused login, TLS, timeout…); otherwise itself.
     /// Bindings map this one to their error kinds.

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The JVM binding suite (ffi-jvm): builds libdeploykit_jni, compiles the
+# org.deploykit sources with javac, packs them into a jar with the native
+# library inside (/native/linux-x86_64/libdeploykit_jni.so), and runs the JUnit 5
+# tests (Debian's junit5 console launcher) under -Xcheck:jni, loading the library
+# from the jar, against the embedded broker (dk-broker, with a users file) and,
+# when DK_TEST_RABBITMQ is set, against RabbitMQ too.
+#
+#   scripts/jvm-suite.sh [--help]
+#
+# Every check prints `ok - NAME` or `not ok - NAME`; each JUnit test counts as
+# one check, and so does each run's -Xcheck:jni verdict (no JNI warnings). The
+# last line is `N passed, N failed`; the exit status is non-zero on any failure.
+# Logs and build products: .dk-test/jvm/ (gitignored). The Jenkins plugin
+# (ffi-jvm/jenkins-plugin) is not built here: it needs Jenkins's Maven repository.
+#
+# Environment: DK_TEST_RABBITMQ (e.g. stomp://guest:guest@127.0.0.1:61613),
+# DK_REQUIRE_BROKERS=1 (a missing DK_TEST_RABBITMQ fails), CARGO_TARGET_DIR,
+# DK_JVM_TEST_TIMEOUT (s per JUnit run, default 300).
+# Installs when missing (apt-get, root): openjdk-17-jdk-headless, junit5.
+# No `set -e`: every step is checked explicitly and counted.
+set -uo pipefail
+# shellcheck source=scripts/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$DK_ROOT"
+
+for arg in "$@"; do
+    case "$arg" in
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) printf 'jvm-suite.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 64 ;;
+    esac
+done
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$DK_ROOT/target}"
+WORK="$DK_ROOT/.dk-test/jvm"
+LOGS="$WORK/logs"
+TEST_TIMEOUT="${DK_JVM_TEST_TIMEOUT:-300}"
+JUNIT_JAR=/usr/share/java/junit-platform-console-standalone.jar
+CLASSIFIER=linux-x86_64
+rm -rf "$WORK"
+mkdir -p "$WORK/classes" "$WORK/test-classes" "$WORK/jar/native/$CLASSIFIER" "$LOGS"
+
+PASSED=0
+FAILED=0
+# check OK NAME: one TAP line, counted.
+check() {
+    if [ "$1" = 0 ]; then
+        printf 'ok - %s\n' "$2"
+        PASSED=$((PASSED + 1))
+    else
+        printf 'not ok - %s\n' "$2"
+        FAILED=$((FAILED + 1))
+    fi
+}
+finish() {
+    printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
+    [ "$FAILED" = 0 ]
+    exit $?
+}
+
+BROKER_PID=
+cleanup() {
+    if [ -n "$BROKER_PID" ]; then
+        kill "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------------ tools
+
+"$DK_ROOT/scripts/lib/deps.sh" jvm >>"$LOGS/deps.log" 2>&1 || {
+    dk_tail_file "$LOGS/deps.log" 30
+    dk_die "jvm-suite: could not install the JDK or JUnit 5 (see $LOGS/deps.log)"
+}
+for tool in java javac jar; do
+    command -v "$tool" >/dev/null || dk_die "jvm-suite: $tool is missing (Debian: openjdk-17-jdk-headless)"
+done
+[ -f "$JUNIT_JAR" ] || dk_die "jvm-suite: $JUNIT_JAR is missing (Debian: junit5)"
+case "$(uname -m)" in
+    x86_64) ;;
+    *) dk_die "jvm-suite: only linux-x86_64 is packaged so far (this is $(uname -m))" ;;
+esac
+
+# ------------------------------------------------------------------ build
+
+dk_log "jvm-suite: building libdeploykit_jni and dk-broker"
+# The same feature resolution as `cargo test --workspace`, so a run after it links instead of recompiling.
+build_ok=0
+cargo build --workspace --lib --bins --tests >"$LOGS/cargo-build.log" 2>&1 || build_ok=1
+[ "$build_ok" = 0 ] || dk_tail_file "$LOGS/cargo-build.log" 40
+check "$build_ok" "cargo build of libdeploykit_jni and dk-broker"
+[ "$build_ok" = 0 ] || finish
+
+mapfile -t MAIN_SOURCES < <(find ffi-jvm/java/src/main/java -name '*.java' | sort)
+mapfile -t TEST_SOURCES < <(find ffi-jvm/java/src/test/java -name '*.java' | sort)
+javac -Xlint:all -Werror --release 11 -d "$WORK/classes" "${MAIN_SOURCES[@]}" >"$LOGS/javac-main.log" 2>&1
+rc=$?
+[ "$rc" = 0 ] || sed 's/^/#   /' "$LOGS/javac-main.log"
+check "$rc" "javac -Xlint:all -Werror --release 11: org.deploykit (${#MAIN_SOURCES[@]} sources)"
+[ "$rc" = 0 ] || finish
+
+JAR="$WORK/deploykit.jar"
+cp "$TARGET_DIR/debug/libdeploykit_jni.so" "$WORK/jar/native/$CLASSIFIER/"
+jar --create --file "$JAR" -C "$WORK/classes" . -C "$WORK/jar" native >"$LOGS/jar.log" 2>&1 \
+    && jar --list --file "$JAR" | grep -qx "native/$CLASSIFIER/libdeploykit_jni.so"
+rc=$?
+check "$rc" "deploykit.jar holds the classes and native/$CLASSIFIER/libdeploykit_jni.so"
+[ "$rc" = 0 ] || finish
+
+exported="$(objdump -T "$TARGET_DIR/debug/libdeploykit_jni.so" | awk '$2 == "g" && $4 == ".text" { print $NF }' | sort)"
+[ "$(printf '%s\n' "$exported" | grep -c '^Java_org_deploykit_' || true)" -gt 0 ] \
+    && [ "$(printf '%s\n' "$exported" | grep -v '^Java_org_deploykit_' | grep -c . || true)" = 0 ]
+check $? "libdeploykit_jni.so exports only Java_org_deploykit_* symbols"
+
+javac -Xlint:all -Werror -d "$WORK/test-classes" -cp "$JAR:$JUNIT_JAR" "${TEST_SOURCES[@]}" >"$LOGS/javac-test.log" 2>&1
+rc=$?
+[ "$rc" = 0 ] || sed 's/^/#   /' "$LOGS/javac-test.log"
+check "$rc" "javac: the JUnit tests (${#TEST_SOURCES[@]} sources)"
+[ "$rc" = 0 ] || finish
+
+# ------------------------------------------------------------------ brokers
+
+BROKER_LOG="$LOGS/dk-broker.log"
+USERS="$WORK/broker-users"
+(umask 077 && printf 'guest:guest\n' >"$USERS")
+"$TARGET_DIR/debug/dk-broker" --listen 127.0.0.1:0 --users-file "$USERS" 2>"$BROKER_LOG" &
+BROKER_PID=$!
+port=
+for _ in $(seq 1 100); do
+    port="$(sed -n 's/^dk-broker listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$BROKER_LOG" | head -n 1)"
+    [ -n "$port" ] && break
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.1
+done
+[ -n "$port" ]
+check $? "embedded broker (dk-broker, with a users file) started"
+[ -n "$port" ] || { dk_tail_file "$BROKER_LOG" 20; finish; }
+
+TARGETS=("embedded=stomp://guest:guest@127.0.0.1:$port")
+if [ -n "${DK_TEST_RABBITMQ:-}" ]; then
+    TARGETS+=("rabbitmq=$DK_TEST_RABBITMQ")
+elif [ "${DK_REQUIRE_BROKERS:-0}" = 1 ]; then
+    check 1 "DK_TEST_RABBITMQ is set (DK_REQUIRE_BROKERS=1)"
+else
+    dk_log "jvm-suite: DK_TEST_RABBITMQ not set: embedded broker only"
+fi
+
+# ------------------------------------------------------------------ run
+
+for target in "${TARGETS[@]}"; do
+    label="${target%%=*}"
+    url="${target#*=}"
+    out="$LOGS/junit-$label.log"
+    dk_log "jvm-suite: JUnit against $label"
+    rc=0
+    # java.library.path points nowhere useful: the library must come out of the jar.
+    DK_JVM_BROKER_URL="$url" timeout --kill-after=10 "$TEST_TIMEOUT" \
+        java -Xcheck:jni -Djava.library.path="$WORK/no-such-dir" -Ddeploykit.expectLoadedFrom=jar: \
+        -jar "$JUNIT_JAR" --class-path "$JAR:$WORK/test-classes" --scan-class-path "$WORK/test-classes" \
+        --disable-banner --disable-ansi-colors --details=tree >"$out" 2>&1 || rc=$?
+    # One check per test, from the tree (✔ / ✘ after the method name).
+    while IFS= read -r line; do
+        name="$(printf '%s' "$line" | sed -E 's/^[^a-zA-Z]*//; s/\(\).*//')"
+        case "$line" in
+            *"✔"*) check 0 "[$label] $name" ;;
+            *) check 1 "[$label] $name"; grep -A 3 -F "methodName = '$name'" "$out" | sed 's/^/#   /' ;;
+        esac
+    done < <(grep -E '[a-zA-Z0-9_]+\(\) .*(✔|✘|↷)' "$out")
+    ok="$(sed -n 's/^\[ *\([0-9]*\) tests successful *\]$/\1/p' "$out")"
+    bad="$(sed -n 's/^\[ *\([0-9]*\) tests failed *\]$/\1/p' "$out")"
+    if [ -z "$ok" ] || { [ "$rc" != 0 ] && [ "${bad:-0}" = 0 ]; }; then
+        check 1 "[$label] JUnit run exited $rc without a test summary (crash or timeout; see ${out#"$DK_ROOT"/})"
+        tail -n 20 "$out" | sed 's/^/#   /'
+    fi
+    grep -q 'leak check:' "$out" && grep 'leak check:' "$out" | sed "s/^/# [$label] /"
+    if grep -qE 'WARNING in native method|JNI local refs|FATAL ERROR in native method' "$out"; then
+        check 1 "[$label] -Xcheck:jni: no JNI warnings (see ${out#"$DK_ROOT"/})"
+        grep -E -A 3 'WARNING in native method|JNI local refs|FATAL ERROR' "$out" | head -n 20 | sed 's/^/#   /'
+    else
+        check 0 "[$label] -Xcheck:jni: no JNI warnings"
+    fi
+done
+
+finish
