@@ -11,26 +11,11 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::connect(ClientConfig::new(&broker.url())?).await?;
 
     // subscribe() returns once the broker has confirmed the subscription.
-    let mut sub = client
-        .subscribe("/topic/deploykit.events", SubscribeOptions::default())
-        .await?;
-    client
-        .send_with(
-            "/topic/deploykit.events",
-            "web01  fetched change: [site] refs/heads/master 3f2a",
-            SendOptions {
-                receipt: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let mut sub = client.subscribe("/topic/deploykit.events", SubscribeOptions::default()).await?;
+    client.send_with("/topic/deploykit.events", "web01  fetched change: [site] refs/heads/master 3f2a", SendOptions { receipt: true, ..Default::default() }).await?;
 
     let msg = sub.recv().await.expect("a message");
-    println!(
-        "received on {}: {}",
-        msg.destination,
-        msg.text().unwrap_or("<binary>")
-    );
+    println!("received on {}: {}", msg.destination, msg.text().unwrap_or("<binary>"));
     client.disconnect().await?;
     broker.shutdown().await;
     Ok(())

@@ -4,11 +4,7 @@
 fn main() {
     let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_else(|_| "0".into());
     let minor = std::env::var("CARGO_PKG_VERSION_MINOR").unwrap_or_else(|_| "0".into());
-    let soname = if major == "0" {
-        format!("libdeploykit.so.0.{minor}")
-    } else {
-        format!("libdeploykit.so.{major}")
-    };
+    let soname = if major == "0" { format!("libdeploykit.so.0.{minor}") } else { format!("libdeploykit.so.{major}") };
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if target_os == "linux" || target_os.ends_with("bsd") {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");

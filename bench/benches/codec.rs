@@ -201,27 +201,9 @@ fn decode(c: &mut Criterion) {
         check_decoders(&wire, size);
         let mut g = c.benchmark_group(format!("decode_{label}"));
         g.throughput(Throughput::ElementsAndBytes { elements: FRAMES as u64, bytes: wire.len() as u64 });
-        g.bench_function("deploykit", |b| {
-            b.iter_batched(
-                || BytesMut::from(&wire[..]),
-                |buf| decode_all(StompCodec::new(Version::V1_2), buf),
-                BatchSize::LargeInput,
-            )
-        });
-        g.bench_function("async-stomp", |b| {
-            b.iter_batched(
-                || BytesMut::from(&wire[..]),
-                |buf| decode_all(async_stomp::client::ClientCodec::new(), buf),
-                BatchSize::LargeInput,
-            )
-        });
-        g.bench_function("tokio-stomp-2", |b| {
-            b.iter_batched(
-                || BytesMut::from(&wire[..]),
-                |buf| decode_all(tokio_stomp_2::client::ClientCodec, buf),
-                BatchSize::LargeInput,
-            )
-        });
+        g.bench_function("deploykit", |b| b.iter_batched(|| BytesMut::from(&wire[..]), |buf| decode_all(StompCodec::new(Version::V1_2), buf), BatchSize::LargeInput));
+        g.bench_function("async-stomp", |b| b.iter_batched(|| BytesMut::from(&wire[..]), |buf| decode_all(async_stomp::client::ClientCodec::new(), buf), BatchSize::LargeInput));
+        g.bench_function("tokio-stomp-2", |b| b.iter_batched(|| BytesMut::from(&wire[..]), |buf| decode_all(tokio_stomp_2::client::ClientCodec, buf), BatchSize::LargeInput));
         g.finish();
     }
 }

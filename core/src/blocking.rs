@@ -8,9 +8,7 @@
 use crate::message::publisher::PublishError;
 use crate::message::{Build, Commit, Destinations, Package, Publisher, Wire};
 use crate::spool::{Spool, SpoolError};
-use crate::stomp::{
-    self, Client, ClientConfig, Message, SendOptions, SubscribeOptions, Subscription,
-};
+use crate::stomp::{self, Client, ClientConfig, Message, SendOptions, SubscribeOptions, Subscription};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,18 +25,13 @@ pub struct BlockingClient {
 /// the I/O thread), which would panic or deadlock.
 fn not_in_async_context() -> Result<(), stomp::Error> {
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(stomp::Error::Invalid(
-            "blocking deploykit call made inside an async context or a subscription callback (the I/O thread); make it from another thread".into(),
-        ));
+        return Err(stomp::Error::Invalid("blocking deploykit call made inside an async context or a subscription callback (the I/O thread); make it from another thread".into()));
     }
     Ok(())
 }
 
 /// Runs `f` to completion on `rt`, unless called from an async context.
-fn run<T, E: From<stomp::Error>>(
-    rt: &Runtime,
-    f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, E> {
+fn run<T, E: From<stomp::Error>>(rt: &Runtime, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
     not_in_async_context()?;
     rt.block_on(f)
 }
@@ -50,10 +43,7 @@ fn runtime() -> Result<Runtime, stomp::Error> {
         .thread_name("deploykit-io")
         .enable_all()
         .build()
-        .map_err(|source| stomp::Error::Io {
-            what: "starting the deploykit I/O runtime".into(),
-            source,
-        })
+        .map_err(|source| stomp::Error::Io { what: "starting the deploykit I/O runtime".into(), source })
 }
 
 impl BlockingClient {
@@ -70,41 +60,19 @@ impl BlockingClient {
     }
 
     /// Sends a message; waits for the receipt when `opts.receipt` is set.
-    pub fn send(
-        &self,
-        destination: &str,
-        body: impl Into<Bytes>,
-        opts: SendOptions,
-    ) -> Result<(), stomp::Error> {
+    pub fn send(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<(), stomp::Error> {
         run(&self.rt, self.client.send_with(destination, body, opts))
     }
 
     /// Subscribes; returns once the broker confirmed it.
-    pub fn subscribe(
-        &self,
-        destination: &str,
-        opts: SubscribeOptions,
-    ) -> Result<BlockingSubscription, stomp::Error> {
+    pub fn subscribe(&self, destination: &str, opts: SubscribeOptions) -> Result<BlockingSubscription, stomp::Error> {
         let sub = run(&self.rt, self.client.subscribe(destination, opts))?;
-        Ok(BlockingSubscription {
-            rt: self.rt.clone(),
-            sub: Some(sub),
-        })
+        Ok(BlockingSubscription { rt: self.rt.clone(), sub: Some(sub) })
     }
 
     /// A publisher of typed messages for daemon `source`.
-    pub fn publisher(
-        &self,
-        source: &str,
-        wire: Wire,
-        destinations: Destinations,
-    ) -> BlockingPublisher {
-        BlockingPublisher {
-            rt: self.rt.clone(),
-            inner: Publisher::new(self.client.clone(), source)
-                .wire(wire)
-                .destinations(destinations),
-        }
+    pub fn publisher(&self, source: &str, wire: Wire, destinations: Destinations) -> BlockingPublisher {
+        BlockingPublisher { rt: self.rt.clone(), inner: Publisher::new(self.client.clone(), source).wire(wire).destinations(destinations) }
     }
 
     /// Sends DISCONNECT and waits for its receipt.
@@ -116,16 +84,10 @@ impl BlockingClient {
     /// Sends what `spool` holds through this client (see [`Spool::drain`]), giving
     /// up with [`SpoolError::Timeout`] after `limit`; returns how many were sent.
     pub fn drain_spool(&self, spool: &Spool, limit: Option<Duration>) -> Result<usize, SpoolError> {
-        not_in_async_context().map_err(|source| SpoolError::Bus {
-            sent: 0,
-            pending: spool.pending().map_or(0, |p| p.len()),
-            source,
-        })?;
+        not_in_async_context().map_err(|source| SpoolError::Bus { sent: 0, pending: spool.pending().map_or(0, |p| p.len()), source })?;
         self.rt.block_on(async {
             match limit {
-                Some(after) => tokio::time::timeout(after, spool.drain(&self.client))
-                    .await
-                    .unwrap_or(Err(SpoolError::Timeout { after })),
+                Some(after) => tokio::time::timeout(after, spool.drain(&self.client)).await.unwrap_or(Err(SpoolError::Timeout { after })),
                 None => spool.drain(&self.client).await,
             }
         })
@@ -214,10 +176,7 @@ impl BlockingSubscription {
             return Next::Closed;
         };
         let got = match timeout {
-            Some(t) => match self
-                .rt
-                .block_on(async { tokio::time::timeout(t, sub.recv()).await })
-            {
+            Some(t) => match self.rt.block_on(async { tokio::time::timeout(t, sub.recv()).await }) {
                 Ok(m) => m,
                 Err(_) => return Next::Timeout,
             },
@@ -243,10 +202,7 @@ impl BlockingSubscription {
     }
 
     /// Delivers every further message to `callback` on the I/O runtime's thread.
-    pub fn on_message(
-        mut self,
-        mut callback: impl FnMut(Message) + Send + 'static,
-    ) -> CallbackHandle {
+    pub fn on_message(mut self, mut callback: impl FnMut(Message) + Send + 'static) -> CallbackHandle {
         let mut sub = self.sub.take();
         let task = self.rt.spawn(async move {
             while let Some(msg) = match sub.as_mut() {
@@ -256,10 +212,7 @@ impl BlockingSubscription {
                 callback(msg);
             }
         });
-        CallbackHandle {
-            rt: self.rt.clone(),
-            task: Some(task),
-        }
+        CallbackHandle { rt: self.rt.clone(), task: Some(task) }
     }
 
     /// Unsubscribes and waits for the receipt.

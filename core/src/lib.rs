@@ -43,15 +43,15 @@
 pub mod aptwatch;
 pub mod blocking;
 pub mod broker;
-pub mod deploy;
 pub mod coalesce;
 pub mod command;
 pub mod debrepo;
+pub mod deploy;
 pub mod fetch;
 pub mod forge;
 pub mod git;
-pub mod keepalive;
 pub mod jenkins;
+pub mod keepalive;
 pub mod message;
 pub mod spool;
 pub mod stomp;

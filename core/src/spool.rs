@@ -60,9 +60,7 @@ pub enum SpoolError {
     #[error(transparent)]
     Message(#[from] MessageError),
     /// Draining did not finish within its time limit; what is left stays spooled.
-    #[error(
-        "draining the spool took longer than {after:?}; the rest stays spooled for the next run"
-    )]
+    #[error("draining the spool took longer than {after:?}; the rest stays spooled for the next run")]
     Timeout {
         /// The limit.
         after: Duration,
@@ -106,10 +104,7 @@ impl Spool {
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Spool> {
         let dir = dir.as_ref().to_owned();
         if !dir.is_dir() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
         }
         // Writable? Better to know now than when a broker is down.
         let probe = dir.join(format!(".probe-{}", std::process::id()));
@@ -131,19 +126,12 @@ impl Spool {
     /// Writes one message atomically (temp file, fsync, rename, directory fsync) and returns its file.
     pub fn push(&self, destination: &str, headers: &Headers, body: &[u8]) -> io::Result<PathBuf> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_nanos();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let name = format!("{nanos:020}-{:010}-{seq:06}{SUFFIX}", std::process::id());
         let meta = Meta {
             destination: destination.to_owned(),
-            headers: headers
-                .iter()
-                .filter(|(k, _)| !RESERVED.contains(k))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+            headers: headers.iter().filter(|(k, _)| !RESERVED.contains(k)).map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             body_len: body.len(),
         };
         let mut data = Vec::with_capacity(body.len() + 256);
@@ -153,11 +141,7 @@ impl Spool {
         data.extend_from_slice(body);
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
             f.write_all(&data)?;
             f.sync_all()?;
             drop(f);
@@ -174,34 +158,17 @@ impl Spool {
 
     /// Spools the two messages [`crate::message::Publisher::commit`] would send: the commit
     /// (correlation id defaulting to the new revision) and its event line from `source`.
-    pub fn push_commit(
-        &self,
-        commit: &Commit,
-        source: &str,
-        wire: Wire,
-        destinations: &Destinations,
-    ) -> Result<Vec<PathBuf>, SpoolError> {
+    pub fn push_commit(&self, commit: &Commit, source: &str, wire: Wire, destinations: &Destinations) -> Result<Vec<PathBuf>, SpoolError> {
         commit.validate()?;
         let mut commit = commit.clone();
         let id = commit.effective_correlation_id();
         commit.correlation_id = Some(id.clone());
-        let event = Event {
-            source: source.to_owned(),
-            host: None,
-            text: commit.event_line(),
-            correlation_id: Some(id),
-        };
+        let event = Event { source: source.to_owned(), host: None, text: commit.event_line(), correlation_id: Some(id) };
         let c = encode(&commit, wire)?;
         let e = encode(&event, wire)?;
         let mut out = Vec::with_capacity(2);
-        for (dest, msg) in [
-            (destinations.commits.clone(), c),
-            (destinations.events_for(source), e),
-        ] {
-            out.push(
-                self.push(&dest, &msg.headers, &msg.body)
-                    .map_err(io_err(format!("writing to {}", self.dir.display())))?,
-            );
+        for (dest, msg) in [(destinations.commits.clone(), c), (destinations.events_for(source), e)] {
+            out.push(self.push(&dest, &msg.headers, &msg.body).map_err(io_err(format!("writing to {}", self.dir.display())))?);
         }
         Ok(out)
     }
@@ -224,49 +191,25 @@ impl Spool {
     /// Reads one spooled message back.
     pub fn read(path: &Path) -> io::Result<Spooled> {
         let data = fs::read(path)?;
-        let bad = |why: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {why}", path.display()),
-            )
-        };
-        let rest = data
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| bad("not a deploykit spool file (no DKSPOOL1 line)"))?;
-        let nl = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| bad("no header line"))?;
-        let meta: Meta = serde_json::from_slice(&rest[..nl])
-            .map_err(|e| bad(&format!("broken header line: {e}")))?;
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()));
+        let rest = data.strip_prefix(MAGIC).ok_or_else(|| bad("not a deploykit spool file (no DKSPOOL1 line)"))?;
+        let nl = rest.iter().position(|&b| b == b'\n').ok_or_else(|| bad("no header line"))?;
+        let meta: Meta = serde_json::from_slice(&rest[..nl]).map_err(|e| bad(&format!("broken header line: {e}")))?;
         let body = &rest[nl + 1..];
         if body.len() != meta.body_len {
-            return Err(bad(&format!(
-                "body is {} bytes, header says {}",
-                body.len(),
-                meta.body_len
-            )));
+            return Err(bad(&format!("body is {} bytes, header says {}", body.len(), meta.body_len)));
         }
         let mut headers = Headers::with_capacity(meta.headers.len());
         for (k, v) in meta.headers {
             headers.push(k, v);
         }
-        Ok(Spooled {
-            path: path.to_owned(),
-            destination: meta.destination,
-            headers,
-            body: Bytes::copy_from_slice(body),
-        })
+        Ok(Spooled { path: path.to_owned(), destination: meta.destination, headers, body: Bytes::copy_from_slice(body) })
     }
 
     /// Moves an unreadable file to `bad/`.
     fn quarantine(&self, path: &Path, why: &io::Error) {
         let bad = self.bad_dir();
-        let moved = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&bad)
-            .and_then(|_| fs::rename(path, bad.join(path.file_name().unwrap_or_default())));
+        let moved = fs::DirBuilder::new().recursive(true).mode(0o700).create(&bad).and_then(|_| fs::rename(path, bad.join(path.file_name().unwrap_or_default())));
         match moved {
             Ok(()) => {
                 tracing::warn!(file = %path.display(), error = %why, "spool: unreadable message moved to {}", bad.display())
@@ -280,13 +223,7 @@ impl Spool {
     /// Takes the drain lock, waiting (asynchronously) while another process drains.
     async fn lock(&self) -> Result<File, SpoolError> {
         let path = self.dir.join(".lock");
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(format!("opening {}", path.display())))?;
+        let f = OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(io_err(format!("opening {}", path.display())))?;
         loop {
             // SAFETY: flock on a file descriptor we own; released when `f` is closed.
             if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
@@ -307,9 +244,7 @@ impl Spool {
     /// safe: at worst the message in flight is sent again by the next drain.
     pub async fn drain(&self, client: &Client) -> Result<usize, SpoolError> {
         let _lock = self.lock().await?;
-        let files = self
-            .pending()
-            .map_err(io_err(format!("listing {}", self.dir.display())))?;
+        let files = self.pending().map_err(io_err(format!("listing {}", self.dir.display())))?;
         let total = files.len();
         let mut sent = 0;
         for (i, path) in files.iter().enumerate() {
@@ -321,27 +256,15 @@ impl Spool {
                     continue;
                 }
             };
-            let opts = SendOptions {
-                headers: msg.headers,
-                receipt: true,
-                ..SendOptions::default()
-            };
+            let opts = SendOptions { headers: msg.headers, receipt: true, ..SendOptions::default() };
             if let Err(source) = client.send_with(&msg.destination, msg.body, opts).await {
-                return Err(SpoolError::Bus {
-                    sent,
-                    pending: total - i,
-                    source,
-                });
+                return Err(SpoolError::Bus { sent, pending: total - i, source });
             }
             sent += 1;
             match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(io_err(format!("deleting sent message {}", path.display()))(
-                        e,
-                    ))
-                }
+                Err(e) => return Err(io_err(format!("deleting sent message {}", path.display()))(e)),
             }
         }
         Ok(sent)
@@ -363,10 +286,7 @@ mod tests {
     fn push_read_pending_and_modes() {
         let dir = temp("rw");
         let spool = Spool::open(dir.join("a/b")).unwrap();
-        assert_eq!(
-            fs::metadata(spool.dir()).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(fs::metadata(spool.dir()).unwrap().permissions().mode() & 0o777, 0o700);
         let mut h = Headers::new();
         h.push("subject", "[site] refs/heads/master abc");
         h.push("content-length", "3");
@@ -375,49 +295,25 @@ mod tests {
         let body = [0u8, 0xff, b'\n', b'x'];
         let first = spool.push("/topic/a", &h, &body).unwrap();
         let second = spool.push("/queue/b", &Headers::new(), b"").unwrap();
-        assert_eq!(
-            fs::metadata(&first).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            spool.pending().unwrap(),
-            vec![first.clone(), second.clone()]
-        );
+        assert_eq!(fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(spool.pending().unwrap(), vec![first.clone(), second.clone()]);
         let m = Spool::read(&first).unwrap();
-        assert_eq!(
-            (m.destination.as_str(), &m.body[..]),
-            ("/topic/a", &body[..])
-        );
-        assert_eq!(
-            m.headers.get("subject"),
-            Some("[site] refs/heads/master abc")
-        );
+        assert_eq!((m.destination.as_str(), &m.body[..]), ("/topic/a", &body[..]));
+        assert_eq!(m.headers.get("subject"), Some("[site] refs/heads/master abc"));
         assert_eq!(m.headers.get("x:y"), Some("a\nb"));
-        assert_eq!(
-            (m.headers.get("content-length"), m.headers.get("receipt")),
-            (None, None)
-        );
+        assert_eq!((m.headers.get("content-length"), m.headers.get("receipt")), (None, None));
         assert!(Spool::read(&second).unwrap().body.is_empty());
         // No temporary file is left behind, and hidden files are not pending.
-        let names: Vec<String> = fs::read_dir(spool.dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let names: Vec<String> = fs::read_dir(spool.dir()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         fs::write(spool.dir().join(".x.msg.tmp"), b"partial").unwrap();
         assert_eq!(spool.pending().unwrap().len(), 2);
         // Truncated and foreign files are refused with a reason.
         let data = fs::read(&first).unwrap();
         fs::write(&first, &data[..data.len() - 1]).unwrap();
-        assert!(Spool::read(&first)
-            .unwrap_err()
-            .to_string()
-            .contains("body is 3 bytes"));
+        assert!(Spool::read(&first).unwrap_err().to_string().contains("body is 3 bytes"));
         fs::write(&first, b"hello").unwrap();
-        assert!(Spool::read(&first)
-            .unwrap_err()
-            .to_string()
-            .contains("DKSPOOL1"));
+        assert!(Spool::read(&first).unwrap_err().to_string().contains("DKSPOOL1"));
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -425,13 +321,7 @@ mod tests {
     fn names_sort_by_time_within_a_process() {
         let dir = temp("order");
         let spool = Spool::open(&dir).unwrap();
-        let paths: Vec<PathBuf> = (0..50)
-            .map(|i| {
-                spool
-                    .push("/topic/x", &Headers::new(), format!("{i}").as_bytes())
-                    .unwrap()
-            })
-            .collect();
+        let paths: Vec<PathBuf> = (0..50).map(|i| spool.push("/topic/x", &Headers::new(), format!("{i}").as_bytes()).unwrap()).collect();
         assert_eq!(spool.pending().unwrap(), paths);
         let _ = fs::remove_dir_all(&dir);
     }
@@ -440,39 +330,17 @@ mod tests {
     fn push_commit_spools_commit_and_event() {
         let dir = temp("commit");
         let spool = Spool::open(&dir).unwrap();
-        let c = Commit {
-            repo: "site".into(),
-            oldrev: "1".repeat(40),
-            newrev: "2".repeat(40),
-            refname: "refs/heads/master".into(),
-            ..Commit::default()
-        };
-        let files = spool
-            .push_commit(&c, "git-hook", Wire::Legacy, &Destinations::legacy())
-            .unwrap();
+        let c = Commit { repo: "site".into(), oldrev: "1".repeat(40), newrev: "2".repeat(40), refname: "refs/heads/master".into(), ..Commit::default() };
+        let files = spool.push_commit(&c, "git-hook", Wire::Legacy, &Destinations::legacy()).unwrap();
         let commit = Spool::read(&files[0]).unwrap();
         assert_eq!(commit.destination, "/topic/future.git.commits");
-        assert!(std::str::from_utf8(&commit.body)
-            .unwrap()
-            .starts_with("repo: site\n"));
-        assert_eq!(
-            commit.headers.get("dk-correlation-id"),
-            Some("2".repeat(40).as_str())
-        );
+        assert!(std::str::from_utf8(&commit.body).unwrap().starts_with("repo: site\n"));
+        assert_eq!(commit.headers.get("dk-correlation-id"), Some("2".repeat(40).as_str()));
         let event = Spool::read(&files[1]).unwrap();
         assert_eq!(event.destination, "/topic/future.events.git-hook");
-        assert_eq!(
-            &event.body[..],
-            format!("commit [site] refs/heads/master {}", "2".repeat(40)).as_bytes()
-        );
-        let bad = Commit {
-            repo: String::new(),
-            ..c
-        };
-        assert!(matches!(
-            spool.push_commit(&bad, "git-hook", Wire::Json, &Destinations::default()),
-            Err(SpoolError::Message(_))
-        ));
+        assert_eq!(&event.body[..], format!("commit [site] refs/heads/master {}", "2".repeat(40)).as_bytes());
+        let bad = Commit { repo: String::new(), ..c };
+        assert!(matches!(spool.push_commit(&bad, "git-hook", Wire::Json, &Destinations::default()), Err(SpoolError::Message(_))));
         let _ = fs::remove_dir_all(&dir);
     }
 }

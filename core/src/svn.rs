@@ -45,20 +45,12 @@ pub enum SvnError {
 /// its commit message: author, date (RFC 3339 when svnlook's format is
 /// recognised), log message, changed directories and the legacy `Project`
 /// (the path component before `/trunk`).
-pub fn read_commit(
-    repos: &Path,
-    rev: u64,
-    repo_name: &str,
-    svnlook: &Path,
-) -> Result<Commit, SvnError> {
+pub fn read_commit(repos: &Path, rev: u64, repo_name: &str, svnlook: &Path) -> Result<Commit, SvnError> {
     if repo_name.trim().is_empty() || repo_name.contains(|c: char| c.is_control()) {
         return Err(SvnError::InvalidName(repo_name.to_owned()));
     }
     // An absolute path can never be taken for an option.
-    let repos = std::path::absolute(repos).map_err(|e| SvnError::InvalidRepos {
-        path: repos.to_owned(),
-        why: e.to_string(),
-    })?;
+    let repos = std::path::absolute(repos).map_err(|e| SvnError::InvalidRepos { path: repos.to_owned(), why: e.to_string() })?;
     let look = |subcommand: &'static str| -> Result<String, SvnError> {
         let out = Command::new(svnlook)
             .arg(subcommand)
@@ -67,46 +59,24 @@ pub fn read_commit(
             .arg(&repos)
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|source| SvnError::Spawn {
-                program: svnlook.to_owned(),
-                source,
-            })?;
+            .map_err(|source| SvnError::Spawn { program: svnlook.to_owned(), source })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-            return Err(SvnError::Failed {
-                subcommand,
-                rev,
-                status: out.status,
-                stderr,
-            });
+            return Err(SvnError::Failed { subcommand, rev, status: out.status, stderr });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let author = look("author")?.trim().to_owned();
     let date = look("date")?;
     let log = look("log")?;
-    let dirs: Vec<String> = look("dirs-changed")?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let dirs: Vec<String> = look("dirs-changed")?.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     let project = project_of(&dirs);
     Ok(Commit {
         repo: repo_name.to_owned(),
         newrev: rev.to_string(),
         source: Source::Svn,
-        svn: Some(SvnInfo {
-            revision: rev,
-            project,
-            dirs,
-        }),
-        commits: vec![CommitInfo {
-            id: rev.to_string(),
-            author,
-            timestamp: svn_date_to_rfc3339(date.trim()),
-            message: log.trim_end_matches(['\n', '\r']).to_owned(),
-        }],
+        svn: Some(SvnInfo { revision: rev, project, dirs }),
+        commits: vec![CommitInfo { id: rev.to_string(), author, timestamp: svn_date_to_rfc3339(date.trim()), message: log.trim_end_matches(['\n', '\r']).to_owned() }],
         ..Commit::default()
     })
 }
@@ -116,11 +86,7 @@ pub fn read_commit(
 pub fn project_of(dirs: &[String]) -> Option<String> {
     dirs.iter().find_map(|d| {
         let comps: Vec<&str> = d.split('/').filter(|c| !c.is_empty()).collect();
-        comps
-            .iter()
-            .position(|c| *c == "trunk")
-            .filter(|&i| i > 0)
-            .map(|i| comps[i - 1].to_owned())
+        comps.iter().position(|c| *c == "trunk").filter(|&i| i > 0).map(|i| comps[i - 1].to_owned())
     })
 }
 
@@ -132,12 +98,9 @@ pub fn svn_date_to_rfc3339(s: &str) -> String {
         return s.to_owned();
     };
     let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
-    let date_ok = date.len() == 10
-        && date.split('-').map(str::len).eq([4, 2, 2])
-        && date.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+    let date_ok = date.len() == 10 && date.split('-').map(str::len).eq([4, 2, 2]) && date.bytes().all(|b| b.is_ascii_digit() || b == b'-');
     let time_ok = time.len() == 8 && time.split(':').all(|t| digits(t, 2));
-    let off_ok =
-        off.len() == 5 && (off.starts_with('+') || off.starts_with('-')) && digits(&off[1..], 4);
+    let off_ok = off.len() == 5 && (off.starts_with('+') || off.starts_with('-')) && digits(&off[1..], 4);
     if !(date_ok && time_ok && off_ok) {
         return s.to_owned();
     }
@@ -152,14 +115,8 @@ mod tests {
     #[test]
     fn project_rule() {
         let d = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            project_of(&d(&["webapp/trunk/src/", "webapp/trunk/"])).as_deref(),
-            Some("webapp")
-        );
-        assert_eq!(
-            project_of(&d(&["docs/", "group/api/trunk/lib/"])).as_deref(),
-            Some("api")
-        );
+        assert_eq!(project_of(&d(&["webapp/trunk/src/", "webapp/trunk/"])).as_deref(), Some("webapp"));
+        assert_eq!(project_of(&d(&["docs/", "group/api/trunk/lib/"])).as_deref(), Some("api"));
         assert_eq!(project_of(&d(&["trunk/", "webapp/branches/x/"])), None);
         assert_eq!(project_of(&d(&["trunkated/x/"])), None);
         assert_eq!(project_of(&[]), None);
@@ -167,19 +124,10 @@ mod tests {
 
     #[test]
     fn svn_dates() {
-        assert_eq!(
-            svn_date_to_rfc3339("2026-11-25 10:00:00 +0100 (Wed, 25 Nov 2026)"),
-            "2026-11-25T10:00:00+01:00"
-        );
-        assert_eq!(
-            svn_date_to_rfc3339("2026-11-25 10:00:00 -0530"),
-            "2026-11-25T10:00:00-05:30"
-        );
+        assert_eq!(svn_date_to_rfc3339("2026-11-25 10:00:00 +0100 (Wed, 25 Nov 2026)"), "2026-11-25T10:00:00+01:00");
+        assert_eq!(svn_date_to_rfc3339("2026-11-25 10:00:00 -0530"), "2026-11-25T10:00:00-05:30");
         assert_eq!(svn_date_to_rfc3339("yesterday"), "yesterday");
-        assert_eq!(
-            svn_date_to_rfc3339("2026-11-25 10:00 +0100"),
-            "2026-11-25 10:00 +0100"
-        );
+        assert_eq!(svn_date_to_rfc3339("2026-11-25 10:00 +0100"), "2026-11-25 10:00 +0100");
     }
 
     /// A stand-in `svnlook` that records its argument vector, so the test shows
@@ -213,17 +161,10 @@ mod tests {
         let first = log.lines().next().unwrap();
         assert_eq!(first, format!("author|-r|7|{}|", repos.display()));
         assert!(!dir.join("x").exists());
-        assert!(matches!(
-            read_commit(&repos, 7, "", &fake),
-            Err(SvnError::InvalidName(_))
-        ));
+        assert!(matches!(read_commit(&repos, 7, "", &fake), Err(SvnError::InvalidName(_))));
         let e = read_commit(&repos, 7, "r", &dir.join("missing-svnlook")).unwrap_err();
         assert!(matches!(e, SvnError::Spawn { .. }), "{e}");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'svnlook: E160006: No such revision 9' >&2\nexit 1\n",
-        )
-        .unwrap();
+        std::fs::write(&fake, "#!/bin/sh\necho 'svnlook: E160006: No such revision 9' >&2\nexit 1\n").unwrap();
         let e = read_commit(&repos, 9, "r", &fake).unwrap_err();
         assert!(e.to_string().contains("No such revision 9"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);

@@ -18,23 +18,9 @@ fn broker() -> (tokio::runtime::Runtime, deploykit::broker::BrokerHandle) {
 fn poll_and_callback_from_plain_threads() {
     let (_rt, b) = broker();
     let client = BlockingClient::connect(ClientConfig::new(&b.url()).unwrap()).unwrap();
-    let mut sub = client
-        .subscribe("/queue/blocking", SubscribeOptions::default())
-        .unwrap();
-    assert!(matches!(
-        sub.next(Some(Duration::from_millis(50))),
-        Next::Timeout
-    ));
-    client
-        .send(
-            "/queue/blocking",
-            "one",
-            SendOptions {
-                receipt: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let mut sub = client.subscribe("/queue/blocking", SubscribeOptions::default()).unwrap();
+    assert!(matches!(sub.next(Some(Duration::from_millis(50))), Next::Timeout));
+    client.send("/queue/blocking", "one", SendOptions { receipt: true, ..Default::default() }).unwrap();
     match sub.next(Some(Duration::from_secs(10))) {
         Next::Message(m) => assert_eq!(m.text(), Some("one")),
         other => panic!("{other:?}"),
@@ -44,20 +30,10 @@ fn poll_and_callback_from_plain_threads() {
     let inner = client.clone();
     let handle = sub.on_message(move |m| {
         // A blocking call from the I/O thread is refused, not a panic or a deadlock.
-        let refused = inner
-            .send("/queue/elsewhere", "x", SendOptions::default())
-            .is_err();
-        tx.send((
-            std::thread::current().id(),
-            std::thread::current().name().map(str::to_owned),
-            m.text().map(str::to_owned),
-            refused,
-        ))
-        .unwrap();
+        let refused = inner.send("/queue/elsewhere", "x", SendOptions::default()).is_err();
+        tx.send((std::thread::current().id(), std::thread::current().name().map(str::to_owned), m.text().map(str::to_owned), refused)).unwrap();
     });
-    client
-        .send("/queue/blocking", "two", SendOptions::default())
-        .unwrap();
+    client.send("/queue/blocking", "two", SendOptions::default()).unwrap();
     let (thread, name, text, refused) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(refused, "blocking call inside the callback must be refused");
     assert_ne!(thread, main_thread, "callbacks run on the I/O thread");
@@ -71,46 +47,19 @@ fn poll_and_callback_from_plain_threads() {
 fn typed_publishing_both_wires() {
     let (_rt, b) = broker();
     let client = BlockingClient::connect(ClientConfig::new(&b.url()).unwrap()).unwrap();
-    let mut commits = client
-        .subscribe("/topic/deploykit.git.commits", SubscribeOptions::default())
-        .unwrap();
-    let mut events = client
-        .subscribe("/topic/future.events.git-hook", SubscribeOptions::default())
-        .unwrap();
-    let commit = Commit {
-        repo: "site".into(),
-        oldrev: "0".repeat(40),
-        newrev: "a".repeat(40),
-        refname: "refs/heads/main".into(),
-        ..Default::default()
-    };
-    client
-        .publisher("git-hook", Wire::Json, Destinations::default())
-        .commit(&commit)
-        .unwrap();
-    let Next::Message(m) = commits.next(Some(Duration::from_secs(10))) else {
-        panic!("no commit")
-    };
-    let Typed::Commit(c) = decode(&m.destination, &m.headers, &m.body).unwrap() else {
-        panic!("not a commit")
-    };
+    let mut commits = client.subscribe("/topic/deploykit.git.commits", SubscribeOptions::default()).unwrap();
+    let mut events = client.subscribe("/topic/future.events.git-hook", SubscribeOptions::default()).unwrap();
+    let commit = Commit { repo: "site".into(), oldrev: "0".repeat(40), newrev: "a".repeat(40), refname: "refs/heads/main".into(), ..Default::default() };
+    client.publisher("git-hook", Wire::Json, Destinations::default()).commit(&commit).unwrap();
+    let Next::Message(m) = commits.next(Some(Duration::from_secs(10))) else { panic!("no commit") };
+    let Typed::Commit(c) = decode(&m.destination, &m.headers, &m.body).unwrap() else { panic!("not a commit") };
     assert_eq!(c.correlation_id.as_deref(), Some("a".repeat(40).as_str()));
-    let legacy = Destinations {
-        commits: "/topic/deploykit.git.commits".into(),
-        ..Destinations::legacy()
-    };
-    client
-        .publisher("git-hook", Wire::Legacy, legacy)
-        .commit(&commit)
-        .unwrap();
-    let Next::Message(m) = commits.next(Some(Duration::from_secs(10))) else {
-        panic!("no legacy commit")
-    };
+    let legacy = Destinations { commits: "/topic/deploykit.git.commits".into(), ..Destinations::legacy() };
+    client.publisher("git-hook", Wire::Legacy, legacy).commit(&commit).unwrap();
+    let Next::Message(m) = commits.next(Some(Duration::from_secs(10))) else { panic!("no legacy commit") };
     assert!(m.header("dk-type").is_none());
     assert!(m.text().unwrap().starts_with("repo: site\n"));
-    let Next::Message(e) = events.next(Some(Duration::from_secs(10))) else {
-        panic!("no legacy event line")
-    };
+    let Next::Message(e) = events.next(Some(Duration::from_secs(10))) else { panic!("no legacy event line") };
     assert_eq!(e.header("subject"), Some("Talking to eventbot"));
     client.disconnect().unwrap();
 }

@@ -5,10 +5,7 @@
 mod common;
 
 use deploykit::broker::{Broker, BrokerConfig};
-use deploykit::stomp::{
-    AckMode, Client, ClientConfig, ClientEvent, Error, HeartbeatConfig, KeepaliveWire, SendOptions,
-    State, SubscribeOptions,
-};
+use deploykit::stomp::{AckMode, Client, ClientConfig, ClientEvent, Error, HeartbeatConfig, KeepaliveWire, SendOptions, State, SubscribeOptions};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -18,32 +15,14 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn keepalive_send_mode_publishes_single_newlines() {
     // A broker that negotiates no heart-beats, and a client told to keep the
     // path alive the original way: SEND "\n" to a destination.
-    let broker = Broker::start(BrokerConfig {
-        heartbeat_ms: (0, 0),
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
-    let watcher = Client::connect(ClientConfig::new(&broker.url()).unwrap())
-        .await
-        .unwrap();
-    let mut sub = watcher
-        .subscribe("/topic/keepalive", SubscribeOptions::default())
-        .await
-        .unwrap();
-    let hb = HeartbeatConfig {
-        wire: KeepaliveWire::SendTo("/topic/keepalive".into()),
-        ..HeartbeatConfig::every(Duration::from_millis(100))
-    };
-    let quiet = Client::connect(ClientConfig::new(&broker.url()).unwrap().heartbeat(hb))
-        .await
-        .unwrap();
+    let broker = Broker::start(BrokerConfig { heartbeat_ms: (0, 0), ..BrokerConfig::default() }).await.unwrap();
+    let watcher = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let mut sub = watcher.subscribe("/topic/keepalive", SubscribeOptions::default()).await.unwrap();
+    let hb = HeartbeatConfig { wire: KeepaliveWire::SendTo("/topic/keepalive".into()), ..HeartbeatConfig::every(Duration::from_millis(100)) };
+    let quiet = Client::connect(ClientConfig::new(&broker.url()).unwrap().heartbeat(hb)).await.unwrap();
     assert!(quiet.session().unwrap().heartbeat.emulated);
     for _ in 0..2 {
-        let m = tokio::time::timeout(WAIT, sub.recv())
-            .await
-            .expect("a keepalive within 10 s")
-            .unwrap();
+        let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("a keepalive within 10 s").unwrap();
         assert!(m.is_keepalive(), "body {:?}", m.body);
     }
     quiet.disconnect().await.unwrap();
@@ -52,104 +31,43 @@ async fn keepalive_send_mode_publishes_single_newlines() {
 #[tokio::test]
 async fn refused_login_is_a_clear_error() {
     let users = HashMap::from([("deploy".to_owned(), "right".to_owned())]);
-    let broker = Broker::start(BrokerConfig {
-        users: Some(users),
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
-    let mut config = ClientConfig::new(&broker.url())
-        .unwrap()
-        .credentials("deploy", "wrong-pass-xyz");
+    let broker = Broker::start(BrokerConfig { users: Some(users), ..BrokerConfig::default() }).await.unwrap();
+    let mut config = ClientConfig::new(&broker.url()).unwrap().credentials("deploy", "wrong-pass-xyz");
     config.url.options.startup_max_reconnect_attempts = Some(1);
     let err = Client::connect(config.clone()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::GaveUp { .. }), "{err:?}");
-    assert!(
-        matches!(err.root(), Error::Refused { .. }),
-        "root() says the login was refused: {:?}",
-        err.root()
-    );
+    assert!(matches!(err.root(), Error::Refused { .. }), "root() says the login was refused: {:?}", err.root());
     assert!(text.contains("refused"), "{text}");
     assert!(!text.contains("wrong-pass-xyz"), "passcode leaked: {text}");
-    assert!(
-        !format!("{config:?}").contains("wrong-pass-xyz"),
-        "passcode leaked in Debug"
-    );
-    let ok = Client::connect(config.credentials("deploy", "right"))
-        .await
-        .unwrap();
+    assert!(!format!("{config:?}").contains("wrong-pass-xyz"), "passcode leaked in Debug");
+    let ok = Client::connect(config.credentials("deploy", "right")).await.unwrap();
     ok.disconnect().await.unwrap();
 }
 
 #[tokio::test]
 async fn misuse_gets_typed_errors() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
-    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap())
-        .await
-        .unwrap();
-    let opts = SubscribeOptions {
-        id: Some("same".into()),
-        ..SubscribeOptions::default()
-    };
+    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let opts = SubscribeOptions { id: Some("same".into()), ..SubscribeOptions::default() };
     let mut auto = client.subscribe("/topic/a", opts.clone()).await.unwrap();
     let dup = client.subscribe("/topic/b", opts).await.unwrap_err();
-    assert!(
-        matches!(dup, Error::Invalid(ref m) if m.contains("already in use")),
-        "{dup:?}"
-    );
-    client
-        .send_with(
-            "/topic/a",
-            "x",
-            SendOptions {
-                receipt: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let m = tokio::time::timeout(WAIT, auto.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        matches!(auto.ack(&m).await, Err(Error::Invalid(_))),
-        "ack on an auto subscription is refused"
-    );
+    assert!(matches!(dup, Error::Invalid(ref m) if m.contains("already in use")), "{dup:?}");
+    client.send_with("/topic/a", "x", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    let m = tokio::time::timeout(WAIT, auto.recv()).await.unwrap().unwrap();
+    assert!(matches!(auto.ack(&m).await, Err(Error::Invalid(_))), "ack on an auto subscription is refused");
     client.disconnect().await.unwrap();
 }
 
 #[tokio::test]
 async fn dropping_a_subscription_unsubscribes() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
-    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap())
-        .await
-        .unwrap();
-    let sub = client
-        .subscribe(
-            "/queue/dropme",
-            SubscribeOptions {
-                ack: AckMode::ClientIndividual,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let sub = client.subscribe("/queue/dropme", SubscribeOptions { ack: AckMode::ClientIndividual, ..Default::default() }).await.unwrap();
     assert_eq!(broker.stats().subscriptions, 1);
     drop(sub);
     // The UNSUBSCRIBE is queued before this receipted SEND, so once the receipt is back the broker has processed it.
-    client
-        .send_with(
-            "/queue/other",
-            "x",
-            SendOptions {
-                receipt: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    client.send_with("/queue/other", "x", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
     assert_eq!(broker.stats().subscriptions, 0);
     client.disconnect().await.unwrap();
 }
@@ -157,9 +75,7 @@ async fn dropping_a_subscription_unsubscribes() {
 #[tokio::test]
 async fn closed_client_says_so() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
-    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap())
-        .await
-        .unwrap();
+    let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
     let mut events = client.events();
     let other = client.clone();
     client.disconnect().await.unwrap();
@@ -174,10 +90,7 @@ async fn closed_client_says_so() {
     .unwrap();
     assert!(closed.contains("disconnected"), "{closed}");
     assert_eq!(other.state(), State::Closed);
-    assert!(matches!(
-        other.send("/topic/x", "late").await,
-        Err(Error::Closed)
-    ));
+    assert!(matches!(other.send("/topic/x", "late").await, Err(Error::Closed)));
 }
 
 #[tokio::test]
@@ -190,31 +103,17 @@ async fn receipt_timeout_is_reported() {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 4096];
         let _ = s.read(&mut buf).await;
-        s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0")
-            .await
-            .unwrap();
+        s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await.unwrap();
         while let Ok(n) = s.read(&mut buf).await {
             if n == 0 {
                 break;
             }
         }
     });
-    let mut config = ClientConfig::new(&format!("stomp://{addr}"))
-        .unwrap()
-        .heartbeat(HeartbeatConfig::off());
+    let mut config = ClientConfig::new(&format!("stomp://{addr}")).unwrap().heartbeat(HeartbeatConfig::off());
     config.receipt_timeout = Duration::from_millis(300);
     let client = Client::connect(config).await.unwrap();
-    let err = client
-        .send_with(
-            "/queue/x",
-            "x",
-            SendOptions {
-                receipt: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = client.send_with("/queue/x", "x", SendOptions { receipt: true, ..Default::default() }).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("RECEIPT for SEND"), "{err}");
 }
@@ -224,64 +123,28 @@ async fn slow_subscriber_stalls_reading_without_losing_or_disconnecting() {
     // A tiny subscription buffer and short heart-beats: while the application does
     // not read, the client stops reading the socket, keeps the session up across
     // several read-timeout periods, and then delivers everything in order.
-    let broker = Broker::start(BrokerConfig {
-        heartbeat_ms: (100, 200),
-        ..BrokerConfig::default()
-    })
-    .await
-    .unwrap();
-    let mut config = ClientConfig::new(&broker.url())
-        .unwrap()
-        .heartbeat(HeartbeatConfig::every(Duration::from_millis(200)));
+    let broker = Broker::start(BrokerConfig { heartbeat_ms: (100, 200), ..BrokerConfig::default() }).await.unwrap();
+    let mut config = ClientConfig::new(&broker.url()).unwrap().heartbeat(HeartbeatConfig::every(Duration::from_millis(200)));
     config.subscription_buffer = 4;
     let consumer = Client::connect(config).await.unwrap();
     let mut events = consumer.events();
     let read_timeout = consumer.session().unwrap().heartbeat.read_timeout.unwrap();
-    let mut sub = consumer
-        .subscribe("/queue/slow", SubscribeOptions::default())
-        .await
-        .unwrap();
-    let producer = Client::connect(ClientConfig::new(&broker.url()).unwrap())
-        .await
-        .unwrap();
+    let mut sub = consumer.subscribe("/queue/slow", SubscribeOptions::default()).await.unwrap();
+    let producer = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
     let n = 300;
     for i in 0..n {
         producer.send("/queue/slow", format!("m{i}")).await.unwrap();
     }
-    producer
-        .send_with(
-            "/queue/slow",
-            "last",
-            SendOptions {
-                receipt: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    producer.send_with("/queue/slow", "last", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
     // Not reading for several read timeouts is the point of this test.
     tokio::time::sleep(read_timeout * 4).await;
     if let Ok(ev) = events.try_recv() {
         panic!("connection event while the application was slow: {ev:?}");
     }
     for i in 0..n {
-        let m = tokio::time::timeout(WAIT, sub.recv())
-            .await
-            .expect("message within 10 s")
-            .unwrap();
-        assert_eq!(
-            m.text(),
-            Some(format!("m{i}").as_str()),
-            "in order, none lost"
-        );
+        let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("message within 10 s").unwrap();
+        assert_eq!(m.text(), Some(format!("m{i}").as_str()), "in order, none lost");
     }
-    assert_eq!(
-        tokio::time::timeout(WAIT, sub.recv())
-            .await
-            .unwrap()
-            .unwrap()
-            .text(),
-        Some("last")
-    );
+    assert_eq!(tokio::time::timeout(WAIT, sub.recv()).await.unwrap().unwrap().text(), Some("last"));
     assert_eq!(consumer.state(), State::Ready(1), "never reconnected");
 }

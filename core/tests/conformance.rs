@@ -8,47 +8,25 @@ mod common;
 
 use bytes::Bytes;
 use common::targets::{recv, recv_none, Kind, Target};
-use deploykit::stomp::{
-    AckMode, Client, Error, HeartbeatConfig, SendOptions, SubscribeOptions, Version,
-};
+use deploykit::stomp::{AckMode, Client, Error, HeartbeatConfig, SendOptions, SubscribeOptions, Version};
 use std::time::Duration;
 
 /// Sends with a receipt, so the test knows the broker has it.
 async fn send(client: &Client, dest: &str, body: impl Into<Bytes>) {
-    client
-        .send_with(
-            dest,
-            body,
-            SendOptions {
-                receipt: true,
-                ..SendOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("send to {dest}: {e}"));
+    client.send_with(dest, body, SendOptions { receipt: true, ..SendOptions::default() }).await.unwrap_or_else(|e| panic!("send to {dest}: {e}"));
 }
 
 /// Subscribes with an ack mode and optional prefetch.
 fn sub_opts(ack: AckMode, prefetch: Option<u32>) -> SubscribeOptions {
-    SubscribeOptions {
-        ack,
-        prefetch,
-        ..SubscribeOptions::default()
-    }
+    SubscribeOptions { ack, prefetch, ..SubscribeOptions::default() }
 }
 
 async fn topic_fans_out(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("topic");
-    let mut a = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut a = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     let other = t.client().await;
-    let mut b = other
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut b = other.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     send(&client, &dest, "déploiement ✓ 部署").await;
     for sub in [&mut a, &mut b] {
         let m = recv(sub).await;
@@ -66,15 +44,9 @@ async fn queue_keeps_messages_and_shares_them(t: &Target) {
         send(&client, &dest, format!("job {i}")).await;
     }
     // Retained while nobody listened; each delivered to exactly one of two consumers.
-    let mut a = client
-        .subscribe(&dest, sub_opts(AckMode::ClientIndividual, Some(1)))
-        .await
-        .unwrap();
+    let mut a = client.subscribe(&dest, sub_opts(AckMode::ClientIndividual, Some(1))).await.unwrap();
     let other = t.client().await;
-    let mut b = other
-        .subscribe(&dest, sub_opts(AckMode::ClientIndividual, Some(1)))
-        .await
-        .unwrap();
+    let mut b = other.subscribe(&dest, sub_opts(AckMode::ClientIndividual, Some(1))).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 4 {
         tokio::select! {
@@ -86,11 +58,7 @@ async fn queue_keeps_messages_and_shares_them(t: &Target) {
     assert_eq!(got, ["job 0", "job 1", "job 2", "job 3"]);
     send(&client, &dest, "marker").await;
     let m = tokio::select! { m = recv(&mut a) => m, m = recv(&mut b) => m };
-    assert_eq!(
-        m.text(),
-        Some("marker"),
-        "no duplicate deliveries before the marker"
-    );
+    assert_eq!(m.text(), Some("marker"), "no duplicate deliveries before the marker");
 }
 
 async fn receipted_send_and_negotiated_version(t: &Target) {
@@ -105,10 +73,7 @@ async fn receipted_send_and_negotiated_version(t: &Target) {
 async fn client_individual_nack_redelivers(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("queue");
-    let mut sub = client
-        .subscribe(&dest, sub_opts(AckMode::ClientIndividual, None))
-        .await
-        .unwrap();
+    let mut sub = client.subscribe(&dest, sub_opts(AckMode::ClientIndividual, None)).await.unwrap();
     send(&client, &dest, "first").await;
     let m = recv(&mut sub).await;
     assert_eq!(m.text(), Some("first"));
@@ -131,10 +96,7 @@ async fn client_individual_nack_redelivers(t: &Target) {
 async fn client_ack_is_cumulative(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("queue");
-    let mut sub = client
-        .subscribe(&dest, sub_opts(AckMode::Client, None))
-        .await
-        .unwrap();
+    let mut sub = client.subscribe(&dest, sub_opts(AckMode::Client, None)).await.unwrap();
     for i in 0..3 {
         send(&client, &dest, format!("m{i}")).await;
     }
@@ -148,28 +110,19 @@ async fn client_ack_is_cumulative(t: &Target) {
     sub.unsubscribe().await.unwrap();
     // Nothing left unacknowledged: a new consumer's first message is the marker.
     send(&client, &dest, "marker").await;
-    let mut again = client
-        .subscribe(&dest, sub_opts(AckMode::Auto, None))
-        .await
-        .unwrap();
+    let mut again = client.subscribe(&dest, sub_opts(AckMode::Auto, None)).await.unwrap();
     assert_eq!(recv(&mut again).await.text(), Some("marker"));
 }
 
 async fn unacked_redelivered_after_disconnect(t: &Target) {
     let dest = t.dest("queue");
     let first = t.client().await;
-    let mut sub = first
-        .subscribe(&dest, sub_opts(AckMode::ClientIndividual, None))
-        .await
-        .unwrap();
+    let mut sub = first.subscribe(&dest, sub_opts(AckMode::ClientIndividual, None)).await.unwrap();
     send(&first, &dest, "keep me").await;
     assert_eq!(recv(&mut sub).await.text(), Some("keep me"));
     first.disconnect().await.unwrap();
     let second = t.client().await;
-    let mut sub = second
-        .subscribe(&dest, sub_opts(AckMode::ClientIndividual, None))
-        .await
-        .unwrap();
+    let mut sub = second.subscribe(&dest, sub_opts(AckMode::ClientIndividual, None)).await.unwrap();
     let m = recv(&mut sub).await;
     assert_eq!(m.text(), Some("keep me"));
     assert_eq!(m.header("redelivered"), Some("true"));
@@ -179,10 +132,7 @@ async fn unacked_redelivered_after_disconnect(t: &Target) {
 async fn prefetch_limits_in_flight(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("queue");
-    let mut sub = client
-        .subscribe(&dest, sub_opts(AckMode::ClientIndividual, Some(1)))
-        .await
-        .unwrap();
+    let mut sub = client.subscribe(&dest, sub_opts(AckMode::ClientIndividual, Some(1))).await.unwrap();
     send(&client, &dest, "one").await;
     send(&client, &dest, "two").await;
     let m = recv(&mut sub).await;
@@ -196,33 +146,20 @@ async fn prefetch_limits_in_flight(t: &Target) {
 async fn headers_with_colons_and_newlines(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("topic");
-    let mut sub = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
-    let mut opts = SendOptions {
-        receipt: true,
-        ..SendOptions::default()
-    };
-    opts.headers
-        .push("x-subject", "[site] refs/heads/master: a\nb\\c");
+    let mut sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
+    let mut opts = SendOptions { receipt: true, ..SendOptions::default() };
+    opts.headers.push("x-subject", "[site] refs/heads/master: a\nb\\c");
     opts.headers.push("x-unicode", "ünï ✓");
     client.send_with(&dest, "h", opts).await.unwrap();
     let m = recv(&mut sub).await;
-    assert_eq!(
-        m.header("x-subject"),
-        Some("[site] refs/heads/master: a\nb\\c")
-    );
+    assert_eq!(m.header("x-subject"), Some("[site] refs/heads/master: a\nb\\c"));
     assert_eq!(m.header("x-unicode"), Some("ünï ✓"));
 }
 
 async fn binary_and_large_bodies(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("queue");
-    let mut sub = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     let binary: Vec<u8> = (0..=255u8).chain([0, 0, 0, b'\n', 0]).collect();
     send(&client, &dest, binary.clone()).await;
     assert_eq!(recv(&mut sub).await.body, binary);
@@ -236,19 +173,12 @@ async fn binary_and_large_bodies(t: &Target) {
 async fn transactions_commit_and_abort(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("queue");
-    let mut sub = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     let tx = client.begin().await.unwrap();
     tx.send(&dest, "in tx 1").await.unwrap();
     tx.send(&dest, "in tx 2").await.unwrap();
     send(&client, &dest, "outside").await;
-    assert_eq!(
-        recv(&mut sub).await.text(),
-        Some("outside"),
-        "transacted sends wait for COMMIT"
-    );
+    assert_eq!(recv(&mut sub).await.text(), Some("outside"), "transacted sends wait for COMMIT");
     tx.commit().await.unwrap();
     assert_eq!(recv(&mut sub).await.text(), Some("in tx 1"));
     assert_eq!(recv(&mut sub).await.text(), Some("in tx 2"));
@@ -256,40 +186,24 @@ async fn transactions_commit_and_abort(t: &Target) {
     tx.send(&dest, "aborted").await.unwrap();
     tx.abort().await.unwrap();
     send(&client, &dest, "marker").await;
-    assert_eq!(
-        recv(&mut sub).await.text(),
-        Some("marker"),
-        "aborted sends never arrive"
-    );
+    assert_eq!(recv(&mut sub).await.text(), Some("marker"), "aborted sends never arrive");
 }
 
 async fn unsubscribe_stops_delivery(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("topic");
-    let sub = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
-    let mut watcher = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
+    let sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
+    let mut watcher = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     sub.unsubscribe().await.unwrap();
     send(&client, &dest, "after").await;
     assert_eq!(recv(&mut watcher).await.text(), Some("after"));
 }
 
 async fn heartbeats_negotiated(t: &Target) {
-    let config = t
-        .config()
-        .heartbeat(HeartbeatConfig::every(Duration::from_millis(1000)));
+    let config = t.config().heartbeat(HeartbeatConfig::every(Duration::from_millis(1000)));
     let client = Client::connect(config).await.unwrap();
     let info = client.session().unwrap();
-    assert!(
-        !info.heartbeat.emulated,
-        "{:?} should negotiate heart-beats: {:?}",
-        t.kind, info.heartbeat
-    );
+    assert!(!info.heartbeat.emulated, "{:?} should negotiate heart-beats: {:?}", t.kind, info.heartbeat);
     assert!(info.heartbeat.send_every.is_some());
     assert!(info.heartbeat.read_timeout.is_some());
     client.disconnect().await.unwrap();
@@ -298,25 +212,16 @@ async fn heartbeats_negotiated(t: &Target) {
 async fn idle_connection_survives_heartbeats(t: &Target) {
     // Idle for several negotiated intervals: heart-beats both ways must keep the
     // session up (ActiveMQ's first heart-beat comes late; a strict client flaps).
-    let config = t
-        .config()
-        .heartbeat(HeartbeatConfig::every(Duration::from_millis(500)));
+    let config = t.config().heartbeat(HeartbeatConfig::every(Duration::from_millis(500)));
     let client = Client::connect(config).await.unwrap();
     let mut events = client.events();
     let dest = t.dest("queue");
-    let mut sub = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(3000)).await; // the idle period is what is tested
     if let Ok(ev) = events.try_recv() {
         panic!("{:?}: connection event while idle: {ev:?}", t.kind);
     }
-    assert_eq!(
-        client.state(),
-        deploykit::stomp::State::Ready(1),
-        "still on the first connection"
-    );
+    assert_eq!(client.state(), deploykit::stomp::State::Ready(1), "still on the first connection");
     send(&client, &dest, "after idle").await;
     assert_eq!(recv(&mut sub).await.text(), Some("after idle"));
     client.disconnect().await.unwrap();
@@ -324,30 +229,19 @@ async fn idle_connection_survives_heartbeats(t: &Target) {
 
 async fn stomp_1_0_and_1_1_sessions(t: &Target) {
     for version in [Version::V1_0, Version::V1_1] {
-        let client = Client::connect(t.config().versions(&[version]))
-            .await
-            .unwrap();
+        let client = Client::connect(t.config().versions(&[version])).await.unwrap();
         assert_eq!(client.session().unwrap().version, version);
         let dest = t.dest("queue");
-        let mut sub = client
-            .subscribe(&dest, sub_opts(AckMode::Client, None))
-            .await
-            .unwrap();
+        let mut sub = client.subscribe(&dest, sub_opts(AckMode::Client, None)).await.unwrap();
         send(&client, &dest, "old school").await;
         let m = recv(&mut sub).await;
         assert_eq!(m.text(), Some("old school"));
         sub.ack(&m).await.unwrap();
         if version == Version::V1_0 {
-            assert!(
-                matches!(sub.nack(&m).await, Err(Error::Invalid(_))),
-                "NACK does not exist in 1.0"
-            );
+            assert!(matches!(sub.nack(&m).await, Err(Error::Invalid(_))), "NACK does not exist in 1.0");
             let mut bad = SendOptions::default();
             bad.headers.push("x", "line\nbreak");
-            assert!(
-                client.send_with(&dest, "x", bad).await.is_err(),
-                "1.0 cannot carry newlines in headers"
-            );
+            assert!(client.send_with(&dest, "x", bad).await.is_err(), "1.0 cannot carry newlines in headers");
         }
         client.disconnect().await.unwrap();
     }
@@ -356,10 +250,7 @@ async fn stomp_1_0_and_1_1_sessions(t: &Target) {
 async fn keepalive_message_recognised(t: &Target) {
     let client = t.client().await;
     let dest = t.dest("topic");
-    let mut sub = client
-        .subscribe(&dest, SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = client.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
     send(&client, &dest, "\n").await;
     assert!(recv(&mut sub).await.is_keepalive());
 }

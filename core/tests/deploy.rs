@@ -8,13 +8,9 @@ mod common;
 use common::targets::{Kind, Target};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
 use deploykit::deploy::controller::plan::BatchSize;
-use deploykit::deploy::controller::{
-    Controller, ControllerConfig, NodeState, RolloutEvent, RolloutReport, RolloutSpec, Window,
-};
+use deploykit::deploy::controller::{Controller, ControllerConfig, NodeState, RolloutEvent, RolloutReport, RolloutSpec, Window};
 use deploykit::deploy::keys::{SecretKey, SIGNATURE_HEADER, SIGNER_HEADER};
-use deploykit::message::{
-    decode, encode, DeployAction, DeployReply, DeployRequest, Filters, Message, StepState, Wire,
-};
+use deploykit::message::{decode, encode, DeployAction, DeployReply, DeployRequest, Filters, Message, StepState, Wire};
 use deploykit::stomp::{SendOptions, SubscribeOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -34,22 +30,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.org",
-            "-c",
-            "init.defaultBranch=master",
-        ])
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master"])
         .args(args)
         .output()
         .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -79,11 +64,7 @@ impl Rig {
     }
 
     async fn start_with(target: Target, extra_site_toml: &str) -> Rig {
-        let tmp = Tmp(std::env::temp_dir().join(format!(
-            "dk-deploy-test-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        )));
+        let tmp = Tmp(std::env::temp_dir().join(format!("dk-deploy-test-{}-{}", std::process::id(), fastrand::u64(..))));
         let repo = tmp.0.join("www");
         std::fs::create_dir_all(&repo).unwrap();
         git(&repo, &["init", "-q"]);
@@ -91,10 +72,7 @@ impl Rig {
             std::fs::write(repo.join("version"), format!("v{v}\n")).unwrap();
             git(&repo, &["add", "version"]);
             git(&repo, &["commit", "-q", "-m", &format!("release {v}")]);
-            git(
-                &repo,
-                &["tag", "-a", &format!("v{v}"), "-m", &format!("v{v}")],
-            );
+            git(&repo, &["tag", "-a", &format!("v{v}"), "-m", &format!("v{v}")]);
         }
         let ops = SecretKey::generate().unwrap();
         let staging = SecretKey::generate().unwrap();
@@ -120,16 +98,7 @@ impl Rig {
         let mut cc = ControllerConfig::new("ann", Some(ops.clone()));
         cc.destinations.deploy = deploy_topic.clone();
         let controller = Controller::new(target.client().await, cc).await.unwrap();
-        Rig {
-            tmp,
-            repo,
-            ops,
-            staging,
-            agents,
-            controller,
-            target,
-            deploy_topic,
-        }
+        Rig { tmp, repo, ops, staging, agents, controller, target, deploy_topic }
     }
 
     fn home(&self, node: &str) -> PathBuf {
@@ -137,9 +106,7 @@ impl Rig {
     }
 
     fn live(&self, node: &str) -> Option<String> {
-        std::fs::read_to_string(self.home(node).join("www/current/version"))
-            .ok()
-            .map(|s| s.trim().to_owned())
+        std::fs::read_to_string(self.home(node).join("www/current/version")).ok().map(|s| s.trim().to_owned())
     }
 
     fn hook(&self, node: &str, name: &str, body: &str) {
@@ -150,11 +117,7 @@ impl Rig {
         let Ok(rd) = std::fs::read_dir(self.home(node).join("releases")) else {
             return Vec::new();
         };
-        let mut v: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with(".deploykit"))
-            .collect();
+        let mut v: Vec<String> = rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with(".deploykit")).collect();
         v.sort();
         v
     }
@@ -169,10 +132,7 @@ impl Rig {
             batch: BatchSize::Count(2),
             max_failures: 0,
             timeout: Duration::from_secs(60),
-            discovery: Window {
-                timeout: Duration::from_secs(20),
-                expect: Some(3),
-            },
+            discovery: Window { timeout: Duration::from_secs(20), expect: Some(3) },
         }
     }
 
@@ -188,26 +148,15 @@ impl Rig {
     }
 
     async fn deploy(&self, tag: &str) -> RolloutReport {
-        self.run(&self.spec(DeployAction::Deploy, Some(tag)))
-            .await
-            .0
+        self.run(&self.spec(DeployAction::Deploy, Some(tag))).await.0
     }
 
     /// Sends a hand-made request (signed by `key` unless None) and returns the
     /// final replies within `wait` (the refusal tests).
-    async fn raw(
-        &self,
-        req: &mut DeployRequest,
-        key: Option<&SecretKey>,
-        tamper: bool,
-        wait: Duration,
-    ) -> Vec<DeployReply> {
+    async fn raw(&self, req: &mut DeployRequest, key: Option<&SecretKey>, tamper: bool, wait: Duration) -> Vec<DeployReply> {
         let client = self.target.client().await;
         let reply_to = self.target.dest("queue");
-        let mut sub = client
-            .subscribe(&reply_to, SubscribeOptions::default())
-            .await
-            .unwrap();
+        let mut sub = client.subscribe(&reply_to, SubscribeOptions::default()).await.unwrap();
         req.reply_to = Some(reply_to);
         let out = encode(&*req, Wire::Json).unwrap();
         let mut headers = out.headers;
@@ -217,31 +166,17 @@ impl Rig {
             headers.push(SIGNATURE_HEADER, k.sign(&body));
         }
         if tamper {
-            let text = String::from_utf8(body)
-                .unwrap()
-                .replace("\"ann\"", "\"eve\"");
+            let text = String::from_utf8(body).unwrap().replace("\"ann\"", "\"eve\"");
             body = text.into_bytes();
         }
-        client
-            .send_with(
-                &self.deploy_topic,
-                body,
-                SendOptions {
-                    headers,
-                    receipt: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        client.send_with(&self.deploy_topic, body, SendOptions { headers, receipt: true, ..Default::default() }).await.unwrap();
         let mut finals = Vec::new();
         let deadline = tokio::time::Instant::now() + wait;
         // The refusal tests select one server: one final reply is all there is.
         while finals.is_empty() {
             match tokio::time::timeout_at(deadline, sub.recv()).await {
                 Ok(Some(m)) => {
-                    if let Ok(Message::DeployReply(r)) = decode(&m.destination, &m.headers, &m.body)
-                    {
+                    if let Ok(Message::DeployReply(r)) = decode(&m.destination, &m.headers, &m.body) {
                         if r.is_final {
                             finals.push(r);
                         }
@@ -257,11 +192,7 @@ impl Rig {
 async fn full_deploy_on_three_agents(t: Target) {
     let rig = Rig::start(t).await;
     for n in NODES {
-        rig.hook(
-            n,
-            "pre-deploy",
-            "echo \"pre $1 $2 $DK_SITE $DK_TAG $DK_REQUEST_ID\" >> ../hook.log",
-        );
+        rig.hook(n, "pre-deploy", "echo \"pre $1 $2 $DK_SITE $DK_TAG $DK_REQUEST_ID\" >> ../hook.log");
         rig.hook(n, "post-deploy", "echo \"post $DK_RELEASE prev=$DK_PREVIOUS\" >> ../hook.log; cat \"$DK_RELEASE/version\"");
     }
     let (report, events) = rig.run(&rig.spec(DeployAction::Deploy, Some("v1"))).await;
@@ -270,54 +201,26 @@ async fn full_deploy_on_three_agents(t: Target) {
         assert_eq!(rig.live(n).as_deref(), Some("v1"));
         let log = std::fs::read_to_string(rig.home(n).join("hook.log")).unwrap();
         assert!(log.starts_with("pre -t v1 www v1 "), "{log}");
-        assert!(
-            log.contains(&format!(
-                "post {}/releases/www_v1 prev=",
-                rig.home(n).display()
-            )),
-            "{log}"
-        );
+        assert!(log.contains(&format!("post {}/releases/www_v1 prev=", rig.home(n).display())), "{log}");
     }
     // Canary first: node-a finished before the second batch started.
-    let canary_done = events
-        .iter()
-        .position(|e| matches!(e, RolloutEvent::NodeDone { result } if result.node == "node-a"))
-        .unwrap();
-    let second = events
-        .iter()
-        .position(|e| matches!(e, RolloutEvent::BatchStarted { index: 1, .. }))
-        .unwrap();
-    assert!(
-        canary_done < second,
-        "canary must finish before batch 1: {events:#?}"
-    );
-    assert!(
-        matches!(&events[0], RolloutEvent::Planned { batches } if batches.len() == 2 && batches[0] == vec!["node-a".to_owned()])
-    );
+    let canary_done = events.iter().position(|e| matches!(e, RolloutEvent::NodeDone { result } if result.node == "node-a")).unwrap();
+    let second = events.iter().position(|e| matches!(e, RolloutEvent::BatchStarted { index: 1, .. })).unwrap();
+    assert!(canary_done < second, "canary must finish before batch 1: {events:#?}");
+    assert!(matches!(&events[0], RolloutEvent::Planned { batches } if batches.len() == 2 && batches[0] == vec!["node-a".to_owned()]));
     // Step replies arrived for every step, with post-deploy's output.
     let steps: Vec<(String, String, StepState)> = events
         .iter()
         .filter_map(|e| match e {
-            RolloutEvent::Step { reply } => Some((
-                reply.node.clone(),
-                reply.step.clone().unwrap_or_default(),
-                reply.state,
-            )),
+            RolloutEvent::Step { reply } => Some((reply.node.clone(), reply.step.clone().unwrap_or_default(), reply.state)),
             _ => None,
         })
         .collect();
     for step in ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"] {
-        assert!(
-            steps.contains(&("node-b".into(), step.into(), StepState::Started)),
-            "{step} started missing: {steps:?}"
-        );
+        assert!(steps.contains(&("node-b".into(), step.into(), StepState::Started)), "{step} started missing: {steps:?}");
     }
     assert!(steps.contains(&("node-b".into(), "pre-link".into(), StepState::Skipped)));
-    let post = &report.nodes[0]
-        .steps
-        .iter()
-        .find(|s| s.step == "post-deploy")
-        .unwrap();
+    let post = &report.nodes[0].steps.iter().find(|s| s.step == "post-deploy").unwrap();
     assert_eq!(post.stdout.trim(), "v1");
     assert_eq!(post.exit_code, Some(0));
 
@@ -330,18 +233,7 @@ async fn full_deploy_on_three_agents(t: Target) {
         assert_eq!(rig.live(n).as_deref(), Some("v1"));
     }
     // Status: live release and no lock.
-    let st = rig
-        .controller
-        .status(
-            "www",
-            Filters::default(),
-            Window {
-                timeout: Duration::from_secs(20),
-                expect: Some(3),
-            },
-        )
-        .await
-        .unwrap();
+    let st = rig.controller.status("www", Filters::default(), Window { timeout: Duration::from_secs(20), expect: Some(3) }).await.unwrap();
     assert_eq!(st.len(), 3);
     assert_eq!(st[0].data["current"], "www_v1");
     assert!(st[0].data["lock"].is_null());
@@ -363,30 +255,19 @@ async fn full_deploy_on_three_agents_rabbitmq() {
 async fn failing_pre_deploy_on_the_canary_stops_the_rollout_and_changes_nothing() {
     let rig = Rig::start(Target::embedded().await).await;
     assert!(rig.deploy("v1").await.ok());
-    rig.hook(
-        "node-a",
-        "pre-deploy",
-        "echo 'db migration refused' >&2; exit 7",
-    );
+    rig.hook("node-a", "pre-deploy", "echo 'db migration refused' >&2; exit 7");
     let report = rig.deploy("v2").await;
     assert!(!report.ok());
     assert_eq!(report.stopped.as_deref(), Some("the canary failed"));
     let a = &report.nodes[0];
     assert_eq!((a.node.as_str(), a.state), ("node-a", NodeState::Failed));
-    assert!(
-        a.error.as_deref().unwrap().contains("pre-deploy exited 7"),
-        "{a:?}"
-    );
+    assert!(a.error.as_deref().unwrap().contains("pre-deploy exited 7"), "{a:?}");
     assert_eq!(a.steps[0].stderr.trim(), "db migration refused");
     assert_eq!(report.nodes[1].state, NodeState::NotStarted);
     assert_eq!(report.nodes[2].state, NodeState::NotStarted);
     for n in NODES {
         assert_eq!(rig.live(n).as_deref(), Some("v1"), "{n} must stay on v1");
-        assert_eq!(
-            rig.releases(n),
-            vec!["www_v1"],
-            "no half-made release on {n}"
-        );
+        assert_eq!(rig.releases(n), vec!["www_v1"], "no half-made release on {n}");
     }
 }
 
@@ -398,19 +279,12 @@ async fn max_failures_stops_scheduling_after_the_threshold() {
     spec.batch = BatchSize::Count(1);
     let (report, _) = rig.run(&spec).await;
     let states: Vec<NodeState> = report.nodes.iter().map(|n| n.state).collect();
-    assert_eq!(
-        states,
-        vec![NodeState::Ok, NodeState::Failed, NodeState::NotStarted]
-    );
+    assert_eq!(states, vec![NodeState::Ok, NodeState::Failed, NodeState::NotStarted]);
     assert!(report.stopped.unwrap().contains("exceed --max-failures 0"));
     spec.max_failures = 1;
     let (report, _) = rig.run(&spec).await;
     let states: Vec<NodeState> = report.nodes.iter().map(|n| n.state).collect();
-    assert_eq!(
-        states,
-        vec![NodeState::Ok, NodeState::Failed, NodeState::Ok],
-        "one failure tolerated"
-    );
+    assert_eq!(states, vec![NodeState::Ok, NodeState::Failed, NodeState::Ok], "one failure tolerated");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -423,26 +297,13 @@ async fn failing_checkout_cleans_up() {
     git(&rig.repo, &["commit", "-q", "-m", "broken"]);
     git(&rig.repo, &["tag", "broken"]);
     let blob = git(&rig.repo, &["rev-parse", "HEAD:big"]);
-    std::fs::remove_file(
-        rig.repo
-            .join(".git/objects")
-            .join(&blob[..2])
-            .join(&blob[2..]),
-    )
-    .unwrap();
+    std::fs::remove_file(rig.repo.join(".git/objects").join(&blob[..2]).join(&blob[2..])).unwrap();
     let report = rig.deploy("broken").await;
     let a = &report.nodes[0];
     assert_eq!(a.state, NodeState::Failed);
-    assert!(
-        a.error.as_deref().unwrap().starts_with("checkout:"),
-        "{a:?}"
-    );
+    assert!(a.error.as_deref().unwrap().starts_with("checkout:"), "{a:?}");
     assert_eq!(rig.live("node-a").as_deref(), Some("v1"));
-    assert_eq!(
-        rig.releases("node-a"),
-        vec!["www_v1"],
-        "half-made release and temp dir removed"
-    );
+    assert_eq!(rig.releases("node-a"), vec!["www_v1"], "half-made release and temp dir removed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -457,16 +318,8 @@ async fn post_deploy_failure_is_reported_and_kept_unless_configured() {
     let (report, _) = rig.run(&spec).await;
     // The canary failed (post-deploy), so nothing else started; but it stays on v2.
     assert_eq!(report.nodes[0].state, NodeState::Failed);
-    assert!(report.nodes[0]
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("post-deploy exited 2"));
-    assert_eq!(
-        rig.live("node-a").as_deref(),
-        Some("v2"),
-        "post-deploy failure does not un-swap"
-    );
+    assert!(report.nodes[0].error.as_deref().unwrap().contains("post-deploy exited 2"));
+    assert_eq!(rig.live("node-a").as_deref(), Some("v2"), "post-deploy failure does not un-swap");
     assert_eq!(rig.live("node-b").as_deref(), Some("v1"));
     // Rollback counts only good releases: back to v1.
     rig.hook("node-a", "post-deploy", "exit 0");
@@ -484,11 +337,7 @@ async fn rollback_on_post_failure_puts_the_old_release_back() {
     rig.hook("node-a", "post-deploy", "exit 2");
     let report = rig.deploy("v2").await;
     assert_eq!(report.nodes[0].state, NodeState::Failed);
-    assert!(report.nodes[0]
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("put back"));
+    assert!(report.nodes[0].error.as_deref().unwrap().contains("put back"));
     assert_eq!(rig.live("node-a").as_deref(), Some("v1"));
     assert_eq!(rig.releases("node-a"), vec!["www_v1"]);
 }
@@ -501,20 +350,12 @@ async fn keep_releases_never_removes_live_or_previous_good() {
     }
     // keep_releases = 2: v3 (live) and v2 (previous good) stay.
     assert_eq!(rig.releases("node-a"), vec!["www_v2", "www_v3"]);
-    assert!(rig
-        .run(&rig.spec(DeployAction::Rollback, None))
-        .await
-        .0
-        .ok());
+    assert!(rig.run(&rig.spec(DeployAction::Rollback, None)).await.0.ok());
     assert_eq!(rig.live("node-a").as_deref(), Some("v2"));
     // No good release left before v2: a second rollback is refused, nothing changes.
     let (r, _) = rig.run(&rig.spec(DeployAction::Rollback, None)).await;
     assert_eq!(r.nodes[0].state, NodeState::Refused);
-    assert!(r.nodes[0]
-        .error
-        .as_deref()
-        .unwrap()
-        .contains("no previous good release"));
+    assert!(r.nodes[0].error.as_deref().unwrap().contains("no previous good release"));
     assert_eq!(rig.live("node-a").as_deref(), Some("v2"));
 }
 
@@ -524,20 +365,8 @@ async fn concurrent_deploys_to_one_site_the_second_is_refused_with_the_holder() 
     let fifo = rig.tmp.0.join("go");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    rig.hook(
-        "node-a",
-        "pre-deploy",
-        &format!("read line < {}", fifo.display()),
-    );
-    let mut first = rig.controller.request(
-        DeployAction::Deploy,
-        Some("www"),
-        Some("v1"),
-        Filters {
-            identity: vec!["node-a".into()],
-            ..Default::default()
-        },
-    );
+    rig.hook("node-a", "pre-deploy", &format!("read line < {}", fifo.display()));
+    let mut first = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v1"), Filters { identity: vec!["node-a".into()], ..Default::default() });
     first.user = "ann".into();
     let mut pending = rig.controller.send(&first).await.unwrap();
     // Wait until the first deploy is inside pre-deploy (holding the lock).
@@ -548,49 +377,15 @@ async fn concurrent_deploys_to_one_site_the_second_is_refused_with_the_holder() 
             break;
         }
     }
-    let second = rig.controller.request(
-        DeployAction::Deploy,
-        Some("www"),
-        Some("v2"),
-        Filters {
-            identity: vec!["node-a".into()],
-            ..Default::default()
-        },
-    );
-    let replies = rig
-        .controller
-        .gather(
-            &second,
-            Window {
-                timeout: Duration::from_secs(20),
-                expect: Some(1),
-            },
-        )
-        .await
-        .unwrap();
+    let second = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v2"), Filters { identity: vec!["node-a".into()], ..Default::default() });
+    let replies = rig.controller.gather(&second, Window { timeout: Duration::from_secs(20), expect: Some(1) }).await.unwrap();
     assert_eq!(replies[0].state, StepState::Refused);
     let why = replies[0].error.clone().unwrap();
-    assert!(
-        why.contains(&format!(
-            "locked by request {} (deploy by ann)",
-            first.request_id
-        )),
-        "{why}"
-    );
+    assert!(why.contains(&format!("locked by request {} (deploy by ann)", first.request_id)), "{why}");
     // Status shows the holder.
     let st = rig
         .controller
-        .status(
-            "www",
-            Filters {
-                identity: vec!["node-a".into()],
-                ..Default::default()
-            },
-            Window {
-                timeout: Duration::from_secs(20),
-                expect: Some(1),
-            },
-        )
+        .status("www", Filters { identity: vec!["node-a".into()], ..Default::default() }, Window { timeout: Duration::from_secs(20), expect: Some(1) })
         .await
         .unwrap();
     assert_eq!(st[0].data["lock"]["request_id"], first.request_id.as_str());
@@ -614,10 +409,7 @@ async fn unsigned_untrusted_tampered_expired_and_replayed_requests_are_refused_a
     }
     let mut events: Vec<_> = rig.agents.iter().map(|a| a.subscribe()).collect();
     let wait = Duration::from_secs(20);
-    let one = || Filters {
-        identity: vec!["node-a".into()],
-        ..Default::default()
-    };
+    let one = || Filters { identity: vec!["node-a".into()], ..Default::default() };
     let refused = |finals: Vec<DeployReply>, needle: &str| {
         assert_eq!(finals.len(), 1, "{finals:?}");
         assert_eq!(finals[0].state, StepState::Refused, "{finals:?}");
@@ -625,88 +417,41 @@ async fn unsigned_untrusted_tampered_expired_and_replayed_requests_are_refused_a
         assert!(e.contains(needle), "expected {needle:?} in {e:?}");
     };
 
-    let mut req = rig
-        .controller
-        .request(DeployAction::Deploy, Some("www"), Some("v1"), one());
-    refused(
-        rig.raw(&mut req, None, false, wait).await,
-        "unsigned request",
-    );
+    let mut req = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v1"), one());
+    refused(rig.raw(&mut req, None, false, wait).await, "unsigned request");
 
     let stranger = SecretKey::generate().unwrap();
-    let mut req = rig
-        .controller
-        .request(DeployAction::Deploy, Some("www"), Some("v1"), one());
-    refused(
-        rig.raw(&mut req, Some(&stranger), false, wait).await,
-        "untrusted key",
-    );
+    let mut req = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v1"), one());
+    refused(rig.raw(&mut req, Some(&stranger), false, wait).await, "untrusted key");
 
-    let mut req = rig
-        .controller
-        .request(DeployAction::Deploy, Some("www"), Some("v1"), one());
-    refused(
-        rig.raw(&mut req, Some(&rig.ops), true, wait).await,
-        "bad signature by key ops",
-    );
+    let mut req = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v1"), one());
+    refused(rig.raw(&mut req, Some(&rig.ops), true, wait).await, "bad signature by key ops");
 
-    let mut req = rig
-        .controller
-        .request(DeployAction::Deploy, Some("www"), Some("v1"), one());
+    let mut req = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v1"), one());
     req.issued_at -= 7200;
     req.expires_at = req.issued_at + 60;
-    refused(
-        rig.raw(&mut req, Some(&rig.ops), false, wait).await,
-        "expired",
-    );
+    refused(rig.raw(&mut req, Some(&rig.ops), false, wait).await, "expired");
 
     // A replay: the same signed bytes twice. The first runs (a status), the second is refused.
-    let mut req = rig
-        .controller
-        .request(DeployAction::Status, Some("www"), None, one());
+    let mut req = rig.controller.request(DeployAction::Status, Some("www"), None, one());
     let first = rig.raw(&mut req, Some(&rig.ops), false, wait).await;
     assert_eq!(first[0].state, StepState::Ok);
-    refused(
-        rig.raw(&mut req, Some(&rig.ops), false, wait).await,
-        "already used",
-    );
+    refused(rig.raw(&mut req, Some(&rig.ops), false, wait).await, "already used");
 
     // Hostile tags reach the agent (bypassing the controller's own check) and are refused.
     for tag in ["--upload-pack=touch /tmp/pwned", "../../etc"] {
-        let mut req = rig
-            .controller
-            .request(DeployAction::Deploy, Some("www"), Some(tag), one());
-        refused(
-            rig.raw(&mut req, Some(&rig.ops), false, wait).await,
-            "not a valid tag or branch name",
-        );
+        let mut req = rig.controller.request(DeployAction::Deploy, Some("www"), Some(tag), one());
+        refused(rig.raw(&mut req, Some(&rig.ops), false, wait).await, "not a valid tag or branch name");
     }
     // ... and the controller refuses them before sending anything.
-    let e = rig
-        .controller
-        .rollout(
-            &rig.spec(DeployAction::Deploy, Some("--upload-pack=touch /tmp/pwned")),
-            mpsc::unbounded_channel().0,
-            watch::channel(false).1,
-        )
-        .await
-        .unwrap_err();
+    let e =
+        rig.controller.rollout(&rig.spec(DeployAction::Deploy, Some("--upload-pack=touch /tmp/pwned")), mpsc::unbounded_channel().0, watch::channel(false).1).await.unwrap_err();
     assert!(e.to_string().contains("not a valid tag"), "{e}");
     // An unknown site and an unknown tag.
-    let mut req = rig
-        .controller
-        .request(DeployAction::Deploy, Some("nosuch"), Some("v1"), one());
-    refused(
-        rig.raw(&mut req, Some(&rig.ops), false, wait).await,
-        "not configured",
-    );
-    let mut req = rig
-        .controller
-        .request(DeployAction::Deploy, Some("www"), Some("v9"), one());
-    refused(
-        rig.raw(&mut req, Some(&rig.ops), false, wait).await,
-        "no tag or branch",
-    );
+    let mut req = rig.controller.request(DeployAction::Deploy, Some("nosuch"), Some("v1"), one());
+    refused(rig.raw(&mut req, Some(&rig.ops), false, wait).await, "not configured");
+    let mut req = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v9"), one());
+    refused(rig.raw(&mut req, Some(&rig.ops), false, wait).await, "no tag or branch");
 
     assert!(!rig.home("node-a").join("RAN").exists(), "no hook ran");
     assert!(!Path::new("/tmp/pwned").exists());
@@ -726,26 +471,15 @@ async fn a_key_trusted_for_staging_cannot_deploy_live() {
     let rig = Rig::start(Target::embedded().await).await;
     let mut cc = ControllerConfig::new("sam", Some(rig.staging.clone()));
     cc.destinations.deploy = rig.deploy_topic.clone();
-    let staging = Controller::new(rig.target.client().await, cc)
-        .await
-        .unwrap();
+    let staging = Controller::new(rig.target.client().await, cc).await.unwrap();
     let (tx, _rx) = mpsc::unbounded_channel();
     let mut spec = rig.spec(DeployAction::Deploy, Some("v1"));
     spec.canary = 0;
     spec.batch = BatchSize::Percent(100);
-    let report = staging
-        .rollout(&spec, tx, watch::channel(false).1)
-        .await
-        .unwrap();
+    let report = staging.rollout(&spec, tx, watch::channel(false).1).await.unwrap();
     for n in &report.nodes {
         assert_eq!(n.state, NodeState::Refused, "{n:?}");
-        assert!(
-            n.error
-                .as_deref()
-                .unwrap()
-                .contains("key staging may not deploy site www"),
-            "{n:?}"
-        );
+        assert!(n.error.as_deref().unwrap().contains("key staging may not deploy site www"), "{n:?}");
     }
     assert!(rig.releases("node-a").is_empty());
 }
@@ -753,45 +487,18 @@ async fn a_key_trusted_for_staging_cannot_deploy_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tags_newest_first_and_dry_run_shows_the_log() {
     let rig = Rig::start(Target::embedded().await).await;
-    let w = Window {
-        timeout: Duration::from_secs(20),
-        expect: Some(3),
-    };
-    let tags = rig
-        .controller
-        .tags("www", Filters::default(), 2, w)
-        .await
-        .unwrap();
+    let w = Window { timeout: Duration::from_secs(20), expect: Some(3) };
+    let tags = rig.controller.tags("www", Filters::default(), 2, w).await.unwrap();
     assert_eq!(tags.len(), 3);
-    let list: deploykit::deploy::agent::repo::TagList =
-        serde_json::from_value(tags[0].data.clone()).unwrap();
+    let list: deploykit::deploy::agent::repo::TagList = serde_json::from_value(tags[0].data.clone()).unwrap();
     assert_eq!(list.tag_count, 3);
-    assert_eq!(
-        list.tags
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>(),
-        vec!["v3", "v2"]
-    );
+    assert_eq!(list.tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["v3", "v2"]);
     assert_eq!(list.branches[0].name, "master");
     assert!(rig.deploy("v1").await.ok());
-    let plan = rig
-        .controller
-        .dry_run("www", "v3", Filters::default(), w)
-        .await
-        .unwrap();
+    let plan = rig.controller.dry_run("www", "v3", Filters::default(), w).await.unwrap();
     assert_eq!(plan.len(), 3);
     assert_eq!(plan[0].data["current"], "www_v1");
-    let subjects: Vec<&str> = plan[0].data["log"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["subject"].as_str().unwrap())
-        .collect();
+    let subjects: Vec<&str> = plan[0].data["log"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
     assert_eq!(subjects, vec!["release 3", "release 2"]);
-    assert_eq!(
-        rig.live("node-a").as_deref(),
-        Some("v1"),
-        "a dry run changes nothing"
-    );
+    assert_eq!(rig.live("node-a").as_deref(), Some("v1"), "a dry run changes nothing");
 }

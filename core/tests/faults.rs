@@ -15,10 +15,7 @@ mod common;
 
 use common::proxy::Proxy;
 use deploykit::broker::{Broker, BrokerConfig, BrokerHandle};
-use deploykit::stomp::{
-    Client, ClientConfig, ClientEvent, Error, HeartbeatConfig, Message, SendOptions, State,
-    SubscribeOptions, Subscription,
-};
+use deploykit::stomp::{Client, ClientConfig, ClientEvent, Error, HeartbeatConfig, Message, SendOptions, State, SubscribeOptions, Subscription};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,27 +54,16 @@ async fn within<T>(within: Duration, what: &str, fut: impl Future<Output = T>) -
 
 /// Starts an embedded broker with this heart-beat offer (ms), on `listen` or an ephemeral port.
 async fn broker_with(heartbeat_ms: (u32, u32), listen: Option<SocketAddr>) -> BrokerHandle {
-    let mut config = BrokerConfig {
-        heartbeat_ms,
-        ..BrokerConfig::default()
-    };
+    let mut config = BrokerConfig { heartbeat_ms, ..BrokerConfig::default() };
     if let Some(addr) = listen {
         config.listen = addr;
     }
-    within(STEP, "embedded broker start", Broker::start(config))
-        .await
-        .expect("embedded broker starts")
+    within(STEP, "embedded broker start", Broker::start(config)).await.expect("embedded broker starts")
 }
 
 /// An embedded broker with its default settings.
 async fn broker() -> BrokerHandle {
-    within(
-        STEP,
-        "embedded broker start",
-        Broker::start(BrokerConfig::default()),
-    )
-    .await
-    .expect("embedded broker starts")
+    within(STEP, "embedded broker start", Broker::start(BrokerConfig::default())).await.expect("embedded broker starts")
 }
 
 /// A client configuration: vhost `/`, these heart-beats, a short handshake timeout.
@@ -86,10 +72,7 @@ async fn broker() -> BrokerHandle {
 /// (TCP accepts, nothing answers): the client spends it on the dead endpoint
 /// before trying the next one.
 fn config(url: &str, hb: HeartbeatConfig) -> ClientConfig {
-    let mut c = ClientConfig::new(url)
-        .unwrap_or_else(|e| panic!("test URL {url}: {e}"))
-        .vhost("/")
-        .heartbeat(hb);
+    let mut c = ClientConfig::new(url).unwrap_or_else(|e| panic!("test URL {url}: {e}")).vhost("/").heartbeat(hb);
     c.handshake.timeout = Duration::from_secs(1);
     c.receipt_timeout = STEP;
     c
@@ -98,18 +81,11 @@ fn config(url: &str, hb: HeartbeatConfig) -> ClientConfig {
 /// `Client::connect`, bounded.
 async fn connect(cfg: ClientConfig) -> Client {
     let url = cfg.url.to_string();
-    within(STEP, &format!("connect to {url}"), Client::connect(cfg))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+    within(STEP, &format!("connect to {url}"), Client::connect(cfg)).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 /// The next event matching `pred` (others are skipped), with the instant it was seen.
-async fn event(
-    rx: &mut broadcast::Receiver<ClientEvent>,
-    limit: Duration,
-    what: &str,
-    pred: impl Fn(&ClientEvent) -> bool,
-) -> (ClientEvent, Instant) {
+async fn event(rx: &mut broadcast::Receiver<ClientEvent>, limit: Duration, what: &str, pred: impl Fn(&ClientEvent) -> bool) -> (ClientEvent, Instant) {
     let wait = async {
         loop {
             match rx.recv().await {
@@ -149,31 +125,11 @@ struct Readied {
 
 /// Awaits Disconnected, then the next Ready (failing on Closed or a Ready without a Disconnected first).
 async fn expect_recovery(rx: &mut broadcast::Receiver<ClientEvent>, limit: Duration) -> Readied {
-    let (ev, _) = event(rx, limit, "Disconnected", |e| {
-        is_disconnected(e) || is_ready(e) || is_closed(e)
-    })
-    .await;
-    assert!(
-        is_disconnected(&ev),
-        "expected Disconnected first, got {ev:?}"
-    );
-    let (ev, _) = event(rx, limit, "Ready after reconnect", |e| {
-        is_ready(e) || is_closed(e)
-    })
-    .await;
+    let (ev, _) = event(rx, limit, "Disconnected", |e| is_disconnected(e) || is_ready(e) || is_closed(e)).await;
+    assert!(is_disconnected(&ev), "expected Disconnected first, got {ev:?}");
+    let (ev, _) = event(rx, limit, "Ready after reconnect", |e| is_ready(e) || is_closed(e)).await;
     match ev {
-        ClientEvent::Ready {
-            endpoint,
-            generation,
-            reconnect,
-            subscriptions,
-            ..
-        } => Readied {
-            endpoint,
-            generation,
-            reconnect,
-            subscriptions,
-        },
+        ClientEvent::Ready { endpoint, generation, reconnect, subscriptions, .. } => Readied { endpoint, generation, reconnect, subscriptions },
         other => panic!("expected Ready, got {other:?}"),
     }
 }
@@ -181,45 +137,26 @@ async fn expect_recovery(rx: &mut broadcast::Receiver<ClientEvent>, limit: Durat
 /// Awaits the state `Ready(generation)` on the client's watch.
 async fn await_state(client: &Client, want: State) {
     let mut w = client.watch_state();
-    within(STEP, &format!("state {want:?}"), w.wait_for(|s| *s == want))
-        .await
-        .expect("state watch closed");
+    within(STEP, &format!("state {want:?}"), w.wait_for(|s| *s == want)).await.expect("state watch closed");
 }
 
 /// The next message of `sub`, bounded.
 async fn recv(sub: &mut Subscription) -> Message {
     let dest = sub.destination().to_owned();
-    within(STEP, &format!("a message on {dest}"), sub.recv())
-        .await
-        .unwrap_or_else(|| panic!("subscription {dest} ended"))
+    within(STEP, &format!("a message on {dest}"), sub.recv()).await.unwrap_or_else(|| panic!("subscription {dest} ended"))
 }
 
 /// Sends with a receipt, so the broker has it when this returns.
 async fn send_confirmed(client: &Client, dest: &str, body: &str) {
-    within(
-        STEP,
-        "SEND receipt",
-        client.send_with(
-            dest,
-            body.to_owned(),
-            SendOptions {
-                receipt: true,
-                ..SendOptions::default()
-            },
-        ),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("send to {dest}: {e}"));
+    within(STEP, "SEND receipt", client.send_with(dest, body.to_owned(), SendOptions { receipt: true, ..SendOptions::default() }))
+        .await
+        .unwrap_or_else(|e| panic!("send to {dest}: {e}"));
 }
 
 /// A destination unique to this process and call.
 fn dest(kind: &str, name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "/{kind}/dk.faults.{name}.{}.{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("/{kind}/dk.faults.{name}.{}.{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A port nothing listens on (bound then released).
@@ -230,13 +167,7 @@ fn closed_port() -> u16 {
 
 /// Subscribes with default options, bounded.
 async fn subscribe(client: &Client, dest: &str) -> Subscription {
-    within(
-        STEP,
-        "SUBSCRIBE receipt",
-        client.subscribe(dest, SubscribeOptions::default()),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("subscribe {dest}: {e}"))
+    within(STEP, "SUBSCRIBE receipt", client.subscribe(dest, SubscribeOptions::default())).await.unwrap_or_else(|e| panic!("subscribe {dest}: {e}"))
 }
 
 // ------------------------------------------------------- broker restarts
@@ -248,11 +179,7 @@ async fn subscribe(client: &Client, dest: &str) -> Subscription {
 async fn broker_restart_under_subscribed_client() {
     let b1 = broker().await;
     let addr = b1.local_addr();
-    let client = connect(config(
-        &format!("failover:(stomp://{addr})?{FAST}"),
-        HeartbeatConfig::every(Duration::from_secs(5)),
-    ))
-    .await;
+    let client = connect(config(&format!("failover:(stomp://{addr})?{FAST}"), HeartbeatConfig::every(Duration::from_secs(5)))).await;
     let mut events = client.events();
     let q = dest("queue", "restart");
     let mut sub = subscribe(&client, &q).await;
@@ -260,29 +187,12 @@ async fn broker_restart_under_subscribed_client() {
     assert_eq!(recv(&mut sub).await.text(), Some("before"));
 
     within(STEP, "broker shutdown", b1.shutdown()).await;
-    let (ev, _) = event(&mut events, STEP, "Disconnected", |e| {
-        is_disconnected(e) || is_ready(e)
-    })
-    .await;
+    let (ev, _) = event(&mut events, STEP, "Disconnected", |e| is_disconnected(e) || is_ready(e)).await;
     assert!(is_disconnected(&ev), "{ev:?}");
     let b2 = broker_with(BrokerConfig::default().heartbeat_ms, Some(addr)).await;
     assert_eq!(b2.local_addr(), addr, "restarted on the same port");
-    let (ev, _) = event(&mut events, STEP, "Ready after restart", |e| {
-        is_ready(e) || is_closed(e)
-    })
-    .await;
-    assert!(
-        matches!(
-            ev,
-            ClientEvent::Ready {
-                generation: 2,
-                reconnect: true,
-                subscriptions: 1,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    let (ev, _) = event(&mut events, STEP, "Ready after restart", |e| is_ready(e) || is_closed(e)).await;
+    assert!(matches!(ev, ClientEvent::Ready { generation: 2, reconnect: true, subscriptions: 1, .. }), "{ev:?}");
     await_state(&client, State::Ready(2)).await;
 
     // Another client publishes after the restart; the old Subscription object gets it.
@@ -296,21 +206,14 @@ async fn broker_restart_under_subscribed_client() {
 #[tokio::test]
 async fn broker_kicks_all_connections() {
     let b = broker().await;
-    let client = connect(config(
-        &format!("failover:({})?{FAST}", b.url()),
-        HeartbeatConfig::every(Duration::from_secs(5)),
-    ))
-    .await;
+    let client = connect(config(&format!("failover:({})?{FAST}", b.url()), HeartbeatConfig::every(Duration::from_secs(5)))).await;
     let mut events = client.events();
     let q = dest("queue", "kick");
     let mut sub = subscribe(&client, &q).await;
 
     b.kick_all();
     let r = expect_recovery(&mut events, STEP).await;
-    assert!(
-        r.generation == 2 && r.reconnect && r.subscriptions == 1,
-        "{r:?}"
-    );
+    assert!(r.generation == 2 && r.reconnect && r.subscriptions == 1, "{r:?}");
     await_state(&client, State::Ready(2)).await;
     let publisher = connect(config(&b.url(), HeartbeatConfig::off())).await;
     send_confirmed(&publisher, &q, "after kick").await;
@@ -338,21 +241,11 @@ async fn rabbitmqctl(ctl: &str, args: &[&str]) {
     let ctl = ctl.to_owned();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let shown = format!("{ctl} {}", args.join(" "));
-    let out = within(
-        Duration::from_secs(120),
-        &shown,
-        tokio::task::spawn_blocking(move || std::process::Command::new(&ctl).args(&args).output()),
-    )
-    .await
-    .expect("rabbitmqctl task")
-    .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = within(Duration::from_secs(120), &shown, tokio::task::spawn_blocking(move || std::process::Command::new(&ctl).args(&args).output()))
+        .await
+        .expect("rabbitmqctl task")
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(out.status.success(), "{shown} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
 /// RabbitMQ closes every connection, then restarts its application: the client
@@ -382,56 +275,21 @@ async fn rabbitmq_restart_under_subscribed_client() {
     // Generations count successful CONNECTs, including any whose re-SUBSCRIBE a
     // half-started RabbitMQ refused, so only a lower bound is certain here.
     let r = expect_recovery(&mut events, Duration::from_secs(30)).await;
-    assert!(
-        r.generation >= 2 && r.reconnect && r.subscriptions == 1,
-        "{r:?}"
-    );
-    eprintln!(
-        "rabbitmq close_all_connections: ready again after {:?}",
-        t0.elapsed()
-    );
+    assert!(r.generation >= 2 && r.reconnect && r.subscriptions == 1, "{r:?}");
+    eprintln!("rabbitmq close_all_connections: ready again after {:?}", t0.elapsed());
     let publisher = connect(rabbit_cfg()).await;
     send_confirmed(&publisher, &topic, "after close_all_connections").await;
-    assert_eq!(
-        recv(&mut sub).await.text(),
-        Some("after close_all_connections")
-    );
+    assert_eq!(recv(&mut sub).await.text(), Some("after close_all_connections"));
     drop(publisher);
 
     rabbitmqctl(&ctl, &["stop_app"]).await;
-    let (ev, _) = event(
-        &mut events,
-        Duration::from_secs(30),
-        "Disconnected on stop_app",
-        |e| is_disconnected(e) || is_ready(e),
-    )
-    .await;
+    let (ev, _) = event(&mut events, Duration::from_secs(30), "Disconnected on stop_app", |e| is_disconnected(e) || is_ready(e)).await;
     assert!(is_disconnected(&ev), "{ev:?}");
     let t0 = Instant::now();
     rabbitmqctl(&ctl, &["start_app"]).await;
-    let (ev, at) = event(
-        &mut events,
-        Duration::from_secs(60),
-        "Ready after start_app",
-        |e| is_ready(e) || is_closed(e),
-    )
-    .await;
-    eprintln!(
-        "rabbitmq start_app: client ready {:?} after start_app was run",
-        at - t0
-    );
-    assert!(
-        matches!(
-            ev,
-            ClientEvent::Ready {
-                generation: 3..,
-                reconnect: true,
-                subscriptions: 1,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    let (ev, at) = event(&mut events, Duration::from_secs(60), "Ready after start_app", |e| is_ready(e) || is_closed(e)).await;
+    eprintln!("rabbitmq start_app: client ready {:?} after start_app was run", at - t0);
+    assert!(matches!(ev, ClientEvent::Ready { generation: 3.., reconnect: true, subscriptions: 1, .. }), "{ev:?}");
     let publisher = connect(rabbit_cfg()).await;
     send_confirmed(&publisher, &topic, "after restart").await;
     assert_eq!(recv(&mut sub).await.text(), Some("after restart"));
@@ -443,25 +301,14 @@ async fn rabbitmq_restart_under_subscribed_client() {
 ///
 /// Callers blackhole right after a frame from the broker was read (a RECEIPT),
 /// which is the worst case: the client's read timer has just been reset.
-async fn blackhole_and_measure(
-    proxy: &Proxy,
-    events: &mut broadcast::Receiver<ClientEvent>,
-) -> Duration {
+async fn blackhole_and_measure(proxy: &Proxy, events: &mut broadcast::Receiver<ClientEvent>) -> Duration {
     let t0 = Instant::now();
     proxy.blackhole(true);
-    let (ev, at) = event(events, STEP, "Disconnected after blackhole", |e| {
-        is_disconnected(e) || is_ready(e)
-    })
-    .await;
+    let (ev, at) = event(events, STEP, "Disconnected after blackhole", |e| is_disconnected(e) || is_ready(e)).await;
     let latency = at - t0;
-    let ClientEvent::Disconnected { reason, .. } = &ev else {
-        panic!("expected Disconnected, got {ev:?}")
-    };
+    let ClientEvent::Disconnected { reason, .. } = &ev else { panic!("expected Disconnected, got {ev:?}") };
     // Detected by silence, not by a FIN the proxy would have passed on.
-    assert!(
-        reason.contains("nothing received"),
-        "detected by heart-beat timeout, got: {reason}"
-    );
+    assert!(reason.contains("nothing received"), "detected by heart-beat timeout, got: {reason}");
     latency
 }
 
@@ -477,14 +324,7 @@ async fn blackhole_detected_within_two_heartbeats_and_fails_over() {
     let proxy = Proxy::start(a.local_addr()).await.unwrap();
     let url = format!("failover:({},{})?{FAST}", proxy.stomp_url(), b.url());
     let client = connect(config(&url, HeartbeatConfig::every(HB))).await;
-    assert!(
-        client
-            .session()
-            .unwrap()
-            .endpoint
-            .contains(&format!(":{}", proxy.port())),
-        "first connection goes through the proxy"
-    );
+    assert!(client.session().unwrap().endpoint.contains(&format!(":{}", proxy.port())), "first connection goes through the proxy");
     let mut events = client.events();
     let q = dest("queue", "blackhole");
     let mut sub = subscribe(&client, &q).await;
@@ -496,29 +336,10 @@ async fn blackhole_detected_within_two_heartbeats_and_fails_over() {
     eprintln!("blackhole (negotiated {HB:?} heart-beats): Disconnected after {latency:?}");
     assert!(latency <= 2 * HB + SLACK, "dead path noticed after {latency:?}, more than two heart-beat intervals ({:?}) + {SLACK:?}", 2 * HB);
 
-    let (ev, at) = event(&mut events, STEP, "Ready on broker B", |e| {
-        is_ready(e) || is_closed(e)
-    })
-    .await;
-    eprintln!(
-        "blackhole: Ready again {:?} after the blackhole: {ev:?}",
-        at - t0
-    );
-    let ClientEvent::Ready {
-        endpoint,
-        generation,
-        reconnect,
-        subscriptions,
-        ..
-    } = ev
-    else {
-        panic!("{ev:?}")
-    };
-    assert!(
-        endpoint.contains(&format!(":{}", b.local_addr().port())),
-        "ready on B ({}), got {endpoint}",
-        b.url()
-    );
+    let (ev, at) = event(&mut events, STEP, "Ready on broker B", |e| is_ready(e) || is_closed(e)).await;
+    eprintln!("blackhole: Ready again {:?} after the blackhole: {ev:?}", at - t0);
+    let ClientEvent::Ready { endpoint, generation, reconnect, subscriptions, .. } = ev else { panic!("{ev:?}") };
+    assert!(endpoint.contains(&format!(":{}", b.local_addr().port())), "ready on B ({}), got {endpoint}", b.url());
     assert_eq!((generation, reconnect, subscriptions), (2, true, 1));
     send_confirmed(&client, &q, "via B").await;
     assert_eq!(recv(&mut sub).await.text(), Some("via B"));
@@ -535,31 +356,17 @@ async fn blackhole_detected_by_emulated_heartbeats() {
     let url = format!("failover:({},{})?{FAST}", proxy.stomp_url(), b.url());
     let client = connect(config(&url, HeartbeatConfig::every(HB))).await;
     let plan = client.session().unwrap().heartbeat;
-    assert!(
-        plan.emulated && plan.probe_after.is_some(),
-        "broker offered 0,0, so heart-beats are emulated: {plan:?}"
-    );
+    assert!(plan.emulated && plan.probe_after.is_some(), "broker offered 0,0, so heart-beats are emulated: {plan:?}");
     let mut events = client.events();
     let q = dest("queue", "emulated");
     let _sub = subscribe(&client, &q).await;
 
     let latency = blackhole_and_measure(&proxy, &mut events).await;
     eprintln!("blackhole (emulated {HB:?} heart-beats, broker offers 0,0): Disconnected after {latency:?}");
-    assert!(
-        latency <= 2 * HB + SLACK,
-        "dead path noticed after {latency:?}, more than 2 × {HB:?} + {SLACK:?}"
-    );
-    let (ev, _) = event(&mut events, STEP, "Ready on broker B", |e| {
-        is_ready(e) || is_closed(e)
-    })
-    .await;
-    let ClientEvent::Ready { endpoint, .. } = ev else {
-        panic!("{ev:?}")
-    };
-    assert!(
-        endpoint.contains(&format!(":{}", b.local_addr().port())),
-        "ready on B, got {endpoint}"
-    );
+    assert!(latency <= 2 * HB + SLACK, "dead path noticed after {latency:?}, more than 2 × {HB:?} + {SLACK:?}");
+    let (ev, _) = event(&mut events, STEP, "Ready on broker B", |e| is_ready(e) || is_closed(e)).await;
+    let ClientEvent::Ready { endpoint, .. } = ev else { panic!("{ev:?}") };
+    assert!(endpoint.contains(&format!(":{}", b.local_addr().port())), "ready on B, got {endpoint}");
 }
 
 /// A SEND awaiting its RECEIPT when the path dies fails with `Error::ReceiptLost`.
@@ -576,77 +383,29 @@ async fn receipted_send_in_flight_fails_and_queued_send_is_delivered() {
     let q = dest("queue", "receipt");
     let mut sub = subscribe(&consumer, &q).await;
 
-    let client = connect(config(
-        &format!("failover:({})?{FAST}", proxy.stomp_url()),
-        HeartbeatConfig::every(HB),
-    ))
-    .await;
+    let client = connect(config(&format!("failover:({})?{FAST}", proxy.stomp_url()), HeartbeatConfig::every(HB))).await;
     let mut events = client.events();
     proxy.blackhole(true);
     let in_flight = tokio::spawn({
         let client = client.clone();
         let q = q.clone();
-        async move {
-            client
-                .send_with(
-                    &q,
-                    "receipted, lost on the dead path",
-                    SendOptions {
-                        receipt: true,
-                        ..SendOptions::default()
-                    },
-                )
-                .await
-        }
+        async move { client.send_with(&q, "receipted, lost on the dead path", SendOptions { receipt: true, ..SendOptions::default() }).await }
     });
-    let (ev, _) = event(&mut events, STEP, "Disconnected", |e| {
-        is_disconnected(e) || is_ready(e)
-    })
-    .await;
+    let (ev, _) = event(&mut events, STEP, "Disconnected", |e| is_disconnected(e) || is_ready(e)).await;
     assert!(is_disconnected(&ev), "{ev:?}");
-    let outcome = within(STEP, "the receipted SEND to fail", in_flight)
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, Err(Error::ReceiptLost { .. })),
-        "expected ReceiptLost, got {outcome:?}"
-    );
+    let outcome = within(STEP, "the receipted SEND to fail", in_flight).await.unwrap();
+    assert!(matches!(outcome, Err(Error::ReceiptLost { .. })), "expected ReceiptLost, got {outcome:?}");
 
     // Still blackholed: every reconnect attempt hangs, so the client is offline now.
-    within(
-        STEP,
-        "queueing a SEND",
-        client.send(&q, "queued while disconnected"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        client.state(),
-        State::Connecting,
-        "the SEND was queued while disconnected"
-    );
+    within(STEP, "queueing a SEND", client.send(&q, "queued while disconnected")).await.unwrap();
+    assert_eq!(client.state(), State::Connecting, "the SEND was queued while disconnected");
     // Heal the path; kill the attempt that is stuck on the dead path so the next one goes through.
     proxy.blackhole(false);
     proxy.kill_all();
-    let (ev, _) = event(&mut events, STEP, "Ready after heal", |e| {
-        is_ready(e) || is_closed(e)
-    })
-    .await;
-    assert!(
-        matches!(
-            ev,
-            ClientEvent::Ready {
-                reconnect: true,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    let (ev, _) = event(&mut events, STEP, "Ready after heal", |e| is_ready(e) || is_closed(e)).await;
+    assert!(matches!(ev, ClientEvent::Ready { reconnect: true, .. }), "{ev:?}");
     // The lost SEND never reached the broker (it was discarded): the first message is the queued one.
-    assert_eq!(
-        recv(&mut sub).await.text(),
-        Some("queued while disconnected")
-    );
+    assert_eq!(recv(&mut sub).await.text(), Some("queued while disconnected"));
 }
 
 // ----------------------------------------------------------- idle killer
@@ -656,33 +415,14 @@ async fn receipted_send_in_flight_fails_and_queued_send_is_delivered() {
 #[tokio::test]
 async fn idle_killer_drops_a_silent_client() {
     let b = broker().await;
-    let proxy = Proxy::with_idle_timeout(b.local_addr(), IDLE_T)
-        .await
-        .unwrap();
-    let client = connect(config(
-        &format!("failover:({})?{FAST}", proxy.stomp_url()),
-        HeartbeatConfig::off(),
-    ))
-    .await;
+    let proxy = Proxy::with_idle_timeout(b.local_addr(), IDLE_T).await.unwrap();
+    let client = connect(config(&format!("failover:({})?{FAST}", proxy.stomp_url()), HeartbeatConfig::off())).await;
     let plan = client.session().unwrap().heartbeat;
-    assert_eq!(
-        (plan.send_every, plan.read_timeout),
-        (None, None),
-        "heart-beats are off"
-    );
+    assert_eq!((plan.send_every, plan.read_timeout), (None, None), "heart-beats are off");
     let mut events = client.events();
     let t0 = Instant::now();
-    let (_, at) = event(
-        &mut events,
-        IDLE_T * 3,
-        "Disconnected by the idle killer",
-        is_disconnected,
-    )
-    .await;
-    eprintln!(
-        "idle killer (T = {IDLE_T:?}): silent client cut {:?} after it was ready",
-        at - t0
-    );
+    let (_, at) = event(&mut events, IDLE_T * 3, "Disconnected by the idle killer", is_disconnected).await;
+    eprintln!("idle killer (T = {IDLE_T:?}): silent client cut {:?} after it was ready", at - t0);
     assert!(proxy.idle_kills() >= 1, "the proxy's idle killer closed it");
     assert!(proxy.last_kill().is_some());
 }
@@ -697,36 +437,18 @@ async fn stays_connected(proxy: &Proxy, client: &Client, label: &str) {
     // Elapsed time is the thing tested here: no Disconnected for 3 T.
     let quiet = timeout(IDLE_T * 3, async {
         loop {
-            if let Ok(ev @ (ClientEvent::Disconnected { .. } | ClientEvent::Closed { .. })) =
-                events.recv().await
-            {
+            if let Ok(ev @ (ClientEvent::Disconnected { .. } | ClientEvent::Closed { .. })) = events.recv().await {
                 return ev;
             }
         }
     })
     .await;
     if let Ok(ev) = quiet {
-        panic!(
-            "{label}: dropped within 3 T = {:?}: {ev:?} (idle kills: {})",
-            IDLE_T * 3,
-            proxy.idle_kills()
-        );
+        panic!("{label}: dropped within 3 T = {:?}: {ev:?} (idle kills: {})", IDLE_T * 3, proxy.idle_kills());
     }
-    assert_eq!(
-        proxy.idle_kills(),
-        0,
-        "{label}: the idle killer never fired"
-    );
-    assert_eq!(
-        proxy.accepted(),
-        1,
-        "{label}: one connection, never replaced"
-    );
-    assert_eq!(
-        client.state(),
-        State::Ready(generation),
-        "{label}: still on the first connection"
-    );
+    assert_eq!(proxy.idle_kills(), 0, "{label}: the idle killer never fired");
+    assert_eq!(proxy.accepted(), 1, "{label}: one connection, never replaced");
+    assert_eq!(client.state(), State::Ready(generation), "{label}: still on the first connection");
 }
 
 /// Heart-beats at T/2, negotiated with the embedded broker: the line is never idle for T.
@@ -734,19 +456,10 @@ async fn stays_connected(proxy: &Proxy, client: &Client, label: &str) {
 async fn negotiated_heartbeats_keep_idle_killer_away() {
     let half = (IDLE_T / 2).as_millis() as u32;
     let b = broker_with((half, half), None).await;
-    let proxy = Proxy::with_idle_timeout(b.local_addr(), IDLE_T)
-        .await
-        .unwrap();
-    let client = connect(config(
-        &format!("failover:({})?{FAST}", proxy.stomp_url()),
-        HeartbeatConfig::every(IDLE_T / 2),
-    ))
-    .await;
+    let proxy = Proxy::with_idle_timeout(b.local_addr(), IDLE_T).await.unwrap();
+    let client = connect(config(&format!("failover:({})?{FAST}", proxy.stomp_url()), HeartbeatConfig::every(IDLE_T / 2))).await;
     let plan = client.session().unwrap().heartbeat;
-    assert!(
-        !plan.emulated && plan.send_every == Some(IDLE_T / 2),
-        "negotiated T/2: {plan:?}"
-    );
+    assert!(!plan.emulated && plan.send_every == Some(IDLE_T / 2), "negotiated T/2: {plan:?}");
     stays_connected(&proxy, &client, "negotiated heart-beats").await;
 }
 
@@ -754,19 +467,10 @@ async fn negotiated_heartbeats_keep_idle_killer_away() {
 #[tokio::test]
 async fn emulated_heartbeats_keep_idle_killer_away() {
     let b = broker_with((0, 0), None).await;
-    let proxy = Proxy::with_idle_timeout(b.local_addr(), IDLE_T)
-        .await
-        .unwrap();
-    let client = connect(config(
-        &format!("failover:({})?{FAST}", proxy.stomp_url()),
-        HeartbeatConfig::every(IDLE_T / 2),
-    ))
-    .await;
+    let proxy = Proxy::with_idle_timeout(b.local_addr(), IDLE_T).await.unwrap();
+    let client = connect(config(&format!("failover:({})?{FAST}", proxy.stomp_url()), HeartbeatConfig::every(IDLE_T / 2))).await;
     let plan = client.session().unwrap().heartbeat;
-    assert!(
-        plan.emulated && plan.send_every == Some(IDLE_T / 2),
-        "emulated T/2: {plan:?}"
-    );
+    assert!(plan.emulated && plan.send_every == Some(IDLE_T / 2), "emulated T/2: {plan:?}");
     stays_connected(&proxy, &client, "emulated heart-beats").await;
 }
 
@@ -776,58 +480,31 @@ async fn emulated_heartbeats_keep_idle_killer_away() {
 #[tokio::test]
 async fn first_broker_down_at_startup() {
     let live = broker().await;
-    let url = format!(
-        "failover:(stomp://127.0.0.1:{},{})?{FAST}",
-        closed_port(),
-        live.url()
-    );
+    let url = format!("failover:(stomp://127.0.0.1:{},{})?{FAST}", closed_port(), live.url());
     let client = connect(config(&url, HeartbeatConfig::off())).await;
     let endpoint = client.session().unwrap().endpoint;
-    assert!(
-        endpoint.contains(&format!(":{}", live.local_addr().port())),
-        "connected to the live broker, got {endpoint}"
-    );
+    assert!(endpoint.contains(&format!(":{}", live.local_addr().port())), "connected to the live broker, got {endpoint}");
 }
 
 /// Both brokers down with maxReconnectAttempts=2: `connect` gives up quickly, naming the last error.
 #[tokio::test]
 async fn all_brokers_down_gives_up() {
     let (p1, p2) = (closed_port(), closed_port());
-    let url = format!(
-        "failover:(stomp://127.0.0.1:{p1},stomp://127.0.0.1:{p2})?{FAST}&maxReconnectAttempts=2"
-    );
+    let url = format!("failover:(stomp://127.0.0.1:{p1},stomp://127.0.0.1:{p2})?{FAST}&maxReconnectAttempts=2");
     let t0 = Instant::now();
-    let r = within(
-        STEP,
-        "connect to give up",
-        Client::connect(config(&url, HeartbeatConfig::off())),
-    )
-    .await;
+    let r = within(STEP, "connect to give up", Client::connect(config(&url, HeartbeatConfig::off()))).await;
     let elapsed = t0.elapsed();
     match r {
         Err(e @ Error::GaveUp { .. }) => {
             let text = e.to_string();
             eprintln!("gave up after {elapsed:?}: {text}");
-            assert!(
-                text.contains(&format!("127.0.0.1:{p2}")),
-                "the message names the last endpoint tried: {text}"
-            );
-            assert!(
-                text.to_lowercase().contains("refused"),
-                "and the last error: {text}"
-            );
-            assert!(
-                matches!(e.root(), Error::Connect { .. }),
-                "root() is the last attempt's error: {:?}",
-                e.root()
-            );
+            assert!(text.contains(&format!("127.0.0.1:{p2}")), "the message names the last endpoint tried: {text}");
+            assert!(text.to_lowercase().contains("refused"), "and the last error: {text}");
+            assert!(matches!(e.root(), Error::Connect { .. }), "root() is the last attempt's error: {:?}", e.root());
         }
         other => panic!("expected Error::GaveUp, got {other:?}"),
     }
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "giving up took {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(2), "giving up took {elapsed:?}");
 }
 
 // Jitter: `FailoverOptions::delay` with jitter 0.5 over 50 samples is covered by

@@ -9,9 +9,7 @@ use common::targets::{Kind, Target};
 use deploykit::broker::{Broker, BrokerConfig};
 use deploykit::fetch::config::FetchConfig;
 use deploykit::fetch::daemon::{DaemonEvent, DaemonHandle, DaemonOptions, FetchDaemon, Runner};
-use deploykit::message::{
-    decode, encode, Commit, Destinations, Event, FetchResult, Message, Publisher, Source, Wire,
-};
+use deploykit::message::{decode, encode, Commit, Destinations, Event, FetchResult, Message, Publisher, Source, Wire};
 use deploykit::stomp::{Client, SendOptions, State, SubscribeOptions, Subscription};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,11 +23,7 @@ struct Tmp(PathBuf);
 
 impl Tmp {
     fn new() -> Tmp {
-        let p = std::env::temp_dir().join(format!(
-            "dk-fetch-test-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let p = std::env::temp_dir().join(format!("dk-fetch-test-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(&p).unwrap();
         Tmp(p)
     }
@@ -46,25 +40,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.org",
-            "-c",
-            "init.defaultBranch=master",
-            "-c",
-            "advice.detachedHead=false",
-        ])
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master", "-c", "advice.detachedHead=false"])
         .args(args)
         .output()
         .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -89,24 +69,10 @@ impl Repos {
 
     fn create(&self, name: &str) {
         let central = self.central(name);
-        git(
-            &self.tmp.0,
-            &["init", "-q", "--bare", central.to_str().unwrap()],
-        );
-        git(
-            &self.tmp.0,
-            &[
-                "clone",
-                "-q",
-                central.to_str().unwrap(),
-                self.work(name).to_str().unwrap(),
-            ],
-        );
+        git(&self.tmp.0, &["init", "-q", "--bare", central.to_str().unwrap()]);
+        git(&self.tmp.0, &["clone", "-q", central.to_str().unwrap(), self.work(name).to_str().unwrap()]);
         self.commit(name, "first");
-        git(
-            &self.work(name),
-            &["push", "-q", "origin", "HEAD:refs/heads/master"],
-        );
+        git(&self.work(name), &["push", "-q", "origin", "HEAD:refs/heads/master"]);
     }
 
     fn commit(&self, name: &str, text: &str) -> String {
@@ -121,25 +87,14 @@ impl Repos {
     fn clone_for(&self, server: &str, name: &str) -> PathBuf {
         let dir = self.tmp.0.join(server).join(name);
         std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
-        git(
-            &self.tmp.0,
-            &[
-                "clone",
-                "-q",
-                self.central(name).to_str().unwrap(),
-                dir.to_str().unwrap(),
-            ],
-        );
+        git(&self.tmp.0, &["clone", "-q", self.central(name).to_str().unwrap(), dir.to_str().unwrap()]);
         dir
     }
 
     /// Pushes the work clone's HEAD to master; returns (oldrev, newrev).
     fn push(&self, name: &str) -> (String, String) {
         let old = git(&self.central(name), &["rev-parse", "refs/heads/master"]);
-        git(
-            &self.work(name),
-            &["push", "-q", "origin", "HEAD:refs/heads/master"],
-        );
+        git(&self.work(name), &["push", "-q", "origin", "HEAD:refs/heads/master"]);
         let new = git(&self.central(name), &["rev-parse", "refs/heads/master"]);
         (old, new)
     }
@@ -167,11 +122,7 @@ struct Topics {
 
 impl Topics {
     fn new(t: &Target) -> Topics {
-        Topics {
-            commits: t.dest("topic"),
-            events: t.dest("topic"),
-            results: t.dest("topic"),
-        }
+        Topics { commits: t.dest("topic"), events: t.dest("topic"), results: t.dest("topic") }
     }
 }
 
@@ -181,19 +132,13 @@ fn config(topics: &Topics, node: &str, repos: &[(&str, &Path)], extra: &str) -> 
         topics.commits, topics.events, topics.results
     );
     for (name, path) in repos {
-        text.push_str(&format!(
-            "[repos.{name}]\npath = {:?}\nmode = \"normal\"\n",
-            path.to_str().unwrap()
-        ));
+        text.push_str(&format!("[repos.{name}]\npath = {:?}\nmode = \"normal\"\n", path.to_str().unwrap()));
     }
     FetchConfig::parse(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
 }
 
 /// Awaits the next `Fetched` result matching `pred` (10 s bound).
-async fn fetched(
-    rx: &mut broadcast::Receiver<DaemonEvent>,
-    pred: impl Fn(&FetchResult) -> bool,
-) -> FetchResult {
+async fn fetched(rx: &mut broadcast::Receiver<DaemonEvent>, pred: impl Fn(&FetchResult) -> bool) -> FetchResult {
     next(rx, |e| match e {
         DaemonEvent::Fetched(r) if pred(r) => Some(r.clone()),
         _ => None,
@@ -201,10 +146,7 @@ async fn fetched(
     .await
 }
 
-async fn next<T>(
-    rx: &mut broadcast::Receiver<DaemonEvent>,
-    f: impl Fn(&DaemonEvent) -> Option<T>,
-) -> T {
+async fn next<T>(rx: &mut broadcast::Receiver<DaemonEvent>, f: impl Fn(&DaemonEvent) -> Option<T>) -> T {
     let wait = async {
         loop {
             match rx.recv().await {
@@ -218,29 +160,14 @@ async fn next<T>(
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("the awaited daemon event within 10 s")
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the awaited daemon event within 10 s")
 }
 
 /// Starts a daemon and waits for its startup reconcile to finish for every repo.
-async fn start(
-    config: FetchConfig,
-    client: Client,
-    options: DaemonOptions,
-) -> (DaemonHandle, broadcast::Receiver<DaemonEvent>) {
+async fn start(config: FetchConfig, client: Client, options: DaemonOptions) -> (DaemonHandle, broadcast::Receiver<DaemonEvent>) {
     let n = config.repos.len();
     let (tx, mut rx) = broadcast::channel(4096);
-    let handle = FetchDaemon::start_with(
-        config,
-        client,
-        DaemonOptions {
-            observer: Some(tx),
-            ..options
-        },
-    )
-    .await
-    .expect("daemon starts");
+    let handle = FetchDaemon::start_with(config, client, DaemonOptions { observer: Some(tx), ..options }).await.expect("daemon starts");
     for _ in 0..n {
         let r = fetched(&mut rx, |r| r.trigger == "startup").await;
         assert!(r.ok, "startup fetch: {r:?}");
@@ -269,29 +196,13 @@ impl Rig {
         let clone = repos.clone_for("web01", "site");
         let topics = Topics::new(&t);
         let server = t.client().await;
-        let (handle, rx) = start(
-            config(&topics, "web01", &[("site", &clone)], ""),
-            server.clone(),
-            DaemonOptions::default(),
-        )
-        .await;
-        Rig {
-            t,
-            repos,
-            clone,
-            topics,
-            server,
-            handle,
-            rx,
-        }
+        let (handle, rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
+        Rig { t, repos, clone, topics, server, handle, rx }
     }
 }
 
 async fn event_lines(client: &Client, topic: &str) -> Subscription {
-    client
-        .subscribe(topic, SubscribeOptions::default())
-        .await
-        .unwrap()
+    client.subscribe(topic, SubscribeOptions::default()).await.unwrap()
 }
 
 /// The next event line on `sub` whose text contains `needle`.
@@ -307,14 +218,7 @@ async fn event_containing(sub: &mut Subscription, needle: &str) -> Event {
 }
 
 fn has_commit(clone: &Path, rev: &str) -> bool {
-    Command::new("git")
-        .arg("-C")
-        .arg(clone)
-        .args(["cat-file", "-e", &format!("{rev}^{{commit}}")])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    Command::new("git").arg("-C").arg(clone).args(["cat-file", "-e", &format!("{rev}^{{commit}}")]).stderr(std::process::Stdio::null()).status().unwrap().success()
 }
 
 async fn push_is_fetched(t: Target) {
@@ -323,12 +227,7 @@ async fn push_is_fetched(t: Target) {
     let clone = repos.clone_for("web01", "site");
     let topics = Topics::new(&t);
     let server = t.client().await;
-    let (handle, mut rx) = start(
-        config(&topics, "web01", &[("site", &clone)], ""),
-        server.clone(),
-        DaemonOptions::default(),
-    )
-    .await;
+    let (handle, mut rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
     let hook = t.client().await;
     let mut events = event_lines(&hook, &topics.events).await;
     let mut results = event_lines(&hook, &topics.results).await;
@@ -337,36 +236,19 @@ async fn push_is_fetched(t: Target) {
     let (old, new) = repos.push("site");
     assert!(!has_commit(&clone, &new));
     let commit = commit_msg("site", &old, &new, "refs/heads/master");
-    let publisher = Publisher::new(hook.clone(), "git-hook").destinations(Destinations {
-        commits: topics.commits.clone(),
-        events: t.dest("topic"),
-        ..Destinations::default()
-    });
+    let publisher = Publisher::new(hook.clone(), "git-hook").destinations(Destinations { commits: topics.commits.clone(), events: t.dest("topic"), ..Destinations::default() });
     publisher.commit(&commit).await.unwrap();
 
     let r = fetched(&mut rx, |r| r.trigger == "commit").await;
     assert!(r.ok, "{r:?}");
     assert_eq!(r.new_head.as_deref(), Some(new.as_str()));
-    assert_eq!(
-        r.correlation_id.as_deref(),
-        Some(format!("cid-{new}").as_str())
-    );
-    assert!(
-        has_commit(&clone, &new),
-        "{:?}: the server's clone has the pushed commit",
-        t.kind
-    );
+    assert_eq!(r.correlation_id.as_deref(), Some(format!("cid-{new}").as_str()));
+    assert!(has_commit(&clone, &new), "{:?}: the server's clone has the pushed commit", t.kind);
 
     let line = event_containing(&mut events, "fetched change").await;
-    assert_eq!(
-        line.text,
-        format!("fetched change: [site] refs/heads/master {new}")
-    );
+    assert_eq!(line.text, format!("fetched change: [site] refs/heads/master {new}"));
     assert_eq!(line.host.as_deref(), Some("web01"));
-    assert_eq!(
-        line.correlation_id.as_deref(),
-        Some(format!("cid-{new}").as_str())
-    );
+    assert_eq!(line.correlation_id.as_deref(), Some(format!("cid-{new}").as_str()));
     loop {
         let m = common::targets::recv(&mut results).await;
         if let Ok(Message::Fetch(f)) = decode(&m.destination, &m.headers, &m.body) {
@@ -394,109 +276,42 @@ async fn push_is_fetched_rabbitmq() {
 
 #[tokio::test]
 async fn legacy_and_json_commits_both_trigger_keepalives_and_unknown_repos_do_not() {
-    let Rig {
-        t,
-        repos,
-        clone,
-        topics,
-        server: _,
-        handle,
-        mut rx,
-    } = Rig::start().await;
+    let Rig { t, repos, clone, topics, server: _, handle, mut rx } = Rig::start().await;
     let hook = t.client().await;
     let before = handle.stats();
 
     // Keepalive and an unknown repo: nothing runs.
     hook.send(&topics.commits, "\n").await.unwrap();
-    let other = encode(
-        &commit_msg(
-            "elsewhere",
-            &"1".repeat(40),
-            &"2".repeat(40),
-            "refs/heads/master",
-        ),
-        Wire::Json,
-    )
-    .unwrap();
-    hook.send_with(
-        &topics.commits,
-        other.body,
-        SendOptions {
-            headers: other.headers,
-            ..SendOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    next(&mut rx, |e| {
-        matches!(e, DaemonEvent::Ignored { repo } if repo == "elsewhere").then_some(())
-    })
-    .await;
+    let other = encode(&commit_msg("elsewhere", &"1".repeat(40), &"2".repeat(40), "refs/heads/master"), Wire::Json).unwrap();
+    hook.send_with(&topics.commits, other.body, SendOptions { headers: other.headers, ..SendOptions::default() }).await.unwrap();
+    next(&mut rx, |e| matches!(e, DaemonEvent::Ignored { repo } if repo == "elsewhere").then_some(())).await;
 
     for wire in [Wire::Legacy, Wire::Json] {
         repos.commit("site", &format!("{wire:?}"));
         let (old, new) = repos.push("site");
         let out = encode(&commit_msg("site", &old, &new, "refs/heads/master"), wire).unwrap();
-        hook.send_with(
-            &topics.commits,
-            out.body,
-            SendOptions {
-                headers: out.headers,
-                ..SendOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        hook.send_with(&topics.commits, out.body, SendOptions { headers: out.headers, ..SendOptions::default() }).await.unwrap();
         let r = fetched(&mut rx, |r| r.trigger == "commit").await;
         assert_eq!(r.new_head.as_deref(), Some(new.as_str()), "{wire:?}");
         assert!(has_commit(&clone, &new));
     }
     let after = handle.shutdown().await;
     assert_eq!(after.ignored, before.ignored + 1);
-    assert_eq!(
-        after.fetches["site"],
-        before.fetches["site"] + 2,
-        "only the two commits fetched: {after:?}"
-    );
-    assert_eq!(
-        after.messages,
-        before.messages + 3,
-        "the keepalive is not counted"
-    );
+    assert_eq!(after.fetches["site"], before.fetches["site"] + 2, "only the two commits fetched: {after:?}");
+    assert_eq!(after.messages, before.messages + 3, "the keepalive is not counted");
 }
 
 #[tokio::test]
 async fn a_burst_of_50_commits_in_1s_leads_to_at_most_2_fetches() {
-    let Rig {
-        t,
-        repos,
-        clone,
-        topics,
-        server: _,
-        handle,
-        mut rx,
-    } = Rig::start().await;
+    let Rig { t, repos, clone, topics, server: _, handle, mut rx } = Rig::start().await;
     let before = handle.stats().fetches["site"];
     let hook = t.client().await;
     repos.commit("site", "burst");
     let (old, new) = repos.push("site");
-    let out = encode(
-        &commit_msg("site", &old, &new, "refs/heads/master"),
-        Wire::Json,
-    )
-    .unwrap();
+    let out = encode(&commit_msg("site", &old, &new, "refs/heads/master"), Wire::Json).unwrap();
     let started = std::time::Instant::now();
     for _ in 0..50 {
-        hook.send_with(
-            &topics.commits,
-            out.body.clone(),
-            SendOptions {
-                headers: out.headers.clone(),
-                ..SendOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        hook.send_with(&topics.commits, out.body.clone(), SendOptions { headers: out.headers.clone(), ..SendOptions::default() }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(19)).await;
     }
     assert!(started.elapsed() < Duration::from_millis(1500));
@@ -513,10 +328,7 @@ async fn a_burst_of_50_commits_in_1s_leads_to_at_most_2_fetches() {
     }
     let stats = handle.shutdown().await;
     let fetches = stats.fetches["site"] - before;
-    assert!(
-        fetches <= 2 && seen <= 2,
-        "50 messages led to {fetches} fetches ({seen} results): {stats:?}"
-    );
+    assert!(fetches <= 2 && seen <= 2, "50 messages led to {fetches} fetches ({seen} results): {stats:?}");
     assert!(stats.coalesced >= 48, "{stats:?}");
     assert!(has_commit(&clone, &new));
 }
@@ -544,45 +356,19 @@ async fn different_repos_fetch_in_parallel_up_to_max_parallel() {
             r
         });
         let server = t.client().await;
-        let cfg = config(
-            &topics,
-            "s",
-            &[("a", &ca), ("b", &cb)],
-            &format!("max_parallel = {max_parallel}"),
-        );
-        let handle = FetchDaemon::start_with(
-            cfg,
-            server,
-            DaemonOptions {
-                runner,
-                ..DaemonOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let cfg = config(&topics, "s", &[("a", &ca), ("b", &cb)], &format!("max_parallel = {max_parallel}"));
+        let handle = FetchDaemon::start_with(cfg, server, DaemonOptions { runner, ..DaemonOptions::default() }).await.unwrap();
         let mut rx = handle.subscribe();
         fetched(&mut rx, |r| r.repo == "a" || r.repo == "b").await;
         fetched(&mut rx, |r| r.repo == "a" || r.repo == "b").await;
         handle.shutdown().await;
-        assert_eq!(
-            peak.load(Ordering::SeqCst),
-            expect,
-            "max_parallel = {max_parallel}"
-        );
+        assert_eq!(peak.load(Ordering::SeqCst), expect, "max_parallel = {max_parallel}");
     }
 }
 
 #[tokio::test]
 async fn hostile_repo_names_and_refnames_are_rejected_without_git() {
-    let Rig {
-        t,
-        repos,
-        clone,
-        topics,
-        server: _,
-        handle,
-        mut rx,
-    } = Rig::start().await;
+    let Rig { t, repos, clone, topics, server: _, handle, mut rx } = Rig::start().await;
     let before = handle.stats();
     let refs_before = git(&clone, &["for-each-ref"]);
     let hook = t.client().await;
@@ -618,56 +404,31 @@ async fn hostile_repo_names_and_refnames_are_rejected_without_git() {
         assert_eq!((r.as_str(), f.as_str()), (repo, refname));
         let line = event_containing(&mut events, "problem: rejected").await;
         assert_eq!(line.host.as_deref(), Some("web01"));
-        assert!(
-            !line.text.contains('\n') && !line.text.contains('\0'),
-            "{:?}",
-            line.text
-        );
+        assert!(!line.text.contains('\n') && !line.text.contains('\0'), "{:?}", line.text);
     }
     let after = handle.shutdown().await;
     assert_eq!(after.rejected, before.rejected + hostile.len() as u64);
-    assert_eq!(
-        after.fetches, before.fetches,
-        "no git operation for hostile input"
-    );
-    assert_eq!(
-        git(&clone, &["for-each-ref"]),
-        refs_before,
-        "the clone is untouched"
-    );
+    assert_eq!(after.fetches, before.fetches, "no git operation for hostile input");
+    assert_eq!(git(&clone, &["for-each-ref"]), refs_before, "the clone is untouched");
     assert!(!has_commit(&clone, &new));
 }
 
 #[tokio::test]
 async fn undecodable_messages_give_a_problem_line_and_the_daemon_lives_on() {
-    let Rig {
-        t,
-        repos,
-        clone: _,
-        topics,
-        server: _,
-        handle,
-        mut rx,
-    } = Rig::start().await;
+    let Rig { t, repos, clone: _, topics, server: _, handle, mut rx } = Rig::start().await;
     let hook = t.client().await;
     let mut events = event_lines(&hook, &topics.events).await;
     let mut opts = SendOptions::default();
     opts.headers.push("dk-type", "commit");
     opts.headers.push("dk-version", "1");
-    hook.send_with(&topics.commits, "{not json", opts)
-        .await
-        .unwrap();
+    hook.send_with(&topics.commits, "{not json", opts).await.unwrap();
     let line = event_containing(&mut events, "problem:").await;
     assert!(line.text.contains("bad commit JSON"), "{:?}", line.text);
     // Still working.
     repos.commit("site", "after garbage");
     let (old, new) = repos.push("site");
     Publisher::new(hook.clone(), "git-hook")
-        .destinations(Destinations {
-            commits: topics.commits.clone(),
-            events: t.dest("topic"),
-            ..Destinations::default()
-        })
+        .destinations(Destinations { commits: topics.commits.clone(), events: t.dest("topic"), ..Destinations::default() })
         .commit(&commit_msg("site", &old, &new, "refs/heads/master"))
         .await
         .unwrap();
@@ -686,86 +447,29 @@ async fn reload_adds_a_repo_without_reconnecting() {
     let blog = repos.clone_for("web01", "blog");
     let topics = Topics::new(&t);
     let server = t.client().await;
-    let (handle, mut rx) = start(
-        config(&topics, "web01", &[("site", &site)], ""),
-        server.clone(),
-        DaemonOptions::default(),
-    )
-    .await;
-    let State::Ready(generation) = server.state() else {
-        panic!("not ready")
-    };
+    let (handle, mut rx) = start(config(&topics, "web01", &[("site", &site)], ""), server.clone(), DaemonOptions::default()).await;
+    let State::Ready(generation) = server.state() else { panic!("not ready") };
 
-    handle
-        .reload(config(
-            &topics,
-            "web01",
-            &[("site", &site), ("blog", &blog)],
-            "",
-        ))
-        .await
-        .unwrap();
+    handle.reload(config(&topics, "web01", &[("site", &site), ("blog", &blog)], "")).await.unwrap();
     let r = fetched(&mut rx, |r| r.repo == "blog").await;
     assert_eq!(r.trigger, "reload");
     let hook = t.client().await;
     repos.commit("blog", "new post");
     let (old, new) = repos.push("blog");
-    let out = encode(
-        &commit_msg("blog", &old, &new, "refs/heads/master"),
-        Wire::Json,
-    )
-    .unwrap();
-    hook.send_with(
-        &topics.commits,
-        out.body,
-        SendOptions {
-            headers: out.headers,
-            ..SendOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let out = encode(&commit_msg("blog", &old, &new, "refs/heads/master"), Wire::Json).unwrap();
+    hook.send_with(&topics.commits, out.body, SendOptions { headers: out.headers, ..SendOptions::default() }).await.unwrap();
     let r = fetched(&mut rx, |r| r.repo == "blog" && r.trigger == "commit").await;
     assert_eq!(r.new_head.as_deref(), Some(new.as_str()));
     assert!(has_commit(&blog, &new));
-    assert_eq!(
-        server.state(),
-        State::Ready(generation),
-        "the connection was kept"
-    );
+    assert_eq!(server.state(), State::Ready(generation), "the connection was kept");
 
     // A changed commit topic is re-subscribed (still the same connection).
-    let moved = Topics {
-        commits: t.dest("topic"),
-        events: topics.events.clone(),
-        results: topics.results.clone(),
-    };
-    handle
-        .reload(config(
-            &moved,
-            "web01",
-            &[("site", &site), ("blog", &blog)],
-            "",
-        ))
-        .await
-        .unwrap();
+    let moved = Topics { commits: t.dest("topic"), events: topics.events.clone(), results: topics.results.clone() };
+    handle.reload(config(&moved, "web01", &[("site", &site), ("blog", &blog)], "")).await.unwrap();
     repos.commit("site", "on the new topic");
     let (old, new) = repos.push("site");
-    let out = encode(
-        &commit_msg("site", &old, &new, "refs/heads/master"),
-        Wire::Json,
-    )
-    .unwrap();
-    hook.send_with(
-        &moved.commits,
-        out.body,
-        SendOptions {
-            headers: out.headers,
-            ..SendOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let out = encode(&commit_msg("site", &old, &new, "refs/heads/master"), Wire::Json).unwrap();
+    hook.send_with(&moved.commits, out.body, SendOptions { headers: out.headers, ..SendOptions::default() }).await.unwrap();
     let r = fetched(&mut rx, |r| r.repo == "site" && r.trigger == "commit").await;
     assert_eq!(r.new_head.as_deref(), Some(new.as_str()));
     assert_eq!(server.state(), State::Ready(generation));
@@ -776,11 +480,7 @@ async fn reload_adds_a_repo_without_reconnecting() {
 async fn a_push_while_the_broker_is_down_is_fetched_by_the_reconnect_reconcile() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
     let addr = broker.local_addr();
-    let t = Target {
-        kind: Kind::Embedded,
-        url: broker.url(),
-        broker: None,
-    };
+    let t = Target { kind: Kind::Embedded, url: broker.url(), broker: None };
     let repos = Repos::new();
     repos.create("site");
     let clone = repos.clone_for("web01", "site");
@@ -788,29 +488,16 @@ async fn a_push_while_the_broker_is_down_is_fetched_by_the_reconnect_reconcile()
     let mut cfg = t.config();
     cfg.url.options.max_reconnect_delay = Duration::from_millis(200);
     let server = Client::connect(cfg).await.unwrap();
-    let (handle, mut rx) = start(
-        config(&topics, "web01", &[("site", &clone)], ""),
-        server.clone(),
-        DaemonOptions::default(),
-    )
-    .await;
+    let (handle, mut rx) = start(config(&topics, "web01", &[("site", &clone)], ""), server.clone(), DaemonOptions::default()).await;
 
     broker.shutdown().await;
     repos.commit("site", "pushed while the bus is down");
     let (_, new) = repos.push("site");
     // The hook's message is lost with the broker; the reconnect reconcile must catch up.
-    let broker = Broker::start(BrokerConfig {
-        listen: addr,
-        ..BrokerConfig::default()
-    })
-    .await
-    .expect("broker restarts on the same port");
+    let broker = Broker::start(BrokerConfig { listen: addr, ..BrokerConfig::default() }).await.expect("broker restarts on the same port");
     let r = fetched(&mut rx, |r| r.trigger == "reconnect").await;
     assert!(r.ok, "{r:?}");
-    assert!(
-        has_commit(&clone, &new),
-        "the server ends with the pushed commit"
-    );
+    assert!(has_commit(&clone, &new), "the server ends with the pushed commit");
     handle.shutdown().await;
     let _ = server.disconnect().await;
     broker.shutdown().await;
@@ -829,16 +516,7 @@ async fn shutdown_finishes_the_running_fetch() {
         inner(n, r, rf, s)
     });
     let server = t.client().await;
-    let handle = FetchDaemon::start_with(
-        config(&topics, "web01", &[("site", &clone)], ""),
-        server,
-        DaemonOptions {
-            runner,
-            ..DaemonOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let handle = FetchDaemon::start_with(config(&topics, "web01", &[("site", &clone)], ""), server, DaemonOptions { runner, ..DaemonOptions::default() }).await.unwrap();
     // The startup fetch is running (300 ms); shutdown waits for it.
     let stats = handle.shutdown().await;
     assert_eq!(stats.fetches["site"], 1);

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploykit::fetch::config::{
-    import_legacy, ConfigError, Credentials, FetchConfig, Mode, RepoConfig,
-};
+use deploykit::fetch::config::{import_legacy, ConfigError, Credentials, FetchConfig, Mode, RepoConfig};
 use deploykit::fetch::ops::{self, FetchError};
 
 const STALE: Duration = Duration::from_secs(600);
@@ -29,51 +27,25 @@ impl Drop for Setup {
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=master",
-            "-c",
-            "advice.detachedHead=false",
-        ])
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=master", "-c", "advice.detachedHead=false"])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn setup() -> Setup {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let root = std::env::temp_dir().join(format!(
-        "dk-fetch-modes-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
+    let root = std::env::temp_dir().join(format!("dk-fetch-modes-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let central = root.join("central.git");
     let work = root.join("work");
     let server = root.join("server");
     git(&root, &["init", "-q", "--bare", central.to_str().unwrap()]);
-    git(
-        &root,
-        &[
-            "clone",
-            "-q",
-            central.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
+    git(&root, &["clone", "-q", central.to_str().unwrap(), work.to_str().unwrap()]);
     git(&work, &["checkout", "-q", "-b", "master"]);
     std::fs::write(work.join("index.html"), "v0\n").unwrap();
     std::fs::create_dir_all(work.join("lib")).unwrap();
@@ -82,15 +54,7 @@ fn setup() -> Setup {
     git(&work, &["update-index", "--chmod=+x", "lib/run.sh"]);
     git(&work, &["commit", "-q", "-m", "first"]);
     git(&work, &["push", "-q", "origin", "master"]);
-    git(
-        &root,
-        &[
-            "clone",
-            "-q",
-            central.to_str().unwrap(),
-            server.to_str().unwrap(),
-        ],
-    );
+    git(&root, &["clone", "-q", central.to_str().unwrap(), server.to_str().unwrap()]);
     Setup { root, work, server }
 }
 
@@ -101,10 +65,7 @@ impl Setup {
         }
         std::fs::write(self.work.join(file), content).unwrap();
         git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "-q", "-m", &format!("update {file}")],
-        );
+        git(&self.work, &["commit", "-q", "-m", &format!("update {file}")]);
         git(&self.work, &["rev-parse", "HEAD"])
     }
     fn push(&self, spec: &str) {
@@ -121,10 +82,7 @@ impl Setup {
             fetch_tags: true,
             reclone: false,
             url: None,
-            credentials: Credentials {
-                ssh_agent: true,
-                ..Credentials::default()
-            },
+            credentials: Credentials { ssh_agent: true, ..Credentials::default() },
         }
     }
 }
@@ -138,13 +96,7 @@ fn normal_fetches_only() {
     let s = setup();
     let head = s.commit("index.html", "v1\n");
     s.push("master");
-    let o = ops::run(
-        "site",
-        &s.repo(Mode::Normal),
-        Some("refs/heads/master"),
-        STALE,
-    )
-    .unwrap();
+    let o = ops::run("site", &s.repo(Mode::Normal), Some("refs/heads/master"), STALE).unwrap();
     assert!(o.changed);
     assert_eq!(o.new_head.as_deref(), Some(head.as_str()));
     assert_eq!(git(&s.server, &["rev-parse", "origin/master"]), head);
@@ -164,19 +116,8 @@ fn trusting_checks_out_master_into_target_atomically() {
     assert!(o.changed);
     assert_eq!(read(target.join("index.html")), "v0\n");
     use std::os::unix::fs::PermissionsExt;
-    assert!(
-        std::fs::metadata(target.join("lib/run.sh"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o100
-            != 0,
-        "exec bit kept"
-    );
-    assert!(std::fs::symlink_metadata(&target)
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(std::fs::metadata(target.join("lib/run.sh")).unwrap().permissions().mode() & 0o100 != 0, "exec bit kept");
+    assert!(std::fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
 
     // A reader never sees a missing or partial tree during 50 updates.
     let stop = Arc::new(AtomicBool::new(false));
@@ -185,14 +126,9 @@ fn trusting_checks_out_master_into_target_atomically() {
         let (stop, seen, target) = (stop.clone(), seen.clone(), target.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let a = std::fs::read_to_string(target.join("index.html"))
-                    .expect("index.html always present");
-                let b = std::fs::read_to_string(target.join("lib/run.sh"))
-                    .expect("lib/run.sh always present");
-                assert!(
-                    a.starts_with('v') && a.ends_with('\n'),
-                    "partial index.html {a:?}"
-                );
+                let a = std::fs::read_to_string(target.join("index.html")).expect("index.html always present");
+                let b = std::fs::read_to_string(target.join("lib/run.sh")).expect("lib/run.sh always present");
+                assert!(a.starts_with('v') && a.ends_with('\n'), "partial index.html {a:?}");
                 assert!(b.starts_with("#!/bin/sh"), "partial run.sh {b:?}");
                 seen.fetch_add(1, Ordering::Relaxed);
             }
@@ -202,24 +138,14 @@ fn trusting_checks_out_master_into_target_atomically() {
         s.commit("index.html", &format!("v{i}\n{}\n", "x".repeat(10_000)));
         s.push("master");
         let o = ops::run("site", &cfg, Some("refs/heads/master"), STALE).unwrap();
-        assert!(
-            o.changed
-                && o.actions
-                    .iter()
-                    .any(|a| a.contains("checked out origin/master")),
-            "{o:?}"
-        );
+        assert!(o.changed && o.actions.iter().any(|a| a.contains("checked out origin/master")), "{o:?}");
     }
     stop.store(true, Ordering::Relaxed);
-    reader
-        .join()
-        .expect("the reader saw a complete tree every time");
+    reader.join().expect("the reader saw a complete tree every time");
     assert!(seen.load(Ordering::Relaxed) > 50);
     assert!(read(target.join("index.html")).starts_with("v50\n"));
     // Only the current and the previous version are kept.
-    let versions = std::fs::read_dir(s.root.join(".www.dk-versions"))
-        .unwrap()
-        .count();
+    let versions = std::fs::read_dir(s.root.join(".www.dk-versions")).unwrap().count();
     assert!(versions <= 2, "{versions} versions kept");
 }
 
@@ -231,10 +157,7 @@ fn trusting_replaces_a_legacy_real_directory() {
     std::fs::create_dir_all(&target).unwrap();
     std::fs::write(target.join("old.txt"), "legacy").unwrap();
     ops::run("site", &cfg, None, STALE).unwrap();
-    assert!(std::fs::symlink_metadata(&target)
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(std::fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
     assert_eq!(read(target.join("index.html")), "v0\n");
     assert!(!target.join("old.txt").exists());
 }
@@ -274,11 +197,7 @@ fn branch_and_atomic_modes() {
     // A branch that does not exist is a precise error.
     cfg.branch = Some("nope".into());
     let e = ops::run("site", &cfg, None, STALE).unwrap_err();
-    assert!(
-        matches!(e, FetchError::NoBranch { .. })
-            && e.to_string().contains("refs/remotes/origin/nope"),
-        "{e}"
-    );
+    assert!(matches!(e, FetchError::NoBranch { .. }) && e.to_string().contains("refs/remotes/origin/nope"), "{e}");
 }
 
 #[test]
@@ -355,23 +274,10 @@ fn hostile_refnames_are_rejected_before_any_git_operation() {
     let pwned = s.root.join("pwned");
     let before = refs_snapshot(&s.server);
     let upload = format!("--upload-pack=touch {}", pwned.display());
-    for hostile in [
-        upload.as_str(),
-        "-x",
-        "../../etc",
-        "refs/heads/a..b",
-        "a\0b",
-        "master\nrefs/heads/x",
-        "refs/heads/x y",
-        "refs/heads/\x1b[31m",
-        "",
-    ] {
+    for hostile in [upload.as_str(), "-x", "../../etc", "refs/heads/a..b", "a\0b", "master\nrefs/heads/x", "refs/heads/x y", "refs/heads/\x1b[31m", ""] {
         for mode in Mode::ALL {
             let e = ops::run("site", &s.repo(mode), Some(hostile), STALE).unwrap_err();
-            assert!(
-                matches!(e, FetchError::BadRefName { .. }),
-                "{hostile:?} {mode}: {e}"
-            );
+            assert!(matches!(e, FetchError::BadRefName { .. }), "{hostile:?} {mode}: {e}");
         }
         assert!(ops::validate_refname(hostile).is_err(), "{hostile:?}");
     }
@@ -393,47 +299,20 @@ fn stale_lock_is_healed_young_lock_kept_and_reported() {
     // Young (age < bound): kept and reported.
     let o = ops::run("site", &s.repo(Mode::Normal), None, STALE).unwrap();
     assert!(lock.exists());
-    assert!(
-        o.warnings
-            .iter()
-            .any(|w| w.contains("index.lock") && w.contains("recent")),
-        "{o:?}"
-    );
+    assert!(o.warnings.iter().any(|w| w.contains("index.lock") && w.contains("recent")), "{o:?}");
     // The same lock with a bound it exceeds: removed and reported.
     std::thread::sleep(Duration::from_millis(20));
-    let o = ops::run(
-        "site",
-        &s.repo(Mode::Dangerous),
-        None,
-        Duration::from_millis(10),
-    )
-    .unwrap();
+    let o = ops::run("site", &s.repo(Mode::Dangerous), None, Duration::from_millis(10)).unwrap();
     assert!(!lock.exists());
-    assert!(
-        o.healed
-            .iter()
-            .any(|h| h.contains("removed stale") && h.contains("index.lock")),
-        "{o:?}"
-    );
+    assert!(o.healed.iter().any(|h| h.contains("removed stale") && h.contains("index.lock")), "{o:?}");
     assert_eq!(read(s.server.join("index.html")), "v1\n");
     // A shallow.lock held open by a live process is kept even when old.
     let shallow = s.server.join(".git/shallow.lock");
     let _held = std::fs::File::create(&shallow).unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let o = ops::run(
-        "site",
-        &s.repo(Mode::Normal),
-        None,
-        Duration::from_millis(10),
-    )
-    .unwrap();
+    let o = ops::run("site", &s.repo(Mode::Normal), None, Duration::from_millis(10)).unwrap();
     assert!(shallow.exists());
-    assert!(
-        o.warnings
-            .iter()
-            .any(|w| w.contains("shallow.lock") && w.contains("held open")),
-        "{o:?}"
-    );
+    assert!(o.warnings.iter().any(|w| w.contains("shallow.lock") && w.contains("held open")), "{o:?}");
 }
 
 #[test]
@@ -447,10 +326,7 @@ fn corrupt_clone_reported_then_recloned() {
     let cfg = s.repo(Mode::Trusting);
     let e = ops::run("site", &cfg, None, STALE).unwrap_err();
     assert!(matches!(e, FetchError::Corrupt { .. }), "{e}");
-    assert!(
-        e.to_string().contains(s.server.to_str().unwrap()) && e.to_string().contains("corrupt"),
-        "{e}"
-    );
+    assert!(e.to_string().contains(s.server.to_str().unwrap()) && e.to_string().contains("corrupt"), "{e}");
 
     let mut cfg = cfg;
     cfg.reclone = true; // url read from the corrupt clone's config
@@ -459,59 +335,31 @@ fn corrupt_clone_reported_then_recloned() {
     assert!(o.healed.iter().any(|h| h.contains("corrupt-")), "{o:?}");
     assert_eq!(git(&s.server, &["rev-parse", "origin/master"]), head);
     assert_eq!(read(s.root.join("www/index.html")), "v1\n");
-    let kept = std::fs::read_dir(&s.root)
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("server.corrupt-")
-        })
-        .count();
+    let kept = std::fs::read_dir(&s.root).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("server.corrupt-")).count();
     assert_eq!(kept, 1, "the corrupt clone is kept beside it");
 }
 
 #[test]
 fn config_errors_name_line_column_and_key() {
-    let e = FetchConfig::parse("node = \"a\"\n[repos.site]\npath = \"/srv/site\"\nmode = 3\n")
-        .unwrap_err();
-    let ConfigError::Syntax { line, column, .. } = &e else {
-        panic!("{e}")
-    };
+    let e = FetchConfig::parse("node = \"a\"\n[repos.site]\npath = \"/srv/site\"\nmode = 3\n").unwrap_err();
+    let ConfigError::Syntax { line, column, .. } = &e else { panic!("{e}") };
     assert_eq!((*line, *column), (4, 8), "{e}");
     assert!(e.to_string().starts_with("<config>:4:8:"), "{e}");
 
-    let e =
-        FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\n\nmode = \"fancy\"\n").unwrap_err();
+    let e = FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\n\nmode = \"fancy\"\n").unwrap_err();
     let s = e.to_string();
     assert!(s.contains("repos.site.mode: unknown mode \"fancy\" (expected normal, trusting, dangerous, branch, atomic, puppetmaster, tags)"), "{s}");
     assert!(s.contains("line 4"), "{s}");
 
-    let e = FetchConfig::parse(
-        "[repos.site]\npath = \"/srv/site\"\nmode = \"branch\"\ntarget = \"/srv/www\"\n",
-    )
-    .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("repos.site: mode \"branch\" needs branch = \"…\""),
-        "{e}"
-    );
-    let e = FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\nmode = \"trusting\"\n")
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("repos.site: mode \"trusting\" needs target"),
-        "{e}"
-    );
+    let e = FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\nmode = \"branch\"\ntarget = \"/srv/www\"\n").unwrap_err();
+    assert!(e.to_string().contains("repos.site: mode \"branch\" needs branch = \"…\""), "{e}");
+    let e = FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\nmode = \"trusting\"\n").unwrap_err();
+    assert!(e.to_string().contains("repos.site: mode \"trusting\" needs target"), "{e}");
     let e = FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\nbogus = 1\n").unwrap_err();
-    assert!(
-        matches!(e, ConfigError::Syntax { line: 3, .. }) && e.to_string().contains("bogus"),
-        "{e}"
-    );
+    assert!(matches!(e, ConfigError::Syntax { line: 3, .. }) && e.to_string().contains("bogus"), "{e}");
     let e = FetchConfig::parse("reconcile_interval = \"soon\"\n").unwrap_err();
     assert!(e.to_string().contains("reconcile_interval"), "{e}");
-    let e =
-        FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\nbranch = \"-x\"\n").unwrap_err();
+    let e = FetchConfig::parse("[repos.site]\npath = \"/srv/site\"\nbranch = \"-x\"\n").unwrap_err();
     assert!(e.to_string().contains("repos.site.branch"), "{e}");
 
     // A file's errors name the file.
@@ -520,10 +368,7 @@ fn config_errors_name_line_column_and_key() {
     let f = dir.join("fetch.toml");
     std::fs::write(&f, "[broker\n").unwrap();
     let e = FetchConfig::load(&f).unwrap_err();
-    assert!(
-        e.to_string().starts_with(&format!("{}:1:", f.display())),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with(&format!("{}:1:", f.display())), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 
     let c = FetchConfig::parse(
@@ -531,14 +376,8 @@ fn config_errors_name_line_column_and_key() {
     )
     .unwrap();
     let r = &c.repos["site"];
-    assert_eq!(
-        (r.mode, r.remote.as_str(), r.fetch_tags, r.user.as_deref()),
-        (Mode::Puppetmaster, "origin", true, Some("puppet"))
-    );
-    assert_eq!(
-        (c.max_parallel, c.reconcile_interval, c.lock_stale_after),
-        (2, None, Duration::from_secs(300))
-    );
+    assert_eq!((r.mode, r.remote.as_str(), r.fetch_tags, r.user.as_deref()), (Mode::Puppetmaster, "origin", true, Some("puppet")));
+    assert_eq!((c.max_parallel, c.reconcile_interval, c.lock_stale_after), (2, None, Duration::from_secs(300)));
     assert_eq!(c.commits_topic, "/topic/deploykit.git.commits");
 }
 
@@ -566,22 +405,10 @@ repo-list:
     assert_eq!(c.repos.len(), 3);
     assert_eq!(c.repos["site"].mode, Mode::Trusting);
     assert_eq!(c.repos["site"].user.as_deref(), Some("www-data"));
-    assert_eq!(
-        c.repos["puppet"].target.as_deref(),
-        Some(Path::new("/etc/puppet/environments"))
-    );
-    assert_eq!(
-        c.commits_topic, "/topic/future.git.commits",
-        "legacy wire and topics"
-    );
-    assert!(
-        toml.contains("# stomp-git setting not imported: stomp-server"),
-        "{toml}"
-    );
-    assert!(import_legacy("repo-list:\n  x:\n    mode: normal\n")
-        .unwrap_err()
-        .to_string()
-        .contains("repo-list.x: missing repo"));
+    assert_eq!(c.repos["puppet"].target.as_deref(), Some(Path::new("/etc/puppet/environments")));
+    assert_eq!(c.commits_topic, "/topic/future.git.commits", "legacy wire and topics");
+    assert!(toml.contains("# stomp-git setting not imported: stomp-server"), "{toml}");
+    assert!(import_legacy("repo-list:\n  x:\n    mode: normal\n").unwrap_err().to_string().contains("repo-list.x: missing repo"));
 }
 
 #[test]
@@ -603,22 +430,14 @@ fn check_names_each_problem() {
     let c = FetchConfig::parse(&text).unwrap();
     let problems = c.check();
     let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-    let has = |key: &str, what: &str| {
-        assert!(
-            text.iter().any(|t| t.starts_with(key) && t.contains(what)),
-            "{key} {what}: {text:#?}"
-        )
-    };
+    let has = |key: &str, what: &str| assert!(text.iter().any(|t| t.starts_with(key) && t.contains(what)), "{key} {what}: {text:#?}");
     has("broker.passcode_file", "no-passcode");
     has("repos.missing.path", "does not exist");
     has("repos.notgit.path", "is not a git repository");
     has("repos.noremote.remote", "no remote \"upstream\"");
     has("repos.target.target", "deeper");
     has("repos.who.user", "no such user");
-    assert!(
-        !text.iter().any(|t| t.starts_with("repos.good")),
-        "{text:#?}"
-    );
+    assert!(!text.iter().any(|t| t.starts_with("repos.good")), "{text:#?}");
     assert_eq!(problems.len(), 6, "{text:#?}");
 }
 
@@ -628,11 +447,7 @@ fn check_names_each_problem() {
 fn fetch_as_child_entry() {
     if std::env::args().any(|a| a == "dk_fetch_child_marker") {
         let code = deploykit::fetch::privilege::child_main();
-        std::process::exit(if code == std::process::ExitCode::SUCCESS {
-            0
-        } else {
-            1
-        });
+        std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 1 });
     }
 }
 
@@ -643,45 +458,22 @@ fn privilege_drop_runs_git_as_the_user() {
         return;
     }
     let user = "dkfetchtest";
-    if deploykit::fetch::privilege::lookup_user(user)
-        .unwrap()
-        .is_none()
-    {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                user,
-            ])
-            .status()
-            .unwrap();
+    if deploykit::fetch::privilege::lookup_user(user).unwrap().is_none() {
+        let st = Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user]).status().unwrap();
         assert!(st.success(), "useradd");
     }
-    let pw = deploykit::fetch::privilege::lookup_user(user)
-        .unwrap()
-        .unwrap();
+    let pw = deploykit::fetch::privilege::lookup_user(user).unwrap().unwrap();
     let s = setup();
     s.commit("index.html", "v1\n");
     s.push("master");
     // libgit2 refuses a local repository (the server's clone, and the central
     // one it fetches from by path) owned by another user: both go to the user.
-    let st = Command::new("chown")
-        .args(["-R", &format!("{}:{}", pw.uid, pw.gid)])
-        .arg(&s.server)
-        .arg(s.root.join("central.git"))
-        .status()
-        .unwrap();
+    let st = Command::new("chown").args(["-R", &format!("{}:{}", pw.uid, pw.gid)]).arg(&s.server).arg(s.root.join("central.git")).status().unwrap();
     assert!(st.success());
     // The target's parent belongs to the user; the central repo is readable by all.
     let www_parent = s.root.join("pub");
     std::fs::create_dir_all(&www_parent).unwrap();
-    Command::new("chown")
-        .arg(format!("{}:{}", pw.uid, pw.gid))
-        .arg(&www_parent)
-        .status()
-        .unwrap();
+    Command::new("chown").arg(format!("{}:{}", pw.uid, pw.gid)).arg(&www_parent).status().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&s.root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cfg = s.repo(Mode::Trusting);
@@ -690,13 +482,7 @@ fn privilege_drop_runs_git_as_the_user() {
     let exe = std::env::current_exe().unwrap();
     let o = ops::run_configured("site", &cfg, Some("refs/heads/master"), STALE, || {
         let mut c = Command::new(&exe);
-        c.args([
-            "--exact",
-            "fetch_as_child_entry",
-            "--nocapture",
-            "--test-threads=1",
-            "dk_fetch_child_marker",
-        ]);
+        c.args(["--exact", "fetch_as_child_entry", "--nocapture", "--test-threads=1", "dk_fetch_child_marker"]);
         c
     });
     let o = o.unwrap_or_else(|e| panic!("{e}"));
@@ -704,16 +490,6 @@ fn privilege_drop_runs_git_as_the_user() {
     let target = www_parent.join("www");
     assert_eq!(read(target.join("index.html")), "v1\n");
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(
-        std::fs::metadata(target.join("index.html")).unwrap().uid(),
-        pw.uid,
-        "written by the user"
-    );
-    assert_eq!(
-        std::fs::metadata(s.server.join(".git/FETCH_HEAD"))
-            .unwrap()
-            .uid(),
-        pw.uid,
-        "fetched by the user"
-    );
+    assert_eq!(std::fs::metadata(target.join("index.html")).unwrap().uid(), pw.uid, "written by the user");
+    assert_eq!(std::fs::metadata(s.server.join(".git/FETCH_HEAD")).unwrap().uid(), pw.uid, "fetched by the user");
 }

@@ -82,10 +82,7 @@ fn job_of(path: &str) -> Option<(String, String)> {
     if !parts.len().is_multiple_of(2) || parts.is_empty() {
         return None;
     }
-    let names: Option<Vec<String>> = parts
-        .chunks(2)
-        .map(|c| (c[0] == "job").then(|| percent_encoding::percent_decode_str(c[1]).decode_utf8_lossy().into_owned()))
-        .collect();
+    let names: Option<Vec<String>> = parts.chunks(2).map(|c| (c[0] == "job").then(|| percent_encoding::percent_decode_str(c[1]).decode_utf8_lossy().into_owned())).collect();
     Some((names?.join("/"), action))
 }
 
@@ -180,7 +177,11 @@ async fn rig(target: Target, base: &str, top: &str, jenkins: &str, repos: &str) 
 
 impl Rig {
     async fn push(&self, c: &Commit) {
-        let p = Publisher::new(self.client.clone(), "git-hook").destinations(Destinations { commits: self.topics.0.clone(), events: self.topics.1.clone() + ".hooks", ..Destinations::default() });
+        let p = Publisher::new(self.client.clone(), "git-hook").destinations(Destinations {
+            commits: self.topics.0.clone(),
+            events: self.topics.1.clone() + ".hooks",
+            ..Destinations::default()
+        });
         p.commit(c).await.expect("commit published");
     }
 
@@ -290,7 +291,8 @@ async fn basic_auth_fetches_the_crumb_when_jenkins_asks() {
 async fn a_wrong_token_fails_without_retry_and_says_so_on_the_bus() {
     let (base, j, _seen) = stand_in(Jenkins { tokens: [("site".to_owned(), "right".to_owned())].into(), ..Jenkins::default() }).await;
     std::env::set_var("DK_TEST_JENKINS_WRONG_TOKEN", "wrong");
-    let mut r = rig(Target::embedded().await, &base, "quiet_period = \"50ms\"", "retries = 5", "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_WRONG_TOKEN\"\n").await;
+    let mut r =
+        rig(Target::embedded().await, &base, "quiet_period = \"50ms\"", "retries = 5", "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_WRONG_TOKEN\"\n").await;
     r.push(&push("site", "refs/heads/master", 3)).await;
     let line = r.line().await;
     assert!(line.starts_with("problem: triggering site for [site] refs/heads/master") && line.contains("403"), "{line}");
@@ -329,7 +331,9 @@ async fn a_burst_for_one_job_triggers_it_once() {
 
 #[tokio::test]
 async fn ignore_refs_branches_deletions_and_svn_projects() {
-    let (base, j, mut seen) = stand_in(Jenkins { tokens: [("site".to_owned(), "t".to_owned()), ("rel".to_owned(), "t".to_owned()), ("webapp".to_owned(), "t".to_owned())].into(), ..Jenkins::default() }).await;
+    let (base, j, mut seen) =
+        stand_in(Jenkins { tokens: [("site".to_owned(), "t".to_owned()), ("rel".to_owned(), "t".to_owned()), ("webapp".to_owned(), "t".to_owned())].into(), ..Jenkins::default() })
+            .await;
     std::env::set_var("DK_TEST_JENKINS_ROUTE_TOKEN", "t");
     let repos = r#"
 [[repos.site.jobs]]
@@ -372,7 +376,10 @@ parameters = true
     let mut other = svn.clone();
     other.svn = Some(SvnInfo { revision: 43, project: Some("intranet".into()), dirs: vec![] });
     r.push(&other).await;
-    assert_eq!(r.next_event(|e| matches!(e, JenkinsEvent::Queued { repo, .. } if repo == "svnrepo")).await, JenkinsEvent::Queued { repo: "svnrepo".into(), jobs: vec!["webapp".into()] });
+    assert_eq!(
+        r.next_event(|e| matches!(e, JenkinsEvent::Queued { repo, .. } if repo == "svnrepo")).await,
+        JenkinsEvent::Queued { repo: "svnrepo".into(), jobs: vec!["webapp".into()] }
+    );
     assert_eq!(r.next_event(|e| matches!(e, JenkinsEvent::Skipped { .. })).await, JenkinsEvent::Skipped { repo: "svnrepo".into(), why: Skip::Filtered });
     r.shutdown().await;
     let seen = j.seen.lock().unwrap();
@@ -387,7 +394,8 @@ parameters = true
 async fn five_hundreds_are_retried_with_backoff_then_given_up() {
     let (base, j, _seen) = stand_in(Jenkins { tokens: [("site".to_owned(), "t".to_owned())].into(), fail_first: AtomicU32::new(2), ..Jenkins::default() }).await;
     std::env::set_var("DK_TEST_JENKINS_RETRY_TOKEN", "t");
-    let mut r = rig(Target::embedded().await, &base, "quiet_period = \"50ms\"", "retries = 2", "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_RETRY_TOKEN\"\n").await;
+    let mut r =
+        rig(Target::embedded().await, &base, "quiet_period = \"50ms\"", "retries = 2", "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_RETRY_TOKEN\"\n").await;
     r.push(&push("site", "refs/heads/master", 1)).await;
     match r.next_event(|e| matches!(e, JenkinsEvent::Triggered { .. } | JenkinsEvent::Failed { .. })).await {
         JenkinsEvent::Triggered { attempts, .. } => assert_eq!(attempts, 3, "two 503s, then 201"),
@@ -429,7 +437,8 @@ async fn legacy_wire_reads_old_commit_bodies_and_writes_old_event_lines() {
     let client = target.client().await;
     let commits = target.dest("topic");
     let events = format!("{}.{{source}}", target.dest("topic"));
-    let text = config_text(&base, &commits, &events, "wire = \"legacy\"\nquiet_period = \"10ms\"", "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_LEGACY_TOKEN\"\n");
+    let text =
+        config_text(&base, &commits, &events, "wire = \"legacy\"\nquiet_period = \"10ms\"", "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_LEGACY_TOKEN\"\n");
     let config = JenkinsConfig::parse(&text).unwrap();
     let events_dest = events.replace("{source}", "jenkins");
     let mut lines = client.subscribe(&events_dest, SubscribeOptions::default()).await.unwrap();

@@ -26,23 +26,11 @@ fn make_pki(tag: &str) -> Pki {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &*ca)
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "dk-tls-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &*ca).unwrap();
+    let dir = std::env::temp_dir().join(format!("dk-tls-{tag}-{}-{}", std::process::id(), fastrand::u32(..)));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    Pki {
-        dir,
-        ca_pem: ca.pem(),
-        leaf_der: leaf.der().clone(),
-        leaf_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-    }
+    Pki { dir, ca_pem: ca.pem(), leaf_der: leaf.der().clone(), leaf_key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())) }
 }
 
 /// Accepts TLS on 127.0.0.1:0 and pipes each session to `upstream` in plain TCP.
@@ -75,10 +63,7 @@ async fn tls_front(pki: &Pki, upstream: std::net::SocketAddr) -> std::net::Socke
 }
 
 fn tls_config(url: &str, ca: PathBuf) -> ClientConfig {
-    let mut c = ClientConfig::new(url).unwrap().tls(TlsConfig {
-        ca_file: Some(ca),
-        ..TlsConfig::default()
-    });
+    let mut c = ClientConfig::new(url).unwrap().tls(TlsConfig { ca_file: Some(ca), ..TlsConfig::default() });
     c.url.options.startup_max_reconnect_attempts = Some(1);
     c.handshake.timeout = Duration::from_secs(5);
     c
@@ -91,28 +76,10 @@ async fn tls_with_configured_ca_round_trips() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
     let front = tls_front(&pki, broker.local_addr()).await;
     let url = format!("stomp+ssl://localhost:{}", front.port());
-    let client = Client::connect(tls_config(&url, pki.dir.join("ca.pem")))
-        .await
-        .unwrap();
-    let mut sub = client
-        .subscribe("/topic/tls", SubscribeOptions::default())
-        .await
-        .unwrap();
-    client
-        .send_with(
-            "/topic/tls",
-            "over TLS",
-            SendOptions {
-                receipt: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let client = Client::connect(tls_config(&url, pki.dir.join("ca.pem"))).await.unwrap();
+    let mut sub = client.subscribe("/topic/tls", SubscribeOptions::default()).await.unwrap();
+    client.send_with("/topic/tls", "over TLS", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await.unwrap().unwrap();
     assert_eq!(m.text(), Some("over TLS"));
     client.disconnect().await.unwrap();
 }
@@ -124,22 +91,15 @@ async fn tls_refuses_an_untrusted_broker() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
     let front = tls_front(&served, broker.local_addr()).await;
     let url = format!("stomp+ssl://localhost:{}", front.port());
-    let err = Client::connect(tls_config(&url, other.dir.join("ca.pem")))
-        .await
-        .unwrap_err();
+    let err = Client::connect(tls_config(&url, other.dir.join("ca.pem"))).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::GaveUp { .. }), "{err:?}");
-    assert!(
-        text.contains("TLS") && text.to_lowercase().contains("certificate"),
-        "error should say why: {text}"
-    );
+    assert!(text.contains("TLS") && text.to_lowercase().contains("certificate"), "error should say why: {text}");
 }
 
 #[tokio::test]
 async fn tls_reports_missing_ca_file_clearly() {
     let url = "stomp+ssl://localhost:1";
-    let err = Client::connect(tls_config(url, PathBuf::from("/nonexistent/ca.pem")))
-        .await
-        .unwrap_err();
+    let err = Client::connect(tls_config(url, PathBuf::from("/nonexistent/ca.pem"))).await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }

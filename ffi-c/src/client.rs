@@ -1,10 +1,7 @@
 //! Connections (`dk_client`): connect, send with headers, disconnect, free.
 
 use crate::error::{dk_error, dk_result};
-use crate::ffi::{
-    arg_slice, arg_str, check_out, drop_blocking, not_in_callback, opt_ref, opt_str, write_out,
-    FfiResult, Opaque,
-};
+use crate::ffi::{arg_slice, arg_str, check_out, drop_blocking, not_in_callback, opt_ref, opt_str, write_out, FfiResult, Opaque};
 use deploykit::blocking::BlockingClient;
 use deploykit::stomp::url::Secret;
 use deploykit::stomp::{ClientConfig, Headers, HeartbeatConfig, SendOptions};
@@ -88,9 +85,7 @@ fn config(url: &str, opts: Option<&dk_connect_options>) -> FfiResult<ClientConfi
     match o.heartbeat_ms {
         0 => {}
         DK_HEARTBEAT_OFF => config = config.heartbeat(HeartbeatConfig::off()),
-        ms => {
-            config = config.heartbeat(HeartbeatConfig::every(Duration::from_millis(u64::from(ms))))
-        }
+        ms => config = config.heartbeat(HeartbeatConfig::every(Duration::from_millis(u64::from(ms)))),
     }
     if let Some(t) = millis(o.connect_timeout_ms) {
         config.handshake.timeout = t;
@@ -115,12 +110,7 @@ fn config(url: &str, opts: Option<&dk_connect_options>) -> FfiResult<ClientConfi
 /// DK_ERR_IO for TLS settings that cannot be used (found before connecting);
 /// DK_ERR_IN_CALLBACK.
 #[no_mangle]
-pub extern "C" fn dk_client_connect(
-    url: *const c_char,
-    opts: *const dk_connect_options,
-    out: *mut *mut dk_client,
-    err: *mut *mut dk_error,
-) -> dk_result {
+pub extern "C" fn dk_client_connect(url: *const c_char, opts: *const dk_connect_options, out: *mut *mut dk_client, err: *mut *mut dk_error) -> dk_result {
     ffi_result!(err, {
         let url = arg_str(url, "url")?;
         check_out(out, "out")?;
@@ -137,10 +127,7 @@ pub extern "C" fn dk_client_connect(
 /// result then says the goodbye was not confirmed). NULL is allowed (DK_OK).
 /// Called from a callback it returns DK_ERR_IN_CALLBACK and does nothing.
 #[no_mangle]
-pub extern "C" fn dk_client_disconnect(
-    client: *mut dk_client,
-    err: *mut *mut dk_error,
-) -> dk_result {
+pub extern "C" fn dk_client_disconnect(client: *mut dk_client, err: *mut *mut dk_error) -> dk_result {
     ffi_result!(err, {
         if client.is_null() {
             return Ok(());
@@ -197,11 +184,7 @@ pub extern "C" fn dk_client_send(
         let body = arg_slice(body, len, "body")?;
         let headers = self::headers(arg_slice(headers, n_headers, "headers")?)?;
         not_in_callback("dk_client_send")?;
-        let opts = SendOptions {
-            headers,
-            receipt,
-            ..SendOptions::default()
-        };
+        let opts = SendOptions { headers, receipt, ..SendOptions::default() };
         c.send(destination, body.to_vec(), opts)?;
         Ok(())
     })
@@ -227,10 +210,7 @@ mod tests {
         assert_eq!(c.handshake.login.as_deref(), Some("u"));
         assert_eq!(c.handshake.heartbeat, HeartbeatConfig::off());
         assert_eq!(c.handshake.timeout, Duration::from_millis(1500));
-        assert_eq!(
-            c.receipt_timeout,
-            ClientConfig::new("stomp://x").unwrap().receipt_timeout
-        );
+        assert_eq!(c.receipt_timeout, ClientConfig::new("stomp://x").unwrap().receipt_timeout);
         assert_eq!(c.url.options.startup_max_reconnect_attempts, Some(2));
         let e = config("nope://x", None).unwrap_err();
         assert_eq!(e.code, dk_result::DK_ERR_INVALID_URL);

@@ -130,10 +130,7 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub fn new(code: dk_result, message: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            message: message.into(),
-        }
+        Failure { code, message: message.into() }
     }
 
     /// A required argument was NULL.
@@ -143,10 +140,7 @@ impl Failure {
 
     /// A string argument was not UTF-8.
     pub fn not_utf8(what: &str) -> Failure {
-        Failure::new(
-            DK_ERR_NOT_UTF8,
-            format!("argument `{what}` is not valid UTF-8"),
-        )
+        Failure::new(DK_ERR_NOT_UTF8, format!("argument `{what}` is not valid UTF-8"))
     }
 
     /// An argument is out of range.
@@ -156,15 +150,8 @@ impl Failure {
 
     /// A panic payload caught at the boundary.
     pub fn panic(payload: Box<dyn std::any::Any + Send>) -> Failure {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Failure::new(
-            DK_ERR_PANIC,
-            format!("internal error in libdeploykit (please report it): {what}"),
-        )
+        let what = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into());
+        Failure::new(DK_ERR_PANIC, format!("internal error in libdeploykit (please report it): {what}"))
     }
 
     /// Stores the failure in `*err` (if `err` is not NULL) and returns its code.
@@ -181,11 +168,7 @@ impl Failure {
 /// Allocates a `dk_error` for C.
 pub(crate) fn new_error(f: Failure) -> *mut dk_error {
     let message = crate::ffi::lossy_cstring(f.message);
-    Box::into_raw(Box::new(ErrorData {
-        code: f.code,
-        message,
-    }))
-    .cast::<dk_error>()
+    Box::into_raw(Box::new(ErrorData { code: f.code, message })).cast::<dk_error>()
 }
 
 impl From<stomp::Error> for Failure {
@@ -268,12 +251,7 @@ pub extern "C" fn dk_error_code(err: *const dk_error) -> dk_result {
 /// `*out_n >= len` means the copy was cut, as with snprintf(). Returns
 /// DK_ERR_NULL_ARGUMENT if `err` is NULL, or `buf` is NULL while `len > 0`.
 #[no_mangle]
-pub extern "C" fn dk_error_copy_message(
-    err: *const dk_error,
-    buf: *mut c_char,
-    len: usize,
-    out_n: *mut usize,
-) -> dk_result {
+pub extern "C" fn dk_error_copy_message(err: *const dk_error, buf: *mut c_char, len: usize, out_n: *mut usize) -> dk_result {
     ffi_panic_boundary! {
         // SAFETY: as in dk_error_message.
         let Some(e) = (unsafe { err.cast::<ErrorData>().as_ref() }) else { return DK_ERR_NULL_ARGUMENT };
@@ -324,15 +302,9 @@ mod tests {
 
     #[test]
     fn descriptions_are_nul_terminated_and_named() {
-        for code in [
-            0, 1001, 1002, 1003, 1004, 1005, 1006, 2001, 2002, 2003, 2004, 2005, 2006, 3001, 3002,
-            3003, 3004, 4001, 4002, 4003, 4004, 4005, 9999, 7,
-        ] {
+        for code in [0, 1001, 1002, 1003, 1004, 1005, 1006, 2001, 2002, 2003, 2004, 2005, 2006, 3001, 3002, 3003, 3004, 4001, 4002, 4003, 4004, 4005, 9999, 7] {
             let d = dk_result::describe(code);
-            assert!(
-                d.ends_with('\0') && d[..d.len() - 1].find('\0').is_none(),
-                "{d}"
-            );
+            assert!(d.ends_with('\0') && d[..d.len() - 1].find('\0').is_none(), "{d}");
         }
         assert!(dk_result::describe(DK_ERR_RECEIPT_LOST as u32).starts_with("DK_ERR_RECEIPT_LOST"));
     }
@@ -343,14 +315,7 @@ mod tests {
         assert_eq!(f.code, DK_ERR_CLOSED);
         let f: Failure = stomp::ClientConfig::new("http://x").unwrap_err().into();
         assert_eq!(f.code, DK_ERR_INVALID_URL);
-        let f: Failure = stomp::Error::Server {
-            message: "denied".into(),
-            details: "no access to /queue/x\n".into(),
-        }
-        .into();
-        assert_eq!(
-            (f.code, f.message.as_str()),
-            (DK_ERR_SERVER, "broker error: denied: no access to /queue/x")
-        );
+        let f: Failure = stomp::Error::Server { message: "denied".into(), details: "no access to /queue/x\n".into() }.into();
+        assert_eq!((f.code, f.message.as_str()), (DK_ERR_SERVER, "broker error: denied: no access to /queue/x"));
     }
 }

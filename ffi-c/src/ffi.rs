@@ -138,9 +138,7 @@ pub(crate) fn drop_blocking<T: Send + 'static>(value: T) {
     if in_io_thread() {
         // If no thread can be started, the closure (and the value) is dropped
         // here; a blocking drop then panics and the export's boundary catches it.
-        let _ = std::thread::Builder::new()
-            .name("deploykit-free".into())
-            .spawn(move || drop(value));
+        let _ = std::thread::Builder::new().name("deploykit-free".into()).spawn(move || drop(value));
     } else {
         drop(value);
     }
@@ -157,10 +155,6 @@ pub(crate) fn lossy_cstring(s: impl Into<Vec<u8>>) -> CString {
 }
 
 /// A `u32` enum argument (C passes any value): converts it or names it as invalid.
-pub(crate) fn arg_enum<T>(
-    value: u32,
-    what: &str,
-    convert: impl FnOnce(u32) -> Option<T>,
-) -> FfiResult<T> {
+pub(crate) fn arg_enum<T>(value: u32, what: &str, convert: impl FnOnce(u32) -> Option<T>) -> FfiResult<T> {
     convert(value).ok_or_else(|| Failure::invalid(what, format!("{value} is not a valid value")))
 }

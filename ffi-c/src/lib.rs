@@ -61,11 +61,7 @@ mod tests {
     #[test]
     fn header_version_constants_match_the_crate() {
         let v = format!("{DK_VERSION_MAJOR}.{DK_VERSION_MINOR}.{DK_VERSION_PATCH}");
-        assert_eq!(
-            v,
-            env!("CARGO_PKG_VERSION"),
-            "update DK_VERSION_* in ffi-c/src/lib.rs and regenerate the header"
-        );
+        assert_eq!(v, env!("CARGO_PKG_VERSION"), "update DK_VERSION_* in ffi-c/src/lib.rs and regenerate the header");
         assert_eq!(v, deploykit::VERSION);
         let s = unsafe { std::ffi::CStr::from_ptr(dk_version()) };
         assert_eq!(s.to_str().unwrap(), v);

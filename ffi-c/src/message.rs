@@ -28,16 +28,8 @@ pub(crate) struct MessageData {
 impl MessageData {
     pub(crate) fn new(msg: stomp::Message) -> MessageData {
         let destination = lossy_cstring(msg.destination.as_str());
-        let headers = msg
-            .headers
-            .iter()
-            .map(|(k, v)| (lossy_cstring(k), lossy_cstring(v)))
-            .collect();
-        MessageData {
-            msg,
-            destination,
-            headers,
-        }
+        let headers = msg.headers.iter().map(|(k, v)| (lossy_cstring(k), lossy_cstring(v))).collect();
+        MessageData { msg, destination, headers }
     }
 
     /// Core's reading of the message.
@@ -153,12 +145,7 @@ pub extern "C" fn dk_message_header_count(msg: *const dk_message) -> usize {
 /// argument is NULL, DK_ERR_INVALID_ARGUMENT if `i` is not below
 /// dk_message_header_count(); the out-parameters are written only on success.
 #[no_mangle]
-pub extern "C" fn dk_message_header_at(
-    msg: *const dk_message,
-    i: usize,
-    name: *mut *const c_char,
-    value: *mut *const c_char,
-) -> dk_result {
+pub extern "C" fn dk_message_header_at(msg: *const dk_message, i: usize, name: *mut *const c_char, value: *mut *const c_char) -> dk_result {
     ffi_panic_boundary! {
         let Some(m) = get(msg) else { return dk_result::DK_ERR_NULL_ARGUMENT };
         if name.is_null() || value.is_null() {
@@ -186,11 +173,7 @@ pub extern "C" fn dk_message_kind(msg: *const dk_message) -> dk_kind {
 /// a message naming the destination and message id. On success stores the kind
 /// in `*kind` (which may be NULL to only check).
 #[no_mangle]
-pub extern "C" fn dk_message_decode(
-    msg: *const dk_message,
-    kind: *mut dk_kind,
-    err: *mut *mut dk_error,
-) -> dk_result {
+pub extern "C" fn dk_message_decode(msg: *const dk_message, kind: *mut dk_kind, err: *mut *mut dk_error) -> dk_result {
     ffi_result!(err, {
         let m = dk_message::try_ref(msg, "msg")?;
         let decoded = m.decode()?;
@@ -205,11 +188,7 @@ pub extern "C" fn dk_message_decode(
 /// callback returns) into a new `dk_message` stored in `*out`; free it with
 /// dk_message_free().
 #[no_mangle]
-pub extern "C" fn dk_message_copy(
-    msg: *const dk_message,
-    out: *mut *mut dk_message,
-    err: *mut *mut dk_error,
-) -> dk_result {
+pub extern "C" fn dk_message_copy(msg: *const dk_message, out: *mut *mut dk_message, err: *mut *mut dk_error) -> dk_result {
     ffi_result!(err, {
         let m = dk_message::try_ref(msg, "msg")?;
         check_out(out, "out")?;

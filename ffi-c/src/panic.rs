@@ -71,9 +71,7 @@ macro_rules! ffi_panic_boundary {
 macro_rules! ffi_result {
     ($err:expr, $body:block) => {{
         let err: *mut *mut $crate::error::dk_error = $err;
-        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(
-            || -> ::std::result::Result<(), $crate::error::Failure> { $body },
-        )) {
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| -> ::std::result::Result<(), $crate::error::Failure> { $body })) {
             Ok(Ok(())) => $crate::error::dk_result::DK_OK,
             Ok(Err(failure)) => failure.report(err),
             Err(payload) => $crate::error::Failure::panic(payload).report(err),
@@ -104,10 +102,7 @@ mod tests {
         let mut err: *mut dk_error = std::ptr::null_mut();
         assert_eq!(panics(&mut err), dk_result::DK_ERR_PANIC);
         assert_eq!(dk_error_code(err), dk_result::DK_ERR_PANIC);
-        let msg = unsafe { CStr::from_ptr(dk_error_message(err)) }
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let msg = unsafe { CStr::from_ptr(dk_error_message(err)) }.to_str().unwrap().to_owned();
         assert!(msg.contains("boom 42"), "{msg}");
         dk_error_free(err);
         assert!(null_on_panic().is_null());

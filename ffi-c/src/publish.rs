@@ -4,14 +4,9 @@
 
 use crate::client::dk_client;
 use crate::error::{dk_error, dk_result};
-use crate::ffi::{
-    arg_enum, arg_ref, arg_slice, arg_str, not_in_callback, opt_ref, opt_str, opt_string,
-    str_or_empty, FfiResult, Opaque,
-};
+use crate::ffi::{arg_enum, arg_ref, arg_slice, arg_str, not_in_callback, opt_ref, opt_str, opt_string, str_or_empty, FfiResult, Opaque};
 use deploykit::blocking::{BlockingClient, BlockingPublisher};
-use deploykit::message::{
-    Build, BuildStatus, Commit, CommitInfo, Destinations, Source, SvnInfo, Wire,
-};
+use deploykit::message::{Build, BuildStatus, Commit, CommitInfo, Destinations, Source, SvnInfo, Wire};
 use std::ffi::c_char;
 
 /// The event `source` used when dk_publish_options.source is NULL.
@@ -202,17 +197,9 @@ fn build_status(value: dk_build_status) -> Option<BuildStatus> {
 }
 
 /// Core's publisher for these options; `source` overrides `opts->source`.
-fn publisher(
-    client: &BlockingClient,
-    opts: Option<&dk_publish_options>,
-    source: Option<&str>,
-) -> FfiResult<BlockingPublisher> {
+fn publisher(client: &BlockingClient, opts: Option<&dk_publish_options>, source: Option<&str>) -> FfiResult<BlockingPublisher> {
     let Some(o) = opts else {
-        return Ok(client.publisher(
-            source.unwrap_or(DEFAULT_SOURCE),
-            Wire::Json,
-            Destinations::default(),
-        ));
+        return Ok(client.publisher(source.unwrap_or(DEFAULT_SOURCE), Wire::Json, Destinations::default()));
     };
     let source = match source {
         Some(s) => s,
@@ -226,10 +213,7 @@ fn publisher(
     if let Some(d) = opt_str(o.builds_destination, "opts->builds_destination")? {
         d.clone_into(&mut dest.builds);
     }
-    if let Some(d) = opt_string(
-        o.builds_failed_destination,
-        "opts->builds_failed_destination",
-    )? {
+    if let Some(d) = opt_string(o.builds_failed_destination, "opts->builds_failed_destination")? {
         dest.builds_failed = Some(d);
     }
     if let Some(d) = opt_str(o.events_destination, "opts->events_destination")? {
@@ -299,12 +283,7 @@ fn build(b: &dk_build) -> FfiResult<Build> {
 /// naming the field, DK_ERR_MESSAGE_INVALID (e.g. empty repo, git commit
 /// without refname), and the connection errors of dk_client_send().
 #[no_mangle]
-pub extern "C" fn dk_publish_commit(
-    client: *const dk_client,
-    commit: *const dk_commit,
-    opts: *const dk_publish_options,
-    err: *mut *mut dk_error,
-) -> dk_result {
+pub extern "C" fn dk_publish_commit(client: *const dk_client, commit: *const dk_commit, opts: *const dk_publish_options, err: *mut *mut dk_error) -> dk_result {
     ffi_result!(err, {
         let c = dk_client::try_ref(client, "client")?;
         let commit = self::commit(arg_ref(commit, "commit")?)?;
@@ -318,12 +297,7 @@ pub extern "C" fn dk_publish_commit(
 /// when one is set), then its event line, each confirmed by a broker receipt.
 /// `opts` may be NULL. Errors as dk_publish_commit().
 #[no_mangle]
-pub extern "C" fn dk_publish_build(
-    client: *const dk_client,
-    build: *const dk_build,
-    opts: *const dk_publish_options,
-    err: *mut *mut dk_error,
-) -> dk_result {
+pub extern "C" fn dk_publish_build(client: *const dk_client, build: *const dk_build, opts: *const dk_publish_options, err: *mut *mut dk_error) -> dk_result {
     ffi_result!(err, {
         let c = dk_client::try_ref(client, "client")?;
         let build = self::build(arg_ref(build, "build")?)?;

@@ -49,8 +49,7 @@ impl Opaque for dk_subscription {
 /// the library and valid only during the call (dk_message_copy() keeps it);
 /// `userdata` is what was given to dk_client_subscribe_callback().
 #[allow(non_camel_case_types)]
-pub type dk_message_callback =
-    Option<unsafe extern "C" fn(msg: *const dk_message, userdata: *mut c_void)>;
+pub type dk_message_callback = Option<unsafe extern "C" fn(msg: *const dk_message, userdata: *mut c_void)>;
 
 fn ack_mode(value: dk_ack_mode) -> Option<AckMode> {
     match value {
@@ -78,17 +77,8 @@ pub extern "C" fn dk_client_subscribe(
         let ack = arg_enum(ack, "ack", ack_mode)?;
         check_out(out, "out")?;
         not_in_callback("dk_client_subscribe")?;
-        let sub = c.subscribe(
-            destination,
-            SubscribeOptions {
-                ack,
-                ..SubscribeOptions::default()
-            },
-        )?;
-        write_out(
-            out,
-            dk_subscription::into_ptr(SubscriptionData::Polling(sub)),
-        );
+        let sub = c.subscribe(destination, SubscribeOptions { ack, ..SubscribeOptions::default() })?;
+        write_out(out, dk_subscription::into_ptr(SubscriptionData::Polling(sub)));
         Ok(())
     })
 }
@@ -133,13 +123,7 @@ pub extern "C" fn dk_client_subscribe_callback(
             ));
         }
         not_in_callback("dk_client_subscribe_callback")?;
-        let sub = c.subscribe(
-            destination,
-            SubscribeOptions {
-                ack,
-                ..SubscribeOptions::default()
-            },
-        )?;
+        let sub = c.subscribe(destination, SubscribeOptions { ack, ..SubscribeOptions::default() })?;
         let userdata = Userdata(userdata);
         let handle = sub.on_message(move |msg| {
             let userdata = &userdata;
@@ -151,19 +135,13 @@ pub extern "C" fn dk_client_subscribe_callback(
                 unsafe { callback(std::ptr::from_ref(&data).cast::<dk_message>(), userdata.0) };
             }));
         });
-        write_out(
-            out,
-            dk_subscription::into_ptr(SubscriptionData::Callback(handle)),
-        );
+        write_out(out, dk_subscription::into_ptr(SubscriptionData::Callback(handle)));
         Ok(())
     })
 }
 
 /// The polled subscription behind a pointer, or why there is none.
-fn polling<'a>(
-    sub: *mut dk_subscription,
-    function: &str,
-) -> Result<&'a mut BlockingSubscription, Failure> {
+fn polling<'a>(sub: *mut dk_subscription, function: &str) -> Result<&'a mut BlockingSubscription, Failure> {
     match dk_subscription::try_mut(sub, "sub")? {
         SubscriptionData::Polling(s) => Ok(s),
         SubscriptionData::Callback(_) => Err(Failure::invalid("sub", format!("{function} needs a subscription from dk_client_subscribe(), not a callback subscription"))),
@@ -177,18 +155,12 @@ fn polling<'a>(
 /// dk_message_free()), or DK_OK and stores NULL in `*out` when nothing arrived
 /// in time. Returns DK_ERR_CLOSED once the client is closed for good.
 #[no_mangle]
-pub extern "C" fn dk_subscription_next(
-    sub: *mut dk_subscription,
-    timeout_ms: u32,
-    out: *mut *mut dk_message,
-    err: *mut *mut dk_error,
-) -> dk_result {
+pub extern "C" fn dk_subscription_next(sub: *mut dk_subscription, timeout_ms: u32, out: *mut *mut dk_message, err: *mut *mut dk_error) -> dk_result {
     ffi_result!(err, {
         let s = polling(sub, "dk_subscription_next")?;
         check_out(out, "out")?;
         not_in_callback("dk_subscription_next")?;
-        let timeout = (timeout_ms != DK_TIMEOUT_INFINITE)
-            .then(|| Duration::from_millis(u64::from(timeout_ms)));
+        let timeout = (timeout_ms != DK_TIMEOUT_INFINITE).then(|| Duration::from_millis(u64::from(timeout_ms)));
         match s.next(timeout) {
             Next::Message(m) => write_out(out, dk_message::into_ptr(MessageData::new(m))),
             Next::Timeout => write_out(out, std::ptr::null_mut()),
@@ -202,27 +174,15 @@ pub extern "C" fn dk_subscription_next(
 /// message), and waits for the broker's receipt. Messages of a DK_ACK_AUTO
 /// subscription need no acknowledgement.
 #[no_mangle]
-pub extern "C" fn dk_subscription_ack(
-    sub: *mut dk_subscription,
-    msg: *const dk_message,
-    err: *mut *mut dk_error,
-) -> dk_result {
-    ffi_result!(err, {
-        acknowledge(sub, msg, "dk_subscription_ack", BlockingSubscription::ack)
-    })
+pub extern "C" fn dk_subscription_ack(sub: *mut dk_subscription, msg: *const dk_message, err: *mut *mut dk_error) -> dk_result {
+    ffi_result!(err, { acknowledge(sub, msg, "dk_subscription_ack", BlockingSubscription::ack) })
 }
 
 /// Rejects `msg`, received on `sub`; the broker may redeliver it (STOMP 1.1 and
 /// later: DK_ERR_INVALID_REQUEST on 1.0).
 #[no_mangle]
-pub extern "C" fn dk_subscription_nack(
-    sub: *mut dk_subscription,
-    msg: *const dk_message,
-    err: *mut *mut dk_error,
-) -> dk_result {
-    ffi_result!(err, {
-        acknowledge(sub, msg, "dk_subscription_nack", BlockingSubscription::nack)
-    })
+pub extern "C" fn dk_subscription_nack(sub: *mut dk_subscription, msg: *const dk_message, err: *mut *mut dk_error) -> dk_result {
+    ffi_result!(err, { acknowledge(sub, msg, "dk_subscription_nack", BlockingSubscription::nack) })
 }
 
 /// The shared body of ack and nack: check the arguments, then call `how` on the subscription.
@@ -230,10 +190,7 @@ fn acknowledge(
     sub: *mut dk_subscription,
     msg: *const dk_message,
     func: &'static str,
-    how: fn(
-        &BlockingSubscription,
-        &deploykit::stomp::Message,
-    ) -> Result<(), deploykit::stomp::Error>,
+    how: fn(&BlockingSubscription, &deploykit::stomp::Message) -> Result<(), deploykit::stomp::Error>,
 ) -> Result<(), Failure> {
     let s = polling(sub, func)?;
     let m = dk_message::try_ref(msg, "msg")?;

@@ -5,7 +5,7 @@ use crate::stats::CLIENTS;
 use deploykit::blocking::{BlockingClient, BlockingPublisher};
 use deploykit::message::{Build, BuildStatus, Destinations, Wire};
 use deploykit::stomp::url::Secret;
-use deploykit::stomp::{ClientConfig, HeartbeatConfig, Headers, SendOptions};
+use deploykit::stomp::{ClientConfig, Headers, HeartbeatConfig, SendOptions};
 use jni::objects::{JByteArray, JClass, JObjectArray, JString};
 use jni::sys::{jboolean, jint, jlong, JNI_TRUE};
 use jni::JNIEnv;

@@ -35,7 +35,12 @@ impl Classes {
             env.delete_local_ref(local)?;
             Ok(r)
         };
-        Ok(Classes { message: global("org/deploykit/Message")?, commit: global("org/deploykit/Commit")?, build: global("org/deploykit/Build")?, event: global("org/deploykit/Event")? })
+        Ok(Classes {
+            message: global("org/deploykit/Message")?,
+            commit: global("org/deploykit/Commit")?,
+            build: global("org/deploykit/Build")?,
+            event: global("org/deploykit/Event")?,
+        })
     }
 }
 

@@ -3,12 +3,8 @@
 use crate::convert::{from_py, to_py, type_name};
 use crate::{message_err, publish_err, stomp_err, ClosedError, TimeoutError};
 use deploykit::blocking::{BlockingClient, BlockingSubscription, Next};
-use deploykit::message::{
-    self, Build, BuildStatus, Commit, CommitInfo, Destinations, Source, SvnInfo, Wire,
-};
-use deploykit::stomp::{
-    self, AckMode, ClientConfig, Headers, HeartbeatConfig, SendOptions, SubscribeOptions,
-};
+use deploykit::message::{self, Build, BuildStatus, Commit, CommitInfo, Destinations, Source, SvnInfo, Wire};
+use deploykit::stomp::{self, AckMode, ClientConfig, Headers, HeartbeatConfig, SendOptions, SubscribeOptions};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyType};
@@ -23,9 +19,7 @@ pub(crate) fn seconds(name: &str, s: f64) -> PyResult<Duration> {
     if (0.0..1e9).contains(&s) {
         Ok(Duration::from_secs_f64(s))
     } else {
-        Err(PyValueError::new_err(format!(
-            "{name} must be a non-negative number of seconds, not {s}"
-        )))
+        Err(PyValueError::new_err(format!("{name} must be a non-negative number of seconds, not {s}")))
     }
 }
 
@@ -34,15 +28,8 @@ pub(crate) fn headers_arg(headers: Option<&Bound<'_, PyDict>>) -> PyResult<Heade
     let mut out = Headers::new();
     if let Some(h) = headers {
         for (k, v) in h.iter() {
-            let k: String = k.extract().map_err(|_| {
-                PyTypeError::new_err(format!("header names must be str, not {}", type_name(&k)))
-            })?;
-            let v: String = v.extract().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "header {k:?}: values must be str, not {}",
-                    type_name(&v)
-                ))
-            })?;
+            let k: String = k.extract().map_err(|_| PyTypeError::new_err(format!("header names must be str, not {}", type_name(&k))))?;
+            let v: String = v.extract().map_err(|_| PyTypeError::new_err(format!("header {k:?}: values must be str, not {}", type_name(&v))))?;
             out.push(k, v);
         }
     }
@@ -50,10 +37,7 @@ pub(crate) fn headers_arg(headers: Option<&Bound<'_, PyDict>>) -> PyResult<Heade
 }
 
 /// STOMP headers as a dict (the first value of a repeated header wins, as in STOMP).
-pub(crate) fn headers_dict<'py>(
-    py: Python<'py>,
-    headers: &Headers,
-) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn headers_dict<'py>(py: Python<'py>, headers: &Headers) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     for (k, v) in headers.iter() {
         if !d.contains(k)? {
@@ -68,19 +52,12 @@ pub(crate) fn body_arg(body: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(s) = body.cast::<PyString>() {
         return Ok(s.to_cow()?.as_bytes().to_vec());
     }
-    body.extract::<Vec<u8>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "body must be bytes or str, not {}",
-            type_name(body)
-        ))
-    })
+    body.extract::<Vec<u8>>().map_err(|_| PyTypeError::new_err(format!("body must be bytes or str, not {}", type_name(body))))
 }
 
 /// `"json"` or `"legacy"`.
 pub(crate) fn wire_arg(wire: &str) -> PyResult<Wire> {
-    wire.parse().map_err(|_| {
-        PyValueError::new_err(format!("wire must be \"json\" or \"legacy\", not {wire:?}"))
-    })
+    wire.parse().map_err(|_| PyValueError::new_err(format!("wire must be \"json\" or \"legacy\", not {wire:?}")))
 }
 
 /// `None`/`"default"`, `"legacy"`, or a dict of `Destinations` fields laid over
@@ -92,35 +69,24 @@ pub(crate) fn destinations_arg(d: Option<&Bound<'_, PyAny>>) -> PyResult<Destina
     let named = |s: &str| match s {
         "default" => Ok(Destinations::default()),
         "legacy" => Ok(Destinations::legacy()),
-        other => Err(PyValueError::new_err(format!(
-            "destinations must be \"default\", \"legacy\" or a dict, not {other:?}"
-        ))),
+        other => Err(PyValueError::new_err(format!("destinations must be \"default\", \"legacy\" or a dict, not {other:?}"))),
     };
     if let Ok(s) = d.extract::<String>() {
         return named(&s);
     }
     let serde_json::Value::Object(mut fields) = from_py(d)? else {
-        return Err(PyTypeError::new_err(
-            "destinations must be \"default\", \"legacy\" or a dict",
-        ));
+        return Err(PyTypeError::new_err("destinations must be \"default\", \"legacy\" or a dict"));
     };
     let base = match fields.remove("base") {
         None => Destinations::default(),
         Some(serde_json::Value::String(s)) => named(&s)?,
-        Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "destinations: base must be \"default\" or \"legacy\", not {other}"
-            )))
-        }
+        Some(other) => return Err(PyValueError::new_err(format!("destinations: base must be \"default\" or \"legacy\", not {other}"))),
     };
-    let serde_json::Value::Object(mut merged) =
-        serde_json::to_value(base).map_err(|e| PyValueError::new_err(e.to_string()))?
-    else {
+    let serde_json::Value::Object(mut merged) = serde_json::to_value(base).map_err(|e| PyValueError::new_err(e.to_string()))? else {
         unreachable!("Destinations serialises to an object")
     };
     merged.extend(fields);
-    serde_json::from_value(serde_json::Value::Object(merged))
-        .map_err(|e| PyValueError::new_err(format!("destinations: {e}")))
+    serde_json::from_value(serde_json::Value::Object(merged)).map_err(|e| PyValueError::new_err(format!("destinations: {e}")))
 }
 
 /// Parses a serde-typed value (enum names, dicts) from a Python object.
@@ -147,11 +113,7 @@ pub struct Client {
 impl Client {
     /// The live client, or `ClosedError`.
     fn live(&self) -> PyResult<BlockingClient> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| ClosedError::new_err("client is closed"))
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| ClosedError::new_err("client is closed"))
     }
 
     /// The live blocking client (for the spool's drain).
@@ -165,16 +127,7 @@ impl Client {
     #[new]
     #[pyo3(signature = (url, *, vhost = "/".to_owned(), login = None, passcode = None, heartbeat_ms = 10_000, timeout = 10.0, connect_attempts = 3))]
     #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        url: &str,
-        vhost: String,
-        login: Option<String>,
-        passcode: Option<String>,
-        heartbeat_ms: u64,
-        timeout: f64,
-        connect_attempts: u32,
-    ) -> PyResult<Client> {
+    fn new(py: Python<'_>, url: &str, vhost: String, login: Option<String>, passcode: Option<String>, heartbeat_ms: u64, timeout: f64, connect_attempts: u32) -> PyResult<Client> {
         let timeout = seconds("timeout", timeout)?;
         if timeout.is_zero() {
             return Err(PyValueError::new_err("timeout must be positive"));
@@ -187,82 +140,37 @@ impl Client {
             config = config.credentials(login.unwrap_or_default(), passcode.unwrap_or_default());
         }
         let hb = Duration::from_millis(heartbeat_ms);
-        config = config.heartbeat(HeartbeatConfig {
-            send: hb,
-            receive: hb,
-            emulate: heartbeat_ms > 0,
-            ..HeartbeatConfig::default()
-        });
+        config = config.heartbeat(HeartbeatConfig { send: hb, receive: hb, emulate: heartbeat_ms > 0, ..HeartbeatConfig::default() });
         config.handshake.timeout = (timeout / connect_attempts).max(Duration::from_millis(50));
         config.receipt_timeout = timeout;
         config.url.options.startup_max_reconnect_attempts = Some(connect_attempts);
         let endpoint = config.url.to_string();
-        let client = py
-            .detach(move || BlockingClient::connect(config))
-            .map_err(stomp_err)?;
-        Ok(Client {
-            inner: Mutex::new(Some(client)),
-            endpoint,
-        })
+        let client = py.detach(move || BlockingClient::connect(config)).map_err(stomp_err)?;
+        Ok(Client { inner: Mutex::new(Some(client)), endpoint })
     }
 
     /// Sends ``body`` (bytes, or str sent as UTF-8) to ``destination`` with extra
     /// ``headers``; with ``receipt=True`` waits until the broker confirms it.
     #[pyo3(signature = (destination, body, headers = None, receipt = false, *, persistent = false))]
-    fn send(
-        &self,
-        py: Python<'_>,
-        destination: &str,
-        body: &Bound<'_, PyAny>,
-        headers: Option<&Bound<'_, PyDict>>,
-        receipt: bool,
-        persistent: bool,
-    ) -> PyResult<()> {
+    fn send(&self, py: Python<'_>, destination: &str, body: &Bound<'_, PyAny>, headers: Option<&Bound<'_, PyDict>>, receipt: bool, persistent: bool) -> PyResult<()> {
         let client = self.live()?;
         let body = body_arg(body)?;
-        let opts = SendOptions {
-            headers: headers_arg(headers)?,
-            receipt,
-            persistent,
-            content_type: None,
-        };
+        let opts = SendOptions { headers: headers_arg(headers)?, receipt, persistent, content_type: None };
         let destination = destination.to_owned();
-        py.detach(move || client.send(&destination, body, opts))
-            .map_err(stomp_err)
+        py.detach(move || client.send(&destination, body, opts)).map_err(stomp_err)
     }
 
     /// Subscribes to ``destination`` and returns a ``Subscription`` (an iterator of
     /// ``Message``). ``ack`` is ``"auto"``, ``"client"`` or ``"client-individual"``;
     /// ``prefetch`` limits unacknowledged messages in flight.
     #[pyo3(signature = (destination, ack = "auto", *, prefetch = None, headers = None))]
-    fn subscribe(
-        &self,
-        py: Python<'_>,
-        destination: &str,
-        ack: &str,
-        prefetch: Option<u32>,
-        headers: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Subscription> {
+    fn subscribe(&self, py: Python<'_>, destination: &str, ack: &str, prefetch: Option<u32>, headers: Option<&Bound<'_, PyDict>>) -> PyResult<Subscription> {
         let client = self.live()?;
-        let ack = AckMode::parse(ack).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "ack must be \"auto\", \"client\" or \"client-individual\", not {ack:?}"
-            ))
-        })?;
-        let opts = SubscribeOptions {
-            ack,
-            prefetch,
-            id: None,
-            headers: headers_arg(headers)?,
-        };
+        let ack = AckMode::parse(ack).ok_or_else(|| PyValueError::new_err(format!("ack must be \"auto\", \"client\" or \"client-individual\", not {ack:?}")))?;
+        let opts = SubscribeOptions { ack, prefetch, id: None, headers: headers_arg(headers)? };
         let dest = destination.to_owned();
-        let sub = py
-            .detach(move || client.subscribe(&dest, opts))
-            .map_err(stomp_err)?;
-        Ok(Subscription {
-            inner: Mutex::new(Some(sub)),
-            destination: destination.to_owned(),
-        })
+        let sub = py.detach(move || client.subscribe(&dest, opts)).map_err(stomp_err)?;
+        Ok(Subscription { inner: Mutex::new(Some(sub)), destination: destination.to_owned() })
     }
 
     /// Publishes a commit message (a push of one ref, or an SVN commit with ``svn=``)
@@ -299,21 +207,10 @@ impl Client {
             Some(s) => Some(serde_arg("svn", s)?),
             None => None,
         };
-        let commit = Commit {
-            repo,
-            oldrev,
-            newrev,
-            refname,
-            source: src,
-            svn,
-            commits,
-            correlation_id,
-        };
+        let commit = Commit { repo, oldrev, newrev, refname, source: src, svn, commits, correlation_id };
         let speaker = event_source.unwrap_or_else(|| default_event_source(source));
-        let publisher =
-            client.publisher(&speaker, wire_arg(wire)?, destinations_arg(destinations)?);
-        py.detach(move || publisher.commit(&commit))
-            .map_err(publish_err)
+        let publisher = client.publisher(&speaker, wire_arg(wire)?, destinations_arg(destinations)?);
+        py.detach(move || publisher.commit(&commit)).map_err(publish_err)
     }
 
     /// Publishes a build message and its event line. ``status`` is ``"started"``,
@@ -337,47 +234,19 @@ impl Client {
         event_source: &str,
     ) -> PyResult<()> {
         let client = self.live()?;
-        let status = BuildStatus::parse(status).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "status must be started, success, failure, unstable or aborted, not {status:?}"
-            ))
-        })?;
-        let build = Build {
-            job,
-            number,
-            status,
-            url,
-            repo,
-            branch,
-            commit,
-            duration_ms,
-            correlation_id,
-        };
-        let publisher = client.publisher(
-            event_source,
-            wire_arg(wire)?,
-            destinations_arg(destinations)?,
-        );
-        py.detach(move || publisher.build(&build))
-            .map_err(publish_err)
+        let status = BuildStatus::parse(status).ok_or_else(|| PyValueError::new_err(format!("status must be started, success, failure, unstable or aborted, not {status:?}")))?;
+        let build = Build { job, number, status, url, repo, branch, commit, duration_ms, correlation_id };
+        let publisher = client.publisher(event_source, wire_arg(wire)?, destinations_arg(destinations)?);
+        py.detach(move || publisher.build(&build)).map_err(publish_err)
     }
 
     /// Publishes a one-line event (``text``) from daemon ``source`` to the events
     /// destination (``/topic/deploykit.events``; legacy: ``/topic/future.events.SOURCE``).
     #[pyo3(signature = (text, *, source = "python", correlation_id = None, wire = "json", destinations = None))]
-    fn publish_event(
-        &self,
-        py: Python<'_>,
-        text: String,
-        source: &str,
-        correlation_id: Option<String>,
-        wire: &str,
-        destinations: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    fn publish_event(&self, py: Python<'_>, text: String, source: &str, correlation_id: Option<String>, wire: &str, destinations: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let client = self.live()?;
         let publisher = client.publisher(source, wire_arg(wire)?, destinations_arg(destinations)?);
-        py.detach(move || publisher.event(&text, correlation_id))
-            .map_err(publish_err)
+        py.detach(move || publisher.event(&text, correlation_id)).map_err(publish_err)
     }
 
     /// Disconnects (waiting for the broker's receipt). Idempotent; later calls raise ``ClosedError``.
@@ -385,13 +254,7 @@ impl Client {
         let client = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
         match client {
             // Closing a client whose connection is already gone is not an error.
-            Some(c) => py.detach(move || c.disconnect()).or_else(|e| {
-                if e.is_connection_gone() {
-                    Ok(())
-                } else {
-                    Err(stomp_err(e))
-                }
-            }),
+            Some(c) => py.detach(move || c.disconnect()).or_else(|e| if e.is_connection_gone() { Ok(()) } else { Err(stomp_err(e)) }),
             None => Ok(()),
         }
     }
@@ -399,10 +262,7 @@ impl Client {
     /// Whether ``close()`` was called.
     #[getter]
     fn closed(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -410,23 +270,13 @@ impl Client {
     }
 
     #[pyo3(signature = (_exc_type = None, _exc = None, _tb = None))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _exc_type: Option<&Bound<'_, PyType>>,
-        _exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc_type: Option<&Bound<'_, PyType>>, _exc: Option<&Bound<'_, PyAny>>, _tb: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "<deploykit.Client {} {}>",
-            self.endpoint,
-            if self.closed() { "closed" } else { "open" }
-        )
+        format!("<deploykit.Client {} {}>", self.endpoint, if self.closed() { "closed" } else { "open" })
     }
 }
 
@@ -477,12 +327,7 @@ impl Subscription {
             });
             match got {
                 Slice::Got(m) => return Ok(Some(m)),
-                Slice::Closed => {
-                    return Err(ClosedError::new_err(format!(
-                        "subscription to {} is closed",
-                        self.destination
-                    )))
-                }
+                Slice::Closed => return Err(ClosedError::new_err(format!("subscription to {} is closed", self.destination))),
                 Slice::Nothing => {}
             }
             py.check_signals()?;
@@ -524,16 +369,9 @@ impl Subscription {
     /// Acknowledges ``message`` (``ack="client"`` or ``"client-individual"``).
     fn ack(&self, py: Python<'_>, message: &Message) -> PyResult<()> {
         let raw = message.raw.clone();
-        py.detach(|| {
-            match self
-                .inner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-            {
-                Some(sub) => sub.ack(&raw),
-                None => Err(stomp::Error::Closed),
-            }
+        py.detach(|| match self.inner.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(sub) => sub.ack(&raw),
+            None => Err(stomp::Error::Closed),
         })
         .map_err(stomp_err)
     }
@@ -541,16 +379,9 @@ impl Subscription {
     /// Rejects ``message`` (client ack modes, STOMP 1.1+).
     fn nack(&self, py: Python<'_>, message: &Message) -> PyResult<()> {
         let raw = message.raw.clone();
-        py.detach(|| {
-            match self
-                .inner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-            {
-                Some(sub) => sub.nack(&raw),
-                None => Err(stomp::Error::Closed),
-            }
+        py.detach(|| match self.inner.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(sub) => sub.nack(&raw),
+            None => Err(stomp::Error::Closed),
         })
         .map_err(stomp_err)
     }
@@ -559,13 +390,7 @@ impl Subscription {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let sub = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
         match sub {
-            Some(s) => py.detach(move || s.unsubscribe()).or_else(|e| {
-                if e.is_connection_gone() {
-                    Ok(())
-                } else {
-                    Err(stomp_err(e))
-                }
-            }),
+            Some(s) => py.detach(move || s.unsubscribe()).or_else(|e| if e.is_connection_gone() { Ok(()) } else { Err(stomp_err(e)) }),
             None => Ok(()),
         }
     }
@@ -575,13 +400,7 @@ impl Subscription {
     }
 
     #[pyo3(signature = (_exc_type = None, _exc = None, _tb = None))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _exc_type: Option<&Bound<'_, PyType>>,
-        _exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc_type: Option<&Bound<'_, PyType>>, _exc: Option<&Bound<'_, PyAny>>, _tb: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
@@ -610,10 +429,7 @@ pub(crate) fn kind_name(m: &message::Message) -> &'static str {
 }
 
 /// A decoded message's fields as a dict (None for a keepalive).
-pub(crate) fn fields<'py>(
-    py: Python<'py>,
-    m: &message::Message,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub(crate) fn fields<'py>(py: Python<'py>, m: &message::Message) -> PyResult<Option<Bound<'py, PyAny>>> {
     if matches!(m, message::Message::Keepalive) {
         return Ok(None);
     }
@@ -671,33 +487,23 @@ impl Message {
     /// JSON or legacy; None if the message is not a deploykit message.
     #[getter]
     fn kind(&self) -> Option<&'static str> {
-        message::decode(&self.raw.destination, &self.raw.headers, &self.raw.body)
-            .ok()
-            .map(|m| kind_name(&m))
+        message::decode(&self.raw.destination, &self.raw.headers, &self.raw.body).ok().map(|m| kind_name(&m))
     }
 
     /// The message decoded by core (JSON v1 or any legacy text body) as a dict of
     /// its fields; None for a keepalive. Raises ``MessageError`` naming the
     /// destination and message id if it is not a valid deploykit message.
     fn decoded<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let m = message::decode(&self.raw.destination, &self.raw.headers, &self.raw.body)
-            .map_err(message_err)?;
+        let m = message::decode(&self.raw.destination, &self.raw.headers, &self.raw.body).map_err(message_err)?;
         fields(py, &m)
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "<deploykit.Message {} {} bytes>",
-            self.raw.destination,
-            self.raw.body.len()
-        )
+        format!("<deploykit.Message {} {} bytes>", self.raw.destination, self.raw.body.len())
     }
 }
 
 /// Turns an elapsed drain or wait into a `TimeoutError`.
 pub(crate) fn timeout_err(what: &str, after: Duration) -> PyErr {
-    TimeoutError::new_err(format!(
-        "timed out after {:.1}s {what}",
-        after.as_secs_f64()
-    ))
+    TimeoutError::new_err(format!("timed out after {:.1}s {what}", after.as_secs_f64()))
 }

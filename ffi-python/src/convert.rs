@@ -53,9 +53,7 @@ pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     }
     if obj.is_instance_of::<PyFloat>() {
         let f: f64 = obj.extract()?;
-        return Number::from_f64(f)
-            .map(Value::Number)
-            .ok_or_else(|| PyTypeError::new_err(format!("{f} cannot be represented in JSON")));
+        return Number::from_f64(f).map(Value::Number).ok_or_else(|| PyTypeError::new_err(format!("{f} cannot be represented in JSON")));
     }
     if obj.is_instance_of::<PyString>() {
         return Ok(Value::String(obj.extract()?));
@@ -63,12 +61,7 @@ pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if let Ok(dict) = obj.cast::<PyDict>() {
         let mut map = Map::with_capacity(dict.len());
         for (k, v) in dict.iter() {
-            let key: String = k.extract().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "dictionary keys must be str, not {}",
-                    type_name(&k)
-                ))
-            })?;
+            let key: String = k.extract().map_err(|_| PyTypeError::new_err(format!("dictionary keys must be str, not {}", type_name(&k))))?;
             map.insert(key, from_py(&v)?);
         }
         return Ok(Value::Object(map));
@@ -80,16 +73,10 @@ pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         }
         return Ok(Value::Array(out));
     }
-    Err(PyTypeError::new_err(format!(
-        "cannot convert {} to a message field (use dict, list, str, int, float, bool or None)",
-        type_name(obj)
-    )))
+    Err(PyTypeError::new_err(format!("cannot convert {} to a message field (use dict, list, str, int, float, bool or None)", type_name(obj))))
 }
 
 /// The Python type name of `obj`, for error messages.
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }

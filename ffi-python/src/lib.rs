@@ -25,75 +25,20 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
-create_exception!(
-    deploykit,
-    Error,
-    PyException,
-    "Base class of every deploykit error."
-);
+create_exception!(deploykit, Error, PyException, "Base class of every deploykit error.");
 create_exception!(deploykit, ConnectionError, Error, "No broker could be reached, or the connection was lost (see the message for the endpoint and cause).");
 create_exception!(deploykit, RefusedError, ConnectionError, "The broker refused the session: bad login or passcode, unknown virtual host, unsupported STOMP version.");
-create_exception!(
-    deploykit,
-    ReceiptLostError,
-    ConnectionError,
-    "The connection dropped before the broker's receipt arrived: the broker may or may not have the message."
-);
-create_exception!(
-    deploykit,
-    TimeoutError,
-    Error,
-    "Nothing answered in time (connect, receipt, or a bounded wait)."
-);
-create_exception!(
-    deploykit,
-    ProtocolError,
-    Error,
-    "The bytes on the wire were not valid STOMP, or a frame could not be encoded."
-);
-create_exception!(
-    deploykit,
-    BrokerError,
-    ProtocolError,
-    "The broker sent an ERROR frame on an open session."
-);
-create_exception!(
-    deploykit,
-    ClosedError,
-    Error,
-    "The client or subscription is closed."
-);
+create_exception!(deploykit, ReceiptLostError, ConnectionError, "The connection dropped before the broker's receipt arrived: the broker may or may not have the message.");
+create_exception!(deploykit, TimeoutError, Error, "Nothing answered in time (connect, receipt, or a bounded wait).");
+create_exception!(deploykit, ProtocolError, Error, "The bytes on the wire were not valid STOMP, or a frame could not be encoded.");
+create_exception!(deploykit, BrokerError, ProtocolError, "The broker sent an ERROR frame on an open session.");
+create_exception!(deploykit, ClosedError, Error, "The client or subscription is closed.");
 create_exception!(deploykit, UrlError, Error, "The broker URL is malformed.");
-create_exception!(
-    deploykit,
-    InvalidRequestError,
-    Error,
-    "The request makes no sense in this state or STOMP version (e.g. NACK on STOMP 1.0)."
-);
-create_exception!(
-    deploykit,
-    MessageError,
-    Error,
-    "A message could not be encoded or decoded (unknown dk-version, broken JSON, missing field)."
-);
-create_exception!(
-    deploykit,
-    GitError,
-    Error,
-    "A git repository could not be read, or a ref name / revision is invalid."
-);
-create_exception!(
-    deploykit,
-    SvnError,
-    Error,
-    "A Subversion commit could not be read with svnlook."
-);
-create_exception!(
-    deploykit,
-    SpoolError,
-    Error,
-    "The message spool directory could not be read or written."
-);
+create_exception!(deploykit, InvalidRequestError, Error, "The request makes no sense in this state or STOMP version (e.g. NACK on STOMP 1.0).");
+create_exception!(deploykit, MessageError, Error, "A message could not be encoded or decoded (unknown dk-version, broken JSON, missing field).");
+create_exception!(deploykit, GitError, Error, "A git repository could not be read, or a ref name / revision is invalid.");
+create_exception!(deploykit, SvnError, Error, "A Subversion commit could not be read with svnlook.");
+create_exception!(deploykit, SpoolError, Error, "The message spool directory could not be read or written.");
 
 /// Maps a bus error to its Python exception class, keeping core's message.
 pub(crate) fn stomp_err(e: stomp::Error) -> PyErr {
@@ -107,9 +52,7 @@ pub(crate) fn stomp_err_with(e: &stomp::Error, msg: String) -> PyErr {
     match e.root() {
         E::Url(_) => UrlError::new_err(msg),
         E::Frame(_) => ProtocolError::new_err(msg),
-        E::Server { details, .. } if !details.trim().is_empty() => {
-            BrokerError::new_err(format!("{msg}: {}", details.trim()))
-        }
+        E::Server { details, .. } if !details.trim().is_empty() => BrokerError::new_err(format!("{msg}: {}", details.trim())),
         E::Server { .. } => BrokerError::new_err(msg),
         E::Refused { .. } => RefusedError::new_err(msg),
         E::Connect { .. } | E::Tls { .. } | E::GaveUp { .. } => ConnectionError::new_err(msg),

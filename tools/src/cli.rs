@@ -60,19 +60,18 @@ fn parse_version(s: &str) -> Result<Version, String> {
 impl BrokerArgs {
     /// Whether `--broker` (or DK_BROKER_URL) was given, i.e. overrides a config file's broker.
     pub fn overridden(&self) -> bool {
-        std::env::args().any(|a| a == "--broker" || a.starts_with("--broker="))
-            || std::env::var_os("DK_BROKER_URL").is_some()
-            || self.broker != DEFAULT_BROKER
+        std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some() || self.broker != DEFAULT_BROKER
+    }
+
+    /// These options with a config file's `[broker]` section filled in, unless `--broker` / DK_BROKER_URL overrides it.
+    pub fn with_section(&self, section: &deploykit::fetch::config::BrokerSection) -> BrokerArgs {
+        let mut args = self.clone();
+        args.apply_config(Some(&section.url), Some(&section.vhost), section.login.as_deref(), section.passcode_file.as_deref());
+        args
     }
 
     /// Takes a config file's broker settings unless `--broker` / DK_BROKER_URL was given.
-    pub fn apply_config(
-        &mut self,
-        url: Option<&str>,
-        vhost: Option<&str>,
-        login: Option<&str>,
-        passcode_file: Option<&std::path::Path>,
-    ) {
+    pub fn apply_config(&mut self, url: Option<&str>, vhost: Option<&str>, login: Option<&str>, passcode_file: Option<&std::path::Path>) {
         if self.overridden() {
             return;
         }
@@ -98,40 +97,25 @@ impl BrokerArgs {
             config.handshake.login = Some(login.clone());
         }
         if let Some(file) = &self.passcode_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading passcode file {}", file.display()))?;
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading passcode file {}", file.display()))?;
             let pass = text.lines().next().unwrap_or_default().to_owned();
             config.handshake.passcode = Some(deploykit::stomp::url::Secret::new(pass));
         } else if let Ok(pass) = std::env::var("DK_BROKER_PASSCODE") {
             config.handshake.passcode = Some(deploykit::stomp::url::Secret::new(pass));
         }
-        config.handshake.heartbeat = if self.heartbeat == 0 {
-            HeartbeatConfig::off()
-        } else {
-            HeartbeatConfig::every(Duration::from_millis(self.heartbeat))
-        };
+        config.handshake.heartbeat = if self.heartbeat == 0 { HeartbeatConfig::off() } else { HeartbeatConfig::every(Duration::from_millis(self.heartbeat)) };
         if let Some(dest) = &self.keepalive_destination {
             config.handshake.heartbeat.wire = deploykit::stomp::KeepaliveWire::SendTo(dest.clone());
         }
-        config.handshake.versions = Version::ALL
-            .iter()
-            .copied()
-            .filter(|v| *v <= self.stomp_version)
-            .collect();
-        config.handshake.tls = TlsConfig {
-            ca_file: self.tls_ca.clone(),
-            client_cert: self.tls_cert.clone(),
-            client_key: self.tls_key.clone(),
-            ..TlsConfig::default()
-        };
+        config.handshake.versions = Version::ALL.iter().copied().filter(|v| *v <= self.stomp_version).collect();
+        config.handshake.tls = TlsConfig { ca_file: self.tls_ca.clone(), client_cert: self.tls_cert.clone(), client_key: self.tls_key.clone(), ..TlsConfig::default() };
         if !(self.connect_timeout.is_finite() && self.connect_timeout > 0.0) {
             anyhow::bail!("--connect-timeout must be a positive number of seconds");
         }
         let timeout = Duration::from_secs_f64(self.connect_timeout);
         config.handshake.timeout = timeout;
         config.receipt_timeout = timeout;
-        if config.url.options.startup_max_reconnect_attempts.is_none() && self.connect_attempts > 0
-        {
+        if config.url.options.startup_max_reconnect_attempts.is_none() && self.connect_attempts > 0 {
             config.url.options.startup_max_reconnect_attempts = Some(self.connect_attempts);
         }
         Ok(config)
@@ -145,32 +129,6 @@ pub fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
-
-/// Whether `--broker` or `DK_BROKER_URL` was given (they override a config file's `[broker]`).
-pub fn broker_overridden(args: &BrokerArgs) -> bool {
-    std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some() || args.broker != DEFAULT_BROKER
-}
-
-/// These options with a config file's `[broker]` section filled in, unless `--broker`/`DK_BROKER_URL` overrides it.
-pub fn with_config_broker(args: &BrokerArgs, section: &deploykit::fetch::config::BrokerSection) -> BrokerArgs {
-    let mut args = args.clone();
-    if !broker_overridden(&args) {
-        args.broker = section.url.clone();
-        args.vhost = section.vhost.clone();
-        if args.login.is_none() {
-            args.login = section.login.clone();
-        }
-        if args.passcode_file.is_none() {
-            args.passcode_file = section.passcode_file.clone();
-        }
-    }
-    args
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

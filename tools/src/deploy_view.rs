@@ -46,12 +46,7 @@ pub fn node_word(s: NodeState) -> &'static str {
 impl Progress {
     /// A view; `tty` redraws a table in place, otherwise lines are appended.
     pub fn new(tty: bool) -> Progress {
-        Progress {
-            tty,
-            order: Vec::new(),
-            rows: BTreeMap::new(),
-            drawn: 0,
-        }
+        Progress { tty, order: Vec::new(), rows: BTreeMap::new(), drawn: 0 }
     }
 
     /// Takes one event.
@@ -61,31 +56,15 @@ impl Progress {
                 for (i, b) in batches.iter().enumerate() {
                     for n in b {
                         self.order.push(n.clone());
-                        self.rows.insert(
-                            n.clone(),
-                            Row {
-                                batch: i,
-                                step: "-".into(),
-                                state: "waiting".into(),
-                            },
-                        );
+                        self.rows.insert(n.clone(), Row { batch: i, step: "-".into(), state: "waiting".into() });
                     }
                 }
                 if !self.tty {
                     let sizes: Vec<String> = batches.iter().map(|b| b.len().to_string()).collect();
-                    println!(
-                        "plan: {} servers in {} batches ({})",
-                        self.order.len(),
-                        batches.len(),
-                        sizes.join(" + ")
-                    );
+                    println!("plan: {} servers in {} batches ({})", self.order.len(), batches.len(), sizes.join(" + "));
                 }
             }
-            RolloutEvent::BatchStarted {
-                index,
-                nodes,
-                request_id,
-            } => {
+            RolloutEvent::BatchStarted { index, nodes, request_id } => {
                 if !self.tty {
                     println!("batch {index}: {} (request {request_id})", nodes.join(", "));
                 }
@@ -98,18 +77,9 @@ impl Progress {
             RolloutEvent::Step { reply } => {
                 let step = reply.step.clone().unwrap_or_default();
                 if !self.tty {
-                    println!(
-                        "  {:<20} {:<12} {}",
-                        reply.node,
-                        step,
-                        state_word(reply.state)
-                    );
+                    println!("  {:<20} {:<12} {}", reply.node, step, state_word(reply.state));
                     // The tail of what the hook said (its last lines), indented.
-                    let out = if reply.state == StepState::Failed && !reply.stderr.is_empty() {
-                        &reply.stderr
-                    } else {
-                        &reply.stdout
-                    };
+                    let out = if reply.state == StepState::Failed && !reply.stderr.is_empty() { &reply.stderr } else { &reply.stdout };
                     let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
                     for l in &lines[lines.len().saturating_sub(3)..] {
                         println!("  {:<20} {:<12} | {l}", "", "");
@@ -122,16 +92,7 @@ impl Progress {
             }
             RolloutEvent::NodeDone { result } => {
                 if !self.tty {
-                    println!(
-                        "  {:<20} done         {}{}",
-                        result.node,
-                        node_word(result.state),
-                        result
-                            .error
-                            .as_deref()
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default()
-                    );
+                    println!("  {:<20} done         {}{}", result.node, node_word(result.state), result.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default());
                 }
                 if let Some(r) = self.rows.get_mut(&result.node) {
                     r.state = node_word(result.state).into();
@@ -158,11 +119,7 @@ impl Progress {
         }
         for n in &self.order {
             let r = &self.rows[n];
-            let _ = writeln!(
-                out,
-                "\x1b[2K{:<24} batch {:<3} {:<12} {}",
-                n, r.batch, r.step, r.state
-            );
+            let _ = writeln!(out, "\x1b[2K{:<24} batch {:<3} {:<12} {}", n, r.batch, r.step, r.state);
         }
         self.drawn = self.order.len();
         let _ = out.flush();
@@ -172,40 +129,18 @@ impl Progress {
 /// The summary table printed at the end.
 pub fn summary(report: &RolloutReport) -> String {
     let mut s = String::new();
-    s.push_str(&format!(
-        "{:<24} {:<12} {:<28} {:>8}  {}\n",
-        "SERVER", "RESULT", "LIVE", "TIME", "ERROR"
-    ));
+    s.push_str(&format!("{:<24} {:<12} {:<28} {:>8}  {}\n", "SERVER", "RESULT", "LIVE", "TIME", "ERROR"));
     for n in &report.nodes {
-        let live = n
-            .live
-            .clone()
-            .or_else(|| n.previous.clone())
-            .unwrap_or_else(|| "-".into());
+        let live = n.live.clone().or_else(|| n.previous.clone()).unwrap_or_else(|| "-".into());
         let time = match n.elapsed_ms {
             0 => "-".into(),
             ms if ms < 1000 => format!("{ms}ms"),
             ms => format!("{:.1}s", ms as f64 / 1000.0),
         };
-        s.push_str(&format!(
-            "{:<24} {:<12} {:<28} {:>8}  {}\n",
-            n.node,
-            node_word(n.state),
-            live,
-            time,
-            n.error.as_deref().unwrap_or("")
-        ));
+        s.push_str(&format!("{:<24} {:<12} {:<28} {:>8}  {}\n", n.node, node_word(n.state), live, time, n.error.as_deref().unwrap_or("")));
     }
-    let ok = report
-        .nodes
-        .iter()
-        .filter(|n| n.state == NodeState::Ok)
-        .count();
-    s.push_str(&format!(
-        "{ok}/{} ok in {:.1}s",
-        report.nodes.len(),
-        report.duration_ms as f64 / 1000.0
-    ));
+    let ok = report.nodes.iter().filter(|n| n.state == NodeState::Ok).count();
+    s.push_str(&format!("{ok}/{} ok in {:.1}s", report.nodes.len(), report.duration_ms as f64 / 1000.0));
     if let Some(r) = &report.stopped {
         s.push_str(&format!("; stopped: {r}"));
     }

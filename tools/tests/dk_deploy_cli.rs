@@ -21,9 +21,7 @@ fn dk(bin: &str) -> Command {
         _ => unreachable!(),
     };
     let mut c = Command::new(path);
-    c.env_remove("DK_BROKER_URL")
-        .env_remove("DK_DEPLOY_KEY")
-        .env("HOME", std::env::temp_dir());
+    c.env_remove("DK_BROKER_URL").env_remove("DK_DEPLOY_KEY").env("HOME", std::env::temp_dir());
     c
 }
 
@@ -68,33 +66,20 @@ fn agent(config: &Path) -> Proc {
 }
 
 fn live(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join("current/version"))
-        .ok()
-        .map(|s| s.trim().to_owned())
+    std::fs::read_to_string(dir.join("current/version")).ok().map(|s| s.trim().to_owned())
 }
 
 #[test]
 fn keygen_writes_a_0600_key_prints_the_public_half_and_never_overwrites() {
     let dir = TmpDir::new("keygen");
     let key = dir.0.join("k.pem");
-    let out = dk("dk-deploy")
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = dk("dk-deploy").args(["keygen", "--out"]).arg(&key).output().unwrap();
     assert!(out.status.success());
     let public = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(public.starts_with("ed25519:"), "{public}");
     assert_eq!(SecretKey::load(&key).unwrap().public().to_string(), public);
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let again = dk("dk-deploy")
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = dk("dk-deploy").args(["keygen", "--out"]).arg(&key).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
 }
@@ -105,48 +90,22 @@ fn usage_errors_exit_2_before_touching_the_bus() {
     let key = dir.0.join("k.pem");
     SecretKey::generate().unwrap().save(&key).unwrap();
     let run = |args: &[&str]| {
-        let out = dk("dk-deploy")
-            .args(args)
-            .arg("--key")
-            .arg(&key)
-            .args(["--broker", "stomp://127.0.0.1:1"])
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = dk("dk-deploy").args(args).arg("--key").arg(&key).args(["--broker", "stomp://127.0.0.1:1"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let (code, err) = run(&[
-        "deploy",
-        "--site",
-        "www",
-        "--tag=--upload-pack=touch /tmp/pwned",
-        "--yes",
-    ]);
+    let (code, err) = run(&["deploy", "--site", "www", "--tag=--upload-pack=touch /tmp/pwned", "--yes"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not a valid tag"), "{err}");
-    let (code, err) = run(&[
-        "deploy", "--site", "www", "--tag", "v1", "-I", "/(/", "--yes",
-    ]);
+    let (code, err) = run(&["deploy", "--site", "www", "--tag", "v1", "-I", "/(/", "--yes"]);
     assert_eq!((code, err.contains("bad regex")), (Some(2), true), "{err}");
     let (code, err) = run(&["deploy", "--site", "www", "--tag", "v1", "--batch", "0"]);
     assert_eq!(code, Some(2), "{err}");
-    let out = dk("dk-deploy")
-        .args(["status", "--site", "www", "--key"])
-        .arg(dir.0.join("missing.pem"))
-        .output()
-        .unwrap();
+    let out = dk("dk-deploy").args(["status", "--site", "www", "--key"]).arg(dir.0.join("missing.pem")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dk-deploy keygen"));
     let help = dk("dk-deploy").arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    assert!(
-        text.contains("Examples")
-            && text.contains("Exit codes")
-            && text.contains("--canary 1 --batch 25%"),
-        "{text}"
-    );
+    assert!(text.contains("Examples") && text.contains("Exit codes") && text.contains("--canary 1 --batch 25%"), "{text}");
 }
 
 #[test]
@@ -157,36 +116,14 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
     let key_path = dir.0.join("ops.pem");
     key.save(&key_path).unwrap();
     let config = setup(&dir.0, &key, &url);
-    let check = dk("dk-agent")
-        .arg("--check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let check = dk("dk-agent").arg("--check").arg("--config").arg(&config).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(String::from_utf8_lossy(&check.stdout).contains("site www"));
     let _agent = agent(&config);
     let audit = dir.0.join("audit.log");
     let deploy = |tag: &str, extra: &[&str]| {
         dk("dk-deploy")
-            .args([
-                "deploy",
-                "--site",
-                "www",
-                "--tag",
-                tag,
-                "--expect",
-                "1",
-                "--discovery-timeout",
-                "20s",
-                "--json",
-                "--user",
-                "ann",
-            ])
+            .args(["deploy", "--site", "www", "--tag", tag, "--expect", "1", "--discovery-timeout", "20s", "--json", "--user", "ann"])
             .args(extra)
             .arg("--key")
             .arg(&key_path)
@@ -198,91 +135,39 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
     };
     // Without --yes and without a terminal: refused, nothing deployed.
     let out = deploy("v1", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
     assert_eq!(live(&dir.0), None);
 
     let out = deploy("v1", &["--yes"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["nodes"][0]["node"], "web01");
     assert_eq!(report["nodes"][0]["state"], "ok");
     assert_eq!(live(&dir.0).as_deref(), Some("v1"));
-    let line: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(&audit)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        (
-            line["user"].as_str(),
-            line["action"].as_str(),
-            line["tag"].as_str(),
-            line["result"].as_str()
-        ),
-        (Some("ann"), Some("deploy"), Some("v1"), Some("ok"))
-    );
-    assert_eq!(
-        line["key"].as_str(),
-        Some(key.public().to_string().as_str())
-    );
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&audit).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!((line["user"].as_str(), line["action"].as_str(), line["tag"].as_str(), line["result"].as_str()), (Some("ann"), Some("deploy"), Some("v1"), Some("ok")));
+    assert_eq!(line["key"].as_str(), Some(key.public().to_string().as_str()));
 
     // A failing pre-deploy: exit 1, still on v1, audit says failed.
     script(&dir.0.join("hooks/pre-deploy"), "exit 4");
     let out = deploy("v2", &["--yes"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(live(&dir.0).as_deref(), Some("v1"));
-    let last = std::fs::read_to_string(&audit)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let last = std::fs::read_to_string(&audit).unwrap().lines().last().unwrap().to_owned();
     assert!(last.contains("\"failed\":[\"web01\"]"), "{last}");
 
     // Dry run prints the log and changes nothing.
     std::fs::remove_file(dir.0.join("hooks/pre-deploy")).unwrap();
     let out = dk("dk-deploy")
-        .args([
-            "deploy",
-            "--site",
-            "www",
-            "--tag",
-            "v2",
-            "--dry-run",
-            "--expect",
-            "1",
-            "--discovery-timeout",
-            "20s",
-            "--key",
-        ])
+        .args(["deploy", "--site", "www", "--tag", "v2", "--dry-run", "--expect", "1", "--discovery-timeout", "20s", "--key"])
         .arg(&key_path)
         .args(["--broker", &url])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("web01: www_v1 -> v2") && text.contains("release 2"),
-        "{text}"
-    );
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("web01: www_v1 -> v2") && text.contains("release 2"), "{text}");
     assert_eq!(live(&dir.0).as_deref(), Some("v1"));
 }
 
@@ -293,42 +178,18 @@ async fn an_agent_killed_mid_deploy_recovers_on_restart() {
     let key = SecretKey::generate().unwrap();
     let config = setup(&dir.0, &key, &url);
     let mut first = agent(&config);
-    let client = Client::connect(ClientConfig::new(&url).unwrap())
-        .await
-        .unwrap();
-    let controller = Controller::new(client, ControllerConfig::new("ann", Some(key)))
-        .await
-        .unwrap();
-    let one = Window {
-        timeout: Duration::from_secs(20),
-        expect: Some(1),
-    };
+    let client = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
+    let controller = Controller::new(client, ControllerConfig::new("ann", Some(key))).await.unwrap();
+    let one = Window { timeout: Duration::from_secs(20), expect: Some(1) };
     // v1 live.
-    let req = controller.request(
-        DeployAction::Deploy,
-        Some("www"),
-        Some("v1"),
-        Filters::default(),
-    );
+    let req = controller.request(DeployAction::Deploy, Some("www"), Some("v1"), Filters::default());
     let r = controller.gather(&req, one).await.unwrap();
     assert_eq!(r[0].state, StepState::Ok, "{r:?}");
     // v2 stops inside pre-link (after the checkout), holding the lock.
     let fifo = dir.0.join("go");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
-    script(
-        &dir.0.join("hooks/pre-link"),
-        &format!("read line < {}", fifo.display()),
-    );
-    let req = controller.request(
-        DeployAction::Deploy,
-        Some("www"),
-        Some("v2"),
-        Filters::default(),
-    );
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    script(&dir.0.join("hooks/pre-link"), &format!("read line < {}", fifo.display()));
+    let req = controller.request(DeployAction::Deploy, Some("www"), Some("v2"), Filters::default());
     let mut pending = controller.send(&req).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -337,10 +198,7 @@ async fn an_agent_killed_mid_deploy_recovers_on_restart() {
             break;
         }
     }
-    assert!(
-        dir.0.join("releases/www_v2").is_dir(),
-        "checked out before pre-link"
-    );
+    assert!(dir.0.join("releases/www_v2").is_dir(), "checked out before pre-link");
     assert!(dir.0.join("releases/.deploykit/lock.json").exists());
     first.signal("KILL");
     let _ = first.child.wait();
@@ -349,24 +207,13 @@ async fn an_agent_killed_mid_deploy_recovers_on_restart() {
     std::fs::remove_file(dir.0.join("hooks/pre-link")).unwrap();
 
     let _second = agent(&config);
-    let st = controller
-        .status("www", Filters::default(), one)
-        .await
-        .unwrap();
+    let st = controller.status("www", Filters::default(), one).await.unwrap();
     assert_eq!(st[0].data["current"], "www_v1", "{st:?}");
     assert!(st[0].data["lock"].is_null(), "lock freed: {st:?}");
     assert_eq!(live(&dir.0).as_deref(), Some("v1"));
-    assert!(
-        !dir.0.join("releases/www_v2").exists(),
-        "half-made release removed"
-    );
+    assert!(!dir.0.join("releases/www_v2").exists(), "half-made release removed");
     // And the site deploys again.
-    let req = controller.request(
-        DeployAction::Deploy,
-        Some("www"),
-        Some("v2"),
-        Filters::default(),
-    );
+    let req = controller.request(DeployAction::Deploy, Some("www"), Some("v2"), Filters::default());
     let r = controller.gather(&req, one).await.unwrap();
     assert_eq!(r[0].state, StepState::Ok, "{r:?}");
     assert_eq!(live(&dir.0).as_deref(), Some("v2"));
@@ -377,7 +224,10 @@ fn the_example_agent_config_checks_out_once_its_key_is_real() {
     let dir = TmpDir::new("example");
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agent.toml")).unwrap();
     let key = SecretKey::generate().unwrap().public().to_string();
-    let text = text.replace("ed25519:REPLACE-WITH-THE-OUTPUT-OF-dk-deploy-keygen=", &key).replace("deploy = [\"ops\", \"web\"]", "deploy = [\"ops\"]").replace("rollback = [\"ops\", \"web\"]", "rollback = [\"ops\"]");
+    let text = text
+        .replace("ed25519:REPLACE-WITH-THE-OUTPUT-OF-dk-deploy-keygen=", &key)
+        .replace("deploy = [\"ops\", \"web\"]", "deploy = [\"ops\"]")
+        .replace("rollback = [\"ops\", \"web\"]", "rollback = [\"ops\"]");
     let path = dir.0.join("agent.toml");
     std::fs::write(&path, text).unwrap();
     let out = dk("dk-agent").arg("--check").arg("--config").arg(&path).output().unwrap();

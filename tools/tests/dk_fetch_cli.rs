@@ -18,37 +18,17 @@ fn tmp(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn check_on_a_broken_config_exits_1_naming_the_line() {
-    let p = tmp(
-        "syntax",
-        "node = \"web01\"\n\n[repos.site]\npath = /srv/git/site\n",
-    );
-    let out = dk_fetch()
-        .arg("--check")
-        .arg("--config")
-        .arg(&p)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let p = tmp("syntax", "node = \"web01\"\n\n[repos.site]\npath = /srv/git/site\n");
+    let out = dk_fetch().arg("--check").arg("--config").arg(&p).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains(&format!("{}:4:", p.display())),
-        "names the file and line 4: {text}"
-    );
+    assert!(text.contains(&format!("{}:4:", p.display())), "names the file and line 4: {text}");
 }
 
 #[test]
 fn check_on_a_missing_repo_path_exits_1_naming_the_key() {
     let p = tmp("path", "node = \"web01\"\n[repos.site]\npath = \"/nonexistent/dk-fetch-test\"\nmode = \"normal\"\n");
-    let out = dk_fetch()
-        .arg("--check")
-        .arg("--config")
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = dk_fetch().arg("--check").arg("--config").arg(&p).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("repos.site"), "{text}");
@@ -59,27 +39,15 @@ fn help_has_examples_and_exit_codes() {
     let out = dk_fetch().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(
-        text.contains("--once") && text.contains("Exit codes"),
-        "{text}"
-    );
+    assert!(text.contains("--once") && text.contains("Exit codes"), "{text}");
 }
 
 #[test]
 fn once_without_a_broker_fetches_and_reports_failure() {
     let p = tmp("once", "node = \"web01\"\n[broker]\nurl = \"stomp://127.0.0.1:1\"\n[repos.site]\npath = \"/nonexistent/dk-fetch-test\"\nmode = \"normal\"\n");
-    let out = dk_fetch()
-        .args(["--once", "--connect-attempts", "1", "--config"])
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = dk_fetch().args(["--once", "--connect-attempts", "1", "--config"]).arg(&p).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(1), "{text} {}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("site: FAILED"), "{text}");
 }
 
@@ -107,37 +75,16 @@ fn make_repo(root: &Path, name: &str) -> PathBuf {
     let clone = root.join("server").join(name);
     std::fs::create_dir_all(root.join("server")).unwrap();
     git(root, &["init", "-q", "--bare", central.to_str().unwrap()]);
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            central.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
+    git(root, &["clone", "-q", central.to_str().unwrap(), work.to_str().unwrap()]);
     commit_and_push(root, name, "first");
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            central.to_str().unwrap(),
-            clone.to_str().unwrap(),
-        ],
-    );
+    git(root, &["clone", "-q", central.to_str().unwrap(), clone.to_str().unwrap()]);
     clone
 }
 
 /// Commits in the work clone and pushes to master; returns (oldrev, newrev).
 fn commit_and_push(root: &Path, name: &str, text: &str) -> (String, String) {
     let work = root.join(format!("work-{name}"));
-    let head = Command::new("git")
-        .arg("-C")
-        .arg(&work)
-        .args(["rev-parse", "--verify", "-q", "HEAD"])
-        .output()
-        .unwrap();
+    let head = Command::new("git").arg("-C").arg(&work).args(["rev-parse", "--verify", "-q", "HEAD"]).output().unwrap();
     let old = String::from_utf8_lossy(&head.stdout).trim().to_owned();
     std::fs::write(work.join("file.txt"), text).unwrap();
     git(&work, &["add", "file.txt"]);
@@ -147,14 +94,7 @@ fn commit_and_push(root: &Path, name: &str, text: &str) -> (String, String) {
 }
 
 fn has_commit(clone: &Path, rev: &str) -> bool {
-    Command::new("git")
-        .arg("-C")
-        .arg(clone)
-        .args(["cat-file", "-e", &format!("{rev}^{{commit}}")])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    Command::new("git").arg("-C").arg(clone).args(["cat-file", "-e", &format!("{rev}^{{commit}}")]).stderr(Stdio::null()).status().unwrap().success()
 }
 
 /// The next FetchResult on `sub` matching `pred` (10 s bound).
@@ -169,9 +109,7 @@ async fn result(sub: &mut Subscription, pred: impl Fn(&FetchResult) -> bool) -> 
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .expect("the awaited FetchResult within 10 s")
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the awaited FetchResult within 10 s")
 }
 
 const LEGACY_YAML: &str = "\
@@ -199,68 +137,28 @@ fn import_legacy_prints_toml_that_check_parses() {
     let dir = TmpDir::new("import");
     let yaml = dir.0.join("stomp-git.yaml");
     std::fs::write(&yaml, LEGACY_YAML).unwrap();
-    let out = dk_fetch()
-        .arg("--import-legacy")
-        .arg(&yaml)
-        .output()
-        .unwrap();
+    let out = dk_fetch().arg("--import-legacy").arg(&yaml).output().unwrap();
     let toml = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{toml} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (name, mode) in [
-        ("site", "normal"),
-        ("docs", "trusting"),
-        ("puppet", "puppetmaster"),
-    ] {
-        assert!(
-            toml.contains(&format!("[repos.{name}]"))
-                || toml.contains(&format!("[repos.\"{name}\"]")),
-            "names {name}: {toml}"
-        );
-        assert!(
-            toml.contains(&format!("mode = \"{mode}\"")),
-            "mode {mode}: {toml}"
-        );
+    assert!(out.status.success(), "{toml} {}", String::from_utf8_lossy(&out.stderr));
+    for (name, mode) in [("site", "normal"), ("docs", "trusting"), ("puppet", "puppetmaster")] {
+        assert!(toml.contains(&format!("[repos.{name}]")) || toml.contains(&format!("[repos.\"{name}\"]")), "names {name}: {toml}");
+        assert!(toml.contains(&format!("mode = \"{mode}\"")), "mode {mode}: {toml}");
     }
-    assert!(
-        toml.contains("/etc/puppet/environments") && toml.contains("user = \"puppet\""),
-        "{toml}"
-    );
+    assert!(toml.contains("/etc/puppet/environments") && toml.contains("user = \"puppet\""), "{toml}");
 
     let file = dir.0.join("fetch.toml");
     std::fs::write(&file, &toml).unwrap();
-    let out = dk_fetch()
-        .arg("--check")
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = dk_fetch().arg("--check").arg("--config").arg(&file).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // The paths do not exist here: problems about them are expected, a syntax error is not.
     let prefix = format!("{}:", file.display());
     for line in text.lines() {
-        assert!(
-            line.starts_with(&prefix),
-            "every line names the file: {line:?}\n{text}"
-        );
+        assert!(line.starts_with(&prefix), "every line names the file: {line:?}\n{text}");
         let rest = &line[prefix.len()..];
-        assert!(
-            !rest.starts_with(|c: char| c.is_ascii_digit()),
-            "no syntax error (file:LINE:): {line}\n{text}"
-        );
+        assert!(!rest.starts_with(|c: char| c.is_ascii_digit()), "no syntax error (file:LINE:): {line}\n{text}");
     }
     assert!(matches!(out.status.code(), Some(0) | Some(1)), "{text}");
-    assert!(
-        !text.contains("unknown field") && !text.contains("invalid"),
-        "{text}"
-    );
+    assert!(!text.contains("unknown field") && !text.contains("invalid"), "{text}");
 }
 
 fn daemon_config(url: &str, topics: &str, repos: &[(&str, &Path)]) -> String {
@@ -268,10 +166,7 @@ fn daemon_config(url: &str, topics: &str, repos: &[(&str, &Path)]) -> String {
         "node = \"web01\"\ncommits_topic = \"/topic/{topics}.commits\"\nevents_topic = \"/topic/{topics}.events\"\nresults_topic = \"/topic/{topics}.results\"\nreconcile_interval = \"off\"\n[broker]\nurl = \"{url}\"\n"
     );
     for (name, path) in repos {
-        text.push_str(&format!(
-            "[repos.{name}]\npath = {:?}\nmode = \"normal\"\n",
-            path.to_str().unwrap()
-        ));
+        text.push_str(&format!("[repos.{name}]\npath = {:?}\nmode = \"normal\"\n", path.to_str().unwrap()));
     }
     text
 }
@@ -287,55 +182,34 @@ async fn sighup_reloads_a_real_process_keeps_the_old_config_when_broken_and_sigt
     let file = root.join("fetch.toml");
     std::fs::write(&file, daemon_config(&url, &topics, &[("one", &one)])).unwrap();
 
-    let observer = Client::connect(ClientConfig::new(&url).unwrap())
-        .await
-        .unwrap();
-    let mut results = observer
-        .subscribe(
-            &format!("/topic/{topics}.results"),
-            SubscribeOptions::default(),
-        )
-        .await
-        .unwrap();
+    let observer = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
+    let mut results = observer.subscribe(&format!("/topic/{topics}.results"), SubscribeOptions::default()).await.unwrap();
 
     let mut cmd = dk_fetch();
     cmd.arg("-v").arg("--config").arg(&file);
     let mut daemon = Proc::spawn(cmd);
     // Ready: subscribed to the commit topic, then the start-up reconcile (which follows the subscription) logged.
     daemon.line(Duration::from_secs(15), |l| l.contains("dk-fetch started"));
-    daemon.line(Duration::from_secs(15), |l| {
-        l.contains("fetched") && l.contains("one") && l.contains("startup")
-    });
+    daemon.line(Duration::from_secs(15), |l| l.contains("fetched") && l.contains("one") && l.contains("startup"));
     let r = result(&mut results, |r| r.repo == "one" && r.trigger == "startup").await;
     assert!(r.ok, "{r:?}");
 
     // A commit lands in "two" before the daemon knows "two": the reload must fetch it.
     let (_, new_two) = commit_and_push(&root, "two", "second");
     assert!(!has_commit(&two, &new_two));
-    std::fs::write(
-        &file,
-        daemon_config(&url, &topics, &[("one", &one), ("two", &two)]),
-    )
-    .unwrap();
+    std::fs::write(&file, daemon_config(&url, &topics, &[("one", &one), ("two", &two)])).unwrap();
     daemon.signal("HUP");
-    daemon.line(Duration::from_secs(10), |l| {
-        l.contains("configuration reloaded")
-    });
+    daemon.line(Duration::from_secs(10), |l| l.contains("configuration reloaded"));
     let r = result(&mut results, |r| r.repo == "two").await;
     assert!(r.ok, "{r:?}");
     assert_eq!(r.trigger, "reload");
     assert_eq!(r.new_head.as_deref(), Some(new_two.as_str()));
-    assert!(
-        has_commit(&two, &new_two),
-        "the added repo's clone has the pushed commit"
-    );
+    assert!(has_commit(&two, &new_two), "the added repo's clone has the pushed commit");
 
     // A broken config on SIGHUP: refused, the old one (with "two") stays in force.
     std::fs::write(&file, "node = \"web01\"\n[repos.two]\npath = /not/quoted\n").unwrap();
     daemon.signal("HUP");
-    daemon.line(Duration::from_secs(10), |l| {
-        l.contains("new configuration refused; the old one stays")
-    });
+    daemon.line(Duration::from_secs(10), |l| l.contains("new configuration refused; the old one stays"));
     let (old, new) = commit_and_push(&root, "two", "third");
     let commit = Commit {
         repo: "two".into(),
@@ -365,10 +239,7 @@ async fn sighup_reloads_a_real_process_keeps_the_old_config_when_broken_and_sigt
         if let Some(st) = daemon.child.try_wait().unwrap() {
             break st;
         }
-        assert!(
-            Instant::now() < deadline,
-            "dk-fetch still running 10 s after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "dk-fetch still running 10 s after SIGTERM");
         // Draining stderr lines is the wait; it also bounds the loop's pace.
         let _ = daemon.lines.recv_timeout(Duration::from_millis(50));
     };

@@ -81,7 +81,13 @@ fn responder() -> (String, mpsc::Receiver<String>) {
 async fn sigterm_fires_the_trigger_still_in_its_quiet_period() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
     let (base, requests) = responder();
-    let p = tmp("sigterm", &format!("quiet_period = \"1h\"\n[broker]\nurl = \"{}\"\n[jenkins]\nurl = \"{base}\"\n[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JOB_TOKEN\"\n", broker.url()));
+    let p = tmp(
+        "sigterm",
+        &format!(
+            "quiet_period = \"1h\"\n[broker]\nurl = \"{}\"\n[jenkins]\nurl = \"{base}\"\n[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JOB_TOKEN\"\n",
+            broker.url()
+        ),
+    );
     let mut child = dk_jenkins().arg("-v").arg("--config").arg(&p).env("DK_TEST_JOB_TOKEN", "tok").stderr(Stdio::piped()).spawn().unwrap();
     let (line_tx, lines) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();

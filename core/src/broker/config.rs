@@ -51,10 +51,7 @@ impl fmt::Debug for BrokerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerConfig")
             .field("listen", &self.listen)
-            .field(
-                "users",
-                &self.users.as_ref().map(|u| format!("<{} users>", u.len())),
-            )
+            .field("users", &self.users.as_ref().map(|u| format!("<{} users>", u.len())))
             .field("heartbeat_ms", &self.heartbeat_ms)
             .field("max_queue_len", &self.max_queue_len)
             .field("max_outbox_bytes", &self.max_outbox_bytes)

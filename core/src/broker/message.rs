@@ -10,16 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::OnceLock;
 
 /// Headers a client may not set on a delivered MESSAGE (the broker sets or drops them).
-const STRIPPED: [&str; 8] = [
-    "passcode",
-    "receipt",
-    "transaction",
-    "subscription",
-    "message-id",
-    "ack",
-    "redelivered",
-    "destination",
-];
+const STRIPPED: [&str; 8] = ["passcode", "receipt", "transaction", "subscription", "message-id", "ack", "redelivered", "destination"];
 
 /// One message as published, ready to be delivered any number of times.
 #[derive(Debug)]
@@ -42,12 +33,7 @@ impl Message {
                 headers.remove(name);
             }
         }
-        Message {
-            destination,
-            headers,
-            body,
-            blocks: Default::default(),
-        }
+        Message { destination, headers, body, blocks: Default::default() }
     }
 
     /// An estimate of the bytes one delivery of this message takes in an outbox.
@@ -66,8 +52,7 @@ impl Message {
     }
 
     fn encode_block(&self, version: Version) -> Bytes {
-        let mut dst =
-            BytesMut::with_capacity(64 + self.destination.len() + self.headers.len() * 32);
+        let mut dst = BytesMut::with_capacity(64 + self.destination.len() + self.headers.len() * 32);
         put_header(&mut dst, "destination", &self.destination, version);
         for (name, value) in self.headers.iter() {
             if !put_header(&mut dst, name, value, version) {
@@ -107,22 +92,9 @@ mod tests {
 
     #[test]
     fn block_escapes_per_version_and_strips_broker_headers() {
-        let headers: Headers = [
-            ("passcode", "secret"),
-            ("a:b", "x\ny"),
-            ("k", "v:w"),
-            ("receipt", "9"),
-        ]
-        .into_iter()
-        .collect();
+        let headers: Headers = [("passcode", "secret"), ("a:b", "x\ny"), ("k", "v:w"), ("receipt", "9")].into_iter().collect();
         let m = Message::new("/topic/t".into(), headers, Bytes::from_static(b"hi"));
-        assert_eq!(
-            &m.block(Version::V1_2)[..],
-            b"destination:/topic/t\na\\cb:x\\ny\nk:v\\cw\ncontent-length:2\n\n"
-        );
-        assert_eq!(
-            &m.block(Version::V1_0)[..],
-            b"destination:/topic/t\nk:v:w\ncontent-length:2\n\n"
-        );
+        assert_eq!(&m.block(Version::V1_2)[..], b"destination:/topic/t\na\\cb:x\\ny\nk:v\\cw\ncontent-length:2\n\n");
+        assert_eq!(&m.block(Version::V1_0)[..], b"destination:/topic/t\nk:v:w\ncontent-length:2\n\n");
     }
 }

@@ -117,17 +117,8 @@ impl Broker {
         let local_addr = listener.local_addr()?;
         let shared = Shared::new(config);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(server::run(
-            listener,
-            shared.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        Ok(BrokerHandle {
-            local_addr,
-            stop,
-            task: Some(task),
-            shared,
-        })
+        let task = tokio::spawn(server::run(listener, shared.clone(), stop.clone().cancelled_owned()));
+        Ok(BrokerHandle { local_addr, stop, task: Some(task), shared })
     }
 }
 

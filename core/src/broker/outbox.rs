@@ -87,23 +87,9 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// A new outbox and the receiver its writer drains.
-    pub fn new(
-        session: u64,
-        limit: usize,
-        kill: CancellationToken,
-    ) -> (Arc<Outbox>, mpsc::UnboundedReceiver<Out>) {
+    pub fn new(session: u64, limit: usize, kill: CancellationToken) -> (Arc<Outbox>, mpsc::UnboundedReceiver<Out>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Arc::new(Outbox {
-                tx,
-                queued: AtomicUsize::new(0),
-                limit,
-                room: Notify::new(),
-                kill,
-                session,
-            }),
-            rx,
-        )
+        (Arc::new(Outbox { tx, queued: AtomicUsize::new(0), limit, room: Notify::new(), kill, session }), rx)
     }
 
     /// Queues an item; returns true when the outbox is now over its limit.

@@ -48,18 +48,12 @@ pub(crate) struct ProtoError {
 impl ProtoError {
     /// An error with a message only.
     pub fn new(message: impl Into<Cow<'static, str>>) -> ProtoError {
-        ProtoError {
-            message: message.into(),
-            detail: None,
-        }
+        ProtoError { message: message.into(), detail: None }
     }
 
     /// An error with a message and a body.
     pub fn detail(message: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> ProtoError {
-        ProtoError {
-            message: message.into(),
-            detail: Some(detail.into()),
-        }
+        ProtoError { message: message.into(), detail: Some(detail.into()) }
     }
 }
 
@@ -108,15 +102,7 @@ struct Queue {
 
 impl Queue {
     fn new(owner: Option<u64>) -> Queue {
-        Queue {
-            backlog: VecDeque::new(),
-            subs: Vec::new(),
-            next: 0,
-            owner,
-            dropped: 0,
-            room: Arc::new(Notify::new()),
-            overflowing: false,
-        }
+        Queue { backlog: VecDeque::new(), subs: Vec::new(), next: 0, owner, dropped: 0, room: Arc::new(Notify::new()), overflowing: false }
     }
 
     /// Drops the oldest messages beyond `max`, with a warning now and then.
@@ -129,12 +115,7 @@ impl Queue {
         let before = self.dropped;
         self.dropped += excess as u64;
         if before == 0 || before / 1000 != self.dropped / 1000 {
-            warn!(
-                queue = name,
-                dropped_total = self.dropped,
-                max_queue_len = max,
-                "queue full: oldest messages dropped"
-            );
+            warn!(queue = name, dropped_total = self.dropped, max_queue_len = max, "queue full: oldest messages dropped");
         }
     }
 }
@@ -183,39 +164,18 @@ struct SessionState {
 
 impl SessionState {
     /// Sends `msg` to subscription `sub_no` now (the caller checked credit).
-    fn deliver(
-        &mut self,
-        sub_no: u32,
-        msg: Arc<Message>,
-        redelivered: bool,
-        waits: &mut Vec<Wait>,
-    ) {
+    fn deliver(&mut self, sub_no: u32, msg: Arc<Message>, redelivered: bool, waits: &mut Vec<Wait>) {
         let Some(sub) = self.subs.get_mut(&sub_no) else {
             return;
         };
         self.next_tag += 1;
         let tag = self.next_tag;
         if sub.ack != AckMode::Auto {
-            self.unacked.insert(
-                tag,
-                Unacked {
-                    sub: sub_no,
-                    msg: msg.clone(),
-                },
-            );
+            self.unacked.insert(tag, Unacked { sub: sub_no, msg: msg.clone() });
             sub.in_flight += 1;
         }
-        let full = self.outbox.push(Out::Deliver(Delivery {
-            msg,
-            sub: sub.info.clone(),
-            tag,
-            redelivered,
-        }));
-        if full
-            && !waits
-                .iter()
-                .any(|w| matches!(w, Wait::Outbox(o) if Arc::ptr_eq(o, &self.outbox)))
-        {
+        let full = self.outbox.push(Out::Deliver(Delivery { msg, sub: sub.info.clone(), tag, redelivered }));
+        if full && !waits.iter().any(|w| matches!(w, Wait::Outbox(o) if Arc::ptr_eq(o, &self.outbox))) {
             waits.push(Wait::Outbox(self.outbox.clone()));
         }
     }
@@ -267,34 +227,16 @@ pub struct BrokerStats {
 }
 
 /// Delivers a queue's messages to subscribers with credit, round-robin.
-fn pump_queue(
-    queue: &mut Queue,
-    sessions: &mut HashMap<u64, SessionState>,
-    max: usize,
-    waits: &mut Vec<Wait>,
-) {
+fn pump_queue(queue: &mut Queue, sessions: &mut HashMap<u64, SessionState>, max: usize, waits: &mut Vec<Wait>) {
     while !queue.backlog.is_empty() && !queue.subs.is_empty() {
         let n = queue.subs.len();
-        let credit = |key: &SubKey| {
-            sessions
-                .get(&key.session)
-                .and_then(|s| s.subs.get(&key.sub))
-                .is_some_and(Sub::has_credit)
-        };
-        let not_full = |key: &SubKey| {
-            sessions
-                .get(&key.session)
-                .is_some_and(|s| !s.outbox.is_full())
-        };
+        let credit = |key: &SubKey| sessions.get(&key.session).and_then(|s| s.subs.get(&key.sub)).is_some_and(Sub::has_credit);
+        let not_full = |key: &SubKey| sessions.get(&key.session).is_some_and(|s| !s.outbox.is_full());
         let start = queue.next % n;
         let pick = (0..n)
             .map(|i| (start + i) % n)
             .find(|&i| credit(&queue.subs[i]) && not_full(&queue.subs[i]))
-            .or_else(|| {
-                (0..n)
-                    .map(|i| (start + i) % n)
-                    .find(|&i| credit(&queue.subs[i]))
-            });
+            .or_else(|| (0..n).map(|i| (start + i) % n).find(|&i| credit(&queue.subs[i])));
         let Some(i) = pick else { break };
         queue.next = (i + 1) % n;
         let key = queue.subs[i];
@@ -339,10 +281,7 @@ fn detach(state: &mut State, key: SubKey, dest: &Dest) {
 fn requeue(state: &mut State, name: &str, msgs: Vec<Arc<Message>>) {
     if let Some(q) = state.queues.get_mut(name) {
         for msg in msgs.into_iter().rev() {
-            q.backlog.push_front(Queued {
-                msg,
-                redelivered: true,
-            });
+            q.backlog.push_front(Queued { msg, redelivered: true });
         }
     }
 }
@@ -359,10 +298,7 @@ fn gc_queue(state: &mut State, name: &str) {
 impl Router {
     /// An empty router whose queues hold at most `max_queue_len` messages.
     pub fn new(max_queue_len: usize) -> Router {
-        Router {
-            state: Mutex::new(State::default()),
-            max_queue_len: max_queue_len.max(1),
-        }
+        Router { state: Mutex::new(State::default()), max_queue_len: max_queue_len.max(1) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -402,21 +338,9 @@ impl Router {
             let Some(sub) = sess.subs.remove(&sub_no) else {
                 continue;
             };
-            detach(
-                state,
-                SubKey {
-                    session: id,
-                    sub: sub_no,
-                },
-                &sub.dest,
-            );
+            detach(state, SubKey { session: id, sub: sub_no }, &sub.dest);
             if let Dest::Queue(name) = sub.dest {
-                let msgs: Vec<Arc<Message>> = sess
-                    .unacked
-                    .iter()
-                    .filter(|(_, u)| u.sub == sub_no)
-                    .map(|(_, u)| u.msg.clone())
-                    .collect();
+                let msgs: Vec<Arc<Message>> = sess.unacked.iter().filter(|(_, u)| u.sub == sub_no).map(|(_, u)| u.msg.clone()).collect();
                 if !msgs.is_empty() {
                     requeue(state, &name, msgs);
                 }
@@ -449,27 +373,13 @@ impl Router {
 
     /// Subscribes; delivers what a queue holds at once.
     #[allow(clippy::too_many_arguments)]
-    pub fn subscribe(
-        &self,
-        session: u64,
-        id: &str,
-        destination: &str,
-        ack: AckMode,
-        prefetch: usize,
-        waits: &mut Vec<Wait>,
-    ) -> Result<(), ProtoError> {
+    pub fn subscribe(&self, session: u64, id: &str, destination: &str, ack: AckMode, prefetch: usize, waits: &mut Vec<Wait>) -> Result<(), ProtoError> {
         let mut guard = self.lock();
         let state = &mut *guard;
         let dest = if let Some(name) = destination.strip_prefix(TEMP_QUEUE) {
-            let real = Self::temp_queue(state, session, name)
-                .ok_or_else(|| ProtoError::new("session gone"))?;
+            let real = Self::temp_queue(state, session, name).ok_or_else(|| ProtoError::new("session gone"))?;
             // An explicit subscription replaces the one a reply-to created.
-            let implicit = state.sessions.get(&session).and_then(|s| {
-                s.subs
-                    .iter()
-                    .find(|(_, sub)| sub.implicit && sub.dest == Dest::Queue(real.clone()))
-                    .map(|(n, _)| *n)
-            });
+            let implicit = state.sessions.get(&session).and_then(|s| s.subs.iter().find(|(_, sub)| sub.implicit && sub.dest == Dest::Queue(real.clone())).map(|(n, _)| *n));
             if let Some(sub_no) = implicit {
                 self.remove_sub(state, session, sub_no, waits);
             }
@@ -488,30 +398,15 @@ impl Router {
         } else {
             Dest::Topic(destination.to_owned())
         };
-        let sess = state
-            .sessions
-            .get_mut(&session)
-            .ok_or_else(|| ProtoError::new("session gone"))?;
+        let sess = state.sessions.get_mut(&session).ok_or_else(|| ProtoError::new("session gone"))?;
         if sess.sub_ids.contains_key(id) {
-            return Err(ProtoError::detail(
-                "duplicate subscription id",
-                format!("subscription id {id:?} is already in use"),
-            ));
+            return Err(ProtoError::detail("duplicate subscription id", format!("subscription id {id:?} is already in use")));
         }
         let mut esc = BytesMut::new();
         if !super::message::put_escaped(&mut esc, id, sess.version, false) {
-            return Err(ProtoError::detail(
-                "invalid subscription id",
-                format!(
-                    "subscription id {id:?} cannot be written in STOMP {}",
-                    sess.version
-                ),
-            ));
+            return Err(ProtoError::detail("invalid subscription id", format!("subscription id {id:?} cannot be written in STOMP {}", sess.version)));
         }
-        let info = Arc::new(SubInfo {
-            id_esc: Bytes::from(esc),
-            ack_header: sess.version == Version::V1_2 && ack != AckMode::Auto,
-        });
+        let info = Arc::new(SubInfo { id_esc: Bytes::from(esc), ack_header: sess.version == Version::V1_2 && ack != AckMode::Auto });
         let sub_no = sess.next_sub;
         sess.next_sub += 1;
         sess.sub_ids.insert(id.to_owned(), sub_no);
@@ -522,28 +417,18 @@ impl Router {
                 dest: dest.clone(),
                 ack,
                 // Without a prefetch, client-ack subscriptions still get a bound.
-                prefetch: if prefetch == 0 {
-                    self.max_queue_len
-                } else {
-                    prefetch
-                },
+                prefetch: if prefetch == 0 { self.max_queue_len } else { prefetch },
                 in_flight: 0,
                 info,
                 backlog: VecDeque::new(),
                 implicit: false,
             },
         );
-        let key = SubKey {
-            session,
-            sub: sub_no,
-        };
+        let key = SubKey { session, sub: sub_no };
         match dest {
             Dest::Topic(name) => state.topics.entry(name).or_default().push(key),
             Dest::Queue(name) => {
-                let q = state
-                    .queues
-                    .entry(name.clone())
-                    .or_insert_with(|| Queue::new(None));
+                let q = state.queues.entry(name.clone()).or_insert_with(|| Queue::new(None));
                 q.subs.push(key);
                 pump_queue(q, &mut state.sessions, self.max_queue_len, waits);
             }
@@ -552,14 +437,7 @@ impl Router {
     }
 
     /// Adds the implicit subscription `/temp-queue/NAME` a `reply-to` asks for, unless one exists.
-    fn implicit_sub(
-        &self,
-        state: &mut State,
-        session: u64,
-        name: &str,
-        real: &str,
-        waits: &mut Vec<Wait>,
-    ) {
+    fn implicit_sub(&self, state: &mut State, session: u64, name: &str, real: &str, waits: &mut Vec<Wait>) {
         let Some(sess) = state.sessions.get_mut(&session) else {
             return;
         };
@@ -578,51 +456,20 @@ impl Router {
         let sub_no = sess.next_sub;
         sess.next_sub += 1;
         sess.sub_ids.insert(id.clone(), sub_no);
-        let info = Arc::new(SubInfo {
-            id_esc: Bytes::from(esc),
-            ack_header: false,
-        });
-        sess.subs.insert(
-            sub_no,
-            Sub {
-                id,
-                dest,
-                ack: AckMode::Auto,
-                prefetch: 0,
-                in_flight: 0,
-                info,
-                backlog: VecDeque::new(),
-                implicit: true,
-            },
-        );
+        let info = Arc::new(SubInfo { id_esc: Bytes::from(esc), ack_header: false });
+        sess.subs.insert(sub_no, Sub { id, dest, ack: AckMode::Auto, prefetch: 0, in_flight: 0, info, backlog: VecDeque::new(), implicit: true });
         if let Some(q) = state.queues.get_mut(real) {
-            q.subs.push(SubKey {
-                session,
-                sub: sub_no,
-            });
+            q.subs.push(SubKey { session, sub: sub_no });
             pump_queue(q, &mut state.sessions, self.max_queue_len, waits);
         }
     }
 
     /// Cancels subscription `id` (or the one on destination `id`, STOMP 1.0 style).
-    pub fn unsubscribe(
-        &self,
-        session: u64,
-        id: &str,
-        waits: &mut Vec<Wait>,
-    ) -> Result<(), ProtoError> {
+    pub fn unsubscribe(&self, session: u64, id: &str, waits: &mut Vec<Wait>) -> Result<(), ProtoError> {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let sess = state
-            .sessions
-            .get(&session)
-            .ok_or_else(|| ProtoError::new("session gone"))?;
-        let sub_no = sess.sub_ids.get(id).copied().ok_or_else(|| {
-            ProtoError::detail(
-                "unknown subscription",
-                format!("no subscription with id {id:?}"),
-            )
-        })?;
+        let sess = state.sessions.get(&session).ok_or_else(|| ProtoError::new("session gone"))?;
+        let sub_no = sess.sub_ids.get(id).copied().ok_or_else(|| ProtoError::detail("unknown subscription", format!("no subscription with id {id:?}")))?;
         self.remove_sub(state, session, sub_no, waits);
         Ok(())
     }
@@ -635,10 +482,7 @@ impl Router {
             Some(name) => sess.temp_queues.get(name)?.clone(),
             None => destination.to_owned(),
         };
-        sess.subs
-            .values()
-            .find(|s| matches!(&s.dest, Dest::Topic(n) | Dest::Queue(n) if *n == real))
-            .map(|s| s.id.clone())
+        sess.subs.values().find(|s| matches!(&s.dest, Dest::Topic(n) | Dest::Queue(n) if *n == real)).map(|s| s.id.clone())
     }
 
     /// Removes a subscription; its unacknowledged queue messages are redelivered.
@@ -650,25 +494,9 @@ impl Router {
             return;
         };
         sess.sub_ids.remove(&sub.id);
-        let tags: Vec<u64> = sess
-            .unacked
-            .iter()
-            .filter(|(_, u)| u.sub == sub_no)
-            .map(|(t, _)| *t)
-            .collect();
-        let msgs: Vec<Arc<Message>> = tags
-            .iter()
-            .filter_map(|t| sess.unacked.remove(t))
-            .map(|u| u.msg)
-            .collect();
-        detach(
-            state,
-            SubKey {
-                session,
-                sub: sub_no,
-            },
-            &sub.dest,
-        );
+        let tags: Vec<u64> = sess.unacked.iter().filter(|(_, u)| u.sub == sub_no).map(|(t, _)| *t).collect();
+        let msgs: Vec<Arc<Message>> = tags.iter().filter_map(|t| sess.unacked.remove(t)).map(|u| u.msg).collect();
+        detach(state, SubKey { session, sub: sub_no }, &sub.dest);
         if let Dest::Queue(name) = &sub.dest {
             if !msgs.is_empty() {
                 requeue(state, name, msgs);
@@ -682,29 +510,18 @@ impl Router {
 
     /// Routes a SEND (the session checked that `destination` is present). A `reply-to`
     /// naming a temporary queue is rewritten to the queue's broker-wide name.
-    pub fn send(
-        &self,
-        session: u64,
-        mut headers: crate::stomp::Headers,
-        body: Bytes,
-        waits: &mut Vec<Wait>,
-    ) -> Result<(), ProtoError> {
+    pub fn send(&self, session: u64, mut headers: crate::stomp::Headers, body: Bytes, waits: &mut Vec<Wait>) -> Result<(), ProtoError> {
         let mut destination = headers.get("destination").unwrap_or_default().to_owned();
         let mut guard = self.lock();
         let state = &mut *guard;
-        if let Some(name) = headers
-            .get("reply-to")
-            .and_then(|r| r.strip_prefix(TEMP_QUEUE))
-            .map(str::to_owned)
-        {
+        if let Some(name) = headers.get("reply-to").and_then(|r| r.strip_prefix(TEMP_QUEUE)).map(str::to_owned) {
             if let Some(real) = Self::temp_queue(state, session, &name) {
                 self.implicit_sub(state, session, &name, &real, waits);
                 headers.set("reply-to", real);
             }
         }
         let is_queue = if let Some(name) = destination.strip_prefix(TEMP_QUEUE) {
-            destination = Self::temp_queue(state, session, name)
-                .ok_or_else(|| ProtoError::new("session gone"))?;
+            destination = Self::temp_queue(state, session, name).ok_or_else(|| ProtoError::new("session gone"))?;
             true
         } else if destination.starts_with(REPLY_QUEUE) {
             if !state.queues.contains_key(&destination) {
@@ -717,25 +534,12 @@ impl Router {
         };
         // A message kept for later gets its own small allocations, so it does not
         // pin the (much larger) read buffer its headers and body arrived in.
-        let retained = is_queue
-            && state
-                .queues
-                .get(&destination)
-                .map_or(true, |q| q.subs.is_empty());
-        let (headers, body) = if retained {
-            (
-                headers.iter().collect::<crate::stomp::Headers>(),
-                Bytes::copy_from_slice(&body),
-            )
-        } else {
-            (headers, body)
-        };
+        let retained = is_queue && state.queues.get(&destination).map_or(true, |q| q.subs.is_empty());
+        let (headers, body) = if retained { (headers.iter().collect::<crate::stomp::Headers>(), Bytes::copy_from_slice(&body)) } else { (headers, body) };
         let msg = Arc::new(Message::new(destination, headers, body));
         let key = msg.destination.as_str();
         if !is_queue {
-            let State {
-                sessions, topics, ..
-            } = state;
+            let State { sessions, topics, .. } = state;
             let Some(subs) = topics.get(key) else {
                 return Ok(());
             };
@@ -749,10 +553,7 @@ impl Router {
                 if sub.has_credit() && sub.backlog.is_empty() {
                     sess.deliver(k.sub, msg.clone(), false, waits);
                 } else {
-                    sub.backlog.push_back(Queued {
-                        msg: msg.clone(),
-                        redelivered: false,
-                    });
+                    sub.backlog.push_back(Queued { msg: msg.clone(), redelivered: false });
                     if sub.backlog.len() > self.max_queue_len {
                         sub.backlog.pop_front();
                         warn!(session = k.session, subscription = %sub.id, "subscriber backlog full (prefetch exhausted): oldest message dropped");
@@ -762,19 +563,14 @@ impl Router {
             return Ok(());
         }
         let max = self.max_queue_len;
-        let State {
-            sessions, queues, ..
-        } = state;
+        let State { sessions, queues, .. } = state;
         if !queues.contains_key(key) {
             queues.insert(key.to_owned(), Queue::new(None));
         }
         let Some(q) = queues.get_mut(key) else {
             return Ok(());
         };
-        q.backlog.push_back(Queued {
-            msg: msg.clone(),
-            redelivered: false,
-        });
+        q.backlog.push_back(Queued { msg: msg.clone(), redelivered: false });
         pump_queue(q, sessions, max, waits);
         if q.backlog.len() > max {
             if q.subs.is_empty() || q.overflowing {
@@ -815,14 +611,8 @@ impl Router {
     /// Validates an ACK/NACK id of this session without settling it (for transactions).
     pub fn check_ack(&self, session: u64, id: &str) -> Result<(), ProtoError> {
         let state = self.lock();
-        let sess = state
-            .sessions
-            .get(&session)
-            .ok_or_else(|| ProtoError::new("session gone"))?;
-        Self::parse_tag(sess, id)
-            .filter(|t| sess.unacked.contains_key(t))
-            .map(|_| ())
-            .ok_or_else(|| unknown_ack(id))
+        let sess = state.sessions.get(&session).ok_or_else(|| ProtoError::new("session gone"))?;
+        Self::parse_tag(sess, id).filter(|t| sess.unacked.contains_key(t)).map(|_| ()).ok_or_else(|| unknown_ack(id))
     }
 
     fn parse_tag(sess: &SessionState, id: &str) -> Option<u64> {
@@ -831,38 +621,17 @@ impl Router {
 
     /// Settles an ACK (or NACK) for delivery `id`; cumulative for `client` subscriptions.
     /// NACKed queue messages are redelivered; NACKed topic messages are dropped.
-    pub fn ack(
-        &self,
-        session: u64,
-        id: &str,
-        nack: bool,
-        waits: &mut Vec<Wait>,
-    ) -> Result<(), ProtoError> {
+    pub fn ack(&self, session: u64, id: &str, nack: bool, waits: &mut Vec<Wait>) -> Result<(), ProtoError> {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let sess = state
-            .sessions
-            .get_mut(&session)
-            .ok_or_else(|| ProtoError::new("session gone"))?;
+        let sess = state.sessions.get_mut(&session).ok_or_else(|| ProtoError::new("session gone"))?;
         let tag = Self::parse_tag(sess, id).ok_or_else(|| unknown_ack(id))?;
-        let sub_no = sess
-            .unacked
-            .get(&tag)
-            .map(|u| u.sub)
-            .ok_or_else(|| unknown_ack(id))?;
+        let sub_no = sess.unacked.get(&tag).map(|u| u.sub).ok_or_else(|| unknown_ack(id))?;
         let Some(sub) = sess.subs.get(&sub_no) else {
             return Err(unknown_ack(id));
         };
         let (mode, dest) = (sub.ack, sub.dest.clone());
-        let tags: Vec<u64> = if mode == AckMode::Client {
-            sess.unacked
-                .range(..=tag)
-                .filter(|(_, u)| u.sub == sub_no)
-                .map(|(t, _)| *t)
-                .collect()
-        } else {
-            vec![tag]
-        };
+        let tags: Vec<u64> = if mode == AckMode::Client { sess.unacked.range(..=tag).filter(|(_, u)| u.sub == sub_no).map(|(t, _)| *t).collect() } else { vec![tag] };
         let mut msgs = Vec::new();
         for t in &tags {
             if let Some(u) = sess.unacked.remove(t) {
@@ -902,8 +671,5 @@ impl Router {
 }
 
 fn unknown_ack(id: &str) -> ProtoError {
-    ProtoError::detail(
-        "unknown message id",
-        format!("no unacknowledged message with id {id:?} in this session"),
-    )
+    ProtoError::detail("unknown message id", format!("no unacknowledged message with id {id:?} in this session"))
 }

@@ -57,11 +57,7 @@ impl Shared {
 
 /// Binds a listener with `SO_REUSEADDR`, so a broker can be restarted on the port it just left.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -72,20 +68,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// This is the entry point for binaries (mini-redis style); tests and demos
 /// usually prefer [`Broker::start`](super::Broker::start). `config.listen` is
 /// not used: the listener is already bound (see [`bind`]).
-pub async fn serve(
-    listener: TcpListener,
-    config: BrokerConfig,
-    shutdown: impl Future,
-) -> io::Result<()> {
+pub async fn serve(listener: TcpListener, config: BrokerConfig, shutdown: impl Future) -> io::Result<()> {
     run(listener, Shared::new(config), shutdown).await
 }
 
 /// The accept loop behind [`serve`] and [`Broker::start`](super::Broker::start).
-pub(crate) async fn run(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    shutdown: impl Future,
-) -> io::Result<()> {
+pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future) -> io::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, "broker listening");
     let mut sessions = JoinSet::new();
@@ -118,15 +106,9 @@ pub(crate) async fn run(
     drop(listener);
     info!(%addr, sessions = sessions.len(), "broker shutting down");
     shared.shutdown.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        warn!(
-            left = sessions.len(),
-            "sessions did not close in time; aborting them"
-        );
+        warn!(left = sessions.len(), "sessions did not close in time; aborting them");
         sessions.shutdown().await;
     }
     info!(%addr, "broker stopped");

@@ -109,11 +109,7 @@ pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Ar
     let _ = socket.set_nodelay(true);
     let (rd, mut wr) = socket.into_split();
     let limits = shared.config.limits;
-    let mut reader = Reader {
-        rd,
-        buf: BytesMut::with_capacity(16 * 1024),
-        codec: StompCodec::with_limits(Version::V1_2, limits),
-    };
+    let mut reader = Reader { rd, buf: BytesMut::with_capacity(16 * 1024), codec: StompCodec::with_limits(Version::V1_2, limits) };
     let kill = shared.kick_token().child_token();
 
     let hello = match handshake(&mut reader, &shared, &kill).await {
@@ -148,10 +144,7 @@ pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Ar
         .header("session", session_name.clone())
         .header("server", format!("deploykit-broker/{}", crate::VERSION))
         .header("heart-beat", hello.heart_beat.clone());
-    if write_direct(&mut wr, hello.version, &connected)
-        .await
-        .is_err()
-    {
+    if write_direct(&mut wr, hello.version, &connected).await.is_err() {
         return;
     }
     reader.codec.set_version(hello.version);
@@ -166,11 +159,7 @@ pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Ar
 
     let (outbox, rx) = Outbox::new(id, shared.config.max_outbox_bytes, kill.clone());
     shared.router.register(id, outbox.clone(), hello.version);
-    let mut guard = Registered {
-        shared: shared.clone(),
-        id,
-        live: true,
-    };
+    let mut guard = Registered { shared: shared.clone(), id, live: true };
     let writer = Writer {
         wr,
         rx,
@@ -181,14 +170,7 @@ pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Ar
     };
     let mut writer_task = tokio::spawn(writer.run());
 
-    let mut session = Session {
-        id,
-        shared: shared.clone(),
-        outbox: outbox.clone(),
-        txns: HashMap::new(),
-        waits: Vec::new(),
-        kill: kill.clone(),
-    };
+    let mut session = Session { id, shared: shared.clone(), outbox: outbox.clone(), txns: HashMap::new(), waits: Vec::new(), kill: kill.clone() };
     let end = session.read_loop(&mut reader, hello.recv_every).await;
 
     // No more deliveries to this session; its unacknowledged queue messages go to others.
@@ -197,9 +179,7 @@ pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Ar
         End::Eof => ("client closed the connection".to_owned(), false),
         End::Disconnect(receipt) => {
             if let Some(r) = receipt {
-                outbox.push(Out::Frame(
-                    Frame::new(Command::Receipt).header("receipt-id", r),
-                ));
+                outbox.push(Out::Frame(Frame::new(Command::Receipt).header("receipt-id", r)));
             }
             ("DISCONNECT".to_owned(), false)
         }
@@ -207,19 +187,13 @@ pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Ar
             outbox.push(Out::Frame(error_frame(&err, receipt.as_deref())));
             (format!("error sent: {err}"), true)
         }
-        End::Silent(d) => (
-            format!("no heart-beat from the client for {} ms", d.as_millis()),
-            false,
-        ),
+        End::Silent(d) => (format!("no heart-beat from the client for {} ms", d.as_millis()), false),
         End::Killed => ("connection dropped by the broker".to_owned(), false),
         End::Shutdown => ("broker shutting down".to_owned(), false),
         End::Io(e) => (format!("read failed: {e}"), false),
     };
     outbox.push(Out::Close);
-    if tokio::time::timeout(Duration::from_secs(2), &mut writer_task)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer_task).await.is_err() {
         kill.cancel();
         let _ = writer_task.await;
     }
@@ -252,15 +226,9 @@ impl Drop for Registered {
 }
 
 /// Encodes and writes one frame straight to the socket (before the writer task exists).
-async fn write_direct(
-    wr: &mut OwnedWriteHalf,
-    version: Version,
-    frame: &Frame,
-) -> std::io::Result<()> {
+async fn write_direct(wr: &mut OwnedWriteHalf, version: Version, frame: &Frame) -> std::io::Result<()> {
     let mut out = BytesMut::new();
-    StompCodec::new(version)
-        .encode(frame, &mut out)
-        .map_err(std::io::Error::other)?;
+    StompCodec::new(version).encode(frame, &mut out).map_err(std::io::Error::other)?;
     wr.write_all(&out).await
 }
 
@@ -284,19 +252,11 @@ fn malformed(e: &FrameError) -> ProtoError {
 
 /// Compares two secrets without an early exit on the first difference.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads CONNECT (or STOMP) and settles version, login and heart-beats.
-async fn handshake(
-    reader: &mut Reader,
-    shared: &Shared,
-    kill: &CancellationToken,
-) -> Result<Hello, HandshakeEnd> {
+async fn handshake(reader: &mut Reader, shared: &Shared, kill: &CancellationToken) -> Result<Hello, HandshakeEnd> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let frame = loop {
         match reader.codec.decode(&mut reader.buf) {
@@ -318,17 +278,7 @@ async fn handshake(
         }
     };
     if !matches!(frame.command, Command::Connect | Command::Stomp) {
-        return Err(HandshakeEnd::Refuse(
-            ProtoError::detail(
-                "expected CONNECT",
-                format!(
-                    "the first frame must be CONNECT or STOMP, not {}",
-                    frame.command
-                ),
-            ),
-            Version::V1_2,
-            false,
-        ));
+        return Err(HandshakeEnd::Refuse(ProtoError::detail("expected CONNECT", format!("the first frame must be CONNECT or STOMP, not {}", frame.command)), Version::V1_2, false));
     }
     let version = match frame.get("accept-version") {
         None => Version::V1_0,
@@ -336,10 +286,7 @@ async fn handshake(
             Some(v) => v,
             None => {
                 return Err(HandshakeEnd::Refuse(
-                    ProtoError::detail(
-                        "unsupported protocol version",
-                        format!("accept-version {list:?}; this broker speaks {SUPPORTED}"),
-                    ),
+                    ProtoError::detail("unsupported protocol version", format!("accept-version {list:?}; this broker speaks {SUPPORTED}")),
                     Version::V1_0,
                     true,
                 ))
@@ -353,31 +300,15 @@ async fn handshake(
             _ => false,
         };
         if !ok {
-            return Err(HandshakeEnd::Refuse(
-                ProtoError::detail("access refused", "wrong or missing login or passcode"),
-                version,
-                false,
-            ));
+            return Err(HandshakeEnd::Refuse(ProtoError::detail("access refused", "wrong or missing login or passcode"), version, false));
         }
     }
     let (cx, cy) = match frame.get("heart-beat") {
-        Some(hb) if version >= Version::V1_1 => parse_heart_beat(hb).ok_or_else(|| {
-            HandshakeEnd::Refuse(
-                ProtoError::detail(
-                    "invalid heart-beat header",
-                    format!("heart-beat {hb:?} is not two numbers (ms)"),
-                ),
-                version,
-                false,
-            )
-        })?,
+        Some(hb) if version >= Version::V1_1 => parse_heart_beat(hb)
+            .ok_or_else(|| HandshakeEnd::Refuse(ProtoError::detail("invalid heart-beat header", format!("heart-beat {hb:?} is not two numbers (ms)")), version, false))?,
         _ => (0, 0),
     };
-    let (sx, sy) = if version >= Version::V1_1 {
-        shared.config.heartbeat_ms
-    } else {
-        (0, 0)
-    };
+    let (sx, sy) = if version >= Version::V1_1 { shared.config.heartbeat_ms } else { (0, 0) };
     let negotiate = |ours: u32, theirs: u32| {
         if ours == 0 || theirs == 0 {
             0
@@ -388,13 +319,7 @@ async fn handshake(
     let send = negotiate(sx, cy);
     let recv = negotiate(sy, cx);
     let ms = |n: u32| (n > 0).then(|| Duration::from_millis(u64::from(n)));
-    Ok(Hello {
-        version,
-        send_every: ms(send),
-        recv_every: ms(recv),
-        heart_beat: format!("{send},{recv}"),
-        login,
-    })
+    Ok(Hello { version, send_every: ms(send), recv_every: ms(recv), heart_beat: format!("{send},{recv}"), login })
 }
 
 /// Parses `cx,cy` (milliseconds).
@@ -451,11 +376,7 @@ impl Session {
             match read {
                 Ok(0) => {
                     if !reader.buf.is_empty() {
-                        debug!(
-                            session = self.id,
-                            bytes = reader.buf.len(),
-                            "connection closed inside a frame"
-                        );
+                        debug!(session = self.id, bytes = reader.buf.len(), "connection closed inside a frame");
                     }
                     return End::Eof;
                 }
@@ -476,10 +397,7 @@ impl Session {
             Command::Begin => {
                 let tx = transaction(&frame)?;
                 if self.txns.contains_key(tx) {
-                    return Err(ProtoError::detail(
-                        "transaction already begun",
-                        format!("transaction {tx:?} is already open"),
-                    ));
+                    return Err(ProtoError::detail("transaction already begun", format!("transaction {tx:?} is already open")));
                 }
                 self.txns.insert(tx.to_owned(), Vec::new());
             }
@@ -488,11 +406,7 @@ impl Session {
                 let frames = self.txns.remove(tx).ok_or_else(|| unknown_txn(tx))?;
                 for f in frames {
                     match f.command {
-                        Command::Send => {
-                            self.shared
-                                .router
-                                .send(self.id, f.headers, f.body, &mut self.waits)?
-                        }
+                        Command::Send => self.shared.router.send(self.id, f.headers, f.body, &mut self.waits)?,
                         _ => self.settle(&f)?,
                     }
                 }
@@ -503,18 +417,11 @@ impl Session {
             }
             Command::Disconnect => return Ok(Flow::Disconnect),
             Command::Connect | Command::Stomp => return Err(ProtoError::new("already connected")),
-            other => {
-                return Err(ProtoError::detail(
-                    "unexpected frame",
-                    format!("{other} is a server frame; clients may not send it"),
-                ))
-            }
+            other => return Err(ProtoError::detail("unexpected frame", format!("{other} is a server frame; clients may not send it"))),
         }
         self.wait_for_consumers().await;
         if let Some(r) = receipt {
-            self.outbox.push(Out::Frame(
-                Frame::new(Command::Receipt).header("receipt-id", r),
-            ));
+            self.outbox.push(Out::Frame(Frame::new(Command::Receipt).header("receipt-id", r)));
         }
         Ok(Flow::Continue)
     }
@@ -540,11 +447,7 @@ impl Session {
                         _ = self.shared.shutdown.cancelled() => return,
                     };
                     if !ok && ob.is_full() && !ob.kill.is_cancelled() {
-                        warn!(
-                            session = ob.session,
-                            timeout_ms = timeout.as_millis() as u64,
-                            "slow consumer: outbox stayed full; disconnecting it"
-                        );
+                        warn!(session = ob.session, timeout_ms = timeout.as_millis() as u64, "slow consumer: outbox stayed full; disconnecting it");
                         ob.kill.cancel();
                     }
                 }
@@ -575,61 +478,32 @@ impl Session {
             buffered.push(frame);
             return Ok(());
         }
-        self.shared
-            .router
-            .send(self.id, frame.headers, frame.body, &mut self.waits)
+        self.shared.router.send(self.id, frame.headers, frame.body, &mut self.waits)
     }
 
     fn on_subscribe(&mut self, frame: &Frame) -> Result<(), ProtoError> {
-        let dest = frame
-            .get("destination")
-            .filter(|d| !d.is_empty())
-            .ok_or_else(|| ProtoError::new("SUBSCRIBE frame has no destination header"))?;
+        let dest = frame.get("destination").filter(|d| !d.is_empty()).ok_or_else(|| ProtoError::new("SUBSCRIBE frame has no destination header"))?;
         let id = frame.get("id").unwrap_or(dest);
         let ack = match frame.get("ack") {
             None => AckMode::Auto,
-            Some(a) => AckMode::parse(a).ok_or_else(|| {
-                ProtoError::detail(
-                    "invalid ack mode",
-                    format!("ack {a:?}; expected auto, client or client-individual"),
-                )
-            })?,
+            Some(a) => AckMode::parse(a).ok_or_else(|| ProtoError::detail("invalid ack mode", format!("ack {a:?}; expected auto, client or client-individual")))?,
         };
-        let prefetch = match frame
-            .get("prefetch-count")
-            .or_else(|| frame.get("activemq.prefetchSize"))
-        {
+        let prefetch = match frame.get("prefetch-count").or_else(|| frame.get("activemq.prefetchSize")) {
             None => 0,
-            Some(p) => p.trim().parse::<usize>().map_err(|_| {
-                ProtoError::detail(
-                    "invalid prefetch",
-                    format!("prefetch {p:?} is not a number"),
-                )
-            })?,
+            Some(p) => p.trim().parse::<usize>().map_err(|_| ProtoError::detail("invalid prefetch", format!("prefetch {p:?} is not a number")))?,
         };
-        self.shared
-            .router
-            .subscribe(self.id, id, dest, ack, prefetch, &mut self.waits)
+        self.shared.router.subscribe(self.id, id, dest, ack, prefetch, &mut self.waits)
     }
 
     fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), ProtoError> {
         let id = match (frame.get("id"), frame.get("destination")) {
             (Some(id), _) => id.to_owned(),
-            (None, Some(dest)) => self
-                .shared
-                .router
-                .sub_by_destination(self.id, dest)
-                .ok_or_else(|| {
-                    ProtoError::detail(
-                        "unknown subscription",
-                        format!("no subscription on {dest:?}"),
-                    )
-                })?,
+            (None, Some(dest)) => {
+                self.shared.router.sub_by_destination(self.id, dest).ok_or_else(|| ProtoError::detail("unknown subscription", format!("no subscription on {dest:?}")))?
+            }
             (None, None) => return Err(ProtoError::new("UNSUBSCRIBE frame has no id header")),
         };
-        self.shared
-            .router
-            .unsubscribe(self.id, &id, &mut self.waits)
+        self.shared.router.unsubscribe(self.id, &id, &mut self.waits)
     }
 
     fn on_ack(&mut self, frame: Frame) -> Result<(), ProtoError> {
@@ -655,46 +529,25 @@ impl Session {
     /// Applies an ACK or NACK.
     fn settle(&mut self, frame: &Frame) -> Result<(), ProtoError> {
         let id = ack_id(frame)?;
-        self.shared
-            .router
-            .ack(self.id, id, frame.command == Command::Nack, &mut self.waits)
+        self.shared.router.ack(self.id, id, frame.command == Command::Nack, &mut self.waits)
     }
 }
 
 /// The id an ACK/NACK names: `id` (1.2) or `message-id` (1.0, 1.1).
 fn ack_id(frame: &Frame) -> Result<&str, ProtoError> {
-    frame
-        .get("id")
-        .or_else(|| frame.get("message-id"))
-        .ok_or_else(|| {
-            ProtoError::detail(
-                "missing id",
-                format!("{} needs an id (1.2) or message-id header", frame.command),
-            )
-        })
+    frame.get("id").or_else(|| frame.get("message-id")).ok_or_else(|| ProtoError::detail("missing id", format!("{} needs an id (1.2) or message-id header", frame.command)))
 }
 
 fn transaction(frame: &Frame) -> Result<&str, ProtoError> {
-    frame.get("transaction").ok_or_else(|| {
-        ProtoError::detail(
-            "missing transaction header",
-            format!("{} needs a transaction header", frame.command),
-        )
-    })
+    frame.get("transaction").ok_or_else(|| ProtoError::detail("missing transaction header", format!("{} needs a transaction header", frame.command)))
 }
 
 fn txn_too_large(tx: &str, max: usize) -> ProtoError {
-    ProtoError::detail(
-        "transaction too large",
-        format!("transaction {tx:?} holds more than {max} frames"),
-    )
+    ProtoError::detail("transaction too large", format!("transaction {tx:?} holds more than {max} frames"))
 }
 
 fn unknown_txn(tx: &str) -> ProtoError {
-    ProtoError::detail(
-        "unknown transaction",
-        format!("transaction {tx:?} was not begun (or already ended)"),
-    )
+    ProtoError::detail("unknown transaction", format!("transaction {tx:?} was not begun (or already ended)"))
 }
 
 /// Sleeps until `deadline`, or forever without one.

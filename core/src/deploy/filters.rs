@@ -46,17 +46,10 @@ pub fn matches(filters: &Filters, who: Candidate<'_>) -> Result<bool, FilterErro
             return Ok(false);
         }
     }
-    if !filters
-        .class
-        .iter()
-        .all(|c| who.classes.iter().any(|have| have == c))
-    {
+    if !filters.class.iter().all(|c| who.classes.iter().any(|have| have == c)) {
         return Ok(false);
     }
-    Ok(filters
-        .fact
-        .iter()
-        .all(|(k, v)| who.facts.get(k) == Some(v)))
+    Ok(filters.fact.iter().all(|(k, v)| who.facts.get(k) == Some(v)))
 }
 
 fn identity_matches(filter: &str, identity: &str) -> Result<bool, FilterError> {
@@ -65,16 +58,7 @@ fn identity_matches(filter: &str, identity: &str) -> Result<bool, FilterError> {
             let re = regex::RegexBuilder::new(re)
                 .size_limit(1 << 20)
                 .build()
-                .map_err(|e| FilterError::Regex {
-                    pattern: filter.to_owned(),
-                    why: e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or("invalid")
-                        .trim()
-                        .to_owned(),
-                })?;
+                .map_err(|e| FilterError::Regex { pattern: filter.to_owned(), why: e.to_string().lines().last().unwrap_or("invalid").trim().to_owned() })?;
             Ok(re.is_match(identity))
         }
         _ => Ok(filter == identity),
@@ -90,26 +74,16 @@ pub fn validate(filters: &Filters) -> Result<(), FilterError> {
 }
 
 /// Builds filters from `-I`, `-C` and `-F key=value` arguments.
-pub fn from_args(
-    identity: &[String],
-    class: &[String],
-    fact: &[String],
-) -> Result<Filters, FilterError> {
+pub fn from_args(identity: &[String], class: &[String], fact: &[String]) -> Result<Filters, FilterError> {
     let mut facts = BTreeMap::new();
     for f in fact {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| FilterError::Fact(f.clone()))?;
+        let (k, v) = f.split_once('=').ok_or_else(|| FilterError::Fact(f.clone()))?;
         if k.trim().is_empty() {
             return Err(FilterError::Fact(f.clone()));
         }
         facts.insert(k.trim().to_owned(), v.trim().to_owned());
     }
-    let filters = Filters {
-        identity: identity.to_vec(),
-        class: class.to_vec(),
-        fact: facts,
-    };
+    let filters = Filters { identity: identity.to_vec(), class: class.to_vec(), fact: facts };
     validate(&filters)?;
     Ok(filters)
 }
@@ -118,16 +92,8 @@ pub fn from_args(
 mod tests {
     use super::*;
 
-    fn who<'a>(
-        id: &'a str,
-        classes: &'a [String],
-        facts: &'a BTreeMap<String, String>,
-    ) -> Candidate<'a> {
-        Candidate {
-            identity: id,
-            classes,
-            facts,
-        }
+    fn who<'a>(id: &'a str, classes: &'a [String], facts: &'a BTreeMap<String, String>) -> Candidate<'a> {
+        Candidate { identity: id, classes, facts }
     }
 
     #[test]
@@ -155,13 +121,7 @@ mod tests {
 
     #[test]
     fn bad_filters_are_clear_errors() {
-        assert!(from_args(&["/(/".into()], &[], &[])
-            .unwrap_err()
-            .to_string()
-            .contains("bad regex"));
-        assert!(from_args(&[], &[], &["novalue".into()])
-            .unwrap_err()
-            .to_string()
-            .contains("key=value"));
+        assert!(from_args(&["/(/".into()], &[], &[]).unwrap_err().to_string().contains("bad regex"));
+        assert!(from_args(&[], &[], &["novalue".into()]).unwrap_err().to_string().contains("key=value"));
     }
 }

@@ -66,33 +66,19 @@ pub struct PublicKey(VerifyingKey);
 impl PublicKey {
     /// Parses `ed25519:BASE64`.
     pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
-        let bad = |why: &str| KeyError::BadPublicKey {
-            text: text.chars().take(80).collect(),
-            why: why.into(),
-        };
-        let b64 = text
-            .trim()
-            .strip_prefix("ed25519:")
-            .ok_or_else(|| bad("missing the ed25519: prefix"))?;
+        let bad = |why: &str| KeyError::BadPublicKey { text: text.chars().take(80).collect(), why: why.into() };
+        let b64 = text.trim().strip_prefix("ed25519:").ok_or_else(|| bad("missing the ed25519: prefix"))?;
         let bytes = B64.decode(b64).map_err(|_| bad("not base64"))?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| bad("not 32 bytes"))?;
-        VerifyingKey::from_bytes(&arr)
-            .map(PublicKey)
-            .map_err(|_| bad("not a valid curve point"))
+        VerifyingKey::from_bytes(&arr).map(PublicKey).map_err(|_| bad("not a valid curve point"))
     }
 
     /// Verifies `signature` (BASE64) over `body`.
     pub fn verify(&self, body: &[u8], signature_b64: &str) -> Result<(), KeyError> {
-        let raw = B64
-            .decode(signature_b64.trim())
-            .map_err(|_| KeyError::BadSignature("not base64".into()))?;
-        let arr: [u8; 64] = raw
-            .try_into()
-            .map_err(|_| KeyError::BadSignature("not 64 bytes".into()))?;
+        let raw = B64.decode(signature_b64.trim()).map_err(|_| KeyError::BadSignature("not base64".into()))?;
+        let arr: [u8; 64] = raw.try_into().map_err(|_| KeyError::BadSignature("not 64 bytes".into()))?;
         let sig = ed25519_dalek::Signature::from_bytes(&arr);
-        self.0
-            .verify_strict(body, &sig)
-            .map_err(|_| KeyError::Mismatch)
+        self.0.verify_strict(body, &sig).map_err(|_| KeyError::Mismatch)
     }
 }
 
@@ -128,52 +114,21 @@ impl SecretKey {
 
     /// Reads a PKCS#8 PEM key file.
     pub fn load(path: &Path) -> Result<SecretKey, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        SigningKey::from_pkcs8_pem(&text)
-            .map(SecretKey)
-            .map_err(|e| KeyError::BadPrivateKey {
-                path: path.to_owned(),
-                why: e.to_string(),
-            })
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
+        SigningKey::from_pkcs8_pem(&text).map(SecretKey).map_err(|e| KeyError::BadPrivateKey { path: path.to_owned(), why: e.to_string() })
     }
 
     /// Writes the key as PKCS#8 PEM, mode 0600, refusing to overwrite a file.
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let pem = self
-            .0
-            .to_pkcs8_pem(Default::default())
-            .map_err(|e| KeyError::BadPrivateKey {
-                path: path.to_owned(),
-                why: e.to_string(),
-            })?;
-        let mut f = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
+        let pem = self.0.to_pkcs8_pem(Default::default()).map_err(|e| KeyError::BadPrivateKey { path: path.to_owned(), why: e.to_string() })?;
+        let mut f = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(KeyError::Exists(path.to_owned()))
-            }
-            Err(source) => {
-                return Err(KeyError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(KeyError::Exists(path.to_owned())),
+            Err(source) => return Err(KeyError::Io { path: path.to_owned(), source }),
         };
-        f.write_all(pem.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|source| KeyError::Io {
-                path: path.to_owned(),
-                source,
-            })
+        f.write_all(pem.as_bytes()).and_then(|_| f.sync_all()).map_err(|source| KeyError::Io { path: path.to_owned(), source })
     }
 
     /// The public half.
@@ -198,15 +153,9 @@ mod tests {
         let p = PublicKey::parse(&k.public().to_string()).unwrap();
         p.verify(b"hello", &sig).unwrap();
         assert!(matches!(p.verify(b"hellO", &sig), Err(KeyError::Mismatch)));
-        assert!(matches!(
-            p.verify(b"hello", "!!"),
-            Err(KeyError::BadSignature(_))
-        ));
+        assert!(matches!(p.verify(b"hello", "!!"), Err(KeyError::BadSignature(_))));
         let other = SecretKey::generate().unwrap().public();
-        assert!(matches!(
-            other.verify(b"hello", &sig),
-            Err(KeyError::Mismatch)
-        ));
+        assert!(matches!(other.verify(b"hello", &sig), Err(KeyError::Mismatch)));
     }
 
     #[test]
@@ -218,29 +167,17 @@ mod tests {
         let k = SecretKey::generate().unwrap();
         k.save(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(SecretKey::load(&path).unwrap().public(), k.public());
         assert!(matches!(k.save(&path), Err(KeyError::Exists(_))));
         std::fs::write(dir.join("bad.pem"), "nope").unwrap();
-        assert!(matches!(
-            SecretKey::load(&dir.join("bad.pem")),
-            Err(KeyError::BadPrivateKey { .. })
-        ));
+        assert!(matches!(SecretKey::load(&dir.join("bad.pem")), Err(KeyError::BadPrivateKey { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn public_key_errors_are_precise() {
-        assert!(PublicKey::parse("ssh-ed25519 AAAA")
-            .unwrap_err()
-            .to_string()
-            .contains("prefix"));
-        assert!(PublicKey::parse("ed25519:AAAA")
-            .unwrap_err()
-            .to_string()
-            .contains("32 bytes"));
+        assert!(PublicKey::parse("ssh-ed25519 AAAA").unwrap_err().to_string().contains("prefix"));
+        assert!(PublicKey::parse("ed25519:AAAA").unwrap_err().to_string().contains("32 bytes"));
     }
 }

@@ -28,12 +28,7 @@ pub struct ReplayCache {
 impl ReplayCache {
     /// An in-memory cache of at most `max` ids.
     pub fn new(max: usize) -> ReplayCache {
-        ReplayCache {
-            max,
-            seen: HashMap::new(),
-            file: None,
-            appended: 0,
-        }
+        ReplayCache { max, seen: HashMap::new(), file: None, appended: 0 }
     }
 
     /// A cache persisted in `file` (`ID EXPIRES` lines), loading unexpired ids from it.
@@ -74,12 +69,7 @@ impl ReplayCache {
     }
 
     /// Records `id` (valid until `expires_at`) unless seen; drops expired ids first.
-    pub fn check_and_insert(
-        &mut self,
-        id: &str,
-        expires_at: u64,
-        now: u64,
-    ) -> Result<(), ReplayError> {
+    pub fn check_and_insert(&mut self, id: &str, expires_at: u64, now: u64) -> Result<(), ReplayError> {
         if self.seen.contains_key(id) {
             return Err(ReplayError::Seen(id.to_owned()));
         }
@@ -92,11 +82,7 @@ impl ReplayCache {
         self.seen.insert(id.to_owned(), expires_at);
         if let Some(file) = &self.file {
             let line = format!("{id} {expires_at}\n");
-            let res = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file)
-                .and_then(|mut f| f.write_all(line.as_bytes()));
+            let res = std::fs::OpenOptions::new().create(true).append(true).open(file).and_then(|mut f| f.write_all(line.as_bytes()));
             if let Err(e) = res {
                 tracing::warn!(file = %file.display(), error = %e, "replay cache not persisted");
             }
@@ -128,10 +114,7 @@ mod tests {
     fn replays_refused_expired_forgotten_bounded_and_persisted() {
         let mut c = ReplayCache::new(2);
         c.check_and_insert("a", 100, 10).unwrap();
-        assert_eq!(
-            c.check_and_insert("a", 100, 10),
-            Err(ReplayError::Seen("a".into()))
-        );
+        assert_eq!(c.check_and_insert("a", 100, 10), Err(ReplayError::Seen("a".into())));
         c.check_and_insert("b", 20, 10).unwrap();
         assert_eq!(c.check_and_insert("c", 100, 10), Err(ReplayError::Full(2)));
         c.check_and_insert("c", 100, 50).unwrap(); // b expired at 20
@@ -142,10 +125,7 @@ mod tests {
         p.check_and_insert("x", 100, 0).unwrap();
         p.check_and_insert("old", 5, 0).unwrap();
         let mut again = ReplayCache::persistent(10, file.clone(), 10).unwrap();
-        assert_eq!(
-            again.check_and_insert("x", 100, 10),
-            Err(ReplayError::Seen("x".into()))
-        );
+        assert_eq!(again.check_and_insert("x", 100, 10), Err(ReplayError::Seen("x".into())));
         assert_eq!(again.len(), 1, "expired id dropped on load");
         let _ = std::fs::remove_file(&file);
     }

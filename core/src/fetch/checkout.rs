@@ -42,62 +42,35 @@ pub struct CheckoutError {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> CheckoutError {
-    CheckoutError {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
+    CheckoutError { path: path.to_owned(), message: e.to_string() }
 }
 
 /// The directory name for a branch or tag short name: `/` becomes `__`.
 /// `None` if the result would not be a safe single path component.
 pub fn dir_name(short: &str) -> Option<String> {
     let s = short.replace('/', "__");
-    let ok = !s.is_empty()
-        && s != "."
-        && s != ".."
-        && !s.starts_with('.')
-        && !s.bytes().any(|b| b == 0 || b < 0x20 || b == b'/');
+    let ok = !s.is_empty() && s != "." && s != ".." && !s.starts_with('.') && !s.bytes().any(|b| b == 0 || b < 0x20 || b == b'/');
     ok.then_some(s)
 }
 
 fn nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 fn versions_dir(target: &Path) -> Result<(PathBuf, String), CheckoutError> {
-    let parent = target
-        .parent()
-        .ok_or_else(|| err(target, "target has no parent directory"))?;
-    let base = target
-        .file_name()
-        .ok_or_else(|| err(target, "target has no file name"))?
-        .to_string_lossy()
-        .into_owned();
+    let parent = target.parent().ok_or_else(|| err(target, "target has no parent directory"))?;
+    let base = target.file_name().ok_or_else(|| err(target, "target has no file name"))?.to_string_lossy().into_owned();
     Ok((parent.join(format!(".{base}.dk-versions")), base))
 }
 
 /// Writes `tree` under `dest` (which must not exist): files with their
 /// executable bit, symlinks as symlinks, submodules as empty directories.
-pub fn export_tree(
-    repo: &git2::Repository,
-    tree: &git2::Tree<'_>,
-    dest: &Path,
-) -> Result<(), CheckoutError> {
+pub fn export_tree(repo: &git2::Repository, tree: &git2::Tree<'_>, dest: &Path) -> Result<(), CheckoutError> {
     std::fs::create_dir(dest).map_err(|e| err(dest, e))?;
     for entry in tree.iter() {
         let name = entry.name_bytes();
-        if name.is_empty()
-            || name == b"."
-            || name == b".."
-            || name.contains(&b'/')
-            || name.contains(&0)
-        {
-            return Err(err(
-                dest,
-                format!("refusing tree entry {:?}", String::from_utf8_lossy(name)),
-            ));
+        if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+            return Err(err(dest, format!("refusing tree entry {:?}", String::from_utf8_lossy(name))));
         }
         let path = dest.join(std::ffi::OsStr::from_bytes(name));
         match entry.kind() {
@@ -109,23 +82,15 @@ pub fn export_tree(
                 let blob = repo.find_blob(entry.id()).map_err(|e| err(&path, e))?;
                 let mode = entry.filemode();
                 if mode == 0o120000 {
-                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(blob.content()), &path)
-                        .map_err(|e| err(&path, e))?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(blob.content()), &path).map_err(|e| err(&path, e))?;
                 } else {
                     use std::os::unix::fs::OpenOptionsExt;
                     let perm = if mode & 0o111 != 0 { 0o777 } else { 0o666 };
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(perm)
-                        .open(&path)
-                        .map_err(|e| err(&path, e))?;
+                    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(perm).open(&path).map_err(|e| err(&path, e))?;
                     f.write_all(blob.content()).map_err(|e| err(&path, e))?;
                 }
             }
-            Some(git2::ObjectType::Commit) => {
-                std::fs::create_dir(&path).map_err(|e| err(&path, e))?
-            }
+            Some(git2::ObjectType::Commit) => std::fs::create_dir(&path).map_err(|e| err(&path, e))?,
             _ => return Err(err(&path, "unexpected object in tree")),
         }
     }
@@ -143,11 +108,7 @@ pub fn current_commit(target: &Path) -> Option<String> {
 
 /// Makes `target` show `commit`'s tree (see the module doc). Returns whether
 /// anything changed (false when the target already shows that commit).
-pub fn swap_in(
-    repo: &git2::Repository,
-    commit: &git2::Commit<'_>,
-    target: &Path,
-) -> Result<bool, CheckoutError> {
+pub fn swap_in(repo: &git2::Repository, commit: &git2::Commit<'_>, target: &Path) -> Result<bool, CheckoutError> {
     let oid = commit.id().to_string();
     if current_commit(target).as_deref() == Some(oid.as_str()) {
         return Ok(false);
@@ -179,11 +140,7 @@ pub fn swap_in(
         _ => std::fs::rename(&tmp_link, target).map_err(|e| err(target, e))?,
     }
     // Keep the current and the previous version; drop the rest and stray temps.
-    let keep: Vec<OsString> = [Some(link_text), previous]
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.file_name().map(|n| n.to_owned()))
-        .collect();
+    let keep: Vec<OsString> = [Some(link_text), previous].into_iter().flatten().filter_map(|p| p.file_name().map(|n| n.to_owned())).collect();
     if let Ok(rd) = std::fs::read_dir(&versions) {
         for e in rd.flatten() {
             let name = e.file_name();
@@ -200,15 +157,7 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
     let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
     // SAFETY: both are valid NUL-terminated paths.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
     if rc == 0 {
         Ok(())
     } else {
@@ -243,22 +192,12 @@ pub fn remove(target: &Path) -> Result<bool, CheckoutError> {
 }
 
 /// Writes `commit`'s tree to `dest` once (tags): `Ok(false)` if `dest` exists.
-pub fn create_once(
-    repo: &git2::Repository,
-    commit: &git2::Commit<'_>,
-    dest: &Path,
-) -> Result<bool, CheckoutError> {
+pub fn create_once(repo: &git2::Repository, commit: &git2::Commit<'_>, dest: &Path) -> Result<bool, CheckoutError> {
     if std::fs::symlink_metadata(dest).is_ok() {
         return Ok(false);
     }
-    let parent = dest
-        .parent()
-        .ok_or_else(|| err(dest, "no parent directory"))?;
-    let name = dest
-        .file_name()
-        .ok_or_else(|| err(dest, "no file name"))?
-        .to_string_lossy()
-        .into_owned();
+    let parent = dest.parent().ok_or_else(|| err(dest, "no parent directory"))?;
+    let name = dest.file_name().ok_or_else(|| err(dest, "no file name"))?.to_string_lossy().into_owned();
     let tmp = parent.join(format!(".{name}.dk-tmp-{}", nanos()));
     let tree = commit.tree().map_err(|e| err(dest, e))?;
     if let Err(e) = export_tree(repo, &tree, &tmp) {

@@ -68,17 +68,35 @@ pub struct FetchConfig {
     pub repos: BTreeMap<String, RepoConfig>,
 }
 
-/// The `[broker]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The `[broker]` section every daemon's config shares (url and vhost default to
+/// `stomp://127.0.0.1:61613` and `/`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BrokerSection {
     /// Broker URL (`stomp://`, `stomp+ssl://`, failover form).
+    #[serde(default = "default_broker_url")]
     pub url: String,
     /// STOMP `host` header (virtual host).
+    #[serde(default = "default_vhost")]
     pub vhost: String,
     /// Login, if the broker wants one.
     pub login: Option<String>,
     /// File holding the passcode (first line), never the passcode itself.
     pub passcode_file: Option<PathBuf>,
+}
+
+fn default_broker_url() -> String {
+    "stomp://127.0.0.1:61613".into()
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+impl Default for BrokerSection {
+    fn default() -> BrokerSection {
+        BrokerSection { url: default_broker_url(), vhost: default_vhost(), login: None, passcode_file: None }
+    }
 }
 
 /// One `[repos.NAME]` entry. Serializable so that a privilege-dropped child
@@ -169,15 +187,7 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode, in documentation order.
-    pub const ALL: [Mode; 7] = [
-        Mode::Normal,
-        Mode::Trusting,
-        Mode::Dangerous,
-        Mode::Branch,
-        Mode::Atomic,
-        Mode::Puppetmaster,
-        Mode::Tags,
-    ];
+    pub const ALL: [Mode; 7] = [Mode::Normal, Mode::Trusting, Mode::Dangerous, Mode::Branch, Mode::Atomic, Mode::Puppetmaster, Mode::Tags];
 
     /// The config / wire name.
     pub fn as_str(self) -> &'static str {
@@ -251,22 +261,8 @@ impl ConfigError {
     fn with_file(self, path: &Path) -> ConfigError {
         let name = path.display().to_string();
         match self {
-            ConfigError::Syntax {
-                line,
-                column,
-                message,
-                ..
-            } => ConfigError::Syntax {
-                file: name,
-                line,
-                column,
-                message,
-            },
-            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
-                file: name,
-                key,
-                message,
-            },
+            ConfigError::Syntax { line, column, message, .. } => ConfigError::Syntax { file: name, line, column, message },
+            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { file: name, key, message },
             other => other,
         }
     }
@@ -275,11 +271,7 @@ impl ConfigError {
 const STRING_FILE: &str = "<config>";
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        file: STRING_FILE.into(),
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
 }
 
 /// One problem [`FetchConfig::check`] found on this machine.
@@ -378,28 +370,12 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
-fn duration(
-    key: &str,
-    text: &str,
-    v: &toml::Spanned<RawDuration>,
-    allow_off: bool,
-) -> Result<Option<Duration>, ConfigError> {
-    let bad = || {
-        invalid(
-            key,
-            format!(
-                "expected a duration such as 30s, 10m, 2h or seconds{}{}",
-                if allow_off { ", or \"off\"" } else { "" },
-                at(text, v.span())
-            ),
-        )
-    };
+fn duration(key: &str, text: &str, v: &toml::Spanned<RawDuration>, allow_off: bool) -> Result<Option<Duration>, ConfigError> {
+    let bad = || invalid(key, format!("expected a duration such as 30s, 10m, 2h or seconds{}{}", if allow_off { ", or \"off\"" } else { "" }, at(text, v.span())));
     match v.get_ref() {
         RawDuration::Seconds(n) if *n >= 0 => Ok(Some(Duration::from_secs(*n as u64))),
         RawDuration::Seconds(_) => Err(bad()),
-        RawDuration::Text(t) if allow_off && matches!(t.trim(), "off" | "never" | "none") => {
-            Ok(None)
-        }
+        RawDuration::Text(t) if allow_off && matches!(t.trim(), "off" | "never" | "none") => Ok(None),
         RawDuration::Text(t) => parse_duration(t).map(Some).ok_or_else(bad),
     }
 }
@@ -423,21 +399,13 @@ pub fn hostname() -> String {
 /// Whether `name` is acceptable as a configured repository name (what commit
 /// messages carry): 1–100 of `A-Za-z0-9._-`, not starting with `-` or `.`.
 pub fn valid_repo_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with(['-', '.'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !name.is_empty() && name.len() <= 100 && !name.starts_with(['-', '.']) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl FetchConfig {
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<FetchConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         FetchConfig::parse(&text).map_err(|e| e.with_file(path))
     }
 
@@ -445,86 +413,35 @@ impl FetchConfig {
     pub fn parse(text: &str) -> Result<FetchConfig, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            let message = e
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid TOML")
-                .to_owned();
-            ConfigError::Syntax {
-                file: STRING_FILE.into(),
-                line,
-                column,
-                message,
-            }
+            let message = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+            ConfigError::Syntax { file: STRING_FILE.into(), line, column, message }
         })?;
         let wire = match &raw.wire {
             None => Wire::Json,
-            Some(w) => w.get_ref().parse().map_err(|_| {
-                invalid(
-                    "wire",
-                    format!(
-                        "unknown wire {:?} (expected json or legacy){}",
-                        w.get_ref(),
-                        at(text, w.span())
-                    ),
-                )
-            })?,
+            Some(w) => w.get_ref().parse().map_err(|_| invalid("wire", format!("unknown wire {:?} (expected json or legacy){}", w.get_ref(), at(text, w.span()))))?,
         };
         let legacy = wire == Wire::Legacy;
-        let broker = raw.broker.unwrap_or(RawBroker {
-            url: None,
-            vhost: None,
-            login: None,
-            passcode_file: None,
-        });
+        let broker = raw.broker.unwrap_or(RawBroker { url: None, vhost: None, login: None, passcode_file: None });
         let broker = BrokerSection {
-            url: broker
-                .url
-                .unwrap_or_else(|| "stomp://localhost:61613".into()),
+            url: broker.url.unwrap_or_else(|| "stomp://localhost:61613".into()),
             vhost: broker.vhost.unwrap_or_else(|| "/".into()),
             login: broker.login,
             passcode_file: broker.passcode_file,
         };
-        let topic =
-            |key: &str, v: Option<String>, json: &str, leg: &str| -> Result<String, ConfigError> {
-                let v = v.unwrap_or_else(|| if legacy { leg.into() } else { json.into() });
-                if v.trim().is_empty() || v.contains(['\n', '\r', '\0']) {
-                    return Err(invalid(key, format!("invalid destination {v:?}")));
-                }
-                Ok(v)
-            };
-        let commits_topic = topic(
-            "commits_topic",
-            raw.commits_topic,
-            "/topic/deploykit.git.commits",
-            "/topic/future.git.commits",
-        )?;
-        let events_topic = topic(
-            "events_topic",
-            raw.events_topic,
-            "/topic/deploykit.events",
-            "/topic/future.events.stomp-git",
-        )?;
-        let results_topic = topic(
-            "results_topic",
-            raw.results_topic,
-            "/topic/deploykit.fetch",
-            "/topic/deploykit.fetch",
-        )?;
+        let topic = |key: &str, v: Option<String>, json: &str, leg: &str| -> Result<String, ConfigError> {
+            let v = v.unwrap_or_else(|| if legacy { leg.into() } else { json.into() });
+            if v.trim().is_empty() || v.contains(['\n', '\r', '\0']) {
+                return Err(invalid(key, format!("invalid destination {v:?}")));
+            }
+            Ok(v)
+        };
+        let commits_topic = topic("commits_topic", raw.commits_topic, "/topic/deploykit.git.commits", "/topic/future.git.commits")?;
+        let events_topic = topic("events_topic", raw.events_topic, "/topic/deploykit.events", "/topic/future.events.stomp-git")?;
+        let results_topic = topic("results_topic", raw.results_topic, "/topic/deploykit.fetch", "/topic/deploykit.fetch")?;
         let max_parallel = match raw.max_parallel {
             None => 4,
             Some(v) if (1..=1024).contains(v.get_ref()) => *v.get_ref() as usize,
-            Some(v) => {
-                return Err(invalid(
-                    "max_parallel",
-                    format!(
-                        "must be between 1 and 1024, not {}{}",
-                        v.get_ref(),
-                        at(text, v.span())
-                    ),
-                ))
-            }
+            Some(v) => return Err(invalid("max_parallel", format!("must be between 1 and 1024, not {}{}", v.get_ref(), at(text, v.span())))),
         };
         let reconcile_interval = match &raw.reconcile_interval {
             None => Some(Duration::from_secs(600)),
@@ -532,117 +449,57 @@ impl FetchConfig {
         };
         let lock_stale_after = match &raw.lock_stale_after {
             None => Duration::from_secs(600),
-            Some(v) => {
-                duration("lock_stale_after", text, v, false)?.unwrap_or(Duration::from_secs(600))
-            }
+            Some(v) => duration("lock_stale_after", text, v, false)?.unwrap_or(Duration::from_secs(600)),
         };
         let node = raw.node.unwrap_or_else(hostname);
         let mut repos = BTreeMap::new();
         for (name, r) in raw.repos {
             let key = format!("repos.{name}");
             if !valid_repo_name(&name) {
-                return Err(invalid(
-                    &key,
-                    "repository names are 1-100 of A-Z a-z 0-9 . _ - and do not start with - or .",
-                ));
+                return Err(invalid(&key, "repository names are 1-100 of A-Z a-z 0-9 . _ - and do not start with - or ."));
             }
-            let path = r
-                .path
-                .ok_or_else(|| invalid(&key, "missing path = \"/path/to/clone\""))?;
+            let path = r.path.ok_or_else(|| invalid(&key, "missing path = \"/path/to/clone\""))?;
             if !path.is_absolute() {
-                return Err(invalid(
-                    format!("{key}.path"),
-                    format!("must be absolute, not {:?}", path.display().to_string()),
-                ));
+                return Err(invalid(format!("{key}.path"), format!("must be absolute, not {:?}", path.display().to_string())));
             }
             let mode = match &r.mode {
                 None => Mode::Normal,
                 Some(m) => Mode::parse(m.get_ref()).ok_or_else(|| {
                     let all: Vec<&str> = Mode::ALL.iter().map(|m| m.as_str()).collect();
-                    invalid(
-                        format!("{key}.mode"),
-                        format!(
-                            "unknown mode {:?} (expected {}){}",
-                            m.get_ref(),
-                            all.join(", "),
-                            at(text, m.span())
-                        ),
-                    )
+                    invalid(format!("{key}.mode"), format!("unknown mode {:?} (expected {}){}", m.get_ref(), all.join(", "), at(text, m.span())))
                 })?,
             };
             let remote = r.remote.unwrap_or_else(|| "origin".into());
             if !git2::Remote::is_valid_name(&remote) || remote.starts_with('-') {
-                return Err(invalid(
-                    format!("{key}.remote"),
-                    format!("invalid remote name {remote:?}"),
-                ));
+                return Err(invalid(format!("{key}.remote"), format!("invalid remote name {remote:?}")));
             }
             if let Some(b) = &r.branch {
-                if crate::fetch::ops::validate_refname(&format!("refs/heads/{b}")).is_err()
-                    || b.starts_with('-')
-                {
-                    return Err(invalid(
-                        format!("{key}.branch"),
-                        format!("invalid branch name {b:?}"),
-                    ));
+                if crate::fetch::ops::validate_refname(&format!("refs/heads/{b}")).is_err() || b.starts_with('-') {
+                    return Err(invalid(format!("{key}.branch"), format!("invalid branch name {b:?}")));
                 }
             }
             if matches!(mode, Mode::Branch | Mode::Atomic) && r.branch.is_none() {
-                return Err(invalid(
-                    &key,
-                    format!("mode \"{mode}\" needs branch = \"…\""),
-                ));
+                return Err(invalid(&key, format!("mode \"{mode}\" needs branch = \"…\"")));
             }
             if mode.needs_target() {
                 match &r.target {
-                    None => {
-                        return Err(invalid(
-                            &key,
-                            format!("mode \"{mode}\" needs target = \"/path\""),
-                        ))
-                    }
-                    Some(t) if !t.is_absolute() => {
-                        return Err(invalid(format!("{key}.target"), "must be absolute"))
-                    }
-                    Some(t) if t.starts_with(&path) || path.starts_with(t) => {
-                        return Err(invalid(
-                            format!("{key}.target"),
-                            "must not be inside the clone nor contain it",
-                        ))
-                    }
-                    Some(t) if t.file_name().is_none() => {
-                        return Err(invalid(
-                            format!("{key}.target"),
-                            "must name a directory, not /",
-                        ))
-                    }
+                    None => return Err(invalid(&key, format!("mode \"{mode}\" needs target = \"/path\""))),
+                    Some(t) if !t.is_absolute() => return Err(invalid(format!("{key}.target"), "must be absolute")),
+                    Some(t) if t.starts_with(&path) || path.starts_with(t) => return Err(invalid(format!("{key}.target"), "must not be inside the clone nor contain it")),
+                    Some(t) if t.file_name().is_none() => return Err(invalid(format!("{key}.target"), "must name a directory, not /")),
                     Some(_) => {}
                 }
             } else if r.target.is_some() {
-                return Err(invalid(
-                    format!("{key}.target"),
-                    format!("mode \"{mode}\" does not use a target"),
-                ));
+                return Err(invalid(format!("{key}.target"), format!("mode \"{mode}\" does not use a target")));
             }
             if let Some(u) = &r.user {
-                if u.is_empty()
-                    || u.starts_with('-')
-                    || !u.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$')
-                    })
-                {
-                    return Err(invalid(
-                        format!("{key}.user"),
-                        format!("invalid user name {u:?}"),
-                    ));
+                if u.is_empty() || u.starts_with('-') || !u.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$')) {
+                    return Err(invalid(format!("{key}.user"), format!("invalid user name {u:?}")));
                 }
             }
             if let Some(v) = &r.credentials.https_token_env {
                 if v.is_empty() || v.contains(['=', '\0']) {
-                    return Err(invalid(
-                        format!("{key}.credentials.https_token_env"),
-                        "must be an environment variable name",
-                    ));
+                    return Err(invalid(format!("{key}.credentials.https_token_env"), "must be an environment variable name"));
                 }
             }
             repos.insert(
@@ -661,18 +518,7 @@ impl FetchConfig {
                 },
             );
         }
-        Ok(FetchConfig {
-            broker,
-            commits_topic,
-            events_topic,
-            results_topic,
-            wire,
-            node,
-            max_parallel,
-            reconcile_interval,
-            lock_stale_after,
-            repos,
-        })
+        Ok(FetchConfig { broker, commits_topic, events_topic, results_topic, wire, node, max_parallel, reconcile_interval, lock_stale_after, repos })
     }
 
     /// Checks this machine against the configuration: each repo path exists and
@@ -684,10 +530,7 @@ impl FetchConfig {
         let mut p = |key: String, message: String| out.push(Problem { key, message });
         if let Some(f) = &self.broker.passcode_file {
             if let Err(e) = std::fs::File::open(f) {
-                p(
-                    "broker.passcode_file".into(),
-                    format!("cannot read {}: {e}", f.display()),
-                );
+                p("broker.passcode_file".into(), format!("cannot read {}: {e}", f.display()));
             }
         }
         for (name, r) in &self.repos {
@@ -701,19 +544,13 @@ impl FetchConfig {
                         None
                     }
                     Err(e) => {
-                        p(
-                            format!("{key}.user"),
-                            format!("cannot look up user {u:?}: {e}"),
-                        );
+                        p(format!("{key}.user"), format!("cannot look up user {u:?}: {e}"));
                         None
                     }
                 },
             };
             if !r.path.exists() {
-                p(
-                    format!("{key}.path"),
-                    format!("{} does not exist", r.path.display()),
-                );
+                p(format!("{key}.path"), format!("{} does not exist", r.path.display()));
             } else {
                 match crate::git::open(&r.path) {
                     Err(e) => p(
@@ -722,27 +559,17 @@ impl FetchConfig {
                             "{} is not a git repository: {}",
                             r.path.display(),
                             match e {
-                                crate::git::GitError::Open { source, .. } =>
-                                    source.message().to_owned(),
+                                crate::git::GitError::Open { source, .. } => source.message().to_owned(),
                                 other => other.to_string(),
                             }
                         ),
                     ),
                     Ok(repo) => {
                         if repo.find_remote(&r.remote).is_err() {
-                            p(
-                                format!("{key}.remote"),
-                                format!("{} has no remote {:?}", r.path.display(), r.remote),
-                            );
+                            p(format!("{key}.remote"), format!("{} has no remote {:?}", r.path.display(), r.remote));
                         }
                         if r.mode == Mode::Dangerous && repo.is_bare() {
-                            p(
-                                format!("{key}.mode"),
-                                format!(
-                                    "mode \"dangerous\" checks out in the clone, but {} is bare",
-                                    r.path.display()
-                                ),
-                            );
+                            p(format!("{key}.mode"), format!("mode \"dangerous\" checks out in the clone, but {} is bare", r.path.display()));
                         }
                     }
                 }
@@ -750,71 +577,36 @@ impl FetchConfig {
                     if let Ok(md) = std::fs::metadata(&r.path) {
                         use std::os::unix::fs::MetadataExt;
                         if md.uid() != pw.uid {
-                            p(
-                                format!("{key}.path"),
-                                format!(
-                                    "{} is owned by uid {}, not by {} (uid {})",
-                                    r.path.display(),
-                                    md.uid(),
-                                    pw.name,
-                                    pw.uid
-                                ),
-                            );
+                            p(format!("{key}.path"), format!("{} is owned by uid {}, not by {} (uid {})", r.path.display(), md.uid(), pw.name, pw.uid));
                         }
                     }
                 }
             }
             if let Some(t) = &r.target {
-                let parent = if r.mode == Mode::Puppetmaster || r.mode == Mode::Tags {
-                    Some(t.as_path())
-                } else {
-                    t.parent()
-                };
+                let parent = if r.mode == Mode::Puppetmaster || r.mode == Mode::Tags { Some(t.as_path()) } else { t.parent() };
                 if let Some(parent) = parent {
                     match std::fs::metadata(parent) {
-                        Err(e) => p(
-                            format!("{key}.target"),
-                            format!("{} (where checkouts go): {e}", parent.display()),
-                        ),
-                        Ok(md) if !md.is_dir() => p(
-                            format!("{key}.target"),
-                            format!("{} is not a directory", parent.display()),
-                        ),
+                        Err(e) => p(format!("{key}.target"), format!("{} (where checkouts go): {e}", parent.display())),
+                        Ok(md) if !md.is_dir() => p(format!("{key}.target"), format!("{} is not a directory", parent.display())),
                         Ok(_) => {
-                            if user.is_none()
-                                && r.user.is_none()
-                                && !crate::fetch::privilege::writable(parent)
-                            {
-                                p(
-                                    format!("{key}.target"),
-                                    format!("{} is not writable", parent.display()),
-                                );
+                            if user.is_none() && r.user.is_none() && !crate::fetch::privilege::writable(parent) {
+                                p(format!("{key}.target"), format!("{} is not writable", parent.display()));
                             }
                         }
                     }
                 }
             }
             let c = &r.credentials;
-            for (k, f) in [
-                ("ssh_key", &c.ssh_key),
-                ("ssh_key_passphrase_file", &c.ssh_key_passphrase_file),
-                ("https_token_file", &c.https_token_file),
-            ] {
+            for (k, f) in [("ssh_key", &c.ssh_key), ("ssh_key_passphrase_file", &c.ssh_key_passphrase_file), ("https_token_file", &c.https_token_file)] {
                 if let Some(f) = f {
                     if let Err(e) = std::fs::File::open(f) {
-                        p(
-                            format!("{key}.credentials.{k}"),
-                            format!("cannot read {}: {e}", f.display()),
-                        );
+                        p(format!("{key}.credentials.{k}"), format!("cannot read {}: {e}", f.display()));
                     }
                 }
             }
             if let Some(v) = &c.https_token_env {
                 if std::env::var_os(v).is_none() {
-                    p(
-                        format!("{key}.credentials.https_token_env"),
-                        format!("environment variable {v} is not set"),
-                    );
+                    p(format!("{key}.credentials.https_token_env"), format!("environment variable {v} is not set"));
                 }
             }
         }
@@ -830,14 +622,9 @@ impl FetchConfig {
 pub fn import_legacy(yaml: &str) -> Result<String, ConfigError> {
     use yaml_rust2::{Yaml, YamlLoader};
     let docs = YamlLoader::load_from_str(yaml).map_err(|e| ConfigError::Legacy(e.to_string()))?;
-    let doc = docs
-        .into_iter()
-        .next()
-        .ok_or_else(|| ConfigError::Legacy("empty document".into()))?;
+    let doc = docs.into_iter().next().ok_or_else(|| ConfigError::Legacy("empty document".into()))?;
     let Yaml::Hash(top) = doc else {
-        return Err(ConfigError::Legacy(
-            "expected a mapping at the top level".into(),
-        ));
+        return Err(ConfigError::Legacy("expected a mapping at the top level".into()));
     };
     let scalar = |y: &Yaml| -> Option<String> {
         match y {
@@ -848,40 +635,27 @@ pub fn import_legacy(yaml: &str) -> Result<String, ConfigError> {
         }
     };
     let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let mut out = String::from(
-        "# Imported from stomp-git's YAML by dk-fetch --import-legacy.\nwire = \"legacy\"\n",
-    );
+    let mut out = String::from("# Imported from stomp-git's YAML by dk-fetch --import-legacy.\nwire = \"legacy\"\n");
     let mut notes = String::new();
     let mut repos = String::new();
     let mut found = false;
     for (k, v) in &top {
         let key = scalar(k).unwrap_or_default();
         if key != "repo-list" {
-            notes.push_str(&format!(
-                "# stomp-git setting not imported: {key} = {}\n",
-                scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")
-            ));
+            notes.push_str(&format!("# stomp-git setting not imported: {key} = {}\n", scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")));
             continue;
         }
         found = true;
         let Yaml::Hash(list) = v else {
-            return Err(ConfigError::Legacy(
-                "repo-list: expected a mapping of NAME: {user, repo, target, mode}".into(),
-            ));
+            return Err(ConfigError::Legacy("repo-list: expected a mapping of NAME: {user, repo, target, mode}".into()));
         };
         for (name, entry) in list {
-            let name = scalar(name).ok_or_else(|| {
-                ConfigError::Legacy("repo-list: a repository name is not a string".into())
-            })?;
+            let name = scalar(name).ok_or_else(|| ConfigError::Legacy("repo-list: a repository name is not a string".into()))?;
             let Yaml::Hash(entry) = entry else {
-                return Err(ConfigError::Legacy(format!(
-                    "repo-list.{name}: expected a mapping"
-                )));
+                return Err(ConfigError::Legacy(format!("repo-list.{name}: expected a mapping")));
             };
             let get = |f: &str| entry.get(&Yaml::String(f.into())).and_then(scalar);
-            let path = get("repo").ok_or_else(|| {
-                ConfigError::Legacy(format!("repo-list.{name}: missing repo (the clone's path)"))
-            })?;
+            let path = get("repo").ok_or_else(|| ConfigError::Legacy(format!("repo-list.{name}: missing repo (the clone's path)")))?;
             repos.push_str(&format!("\n[repos.{}]\npath = {}\n", q(&name), q(&path)));
             let mode = get("mode").unwrap_or_else(|| "normal".into());
             repos.push_str(&format!("mode = {}\n", q(&mode)));
@@ -897,10 +671,7 @@ pub fn import_legacy(yaml: &str) -> Result<String, ConfigError> {
             for (k, v) in entry {
                 let k = scalar(k).unwrap_or_default();
                 if !matches!(k.as_str(), "repo" | "mode" | "target" | "branch" | "user") {
-                    repos.push_str(&format!(
-                        "# not imported: {k} = {}\n",
-                        scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")
-                    ));
+                    repos.push_str(&format!("# not imported: {k} = {}\n", scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")));
                 }
             }
         }
@@ -910,8 +681,7 @@ pub fn import_legacy(yaml: &str) -> Result<String, ConfigError> {
     }
     out.push_str(&notes);
     out.push_str(&repos);
-    FetchConfig::parse(&out)
-        .map_err(|e| ConfigError::Legacy(format!("the imported configuration is refused: {e}")))?;
+    FetchConfig::parse(&out).map_err(|e| ConfigError::Legacy(format!("the imported configuration is refused: {e}")))?;
     Ok(out)
 }
 

@@ -43,9 +43,7 @@ pub const EVENT_SOURCE: &str = "fetch";
 
 /// Runs one repository operation (fetch and the mode's checkout); synchronous,
 /// called on a blocking thread. The default is [`default_runner`].
-pub type Runner = Arc<
-    dyn Fn(&str, &RepoConfig, Option<&str>, Duration) -> Result<Outcome, FetchError> + Send + Sync,
->;
+pub type Runner = Arc<dyn Fn(&str, &RepoConfig, Option<&str>, Duration) -> Result<Outcome, FetchError> + Send + Sync>;
 
 /// The runner used unless [`DaemonOptions::runner`] says otherwise: `ops::run`.
 pub fn default_runner() -> Runner {
@@ -70,23 +68,13 @@ pub struct DaemonOptions {
 
 impl Default for DaemonOptions {
     fn default() -> DaemonOptions {
-        DaemonOptions {
-            quiet: Duration::from_millis(50),
-            max_delay: Duration::from_secs(2),
-            shutdown_grace: Duration::from_secs(60),
-            runner: default_runner(),
-            observer: None,
-        }
+        DaemonOptions { quiet: Duration::from_millis(50), max_delay: Duration::from_secs(2), shutdown_grace: Duration::from_secs(60), runner: default_runner(), observer: None }
     }
 }
 
 impl std::fmt::Debug for DaemonOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DaemonOptions")
-            .field("quiet", &self.quiet)
-            .field("max_delay", &self.max_delay)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .finish()
+        f.debug_struct("DaemonOptions").field("quiet", &self.quiet).field("max_delay", &self.max_delay).field("shutdown_grace", &self.shutdown_grace).finish()
     }
 }
 
@@ -178,48 +166,20 @@ impl FetchDaemon {
     }
 
     /// As [`FetchDaemon::start`], with options.
-    pub async fn start_with(
-        config: FetchConfig,
-        client: Client,
-        options: DaemonOptions,
-    ) -> Result<DaemonHandle, DaemonError> {
+    pub async fn start_with(config: FetchConfig, client: Client, options: DaemonOptions) -> Result<DaemonHandle, DaemonError> {
         // Listen to connection events before subscribing, so no Ready is missed.
         let client_events = client.events();
         let sub = subscribe(&client, &config.commits_topic).await?;
-        let observer = options
-            .observer
-            .clone()
-            .unwrap_or_else(|| broadcast::channel(1024).0);
+        let observer = options.observer.clone().unwrap_or_else(|| broadcast::channel(1024).0);
         let stats = Arc::new(Mutex::new(Stats::default()));
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(
-            &config,
-            &client,
-            &options,
-            observer.clone(),
-            stats.clone(),
-        ));
+        let shared = Arc::new(Shared::new(&config, &client, &options, observer.clone(), stats.clone()));
         let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
-        let mut daemon = Daemon {
-            config,
-            client,
-            shared,
-            options,
-            sub: Some(sub),
-            repos: HashMap::new(),
-            sem,
-            tasks: JoinSet::new(),
-            done_tx,
-        };
+        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), repos: HashMap::new(), sem, tasks: JoinSet::new(), done_tx };
         daemon.reconcile("startup");
         let task = tokio::spawn(daemon.run(ctl_rx, done_rx, client_events));
-        Ok(DaemonHandle {
-            ctl: ctl_tx,
-            observer,
-            stats,
-            task,
-        })
+        Ok(DaemonHandle { ctl: ctl_tx, observer, stats, task })
     }
 }
 
@@ -248,19 +208,13 @@ impl DaemonHandle {
     /// re-subscribed only if it changed. On error the old configuration stays.
     pub async fn reload(&self, config: FetchConfig) -> Result<(), DaemonError> {
         let (reply, done) = oneshot::channel();
-        self.ctl
-            .send(Control::Reload(Box::new(config), reply))
-            .await
-            .map_err(|_| DaemonError::Stopped)?;
+        self.ctl.send(Control::Reload(Box::new(config), reply)).await.map_err(|_| DaemonError::Stopped)?;
         done.await.map_err(|_| DaemonError::Stopped)?
     }
 
     /// Fetches every configured repo once now (trigger `manual`).
     pub async fn reconcile(&self) -> Result<(), DaemonError> {
-        self.ctl
-            .send(Control::Reconcile)
-            .await
-            .map_err(|_| DaemonError::Stopped)
+        self.ctl.send(Control::Reconcile).await.map_err(|_| DaemonError::Stopped)
     }
 
     /// Stops taking messages, lets running fetches finish (bounded by
@@ -300,13 +254,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(
-        config: &FetchConfig,
-        client: &Client,
-        options: &DaemonOptions,
-        observer: broadcast::Sender<DaemonEvent>,
-        stats: Arc<Mutex<Stats>>,
-    ) -> Shared {
+    fn new(config: &FetchConfig, client: &Client, options: &DaemonOptions, observer: broadcast::Sender<DaemonEvent>, stats: Arc<Mutex<Stats>>) -> Shared {
         Shared {
             publisher: Some(publisher_for(config, client.clone())),
             results_topic: config.results_topic.clone(),
@@ -331,14 +279,8 @@ impl Shared {
 
 /// The publisher for results and event lines of this configuration.
 pub fn publisher_for(config: &FetchConfig, client: Client) -> Publisher {
-    let destinations = Destinations {
-        events: config.events_topic.clone(),
-        ..Destinations::default()
-    };
-    Publisher::new(client, EVENT_SOURCE)
-        .wire(config.wire)
-        .destinations(destinations)
-        .host(config.node.clone())
+    let destinations = Destinations { events: config.events_topic.clone(), ..Destinations::default() };
+    Publisher::new(client, EVENT_SOURCE).wire(config.wire).destinations(destinations).host(config.node.clone())
 }
 
 /// The commit that asked for a fetch, for the event line and correlation.
@@ -389,22 +331,11 @@ struct Daemon {
 }
 
 async fn subscribe(client: &Client, topic: &str) -> Result<Subscription, DaemonError> {
-    client
-        .subscribe(topic, SubscribeOptions::default())
-        .await
-        .map_err(|source| DaemonError::Subscribe {
-            topic: topic.to_owned(),
-            source,
-        })
+    client.subscribe(topic, SubscribeOptions::default()).await.map_err(|source| DaemonError::Subscribe { topic: topic.to_owned(), source })
 }
 
 impl Daemon {
-    async fn run(
-        mut self,
-        mut ctl: mpsc::Receiver<Control>,
-        mut done_rx: mpsc::UnboundedReceiver<Done>,
-        mut client_events: broadcast::Receiver<ClientEvent>,
-    ) -> Stats {
+    async fn run(mut self, mut ctl: mpsc::Receiver<Control>, mut done_rx: mpsc::UnboundedReceiver<Done>, mut client_events: broadcast::Receiver<ClientEvent>) -> Stats {
         let mut interval = self.new_interval();
         loop {
             self.start_due();
@@ -460,14 +391,11 @@ impl Daemon {
     }
 
     fn new_interval(&self) -> Option<tokio::time::Interval> {
-        self.config
-            .reconcile_interval
-            .filter(|d| !d.is_zero())
-            .map(|d| {
-                let mut i = tokio::time::interval_at(Instant::now() + d, d);
-                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                i
-            })
+        self.config.reconcile_interval.filter(|d| !d.is_zero()).map(|d| {
+            let mut i = tokio::time::interval_at(Instant::now() + d, d);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        })
     }
 
     /// Shutdown: stop reading, drop what is pending, wait for running fetches.
@@ -475,17 +403,9 @@ impl Daemon {
         if let Some(sub) = self.sub.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), sub.unsubscribe()).await;
         }
-        let pending: Vec<&String> = self
-            .repos
-            .iter()
-            .filter(|(_, s)| s.pending.is_some())
-            .map(|(n, _)| n)
-            .collect();
+        let pending: Vec<&String> = self.repos.iter().filter(|(_, s)| s.pending.is_some()).map(|(n, _)| n).collect();
         if !pending.is_empty() {
-            tracing::info!(
-                ?pending,
-                "shutdown: pending fetches dropped (the next start reconciles)"
-            );
+            tracing::info!(?pending, "shutdown: pending fetches dropped (the next start reconciles)");
         }
         let running = self.tasks.len();
         if running > 0 {
@@ -494,17 +414,10 @@ impl Daemon {
         let grace = self.options.shutdown_grace;
         let wait = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, wait).await.is_err() {
-            tracing::warn!(
-                ?grace,
-                "shutdown: fetches still running after the grace period; abandoning them"
-            );
+            tracing::warn!(?grace, "shutdown: fetches still running after the grace period; abandoning them");
             self.tasks.abort_all();
         }
-        self.shared
-            .stats
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     async fn reload(&mut self, config: FetchConfig) -> Result<(), DaemonError> {
@@ -519,30 +432,13 @@ impl Daemon {
         if config.broker != self.config.broker {
             tracing::warn!("the broker section changed; it takes effect at the next restart (the connection is kept)");
         }
-        let added: Vec<String> = config
-            .repos
-            .keys()
-            .filter(|n| !self.config.repos.contains_key(*n))
-            .cloned()
-            .collect();
-        let changed: Vec<String> = config
-            .repos
-            .iter()
-            .filter(|(n, r)| self.config.repos.get(*n).is_some_and(|old| old != *r))
-            .map(|(n, _)| n.clone())
-            .collect();
-        self.repos
-            .retain(|n, s| config.repos.contains_key(n) || s.running);
+        let added: Vec<String> = config.repos.keys().filter(|n| !self.config.repos.contains_key(*n)).cloned().collect();
+        let changed: Vec<String> = config.repos.iter().filter(|(n, r)| self.config.repos.get(*n).is_some_and(|old| old != *r)).map(|(n, _)| n.clone()).collect();
+        self.repos.retain(|n, s| config.repos.contains_key(n) || s.running);
         if config.max_parallel != self.config.max_parallel {
             self.sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         }
-        self.shared = Arc::new(Shared::new(
-            &config,
-            &self.client,
-            &self.options,
-            self.shared.observer.clone(),
-            self.shared.stats.clone(),
-        ));
+        self.shared = Arc::new(Shared::new(&config, &self.client, &self.options, self.shared.observer.clone(), self.shared.stats.clone()));
         self.config = config;
         tracing::info!(?added, ?changed, resubscribed, "configuration reloaded");
         for name in added.iter().chain(changed.iter()) {
@@ -605,30 +501,15 @@ impl Daemon {
             }
             Some(commit.refname.clone())
         };
-        let ctx = CommitCtx {
-            subject: commit.subject(),
-            correlation_id,
-        };
+        let ctx = CommitCtx { subject: commit.subject(), correlation_id };
         self.request(&commit.repo, refname, "commit", Some(ctx));
     }
 
     fn reject(&mut self, commit: &Commit, why: String, correlation_id: Option<String>) {
         tracing::warn!(repo = ?commit.repo, refname = ?commit.refname, %why, "hostile commit message rejected; nothing run");
         self.shared.stat(|s| s.rejected += 1);
-        self.problem(
-            format!(
-                "problem: rejected commit for repo {:?} ref {:?}: {}",
-                commit.repo,
-                commit.refname,
-                one_line(&why)
-            ),
-            correlation_id,
-        );
-        self.shared.emit(DaemonEvent::Rejected {
-            repo: commit.repo.clone(),
-            refname: commit.refname.clone(),
-            why,
-        });
+        self.problem(format!("problem: rejected commit for repo {:?} ref {:?}: {}", commit.repo, commit.refname, one_line(&why)), correlation_id);
+        self.shared.emit(DaemonEvent::Rejected { repo: commit.repo.clone(), refname: commit.refname.clone(), why });
     }
 
     /// Publishes an event line without holding up the loop.
@@ -644,21 +525,13 @@ impl Daemon {
     }
 
     /// Asks for a fetch of `name` (merged into what is pending).
-    fn request(
-        &mut self,
-        name: &str,
-        refname: Option<String>,
-        trigger: &str,
-        commit: Option<CommitCtx>,
-    ) {
+    fn request(&mut self, name: &str, refname: Option<String>, trigger: &str, commit: Option<CommitCtx>) {
         let now = Instant::now();
         let quiet = self.options.quiet;
         let max_delay = self.options.max_delay;
         let state = self.repos.entry(name.to_owned()).or_default();
         let reconcile = commit.is_none();
-        let quiet_since = state
-            .last_message
-            .map_or(true, |t| now.duration_since(t) >= quiet);
+        let quiet_since = state.last_message.map_or(true, |t| now.duration_since(t) >= quiet);
         if !reconcile {
             state.last_message = Some(now);
         }
@@ -691,47 +564,21 @@ impl Daemon {
                 if state.running && !reconcile {
                     self.shared.stat(|s| s.coalesced += 1);
                 }
-                let due = if immediate {
-                    now
-                } else {
-                    (now + quiet).min(now + max_delay)
-                };
-                tracing::debug!(
-                    repo = name,
-                    trigger,
-                    immediate,
-                    running = state.running,
-                    "fetch requested"
-                );
-                state.pending = Some(Pending {
-                    refs: refname.map(|r| BTreeSet::from([r])),
-                    trigger: trigger.to_owned(),
-                    commit,
-                    first: now,
-                    due,
-                    immediate,
-                });
+                let due = if immediate { now } else { (now + quiet).min(now + max_delay) };
+                tracing::debug!(repo = name, trigger, immediate, running = state.running, "fetch requested");
+                state.pending = Some(Pending { refs: refname.map(|r| BTreeSet::from([r])), trigger: trigger.to_owned(), commit, first: now, due, immediate });
             }
         }
     }
 
     fn next_due(&self) -> Option<Instant> {
-        self.repos
-            .values()
-            .filter(|s| !s.running)
-            .filter_map(|s| s.pending.as_ref().map(|p| p.due))
-            .min()
+        self.repos.values().filter(|s| !s.running).filter_map(|s| s.pending.as_ref().map(|p| p.due)).min()
     }
 
     /// Starts every pending request that is due and whose repo is idle.
     fn start_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<String> = self
-            .repos
-            .iter()
-            .filter(|(_, s)| !s.running && s.pending.as_ref().is_some_and(|p| p.due <= now))
-            .map(|(n, _)| n.clone())
-            .collect();
+        let due: Vec<String> = self.repos.iter().filter(|(_, s)| !s.running && s.pending.as_ref().is_some_and(|p| p.due <= now)).map(|(n, _)| n.clone()).collect();
         for name in due {
             let Some(repo) = self.config.repos.get(&name).cloned() else {
                 self.repos.remove(&name);
@@ -745,8 +592,7 @@ impl Daemon {
                 Some(refs) if refs.len() == 1 => refs.into_iter().next(),
                 _ => None,
             };
-            self.shared
-                .stat(|s| *s.fetches.entry(name.clone()).or_default() += 1);
+            self.shared.stat(|s| *s.fetches.entry(name.clone()).or_default() += 1);
             let shared = self.shared.clone();
             let sem = self.sem.clone();
             let done = self.done_tx.clone();
@@ -754,8 +600,7 @@ impl Daemon {
             let commit = p.commit;
             self.tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                let result =
-                    fetch_one(&shared, &name, &repo, refname, &trigger, commit.as_ref()).await;
+                let result = fetch_one(&shared, &name, &repo, refname, &trigger, commit.as_ref()).await;
                 let _ = done.send(Done { repo: name });
                 publish(&shared, &result, commit.as_ref()).await;
             });
@@ -772,28 +617,16 @@ impl Daemon {
 }
 
 /// Runs one operation on a blocking thread and builds its result (emitted to observers).
-async fn fetch_one(
-    shared: &Shared,
-    name: &str,
-    repo: &RepoConfig,
-    refname: Option<String>,
-    trigger: &str,
-    commit: Option<&CommitCtx>,
-) -> (FetchResult, Vec<String>) {
-    shared.emit(DaemonEvent::Started {
-        repo: name.to_owned(),
-        trigger: trigger.to_owned(),
-        refname: refname.clone(),
-    });
+async fn fetch_one(shared: &Shared, name: &str, repo: &RepoConfig, refname: Option<String>, trigger: &str, commit: Option<&CommitCtx>) -> (FetchResult, Vec<String>) {
+    shared.emit(DaemonEvent::Started { repo: name.to_owned(), trigger: trigger.to_owned(), refname: refname.clone() });
     let started = std::time::Instant::now();
     let runner = shared.runner.clone();
     let stale = shared.lock_stale_after;
     let (n, r, rf) = (name.to_owned(), repo.clone(), refname.clone());
-    let outcome =
-        match tokio::task::spawn_blocking(move || runner(&n, &r, rf.as_deref(), stale)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the fetch task failed: {e}")),
-        };
+    let outcome = match tokio::task::spawn_blocking(move || runner(&n, &r, rf.as_deref(), stale)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the fetch task failed: {e}")),
+    };
     let duration_ms = started.elapsed().as_millis() as u64;
     shared.stat(|s| s.finished += 1);
     let mut result = FetchResult {
@@ -830,11 +663,7 @@ async fn fetch_one(
 /// Publishes a result on the results topic and its event line:
 /// `HOST  fetched change: SUBJECT` / `HOST  problem: ERROR`; a reconcile that
 /// changed nothing publishes the result only.
-async fn publish(
-    shared: &Shared,
-    (result, healed): &(FetchResult, Vec<String>),
-    commit: Option<&CommitCtx>,
-) {
+async fn publish(shared: &Shared, (result, healed): &(FetchResult, Vec<String>), commit: Option<&CommitCtx>) {
     let Some(publisher) = &shared.publisher else {
         return;
     };
@@ -844,21 +673,14 @@ async fn publish(
     let cid = result.correlation_id.clone();
     let mut lines = Vec::new();
     for h in healed {
-        lines.push(format!(
-            "problem: [{}] repaired: {}",
-            result.repo,
-            one_line(h)
-        ));
+        lines.push(format!("problem: [{}] repaired: {}", result.repo, one_line(h)));
     }
     match (&result.error, commit) {
         (Some(e), _) => lines.push(format!("problem: [{}] {}", result.repo, one_line(e))),
         (None, Some(c)) => lines.push(format!("fetched change: {}", c.subject)),
-        (None, None) if result.old_head != result.new_head => lines.push(format!(
-            "fetched change: [{}] ({}) {}",
-            result.repo,
-            result.trigger,
-            result.new_head.as_deref().unwrap_or("(no head)")
-        )),
+        (None, None) if result.old_head != result.new_head => {
+            lines.push(format!("fetched change: [{}] ({}) {}", result.repo, result.trigger, result.new_head.as_deref().unwrap_or("(no head)")))
+        }
         (None, None) => {}
     }
     for line in lines {
@@ -872,11 +694,7 @@ async fn publish(
 /// at a time, publishing each result when `publisher` is given; returns the
 /// results in repo-name order (`dk-fetch --once`).
 /// Without a client nothing is published.
-pub async fn run_once(
-    config: &FetchConfig,
-    client: Option<Client>,
-    runner: Option<Runner>,
-) -> Vec<FetchResult> {
+pub async fn run_once(config: &FetchConfig, client: Option<Client>, runner: Option<Runner>) -> Vec<FetchResult> {
     let (observer, _) = broadcast::channel(16);
     let stats = Arc::new(Mutex::new(Stats::default()));
     let shared = Arc::new(Shared {

@@ -11,13 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Lock files (relative to the git dir) that block fetches or checkouts.
-pub const LOCKS: [&str; 5] = [
-    "index.lock",
-    "shallow.lock",
-    "packed-refs.lock",
-    "HEAD.lock",
-    "config.lock",
-];
+pub const LOCKS: [&str; 5] = ["index.lock", "shallow.lock", "packed-refs.lock", "HEAD.lock", "config.lock"];
 
 /// Whether any process has `path` open (per `/proc/*/fd`).
 pub fn held_open(path: &Path) -> bool {
@@ -26,12 +20,7 @@ pub fn held_open(path: &Path) -> bool {
     };
     let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     for p in procs.flatten() {
-        if !p
-            .file_name()
-            .to_string_lossy()
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-        {
+        if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
@@ -63,34 +52,15 @@ pub fn heal(git_dir: &Path, stale_after: Duration) -> Healing {
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let age = md
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .unwrap_or(Duration::ZERO);
+        let age = md.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or(Duration::ZERO);
         if age < stale_after {
-            h.kept.push(format!(
-                "{} is recent (age {}s < {}s): left alone, another git may be running",
-                path.display(),
-                age.as_secs(),
-                stale_after.as_secs()
-            ));
+            h.kept.push(format!("{} is recent (age {}s < {}s): left alone, another git may be running", path.display(), age.as_secs(), stale_after.as_secs()));
         } else if held_open(&path) {
-            h.kept.push(format!(
-                "{} is old (age {}s) but held open by a live process: left alone",
-                path.display(),
-                age.as_secs()
-            ));
+            h.kept.push(format!("{} is old (age {}s) but held open by a live process: left alone", path.display(), age.as_secs()));
         } else {
             match std::fs::remove_file(&path) {
-                Ok(()) => h.removed.push(format!(
-                    "removed stale {} (age {}s)",
-                    path.display(),
-                    age.as_secs()
-                )),
-                Err(e) => h
-                    .kept
-                    .push(format!("cannot remove stale {}: {e}", path.display())),
+                Ok(()) => h.removed.push(format!("removed stale {} (age {}s)", path.display(), age.as_secs())),
+                Err(e) => h.kept.push(format!("cannot remove stale {}: {e}", path.display())),
             }
         }
     }

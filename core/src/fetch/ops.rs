@@ -136,12 +136,7 @@ impl From<checkout::CheckoutError> for FetchError {
 /// (`git2::Reference::is_valid_name`) plus: no leading `-`, no `..`, no NUL,
 /// newline or other control character, at most 1024 bytes.
 pub fn validate_refname(refname: &str) -> Result<(), FetchError> {
-    let bad = |why| {
-        Err(FetchError::BadRefName {
-            refname: refname.to_owned(),
-            why,
-        })
-    };
+    let bad = |why| Err(FetchError::BadRefName { refname: refname.to_owned(), why });
     if refname.is_empty() {
         return bad("empty");
     }
@@ -205,17 +200,12 @@ fn callbacks(creds: &Credentials) -> git2::RemoteCallbacks<'_> {
     cb.credentials(move |url, user_from_url, allowed| {
         attempts += 1;
         if attempts > 3 {
-            return Err(git2::Error::from_str(&format!(
-                "authentication to {url} failed (gave up after 3 attempts)"
-            )));
+            return Err(git2::Error::from_str(&format!("authentication to {url} failed (gave up after 3 attempts)")));
         }
         let user = user_from_url.unwrap_or("git");
         if allowed.contains(git2::CredentialType::SSH_KEY) {
             if let Some(key) = &creds.ssh_key {
-                let pass = creds
-                    .ssh_key_passphrase_file
-                    .as_deref()
-                    .and_then(read_secret);
+                let pass = creds.ssh_key_passphrase_file.as_deref().and_then(read_secret);
                 return git2::Cred::ssh_key(user, None, key, pass.as_deref());
             }
             if creds.ssh_agent {
@@ -223,17 +213,9 @@ fn callbacks(creds: &Credentials) -> git2::RemoteCallbacks<'_> {
             }
         }
         if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-            let token = creds
-                .https_token_env
-                .as_deref()
-                .and_then(|v| std::env::var(v).ok())
-                .or_else(|| creds.https_token_file.as_deref().and_then(read_secret));
+            let token = creds.https_token_env.as_deref().and_then(|v| std::env::var(v).ok()).or_else(|| creds.https_token_file.as_deref().and_then(read_secret));
             if let Some(token) = token {
-                let name = creds
-                    .https_username
-                    .as_deref()
-                    .or(user_from_url)
-                    .unwrap_or("git");
+                let name = creds.https_username.as_deref().or(user_from_url).unwrap_or("git");
                 return git2::Cred::userpass_plaintext(name, &token);
             }
         }
@@ -243,9 +225,7 @@ fn callbacks(creds: &Credentials) -> git2::RemoteCallbacks<'_> {
         if allowed.contains(git2::CredentialType::DEFAULT) {
             return git2::Cred::default();
         }
-        Err(git2::Error::from_str(&format!(
-            "no credentials configured for {url}"
-        )))
+        Err(git2::Error::from_str(&format!("no credentials configured for {url}")))
     });
     cb
 }
@@ -254,18 +234,12 @@ fn fetch_options(creds: &Credentials, tags: bool) -> git2::FetchOptions<'_> {
     let mut fo = git2::FetchOptions::new();
     fo.remote_callbacks(callbacks(creds));
     fo.prune(git2::FetchPrune::On);
-    fo.download_tags(if tags {
-        git2::AutotagOption::All
-    } else {
-        git2::AutotagOption::None
-    });
+    fo.download_tags(if tags { git2::AutotagOption::All } else { git2::AutotagOption::None });
     fo
 }
 
 fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The URL to re-clone from: the config's `url`, else the remote's url read
@@ -284,56 +258,25 @@ fn reclone(repo: &RepoConfig, healed: &mut Vec<String>) -> Result<git2::Reposito
         url: "(unknown)".into(),
         message: "no url configured and none readable from the clone's config".into(),
     })?;
-    let fail = |message: String| FetchError::Reclone {
-        path: repo.path.clone(),
-        url: url.clone(),
-        message,
-    };
-    let bare =
-        repo.path.exists() && !repo.path.join(".git").exists() && repo.mode != Mode::Dangerous;
-    let name = repo
-        .path
-        .file_name()
-        .ok_or_else(|| fail("path has no file name".into()))?
-        .to_string_lossy()
-        .into_owned();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let fail = |message: String| FetchError::Reclone { path: repo.path.clone(), url: url.clone(), message };
+    let bare = repo.path.exists() && !repo.path.join(".git").exists() && repo.mode != Mode::Dangerous;
+    let name = repo.path.file_name().ok_or_else(|| fail("path has no file name".into()))?.to_string_lossy().into_owned();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let tmp = repo.path.with_file_name(format!("{name}.reclone-{nanos}"));
     let remote_name = repo.remote.clone();
     let mut builder = git2::build::RepoBuilder::new();
-    builder
-        .bare(bare)
-        .fetch_options(fetch_options(&repo.credentials, repo.fetch_tags));
+    builder.bare(bare).fetch_options(fetch_options(&repo.credentials, repo.fetch_tags));
     builder.remote_create(move |r, _default_name, u| r.remote(&remote_name, u));
     if let Err(e) = builder.clone(&url, &tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(fail(e.message().to_owned()));
     }
     if repo.path.exists() {
-        let aside = repo
-            .path
-            .with_file_name(format!("{name}.corrupt-{}", unix_secs()));
-        std::fs::rename(&repo.path, &aside).map_err(|e| {
-            fail(format!(
-                "moving the corrupt clone to {}: {e}",
-                aside.display()
-            ))
-        })?;
-        healed.push(format!(
-            "moved corrupt clone {} to {}",
-            repo.path.display(),
-            aside.display()
-        ));
+        let aside = repo.path.with_file_name(format!("{name}.corrupt-{}", unix_secs()));
+        std::fs::rename(&repo.path, &aside).map_err(|e| fail(format!("moving the corrupt clone to {}: {e}", aside.display())))?;
+        healed.push(format!("moved corrupt clone {} to {}", repo.path.display(), aside.display()));
     }
-    std::fs::rename(&tmp, &repo.path).map_err(|e| {
-        fail(format!(
-            "renaming {} to {}: {e}",
-            tmp.display(),
-            repo.path.display()
-        ))
-    })?;
+    std::fs::rename(&tmp, &repo.path).map_err(|e| fail(format!("renaming {} to {}: {e}", tmp.display(), repo.path.display())))?;
     healed.push(format!("re-cloned {} from {url}", repo.path.display()));
     crate::git::open(&repo.path).map_err(|e| fail(e.to_string()))
 }
@@ -347,31 +290,19 @@ fn tracked_ref(repo: &git2::Repository, cfg: &RepoConfig, refname: Option<&str>)
         }
     }
     match refname.map(full_refname) {
-        Some(full) if full.starts_with("refs/heads/") => {
-            Some(format!("refs/remotes/{r}/{}", &full["refs/heads/".len()..]))
-        }
+        Some(full) if full.starts_with("refs/heads/") => Some(format!("refs/remotes/{r}/{}", &full["refs/heads/".len()..])),
         Some(full) if full.starts_with("refs/tags/") => Some(full),
         _ => repo
             .find_reference(&format!("refs/remotes/{r}/HEAD"))
             .ok()
             .and_then(|h| h.symbolic_target().ok().flatten().map(str::to_owned))
-            .or_else(|| {
-                Some(format!(
-                    "refs/remotes/{r}/{}",
-                    cfg.branch.as_deref().unwrap_or("master")
-                ))
-            }),
+            .or_else(|| Some(format!("refs/remotes/{r}/{}", cfg.branch.as_deref().unwrap_or("master")))),
     }
 }
 
 /// Fetches `name`'s clone and applies its mode, in this process (see the module doc).
 /// `refname` is the pushed ref (full or short), `None` for a reconcile.
-pub fn run(
-    name: &str,
-    repo: &RepoConfig,
-    refname: Option<&str>,
-    lock_stale_after: Duration,
-) -> Result<Outcome, FetchError> {
+pub fn run(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<Outcome, FetchError> {
     if let Some(r) = refname {
         validate_refname(r)?;
     }
@@ -390,80 +321,43 @@ pub fn run(
                 other => other.to_string(),
             };
             if !repo.reclone {
-                return Err(FetchError::Corrupt {
-                    path: repo.path.clone(),
-                    message,
-                });
+                return Err(FetchError::Corrupt { path: repo.path.clone(), message });
             }
-            out.warnings.push(format!(
-                "{}: corrupt or missing git repository: {message}",
-                repo.path.display()
-            ));
+            out.warnings.push(format!("{}: corrupt or missing git repository: {message}", repo.path.display()));
             reclone(repo, &mut out.healed)?
         }
     };
     let tracked = tracked_ref(&git, repo, refname);
-    out.old_head = tracked
-        .as_deref()
-        .and_then(|t| ref_target(&git, t))
-        .map(|o| o.to_string());
+    out.old_head = tracked.as_deref().and_then(|t| ref_target(&git, t)).map(|o| o.to_string());
 
     // Fetch.
     {
-        let mut remote = git
-            .find_remote(&repo.remote)
-            .map_err(|_| FetchError::NoRemote {
-                path: repo.path.clone(),
-                remote: repo.remote.clone(),
-            })?;
-        let fetch_err = |e: git2::Error| FetchError::Fetch {
-            path: repo.path.clone(),
-            remote: repo.remote.clone(),
-            message: e.message().to_owned(),
-        };
-        let mut specs: Vec<String> = remote
-            .fetch_refspecs()
-            .map_err(fetch_err)?
-            .iter()
-            .filter_map(|s| s.ok().flatten())
-            .map(str::to_owned)
-            .collect();
+        let mut remote = git.find_remote(&repo.remote).map_err(|_| FetchError::NoRemote { path: repo.path.clone(), remote: repo.remote.clone() })?;
+        let fetch_err = |e: git2::Error| FetchError::Fetch { path: repo.path.clone(), remote: repo.remote.clone(), message: e.message().to_owned() };
+        let mut specs: Vec<String> = remote.fetch_refspecs().map_err(fetch_err)?.iter().filter_map(|s| s.ok().flatten()).map(str::to_owned).collect();
         if repo.fetch_tags {
             specs.push("+refs/tags/*:refs/tags/*".into());
         }
         let mut fo = fetch_options(&repo.credentials, repo.fetch_tags);
-        remote
-            .fetch(&specs, Some(&mut fo), Some("dk-fetch"))
-            .map_err(fetch_err)?;
+        remote.fetch(&specs, Some(&mut fo), Some("dk-fetch")).map_err(fetch_err)?;
         let stats = remote.stats();
-        out.actions.push(format!(
-            "fetched {} ({} objects received)",
-            repo.remote,
-            stats.received_objects()
-        ));
+        out.actions.push(format!("fetched {} ({} objects received)", repo.remote, stats.received_objects()));
     }
     let tracked = tracked_ref(&git, repo, refname).or(tracked);
-    out.new_head = tracked
-        .as_deref()
-        .and_then(|t| ref_target(&git, t))
-        .map(|o| o.to_string());
+    out.new_head = tracked.as_deref().and_then(|t| ref_target(&git, t)).map(|o| o.to_string());
     out.changed = out.old_head != out.new_head;
 
     let checked_out = match repo.mode {
         Mode::Normal => false,
         Mode::Trusting | Mode::Branch => {
-            let branch = repo
-                .checkout_branch()
-                .expect("trusting/branch have a branch");
+            let branch = repo.checkout_branch().expect("trusting/branch have a branch");
             let target = repo.target.as_deref().expect("checked by config");
             checkout_branch_into(&git, repo, branch, target, &mut out)?
         }
         Mode::Atomic => {
             let branch = repo.checkout_branch().expect("atomic has a branch");
             let target = repo.target.as_deref().expect("checked by config");
-            let dir = checkout::dir_name(branch).ok_or_else(|| {
-                FetchError::Checkout(format!("branch {branch:?} is not a safe directory name"))
-            })?;
+            let dir = checkout::dir_name(branch).ok_or_else(|| FetchError::Checkout(format!("branch {branch:?} is not a safe directory name")))?;
             let mut t = target.as_os_str().to_owned();
             t.push(format!("_{dir}"));
             checkout_branch_into(&git, repo, branch, Path::new(&t), &mut out)?
@@ -476,95 +370,49 @@ pub fn run(
     Ok(out)
 }
 
-fn remote_commit<'r>(
-    git: &'r git2::Repository,
-    repo: &RepoConfig,
-    branch: &str,
-) -> Result<git2::Commit<'r>, FetchError> {
+fn remote_commit<'r>(git: &'r git2::Repository, repo: &RepoConfig, branch: &str) -> Result<git2::Commit<'r>, FetchError> {
     let name = format!("refs/remotes/{}/{branch}", repo.remote);
-    let oid = ref_target(git, &name).ok_or_else(|| FetchError::NoBranch {
-        path: repo.path.clone(),
-        refname: name.clone(),
-    })?;
-    git.find_commit(oid)
-        .map_err(|e| FetchError::Checkout(format!("{name}: {}", e.message())))
+    let oid = ref_target(git, &name).ok_or_else(|| FetchError::NoBranch { path: repo.path.clone(), refname: name.clone() })?;
+    git.find_commit(oid).map_err(|e| FetchError::Checkout(format!("{name}: {}", e.message())))
 }
 
-fn checkout_branch_into(
-    git: &git2::Repository,
-    repo: &RepoConfig,
-    branch: &str,
-    target: &Path,
-    out: &mut Outcome,
-) -> Result<bool, FetchError> {
+fn checkout_branch_into(git: &git2::Repository, repo: &RepoConfig, branch: &str, target: &Path, out: &mut Outcome) -> Result<bool, FetchError> {
     let commit = remote_commit(git, repo, branch)?;
     let changed = checkout::swap_in(git, &commit, target)?;
     if changed {
-        out.actions.push(format!(
-            "checked out {}/{branch} ({}) into {}",
-            repo.remote,
-            short(commit.id()),
-            target.display()
-        ));
+        out.actions.push(format!("checked out {}/{branch} ({}) into {}", repo.remote, short(commit.id()), target.display()));
     }
     Ok(changed)
 }
 
-fn dangerous(
-    git: &git2::Repository,
-    repo: &RepoConfig,
-    out: &mut Outcome,
-) -> Result<bool, FetchError> {
+fn dangerous(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<bool, FetchError> {
     if git.is_bare() {
-        return Err(FetchError::Checkout(format!(
-            "{}: mode dangerous needs a clone with a work tree, this one is bare",
-            repo.path.display()
-        )));
+        return Err(FetchError::Checkout(format!("{}: mode dangerous needs a clone with a work tree, this one is bare", repo.path.display())));
     }
     let branch = repo.checkout_branch().expect("dangerous has a branch");
     let commit = remote_commit(git, repo, branch)?;
     let local = format!("refs/heads/{branch}");
     let head_before = git.head().ok().and_then(|h| h.target());
-    let cerr =
-        |e: git2::Error| FetchError::Checkout(format!("{}: {}", repo.path.display(), e.message()));
-    if git
-        .head()
-        .ok()
-        .and_then(|h| h.name().ok().map(str::to_owned))
-        .as_deref()
-        != Some(local.as_str())
-    {
-        git.reference(&local, commit.id(), true, "dk-fetch: dangerous mode")
-            .map_err(cerr)?;
+    let cerr = |e: git2::Error| FetchError::Checkout(format!("{}: {}", repo.path.display(), e.message()));
+    if git.head().ok().and_then(|h| h.name().ok().map(str::to_owned)).as_deref() != Some(local.as_str()) {
+        git.reference(&local, commit.id(), true, "dk-fetch: dangerous mode").map_err(cerr)?;
         git.set_head(&local).map_err(cerr)?;
     }
     let mut co = git2::build::CheckoutBuilder::new();
     co.force();
-    git.reset(commit.as_object(), git2::ResetType::Hard, Some(&mut co))
-        .map_err(cerr)?;
+    git.reset(commit.as_object(), git2::ResetType::Hard, Some(&mut co)).map_err(cerr)?;
     let changed = head_before != Some(commit.id());
     if changed {
-        out.actions.push(format!(
-            "checked out {}/{branch} ({}) in {}",
-            repo.remote,
-            short(commit.id()),
-            repo.path.display()
-        ));
+        out.actions.push(format!("checked out {}/{branch} ({}) in {}", repo.remote, short(commit.id()), repo.path.display()));
     }
     Ok(changed)
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), FetchError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| FetchError::Checkout(format!("{}: {e}", dir.display())))
+    std::fs::create_dir_all(dir).map_err(|e| FetchError::Checkout(format!("{}: {e}", dir.display())))
 }
 
-fn puppetmaster(
-    git: &git2::Repository,
-    repo: &RepoConfig,
-    refname: Option<&str>,
-    out: &mut Outcome,
-) -> Result<bool, FetchError> {
+fn puppetmaster(git: &git2::Repository, repo: &RepoConfig, refname: Option<&str>, out: &mut Outcome) -> Result<bool, FetchError> {
     let target = repo.target.as_deref().expect("checked by config");
     ensure_dir(target)?;
     let prefix = format!("refs/remotes/{}/", repo.remote);
@@ -572,27 +420,20 @@ fn puppetmaster(
         let Some(branch) = full.strip_prefix("refs/heads/") else {
             return Ok(false);
         };
-        let dir = checkout::dir_name(branch).ok_or_else(|| {
-            FetchError::Checkout(format!("branch {branch:?} is not a safe directory name"))
-        })?;
+        let dir = checkout::dir_name(branch).ok_or_else(|| FetchError::Checkout(format!("branch {branch:?} is not a safe directory name")))?;
         let path = target.join(&dir);
         if ref_target(git, &format!("{prefix}{branch}")).is_some() {
             return checkout_branch_into(git, repo, branch, &path, out);
         }
         let removed = checkout::remove(&path)?;
         if removed {
-            out.actions.push(format!(
-                "removed {} (branch {branch} deleted)",
-                path.display()
-            ));
+            out.actions.push(format!("removed {} (branch {branch} deleted)", path.display()));
         }
         return Ok(removed);
     }
     // Reconcile: every remote branch has its directory, no other directory of ours remains.
     let mut wanted = std::collections::BTreeMap::new();
-    let refs = git
-        .references_glob(&format!("{prefix}*"))
-        .map_err(|e| FetchError::Checkout(e.message().to_owned()))?;
+    let refs = git.references_glob(&format!("{prefix}*")).map_err(|e| FetchError::Checkout(e.message().to_owned()))?;
     for r in refs.flatten() {
         let Ok(name) = r.name() else { continue };
         let branch = &name[prefix.len()..];
@@ -600,9 +441,7 @@ fn puppetmaster(
             continue;
         }
         match checkout::dir_name(branch) {
-            None => out.warnings.push(format!(
-                "branch {branch:?} skipped: not a safe directory name"
-            )),
+            None => out.warnings.push(format!("branch {branch:?} skipped: not a safe directory name")),
             Some(dir) => {
                 if let Some(other) = wanted.insert(dir.clone(), branch.to_owned()) {
                     out.warnings.push(format!("branches {other:?} and {branch:?} both map to {dir}: only {branch:?} is checked out"));
@@ -622,8 +461,7 @@ fn puppetmaster(
             }
             let path = e.path();
             if checkout::current_commit(&path).is_some() && checkout::remove(&path)? {
-                out.actions
-                    .push(format!("removed {} (branch deleted)", path.display()));
+                out.actions.push(format!("removed {} (branch deleted)", path.display()));
                 changed = true;
             }
         }
@@ -635,17 +473,14 @@ fn tags(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<
     let target = repo.target.as_deref().expect("checked by config");
     ensure_dir(target)?;
     let mut changed = false;
-    let refs = git
-        .references_glob("refs/tags/*")
-        .map_err(|e| FetchError::Checkout(e.message().to_owned()))?;
+    let refs = git.references_glob("refs/tags/*").map_err(|e| FetchError::Checkout(e.message().to_owned()))?;
     for r in refs.flatten() {
         let Ok(name) = r.name().map(str::to_owned) else {
             continue;
         };
         let tag = &name["refs/tags/".len()..];
         let Some(dir) = checkout::dir_name(tag) else {
-            out.warnings
-                .push(format!("tag {tag:?} skipped: not a safe directory name"));
+            out.warnings.push(format!("tag {tag:?} skipped: not a safe directory name"));
             continue;
         };
         let dest = target.join(&dir);
@@ -653,16 +488,11 @@ fn tags(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<
             continue;
         }
         let Ok(commit) = r.peel_to_commit() else {
-            out.warnings
-                .push(format!("tag {tag:?} skipped: does not point at a commit"));
+            out.warnings.push(format!("tag {tag:?} skipped: does not point at a commit"));
             continue;
         };
         if checkout::create_once(git, &commit, &dest)? {
-            out.actions.push(format!(
-                "checked out tag {tag} ({}) into {}",
-                short(commit.id()),
-                dest.display()
-            ));
+            out.actions.push(format!("checked out tag {tag} ({}) into {}", short(commit.id()), dest.display()));
             changed = true;
         }
     }
@@ -673,13 +503,7 @@ fn tags(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<
 /// no `user` is set (or it is the current user), else in a child made by
 /// `child` (the daemon's own binary with its hidden `__fetch-as` subcommand,
 /// which calls [`super::privilege::child_main`]) running as that user.
-pub fn run_configured(
-    name: &str,
-    repo: &RepoConfig,
-    refname: Option<&str>,
-    lock_stale_after: Duration,
-    child: impl FnOnce() -> Command,
-) -> Result<Outcome, FetchError> {
+pub fn run_configured(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration, child: impl FnOnce() -> Command) -> Result<Outcome, FetchError> {
     if let Some(r) = refname {
         validate_refname(r)?;
     }
@@ -687,14 +511,8 @@ pub fn run_configured(
         return run(name, repo, refname, lock_stale_after);
     };
     let pw = super::privilege::lookup_user(user)
-        .map_err(|e| FetchError::User {
-            user: user.clone(),
-            message: format!("cannot look up: {e}"),
-        })?
-        .ok_or_else(|| FetchError::User {
-            user: user.clone(),
-            message: "no such user".into(),
-        })?;
+        .map_err(|e| FetchError::User { user: user.clone(), message: format!("cannot look up: {e}") })?
+        .ok_or_else(|| FetchError::User { user: user.clone(), message: "no such user".into() })?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == pw.uid {
         return run(name, repo, refname, lock_stale_after);

@@ -38,22 +38,13 @@ pub struct Passwd {
 
 /// Looks `name` up with `getpwnam_r`; `Ok(None)` when there is no such user.
 pub fn lookup_user(name: &str) -> std::io::Result<Option<Passwd>> {
-    let cname = CString::new(name)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in user name"))?;
+    let cname = CString::new(name).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in user name"))?;
     let mut buf = vec![0u8; 4096];
     loop {
         // SAFETY: pwd and result are plain out-parameters; buf outlives the call and its length is passed.
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
+        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
         if rc == libc::ERANGE && buf.len() < 1 << 20 {
             buf.resize(buf.len() * 2, 0);
             continue;
@@ -85,8 +76,7 @@ fn groups_of(pw: &Passwd) -> Vec<libc::gid_t> {
         let mut groups = vec![0 as libc::gid_t; n as usize];
         let mut count = n;
         // SAFETY: groups has room for `count` entries; getgrouplist updates count.
-        let rc =
-            unsafe { libc::getgrouplist(cname.as_ptr(), pw.gid, groups.as_mut_ptr(), &mut count) };
+        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), pw.gid, groups.as_mut_ptr(), &mut count) };
         if rc >= 0 {
             groups.truncate(count.max(0) as usize);
             return groups;
@@ -142,45 +132,23 @@ pub enum ChildReply {
 /// (e.g. `Command::new(std::env::current_exe()?).arg("__fetch-as")`; the
 /// command's program must call [`child_main`]). Needs root unless `user` is
 /// the current user, in which case the child is still used (same code path).
-pub fn run_as_user(
-    mut cmd: Command,
-    user: &str,
-    name: &str,
-    repo: &RepoConfig,
-    refname: Option<&str>,
-    lock_stale_after: Duration,
-) -> Result<Outcome, FetchError> {
+pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<Outcome, FetchError> {
     if let Some(r) = refname {
         super::ops::validate_refname(r)?;
     }
     let pw = lookup_user(user)
-        .map_err(|e| FetchError::User {
-            user: user.into(),
-            message: format!("cannot look up: {e}"),
-        })?
-        .ok_or_else(|| FetchError::User {
-            user: user.into(),
-            message: "no such user".into(),
-        })?;
+        .map_err(|e| FetchError::User { user: user.into(), message: format!("cannot look up: {e}") })?
+        .ok_or_else(|| FetchError::User { user: user.into(), message: "no such user".into() })?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 && euid != pw.uid {
-        return Err(FetchError::User {
-            user: user.into(),
-            message: format!(
-                "switching to uid {} needs root (running as uid {euid})",
-                pw.uid
-            ),
-        });
+        return Err(FetchError::User { user: user.into(), message: format!("switching to uid {} needs root (running as uid {euid})", pw.uid) });
     }
     cmd.env_clear()
         .env("HOME", &pw.home)
         .env("USER", &pw.name)
         .env("LOGNAME", &pw.name)
-        .env(
-            "PATH",
-            std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -199,54 +167,29 @@ pub fn run_as_user(
         // system calls, on memory allocated before fork.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
+                if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
     }
-    let request = ChildRequest {
-        name: name.into(),
-        repo: repo.clone(),
-        refname: refname.map(str::to_owned),
-        lock_stale_after_ms: lock_stale_after.as_millis() as u64,
-        uid: pw.uid,
-    };
-    let child_err = |message: String| FetchError::Child {
-        user: user.into(),
-        message,
-    };
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| child_err(format!("cannot start the helper process: {e}")))?;
+    let request =
+        ChildRequest { name: name.into(), repo: repo.clone(), refname: refname.map(str::to_owned), lock_stale_after_ms: lock_stale_after.as_millis() as u64, uid: pw.uid };
+    let child_err = |message: String| FetchError::Child { user: user.into(), message };
+    let mut child = cmd.spawn().map_err(|e| child_err(format!("cannot start the helper process: {e}")))?;
     let line = serde_json::to_string(&request).map_err(|e| child_err(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| stdin.write_all(b"\n"));
+        let _ = stdin.write_all(line.as_bytes()).and_then(|()| stdin.write_all(b"\n"));
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| child_err(format!("waiting for the helper process: {e}")))?;
+    let out = child.wait_with_output().map_err(|e| child_err(format!("waiting for the helper process: {e}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<ChildReply>(l).ok())
-    {
+    match stdout.lines().rev().find_map(|l| serde_json::from_str::<ChildReply>(l).ok()) {
         Some(ChildReply::Ok(o)) => Ok(o),
         Some(ChildReply::Error(e)) => Err(child_err(e)),
         None => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            Err(child_err(format!(
-                "helper process exited with {} without an answer: {}",
-                out.status,
-                stderr.trim()
-            )))
+            Err(child_err(format!("helper process exited with {} without an answer: {}", out.status, stderr.trim())))
         }
     }
 }
@@ -266,17 +209,9 @@ pub fn child_main() -> ExitCode {
                 // SAFETY: getuid/geteuid have no preconditions.
                 let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
                 if uid != req.uid || euid != req.uid {
-                    ChildReply::Error(format!(
-                        "helper runs as uid {uid}/{euid}, expected {}",
-                        req.uid
-                    ))
+                    ChildReply::Error(format!("helper runs as uid {uid}/{euid}, expected {}", req.uid))
                 } else {
-                    match super::ops::run(
-                        &req.name,
-                        &req.repo,
-                        req.refname.as_deref(),
-                        Duration::from_millis(req.lock_stale_after_ms),
-                    ) {
+                    match super::ops::run(&req.name, &req.repo, req.refname.as_deref(), Duration::from_millis(req.lock_stale_after_ms)) {
                         Ok(o) => ChildReply::Ok(o),
                         Err(e) => ChildReply::Error(e.to_string()),
                     }

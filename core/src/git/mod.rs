@@ -62,44 +62,23 @@ pub enum GitError {
 
 /// Opens a repository (bare or not) at exactly `path`, without searching parents.
 pub(crate) fn open(path: &Path) -> Result<git2::Repository, GitError> {
-    git2::Repository::open_ext(
-        path,
-        git2::RepositoryOpenFlags::NO_SEARCH,
-        std::iter::empty::<&std::ffi::OsStr>(),
-    )
-    .map_err(|source| GitError::Open {
-        path: path.to_owned(),
-        source,
-    })
+    git2::Repository::open_ext(path, git2::RepositoryOpenFlags::NO_SEARCH, std::iter::empty::<&std::ffi::OsStr>())
+        .map_err(|source| GitError::Open { path: path.to_owned(), source })
 }
 
 /// The value of a `deploykit.*` key in the repository's configuration (with the
 /// user's and the system's, as git reads them); `None` when unset.
 pub fn git_config(repo: &Path, key: &str) -> Result<Option<String>, GitError> {
-    let valid = key.strip_prefix("deploykit.").is_some_and(|rest| {
-        !rest.is_empty()
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    });
+    let valid = key.strip_prefix("deploykit.").is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
     if !valid {
         return Err(GitError::InvalidConfigKey(key.to_owned()));
     }
     let repo = open(repo)?;
-    let config = repo
-        .config()
-        .and_then(|mut c| c.snapshot())
-        .map_err(|source| GitError::Config {
-            key: key.to_owned(),
-            source,
-        })?;
+    let config = repo.config().and_then(|mut c| c.snapshot()).map_err(|source| GitError::Config { key: key.to_owned(), source })?;
     match config.get_string(key) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
-        Err(source) => Err(GitError::Config {
-            key: key.to_owned(),
-            source,
-        }),
+        Err(source) => Err(GitError::Config { key: key.to_owned(), source }),
     }
 }
 
@@ -111,15 +90,8 @@ pub fn repo_name(path: &Path) -> String {
         _ => None,
     });
     let last = comps.next().unwrap_or_default();
-    let name = if last == ".git" {
-        comps.next().unwrap_or_default()
-    } else {
-        last
-    };
-    name.strip_suffix(".git")
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .unwrap_or(name)
+    let name = if last == ".git" { comps.next().unwrap_or_default() } else { last };
+    name.strip_suffix(".git").filter(|n| !n.is_empty()).map(str::to_owned).unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -138,17 +110,8 @@ mod tests {
     #[test]
     fn config_keys_are_restricted() {
         for bad in ["user.name", "deploykit.", "deploykit.a b", "core.hooksPath"] {
-            assert!(
-                matches!(
-                    git_config(Path::new("/nonexistent"), bad),
-                    Err(GitError::InvalidConfigKey(_))
-                ),
-                "{bad}"
-            );
+            assert!(matches!(git_config(Path::new("/nonexistent"), bad), Err(GitError::InvalidConfigKey(_))), "{bad}");
         }
-        assert!(matches!(
-            git_config(Path::new("/nonexistent/repo"), "deploykit.brokerUrl"),
-            Err(GitError::Open { .. })
-        ));
+        assert!(matches!(git_config(Path::new("/nonexistent/repo"), "deploykit.brokerUrl"), Err(GitError::Open { .. })));
     }
 }

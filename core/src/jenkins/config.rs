@@ -82,9 +82,9 @@ impl SecretSource {
     /// Reads the secret now (so a rotated token is picked up at each use).
     pub fn read(&self) -> Result<String, String> {
         match self {
-            SecretSource::File(p) => std::fs::read_to_string(p)
-                .map(|t| t.lines().next().unwrap_or_default().trim().to_owned())
-                .map_err(|e| format!("reading secret file {}: {e}", p.display())),
+            SecretSource::File(p) => {
+                std::fs::read_to_string(p).map(|t| t.lines().next().unwrap_or_default().trim().to_owned()).map_err(|e| format!("reading secret file {}: {e}", p.display()))
+            }
             SecretSource::Env(v) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set")),
         }
     }

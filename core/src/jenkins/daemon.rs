@@ -288,7 +288,10 @@ impl Daemon {
                     }
                     Ok(Err(e)) => {
                         tracing::error!(job = %job.job, error = %e, "trigger failed");
-                        (format!("problem: triggering {} for {}{burst}: {e}", job.job, commit.subject().trim_end()), JenkinsEvent::Failed { job: job.job.clone(), error: e.to_string() })
+                        (
+                            format!("problem: triggering {} for {}{burst}: {e}", job.job, commit.subject().trim_end()),
+                            JenkinsEvent::Failed { job: job.job.clone(), error: e.to_string() },
+                        )
                     }
                     Err(e) => (format!("problem: triggering {}: {e}", job.job), JenkinsEvent::Failed { job: job.job.clone(), error: e.to_string() }),
                 };

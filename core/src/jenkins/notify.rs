@@ -116,7 +116,12 @@ impl NotifyConfig {
     /// The broker section with defaults filled in.
     pub fn broker_section(&self) -> BrokerSection {
         let b = self.broker.clone().unwrap_or_default();
-        BrokerSection { url: b.url.unwrap_or_else(|| "stomp://localhost:61613".into()), vhost: b.vhost.unwrap_or_else(|| "/".into()), login: b.login, passcode_file: b.passcode_file }
+        BrokerSection {
+            url: b.url.unwrap_or_else(|| "stomp://localhost:61613".into()),
+            vhost: b.vhost.unwrap_or_else(|| "/".into()),
+            login: b.login,
+            passcode_file: b.passcode_file,
+        }
     }
 }
 

@@ -33,15 +33,7 @@ impl BuildStatus {
 
     /// Parses a status name (`started`, `success`, `failure`, `unstable`, `aborted`).
     pub fn parse(s: &str) -> Option<BuildStatus> {
-        [
-            BuildStatus::Started,
-            BuildStatus::Success,
-            BuildStatus::Failure,
-            BuildStatus::Unstable,
-            BuildStatus::Aborted,
-        ]
-        .into_iter()
-        .find(|b| b.as_str() == s.to_ascii_lowercase())
+        [BuildStatus::Started, BuildStatus::Success, BuildStatus::Failure, BuildStatus::Unstable, BuildStatus::Aborted].into_iter().find(|b| b.as_str() == s.to_ascii_lowercase())
     }
 
     /// Whether the build has finished.
@@ -100,28 +92,13 @@ pub struct Build {
 impl Build {
     /// The legacy subject: `Begin|Complete|Fail job N - [JOB] BRANCH COMMIT`.
     pub fn subject(&self) -> String {
-        format!(
-            "{} job {} - [{}] {} {}",
-            self.status.legacy_verb(),
-            self.number,
-            self.job,
-            self.branch.as_deref().unwrap_or(""),
-            self.commit.as_deref().unwrap_or("")
-        )
+        format!("{} job {} - [{}] {} {}", self.status.legacy_verb(), self.number, self.job, self.branch.as_deref().unwrap_or(""), self.commit.as_deref().unwrap_or(""))
     }
 
     /// The legacy body: `Repo: R\nURL: U\nStatus: Start job|Success|Cake\n`, R being the branch up to its first `/`.
     pub fn legacy_body(&self) -> String {
-        let repo = self
-            .branch
-            .as_deref()
-            .map(|b| b.split('/').next().unwrap_or(b))
-            .unwrap_or_default();
-        format!(
-            "Repo: {repo}\nURL: {}\nStatus: {}\n",
-            self.url.as_deref().unwrap_or(""),
-            self.status.legacy_status()
-        )
+        let repo = self.branch.as_deref().map(|b| b.split('/').next().unwrap_or(b)).unwrap_or_default();
+        format!("Repo: {repo}\nURL: {}\nStatus: {}\n", self.url.as_deref().unwrap_or(""), self.status.legacy_status())
     }
 
     /// Reads the original's subject and body.
@@ -131,24 +108,13 @@ impl Build {
             Some("Start job") => BuildStatus::Started,
             Some("Success") => BuildStatus::Success,
             Some("Cake") => BuildStatus::Failure,
-            other => {
-                return Err(MessageError::Invalid {
-                    field: "Status",
-                    why: format!("{other:?} is not Start job, Success or Cake"),
-                })
-            }
+            other => return Err(MessageError::Invalid { field: "Status", why: format!("{other:?} is not Start job, Success or Cake") }),
         };
         // Subject: VERB job N - [JOB] BRANCH COMMIT
         let subject = subject.unwrap_or_default();
-        let after_job = subject
-            .split_once(" job ")
-            .map(|(_, r)| r)
-            .unwrap_or_default();
+        let after_job = subject.split_once(" job ").map(|(_, r)| r).unwrap_or_default();
         let (number, rest) = after_job.split_once(" - ").unwrap_or(("0", after_job));
-        let (job, tail) = rest
-            .strip_prefix('[')
-            .and_then(|r| r.split_once("] "))
-            .unwrap_or(("", rest));
+        let (job, tail) = rest.strip_prefix('[').and_then(|r| r.split_once("] ")).unwrap_or(("", rest));
         let mut tail = tail.split_whitespace();
         let none_if_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         Ok(Build {
@@ -183,10 +149,7 @@ mod tests {
             correlation_id: None,
         };
         assert_eq!(b.subject(), "Fail job 17 - [site build] origin/master 3f2a");
-        assert_eq!(
-            b.legacy_body(),
-            "Repo: origin\nURL: http://ci/job/site%20build/17/\nStatus: Cake\n"
-        );
+        assert_eq!(b.legacy_body(), "Repo: origin\nURL: http://ci/job/site%20build/17/\nStatus: Cake\n");
         let back = Build::from_legacy(Some(&b.subject()), &b.legacy_body()).unwrap();
         assert_eq!(back.job, "site build");
         assert_eq!(back.number, 17);
@@ -201,11 +164,6 @@ mod tests {
         assert_eq!(BuildStatus::parse("UNSTABLE"), Some(BuildStatus::Unstable));
         assert!(BuildStatus::parse("meh").is_none());
         assert!(Build::from_legacy(None, "Status: Maybe\n").is_err());
-        assert_eq!(
-            Build::from_legacy(None, "Status: Start job\n")
-                .unwrap()
-                .status,
-            BuildStatus::Started
-        );
+        assert_eq!(Build::from_legacy(None, "Status: Start job\n").unwrap().status, BuildStatus::Started);
     }
 }

@@ -109,22 +109,13 @@ impl Commit {
     /// Checks the fields every receiver relies on.
     pub fn validate(&self) -> Result<(), MessageError> {
         if self.repo.trim().is_empty() {
-            return Err(MessageError::Invalid {
-                field: "repo",
-                why: "empty".into(),
-            });
+            return Err(MessageError::Invalid { field: "repo", why: "empty".into() });
         }
         if self.repo.contains(['\n', '\r', '\0']) {
-            return Err(MessageError::Invalid {
-                field: "repo",
-                why: "contains a control character".into(),
-            });
+            return Err(MessageError::Invalid { field: "repo", why: "contains a control character".into() });
         }
         if self.svn.is_none() && self.refname.is_empty() {
-            return Err(MessageError::Invalid {
-                field: "refname",
-                why: "empty (a git push names a ref)".into(),
-            });
+            return Err(MessageError::Invalid { field: "refname", why: "empty (a git push names a ref)".into() });
         }
         Ok(())
     }
@@ -175,20 +166,10 @@ impl Commit {
     /// Reads any of the original's commit bodies (git hook, GitHub, GitLab, SVN).
     pub fn from_legacy(subject: Option<&str>, body: &str) -> Result<Commit, MessageError> {
         let fields = legacy_fields(body);
-        let repo = legacy_get(&fields, "repo")
-            .filter(|r| !r.is_empty())
-            .ok_or(MessageError::Invalid {
-                field: "repo",
-                why: "legacy commit body has no `repo:` line".into(),
-            })?;
+        let repo = legacy_get(&fields, "repo").filter(|r| !r.is_empty()).ok_or(MessageError::Invalid { field: "repo", why: "legacy commit body has no `repo:` line".into() })?;
         if let Some(rev) = legacy_get(&fields, "revname") {
-            let revision = rev.parse().map_err(|_| MessageError::Invalid {
-                field: "revname",
-                why: format!("{rev:?} is not a revision number"),
-            })?;
-            let project = legacy_get(&fields, "Project")
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned);
+            let revision = rev.parse().map_err(|_| MessageError::Invalid { field: "revname", why: format!("{rev:?} is not a revision number") })?;
+            let project = legacy_get(&fields, "Project").filter(|p| !p.is_empty()).map(str::to_owned);
             let (dirs, message) = svn_dirs_and_message(body);
             let author = legacy_get(&fields, "Author").unwrap_or_default().to_owned();
             let timestamp = legacy_get(&fields, "Date").unwrap_or_default().to_owned();
@@ -196,43 +177,22 @@ impl Commit {
                 repo: repo.to_owned(),
                 newrev: rev.to_owned(),
                 source: Source::Svn,
-                svn: Some(SvnInfo {
-                    revision,
-                    project,
-                    dirs,
-                }),
-                commits: vec![CommitInfo {
-                    id: rev.to_owned(),
-                    author,
-                    timestamp,
-                    message,
-                }],
+                svn: Some(SvnInfo { revision, project, dirs }),
+                commits: vec![CommitInfo { id: rev.to_owned(), author, timestamp, message }],
                 ..Commit::default()
             });
         }
-        let mut refname = legacy_get(&fields, "refname")
-            .unwrap_or_default()
-            .to_owned();
+        let mut refname = legacy_get(&fields, "refname").unwrap_or_default().to_owned();
         let mut newrev = legacy_get(&fields, "newrev").unwrap_or_default().to_owned();
         if refname.is_empty() {
             // Fall back to the subject `[repo] refname newrev`.
-            if let Some((r, n)) = subject
-                .and_then(|s| s.split_once("] "))
-                .and_then(|(_, rest)| rest.split_once(' '))
-            {
+            if let Some((r, n)) = subject.and_then(|s| s.split_once("] ")).and_then(|(_, rest)| rest.split_once(' ')) {
                 refname = r.to_owned();
-                newrev = if newrev.is_empty() {
-                    n.trim().to_owned()
-                } else {
-                    newrev
-                };
+                newrev = if newrev.is_empty() { n.trim().to_owned() } else { newrev };
             }
         }
         if refname.is_empty() {
-            return Err(MessageError::Invalid {
-                field: "refname",
-                why: "legacy commit body has no `refname:` line".into(),
-            });
+            return Err(MessageError::Invalid { field: "refname", why: "legacy commit body has no `refname:` line".into() });
         }
         Ok(Commit {
             repo: repo.to_owned(),
@@ -285,16 +245,9 @@ fn git_commit_blocks(body: &str) -> Vec<CommitInfo> {
     let mut out: Vec<CommitInfo> = Vec::new();
     for line in body.lines() {
         let t = line.trim();
-        let id = t
-            .strip_prefix("commit ")
-            .map(str::trim)
-            .filter(|id| is_hex_id(id))
-            .or_else(|| is_hex_id(t).then_some(t));
+        let id = t.strip_prefix("commit ").map(str::trim).filter(|id| is_hex_id(id)).or_else(|| is_hex_id(t).then_some(t));
         if let Some(id) = id {
-            out.push(CommitInfo {
-                id: id.to_owned(),
-                ..CommitInfo::default()
-            });
+            out.push(CommitInfo { id: id.to_owned(), ..CommitInfo::default() });
             continue;
         }
         let Some(c) = out.last_mut() else { continue };
@@ -344,14 +297,7 @@ mod tests {
         let body = c.legacy_body();
         assert!(body.starts_with("repo: site\noldrev: "));
         let back = Commit::from_legacy(Some(&c.subject()), &body).unwrap();
-        assert_eq!(
-            (
-                back.repo.as_str(),
-                back.refname.as_str(),
-                back.newrev.as_str()
-            ),
-            ("site", "refs/heads/master", c.newrev.as_str())
-        );
+        assert_eq!((back.repo.as_str(), back.refname.as_str(), back.newrev.as_str()), ("site", "refs/heads/master", c.newrev.as_str()));
         assert_eq!(back.commits.len(), 1);
         assert_eq!(back.commits[0].author, "Dev <dev@example.com>");
         assert_eq!(back.commits[0].message, "Fix the thing\nLonger text ✓");
@@ -363,10 +309,7 @@ mod tests {
         let c = Commit::from_legacy(None, body).unwrap();
         assert_eq!(c.commits[0].id, "2".repeat(40));
         assert_eq!(c.commits[0].message, "Message here");
-        assert_eq!(
-            c.subject(),
-            format!("[site] refs/heads/master {}", "2".repeat(40))
-        );
+        assert_eq!(c.subject(), format!("[site] refs/heads/master {}", "2".repeat(40)));
     }
 
     #[test]
@@ -375,17 +318,8 @@ mod tests {
             repo: "svnrepo".into(),
             newrev: "42".into(),
             source: Source::Svn,
-            svn: Some(SvnInfo {
-                revision: 42,
-                project: Some("webapp".into()),
-                dirs: vec!["webapp/trunk/src/".into(), "webapp/trunk/".into()],
-            }),
-            commits: vec![CommitInfo {
-                id: "42".into(),
-                author: "alice".into(),
-                timestamp: "2026-11-25 10:00:00 +0000".into(),
-                message: "Fix: it\nworks".into(),
-            }],
+            svn: Some(SvnInfo { revision: 42, project: Some("webapp".into()), dirs: vec!["webapp/trunk/src/".into(), "webapp/trunk/".into()] }),
+            commits: vec![CommitInfo { id: "42".into(), author: "alice".into(), timestamp: "2026-11-25 10:00:00 +0000".into(), message: "Fix: it\nworks".into() }],
             ..Commit::default()
         };
         assert_eq!(c.subject(), "[svnrepo] 42 ");
@@ -403,10 +337,7 @@ mod tests {
         let e = Commit::from_legacy(None, "repo: x\n").unwrap_err();
         assert!(e.to_string().contains("refname"), "{e}");
         let c = Commit::from_legacy(Some("[x] refs/tags/v1 abc"), "repo: x\n").unwrap();
-        assert_eq!(
-            (c.refname.as_str(), c.newrev.as_str()),
-            ("refs/tags/v1", "abc")
-        );
+        assert_eq!((c.refname.as_str(), c.newrev.as_str()), ("refs/tags/v1", "abc"));
     }
 
     #[test]

@@ -23,12 +23,7 @@ pub struct Event {
 impl Event {
     /// An event from `source` saying `text`.
     pub fn new(source: impl Into<String>, text: impl Into<String>) -> Event {
-        Event {
-            source: source.into(),
-            host: None,
-            text: text.into(),
-            correlation_id: None,
-        }
+        Event { source: source.into(), host: None, text: text.into(), correlation_id: None }
     }
 
     /// The legacy body: the line, prefixed by the host as the fetch daemon did (`HOST  text`).
@@ -41,16 +36,7 @@ impl Event {
 
     /// Reads a legacy event line; the source is the last component of the destination.
     pub fn from_legacy(destination: &str, body: &str) -> Event {
-        let source = destination
-            .rsplit(['.', '/'])
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        Event {
-            source,
-            host: None,
-            text: body.trim_end_matches(['\n', '\r']).to_owned(),
-            correlation_id: None,
-        }
+        let source = destination.rsplit(['.', '/']).next().unwrap_or_default().to_owned();
+        Event { source, host: None, text: body.trim_end_matches(['\n', '\r']).to_owned(), correlation_id: None }
     }
 }

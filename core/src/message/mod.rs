@@ -18,9 +18,7 @@ pub mod wire;
 
 pub use build::{Build, BuildStatus};
 pub use commit::{Commit, CommitInfo, Source, SvnInfo};
-pub use deploy::{
-    AgentAnnounce, DeployAction, DeployReply, DeployRequest, Filters, SiteStatus, StepState,
-};
+pub use deploy::{AgentAnnounce, DeployAction, DeployReply, DeployRequest, Filters, SiteStatus, StepState};
 pub use event::Event;
 pub use fetch::FetchResult;
 pub use package::{Package, PackageAction};
@@ -77,18 +75,7 @@ impl Kind {
 
     /// Parses a `dk-type` header value.
     pub fn parse(s: &str) -> Option<Kind> {
-        [
-            Kind::Commit,
-            Kind::Build,
-            Kind::Package,
-            Kind::Event,
-            Kind::DeployRequest,
-            Kind::DeployReply,
-            Kind::AgentAnnounce,
-            Kind::Fetch,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        [Kind::Commit, Kind::Build, Kind::Package, Kind::Event, Kind::DeployRequest, Kind::DeployReply, Kind::AgentAnnounce, Kind::Fetch].into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -163,20 +150,13 @@ impl MessageError {
 
 /// Seconds since the Unix epoch, for timestamps in messages.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Parses `key: value` lines the way the original receivers did: split at the
 /// first `:`, trim the value; the first occurrence of a key wins.
 pub(crate) fn legacy_fields(body: &str) -> Vec<(&str, &str)> {
-    body.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .filter(|(k, _)| !k.is_empty() && !k.contains(' '))
-        .collect()
+    body.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim(), v.trim())).filter(|(k, _)| !k.is_empty() && !k.contains(' ')).collect()
 }
 
 /// The first value of `key` among legacy fields.

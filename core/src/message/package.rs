@@ -58,30 +58,17 @@ impl Package {
     /// The original's event line: `Package FILE / DISTRO added to repository.`.
     pub fn event_line(&self) -> String {
         match self.action {
-            PackageAction::Added => format!(
-                "Package {} / {} added to repository.",
-                self.file, self.distro
-            ),
-            PackageAction::Removed => format!(
-                "Package {} / {} removed from repository.",
-                self.file, self.distro
-            ),
-            PackageAction::Failed => format!(
-                "Package {} / {} REFUSED by repository.",
-                self.file, self.distro
-            ),
+            PackageAction::Added => format!("Package {} / {} added to repository.", self.file, self.distro),
+            PackageAction::Removed => format!("Package {} / {} removed from repository.", self.file, self.distro),
+            PackageAction::Failed => format!("Package {} / {} REFUSED by repository.", self.file, self.distro),
         }
     }
 
     /// Reads the original's body; name, version and arch come from the `NAME_VERSION_ARCH.deb` file name.
     pub fn from_legacy(body: &str) -> Result<Package, MessageError> {
         let fields = legacy_fields(body);
-        let file = legacy_get(&fields, "package")
-            .filter(|f| !f.is_empty())
-            .ok_or(MessageError::Invalid {
-                field: "package",
-                why: "legacy package body has no `package:` line".into(),
-            })?;
+        let file =
+            legacy_get(&fields, "package").filter(|f| !f.is_empty()).ok_or(MessageError::Invalid { field: "package", why: "legacy package body has no `package:` line".into() })?;
         let stem = file.strip_suffix(".deb").unwrap_or(file);
         let mut parts = stem.splitn(3, '_');
         let name = parts.next().unwrap_or_default().to_owned();
@@ -116,19 +103,9 @@ mod tests {
             detail: Some("Exporting indices...".into()),
         };
         assert_eq!(p.subject(), "Package update: [site-assets_1.4.2-1_all.deb]");
-        assert_eq!(
-            p.event_line(),
-            "Package site-assets_1.4.2-1_all.deb / bookworm added to repository."
-        );
+        assert_eq!(p.event_line(), "Package site-assets_1.4.2-1_all.deb / bookworm added to repository.");
         let back = Package::from_legacy(&p.legacy_body()).unwrap();
-        assert_eq!(
-            (
-                back.name.as_str(),
-                back.version.as_str(),
-                back.arch.as_str()
-            ),
-            ("site-assets", "1.4.2-1", "all")
-        );
+        assert_eq!((back.name.as_str(), back.version.as_str(), back.arch.as_str()), ("site-assets", "1.4.2-1", "all"));
         assert_eq!(back.detail.as_deref(), Some("Exporting indices..."));
         assert!(Package::from_legacy("nothing: here\n").is_err());
     }

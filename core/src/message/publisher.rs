@@ -61,9 +61,7 @@ impl Destinations {
     /// The destination for a build of this status.
     pub fn build_for(&self, status: BuildStatus) -> &str {
         match (&self.builds_failed, status) {
-            (Some(failed), BuildStatus::Failure | BuildStatus::Unstable | BuildStatus::Aborted) => {
-                failed
-            }
+            (Some(failed), BuildStatus::Failure | BuildStatus::Unstable | BuildStatus::Aborted) => failed,
             _ => &self.builds,
         }
     }
@@ -94,14 +92,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher for daemon `source` (e.g. `git-hook`, `jenkins`), JSON wire, default destinations, receipts on.
     pub fn new(client: Client, source: impl Into<String>) -> Publisher {
-        Publisher {
-            client,
-            destinations: Destinations::default(),
-            wire: Wire::Json,
-            source: source.into(),
-            host: None,
-            receipts: true,
-        }
+        Publisher { client, destinations: Destinations::default(), wire: Wire::Json, source: source.into(), host: None, receipts: true }
     }
 
     /// Sets the wire form (`legacy` for old daemons).
@@ -136,29 +127,15 @@ impl Publisher {
     /// Sends one message to `destination` in this publisher's wire form.
     pub async fn send<M: Schema>(&self, destination: &str, msg: &M) -> Result<(), PublishError> {
         let out = encode(msg, self.wire)?;
-        let opts = SendOptions {
-            headers: out.headers,
-            receipt: self.receipts,
-            ..SendOptions::default()
-        };
+        let opts = SendOptions { headers: out.headers, receipt: self.receipts, ..SendOptions::default() };
         self.client.send_with(destination, out.body, opts).await?;
         Ok(())
     }
 
     /// Publishes an event line from this daemon.
-    pub async fn event(
-        &self,
-        text: impl Into<String>,
-        correlation_id: Option<String>,
-    ) -> Result<(), PublishError> {
-        let ev = Event {
-            source: self.source.clone(),
-            host: self.host.clone(),
-            text: text.into(),
-            correlation_id,
-        };
-        self.send(&self.destinations.events_for(&self.source), &ev)
-            .await
+    pub async fn event(&self, text: impl Into<String>, correlation_id: Option<String>) -> Result<(), PublishError> {
+        let ev = Event { source: self.source.clone(), host: self.host.clone(), text: text.into(), correlation_id };
+        self.send(&self.destinations.events_for(&self.source), &ev).await
     }
 
     /// Publishes a commit (its correlation id defaulting to the new revision) and its event line.
@@ -173,10 +150,8 @@ impl Publisher {
 
     /// Publishes a build and its event line.
     pub async fn build(&self, build: &Build) -> Result<(), PublishError> {
-        self.send(self.destinations.build_for(build.status), build)
-            .await?;
-        self.event(build.subject(), build.correlation_id.clone())
-            .await
+        self.send(self.destinations.build_for(build.status), build).await?;
+        self.event(build.subject(), build.correlation_id.clone()).await
     }
 
     /// Publishes a package and the original's event line.

@@ -25,10 +25,7 @@ impl FromStr for Wire {
         match s.trim().to_ascii_lowercase().as_str() {
             "json" => Ok(Wire::Json),
             "legacy" => Ok(Wire::Legacy),
-            other => Err(MessageError::Invalid {
-                field: "wire",
-                why: format!("{other:?}: expected json or legacy"),
-            }),
+            other => Err(MessageError::Invalid { field: "wire", why: format!("{other:?}: expected json or legacy") }),
         }
     }
 }
@@ -148,22 +145,13 @@ pub fn encode<M: Schema>(msg: &M, wire: Wire) -> Result<Outgoing, MessageError> 
     }
     if let (Wire::Legacy, Some(body)) = (wire, msg.legacy_body()) {
         headers.push("content-type", "text/plain; charset=utf-8");
-        return Ok(Outgoing {
-            headers,
-            body: Bytes::from(body),
-        });
+        return Ok(Outgoing { headers, body: Bytes::from(body) });
     }
     headers.push(TYPE_HEADER, M::KIND.as_str());
     headers.push(VERSION_HEADER, SCHEMA_VERSION.to_string());
     headers.push("content-type", "application/json");
-    let body = serde_json::to_vec(msg).map_err(|e| MessageError::Invalid {
-        field: "body",
-        why: e.to_string(),
-    })?;
-    Ok(Outgoing {
-        headers,
-        body: Bytes::from(body),
-    })
+    let body = serde_json::to_vec(msg).map_err(|e| MessageError::Invalid { field: "body", why: e.to_string() })?;
+    Ok(Outgoing { headers, body: Bytes::from(body) })
 }
 
 /// Any message read from the bus; serialises as the schema's fields plus `"kind"`.
@@ -227,17 +215,9 @@ pub fn decode(destination: &str, headers: &Headers, body: &[u8]) -> Result<Messa
     if let Some(kind) = headers.get(TYPE_HEADER) {
         let version = headers.get(VERSION_HEADER).unwrap_or("");
         if version.trim() != SCHEMA_VERSION.to_string() {
-            return Err(MessageError::UnknownVersion {
-                version: version.to_owned(),
-                destination: destination.to_owned(),
-                message_id: message_id.to_owned(),
-            });
+            return Err(MessageError::UnknownVersion { version: version.to_owned(), destination: destination.to_owned(), message_id: message_id.to_owned() });
         }
-        let kind = Kind::parse(kind).ok_or_else(|| MessageError::UnknownType {
-            kind: kind.to_owned(),
-            destination: destination.to_owned(),
-            message_id: message_id.to_owned(),
-        })?;
+        let kind = Kind::parse(kind).ok_or_else(|| MessageError::UnknownType { kind: kind.to_owned(), destination: destination.to_owned(), message_id: message_id.to_owned() })?;
         let (d, m) = (destination, message_id);
         let mut msg = match kind {
             Kind::Commit => Message::Commit(json(body, d, m)?),
@@ -252,18 +232,12 @@ pub fn decode(destination: &str, headers: &Headers, body: &[u8]) -> Result<Messa
         fill_correlation(&mut msg, correlation);
         return Ok(msg);
     }
-    let unrecognised = |why: String| MessageError::Unrecognised {
-        destination: destination.to_owned(),
-        message_id: message_id.to_owned(),
-        why,
-    };
-    let text = std::str::from_utf8(body)
-        .map_err(|_| unrecognised("no dk-type header and the body is not UTF-8 text".into()))?;
+    let unrecognised = |why: String| MessageError::Unrecognised { destination: destination.to_owned(), message_id: message_id.to_owned(), why };
+    let text = std::str::from_utf8(body).map_err(|_| unrecognised("no dk-type header and the body is not UTF-8 text".into()))?;
     let subject = headers.get("subject");
     let fields = legacy_fields(text);
     let has = |k: &str| legacy_get(&fields, k).is_some();
-    let with_context =
-        |e: MessageError| unrecognised(format!("looks like a legacy message but {e}"));
+    let with_context = |e: MessageError| unrecognised(format!("looks like a legacy message but {e}"));
     let mut msg = if has("repo") && (has("refname") || has("revname") || has("newrev")) {
         Message::Commit(Commit::from_legacy(subject, text).map_err(with_context)?)
     } else if has("Status") && (has("URL") || has("Repo")) {
@@ -301,13 +275,7 @@ mod tests {
     use super::*;
 
     fn commit() -> Commit {
-        Commit {
-            repo: "site".into(),
-            oldrev: "1".repeat(40),
-            newrev: "2".repeat(40),
-            refname: "refs/heads/master".into(),
-            ..Commit::default()
-        }
+        Commit { repo: "site".into(), oldrev: "1".repeat(40), newrev: "2".repeat(40), refname: "refs/heads/master".into(), ..Commit::default() }
     }
 
     #[test]
@@ -316,18 +284,10 @@ mod tests {
         assert_eq!(out.headers.get(TYPE_HEADER), Some("commit"));
         assert_eq!(out.headers.get(VERSION_HEADER), Some("1"));
         assert_eq!(out.headers.get("content-type"), Some("application/json"));
-        assert_eq!(
-            out.headers.get("subject"),
-            Some(format!("[site] refs/heads/master {}", "2".repeat(40)).as_str())
-        );
-        assert_eq!(
-            out.headers.get(CORRELATION_HEADER),
-            Some("2".repeat(40).as_str())
-        );
+        assert_eq!(out.headers.get("subject"), Some(format!("[site] refs/heads/master {}", "2".repeat(40)).as_str()));
+        assert_eq!(out.headers.get(CORRELATION_HEADER), Some("2".repeat(40).as_str()));
         let back = decode("/topic/deploykit.git.commits", &out.headers, &out.body).unwrap();
-        let Message::Commit(c) = back else {
-            panic!("not a commit")
-        };
+        let Message::Commit(c) = back else { panic!("not a commit") };
         assert_eq!(c.repo, "site");
         assert_eq!(c.correlation_id.as_deref(), Some("2".repeat(40).as_str()));
     }
@@ -336,11 +296,7 @@ mod tests {
     fn legacy_read_without_being_told() {
         let out = encode(&commit(), Wire::Legacy).unwrap();
         assert!(out.headers.get(TYPE_HEADER).is_none());
-        let Message::Commit(c) =
-            decode("/topic/future.git.commits", &out.headers, &out.body).unwrap()
-        else {
-            panic!()
-        };
+        let Message::Commit(c) = decode("/topic/future.git.commits", &out.headers, &out.body).unwrap() else { panic!() };
         assert_eq!(c.refname, "refs/heads/master");
         let build = Build {
             job: "j".into(),
@@ -354,29 +310,10 @@ mod tests {
             correlation_id: None,
         };
         let out = encode(&build, Wire::Legacy).unwrap();
-        assert!(matches!(
-            decode("/topic/future.jenkins.success", &out.headers, &out.body).unwrap(),
-            Message::Build(_)
-        ));
-        let ev = decode(
-            "/topic/future.events.stomp-git",
-            &Headers::new(),
-            b"web01  fetched change: [site] x",
-        )
-        .unwrap();
-        assert_eq!(
-            ev,
-            Message::Event(Event {
-                source: "stomp-git".into(),
-                host: None,
-                text: "web01  fetched change: [site] x".into(),
-                correlation_id: None
-            })
-        );
-        assert_eq!(
-            decode("/topic/x", &Headers::new(), b"\n").unwrap(),
-            Message::Keepalive
-        );
+        assert!(matches!(decode("/topic/future.jenkins.success", &out.headers, &out.body).unwrap(), Message::Build(_)));
+        let ev = decode("/topic/future.events.stomp-git", &Headers::new(), b"web01  fetched change: [site] x").unwrap();
+        assert_eq!(ev, Message::Event(Event { source: "stomp-git".into(), host: None, text: "web01  fetched change: [site] x".into(), correlation_id: None }));
+        assert_eq!(decode("/topic/x", &Headers::new(), b"\n").unwrap(), Message::Keepalive);
     }
 
     #[test]
@@ -387,21 +324,12 @@ mod tests {
         h.push(VERSION_HEADER, "2");
         let e = decode("/topic/c", &h, b"{}").unwrap_err();
         assert!(matches!(e, MessageError::UnknownVersion { .. }));
-        assert!(
-            e.to_string().contains("/topic/c") && e.to_string().contains("m-7"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("/topic/c") && e.to_string().contains("m-7"), "{e}");
         h.set(VERSION_HEADER, "1");
         let e = decode("/topic/c", &h, b"{not json").unwrap_err();
-        assert!(
-            matches!(e, MessageError::BadJson { .. }) && e.to_string().contains("m-7"),
-            "{e}"
-        );
+        assert!(matches!(e, MessageError::BadJson { .. }) && e.to_string().contains("m-7"), "{e}");
         h.set(TYPE_HEADER, "pizza");
-        assert!(matches!(
-            decode("/topic/c", &h, b"{}").unwrap_err(),
-            MessageError::UnknownType { .. }
-        ));
+        assert!(matches!(decode("/topic/c", &h, b"{}").unwrap_err(), MessageError::UnknownType { .. }));
         let e = decode("/topic/c", &Headers::new(), b"hello world").unwrap_err();
         assert!(matches!(e, MessageError::Unrecognised { .. }), "{e}");
         let e = decode("/topic/c", &Headers::new(), &[0xff, 0xfe]).unwrap_err();
@@ -410,18 +338,9 @@ mod tests {
 
     #[test]
     fn types_without_legacy_form_stay_json() {
-        let a = AgentAnnounce {
-            identity: "web01".into(),
-            classes: vec![],
-            facts: Default::default(),
-            sites: vec![],
-            version: "0.1".into(),
-        };
+        let a = AgentAnnounce { identity: "web01".into(), classes: vec![], facts: Default::default(), sites: vec![], version: "0.1".into() };
         let out = encode(&a, Wire::Legacy).unwrap();
         assert_eq!(out.headers.get(TYPE_HEADER), Some("agent-announce"));
-        assert!(matches!(
-            decode("/topic/deploykit.agents", &out.headers, &out.body).unwrap(),
-            Message::AgentAnnounce(_)
-        ));
+        assert!(matches!(decode("/topic/deploykit.agents", &out.headers, &out.body).unwrap(), Message::AgentAnnounce(_)));
     }
 }

@@ -62,11 +62,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits {
-            max_frame_size: 16 * 1024 * 1024,
-            max_headers: 1000,
-            max_header_len: 64 * 1024,
-        }
+        Limits { max_frame_size: 16 * 1024 * 1024, max_headers: 1000, max_header_len: 64 * 1024 }
     }
 }
 
@@ -168,11 +164,7 @@ enum State {
 
 impl Default for State {
     fn default() -> State {
-        State::Head {
-            scanned: 0,
-            line_start: 0,
-            lines: 0,
-        }
+        State::Head { scanned: 0, line_start: 0, lines: 0 }
     }
 }
 
@@ -187,19 +179,12 @@ pub struct StompCodec {
 impl StompCodec {
     /// A codec for `version` (escaping rules) with default limits.
     pub fn new(version: Version) -> StompCodec {
-        StompCodec {
-            version: Some(version),
-            ..StompCodec::default()
-        }
+        StompCodec { version: Some(version), ..StompCodec::default() }
     }
 
     /// A codec with explicit limits.
     pub fn with_limits(version: Version, limits: Limits) -> StompCodec {
-        StompCodec {
-            version: Some(version),
-            limits,
-            state: State::default(),
-        }
+        StompCodec { version: Some(version), limits, state: State::default() }
     }
 
     /// The version whose escaping rules are in force (1.2 until negotiated).
@@ -258,30 +243,13 @@ impl Decoder for StompCodec {
             if let Some(len) = content_length {
                 let size = head_end.saturating_add(len);
                 if size > self.limits.max_frame_size {
-                    return Err(FrameError::FrameTooLarge {
-                        size,
-                        limit: self.limits.max_frame_size,
-                    });
+                    return Err(FrameError::FrameTooLarge { size, limit: self.limits.max_frame_size });
                 }
                 buf.reserve((len + 1).saturating_sub(buf.len()));
             }
-            self.state = State::Body {
-                command,
-                headers,
-                head_len: head_end,
-                content_length,
-                scanned: 0,
-            };
+            self.state = State::Body { command, headers, head_len: head_end, content_length, scanned: 0 };
         }
-        let State::Body {
-            head_len,
-            content_length,
-            scanned,
-            ..
-        } = &mut self.state
-        else {
-            unreachable!()
-        };
+        let State::Body { head_len, content_length, scanned, .. } = &mut self.state else { unreachable!() };
         let head_len = *head_len;
         let body_end = match *content_length {
             Some(len) => {
@@ -298,27 +266,16 @@ impl Decoder for StompCodec {
                 None => {
                     *scanned = buf.len();
                     if head_len + buf.len() > self.limits.max_frame_size {
-                        return Err(FrameError::FrameTooLarge {
-                            size: head_len + buf.len(),
-                            limit: self.limits.max_frame_size,
-                        });
+                        return Err(FrameError::FrameTooLarge { size: head_len + buf.len(), limit: self.limits.max_frame_size });
                     }
                     return Ok(None);
                 }
             },
         };
         if head_len + body_end > self.limits.max_frame_size {
-            return Err(FrameError::FrameTooLarge {
-                size: head_len + body_end,
-                limit: self.limits.max_frame_size,
-            });
+            return Err(FrameError::FrameTooLarge { size: head_len + body_end, limit: self.limits.max_frame_size });
         }
-        let State::Body {
-            command, headers, ..
-        } = std::mem::take(&mut self.state)
-        else {
-            unreachable!()
-        };
+        let State::Body { command, headers, .. } = std::mem::take(&mut self.state) else { unreachable!() };
         let body: Bytes = buf.split_to(body_end).freeze();
         buf.advance(1);
         // Trailing EOLs after the NUL belong to this frame (STOMP 1.2 grammar).
@@ -331,11 +288,7 @@ impl Decoder for StompCodec {
             }
         }
         buf.advance(eols);
-        Ok(Some(Incoming::Frame(Frame {
-            command,
-            headers,
-            body,
-        })))
+        Ok(Some(Incoming::Frame(Frame { command, headers, body })))
     }
 }
 
@@ -343,32 +296,21 @@ impl StompCodec {
     /// Scans for the blank line ending the headers; returns the body offset once found.
     fn scan_head(&mut self, buf: &BytesMut) -> Result<Option<usize>, FrameError> {
         let limits = self.limits;
-        let State::Head {
-            scanned,
-            line_start,
-            lines,
-        } = &mut self.state
-        else {
-            unreachable!()
-        };
+        let State::Head { scanned, line_start, lines } = &mut self.state else { unreachable!() };
         loop {
             let Some(i) = memchr::memchr(b'\n', &buf[*scanned..]).map(|i| i + *scanned) else {
                 *scanned = buf.len();
                 // A line of exactly the limit may be waiting for the LF after its CR.
                 let cr = usize::from(buf.last() == Some(&b'\r'));
                 if buf.len() - *line_start > limits.max_header_len + cr {
-                    return Err(FrameError::HeaderTooLong {
-                        limit: limits.max_header_len,
-                    });
+                    return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
                 }
                 return Ok(None);
             };
             let line = &buf[*line_start..i];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.len() > limits.max_header_len {
-                return Err(FrameError::HeaderTooLong {
-                    limit: limits.max_header_len,
-                });
+                return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
             }
             *scanned = i + 1;
             *line_start = i + 1;
@@ -377,25 +319,17 @@ impl StompCodec {
             }
             *lines += 1;
             if *lines > limits.max_headers + 1 {
-                return Err(FrameError::TooManyHeaders {
-                    limit: limits.max_headers,
-                });
+                return Err(FrameError::TooManyHeaders { limit: limits.max_headers });
             }
             if i + 1 > limits.max_frame_size {
-                return Err(FrameError::FrameTooLarge {
-                    size: i + 1,
-                    limit: limits.max_frame_size,
-                });
+                return Err(FrameError::FrameTooLarge { size: i + 1, limit: limits.max_frame_size });
             }
         }
     }
 }
 
 /// Parses the command line and header lines of a frame (`head` ends with the blank line).
-fn parse_head(
-    head: Bytes,
-    version: Version,
-) -> Result<(Command, Headers, Option<usize>), FrameError> {
+fn parse_head(head: Bytes, version: Version) -> Result<(Command, Headers, Option<usize>), FrameError> {
     let head = ByteString::try_from(head).map_err(|_| FrameError::NotUtf8)?;
     let raw: &[u8] = head.as_bytes();
     let mut pos = 0;
@@ -406,18 +340,12 @@ fn parse_head(
         let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i);
         let start = pos;
         pos = end + 1;
-        let trimmed_end = if end > start && raw[end - 1] == b'\r' {
-            end - 1
-        } else {
-            end
-        };
+        let trimmed_end = if end > start && raw[end - 1] == b'\r' { end - 1 } else { end };
         Some((start, trimmed_end))
     };
     let (cs, ce) = next_line().unwrap_or((0, 0));
     let cmd_line = &raw[cs..ce];
-    let command = Command::from_bytes(cmd_line).ok_or_else(|| {
-        FrameError::UnknownCommand(String::from_utf8_lossy(cmd_line).into_owned())
-    })?;
+    let command = Command::from_bytes(cmd_line).ok_or_else(|| FrameError::UnknownCommand(String::from_utf8_lossy(cmd_line).into_owned()))?;
     let escaped = version != Version::V1_0 && !command.is_unescaped();
     let mut headers = Headers::over_block(head.clone(), 8);
     let mut content_length = None;
@@ -426,16 +354,11 @@ fn parse_head(
             break;
         }
         let line = &raw[start..end];
-        let colon = memchr::memchr(b':', line).ok_or_else(|| {
-            FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned())
-        })?;
+        let colon = memchr::memchr(b':', line).ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
         if line.starts_with(b"content-length:") {
             if content_length.is_none() {
                 let text = &head[start + colon + 1..end];
-                let n = text
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| FrameError::BadContentLength(text.to_owned()))?;
+                let n = text.trim().parse::<usize>().map_err(|_| FrameError::BadContentLength(text.to_owned()))?;
                 content_length = Some(n);
             }
             continue;
@@ -470,21 +393,13 @@ fn unescape(raw: &[u8], version: Version) -> Result<ByteString, FrameError> {
             None => return Err(FrameError::BadEscape("\\".into())),
         }
     }
-    String::from_utf8(out)
-        .map(ByteString::from)
-        .map_err(|_| FrameError::NotUtf8)
+    String::from_utf8(out).map(ByteString::from).map_err(|_| FrameError::NotUtf8)
 }
 
 /// Writes a header name or value with the version's escapes (none when `escaped`
 /// is false: STOMP 1.0 and CONNECT/CONNECTED); the reason when it cannot be written.
 /// On error `dst` may hold a partial write: callers truncate.
-pub(crate) fn escape_header(
-    dst: &mut BytesMut,
-    s: &str,
-    escaped: bool,
-    version: Version,
-    is_name: bool,
-) -> Result<(), &'static str> {
+pub(crate) fn escape_header(dst: &mut BytesMut, s: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), &'static str> {
     let bytes = s.as_bytes();
     let special = |b: u8| matches!(b, b'\n' | b'\r' | b':' | b'\\');
     if !bytes.iter().any(|&b| special(b)) {
@@ -518,19 +433,8 @@ pub(crate) fn escape_header(
 }
 
 /// [`escape_header`] with the codec's error type.
-fn put_escaped(
-    dst: &mut BytesMut,
-    s: &str,
-    name: &str,
-    escaped: bool,
-    version: Version,
-    is_name: bool,
-) -> Result<(), FrameError> {
-    escape_header(dst, s, escaped, version, is_name).map_err(|why| FrameError::Unencodable {
-        name: name.to_owned(),
-        version,
-        why,
-    })
+fn put_escaped(dst: &mut BytesMut, s: &str, name: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), FrameError> {
+    escape_header(dst, s, escaped, version, is_name).map_err(|why| FrameError::Unencodable { name: name.to_owned(), version, why })
 }
 
 impl Encoder<&Frame> for StompCodec {
@@ -540,13 +444,7 @@ impl Encoder<&Frame> for StompCodec {
         let version = self.version();
         let escaped = version != Version::V1_0 && !frame.command.is_unescaped();
         let start = dst.len();
-        let estimate = 16
-            + frame.body.len()
-            + frame
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>();
+        let estimate = 16 + frame.body.len() + frame.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
         dst.reserve(estimate + 24);
         dst.put_slice(frame.command.as_str().as_bytes());
         dst.put_u8(b'\n');
@@ -566,12 +464,7 @@ impl Encoder<&Frame> for StompCodec {
             dst.truncate(start);
             return Err(e);
         }
-        if !frame.body.is_empty()
-            || matches!(
-                frame.command,
-                Command::Send | Command::Message | Command::Error
-            )
-        {
+        if !frame.body.is_empty() || matches!(frame.command, Command::Send | Command::Message | Command::Error) {
             dst.put_slice(b"content-length:");
             dst.put_slice(itoa::Buffer::new().format(frame.body.len()).as_bytes());
             dst.put_u8(b'\n');

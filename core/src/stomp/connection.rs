@@ -76,11 +76,7 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("endpoint", &self.endpoint)
-            .field("version", &self.version)
-            .field("server", &self.server)
-            .finish()
+        f.debug_struct("Connection").field("endpoint", &self.endpoint).field("version", &self.version).field("server", &self.server).finish()
     }
 }
 
@@ -90,32 +86,18 @@ pub async fn open(endpoint: &Endpoint, hs: &Handshake) -> Result<Connection> {
     let fut = open_inner(endpoint, hs, name.clone());
     match tokio::time::timeout(hs.timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(Error::Timeout {
-            what: format!("CONNECTED from {name}"),
-            after: hs.timeout,
-        }),
+        Err(_) => Err(Error::Timeout { what: format!("CONNECTED from {name}"), after: hs.timeout }),
     }
 }
 
 /// The body of [`open`], without the overall timeout.
 async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result<Connection> {
-    let tcp = TcpStream::connect(endpoint.addr())
-        .await
-        .map_err(|source| Error::Connect {
-            endpoint: name.clone(),
-            source,
-        })?;
+    let tcp = TcpStream::connect(endpoint.addr()).await.map_err(|source| Error::Connect { endpoint: name.clone(), source })?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Transport> = if endpoint.tls {
         let connector = tls::connector(&hs.tls).map_err(|e| with_endpoint(e, &name))?;
         let server = tls::server_name(&hs.tls, &endpoint.host)?;
-        let stream = connector
-            .connect(server, tcp)
-            .await
-            .map_err(|e| Error::Tls {
-                endpoint: name.clone(),
-                why: e.to_string(),
-            })?;
+        let stream = connector.connect(server, tcp).await.map_err(|e| Error::Tls { endpoint: name.clone(), why: e.to_string() })?;
         Box::new(stream)
     } else {
         Box::new(tcp)
@@ -125,10 +107,7 @@ async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result
     // publish CPU 0.9 -> ~0.7 µs/msg); a flush still follows every drained batch of commands.
     framed.set_backpressure_boundary(64 * 1024);
     let versions: Vec<&str> = hs.versions.iter().map(|v| v.as_str()).collect();
-    let mut connect = Frame::new(Command::Connect)
-        .header("accept-version", versions.join(","))
-        .header("host", hs.vhost.clone())
-        .header("heart-beat", hs.heartbeat.header());
+    let mut connect = Frame::new(Command::Connect).header("accept-version", versions.join(",")).header("host", hs.vhost.clone()).header("heart-beat", hs.heartbeat.header());
     let login = hs.login.clone().or_else(|| endpoint.login.clone());
     let passcode = hs.passcode.clone().or_else(|| endpoint.passcode.clone());
     if let Some(login) = login {
@@ -142,32 +121,20 @@ async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result
     }
     framed.send(&connect).await?;
     loop {
-        let item = framed.next().await.ok_or_else(|| Error::Refused {
-            endpoint: name.clone(),
-            message: "connection closed before CONNECTED (wrong vhost or credentials?)".into(),
-        })??;
+        let item =
+            framed.next().await.ok_or_else(|| Error::Refused { endpoint: name.clone(), message: "connection closed before CONNECTED (wrong vhost or credentials?)".into() })??;
         let frame = match item {
             Incoming::Heartbeat => continue,
             Incoming::Frame(f) => f,
         };
         match frame.command {
             Command::Connected => {
-                let version = frame
-                    .get("version")
-                    .and_then(Version::parse)
-                    .unwrap_or(Version::V1_0);
+                let version = frame.get("version").and_then(Version::parse).unwrap_or(Version::V1_0);
                 if !hs.versions.contains(&version) {
-                    return Err(Error::Refused {
-                        endpoint: name,
-                        message: format!("broker chose STOMP {version}, which we did not offer"),
-                    });
+                    return Err(Error::Refused { endpoint: name, message: format!("broker chose STOMP {version}, which we did not offer") });
                 }
                 framed.codec_mut().set_version(version);
-                let server_heartbeat = if version >= Version::V1_1 {
-                    frame.get("heart-beat").and_then(heartbeat::parse_header)
-                } else {
-                    None
-                };
+                let server_heartbeat = if version >= Version::V1_1 { frame.get("heart-beat").and_then(heartbeat::parse_header) } else { None };
                 return Ok(Connection {
                     framed,
                     endpoint: name,
@@ -184,16 +151,10 @@ async fn open_inner(endpoint: &Endpoint, hs: &Handshake, name: String) -> Result
                     message.push_str(": ");
                     message.push_str(body.trim());
                 }
-                return Err(Error::Refused {
-                    endpoint: name,
-                    message,
-                });
+                return Err(Error::Refused { endpoint: name, message });
             }
             other => {
-                return Err(Error::Refused {
-                    endpoint: name,
-                    message: format!("expected CONNECTED, got {other}"),
-                });
+                return Err(Error::Refused { endpoint: name, message: format!("expected CONNECTED, got {other}") });
             }
         }
     }
@@ -207,10 +168,7 @@ pub async fn flush(framed: &mut FramedStream) -> Result<(), super::codec::FrameE
 /// Fills in the endpoint on errors raised before it was known.
 fn with_endpoint(e: Error, name: &str) -> Error {
     match e {
-        Error::Tls { endpoint, why } if endpoint.is_empty() => Error::Tls {
-            endpoint: name.to_owned(),
-            why,
-        },
+        Error::Tls { endpoint, why } if endpoint.is_empty() => Error::Tls { endpoint: name.to_owned(), why },
         other => other,
     }
 }

@@ -86,13 +86,7 @@ impl Error {
     /// Whether the connection was already gone or going (closed, given up, receipt
     /// lost, no answer): closing or unsubscribing then has nothing left to undo.
     pub fn is_connection_gone(&self) -> bool {
-        matches!(
-            self,
-            Error::Closed
-                | Error::GaveUp { .. }
-                | Error::ReceiptLost { .. }
-                | Error::Timeout { .. }
-        )
+        matches!(self, Error::Closed | Error::GaveUp { .. } | Error::ReceiptLost { .. } | Error::Timeout { .. })
     }
 
     /// A stable short name of the kind of error that decided the outcome (see
@@ -120,9 +114,7 @@ impl Error {
     /// Bindings map this one to their error kinds.
     pub fn root(&self) -> &Error {
         match self {
-            Error::GaveUp {
-                last: Some(last), ..
-            } => last.root(),
+            Error::GaveUp { last: Some(last), .. } => last.root(),
             other => other,
         }
     }

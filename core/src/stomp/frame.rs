@@ -143,30 +143,19 @@ impl Headers {
 
     /// An empty header list with room for `n` entries.
     pub fn with_capacity(n: usize) -> Headers {
-        Headers {
-            block: ByteString::new(),
-            entries: Vec::with_capacity(n),
-        }
+        Headers { block: ByteString::new(), entries: Vec::with_capacity(n) }
     }
 
     /// A header list over a decoded header block (the codec fills it with [`Headers::push_range`]).
     pub(crate) fn over_block(block: ByteString, capacity: usize) -> Headers {
-        Headers {
-            block,
-            entries: Vec::with_capacity(capacity),
-        }
+        Headers { block, entries: Vec::with_capacity(capacity) }
     }
 
     /// Appends a header whose name and value are byte ranges of the block.
     /// The ranges must lie on character boundaries of the block (the codec cuts at ASCII bytes).
     pub(crate) fn push_range(&mut self, name: (usize, usize), value: (usize, usize)) {
-        debug_assert!(
-            self.block.get(name.0..name.1).is_some() && self.block.get(value.0..value.1).is_some()
-        );
-        self.entries.push(Entry::Block {
-            name: (name.0 as u32, name.1 as u32),
-            value: (value.0 as u32, value.1 as u32),
-        });
+        debug_assert!(self.block.get(name.0..name.1).is_some() && self.block.get(value.0..value.1).is_some());
+        self.entries.push(Entry::Block { name: (name.0 as u32, name.1 as u32), value: (value.0 as u32, value.1 as u32) });
     }
 
     /// The text of one entry.
@@ -174,14 +163,9 @@ impl Headers {
         match e {
             // Ranges were cut at ASCII bytes of a UTF-8 block, so slicing cannot fail;
             // an empty string is returned rather than panicking if that were ever untrue.
-            Entry::Block { name, value } => (
-                self.block
-                    .get(name.0 as usize..name.1 as usize)
-                    .unwrap_or_default(),
-                self.block
-                    .get(value.0 as usize..value.1 as usize)
-                    .unwrap_or_default(),
-            ),
+            Entry::Block { name, value } => {
+                (self.block.get(name.0 as usize..name.1 as usize).unwrap_or_default(), self.block.get(value.0 as usize..value.1 as usize).unwrap_or_default())
+            }
             Entry::Owned(k, v) => (k, v),
         }
     }
@@ -255,13 +239,7 @@ impl fmt::Debug for Headers {
 
 impl<K: Into<ByteString>, V: Into<ByteString>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Headers {
-        Headers {
-            block: ByteString::new(),
-            entries: iter
-                .into_iter()
-                .map(|(k, v)| Entry::Owned(k.into(), v.into()))
-                .collect(),
-        }
+        Headers { block: ByteString::new(), entries: iter.into_iter().map(|(k, v)| Entry::Owned(k.into(), v.into())).collect() }
     }
 }
 
@@ -279,11 +257,7 @@ pub struct Frame {
 impl Frame {
     /// A frame with no headers and an empty body.
     pub fn new(command: Command) -> Frame {
-        Frame {
-            command,
-            headers: Headers::new(),
-            body: Bytes::new(),
-        }
+        Frame { command, headers: Headers::new(), body: Bytes::new() }
     }
 
     /// Adds a header (builder style).
@@ -307,8 +281,7 @@ impl Frame {
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Frame");
-        d.field("command", &self.command)
-            .field("headers", &self.headers);
+        d.field("command", &self.command).field("headers", &self.headers);
         match std::str::from_utf8(&self.body) {
             Ok(s) if s.len() <= 256 => d.field("body", &s),
             _ => d.field("body_len", &self.body.len()),

@@ -42,34 +42,19 @@ pub struct HeartbeatConfig {
 
 impl Default for HeartbeatConfig {
     fn default() -> HeartbeatConfig {
-        HeartbeatConfig {
-            send: Duration::from_secs(10),
-            receive: Duration::from_secs(10),
-            emulate: true,
-            wire: KeepaliveWire::Eol,
-            grace: 2.5,
-        }
+        HeartbeatConfig { send: Duration::from_secs(10), receive: Duration::from_secs(10), emulate: true, wire: KeepaliveWire::Eol, grace: 2.5 }
     }
 }
 
 impl HeartbeatConfig {
     /// Heart-beats off in both directions, no emulation.
     pub fn off() -> HeartbeatConfig {
-        HeartbeatConfig {
-            send: Duration::ZERO,
-            receive: Duration::ZERO,
-            emulate: false,
-            ..HeartbeatConfig::default()
-        }
+        HeartbeatConfig { send: Duration::ZERO, receive: Duration::ZERO, emulate: false, ..HeartbeatConfig::default() }
     }
 
     /// The same interval both ways, negotiated or emulated.
     pub fn every(interval: Duration) -> HeartbeatConfig {
-        HeartbeatConfig {
-            send: interval,
-            receive: interval,
-            ..HeartbeatConfig::default()
-        }
+        HeartbeatConfig { send: interval, receive: interval, ..HeartbeatConfig::default() }
     }
 
     /// The `heart-beat` header value the client sends in CONNECT (`cx`, and `receive / 2` as `cy`).
@@ -115,13 +100,7 @@ pub fn negotiate(ours: &HeartbeatConfig, theirs: Option<(u64, u64)>) -> Plan {
     let (cx, cy) = (ours.send.as_millis() as u64, ours.asked_receive_ms());
     let receive = ours.receive.as_millis() as u64;
     let (sx, sy) = theirs.unwrap_or((0, 0));
-    let mut plan = Plan {
-        send_every: None,
-        read_timeout: None,
-        probe_after: None,
-        emulated: false,
-        wire: ours.wire.clone(),
-    };
+    let mut plan = Plan { send_every: None, read_timeout: None, probe_after: None, emulated: false, wire: ours.wire.clone() };
     if cx > 0 && sy > 0 {
         plan.send_every = Some(ms(cx.max(sy)));
     } else if cx > 0 && ours.emulate {
@@ -182,14 +161,8 @@ mod tests {
     #[test]
     fn off_means_nothing() {
         let p = negotiate(&HeartbeatConfig::off(), Some((1000, 1000)));
-        assert_eq!(
-            (p.send_every, p.read_timeout, p.probe_after),
-            (None, None, None)
-        );
-        let no_emulation = HeartbeatConfig {
-            emulate: false,
-            ..HeartbeatConfig::every(Duration::from_secs(1))
-        };
+        assert_eq!((p.send_every, p.read_timeout, p.probe_after), (None, None, None));
+        let no_emulation = HeartbeatConfig { emulate: false, ..HeartbeatConfig::every(Duration::from_secs(1)) };
         let p = negotiate(&no_emulation, Some((0, 0)));
         assert_eq!((p.send_every, p.read_timeout), (None, None));
     }

@@ -9,10 +9,7 @@ pub mod heartbeat;
 pub mod tls;
 pub mod url;
 
-pub use client::{
-    AckMode, Client, ClientConfig, ClientEvent, Message, SendOptions, State, SubscribeOptions,
-    Subscription, Transaction,
-};
+pub use client::{AckMode, Client, ClientConfig, ClientEvent, Message, SendOptions, State, SubscribeOptions, Subscription, Transaction};
 pub use codec::{FrameError, Heartbeat, Incoming, Limits, StompCodec, Version};
 pub use connection::Handshake;
 pub use error::Error;

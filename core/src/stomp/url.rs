@@ -150,14 +150,7 @@ impl FailoverOptions {
     /// The delay before reconnect attempt `attempt` (0-based), jitter included.
     pub fn delay(&self, attempt: u32) -> Duration {
         let base = self.initial_reconnect_delay.as_secs_f64();
-        let grown = if self.use_exponential_backoff {
-            base * self
-                .backoff_multiplier
-                .max(1.0)
-                .powi(attempt.min(64) as i32)
-        } else {
-            base
-        };
+        let grown = if self.use_exponential_backoff { base * self.backoff_multiplier.max(1.0).powi(attempt.min(64) as i32) } else { base };
         let capped = grown.min(self.max_reconnect_delay.as_secs_f64());
         let j = self.jitter.clamp(0.0, 1.0);
         // Equal jitter: keep (1 - j) of the delay, randomise the rest.
@@ -200,10 +193,7 @@ impl fmt::Display for BrokerUrl {
 
 impl fmt::Debug for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BrokerUrl")
-            .field("endpoints", &self.endpoints)
-            .field("options", &self.options)
-            .finish()
+        f.debug_struct("BrokerUrl").field("endpoints", &self.endpoints).field("options", &self.options).finish()
     }
 }
 
@@ -232,14 +222,9 @@ pub fn redact(s: &str) -> String {
 
 /// Parses one `stomp://` or `stomp+ssl://` URL.
 fn parse_endpoint(s: &str) -> Result<Endpoint, UrlError> {
-    let invalid = |why: &str| UrlError::Invalid {
-        url: redact(s),
-        why: why.to_owned(),
-    };
+    let invalid = |why: &str| UrlError::Invalid { url: redact(s), why: why.to_owned() };
     let s = s.trim();
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| invalid("missing scheme://"))?;
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| invalid("missing scheme://"))?;
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "stomp" | "tcp" => false,
         "stomp+ssl" | "stomp+tls" | "stomps" | "ssl" | "tls" => true,
@@ -254,10 +239,7 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, UrlError> {
         None => (None, authority),
     };
     let decode = |p: &str| -> Result<String, UrlError> {
-        percent_encoding::percent_decode_str(p)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| invalid("credentials are not UTF-8 after percent-decoding"))
+        percent_encoding::percent_decode_str(p).decode_utf8().map(|c| c.into_owned()).map_err(|_| invalid("credentials are not UTF-8 after percent-decoding"))
     };
     let (login, passcode) = match userinfo {
         None => (None, None),
@@ -267,9 +249,7 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, UrlError> {
         },
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| invalid("unclosed '[' in IPv6 address"))?;
+        let (h, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed '[' in IPv6 address"))?;
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
@@ -287,26 +267,14 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, UrlError> {
     }
     let port = match port {
         None | Some("") => DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| invalid(&format!("port {p:?} is not a number from 0 to 65535")))?,
+        Some(p) => p.parse::<u16>().map_err(|_| invalid(&format!("port {p:?} is not a number from 0 to 65535")))?,
     };
-    Ok(Endpoint {
-        tls,
-        host,
-        port,
-        login,
-        passcode,
-    })
+    Ok(Endpoint { tls, host, port, login, passcode })
 }
 
 /// Parses a failover delay: bare numbers are seconds (the Ruby gem's unit); `ms` and `s` suffixes allowed.
 fn parse_delay(name: &str, value: &str) -> Result<Duration, UrlError> {
-    let err = |why: &str| UrlError::Option {
-        name: name.to_owned(),
-        value: value.to_owned(),
-        why: why.to_owned(),
-    };
+    let err = |why: &str| UrlError::Option { name: name.to_owned(), value: value.to_owned(), why: why.to_owned() };
     let v = value.trim().to_ascii_lowercase();
     let (num, scale, suffixed) = if let Some(n) = v.strip_suffix("ms") {
         (n, 0.001, true)
@@ -315,10 +283,7 @@ fn parse_delay(name: &str, value: &str) -> Result<Duration, UrlError> {
     } else {
         (v.as_str(), 1.0, false)
     };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| err("not a number (seconds, or with an ms/s suffix)"))?;
+    let n: f64 = num.trim().parse().map_err(|_| err("not a number (seconds, or with an ms/s suffix)"))?;
     if !n.is_finite() || n < 0.0 {
         return Err(err("must be a non-negative number"));
     }
@@ -333,26 +298,15 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, UrlError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(UrlError::Option {
-            name: name.to_owned(),
-            value: value.to_owned(),
-            why: "expected true or false".into(),
-        }),
+        _ => Err(UrlError::Option { name: name.to_owned(), value: value.to_owned(), why: "expected true or false".into() }),
     }
 }
 
 /// Parses an attempts count where 0 and -1 both mean "forever" (Ruby gem and ActiveMQ conventions).
 fn parse_attempts(name: &str, value: &str) -> Result<Option<u32>, UrlError> {
-    let n: i64 = value.trim().parse().map_err(|_| UrlError::Option {
-        name: name.to_owned(),
-        value: value.to_owned(),
-        why: "expected an integer (0 or -1 retry forever)".into(),
-    })?;
-    Ok(if n <= 0 {
-        None
-    } else {
-        Some(n.min(u32::MAX as i64) as u32)
-    })
+    let n: i64 =
+        value.trim().parse().map_err(|_| UrlError::Option { name: name.to_owned(), value: value.to_owned(), why: "expected an integer (0 or -1 retry forever)".into() })?;
+    Ok(if n <= 0 { None } else { Some(n.min(u32::MAX as i64) as u32) })
 }
 
 /// Options the Ruby gem or ActiveMQ accept that have no effect here.
@@ -381,11 +335,7 @@ fn parse_options(query: &str, options: &mut FailoverOptions) -> Result<(), UrlEr
             "maxreconnectdelay" => options.max_reconnect_delay = parse_delay(name, value)?,
             "useexponentialbackoff" => options.use_exponential_backoff = parse_bool(name, value)?,
             "backoffmultiplier" => {
-                let m: f64 = value.trim().parse().map_err(|_| UrlError::Option {
-                    name: name.to_owned(),
-                    value: value.to_owned(),
-                    why: "expected a number".into(),
-                })?;
+                let m: f64 = value.trim().parse().map_err(|_| UrlError::Option { name: name.to_owned(), value: value.to_owned(), why: "expected a number".into() })?;
                 if !(1.0..=100.0).contains(&m) {
                     return Err(UrlError::Option { name: name.into(), value: value.into(), why: "must be between 1 and 100".into() });
                 }
@@ -395,11 +345,8 @@ fn parse_options(query: &str, options: &mut FailoverOptions) -> Result<(), UrlEr
             "startupmaxreconnectattempts" => options.startup_max_reconnect_attempts = parse_attempts(name, value)?,
             "randomize" => options.randomize = parse_bool(name, value)?,
             "jitter" => {
-                let j: f64 = value.trim().parse().map_err(|_| UrlError::Option {
-                    name: name.to_owned(),
-                    value: value.to_owned(),
-                    why: "expected a fraction from 0 to 1".into(),
-                })?;
+                let j: f64 =
+                    value.trim().parse().map_err(|_| UrlError::Option { name: name.to_owned(), value: value.to_owned(), why: "expected a fraction from 0 to 1".into() })?;
                 if !(0.0..=1.0).contains(&j) {
                     return Err(UrlError::Option { name: name.into(), value: value.into(), why: "must be from 0 to 1".into() });
                 }
@@ -432,35 +379,20 @@ impl FromStr for BrokerUrl {
             let rest = &s[offset..];
             let rest = rest.strip_prefix("//").unwrap_or(rest);
             let (list, query) = if let Some(inner) = rest.strip_prefix('(') {
-                let close = inner.rfind(')').ok_or_else(|| UrlError::Invalid {
-                    url: redact(s),
-                    why: "failover list has no closing ')'".into(),
-                })?;
+                let close = inner.rfind(')').ok_or_else(|| UrlError::Invalid { url: redact(s), why: "failover list has no closing ')'".into() })?;
                 let after = &inner[close + 1..];
                 let query = match after.strip_prefix('?') {
                     Some(q) => q,
                     None if after.trim().is_empty() => "",
-                    None => {
-                        return Err(UrlError::Invalid {
-                            url: redact(s),
-                            why: "expected '?' after the failover list".into(),
-                        })
-                    }
+                    None => return Err(UrlError::Invalid { url: redact(s), why: "expected '?' after the failover list".into() }),
                 };
                 (&inner[..close], query)
             } else {
                 rest.split_once('?').unwrap_or((rest, ""))
             };
-            let endpoints = list
-                .split(',')
-                .filter(|u| !u.trim().is_empty())
-                .map(parse_endpoint)
-                .collect::<Result<Vec<_>, _>>()?;
+            let endpoints = list.split(',').filter(|u| !u.trim().is_empty()).map(parse_endpoint).collect::<Result<Vec<_>, _>>()?;
             if endpoints.is_empty() {
-                return Err(UrlError::Invalid {
-                    url: redact(s),
-                    why: "failover list is empty".into(),
-                });
+                return Err(UrlError::Invalid { url: redact(s), why: "failover list is empty".into() });
             }
             parse_options(query, &mut options)?;
             return Ok(BrokerUrl { endpoints, options });
@@ -469,10 +401,7 @@ impl FromStr for BrokerUrl {
         if let Some((_, query)) = s.split_once('?') {
             parse_options(query, &mut options)?;
         }
-        Ok(BrokerUrl {
-            endpoints: vec![endpoint],
-            options,
-        })
+        Ok(BrokerUrl { endpoints: vec![endpoint], options })
     }
 }
 
@@ -528,10 +457,7 @@ mod tests {
         let e = BrokerUrl::parse("http://u:topsecret@x").unwrap_err();
         assert!(matches!(e, UrlError::Scheme(_)), "{e}");
         let e = BrokerUrl::parse("stomp://u:topsecret@host:99999").unwrap_err();
-        assert!(
-            e.to_string().contains("99999") && !e.to_string().contains("topsecret"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("99999") && !e.to_string().contains("topsecret"), "{e}");
         let e = BrokerUrl::parse("failover:(stomp://a)?bogus=1").unwrap_err();
         assert!(e.to_string().contains("unknown option"), "{e}");
         let e = BrokerUrl::parse("failover:(stomp://a)?maxReconnectDelay=30000").unwrap_err();
@@ -542,33 +468,18 @@ mod tests {
 
     #[test]
     fn backoff_grows_caps_and_jitters() {
-        let o = FailoverOptions {
-            jitter: 0.0,
-            ..FailoverOptions::default()
-        };
+        let o = FailoverOptions { jitter: 0.0, ..FailoverOptions::default() };
         assert_eq!(o.delay(0), Duration::from_millis(10));
         assert_eq!(o.delay(1), Duration::from_millis(20));
         assert_eq!(o.delay(30), Duration::from_secs(30));
-        let j = FailoverOptions {
-            jitter: 0.5,
-            initial_reconnect_delay: Duration::from_secs(1),
-            ..FailoverOptions::default()
-        };
+        let j = FailoverOptions { jitter: 0.5, initial_reconnect_delay: Duration::from_secs(1), ..FailoverOptions::default() };
         let samples: Vec<_> = (0..50).map(|_| j.delay(0)).collect();
-        assert!(samples
-            .iter()
-            .all(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_secs(1)));
-        assert!(
-            samples.iter().any(|d| *d != samples[0]),
-            "jitter must vary delays"
-        );
+        assert!(samples.iter().all(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_secs(1)));
+        assert!(samples.iter().any(|d| *d != samples[0]), "jitter must vary delays");
     }
 
     #[test]
     fn redact_handles_lists() {
-        assert_eq!(
-            redact("failover:(stomp://a:b@h,stomp://c:d@i)"),
-            "failover:(stomp://a:***@h,stomp://c:***@i)"
-        );
+        assert_eq!(redact("failover:(stomp://a:b@h,stomp://c:d@i)"), "failover:(stomp://a:***@h,stomp://c:***@i)");
     }
 }

@@ -37,6 +37,7 @@
 //! Secrets are read from files or the environment, never from the config itself.
 
 use crate::fetch::config::parse_duration;
+pub use crate::fetch::config::BrokerSection;
 use crate::forge::signature::HookSecret;
 use crate::forge::{Naming, RepoNameRule};
 use crate::message::{Destinations, Wire};
@@ -112,35 +113,6 @@ pub struct ForgeConfig {
     pub secret: Option<HookSecret>,
     /// How repositories are named.
     pub naming: Naming,
-}
-
-/// The broker section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerSection {
-    /// Broker URL.
-    #[serde(default = "default_broker")]
-    pub url: String,
-    /// STOMP `host` header.
-    #[serde(default = "default_vhost")]
-    pub vhost: String,
-    /// Login.
-    pub login: Option<String>,
-    /// File holding the passcode (first line).
-    pub passcode_file: Option<PathBuf>,
-}
-
-fn default_broker() -> String {
-    "stomp://127.0.0.1:61613".into()
-}
-fn default_vhost() -> String {
-    "/".into()
-}
-
-impl Default for BrokerSection {
-    fn default() -> BrokerSection {
-        BrokerSection { url: default_broker(), vhost: default_vhost(), login: None, passcode_file: None }
-    }
 }
 
 /// The whole configuration, secrets loaded.

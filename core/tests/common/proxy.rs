@@ -103,10 +103,7 @@ impl ProxyBuilder {
 impl Proxy {
     /// A builder forwarding to `upstream`.
     pub fn builder(upstream: SocketAddr) -> ProxyBuilder {
-        ProxyBuilder {
-            upstream,
-            idle_timeout: None,
-        }
+        ProxyBuilder { upstream, idle_timeout: None }
     }
 
     /// Starts a plain proxy (no idle killer) forwarding to `upstream`.

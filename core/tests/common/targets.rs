@@ -31,14 +31,8 @@ pub struct Target {
 impl Target {
     /// Starts an embedded broker on an ephemeral port.
     pub async fn embedded() -> Target {
-        let broker = Broker::start(BrokerConfig::default())
-            .await
-            .expect("embedded broker starts");
-        Target {
-            kind: Kind::Embedded,
-            url: broker.url(),
-            broker: Some(broker),
-        }
+        let broker = Broker::start(BrokerConfig::default()).await.expect("embedded broker starts");
+        Target { kind: Kind::Embedded, url: broker.url(), broker: Some(broker) }
     }
 
     /// The real broker named by the environment, or None (a failure under DK_REQUIRE_BROKERS=1).
@@ -49,11 +43,7 @@ impl Target {
             Kind::Embedded => unreachable!(),
         };
         match std::env::var(var) {
-            Ok(url) if !url.is_empty() => Some(Target {
-                kind,
-                url,
-                broker: None,
-            }),
+            Ok(url) if !url.is_empty() => Some(Target { kind, url, broker: None }),
             _ => {
                 if std::env::var("DK_REQUIRE_BROKERS").as_deref() == Ok("1") {
                     panic!("{var} is not set but DK_REQUIRE_BROKERS=1: the broker suite must run (see scripts/brokers.sh)");
@@ -66,9 +56,7 @@ impl Target {
 
     /// A client configuration for this broker (vhost `/`, short timeouts for tests).
     pub fn config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new(&self.url)
-            .expect("valid test URL")
-            .vhost("/");
+        let mut c = ClientConfig::new(&self.url).expect("valid test URL").vhost("/");
         c.url.options.startup_max_reconnect_attempts = Some(3);
         c.receipt_timeout = Duration::from_secs(10);
         c
@@ -76,18 +64,12 @@ impl Target {
 
     /// A connected client.
     pub async fn client(&self) -> Client {
-        Client::connect(self.config())
-            .await
-            .unwrap_or_else(|e| panic!("{:?}: connect to {}: {e}", self.kind, self.url))
+        Client::connect(self.config()).await.unwrap_or_else(|e| panic!("{:?}: connect to {}: {e}", self.kind, self.url))
     }
 
     /// A destination name unique to this test run.
     pub fn dest(&self, kind: &str) -> String {
-        format!(
-            "/{kind}/dk.test.{}.{}",
-            std::process::id(),
-            fastrand::u64(..)
-        )
+        format!("/{kind}/dk.test.{}.{}", std::process::id(), fastrand::u64(..))
     }
 }
 
@@ -103,10 +85,6 @@ pub async fn recv(sub: &mut Subscription) -> Message {
 /// Asserts nothing arrives within `wait` (negative checks need a bounded wait).
 pub async fn recv_none(sub: &mut Subscription, wait: Duration) {
     if let Ok(Some(m)) = tokio::time::timeout(wait, sub.recv()).await {
-        panic!(
-            "unexpected message on {}: {:?}",
-            sub.destination(),
-            m.text()
-        );
+        panic!("unexpected message on {}: {:?}", sub.destination(), m.text());
     }
 }

@@ -40,12 +40,7 @@ Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error;
 )]
 struct Cli {
     /// The configuration file (TOML).
-    #[arg(
-        long,
-        short = 'c',
-        default_value = "/etc/deploykit/agent.toml",
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', default_value = "/etc/deploykit/agent.toml", value_name = "FILE")]
     config: PathBuf,
     #[command(flatten)]
     broker: BrokerArgs,
@@ -68,19 +63,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!(
-            "{}: ok: identity {}, {} trusted keys",
-            cli.config.display(),
-            config.identity,
-            config.trusted_keys.len()
-        );
+        println!("{}: ok: identity {}, {} trusted keys", cli.config.display(), config.identity, config.trusted_keys.len());
         for (name, s) in &config.sites {
             let live = deploykit::deploy::agent::releases::live(s).unwrap_or_else(|| "-".into());
-            println!(
-                "  site {name}: repo {} live {live} deploy by {:?}",
-                s.repo.display(),
-                s.deploy
-            );
+            println!("  site {name}: repo {} live {live} deploy by {:?}", s.repo.display(), s.deploy);
         }
         if config.allow_unsigned {
             println!("  WARNING: allow_unsigned = true: unsigned requests are accepted");
@@ -104,25 +90,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: AgentConfig) -> Result<()> {
-    let mut args = cli.broker.clone();
-    let b = &config.broker;
-    args.apply_config(
-        b.url.as_deref(),
-        b.vhost.as_deref(),
-        b.login.as_deref(),
-        b.passcode_file.as_deref(),
-    );
-    let client = Client::connect(args.client_config()?)
-        .await
-        .context("connecting to the broker")?;
+    let args = cli.broker.with_section(&config.broker);
+    let client = Client::connect(args.client_config()?).await.context("connecting to the broker")?;
     if config.allow_unsigned {
         tracing::warn!("allow_unsigned = true: unsigned requests are accepted");
     }
-    let (identity, sites, topic) = (
-        config.identity.clone(),
-        config.sites.len(),
-        config.destinations.deploy.clone(),
-    );
+    let (identity, sites, topic) = (config.identity.clone(), config.sites.len(), config.destinations.deploy.clone());
     let handle = Agent::start(config, client.clone()).await?;
     tracing::info!(%identity, sites, %topic, "dk-agent started");
     wait_for_signals(&handle, &cli.config).await?;

@@ -6,7 +6,6 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use deploykit::aptwatch::{self, AptWatchConfig, AptWatchHandle};
-use deploykit::fetch::BrokerSection;
 use deploykit::stomp::Client;
 use dk_tools::cli::{init_logging, BrokerArgs};
 use std::path::{Path, PathBuf};
@@ -96,21 +95,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The broker options: the command line's when `--broker` / DK_BROKER_URL is given, else the config's section.
-fn broker_args(args: &BrokerArgs, section: &BrokerSection) -> BrokerArgs {
-    let overridden = std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some();
-    let mut args = args.clone();
-    if !overridden {
-        args.broker = section.url.clone();
-        args.vhost = section.vhost.clone();
-        args.login = args.login.or_else(|| section.login.clone());
-        args.passcode_file = args.passcode_file.or_else(|| section.passcode_file.clone());
-    }
-    args
-}
-
 async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
-    let client = Client::connect(broker_args(&cli.broker, &config.broker).client_config()?).await.context("connecting to the broker")?;
+    let client = Client::connect(cli.broker.with_section(&config.broker).client_config()?).await.context("connecting to the broker")?;
     let handle = aptwatch::start(config, client.clone()).await?;
     let handle = wait_for_signals(handle, cli.config.as_deref(), &client).await?;
     let stats = handle.shutdown().await;

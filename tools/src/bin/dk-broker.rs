@@ -62,25 +62,14 @@ async fn main() -> Result<()> {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
 
     let users = match &args.users_file {
         None => None,
         Some(path) => Some(read_users(path)?),
     };
-    let config = BrokerConfig {
-        listen: args.listen,
-        users,
-        heartbeat_ms: (args.heartbeat, args.heartbeat),
-        max_queue_len: args.max_queue_len.max(1),
-        ..BrokerConfig::default()
-    };
-    let listener = broker::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let config = BrokerConfig { listen: args.listen, users, heartbeat_ms: (args.heartbeat, args.heartbeat), max_queue_len: args.max_queue_len.max(1), ..BrokerConfig::default() };
+    let listener = broker::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     eprintln!("dk-broker listening on {addr}");
     broker::serve(listener, config, shutdown_signal()).await?;
@@ -89,8 +78,7 @@ async fn main() -> Result<()> {
 
 /// Reads and parses the users file, warning when others can read it.
 fn read_users(path: &PathBuf) -> Result<std::collections::HashMap<String, String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read users file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read users file {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -105,10 +93,7 @@ fn read_users(path: &PathBuf) -> Result<std::collections::HashMap<String, String
             bail!("users file {} has no `login:passcode` line", path.display())
         }
         Ok(users) => Ok(users),
-        Err(line) => bail!(
-            "users file {}: line {line} is not `login:passcode`",
-            path.display()
-        ),
+        Err(line) => bail!("users file {}: line {line} is not `login:passcode`", path.display()),
     }
 }
 

@@ -55,11 +55,7 @@ struct Cli {
 }
 
 /// The servers: name, mode, extra config.
-const SERVERS: [(&str, &str, &str); 3] = [
-    ("server1", "trusting", ""),
-    ("server2", "atomic", "branch = \"master\"\n"),
-    ("server3", "tags", ""),
-];
+const SERVERS: [(&str, &str, &str); 3] = [("server1", "trusting", ""), ("server2", "atomic", "branch = \"master\"\n"), ("server3", "tags", "")];
 
 /// A temporary directory removed on drop (unless kept).
 struct Tmp {
@@ -80,24 +76,12 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args([
-            "-c",
-            "user.name=dk-demo",
-            "-c",
-            "user.email=dk-demo@localhost",
-            "-c",
-            "init.defaultBranch=master",
-            "-c",
-            "advice.detachedHead=false",
-        ])
+        .args(["-c", "user.name=dk-demo", "-c", "user.email=dk-demo@localhost", "-c", "init.defaultBranch=master", "-c", "advice.detachedHead=false"])
         .args(args)
         .output()
         .context("running git (is it installed?)")?;
     if !out.status.success() {
-        bail!(
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -115,8 +99,7 @@ struct Hook {
 impl Hook {
     /// The current value of `refname` in the central repo (zeros if absent).
     fn rev(&self, refname: &str) -> String {
-        git(&self.central, &["rev-parse", "-q", "--verify", refname])
-            .unwrap_or_else(|_| deploykit::message::commit::ZERO_REV.to_owned())
+        git(&self.central, &["rev-parse", "-q", "--verify", refname]).unwrap_or_else(|_| deploykit::message::commit::ZERO_REV.to_owned())
     }
 
     /// Pushes `refspec` from `work`, then publishes the Commit of `refname`; returns it and when the push returned.
@@ -126,16 +109,7 @@ impl Hook {
         let pushed = Instant::now();
         let new = self.rev(refname);
         let commits = deploykit::git::read_push(&self.central, &old, &new, refname, 20)?;
-        let commit = Commit {
-            repo: "site".into(),
-            oldrev: old,
-            newrev: new,
-            refname: refname.into(),
-            source: Source::Git,
-            svn: None,
-            commits,
-            correlation_id: None,
-        };
+        let commit = Commit { repo: "site".into(), oldrev: old, newrev: new, refname: refname.into(), source: Source::Git, svn: None, commits, correlation_id: None };
         self.publisher.commit(&commit).await?;
         Ok((commit, pushed))
     }
@@ -154,39 +128,25 @@ struct Server {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let broker = Broker::start(BrokerConfig::default())
-        .await
-        .context("starting the embedded broker")?;
+    let broker = Broker::start(BrokerConfig::default()).await.context("starting the embedded broker")?;
     let url = broker.url();
-    let tmp = Tmp {
-        path: std::env::temp_dir().join(format!("dk-demo-{}", std::process::id())),
-        keep: cli.keep,
-    };
+    let tmp = Tmp { path: std::env::temp_dir().join(format!("dk-demo-{}", std::process::id())), keep: cli.keep };
     std::fs::create_dir_all(&tmp.path)?;
-    println!(
-        "dk-demo: embedded broker on {url}; working in {}",
-        tmp.path.display()
-    );
+    println!("dk-demo: embedded broker on {url}; working in {}", tmp.path.display());
 
     // The central repo and a developer's clone with a first commit.
     let central = tmp.path.join("central/site.git");
     let work = tmp.path.join("developer/site");
     std::fs::create_dir_all(central.parent().unwrap())?;
     git(&tmp.path, &["init", "-q", "--bare", path_str(&central)?])?;
-    git(
-        &tmp.path,
-        &["clone", "-q", path_str(&central)?, path_str(&work)?],
-    )?;
+    git(&tmp.path, &["clone", "-q", path_str(&central)?, path_str(&work)?])?;
     std::fs::write(work.join("index.html"), "<h1>hello</h1>\n")?;
     git(&work, &["add", "index.html"])?;
     git(&work, &["commit", "-q", "-m", "first page"])?;
     git(&work, &["push", "-q", "origin", "HEAD:refs/heads/master"])?;
 
     let hook_client = Client::connect(ClientConfig::new(&url)?).await?;
-    let hook = Hook {
-        central: central.clone(),
-        publisher: Publisher::new(hook_client.clone(), "git-hook"),
-    };
+    let hook = Hook { central: central.clone(), publisher: Publisher::new(hook_client.clone(), "git-hook") };
     println!("dk-demo: publisher for pushes: the post-receive hook's Rust equivalent, in-process (read_push + Publisher)");
 
     // Three servers, each a clone with an in-process fetch daemon.
@@ -194,10 +154,7 @@ async fn main() -> Result<()> {
     for (name, mode, extra) in SERVERS {
         let clone = tmp.path.join(name).join("site");
         let target = tmp.path.join(name).join("www");
-        git(
-            &tmp.path,
-            &["clone", "-q", path_str(&central)?, path_str(&clone)?],
-        )?;
+        git(&tmp.path, &["clone", "-q", path_str(&central)?, path_str(&clone)?])?;
         let toml = format!(
             "node = {name:?}\nreconcile_interval = \"off\"\n[broker]\nurl = {url:?}\n[repos.site]\npath = {:?}\nmode = {mode:?}\ntarget = {:?}\n{extra}",
             path_str(&clone)?,
@@ -206,46 +163,19 @@ async fn main() -> Result<()> {
         let config = FetchConfig::parse(&toml).with_context(|| format!("{name}'s config"))?;
         let client = Client::connect(ClientConfig::new(&url)?).await?;
         let (tx, mut events) = broadcast::channel(256);
-        let handle = FetchDaemon::start_with(
-            config,
-            client.clone(),
-            DaemonOptions {
-                observer: Some(tx),
-                ..DaemonOptions::default()
-            },
-        )
-        .await?;
+        let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { observer: Some(tx), ..DaemonOptions::default() }).await?;
         let first = wait_fetched(&mut events, |r| r.trigger == "startup").await?;
         if !first.ok {
-            bail!(
-                "{name}: start-up fetch failed: {}",
-                first.error.unwrap_or_default()
-            );
+            bail!("{name}: start-up fetch failed: {}", first.error.unwrap_or_default());
         }
-        servers.push(Server {
-            name,
-            mode,
-            target,
-            events,
-            handle,
-            client,
-        });
+        servers.push(Server { name, mode, target, events, handle, client });
     }
-    println!(
-        "dk-demo: 3 servers up: {}",
-        servers
-            .iter()
-            .map(|s| format!("{} ({})", s.name, s.mode))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("dk-demo: 3 servers up: {}", servers.iter().map(|s| format!("{} ({})", s.name, s.mode)).collect::<Vec<_>>().join(", "));
 
     // 1. A commit on master.
     std::fs::write(work.join("index.html"), "<h1>hello, world</h1>\n")?;
     git(&work, &["commit", "-q", "-am", "greet the world"])?;
-    let step = hook
-        .push(&work, "HEAD:refs/heads/master", "refs/heads/master")
-        .await?;
+    let step = hook.push(&work, "HEAD:refs/heads/master", "refs/heads/master").await?;
     report("commit on master", &mut servers, step).await?;
 
     // 2. A new branch.
@@ -253,9 +183,7 @@ async fn main() -> Result<()> {
     std::fs::write(work.join("feature.html"), "<p>new</p>\n")?;
     git(&work, &["add", "feature.html"])?;
     git(&work, &["commit", "-q", "-m", "a feature"])?;
-    let step = hook
-        .push(&work, "HEAD:refs/heads/feature", "refs/heads/feature")
-        .await?;
+    let step = hook.push(&work, "HEAD:refs/heads/feature", "refs/heads/feature").await?;
     report("new branch feature", &mut servers, step).await?;
 
     // 3. A tag.
@@ -264,23 +192,11 @@ async fn main() -> Result<()> {
     report("tag v1.0", &mut servers, step).await?;
 
     for s in &servers {
-        let entries: Vec<String> = std::fs::read_dir(s.target.parent().unwrap())?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("www"))
-            .collect();
+        let entries: Vec<String> =
+            std::fs::read_dir(s.target.parent().unwrap())?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("www")).collect();
         let tagdir = s.target.join("v1.0");
-        let extra = if s.mode == "tags" && tagdir.is_dir() {
-            format!(", {} holds the tag", tagdir.display())
-        } else {
-            String::new()
-        };
-        println!(
-            "dk-demo: {} ({}) checkouts: {}{extra}",
-            s.name,
-            s.mode,
-            entries.join(" ")
-        );
+        let extra = if s.mode == "tags" && tagdir.is_dir() { format!(", {} holds the tag", tagdir.display()) } else { String::new() };
+        println!("dk-demo: {} ({}) checkouts: {}{extra}", s.name, s.mode, entries.join(" "));
     }
     deploy_part(&tmp.path, &url, &work, &hook, &mut servers).await?;
 
@@ -299,40 +215,25 @@ async fn main() -> Result<()> {
 }
 
 /// Prints, per server, how long after the push it had the change.
-async fn report(
-    what: &str,
-    servers: &mut [Server],
-    (commit, pushed): (Commit, Instant),
-) -> Result<()> {
+async fn report(what: &str, servers: &mut [Server], (commit, pushed): (Commit, Instant)) -> Result<()> {
     let id = commit.effective_correlation_id();
-    println!(
-        "dk-demo: pushed {what} ({})",
-        &commit.newrev[..12.min(commit.newrev.len())]
-    );
+    println!("dk-demo: pushed {what} ({})", &commit.newrev[..12.min(commit.newrev.len())]);
     for s in servers.iter_mut() {
-        let r = wait_fetched(&mut s.events, |r| {
-            r.trigger == "commit" && r.correlation_id.as_deref() == Some(id.as_str())
-        })
-        .await
-        .with_context(|| format!("{} never fetched {what}", s.name))?;
+        let r = wait_fetched(&mut s.events, |r| r.trigger == "commit" && r.correlation_id.as_deref() == Some(id.as_str()))
+            .await
+            .with_context(|| format!("{} never fetched {what}", s.name))?;
         let ms = pushed.elapsed().as_secs_f64() * 1000.0 - 0.0;
         let status = match &r.error {
             None => "ok".to_owned(),
             Some(e) => format!("FAILED: {e}"),
         };
         // The arrival time is when the result was seen; the daemon reports the fetch's own duration too.
-        println!(
-            "  {:<8} {:<9} fetched by +{ms:>6.1} ms (fetch took {} ms) {status}",
-            s.name, s.mode, r.duration_ms
-        );
+        println!("  {:<8} {:<9} fetched by +{ms:>6.1} ms (fetch took {} ms) {status}", s.name, s.mode, r.duration_ms);
     }
     Ok(())
 }
 
-async fn wait_fetched(
-    rx: &mut broadcast::Receiver<DaemonEvent>,
-    pred: impl Fn(&deploykit::message::FetchResult) -> bool,
-) -> Result<deploykit::message::FetchResult> {
+async fn wait_fetched(rx: &mut broadcast::Receiver<DaemonEvent>, pred: impl Fn(&deploykit::message::FetchResult) -> bool) -> Result<deploykit::message::FetchResult> {
     let wait = async {
         loop {
             match rx.recv().await {
@@ -342,31 +243,19 @@ async fn wait_fetched(
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(15), wait)
-        .await
-        .context("no fetch within 15 s")?
+    tokio::time::timeout(Duration::from_secs(15), wait).await.context("no fetch within 15 s")?
 }
 
 /// Starts one in-process agent per server (site `site` from the server's clone).
-async fn start_agents(
-    root: &Path,
-    url: &str,
-    key: &SecretKey,
-) -> Result<Vec<(AgentHandle, Client)>> {
+async fn start_agents(root: &Path, url: &str, key: &SecretKey) -> Result<Vec<(AgentHandle, Client)>> {
     let mut agents = Vec::new();
     for (name, _, _) in SERVERS {
         let home = root.join(name);
         let hooks = home.join("hooks");
         std::fs::create_dir_all(&hooks)?;
         for (hook, body) in [
-            (
-                "pre-deploy",
-                "echo \"pre-deploy: $DK_SITE $DK_TAG (request $DK_REQUEST_ID)\"",
-            ),
-            (
-                "post-deploy",
-                "echo \"post-deploy: now serving $(cat \"$DK_RELEASE/index.html\")\"",
-            ),
+            ("pre-deploy", "echo \"pre-deploy: $DK_SITE $DK_TAG (request $DK_REQUEST_ID)\""),
+            ("post-deploy", "echo \"post-deploy: now serving $(cat \"$DK_RELEASE/index.html\")\""),
         ] {
             let path = hooks.join(hook);
             std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
@@ -409,19 +298,12 @@ async fn rollout(controller: &Controller, spec: RolloutSpec) -> Result<()> {
 }
 
 /// The deploy half of the demo: agents, a canary-first deploy, a rollback.
-async fn deploy_part(
-    root: &Path,
-    url: &str,
-    work: &Path,
-    hook: &Hook,
-    servers: &mut [Server],
-) -> Result<()> {
+async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: &mut [Server]) -> Result<()> {
     let key = SecretKey::generate()?;
     let agents = start_agents(root, url, &key).await?;
     println!("dk-demo: 3 deploy agents up (site `site`, releases under each server's releases/, hooks print what they see)");
     let client = Client::connect(ClientConfig::new(url)?).await?;
-    let controller =
-        Controller::new(client.clone(), ControllerConfig::new("dk-demo", Some(key))).await?;
+    let controller = Controller::new(client.clone(), ControllerConfig::new("dk-demo", Some(key))).await?;
     let spec = |action, tag: Option<&str>, filters: Filters| RolloutSpec {
         action,
         site: "site".into(),
@@ -432,79 +314,34 @@ async fn deploy_part(
         max_failures: 0,
         timeout: Duration::from_secs(60),
         // Everyone answers, or only the servers -I names (the controller stops waiting then).
-        discovery: Window {
-            timeout: Duration::from_secs(10),
-            expect: filters.identity.is_empty().then_some(SERVERS.len()),
-        },
+        discovery: Window { timeout: Duration::from_secs(10), expect: filters.identity.is_empty().then_some(SERVERS.len()) },
     };
 
     println!("\ndk-demo: deploy v1.0 to every server (canary server1, then a batch of 2)");
-    rollout(
-        &controller,
-        spec(DeployAction::Deploy, Some("v1.0"), Filters::default()),
-    )
-    .await?;
+    rollout(&controller, spec(DeployAction::Deploy, Some("v1.0"), Filters::default())).await?;
 
     std::fs::write(work.join("index.html"), "<h1>hello, world, v1.1</h1>\n")?;
     git(work, &["checkout", "-q", "master"])?;
     git(work, &["commit", "-q", "-am", "v1.1 copy"])?;
     git(work, &["tag", "-a", "-m", "release 1.1", "v1.1"])?;
-    let step = hook
-        .push(work, "HEAD:refs/heads/master", "refs/heads/master")
-        .await?;
+    let step = hook.push(work, "HEAD:refs/heads/master", "refs/heads/master").await?;
     report("commit for v1.1", servers, step).await?;
     let step = hook.push(work, "refs/tags/v1.1", "refs/tags/v1.1").await?;
     report("tag v1.1", servers, step).await?;
 
-    let plan = controller
-        .dry_run(
-            "site",
-            "v1.1",
-            Filters::default(),
-            Window {
-                timeout: Duration::from_secs(10),
-                expect: Some(SERVERS.len()),
-            },
-        )
-        .await?;
+    let plan = controller.dry_run("site", "v1.1", Filters::default(), Window { timeout: Duration::from_secs(10), expect: Some(SERVERS.len()) }).await?;
     println!("\ndk-demo: dry run of v1.1:");
     for r in &plan {
-        let log: Vec<&str> = r.data["log"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["subject"].as_str())
-            .collect();
-        println!(
-            "  {:<8} live {} -> v1.1: {}",
-            r.node,
-            r.data["current"].as_str().unwrap_or("-"),
-            log.join("; ")
-        );
+        let log: Vec<&str> = r.data["log"].as_array().into_iter().flatten().filter_map(|e| e["subject"].as_str()).collect();
+        println!("  {:<8} live {} -> v1.1: {}", r.node, r.data["current"].as_str().unwrap_or("-"), log.join("; "));
     }
     println!("\ndk-demo: deploy v1.1, canary first");
-    rollout(
-        &controller,
-        spec(DeployAction::Deploy, Some("v1.1"), Filters::default()),
-    )
-    .await?;
+    rollout(&controller, spec(DeployAction::Deploy, Some("v1.1"), Filters::default())).await?;
 
     println!("\ndk-demo: roll server2 back to its previous good release");
-    rollout(
-        &controller,
-        spec(
-            DeployAction::Rollback,
-            None,
-            Filters {
-                identity: vec!["server2".into()],
-                ..Filters::default()
-            },
-        ),
-    )
-    .await?;
+    rollout(&controller, spec(DeployAction::Rollback, None, Filters { identity: vec!["server2".into()], ..Filters::default() })).await?;
     for (name, _, _) in SERVERS {
-        let page = std::fs::read_to_string(root.join(name).join("live/current/index.html"))
-            .unwrap_or_default();
+        let page = std::fs::read_to_string(root.join(name).join("live/current/index.html")).unwrap_or_default();
         println!("  {name:<8} serves {}", page.trim());
     }
     drop(controller);

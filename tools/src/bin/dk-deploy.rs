@@ -58,12 +58,7 @@ struct Common {
     #[arg(long, global = true, env = "DK_DEPLOY_USER")]
     user: Option<String>,
     /// Destination of deploy requests.
-    #[arg(
-        long,
-        global = true,
-        default_value = "/topic/deploykit.deploy",
-        value_name = "DEST"
-    )]
+    #[arg(long, global = true, default_value = "/topic/deploykit.deploy", value_name = "DEST")]
     deploy_topic: String,
     /// How long to wait for servers to answer discovery (e.g. 2s, 500ms).
     #[arg(long, global = true, default_value = "2s", value_parser = duration)]
@@ -194,9 +189,7 @@ fn default_key() -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".config")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".config"));
     base.join("deploykit/deploy.key")
 }
 
@@ -246,48 +239,27 @@ fn filters_of(f: &FilterArgs) -> Result<Filters> {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let c = &cli.common;
-    let user = c
-        .user
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .unwrap_or_else(|| "unknown".into());
+    let user = c.user.clone().or_else(|| std::env::var("USER").ok()).or_else(|| std::env::var("LOGNAME").ok()).unwrap_or_else(|| "unknown".into());
     let key_path = c.key.clone().unwrap_or_else(default_key);
     let key = match SecretKey::load(&key_path) {
         Ok(k) => Some(k),
-        Err(e) => {
-            return Err(Usage(format!(
-                "{e}\n  (create one with `dk-deploy keygen`, or pass --key / DK_DEPLOY_KEY)"
-            ))
-            .into())
-        }
+        Err(e) => return Err(Usage(format!("{e}\n  (create one with `dk-deploy keygen`, or pass --key / DK_DEPLOY_KEY)")).into()),
     };
     // Validate everything local before touching the bus.
     let (filters, site) = match &cli.command {
         Cmd::Keygen { .. } => unreachable!("handled in main"),
         Cmd::Discover { filters } => (filters_of(filters)?, None),
-        Cmd::Tags { site, filters, .. }
-        | Cmd::Status { site, filters }
-        | Cmd::Rollback { site, filters, .. } => (filters_of(filters)?, Some(site.clone())),
-        Cmd::Deploy {
-            site, tag, filters, ..
-        } => {
+        Cmd::Tags { site, filters, .. } | Cmd::Status { site, filters } | Cmd::Rollback { site, filters, .. } => (filters_of(filters)?, Some(site.clone())),
+        Cmd::Deploy { site, tag, filters, .. } => {
             deploykit::deploy::agent::repo::validate_name(tag).map_err(|e| Usage(e.to_string()))?;
             (filters_of(filters)?, Some(site.clone()))
         }
     };
-    let client = Client::connect(c.broker.client_config()?)
-        .await
-        .context("connecting to the broker")?;
+    let client = Client::connect(c.broker.client_config()?).await.context("connecting to the broker")?;
     let mut cc = ControllerConfig::new(user.clone(), key);
     cc.destinations.deploy = c.deploy_topic.clone();
-    let controller = Controller::new(client.clone(), cc)
-        .await
-        .context("subscribing to replies")?;
-    let window = Window {
-        timeout: c.discovery_timeout,
-        expect: c.expect,
-    };
+    let controller = Controller::new(client.clone(), cc).await.context("subscribing to replies")?;
+    let window = Window { timeout: c.discovery_timeout, expect: c.expect };
     let code = match &cli.command {
         Cmd::Keygen { .. } => unreachable!(),
         Cmd::Discover { .. } => {
@@ -299,29 +271,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 for (r, a) in &found {
                     match a {
                         Some(a) => {
-                            let sites: Vec<String> = a
-                                .sites
-                                .iter()
-                                .map(|s| {
-                                    format!("{}={}", s.name, s.current.as_deref().unwrap_or("-"))
-                                })
-                                .collect();
-                            let facts: Vec<String> =
-                                a.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                            println!(
-                                "{:<24} classes [{}] facts [{}] sites [{}] v{}",
-                                r.node,
-                                a.classes.join(","),
-                                facts.join(","),
-                                sites.join(","),
-                                a.version
-                            );
+                            let sites: Vec<String> = a.sites.iter().map(|s| format!("{}={}", s.name, s.current.as_deref().unwrap_or("-"))).collect();
+                            let facts: Vec<String> = a.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            println!("{:<24} classes [{}] facts [{}] sites [{}] v{}", r.node, a.classes.join(","), facts.join(","), sites.join(","), a.version);
                         }
-                        None => println!(
-                            "{:<24} {}",
-                            r.node,
-                            r.error.as_deref().unwrap_or("(no description)")
-                        ),
+                        None => println!("{:<24} {}", r.node, r.error.as_deref().unwrap_or("(no description)")),
                     }
                 }
                 eprintln!("{} servers", found.len());
@@ -356,11 +310,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         )
                     };
                     match r.state {
-                        StepState::Ok => println!(
-                            "{:<24} live {}{lock}",
-                            r.node,
-                            r.data["current"].as_str().unwrap_or("-")
-                        ),
+                        StepState::Ok => println!("{:<24} live {}{lock}", r.node, r.data["current"].as_str().unwrap_or("-")),
                         _ => println!("{:<24} {}", r.node, r.error.as_deref().unwrap_or("failed")),
                     }
                 }
@@ -371,39 +321,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             }
         }
-        Cmd::Deploy {
-            tag, dry_run: true, ..
-        } => {
+        Cmd::Deploy { tag, dry_run: true, .. } => {
             let site = site.unwrap_or_default();
             dry_run(&controller, &site, tag, filters, window, c.json).await?
         }
         Cmd::Deploy { tag, rollout, .. } => {
             let site = site.unwrap_or_default();
-            rollout_cmd(
-                &controller,
-                DeployAction::Deploy,
-                site,
-                Some(tag.clone()),
-                filters,
-                rollout,
-                window,
-                c.json,
-            )
-            .await?
+            rollout_cmd(&controller, DeployAction::Deploy, site, Some(tag.clone()), filters, rollout, window, c.json).await?
         }
         Cmd::Rollback { rollout, .. } => {
             let site = site.unwrap_or_default();
-            rollout_cmd(
-                &controller,
-                DeployAction::Rollback,
-                site,
-                None,
-                filters,
-                rollout,
-                window,
-                c.json,
-            )
-            .await?
+            rollout_cmd(&controller, DeployAction::Rollback, site, None, filters, rollout, window, c.json).await?
         }
     };
     drop(controller);
@@ -416,9 +344,7 @@ fn tags_output(replies: &[deploykit::message::DeployReply], json: bool) -> Resul
     let mut tags: BTreeMap<String, (i64, usize)> = BTreeMap::new();
     let mut branches: BTreeMap<String, (i64, usize)> = BTreeMap::new();
     for r in replies {
-        if let Ok(list) =
-            serde_json::from_value::<deploykit::deploy::agent::repo::TagList>(r.data.clone())
-        {
+        if let Ok(list) = serde_json::from_value::<deploykit::deploy::agent::repo::TagList>(r.data.clone()) {
             for t in list.tags {
                 let e = tags.entry(t.name).or_insert((t.date, 0));
                 e.1 += 1;
@@ -436,92 +362,50 @@ fn tags_output(replies: &[deploykit::message::DeployReply], json: bool) -> Resul
     };
     let (tags, branches) = (sorted(tags), sorted(branches));
     if json {
-        let j = |v: &[(String, i64, usize)]| {
-            v.iter()
-                .map(|(n, d, c)| serde_json::json!({"name": n, "date": d, "servers": c}))
-                .collect::<Vec<_>>()
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"servers": replies.len(), "tags": j(&tags), "branches": j(&branches)})
-            )?
-        );
+        let j = |v: &[(String, i64, usize)]| v.iter().map(|(n, d, c)| serde_json::json!({"name": n, "date": d, "servers": c})).collect::<Vec<_>>();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"servers": replies.len(), "tags": j(&tags), "branches": j(&branches)}))?);
     } else {
         println!("{} servers answered", replies.len());
         for (title, list) in [("tags", &tags), ("branches", &branches)] {
             println!("{title}:");
             for (n, d, c) in list.iter() {
-                println!(
-                    "  {n:<32} {c:>4} servers  {}",
-                    deploykit::git::push::rfc3339(*d, 0)
-                );
+                println!("  {n:<32} {c:>4} servers  {}", deploykit::git::push::rfc3339(*d, 0));
             }
         }
         for r in replies.iter().filter(|r| r.state != StepState::Ok) {
             println!("{}: {}", r.node, r.error.as_deref().unwrap_or("failed"));
         }
     }
-    Ok(if replies.is_empty() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if replies.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-async fn dry_run(
-    controller: &Controller,
-    site: &str,
-    tag: &str,
-    filters: Filters,
-    window: Window,
-    json: bool,
-) -> Result<ExitCode> {
+async fn dry_run(controller: &Controller, site: &str, tag: &str, filters: Filters, window: Window, json: bool) -> Result<ExitCode> {
     let replies = controller.dry_run(site, tag, filters, window).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&replies)?);
     } else {
-        println!(
-            "dry run: deploy {tag} to site {site}: {} servers (nothing changes)",
-            replies.len()
-        );
+        println!("dry run: deploy {tag} to site {site}: {} servers (nothing changes)", replies.len());
         for r in &replies {
             if r.state != StepState::Ok {
                 println!("{}: {}", r.node, r.error.as_deref().unwrap_or("refused"));
                 continue;
             }
             let d = &r.data;
-            let lock = if d["lock"].is_null() {
-                String::new()
-            } else {
-                format!(" (LOCKED by {})", d["lock"]["user"].as_str().unwrap_or("?"))
-            };
+            let lock = if d["lock"].is_null() { String::new() } else { format!(" (LOCKED by {})", d["lock"]["user"].as_str().unwrap_or("?")) };
             println!(
                 "{}: {} -> {} {}{lock}",
                 r.node,
                 d["current"].as_str().unwrap_or("(nothing live)"),
                 tag,
-                &d["commit"].as_str().unwrap_or("")
-                    [..12.min(d["commit"].as_str().unwrap_or("").len())]
+                &d["commit"].as_str().unwrap_or("")[..12.min(d["commit"].as_str().unwrap_or("").len())]
             );
             for e in d["log"].as_array().into_iter().flatten() {
                 let c = e["commit"].as_str().unwrap_or("");
-                println!(
-                    "    {} {} ({})",
-                    &c[..10.min(c.len())],
-                    e["subject"].as_str().unwrap_or(""),
-                    e["author"].as_str().unwrap_or("")
-                );
+                println!("    {} {} ({})", &c[..10.min(c.len())], e["subject"].as_str().unwrap_or(""), e["author"].as_str().unwrap_or(""));
             }
         }
     }
-    Ok(
-        if !replies.is_empty() && replies.iter().all(|r| r.state == StepState::Ok) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
-    )
+    Ok(if !replies.is_empty() && replies.iter().all(|r| r.state == StepState::Ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -548,22 +432,14 @@ async fn rollout_cmd(
     };
     if !args.yes {
         if !std::io::stdin().is_terminal() {
-            bail!(Usage(
-                "not a terminal: add --yes to confirm the rollout".into()
-            ));
+            bail!(Usage("not a terminal: add --yes to confirm the rollout".into()));
         }
         let nodes = controller.select(&site, &filters, window).await?;
         let what = match &tag {
             Some(t) => format!("deploy {t} to"),
             None => "roll back".into(),
         };
-        eprint!(
-            "{what} site {site} on {} servers ({}), canary {}, batch {:?}? [y/N] ",
-            nodes.len(),
-            nodes.join(", "),
-            args.canary,
-            args.batch
-        );
+        eprint!("{what} site {site} on {} servers ({}), canary {}, batch {:?}? [y/N] ", nodes.len(), nodes.join(", "), args.canary, args.batch);
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
         if !matches!(line.trim(), "y" | "Y" | "yes") {
@@ -607,26 +483,12 @@ async fn rollout_cmd(
         time: deploykit::git::push::rfc3339(deploykit::deploy::agent::releases::now() as i64, 0),
         user: controller.user().to_owned(),
         key: controller.public_key(),
-        action: if action == DeployAction::Deploy {
-            "deploy".into()
-        } else {
-            "rollback".into()
-        },
+        action: if action == DeployAction::Deploy { "deploy".into() } else { "rollback".into() },
         site,
         tag,
         filters,
-        ok: report
-            .nodes
-            .iter()
-            .filter(|n| !n.state.failed())
-            .map(|n| n.node.clone())
-            .collect(),
-        failed: report
-            .nodes
-            .iter()
-            .filter(|n| n.state.failed())
-            .map(|n| n.node.clone())
-            .collect(),
+        ok: report.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
+        failed: report.nodes.iter().filter(|n| n.state.failed()).map(|n| n.node.clone()).collect(),
         result: match (&report.stopped, report.ok()) {
             (Some(r), _) => format!("stopped: {r}"),
             (None, true) => "ok".into(),
@@ -636,19 +498,12 @@ async fn rollout_cmd(
     };
     let audit_path = args.audit_log.clone().unwrap_or_else(audit::default_path);
     if let Err(e) = audit::append(&audit_path, &entry) {
-        eprintln!(
-            "dk-deploy: WARNING: audit log {} not written: {e}",
-            audit_path.display()
-        );
+        eprintln!("dk-deploy: WARNING: audit log {} not written: {e}", audit_path.display());
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", summary(&report));
     }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

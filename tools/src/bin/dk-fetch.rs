@@ -36,12 +36,7 @@ Exit codes: 0 ok; 1 --check found problems or --once had a failed fetch;
 )]
 struct Cli {
     /// The configuration file (TOML).
-    #[arg(
-        long,
-        short = 'c',
-        default_value = "/etc/deploykit/fetch.toml",
-        value_name = "FILE"
-    )]
+    #[arg(long, short = 'c', default_value = "/etc/deploykit/fetch.toml", value_name = "FILE")]
     config: PathBuf,
     #[command(flatten)]
     broker: BrokerArgs,
@@ -67,10 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if let Some(yaml) = &cli.import_legacy {
-        return match std::fs::read_to_string(yaml)
-            .map_err(|e| format!("{}: {e}", yaml.display()))
-            .and_then(|t| config::import_legacy(&t).map_err(|e| e.to_string()))
-        {
+        return match std::fs::read_to_string(yaml).map_err(|e| format!("{}: {e}", yaml.display())).and_then(|t| config::import_legacy(&t).map_err(|e| e.to_string())) {
             Ok(toml) => {
                 print!("{toml}");
                 ExitCode::SUCCESS
@@ -94,11 +86,7 @@ fn main() -> ExitCode {
             println!("{}: {p}", cli.config.display());
         }
         if problems.is_empty() {
-            println!(
-                "{}: ok ({} repos)",
-                cli.config.display(),
-                config.repos.len()
-            );
+            println!("{}: ok ({} repos)", cli.config.display(), config.repos.len());
             return ExitCode::SUCCESS;
         }
         return ExitCode::from(1);
@@ -134,12 +122,7 @@ fn runner() -> Runner {
 async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let mut args = cli.broker.clone();
     let b = &config.broker;
-    args.apply_config(
-        Some(&b.url),
-        Some(&b.vhost),
-        b.login.as_deref(),
-        b.passcode_file.as_deref(),
-    );
+    args.apply_config(Some(&b.url), Some(&b.vhost), b.login.as_deref(), b.passcode_file.as_deref());
     let client_config = args.client_config()?;
     if cli.once {
         let client = match Client::connect(client_config).await {
@@ -153,12 +136,7 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
         let mut failed = 0;
         for r in &results {
             match &r.error {
-                None => println!(
-                    "{}: ok {} ({} ms)",
-                    r.repo,
-                    r.new_head.as_deref().unwrap_or("-"),
-                    r.duration_ms
-                ),
+                None => println!("{}: ok {} ({} ms)", r.repo, r.new_head.as_deref().unwrap_or("-"), r.duration_ms),
                 Some(e) => {
                     failed += 1;
                     println!("{}: FAILED {e}", r.repo);
@@ -168,26 +146,12 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
         if let Some(c) = client {
             let _ = c.disconnect().await;
         }
-        return Ok(if failed > 0 {
-            ExitCode::from(1)
-        } else {
-            ExitCode::SUCCESS
-        });
+        return Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
 
-    let client = Client::connect(client_config)
-        .await
-        .context("connecting to the broker")?;
+    let client = Client::connect(client_config).await.context("connecting to the broker")?;
     tracing::info!(repos = config.repos.len(), topic = %config.commits_topic, "dk-fetch started");
-    let handle = FetchDaemon::start_with(
-        config,
-        client.clone(),
-        DaemonOptions {
-            runner: runner(),
-            ..DaemonOptions::default()
-        },
-    )
-    .await?;
+    let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
     wait_for_signals(&handle, &cli.config).await?;
     tracing::info!("shutting down: finishing running fetches");
     let stats = handle.shutdown().await;

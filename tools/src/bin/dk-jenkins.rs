@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use deploykit::jenkins::{daemon, JenkinsConfig};
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, with_config_broker, BrokerArgs};
+use dk_tools::cli::{init_logging, BrokerArgs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -105,7 +105,7 @@ fn check(config: &JenkinsConfig) -> Vec<String> {
 }
 
 async fn run(cli: &Cli, config: JenkinsConfig) -> Result<()> {
-    let client_config = with_config_broker(&cli.broker, &config.broker).client_config()?;
+    let client_config = cli.broker.with_section(&config.broker).client_config()?;
     let client = Client::connect(client_config).await.context("connecting to the broker")?;
     let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
     let handle = daemon::start(config, client.clone()).await?;

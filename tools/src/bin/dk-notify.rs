@@ -7,7 +7,7 @@ use deploykit::jenkins::daemon::EVENT_SOURCE;
 use deploykit::jenkins::notify::{self, NotifyConfig};
 use deploykit::message::{BuildStatus, Publisher, Wire};
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, with_config_broker, BrokerArgs};
+use dk_tools::cli::{init_logging, BrokerArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
 }
 
 async fn publish(cli: &Cli, config: &NotifyConfig, build: &deploykit::message::Build) -> Result<ExitCode> {
-    let client_config = with_config_broker(&cli.broker, &config.broker_section()).client_config()?;
+    let client_config = cli.broker.with_section(&config.broker_section()).client_config()?;
     let client = match Client::connect(client_config).await {
         Ok(c) => c,
         Err(e) => {

@@ -6,7 +6,6 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use deploykit::debrepo::{self, RepoEvent, RepreproConfig};
-use deploykit::fetch::BrokerSection;
 use deploykit::message::PackageAction;
 use deploykit::stomp::Client;
 use dk_tools::cli::{init_logging, BrokerArgs};
@@ -91,21 +90,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The broker options: the command line's when `--broker` / DK_BROKER_URL is given, else the config's section.
-fn broker_args(args: &BrokerArgs, section: &BrokerSection) -> BrokerArgs {
-    let overridden = std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some();
-    let mut args = args.clone();
-    if !overridden {
-        args.broker = section.url.clone();
-        args.vhost = section.vhost.clone();
-        args.login = args.login.or_else(|| section.login.clone());
-        args.passcode_file = args.passcode_file.or_else(|| section.passcode_file.clone());
-    }
-    args
-}
-
 async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
-    let client_config = broker_args(&cli.broker, &config.broker).client_config()?;
+    let client_config = cli.broker.with_section(&config.broker).client_config()?;
     if cli.once {
         let client = match Client::connect(client_config).await {
             Ok(c) => Some(c),

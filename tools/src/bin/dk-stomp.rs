@@ -87,9 +87,7 @@ fn parse_ack(s: &str) -> Result<AckMode, String> {
 fn parse_headers(raw: &[String]) -> Result<Headers> {
     let mut headers = Headers::new();
     for h in raw {
-        let (name, value) = h
-            .split_once(':')
-            .with_context(|| format!("header {h:?} must be NAME:VALUE"))?;
+        let (name, value) = h.split_once(':').with_context(|| format!("header {h:?} must be NAME:VALUE"))?;
         if name.is_empty() {
             bail!("header {h:?} has an empty name");
         }
@@ -103,21 +101,14 @@ fn print_message(out: &mut impl Write, msg: &Message, json: bool) -> Result<()> 
     if json {
         let mut headers = serde_json::Map::new();
         for (k, v) in msg.headers.iter() {
-            headers
-                .entry(k.to_owned())
-                .or_insert_with(|| serde_json::Value::String(v.to_owned()));
+            headers.entry(k.to_owned()).or_insert_with(|| serde_json::Value::String(v.to_owned()));
         }
         let mut obj = serde_json::Map::new();
         obj.insert("destination".into(), msg.destination.clone().into());
         obj.insert("headers".into(), headers.into());
         match msg.text() {
             Some(text) => obj.insert("body".into(), text.into()),
-            None => obj.insert(
-                "body_base64".into(),
-                base64::engine::general_purpose::STANDARD
-                    .encode(&msg.body)
-                    .into(),
-            ),
+            None => obj.insert("body_base64".into(), base64::engine::general_purpose::STANDARD.encode(&msg.body).into()),
         };
         // What deploykit makes of it (JSON v1 or a legacy body), or why it could not.
         match deploykit::message::decode(&msg.destination, &msg.headers, &msg.body) {
@@ -144,67 +135,27 @@ fn print_message(out: &mut impl Write, msg: &Message, json: bool) -> Result<()> 
 /// Runs the chosen command; returns the process exit code.
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Cmd::Send {
-            broker,
-            destination,
-            body,
-            headers,
-            receipt,
-            persistent,
-        } => {
+        Cmd::Send { broker, destination, body, headers, receipt, persistent } => {
             let headers = parse_headers(&headers)?;
             let body = if body == "-" {
                 let mut buf = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut buf)
-                    .context("reading the body from stdin")?;
+                std::io::stdin().read_to_end(&mut buf).context("reading the body from stdin")?;
                 buf
             } else {
                 body.into_bytes()
             };
-            let client = Client::connect(broker.client_config()?)
-                .await
-                .context("connecting to the broker")?;
-            let opts = SendOptions {
-                headers,
-                receipt,
-                persistent,
-                content_type: None,
-            };
-            client
-                .send_with(&destination, body, opts)
-                .await
-                .with_context(|| format!("sending to {destination}"))?;
+            let client = Client::connect(broker.client_config()?).await.context("connecting to the broker")?;
+            let opts = SendOptions { headers, receipt, persistent, content_type: None };
+            client.send_with(&destination, body, opts).await.with_context(|| format!("sending to {destination}"))?;
             client.disconnect().await.context("disconnecting")?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Listen {
-            broker,
-            destination,
-            count,
-            json,
-            ack,
-            prefetch,
-            wait,
-            keepalives,
-        } => {
-            let client = Client::connect(broker.client_config()?)
-                .await
-                .context("connecting to the broker")?;
-            let mut sub = client
-                .subscribe(
-                    &destination,
-                    SubscribeOptions {
-                        ack,
-                        prefetch,
-                        ..SubscribeOptions::default()
-                    },
-                )
-                .await
-                .with_context(|| format!("subscribing to {destination}"))?;
+        Cmd::Listen { broker, destination, count, json, ack, prefetch, wait, keepalives } => {
+            let client = Client::connect(broker.client_config()?).await.context("connecting to the broker")?;
+            let mut sub =
+                client.subscribe(&destination, SubscribeOptions { ack, prefetch, ..SubscribeOptions::default() }).await.with_context(|| format!("subscribing to {destination}"))?;
             eprintln!("ready");
-            let deadline =
-                wait.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+            let deadline = wait.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
             let mut seen = 0u64;
             let mut stdout = std::io::stdout().lock();
             while count.is_none_or(|n| seen < n) {
@@ -218,9 +169,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     },
                     None => sub.recv().await,
                 };
-                let Some(msg) = next else {
-                    bail!("the connection closed for good")
-                };
+                let Some(msg) = next else { bail!("the connection closed for good") };
                 if msg.is_keepalive() && !keepalives {
                     if ack != AckMode::Auto {
                         sub.ack(&msg).await?;

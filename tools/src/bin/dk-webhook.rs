@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use deploykit::stomp::Client;
 use deploykit::webhook::{self, WebhookConfig};
-use dk_tools::cli::{init_logging, BrokerArgs, DEFAULT_BROKER};
+use dk_tools::cli::{init_logging, BrokerArgs};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -111,20 +111,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether `--broker` (or DK_BROKER_URL) was given, i.e. overrides the config's section.
-fn broker_overridden(args: &BrokerArgs) -> bool {
-    std::env::args().any(|a| a == "--broker" || a.starts_with("--broker=")) || std::env::var_os("DK_BROKER_URL").is_some() || args.broker != DEFAULT_BROKER
-}
-
 async fn run(cli: Cli, config: WebhookConfig) -> Result<ExitCode> {
-    let mut args = cli.broker.clone();
-    if !broker_overridden(&args) {
-        args.broker = config.broker.url.clone();
-        args.vhost = config.broker.vhost.clone();
-        args.login = args.login.or_else(|| config.broker.login.clone());
-        args.passcode_file = args.passcode_file.or_else(|| config.broker.passcode_file.clone());
-    }
-    let mut client_config = args.client_config()?;
+    let mut client_config = cli.broker.with_section(&config.broker).client_config()?;
     // Requests are spooled while the broker is away, so keep trying for ever.
     client_config.url.options.startup_max_reconnect_attempts = None;
     client_config.url.options.max_reconnect_attempts = None;

@@ -13,10 +13,7 @@ pub struct TmpDir(pub PathBuf);
 
 impl TmpDir {
     pub fn new(name: &str) -> TmpDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let p = std::env::temp_dir().join(format!("dk-cli-{}-{name}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         TmpDir(p)
@@ -139,9 +136,7 @@ pub fn broker() -> (Proc, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dk-broker"));
     c.args(["--listen", "127.0.0.1:0"]);
     let mut p = Proc::spawn(c);
-    let line = p.line(Duration::from_secs(10), |l| {
-        l.contains("dk-broker listening on")
-    });
+    let line = p.line(Duration::from_secs(10), |l| l.contains("dk-broker listening on"));
     let addr = line.rsplit(' ').next().unwrap().trim().to_owned();
     (p, format!("stomp://{addr}"))
 }
@@ -150,21 +145,10 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.org",
-            "-c",
-            "init.defaultBranch=master",
-        ])
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master"])
         .args(args)
         .output()
         .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -17,7 +17,7 @@
 //! ```
 
 use crate::deploy::keys::PublicKey;
-use crate::fetch::config::parse_duration;
+use crate::fetch::config::{parse_duration, BrokerSection};
 use crate::message::publisher::Destinations;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -53,20 +53,6 @@ pub enum AgentConfigError {
         /// Why.
         message: String,
     },
-}
-
-/// The `[broker]` section (all optional; `--broker` / `DK_BROKER_URL` win).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerConfig {
-    /// Broker URL.
-    pub url: Option<String>,
-    /// STOMP `host` header.
-    pub vhost: Option<String>,
-    /// Login.
-    pub login: Option<String>,
-    /// File holding the passcode (first line).
-    pub passcode_file: Option<PathBuf>,
 }
 
 /// A link re-pointed at each deploy: `target` becomes a symlink to `RELEASE/path`.
@@ -140,7 +126,7 @@ pub struct AgentConfig {
     /// Replay cache and other agent state.
     pub state_dir: PathBuf,
     /// The broker.
-    pub broker: BrokerConfig,
+    pub broker: BrokerSection,
     /// Where requests, announcements and events go.
     pub destinations: Destinations,
     /// The sites, by name.
@@ -162,7 +148,7 @@ struct Raw {
     max_request_validity: Option<RawDuration>,
     state_dir: Option<PathBuf>,
     #[serde(default)]
-    broker: BrokerConfig,
+    broker: BrokerSection,
     #[serde(default)]
     destinations: Destinations,
     #[serde(default)]
@@ -205,10 +191,7 @@ pub fn valid_name(name: &str) -> bool {
 impl AgentConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read { path: path.to_owned(), source })?;
         AgentConfig::parse_named(&text, &path.display().to_string())
     }
 
@@ -218,74 +201,40 @@ impl AgentConfig {
     }
 
     fn parse_named(text: &str, file: &str) -> Result<AgentConfig, AgentConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| AgentConfigError::Syntax {
-            file: file.into(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
-        let invalid = |key: String, message: String| AgentConfigError::Invalid {
-            file: file.into(),
-            key,
-            message,
-        };
+        let raw: Raw = toml::from_str(text).map_err(|e| AgentConfigError::Syntax { file: file.into(), message: e.to_string().trim().replace('\n', " ") })?;
+        let invalid = |key: String, message: String| AgentConfigError::Invalid { file: file.into(), key, message };
         let mut trusted_keys = BTreeMap::new();
         for (name, text) in raw.trusted_keys {
             if !valid_name(&name) {
-                return Err(invalid(
-                    format!("trusted_keys.{name}"),
-                    "key names are 1-64 of A-Za-z0-9._-".into(),
-                ));
+                return Err(invalid(format!("trusted_keys.{name}"), "key names are 1-64 of A-Za-z0-9._-".into()));
             }
-            let key = PublicKey::parse(&text)
-                .map_err(|e| invalid(format!("trusted_keys.{name}"), e.to_string()))?;
+            let key = PublicKey::parse(&text).map_err(|e| invalid(format!("trusted_keys.{name}"), e.to_string()))?;
             trusted_keys.insert(name, key);
         }
-        let duration = |key: String,
-                        d: Option<RawDuration>,
-                        default: Duration|
-         -> Result<Duration, AgentConfigError> {
+        let duration = |key: String, d: Option<RawDuration>, default: Duration| -> Result<Duration, AgentConfigError> {
             match d {
                 None => Ok(default),
                 Some(RawDuration::Seconds(n)) => Ok(Duration::from_secs(n)),
-                Some(RawDuration::Text(t)) => parse_duration(&t).ok_or_else(|| {
-                    invalid(
-                        key,
-                        format!("{t:?}: expected a duration such as 30s, 5m or 1h"),
-                    )
-                }),
+                Some(RawDuration::Text(t)) => parse_duration(&t).ok_or_else(|| invalid(key, format!("{t:?}: expected a duration such as 30s, 5m or 1h"))),
             }
         };
         let mut sites = BTreeMap::new();
         for (name, s) in raw.sites {
             let key = |k: &str| format!("sites.{name}.{k}");
             if !valid_name(&name) {
-                return Err(invalid(
-                    format!("sites.{name}"),
-                    "site names are 1-64 of A-Za-z0-9._-, not starting with - or .".into(),
-                ));
+                return Err(invalid(format!("sites.{name}"), "site names are 1-64 of A-Za-z0-9._-, not starting with - or .".into()));
             }
-            for (k, p) in [
-                ("repo", Some(&s.repo)),
-                ("releases", Some(&s.releases)),
-                ("current", s.current.as_ref()),
-                ("hooks", s.hooks.as_ref()),
-            ] {
+            for (k, p) in [("repo", Some(&s.repo)), ("releases", Some(&s.releases)), ("current", s.current.as_ref()), ("hooks", s.hooks.as_ref())] {
                 if let Some(p) = p {
                     if !p.is_absolute() {
-                        return Err(invalid(
-                            key(k),
-                            format!("{}: must be an absolute path", p.display()),
-                        ));
+                        return Err(invalid(key(k), format!("{}: must be an absolute path", p.display())));
                     }
                 }
             }
             let repo_name = crate::git::repo_name(&s.repo);
             let mut links = Vec::new();
             if let Some(current) = s.current {
-                links.push(Link {
-                    repo: None,
-                    target: current,
-                    path: None,
-                });
+                links.push(Link { repo: None, target: current, path: None });
             }
             for (i, l) in s.links.into_iter().enumerate() {
                 let k = format!("sites.{name}.links[{i}]");
@@ -295,71 +244,37 @@ impl AgentConfig {
                     }
                 }
                 if !l.target.is_absolute() {
-                    return Err(invalid(
-                        k,
-                        format!("target {}: must be an absolute path", l.target.display()),
-                    ));
+                    return Err(invalid(k, format!("target {}: must be an absolute path", l.target.display())));
                 }
                 if let Some(p) = &l.path {
-                    if p.is_absolute()
-                        || p.components()
-                            .any(|c| matches!(c, std::path::Component::ParentDir))
-                    {
-                        return Err(invalid(
-                            k,
-                            format!(
-                                "path {}: must be relative to the release, without ..",
-                                p.display()
-                            ),
-                        ));
+                    if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                        return Err(invalid(k, format!("path {}: must be relative to the release, without ..", p.display())));
                     }
                 }
                 links.push(l);
             }
             if links.is_empty() {
-                return Err(invalid(
-                    format!("sites.{name}"),
-                    "no `current` and no `links`: nothing would make a release live".into(),
-                ));
+                return Err(invalid(format!("sites.{name}"), "no `current` and no `links`: nothing would make a release live".into()));
             }
             for (i, u) in s.user_links.iter().enumerate() {
                 let k = format!("sites.{name}.user_links[{i}]");
                 if !u.source.is_absolute() {
-                    return Err(invalid(
-                        k,
-                        format!("source {}: must be an absolute path", u.source.display()),
-                    ));
+                    return Err(invalid(k, format!("source {}: must be an absolute path", u.source.display())));
                 }
-                if u.target.is_relative()
-                    && u.target
-                        .components()
-                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
-                {
-                    return Err(invalid(
-                        k,
-                        format!(
-                            "target {}: a relative target must stay inside the release",
-                            u.target.display()
-                        ),
-                    ));
+                if u.target.is_relative() && u.target.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                    return Err(invalid(k, format!("target {}: a relative target must stay inside the release", u.target.display())));
                 }
             }
             for policy in [&s.deploy, s.rollback.as_ref().unwrap_or(&s.deploy)] {
                 for k in policy {
                     if !trusted_keys.contains_key(k) && !(raw.allow_unsigned && k == "unsigned") {
-                        return Err(invalid(
-                            key("deploy"),
-                            format!("key {k:?} is not in [trusted_keys]"),
-                        ));
+                        return Err(invalid(key("deploy"), format!("key {k:?} is not in [trusted_keys]")));
                     }
                 }
             }
             let keep = s.keep_releases.unwrap_or(5);
             if keep < 2 {
-                return Err(invalid(
-                    key("keep_releases"),
-                    "must be at least 2 (the live release and the previous good one)".into(),
-                ));
+                return Err(invalid(key("keep_releases"), "must be at least 2 (the live release and the previous good one)".into()));
             }
             sites.insert(
                 name.clone(),
@@ -370,11 +285,7 @@ impl AgentConfig {
                     links,
                     user_links: s.user_links,
                     hooks: s.hooks,
-                    step_timeout: duration(
-                        key("step_timeout"),
-                        s.step_timeout,
-                        Duration::from_secs(300),
-                    )?,
+                    step_timeout: duration(key("step_timeout"), s.step_timeout, Duration::from_secs(300))?,
                     keep_releases: keep,
                     user: s.user,
                     rollback_on_post_failure: s.rollback_on_post_failure,
@@ -384,16 +295,8 @@ impl AgentConfig {
             );
         }
         let identity = raw.identity.unwrap_or_else(crate::fetch::config::hostname);
-        if identity.is_empty()
-            || identity.len() > 255
-            || identity
-                .chars()
-                .any(|c| c.is_control() || c.is_whitespace() || c == '/')
-        {
-            return Err(invalid(
-                "identity".into(),
-                format!("{identity:?}: must be a non-empty name without spaces or '/' (a -I /regex/ must not match it literally)"),
-            ));
+        if identity.is_empty() || identity.len() > 255 || identity.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
+            return Err(invalid("identity".into(), format!("{identity:?}: must be a non-empty name without spaces or '/' (a -I /regex/ must not match it literally)")));
         }
         Ok(AgentConfig {
             identity,
@@ -401,14 +304,8 @@ impl AgentConfig {
             facts: raw.facts,
             trusted_keys,
             allow_unsigned: raw.allow_unsigned,
-            max_request_validity: duration(
-                "max_request_validity".into(),
-                raw.max_request_validity,
-                Duration::from_secs(3600),
-            )?,
-            state_dir: raw
-                .state_dir
-                .unwrap_or_else(|| PathBuf::from("/var/lib/deploykit/agent")),
+            max_request_validity: duration("max_request_validity".into(), raw.max_request_validity, Duration::from_secs(3600))?,
+            state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/deploykit/agent")),
             broker: raw.broker,
             destinations: raw.destinations,
             sites,
@@ -417,10 +314,7 @@ impl AgentConfig {
 
     /// The name of the trusted key `key`, if trusted.
     pub fn key_name(&self, key: &PublicKey) -> Option<&str> {
-        self.trusted_keys
-            .iter()
-            .find(|(_, k)| *k == key)
-            .map(|(n, _)| n.as_str())
+        self.trusted_keys.iter().find(|(_, k)| *k == key).map(|(n, _)| n.as_str())
     }
 }
 
@@ -446,29 +340,18 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\ncurrent = \"/c\"\ndeploy = [\"nobody\"]\n").unwrap_err().to_string();
-        assert!(
-            e.contains("sites.www.deploy") && e.contains("nobody"),
-            "{e}"
-        );
-        let e =
-            AgentConfig::parse("[sites.www]\nrepo = \"r\"\nreleases = \"/x\"\ncurrent = \"/c\"\n")
-                .unwrap_err()
-                .to_string();
-        assert!(
-            e.contains("sites.www.repo") && e.contains("absolute"),
-            "{e}"
-        );
-        let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\n")
-            .unwrap_err()
-            .to_string();
+        assert!(e.contains("sites.www.deploy") && e.contains("nobody"), "{e}");
+        let e = AgentConfig::parse("[sites.www]\nrepo = \"r\"\nreleases = \"/x\"\ncurrent = \"/c\"\n").unwrap_err().to_string();
+        assert!(e.contains("sites.www.repo") && e.contains("absolute"), "{e}");
+        let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\n").unwrap_err().to_string();
         assert!(e.contains("nothing would make a release live"), "{e}");
         let e = AgentConfig::parse("bogus = 1\n").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = AgentConfig::parse("[trusted_keys]\nops = \"ed25519:xx\"\n")
+        let e = AgentConfig::parse("[trusted_keys]\nops = \"ed25519:xx\"\n").unwrap_err().to_string();
+        assert!(e.contains("trusted_keys.ops"), "{e}");
+        let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\ncurrent = \"/c\"\nuser_links = [{ source = \"/d\", target = \"../up\" }]\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("trusted_keys.ops"), "{e}");
-        let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\ncurrent = \"/c\"\nuser_links = [{ source = \"/d\", target = \"../up\" }]\n").unwrap_err().to_string();
         assert!(e.contains("inside the release"), "{e}");
     }
 }

@@ -68,50 +68,27 @@ pub struct HookSpec {
 
 /// The hook's path if it exists (`pre-deploy`, or the original's `pre-deploy.sh`).
 pub fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    [dir.join(name), dir.join(format!("{name}.sh"))]
-        .into_iter()
-        .find(|p| p.symlink_metadata().is_ok())
+    [dir.join(name), dir.join(format!("{name}.sh"))].into_iter().find(|p| p.symlink_metadata().is_ok())
 }
 
 /// Runs the hook; `None` when it does not exist (skipped).
 pub async fn run(spec: &HookSpec) -> Option<HookRun> {
     let path = find(&spec.dir, spec.name)?;
     let t0 = Instant::now();
-    let fail = |e: String| HookRun {
-        exit_code: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        duration: t0.elapsed(),
-        timed_out: false,
-        spawn_error: Some(e),
-    };
+    let fail = |e: String| HookRun { exit_code: None, stdout: String::new(), stderr: String::new(), duration: t0.elapsed(), timed_out: false, spawn_error: Some(e) };
     let mut cmd = tokio::process::Command::new(&path);
-    cmd.arg("-t")
-        .arg(&spec.tag)
-        .current_dir(&spec.dir)
-        .env_clear();
-    cmd.env(
-        "PATH",
-        std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-    );
+    cmd.arg("-t").arg(&spec.tag).current_dir(&spec.dir).env_clear();
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
     cmd.env("LANG", "C.UTF-8");
     if let Some(u) = &spec.user {
-        cmd.uid(u.uid)
-            .gid(u.gid)
-            .env("HOME", &u.home)
-            .env("USER", &u.name)
-            .env("LOGNAME", &u.name);
+        cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home).env("USER", &u.name).env("LOGNAME", &u.name);
     } else if let Some(h) = std::env::var_os("HOME") {
         cmd.env("HOME", h);
     }
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Some(fail(format!("{}: cannot run: {e}", path.display()))),
@@ -136,14 +113,7 @@ pub async fn run(spec: &HookSpec) -> Option<HookRun> {
     }
     let stdout = out.await.unwrap_or_default();
     let stderr = err.await.unwrap_or_default();
-    Some(HookRun {
-        exit_code: status.and_then(|s| s.code()),
-        stdout,
-        stderr,
-        duration: t0.elapsed(),
-        timed_out,
-        spawn_error: None,
-    })
+    Some(HookRun { exit_code: status.and_then(|s| s.code()), stdout, stderr, duration: t0.elapsed(), timed_out, spawn_error: None })
 }
 
 async fn tail<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> String {
@@ -175,14 +145,7 @@ mod tests {
     }
 
     fn spec(dir: &Path, name: &'static str, timeout: Duration) -> HookSpec {
-        HookSpec {
-            dir: dir.to_owned(),
-            name,
-            tag: "v1".into(),
-            env: vec![("DK_SITE".into(), "www".into())],
-            timeout,
-            user: None,
-        }
+        HookSpec { dir: dir.to_owned(), name, tag: "v1".into(), env: vec![("DK_SITE".into(), "www".into())], timeout, user: None }
     }
 
     #[tokio::test]
@@ -190,42 +153,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dk-hooks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        script(
-            &dir,
-            "pre-deploy",
-            "echo \"$1 $2 $DK_SITE $(pwd)\"; echo oops >&2; exit 3",
-        );
-        let r = run(&spec(&dir, "pre-deploy", Duration::from_secs(30)))
-            .await
-            .unwrap();
+        script(&dir, "pre-deploy", "echo \"$1 $2 $DK_SITE $(pwd)\"; echo oops >&2; exit 3");
+        let r = run(&spec(&dir, "pre-deploy", Duration::from_secs(30))).await.unwrap();
         assert_eq!(r.exit_code, Some(3));
         assert_eq!(r.stdout.trim(), format!("-t v1 www {}", dir.display()));
         assert_eq!(r.stderr.trim(), "oops");
         assert!(!r.ok());
-        assert!(
-            run(&spec(&dir, "pre-link", Duration::from_secs(1)))
-                .await
-                .is_none(),
-            "missing hook is skipped"
-        );
-        script(
-            &dir,
-            "post-deploy.sh",
-            "head -c 200000 /dev/zero | tr '\\0' x; sleep 30",
-        );
-        let r = run(&spec(&dir, "post-deploy", Duration::from_millis(500)))
-            .await
-            .unwrap();
+        assert!(run(&spec(&dir, "pre-link", Duration::from_secs(1))).await.is_none(), "missing hook is skipped");
+        script(&dir, "post-deploy.sh", "head -c 200000 /dev/zero | tr '\\0' x; sleep 30");
+        let r = run(&spec(&dir, "post-deploy", Duration::from_millis(500))).await.unwrap();
         assert!(r.timed_out && !r.ok());
         assert_eq!(r.stdout.len(), OUTPUT_TAIL);
         std::fs::write(dir.join("pre-link"), "not executable").unwrap();
-        let r = run(&spec(&dir, "pre-link", Duration::from_secs(5)))
-            .await
-            .unwrap();
-        assert!(
-            r.spawn_error.as_deref().unwrap().contains("cannot run"),
-            "{r:?}"
-        );
+        let r = run(&spec(&dir, "pre-link", Duration::from_secs(5))).await.unwrap();
+        assert!(r.spawn_error.as_deref().unwrap().contains("cannot run"), "{r:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -68,10 +68,7 @@ pub enum LockError {
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> LockError {
-    LockError::Io {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
+    LockError::Io { path: path.to_owned(), message: e.to_string() }
 }
 
 /// A held lock; released by [`SiteLock::release`] (or left for recovery if the process dies).
@@ -91,12 +88,7 @@ impl Guard {
     fn take(dir: &Path) -> Result<Guard, LockError> {
         use std::os::fd::AsRawFd;
         let path = dir.join("lock.guard");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io(&path, e))?;
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| io(&path, e))?;
         // SAFETY: flock on a descriptor we own; released when the file closes.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io(&path, std::io::Error::last_os_error()));
@@ -108,9 +100,7 @@ impl Guard {
 /// Whether process `pid` exists.
 pub fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
-    pid != 0
-        && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    pid != 0 && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// Reads the current lock record of a state directory, if any.
@@ -126,11 +116,7 @@ pub fn read(dir: &Path) -> Result<Option<LockInfo>, LockError> {
 fn write(dir: &Path, info: &LockInfo) -> Result<(), LockError> {
     let path = dir.join("lock.json");
     let tmp = dir.join(format!(".lock.json.{}", std::process::id()));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(info).map_err(|e| io(&path, e))?,
-    )
-    .map_err(|e| io(&tmp, e))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(info).map_err(|e| io(&path, e))?).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
 }
 
@@ -152,13 +138,7 @@ impl SiteLock {
             }
         }
         write(dir, &info)?;
-        Ok((
-            SiteLock {
-                dir: dir.to_owned(),
-                info,
-            },
-            old,
-        ))
+        Ok((SiteLock { dir: dir.to_owned(), info }, old))
     }
 
     /// Records progress (phase, release) in the lock file.
@@ -217,11 +197,7 @@ mod tests {
         let (l, old) = SiteLock::acquire(&dir, info("a", std::process::id(), far)).unwrap();
         assert!(old.is_none());
         let e = SiteLock::acquire(&dir, info("b", std::process::id(), far)).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("locked by request a (deploy by ann)"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("locked by request a (deploy by ann)"), "{e}");
         l.release().unwrap();
         // A dead process's lock is taken over and handed back for recovery.
         let (_l, _) = SiteLock::acquire(&dir, info("dead", 0x3fff_fff0, far)).unwrap();

@@ -24,9 +24,7 @@ pub mod steps;
 use crate::deploy::filters::{self, Candidate};
 use crate::deploy::keys::{PublicKey, SIGNATURE_HEADER, SIGNER_HEADER};
 use crate::deploy::replay::ReplayCache;
-use crate::message::{
-    decode, AgentAnnounce, DeployAction, DeployRequest, Event, Message, SiteStatus, StepState,
-};
+use crate::message::{decode, AgentAnnounce, DeployAction, DeployRequest, Event, Message, SiteStatus, StepState};
 use crate::stomp::{Client, Headers, SubscribeOptions};
 pub use config::{AgentConfig, SiteConfig};
 use report::Reporter;
@@ -130,38 +128,17 @@ pub struct Agent;
 impl Agent {
     /// Recovers interrupted deploys, subscribes to requests, announces itself, and serves.
     pub async fn start(config: AgentConfig, client: Client) -> Result<AgentHandle, AgentError> {
-        std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::State {
-            path: config.state_dir.clone(),
-            source,
-        })?;
-        let replay = ReplayCache::persistent(
-            REPLAY_CACHE_SIZE,
-            config.state_dir.join("replay-cache"),
-            releases::now(),
-        )
-        .map_err(|source| AgentError::State {
-            path: config.state_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::State { path: config.state_dir.clone(), source })?;
+        let replay = ReplayCache::persistent(REPLAY_CACHE_SIZE, config.state_dir.join("replay-cache"), releases::now())
+            .map_err(|source| AgentError::State { path: config.state_dir.clone(), source })?;
         for site in config.sites.values() {
             steps::recover_site(site);
         }
         let destination = config.destinations.deploy.clone();
-        let mut sub = client
-            .subscribe(&destination, SubscribeOptions::default())
-            .await
-            .map_err(|source| AgentError::Subscribe {
-                destination: destination.clone(),
-                source,
-            })?;
+        let mut sub = client.subscribe(&destination, SubscribeOptions::default()).await.map_err(|source| AgentError::Subscribe { destination: destination.clone(), source })?;
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let (events, _) = broadcast::channel(256);
-        let shared = Arc::new(Shared {
-            config: config_rx,
-            client: client.clone(),
-            replay: Mutex::new(replay),
-            events: events.clone(),
-        });
+        let shared = Arc::new(Shared { config: config_rx, client: client.clone(), replay: Mutex::new(replay), events: events.clone() });
         announce(&shared).await;
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -181,12 +158,7 @@ impl Agent {
             }
             while running.join_next().await.is_some() {}
         });
-        Ok(AgentHandle {
-            config: config_tx,
-            stop,
-            events,
-            task,
-        })
+        Ok(AgentHandle { config: config_tx, stop, events, task })
     }
 }
 
@@ -195,15 +167,7 @@ fn announcement(config: &AgentConfig) -> AgentAnnounce {
         identity: config.identity.clone(),
         classes: config.classes.clone(),
         facts: config.facts.clone(),
-        sites: config
-            .sites
-            .iter()
-            .map(|(name, s)| SiteStatus {
-                name: name.clone(),
-                current: releases::live(s),
-                repo: s.repo_name.clone(),
-            })
-            .collect(),
+        sites: config.sites.iter().map(|(name, s)| SiteStatus { name: name.clone(), current: releases::live(s), repo: s.repo_name.clone() }).collect(),
         version: crate::VERSION.to_owned(),
     }
 }
@@ -211,67 +175,32 @@ fn announcement(config: &AgentConfig) -> AgentAnnounce {
 async fn announce(shared: &Shared) {
     let config = shared.config.borrow().clone();
     if let Ok(out) = crate::message::encode(&announcement(&config), crate::message::Wire::Json) {
-        let opts = crate::stomp::SendOptions {
-            headers: out.headers,
-            ..Default::default()
-        };
-        if let Err(e) = shared
-            .client
-            .send_with(&config.destinations.agents, out.body, opts)
-            .await
-        {
+        let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
+        if let Err(e) = shared.client.send_with(&config.destinations.agents, out.body, opts).await {
             tracing::warn!(error = %e, "announcement not sent");
         }
     }
 }
 
-async fn event(
-    shared: &Shared,
-    config: &AgentConfig,
-    text: String,
-    correlation_id: Option<String>,
-) {
+async fn event(shared: &Shared, config: &AgentConfig, text: String, correlation_id: Option<String>) {
     tracing::info!("{text}");
-    let ev = Event {
-        source: "deploys".into(),
-        host: None,
-        text,
-        correlation_id,
-    };
+    let ev = Event { source: "deploys".into(), host: None, text, correlation_id };
     if let Ok(out) = crate::message::encode(&ev, crate::message::Wire::Json) {
-        let opts = crate::stomp::SendOptions {
-            headers: out.headers,
-            ..Default::default()
-        };
-        let _ = shared
-            .client
-            .send_with(&config.destinations.events_for("deploys"), out.body, opts)
-            .await;
+        let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
+        let _ = shared.client.send_with(&config.destinations.events_for("deploys"), out.body, opts).await;
     }
 }
 
 /// Checks signature, validity window and replay; returns the signing key's name.
-fn verify(
-    config: &AgentConfig,
-    replay: &Mutex<ReplayCache>,
-    headers: &Headers,
-    body: &[u8],
-    req: &DeployRequest,
-) -> Result<String, String> {
+fn verify(config: &AgentConfig, replay: &Mutex<ReplayCache>, headers: &Headers, body: &[u8], req: &DeployRequest) -> Result<String, String> {
     let now = releases::now();
     let key_name = match (headers.get(SIGNER_HEADER), headers.get(SIGNATURE_HEADER)) {
         (None, None) if config.allow_unsigned => "unsigned".to_owned(),
-        (None, _) | (_, None) => {
-            return Err("unsigned request (no dk-signer/dk-signature headers)".into())
-        }
+        (None, _) | (_, None) => return Err("unsigned request (no dk-signer/dk-signature headers)".into()),
         (Some(signer), Some(sig)) => {
             let key = PublicKey::parse(signer).map_err(|e| e.to_string())?;
-            let name = config
-                .key_name(&key)
-                .ok_or_else(|| format!("signed by an untrusted key {key}"))?
-                .to_owned();
-            key.verify(body, sig)
-                .map_err(|e| format!("bad signature by key {name}: {e}"))?;
+            let name = config.key_name(&key).ok_or_else(|| format!("signed by an untrusted key {key}"))?.to_owned();
+            key.verify(body, sig).map_err(|e| format!("bad signature by key {name}: {e}"))?;
             name
         }
     };
@@ -279,25 +208,15 @@ fn verify(
         return Err(format!("expired {} s ago", now - req.expires_at));
     }
     if req.issued_at > now + CLOCK_SKEW {
-        return Err(format!(
-            "issued {} s in the future (clock skew?)",
-            req.issued_at - now
-        ));
+        return Err(format!("issued {} s in the future (clock skew?)", req.issued_at - now));
     }
     if req.expires_at.saturating_sub(now) > config.max_request_validity.as_secs() {
-        return Err(format!(
-            "valid for longer than max_request_validity ({} s)",
-            config.max_request_validity.as_secs()
-        ));
+        return Err(format!("valid for longer than max_request_validity ({} s)", config.max_request_validity.as_secs()));
     }
     if uuid::Uuid::parse_str(&req.request_id).is_err() {
         return Err("request_id is not a UUID".into());
     }
-    replay
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .check_and_insert(&req.request_id, req.expires_at, now)
-        .map_err(|e| e.to_string())?;
+    replay.lock().unwrap_or_else(|p| p.into_inner()).check_and_insert(&req.request_id, req.expires_at, now).map_err(|e| e.to_string())?;
     Ok(key_name)
 }
 
@@ -316,66 +235,36 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             return;
         }
     };
-    let me = Candidate {
-        identity: &config.identity,
-        classes: &config.classes,
-        facts: &config.facts,
-    };
+    let me = Candidate { identity: &config.identity, classes: &config.classes, facts: &config.facts };
     match filters::matches(&req.filters, me) {
         Ok(true) => {}
         Ok(false) => {
-            let _ = shared.events.send(AgentEvent::Ignored {
-                request_id: Some(req.request_id.clone()),
-            });
+            let _ = shared.events.send(AgentEvent::Ignored { request_id: Some(req.request_id.clone()) });
             return;
         }
         Err(e) => {
             tracing::warn!(request = %req.request_id, error = %e, "request with a bad filter ignored");
-            let _ = shared.events.send(AgentEvent::Ignored {
-                request_id: Some(req.request_id.clone()),
-            });
+            let _ = shared.events.send(AgentEvent::Ignored { request_id: Some(req.request_id.clone()) });
             return;
         }
     }
     let reporter = Reporter::new(shared.client.clone(), &req, &config.identity);
     let refuse = |reason: String| async {
-        let text = format!(
-            "dk-agent on {} refused request {} from {}: {reason}",
-            config.identity, req.request_id, req.user
-        );
+        let text = format!("dk-agent on {} refused request {} from {}: {reason}", config.identity, req.request_id, req.user);
         event(shared, &config, text, req.correlation_id.clone()).await;
-        reporter
-            .last(
-                StepState::Refused,
-                Some(reason.clone()),
-                serde_json::Value::Null,
-            )
-            .await;
-        let _ = shared.events.send(AgentEvent::Refused {
-            request_id: req.request_id.clone(),
-            reason,
-        });
+        reporter.last(StepState::Refused, Some(reason.clone()), serde_json::Value::Null).await;
+        let _ = shared.events.send(AgentEvent::Refused { request_id: req.request_id.clone(), reason });
     };
     let key = match verify(&config, &shared.replay, &headers, &body, &req) {
         Ok(k) => k,
         Err(reason) => return refuse(reason).await,
     };
     let done = |ok: bool| {
-        let _ = shared.events.send(AgentEvent::Done {
-            request_id: req.request_id.clone(),
-            action: req.action,
-            ok,
-        });
+        let _ = shared.events.send(AgentEvent::Done { request_id: req.request_id.clone(), action: req.action, ok });
     };
     match req.action {
         DeployAction::Discover => {
-            reporter
-                .last(
-                    StepState::Ok,
-                    None,
-                    serde_json::to_value(announcement(&config)).unwrap_or_default(),
-                )
-                .await;
+            reporter.last(StepState::Ok, None, serde_json::to_value(announcement(&config)).unwrap_or_default()).await;
             return done(true);
         }
         _ => {}
@@ -384,18 +273,12 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
         return refuse("no site given".into()).await;
     };
     let Some(site) = config.sites.get(&site_name) else {
-        return refuse(format!(
-            "site {site_name:?} is not configured on {}",
-            config.identity
-        ))
-        .await;
+        return refuse(format!("site {site_name:?} is not configured on {}", config.identity)).await;
     };
     match req.action {
         DeployAction::Discover => unreachable!("answered above"),
         DeployAction::Status => {
-            let journal = releases::Journal::open(&site.releases)
-                .map(|j| j.releases)
-                .unwrap_or_default();
+            let journal = releases::Journal::open(&site.releases).map(|j| j.releases).unwrap_or_default();
             let data = serde_json::json!({
                 "current": releases::live(site),
                 "lock": lock::read(&releases::Journal::state_dir(&site.releases)).ok().flatten(),
@@ -408,61 +291,26 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             let (path, limit) = (site.repo.clone(), req.limit.unwrap_or(20).min(1000));
             match tokio::task::spawn_blocking(move || repo::list(&path, limit)).await {
                 Ok(Ok(list)) => {
-                    reporter
-                        .last(
-                            StepState::Ok,
-                            None,
-                            serde_json::to_value(list).unwrap_or_default(),
-                        )
-                        .await;
+                    reporter.last(StepState::Ok, None, serde_json::to_value(list).unwrap_or_default()).await;
                     done(true)
                 }
                 Ok(Err(e)) => {
-                    reporter
-                        .last(
-                            StepState::Failed,
-                            Some(e.to_string()),
-                            serde_json::Value::Null,
-                        )
-                        .await;
+                    reporter.last(StepState::Failed, Some(e.to_string()), serde_json::Value::Null).await;
                     done(false)
                 }
                 Err(e) => {
-                    reporter
-                        .last(
-                            StepState::Failed,
-                            Some(e.to_string()),
-                            serde_json::Value::Null,
-                        )
-                        .await;
+                    reporter.last(StepState::Failed, Some(e.to_string()), serde_json::Value::Null).await;
                     done(false)
                 }
             }
         }
         DeployAction::Deploy | DeployAction::Rollback => {
-            let policy = if req.action == DeployAction::Deploy {
-                &site.deploy
-            } else {
-                &site.rollback
-            };
+            let policy = if req.action == DeployAction::Deploy { &site.deploy } else { &site.rollback };
             if !policy.contains(&key) {
-                let verb = if req.action == DeployAction::Deploy {
-                    "deploy"
-                } else {
-                    "roll back"
-                };
-                return refuse(format!(
-                    "key {key} may not {verb} site {site_name} on {}",
-                    config.identity
-                ))
-                .await;
+                let verb = if req.action == DeployAction::Deploy { "deploy" } else { "roll back" };
+                return refuse(format!("key {key} may not {verb} site {site_name} on {}", config.identity)).await;
             }
-            let ctx = steps::Ctx {
-                name: &site_name,
-                site,
-                req: &req,
-                reporter: &reporter,
-            };
+            let ctx = steps::Ctx { name: &site_name, site, req: &req, reporter: &reporter };
             let result = if req.action == DeployAction::Deploy {
                 let Some(tag) = req.tag.clone() else {
                     return refuse("no tag given".into()).await;
@@ -471,10 +319,7 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
                 let t = tag.clone();
                 let resolved = match tokio::task::spawn_blocking(move || {
                     git2::Repository::open(&path)
-                        .map_err(|e| repo::RepoError::Git {
-                            path: path.display().to_string(),
-                            message: e.message().to_owned(),
-                        })
+                        .map_err(|e| repo::RepoError::Git { path: path.display().to_string(), message: e.message().to_owned() })
                         .and_then(|r| repo::resolve(&r, &t))
                 })
                 .await
@@ -484,10 +329,7 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
                     Err(e) => return refuse(e.to_string()).await,
                 };
                 if req.dry_run {
-                    return dry_run(&reporter, site, resolved)
-                        .await
-                        .then(|| done(true))
-                        .unwrap_or_else(|| done(false));
+                    return dry_run(&reporter, site, resolved).await.then(|| done(true)).unwrap_or_else(|| done(false));
                 }
                 steps::deploy(&ctx, resolved).await
             } else {
@@ -497,31 +339,26 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
                 Ok(out) => out,
                 Err(refusal) => return refuse(refusal.to_string()).await,
             };
-            let target = site
-                .links
-                .first()
-                .map(|l| l.target.display().to_string())
-                .unwrap_or_default();
+            let target = site.links.first().map(|l| l.target.display().to_string()).unwrap_or_default();
             let tag = out.tag.clone().unwrap_or_default();
             let text = match (req.action, out.ok) {
-                (DeployAction::Deploy, true) => format!("dk-agent on {} checked out tag {tag} from repo {} to target {target} request id {}", config.identity, site.repo_name, req.request_id),
+                (DeployAction::Deploy, true) => {
+                    format!("dk-agent on {} checked out tag {tag} from repo {} to target {target} request id {}", config.identity, site.repo_name, req.request_id)
+                }
                 (DeployAction::Rollback, true) => format!("dk-agent on {} rolled back {site_name} to tag {tag} request id {}", config.identity, req.request_id),
-                (_, false) => format!("dk-agent on {} failed to {} tag {tag} of repo {}: {} request id {}", config.identity, if req.action == DeployAction::Deploy { "deploy" } else { "roll back to" }, site.repo_name, out.error.as_deref().unwrap_or("?"), req.request_id),
+                (_, false) => format!(
+                    "dk-agent on {} failed to {} tag {tag} of repo {}: {} request id {}",
+                    config.identity,
+                    if req.action == DeployAction::Deploy { "deploy" } else { "roll back to" },
+                    site.repo_name,
+                    out.error.as_deref().unwrap_or("?"),
+                    req.request_id
+                ),
                 _ => unreachable!(),
             };
             event(shared, &config, text, req.correlation_id.clone()).await;
-            let state = if out.ok {
-                StepState::Ok
-            } else {
-                StepState::Failed
-            };
-            reporter
-                .last(
-                    state,
-                    out.error.clone(),
-                    serde_json::to_value(&out).unwrap_or_default(),
-                )
-                .await;
+            let state = if out.ok { StepState::Ok } else { StepState::Failed };
+            reporter.last(state, out.error.clone(), serde_json::to_value(&out).unwrap_or_default()).await;
             done(out.ok);
             if out.ok {
                 announce(shared).await;
@@ -533,17 +370,10 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
 async fn dry_run(reporter: &Reporter, site: &SiteConfig, resolved: repo::Resolved) -> bool {
     let live = releases::live(site);
     let journal = releases::Journal::open(&site.releases).ok();
-    let live_commit = live
-        .as_ref()
-        .and_then(|d| journal.as_ref()?.get(d).map(|r| r.commit.clone()));
+    let live_commit = live.as_ref().and_then(|d| journal.as_ref()?.get(d).map(|r| r.commit.clone()));
     let (path, from, to) = (site.repo.clone(), live_commit.clone(), resolved.commit);
-    let log =
-        tokio::task::spawn_blocking(move || repo::log_between(&path, from.as_deref(), to, 200))
-            .await;
-    let lock = lock::read(&releases::Journal::state_dir(&site.releases))
-        .ok()
-        .flatten()
-        .filter(|l| !lock::is_stale(l, releases::now()));
+    let log = tokio::task::spawn_blocking(move || repo::log_between(&path, from.as_deref(), to, 200)).await;
+    let lock = lock::read(&releases::Journal::state_dir(&site.releases)).ok().flatten().filter(|l| !lock::is_stale(l, releases::now()));
     match log {
         Ok(Ok(log)) => {
             let data = serde_json::json!({
@@ -558,23 +388,11 @@ async fn dry_run(reporter: &Reporter, site: &SiteConfig, resolved: repo::Resolve
             true
         }
         Ok(Err(e)) => {
-            reporter
-                .last(
-                    StepState::Failed,
-                    Some(e.to_string()),
-                    serde_json::Value::Null,
-                )
-                .await;
+            reporter.last(StepState::Failed, Some(e.to_string()), serde_json::Value::Null).await;
             false
         }
         Err(e) => {
-            reporter
-                .last(
-                    StepState::Failed,
-                    Some(e.to_string()),
-                    serde_json::Value::Null,
-                )
-                .await;
+            reporter.last(StepState::Failed, Some(e.to_string()), serde_json::Value::Null).await;
             false
         }
     }

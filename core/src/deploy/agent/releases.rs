@@ -63,17 +63,12 @@ pub struct ReleaseError {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> ReleaseError {
-    ReleaseError {
-        path: path.to_owned(),
-        message: e.to_string(),
-    }
+    ReleaseError { path: path.to_owned(), message: e.to_string() }
 }
 
 /// Unix seconds now.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The release directory name for `tag` of `repo`: `REPO_TAG`, `/` written `__`.
@@ -101,15 +96,11 @@ impl Journal {
         std::fs::create_dir_all(&state).map_err(|e| err(&state, e))?;
         let file = state.join("releases.json");
         let list = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| err(&file, format!("corrupt journal: {e}")))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(&file, format!("corrupt journal: {e}")))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(err(&file, e)),
         };
-        Ok(Journal {
-            root: releases.to_owned(),
-            releases: list,
-        })
+        Ok(Journal { root: releases.to_owned(), releases: list })
     }
 
     /// Writes the journal atomically (temp file + rename).
@@ -150,21 +141,13 @@ impl Journal {
 
     /// The newest good release other than `except`, whose directory exists.
     pub fn previous_good(&self, except: Option<&str>) -> Option<&Release> {
-        self.releases.iter().rev().find(|r| {
-            r.state == ReleaseState::Good
-                && Some(r.dir.as_str()) != except
-                && self.root.join(&r.dir).is_dir()
-        })
+        self.releases.iter().rev().find(|r| r.state == ReleaseState::Good && Some(r.dir.as_str()) != except && self.root.join(&r.dir).is_dir())
     }
 
     /// Removes releases beyond the newest `keep` good ones, never the live one
     /// nor the previous good one; also stray failed or building leftovers.
     /// Returns the directories removed.
-    pub fn cleanup(
-        &mut self,
-        keep: usize,
-        live: Option<&str>,
-    ) -> Result<Vec<String>, ReleaseError> {
+    pub fn cleanup(&mut self, keep: usize, live: Option<&str>) -> Result<Vec<String>, ReleaseError> {
         let previous = self.previous_good(live).map(|r| r.dir.clone());
         let mut good_seen = 0;
         let mut remove = Vec::new();
@@ -177,10 +160,7 @@ impl Journal {
             if protected {
                 continue;
             }
-            if (counts && good_seen > keep)
-                || matches!(r.state, ReleaseState::Failed | ReleaseState::Building)
-                || r.state == ReleaseState::Unverified
-            {
+            if (counts && good_seen > keep) || matches!(r.state, ReleaseState::Failed | ReleaseState::Building) || r.state == ReleaseState::Unverified {
                 remove.push(r.dir.clone());
             }
         }
@@ -208,11 +188,7 @@ pub fn link_destination(site: &SiteConfig, link: &Link, dir: &str) -> PathBuf {
 /// The release a link points at now (its directory name under the releases dir).
 pub fn release_of(site: &SiteConfig, link: &Path) -> Option<String> {
     let to = std::fs::read_link(link).ok()?;
-    let to = if to.is_absolute() {
-        to
-    } else {
-        link.parent()?.join(to)
-    };
+    let to = if to.is_absolute() { to } else { link.parent()?.join(to) };
     let rest = to.strip_prefix(&site.releases).ok()?;
     match rest.components().next()? {
         Component::Normal(n) => n.to_str().map(str::to_owned),
@@ -227,28 +203,15 @@ pub fn live(site: &SiteConfig) -> Option<String> {
 
 /// Points `link` at `to` atomically: a fresh symlink under a temp name, renamed over it.
 pub fn point(link: &Path, to: &Path) -> Result<(), ReleaseError> {
-    let parent = link
-        .parent()
-        .ok_or_else(|| err(link, "no parent directory"))?;
+    let parent = link.parent().ok_or_else(|| err(link, "no parent directory"))?;
     std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
     if let Ok(md) = std::fs::symlink_metadata(link) {
         if !md.file_type().is_symlink() {
-            return Err(err(
-                link,
-                "exists and is not a symlink; move it away so deploykit can manage it",
-            ));
+            return Err(err(link, "exists and is not a symlink; move it away so deploykit can manage it"));
         }
     }
-    let name = link
-        .file_name()
-        .ok_or_else(|| err(link, "no file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = parent.join(format!(
-        ".{name}.dk-link-{}-{}",
-        std::process::id(),
-        now_nanos()
-    ));
+    let name = link.file_name().ok_or_else(|| err(link, "no file name"))?.to_string_lossy().into_owned();
+    let tmp = parent.join(format!(".{name}.dk-link-{}-{}", std::process::id(), now_nanos()));
     std::os::unix::fs::symlink(to, &tmp).map_err(|e| err(&tmp, e))?;
     std::fs::rename(&tmp, link).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -257,9 +220,7 @@ pub fn point(link: &Path, to: &Path) -> Result<(), ReleaseError> {
 }
 
 fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 /// Checks every link can be managed (absent or a symlink), before anything runs.
@@ -267,10 +228,7 @@ pub fn preflight(site: &SiteConfig) -> Result<(), ReleaseError> {
     for l in &site.links {
         if let Ok(md) = std::fs::symlink_metadata(&l.target) {
             if !md.file_type().is_symlink() {
-                return Err(err(
-                    &l.target,
-                    "exists and is not a symlink; move it away so deploykit can manage it",
-                ));
+                return Err(err(&l.target, "exists and is not a symlink; move it away so deploykit can manage it"));
             }
         }
     }

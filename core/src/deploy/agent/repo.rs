@@ -24,10 +24,7 @@ pub enum RepoError {
 }
 
 fn git_err(path: &Path, e: git2::Error) -> RepoError {
-    RepoError::Git {
-        path: path.display().to_string(),
-        message: e.message().to_owned(),
-    }
+    RepoError::Git { path: path.display().to_string(), message: e.message().to_owned() }
 }
 
 /// Checks `name` is usable as a tag or branch: git's ref-name rules, at most 200
@@ -59,18 +56,10 @@ pub struct Resolved {
 /// Resolves `name` as a tag, else a branch (local, then `origin/`), to a commit.
 pub fn resolve(repo: &git2::Repository, name: &str) -> Result<Resolved, RepoError> {
     validate_name(name)?;
-    for refname in [
-        format!("refs/tags/{name}"),
-        format!("refs/heads/{name}"),
-        format!("refs/remotes/origin/{name}"),
-    ] {
+    for refname in [format!("refs/tags/{name}"), format!("refs/heads/{name}"), format!("refs/remotes/origin/{name}")] {
         if let Ok(r) = repo.find_reference(&refname) {
             let commit = r.peel_to_commit().map_err(|e| git_err(repo.path(), e))?;
-            return Ok(Resolved {
-                name: name.to_owned(),
-                refname,
-                commit: commit.id(),
-            });
+            return Ok(Resolved { name: name.to_owned(), refname, commit: commit.id() });
         }
     }
     Err(RepoError::NotFound(name.to_owned()))
@@ -123,19 +112,8 @@ pub fn list(path: &Path, limit: usize) -> Result<TagList, RepoError> {
         let Ok(commit) = r.peel_to_commit() else {
             continue;
         };
-        let date = if is_tag {
-            r.peel_to_tag()
-                .ok()
-                .and_then(|t| t.tagger().map(|s| s.when().seconds()))
-                .unwrap_or(commit.time().seconds())
-        } else {
-            commit.time().seconds()
-        };
-        let info = RefInfo {
-            name: short.to_owned(),
-            commit: commit.id().to_string(),
-            date,
-        };
+        let date = if is_tag { r.peel_to_tag().ok().and_then(|t| t.tagger().map(|s| s.when().seconds())).unwrap_or(commit.time().seconds()) } else { commit.time().seconds() };
+        let info = RefInfo { name: short.to_owned(), commit: commit.id().to_string(), date };
         if is_tag {
             tags.push(info)
         } else if !branches.iter().any(|b: &RefInfo| b.name == info.name) {
@@ -148,12 +126,7 @@ pub fn list(path: &Path, limit: usize) -> Result<TagList, RepoError> {
     let (tag_count, branch_count) = (tags.len(), branches.len());
     tags.truncate(limit);
     branches.truncate(limit);
-    Ok(TagList {
-        tags,
-        branches,
-        tag_count,
-        branch_count,
-    })
+    Ok(TagList { tags, branches, tag_count, branch_count })
 }
 
 /// One commit in a dry run's log.
@@ -170,12 +143,7 @@ pub struct LogEntry {
 }
 
 /// Commits reachable from `to` and not from `from` (newest first, at most `max`).
-pub fn log_between(
-    path: &Path,
-    from: Option<&str>,
-    to: git2::Oid,
-    max: usize,
-) -> Result<Vec<LogEntry>, RepoError> {
+pub fn log_between(path: &Path, from: Option<&str>, to: git2::Oid, max: usize) -> Result<Vec<LogEntry>, RepoError> {
     let repo = git2::Repository::open(path).map_err(|e| git_err(path, e))?;
     let mut walk = repo.revwalk().map_err(|e| git_err(path, e))?;
     walk.push(to).map_err(|e| git_err(path, e))?;
@@ -204,18 +172,7 @@ mod tests {
 
     #[test]
     fn hostile_names_are_refused() {
-        for bad in [
-            "--upload-pack=touch /tmp/pwned",
-            "../../etc",
-            "-x",
-            "a b",
-            "a..b",
-            "",
-            "x\n",
-            "refs/../x",
-            "a/.b",
-            "a.lock",
-        ] {
+        for bad in ["--upload-pack=touch /tmp/pwned", "../../etc", "-x", "a b", "a..b", "", "x\n", "refs/../x", "a/.b", "a.lock"] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["v1.2.3", "release/2024-01", "feature_x"] {

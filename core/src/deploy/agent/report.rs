@@ -54,21 +54,14 @@ impl Reporter {
             correlation_id: req.correlation_id.clone(),
             data: serde_json::Value::Null,
         };
-        Reporter {
-            client,
-            reply_to: req.reply_to.clone(),
-            template,
-        }
+        Reporter { client, reply_to: req.reply_to.clone(), template }
     }
 
     async fn send(&self, reply: DeployReply) {
         let Some(dest) = &self.reply_to else { return };
         match encode(&reply, Wire::Json) {
             Ok(out) => {
-                let opts = SendOptions {
-                    headers: out.headers,
-                    ..SendOptions::default()
-                };
+                let opts = SendOptions { headers: out.headers, ..SendOptions::default() };
                 if let Err(e) = self.client.send_with(dest, out.body, opts).await {
                     tracing::warn!(request = %reply.request_id, error = %e, "reply not sent");
                 }
@@ -79,12 +72,7 @@ impl Reporter {
 
     /// Says a step began.
     pub async fn started(&self, step: &str) {
-        self.send(DeployReply {
-            step: Some(step.to_owned()),
-            state: StepState::Started,
-            ..self.template.clone()
-        })
-        .await
+        self.send(DeployReply { step: Some(step.to_owned()), state: StepState::Started, ..self.template.clone() }).await
     }
 
     /// Says how a step ended.
@@ -104,13 +92,6 @@ impl Reporter {
 
     /// Sends the final reply.
     pub async fn last(&self, state: StepState, error: Option<String>, data: serde_json::Value) {
-        self.send(DeployReply {
-            state,
-            error,
-            data,
-            is_final: true,
-            ..self.template.clone()
-        })
-        .await
+        self.send(DeployReply { state, error, data, is_final: true, ..self.template.clone() }).await
     }
 }

@@ -70,19 +70,9 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn hook(
-        &self,
-        name: &'static str,
-        tag: &str,
-        release: &str,
-        previous: Option<&str>,
-    ) -> Option<HookSpec> {
+    fn hook(&self, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> Option<HookSpec> {
         let dir = self.site.hooks.clone()?;
-        let user = self
-            .site
-            .user
-            .as_deref()
-            .and_then(|u| crate::fetch::privilege::lookup_user(u).ok().flatten());
+        let user = self.site.user.as_deref().and_then(|u| crate::fetch::privilege::lookup_user(u).ok().flatten());
         let path = |d: &str| self.site.releases.join(d).display().to_string();
         Some(HookSpec {
             dir,
@@ -102,14 +92,7 @@ impl Ctx<'_> {
     }
 
     /// Runs a hook step; `true` if it succeeded or was skipped.
-    async fn run_hook(
-        &self,
-        out: &mut Outcome,
-        name: &'static str,
-        tag: &str,
-        release: &str,
-        previous: Option<&str>,
-    ) -> bool {
+    async fn run_hook(&self, out: &mut Outcome, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> bool {
         self.reporter.started(name).await;
         let t0 = Instant::now();
         let ran = match self.hook(name, tag, release, previous) {
@@ -117,22 +100,10 @@ impl Ctx<'_> {
             None => None,
         };
         let r = match ran {
-            None => StepResult {
-                step: name.into(),
-                state: StepState::Skipped,
-                exit_code: None,
-                duration_ms: ms(t0),
-                stdout: String::new(),
-                stderr: String::new(),
-                error: None,
-            },
+            None => StepResult { step: name.into(), state: StepState::Skipped, exit_code: None, duration_ms: ms(t0), stdout: String::new(), stderr: String::new(), error: None },
             Some(run) => StepResult {
                 step: name.into(),
-                state: if run.ok() {
-                    StepState::Ok
-                } else {
-                    StepState::Failed
-                },
+                state: if run.ok() { StepState::Ok } else { StepState::Failed },
                 exit_code: run.exit_code,
                 duration_ms: run.duration.as_millis() as u64,
                 error: (!run.ok()).then(|| format!("{name} {}", run.why())),
@@ -153,20 +124,10 @@ impl Ctx<'_> {
         ok
     }
 
-    async fn internal(
-        &self,
-        out: &mut Outcome,
-        step: &str,
-        t0: Instant,
-        res: Result<(), String>,
-    ) -> bool {
+    async fn internal(&self, out: &mut Outcome, step: &str, t0: Instant, res: Result<(), String>) -> bool {
         let r = StepResult {
             step: step.into(),
-            state: if res.is_ok() {
-                StepState::Ok
-            } else {
-                StepState::Failed
-            },
+            state: if res.is_ok() { StepState::Ok } else { StepState::Failed },
             exit_code: None,
             duration_ms: ms(t0),
             stdout: String::new(),
@@ -223,10 +184,7 @@ pub fn recover_from(site: &SiteConfig, stale: &LockInfo) {
     if let Some(rel) = &stale.release {
         if stale.phase < Phase::Linked {
             // Not every link was swapped: put every link back on the previous release.
-            let touched = site
-                .links
-                .iter()
-                .any(|l| releases::release_of(site, &l.target).as_deref() == Some(rel.as_str()));
+            let touched = site.links.iter().any(|l| releases::release_of(site, &l.target).as_deref() == Some(rel.as_str()));
             if touched {
                 if let Some(prev) = &stale.previous {
                     if let Err(e) = releases::swap(site, prev) {
@@ -238,10 +196,7 @@ pub fn recover_from(site: &SiteConfig, stale: &LockInfo) {
                 let _ = std::fs::remove_dir_all(site.releases.join(rel));
                 let _ = journal.forget(rel);
             }
-        } else if journal
-            .get(rel)
-            .is_some_and(|r| r.state == ReleaseState::Building)
-        {
+        } else if journal.get(rel).is_some_and(|r| r.state == ReleaseState::Building) {
             let _ = journal.set_state(rel, ReleaseState::Unverified);
         }
     }
@@ -275,15 +230,10 @@ pub fn recover_site(site: &SiteConfig) {
 
 /// Checks the tag out into `RELEASES/DIR` through a temp directory.
 fn checkout(site: &SiteConfig, commit: git2::Oid, dir: &str) -> Result<(), String> {
-    let repo = git2::Repository::open(&site.repo)
-        .map_err(|e| format!("{}: {}", site.repo.display(), e.message()))?;
-    let commit = repo
-        .find_commit(commit)
-        .map_err(|e| e.message().to_owned())?;
+    let repo = git2::Repository::open(&site.repo).map_err(|e| format!("{}: {}", site.repo.display(), e.message()))?;
+    let commit = repo.find_commit(commit).map_err(|e| e.message().to_owned())?;
     let tree = commit.tree().map_err(|e| e.message().to_owned())?;
-    let tmp = site
-        .releases
-        .join(format!(".tmp-{dir}-{}", std::process::id()));
+    let tmp = site.releases.join(format!(".tmp-{dir}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let fin = site.releases.join(dir);
     let res = crate::fetch::checkout::export_tree(&repo, &tree, &tmp)
@@ -305,27 +255,18 @@ fn checkout(site: &SiteConfig, commit: git2::Oid, dir: &str) -> Result<(), Strin
 pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, Refusal> {
     let site = ctx.site;
     let tag = resolved.name.clone();
-    let dir = releases::dir_name(&site.repo_name, &tag)
-        .ok_or_else(|| Refusal::Other(format!("tag {tag:?} cannot name a release directory")))?;
+    let dir = releases::dir_name(&site.repo_name, &tag).ok_or_else(|| Refusal::Other(format!("tag {tag:?} cannot name a release directory")))?;
     let live = releases::live(site);
-    let mut out = Outcome {
-        tag: Some(tag.clone()),
-        previous: live.clone(),
-        ..Outcome::default()
-    };
+    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
     if live.as_deref() == Some(dir.as_str()) {
         let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
-        if journal.get(&dir).is_some_and(|r| {
-            r.state == ReleaseState::Good && r.commit == resolved.commit.to_string()
-        }) {
+        if journal.get(&dir).is_some_and(|r| r.state == ReleaseState::Good && r.commit == resolved.commit.to_string()) {
             out.ok = true;
             out.unchanged = true;
             out.live = live;
             return Ok(out);
         }
-        return Err(Refusal::Other(format!(
-            "{dir} is live but {tag} now points elsewhere; deploy another tag first, or roll back"
-        )));
+        return Err(Refusal::Other(format!("{dir} is live but {tag} now points elsewhere; deploy another tag first, or roll back")));
     }
     releases::preflight(site).map_err(|e| Refusal::Other(e.to_string()))?;
     let mut lock = lock(site, ctx.lock_info("deploy", live.clone()))?;
@@ -352,14 +293,11 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
         user: ctx.req.user.clone(),
     });
     let (s, d, c) = (site.clone(), dir.clone(), resolved.commit);
-    let res = tokio::time::timeout(
-        site.step_timeout,
-        tokio::task::spawn_blocking(move || checkout(&s, c, &d)),
-    )
-    .await
-    .map_err(|_| format!("timed out after {:?}", site.step_timeout))
-    .and_then(|j| j.map_err(|e| e.to_string()))
-    .and_then(|r| r);
+    let res = tokio::time::timeout(site.step_timeout, tokio::task::spawn_blocking(move || checkout(&s, c, &d)))
+        .await
+        .map_err(|_| format!("timed out after {:?}", site.step_timeout))
+        .and_then(|j| j.map_err(|e| e.to_string()))
+        .and_then(|r| r);
     if !ctx.internal(&mut out, "checkout", t0, res).await {
         discard(site, &mut journal, &dir);
         return finish(lock, out, site).await;
@@ -387,23 +325,16 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
     let _ = journal.set_state(&dir, ReleaseState::Unverified);
     out.live = Some(dir.clone());
 
-    if ctx
-        .run_hook(&mut out, "post-deploy", &tag, &dir, prev)
-        .await
-    {
+    if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev).await {
         let _ = journal.set_state(&dir, ReleaseState::Good);
         out.ok = true;
-        out.removed = journal
-            .cleanup(site.keep_releases, Some(&dir))
-            .unwrap_or_default();
+        out.removed = journal.cleanup(site.keep_releases, Some(&dir)).unwrap_or_default();
     } else if site.rollback_on_post_failure {
         if let Some(p) = prev {
             if releases::swap(site, p).is_ok() {
                 out.live = Some(p.to_owned());
                 discard(site, &mut journal, &dir);
-                out.error = out.error.map(|e| {
-                    format!("{e}; previous release {p} put back (rollback_on_post_failure)")
-                });
+                out.error = out.error.map(|e| format!("{e}; previous release {p} put back (rollback_on_post_failure)"));
             }
         }
     }
@@ -430,28 +361,15 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
     let site = ctx.site;
     let live = releases::live(site);
     let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
-    let target = journal
-        .previous_good(live.as_deref())
-        .cloned()
-        .ok_or_else(|| Refusal::Other("no previous good release to roll back to".into()))?;
+    let target = journal.previous_good(live.as_deref()).cloned().ok_or_else(|| Refusal::Other("no previous good release to roll back to".into()))?;
     releases::preflight(site).map_err(|e| Refusal::Other(e.to_string()))?;
     let mut lock = lock(site, ctx.lock_info("rollback", live.clone()))?;
     let _ = lock.update(|i| i.release = Some(target.dir.clone()));
     let mut journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
     let prev = live.as_deref();
     let tag = target.tag.clone();
-    let mut out = Outcome {
-        tag: Some(tag.clone()),
-        previous: live.clone(),
-        ..Outcome::default()
-    };
-    if !ctx
-        .run_hook(&mut out, "pre-deploy", &tag, &target.dir, prev)
-        .await
-        || !ctx
-            .run_hook(&mut out, "pre-link", &tag, &target.dir, prev)
-            .await
-    {
+    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
+    if !ctx.run_hook(&mut out, "pre-deploy", &tag, &target.dir, prev).await || !ctx.run_hook(&mut out, "pre-link", &tag, &target.dir, prev).await {
         return finish(lock, out, site).await;
     }
     ctx.reporter.started("link").await;
@@ -472,14 +390,9 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
         // The release rolled back from no longer counts as good.
         let _ = journal.set_state(p, ReleaseState::RolledBack);
     }
-    if ctx
-        .run_hook(&mut out, "post-deploy", &tag, &target.dir, prev)
-        .await
-    {
+    if ctx.run_hook(&mut out, "post-deploy", &tag, &target.dir, prev).await {
         out.ok = true;
-        out.removed = journal
-            .cleanup(site.keep_releases, Some(&target.dir))
-            .unwrap_or_default();
+        out.removed = journal.cleanup(site.keep_releases, Some(&target.dir)).unwrap_or_default();
     }
     finish(lock, out, site).await
 }

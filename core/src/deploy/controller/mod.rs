@@ -9,10 +9,7 @@ use super::agent::repo::TagList;
 use super::agent::report::StepResult;
 use super::agent::steps::Outcome;
 use super::keys::{SecretKey, SIGNATURE_HEADER, SIGNER_HEADER};
-use crate::message::{
-    decode, encode, AgentAnnounce, DeployAction, DeployReply, DeployRequest, Destinations, Filters,
-    Message, StepState, Wire,
-};
+use crate::message::{decode, encode, AgentAnnounce, DeployAction, DeployReply, DeployRequest, Destinations, Filters, Message, StepState, Wire};
 use crate::stomp::{Client, SendOptions, SubscribeOptions};
 use plan::BatchSize;
 use serde::{Deserialize, Serialize};
@@ -61,13 +58,7 @@ pub struct ControllerConfig {
 impl ControllerConfig {
     /// A configuration for `user` signing with `key`.
     pub fn new(user: impl Into<String>, key: Option<SecretKey>) -> ControllerConfig {
-        ControllerConfig {
-            destinations: Destinations::default(),
-            reply_to: None,
-            user: user.into(),
-            key,
-            validity: Duration::from_secs(900),
-        }
+        ControllerConfig { destinations: Destinations::default(), reply_to: None, user: user.into(), key, validity: Duration::from_secs(900) }
     }
 }
 
@@ -82,10 +73,7 @@ pub struct Window {
 
 impl Default for Window {
     fn default() -> Window {
-        Window {
-            timeout: Duration::from_secs(2),
-            expect: None,
-        }
+        Window { timeout: Duration::from_secs(2), expect: None }
     }
 }
 
@@ -111,19 +99,13 @@ pub struct Pending {
 impl Pending {
     /// The next reply, or `None` when `deadline` passes.
     pub async fn next(&mut self, deadline: Instant) -> Option<DeployReply> {
-        tokio::time::timeout_at(deadline.into(), self.rx.recv())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout_at(deadline.into(), self.rx.recv()).await.ok().flatten()
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.request_id);
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.request_id);
     }
 }
 
@@ -275,24 +257,15 @@ impl Controller {
         // A topic, not a queue: on RabbitMQ a topic subscription is a private
         // auto-deleted queue, while a /queue/ would outlive every dk-deploy run
         // (and agents' SENDs would re-declare it with other properties).
-        let reply_to = config
-            .reply_to
-            .clone()
-            .unwrap_or_else(|| format!("/topic/deploykit.reply.{}", uuid::Uuid::new_v4()));
-        let mut sub = client
-            .subscribe(&reply_to, SubscribeOptions::default())
-            .await?;
+        let reply_to = config.reply_to.clone().unwrap_or_else(|| format!("/topic/deploykit.reply.{}", uuid::Uuid::new_v4()));
+        let mut sub = client.subscribe(&reply_to, SubscribeOptions::default()).await?;
         let routes: Routes = Arc::default();
         let r = routes.clone();
         let router = tokio::spawn(async move {
             while let Some(m) = sub.recv().await {
                 match decode(&m.destination, &m.headers, &m.body) {
                     Ok(Message::DeployReply(reply)) => {
-                        let tx = r
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(&reply.request_id)
-                            .cloned();
+                        let tx = r.lock().unwrap_or_else(|p| p.into_inner()).get(&reply.request_id).cloned();
                         match tx {
                             Some(tx) => {
                                 let _ = tx.send(reply);
@@ -307,13 +280,7 @@ impl Controller {
                 }
             }
         });
-        Ok(Controller {
-            client,
-            config,
-            reply_to,
-            routes,
-            router,
-        })
+        Ok(Controller { client, config, reply_to, routes, router })
     }
 
     /// The client underneath.
@@ -332,13 +299,7 @@ impl Controller {
     }
 
     /// A request ready to send (fresh UUID, validity window, reply queue).
-    pub fn request(
-        &self,
-        action: DeployAction,
-        site: Option<&str>,
-        tag: Option<&str>,
-        filters: Filters,
-    ) -> DeployRequest {
+    pub fn request(&self, action: DeployAction, site: Option<&str>, tag: Option<&str>, filters: Filters) -> DeployRequest {
         let now = super::agent::releases::now();
         DeployRequest {
             request_id: uuid::Uuid::new_v4().to_string(),
@@ -365,35 +326,14 @@ impl Controller {
             headers.push(SIGNATURE_HEADER, key.sign(&out.body));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        self.routes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(req.request_id.clone(), tx);
-        let pending = Pending {
-            request_id: req.request_id.clone(),
-            rx,
-            routes: self.routes.clone(),
-        };
-        self.client
-            .send_with(
-                &self.config.destinations.deploy,
-                out.body,
-                SendOptions {
-                    headers,
-                    receipt: true,
-                    ..SendOptions::default()
-                },
-            )
-            .await?;
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(req.request_id.clone(), tx);
+        let pending = Pending { request_id: req.request_id.clone(), rx, routes: self.routes.clone() };
+        self.client.send_with(&self.config.destinations.deploy, out.body, SendOptions { headers, receipt: true, ..SendOptions::default() }).await?;
         Ok(pending)
     }
 
     /// Sends `req` and gathers final replies within `window` (one per server).
-    pub async fn gather(
-        &self,
-        req: &DeployRequest,
-        window: Window,
-    ) -> Result<Vec<DeployReply>, ControlError> {
+    pub async fn gather(&self, req: &DeployRequest, window: Window) -> Result<Vec<DeployReply>, ControlError> {
         let mut pending = self.send(req).await?;
         let deadline = Instant::now() + window.timeout;
         let mut out: Vec<DeployReply> = Vec::new();
@@ -411,15 +351,8 @@ impl Controller {
 
     /// Servers matching `filters`, with their announcements.
     /// When `-I` names only literal identities, discovery stops as soon as all of them answered.
-    pub async fn discover(
-        &self,
-        filters: Filters,
-        mut window: Window,
-    ) -> Result<Vec<(DeployReply, Option<AgentAnnounce>)>, ControlError> {
-        if window.expect.is_none()
-            && !filters.identity.is_empty()
-            && filters.identity.iter().all(|i| !i.starts_with('/'))
-        {
+    pub async fn discover(&self, filters: Filters, mut window: Window) -> Result<Vec<(DeployReply, Option<AgentAnnounce>)>, ControlError> {
+        if window.expect.is_none() && !filters.identity.is_empty() && filters.identity.iter().all(|i| !i.starts_with('/')) {
             let mut names = filters.identity.clone();
             names.sort();
             names.dedup();
@@ -437,37 +370,20 @@ impl Controller {
     }
 
     /// Tags and branches per server for `site`.
-    pub async fn tags(
-        &self,
-        site: &str,
-        filters: Filters,
-        limit: usize,
-        window: Window,
-    ) -> Result<Vec<DeployReply>, ControlError> {
+    pub async fn tags(&self, site: &str, filters: Filters, limit: usize, window: Window) -> Result<Vec<DeployReply>, ControlError> {
         let mut req = self.request(DeployAction::Tags, Some(site), None, filters);
         req.limit = Some(limit);
         self.gather(&req, window).await
     }
 
     /// Status (live release, lock, journal) per server for `site`.
-    pub async fn status(
-        &self,
-        site: &str,
-        filters: Filters,
-        window: Window,
-    ) -> Result<Vec<DeployReply>, ControlError> {
+    pub async fn status(&self, site: &str, filters: Filters, window: Window) -> Result<Vec<DeployReply>, ControlError> {
         let req = self.request(DeployAction::Status, Some(site), None, filters);
         self.gather(&req, window).await
     }
 
     /// A dry run: per server, what is live and the commit log up to `tag`; nothing changes.
-    pub async fn dry_run(
-        &self,
-        site: &str,
-        tag: &str,
-        filters: Filters,
-        window: Window,
-    ) -> Result<Vec<DeployReply>, ControlError> {
+    pub async fn dry_run(&self, site: &str, tag: &str, filters: Filters, window: Window) -> Result<Vec<DeployReply>, ControlError> {
         super::agent::repo::validate_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))?;
         let mut req = self.request(DeployAction::Deploy, Some(site), Some(tag), filters);
         req.dry_run = true;
@@ -475,21 +391,9 @@ impl Controller {
     }
 
     /// The servers of `site` selected by `filters`, in a stable order.
-    pub async fn select(
-        &self,
-        site: &str,
-        filters: &Filters,
-        window: Window,
-    ) -> Result<Vec<String>, ControlError> {
+    pub async fn select(&self, site: &str, filters: &Filters, window: Window) -> Result<Vec<String>, ControlError> {
         let found = self.discover(filters.clone(), window).await?;
-        let mut nodes: Vec<String> = found
-            .into_iter()
-            .filter(|(_, a)| {
-                a.as_ref()
-                    .is_some_and(|a| a.sites.iter().any(|s| s.name == site))
-            })
-            .map(|(r, _)| r.node)
-            .collect();
+        let mut nodes: Vec<String> = found.into_iter().filter(|(_, a)| a.as_ref().is_some_and(|a| a.sites.iter().any(|s| s.name == site))).map(|(r, _)| r.node).collect();
         nodes.sort();
         nodes.dedup();
         Ok(nodes)
@@ -497,32 +401,18 @@ impl Controller {
 
     /// Runs a canary-first rollout. Progress goes to `events`; setting `stop`
     /// to true stops scheduling further batches (running ones finish).
-    pub async fn rollout(
-        &self,
-        spec: &RolloutSpec,
-        events: mpsc::UnboundedSender<RolloutEvent>,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<RolloutReport, ControlError> {
+    pub async fn rollout(&self, spec: &RolloutSpec, events: mpsc::UnboundedSender<RolloutEvent>, mut stop: watch::Receiver<bool>) -> Result<RolloutReport, ControlError> {
         let t0 = Instant::now();
         if let Some(tag) = &spec.tag {
-            super::agent::repo::validate_name(tag)
-                .map_err(|e| ControlError::Invalid(e.to_string()))?;
+            super::agent::repo::validate_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))?;
         }
-        super::filters::validate(&spec.filters)
-            .map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let nodes = self
-            .select(&spec.site, &spec.filters, spec.discovery)
-            .await?;
+        super::filters::validate(&spec.filters).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let nodes = self.select(&spec.site, &spec.filters, spec.discovery).await?;
         if nodes.is_empty() {
-            return Err(ControlError::NoServers {
-                site: spec.site.clone(),
-                window: spec.discovery.timeout,
-            });
+            return Err(ControlError::NoServers { site: spec.site.clone(), window: spec.discovery.timeout });
         }
         let batches = plan::batches(&nodes, spec.canary, spec.batch);
-        let _ = events.send(RolloutEvent::Planned {
-            batches: batches.clone(),
-        });
+        let _ = events.send(RolloutEvent::Planned { batches: batches.clone() });
         let mut results: Vec<NodeResult> = Vec::new();
         let mut request_ids = Vec::new();
         let mut stopped = None;
@@ -530,54 +420,31 @@ impl Controller {
             let failures = results.iter().filter(|r| r.state.failed()).count();
             let reason = if *stop.borrow_and_update() {
                 Some("stopped by the operator".to_owned())
-            } else if index > 0
-                && spec.canary > 0
-                && results.iter().take(spec.canary).any(|r| r.state.failed())
-            {
+            } else if index > 0 && spec.canary > 0 && results.iter().take(spec.canary).any(|r| r.state.failed()) {
                 Some("the canary failed".to_owned())
             } else if failures > spec.max_failures {
-                Some(format!(
-                    "{failures} failures exceed --max-failures {}",
-                    spec.max_failures
-                ))
+                Some(format!("{failures} failures exceed --max-failures {}", spec.max_failures))
             } else {
                 None
             };
             if let Some(reason) = reason {
-                let _ = events.send(RolloutEvent::Stopped {
-                    reason: reason.clone(),
-                });
+                let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
                 stopped = Some(reason);
                 for rest in &batches[index..] {
                     for node in rest {
-                        let r = NodeResult {
-                            node: node.clone(),
-                            state: NodeState::NotStarted,
-                            error: None,
-                            steps: vec![],
-                            live: None,
-                            previous: None,
-                            elapsed_ms: 0,
-                        };
+                        let r = NodeResult { node: node.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0 };
                         let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                         results.push(r);
                     }
                 }
                 break;
             }
-            let filters = Filters {
-                identity: batch.clone(),
-                ..Filters::default()
-            };
+            let filters = Filters { identity: batch.clone(), ..Filters::default() };
             let req = self.request(spec.action, Some(&spec.site), spec.tag.as_deref(), filters);
             request_ids.push(req.request_id.clone());
             let started = Instant::now();
             let mut pending = self.send(&req).await?;
-            let _ = events.send(RolloutEvent::BatchStarted {
-                index,
-                nodes: batch.clone(),
-                request_id: req.request_id.clone(),
-            });
+            let _ = events.send(RolloutEvent::BatchStarted { index, nodes: batch.clone(), request_id: req.request_id.clone() });
             let deadline = started + spec.timeout;
             let mut done: BTreeMap<String, NodeResult> = BTreeMap::new();
             while done.len() < batch.len() {
@@ -601,10 +468,7 @@ impl Controller {
                     node: reply.node.clone(),
                     state,
                     error: reply.error.clone(),
-                    steps: outcome
-                        .as_ref()
-                        .map(|o| o.steps.clone())
-                        .unwrap_or_default(),
+                    steps: outcome.as_ref().map(|o| o.steps.clone()).unwrap_or_default(),
                     live: outcome.as_ref().and_then(|o| o.live.clone()),
                     previous: outcome.as_ref().and_then(|o| o.previous.clone()),
                     elapsed_ms: started.elapsed().as_millis() as u64,

@@ -30,9 +30,7 @@ impl FromStr for BatchSize {
         } else {
             match s.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(BatchSize::Count(n)),
-                _ => Err(format!(
-                    "{s:?}: expected a number of servers (≥ 1) or a percentage such as 25%"
-                )),
+                _ => Err(format!("{s:?}: expected a number of servers (≥ 1) or a percentage such as 25%")),
             }
         }
     }
@@ -76,10 +74,6 @@ mod tests {
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
         assert_eq!(batches(&nodes[..2], 5, BatchSize::Count(1)).len(), 1);
         assert!(batches(&[], 1, BatchSize::Count(1)).is_empty());
-        assert!(
-            "0".parse::<BatchSize>().is_err()
-                && "101%".parse::<BatchSize>().is_err()
-                && "x".parse::<BatchSize>().is_err()
-        );
+        assert!("0".parse::<BatchSize>().is_err() && "101%".parse::<BatchSize>().is_err() && "x".parse::<BatchSize>().is_err());
     }
 }

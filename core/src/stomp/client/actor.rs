@@ -26,25 +26,10 @@ pub(super) enum Waiter {
 
 /// A request to the connection task.
 pub(super) enum Cmd {
-    Frame {
-        frame: Frame,
-        reply: Option<oneshot::Sender<Result<()>>>,
-        generation: Option<u64>,
-    },
-    Subscribe {
-        id: String,
-        frame: Frame,
-        tx: mpsc::Sender<Message>,
-        ack: AckMode,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Unsubscribe {
-        id: String,
-        reply: Option<oneshot::Sender<Result<()>>>,
-    },
-    Disconnect {
-        reply: oneshot::Sender<Result<()>>,
-    },
+    Frame { frame: Frame, reply: Option<oneshot::Sender<Result<()>>>, generation: Option<u64> },
+    Subscribe { id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>> },
+    Unsubscribe { id: String, reply: Option<oneshot::Sender<Result<()>>> },
+    Disconnect { reply: oneshot::Sender<Result<()>> },
 }
 
 /// A registered subscription, re-sent after every reconnect.
@@ -101,15 +86,9 @@ impl Actor {
         let reason = loop {
             if unstable > 0 {
                 let delay = self.config.url.options.delay(unstable - 1);
-                debug!(
-                    ?delay,
-                    unstable, "last connection failed quickly; backing off"
-                );
+                debug!(?delay, unstable, "last connection failed quickly; backing off");
                 if !self.pause(delay).await {
-                    break (
-                        format!("closed while reconnecting: {}", self.last_error),
-                        false,
-                    );
+                    break (format!("closed while reconnecting: {}", self.last_error), false);
                 }
             }
             let Some(mut conn) = self.connect().await else {
@@ -129,11 +108,7 @@ impl Actor {
                 Exit::Lost(why) => self.lost(&conn.endpoint, why),
                 Exit::Closed(why) => break (why, false),
             }
-            unstable = if served.elapsed() < Duration::from_secs(1) {
-                unstable.saturating_add(1)
-            } else {
-                0
-            };
+            unstable = if served.elapsed() < Duration::from_secs(1) { unstable.saturating_add(1) } else { 0 };
         };
         let (reason, gave_up) = reason;
         self.close(reason, gave_up);
@@ -142,12 +117,7 @@ impl Actor {
     /// Tries the failover list with backoff; `None` when the attempt limit is reached or the client closed.
     async fn connect(&mut self) -> Option<Connection> {
         let opts = self.config.url.options.clone();
-        let limit = if self.generation == 0 {
-            opts.startup_max_reconnect_attempts
-                .or(opts.max_reconnect_attempts)
-        } else {
-            opts.max_reconnect_attempts
-        };
+        let limit = if self.generation == 0 { opts.startup_max_reconnect_attempts.or(opts.max_reconnect_attempts) } else { opts.max_reconnect_attempts };
         let n = self.config.url.endpoints.len();
         // After a loss, start with the broker after the one that dropped us: a dead
         // path should not cost a handshake timeout before the next broker is tried.
@@ -181,11 +151,7 @@ impl Actor {
                         attempt += 1;
                         self.last_error = e.to_string();
                         warn!(endpoint = %endpoint, attempt, error = %e, "STOMP connect failed");
-                        let _ = self.events.send(ClientEvent::ConnectFailed {
-                            endpoint: endpoint.to_string(),
-                            error: e.to_string(),
-                            attempt,
-                        });
+                        let _ = self.events.send(ClientEvent::ConnectFailed { endpoint: endpoint.to_string(), error: e.to_string(), attempt });
                         self.last_failure = Some(e);
                         if matches!(limit, Some(l) if attempt >= l) {
                             return None;
@@ -227,13 +193,7 @@ impl Actor {
                 self.last_error = "closed by the application".into();
                 false
             }
-            Some(Cmd::Subscribe {
-                id,
-                frame,
-                tx,
-                ack,
-                reply,
-            }) => {
+            Some(Cmd::Subscribe { id, frame, tx, ack, reply }) => {
                 self.register_sub(id, frame, tx, ack, reply);
                 true
             }
@@ -252,30 +212,12 @@ impl Actor {
     }
 
     /// Adds a subscription to the registry (sent on the next connection or now).
-    fn register_sub(
-        &mut self,
-        id: String,
-        frame: Frame,
-        tx: mpsc::Sender<Message>,
-        ack: AckMode,
-        reply: oneshot::Sender<Result<()>>,
-    ) {
+    fn register_sub(&mut self, id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>>) {
         if self.subs.contains_key(&id) {
-            let _ = reply.send(Err(Error::Invalid(format!(
-                "subscription id {id:?} is already in use"
-            ))));
+            let _ = reply.send(Err(Error::Invalid(format!("subscription id {id:?} is already in use"))));
             return;
         }
-        self.subs.insert(
-            id,
-            SubEntry {
-                frame,
-                tx,
-                ack,
-                confirmed: false,
-                waiters: vec![reply],
-            },
-        );
+        self.subs.insert(id, SubEntry { frame, tx, ack, confirmed: false, waiters: vec![reply] });
     }
 
     /// Records a lost connection and fails receipts that can no longer come.
@@ -292,10 +234,7 @@ impl Actor {
                 let _ = tx.send(Err(Error::ReceiptLost { receipt }));
             }
         }
-        let _ = self.events.send(ClientEvent::Disconnected {
-            endpoint: endpoint.to_owned(),
-            reason: why.clone(),
-        });
+        let _ = self.events.send(ClientEvent::Disconnected { endpoint: endpoint.to_owned(), reason: why.clone() });
         self.last_error = why;
     }
 
@@ -303,11 +242,7 @@ impl Actor {
     fn close(mut self, reason: String, gave_up: bool) {
         info!(reason = %reason, "STOMP client closed");
         // Only a client that gave up reconnecting hands its last connection error on.
-        let last = if gave_up {
-            self.last_failure.take().map(std::sync::Arc::new)
-        } else {
-            None
-        };
+        let last = if gave_up { self.last_failure.take().map(std::sync::Arc::new) } else { None };
         for (_, waiter) in self.pending.drain() {
             if let Waiter::Frame(tx) = waiter {
                 let _ = tx.send(Err(Error::Closed));
@@ -315,14 +250,7 @@ impl Actor {
         }
         for (_, sub) in self.subs.drain() {
             for w in sub.waiters {
-                let _ = w.send(Err(if gave_up {
-                    Error::GaveUp {
-                        reason: reason.clone(),
-                        last: last.clone(),
-                    }
-                } else {
-                    Error::Closed
-                }));
+                let _ = w.send(Err(if gave_up { Error::GaveUp { reason: reason.clone(), last: last.clone() } } else { Error::Closed }));
             }
         }
         for cmd in self.backlog.drain(..) {
@@ -332,11 +260,7 @@ impl Actor {
         }
         if let Some(shared) = self.shared.upgrade() {
             if let Ok(mut r) = shared.closed.lock() {
-                *r = Some(Closed {
-                    reason: reason.clone(),
-                    gave_up,
-                    last,
-                });
+                *r = Some(Closed { reason: reason.clone(), gave_up, last });
             }
         }
         let _ = self.state.send(State::Closed);
@@ -367,11 +291,7 @@ impl Actor {
             return Err(Exit::Lost(format!("writing SUBSCRIBE: {e}")));
         }
         let deadline = Instant::now() + self.config.receipt_timeout;
-        while self
-            .pending
-            .values()
-            .any(|w| matches!(w, Waiter::Subscribe(_)))
-        {
+        while self.pending.values().any(|w| matches!(w, Waiter::Subscribe(_))) {
             tokio::select! {
                 item = conn.framed.next() => match item {
                     Some(Ok(Incoming::Frame(f))) => {
@@ -393,23 +313,13 @@ impl Actor {
         info!(endpoint = %conn.endpoint, version = %conn.version, generation = self.generation, subscriptions = self.subs.len(), emulated_heartbeats = plan.emulated, "STOMP client ready");
         if let Some(shared) = self.shared.upgrade() {
             if let Ok(mut s) = shared.session.lock() {
-                *s = Some(SessionInfo {
-                    endpoint: conn.endpoint.clone(),
-                    version: conn.version,
-                    server: conn.server.clone(),
-                    heartbeat: plan,
-                });
+                *s = Some(SessionInfo { endpoint: conn.endpoint.clone(), version: conn.version, server: conn.server.clone(), heartbeat: plan });
             }
             shared.version.store(conn.version as u8, Ordering::Relaxed);
         }
         let _ = self.state.send(State::Ready(self.generation));
-        let _ = self.events.send(ClientEvent::Ready {
-            endpoint: conn.endpoint.clone(),
-            version: conn.version,
-            generation: self.generation,
-            reconnect,
-            subscriptions: self.subs.len(),
-        });
+        let _ =
+            self.events.send(ClientEvent::Ready { endpoint: conn.endpoint.clone(), version: conn.version, generation: self.generation, reconnect, subscriptions: self.subs.len() });
         Ok(())
     }
 
@@ -422,24 +332,14 @@ impl Actor {
                     debug!(subscription = %sub_id, "MESSAGE for an unknown subscription dropped");
                     return Ok(());
                 };
-                let ack = (sub.ack != AckMode::Auto).then(|| AckRef {
-                    headers: ack_headers(&frame, conn.version, &sub_id),
-                    generation: self.generation,
-                });
+                let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, &sub_id), generation: self.generation });
                 let destination = frame.get("destination").unwrap_or_default().to_owned();
-                let msg = Message {
-                    destination,
-                    headers: frame.headers,
-                    body: frame.body,
-                    ack,
-                };
+                let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
                 match sub.tx.try_send(msg) {
                     Ok(()) => {}
                     // The application is behind: hold this message and stop reading the
                     // socket until it has room, so the backlog stays in TCP and the broker.
-                    Err(mpsc::error::TrySendError::Full(msg)) => {
-                        self.stalled = Some((sub.tx.clone(), msg))
-                    }
+                    Err(mpsc::error::TrySendError::Full(msg)) => self.stalled = Some((sub.tx.clone(), msg)),
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         debug!(subscription = %sub_id, "subscriber gone; unsubscribing")
                     }
@@ -460,53 +360,33 @@ impl Actor {
                             }
                         }
                     }
-                    Some(Waiter::Disconnect) => {
-                        return Err(Exit::Closed("disconnected by the application".into()))
-                    }
+                    Some(Waiter::Disconnect) => return Err(Exit::Closed("disconnected by the application".into())),
                     None => debug!(receipt = %id, "RECEIPT nobody waits for"),
                 }
                 Ok(())
             }
             Command::Error => {
-                let message = frame
-                    .get("message")
-                    .unwrap_or("ERROR frame without message")
-                    .to_owned();
+                let message = frame.get("message").unwrap_or("ERROR frame without message").to_owned();
                 let details = String::from_utf8_lossy(&frame.body).trim().to_owned();
                 if let Some(id) = frame.get("receipt-id") {
                     match self.pending.remove(id) {
                         Some(Waiter::Frame(tx)) => {
-                            let _ = tx.send(Err(Error::Server {
-                                message: message.clone(),
-                                details: details.clone(),
-                            }));
+                            let _ = tx.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
                         }
                         // A new subscription the broker refuses is dropped and its caller told;
                         // one that worked before is kept and retried on the next connection
                         // (a half-started broker must not end a daemon's subscription).
-                        Some(Waiter::Subscribe(sub))
-                            if self.subs.get(&sub).is_some_and(|e| !e.confirmed) =>
-                        {
+                        Some(Waiter::Subscribe(sub)) if self.subs.get(&sub).is_some_and(|e| !e.confirmed) => {
                             if let Some(entry) = self.subs.remove(&sub) {
                                 for w in entry.waiters {
-                                    let _ = w.send(Err(Error::Server {
-                                        message: message.clone(),
-                                        details: details.clone(),
-                                    }));
+                                    let _ = w.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
                                 }
                             }
                         }
                         _ => {}
                     }
                 }
-                Err(Exit::Lost(format!(
-                    "broker sent ERROR: {message}{}",
-                    if details.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({details})")
-                    }
-                )))
+                Err(Exit::Lost(format!("broker sent ERROR: {message}{}", if details.is_empty() { String::new() } else { format!(" ({details})") })))
             }
             other => {
                 debug!(command = %other, "unexpected frame from broker ignored");
@@ -656,16 +536,11 @@ impl Actor {
             other => Err(Exit::Lost(format!("encoding failed: {other}"))),
         };
         match cmd {
-            Cmd::Frame {
-                mut frame,
-                reply,
-                generation,
-            } => {
+            Cmd::Frame { mut frame, reply, generation } => {
                 if generation.is_some_and(|g| g != self.generation) {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(Error::Invalid(
-                            "the connection this belonged to has dropped (the broker aborted its transaction or will redeliver its messages)".into(),
-                        )));
+                        let _ =
+                            r.send(Err(Error::Invalid("the connection this belonged to has dropped (the broker aborted its transaction or will redeliver its messages)".into())));
                     }
                     return Ok(());
                 }
@@ -678,9 +553,7 @@ impl Actor {
                         if let (Some(r), Some(reply)) = (receipt, reply) {
                             if self.pending.len() >= 4096 {
                                 // Callers that timed out no longer listen: forget their receipts.
-                                self.pending.retain(
-                                    |_, w| !matches!(w, Waiter::Frame(tx) if tx.is_closed()),
-                                );
+                                self.pending.retain(|_, w| !matches!(w, Waiter::Frame(tx) if tx.is_closed()));
                             }
                             self.pending.insert(r, Waiter::Frame(reply));
                         }
@@ -697,32 +570,15 @@ impl Actor {
                     }
                 }
             }
-            Cmd::Subscribe {
-                id,
-                mut frame,
-                tx,
-                ack,
-                reply,
-            } => {
+            Cmd::Subscribe { id, mut frame, tx, ack, reply } => {
                 if self.subs.contains_key(&id) {
-                    let _ = reply.send(Err(Error::Invalid(format!(
-                        "subscription id {id:?} is already in use"
-                    ))));
+                    let _ = reply.send(Err(Error::Invalid(format!("subscription id {id:?} is already in use"))));
                     return Ok(());
                 }
                 let receipt = self.receipt_id("sub");
                 let registered = frame.clone();
                 frame.headers.set("receipt", receipt.clone());
-                self.subs.insert(
-                    id.clone(),
-                    SubEntry {
-                        frame: registered,
-                        tx,
-                        ack,
-                        confirmed: false,
-                        waiters: vec![reply],
-                    },
-                );
+                self.subs.insert(id.clone(), SubEntry { frame: registered, tx, ack, confirmed: false, waiters: vec![reply] });
                 self.pending.insert(receipt, Waiter::Subscribe(id));
                 conn.framed.feed(&frame).await.or_else(write_err)
             }

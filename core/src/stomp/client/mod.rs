@@ -62,21 +62,11 @@ impl ClientConfig {
 
     /// A configuration for an already parsed URL.
     pub fn from_url(url: BrokerUrl) -> ClientConfig {
-        ClientConfig {
-            url,
-            handshake: Handshake::default(),
-            receipt_timeout: Duration::from_secs(10),
-            queue_capacity: 1024,
-            subscription_buffer: 1024,
-        }
+        ClientConfig { url, handshake: Handshake::default(), receipt_timeout: Duration::from_secs(10), queue_capacity: 1024, subscription_buffer: 1024 }
     }
 
     /// Sets login and passcode (overriding the URL's).
-    pub fn credentials(
-        mut self,
-        login: impl Into<String>,
-        passcode: impl Into<String>,
-    ) -> ClientConfig {
+    pub fn credentials(mut self, login: impl Into<String>, passcode: impl Into<String>) -> ClientConfig {
         self.handshake.login = Some(login.into());
         self.handshake.passcode = Some(Secret::new(passcode));
         self
@@ -201,9 +191,7 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("state", &*self.shared.state.borrow())
-            .finish()
+        f.debug_struct("Client").field("state", &*self.shared.state.borrow()).finish()
     }
 }
 
@@ -273,11 +261,7 @@ impl Client {
     /// The error explaining why the client is closed.
     fn closed_error(&self) -> Error {
         match self.shared.closed.lock().ok().and_then(|r| r.clone()) {
-            Some(Closed {
-                reason,
-                gave_up: true,
-                last,
-            }) => Error::GaveUp { reason, last },
+            Some(Closed { reason, gave_up: true, last }) => Error::GaveUp { reason, last },
             _ => Error::Closed,
         }
     }
@@ -304,34 +288,19 @@ impl Client {
 
     /// Sends `body` to `destination` without waiting for a receipt.
     pub async fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
-        self.send_with(destination, body, SendOptions::default())
-            .await
+        self.send_with(destination, body, SendOptions::default()).await
     }
 
     /// Sends with options: headers, receipt, persistence, content type.
-    pub async fn send_with(
-        &self,
-        destination: &str,
-        body: impl Into<Bytes>,
-        opts: SendOptions,
-    ) -> Result<()> {
+    pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
         let frame = send_frame(destination, body.into(), &opts);
         self.submit(frame, opts.receipt, None).await
     }
 
     /// Subscribes to `destination`; returns once the broker confirmed it with a RECEIPT.
-    pub async fn subscribe(
-        &self,
-        destination: &str,
-        opts: SubscribeOptions,
-    ) -> Result<Subscription> {
-        let id = opts
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("dk-sub-{}", self.next_id()));
-        let mut frame = Frame::new(Command::Subscribe)
-            .header("id", id.clone())
-            .header("destination", destination);
+    pub async fn subscribe(&self, destination: &str, opts: SubscribeOptions) -> Result<Subscription> {
+        let id = opts.id.clone().unwrap_or_else(|| format!("dk-sub-{}", self.next_id()));
+        let mut frame = Frame::new(Command::Subscribe).header("id", id.clone()).header("destination", destination);
         frame.headers.push("ack", opts.ack.as_str());
         if let Some(n) = opts.prefetch {
             frame.headers.push("prefetch-count", n.to_string());
@@ -342,40 +311,18 @@ impl Client {
         }
         let (tx, rx) = mpsc::channel(self.shared.subscription_buffer);
         let (reply, done) = oneshot::channel();
-        self.command(Cmd::Subscribe {
-            id: id.clone(),
-            frame,
-            tx,
-            ack: opts.ack,
-            reply,
-        })
-        .await?;
+        self.command(Cmd::Subscribe { id: id.clone(), frame, tx, ack: opts.ack, reply }).await?;
         match tokio::time::timeout(self.shared.receipt_timeout, done).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(Error::Closed),
             Err(_) => {
                 // Not confirmed in time: the subscription stays registered and will be
                 // confirmed on reconnect, but the caller is told.
-                let _ = self
-                    .command(Cmd::Unsubscribe {
-                        id: id.clone(),
-                        reply: None,
-                    })
-                    .await;
-                return Err(Error::Timeout {
-                    what: format!("RECEIPT for SUBSCRIBE {destination}"),
-                    after: self.shared.receipt_timeout,
-                });
+                let _ = self.command(Cmd::Unsubscribe { id: id.clone(), reply: None }).await;
+                return Err(Error::Timeout { what: format!("RECEIPT for SUBSCRIBE {destination}"), after: self.shared.receipt_timeout });
             }
         }
-        Ok(Subscription {
-            id,
-            destination: destination.to_owned(),
-            ack: opts.ack,
-            rx,
-            client: self.clone(),
-            open: true,
-        })
+        Ok(Subscription { id, destination: destination.to_owned(), ack: opts.ack, rx, client: self.clone(), open: true })
     }
 
     /// Begins a transaction (BEGIN, confirmed by a RECEIPT).
@@ -384,11 +331,7 @@ impl Client {
         let id = format!("dk-tx-{}", self.next_id());
         let frame = Frame::new(Command::Begin).header("transaction", id.clone());
         self.submit(frame, true, Some(generation)).await?;
-        Ok(Transaction {
-            client: self.clone(),
-            id,
-            generation,
-        })
+        Ok(Transaction { client: self.clone(), id, generation })
     }
 
     /// Sends DISCONNECT, waits for its receipt, and stops the client (all clones).
@@ -400,10 +343,7 @@ impl Client {
         match tokio::time::timeout(self.shared.receipt_timeout, done).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Ok(()),
-            Err(_) => Err(Error::Timeout {
-                what: "RECEIPT for DISCONNECT".into(),
-                after: self.shared.receipt_timeout,
-            }),
+            Err(_) => Err(Error::Timeout { what: "RECEIPT for DISCONNECT".into(), after: self.shared.receipt_timeout }),
         }
     }
 
@@ -423,40 +363,22 @@ impl Client {
 
     /// Queues a command for the connection task.
     async fn command(&self, cmd: Cmd) -> Result<()> {
-        self.shared
-            .cmd_tx
-            .send(cmd)
-            .await
-            .map_err(|_| Error::Closed)
+        self.shared.cmd_tx.send(cmd).await.map_err(|_| Error::Closed)
     }
 
     /// Queues a frame, optionally waiting for its receipt; `generation` pins it to one connection.
     async fn submit(&self, frame: Frame, receipt: bool, generation: Option<u64>) -> Result<()> {
         self.check_encodable(&frame)?;
         if !receipt {
-            return self
-                .command(Cmd::Frame {
-                    frame,
-                    reply: None,
-                    generation,
-                })
-                .await;
+            return self.command(Cmd::Frame { frame, reply: None, generation }).await;
         }
         let (reply, done) = oneshot::channel();
         let what = format!("RECEIPT for {}", frame.command);
-        self.command(Cmd::Frame {
-            frame,
-            reply: Some(reply),
-            generation,
-        })
-        .await?;
+        self.command(Cmd::Frame { frame, reply: Some(reply), generation }).await?;
         match tokio::time::timeout(self.shared.receipt_timeout, done).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout {
-                what,
-                after: self.shared.receipt_timeout,
-            }),
+            Err(_) => Err(Error::Timeout { what, after: self.shared.receipt_timeout }),
         }
     }
 
@@ -466,11 +388,7 @@ impl Client {
         if v == Version::V1_2 as u8 {
             return Ok(());
         }
-        let version = if v == Version::V1_0 as u8 {
-            Version::V1_0
-        } else {
-            Version::V1_1
-        };
+        let version = if v == Version::V1_0 as u8 { Version::V1_0 } else { Version::V1_1 };
         for (name, value) in frame.headers.iter() {
             let why = if version == Version::V1_0 && (name.contains('\n') || value.contains('\n')) {
                 "contains a newline"
@@ -481,45 +399,25 @@ impl Client {
             } else {
                 continue;
             };
-            return Err(super::codec::FrameError::Unencodable {
-                name: name.to_owned(),
-                version,
-                why,
-            }
-            .into());
+            return Err(super::codec::FrameError::Unencodable { name: name.to_owned(), version, why }.into());
         }
         Ok(())
     }
 
     /// Acknowledges (or not) a message; fails if it came on an earlier connection.
-    async fn acknowledge(
-        &self,
-        msg: &Message,
-        command: Command,
-        transaction: Option<(&str, u64)>,
-    ) -> Result<()> {
+    async fn acknowledge(&self, msg: &Message, command: Command, transaction: Option<(&str, u64)>) -> Result<()> {
         let Some(ack) = &msg.ack else {
-            return Err(Error::Invalid(
-                "message is from an auto-ack subscription; nothing to acknowledge".into(),
-            ));
+            return Err(Error::Invalid("message is from an auto-ack subscription; nothing to acknowledge".into()));
         };
         if let Some((_, g)) = transaction {
             if g != ack.generation {
-                return Err(Error::Invalid(
-                    "message and transaction belong to different connections".into(),
-                ));
+                return Err(Error::Invalid("message and transaction belong to different connections".into()));
             }
         }
         if self.state() != State::Ready(ack.generation) {
-            return Err(Error::Invalid(
-                "message was delivered on a connection that has since dropped; the broker will redeliver it".into(),
-            ));
+            return Err(Error::Invalid("message was delivered on a connection that has since dropped; the broker will redeliver it".into()));
         }
-        let mut frame = Frame {
-            command,
-            headers: ack.headers.clone(),
-            body: Bytes::new(),
-        };
+        let mut frame = Frame { command, headers: ack.headers.clone(), body: Bytes::new() };
         if let Some((tx, _)) = transaction {
             frame.headers.push("transaction", tx);
         }
@@ -529,15 +427,8 @@ impl Client {
 
 /// Builds a SEND frame.
 fn send_frame(destination: &str, body: Bytes, opts: &SendOptions) -> Frame {
-    let mut frame = Frame {
-        command: Command::Send,
-        headers: Headers::with_capacity(2 + opts.headers.len()),
-        body,
-    };
-    frame.headers.push(
-        bytestring::ByteString::from_static("destination"),
-        destination,
-    );
+    let mut frame = Frame { command: Command::Send, headers: Headers::with_capacity(2 + opts.headers.len()), body };
+    frame.headers.push(bytestring::ByteString::from_static("destination"), destination);
     if let Some(ct) = &opts.content_type {
         frame.headers.push("content-type", ct.clone());
     }

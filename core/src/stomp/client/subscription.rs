@@ -58,10 +58,7 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("id", &self.id)
-            .field("destination", &self.destination)
-            .finish()
+        f.debug_struct("Subscription").field("id", &self.id).field("destination", &self.destination).finish()
     }
 }
 
@@ -103,19 +100,11 @@ impl Subscription {
     pub async fn unsubscribe(mut self) -> Result<()> {
         self.open = false;
         let (reply, done) = oneshot::channel();
-        self.client
-            .command(Cmd::Unsubscribe {
-                id: self.id.clone(),
-                reply: Some(reply),
-            })
-            .await?;
+        self.client.command(Cmd::Unsubscribe { id: self.id.clone(), reply: Some(reply) }).await?;
         match tokio::time::timeout(self.client.shared.receipt_timeout, done).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout {
-                what: "RECEIPT for UNSUBSCRIBE".into(),
-                after: self.client.shared.receipt_timeout,
-            }),
+            Err(_) => Err(Error::Timeout { what: "RECEIPT for UNSUBSCRIBE".into(), after: self.client.shared.receipt_timeout }),
         }
     }
 }
@@ -131,10 +120,7 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.client.shared.cmd_tx.try_send(Cmd::Unsubscribe {
-                id: self.id.clone(),
-                reply: None,
-            });
+            let _ = self.client.shared.cmd_tx.try_send(Cmd::Unsubscribe { id: self.id.clone(), reply: None });
         }
     }
 }
@@ -154,30 +140,20 @@ impl Transaction {
     }
 
     /// Sends within the transaction.
-    pub async fn send_with(
-        &self,
-        destination: &str,
-        body: impl Into<Bytes>,
-        opts: SendOptions,
-    ) -> Result<()> {
+    pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
         let mut frame = send_frame(destination, body.into(), &opts);
         frame.headers.push("transaction", self.id.clone());
-        self.client
-            .submit(frame, opts.receipt, Some(self.generation))
-            .await
+        self.client.submit(frame, opts.receipt, Some(self.generation)).await
     }
 
     /// Sends within the transaction with default options.
     pub async fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
-        self.send_with(destination, body, SendOptions::default())
-            .await
+        self.send_with(destination, body, SendOptions::default()).await
     }
 
     /// Acknowledges a message within the transaction.
     pub async fn ack(&self, msg: &Message) -> Result<()> {
-        self.client
-            .acknowledge(msg, Command::Ack, Some((&self.id, self.generation)))
-            .await
+        self.client.acknowledge(msg, Command::Ack, Some((&self.id, self.generation))).await
     }
 
     /// Commits, confirmed by a RECEIPT.
