@@ -35,6 +35,7 @@
 //! - [`debrepo`]: dk-reprepro: complete `.deb`s from incoming directories into reprepro, package messages.
 //! - [`aptwatch`]: dk-apt-watch: package messages in, one `apt-get update` per burst out.
 //! - [`coalesce`]: a burst of triggers → one run (quiet period, minimum interval).
+//! - [`config`]: what every daemon's TOML config shares (errors with line/column or key, `[broker]`, durations).
 //! - [`command`]: external programs by argument vector, with a time limit.
 //!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
@@ -45,6 +46,7 @@ pub mod blocking;
 pub mod broker;
 pub mod coalesce;
 pub mod command;
+pub mod config;
 pub mod debrepo;
 pub mod deploy;
 pub mod fetch;

@@ -18,8 +18,9 @@
 //! url = "stomp://broker:61613"
 //! ```
 
-use crate::debrepo::config::{duration, invalid, parse_toml, topic, wire, with_file, RawBroker, RawDuration};
-use crate::fetch::config::{BrokerSection, ConfigError};
+pub use crate::config::ConfigError;
+use crate::config::{duration_or as duration, parse_toml, topic, wire, BrokerSection, RawDuration};
+use crate::debrepo::config::invalid;
 use crate::message::{PackageAction, Wire};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -88,7 +89,8 @@ impl PackageMatcher {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    broker: Option<RawBroker>,
+    #[serde(default)]
+    broker: BrokerSection,
     node: Option<String>,
     wire: Option<String>,
     packages_topic: Option<String>,
@@ -107,7 +109,7 @@ impl AptWatchConfig {
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<AptWatchConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        AptWatchConfig::parse(&text).map_err(|e| with_file(e, path))
+        AptWatchConfig::parse(&text).map_err(|e| e.with_file(path))
     }
 
     /// Parses a configuration text (errors name `<config>` as the file).
@@ -149,7 +151,7 @@ impl AptWatchConfig {
             return Err(invalid("timeout", "must be more than 0"));
         }
         Ok(AptWatchConfig {
-            broker: raw.broker.unwrap_or_default().into_section(),
+            broker: raw.broker,
             node: raw.node.unwrap_or_else(crate::fetch::config::hostname),
             wire,
             packages_topic,

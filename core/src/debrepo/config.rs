@@ -27,7 +27,8 @@
 //!
 //! Syntax errors name the file, line and column; other errors the key.
 
-use crate::fetch::config::{parse_duration, BrokerSection, ConfigError};
+pub use crate::config::ConfigError;
+pub(crate) use crate::config::{duration_or as duration, parse_toml, topic, wire, BrokerSection, RawDuration};
 use crate::message::Wire;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -90,7 +91,8 @@ pub struct DistConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
-    broker: Option<RawBroker>,
+    #[serde(default)]
+    broker: BrokerSection,
     base: Option<PathBuf>,
     reprepro: Option<PathBuf>,
     spool_dir: Option<PathBuf>,
@@ -105,35 +107,6 @@ struct Raw {
     dists: BTreeMap<String, RawDist>,
 }
 
-/// The `[broker]` table, shared by dk-reprepro and dk-apt-watch.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawBroker {
-    url: Option<String>,
-    vhost: Option<String>,
-    login: Option<String>,
-    passcode_file: Option<PathBuf>,
-}
-
-impl RawBroker {
-    pub(crate) fn into_section(self) -> BrokerSection {
-        BrokerSection {
-            url: self.url.unwrap_or_else(|| "stomp://localhost:61613".into()),
-            vhost: self.vhost.unwrap_or_else(|| "/".into()),
-            login: self.login,
-            passcode_file: self.passcode_file,
-        }
-    }
-}
-
-/// A duration as seconds or text (`30s`, `10m`, `500ms`).
-#[derive(Deserialize)]
-#[serde(untagged)]
-pub(crate) enum RawDuration {
-    Seconds(u64),
-    Text(String),
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDist {
@@ -143,55 +116,8 @@ struct RawDist {
     component: Option<String>,
 }
 
-const STRING_FILE: &str = "<config>";
-
 pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
-}
-
-/// Parses TOML into `T`, turning errors into [`ConfigError::Syntax`] with line and column.
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let offset = e.span().map_or(0, |s| s.start).min(text.len());
-        let before = &text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        let message = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
-        ConfigError::Syntax { file: STRING_FILE.into(), line, column, message }
-    })
-}
-
-/// Names the file in an error built by [`parse_toml`] / [`invalid`].
-pub(crate) fn with_file(e: ConfigError, path: &Path) -> ConfigError {
-    let file = path.display().to_string();
-    match e {
-        ConfigError::Syntax { line, column, message, .. } => ConfigError::Syntax { file, line, column, message },
-        ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { file, key, message },
-        other => other,
-    }
-}
-
-pub(crate) fn duration(key: &str, v: Option<RawDuration>, default: Duration) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(RawDuration::Seconds(n)) => Ok(Duration::from_secs(n)),
-        Some(RawDuration::Text(t)) => parse_duration(&t).ok_or_else(|| invalid(key, format!("expected a duration such as 500ms, 30s, 10m or seconds, not {t:?}"))),
-    }
-}
-
-pub(crate) fn wire(v: Option<String>) -> Result<Wire, ConfigError> {
-    match v {
-        None => Ok(Wire::Json),
-        Some(w) => w.parse().map_err(|_| invalid("wire", format!("unknown wire {w:?} (expected json or legacy)"))),
-    }
-}
-
-pub(crate) fn topic(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
-    let v = v.unwrap_or_else(|| default.to_owned());
-    if v.trim().is_empty() || v.contains(['\n', '\r', '\0']) {
-        return Err(invalid(key, format!("invalid destination {v:?}")));
-    }
-    Ok(v)
+    ConfigError::invalid(key, message)
 }
 
 /// Whether `name` is acceptable as a distribution or component name (it goes
@@ -204,7 +130,7 @@ impl RepreproConfig {
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<RepreproConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        RepreproConfig::parse(&text).map_err(|e| with_file(e, path))
+        RepreproConfig::parse(&text).map_err(|e| e.with_file(path))
     }
 
     /// Parses a configuration text (errors name `<config>` as the file).
@@ -260,7 +186,7 @@ impl RepreproConfig {
             return Err(invalid("dists", "no distribution configured (add [dists.NAME] with incoming = \"…\")"));
         }
         Ok(RepreproConfig {
-            broker: raw.broker.unwrap_or_default().into_section(),
+            broker: raw.broker,
             base,
             reprepro: raw.reprepro.unwrap_or_else(|| PathBuf::from("reprepro")),
             spool_dir: raw.spool_dir.unwrap_or_else(|| PathBuf::from("/var/spool/deploykit/reprepro")),

@@ -68,37 +68,6 @@ pub struct FetchConfig {
     pub repos: BTreeMap<String, RepoConfig>,
 }
 
-/// The `[broker]` section every daemon's config shares (url and vhost default to
-/// `stomp://127.0.0.1:61613` and `/`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerSection {
-    /// Broker URL (`stomp://`, `stomp+ssl://`, failover form).
-    #[serde(default = "default_broker_url")]
-    pub url: String,
-    /// STOMP `host` header (virtual host).
-    #[serde(default = "default_vhost")]
-    pub vhost: String,
-    /// Login, if the broker wants one.
-    pub login: Option<String>,
-    /// File holding the passcode (first line), never the passcode itself.
-    pub passcode_file: Option<PathBuf>,
-}
-
-fn default_broker_url() -> String {
-    "stomp://127.0.0.1:61613".into()
-}
-
-fn default_vhost() -> String {
-    "/".into()
-}
-
-impl Default for BrokerSection {
-    fn default() -> BrokerSection {
-        BrokerSection { url: default_broker_url(), vhost: default_vhost(), login: None, passcode_file: None }
-    }
-}
-
 /// One `[repos.NAME]` entry. Serializable so that a privilege-dropped child
 /// process can be handed it (JSON on stdin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,56 +188,8 @@ impl fmt::Display for Mode {
     }
 }
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// TOML syntax or a value of the wrong type / unknown key.
-    #[error("{file}:{line}:{column}: {message}")]
-    Syntax {
-        /// The file (`<config>` when parsed from a string).
-        file: String,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// toml's message (first line).
-        message: String,
-    },
-    /// A value that parses but makes no sense; `key` is the dotted key.
-    #[error("{file}: {key}: {message}")]
-    Invalid {
-        /// The file (`<config>` when parsed from a string).
-        file: String,
-        /// The dotted key, e.g. `repos.site.mode`.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A stomp-git YAML file that cannot be imported.
-    #[error("legacy YAML: {0}")]
-    Legacy(String),
-}
-
-impl ConfigError {
-    fn with_file(self, path: &Path) -> ConfigError {
-        let name = path.display().to_string();
-        match self {
-            ConfigError::Syntax { line, column, message, .. } => ConfigError::Syntax { file: name, line, column, message },
-            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { file: name, key, message },
-            other => other,
-        }
-    }
-}
-
-const STRING_FILE: &str = "<config>";
+use crate::config::line_col;
+pub use crate::config::{parse_duration, BrokerSection, ConfigError, STRING_FILE};
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
@@ -340,34 +261,9 @@ struct RawRepo {
     credentials: Credentials,
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 fn at(text: &str, span: std::ops::Range<usize>) -> String {
     let (l, c) = line_col(text, span.start);
     format!(" (line {l}, column {c})")
-}
-
-/// Parses `"90"`, `"30s"`, `"10m"`, `"2h"`, `"1d"`, `"500ms"`; integers are seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "s" => n.checked_mul(1000)?,
-        "ms" => n,
-        "m" | "min" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        "d" => n.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
 }
 
 fn duration(key: &str, text: &str, v: &toml::Spanned<RawDuration>, allow_off: bool) -> Result<Option<Duration>, ConfigError> {

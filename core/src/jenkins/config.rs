@@ -30,44 +30,14 @@
 //! job = "webapp"
 //! ```
 
-use crate::fetch::config::{parse_duration, BrokerSection};
+pub use crate::config::ConfigError;
+use crate::config::{duration_or as duration, BrokerSection, RawDuration};
 use crate::message::Wire;
 use regex::Regex;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Why a configuration was refused; names the file and the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: {source}")]
-    Read {
-        /// The file.
-        file: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML or not the expected shape (the message has line and column).
-    #[error("{file}: {message}")]
-    Syntax {
-        /// The file.
-        file: String,
-        /// toml's description.
-        message: String,
-    },
-    /// A value that parses but makes no sense.
-    #[error("{file}: {key}: {message}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// The dotted key.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 /// Where a secret comes from: a file (first line) or an environment variable; never the config itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,13 +143,6 @@ struct RawBroker {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum RawDuration {
-    Seconds(u64),
-    Text(String),
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJenkins {
     url: String,
@@ -218,18 +181,8 @@ struct RawJob {
     parameters: bool,
 }
 
-const STRING_FILE: &str = "<config>";
-
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
-}
-
-fn duration(key: &str, v: Option<RawDuration>, default: Duration) -> Result<Duration, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(RawDuration::Seconds(n)) => Ok(Duration::from_secs(n)),
-        Some(RawDuration::Text(t)) => parse_duration(&t).ok_or_else(|| invalid(key, format!("{t:?} is not a duration (30s, 500ms, 2m or seconds)"))),
-    }
+    ConfigError::invalid(key, message)
 }
 
 fn secret(key: &str, file: Option<PathBuf>, env: Option<String>) -> Result<Option<SecretSource>, ConfigError> {
@@ -258,18 +211,12 @@ fn job(key: &str, raw: RawJob) -> Result<JobConfig, ConfigError> {
 impl JenkinsConfig {
     /// Reads and parses a file (errors name it).
     pub fn load(path: &Path) -> Result<JenkinsConfig, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        JenkinsConfig::parse(&text).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { file, message },
-            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { file, key, message },
-            other => other,
-        })
+        JenkinsConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))
     }
 
     /// Parses a configuration text (errors name `<config>` as the file).
     pub fn parse(text: &str) -> Result<JenkinsConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax { file: STRING_FILE.into(), message: e.to_string().trim_end().replace('\n', " ") })?;
+        let raw: RawConfig = crate::config::parse_toml(text)?;
         let wire = match &raw.wire {
             None => Wire::Json,
             Some(w) => w.parse().map_err(|_| invalid("wire", format!("unknown wire {w:?} (expected json or legacy)")))?,

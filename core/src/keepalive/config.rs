@@ -21,41 +21,13 @@
 //! mode = "hold"                             # one connection kept open with heart-beats
 //! ```
 
-use crate::fetch::config::parse_duration;
+use crate::config::parse_duration;
+pub use crate::config::ConfigError;
 use crate::stomp::url::Secret;
 use crate::stomp::{ClientConfig, HeartbeatConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Why the configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// TOML syntax or an unknown key (the message names line and column).
-    #[error("{file}: {message}")]
-    Syntax {
-        /// The file (or `<config>`).
-        file: String,
-        /// toml's description.
-        message: String,
-    },
-    /// A value is wrong.
-    #[error("{key}: {why}")]
-    Invalid {
-        /// The key (`target[2].url`).
-        key: String,
-        /// What is wrong.
-        why: String,
-    },
-}
 
 /// How a target is kept alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -136,7 +108,7 @@ struct RawConfig {
 }
 
 fn invalid(key: impl Into<String>, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), why: why.into() }
+    ConfigError::invalid(key, why)
 }
 
 fn read_passcode(key: &str, file: &Path) -> Result<Secret, ConfigError> {
@@ -147,16 +119,12 @@ fn read_passcode(key: &str, file: &Path) -> Result<Secret, ConfigError> {
 impl KeepaliveConfig {
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<KeepaliveConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        KeepaliveConfig::parse(&text).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { file: path.display().to_string(), message },
-            other => other,
-        })
+        KeepaliveConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))
     }
 
     /// Parses a configuration text, reading the passcode files it names.
     pub fn parse(text: &str) -> Result<KeepaliveConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax { file: "<config>".into(), message: e.to_string().trim_end().to_owned() })?;
+        let raw: RawConfig = crate::config::parse_toml(text)?;
         let interval = match raw.interval {
             None => Duration::from_secs(60),
             Some(s) => parse_duration(&s).filter(|d| !d.is_zero()).ok_or_else(|| invalid("interval", format!("{s:?} is not a duration such as 60s or 500ms")))?,
@@ -211,12 +179,12 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = KeepaliveConfig::parse("[[target]]\nurl = \"http://x\"").unwrap_err();
-        assert!(e.to_string().starts_with("target[0].url"), "{e}");
+        assert!(e.to_string().starts_with("<config>: target[0].url"), "{e}");
         let e = KeepaliveConfig::parse("interval = \"soon\"").unwrap_err();
-        assert!(e.to_string().starts_with("interval"), "{e}");
+        assert!(e.to_string().starts_with("<config>: interval"), "{e}");
         let e = KeepaliveConfig::parse("[[target]]\nmode = \"shout\"").unwrap_err();
         assert!(e.to_string().contains("shout") || e.to_string().contains("mode"), "{e}");
         let e = KeepaliveConfig::parse("[[target]]\npasscode_file = \"/nonexistent/dk\"").unwrap_err();
-        assert!(e.to_string().starts_with("target[0].passcode_file"), "{e}");
+        assert!(e.to_string().starts_with("<config>: target[0].passcode_file"), "{e}");
     }
 }

@@ -36,8 +36,8 @@
 //! A forge is served when its section is present (all three when none is).
 //! Secrets are read from files or the environment, never from the config itself.
 
-use crate::fetch::config::parse_duration;
-pub use crate::fetch::config::BrokerSection;
+use crate::config::parse_duration;
+pub use crate::config::{BrokerSection, ConfigError};
 use crate::forge::signature::HookSecret;
 use crate::forge::{Naming, RepoNameRule};
 use crate::message::{Destinations, Wire};
@@ -47,37 +47,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Why the configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// TOML syntax or an unknown key (the message names line and column).
-    #[error("{file}: {message}")]
-    Syntax {
-        /// The file (or `<config>`).
-        file: String,
-        /// toml's description.
-        message: String,
-    },
-    /// A value is wrong.
-    #[error("{key}: {why}")]
-    Invalid {
-        /// The dotted key.
-        key: String,
-        /// What is wrong.
-        why: String,
-    },
-}
-
 fn invalid(key: &str, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.to_owned(), why: why.into() }
+    ConfigError::invalid(key, why)
 }
 
 /// The forges dk-webhook understands.
@@ -234,16 +205,12 @@ fn read_secret(key: &str, file: Option<&Path>, env: Option<&str>) -> Result<Opti
 impl WebhookConfig {
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<WebhookConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        WebhookConfig::parse(&text).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { file: path.display().to_string(), message },
-            other => other,
-        })
+        WebhookConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))
     }
 
     /// Parses a configuration text, reading the secret files it names.
     pub fn parse(text: &str) -> Result<WebhookConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax { file: "<config>".into(), message: e.to_string().trim_end().to_owned() })?;
+        let raw: RawConfig = crate::config::parse_toml(text)?;
         let mut c = WebhookConfig::default();
         if let Some(l) = raw.listen {
             c.listen = l.parse().map_err(|_| invalid("listen", format!("{l:?} is not an address such as 127.0.0.1:8088")))?;
@@ -353,14 +320,14 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = WebhookConfig::parse("listen = \"nowhere\"").unwrap_err();
-        assert!(e.to_string().starts_with("listen:"), "{e}");
+        assert!(e.to_string().starts_with("<config>: listen:"), "{e}");
         let e = WebhookConfig::parse("[github]\nsecret_file = \"/nonexistent/dk\"").unwrap_err();
-        assert!(e.to_string().starts_with("github.secret_file:"), "{e}");
+        assert!(e.to_string().starts_with("<config>: github.secret_file:"), "{e}");
         let e = WebhookConfig::parse("[gitlab]\nsecret_file = \"/x\"").unwrap_err();
         assert!(e.to_string().contains("token"), "{e}");
         let e = WebhookConfig::parse("bogus = 1").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
         let e = WebhookConfig::parse("[github]\npath = \"/x\"\n[gitea]\npath = \"/x\"").unwrap_err();
-        assert!(e.to_string().starts_with("gitea.path"), "{e}");
+        assert!(e.to_string().starts_with("<config>: gitea.path"), "{e}");
     }
 }

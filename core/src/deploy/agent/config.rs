@@ -16,44 +16,14 @@
 //! deploy = ["ops"]              # keys that may deploy (default: none)
 //! ```
 
+pub use crate::config::ConfigError;
+use crate::config::{BrokerSection, RawDuration};
 use crate::deploy::keys::PublicKey;
-use crate::fetch::config::{parse_duration, BrokerSection};
 use crate::message::publisher::Destinations;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A configuration that cannot be used, with the file and key concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum AgentConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML or not the expected shape (the message carries line and column).
-    #[error("{file}: {message}")]
-    Syntax {
-        /// The file.
-        file: String,
-        /// The parser's message.
-        message: String,
-    },
-    /// A value is not acceptable.
-    #[error("{file}: {key}: {message}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// The dotted key.
-        key: String,
-        /// Why.
-        message: String,
-    },
-}
 
 /// A link re-pointed at each deploy: `target` becomes a symlink to `RELEASE/path`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -156,13 +126,6 @@ struct Raw {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum RawDuration {
-    Seconds(u64),
-    Text(String),
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSite {
     repo: PathBuf,
@@ -190,19 +153,14 @@ pub fn valid_name(name: &str) -> bool {
 
 impl AgentConfig {
     /// Reads and parses `path`.
-    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read { path: path.to_owned(), source })?;
-        AgentConfig::parse_named(&text, &path.display().to_string())
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))
     }
 
-    /// Parses a configuration text (errors name `<config>`).
-    pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
-        AgentConfig::parse_named(text, "<config>")
-    }
-
-    fn parse_named(text: &str, file: &str) -> Result<AgentConfig, AgentConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| AgentConfigError::Syntax { file: file.into(), message: e.to_string().trim().replace('\n', " ") })?;
-        let invalid = |key: String, message: String| AgentConfigError::Invalid { file: file.into(), key, message };
+    /// Parses a configuration text (errors name `<config>`; [`AgentConfig::load`] names the file).
+    pub fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        let raw: Raw = crate::config::parse_toml(text)?;
+        let invalid = |key: String, message: String| ConfigError::invalid(key, message);
         let mut trusted_keys = BTreeMap::new();
         for (name, text) in raw.trusted_keys {
             if !valid_name(&name) {
@@ -211,13 +169,7 @@ impl AgentConfig {
             let key = PublicKey::parse(&text).map_err(|e| invalid(format!("trusted_keys.{name}"), e.to_string()))?;
             trusted_keys.insert(name, key);
         }
-        let duration = |key: String, d: Option<RawDuration>, default: Duration| -> Result<Duration, AgentConfigError> {
-            match d {
-                None => Ok(default),
-                Some(RawDuration::Seconds(n)) => Ok(Duration::from_secs(n)),
-                Some(RawDuration::Text(t)) => parse_duration(&t).ok_or_else(|| invalid(key, format!("{t:?}: expected a duration such as 30s, 5m or 1h"))),
-            }
-        };
+        let duration = |key: String, d: Option<RawDuration>, default: Duration| -> Result<Duration, ConfigError> { d.map_or(Ok(default), |d| d.resolve(&key)) };
         let mut sites = BTreeMap::new();
         for (name, s) in raw.sites {
             let key = |k: &str| format!("sites.{name}.{k}");

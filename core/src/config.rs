@@ -1,0 +1,198 @@
+//! What every daemon's TOML configuration shares: one error type that names
+//! the file, line and column or the dotted key; reading and parsing; the
+//! `[broker]` section; durations.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file name errors carry when a configuration was parsed from a string.
+pub const STRING_FILE: &str = "<config>";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong type / unknown key.
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        /// The file (`<config>` when parsed from a string).
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// toml's message (first line).
+        message: String,
+    },
+    /// A value that parses but makes no sense; `key` is the dotted key.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The file (`<config>` when parsed from a string).
+        file: String,
+        /// The dotted key, e.g. `repos.site.mode`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A legacy (stomp-git YAML) file that cannot be imported.
+    #[error("legacy YAML: {0}")]
+    Legacy(String),
+}
+
+impl ConfigError {
+    /// A value error for dotted `key` (the file is filled in by [`ConfigError::with_file`]).
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
+    }
+
+    /// The same error, naming `path` as the file.
+    pub fn with_file(self, path: &Path) -> ConfigError {
+        let name = path.display().to_string();
+        match self {
+            ConfigError::Syntax { line, column, message, .. } => ConfigError::Syntax { file: name, line, column, message },
+            ConfigError::Invalid { key, message, .. } => ConfigError::Invalid { file: name, key, message },
+            other => other,
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Reads a configuration file.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
+}
+
+/// Parses TOML text into `T`; syntax and shape errors carry line and column.
+pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+        let message = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
+        ConfigError::Syntax { file: STRING_FILE.into(), line, column, message }
+    })
+}
+
+/// The `[broker]` section every daemon's config shares (url and vhost default to
+/// `stomp://127.0.0.1:61613` and `/`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    /// Broker URL (`stomp://`, `stomp+ssl://`, failover form).
+    #[serde(default = "default_broker_url")]
+    pub url: String,
+    /// STOMP `host` header (virtual host).
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    /// Login, if the broker wants one.
+    pub login: Option<String>,
+    /// File holding the passcode (first line), never the passcode itself.
+    pub passcode_file: Option<PathBuf>,
+}
+
+fn default_broker_url() -> String {
+    "stomp://127.0.0.1:61613".into()
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+impl Default for BrokerSection {
+    fn default() -> BrokerSection {
+        BrokerSection { url: default_broker_url(), vhost: default_vhost(), login: None, passcode_file: None }
+    }
+}
+
+/// Parses `"90"`, `"30s"`, `"10m"`, `"2h"`, `"1d"`, `"500ms"`; integers are seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "s" => n.checked_mul(1000)?,
+        "ms" => n,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// A duration as written in a config: a number of seconds or text such as `30s`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Seconds.
+    Seconds(u64),
+    /// `500ms`, `30s`, `10m`, `2h`, `1d`.
+    Text(String),
+}
+
+impl RawDuration {
+    /// The duration, or an error for dotted `key`.
+    pub fn resolve(&self, key: &str) -> Result<Duration, ConfigError> {
+        match self {
+            RawDuration::Seconds(n) => Ok(Duration::from_secs(*n)),
+            RawDuration::Text(t) => parse_duration(t).ok_or_else(|| ConfigError::invalid(key, format!("{t:?}: expected a duration such as 500ms, 30s, 5m or 1h"))),
+        }
+    }
+}
+
+/// A duration setting: `default` when absent.
+pub fn duration_or(key: &str, v: Option<RawDuration>, default: Duration) -> Result<Duration, ConfigError> {
+    v.map_or(Ok(default), |d| d.resolve(key))
+}
+
+/// The `wire` setting: `json` (default) or `legacy`.
+pub fn wire(v: Option<String>) -> Result<crate::message::Wire, ConfigError> {
+    match v {
+        None => Ok(crate::message::Wire::Json),
+        Some(w) => w.parse().map_err(|_| ConfigError::invalid("wire", format!("unknown wire {w:?} (expected json or legacy)"))),
+    }
+}
+
+/// A destination setting: `default` when absent; no empty names or line breaks.
+pub fn topic(key: &str, v: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let v = v.unwrap_or_else(|| default.to_owned());
+    if v.trim().is_empty() || v.contains(['\n', '\r', '\0']) {
+        return Err(ConfigError::invalid(key, format!("invalid destination {v:?}")));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_carry_line_and_column_and_the_file() {
+        #[derive(Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            #[allow(dead_code)]
+            a: u32,
+        }
+        let e = parse_toml::<C>("a = 1\nb = 2\n").unwrap_err().with_file(Path::new("/etc/x.toml")).to_string();
+        assert!(e.starts_with("/etc/x.toml:2:1: unknown field `b`"), "{e}");
+        assert_eq!(RawDuration::Text("5m".into()).resolve("k").unwrap(), Duration::from_secs(300));
+        assert!(RawDuration::Text("5 parsecs".into()).resolve("x.y").unwrap_err().to_string().contains("x.y"));
+    }
+}
