@@ -5,24 +5,19 @@
 //! The window does not slide, so a steady stream of pushes still triggers a
 //! build every `window` instead of never.
 
+use crate::coalesce::Coalescer;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Pending triggers per key, each due at the end of its window.
+/// Pending triggers per key, each due at the end of its window: one
+/// [`Coalescer`] per key whose quiet period and longest wait are both the
+/// window (so the window is fixed from the first note).
 #[derive(Debug)]
 pub struct QuietPeriod<K, V> {
     window: Duration,
-    pending: HashMap<K, Pending<V>>,
-}
-
-/// One key's pending value.
-#[derive(Debug)]
-struct Pending<V> {
-    due: Instant,
-    value: V,
-    merged: u32,
+    pending: HashMap<K, Coalescer<V>>,
 }
 
 /// A key whose window ended: its newest value and how many notes it absorbed.
@@ -34,6 +29,11 @@ pub struct Due<K, V> {
     pub value: V,
     /// How many notes the window absorbed (1 = no burst).
     pub count: u32,
+}
+
+fn due<K, V>(key: K, mut values: Vec<V>) -> Option<Due<K, V>> {
+    let count = values.len() as u32;
+    values.pop().map(|value| Due { key, value, count })
 }
 
 impl<K: Hash + Eq + Clone, V> QuietPeriod<K, V> {
@@ -49,33 +49,27 @@ impl<K: Hash + Eq + Clone, V> QuietPeriod<K, V> {
 
     /// Notes a value for `key` at `now`; returns whether it opened a new window.
     pub fn note(&mut self, key: K, value: V, now: Instant) -> bool {
-        match self.pending.get_mut(&key) {
-            Some(p) => {
-                p.value = value;
-                p.merged += 1;
-                false
-            }
-            None => {
-                self.pending.insert(key, Pending { due: now + self.window, value, merged: 1 });
-                true
-            }
-        }
+        let window = self.window;
+        let c = self.pending.entry(key).or_insert_with(|| Coalescer::new(window, Duration::ZERO).max_wait(window));
+        let opened = c.is_empty();
+        c.push(value, now);
+        opened
     }
 
     /// The earliest end of a window, if any is open.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.due).min()
+        self.pending.values().filter_map(Coalescer::due).min()
     }
 
     /// Removes and returns every key whose window ended by `now`.
     pub fn take_due(&mut self, now: Instant) -> Vec<Due<K, V>> {
-        let keys: Vec<K> = self.pending.iter().filter(|(_, p)| p.due <= now).map(|(k, _)| k.clone()).collect();
-        keys.into_iter().filter_map(|k| self.pending.remove(&k).map(|p| Due { key: k, value: p.value, count: p.merged })).collect()
+        let keys: Vec<K> = self.pending.iter().filter(|(_, c)| c.due().is_some_and(|d| d <= now)).map(|(k, _)| k.clone()).collect();
+        keys.into_iter().filter_map(|k| self.pending.remove(&k).and_then(|mut c| due(k, c.take_all()))).collect()
     }
 
     /// Removes and returns everything (shutdown: trigger now rather than lose it).
     pub fn take_all(&mut self) -> Vec<Due<K, V>> {
-        self.pending.drain().map(|(key, p)| Due { key, value: p.value, count: p.merged }).collect()
+        self.pending.drain().filter_map(|(key, mut c)| due(key, c.take_all())).collect()
     }
 
     /// How many keys have an open window.
