@@ -122,6 +122,26 @@ impl BrokerArgs {
     }
 }
 
+/// Runs a tool's async body on a multi-thread runtime and turns its result into
+/// the exit code: the body's own, or 3 after printing `NAME: error` (what every
+/// daemon documents for "broker unreachable at start-up" and other bus errors).
+pub fn block_on(name: &str, body: impl std::future::Future<Output = Result<std::process::ExitCode>>) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
 /// Sets up `tracing` to stderr: `RUST_LOG` wins, else warn (info with `-v`, debug with `-vv`).
 pub fn init_logging(verbose: u8) {
     let default = match verbose {

@@ -73,20 +73,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-agent: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dk-agent: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    dk_tools::cli::block_on("dk-agent", async { run(cli, config).await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run(cli: Cli, config: AgentConfig) -> Result<()> {

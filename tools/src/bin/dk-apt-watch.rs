@@ -79,20 +79,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-apt-watch: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, config)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dk-apt-watch: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    dk_tools::cli::block_on("dk-apt-watch", run(cli, config))
 }
 
 async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {

@@ -91,20 +91,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-fetch: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, config)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dk-fetch: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    dk_tools::cli::block_on("dk-fetch", run(cli, config))
 }
 
 /// The repository operation: in-process, or through `dk-fetch __fetch-as` for `user = "…"` repos.

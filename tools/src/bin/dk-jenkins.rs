@@ -68,20 +68,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-jenkins: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&cli, config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dk-jenkins: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    dk_tools::cli::block_on("dk-jenkins", async { run(&cli, config).await.map(|()| ExitCode::SUCCESS) })
 }
 
 /// Every secret the config names must be readable now.

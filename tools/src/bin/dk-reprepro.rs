@@ -74,20 +74,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-reprepro: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, config)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dk-reprepro: {e:#}");
-            ExitCode::from(3)
-        }
-    }
+    dk_tools::cli::block_on("dk-reprepro", run(cli, config))
 }
 
 async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
