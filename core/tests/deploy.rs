@@ -502,3 +502,15 @@ async fn tags_newest_first_and_dry_run_shows_the_log() {
     assert_eq!(subjects, vec!["release 3", "release 2"]);
     assert_eq!(rig.live("node-a").as_deref(), Some("v1"), "a dry run changes nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_hook_user_fails_the_step_instead_of_running_hooks_as_the_agent() {
+    let rig = Rig::start_with(Target::embedded().await, "user = \"dk-no-such-user\"").await;
+    rig.hook("node-a", "pre-deploy", "touch ../RAN");
+    let report = rig.deploy("v1").await;
+    let a = &report.nodes[0];
+    assert_eq!(a.state, NodeState::Failed);
+    assert!(a.error.as_deref().unwrap().contains("\"dk-no-such-user\""), "{a:?}");
+    assert!(!rig.home("node-a").join("RAN").exists(), "the hook did not run");
+    assert_eq!(rig.live("node-a"), None);
+}

@@ -70,11 +70,20 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn hook(&self, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> Option<HookSpec> {
-        let dir = self.site.hooks.clone()?;
-        let user = self.site.user.as_deref().and_then(|u| crate::fetch::privilege::lookup_user(u).ok().flatten());
+    /// The hook invocation (`Ok(None)`: no hooks directory); an error when the
+    /// configured `user` cannot be resolved (hooks never fall back to the agent's own user).
+    fn hook(&self, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> Result<Option<HookSpec>, String> {
+        let Some(dir) = self.site.hooks.clone() else { return Ok(None) };
+        let user = match self.site.user.as_deref() {
+            None => None,
+            Some(u) => match crate::fetch::privilege::lookup_user(u) {
+                Ok(Some(p)) => Some(p),
+                Ok(None) => return Err(format!("user {u:?} (the site's `user`) does not exist; hooks never run as the agent's own user instead")),
+                Err(e) => return Err(format!("looking up user {u:?}: {e}")),
+            },
+        };
         let path = |d: &str| self.site.releases.join(d).display().to_string();
-        Some(HookSpec {
+        Ok(Some(HookSpec {
             dir,
             name,
             tag: tag.to_owned(),
@@ -88,7 +97,7 @@ impl Ctx<'_> {
             ],
             timeout: self.site.step_timeout,
             user,
-        })
+        }))
     }
 
     /// Runs a hook step; `true` if it succeeded or was skipped.
@@ -96,8 +105,9 @@ impl Ctx<'_> {
         self.reporter.started(name).await;
         let t0 = Instant::now();
         let ran = match self.hook(name, tag, release, previous) {
-            Some(spec) => hooks::run(&spec).await,
-            None => None,
+            Ok(Some(spec)) => hooks::run(&spec).await,
+            Ok(None) => None,
+            Err(e) => return self.internal(out, name, t0, Err(e)).await,
         };
         let r = match ran {
             None => StepResult { step: name.into(), state: StepState::Skipped, exit_code: None, duration_ms: ms(t0), stdout: String::new(), stderr: String::new(), error: None },
