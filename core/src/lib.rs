@@ -36,6 +36,7 @@
 //! - [`aptwatch`]: dk-apt-watch: package messages in, one `apt-get update` per burst out.
 //! - [`coalesce`]: a burst of triggers → one run (quiet period, minimum interval).
 //! - [`config`]: what every daemon's TOML config shares (errors with line/column or key, `[broker]`, durations).
+//! - [`health`]: every daemon's `/healthz` and Prometheus `/metrics` (connected, counters, last message, last error).
 //! - [`command`]: external programs by argument vector, with a time limit.
 //!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
@@ -52,6 +53,7 @@ pub mod deploy;
 pub mod fetch;
 pub mod forge;
 pub mod git;
+pub mod health;
 pub mod jenkins;
 pub mod keepalive;
 pub mod message;

@@ -122,6 +122,26 @@ impl BrokerArgs {
     }
 }
 
+/// `--metrics-listen`: where a daemon serves `/healthz` and Prometheus `/metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Serve GET /healthz (JSON; 503 while disconnected) and GET /metrics (Prometheus) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "DK_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl HealthArgs {
+    /// The daemon's health, served when `--metrics-listen` is given.
+    pub async fn start(&self, daemon: &str, client: &deploykit::stomp::Client) -> Result<deploykit::health::Health> {
+        let health = deploykit::health::Health::new(daemon, Some(client.clone()));
+        if let Some(addr) = self.metrics_listen {
+            let (local, _task) = health.serve(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+            tracing::info!("serving /healthz and /metrics on http://{local}");
+        }
+        Ok(health)
+    }
+}
+
 /// Runs a tool's async body on a multi-thread runtime and turns its result into
 /// the exit code: the body's own, or 3 after printing `NAME: error` (what every
 /// daemon documents for "broker unreachable at start-up" and other bus errors).

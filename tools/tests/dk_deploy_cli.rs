@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{broker, git, Proc, TmpDir};
+use common::{broker, git, http, Proc, TmpDir};
 use deploykit::deploy::controller::{Controller, ControllerConfig, Window};
 use deploykit::deploy::keys::SecretKey;
 use deploykit::message::{DeployAction, Filters, StepState};
@@ -236,4 +236,40 @@ fn the_example_agent_config_checks_out_once_its_key_is_real() {
     let out = dk("dk-agent").arg("--check").arg("--config").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/agent.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("trusted_keys.ops"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_health_and_metrics() {
+    let dir = TmpDir::new("health");
+    let (mut broker, url) = broker();
+    let key = SecretKey::generate().unwrap();
+    let config = setup(&dir.0, &key, &url);
+    let mut c = dk("dk-agent");
+    c.arg("--config").arg(&config).args(["-v", "--metrics-listen", "127.0.0.1:0"]);
+    let mut agent = Proc::spawn(c);
+    let line = agent.line(Duration::from_secs(20), |l| l.contains("serving /healthz and /metrics"));
+    let addr = line.split("http://").nth(1).unwrap().trim().to_owned();
+    let client = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
+    let controller = Controller::new(client, ControllerConfig::new("ann", Some(key))).await.unwrap();
+    let one = Window { timeout: Duration::from_secs(20), expect: Some(1) };
+    assert_eq!(controller.status("www", Filters::default(), one).await.unwrap()[0].state, StepState::Ok);
+    let req = controller.request(DeployAction::Deploy, Some("www"), Some("v9"), Filters::default());
+    assert_eq!(controller.gather(&req, one).await.unwrap()[0].state, StepState::Refused);
+    let a = addr.clone();
+    let (code, body) = tokio::task::spawn_blocking(move || http(&a, "GET", "/healthz", &[], b"")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((h["daemon"].as_str(), h["connected"].as_bool(), h["messages"].as_u64(), h["errors"].as_u64()), (Some("dk-agent"), Some(true), Some(2), Some(1)), "{h}");
+    assert!(h["last_error"].as_str().unwrap().contains("no tag or branch \"v9\""), "{h}");
+    let a = addr.clone();
+    let (code, metrics) = tokio::task::spawn_blocking(move || http(&a, "GET", "/metrics", &[], b"")).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("deploykit_messages_total{daemon=\"dk-agent\"} 2\n") && metrics.contains("deploykit_connected{daemon=\"dk-agent\"} 1\n"), "{metrics}");
+    // The broker goes away: /healthz turns 503 once the agent notices (it logs the loss).
+    broker.signal("KILL");
+    let _ = broker.child.wait();
+    agent.line(Duration::from_secs(30), |l| l.contains("connection lost") || l.contains("reconnect"));
+    let (code, body) = tokio::task::spawn_blocking(move || http(&addr, "GET", "/healthz", &[], b"")).await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"status\":\"disconnected\""), "{body}");
 }

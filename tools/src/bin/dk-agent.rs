@@ -4,9 +4,10 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
+use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
+use deploykit::health::Outcome;
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,6 +45,8 @@ struct Cli {
     config: PathBuf,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     /// Validate the config, print identity and sites, and exit.
     #[arg(long)]
     check: bool,
@@ -84,6 +87,13 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<()> {
     }
     let (identity, sites, topic) = (config.identity.clone(), config.sites.len(), config.destinations.deploy.clone());
     let handle = Agent::start(config, client.clone()).await?;
+    let health = cli.health.start("dk-agent", &client).await?;
+    health.watch(handle.subscribe(), |e| match e {
+        AgentEvent::Ignored { .. } => Outcome::Ignore,
+        AgentEvent::Done { ok: true, .. } => Outcome::Message,
+        AgentEvent::Done { request_id, action, .. } => Outcome::Error(format!("{action:?} {request_id} failed")),
+        AgentEvent::Refused { request_id, reason } => Outcome::Error(format!("refused {request_id}: {reason}")),
+    });
     tracing::info!(%identity, sites, %topic, "dk-agent started");
     wait_for_signals(&handle, &cli.config).await?;
     tracing::info!("shutting down: letting running deploys finish");

@@ -5,9 +5,11 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use deploykit::aptwatch::WatchEvent;
 use deploykit::aptwatch::{self, AptWatchConfig, AptWatchHandle};
+use deploykit::health::{Health, Outcome};
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,6 +41,8 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     /// Validate the config, print its meaning and check the action's program exists.
     #[arg(long)]
     check: bool,
@@ -85,7 +89,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
     let client = Client::connect(cli.broker.with_section(&config.broker).client_config()?).await.context("connecting to the broker")?;
     let handle = aptwatch::start(config, client.clone()).await?;
-    let handle = wait_for_signals(handle, cli.config.as_deref(), &client).await?;
+    let health = cli.health.start("dk-apt-watch", &client).await?;
+    watch(&health, &handle);
+    let handle = wait_for_signals(handle, cli.config.as_deref(), &client, &health).await?;
     let stats = handle.shutdown().await;
     tracing::info!(?stats, "stopped");
     let _ = client.disconnect().await;
@@ -94,7 +100,16 @@ async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
 
 /// Returns on SIGTERM/SIGINT; on SIGHUP starts a daemon with the new
 /// configuration (subscribed before the old one is stopped, so no message falls between).
-async fn wait_for_signals(mut handle: AptWatchHandle, path: Option<&Path>, client: &Client) -> Result<AptWatchHandle> {
+/// Feeds `health` from a daemon's events (again after every reload).
+fn watch(health: &Health, handle: &AptWatchHandle) {
+    health.watch(handle.subscribe(), |e| match e {
+        WatchEvent::Ran(r) if r.ok => Outcome::Message,
+        WatchEvent::Ran(r) => Outcome::Error(format!("action {}", r.status)),
+        _ => Outcome::Ignore,
+    });
+}
+
+async fn wait_for_signals(mut handle: AptWatchHandle, path: Option<&Path>, client: &Client, health: &Health) -> Result<AptWatchHandle> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -110,6 +125,7 @@ async fn wait_for_signals(mut handle: AptWatchHandle, path: Option<&Path>, clien
                     Ok(new) => {
                         let (_, pending) = std::mem::replace(&mut handle, new).stop().await;
                         handle.hand_over(pending).await;
+                        watch(health, &handle);
                         tracing::info!("configuration reloaded");
                     }
                     Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),

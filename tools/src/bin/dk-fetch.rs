@@ -6,10 +6,11 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use deploykit::fetch::config::FetchConfig;
-use deploykit::fetch::daemon::{self, DaemonOptions, FetchDaemon, Runner};
+use deploykit::fetch::daemon::{self, DaemonEvent, DaemonOptions, FetchDaemon, Runner};
 use deploykit::fetch::{config, ops, privilege};
+use deploykit::health::Outcome;
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ struct Cli {
     config: PathBuf,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     /// Fetch every configured repo once, publish the results, and exit (non-zero if any failed).
     #[arg(long, conflicts_with_all = ["check", "import_legacy"])]
     once: bool,
@@ -139,6 +142,13 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let client = Client::connect(client_config).await.context("connecting to the broker")?;
     tracing::info!(repos = config.repos.len(), topic = %config.commits_topic, "dk-fetch started");
     let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
+    let health = cli.health.start("dk-fetch", &client).await?;
+    health.watch(handle.subscribe(), |e| match e {
+        DaemonEvent::Fetched(r) if r.ok => Outcome::Message,
+        DaemonEvent::Fetched(r) => Outcome::Error(format!("{}: {}", r.repo, r.error.as_deref().unwrap_or("failed"))),
+        DaemonEvent::Rejected { repo, why, .. } => Outcome::Error(format!("rejected {repo:?}: {why}")),
+        _ => Outcome::Ignore,
+    });
     wait_for_signals(&handle, &cli.config).await?;
     tracing::info!("shutting down: finishing running fetches");
     let stats = handle.shutdown().await;

@@ -5,9 +5,11 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use deploykit::health::Outcome;
+use deploykit::jenkins::daemon::JenkinsEvent;
 use deploykit::jenkins::{daemon, JenkinsConfig};
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -39,6 +41,8 @@ struct Cli {
     config: PathBuf,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     /// Validate the config and read every secret it names; one line per problem; exit 1 if any.
     #[arg(long)]
     check: bool,
@@ -96,6 +100,12 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<()> {
     let client = Client::connect(client_config).await.context("connecting to the broker")?;
     let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
     let handle = daemon::start(config, client.clone()).await?;
+    let health = cli.health.start("dk-jenkins", &client).await?;
+    health.watch(handle.subscribe(), |e| match e {
+        JenkinsEvent::Triggered { .. } => Outcome::Message,
+        JenkinsEvent::Failed { job, error } => Outcome::Error(format!("{job}: {error}")),
+        _ => Outcome::Ignore,
+    });
     // Logged once the commit topic is subscribed (tests and operators rely on that order).
     tracing::info!(repos, %topic, %jenkins, "dk-jenkins started");
     let result = wait_for_signals(&handle, &cli.config).await;

@@ -6,9 +6,10 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use deploykit::debrepo::{self, RepoEvent, RepreproConfig};
+use deploykit::health::{Health, Outcome};
 use deploykit::message::PackageAction;
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -42,6 +43,8 @@ struct Cli {
     config: PathBuf,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     /// Include every complete .deb once (waiting `settle` to see files are not growing), publish, exit.
     #[arg(long, conflicts_with = "check")]
     once: bool,
@@ -117,7 +120,9 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
     let client = Client::connect(client_config).await.context("connecting to the broker")?;
     let handle = debrepo::start(config.clone(), Some(client.clone())).await?;
     tracing::info!(inotify = handle.inotify(), "dk-reprepro started");
-    let handle = wait_for_signals(handle, config, &cli.config, &client).await?;
+    let health = cli.health.start("dk-reprepro", &client).await?;
+    watch(&health, &handle);
+    let handle = wait_for_signals(handle, config, &cli.config, &client, &health).await?;
     let stats = handle.shutdown().await;
     tracing::info!(?stats, "stopped");
     let _ = client.disconnect().await;
@@ -126,7 +131,19 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
 
 /// Returns on SIGTERM/SIGINT; on SIGHUP stops the watcher (after the file in
 /// progress) and starts one with the new configuration — or, if that fails, the old one again.
-async fn wait_for_signals(mut handle: debrepo::RepreproHandle, mut current: RepreproConfig, path: &Path, client: &Client) -> Result<debrepo::RepreproHandle> {
+/// Feeds `health` from a watcher's events (again after every reload).
+fn watch(health: &Health, handle: &debrepo::RepreproHandle) {
+    health.watch(handle.subscribe(), |e| match e {
+        RepoEvent::Done { package, .. } if package.action != PackageAction::Failed => Outcome::Message,
+        RepoEvent::Done { package, .. } => Outcome::Error(format!("{} {} refused", package.name, package.version)),
+        RepoEvent::Stuck { error, .. } => Outcome::Error(error.clone()),
+        RepoEvent::Retry { file, error } => Outcome::Error(format!("{}: {error}", file.display())),
+        #[allow(unreachable_patterns)]
+        _ => Outcome::Ignore,
+    });
+}
+
+async fn wait_for_signals(mut handle: debrepo::RepreproHandle, mut current: RepreproConfig, path: &Path, client: &Client, health: &Health) -> Result<debrepo::RepreproHandle> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -149,6 +166,7 @@ async fn wait_for_signals(mut handle: debrepo::RepreproHandle, mut current: Repr
                             debrepo::start(current.clone(), Some(client.clone())).await.context("restarting with the old configuration")?
                         }
                     };
+                    watch(health, &handle);
                 }
                 Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
             },
