@@ -735,7 +735,7 @@ async fn server_heart_beats_arrive_at_the_negotiated_interval() {
         let n = timeout(Duration::from_secs(1), w.stream.read(&mut chunk)).await.expect("no heart-beat within 1 s").expect("read");
         assert!(n > 0, "closed");
         assert!(chunk[..n].iter().all(|&b| b == b'\n'), "only EOLs expected: {:?}", &chunk[..n]);
-        beats.extend(std::iter::repeat(start.elapsed()).take(n));
+        beats.extend(std::iter::repeat_n(start.elapsed(), n));
     }
     // Four beats at 150 ms take about 600 ms; allow scheduling slack but not a silent second.
     let last = beats[3];

@@ -779,7 +779,7 @@ fn frame_size_limit_is_the_same_for_both_body_kinds() {
     for with_length in [false, true] {
         let make = |n: usize| {
             let mut w = if with_length { format!("SEND\ncontent-length:{n}\n\n") } else { "SEND\n\n".to_owned() }.into_bytes();
-            w.extend(std::iter::repeat(b'x').take(n));
+            w.extend(std::iter::repeat_n(b'x', n));
             w.push(0);
             w
         };

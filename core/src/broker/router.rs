@@ -534,7 +534,7 @@ impl Router {
         };
         // A message kept for later gets its own small allocations, so it does not
         // pin the (much larger) read buffer its headers and body arrived in.
-        let retained = is_queue && state.queues.get(&destination).map_or(true, |q| q.subs.is_empty());
+        let retained = is_queue && state.queues.get(&destination).is_none_or(|q| q.subs.is_empty());
         let (headers, body) = if retained { (headers.iter().collect::<crate::stomp::Headers>(), Bytes::copy_from_slice(&body)) } else { (headers, body) };
         let msg = Arc::new(Message::new(destination, headers, body));
         let key = msg.destination.as_str();

@@ -466,7 +466,7 @@ impl Session {
     }
 
     fn on_send(&mut self, frame: Frame) -> Result<(), ProtoError> {
-        if frame.get("destination").map_or(true, str::is_empty) {
+        if frame.get("destination").is_none_or(str::is_empty) {
             return Err(ProtoError::new("SEND frame has no destination header"));
         }
         if let Some(tx) = frame.get("transaction") {

@@ -531,7 +531,7 @@ impl Daemon {
         let max_delay = self.options.max_delay;
         let state = self.repos.entry(name.to_owned()).or_default();
         let reconcile = commit.is_none();
-        let quiet_since = state.last_message.map_or(true, |t| now.duration_since(t) >= quiet);
+        let quiet_since = state.last_message.is_none_or(|t| now.duration_since(t) >= quiet);
         if !reconcile {
             state.last_message = Some(now);
         }

@@ -219,7 +219,7 @@ impl AgentConfig {
             }
             for policy in [&s.deploy, s.rollback.as_ref().unwrap_or(&s.deploy)] {
                 for k in policy {
-                    if !trusted_keys.contains_key(k) && !(raw.allow_unsigned && k == "unsigned") {
+                    if !(trusted_keys.contains_key(k) || raw.allow_unsigned && k == "unsigned") {
                         return Err(invalid(key("deploy"), format!("key {k:?} is not in [trusted_keys]")));
                     }
                 }

@@ -5,7 +5,7 @@
 //! exact body, not expired, not replayed), checks the site's policy, and runs
 //! the action, replying step by step to the request's `reply_to`.
 //!
-//! - [`config`]: `agent.toml`.
+//! - [`config`](mod@config): `agent.toml`.
 //! - [`repo`]: tags and branches of a site's clone; validation of names.
 //! - [`hooks`]: running hook scripts (argument vector, timeout, output tails).
 //! - [`releases`]: release directories, the journal, atomic link swaps.
@@ -262,12 +262,9 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
     let done = |ok: bool| {
         let _ = shared.events.send(AgentEvent::Done { request_id: req.request_id.clone(), action: req.action, ok });
     };
-    match req.action {
-        DeployAction::Discover => {
-            reporter.last(StepState::Ok, None, serde_json::to_value(announcement(&config)).unwrap_or_default()).await;
-            return done(true);
-        }
-        _ => {}
+    if req.action == DeployAction::Discover {
+        reporter.last(StepState::Ok, None, serde_json::to_value(announcement(&config)).unwrap_or_default()).await;
+        return done(true);
     }
     let Some(site_name) = req.site.clone() else {
         return refuse("no site given".into()).await;
@@ -329,7 +326,8 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
                     Err(e) => return refuse(e.to_string()).await,
                 };
                 if req.dry_run {
-                    return dry_run(&reporter, site, resolved).await.then(|| done(true)).unwrap_or_else(|| done(false));
+                    let ok = dry_run(&reporter, site, resolved).await;
+                    return done(ok);
                 }
                 steps::deploy(&ctx, resolved).await
             } else {

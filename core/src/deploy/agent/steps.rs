@@ -283,7 +283,7 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
     let prev = live.as_deref();
 
     if !ctx.run_hook(&mut out, "pre-deploy", &tag, &dir, prev).await {
-        return finish(lock, out, site).await;
+        return finish(lock, out);
     }
 
     ctx.reporter.started("checkout").await;
@@ -310,12 +310,12 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
         .and_then(|r| r);
     if !ctx.internal(&mut out, "checkout", t0, res).await {
         discard(site, &mut journal, &dir);
-        return finish(lock, out, site).await;
+        return finish(lock, out);
     }
 
     if !ctx.run_hook(&mut out, "pre-link", &tag, &dir, prev).await {
         discard(site, &mut journal, &dir);
-        return finish(lock, out, site).await;
+        return finish(lock, out);
     }
 
     ctx.reporter.started("link").await;
@@ -329,7 +329,7 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
     }
     if !ctx.internal(&mut out, "link", t0, res).await {
         discard(site, &mut journal, &dir);
-        return finish(lock, out, site).await;
+        return finish(lock, out);
     }
     let _ = lock.update(|i| i.phase = Phase::Linked);
     let _ = journal.set_state(&dir, ReleaseState::Unverified);
@@ -348,7 +348,7 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
             }
         }
     }
-    finish(lock, out, site).await
+    finish(lock, out)
 }
 
 fn discard(site: &SiteConfig, journal: &mut Journal, dir: &str) {
@@ -359,7 +359,7 @@ fn discard(site: &SiteConfig, journal: &mut Journal, dir: &str) {
     remove_temps(site);
 }
 
-async fn finish(lock: SiteLock, out: Outcome, _site: &SiteConfig) -> Result<Outcome, Refusal> {
+fn finish(lock: SiteLock, out: Outcome) -> Result<Outcome, Refusal> {
     if let Err(e) = lock.release() {
         tracing::error!(error = %e, "site lock not released");
     }
@@ -380,7 +380,7 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
     let tag = target.tag.clone();
     let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
     if !ctx.run_hook(&mut out, "pre-deploy", &tag, &target.dir, prev).await || !ctx.run_hook(&mut out, "pre-link", &tag, &target.dir, prev).await {
-        return finish(lock, out, site).await;
+        return finish(lock, out);
     }
     ctx.reporter.started("link").await;
     let t0 = Instant::now();
@@ -392,7 +392,7 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
         }
     }
     if !ctx.internal(&mut out, "link", t0, res).await {
-        return finish(lock, out, site).await;
+        return finish(lock, out);
     }
     let _ = lock.update(|i| i.phase = Phase::Linked);
     out.live = Some(target.dir.clone());
@@ -404,5 +404,5 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
         out.ok = true;
         out.removed = journal.cleanup(site.keep_releases, Some(&target.dir)).unwrap_or_default();
     }
-    finish(lock, out, site).await
+    finish(lock, out)
 }
