@@ -325,6 +325,7 @@ async fn post_deploy_failure_is_reported_and_kept_unless_configured() {
     rig.hook("node-a", "post-deploy", "exit 0");
     let mut rb = rig.spec(DeployAction::Rollback, None);
     rb.filters.identity = vec!["node-a".into()];
+    rb.discovery.expect = None; // a literal -I: discovery stops once node-a answered
     let (r, _) = rig.run(&rb).await;
     assert!(r.ok(), "{r:#?}");
     assert_eq!(rig.live("node-a").as_deref(), Some("v1"));
