@@ -97,7 +97,9 @@ impl History {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let n = conn.execute("UPDATE deploys SET result = 'interrupted', detail = 'dk-web stopped during the deploy', finished_at = ?1 WHERE result = 'running'", params![now()]).map_err(err)?;
+        let n = conn
+            .execute("UPDATE deploys SET result = 'interrupted', detail = 'dk-web stopped during the deploy', finished_at = ?1 WHERE result = 'running'", params![now()])
+            .map_err(err)?;
         if n > 0 {
             tracing::warn!(deploys = n, "deploys interrupted by a restart marked as such");
         }

@@ -166,7 +166,14 @@ impl WebHandle {
     pub fn reload(&self, new: WebConfig) -> Result<(), String> {
         let old = self.app.settings();
         let o = &old.config;
-        if o.listen != new.listen || o.database != new.database || o.key_file != new.key_file || o.events != new.events || o.deploy_destination != new.deploy_destination || o.agents_destination != new.agents_destination || o.broker != new.broker {
+        if o.listen != new.listen
+            || o.database != new.database
+            || o.key_file != new.key_file
+            || o.events != new.events
+            || o.deploy_destination != new.deploy_destination
+            || o.agents_destination != new.agents_destination
+            || o.broker != new.broker
+        {
             return Err("listen, database, key_file, events, destinations and broker need a restart of dk-web".into());
         }
         let auth = auth::Auth::from_config(&new.auth).map_err(|e| e.to_string())?;

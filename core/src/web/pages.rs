@@ -4,7 +4,7 @@
 
 use super::activity::Line;
 use super::config::SiteConfig;
-use super::fleet::{SiteState, Server};
+use super::fleet::{Server, SiteState};
 use super::history::DeployRow;
 use super::live::{DeployView, NodeView, STEPS};
 use crate::message::DeployReply;

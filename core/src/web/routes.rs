@@ -389,7 +389,7 @@ fn sse_event(data: &str) -> Event {
 type SseStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
 /// A first message, then the broadcast's (a lagging watcher gets `resync` instead of gaps).
-fn stream(first: String, rx: Option<broadcast::Receiver<Arc<String>>>, resync: Option<Arc<LiveDeploy>>) -> SseStream {
+fn stream(first: String, rx: Option<broadcast::Receiver<Arc<String>>>, resync: Option<std::sync::Weak<LiveDeploy>>) -> SseStream {
     let head = futures_util::stream::once(async move { Ok(sse_event(&first)) });
     let Some(rx) = rx else {
         return Box::pin(head);
@@ -399,7 +399,7 @@ fn stream(first: String, rx: Option<broadcast::Receiver<Arc<String>>>, resync: O
             match rx.recv().await {
                 Ok(s) => return Some((Ok(sse_event(&s)), (rx, resync))),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Some(l) = &resync {
+                    if let Some(l) = resync.as_ref().and_then(std::sync::Weak::upgrade) {
                         let json = serde_json::to_string(&Update::Snapshot { view: l.view() }).unwrap_or_default();
                         return Some((Ok(sse_event(&json)), (rx, resync)));
                     }
@@ -426,7 +426,7 @@ async fn deploy_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id
     if let Some(l) = app.live.get(id) {
         let (view, rx) = l.subscribe();
         let first = serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default();
-        return sse(stream(first, Some(rx), Some(l)));
+        return sse(stream(first, Some(rx), Some(Arc::downgrade(&l))));
     }
     match deploy_state(&app, id) {
         Some((_, view, _)) => sse(stream(serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default(), None, None)),
