@@ -27,6 +27,13 @@ impl Server {
         self.announce.sites.iter().find(|s| s.name == site).and_then(|s| s.current.as_deref())
     }
 
+    /// The live release of `site` as its tag (the `REPO_` prefix of the release directory dropped).
+    pub fn release_tag(&self, site: &str) -> Option<&str> {
+        let s = self.announce.sites.iter().find(|s| s.name == site)?;
+        let dir = s.current.as_deref()?;
+        Some(dir.strip_prefix(s.repo.as_str()).and_then(|r| r.strip_prefix('_')).unwrap_or(dir))
+    }
+
     /// Whether it serves `site`.
     pub fn serves(&self, site: &str) -> bool {
         self.announce.sites.iter().any(|s| s.name == site)

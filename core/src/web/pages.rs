@@ -71,7 +71,7 @@ pub struct SiteSummary<'a> {
 pub fn releases_line(site: &str, servers: &[&Server]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for s in servers {
-        let r = s.release(site).map(|r| r.strip_prefix(&format!("{site}_")).unwrap_or(r).to_owned()).unwrap_or_else(|| "nothing".into());
+        let r = s.release_tag(site).unwrap_or("nothing").to_owned();
         match counts.iter_mut().find(|(n, _)| *n == r) {
             Some(c) => c.1 += 1,
             None => counts.push((r, 1)),
@@ -167,7 +167,7 @@ pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, r
                         h2 { "Servers" }
                         fieldset.scope {
                             label { input type="radio" name="scope" value="all" checked; " all " (state.servers.len()) }
-                            label { input type="radio" name="scope" value="filter"; " matching " input type="text" name="filter" placeholder="web0[12] or /regex/" size="14"; }
+                            label { input type="radio" name="scope" value="filter"; " matching " input type="text" name="filter" placeholder="web01 web02 or /^web0[12]$/" size="22"; }
                             label { input type="radio" name="scope" value="pick"; " the ticked ones" }
                         }
                         table.servers {
@@ -178,7 +178,7 @@ pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, r
                                         td { input type="checkbox" name="node" value=(s.announce.identity); }
                                         td { (s.announce.identity) }
                                         td { (s.announce.classes.join(", ")) }
-                                        td { (s.release(&site.name).unwrap_or("—")) }
+                                        td { (s.release_tag(&site.name).unwrap_or("—")) }
                                         td { (when(s.last_seen)) }
                                     }
                                 }
