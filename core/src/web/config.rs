@@ -379,6 +379,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_parses() {
+        let c = WebConfig::parse(include_str!("../../../examples/web.toml")).unwrap();
+        assert_eq!(c.sites[0].name, "www");
+        assert_eq!(c.sites[0].deployers, ["ann", "bob"]);
+        assert!(matches!(c.auth, AuthConfig::Basic { .. }));
+    }
+
+    #[test]
     fn full_example_and_errors() {
         let c = WebConfig::parse(
             "listen = \"127.0.0.1:0\"\ndatabase = \"/tmp/x.sqlite\"\nevents = [\"/topic/future.events.fetch\"]\n\
