@@ -1,15 +1,15 @@
 //! dk-web: the browser front end over dk-deploy's library (sites, tags,
 //! one-click canary-first deploys with live progress, history, activity).
 //!
-//! - [`config`]: `web.toml`.
-//! - [`auth`]: HTTP Basic (htpasswd: bcrypt, argon2), trusted proxy header, or none (loopback).
-//! - [`csrf`]: per-user form tokens and the origin check.
-//! - [`fleet`]: the agents seen, and per site the servers, tags and locks.
-//! - [`form`]: the deploy form's fields and their checks.
-//! - [`history`]: every deploy in SQLite.
-//! - [`live`]: deploys in progress, their views and update streams.
-//! - [`activity`]: the bus's event lines.
-//! - [`pages`]: the HTML (maud); [`routes`]: the axum handlers.
+//! - [`config`] — `web.toml`.
+//! - [`auth`] — HTTP Basic (htpasswd: bcrypt, argon2), trusted proxy header, or none (loopback).
+//! - [`csrf`] — per-user form tokens and the origin check.
+//! - [`fleet`] — the agents seen, and per site the servers, tags and locks.
+//! - [`form`] — the deploy form's fields and their checks.
+//! - [`history`] — every deploy in SQLite.
+//! - [`live`] — deploys in progress, their views and update streams.
+//! - [`activity`] — the bus's event lines.
+//! - [`pages`] — the HTML (maud); [`routes`] — the axum handlers.
 
 pub mod activity;
 pub mod auth;
