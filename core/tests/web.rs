@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::targets::Target;
+use common::targets::{Kind, Target};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
 use deploykit::message::{encode, Event, Wire};
@@ -56,6 +56,10 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
+        Rig::start_on(Target::embedded().await).await
+    }
+
+    async fn start_on(target: Target) -> Rig {
         let tmp = Tmp(std::env::temp_dir().join(format!("dk-web-test-{}-{}", std::process::id(), fastrand::u64(..))));
         let repo = tmp.0.join("www");
         std::fs::create_dir_all(&repo).unwrap();
@@ -66,7 +70,6 @@ impl Rig {
             git(&repo, &["commit", "-q", "-m", &format!("release {v}")]);
             git(&repo, &["tag", "-a", &format!("v{v}"), "-m", &format!("v{v}")]);
         }
-        let target = Target::embedded().await;
         let key = SecretKey::generate().unwrap();
         let deploy = target.dest("topic");
         let mut agents = Vec::new();
@@ -527,4 +530,25 @@ async fn activity_feed_shows_event_lines_from_the_bus() {
     assert!(page.body.contains("fetched change: [www] &lt;b&gt;bold&lt;/b&gt;"), "{}", page.body);
     assert!(page.body.contains("web01"));
     let _ = &rig.agents;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploy_and_failing_canary_through_rabbitmq() {
+    let Some(t) = Target::real(Kind::RabbitMq) else {
+        return;
+    };
+    let rig = Rig::start_on(t).await;
+    let a = rig.addr();
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(view["result"], "ok", "{view:#}");
+    assert_eq!(states(&view), NODES.iter().map(|n| (n.to_string(), "ok".to_string())).collect::<Vec<_>>());
+    rig.hook("node-a", "pre-deploy", "exit 7");
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v2&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(states(&view), vec![("node-a".into(), "failed".into()), ("node-b".into(), "not-started".into()), ("node-c".into(), "not-started".into())]);
+    for n in NODES {
+        assert_eq!(rig.live(n).as_deref(), Some("v1"), "{n} keeps v1");
+    }
 }
