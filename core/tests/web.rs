@@ -320,7 +320,10 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
     assert!(p.body.contains("first: node-a"), "{}", p.body);
     assert!(rig.live("node-a").is_none());
 
-    // A deploy, followed live: every row turns ok, canary first.
+    // A deploy, followed live: every row turns ok, canary first; the agents see who asked.
+    for n in NODES {
+        rig.hook(n, "pre-deploy", "echo \"$DK_USER\" > ../deployed-by");
+    }
     let activity = tokio::spawn(activity_line(activity_stream(a).await, "checked out tag v2".to_owned()));
     let r = post(a, "/sites/www/deploy", ANN, &format!("tag=v2&scope=all&canary=1&batch=2&max_failures=0&csrf={ann}")).await;
     let id = deploy_id(&r);
@@ -339,6 +342,7 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
     assert_eq!(steps, ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"]);
     for n in NODES {
         assert_eq!(rig.live(n).as_deref(), Some("v2"));
+        assert_eq!(std::fs::read_to_string(rig.home(n).join("deployed-by")).unwrap().trim(), "ann", "the signed request names the web user");
     }
     let page = get(a, &format!("/deploys/{id}"), BOB).await;
     assert_eq!(page.status, 200);
@@ -551,4 +555,34 @@ async fn deploy_and_failing_canary_through_rabbitmq() {
     for n in NODES {
         assert_eq!(rig.live(n).as_deref(), Some("v1"), "{n} keeps v1");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_the_running_batch_starts_no_other_and_records_it() {
+    let mut rig = Rig::start().await;
+    let a = rig.addr();
+    rig.hook("node-a", "pre-deploy", "i=0; while [ ! -e ../go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done");
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=1&csrf={ann}")).await);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watch_id = id.clone();
+    let watcher = tokio::spawn(async move {
+        follow(a, &watch_id, move |u| {
+            if u["kind"] == "node" && u["node"]["node"] == "node-a" && u["node"]["steps"][0]["state"] == "running" {
+                let _ = tx.send(());
+            }
+        })
+        .await
+    });
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("canary started").unwrap();
+    let web = rig.web.take().unwrap();
+    let shutdown = tokio::spawn(web.shutdown(WAIT));
+    std::fs::write(rig.home("node-a").join("go"), "").unwrap();
+    tokio::time::timeout(WAIT, shutdown).await.expect("shutdown in time").unwrap();
+    let _ = watcher.await;
+    assert_eq!(rig.live("node-a").as_deref(), Some("v1"), "the running batch finished");
+    assert!(rig.live("node-b").is_none(), "no further batch");
+    rig.restart_web().await;
+    let hist = get(rig.addr(), "/history", ANN).await;
+    assert!(hist.body.contains(&format!("data-deploy=\"{id}\" data-result=\"stopped\"")), "{}", hist.body);
 }

@@ -282,6 +282,7 @@ impl LiveDeploy {
 #[derive(Debug, Default)]
 pub struct Registry {
     live: Mutex<HashMap<i64, Arc<LiveDeploy>>>,
+    removed: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -298,6 +299,20 @@ impl Registry {
     /// Forgets deploy `id` (its history row holds the result).
     pub fn remove(&self, id: i64) {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.removed.notify_waiters();
+    }
+
+    /// Waits until no deploy is in progress.
+    pub async fn drained(&self) {
+        loop {
+            let removed = self.removed.notified();
+            tokio::pin!(removed);
+            removed.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            removed.await;
+        }
     }
 
     /// Every deploy in progress.
