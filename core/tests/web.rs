@@ -91,7 +91,7 @@ impl Rig {
         let htpasswd = tmp.0.join("htpasswd");
         std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap())).unwrap();
         let config = WebConfig::parse(&format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\n\
+            "listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
              [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n\
              [auth]\nmode = \"basic\"\nhtpasswd = \"{htpasswd}\"\n\
              [sites.www]\nclass = [\"web\"]\ndeployers = [\"ann\"]\nbatch = \"2\"\n\
@@ -325,6 +325,7 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
         rig.hook(n, "pre-deploy", "echo \"$DK_USER\" > ../deployed-by");
     }
     let activity = tokio::spawn(activity_line(activity_stream(a).await, "checked out tag v2".to_owned()));
+    let own_line = tokio::spawn(activity_line(activity_stream(a).await, "dk-web: ann's deploy www v2: ok, 3/3 servers ok".to_owned()));
     let r = post(a, "/sites/www/deploy", ANN, &format!("tag=v2&scope=all&canary=1&batch=2&max_failures=0&csrf={ann}")).await;
     let id = deploy_id(&r);
     let mut order = Vec::new();
@@ -356,6 +357,7 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
     assert_eq!(r.status, 409, "{}", r.body);
     // The activity feed saw the agents' event lines.
     tokio::time::timeout(WAIT, activity).await.expect("activity line in time").unwrap();
+    tokio::time::timeout(WAIT, own_line).await.expect("dk-web's own event line in time").unwrap();
     assert!(get(a, "/activity", BOB).await.body.contains("checked out tag v2"));
 
     // v3 to the ticked server only, then roll it back as the deploy page's form does.

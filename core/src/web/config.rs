@@ -9,6 +9,7 @@
 //! server_timeout = "10m"                       # how long one server may take to deploy
 //! events = ["/topic/deploykit.events"]         # the activity feed's destinations (legacy: list each future.events.SOURCE)
 //! activity_lines = 200
+//! event_destination = "/topic/deploykit.events" # where dk-web's own event lines go (legacy: /topic/future.events.web)
 //!
 //! [broker]
 //! url = "stomp://broker:61613"
@@ -190,6 +191,8 @@ pub struct WebConfig {
     pub events: Vec<String>,
     /// Lines the activity feed keeps.
     pub activity_lines: usize,
+    /// Where dk-web publishes its own event lines (deploy started, finished).
+    pub event_destination: String,
     /// Deploy and agents destinations.
     pub deploy_destination: String,
     /// Where agents announce themselves.
@@ -214,6 +217,7 @@ impl Default for WebConfig {
             server_timeout: Duration::from_secs(600),
             events: vec![d.events.clone()],
             activity_lines: 200,
+            event_destination: d.events.clone(),
             deploy_destination: d.deploy,
             agents_destination: d.agents,
             broker: toml::from_str("").expect("defaults"),
@@ -234,6 +238,7 @@ struct Raw {
     server_timeout: Option<String>,
     events: Option<Vec<String>>,
     activity_lines: Option<usize>,
+    event_destination: Option<String>,
     broker: Option<BrokerSection>,
     destinations: Option<RawDest>,
     auth: Option<RawAuth>,
@@ -316,6 +321,12 @@ impl WebConfig {
                 return Err(invalid("events", format!("{bad:?} is not a destination (/topic/… or /queue/…)")));
             }
             c.events = e;
+        }
+        if let Some(d) = raw.event_destination {
+            if !d.starts_with('/') {
+                return Err(invalid("event_destination", format!("{d:?} is not a destination (/topic/… or /queue/…)")));
+            }
+            c.event_destination = d;
         }
         if let Some(n) = raw.activity_lines {
             c.activity_lines = n.clamp(1, 10_000);

@@ -297,6 +297,8 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, headers: HeaderMap, name: String
         Ok(id) => id,
         Err(e) => return fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
     };
+    let what = format!("{verb} {}{}", site.name, spec.tag.as_deref().map(|t| format!(" {t}")).unwrap_or_default());
+    publish_event(&app, format!("dk-web: {} started {what} (servers: {shown}; deploy #{id})", ctx.user)).await;
     let (live, stop_rx) = LiveDeploy::new(id);
     app.live.insert(live.clone());
     tracing::info!(id, user = %ctx.user, site = %site.name, tag = spec.tag.as_deref().unwrap_or("-"), servers = %shown, "{verb} started");
@@ -357,6 +359,9 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, headers: HeaderMap, name: String
             }
         }
         tracing::info!(id, result, "{verb} finished");
+        let counts = report.as_ref().map(|r| format!(", {}/{} servers ok", r.nodes.iter().filter(|n| n.state == NodeState::Ok).count(), r.nodes.len())).unwrap_or_default();
+        let why = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        publish_event(&app, format!("dk-web: {user}'s {what}: {result}{counts}{why} (deploy #{id})")).await;
         live.finish(result, if result == "error" { detail } else { None });
         app.live.remove(id);
     });
@@ -490,4 +495,19 @@ async fn activity_events(AxState(app): St, peer: Peer, headers: HeaderMap) -> Re
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Publishes one of dk-web's own event lines (failures are logged, never fatal).
+async fn publish_event(app: &App, text: String) {
+    let dest = app.settings().config.event_destination.replace("{source}", "web");
+    let ev = crate::message::Event { source: "web".into(), host: None, text, correlation_id: None };
+    match crate::message::encode(&ev, crate::message::Wire::Json) {
+        Ok(out) => {
+            let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
+            if let Err(e) = app.client.send_with(&dest, out.body, opts).await {
+                tracing::warn!(error = %e, "event line not sent");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "event line not encoded"),
+    }
 }
