@@ -38,8 +38,8 @@ Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT stop scheduling further batches, let running ones finish
 (up to 60 s), record them and exit 0; SIGHUP re-reads the config (users, sites, deployers).
 
-Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error;
-3 cannot listen, open the database or read the key."
+Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error, or no
+broker at start-up; 3 cannot listen, open the database or read the key."
 )]
 struct Cli {
     /// The configuration file (TOML); default /etc/deploykit/web.toml when it exists, else built-in defaults.
