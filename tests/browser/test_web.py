@@ -128,5 +128,6 @@ def test_read_only_pages_work_without_javascript(server, browser):
     page.locator("table.history tbody tr a").first.click()
     expect(page.locator("tr.node").first).to_be_visible()
     page.click("nav >> text=Activity")
-    expect(page.locator("#activity li").first).to_contain_text("dk-agent on web0")
+    expect(page.locator("#activity li", has_text="dk-agent on web0").first).to_be_visible()
+    expect(page.locator("#activity li", has_text="dk-web: ann's deploy www v1.1: ok, 3/3 servers ok").first).to_be_visible()
     ctx.close()
