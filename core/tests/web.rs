@@ -522,7 +522,11 @@ async fn proxy_login_trusts_only_configured_proxies_and_html_is_escaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn activity_feed_shows_event_lines_from_the_bus() {
-    let rig = Rig::start().await;
+    let mut rig = Rig::start().await;
+    // A second, legacy-named destination: the original daemons' plain-text lines.
+    let legacy = format!("{}.future.events.fetch", rig.config.events[0]);
+    rig.config.events.push(legacy.clone());
+    rig.restart_web().await;
     let a = rig.addr();
     let client = rig.target.client().await;
     let dest = rig.config.events[0].clone();
@@ -535,6 +539,11 @@ async fn activity_feed_shows_event_lines_from_the_bus() {
     let page = get(a, "/activity", BOB).await;
     assert!(page.body.contains("fetched change: [www] &lt;b&gt;bold&lt;/b&gt;"), "{}", page.body);
     assert!(page.body.contains("web01"));
+    let stream = activity_stream(a).await;
+    client.send_with(&legacy, "web02  fetched change: [shop] old daemon\n", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    tokio::time::timeout(WAIT, activity_line(stream, "web02  fetched change: [shop] old daemon".to_owned())).await.expect("the legacy line arrives");
+    let page = get(a, "/activity", BOB).await;
+    assert!(page.body.contains("<span class=\"source\">fetch</span> <span class=\"text\">web02  fetched change: [shop] old daemon</span>"), "{}", page.body);
     let _ = &rig.agents;
 }
 
