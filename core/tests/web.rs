@@ -317,6 +317,11 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
     let p = post(a, "/sites/www/preview", ANN, &format!("tag=v2&canary=1&batch=2&csrf={ann}")).await;
     assert_eq!(p.status, 200, "{}", p.body);
     assert!(p.body.contains("release 2") && p.body.contains("release 1"), "{}", p.body);
+    let v2 = {
+        let out = Command::new("git").arg("-C").arg(rig.tmp.0.join("www")).args(["rev-parse", "v2^{commit}"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(p.body.contains(&format!("<code>{}</code> release 2", &v2[..10])), "commit ids shown: {}", p.body);
     assert!(p.body.contains("first: node-a"), "{}", p.body);
     assert!(rig.live("node-a").is_none());
 

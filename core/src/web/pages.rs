@@ -230,7 +230,7 @@ pub fn preview(ctx: &Ctx, site: &SiteConfig, tag: &str, plan: &[Vec<String>], re
                     p { "live: " code { (r.data["current"].as_str().unwrap_or("nothing")) } " → " code { (tag) } }
                     @if let Some(log) = r.data["log"].as_array() {
                         @if log.is_empty() { p { "no new commits" } }
-                        ul.log { @for c in log { li { code { (c["id"].as_str().unwrap_or("").get(..10).unwrap_or("")) } " " (c["subject"].as_str().unwrap_or("")) " " small { (c["author"].as_str().unwrap_or("")) } } } }
+                        ul.log { @for c in log { li { code { (c["commit"].as_str().unwrap_or("").get(..10).unwrap_or("")) } " " (c["subject"].as_str().unwrap_or("")) " " small { (c["author"].as_str().unwrap_or("")) } } } }
                     }
                 }
             }
