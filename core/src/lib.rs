@@ -29,6 +29,7 @@
 //! - [`svn`]: reading a Subversion commit through `svnlook` (argument vectors only).
 //! - [`forge`]: GitHub, GitLab and Gitea webhook payloads read into commit messages, signatures.
 //! - [`webhook`]: dk-webhook's HTTP receiver (axum), delivery dedup, spool-backed publishing.
+//! - [`web`]: dk-web, the browser UI over the deploy controller (axum, maud, SQLite history, SSE).
 //! - [`keepalive`]: dk-keepalive: keeping idle paths open, and probing how long they stay open.
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
@@ -60,6 +61,7 @@ pub mod message;
 pub mod spool;
 pub mod stomp;
 pub mod svn;
+pub mod web;
 pub mod webhook;
 
 /// The crate version, as reported by tools and bindings.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suites need, only when it is missing.
 #
-#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|all]  (default: all)
+#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|browser|all]  (default: all)
 #
 #   build    libssl-dev and pkg-config (git2's https transport links system OpenSSL)
 #   debian   reprepro and dpkg-deb (dk-reprepro's tests build and include real .debs)
@@ -11,6 +11,8 @@
 #            /usr/share/java/junit-platform-console-standalone.jar)
 #   python   stomp.py and pytest for python3 (pip; --break-system-packages is
 #            added only if pip refuses an externally-managed environment)
+#   browser  Debian's chromium (dk-web's browser suite; Playwright comes from
+#            PyPI into .dk-test/venv, scripts/browser-suite.sh)
 #
 # Output of apt/pip goes to $DK_LOG_DIR/deps-*.log; one line per step here.
 # Idempotent: a second run installs nothing and takes well under a second.
@@ -129,6 +131,14 @@ deps_python() {
     pip_install "${want[@]}"
 }
 
+deps_browser() {
+    if [ -x /usr/bin/chromium ]; then
+        dk_log "deps: chromium already installed"
+        return 0
+    fi
+    apt_install --no-install-recommends chromium fonts-dejavu-core
+}
+
 main() {
     local what="${1:-all}"
     case "$what" in
@@ -137,9 +147,10 @@ main() {
         brokers) deps_brokers ;;
         jvm) deps_jvm ;;
         python) deps_python ;;
-        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|all)" ;;
+        browser) deps_browser ;;
+        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python; deps_browser ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|browser|all)" ;;
     esac
 }
 

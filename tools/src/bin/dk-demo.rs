@@ -11,7 +11,9 @@
 //! `site`, from its clone, with hook scripts), and `deploykit::deploy::controller`
 //! (dk-deploy's library) deploys the tag everywhere, tags a second release and
 //! deploys it canary first, printing every server's steps, and finally rolls
-//! one server back. Later versions add builds and the web UI.
+//! one server back. Third version: dk-web (the web UI) on 127.0.0.1 over the
+//! same agents, its URL printed and its site page fetched once; `--serve` keeps
+//! it running for a browser until Ctrl-C. Later versions add builds.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -43,6 +45,9 @@ use tokio::sync::broadcast;
 Starts an embedded broker on 127.0.0.1 (an ephemeral port), creates a central git repo
 and three servers (each a clone with an in-process dk-fetch) in a temporary directory,
 pushes a commit, a branch and a tag, and prints when each server had them.
+Then deploys with three in-process agents and starts dk-web on 127.0.0.1 (its URL is
+printed; no login on loopback). --serve keeps everything running until Ctrl-C so you
+can deploy from the browser.
 Needs the git command. The temporary directory is removed at the end (--keep keeps it)."
 )]
 struct Cli {
@@ -52,6 +57,9 @@ struct Cli {
     /// Keep the temporary directory (its path is printed).
     #[arg(long)]
     keep: bool,
+    /// Keep dk-web, the agents and the broker running until Ctrl-C (open the printed URL).
+    #[arg(long)]
+    serve: bool,
 }
 
 /// The servers: name, mode, extra config.
@@ -198,7 +206,7 @@ async fn main() -> Result<()> {
         let extra = if s.mode == "tags" && tagdir.is_dir() { format!(", {} holds the tag", tagdir.display()) } else { String::new() };
         println!("dk-demo: {} ({}) checkouts: {}{extra}", s.name, s.mode, entries.join(" "));
     }
-    deploy_part(&tmp.path, &url, &work, &hook, &mut servers).await?;
+    deploy_part(&tmp.path, &url, &work, &hook, &mut servers, cli.serve).await?;
 
     for s in servers {
         s.handle.shutdown().await;
@@ -210,7 +218,7 @@ async fn main() -> Result<()> {
         println!("dk-demo: kept {}", tmp.path.display());
     }
     drop(tmp);
-    println!("dk-demo: done. Next steps: ./scripts/test runs every suite; dk-fetch --help, dk-agent --help, dk-deploy --help; examples/.");
+    println!("dk-demo: done. Next steps: ./scripts/test runs every suite; dk-fetch --help, dk-agent --help, dk-deploy --help, dk-web --help; examples/; dk-demo --serve keeps the web UI up.");
     Ok(())
 }
 
@@ -298,12 +306,14 @@ async fn rollout(controller: &Controller, spec: RolloutSpec) -> Result<()> {
 }
 
 /// The deploy half of the demo: agents, a canary-first deploy, a rollback.
-async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: &mut [Server]) -> Result<()> {
+async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: &mut [Server], serve: bool) -> Result<()> {
     let key = SecretKey::generate()?;
     let agents = start_agents(root, url, &key).await?;
+    let key_for_web = key.clone();
     println!("dk-demo: 3 deploy agents up (site `site`, releases under each server's releases/, hooks print what they see)");
     let client = Client::connect(ClientConfig::new(url)?).await?;
     let controller = Controller::new(client.clone(), ControllerConfig::new("dk-demo", Some(key))).await?;
+    let key = key_for_web;
     let spec = |action, tag: Option<&str>, filters: Filters| RolloutSpec {
         action,
         site: "site".into(),
@@ -344,6 +354,7 @@ async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: 
         let page = std::fs::read_to_string(root.join(name).join("live/current/index.html")).unwrap_or_default();
         println!("  {name:<8} serves {}", page.trim());
     }
+    web_part(root, url, &key, serve).await?;
     drop(controller);
     let _ = client.disconnect().await;
     for (a, c) in agents {
@@ -351,4 +362,41 @@ async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: 
         let _ = c.disconnect().await;
     }
     Ok(())
+}
+
+/// The web part: dk-web over the same agents, on loopback without a login.
+async fn web_part(root: &Path, url: &str, key: &SecretKey, serve: bool) -> Result<()> {
+    let config = deploykit::web::WebConfig::parse(&format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n[auth]\nmode = \"none\"\nuser = \"demo\"\n[sites.site]\nrepo = \"site\"\nclass = [\"web\"]\ndeployers = [\"demo\"]\nbatch = \"2\"\n",
+        path_str(&root.join("web.sqlite"))?
+    ))?;
+    let client = Client::connect(ClientConfig::new(url)?).await?;
+    let web = deploykit::web::start(config, client.clone(), key.clone()).await?;
+    let addr = web.addr();
+    println!("\ndk-web: http://{addr}/ (on loopback without a login: you are `demo`, a deployer of site `site`)");
+    let page = http_get(addr, "/sites/site").await?;
+    let servers = page.matches("data-server=").count();
+    let tags: Vec<&str> = page.split("name=\"tag\" value=\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+    println!("dk-web: GET /sites/site: {servers} servers, tags and branches {}", tags.join(" "));
+    if serve {
+        println!("dk-web: --serve: open http://{addr}/sites/site in a browser and deploy; Ctrl-C ends the demo");
+        tokio::signal::ctrl_c().await?;
+    }
+    web.shutdown(Duration::from_secs(5)).await;
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET on loopback (the demo's check that dk-web answers).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await.context("dk-web did not answer within 30 s")??;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if !text.starts_with("HTTP/1.1 200") {
+        bail!("dk-web answered {}", text.lines().next().unwrap_or(""));
+    }
+    Ok(text)
 }

@@ -1,0 +1,120 @@
+// dk-web: the live parts (deploy progress, activity feed). The pages work without it.
+"use strict";
+(function () {
+  const STEPS = ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"];
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v; else e.setAttribute(k, v);
+    }
+    for (const c of children) if (c !== null && c !== undefined) e.append(c);
+    return e;
+  }
+
+  function stepCell(node, name) {
+    const s = node.steps.find((x) => x.step === name);
+    const td = el("td", { class: "step " + (s ? s.state : "none"), "data-step": name });
+    if (!s) { td.append("·"); return td; }
+    const summary = el("summary", {}, s.state);
+    if (s.duration_ms !== undefined) summary.append(" ", el("small", {}, s.duration_ms + " ms"));
+    const d = el("details", {}, summary);
+    if (s.exit_code !== undefined) d.append(el("div", {}, "exit " + s.exit_code));
+    if (s.error) d.append(el("div", { class: "error" }, s.error));
+    if (s.stdout) d.append(el("pre", { class: "out" }, s.stdout));
+    if (s.stderr) d.append(el("pre", { class: "err" }, s.stderr));
+    td.append(d);
+    return td;
+  }
+
+  function row(node, canaryLabel) {
+    const state = el("td", { class: "state" }, node.state);
+    if (node.error) state.append(el("div", { class: "error" }, node.error));
+    const tr = el("tr", { class: "node", "data-node": node.node, "data-state": node.state },
+      el("td", {}, node.node), el("td", { class: "num" }, canaryLabel ? "canary" : String(node.batch)), state);
+    for (const s of STEPS) tr.append(stepCell(node, s));
+    return tr;
+  }
+
+  function deployPage(root) {
+    const id = root.dataset.deploy;
+    const tbody = document.getElementById("nodes");
+    let view = { nodes: [] };
+    const hasCanary = () => view.nodes.some((n) => n.batch > 0);
+    function keepOpen(tr, next) {
+      // Keep the step outputs the user opened open across updates.
+      tr.querySelectorAll("details[open]").forEach((d) => {
+        const step = d.parentElement.dataset.step;
+        const n = next.querySelector('td[data-step="' + step + '"] details');
+        if (n) n.open = true;
+      });
+    }
+    function put(node) {
+      const i = view.nodes.findIndex((n) => n.node === node.node);
+      if (i >= 0) view.nodes[i] = node; else view.nodes.push(node);
+      const next = row(node, node.batch === 0 && hasCanary());
+      const old = tbody.querySelector('tr[data-node="' + CSS.escape(node.node) + '"]');
+      if (old) { keepOpen(old, next); old.replaceWith(next); } else tbody.append(next);
+    }
+    function progress() {
+      const done = view.nodes.filter((n) => n.state !== "pending" && n.state !== "running").length;
+      const p = document.getElementById("progress");
+      p.max = Math.max(view.nodes.length, 1); p.value = done;
+      document.getElementById("progress-text").textContent = done + "/" + view.nodes.length + " servers done";
+    }
+    function all(v) {
+      view = v;
+      tbody.replaceChildren();
+      for (const n of v.nodes) put(n);
+      progress();
+      if (v.stopped) stopped(v.stopped);
+    }
+    function stopped(reason) {
+      document.getElementById("stopped-reason").textContent = reason;
+      document.getElementById("stopped").hidden = false;
+    }
+    function finished(v) {
+      all(v);
+      const r = document.getElementById("result");
+      r.replaceChildren(el("span", { class: "badge " + v.result }, v.result));
+      root.dataset.result = v.result;
+      if (v.error) { const e = document.getElementById("error"); e.textContent = v.error; e.hidden = false; }
+      const stop = document.getElementById("stop-form");
+      if (stop) stop.remove();
+      const rb = document.getElementById("rollback-form");
+      if (rb && v.nodes.some((n) => n.state === "ok")) {
+        rb.querySelectorAll('input[name="node"]').forEach((i) => i.remove());
+        for (const n of v.nodes.filter((n) => n.state === "ok")) rb.prepend(el("input", { type: "hidden", name: "node", value: n.node }));
+        rb.hidden = root.querySelector("h1").textContent.trim().startsWith("rollback");
+      }
+    }
+    const es = new EventSource("/deploys/" + id + "/events");
+    es.onmessage = (m) => {
+      const u = JSON.parse(m.data);
+      if (u.kind === "snapshot" || u.kind === "planned") { all(u.view); if (u.view.finished) { finished(u.view); es.close(); } }
+      else if (u.kind === "node") { put(u.node); progress(); }
+      else if (u.kind === "stopped") stopped(u.reason);
+      else if (u.kind === "finished") { finished(u.view); es.close(); }
+    };
+  }
+
+  function activityPage(list) {
+    const es = new EventSource("/activity/events");
+    es.onmessage = (m) => {
+      const l = JSON.parse(m.data);
+      if (!l.text) return;
+      const t = new Date(l.time * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+      const li = el("li", {}, el("span", { class: "time" }, t), " ", el("span", { class: "source" }, l.source), " ");
+      if (l.host) li.append(el("span", { class: "host" }, l.host), " ");
+      li.append(el("span", { class: "text" }, l.text));
+      list.prepend(li);
+    };
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const d = document.getElementById("deploy-page");
+    if (d && d.hasAttribute("data-live")) deployPage(d);
+    const a = document.getElementById("activity");
+    if (a) activityPage(a);
+  });
+})();

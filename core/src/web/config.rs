@@ -1,0 +1,431 @@
+//! `web.toml`: where dk-web listens, who may do what, and which sites it shows.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8090"
+//! database = "/var/lib/deploykit/web.sqlite"   # deploy history (created if missing)
+//! key_file = "/etc/deploykit/web.key"          # Ed25519 key the requests are signed with (dk-deploy keygen)
+//! audit_log = "/var/log/deploykit/audit.log"   # optional: dk-deploy's JSON-lines audit log too
+//! discovery_window = "2s"                      # how long to wait for servers to answer
+//! server_timeout = "10m"                       # how long one server may take to deploy
+//! events = ["/topic/deploykit.events"]         # the activity feed's destinations (legacy: list each future.events.SOURCE)
+//! activity_lines = 200
+//! event_destination = "/topic/deploykit.events" # where dk-web's own event lines go (legacy: /topic/future.events.web)
+//!
+//! [broker]
+//! url = "stomp://broker:61613"
+//!
+//! [destinations]                               # optional: where requests go and agents announce
+//! deploy = "/topic/deploykit.deploy"
+//! agents = "/topic/deploykit.agents"
+//!
+//! [auth]
+//! mode = "basic"                               # "basic" (htpasswd, bcrypt or argon2), "proxy" or "none" (loopback only)
+//! htpasswd = "/etc/deploykit/web.htpasswd"
+//! # mode = "proxy": header = "X-Remote-User", proxies = ["127.0.0.1", "10.0.0.0/8"]
+//!
+//! [sites.www]
+//! repo = "www"                                 # shown on the page
+//! class = ["web"]                              # selection filters: identity, class, fact
+//! fact = { sitetype = "live" }
+//! tags = 20                                    # tags and branches to show
+//! deployers = ["alice", "bob"]                 # who may deploy ("*": everyone logged in); default nobody
+//! canary = 1                                   # the deploy form's defaults
+//! batch = "25%"
+//! max_failures = 0
+//! ```
+
+use crate::deploy::controller::plan::BatchSize;
+use crate::fetch::config::{parse_duration, BrokerSection};
+use crate::message::Filters;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown key (the message names line and column).
+    #[error("{file}: {message}")]
+    Syntax {
+        /// The file (or `<config>`).
+        file: String,
+        /// toml's description.
+        message: String,
+    },
+    /// A value is wrong.
+    #[error("{key}: {why}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn invalid(key: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), why: why.into() }
+}
+
+/// How users are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// HTTP Basic against an htpasswd file (bcrypt `$2y$`/`$2b$` or `$argon2id$` hashes).
+    Basic {
+        /// The htpasswd file.
+        htpasswd: PathBuf,
+        /// The realm the browser shows.
+        realm: String,
+    },
+    /// A reverse proxy authenticates and names the user in `header`; trusted only from `proxies`.
+    Proxy {
+        /// The header (e.g. `X-Remote-User`).
+        header: String,
+        /// Addresses or CIDR networks of the proxies.
+        proxies: Vec<Network>,
+    },
+    /// Everyone is `user` (allowed only on a loopback listen address: demos).
+    None {
+        /// The user everyone is.
+        user: String,
+    },
+}
+
+/// An address or a CIDR network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Network {
+    /// Parses `10.0.0.1`, `10.0.0.0/8` or `::1`.
+    pub fn parse(s: &str) -> Result<Network, String> {
+        let (a, p) = s.trim().split_once('/').map(|(a, p)| (a, Some(p))).unwrap_or((s.trim(), None));
+        let addr: IpAddr = a.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(|| format!("{s:?}: prefix must be 0..={max}"))?,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    /// Whether `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask(u32::from(n) as u128, 32, self.prefix) == mask(u32::from(a) as u128, 32, self.prefix),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask(u128::from(n), 128, self.prefix) == mask(u128::from(a), 128, self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn mask(v: u128, bits: u8, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        v >> (bits - prefix)
+    }
+}
+
+/// One site as the web UI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// The site's name (as the agents know it).
+    pub name: String,
+    /// The repo, for display.
+    pub repo: String,
+    /// Which servers.
+    pub filters: Filters,
+    /// How many tags and branches to show.
+    pub tags: usize,
+    /// Users who may deploy and roll back (`*`: everyone authenticated).
+    pub deployers: Vec<String>,
+    /// The form's default canary count.
+    pub canary: usize,
+    /// The form's default batch size, as written.
+    pub batch: String,
+    /// The form's default failure limit.
+    pub max_failures: usize,
+}
+
+impl SiteConfig {
+    /// Whether `user` may deploy this site.
+    pub fn may_deploy(&self, user: &str) -> bool {
+        self.deployers.iter().any(|d| d == "*" || d == user)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The SQLite history database.
+    pub database: PathBuf,
+    /// The signing key (`None`: a fresh key per start, for demos and tests that pass one in).
+    pub key_file: Option<PathBuf>,
+    /// dk-deploy's audit log, appended to as well when set.
+    pub audit_log: Option<PathBuf>,
+    /// Discovery window.
+    pub discovery_window: Duration,
+    /// Per-server deploy timeout.
+    pub server_timeout: Duration,
+    /// Activity feed destinations.
+    pub events: Vec<String>,
+    /// Lines the activity feed keeps.
+    pub activity_lines: usize,
+    /// Where dk-web publishes its own event lines (deploy started, finished).
+    pub event_destination: String,
+    /// Deploy and agents destinations.
+    pub deploy_destination: String,
+    /// Where agents announce themselves.
+    pub agents_destination: String,
+    /// The broker.
+    pub broker: BrokerSection,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Sites, in name order.
+    pub sites: Vec<SiteConfig>,
+}
+
+impl Default for WebConfig {
+    fn default() -> WebConfig {
+        let d = crate::message::Destinations::default();
+        WebConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            database: PathBuf::from("/var/lib/deploykit/web.sqlite"),
+            key_file: Some(PathBuf::from("/etc/deploykit/web.key")),
+            audit_log: None,
+            discovery_window: Duration::from_secs(2),
+            server_timeout: Duration::from_secs(600),
+            events: vec![d.events.clone()],
+            activity_lines: 200,
+            event_destination: d.events.clone(),
+            deploy_destination: d.deploy,
+            agents_destination: d.agents,
+            broker: toml::from_str("").expect("defaults"),
+            auth: AuthConfig::Basic { htpasswd: PathBuf::from("/etc/deploykit/web.htpasswd"), realm: "deploykit".into() },
+            sites: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: Option<String>,
+    database: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    discovery_window: Option<String>,
+    server_timeout: Option<String>,
+    events: Option<Vec<String>>,
+    activity_lines: Option<usize>,
+    event_destination: Option<String>,
+    broker: Option<BrokerSection>,
+    destinations: Option<RawDest>,
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    sites: BTreeMap<String, RawSite>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDest {
+    deploy: Option<String>,
+    agents: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: String,
+    htpasswd: Option<PathBuf>,
+    realm: Option<String>,
+    header: Option<String>,
+    proxies: Option<Vec<String>>,
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    repo: Option<String>,
+    #[serde(default)]
+    identity: Vec<String>,
+    #[serde(default)]
+    class: Vec<String>,
+    #[serde(default)]
+    fact: BTreeMap<String, String>,
+    tags: Option<usize>,
+    #[serde(default)]
+    deployers: Vec<String>,
+    canary: Option<usize>,
+    batch: Option<String>,
+    max_failures: Option<usize>,
+}
+
+fn duration(key: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => parse_duration(&s).filter(|d| !d.is_zero()).ok_or_else(|| invalid(key, format!("{s:?} is not a duration such as 2s, 500ms or 10m"))),
+    }
+}
+
+impl WebConfig {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse_named(&text, &path.display().to_string())
+    }
+
+    /// Parses a configuration text.
+    pub fn parse(text: &str) -> Result<WebConfig, ConfigError> {
+        Self::parse_named(text, "<config>")
+    }
+
+    fn parse_named(text: &str, file: &str) -> Result<WebConfig, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        let mut c = WebConfig::default();
+        if let Some(l) = raw.listen {
+            c.listen = l.parse().map_err(|_| invalid("listen", format!("{l:?} is not an address such as 127.0.0.1:8090")))?;
+        }
+        if let Some(d) = raw.database {
+            c.database = d;
+        }
+        if raw.key_file.is_some() {
+            c.key_file = raw.key_file;
+        }
+        c.audit_log = raw.audit_log;
+        c.discovery_window = duration("discovery_window", raw.discovery_window, c.discovery_window)?;
+        c.server_timeout = duration("server_timeout", raw.server_timeout, c.server_timeout)?;
+        if let Some(e) = raw.events {
+            if let Some(bad) = e.iter().find(|d| !d.starts_with('/')) {
+                return Err(invalid("events", format!("{bad:?} is not a destination (/topic/… or /queue/…)")));
+            }
+            c.events = e;
+        }
+        if let Some(d) = raw.event_destination {
+            if !d.starts_with('/') {
+                return Err(invalid("event_destination", format!("{d:?} is not a destination (/topic/… or /queue/…)")));
+            }
+            c.event_destination = d;
+        }
+        if let Some(n) = raw.activity_lines {
+            c.activity_lines = n.clamp(1, 10_000);
+        }
+        if let Some(b) = raw.broker {
+            c.broker = b;
+        }
+        if let Some(d) = raw.destinations {
+            c.deploy_destination = d.deploy.unwrap_or(c.deploy_destination);
+            c.agents_destination = d.agents.unwrap_or(c.agents_destination);
+        }
+        if let Some(a) = raw.auth {
+            c.auth = match a.mode.as_str() {
+                "basic" => AuthConfig::Basic {
+                    htpasswd: a.htpasswd.ok_or_else(|| invalid("auth.htpasswd", "mode \"basic\" needs an htpasswd file"))?,
+                    realm: a.realm.unwrap_or_else(|| "deploykit".into()),
+                },
+                "proxy" => {
+                    let header = a.header.unwrap_or_else(|| "X-Remote-User".into());
+                    axum::http::HeaderName::try_from(header.as_str()).map_err(|_| invalid("auth.header", format!("{header:?} is not a header name")))?;
+                    let proxies = a.proxies.unwrap_or_else(|| vec!["127.0.0.1".into(), "::1".into()]);
+                    let proxies = proxies.iter().map(|p| Network::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| invalid("auth.proxies", e))?;
+                    AuthConfig::Proxy { header, proxies }
+                }
+                "none" => AuthConfig::None { user: a.user.unwrap_or_else(|| "anonymous".into()) },
+                other => return Err(invalid("auth.mode", format!("{other:?}: expected \"basic\", \"proxy\" or \"none\""))),
+            };
+        }
+        if matches!(c.auth, AuthConfig::None { .. }) && !c.listen.ip().is_loopback() {
+            return Err(invalid("auth.mode", "\"none\" is allowed only on a loopback listen address"));
+        }
+        for (name, s) in raw.sites {
+            let key = |k: &str| format!("sites.{name}.{k}");
+            crate::deploy::agent::repo::validate_name(&name).map_err(|e| invalid(&format!("sites.{name}"), e.to_string()))?;
+            let filters = Filters { identity: s.identity, class: s.class, fact: s.fact };
+            crate::deploy::filters::validate(&filters).map_err(|e| invalid(&key("identity"), e.to_string()))?;
+            let batch = s.batch.unwrap_or_else(|| "1".into());
+            batch.parse::<BatchSize>().map_err(|e| invalid(&key("batch"), e))?;
+            c.sites.push(SiteConfig {
+                repo: s.repo.unwrap_or_else(|| name.clone()),
+                filters,
+                tags: s.tags.unwrap_or(20).clamp(1, 1000),
+                deployers: s.deployers,
+                canary: s.canary.unwrap_or(1),
+                batch,
+                max_failures: s.max_failures.unwrap_or(0),
+                name,
+            });
+        }
+        Ok(c)
+    }
+
+    /// The site called `name`.
+    pub fn site(&self, name: &str) -> Option<&SiteConfig> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let c = WebConfig::parse(include_str!("../../../examples/web.toml")).unwrap();
+        assert_eq!(c.sites[0].name, "www");
+        assert_eq!(c.sites[0].deployers, ["ann", "bob"]);
+        assert!(matches!(c.auth, AuthConfig::Basic { .. }));
+    }
+
+    #[test]
+    fn full_example_and_errors() {
+        let c = WebConfig::parse(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"/tmp/x.sqlite\"\nevents = [\"/topic/future.events.fetch\"]\n\
+             [auth]\nmode = \"proxy\"\nproxies = [\"10.0.0.0/8\", \"::1\"]\n\
+             [sites.www]\nclass = [\"web\"]\ndeployers = [\"ann\"]\nbatch = \"25%\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.sites[0].name, "www");
+        assert_eq!(c.sites[0].repo, "www");
+        assert!(c.sites[0].may_deploy("ann") && !c.sites[0].may_deploy("bob"));
+        let AuthConfig::Proxy { header, proxies } = &c.auth else { panic!() };
+        assert_eq!(header, "X-Remote-User");
+        assert!(proxies[0].contains("10.1.2.3".parse().unwrap()) && !proxies[0].contains("11.0.0.1".parse().unwrap()));
+        assert!(proxies[0].contains("::ffff:10.9.9.9".parse().unwrap()));
+        assert!(proxies[1].contains("::1".parse().unwrap()));
+        for (bad, want) in [
+            ("listen = \"nope\"", "listen"),
+            ("[auth]\nmode = \"kerberos\"", "auth.mode"),
+            ("[auth]\nmode = \"basic\"", "auth.htpasswd"),
+            ("listen = \"0.0.0.0:80\"\n[auth]\nmode = \"none\"", "loopback"),
+            ("[sites.www]\nbatch = \"0\"", "sites.www.batch"),
+            ("[sites.www]\nidentity = [\"/(/\"]", "sites.www.identity"),
+            ("discovery_window = \"soon\"", "discovery_window"),
+            ("events = [\"future.events\"]", "events"),
+            ("colour = 1", "unknown field"),
+        ] {
+            let e = WebConfig::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Deploys in progress: each holds a view (a row per server with its steps)
+//! that rollout events update, a broadcast of the changed rows for the
+//! deploy page's server-sent events, and the stop switch.
+
+use crate::deploy::controller::{NodeResult, NodeState, RolloutEvent, RolloutReport};
+use crate::message::StepState;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, watch};
+
+/// The steps of a deploy, in order (rollbacks use `link` and `post-deploy` only).
+pub const STEPS: [&str; 5] = ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"];
+
+/// One step of one server, as shown.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StepView {
+    /// Its name.
+    pub step: String,
+    /// `running`, `ok`, `failed`, `skipped`, `refused`.
+    pub state: String,
+    /// A hook's exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Output tails.
+    pub stdout: String,
+    /// Error output tail.
+    pub stderr: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One server's row.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeView {
+    /// Identity.
+    pub node: String,
+    /// Its batch (0 is the canary when there is one).
+    pub batch: usize,
+    /// `pending`, `running`, `ok`, `failed`, `refused`, `no-answer`, `not-started`.
+    pub state: String,
+    /// Its steps so far.
+    pub steps: Vec<StepView>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The release live afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<String>,
+}
+
+/// The whole view of a deploy.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct DeployView {
+    /// Rows in plan order.
+    pub nodes: Vec<NodeView>,
+    /// Why no further batch started.
+    pub stopped: Option<String>,
+    /// Whether the rollout is over.
+    pub finished: bool,
+    /// `running`, `ok`, `failed`, `stopped`, `error`.
+    pub result: String,
+    /// An error that ended the rollout before or outside the servers (no servers, bus).
+    pub error: Option<String>,
+}
+
+impl DeployView {
+    /// Servers finished (in any state) and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.nodes.iter().filter(|n| !matches!(n.state.as_str(), "pending" | "running")).count(), self.nodes.len())
+    }
+
+    /// The view of a finished report (history pages of earlier deploys).
+    pub fn from_report(report: &RolloutReport, result: &str) -> DeployView {
+        let nodes = report.nodes.iter().map(|r| node_from_result(r, 0)).collect();
+        DeployView { nodes, stopped: report.stopped.clone(), finished: true, result: result.to_owned(), error: None }
+    }
+}
+
+/// What the SSE stream carries, as JSON.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Update {
+    /// The whole view (first message of each stream).
+    Snapshot {
+        /// The view.
+        view: DeployView,
+    },
+    /// One row changed.
+    Node {
+        /// The row.
+        node: NodeView,
+        /// Finished servers.
+        done: usize,
+        /// All servers.
+        total: usize,
+    },
+    /// The plan is known (rows appear).
+    Planned {
+        /// The view.
+        view: DeployView,
+    },
+    /// No further batch starts.
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+    /// The rollout is over.
+    Finished {
+        /// The final view.
+        view: DeployView,
+    },
+}
+
+fn state_name(s: StepState) -> &'static str {
+    match s {
+        StepState::Started => "running",
+        StepState::Ok => "ok",
+        StepState::Failed => "failed",
+        StepState::Skipped => "skipped",
+        StepState::Refused => "refused",
+    }
+}
+
+fn node_state(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Ok => "ok",
+        NodeState::Failed => "failed",
+        NodeState::Refused => "refused",
+        NodeState::NoAnswer => "no-answer",
+        NodeState::NotStarted => "not-started",
+    }
+}
+
+fn node_from_result(r: &NodeResult, batch: usize) -> NodeView {
+    NodeView {
+        node: r.node.clone(),
+        batch,
+        state: node_state(r.state).to_owned(),
+        steps: r
+            .steps
+            .iter()
+            .map(|s| StepView {
+                step: s.step.clone(),
+                state: state_name(s.state).to_owned(),
+                exit_code: s.exit_code,
+                duration_ms: Some(s.duration_ms),
+                stdout: s.stdout.clone(),
+                stderr: s.stderr.clone(),
+                error: s.error.clone(),
+            })
+            .collect(),
+        error: r.error.clone(),
+        live: r.live.clone(),
+    }
+}
+
+/// A deploy in progress.
+#[derive(Debug)]
+pub struct LiveDeploy {
+    /// Its history id.
+    pub id: i64,
+    view: Mutex<DeployView>,
+    updates: broadcast::Sender<Arc<String>>,
+    stop: watch::Sender<bool>,
+}
+
+impl LiveDeploy {
+    /// A deploy with no plan yet; returns it and the stop receiver for the rollout.
+    pub fn new(id: i64) -> (Arc<LiveDeploy>, watch::Receiver<bool>) {
+        let (stop, stop_rx) = watch::channel(false);
+        let (updates, _) = broadcast::channel(1024);
+        let view = DeployView { result: "running".into(), ..DeployView::default() };
+        (Arc::new(LiveDeploy { id, view: Mutex::new(view), updates, stop }), stop_rx)
+    }
+
+    /// The current view.
+    pub fn view(&self) -> DeployView {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A snapshot and the updates after it (no update is missed or doubled).
+    pub fn subscribe(&self) -> (DeployView, broadcast::Receiver<Arc<String>>) {
+        let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        (v.clone(), self.updates.subscribe())
+    }
+
+    /// Asks the rollout to start no further batch.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Whether stop was asked.
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn publish(&self, u: &Update) {
+        if let Ok(json) = serde_json::to_string(u) {
+            let _ = self.updates.send(Arc::new(json));
+        }
+    }
+
+    /// Applies a rollout event and tells the watchers.
+    pub fn apply(&self, e: &RolloutEvent) {
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            RolloutEvent::Planned { batches } => {
+                v.nodes = batches
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(b, nodes)| nodes.iter().map(move |n| NodeView { node: n.clone(), batch: b, state: "pending".into(), steps: vec![], error: None, live: None }))
+                    .collect();
+                self.publish(&Update::Planned { view: v.clone() });
+            }
+            RolloutEvent::BatchStarted { nodes, .. } => {
+                for n in v.nodes.iter_mut().filter(|n| nodes.contains(&n.node)) {
+                    n.state = "running".into();
+                }
+                let (done, total) = v.progress();
+                for n in v.nodes.iter().filter(|n| nodes.contains(&n.node)) {
+                    self.publish(&Update::Node { node: n.clone(), done, total });
+                }
+            }
+            RolloutEvent::Step { reply } => {
+                let (done, total) = v.progress();
+                let Some(n) = v.nodes.iter_mut().find(|n| n.node == reply.node) else {
+                    return;
+                };
+                let step = reply.step.clone().unwrap_or_default();
+                let sv = StepView {
+                    step: step.clone(),
+                    state: state_name(reply.state).to_owned(),
+                    exit_code: reply.exit_code,
+                    duration_ms: reply.duration_ms,
+                    stdout: reply.stdout.clone(),
+                    stderr: reply.stderr.clone(),
+                    error: reply.error.clone(),
+                };
+                match n.steps.iter_mut().find(|s| s.step == step) {
+                    Some(s) => *s = sv,
+                    None => n.steps.push(sv),
+                }
+                self.publish(&Update::Node { node: n.clone(), done, total });
+            }
+            RolloutEvent::NodeDone { result } => {
+                let batch = v.nodes.iter().find(|n| n.node == result.node).map(|n| n.batch).unwrap_or(0);
+                let mut nv = node_from_result(result, batch);
+                if let Some(n) = v.nodes.iter_mut().find(|n| n.node == result.node) {
+                    if nv.steps.is_empty() {
+                        nv.steps = std::mem::take(&mut n.steps);
+                    }
+                    *n = nv.clone();
+                } else {
+                    v.nodes.push(nv.clone());
+                }
+                let (done, total) = v.progress();
+                self.publish(&Update::Node { node: nv, done, total });
+            }
+            RolloutEvent::Stopped { reason } => {
+                v.stopped = Some(reason.clone());
+                self.publish(&Update::Stopped { reason: reason.clone() });
+            }
+        }
+    }
+
+    /// Marks the rollout over with `result` (and an error outside the servers).
+    pub fn finish(&self, result: &str, error: Option<String>) {
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.finished = true;
+        v.result = result.to_owned();
+        v.error = error;
+        self.publish(&Update::Finished { view: v.clone() });
+    }
+}
+
+/// The deploys in progress (and recently finished, until their page is served from history).
+#[derive(Debug, Default)]
+pub struct Registry {
+    live: Mutex<HashMap<i64, Arc<LiveDeploy>>>,
+    removed: tokio::sync::Notify,
+}
+
+impl Registry {
+    /// Adds a deploy.
+    pub fn insert(&self, d: Arc<LiveDeploy>) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(d.id, d);
+    }
+
+    /// Deploy `id`, if in progress.
+    pub fn get(&self, id: i64) -> Option<Arc<LiveDeploy>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    /// Forgets deploy `id` (its history row holds the result).
+    pub fn remove(&self, id: i64) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.removed.notify_waiters();
+    }
+
+    /// Waits until no deploy is in progress.
+    pub async fn drained(&self) {
+        loop {
+            let removed = self.removed.notified();
+            tokio::pin!(removed);
+            removed.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            removed.await;
+        }
+    }
+
+    /// Every deploy in progress.
+    pub fn all(&self) -> Vec<Arc<LiveDeploy>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// How many deploys are in progress.
+    pub fn len(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,202 @@
+//! dk-web: the browser front end over dk-deploy's library (sites, tags,
+//! one-click canary-first deploys with live progress, history, activity).
+//!
+//! - [`config`] — `web.toml`.
+//! - [`auth`] — HTTP Basic (htpasswd: bcrypt, argon2), trusted proxy header, or none (loopback).
+//! - [`csrf`] — per-user form tokens and the origin check.
+//! - [`fleet`] — the agents seen, and per site the servers, tags and locks.
+//! - [`form`] — the deploy form's fields and their checks.
+//! - [`history`] — every deploy in SQLite.
+//! - [`live`] — deploys in progress, their views and update streams.
+//! - [`activity`] — the bus's event lines.
+//! - [`pages`] — the HTML (maud); [`routes`] — the axum handlers.
+
+pub mod activity;
+pub mod auth;
+pub mod config;
+pub mod csrf;
+pub mod fleet;
+pub mod form;
+pub mod history;
+pub mod live;
+pub mod pages;
+pub mod routes;
+
+pub use config::{ConfigError, WebConfig};
+
+use crate::deploy::controller::{Controller, ControllerConfig};
+use crate::deploy::keys::SecretKey;
+use crate::stomp::Client;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Why dk-web could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The htpasswd file is unusable.
+    #[error("{0}")]
+    Htpasswd(#[from] auth::HtpasswdError),
+    /// The history database is unusable.
+    #[error("{0}")]
+    History(#[from] history::HistoryError),
+    /// The signing key could not be read.
+    #[error("signing key {path}: {source}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// Why.
+        source: crate::deploy::keys::KeyError,
+    },
+    /// The bus refused a subscription.
+    #[error("bus: {0}")]
+    Bus(#[from] crate::deploy::controller::ControlError),
+    /// No randomness for the CSRF secret.
+    #[error("random: {0}")]
+    Random(String),
+}
+
+/// What can change on reload: who may log in and the sites.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub auth: auth::Auth,
+    pub config: WebConfig,
+}
+
+/// What every handler shares.
+pub(crate) struct App {
+    pub settings: RwLock<Arc<Settings>>,
+    pub csrf: csrf::Csrf,
+    pub history: history::History,
+    pub live: live::Registry,
+    pub fleet: Arc<fleet::Fleet>,
+    pub activity: Arc<activity::Activity>,
+    pub client: Client,
+    pub query: Controller,
+    pub key: Option<SecretKey>,
+}
+
+impl App {
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A running dk-web.
+pub struct WebHandle {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    followers: Vec<JoinHandle<()>>,
+    app: Arc<App>,
+}
+
+impl std::fmt::Debug for WebHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebHandle").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// Loads the signing key `config.key_file` names; `None` means a fresh one.
+pub fn load_key(config: &WebConfig) -> Result<SecretKey, WebError> {
+    match &config.key_file {
+        Some(p) => SecretKey::load(p).map_err(|source| WebError::Key { path: p.display().to_string(), source }),
+        None => SecretKey::generate().map_err(|source| WebError::Key { path: "(generated)".into(), source }),
+    }
+}
+
+/// Binds, opens the history, subscribes to announcements and events, and serves.
+/// Requests are signed with `key` (see [`load_key`]).
+pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<WebHandle, WebError> {
+    let auth = auth::Auth::from_config(&config.auth)?;
+    let history = history::History::open(&config.database)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| WebError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| WebError::Bind { addr: config.listen, source })?;
+    let mut cc = ControllerConfig::new("dk-web", Some(key.clone()));
+    cc.destinations.deploy = config.deploy_destination.clone();
+    let query = Controller::new(client.clone(), cc).await?;
+    let fleet = Arc::new(fleet::Fleet::default());
+    let activity = activity::Activity::new(config.activity_lines);
+    let mut followers = vec![fleet.follow(&client, &config.agents_destination).await.map_err(crate::deploy::controller::ControlError::from)?];
+    followers.extend(activity.follow(&client, &config.events).await.map_err(crate::deploy::controller::ControlError::from)?);
+    let csrf = csrf::Csrf::new().map_err(|e| WebError::Random(e.to_string()))?;
+    let settings = RwLock::new(Arc::new(Settings { auth, config }));
+    let app = Arc::new(App { settings, csrf, history, live: live::Registry::default(), fleet, activity, client, query, key: Some(key) });
+    // Learn the fleet once now, so the first page load knows whom to wait for.
+    let warm = app.clone();
+    followers.push(tokio::spawn(async move {
+        let window = warm.settings().config.discovery_window;
+        let _ = warm.fleet.discover(&warm.query, &Default::default(), window).await;
+    }));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = routes::router(app.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "dk-web listening");
+    Ok(WebHandle { addr, stop: Some(stop), server, followers, app })
+}
+
+impl WebHandle {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Deploys in progress.
+    pub fn running(&self) -> usize {
+        self.app.live.len()
+    }
+
+    /// Applies a re-read configuration: users (htpasswd re-read), sites,
+    /// deployers, windows. Listen address, database, key and destinations need a restart.
+    pub fn reload(&self, new: WebConfig) -> Result<(), String> {
+        let old = self.app.settings();
+        let o = &old.config;
+        if o.listen != new.listen
+            || o.database != new.database
+            || o.key_file != new.key_file
+            || o.events != new.events
+            || o.deploy_destination != new.deploy_destination
+            || o.agents_destination != new.agents_destination
+            || o.broker != new.broker
+        {
+            return Err("listen, database, key_file, events, destinations and broker need a restart of dk-web".into());
+        }
+        let auth = auth::Auth::from_config(&new.auth).map_err(|e| e.to_string())?;
+        *self.app.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Settings { auth, config: new });
+        Ok(())
+    }
+
+    /// Stops serving. Running deploys are told to stop (no further batch) and
+    /// given up to `wait` to finish their running batch and be recorded.
+    pub async fn shutdown(mut self, wait: std::time::Duration) {
+        routes::stop_all(&self.app);
+        if tokio::time::timeout(wait, self.app.live.drained()).await.is_err() {
+            tracing::warn!(deploys = self.app.live.len(), "deploys still running at exit: their history rows will read `interrupted`");
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // SSE streams of watchers would keep graceful shutdown waiting: give it a moment, then end.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server).await.is_err() {
+            self.server.abort();
+        }
+        for f in &self.followers {
+            f.abort();
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The routes and their status codes.
+//!
+//! | route | answers |
+//! |---|---|
+//! | `GET /` | sites: servers answering, releases, last deploy |
+//! | `GET /sites/{site}` | tags, servers, lock, the deploy form; 404 unknown site |
+//! | `POST /sites/{site}/preview` | dry run: plan and commit logs; 400 bad form, 403 CSRF |
+//! | `POST /sites/{site}/deploy` | 303 to the deploy page; 400 bad form, 403 CSRF or not a deployer |
+//! | `POST /sites/{site}/rollback` | the same for a rollback of the given servers |
+//! | `GET /deploys/{id}` | progress (live) or the recorded result; 404 unknown |
+//! | `GET /deploys/{id}/events` | server-sent events: a snapshot, then changed rows |
+//! | `POST /deploys/{id}/stop` | 303 back; 409 when already finished |
+//! | `GET /history[?site=]` | every deploy, newest first |
+//! | `GET /activity`, `GET /activity/events` | the event line feed (page, SSE) |
+//! | `GET /assets/*`, `GET /healthz` | no login needed |
+//!
+//! Every other page needs a login: 401 with a Basic challenge, or 403 when a proxy
+//! header is missing or comes from an untrusted address.
+
+// Handlers return a ready `Response` as the error of their checks (axum's idiom; it is
+// returned at once, never stored), so the large-error lint does not apply.
+#![allow(clippy::result_large_err)]
+
+use super::auth::AuthFailure;
+use super::config::SiteConfig;
+use super::fleet::Server;
+use super::form::{DeployForm, Scope};
+use super::live::{DeployView, LiveDeploy, Update};
+use super::pages::{self, Ctx, FormEcho, SiteSummary};
+use super::App;
+use crate::deploy::controller::{plan, ControlError, Controller, ControllerConfig, NodeState, RolloutSpec, Window};
+use crate::message::{DeployAction, Filters};
+use crate::stomp::State;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use futures_util::stream::Stream;
+use maud::Markup;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+
+type St = AxState<Arc<App>>;
+type Peer = ConnectInfo<SocketAddr>;
+
+/// The router.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(sites))
+        .route("/sites/{site}", get(site))
+        .route("/sites/{site}/preview", post(preview))
+        .route("/sites/{site}/deploy", post(deploy))
+        .route("/sites/{site}/rollback", post(rollback))
+        .route("/deploys/{id}", get(deploy_page))
+        .route("/deploys/{id}/events", get(deploy_events))
+        .route("/deploys/{id}/stop", post(stop))
+        .route("/history", get(history))
+        .route("/activity", get(activity))
+        .route("/activity/events", get(activity_events))
+        .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/healthz", get(healthz))
+        .fallback(|| async { page(StatusCode::NOT_FOUND, pages::error(None, 404, "No such page.")) })
+        .with_state(app)
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
+}
+
+fn page(status: StatusCode, m: Markup) -> Response {
+    let mut r = (status, Html(m.into_string())).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("content-security-policy", HeaderValue::from_static("default-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'"));
+    r
+}
+
+fn fail(ctx: &Ctx, status: StatusCode, msg: impl std::fmt::Display) -> Response {
+    page(status, pages::error(Some(ctx), status.as_u16(), &msg.to_string()))
+}
+
+/// The logged-in user, or the refusal.
+fn login(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<Ctx, Response> {
+    let s = app.settings();
+    match s.auth.user(peer.ip(), headers) {
+        Ok(user) => Ok(Ctx { csrf: app.csrf.token(&user), user }),
+        Err(AuthFailure::Challenge) => {
+            let realm = s.auth.realm().unwrap_or("deploykit").replace('"', "");
+            let mut r = page(StatusCode::UNAUTHORIZED, pages::error(None, 401, "Log in to use dk-web."));
+            if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            Err(r)
+        }
+        Err(AuthFailure::Refused(why)) => {
+            tracing::warn!(%peer, "refused: {why}");
+            Err(page(StatusCode::FORBIDDEN, pages::error(None, 403, &why)))
+        }
+    }
+}
+
+macro_rules! login {
+    ($app:expr, $peer:expr, $headers:expr) => {
+        match login(&$app, $peer.0, &$headers) {
+            Ok(c) => c,
+            Err(r) => return r,
+        }
+    };
+}
+
+fn site_config(app: &App, ctx: &Ctx, name: &str) -> Result<SiteConfig, Response> {
+    app.settings().config.site(name).cloned().ok_or_else(|| fail(ctx, StatusCode::NOT_FOUND, format!("No site called {name:?} is configured.")))
+}
+
+fn bus_error(ctx: &Ctx, e: ControlError) -> Response {
+    fail(ctx, StatusCode::SERVICE_UNAVAILABLE, format!("The servers could not be asked: {e}"))
+}
+
+async fn healthz(AxState(app): St) -> Response {
+    let broker = match app.client.state() {
+        State::Ready(_) => "ready",
+        State::Connecting => "connecting",
+        State::Closed => "closed",
+    };
+    let body = serde_json::json!({"status": "ok", "broker": broker, "deploys_running": app.live.len()});
+    ([(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
+}
+
+async fn sites(AxState(app): St, peer: Peer, headers: HeaderMap) -> Response {
+    let ctx = login!(app, peer, headers);
+    let s = app.settings();
+    let (servers, problem) = match app.fleet.discover(&app.query, &Filters::default(), s.config.discovery_window).await {
+        Ok(v) => (v, None),
+        Err(e) => (Vec::new(), Some(format!("The servers could not be asked: {e}"))),
+    };
+    let mut rows = Vec::new();
+    for site in &s.config.sites {
+        let mine: Vec<&Server> = servers.iter().filter(|x| x.serves(&site.name) && x.selected_by(&site.filters)).collect();
+        let last = app.history.list(Some(&site.name), 1).ok().and_then(|mut v| v.pop());
+        rows.push(SiteSummary { site, servers: mine, last });
+    }
+    page(StatusCode::OK, pages::sites(&ctx, &rows, problem.as_deref()))
+}
+
+async fn site(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    let ctx = login!(app, peer, headers);
+    let site = match site_config(&app, &ctx, &name) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let window = app.settings().config.discovery_window;
+    let state = match app.fleet.site_state(&app.query, &site.name, &site.filters, site.tags, window).await {
+        Ok(s) => s,
+        Err(e) => return bus_error(&ctx, e),
+    };
+    let recent = app.history.list(Some(&site.name), 5).unwrap_or_default();
+    let problem = state.servers.is_empty().then(|| format!("No server of site {} answered within {:?}.", site.name, window));
+    page(StatusCode::OK, pages::site(&ctx, &site, &state, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
+}
+
+/// The checks every state-changing form passes: CSRF, the site, the form.
+fn checked_form(app: &App, ctx: &Ctx, headers: &HeaderMap, name: &str, body: &[u8], need_tag: bool) -> Result<(SiteConfig, DeployForm), Response> {
+    let site = site_config(app, ctx, name)?;
+    let form = DeployForm::parse(body, &site, need_tag);
+    let token = match &form {
+        Ok(f) => f.csrf.clone(),
+        Err(_) => super::form::fields(body).into_iter().find(|(k, _)| k == super::csrf::FIELD).map(|(_, v)| v),
+    };
+    if let Err(why) = app.csrf.check(&ctx.user, token.as_deref(), headers) {
+        tracing::warn!(user = %ctx.user, site = name, "refused: {why}");
+        return Err(fail(ctx, StatusCode::FORBIDDEN, why));
+    }
+    let form = form.map_err(|e| fail(ctx, StatusCode::BAD_REQUEST, e))?;
+    Ok((site, form))
+}
+
+/// The servers a form selects: `None` for all of the site's.
+async fn selection(app: &App, ctx: &Ctx, site: &SiteConfig, scope: &Scope) -> Result<Option<Vec<String>>, Response> {
+    if *scope == Scope::All {
+        return Ok(None);
+    }
+    let window = app.settings().config.discovery_window;
+    let servers = app.fleet.site_servers(&app.query, &site.name, &site.filters, window).await.map_err(|e| bus_error(ctx, e))?;
+    let names: Vec<&str> = servers.iter().map(|s| s.announce.identity.as_str()).collect();
+    let chosen: Vec<String> = match scope {
+        Scope::All => unreachable!(),
+        Scope::Pick(nodes) => {
+            if let Some(bad) = nodes.iter().find(|n| !names.contains(&n.as_str())) {
+                return Err(fail(ctx, StatusCode::BAD_REQUEST, format!("servers: {bad:?} is not a server of site {} (or did not answer)", site.name)));
+            }
+            let mut v = nodes.clone();
+            v.sort();
+            v.dedup();
+            v
+        }
+        Scope::Filter(parts) => {
+            let f = Filters { identity: parts.clone(), ..Filters::default() };
+            let v: Vec<String> = servers.iter().filter(|s| s.selected_by(&f)).map(|s| s.announce.identity.clone()).collect();
+            if v.is_empty() {
+                return Err(fail(ctx, StatusCode::BAD_REQUEST, format!("filter: no server of site {} matches {:?}", site.name, parts.join(" "))));
+            }
+            v
+        }
+    };
+    Ok(Some(chosen))
+}
+
+fn filters_for(site: &SiteConfig, nodes: &Option<Vec<String>>) -> Filters {
+    match nodes {
+        None => site.filters.clone(),
+        Some(n) => Filters { identity: n.clone(), ..Filters::default() },
+    }
+}
+
+async fn preview(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    let ctx = login!(app, peer, headers);
+    let (site, form) = match checked_form(&app, &ctx, &headers, &name, &body, true) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let nodes = match selection(&app, &ctx, &site, &form.scope).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let window = app.settings().config.discovery_window;
+    let filters = filters_for(&site, &nodes);
+    let tag = form.tag.clone().unwrap_or_default();
+    let expect = match &nodes {
+        Some(n) => n.len(),
+        None => app.fleet.expected(&filters),
+    };
+    let replies = match app.query.dry_run(&site.name, &tag, filters, Window { timeout: window, expect: (expect > 0).then_some(expect) }).await {
+        Ok(r) => r,
+        Err(ControlError::Invalid(e)) => return fail(&ctx, StatusCode::BAD_REQUEST, e),
+        Err(e) => return bus_error(&ctx, e),
+    };
+    let replies: Vec<_> = replies.into_iter().filter(|r| r.error.as_deref().is_none_or(|e| !e.contains("is not configured"))).collect();
+    let order: Vec<String> = replies.iter().map(|r| r.node.clone()).collect();
+    let plan = plan::batches(&order, form.canary, form.batch);
+    page(StatusCode::OK, pages::preview(&ctx, &site, &tag, &plan, &replies, &FormEcho { fields: form.echo.clone() }, site.may_deploy(&ctx.user)))
+}
+
+async fn deploy(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    let ctx = login!(app, peer, headers);
+    start_rollout(app, ctx, headers, name, body, DeployAction::Deploy).await
+}
+
+async fn rollback(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
+    let ctx = login!(app, peer, headers);
+    start_rollout(app, ctx, headers, name, body, DeployAction::Rollback).await
+}
+
+async fn start_rollout(app: Arc<App>, ctx: Ctx, headers: HeaderMap, name: String, body: Bytes, action: DeployAction) -> Response {
+    let (site, form) = match checked_form(&app, &ctx, &headers, &name, &body, action == DeployAction::Deploy) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if !site.may_deploy(&ctx.user) {
+        tracing::warn!(user = %ctx.user, site = %site.name, "refused: not a deployer of this site");
+        return fail(&ctx, StatusCode::FORBIDDEN, format!("{} may not deploy or roll back site {}.", ctx.user, site.name));
+    }
+    let nodes = match selection(&app, &ctx, &site, &form.scope).await {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let settings = app.settings();
+    let filters = filters_for(&site, &nodes);
+    let expect = match &nodes {
+        Some(n) => Some(n.len()),
+        None => Some(app.fleet.expected(&filters)).filter(|n| *n > 0),
+    };
+    let spec = RolloutSpec {
+        action,
+        site: site.name.clone(),
+        tag: if action == DeployAction::Deploy { form.tag.clone() } else { None },
+        filters: filters.clone(),
+        canary: form.canary,
+        batch: form.batch,
+        max_failures: form.max_failures,
+        timeout: settings.config.server_timeout,
+        discovery: Window { timeout: settings.config.discovery_window, expect },
+    };
+    let verb = if action == DeployAction::Deploy { "deploy" } else { "rollback" };
+    let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
+    let id = match app.history.start(&site.name, verb, spec.tag.as_deref(), &ctx.user, &shown) {
+        Ok(id) => id,
+        Err(e) => return fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let what = format!("{verb} {}{}", site.name, spec.tag.as_deref().map(|t| format!(" {t}")).unwrap_or_default());
+    publish_event(&app, format!("dk-web: {} started {what} (servers: {shown}; deploy #{id})", ctx.user)).await;
+    let (live, stop_rx) = LiveDeploy::new(id);
+    app.live.insert(live.clone());
+    tracing::info!(id, user = %ctx.user, site = %site.name, tag = spec.tag.as_deref().unwrap_or("-"), servers = %shown, "{verb} started");
+    let user = ctx.user.clone();
+    let audit_log = settings.config.audit_log.clone();
+    let deploy_dest = settings.config.deploy_destination.clone();
+    tokio::spawn(async move {
+        let mut cc = ControllerConfig::new(user.clone(), app.key.clone());
+        cc.destinations.deploy = deploy_dest;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let l = live.clone();
+        let pump = tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                l.apply(&e);
+            }
+        });
+        let outcome = match Controller::new(app.client.clone(), cc).await {
+            Ok(c) => c.rollout(&spec, tx, stop_rx).await,
+            Err(e) => Err(e),
+        };
+        let _ = pump.await;
+        let (result, detail, report) = match outcome {
+            Ok(r) => {
+                let result = if r.ok() {
+                    "ok"
+                } else if r.stopped.as_deref() == Some("stopped by the operator") && !r.nodes.iter().any(|n| n.state.failed() && n.state != NodeState::NotStarted) {
+                    "stopped"
+                } else {
+                    "failed"
+                };
+                (result, r.stopped.clone(), Some(r))
+            }
+            Err(e) => ("error", Some(e.to_string()), None),
+        };
+        if let Err(e) = app.history.finish(id, result, detail.as_deref(), report.as_ref()) {
+            tracing::error!(id, error = %e, "deploy result not recorded");
+        }
+        if let (Some(path), Some(r)) = (&audit_log, &report) {
+            let entry = crate::deploy::audit::AuditEntry {
+                time: crate::git::push::rfc3339(unix_now(), 0),
+                user: user.clone(),
+                key: app.key.as_ref().map(|k| k.public().to_string()),
+                action: verb.into(),
+                site: spec.site.clone(),
+                tag: spec.tag.clone(),
+                filters: spec.filters.clone(),
+                ok: r.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
+                failed: r.nodes.iter().filter(|n| n.state.failed()).map(|n| n.node.clone()).collect(),
+                result: match &r.stopped {
+                    Some(s) if !r.ok() => format!("stopped: {s}"),
+                    _ if r.ok() => "ok".into(),
+                    _ => "failed".into(),
+                },
+                request_ids: r.request_ids.clone(),
+            };
+            if let Err(e) = crate::deploy::audit::append(path, &entry) {
+                tracing::error!(path = %path.display(), error = %e, "audit log not written");
+            }
+        }
+        tracing::info!(id, result, "{verb} finished");
+        let counts = report.as_ref().map(|r| format!(", {}/{} servers ok", r.nodes.iter().filter(|n| n.state == NodeState::Ok).count(), r.nodes.len())).unwrap_or_default();
+        let why = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        publish_event(&app, format!("dk-web: {user}'s {what}: {result}{counts}{why} (deploy #{id})")).await;
+        live.finish(result, if result == "error" { detail } else { None });
+        app.live.remove(id);
+    });
+    Redirect::to(&format!("/deploys/{id}")).into_response()
+}
+
+/// Deploy `id`: live, or from the history.
+fn deploy_state(app: &App, id: i64) -> Option<(super::history::DeployRow, DeployView, Option<Arc<LiveDeploy>>)> {
+    let row = app.history.get(id).ok().flatten()?;
+    if let Some(l) = app.live.get(id) {
+        let v = l.view();
+        return Some((row, v, Some(l)));
+    }
+    let view = match row.report() {
+        Some(r) => DeployView::from_report(&r, &row.result),
+        None => DeployView { finished: true, result: row.result.clone(), error: row.detail.clone(), ..DeployView::default() },
+    };
+    Some((row, view, None))
+}
+
+async fn deploy_page(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = login!(app, peer, headers);
+    let Some((row, view, live)) = id.parse::<i64>().ok().and_then(|id| deploy_state(&app, id)) else {
+        return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
+    };
+    let may = app.settings().config.site(&row.site).is_some_and(|s| s.may_deploy(&ctx.user));
+    page(StatusCode::OK, pages::deploy(&ctx, &row, &view, live.is_some() && !view.finished, may))
+}
+
+fn sse_event(data: &str) -> Event {
+    Event::default().data(data)
+}
+
+type SseStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
+/// A first message, then the broadcast's (a lagging watcher gets `resync` instead of gaps).
+fn stream(first: String, rx: Option<broadcast::Receiver<Arc<String>>>, resync: Option<std::sync::Weak<LiveDeploy>>) -> SseStream {
+    let head = futures_util::stream::once(async move { Ok(sse_event(&first)) });
+    let Some(rx) = rx else {
+        return Box::pin(head);
+    };
+    let tail = futures_util::stream::unfold((rx, resync), |(mut rx, resync)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(s) => return Some((Ok(sse_event(&s)), (rx, resync))),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(l) = resync.as_ref().and_then(std::sync::Weak::upgrade) {
+                        let json = serde_json::to_string(&Update::Snapshot { view: l.view() }).unwrap_or_default();
+                        return Some((Ok(sse_event(&json)), (rx, resync)));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Box::pin(futures_util::StreamExt::chain(head, tail))
+}
+
+fn sse(s: SseStream) -> Response {
+    let mut r = Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+async fn deploy_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = login!(app, peer, headers);
+    let Some(id) = id.parse::<i64>().ok() else {
+        return fail(&ctx, StatusCode::NOT_FOUND, "No such deploy.");
+    };
+    if let Some(l) = app.live.get(id) {
+        let (view, rx) = l.subscribe();
+        let first = serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default();
+        return sse(stream(first, Some(rx), Some(Arc::downgrade(&l))));
+    }
+    match deploy_state(&app, id) {
+        Some((_, view, _)) => sse(stream(serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default(), None, None)),
+        None => fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}.")),
+    }
+}
+
+async fn stop(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let ctx = login!(app, peer, headers);
+    let token = super::form::fields(&body).into_iter().find(|(k, _)| k == super::csrf::FIELD).map(|(_, v)| v);
+    if let Err(why) = app.csrf.check(&ctx.user, token.as_deref(), &headers) {
+        return fail(&ctx, StatusCode::FORBIDDEN, why);
+    }
+    let Some((row, _, live)) = id.parse::<i64>().ok().and_then(|id| deploy_state(&app, id)) else {
+        return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
+    };
+    if !app.settings().config.site(&row.site).is_some_and(|s| s.may_deploy(&ctx.user)) {
+        return fail(&ctx, StatusCode::FORBIDDEN, format!("{} may not stop deploys of site {}.", ctx.user, row.site));
+    }
+    match live {
+        Some(l) => {
+            tracing::warn!(id = row.id, user = %ctx.user, "stop asked: no further batch starts");
+            l.stop();
+            Redirect::to(&format!("/deploys/{}", row.id)).into_response()
+        }
+        None => fail(&ctx, StatusCode::CONFLICT, format!("Deploy #{} is already over ({}).", row.id, row.result)),
+    }
+}
+
+/// Tells every running deploy to start no further batch (shutdown).
+pub(crate) fn stop_all(app: &App) {
+    for l in app.live.all() {
+        l.stop();
+    }
+}
+
+async fn history(AxState(app): St, peer: Peer, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let ctx = login!(app, peer, headers);
+    let site = uri.query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "site").map(|(_, v)| v.into_owned())).filter(|s| !s.is_empty());
+    match app.history.list(site.as_deref(), 500) {
+        Ok(rows) => page(StatusCode::OK, pages::history(&ctx, &rows, site.as_deref())),
+        Err(e) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn activity(AxState(app): St, peer: Peer, headers: HeaderMap) -> Response {
+    let ctx = login!(app, peer, headers);
+    let (lines, _) = app.activity.subscribe();
+    page(StatusCode::OK, pages::activity(&ctx, &lines))
+}
+
+async fn activity_events(AxState(app): St, peer: Peer, headers: HeaderMap) -> Response {
+    let _ctx = login!(app, peer, headers);
+    let (_, rx) = app.activity.subscribe();
+    sse(stream("{\"kind\":\"hello\"}".into(), Some(rx), None))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Publishes one of dk-web's own event lines (failures are logged, never fatal).
+async fn publish_event(app: &App, text: String) {
+    let dest = app.settings().config.event_destination.replace("{source}", "web");
+    let ev = crate::message::Event { source: "web".into(), host: None, text, correlation_id: None };
+    match crate::message::encode(&ev, crate::message::Wire::Json) {
+        Ok(out) => {
+            let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
+            if let Err(e) = app.client.send_with(&dest, out.body, opts).await {
+                tracing::warn!(error = %e, "event line not sent");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "event line not encoded"),
+    }
+}

@@ -1,0 +1,604 @@
+//! dk-web over HTTP: every route's status codes, logins (Basic with bcrypt,
+//! trusted proxy header), CSRF refusals, bad forms (400 with the message),
+//! unknown sites and deploys (404), a lock shown with its holder, and real
+//! deploys to three in-process agents on the embedded broker followed through
+//! the server-sent events (canary failure stops the rest; the stop button).
+//! Synchronisation is on SSE updates, never on sleeps.
+
+mod common;
+
+use common::targets::{Kind, Target};
+use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
+use deploykit::deploy::keys::SecretKey;
+use deploykit::message::{encode, Event, Wire};
+use deploykit::stomp::SendOptions;
+use deploykit::web::{self, WebConfig, WebHandle};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+const WAIT: Duration = Duration::from_secs(60);
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+
+struct Tmp(PathBuf);
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out =
+        Command::new("git").arg("-C").arg(dir).args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master"]).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn script(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Broker, a repo with tags v1..v3, three agents trusting the web's key, and dk-web
+/// (Basic auth: ann deploys www, bob only views).
+struct Rig {
+    tmp: Tmp,
+    target: Target,
+    key: SecretKey,
+    agents: Vec<AgentHandle>,
+    web: Option<WebHandle>,
+    config: WebConfig,
+}
+
+impl Rig {
+    async fn start() -> Rig {
+        Rig::start_on(Target::embedded().await).await
+    }
+
+    async fn start_on(target: Target) -> Rig {
+        let tmp = Tmp(std::env::temp_dir().join(format!("dk-web-test-{}-{}", std::process::id(), fastrand::u64(..))));
+        let repo = tmp.0.join("www");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        for v in 1..=3 {
+            std::fs::write(repo.join("version"), format!("v{v}\n")).unwrap();
+            git(&repo, &["add", "version"]);
+            git(&repo, &["commit", "-q", "-m", &format!("release {v}")]);
+            git(&repo, &["tag", "-a", &format!("v{v}"), "-m", &format!("v{v}")]);
+        }
+        let key = SecretKey::generate().unwrap();
+        let deploy = target.dest("topic");
+        let mut agents = Vec::new();
+        for node in NODES {
+            let home = tmp.0.join(node);
+            std::fs::create_dir_all(home.join("hooks")).unwrap();
+            let toml = format!(
+                "identity = \"{node}\"\nclasses = [\"web\"]\nstate_dir = \"{home}/state\"\n\
+                 [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\nevents = \"{deploy}.events\"\n\
+                 [trusted_keys]\nweb = \"{}\"\n\
+                 [sites.www]\nrepo = \"{}\"\nreleases = \"{home}/releases\"\ncurrent = \"{home}/www/current\"\nhooks = \"{home}/hooks\"\n\
+                 deploy = [\"web\"]\nrollback = [\"web\"]\nstep_timeout = \"60s\"\n",
+                key.public(),
+                repo.display(),
+                home = home.display()
+            );
+            agents.push(Agent::start(AgentConfig::parse(&toml).unwrap(), target.client().await).await.unwrap());
+        }
+        let htpasswd = tmp.0.join("htpasswd");
+        std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap())).unwrap();
+        let config = WebConfig::parse(&format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
+             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n\
+             [auth]\nmode = \"basic\"\nhtpasswd = \"{htpasswd}\"\n\
+             [sites.www]\nclass = [\"web\"]\ndeployers = [\"ann\"]\nbatch = \"2\"\n\
+             [sites.empty]\nclass = [\"nothing-has-this\"]\n",
+            db = tmp.0.join("web.sqlite").display(),
+            htpasswd = htpasswd.display(),
+        ))
+        .unwrap();
+        let mut rig = Rig { tmp, target, key, agents, web: None, config };
+        rig.restart_web().await;
+        rig
+    }
+
+    async fn restart_web(&mut self) {
+        if let Some(w) = self.web.take() {
+            w.shutdown(Duration::from_secs(5)).await;
+        }
+        self.web = Some(web::start(self.config.clone(), self.target.client().await, self.key.clone()).await.unwrap());
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.web.as_ref().unwrap().addr()
+    }
+
+    fn home(&self, node: &str) -> PathBuf {
+        self.tmp.0.join(node)
+    }
+
+    fn hook(&self, node: &str, name: &str, body: &str) {
+        script(&self.home(node).join("hooks").join(name), body);
+    }
+
+    fn live(&self, node: &str) -> Option<String> {
+        std::fs::read_to_string(self.home(node).join("www/current/version")).ok().map(|s| s.trim().to_owned())
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+    }
+}
+
+fn basic(user: &str, pw: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+}
+
+fn request_text(addr: SocketAddr, method: &str, path: &str, user: Option<(&str, &str)>, headers: &[(&str, &str)], body: &str) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    if let Some((u, p)) = user {
+        req.push_str(&format!("Authorization: {}\r\n", basic(u, p)));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    req
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str, user: Option<(&str, &str)>, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_text(addr, method, path, user, headers, body).as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("response in time").unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_owned(), b.to_owned())).unwrap_or((text.clone(), String::new()));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Reply { status, head, body }
+}
+
+const ANN: Option<(&str, &str)> = Some(("ann", "ann-pw"));
+const BOB: Option<(&str, &str)> = Some(("bob", "bob-pw"));
+
+async fn get(addr: SocketAddr, path: &str, user: Option<(&str, &str)>) -> Reply {
+    http(addr, "GET", path, user, &[], "").await
+}
+
+async fn post(addr: SocketAddr, path: &str, user: Option<(&str, &str)>, body: &str) -> Reply {
+    http(addr, "POST", path, user, &[], body).await
+}
+
+/// The CSRF token in a page's forms.
+fn csrf_of(page: &str) -> String {
+    let i = page.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
+    page[i..].split('"').next().unwrap().to_owned()
+}
+
+async fn token(addr: SocketAddr, user: Option<(&str, &str)>) -> String {
+    let page = get(addr, "/sites/www", user).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    csrf_of(&page.body)
+}
+
+/// Follows `/deploys/ID/events` until the `finished` update (or a finished snapshot); returns every update.
+async fn follow(addr: SocketAddr, id: &str, mut on: impl FnMut(&serde_json::Value)) -> Vec<serde_json::Value> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_text(addr, "GET", &format!("/deploys/{id}/events"), ANN, &[], "").as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(data) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                let v: serde_json::Value = serde_json::from_str(data).unwrap();
+                on(&v);
+                let done = v["kind"] == "finished" || (v["kind"] == "snapshot" && v["view"]["finished"] == true);
+                out.push(v);
+                if done {
+                    return;
+                }
+            }
+        }
+        panic!("event stream ended before the deploy finished");
+    };
+    tokio::time::timeout(WAIT, read).await.expect("deploy finished in time");
+    out
+}
+
+fn deploy_id(r: &Reply) -> String {
+    assert_eq!(r.status, 303, "{}", r.body);
+    r.header("location").unwrap().strip_prefix("/deploys/").unwrap().to_owned()
+}
+
+fn final_view(updates: &[serde_json::Value]) -> serde_json::Value {
+    updates.last().unwrap()["view"].clone()
+}
+
+fn states(view: &serde_json::Value) -> Vec<(String, String)> {
+    view["nodes"].as_array().unwrap().iter().map(|n| (n["node"].as_str().unwrap().to_owned(), n["state"].as_str().unwrap().to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routes_logins_csrf_forms_and_a_deploy() {
+    let mut rig = Rig::start().await;
+    let a = rig.addr();
+
+    // No login needed for health and assets; everything else asks.
+    let h = get(a, "/healthz", None).await;
+    assert_eq!(h.status, 200);
+    assert!(h.body.contains("\"broker\":\"ready\""), "{}", h.body);
+    let css = get(a, "/assets/style.css", None).await;
+    assert_eq!((css.status, css.header("content-type")), (200, Some("text/css; charset=utf-8")));
+    assert_eq!(get(a, "/assets/app.js", None).await.status, 200);
+    for path in ["/", "/sites/www", "/history", "/activity", "/deploys/1", "/activity/events"] {
+        let r = get(a, path, None).await;
+        assert_eq!(r.status, 401, "{path}");
+        assert!(r.header("www-authenticate").unwrap().starts_with("Basic realm=\"deploykit\""), "{}", r.head);
+    }
+    assert_eq!(get(a, "/", Some(("ann", "wrong"))).await.status, 401);
+    assert_eq!(get(a, "/", Some(("eve", "ann-pw"))).await.status, 401);
+
+    // Sites: servers answering and their releases.
+    let sites = get(a, "/", BOB).await;
+    assert_eq!(sites.status, 200);
+    assert!(sites.body.contains("signed in as <b id=\"user\">bob</b>"), "{}", sites.body);
+    assert!(sites.body.contains("3 on nothing"), "{}", sites.body);
+    assert!(sites.body.contains("data-site=\"empty\""));
+
+    // A site: tags newest first with how many servers hold them, servers, the form.
+    let page = get(a, "/sites/www", BOB).await;
+    assert_eq!(page.status, 200);
+    let (v3, v1) = (page.body.find("value=\"v3\"").unwrap(), page.body.find("value=\"v1\"").unwrap());
+    assert!(v3 < v1, "newest first");
+    assert!(page.body.contains("3/3"));
+    for n in NODES {
+        assert!(page.body.contains(&format!("data-server=\"{n}\"")), "{n}");
+    }
+    assert!(!page.body.contains("id=\"deploy\""), "bob may not deploy: no button");
+    assert!(get(a, "/sites/www", ANN).await.body.contains("id=\"deploy\""));
+    assert_eq!(get(a, "/sites/nope", BOB).await.status, 404);
+    assert!(get(a, "/sites/empty", BOB).await.body.contains("No server of site empty answered"));
+    assert_eq!(get(a, "/no/such/page", BOB).await.status, 404);
+    assert_eq!(get(a, "/deploys/999", BOB).await.status, 404);
+    assert_eq!(get(a, "/deploys/x", BOB).await.status, 404);
+    assert_eq!(get(a, "/deploys/999/events", BOB).await.status, 404);
+    assert_eq!(get(a, "/sites/www/deploy", ANN).await.status, 405);
+
+    // CSRF: missing, someone else's, from another origin.
+    let ann = token(a, ANN).await;
+    let bob = token(a, BOB).await;
+    assert_ne!(ann, bob);
+    let r = post(a, "/sites/www/deploy", ANN, "tag=v1").await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("no CSRF token"), "{}", r.body);
+    assert_eq!(post(a, "/sites/www/deploy", ANN, &format!("tag=v1&csrf={bob}")).await.status, 403);
+    let r = http(a, "POST", "/sites/www/deploy", ANN, &[("Origin", "http://evil.example")], &format!("tag=v1&csrf={ann}")).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("another site"), "{}", r.body);
+    assert_eq!(post(a, "/sites/www/preview", ANN, "tag=v1").await.status, 403);
+    assert_eq!(post(a, "/deploys/1/stop", ANN, "").await.status, 403);
+    // Not a deployer.
+    let r = post(a, "/sites/www/deploy", BOB, &format!("tag=v1&csrf={bob}")).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("bob may not deploy"), "{}", r.body);
+    // Bad forms: 400 with the message.
+    for (form, want) in [
+        ("scope=all", "pick a tag"),
+        ("tag=..%2Fetc", "tag:"),
+        ("tag=v1&scope=pick&node=zzz", "not a server of site www"),
+        ("tag=v1&scope=pick", "tick at least one"),
+        ("tag=v1&scope=filter&filter=web9", "no server of site www matches"),
+        ("tag=v1&batch=0", "batch:"),
+        ("tag=v1&canary=many", "canary"),
+    ] {
+        let r = post(a, "/sites/www/deploy", ANN, &format!("{form}&csrf={ann}")).await;
+        assert_eq!(r.status, 400, "{form}: {}", r.body);
+        assert!(r.body.contains(want), "{form}: {}", r.body);
+    }
+    assert_eq!(post(a, "/sites/nope/deploy", ANN, &format!("tag=v1&csrf={ann}")).await.status, 404);
+    assert!(rig.live("node-a").is_none(), "nothing was deployed by refused requests");
+
+    // The dry run: plan and commit log; nothing changes.
+    let p = post(a, "/sites/www/preview", ANN, &format!("tag=v2&canary=1&batch=2&csrf={ann}")).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("release 2") && p.body.contains("release 1"), "{}", p.body);
+    let v2 = {
+        let out = Command::new("git").arg("-C").arg(rig.tmp.0.join("www")).args(["rev-parse", "v2^{commit}"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(p.body.contains(&format!("<code>{}</code> release 2", &v2[..10])), "commit ids shown: {}", p.body);
+    assert!(p.body.contains("first: node-a"), "{}", p.body);
+    assert!(rig.live("node-a").is_none());
+
+    // A deploy, followed live: every row turns ok, canary first; the agents see who asked.
+    for n in NODES {
+        rig.hook(n, "pre-deploy", "echo \"$DK_USER\" > ../deployed-by");
+    }
+    let activity = tokio::spawn(activity_line(activity_stream(a).await, "checked out tag v2".to_owned()));
+    let own_line = tokio::spawn(activity_line(activity_stream(a).await, "dk-web: ann's deploy www v2: ok, 3/3 servers ok".to_owned()));
+    let r = post(a, "/sites/www/deploy", ANN, &format!("tag=v2&scope=all&canary=1&batch=2&max_failures=0&csrf={ann}")).await;
+    let id = deploy_id(&r);
+    let mut order = Vec::new();
+    let updates = follow(a, &id, |u| {
+        if u["kind"] == "node" && u["node"]["state"] == "ok" {
+            order.push(u["node"]["node"].as_str().unwrap().to_owned());
+        }
+    })
+    .await;
+    let view = final_view(&updates);
+    assert_eq!(view["result"], "ok", "{view:#}");
+    assert_eq!(states(&view), NODES.iter().map(|n| (n.to_string(), "ok".to_string())).collect::<Vec<_>>());
+    assert_eq!(order.first().map(String::as_str), Some("node-a"), "canary first: {order:?}");
+    let steps: Vec<&str> = view["nodes"][1]["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"]);
+    for n in NODES {
+        assert_eq!(rig.live(n).as_deref(), Some("v2"));
+        assert_eq!(std::fs::read_to_string(rig.home(n).join("deployed-by")).unwrap().trim(), "ann", "the signed request names the web user");
+    }
+    let page = get(a, &format!("/deploys/{id}"), BOB).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body.matches("data-state=\"ok\"").count(), 3, "{}", page.body);
+    assert!(!page.body.contains("id=\"stop\""), "bob may not stop");
+    let hist = get(a, "/history", BOB).await;
+    assert!(hist.body.contains(&format!("data-deploy=\"{id}\" data-result=\"ok\"")), "{}", hist.body);
+    assert!(get(a, "/", BOB).await.body.contains("3 on v2"));
+    assert!(get(a, "/history?site=other", BOB).await.body.contains("No deploys yet"));
+    let r = post(a, &format!("/deploys/{id}/stop"), ANN, &format!("csrf={ann}")).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    // The activity feed saw the agents' event lines.
+    tokio::time::timeout(WAIT, activity).await.expect("activity line in time").unwrap();
+    tokio::time::timeout(WAIT, own_line).await.expect("dk-web's own event line in time").unwrap();
+    assert!(get(a, "/activity", BOB).await.body.contains("checked out tag v2"));
+
+    // v3 to the ticked server only, then roll it back as the deploy page's form does.
+    let one = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v3&scope=pick&node=node-b&csrf={ann}")).await);
+    let view = final_view(&follow(a, &one, |_| {}).await);
+    assert_eq!(states(&view), vec![("node-b".to_string(), "ok".to_string())]);
+    assert_eq!((rig.live("node-b").as_deref(), rig.live("node-a").as_deref()), (Some("v3"), Some("v2")));
+    let page = get(a, &format!("/deploys/{one}"), ANN).await;
+    assert!(page.body.contains("id=\"rollback-form\"") && page.body.contains("name=\"node\" value=\"node-b\""), "{}", page.body);
+    let r = post(a, "/sites/www/rollback", ANN, &format!("node=node-b&scope=pick&csrf={ann}")).await;
+    let rb = deploy_id(&r);
+    let view = final_view(&follow(a, &rb, |_| {}).await);
+    assert_eq!(view["result"], "ok", "{view:#}");
+    assert_eq!(rig.live("node-b").as_deref(), Some("v2"), "back to its previous release");
+
+    // The history survives a restart (and the CSRF secret does not).
+    rig.restart_web().await;
+    let a = rig.addr();
+    let hist = get(a, "/history", BOB).await;
+    assert!(hist.body.contains(&format!("data-deploy=\"{id}\" data-result=\"ok\"")) && hist.body.contains(&format!("data-deploy=\"{rb}\"")), "{}", hist.body);
+    let page = get(a, &format!("/deploys/{id}"), ANN).await;
+    assert_eq!(page.body.matches("data-state=\"ok\"").count(), 3, "{}", page.body);
+    assert!(page.body.contains("id=\"rollback\""));
+    let snapshot = follow(a, &id, |_| {}).await;
+    assert_eq!(final_view(&snapshot)["result"], "ok");
+    assert_eq!(post(a, "/sites/www/deploy", ANN, &format!("tag=v1&csrf={ann}")).await.status, 403, "old token after restart");
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::net::TcpStream>>;
+
+/// Opens the activity stream; returns once it is subscribed (its first message arrived).
+async fn activity_stream(addr: SocketAddr) -> Lines {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_text(addr, "GET", "/activity/events", BOB, &[], "").as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let hello = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("data:") && line.contains("hello") {
+                return;
+            }
+        }
+        panic!("activity stream ended");
+    };
+    tokio::time::timeout(WAIT, hello).await.expect("activity stream opens");
+    lines
+}
+
+/// Waits on an activity stream for a line containing `needle`.
+async fn activity_line(mut lines: Lines, needle: String) {
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("data:") && line.contains(&needle) {
+            return;
+        }
+    }
+    panic!("activity stream ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canary_failure_shows_red_and_the_rest_never_start() {
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    rig.hook("node-a", "pre-deploy", "echo 'database migration refused' >&2; exit 3");
+    for n in ["node-b", "node-c"] {
+        rig.hook(n, "pre-deploy", "touch ../pre-deploy-ran");
+    }
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v3&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(view["result"], "failed");
+    assert_eq!(states(&view), vec![("node-a".into(), "failed".into()), ("node-b".into(), "not-started".into()), ("node-c".into(), "not-started".into())]);
+    assert_eq!(view["stopped"], "the canary failed");
+    let pre = &view["nodes"][0]["steps"][0];
+    assert_eq!((pre["step"].as_str(), pre["state"].as_str(), pre["exit_code"].as_i64()), (Some("pre-deploy"), Some("failed"), Some(3)));
+    assert!(pre["stderr"].as_str().unwrap().contains("database migration refused"));
+    for n in ["node-b", "node-c"] {
+        assert!(!rig.home(n).join("pre-deploy-ran").exists(), "{n} must not start");
+        assert!(rig.live(n).is_none());
+    }
+    let page = get(a, &format!("/deploys/{id}"), ANN).await;
+    assert!(page.body.contains("data-node=\"node-a\" data-state=\"failed\""), "{}", page.body);
+    assert!(page.body.contains("database migration refused"));
+    assert!(get(a, "/history", ANN).await.body.contains(&format!("data-deploy=\"{id}\" data-result=\"failed\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_button_halts_further_batches() {
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    // The canary's pre-deploy waits for the test's go (a hook polling a file: the test's own signal).
+    rig.hook("node-a", "pre-deploy", "i=0; while [ ! -e ../go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done");
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=1&csrf={ann}")).await);
+    let go = rig.home("node-a").join("go");
+    let mut stopped = false;
+    let stop_path = format!("/deploys/{id}/stop");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let follower = tokio::spawn(async move {
+        follow(a, &id, move |u| {
+            if u["kind"] == "node" && u["node"]["node"] == "node-a" && u["node"]["steps"][0]["state"] == "running" {
+                let _ = tx.send(());
+            }
+        })
+        .await
+    });
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("canary started").unwrap();
+    let page = get(a, &stop_path.replace("/stop", ""), ANN).await;
+    assert!(page.body.contains("id=\"stop\"") && page.body.contains("data-live"), "{}", page.body);
+    let r = post(a, &stop_path, ANN, &format!("csrf={ann}")).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    std::fs::write(&go, "").unwrap();
+    stopped |= true;
+    let view = final_view(&follower.await.unwrap());
+    assert!(stopped);
+    assert_eq!(view["result"], "stopped", "{view:#}");
+    assert_eq!(view["stopped"], "stopped by the operator");
+    assert_eq!(states(&view), vec![("node-a".into(), "ok".into()), ("node-b".into(), "not-started".into()), ("node-c".into(), "not-started".into())]);
+    assert_eq!(rig.live("node-a").as_deref(), Some("v1"));
+    assert!(rig.live("node-b").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locked_site_shows_its_holder() {
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    let state = rig.home("node-b").join("releases/.deploykit");
+    std::fs::create_dir_all(&state).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let lock = serde_json::json!({"request_id": "5d0c1a4e-0000-4000-8000-000000000001", "user": "mallory", "action": "deploy", "pid": 1, "acquired_at": now, "expires_at": now + 3600, "release": "www_v9", "phase": "preparing"});
+    std::fs::write(state.join("lock.json"), lock.to_string()).unwrap();
+    let page = get(a, "/sites/www", BOB).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("data-lock-holder=\"mallory\""), "{}", page.body);
+    assert!(page.body.contains("Locked on <b>node-b</b> by <b>mallory</b>"), "{}", page.body);
+    // An expired lease is not shown.
+    let lock = serde_json::json!({"request_id": "5d0c1a4e-0000-4000-8000-000000000001", "user": "mallory", "action": "deploy", "pid": 1, "acquired_at": now - 7200, "expires_at": now - 3600, "phase": "preparing"});
+    std::fs::write(state.join("lock.json"), lock.to_string()).unwrap();
+    assert!(!get(a, "/sites/www", BOB).await.body.contains("data-lock-holder"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proxy_login_trusts_only_configured_proxies_and_html_is_escaped() {
+    let mut rig = Rig::start().await;
+    let mut c = rig.config.clone();
+    c.auth = web::config::AuthConfig::Proxy { header: "X-Remote-User".into(), proxies: vec![web::config::Network::parse("127.0.0.0/8").unwrap()] };
+    c.database = rig.tmp.0.join("proxy.sqlite");
+    rig.config = c.clone();
+    rig.restart_web().await;
+    let a = rig.addr();
+    let r = http(a, "GET", "/", None, &[("X-Remote-User", "<script>carol</script>")], "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("&lt;script&gt;carol&lt;/script&gt;") && !r.body.contains("<script>carol"), "escaped: {}", r.body);
+    let r = get(a, "/", None).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("X-Remote-User"), "{}", r.body);
+    c.auth = web::config::AuthConfig::Proxy { header: "X-Remote-User".into(), proxies: vec![web::config::Network::parse("10.0.0.1").unwrap()] };
+    rig.config = c;
+    rig.restart_web().await;
+    let r = http(rig.addr(), "GET", "/", None, &[("X-Remote-User", "carol")], "").await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("not a trusted proxy"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn activity_feed_shows_event_lines_from_the_bus() {
+    let mut rig = Rig::start().await;
+    // A second, legacy-named destination: the original daemons' plain-text lines.
+    let legacy = format!("{}.future.events.fetch", rig.config.events[0]);
+    rig.config.events.push(legacy.clone());
+    rig.restart_web().await;
+    let a = rig.addr();
+    let client = rig.target.client().await;
+    let dest = rig.config.events[0].clone();
+    let stream = activity_stream(a).await;
+    // dk-web subscribed before start() returned and the stream is open: one receipted send arrives.
+    let ev = Event { source: "fetch".into(), host: Some("web01".into()), text: "fetched change: [www] <b>bold</b>".into(), correlation_id: None };
+    let out = encode(&ev, Wire::Json).unwrap();
+    client.send_with(&dest, out.body, SendOptions { headers: out.headers, receipt: true, ..Default::default() }).await.unwrap();
+    tokio::time::timeout(WAIT, activity_line(stream, "fetched change: [www] <b>bold</b>".to_owned())).await.expect("the line arrives live");
+    let page = get(a, "/activity", BOB).await;
+    assert!(page.body.contains("fetched change: [www] &lt;b&gt;bold&lt;/b&gt;"), "{}", page.body);
+    assert!(page.body.contains("web01"));
+    let stream = activity_stream(a).await;
+    client.send_with(&legacy, "web02  fetched change: [shop] old daemon\n", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    tokio::time::timeout(WAIT, activity_line(stream, "web02  fetched change: [shop] old daemon".to_owned())).await.expect("the legacy line arrives");
+    let page = get(a, "/activity", BOB).await;
+    assert!(page.body.contains("<span class=\"source\">fetch</span> <span class=\"text\">web02  fetched change: [shop] old daemon</span>"), "{}", page.body);
+    let _ = &rig.agents;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploy_and_failing_canary_through_rabbitmq() {
+    let Some(t) = Target::real(Kind::RabbitMq) else {
+        return;
+    };
+    let rig = Rig::start_on(t).await;
+    let a = rig.addr();
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(view["result"], "ok", "{view:#}");
+    assert_eq!(states(&view), NODES.iter().map(|n| (n.to_string(), "ok".to_string())).collect::<Vec<_>>());
+    rig.hook("node-a", "pre-deploy", "exit 7");
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v2&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(states(&view), vec![("node-a".into(), "failed".into()), ("node-b".into(), "not-started".into()), ("node-c".into(), "not-started".into())]);
+    for n in NODES {
+        assert_eq!(rig.live(n).as_deref(), Some("v1"), "{n} keeps v1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_the_running_batch_starts_no_other_and_records_it() {
+    let mut rig = Rig::start().await;
+    let a = rig.addr();
+    rig.hook("node-a", "pre-deploy", "i=0; while [ ! -e ../go ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done");
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=1&csrf={ann}")).await);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watch_id = id.clone();
+    let watcher = tokio::spawn(async move {
+        follow(a, &watch_id, move |u| {
+            if u["kind"] == "node" && u["node"]["node"] == "node-a" && u["node"]["steps"][0]["state"] == "running" {
+                let _ = tx.send(());
+            }
+        })
+        .await
+    });
+    tokio::time::timeout(WAIT, rx.recv()).await.expect("canary started").unwrap();
+    let web = rig.web.take().unwrap();
+    let shutdown = tokio::spawn(web.shutdown(WAIT));
+    std::fs::write(rig.home("node-a").join("go"), "").unwrap();
+    tokio::time::timeout(WAIT, shutdown).await.expect("shutdown in time").unwrap();
+    let _ = watcher.await;
+    assert_eq!(rig.live("node-a").as_deref(), Some("v1"), "the running batch finished");
+    assert!(rig.live("node-b").is_none(), "no further batch");
+    rig.restart_web().await;
+    let hist = get(rig.addr(), "/history", ANN).await;
+    assert!(hist.body.contains(&format!("data-deploy=\"{id}\" data-result=\"stopped\"")), "{}", hist.body);
+}

@@ -1,0 +1,169 @@
+//! dk-web: the browser front end for deploys (sites, tags, one-click canary-first
+//! deploys with live progress, history, activity).
+//!
+//! A thin `main` over `deploykit::web`.
+
+use anyhow::Result;
+use clap::Parser;
+use deploykit::stomp::Client;
+use deploykit::web::{self, WebConfig};
+use dk_tools::cli::{init_logging, BrokerArgs};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The configuration read when --config is not given (and exists).
+const DEFAULT_CONFIG: &str = "/etc/deploykit/web.toml";
+
+/// Web UI for deploys: pick a site and a tag, deploy canary first, watch it live.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dk-web",
+    version,
+    after_help = "Examples:
+  dk-web --config /etc/deploykit/web.toml
+  dk-web --config web.toml --listen 127.0.0.1:8090 -v
+  dk-web --config web.toml --check          validate the config, htpasswd, key and database
+
+Pages: / (sites), /sites/NAME (tags, servers, deploy form, lock), /deploys/ID (live
+progress, stop, rollback), /history, /activity; GET /healthz needs no login.
+Users: [auth] mode = \"basic\" (htpasswd with bcrypt or argon2 hashes, e.g. htpasswd -B),
+\"proxy\" (a trusted reverse proxy's X-Remote-User header) or \"none\" (loopback only).
+Who may deploy: [sites.NAME] deployers = [\"ann\", \"bob\"]; everyone logged in may view.
+Requests to the agents are signed with key_file (dk-deploy keygen makes one; give the
+agents its public half) and name the web user.
+
+Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
+Signals: SIGTERM/SIGINT stop scheduling further batches, let running ones finish
+(up to 60 s), record them and exit 0; SIGHUP re-reads the config (users, sites, deployers).
+
+Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error, or no
+broker at start-up; 3 cannot listen, open the database or read the key."
+)]
+struct Cli {
+    /// The configuration file (TOML); default /etc/deploykit/web.toml when it exists, else built-in defaults.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the config's `listen`).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| PathBuf::from(DEFAULT_CONFIG)))
+}
+
+fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
+    let mut config = match config_path(cli) {
+        Some(p) => WebConfig::load(&p)?,
+        None => WebConfig::default(),
+    };
+    if let Some(l) = cli.listen {
+        config.listen = l;
+    }
+    Ok(config)
+}
+
+fn check(config: &WebConfig) -> Result<String, String> {
+    web::auth::Auth::from_config(&config.auth).map_err(|e| e.to_string())?;
+    let key = web::load_key(config).map_err(|e| e.to_string())?;
+    web::history::History::open(&config.database).map_err(|e| e.to_string())?;
+    Ok(format!("ok: listen {}, {} sites, database {}, signing key {}", config.listen, config.sites.len(), config.database.display(), key.public()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let config = match load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dk-web: {e}");
+            return ExitCode::from(if cli.check { 1 } else { 2 });
+        }
+    };
+    if cli.check {
+        return match check(&config) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dk-web: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dk-web: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dk-web: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli, config: WebConfig) -> Result<ExitCode> {
+    let key = match web::load_key(&config) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("dk-web: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    let client_config = cli.broker.with_section(&config.broker).client_config()?;
+    let client = match Client::connect(client_config).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dk-web: broker: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let handle = match web::start(config, client.clone(), key).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("dk-web: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    // Startup line on stderr regardless of -v, for scripts and tests waiting on it.
+    eprintln!("dk-web: listening on http://{}", handle.addr());
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match load(&cli) {
+                Ok(new) => match handle.reload(new) {
+                    Ok(()) => tracing::warn!("configuration reloaded (users, sites, deployers)"),
+                    Err(e) => tracing::error!("reload refused: {e}"),
+                },
+                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
+            },
+        }
+    }
+    if handle.running() > 0 {
+        tracing::warn!(deploys = handle.running(), "stopping: no further batches; waiting for the running ones");
+    }
+    handle.shutdown(Duration::from_secs(60)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
+    Ok(ExitCode::SUCCESS)
+}

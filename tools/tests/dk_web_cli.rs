@@ -1,0 +1,115 @@
+//! dk-web and dk-demo as real processes: --help, config errors and --check,
+//! serving against a dk-broker process, SIGHUP re-reading the htpasswd file,
+//! SIGTERM exit 0; dk-demo ending by itself with dk-web's site page fetched.
+
+mod common;
+
+use base64::Engine;
+use common::{broker, http, temp_dir, Proc};
+use deploykit::deploy::keys::SecretKey;
+use std::process::Command;
+use std::time::Duration;
+
+fn dk_web() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dk-web"));
+    c.env_remove("DK_BROKER_URL");
+    c
+}
+
+fn basic(user: &str, pw: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+}
+
+#[test]
+fn help_has_examples_and_exit_codes() {
+    let out = dk_web().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("Examples") && text.contains("Exit codes") && text.contains("deployers"), "{text}");
+}
+
+#[test]
+fn config_errors_exit_2_and_check_reads_htpasswd_key_and_database() {
+    let dir = temp_dir("web-cfg");
+    let p = dir.join("web.toml");
+    std::fs::write(&p, "[auth]\nmode = \"kerberos\"\n").unwrap();
+    let out = dk_web().arg("--config").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("auth.mode"), "{err}");
+    assert_eq!(dk_web().arg("--check").arg("--config").arg(&p).output().unwrap().status.code(), Some(1));
+
+    let key = dir.join("web.key");
+    SecretKey::generate().unwrap().save(&key).unwrap();
+    let htpasswd = dir.join("htpasswd");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\nkey_file = {:?}\n[auth]\nmode = \"basic\"\nhtpasswd = {:?}\n[sites.www]\ndeployers = [\"ann\"]\n",
+        dir.join("db/web.sqlite").display().to_string(),
+        key.display().to_string(),
+        htpasswd.display().to_string()
+    );
+    std::fs::write(&p, &config).unwrap();
+    let out = dk_web().arg("--check").arg("--config").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("htpasswd"), "the missing file is named");
+    std::fs::write(&htpasswd, "ann:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
+    let out = dk_web().arg("--check").arg("--config").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains(":1: unsupported hash"), "{err}");
+    std::fs::write(&htpasswd, format!("ann:{}\n", bcrypt::hash("pw", 4).unwrap())).unwrap();
+    let out = dk_web().arg("--check").arg("--config").arg(&p).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("ok: listen 127.0.0.1:0, 1 sites") && text.contains("signing key ed25519:"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serves_reloads_users_on_sighup_and_exits_0_on_sigterm() {
+    let (_broker, url) = broker();
+    let dir = temp_dir("web-run");
+    let key = dir.join("web.key");
+    SecretKey::generate().unwrap().save(&key).unwrap();
+    let htpasswd = dir.join("htpasswd");
+    std::fs::write(&htpasswd, format!("ann:{}\n", bcrypt::hash("ann-pw", 4).unwrap())).unwrap();
+    let p = dir.join("web.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = {:?}\nkey_file = {:?}\ndiscovery_window = \"200ms\"\n[auth]\nmode = \"basic\"\nhtpasswd = {:?}\n[sites.www]\n",
+            dir.join("web.sqlite").display().to_string(),
+            key.display().to_string(),
+            htpasswd.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut c = dk_web();
+    c.arg("--config").arg(&p).arg("--broker").arg(&url);
+    let mut web = Proc::spawn(c);
+    let line = web.line(Duration::from_secs(30), |l| l.contains("dk-web: listening on http://"));
+    let addr = line.rsplit("http://").next().unwrap().trim().to_owned();
+    let (status, body) = http(&addr, "GET", "/healthz", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"broker\":\"ready\""), "{body}");
+    assert_eq!(http(&addr, "GET", "/", &[("Authorization", &basic("ann", "ann-pw"))], b"").0, 200);
+    assert_eq!(http(&addr, "GET", "/", &[("Authorization", &basic("bob", "bob-pw"))], b"").0, 401);
+    std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap())).unwrap();
+    web.signal("HUP");
+    web.line(Duration::from_secs(30), |l| l.contains("configuration reloaded"));
+    assert_eq!(http(&addr, "GET", "/", &[("Authorization", &basic("bob", "bob-pw"))], b"").0, 200);
+    web.signal("TERM");
+    let (code, _) = web.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dk_demo_ends_by_itself_after_fetching_dk_webs_site_page() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dk-demo")).env_remove("DK_BROKER_URL").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("dk-web: http://127.0.0.1:"), "{text}");
+    assert!(text.contains("dk-web: GET /sites/site: 3 servers, tags and branches v1.1 v1.0"), "{text}");
+    assert!(text.contains("dk-demo: done."), "{text}");
+}
