@@ -34,8 +34,9 @@
 //! max_failures = 0
 //! ```
 
+pub use crate::config::ConfigError;
+use crate::config::{parse_duration, BrokerSection};
 use crate::deploy::controller::plan::BatchSize;
-use crate::fetch::config::{parse_duration, BrokerSection};
 use crate::message::Filters;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -43,37 +44,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Why the configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// TOML syntax or an unknown key (the message names line and column).
-    #[error("{file}: {message}")]
-    Syntax {
-        /// The file (or `<config>`).
-        file: String,
-        /// toml's description.
-        message: String,
-    },
-    /// A value is wrong.
-    #[error("{key}: {why}")]
-    Invalid {
-        /// The dotted key.
-        key: String,
-        /// What is wrong.
-        why: String,
-    },
-}
-
 fn invalid(key: &str, why: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.to_owned(), why: why.into() }
+    ConfigError::invalid(key, why)
 }
 
 /// How users are authenticated.
@@ -292,17 +264,12 @@ fn duration(key: &str, v: Option<String>, default: Duration) -> Result<Duration,
 impl WebConfig {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse_named(&text, &path.display().to_string())
+        WebConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))
     }
 
-    /// Parses a configuration text.
+    /// Parses a configuration text (errors name `<config>`; [`WebConfig::load`] names the file).
     pub fn parse(text: &str) -> Result<WebConfig, ConfigError> {
-        Self::parse_named(text, "<config>")
-    }
-
-    fn parse_named(text: &str, file: &str) -> Result<WebConfig, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        let raw: Raw = crate::config::parse_toml(text)?;
         let mut c = WebConfig::default();
         if let Some(l) = raw.listen {
             c.listen = l.parse().map_err(|_| invalid("listen", format!("{l:?} is not an address such as 127.0.0.1:8090")))?;
