@@ -142,6 +142,24 @@ impl HealthArgs {
     }
 }
 
+/// `--check`'s output: one `FILE: problem` line each, or `FILE: ok (SUMMARY)`; exit 1 if any problem.
+pub fn check_report(file: &std::path::Path, problems: &[impl std::fmt::Display], summary: &str) -> std::process::ExitCode {
+    for p in problems {
+        println!("{}: {p}", file.display());
+    }
+    if problems.is_empty() {
+        println!("{}: ok ({summary})", file.display());
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}
+
+/// The config file to read: the one given, else `default` when it exists, else none (defaults in code).
+pub fn config_path(given: Option<&std::path::Path>, default: &str) -> Option<std::path::PathBuf> {
+    given.map(ToOwned::to_owned).or_else(|| std::path::Path::new(default).exists().then(|| std::path::PathBuf::from(default)))
+}
+
 /// Runs a tool's async body on a multi-thread runtime and turns its result into
 /// the exit code: the body's own, or 3 after printing `NAME: error` (what every
 /// daemon documents for "broker unreachable at start-up" and other bus errors).

@@ -84,15 +84,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        let problems = config.check();
-        for p in &problems {
-            println!("{}: {p}", cli.config.display());
-        }
-        if problems.is_empty() {
-            println!("{}: ok ({} repos)", cli.config.display(), config.repos.len());
-            return ExitCode::SUCCESS;
-        }
-        return ExitCode::from(1);
+        return dk_tools::cli::check_report(&cli.config, &config.check(), &format!("{} repos", config.repos.len()));
     }
     dk_tools::cli::block_on("dk-fetch", run(cli, config))
 }

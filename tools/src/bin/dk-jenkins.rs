@@ -62,15 +62,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        let problems = check(&config);
-        for p in &problems {
-            println!("{}: {p}", cli.config.display());
-        }
-        if problems.is_empty() {
-            println!("{}: ok ({} repos)", cli.config.display(), config.repos.len());
-            return ExitCode::SUCCESS;
-        }
-        return ExitCode::from(1);
+        return dk_tools::cli::check_report(&cli.config, &check(&config), &format!("{} repos", config.repos.len()));
     }
     dk_tools::cli::block_on("dk-jenkins", async { run(&cli, config).await.map(|()| ExitCode::SUCCESS) })
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use deploykit::fetch::config::parse_duration;
 use deploykit::keepalive::{self, KeepaliveConfig, ProbeOptions, Target};
 use dk_tools::cli::{init_logging, BrokerArgs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
 
 /// The targets: config entries plus `--destination`s (or the default one).
 fn targets(cli: &Cli) -> Result<(Vec<Target>, Duration)> {
-    let path = cli.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| PathBuf::from(DEFAULT_CONFIG)));
+    let path = dk_tools::cli::config_path(cli.config.as_deref(), DEFAULT_CONFIG);
     let config = match path {
         Some(p) => KeepaliveConfig::load(&p)?,
         None => KeepaliveConfig { interval: Duration::from_secs(60), targets: Vec::new() },

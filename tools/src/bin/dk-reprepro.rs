@@ -67,15 +67,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        let problems = config.check();
-        for p in &problems {
-            println!("{}: {p}", cli.config.display());
-        }
-        if problems.is_empty() {
-            println!("{}: ok ({} distributions)", cli.config.display(), config.dists.len());
-            return ExitCode::SUCCESS;
-        }
-        return ExitCode::from(1);
+        return dk_tools::cli::check_report(&cli.config, &config.check(), &format!("{} distributions", config.dists.len()));
     }
     dk_tools::cli::block_on("dk-reprepro", run(cli, config))
 }

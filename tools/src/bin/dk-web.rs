@@ -9,7 +9,7 @@ use deploykit::stomp::Client;
 use deploykit::web::{self, WebConfig};
 use dk_tools::cli::{init_logging, BrokerArgs};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -58,12 +58,8 @@ struct Cli {
     verbose: u8,
 }
 
-fn config_path(cli: &Cli) -> Option<PathBuf> {
-    cli.config.clone().or_else(|| Path::new(DEFAULT_CONFIG).exists().then(|| PathBuf::from(DEFAULT_CONFIG)))
-}
-
 fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
-    let mut config = match config_path(cli) {
+    let mut config = match dk_tools::cli::config_path(cli.config.as_deref(), DEFAULT_CONFIG) {
         Some(p) => WebConfig::load(&p)?,
         None => WebConfig::default(),
     };
