@@ -164,6 +164,11 @@ pub fn config_path(given: Option<&std::path::Path>, default: &str) -> Option<std
 /// the exit code: the body's own, or 3 after printing `NAME: error` (what every
 /// daemon documents for "broker unreachable at start-up" and other bus errors).
 pub fn block_on(name: &str, body: impl std::future::Future<Output = Result<std::process::ExitCode>>) -> std::process::ExitCode {
+    block_on_or(name, 3, body)
+}
+
+/// [`block_on`] for tools whose documented code for an error is `on_error`.
+pub fn block_on_or(name: &str, on_error: u8, body: impl std::future::Future<Output = Result<std::process::ExitCode>>) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -175,7 +180,7 @@ pub fn block_on(name: &str, body: impl std::future::Future<Output = Result<std::
         Ok(code) => code,
         Err(e) => {
             eprintln!("{name}: {e:#}");
-            std::process::ExitCode::from(3)
+            std::process::ExitCode::from(on_error)
         }
     }
 }

@@ -85,20 +85,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-keepalive: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dk-keepalive: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    dk_tools::cli::block_on_or("dk-keepalive", 2, run(cli))
 }
 
 /// The targets: config entries plus `--destination`s (or the default one).

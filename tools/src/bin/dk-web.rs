@@ -98,20 +98,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-web: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, config)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dk-web: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    dk_tools::cli::block_on_or("dk-web", 2, run(cli, config))
 }
 
 async fn run(cli: Cli, config: WebConfig) -> Result<ExitCode> {

@@ -90,20 +90,7 @@ fn main() -> ExitCode {
         println!("ok: listen {}, spool {}, {}", config.listen, config.spool.display(), forges.join(", "));
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("dk-webhook: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, config)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dk-webhook: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    dk_tools::cli::block_on_or("dk-webhook", 2, run(cli, config))
 }
 
 async fn run(cli: Cli, config: WebhookConfig) -> Result<ExitCode> {
