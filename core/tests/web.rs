@@ -444,6 +444,9 @@ async fn canary_failure_shows_red_and_the_rest_never_start() {
     let page = get(a, &format!("/deploys/{id}"), ANN).await;
     assert!(page.body.contains("data-node=\"node-a\" data-state=\"failed\""), "{}", page.body);
     assert!(page.body.contains("database migration refused"));
+    // A finished deploy's page carries its result without JavaScript (the browser suite
+    // loads it after a fast canary failure, when no live update will come).
+    assert!(page.body.contains(&format!("id=\"deploy-page\" data-deploy=\"{id}\" data-result=\"failed\"")), "{}", page.body);
     assert!(get(a, "/history", ANN).await.body.contains(&format!("data-deploy=\"{id}\" data-result=\"failed\"")));
 }
 
