@@ -44,32 +44,8 @@ TEST_TIMEOUT="${DK_C_TEST_TIMEOUT:-300}"
 rm -rf "$BIN" "$LOGS"
 mkdir -p "$WORK" "$BIN" "$LOGS"
 
-PASSED=0
-FAILED=0
-# check OK NAME: one TAP line, counted.
-check() {
-    if [ "$1" = 0 ]; then
-        printf 'ok - %s\n' "$2"
-        PASSED=$((PASSED + 1))
-    else
-        printf 'not ok - %s\n' "$2"
-        FAILED=$((FAILED + 1))
-    fi
-}
-finish() {
-    printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
-    [ "$FAILED" = 0 ]
-    exit $?
-}
-
-BROKER_PID=
-cleanup() {
-    if [ -n "$BROKER_PID" ]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib/tap.sh
+. "$DK_ROOT/scripts/lib/tap.sh"
 
 # ------------------------------------------------------------------ tools
 
@@ -178,24 +154,8 @@ check "$examples_ok" "examples/c builds with its Makefile and pkg-config"
 
 # ------------------------------------------------------------------ brokers
 
-BROKER_LOG="$LOGS/dk-broker.log"
-USERS="$WORK/broker-users"
-umask_old=$(umask)
-umask 077
-printf 'guest:guest\n' >"$USERS"
-umask "$umask_old"
-"$TARGET_DIR/debug/dk-broker" --listen 127.0.0.1:0 --users-file "$USERS" 2>"$BROKER_LOG" &
-BROKER_PID=$!
-port=
-for _ in $(seq 1 100); do
-    port="$(sed -n 's/^dk-broker listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$BROKER_LOG" | head -n 1)"
-    [ -n "$port" ] && break
-    kill -0 "$BROKER_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$port" ]
-check $? "embedded broker (dk-broker, with a users file) started"
-[ -n "$port" ] || { dk_tail_file "$BROKER_LOG" 20; finish; }
+start_dk_broker "$TARGET_DIR/debug/dk-broker" "$WORK" "$LOGS"
+port="$BROKER_PORT"
 
 TARGETS=("embedded=stomp://guest:guest@127.0.0.1:$port")
 if [ -n "${DK_TEST_RABBITMQ:-}" ]; then
