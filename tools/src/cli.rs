@@ -142,6 +142,28 @@ impl HealthArgs {
     }
 }
 
+/// SIGTERM or SIGINT: the daemons' "stop" (SIGHUP, their "reload", is a plain `Signal`).
+pub struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    /// Resolves at the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// The daemons' signal handlers: (stop = SIGTERM/SIGINT, reload = SIGHUP).
+pub fn signals() -> std::io::Result<(Stop, tokio::signal::unix::Signal)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    Ok((Stop { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? }, signal(SignalKind::hangup())?))
+}
+
 /// `--check`'s output: one `FILE: problem` line each, or `FILE: ok (SUMMARY)`; exit 1 if any problem.
 pub fn check_report(file: &std::path::Path, problems: &[impl std::fmt::Display], summary: &str) -> std::process::ExitCode {
     for p in problems {

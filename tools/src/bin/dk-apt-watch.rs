@@ -110,14 +110,10 @@ fn watch(health: &Health, handle: &AptWatchHandle) {
 }
 
 async fn wait_for_signals(mut handle: AptWatchHandle, path: Option<&Path>, client: &Client, health: &Health) -> Result<AptWatchHandle> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let (mut stop, mut hup) = dk_tools::cli::signals()?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(handle),
-            _ = int.recv() => return Ok(handle),
+            _ = stop.recv() => return Ok(handle),
             _ = hup.recv() => match load(path) {
                 // Subscribe the new daemon before stopping the old one (no gap);
                 // what the old one still had waiting is handed over.

@@ -151,14 +151,10 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
 
 /// Returns on SIGTERM/SIGINT; reloads on SIGHUP.
 async fn wait_for_signals(handle: &daemon::DaemonHandle, path: &Path) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let (mut stop, mut hup) = dk_tools::cli::signals()?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = stop.recv() => return Ok(()),
             _ = hup.recv() => match FetchConfig::load(path) {
                 Ok(c) => match handle.reload(c).await {
                     Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),

@@ -109,15 +109,11 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<()> {
 
 /// Returns on SIGTERM/SIGINT; reloads on SIGHUP; fails if the daemon stopped by itself.
 async fn wait_for_signals(handle: &daemon::DaemonHandle, path: &Path) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let (mut stop, mut hup) = dk_tools::cli::signals()?;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = stop.recv() => return Ok(()),
             _ = hup.recv() => match JenkinsConfig::load(path) {
                 Ok(c) => match handle.reload(c).await {
                     Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),

@@ -132,10 +132,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// The `--interval` daemon; SIGHUP restarts it with the re-read configuration.
 async fn daemon(cli: Cli, mut targets: Vec<Target>, mut interval: Duration) -> Result<ExitCode> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let (mut signal_stop, mut hup) = dk_tools::cli::signals()?;
     loop {
         eprintln!("dk-keepalive: keeping {} target(s) alive every {interval:?}", targets.len());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -144,8 +141,7 @@ async fn daemon(cli: Cli, mut targets: Vec<Target>, mut interval: Duration) -> R
         }));
         let reload = loop {
             tokio::select! {
-                _ = term.recv() => break None,
-                _ = int.recv() => break None,
+                _ = signal_stop.recv() => break None,
                 _ = hup.recv() => match self::targets(&cli) {
                     Ok(new) => break Some(new),
                     Err(e) => tracing::error!("new configuration refused; the old one stays: {e:#}"),

@@ -136,14 +136,10 @@ fn watch(health: &Health, handle: &debrepo::RepreproHandle) {
 }
 
 async fn wait_for_signals(mut handle: debrepo::RepreproHandle, mut current: RepreproConfig, path: &Path, client: &Client, health: &Health) -> Result<debrepo::RepreproHandle> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let (mut stop, mut hup) = dk_tools::cli::signals()?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(handle),
-            _ = int.recv() => return Ok(handle),
+            _ = stop.recv() => return Ok(handle),
             _ = hup.recv() => match RepreproConfig::load(path) {
                 Ok(new) => {
                     handle.shutdown().await;

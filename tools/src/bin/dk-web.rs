@@ -126,14 +126,10 @@ async fn run(cli: Cli, config: WebConfig) -> Result<ExitCode> {
     };
     // Startup line on stderr regardless of -v, for scripts and tests waiting on it.
     eprintln!("dk-web: listening on http://{}", handle.addr());
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let (mut stop, mut hup) = dk_tools::cli::signals()?;
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.recv() => break,
             _ = hup.recv() => match load(&cli) {
                 Ok(new) => match handle.reload(new) {
                     Ok(()) => tracing::warn!("configuration reloaded (users, sites, deployers)"),
