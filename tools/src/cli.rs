@@ -164,6 +164,15 @@ pub fn signals() -> std::io::Result<(Stop, tokio::signal::unix::Signal)> {
     Ok((Stop { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? }, signal(SignalKind::hangup())?))
 }
 
+/// Loads a tool's configuration; a broken one is printed as `NAME: error` and
+/// gives the exit code every daemon documents: 1 under `--check`, else 2.
+pub fn load_config<T, E: std::fmt::Display>(name: &str, check: bool, load: impl FnOnce() -> Result<T, E>) -> Result<T, std::process::ExitCode> {
+    load().map_err(|e| {
+        eprintln!("{name}: {e}");
+        std::process::ExitCode::from(if check { 1 } else { 2 })
+    })
+}
+
 /// `--check`'s output: one `FILE: problem` line each, or `FILE: ok (SUMMARY)`; exit 1 if any problem.
 pub fn check_report(file: &std::path::Path, problems: &[impl std::fmt::Display], summary: &str) -> std::process::ExitCode {
     for p in problems {

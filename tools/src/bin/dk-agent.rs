@@ -58,12 +58,9 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let config = match AgentConfig::load(&cli.config) {
+    let config = match dk_tools::cli::load_config("dk-agent", cli.check, || AgentConfig::load(&cli.config)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-agent: {e}");
-            return ExitCode::from(if cli.check { 1 } else { 2 });
-        }
+        Err(code) => return code,
     };
     if cli.check {
         println!("{}: ok: identity {}, {} trusted keys", cli.config.display(), config.identity, config.trusted_keys.len());

@@ -64,12 +64,9 @@ fn load(path: Option<&Path>) -> Result<AptWatchConfig, deploykit::fetch::ConfigE
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let config = match load(cli.config.as_deref()) {
+    let config = match dk_tools::cli::load_config("dk-apt-watch", cli.check, || load(cli.config.as_deref())) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-apt-watch: {e}");
-            return ExitCode::from(if cli.check { 1 } else { 2 });
-        }
+        Err(code) => return code,
     };
     if cli.check {
         println!("packages: {}", config.packages.patterns().join(" "));

@@ -76,12 +76,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match FetchConfig::load(&cli.config) {
+    let config = match dk_tools::cli::load_config("dk-fetch", cli.check, || FetchConfig::load(&cli.config)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-fetch: {e}");
-            return ExitCode::from(if cli.check { 1 } else { 2 });
-        }
+        Err(code) => return code,
     };
     if cli.check {
         return dk_tools::cli::check_report(&cli.config, &config.check(), &format!("{} repos", config.repos.len()));

@@ -54,12 +54,9 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let config = match JenkinsConfig::load(&cli.config) {
+    let config = match dk_tools::cli::load_config("dk-jenkins", cli.check, || JenkinsConfig::load(&cli.config)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-jenkins: {e}");
-            return ExitCode::from(if cli.check { 1 } else { 2 });
-        }
+        Err(code) => return code,
     };
     if cli.check {
         return dk_tools::cli::check_report(&cli.config, &check(&config), &format!("{} repos", config.repos.len()));

@@ -59,12 +59,9 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let config = match RepreproConfig::load(&cli.config) {
+    let config = match dk_tools::cli::load_config("dk-reprepro", cli.check, || RepreproConfig::load(&cli.config)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-reprepro: {e}");
-            return ExitCode::from(if cli.check { 1 } else { 2 });
-        }
+        Err(code) => return code,
     };
     if cli.check {
         return dk_tools::cli::check_report(&cli.config, &config.check(), &format!("{} distributions", config.dists.len()));

@@ -79,12 +79,9 @@ fn check(config: &WebConfig) -> Result<String, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let config = match load(&cli) {
+    let config = match dk_tools::cli::load_config("dk-web", cli.check, || load(&cli)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-web: {e}");
-            return ExitCode::from(if cli.check { 1 } else { 2 });
-        }
+        Err(code) => return code,
     };
     if cli.check {
         return match check(&config) {

@@ -77,12 +77,9 @@ fn load(cli: &Cli) -> Result<WebhookConfig, webhook::ConfigError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let config = match load(&cli) {
+    let config = match dk_tools::cli::load_config("dk-webhook", cli.check, || load(&cli)) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-webhook: {e}");
-            return ExitCode::from(if cli.check { 1 } else { 2 });
-        }
+        Err(code) => return code,
     };
     if cli.check {
         let forges: Vec<String> =
