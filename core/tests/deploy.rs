@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::fleet::{agent_toml, git, script, tagged_repo, Tmp};
 use common::targets::{Kind, Target};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
 use deploykit::deploy::controller::plan::BatchSize;
@@ -12,37 +13,9 @@ use deploykit::deploy::controller::{Controller, ControllerConfig, NodeState, Rol
 use deploykit::deploy::keys::{SecretKey, SIGNATURE_HEADER, SIGNER_HEADER};
 use deploykit::message::{decode, encode, DeployAction, DeployReply, DeployRequest, Filters, Message, StepState, Wire};
 use deploykit::stomp::{SendOptions, SubscribeOptions};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-
-struct Tmp(PathBuf);
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn script(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
 
 /// A repo with tags v1..vN (each writes `version`), three agents, a controller.
 struct Rig {
@@ -64,36 +37,16 @@ impl Rig {
     }
 
     async fn start_with(target: Target, extra_site_toml: &str) -> Rig {
-        let tmp = Tmp(std::env::temp_dir().join(format!("dk-deploy-test-{}-{}", std::process::id(), fastrand::u64(..))));
-        let repo = tmp.0.join("www");
-        std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "-q"]);
-        for v in 1..=3 {
-            std::fs::write(repo.join("version"), format!("v{v}\n")).unwrap();
-            git(&repo, &["add", "version"]);
-            git(&repo, &["commit", "-q", "-m", &format!("release {v}")]);
-            git(&repo, &["tag", "-a", &format!("v{v}"), "-m", &format!("v{v}")]);
-        }
+        let tmp = Tmp::new("deploy");
+        let repo = tagged_repo(&tmp.0.join("www"), 3);
         let ops = SecretKey::generate().unwrap();
         let staging = SecretKey::generate().unwrap();
         let deploy_topic = target.dest("topic");
+        let keys = [("ops", ops.public().to_string()), ("staging", staging.public().to_string())];
         let mut agents = Vec::new();
         for node in NODES {
-            let home = tmp.0.join(node);
-            std::fs::create_dir_all(home.join("hooks")).unwrap();
-            let toml = format!(
-                "identity = \"{node}\"\nclasses = [\"web\"]\nfacts = {{ sitetype = \"live\" }}\nstate_dir = \"{home}/state\"\n\
-                 [destinations]\ndeploy = \"{deploy_topic}\"\nagents = \"{deploy_topic}.agents\"\nevents = \"{deploy_topic}.events\"\n\
-                 [trusted_keys]\nops = \"{}\"\nstaging = \"{}\"\n\
-                 [sites.www]\nrepo = \"{}\"\nreleases = \"{home}/releases\"\ncurrent = \"{home}/www/current\"\nhooks = \"{home}/hooks\"\n\
-                 deploy = [\"ops\"]\nkeep_releases = 2\nstep_timeout = \"60s\"\n{extra_site_toml}\n",
-                ops.public(),
-                staging.public(),
-                repo.display(),
-                home = home.display()
-            );
-            let config = AgentConfig::parse(&toml).unwrap();
-            agents.push(Agent::start(config, target.client().await).await.unwrap());
+            let toml = agent_toml(node, &tmp.0.join(node), &repo, &deploy_topic, &keys, &format!("deploy = [\"ops\"]\nkeep_releases = 2\n{extra_site_toml}"));
+            agents.push(Agent::start(AgentConfig::parse(&toml).unwrap(), target.client().await).await.unwrap());
         }
         let mut cc = ControllerConfig::new("ann", Some(ops.clone()));
         cc.destinations.deploy = deploy_topic.clone();

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::fleet::{agent_toml, git, script, tagged_repo, Tmp};
 use common::targets::{Kind, Target};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
@@ -14,34 +15,12 @@ use deploykit::message::{encode, Event, Wire};
 use deploykit::stomp::SendOptions;
 use deploykit::web::{self, WebConfig, WebHandle};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(60);
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
-
-struct Tmp(PathBuf);
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out =
-        Command::new("git").arg("-C").arg(dir).args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master"]).args(args).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn script(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
 
 /// Broker, a repo with tags v1..v3, three agents trusting the web's key, and dk-web
 /// (Basic auth: ann deploys www, bob only views).
@@ -60,32 +39,13 @@ impl Rig {
     }
 
     async fn start_on(target: Target) -> Rig {
-        let tmp = Tmp(std::env::temp_dir().join(format!("dk-web-test-{}-{}", std::process::id(), fastrand::u64(..))));
-        let repo = tmp.0.join("www");
-        std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "-q"]);
-        for v in 1..=3 {
-            std::fs::write(repo.join("version"), format!("v{v}\n")).unwrap();
-            git(&repo, &["add", "version"]);
-            git(&repo, &["commit", "-q", "-m", &format!("release {v}")]);
-            git(&repo, &["tag", "-a", &format!("v{v}"), "-m", &format!("v{v}")]);
-        }
+        let tmp = Tmp::new("web");
+        let repo = tagged_repo(&tmp.0.join("www"), 3);
         let key = SecretKey::generate().unwrap();
         let deploy = target.dest("topic");
         let mut agents = Vec::new();
         for node in NODES {
-            let home = tmp.0.join(node);
-            std::fs::create_dir_all(home.join("hooks")).unwrap();
-            let toml = format!(
-                "identity = \"{node}\"\nclasses = [\"web\"]\nstate_dir = \"{home}/state\"\n\
-                 [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\nevents = \"{deploy}.events\"\n\
-                 [trusted_keys]\nweb = \"{}\"\n\
-                 [sites.www]\nrepo = \"{}\"\nreleases = \"{home}/releases\"\ncurrent = \"{home}/www/current\"\nhooks = \"{home}/hooks\"\n\
-                 deploy = [\"web\"]\nrollback = [\"web\"]\nstep_timeout = \"60s\"\n",
-                key.public(),
-                repo.display(),
-                home = home.display()
-            );
+            let toml = agent_toml(node, &tmp.0.join(node), &repo, &deploy, &[("web", key.public().to_string())], "deploy = [\"web\"]\nrollback = [\"web\"]");
             agents.push(Agent::start(AgentConfig::parse(&toml).unwrap(), target.client().await).await.unwrap());
         }
         let htpasswd = tmp.0.join("htpasswd");
@@ -317,10 +277,7 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
     let p = post(a, "/sites/www/preview", ANN, &format!("tag=v2&canary=1&batch=2&csrf={ann}")).await;
     assert_eq!(p.status, 200, "{}", p.body);
     assert!(p.body.contains("release 2") && p.body.contains("release 1"), "{}", p.body);
-    let v2 = {
-        let out = Command::new("git").arg("-C").arg(rig.tmp.0.join("www")).args(["rev-parse", "v2^{commit}"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let v2 = git(&rig.tmp.0.join("www"), &["rev-parse", "v2^{commit}"]);
     assert!(p.body.contains(&format!("<code>{}</code> release 2", &v2[..10])), "commit ids shown: {}", p.body);
     assert!(p.body.contains("first: node-a"), "{}", p.body);
     assert!(rig.live("node-a").is_none());

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod proxy;
 pub mod targets;

@@ -1,0 +1,74 @@
+//! A small deploy fleet for the deploy and web tests: a temp dir, a repo with
+//! annotated tags v1..vN, hook scripts, and agent configs for in-process agents.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A temporary directory removed on drop.
+pub struct Tmp(pub PathBuf);
+
+impl Tmp {
+    /// A fresh directory named after `what`.
+    pub fn new(what: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("dk-{what}-test-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs git with an argument vector; panics with its stderr on failure; returns stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes an executable `#!/bin/sh` script.
+pub fn script(path: &Path, body: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A repo at `dir` whose commits `release N` write `version` = `vN`, each tagged `vN` (annotated).
+pub fn tagged_repo(dir: &Path, tags: u32) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q"]);
+    for v in 1..=tags {
+        std::fs::write(dir.join("version"), format!("v{v}\n")).unwrap();
+        git(dir, &["add", "version"]);
+        git(dir, &["commit", "-q", "-m", &format!("release {v}")]);
+        git(dir, &["tag", "-a", &format!("v{v}"), "-m", &format!("v{v}")]);
+    }
+    dir.to_owned()
+}
+
+/// agent.toml for `node` (class `web`) living in `home`: site `www` from `repo`,
+/// requests on `topic` (announcements and events on `topic.agents` / `topic.events`),
+/// `trusted` keys by name, and `site` lines appended to `[sites.www]`.
+pub fn agent_toml(node: &str, home: &Path, repo: &Path, topic: &str, trusted: &[(&str, String)], site: &str) -> String {
+    std::fs::create_dir_all(home.join("hooks")).unwrap();
+    let keys: String = trusted.iter().map(|(n, k)| format!("{n} = \"{k}\"\n")).collect();
+    format!(
+        "identity = \"{node}\"\nclasses = [\"web\"]\nfacts = {{ sitetype = \"live\" }}\nstate_dir = \"{home}/state\"\n\
+         [destinations]\ndeploy = \"{topic}\"\nagents = \"{topic}.agents\"\nevents = \"{topic}.events\"\n\
+         [trusted_keys]\n{keys}\
+         [sites.www]\nrepo = \"{}\"\nreleases = \"{home}/releases\"\ncurrent = \"{home}/www/current\"\nhooks = \"{home}/hooks\"\n\
+         step_timeout = \"60s\"\n{site}\n",
+        repo.display(),
+        home = home.display()
+    )
+}
