@@ -210,10 +210,26 @@ pub fn block_on_or(name: &str, on_error: u8, body: impl std::future::Future<Outp
     match runtime.block_on(body) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{name}: {e:#}");
+            eprintln!("{name}: {}", error_text(&e));
             std::process::ExitCode::from(on_error)
         }
     }
+}
+
+/// An error with its causes, `outer: cause: …`, leaving out a cause whose text the
+/// message already carries (core's errors often print their source themselves).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 /// Sets up `tracing` to stderr: `RUST_LOG` wins, else warn (info with `-v`, debug with `-vv`).

@@ -223,11 +223,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) if e.downcast_ref::<Usage>().is_some() => {
-            eprintln!("dk-deploy: {e:#}");
+            eprintln!("dk-deploy: {}", dk_tools::cli::error_text(&e));
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("dk-deploy: {e:#}");
+            eprintln!("dk-deploy: {}", dk_tools::cli::error_text(&e));
             ExitCode::from(3)
         }
     }

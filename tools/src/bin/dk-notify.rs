@@ -111,7 +111,7 @@ fn main() -> ExitCode {
     match runtime.block_on(publish(&cli, &config, &build)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dk-notify: {e:#}");
+            eprintln!("dk-notify: {}", dk_tools::cli::error_text(&e));
             ExitCode::from(2)
         }
     }
@@ -140,7 +140,7 @@ async fn publish(cli: &Cli, config: &NotifyConfig, build: &deploykit::message::B
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("dk-notify: {e:#}");
+            eprintln!("dk-notify: {}", dk_tools::cli::error_text(&e));
             Ok(ExitCode::from(1))
         }
     }

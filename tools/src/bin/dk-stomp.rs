@@ -197,7 +197,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("dk-stomp: {e:#}");
+            eprintln!("dk-stomp: {}", dk_tools::cli::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -49,7 +49,7 @@ pub enum AgentError {
         source: crate::stomp::Error,
     },
     /// The state directory is unusable.
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}: {source} (set `state_dir` in agent.toml to a directory this user can write)")]
     State {
         /// The directory.
         path: std::path::PathBuf,
