@@ -31,6 +31,8 @@
 //! - [`webhook`]: dk-webhook's HTTP receiver (axum), delivery dedup, spool-backed publishing.
 //! - [`web`]: dk-web, the browser UI over the deploy controller (axum, maud, SQLite history, SSE).
 //! - [`keepalive`]: dk-keepalive: keeping idle paths open, and probing how long they stay open.
+//! - [`durable`]: durable state files (temp file, fsync, rename, directory fsync).
+//! - [`nofollow`]: file operations inside a trusted directory that never follow a symlink.
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
 //! - [`debrepo`]: dk-reprepro: complete `.deb`s from incoming directories into reprepro, package messages.
@@ -51,6 +53,8 @@ pub mod command;
 pub mod config;
 pub mod debrepo;
 pub mod deploy;
+pub mod durable;
+pub mod nofollow;
 pub mod fetch;
 pub mod forge;
 pub mod git;
