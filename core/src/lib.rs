@@ -40,6 +40,7 @@
 //! - [`coalesce`]: a burst of triggers → one run (quiet period, minimum interval).
 //! - [`config`]: what every daemon's TOML config shares (errors with line/column or key, `[broker]`, durations).
 //! - [`health`]: every daemon's `/healthz` and Prometheus `/metrics` (connected, counters, last message, last error).
+//! - [`user`]: password-database users and switching a child to one (supplementary groups included).
 //! - [`command`]: external programs by argument vector, with a time limit.
 //!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
@@ -65,6 +66,7 @@ pub mod message;
 pub mod spool;
 pub mod stomp;
 pub mod svn;
+pub mod user;
 pub mod web;
 pub mod webhook;
 

@@ -48,6 +48,22 @@ pub enum NoFollowError {
     },
 }
 
+impl NoFollowError {
+    /// The path concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            NoFollowError::Symlink { path } | NoFollowError::NotDir { path } | NoFollowError::BadPath { path, .. } | NoFollowError::Io { path, .. } => path,
+        }
+    }
+
+    /// What is wrong with it, without the path.
+    pub fn reason(&self) -> String {
+        let full = self.to_string();
+        let prefix = format!("{}: ", self.path().display());
+        full.strip_prefix(&prefix).map(str::to_owned).unwrap_or(full)
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(rustix::io::Errno) -> NoFollowError + '_ {
     move |e| NoFollowError::Io { path: path.to_owned(), source: e.into() }
 }

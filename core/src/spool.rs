@@ -23,7 +23,7 @@ use crate::stomp::{self, Client, Headers, SendOptions};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -139,21 +139,9 @@ impl Spool {
         serde_json::to_writer(&mut data, &meta).map_err(io::Error::other)?;
         data.push(b'\n');
         data.extend_from_slice(body);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-            f.write_all(&data)?;
-            f.sync_all()?;
-            drop(f);
-            let path = self.dir.join(&name);
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()?;
-            Ok(path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        let path = self.dir.join(&name);
+        crate::durable::write_atomic_mode(&path, &data, 0o600)?;
+        Ok(path)
     }
 
     /// Spools the two messages [`crate::message::Publisher::commit`] would send: the commit

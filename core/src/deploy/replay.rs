@@ -1,5 +1,7 @@
 //! The agent's replay cache: request ids seen, kept until their request
-//! expires, bounded, and persisted so a restart does not reopen the window.
+//! expires, bounded, and persisted so a restart does not reopen the window:
+//! each id is appended and fsynced before its request runs; the file is
+//! compacted with [`crate::durable::write_atomic`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -57,13 +59,11 @@ impl ReplayCache {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = file.with_extension("tmp");
         let mut body = String::new();
         for (id, exp) in &self.seen {
             body.push_str(&format!("{id} {exp}\n"));
         }
-        std::fs::write(&tmp, body)?;
-        std::fs::rename(&tmp, file)?;
+        crate::durable::write_atomic(file, body.as_bytes())?;
         self.appended = 0;
         Ok(())
     }
@@ -82,7 +82,7 @@ impl ReplayCache {
         self.seen.insert(id.to_owned(), expires_at);
         if let Some(file) = &self.file {
             let line = format!("{id} {expires_at}\n");
-            let res = std::fs::OpenOptions::new().create(true).append(true).open(file).and_then(|mut f| f.write_all(line.as_bytes()));
+            let res = std::fs::OpenOptions::new().create(true).append(true).open(file).and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_data()));
             if let Err(e) = res {
                 tracing::warn!(file = %file.display(), error = %e, "replay cache not persisted");
             }

@@ -10,11 +10,11 @@
 //! the [`Outcome`](super::ops::Outcome) as one JSON line on stdout. The child
 //! side is [`child_main`]. A user without a login shell works: no shell runs.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -23,70 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::config::RepoConfig;
 use super::ops::{FetchError, Outcome};
 
-/// A user from the password database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passwd {
-    /// Login name.
-    pub name: String,
-    /// User id.
-    pub uid: u32,
-    /// Primary group id.
-    pub gid: u32,
-    /// Home directory.
-    pub home: PathBuf,
-}
-
-/// Looks `name` up with `getpwnam_r`; `Ok(None)` when there is no such user.
-pub fn lookup_user(name: &str) -> std::io::Result<Option<Passwd>> {
-    let cname = CString::new(name).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in user name"))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: pwd and result are plain out-parameters; buf outlives the call and its length is passed.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: on success the strings point into buf, NUL-terminated.
-        let (pname, home) = unsafe { (CStr::from_ptr(pwd.pw_name), CStr::from_ptr(pwd.pw_dir)) };
-        return Ok(Some(Passwd {
-            name: pname.to_string_lossy().into_owned(),
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home: PathBuf::from(std::ffi::OsStr::from_bytes(home.to_bytes())),
-        }));
-    }
-}
-
-/// The user's supplementary groups (`getgrouplist`).
-fn groups_of(pw: &Passwd) -> Vec<libc::gid_t> {
-    let Ok(cname) = CString::new(pw.name.as_str()) else {
-        return vec![pw.gid];
-    };
-    let mut n: libc::c_int = 64;
-    loop {
-        let mut groups = vec![0 as libc::gid_t; n as usize];
-        let mut count = n;
-        // SAFETY: groups has room for `count` entries; getgrouplist updates count.
-        let rc = unsafe { libc::getgrouplist(cname.as_ptr(), pw.gid, groups.as_mut_ptr(), &mut count) };
-        if rc >= 0 {
-            groups.truncate(count.max(0) as usize);
-            return groups;
-        }
-        if count <= n || n > 65536 {
-            return vec![pw.gid];
-        }
-        n = count;
-    }
-}
+pub use crate::user::{lookup_user, Passwd};
 
 /// Whether this process may write into `dir` (`access(2)` W_OK|X_OK).
 pub fn writable(dir: &Path) -> bool {
@@ -159,19 +96,11 @@ pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, 
         }
     }
     if euid == 0 {
-        let groups = groups_of(&pw);
-        let (uid, gid) = (pw.uid, pw.gid);
-        // std's `CommandExt::uid` runs setuid before `pre_exec` closures, after
-        // which setgroups is refused; so all three are done here, in order.
-        // SAFETY: the closure only calls setgroups/setgid/setuid, async-signal-safe
-        // system calls, on memory allocated before fork.
+        let drop = crate::user::switch_to(&pw);
+        // SAFETY: the closure only calls setgroups/setgid/setuid (async-signal-safe)
+        // on memory allocated before fork; see `user::switch_to`.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(drop);
         }
     }
     let request =

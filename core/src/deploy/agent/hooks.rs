@@ -1,6 +1,8 @@
 //! Running a site's hook scripts: argument vector `HOOK -t TAG`, cwd the hooks
 //! directory, a clean environment plus `DK_*`, a timeout that kills the hook's
-//! whole process group, and the last 64 KiB of stdout and stderr kept.
+//! whole process group, and the last 64 KiB of stdout and stderr kept. With a
+//! site `user`, the hook runs as that user with its supplementary groups
+//! ([`crate::user::switch_to`]).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -63,7 +65,7 @@ pub struct HookSpec {
     /// Kill after this long.
     pub timeout: Duration,
     /// Run as this user (uid, gid, home, name).
-    pub user: Option<crate::fetch::privilege::Passwd>,
+    pub user: Option<crate::user::Passwd>,
 }
 
 /// The hook's path if it exists (`pre-deploy`, or the original's `pre-deploy.sh`).
@@ -81,7 +83,11 @@ pub async fn run(spec: &HookSpec) -> Option<HookRun> {
     cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
     cmd.env("LANG", "C.UTF-8");
     if let Some(u) = &spec.user {
-        cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home).env("USER", &u.name).env("LOGNAME", &u.name);
+        cmd.env("HOME", &u.home).env("USER", &u.name).env("LOGNAME", &u.name);
+        // SAFETY: `switch_to`'s closure only makes async-signal-safe system calls.
+        unsafe {
+            cmd.pre_exec(crate::user::switch_to(u));
+        }
     } else if let Some(h) = std::env::var_os("HOME") {
         cmd.env("HOME", h);
     }

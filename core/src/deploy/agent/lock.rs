@@ -49,6 +49,32 @@ pub struct LockInfo {
     /// Whether this deploy created `release` (and so may remove it on failure).
     #[serde(default)]
     pub created: bool,
+    /// The lock file existed but could not be parsed (torn by a crash, edited):
+    /// its owner and progress are unknown, so recovery works from the release journal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+}
+
+/// The request id given to an unreadable lock record.
+pub const UNREADABLE_LOCK: &str = "(unreadable lock.json)";
+
+impl LockInfo {
+    /// The stand-in record for a lock file that does not parse: stale at once, so recovery runs.
+    pub fn unreadable() -> LockInfo {
+        LockInfo {
+            request_id: UNREADABLE_LOCK.into(),
+            user: "(unknown)".into(),
+            action: "unknown".into(),
+            pid: 0,
+            acquired_at: 0,
+            expires_at: 0,
+            release: None,
+            previous: None,
+            phase: Phase::Preparing,
+            created: false,
+            unreadable: true,
+        }
+    }
 }
 
 /// The lock could not be taken or written.
@@ -103,11 +129,16 @@ pub fn alive(pid: u32) -> bool {
     pid != 0 && (unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
-/// Reads the current lock record of a state directory, if any.
+/// Reads the current lock record of a state directory, if any. A file that
+/// does not parse is not "no lock": it reads as [`LockInfo::unreadable`], so
+/// the next owner runs recovery before anything else.
 pub fn read(dir: &Path) -> Result<Option<LockInfo>, LockError> {
     let path = dir.join("lock.json");
     match std::fs::read(&path) {
-        Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::error!(lock = %path.display(), error = %e, "site lock unreadable: treating it as an interrupted deploy");
+            LockInfo::unreadable()
+        }))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path, e)),
     }
@@ -115,9 +146,8 @@ pub fn read(dir: &Path) -> Result<Option<LockInfo>, LockError> {
 
 fn write(dir: &Path, info: &LockInfo) -> Result<(), LockError> {
     let path = dir.join("lock.json");
-    let tmp = dir.join(format!(".lock.json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(info).map_err(|e| io(&path, e))?).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+    let body = serde_json::to_vec_pretty(info).map_err(|e| io(&path, e))?;
+    crate::durable::write_atomic(&path, &body).map_err(|e| io(&e.path, e.source))
 }
 
 /// Whether a lock record no longer binds: its lease ended or its process is gone
@@ -152,8 +182,7 @@ impl SiteLock {
     pub fn release(self) -> Result<(), LockError> {
         let _g = Guard::take(&self.dir)?;
         if read(&self.dir)?.is_some_and(|o| o.request_id == self.info.request_id) {
-            let path = self.dir.join("lock.json");
-            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            crate::durable::remove(&self.dir.join("lock.json")).map_err(|e| io(&e.path, e.source))?;
         }
         Ok(())
     }
@@ -162,8 +191,7 @@ impl SiteLock {
     pub fn clear_stale(dir: &Path, request_id: &str) -> Result<(), LockError> {
         let _g = Guard::take(dir)?;
         if read(dir)?.is_some_and(|o| o.request_id == request_id) {
-            let path = dir.join("lock.json");
-            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            crate::durable::remove(&dir.join("lock.json")).map_err(|e| io(&e.path, e.source))?;
         }
         Ok(())
     }
@@ -185,6 +213,7 @@ mod tests {
             previous: None,
             phase: Phase::Preparing,
             created: false,
+            unreadable: false,
         }
     }
 
@@ -206,7 +235,13 @@ mod tests {
         l2.release().unwrap();
         // An expired lease is taken over even if its process lives.
         let (_l, _) = SiteLock::acquire(&dir, info("old", std::process::id(), 1)).unwrap();
-        assert!(SiteLock::acquire(&dir, info("d", std::process::id(), far)).is_ok());
+        let (l, _) = SiteLock::acquire(&dir, info("d", std::process::id(), far)).unwrap();
+        l.release().unwrap();
+        // A torn lock file is an interrupted deploy, not "no lock".
+        std::fs::write(dir.join("lock.json"), br#"{"request_id": "torn", "user": "#).unwrap();
+        let (l, old) = SiteLock::acquire(&dir, info("e", std::process::id(), far)).unwrap();
+        assert!(old.is_some_and(|o| o.unreadable && o.request_id == UNREADABLE_LOCK));
+        l.release().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

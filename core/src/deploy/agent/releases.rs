@@ -15,6 +15,8 @@
 
 use super::config::{Link, SiteConfig};
 use serde::{Deserialize, Serialize};
+use crate::nofollow::{is_component, DirHandle};
+use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
 /// A release's state in the journal.
@@ -66,6 +68,10 @@ fn err(path: &Path, e: impl std::fmt::Display) -> ReleaseError {
     ReleaseError { path: path.to_owned(), message: e.to_string() }
 }
 
+fn nf(e: crate::nofollow::NoFollowError) -> ReleaseError {
+    ReleaseError { path: e.path().to_owned(), message: e.reason() }
+}
+
 /// Unix seconds now.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -90,27 +96,41 @@ impl Journal {
         releases.join(".deploykit")
     }
 
-    /// Opens (creating the directories) and reads the journal.
+    /// Opens (creating the directories) and reads the journal. Entries whose
+    /// `dir` is not one plain path component are dropped (never removed from disk).
+    /// A journal that does not parse (torn by a crash, edited by hand) is moved
+    /// aside to `releases.json.corrupt-SECONDS` and an empty one started: the
+    /// site stays deployable, the live release stays live, older releases are
+    /// no longer rollback targets until deployed again.
     pub fn open(releases: &Path) -> Result<Journal, ReleaseError> {
         let state = Journal::state_dir(releases);
         std::fs::create_dir_all(&state).map_err(|e| err(&state, e))?;
         let file = state.join("releases.json");
-        let list = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(&file, format!("corrupt journal: {e}")))?,
+        let list: Vec<Release> = match std::fs::read(&file) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(list) => list,
+                Err(e) => {
+                    let aside = state.join(format!("releases.json.corrupt-{}", now()));
+                    std::fs::rename(&file, &aside).map_err(|e| err(&aside, e))?;
+                    tracing::error!(journal = %file.display(), moved_to = %aside.display(), error = %e, "release journal unreadable: moved aside, starting a new one");
+                    Vec::new()
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(err(&file, e)),
         };
+        let (list, bad): (Vec<Release>, Vec<Release>) = list.into_iter().partition(|r| is_component(&r.dir));
+        for r in &bad {
+            tracing::error!(journal = %file.display(), dir = ?r.dir, "journal entry ignored: its dir is not a single path component");
+        }
         Ok(Journal { root: releases.to_owned(), releases: list })
     }
 
-    /// Writes the journal atomically (temp file + rename).
+    /// Writes the journal durably ([`crate::durable::write_atomic`]).
     pub fn save(&self) -> Result<(), ReleaseError> {
-        let state = Journal::state_dir(&self.root);
-        let tmp = state.join(format!(".releases.json.{}", std::process::id()));
-        let file = state.join("releases.json");
+        let file = Journal::state_dir(&self.root).join("releases.json");
         let body = serde_json::to_vec_pretty(&self.releases).map_err(|e| err(&file, e))?;
-        std::fs::write(&tmp, body).map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &file).map_err(|e| err(&file, e))
+        crate::durable::write_atomic(&file, &body).map_err(|e| err(&file, e.source))
     }
 
     /// The journal entry for `dir`.
@@ -165,10 +185,7 @@ impl Journal {
             }
         }
         for dir in &remove {
-            let p = self.root.join(dir);
-            if p.exists() {
-                std::fs::remove_dir_all(&p).map_err(|e| err(&p, e))?;
-            }
+            remove_release(&self.root, dir)?;
         }
         self.releases.retain(|r| !remove.contains(&r.dir));
         self.save()?;
@@ -191,7 +208,7 @@ pub fn release_of(site: &SiteConfig, link: &Path) -> Option<String> {
     let to = if to.is_absolute() { to } else { link.parent()?.join(to) };
     let rest = to.strip_prefix(&site.releases).ok()?;
     match rest.components().next()? {
-        Component::Normal(n) => n.to_str().map(str::to_owned),
+        Component::Normal(n) => n.to_str().filter(|n| is_component(n)).map(str::to_owned),
         _ => None,
     }
 }
@@ -216,7 +233,8 @@ pub fn point(link: &Path, to: &Path) -> Result<(), ReleaseError> {
     std::fs::rename(&tmp, link).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         err(link, e)
-    })
+    })?;
+    crate::durable::sync_dir(parent).map_err(|e| err(parent, e.source))
 }
 
 fn now_nanos() -> u128 {
@@ -248,19 +266,46 @@ pub fn swap(site: &SiteConfig, dir: &str) -> Result<(), ReleaseError> {
     Ok(())
 }
 
+/// Removes release directory `dir` (one plain component, else refused) without
+/// following any symlink in it. Returns whether it existed.
+pub fn remove_release(releases: &Path, dir: &str) -> Result<bool, ReleaseError> {
+    if !is_component(dir) {
+        return Err(err(&releases.join(dir), "refusing to remove: not a single path component"));
+    }
+    crate::nofollow::remove_entry(releases, dir).map_err(nf)
+}
+
 /// Creates the relative user links inside a new release (replacing what the tree has there).
+/// Every directory on the way is opened without following symlinks: a symlink
+/// from the repository (`public -> /elsewhere`) on the path is refused.
 pub fn add_user_links(site: &SiteConfig, release: &Path) -> Result<(), ReleaseError> {
+    let root = DirHandle::open_trusted(release).map_err(nf)?;
     for u in site.user_links.iter().filter(|u| u.target.is_relative()) {
         let at = release.join(&u.target);
-        if let Some(parent) = at.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
+        let name = u.target.file_name().ok_or_else(|| err(&at, "user link target has no file name"))?;
+        let parent = u.target.parent().unwrap_or(Path::new(""));
+        let dir = root.open_beneath(parent, true).map_err(nf)?;
+        dir.remove(name).map_err(nf)?;
+        dir.symlink(&u.source, name).map_err(nf)?;
+    }
+    Ok(())
+}
+
+/// Checks release `dir` before its links are made live: no link's `path` and
+/// no relative user link's parent inside it goes through a symlink.
+pub fn verify(site: &SiteConfig, dir: &str) -> Result<(), ReleaseError> {
+    let path = site.releases.join(dir);
+    if !is_component(dir) {
+        return Err(err(&path, "not a single path component"));
+    }
+    let root = DirHandle::open_trusted(&site.releases).map_err(nf)?.child(OsStr::new(dir)).map_err(nf)?;
+    for l in &site.links {
+        if let Some(p) = &l.path {
+            root.check_beneath(p).map_err(nf)?;
         }
-        match std::fs::symlink_metadata(&at) {
-            Ok(md) if md.is_dir() => std::fs::remove_dir_all(&at).map_err(|e| err(&at, e))?,
-            Ok(_) => std::fs::remove_file(&at).map_err(|e| err(&at, e))?,
-            Err(_) => {}
-        }
-        std::os::unix::fs::symlink(&u.source, &at).map_err(|e| err(&at, e))?;
+    }
+    for u in site.user_links.iter().filter(|u| u.target.is_relative()) {
+        root.check_beneath(u.target.parent().unwrap_or(Path::new(""))).map_err(nf)?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use super::hooks::{self, HookSpec};
 use super::lock::{LockError, LockInfo, Phase, SiteLock};
 use super::releases::{self, Journal, Release, ReleaseState};
 use super::repo;
+use crate::nofollow::is_component;
 use super::report::{Reporter, StepResult};
 use crate::message::{DeployRequest, StepState};
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,7 @@ impl Ctx<'_> {
         let Some(dir) = self.site.hooks.clone() else { return Ok(None) };
         let user = match self.site.user.as_deref() {
             None => None,
-            Some(u) => match crate::fetch::privilege::lookup_user(u) {
+            Some(u) => match crate::user::lookup_user(u) {
                 Ok(Some(p)) => Some(p),
                 Ok(None) => return Err(format!("user {u:?} (the site's `user`) does not exist; hooks never run as the agent's own user instead")),
                 Err(e) => return Err(format!("looking up user {u:?}: {e}")),
@@ -162,6 +163,7 @@ impl Ctx<'_> {
             previous,
             phase: Phase::Preparing,
             created: false,
+            unreadable: false,
         }
     }
 }
@@ -186,24 +188,40 @@ fn lock(site: &SiteConfig, info: LockInfo) -> Result<SiteLock, Refusal> {
 }
 
 /// Puts a site back on a complete release after a deploy that died (agent killed,
-/// machine rebooted): see the module doc of `lock`.
+/// machine rebooted): see the module doc of `lock`. Release names read back
+/// from the lock are used only if they are single path components.
 pub fn recover_from(site: &SiteConfig, stale: &LockInfo) {
     let Ok(mut journal) = Journal::open(&site.releases) else {
         return;
     };
-    if let Some(rel) = &stale.release {
+    if stale.unreadable {
+        recover_unknown(site, &mut journal);
+        remove_temps(site);
+        return;
+    }
+    let checked = |what: &str, v: &Option<String>| match v {
+        Some(d) if !is_component(d) => {
+            tracing::error!(field = what, value = ?d, "recovery: lock names a release that is not a single path component; ignored");
+            None
+        }
+        other => other.clone(),
+    };
+    let (release, previous) = (checked("release", &stale.release), checked("previous", &stale.previous));
+    if let Some(rel) = &release {
         if stale.phase < Phase::Linked {
             // Not every link was swapped: put every link back on the previous release.
             let touched = site.links.iter().any(|l| releases::release_of(site, &l.target).as_deref() == Some(rel.as_str()));
             if touched {
-                if let Some(prev) = &stale.previous {
+                if let Some(prev) = &previous {
                     if let Err(e) = releases::swap(site, prev) {
                         tracing::error!(error = %e, "recovery: could not put the previous release back");
                     }
                 }
             }
             if stale.created && releases::live(site).as_deref() != Some(rel.as_str()) {
-                let _ = std::fs::remove_dir_all(site.releases.join(rel));
+                if let Err(e) = releases::remove_release(&site.releases, rel) {
+                    tracing::error!(error = %e, "recovery: could not remove the half-made release");
+                }
                 let _ = journal.forget(rel);
             }
         } else if journal.get(rel).is_some_and(|r| r.state == ReleaseState::Building) {
@@ -213,12 +231,42 @@ pub fn recover_from(site: &SiteConfig, stale: &LockInfo) {
     remove_temps(site);
 }
 
-/// Removes `.tmp-*` checkouts left in the releases dir.
+/// Recovery when the lock's record is unreadable: the journal's `building`
+/// releases are the interrupted ones. One every link points at is kept as
+/// unverified; one only some links point at is unlinked (links back on the
+/// newest good release); one no link points at is removed.
+fn recover_unknown(site: &SiteConfig, journal: &mut Journal) {
+    let building: Vec<String> = journal.releases.iter().filter(|r| r.state == ReleaseState::Building).map(|r| r.dir.clone()).collect();
+    for dir in building {
+        let on: Vec<bool> = site.links.iter().map(|l| releases::release_of(site, &l.target).as_deref() == Some(dir.as_str())).collect();
+        if !on.is_empty() && on.iter().all(|b| *b) {
+            let _ = journal.set_state(&dir, ReleaseState::Unverified);
+            continue;
+        }
+        if on.iter().any(|b| *b) {
+            let Some(prev) = journal.previous_good(Some(&dir)).map(|r| r.dir.clone()) else {
+                tracing::error!(release = %dir, "recovery: links are split and there is no good release to put back");
+                continue;
+            };
+            if let Err(e) = releases::swap(site, &prev) {
+                tracing::error!(error = %e, "recovery: could not put the previous release back");
+                continue;
+            }
+        }
+        if let Err(e) = releases::remove_release(&site.releases, &dir) {
+            tracing::error!(error = %e, "recovery: could not remove the half-made release");
+        }
+        let _ = journal.forget(&dir);
+    }
+}
+
+/// Removes `.tmp-*` checkouts left in the releases dir (without following symlinks in them).
 pub fn remove_temps(site: &SiteConfig) {
     if let Ok(rd) = std::fs::read_dir(&site.releases) {
         for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                let _ = std::fs::remove_dir_all(e.path());
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                let _ = crate::nofollow::remove_entry(&site.releases, &name);
             }
         }
     }
@@ -238,27 +286,37 @@ pub fn recover_site(site: &SiteConfig) {
     }
 }
 
-/// Checks the tag out into `RELEASES/DIR` through a temp directory.
+/// Checks the tag out into `RELEASES/DIR` through a temp directory; user links
+/// are added and the tree checked ([`releases::verify`]) before it gets its name.
 fn checkout(site: &SiteConfig, commit: git2::Oid, dir: &str) -> Result<(), String> {
     let repo = git2::Repository::open(&site.repo).map_err(|e| format!("{}: {}", site.repo.display(), e.message()))?;
     let commit = repo.find_commit(commit).map_err(|e| e.message().to_owned())?;
     let tree = commit.tree().map_err(|e| e.message().to_owned())?;
-    let tmp = site.releases.join(format!(".tmp-{dir}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    let tmp_name = format!(".tmp-{dir}-{}", std::process::id());
+    let tmp = site.releases.join(&tmp_name);
+    let _ = crate::nofollow::remove_entry(&site.releases, &tmp_name);
     let fin = site.releases.join(dir);
     let res = crate::fetch::checkout::export_tree(&repo, &tree, &tmp)
         .map_err(|e| e.to_string())
         .and_then(|_| releases::add_user_links(site, &tmp).map_err(|e| e.to_string()))
         .and_then(|_| {
-            if fin.exists() {
-                std::fs::remove_dir_all(&fin).map_err(|e| format!("{}: {e}", fin.display()))?;
-            }
+            releases::remove_release(&site.releases, dir).map_err(|e| e.to_string())?;
             std::fs::rename(&tmp, &fin).map_err(|e| format!("{}: {e}", fin.display()))
-        });
+        })
+        .and_then(|_| releases::verify(site, dir).map_err(|e| e.to_string()));
     if res.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = crate::nofollow::remove_entry(&site.releases, &tmp_name);
     }
     res
+}
+
+/// Whether deploying `dir` is a no-op (already live, same commit), or refused (live, other commit).
+fn already_live(site: &SiteConfig, dir: &str, tag: &str, commit: git2::Oid) -> Result<bool, Refusal> {
+    let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+    if journal.get(dir).is_some_and(|r| r.state == ReleaseState::Good && r.commit == commit.to_string()) {
+        return Ok(true);
+    }
+    Err(Refusal::Other(format!("{dir} is live but {tag} now points elsewhere; deploy another tag first, or roll back")))
 }
 
 /// Deploys `tag` (validated by the caller's `resolve`).
@@ -266,20 +324,22 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
     let site = ctx.site;
     let tag = resolved.name.clone();
     let dir = releases::dir_name(&site.repo_name, &tag).ok_or_else(|| Refusal::Other(format!("tag {tag:?} cannot name a release directory")))?;
+    let unchanged = |live: Option<String>| Outcome { ok: true, unchanged: true, tag: Some(tag.clone()), previous: live.clone(), live, ..Outcome::default() };
     let live = releases::live(site);
-    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
     if live.as_deref() == Some(dir.as_str()) {
-        let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
-        if journal.get(&dir).is_some_and(|r| r.state == ReleaseState::Good && r.commit == resolved.commit.to_string()) {
-            out.ok = true;
-            out.unchanged = true;
-            out.live = live;
-            return Ok(out);
-        }
-        return Err(Refusal::Other(format!("{dir} is live but {tag} now points elsewhere; deploy another tag first, or roll back")));
+        return already_live(site, &dir, &tag, resolved.commit).map(|_| unchanged(live));
     }
     releases::preflight(site).map_err(|e| Refusal::Other(e.to_string()))?;
-    let mut lock = lock(site, ctx.lock_info("deploy", live.clone()))?;
+    let mut lock = lock(site, ctx.lock_info("deploy", live))?;
+    // Read again under the lock: another deploy may have finished in between.
+    let live = releases::live(site);
+    if live.as_deref() == Some(dir.as_str()) {
+        let res = already_live(site, &dir, &tag, resolved.commit).map(|_| unchanged(live));
+        finish(lock, Outcome::default())?;
+        return res;
+    }
+    let _ = lock.update(|i| i.previous = live.clone());
+    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
     let prev = live.as_deref();
 
     if !ctx.run_hook(&mut out, "pre-deploy", &tag, &dir, prev).await {
@@ -292,7 +352,10 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
         i.release = Some(dir.clone());
         i.created = true;
     });
-    let mut journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+    let mut journal = match Journal::open(&site.releases) {
+        Ok(j) => j,
+        Err(e) => return finish(lock, Outcome { error: Some(format!("checkout: {e}")), ..out }),
+    };
     let _ = journal.put(Release {
         dir: dir.clone(),
         tag: tag.clone(),
@@ -320,8 +383,9 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
 
     ctx.reporter.started("link").await;
     let t0 = Instant::now();
+    let res = releases::verify(site, &dir).map_err(|e| e.to_string());
     let _ = lock.update(|i| i.phase = Phase::Linking);
-    let res = releases::swap(site, &dir).map_err(|e| e.to_string());
+    let res = res.and_then(|_| releases::swap(site, &dir).map_err(|e| e.to_string()));
     if res.is_err() {
         if let Some(p) = prev {
             let _ = releases::swap(site, p);
@@ -353,7 +417,9 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
 
 fn discard(site: &SiteConfig, journal: &mut Journal, dir: &str) {
     if releases::live(site).as_deref() != Some(dir) {
-        let _ = std::fs::remove_dir_all(site.releases.join(dir));
+        if let Err(e) = releases::remove_release(&site.releases, dir) {
+            tracing::error!(error = %e, "could not remove the failed release");
+        }
         let _ = journal.forget(dir);
     }
     remove_temps(site);
@@ -371,11 +437,33 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
     let site = ctx.site;
     let live = releases::live(site);
     let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
-    let target = journal.previous_good(live.as_deref()).cloned().ok_or_else(|| Refusal::Other("no previous good release to roll back to".into()))?;
+    journal.previous_good(live.as_deref()).ok_or_else(|| Refusal::Other("no previous good release to roll back to".into()))?;
     releases::preflight(site).map_err(|e| Refusal::Other(e.to_string()))?;
-    let mut lock = lock(site, ctx.lock_info("rollback", live.clone()))?;
-    let _ = lock.update(|i| i.release = Some(target.dir.clone()));
-    let mut journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
+    let mut lock = lock(site, ctx.lock_info("rollback", live))?;
+    // Live release and target are read again under the lock.
+    let live = releases::live(site);
+    let target = match Journal::open(&site.releases).map(|j| j.previous_good(live.as_deref()).cloned()) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            finish(lock, Outcome::default())?;
+            return Err(Refusal::Other("no previous good release to roll back to".into()));
+        }
+        Err(e) => {
+            finish(lock, Outcome::default())?;
+            return Err(Refusal::Other(e.to_string()));
+        }
+    };
+    let _ = lock.update(|i| {
+        i.release = Some(target.dir.clone());
+        i.previous = live.clone();
+    });
+    let mut journal = match Journal::open(&site.releases) {
+        Ok(j) => j,
+        Err(e) => {
+            finish(lock, Outcome::default())?;
+            return Err(Refusal::Other(e.to_string()));
+        }
+    };
     let prev = live.as_deref();
     let tag = target.tag.clone();
     let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
@@ -384,8 +472,9 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
     }
     ctx.reporter.started("link").await;
     let t0 = Instant::now();
+    let res = releases::verify(site, &target.dir).map_err(|e| e.to_string());
     let _ = lock.update(|i| i.phase = Phase::Linking);
-    let res = releases::swap(site, &target.dir).map_err(|e| e.to_string());
+    let res = res.and_then(|_| releases::swap(site, &target.dir).map_err(|e| e.to_string()));
     if res.is_err() {
         if let Some(p) = prev {
             let _ = releases::swap(site, p);
