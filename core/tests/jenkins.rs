@@ -454,3 +454,34 @@ async fn legacy_wire_reads_old_commit_bodies_and_writes_old_event_lines() {
     handle.shutdown().await;
     let _ = Wire::Legacy;
 }
+
+/// Attack: REFNAME and NEWREV come from a commit message anyone on the bus can
+/// send. Values that are no ref name or no object id never reach Jenkins as
+/// build parameters; a valid push after them is still triggered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_refname_or_newrev_never_reach_jenkins_as_parameters() {
+    let (base, j, mut seen) = stand_in(Jenkins { tokens: [("site".to_owned(), "t".to_owned())].into(), ..Jenkins::default() }).await;
+    std::env::set_var("DK_TEST_JENKINS_FORGED_TOKEN", "t");
+    let repos = "[[repos.site.jobs]]\njob = \"site\"\ntoken_env = \"DK_TEST_JENKINS_FORGED_TOKEN\"\nparameters = true\n";
+    let mut r = rig(Target::embedded().await, &base, "quiet_period = \"50ms\"", "", repos).await;
+    let forged: [(&str, String); 4] = [
+        ("refs/heads/x\nGIT_DIR=/etc", "a".repeat(40)),
+        ("--upload-pack=touch /tmp/pwned", "a".repeat(40)),
+        ("refs/heads/master", "$(id)".into()),
+        ("refs/heads/master", "HEAD~1; rm -rf /".into()),
+    ];
+    for (refname, newrev) in forged {
+        let mut c = push("site", refname, 1);
+        c.newrev = newrev;
+        r.push(&c).await;
+        let ev = r.next_event(|_| true).await;
+        assert!(matches!(&ev, JenkinsEvent::Skipped { why: Skip::Invalid(_), .. }), "{refname:?}: {ev:?}");
+    }
+    let ok = push("site", "refs/heads/master", 7);
+    r.push(&ok).await;
+    assert_eq!(r.next_event(|_| true).await, JenkinsEvent::Queued { repo: "site".into(), jobs: vec!["site".into()] });
+    let s = recv_seen(&mut seen).await;
+    assert_eq!(s.form.get("NEWREV"), Some(&ok.newrev));
+    r.shutdown().await;
+    assert_eq!(j.seen.lock().unwrap().len(), 1, "only the valid push reached Jenkins");
+}

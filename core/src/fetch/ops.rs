@@ -131,45 +131,16 @@ impl From<checkout::CheckoutError> for FetchError {
     }
 }
 
-/// Checks a ref name from a message before any git operation: full
-/// (`refs/heads/main`) or short (`main`, taken as a branch); git's ref rules
-/// (`git2::Reference::is_valid_name`) plus: no leading `-`, no `..`, no NUL,
-/// newline or other control character, at most 1024 bytes.
+/// Checks a ref name from a message before any git operation (the shared
+/// rules of [`crate::git::refs::validate_refname`]).
 pub fn validate_refname(refname: &str) -> Result<(), FetchError> {
-    let bad = |why| Err(FetchError::BadRefName { refname: refname.to_owned(), why });
-    if refname.is_empty() {
-        return bad("empty");
-    }
-    if refname.len() > 1024 {
-        return bad("longer than 1024 bytes");
-    }
-    if refname.starts_with('-') {
-        return bad("begins with '-'");
-    }
-    if refname.contains("..") {
-        return bad("contains '..'");
-    }
-    if refname.bytes().any(|b| b < 0x20 || b == 0x7f) {
-        return bad("contains NUL, a newline or another control character");
-    }
-    if refname.contains(['\\', ' ', '~', '^', ':', '?', '*', '[']) {
-        return bad("contains a character git forbids in ref names");
-    }
-    let full = full_refname(refname);
-    if !git2::Reference::is_valid_name(&full) {
-        return bad("not a valid git ref name");
-    }
-    Ok(())
+    crate::git::refs::validate_refname(refname).map_err(|e| match e {
+        crate::git::refs::RefError::RefName { refname, why } => FetchError::BadRefName { refname, why },
+        crate::git::refs::RefError::Revision { rev, why } => FetchError::BadRefName { refname: rev, why },
+    })
 }
 
-/// `refs/…` as is; a short name as `refs/heads/NAME`.
-fn full_refname(refname: &str) -> String {
-    if refname.starts_with("refs/") {
-        refname.to_owned()
-    } else {
-        format!("refs/heads/{refname}")
-    }
-}
+use crate::git::refs::full_refname;
 
 /// The git directory of a clone without opening it (`PATH/.git` or `PATH`).
 fn git_dir(path: &Path) -> PathBuf {

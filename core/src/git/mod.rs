@@ -2,11 +2,13 @@
 //! `deploykit.*` settings of a repository, and the repository's name.
 //!
 //! - [`push`]: the commits of one pushed ref, newest first, for commit messages.
+//! - [`refs`]: validation of ref names and revisions received in messages.
 //!
 //! Nothing here runs `git`: every read goes through libgit2, and every ref name
 //! and object id coming from outside is validated before it is used.
 
 pub mod push;
+pub mod refs;
 
 pub use push::{read_push, rfc3339};
 

@@ -14,6 +14,26 @@ pub enum Skip {
     Deletion,
     /// Every job of the repo filtered it out (ignore_refs, branches, or no SVN project matched).
     Filtered,
+    /// The ref name or revision is not acceptable as a build parameter (see [`validate`]).
+    Invalid(String),
+}
+
+/// Checks what becomes `REFNAME` and `NEWREV`: a git push needs a valid ref
+/// name ([`crate::git::refs::validate_refname`]) and a full hexadecimal object
+/// id; an SVN commit a revision number, and a ref name (if any) without control
+/// characters or a leading `-`.
+pub fn validate(commit: &Commit) -> Result<(), crate::git::refs::RefError> {
+    use crate::git::refs::{validate_refname, validate_revision, validate_svn_revision, RefError};
+    if commit.svn.is_some() {
+        validate_svn_revision(&commit.newrev)?;
+        let r = &commit.refname;
+        if r.starts_with('-') || r.len() > 1024 || r.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(RefError::RefName { refname: r.clone(), why: "begins with '-', is too long or contains a control character" });
+        }
+        return Ok(());
+    }
+    validate_refname(&commit.refname)?;
+    validate_revision(&commit.newrev)
 }
 
 /// Whether `job` wants a commit to `refname` (empty for SVN: the filters do not apply).
@@ -36,6 +56,10 @@ pub fn jobs_for<'a>(repos: &'a BTreeMap<String, RepoJobs>, commit: &Commit) -> R
     if commit.is_deletion() {
         return Err(Skip::Deletion);
     }
+    if let Err(e) = validate(commit) {
+        tracing::warn!(repo = %commit.repo, error = %e, "commit message refused: nothing triggered");
+        return Err(Skip::Invalid(e.to_string()));
+    }
     let project = commit.svn.as_ref().and_then(|s| s.project.as_deref());
     let candidates = repo.jobs.iter().chain(project.and_then(|p| repo.projects.get(p)).into_iter().flatten());
     let jobs: Vec<&JobConfig> = candidates.filter(|j| job_wants(j, &commit.refname)).collect();
@@ -45,7 +69,8 @@ pub fn jobs_for<'a>(repos: &'a BTreeMap<String, RepoJobs>, commit: &Commit) -> R
     Ok(jobs)
 }
 
-/// The build parameters passed with `buildWithParameters`: `REPO`, `REFNAME`, `NEWREV`.
+/// The build parameters passed with `buildWithParameters`: `REPO`, `REFNAME`, `NEWREV`
+/// (only for commits [`jobs_for`] accepted, so both passed [`validate`]).
 pub fn parameters(commit: &Commit) -> Vec<(String, String)> {
     vec![("REPO".into(), commit.repo.clone()), ("REFNAME".into(), commit.refname.clone()), ("NEWREV".into(), commit.newrev.clone())]
 }
@@ -94,6 +119,11 @@ job = "webapp"
         let mut del = push("site", "refs/heads/master");
         del.newrev = ZERO_REV.into();
         assert_eq!(names(jobs_for(&c.repos, &del)), Err(Skip::Deletion));
+        for (refname, rev) in [("refs/heads/-x", "a".repeat(40)), ("refs/heads/a b", "a".repeat(40)), ("refs/heads/m", "HEAD".into()), ("refs/heads/m", "-x".into())] {
+            let mut c2 = push("site", refname);
+            c2.newrev = rev;
+            assert!(matches!(jobs_for(&c.repos, &c2), Err(Skip::Invalid(_))), "{refname} {}", c2.newrev);
+        }
     }
 
     #[test]
