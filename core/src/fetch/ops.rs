@@ -383,61 +383,118 @@ fn ensure_dir(dir: &Path) -> Result<(), FetchError> {
     std::fs::create_dir_all(dir).map_err(|e| FetchError::Checkout(format!("{}: {e}", dir.display())))
 }
 
+/// Where puppetmaster mode records which branch an environment came from: `TARGET/.DIR.dk-branch`.
+fn owner_file(target: &Path, dir: &str) -> PathBuf {
+    target.join(format!(".{dir}.dk-branch"))
+}
+
+/// The branch environment `dir` was checked out from, if recorded.
+fn owner(target: &Path, dir: &str) -> Option<String> {
+    let text = std::fs::read_to_string(owner_file(target, dir)).ok()?;
+    Some(text.trim_end_matches('\n').to_owned())
+}
+
+fn set_owner(target: &Path, dir: &str, branch: &str) -> Result<(), FetchError> {
+    if owner(target, dir).as_deref() == Some(branch) {
+        return Ok(());
+    }
+    let f = owner_file(target, dir);
+    crate::durable::write_atomic_mode(&f, format!("{branch}\n").as_bytes(), 0o644).map_err(|e| FetchError::Checkout(e.to_string()))
+}
+
+/// The remote's branches (remote-tracking refs after the fetch), `HEAD` left out.
+fn remote_branches(git: &git2::Repository, prefix: &str) -> Result<Vec<String>, FetchError> {
+    let refs = git.references_glob(&format!("{prefix}*")).map_err(|e| FetchError::Checkout(e.message().to_owned()))?;
+    Ok(refs.flatten().filter_map(|r| r.name().ok().and_then(|n| n.strip_prefix(prefix)).map(str::to_owned)).filter(|b| b != "HEAD").collect())
+}
+
+/// Removes environment `dir` and its owner record.
+fn remove_env(target: &Path, dir: &str, why: &str, out: &mut Outcome) -> Result<bool, FetchError> {
+    let path = target.join(dir);
+    let removed = checkout::remove(&path)?;
+    let _ = crate::durable::remove(&owner_file(target, dir));
+    if removed {
+        out.actions.push(format!("removed {} ({why})", path.display()));
+    }
+    Ok(removed)
+}
+
+fn refuse(out: &mut Outcome, line: String) {
+    tracing::warn!("{line}");
+    out.warnings.push(line);
+}
+
+/// One environment directory per branch (`feature/x` → `feature__x`). The
+/// mapping is kept injective: each environment records the branch it came from
+/// (`.DIR.dk-branch`), two remote branches that map to one directory are both
+/// refused, and an environment is removed only when the remote no longer has
+/// any branch mapping to it and, for a pushed deletion, the recorded branch is
+/// exactly the one named.
 fn puppetmaster(git: &git2::Repository, repo: &RepoConfig, refname: Option<&str>, out: &mut Outcome) -> Result<bool, FetchError> {
     let target = repo.target.as_deref().expect("checked by config");
     ensure_dir(target)?;
     let prefix = format!("refs/remotes/{}/", repo.remote);
+    let branches = remote_branches(git, &prefix)?;
     if let Some(full) = refname.map(full_refname) {
         let Some(branch) = full.strip_prefix("refs/heads/") else {
             return Ok(false);
         };
         let dir = checkout::dir_name(branch).ok_or_else(|| FetchError::Checkout(format!("branch {branch:?} is not a safe directory name")))?;
-        let path = target.join(&dir);
-        if ref_target(git, &format!("{prefix}{branch}")).is_some() {
-            return checkout_branch_into(git, repo, branch, &path, out);
+        let claimants: Vec<&String> = branches.iter().filter(|b| checkout::dir_name(b).as_deref() == Some(dir.as_str())).collect();
+        let recorded = owner(target, &dir);
+        if branches.iter().any(|b| b == branch) {
+            if claimants.len() > 1 {
+                return Err(FetchError::Checkout(format!("branches {claimants:?} all map to environment {dir}: refused, rename all but one")));
+            }
+            if let Some(o) = recorded.as_deref().filter(|o| *o != branch && branches.iter().any(|b| b == o)) {
+                return Err(FetchError::Checkout(format!("environment {dir} belongs to branch {o:?}: refusing to replace it with branch {branch:?}")));
+            }
+            set_owner(target, &dir, branch)?;
+            return checkout_branch_into(git, repo, branch, &target.join(&dir), out);
         }
-        let removed = checkout::remove(&path)?;
-        if removed {
-            out.actions.push(format!("removed {} (branch {branch} deleted)", path.display()));
+        // The message says the branch is gone: the remote must agree, and the environment must be that branch's.
+        if !claimants.is_empty() {
+            refuse(out, format!("branch {branch:?} is gone but {claimants:?} still map to environment {dir}: left in place"));
+            return Ok(false);
         }
-        return Ok(removed);
-    }
-    // Reconcile: every remote branch has its directory, no other directory of ours remains.
-    let mut wanted = std::collections::BTreeMap::new();
-    let refs = git.references_glob(&format!("{prefix}*")).map_err(|e| FetchError::Checkout(e.message().to_owned()))?;
-    for r in refs.flatten() {
-        let Ok(name) = r.name() else { continue };
-        let branch = &name[prefix.len()..];
-        if branch == "HEAD" {
-            continue;
+        match recorded {
+            Some(o) if o != branch => {
+                refuse(out, format!("branch {branch:?} is gone but environment {dir} belongs to branch {o:?}: left in place"));
+                Ok(false)
+            }
+            _ => remove_env(target, &dir, &format!("branch {branch} deleted"), out),
         }
-        match checkout::dir_name(branch) {
-            None => out.warnings.push(format!("branch {branch:?} skipped: not a safe directory name")),
-            Some(dir) => {
-                if let Some(other) = wanted.insert(dir.clone(), branch.to_owned()) {
-                    out.warnings.push(format!("branches {other:?} and {branch:?} both map to {dir}: only {branch:?} is checked out"));
+    } else {
+        // Reconcile: every remote branch has its directory, no other directory of ours remains.
+        let mut wanted: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for branch in &branches {
+            match checkout::dir_name(branch) {
+                None => out.warnings.push(format!("branch {branch:?} skipped: not a safe directory name")),
+                Some(dir) => wanted.entry(dir).or_default().push(branch.clone()),
+            }
+        }
+        let mut changed = false;
+        for (dir, claimants) in &wanted {
+            let [branch] = claimants.as_slice() else {
+                refuse(out, format!("branches {claimants:?} all map to environment {dir}: none is checked out there until all but one are renamed"));
+                continue;
+            };
+            set_owner(target, dir, branch)?;
+            changed |= checkout_branch_into(git, repo, branch, &target.join(dir), out)?;
+        }
+        if let Ok(rd) = std::fs::read_dir(target) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || wanted.contains_key(&name) {
+                    continue;
+                }
+                if checkout::current_commit(&e.path()).is_some() {
+                    changed |= remove_env(target, &name, "branch deleted", out)?;
                 }
             }
         }
+        Ok(changed)
     }
-    let mut changed = false;
-    for (dir, branch) in &wanted {
-        changed |= checkout_branch_into(git, repo, branch, &target.join(dir), out)?;
-    }
-    if let Ok(rd) = std::fs::read_dir(target) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || wanted.contains_key(&name) {
-                continue;
-            }
-            let path = e.path();
-            if checkout::current_commit(&path).is_some() && checkout::remove(&path)? {
-                out.actions.push(format!("removed {} (branch deleted)", path.display()));
-                changed = true;
-            }
-        }
-    }
-    Ok(changed)
 }
 
 fn tags(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<bool, FetchError> {
