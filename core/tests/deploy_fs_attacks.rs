@@ -73,7 +73,8 @@ impl Rig {
 
     /// Release directories (hidden ones left out).
     fn release_dirs(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.releases()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
+        let mut v: Vec<String> =
+            std::fs::read_dir(self.releases()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
         v.sort();
         v
     }
@@ -261,7 +262,8 @@ async fn a_torn_release_journal_is_moved_aside_and_the_site_stays_deployable() {
     let r = rig.deploy("v2").await;
     assert_eq!(r.state, NodeState::Ok, "{r:#?}");
     assert_eq!(rig.live().as_deref(), Some("v2"));
-    let aside: Vec<String> = std::fs::read_dir(rig.state()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("releases.json.corrupt-")).collect();
+    let aside: Vec<String> =
+        std::fs::read_dir(rig.state()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("releases.json.corrupt-")).collect();
     assert_eq!(aside.len(), 1, "the torn journal is kept for inspection");
     let journal = std::fs::read_to_string(&file).unwrap();
     assert!(journal.contains("www_v2") && !journal.contains("www_v1"), "{journal}");

@@ -14,8 +14,8 @@
 //! or the new one, never a missing path.
 
 use super::config::{Link, SiteConfig};
-use serde::{Deserialize, Serialize};
 use crate::nofollow::{is_component, DirHandle};
+use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
