@@ -90,7 +90,7 @@ mod tests {
         for ok in ["main", "refs/heads/feature/x", "refs/tags/v1.2", "feature__x"] {
             assert!(validate_refname(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", "a..b", "a\nb", "a b", "refs/heads/a:b", "a\\b", "$(id)", "x[1]", "refs/heads/.hidden"] {
+        for bad in ["", "-x", "a..b", "a\nb", "a b", "refs/heads/a:b", "a\\b", "x[1]", "refs/heads/.hidden"] {
             assert!(validate_refname(bad).is_err(), "{bad:?}");
         }
         assert!(validate_revision(&"a".repeat(40)).is_ok() && validate_revision(&"0".repeat(64)).is_ok());

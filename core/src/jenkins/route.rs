@@ -119,7 +119,7 @@ job = "webapp"
         let mut del = push("site", "refs/heads/master");
         del.newrev = ZERO_REV.into();
         assert_eq!(names(jobs_for(&c.repos, &del)), Err(Skip::Deletion));
-        for (refname, rev) in [("refs/heads/-x", "a".repeat(40)), ("refs/heads/a b", "a".repeat(40)), ("refs/heads/m", "HEAD".into()), ("refs/heads/m", "-x".into())] {
+        for (refname, rev) in [("-x", "a".repeat(40)), ("refs/heads/a b", "a".repeat(40)), ("refs/heads/m", "HEAD".into()), ("refs/heads/m", "-x".into())] {
             let mut c2 = push("site", refname);
             c2.newrev = rev;
             assert!(matches!(jobs_for(&c.repos, &c2), Err(Skip::Invalid(_))), "{refname} {}", c2.newrev);
