@@ -23,7 +23,9 @@
 //!
 //! Branch and tag names become one path component by [`dir_name`]: `/` is
 //! written `__` (`feature/x` → `feature__x`); git's ref rules already exclude
-//! `..`, components starting with `.`, and control characters.
+//! `..`, components starting with `.`, and control characters. The mapping is
+//! not injective (`feature__x` maps to itself): puppetmaster mode records each
+//! environment's branch and refuses collisions (see `ops`).
 
 use std::ffi::OsString;
 use std::io::Write;
