@@ -147,7 +147,7 @@ pub fn swap_in(repo: &git2::Repository, commit: &git2::Commit<'_>, target: &Path
         for e in rd.flatten() {
             let name = e.file_name();
             if !keep.contains(&name) && !name.as_bytes().starts_with(b"legacy-") {
-                let _ = std::fs::remove_dir_all(e.path());
+                let _ = crate::nofollow::DirHandle::open_trusted(&versions).and_then(|d| d.remove(&name));
             }
         }
     }
@@ -186,9 +186,9 @@ pub fn remove(target: &Path) -> Result<bool, CheckoutError> {
         std::fs::remove_file(target).map_err(|e| err(target, e))?;
         removed = true;
     }
-    if versions.exists() {
-        std::fs::remove_dir_all(&versions).map_err(|e| err(&versions, e))?;
-        removed = true;
+    if let (Some(parent), Some(name)) = (versions.parent(), versions.file_name()) {
+        let dir = crate::nofollow::DirHandle::open_trusted(parent).map_err(|e| err(&versions, e.reason()))?;
+        removed |= dir.remove(name).map_err(|e| err(e.path(), e.reason()))?;
     }
     Ok(removed)
 }

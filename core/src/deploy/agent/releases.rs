@@ -111,7 +111,11 @@ impl Journal {
                 Ok(list) => list,
                 Err(e) => {
                     let aside = state.join(format!("releases.json.corrupt-{}", now()));
-                    std::fs::rename(&file, &aside).map_err(|e| err(&aside, e))?;
+                    match std::fs::rename(&file, &aside) {
+                        // Another request moved it aside first.
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(&aside, e)),
+                        _ => {}
+                    }
                     tracing::error!(journal = %file.display(), moved_to = %aside.display(), error = %e, "release journal unreadable: moved aside, starting a new one");
                     Vec::new()
                 }
