@@ -88,6 +88,7 @@
 //! restart); [`BrokerHandle::shutdown`] then [`Broker::start`] with
 //! `listen: old_handle.local_addr()` restarts on the same port.
 
+mod budget;
 pub mod config;
 mod message;
 mod outbox;
@@ -147,9 +148,10 @@ impl BrokerHandle {
         self.shared.kick_all();
     }
 
-    /// Counts of sessions, subscriptions and messages the broker holds.
+    /// Counts of connections, sessions, subscriptions, messages and bytes the broker holds.
     pub fn stats(&self) -> BrokerStats {
-        self.shared.router.stats()
+        let (connections, pending_connections, refused_connections) = self.shared.connection_counts();
+        BrokerStats { connections, pending_connections, refused_connections, ..self.shared.router.stats() }
     }
 
     /// Stops accepting, closes every session (flushing what they were sent) and waits until the port is free.
