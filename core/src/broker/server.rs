@@ -113,7 +113,7 @@ impl Shared {
         if let Some(why) = full {
             drop(c);
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            if n == 1 || n % 1000 == 0 {
+            if n == 1 || n.is_multiple_of(1000) {
                 warn!(%ip, refused_total = n, why, "connection refused: a connection cap is reached");
             }
             return Err(why);
