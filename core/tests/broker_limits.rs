@@ -173,7 +173,7 @@ async fn pending_connections_are_capped_and_freed_by_logging_in() {
 
 #[tokio::test]
 async fn connections_are_capped_in_total_and_per_address() {
-    let broker = broker_with(BrokerConfig { max_connections_per_ip: 3, ..BrokerConfig::default() }).await;
+    let broker = broker_with(BrokerConfig { max_connections_per_ip: 3, per_ip_cap_on_loopback: true, ..BrokerConfig::default() }).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         clients.push(Wire::connected(&broker).await);
@@ -192,6 +192,20 @@ async fn connections_are_capped_in_total_and_per_address() {
     let mut third = Wire::open(&broker).await;
     let frames = third.closed().await;
     assert!(frames.iter().all(|f| f.get("message") == Some("too many connections")), "{frames:?}");
+
+    // By default loopback peers (every client on one machine) are not capped per address.
+    let broker = broker_with(BrokerConfig { max_connections_per_ip: 2, ..BrokerConfig::default() }).await;
+    let _many: Vec<Wire> = connect_many(&broker, 4).await;
+    assert_eq!(broker.stats().sessions, 4);
+}
+
+/// `n` logged-in connections, one after the other.
+async fn connect_many(broker: &BrokerHandle, n: usize) -> Vec<Wire> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(Wire::connected(broker).await);
+    }
+    v
 }
 
 #[tokio::test]

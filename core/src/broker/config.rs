@@ -37,8 +37,12 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Most connections that have not completed CONNECT yet (default 64).
     pub max_pending_connections: usize,
-    /// Most open connections from one source IP address (default 64).
+    /// Most open connections from one source IP address (default 64). Loopback peers are
+    /// exempt unless [`per_ip_cap_on_loopback`](Self::per_ip_cap_on_loopback) is set: on one
+    /// machine every client is `127.0.0.1`, and `max_connections` still bounds them.
     pub max_connections_per_ip: usize,
+    /// Applies `max_connections_per_ip` to loopback peers too (default false).
+    pub per_ip_cap_on_loopback: bool,
     /// Most bytes held by all messages the broker retains (queued, waiting for credit,
     /// unacknowledged, or waiting in an outbox) and all open transactions (default 256 MiB).
     pub max_bytes: usize,
@@ -65,6 +69,7 @@ impl Default for BrokerConfig {
             max_connections: 1024,
             max_pending_connections: 64,
             max_connections_per_ip: 64,
+            per_ip_cap_on_loopback: false,
             max_bytes: 256 * 1024 * 1024,
             max_destination_bytes: 64 * 1024 * 1024,
             max_open_transactions: 16,
@@ -88,6 +93,7 @@ impl fmt::Debug for BrokerConfig {
             .field("max_connections", &self.max_connections)
             .field("max_pending_connections", &self.max_pending_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("per_ip_cap_on_loopback", &self.per_ip_cap_on_loopback)
             .field("max_bytes", &self.max_bytes)
             .field("max_destination_bytes", &self.max_destination_bytes)
             .field("max_open_transactions", &self.max_open_transactions)

@@ -75,7 +75,7 @@
 //!   CONNECT within [`BrokerConfig::handshake_timeout`]; at most
 //!   [`BrokerConfig::max_connections`], [`BrokerConfig::max_pending_connections`]
 //!   not logged in and [`BrokerConfig::max_connections_per_ip`] from one address
-//!   (beyond them: one non-blocking ERROR write, then close).
+//!   (loopback exempt by default; beyond them: one non-blocking ERROR write, then close).
 //! - A byte budget ([`BrokerConfig::max_bytes`]): every live message (queued,
 //!   in a topic backlog, unacknowledged, in an outbox) and every transaction's
 //!   buffer holds a charge on it until dropped. When full, the oldest messages of

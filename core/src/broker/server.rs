@@ -105,7 +105,7 @@ impl Shared {
             Some("too many connections")
         } else if c.pending >= self.config.max_pending_connections {
             Some("too many connections waiting to log in")
-        } else if from_ip >= self.config.max_connections_per_ip {
+        } else if from_ip >= self.config.max_connections_per_ip && (self.config.per_ip_cap_on_loopback || !ip.is_loopback()) {
             Some("too many connections from this address")
         } else {
             None

@@ -27,8 +27,8 @@ Limits (memory and connections; every one has a flag):
   Before CONNECT is accepted a client may send frames of at most 8 KiB (32 headers of
   at most 4 KiB) and must log in within --login-timeout; after it, --max-frame-size.
   At most --max-connections sockets, --max-pending-connections of them not logged in,
-  --max-connections-per-ip from one address: beyond them a socket gets an ERROR and is
-  closed at once. Retained messages (queued, waiting for credit, unacknowledged, not
+  --max-connections-per-ip from one address (loopback exempt unless
+  --per-ip-cap-on-loopback): beyond them a socket gets an ERROR and is closed at once. Retained messages (queued, waiting for credit, unacknowledged, not
   yet written) and open transactions share --max-bytes; one queue (or one topic
   subscription's backlog) holds at most --max-queue-len messages and
   --max-destination-bytes. A full queue nobody listens to drops its oldest messages; a
@@ -86,9 +86,13 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_pending_connections: usize,
 
-    /// Most open connections from one IP address.
+    /// Most open connections from one IP address (loopback peers exempt unless --per-ip-cap-on-loopback).
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_connections_per_ip: usize,
+
+    /// Apply --max-connections-per-ip to loopback peers (127.0.0.1, ::1) too.
+    #[arg(long)]
+    per_ip_cap_on_loopback: bool,
 
     /// Seconds a new connection has to complete CONNECT.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
@@ -134,6 +138,7 @@ async fn main() -> Result<()> {
         max_connections: args.max_connections,
         max_pending_connections: args.max_pending_connections,
         max_connections_per_ip: args.max_connections_per_ip,
+        per_ip_cap_on_loopback: args.per_ip_cap_on_loopback,
         handshake_timeout: Duration::from_secs(args.login_timeout.max(1)),
         max_open_transactions: args.max_open_transactions,
         max_transaction_bytes: args.max_transaction_bytes,
