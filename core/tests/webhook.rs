@@ -488,3 +488,23 @@ async fn publishes_through_rabbitmq() {
     assert_eq!(hook.shutdown(Duration::from_secs(2)).await, 0);
     let _ = std::fs::remove_dir_all(&spool);
 }
+
+#[tokio::test]
+async fn a_multibyte_timestamp_is_kept_as_sent_not_a_panic() {
+    // Before the fix `normalize_timestamp` sliced at byte 19 and the request died in a panic.
+    let mut s = setup(|_| {}, false).await;
+    let gh = [("X-GitHub-Event", "push")];
+    for (i, ts) in ["2026-11-25T10:00:0é+00:00", "2026-11-25T10:00:00+1é1", "€€€€€€€€€€€€"].into_iter().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_slice(&fixture("github_branch_push")).unwrap();
+        v["commits"][0]["timestamp"] = serde_json::json!(ts);
+        let delivery = format!("multibyte-{i}");
+        let r = post(s.hook.addr(), "/github", &[gh[0], ("X-GitHub-Delivery", &delivery)], v.to_string().as_bytes()).await;
+        assert_eq!(r.status, 200, "{ts}: {}", r.body);
+        let c = next_commit(&mut s.sub).await;
+        assert!(c.commits.iter().any(|x| x.timestamp == ts), "{ts} not kept in {:?}", c.commits);
+    }
+    // The server is still alive and normalises good timestamps.
+    let r = post(s.hook.addr(), "/github", &gh, &fixture("github_branch_push")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(next_commit(&mut s.sub).await.commits[0].timestamp, "2026-11-25T10:03:00+00:00");
+}

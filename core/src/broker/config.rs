@@ -28,8 +28,30 @@ pub struct BrokerConfig {
     pub slow_consumer_timeout: Duration,
     /// How long a new connection may take to send CONNECT (default 10 s).
     pub handshake_timeout: Duration,
-    /// Frame size and header limits applied to every client.
+    /// Frame size and header limits applied to a client once it is logged in (default 16 MiB frames).
     pub limits: Limits,
+    /// Frame size and header limits until CONNECTED, so a peer that has not logged in
+    /// cannot make the broker buffer much (default [`Limits::pre_login`]: 8 KiB frames).
+    pub login_limits: Limits,
+    /// Most open connections; beyond it a new socket is closed at once (default 1024).
+    pub max_connections: usize,
+    /// Most connections that have not completed CONNECT yet (default 64).
+    pub max_pending_connections: usize,
+    /// Most open connections from one source IP address (default 64). Loopback peers are
+    /// exempt unless [`per_ip_cap_on_loopback`](Self::per_ip_cap_on_loopback) is set: on one
+    /// machine every client is `127.0.0.1`, and `max_connections` still bounds them.
+    pub max_connections_per_ip: usize,
+    /// Applies `max_connections_per_ip` to loopback peers too (default false).
+    pub per_ip_cap_on_loopback: bool,
+    /// Most bytes held by all messages the broker retains (queued, waiting for credit,
+    /// unacknowledged, or waiting in an outbox) and all open transactions (default 256 MiB).
+    pub max_bytes: usize,
+    /// Most bytes of undelivered messages one queue, or one topic subscription's backlog, holds (default 64 MiB).
+    pub max_destination_bytes: usize,
+    /// Most transactions one session may have open at once (default 16).
+    pub max_open_transactions: usize,
+    /// Most bytes of frames one transaction may buffer before COMMIT (default 16 MiB).
+    pub max_transaction_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -43,6 +65,15 @@ impl Default for BrokerConfig {
             slow_consumer_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            login_limits: Limits::pre_login(),
+            max_connections: 1024,
+            max_pending_connections: 64,
+            max_connections_per_ip: 64,
+            per_ip_cap_on_loopback: false,
+            max_bytes: 256 * 1024 * 1024,
+            max_destination_bytes: 64 * 1024 * 1024,
+            max_open_transactions: 16,
+            max_transaction_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -58,6 +89,15 @@ impl fmt::Debug for BrokerConfig {
             .field("slow_consumer_timeout", &self.slow_consumer_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("limits", &self.limits)
+            .field("login_limits", &self.login_limits)
+            .field("max_connections", &self.max_connections)
+            .field("max_pending_connections", &self.max_pending_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("per_ip_cap_on_loopback", &self.per_ip_cap_on_loopback)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_destination_bytes", &self.max_destination_bytes)
+            .field("max_open_transactions", &self.max_open_transactions)
+            .field("max_transaction_bytes", &self.max_transaction_bytes)
             .finish()
     }
 }

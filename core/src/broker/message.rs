@@ -5,6 +5,7 @@
 //! subscriber speaking the same STOMP version, so they are encoded once per
 //! version, on first use, and the body `Bytes` is shared, never copied per subscriber.
 
+use super::budget::Charge;
 use crate::stomp::{Headers, Version};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::OnceLock;
@@ -23,17 +24,31 @@ pub(crate) struct Message {
     pub body: Bytes,
     /// Encoded `destination`, user headers, `content-length` and the blank line, per version.
     blocks: [OnceLock<Bytes>; 3],
+    /// The bytes this message holds on the broker's budget, for as long as it lives.
+    charge: Option<Charge>,
+}
+
+/// What a message or buffered frame with these headers and body costs in memory, roughly.
+pub(crate) fn size_of(destination: &str, headers: &Headers, body_len: usize) -> usize {
+    let head: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 24).sum();
+    body_len.saturating_add(head).saturating_add(destination.len()).saturating_add(256)
 }
 
 impl Message {
     /// A message from a SEND frame's destination, headers and body.
-    pub fn new(destination: String, mut headers: Headers, body: Bytes) -> Message {
+    /// `charge` holds the message's [`size_of`] on the budget until the last delivery is written.
+    pub fn new(destination: String, mut headers: Headers, body: Bytes, charge: Option<Charge>) -> Message {
         for name in STRIPPED {
             if headers.get(name).is_some() {
                 headers.remove(name);
             }
         }
-        Message { destination, headers, body, blocks: Default::default() }
+        Message { destination, headers, body, blocks: Default::default(), charge }
+    }
+
+    /// The bytes charged for this message (0 when not charged).
+    pub fn size(&self) -> usize {
+        self.charge.as_ref().map_or(0, Charge::bytes)
     }
 
     /// An estimate of the bytes one delivery of this message takes in an outbox.
@@ -93,7 +108,7 @@ mod tests {
     #[test]
     fn block_escapes_per_version_and_strips_broker_headers() {
         let headers: Headers = [("passcode", "secret"), ("a:b", "x\ny"), ("k", "v:w"), ("receipt", "9")].into_iter().collect();
-        let m = Message::new("/topic/t".into(), headers, Bytes::from_static(b"hi"));
+        let m = Message::new("/topic/t".into(), headers, Bytes::from_static(b"hi"), None);
         assert_eq!(&m.block(Version::V1_2)[..], b"destination:/topic/t\na\\cb:x\\ny\nk:v\\cw\ncontent-length:2\n\n");
         assert_eq!(&m.block(Version::V1_0)[..], b"destination:/topic/t\nk:v:w\ncontent-length:2\n\n");
     }

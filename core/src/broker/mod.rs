@@ -21,6 +21,7 @@
 //! - `router`: topics, queues, temporary queues, subscriptions, acknowledgements.
 //! - `outbox`: a session's bounded outgoing queue and the task that writes it.
 //! - `message`: a published message, shared by all its deliveries.
+//! - `budget`: the broker-wide byte budget and the charges messages and transactions hold on it.
 //!
 //! # Protocol
 //! - STOMP 1.0, 1.1 and 1.2, by `CONNECT` or `STOMP`; the highest version in
@@ -59,8 +60,10 @@
 //!   subscription (at most `max_queue_len`, oldest dropped).
 //! - Every frame with `receipt` gets a RECEIPT once handled (DISCONNECT: then
 //!   the connection closes). BEGIN/COMMIT/ABORT buffer SENDs, ACKs and NACKs
-//!   until COMMIT (at most `max_queue_len` frames per transaction); ABORT (or a
-//!   disconnect) drops them.
+//!   until COMMIT (at most `max_queue_len` frames and
+//!   [`BrokerConfig::max_transaction_bytes`] per transaction, at most
+//!   [`BrokerConfig::max_open_transactions`] open per session, copied out of the
+//!   read buffer and charged to the byte budget); ABORT (or a disconnect) drops them.
 //! - Bad input — a malformed frame, a missing `destination`, a duplicate
 //!   subscription id, an unknown ack id or transaction, any frame before
 //!   CONNECT — gets an ERROR (`message`, `receipt-id` when the frame asked for
@@ -68,6 +71,21 @@
 //!   clients are not affected.
 //!
 //! # Memory bounds and slow consumers
+//! - Before login: frames of at most [`BrokerConfig::login_limits`] (8 KiB),
+//!   CONNECT within [`BrokerConfig::handshake_timeout`]; at most
+//!   [`BrokerConfig::max_connections`], [`BrokerConfig::max_pending_connections`]
+//!   not logged in and [`BrokerConfig::max_connections_per_ip`] from one address
+//!   (loopback exempt by default; beyond them: one non-blocking ERROR write, then close).
+//! - A byte budget ([`BrokerConfig::max_bytes`]): every live message (queued,
+//!   in a topic backlog, unacknowledged, in an outbox) and every transaction's
+//!   buffer holds a charge on it until dropped. When full, the oldest messages of
+//!   the largest queue nobody listens to are dropped first; if that is not enough
+//!   the SEND is refused with ERROR `broker memory budget exhausted`.
+//! - A queue, and a topic subscription's backlog, hold at most
+//!   [`BrokerConfig::max_destination_bytes`] besides `max_queue_len` messages,
+//!   with the same overflow handling as the count.
+//! - Kept messages are copied out of the read buffer they arrived in, so a small
+//!   message never pins a large buffer.
 //! - A queue holds at most [`BrokerConfig::max_queue_len`] undelivered messages.
 //!   With no subscriber, the oldest is dropped (warning logged). With
 //!   subscribers that lack credit, the publisher is paused until the queue
@@ -88,6 +106,7 @@
 //! restart); [`BrokerHandle::shutdown`] then [`Broker::start`] with
 //! `listen: old_handle.local_addr()` restarts on the same port.
 
+mod budget;
 pub mod config;
 mod message;
 mod outbox;
@@ -147,9 +166,10 @@ impl BrokerHandle {
         self.shared.kick_all();
     }
 
-    /// Counts of sessions, subscriptions and messages the broker holds.
+    /// Counts of connections, sessions, subscriptions, messages and bytes the broker holds.
     pub fn stats(&self) -> BrokerStats {
-        self.shared.router.stats()
+        let (connections, pending_connections, refused_connections) = self.shared.connection_counts();
+        BrokerStats { connections, pending_connections, refused_connections, ..self.shared.router.stats() }
     }
 
     /// Stops accepting, closes every session (flushing what they were sent) and waits until the port is free.

@@ -15,6 +15,8 @@
 //! - Anything else (`/topic/…`, `/exchange/…`, plain names): a topic; each
 //!   message goes to every current subscriber and is not kept.
 
+use super::budget::{Budget, Charge};
+use super::config::BrokerConfig;
 use super::message::Message;
 use super::outbox::{Delivery, Out, Outbox, SubInfo};
 use crate::stomp::AckMode;
@@ -62,7 +64,7 @@ impl ProtoError {
 pub(crate) enum Wait {
     /// A subscriber's outbox went over its limit.
     Outbox(Arc<Outbox>),
-    /// A queue with subscribers went over `max_queue_len`.
+    /// A queue with subscribers went over `max_queue_len` or `max_destination_bytes`.
     Queue(String, Arc<Notify>),
 }
 
@@ -87,9 +89,20 @@ struct Queued {
     redelivered: bool,
 }
 
+/// How much one queue (or one topic subscription's backlog) may hold.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    /// Most messages.
+    len: usize,
+    /// Most bytes (by [`Message::size`]).
+    bytes: usize,
+}
+
 #[derive(Debug)]
 struct Queue {
     backlog: VecDeque<Queued>,
+    /// Bytes of the messages in `backlog`.
+    bytes: usize,
     subs: Vec<SubKey>,
     next: usize,
     /// The session owning a temporary queue.
@@ -102,20 +115,48 @@ struct Queue {
 
 impl Queue {
     fn new(owner: Option<u64>) -> Queue {
-        Queue { backlog: VecDeque::new(), subs: Vec::new(), next: 0, owner, dropped: 0, room: Arc::new(Notify::new()), overflowing: false }
+        Queue { backlog: VecDeque::new(), bytes: 0, subs: Vec::new(), next: 0, owner, dropped: 0, room: Arc::new(Notify::new()), overflowing: false }
     }
 
-    /// Drops the oldest messages beyond `max`, with a warning now and then.
-    fn trim(&mut self, name: &str, max: usize) {
-        let excess = self.backlog.len().saturating_sub(max);
-        if excess == 0 {
+    fn push_back(&mut self, q: Queued) {
+        self.bytes += q.msg.size();
+        self.backlog.push_back(q);
+    }
+
+    fn push_front(&mut self, q: Queued) {
+        self.bytes += q.msg.size();
+        self.backlog.push_front(q);
+    }
+
+    fn pop_front(&mut self) -> Option<Queued> {
+        let q = self.backlog.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(q.msg.size());
+        Some(q)
+    }
+
+    /// Whether the queue holds more than `bound` allows.
+    fn over(&self, bound: Bound) -> bool {
+        self.backlog.len() > bound.len || self.bytes > bound.bytes
+    }
+
+    /// Drops the oldest messages until the queue is within `bound`, with a warning now and then.
+    fn trim(&mut self, name: &str, bound: Bound) {
+        let mut excess = 0u64;
+        while self.over(bound) && self.pop_front().is_some() {
+            excess += 1;
+        }
+        self.note_dropped(name, excess, "queue full: oldest messages dropped");
+    }
+
+    /// Counts `n` dropped messages, warning on the first and then every thousandth.
+    fn note_dropped(&mut self, name: &str, n: u64, why: &str) {
+        if n == 0 {
             return;
         }
-        self.backlog.drain(..excess);
         let before = self.dropped;
-        self.dropped += excess as u64;
+        self.dropped += n;
         if before == 0 || before / 1000 != self.dropped / 1000 {
-            warn!(queue = name, dropped_total = self.dropped, max_queue_len = max, "queue full: oldest messages dropped");
+            warn!(queue = name, dropped_total = self.dropped, queued_bytes = self.bytes, "{why}");
         }
     }
 }
@@ -131,6 +172,8 @@ struct Sub {
     info: Arc<SubInfo>,
     /// Topic messages waiting for prefetch credit.
     backlog: VecDeque<Queued>,
+    /// Bytes of the messages in `backlog`.
+    backlog_bytes: usize,
     /// Created by a `reply-to: /temp-queue/…` rather than by SUBSCRIBE.
     implicit: bool,
 }
@@ -192,6 +235,7 @@ impl SessionState {
             let Some(q) = sub.backlog.pop_front() else {
                 return;
             };
+            sub.backlog_bytes = sub.backlog_bytes.saturating_sub(q.msg.size());
             self.deliver(sub_no, q.msg, q.redelivered, waits);
         }
     }
@@ -209,6 +253,10 @@ struct State {
 pub(crate) struct Router {
     state: Mutex<State>,
     max_queue_len: usize,
+    /// What one queue or topic subscription backlog may hold.
+    bound: Bound,
+    /// Bytes held by every live message and open transaction.
+    budget: Arc<Budget>,
 }
 
 /// Counts of what the router holds, for tests and logs.
@@ -224,10 +272,20 @@ pub struct BrokerStats {
     pub queued_messages: usize,
     /// Messages delivered and not yet acknowledged.
     pub unacked: usize,
+    /// Bytes of messages waiting in queues.
+    pub queued_bytes: usize,
+    /// Bytes held on the broker's budget: every live message and open transaction.
+    pub retained_bytes: usize,
+    /// Open connections, logged in or not.
+    pub connections: usize,
+    /// Connections that have not completed CONNECT yet.
+    pub pending_connections: usize,
+    /// Connections closed at once because a connection cap was reached.
+    pub refused_connections: u64,
 }
 
 /// Delivers a queue's messages to subscribers with credit, round-robin.
-fn pump_queue(queue: &mut Queue, sessions: &mut HashMap<u64, SessionState>, max: usize, waits: &mut Vec<Wait>) {
+fn pump_queue(queue: &mut Queue, sessions: &mut HashMap<u64, SessionState>, bound: Bound, waits: &mut Vec<Wait>) {
     while !queue.backlog.is_empty() && !queue.subs.is_empty() {
         let n = queue.subs.len();
         let credit = |key: &SubKey| sessions.get(&key.session).and_then(|s| s.subs.get(&key.sub)).is_some_and(Sub::has_credit);
@@ -240,14 +298,14 @@ fn pump_queue(queue: &mut Queue, sessions: &mut HashMap<u64, SessionState>, max:
         let Some(i) = pick else { break };
         queue.next = (i + 1) % n;
         let key = queue.subs[i];
-        let Some(q) = queue.backlog.pop_front() else {
+        let Some(q) = queue.pop_front() else {
             break;
         };
         if let Some(sess) = sessions.get_mut(&key.session) {
             sess.deliver(key.sub, q.msg, q.redelivered, waits);
         }
     }
-    if queue.backlog.len() <= max {
+    if !queue.over(bound) {
         queue.overflowing = false;
         queue.room.notify_waiters();
     }
@@ -281,7 +339,7 @@ fn detach(state: &mut State, key: SubKey, dest: &Dest) {
 fn requeue(state: &mut State, name: &str, msgs: Vec<Arc<Message>>) {
     if let Some(q) = state.queues.get_mut(name) {
         for msg in msgs.into_iter().rev() {
-            q.backlog.push_front(Queued { msg, redelivered: true });
+            q.push_front(Queued { msg, redelivered: true });
         }
     }
 }
@@ -296,9 +354,39 @@ fn gc_queue(state: &mut State, name: &str) {
 }
 
 impl Router {
-    /// An empty router whose queues hold at most `max_queue_len` messages.
-    pub fn new(max_queue_len: usize) -> Router {
-        Router { state: Mutex::new(State::default()), max_queue_len: max_queue_len.max(1) }
+    /// An empty router with `config`'s queue bounds and byte budget.
+    pub fn new(config: &BrokerConfig) -> Router {
+        let max_queue_len = config.max_queue_len.max(1);
+        Router {
+            state: Mutex::new(State::default()),
+            max_queue_len,
+            bound: Bound { len: max_queue_len, bytes: config.max_destination_bytes.max(1) },
+            budget: Budget::new(config.max_bytes),
+        }
+    }
+
+    /// The broker-wide byte budget (transactions charge their buffered frames to it).
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Charges `size` bytes for a new message; when the budget is full, the oldest
+    /// messages of queues nobody listens to are dropped first (largest queue first).
+    fn charge(&self, state: &mut State, size: usize) -> Result<Charge, ProtoError> {
+        loop {
+            if let Some(c) = self.budget.try_charge(size) {
+                return Ok(c);
+            }
+            let victim = state.queues.iter_mut().filter(|(_, q)| q.subs.is_empty() && !q.backlog.is_empty()).max_by_key(|(_, q)| q.bytes);
+            let Some((name, q)) = victim else {
+                return Err(budget_exhausted(&self.budget, size));
+            };
+            let mut n = 0u64;
+            while self.budget.used().saturating_add(size) > self.budget.max() && q.pop_front().is_some() {
+                n += 1;
+            }
+            q.note_dropped(name, n, "broker byte budget full: oldest messages of an unwatched queue dropped");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -352,7 +440,7 @@ impl Router {
         }
         for name in touched {
             if let Some(q) = state.queues.get_mut(&name) {
-                pump_queue(q, &mut state.sessions, self.max_queue_len, &mut waits);
+                pump_queue(q, &mut state.sessions, self.bound, &mut waits);
             }
             gc_queue(state, &name);
         }
@@ -421,6 +509,7 @@ impl Router {
                 in_flight: 0,
                 info,
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 implicit: false,
             },
         );
@@ -430,7 +519,7 @@ impl Router {
             Dest::Queue(name) => {
                 let q = state.queues.entry(name.clone()).or_insert_with(|| Queue::new(None));
                 q.subs.push(key);
-                pump_queue(q, &mut state.sessions, self.max_queue_len, waits);
+                pump_queue(q, &mut state.sessions, self.bound, waits);
             }
         }
         Ok(())
@@ -457,10 +546,10 @@ impl Router {
         sess.next_sub += 1;
         sess.sub_ids.insert(id.clone(), sub_no);
         let info = Arc::new(SubInfo { id_esc: Bytes::from(esc), ack_header: false });
-        sess.subs.insert(sub_no, Sub { id, dest, ack: AckMode::Auto, prefetch: 0, in_flight: 0, info, backlog: VecDeque::new(), implicit: true });
+        sess.subs.insert(sub_no, Sub { id, dest, ack: AckMode::Auto, prefetch: 0, in_flight: 0, info, backlog: VecDeque::new(), backlog_bytes: 0, implicit: true });
         if let Some(q) = state.queues.get_mut(real) {
             q.subs.push(SubKey { session, sub: sub_no });
-            pump_queue(q, &mut state.sessions, self.max_queue_len, waits);
+            pump_queue(q, &mut state.sessions, self.bound, waits);
         }
     }
 
@@ -502,7 +591,7 @@ impl Router {
                 requeue(state, name, msgs);
             }
             if let Some(q) = state.queues.get_mut(name) {
-                pump_queue(q, &mut state.sessions, self.max_queue_len, waits);
+                pump_queue(q, &mut state.sessions, self.bound, waits);
             }
             gc_queue(state, name);
         }
@@ -532,11 +621,16 @@ impl Router {
         } else {
             destination.starts_with(QUEUE)
         };
-        // A message kept for later gets its own small allocations, so it does not
-        // pin the (much larger) read buffer its headers and body arrived in.
-        let retained = is_queue && state.queues.get(&destination).is_none_or(|q| q.subs.is_empty());
-        let (headers, body) = if retained { (headers.iter().collect::<crate::stomp::Headers>(), Bytes::copy_from_slice(&body)) } else { (headers, body) };
-        let msg = Arc::new(Message::new(destination, headers, body));
+        if !is_queue && state.topics.get(&destination).is_none_or(Vec::is_empty) {
+            return Ok(()); // A topic nobody listens to: nothing to deliver or keep.
+        }
+        // A message that may be kept (queued, waiting for credit or an ACK) gets its own
+        // small allocations, so it does not pin the (much larger) read buffer its headers
+        // and body arrived in.
+        let kept = is_queue || self.topic_may_keep(state, &destination);
+        let (headers, body) = if kept { (headers.iter().collect::<crate::stomp::Headers>(), Bytes::copy_from_slice(&body)) } else { (headers, body) };
+        let charge = self.charge(state, super::message::size_of(&destination, &headers, body.len()))?;
+        let msg = Arc::new(Message::new(destination, headers, body, Some(charge)));
         let key = msg.destination.as_str();
         if !is_queue {
             let State { sessions, topics, .. } = state;
@@ -553,16 +647,18 @@ impl Router {
                 if sub.has_credit() && sub.backlog.is_empty() {
                     sess.deliver(k.sub, msg.clone(), false, waits);
                 } else {
+                    sub.backlog_bytes += msg.size();
                     sub.backlog.push_back(Queued { msg: msg.clone(), redelivered: false });
-                    if sub.backlog.len() > self.max_queue_len {
-                        sub.backlog.pop_front();
+                    while sub.backlog.len() > self.bound.len || sub.backlog_bytes > self.bound.bytes {
+                        let Some(old) = sub.backlog.pop_front() else { break };
+                        sub.backlog_bytes = sub.backlog_bytes.saturating_sub(old.msg.size());
                         warn!(session = k.session, subscription = %sub.id, "subscriber backlog full (prefetch exhausted): oldest message dropped");
                     }
                 }
             }
             return Ok(());
         }
-        let max = self.max_queue_len;
+        let bound = self.bound;
         let State { sessions, queues, .. } = state;
         if !queues.contains_key(key) {
             queues.insert(key.to_owned(), Queue::new(None));
@@ -570,16 +666,23 @@ impl Router {
         let Some(q) = queues.get_mut(key) else {
             return Ok(());
         };
-        q.backlog.push_back(Queued { msg: msg.clone(), redelivered: false });
-        pump_queue(q, sessions, max, waits);
-        if q.backlog.len() > max {
+        q.push_back(Queued { msg: msg.clone(), redelivered: false });
+        pump_queue(q, sessions, bound, waits);
+        if q.over(bound) {
             if q.subs.is_empty() || q.overflowing {
-                q.trim(key, max);
+                q.trim(key, bound);
             } else {
                 waits.push(Wait::Queue(key.to_owned(), q.room.clone()));
             }
         }
         Ok(())
+    }
+
+    /// Whether a topic message may be kept beyond its outbox: a subscriber acknowledges, or waits for credit.
+    fn topic_may_keep(&self, state: &State, topic: &str) -> bool {
+        state.topics.get(topic).is_some_and(|subs| {
+            subs.iter().any(|k| state.sessions.get(&k.session).and_then(|s| s.subs.get(&k.sub)).is_some_and(|sub| sub.ack != AckMode::Auto || !sub.backlog.is_empty()))
+        })
     }
 
     /// Waits until queue `name` is back within its bound; false on timeout.
@@ -589,8 +692,7 @@ impl Router {
             let notified = room.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let len = self.lock().queues.get(name).map_or(0, |q| q.backlog.len());
-            if len <= self.max_queue_len {
+            if !self.lock().queues.get(name).is_some_and(|q| q.over(self.bound)) {
                 return true;
             }
             tokio::select! {
@@ -603,8 +705,8 @@ impl Router {
     /// Drops the oldest messages of queue `name` beyond the bound (after a publisher gave up waiting).
     pub fn trim_queue(&self, name: &str) {
         if let Some(q) = self.lock().queues.get_mut(name) {
-            q.overflowing = q.backlog.len() > self.max_queue_len;
-            q.trim(name, self.max_queue_len);
+            q.overflowing = q.over(self.bound);
+            q.trim(name, self.bound);
         }
     }
 
@@ -650,7 +752,7 @@ impl Router {
                     requeue(state, &name, msgs);
                 }
                 if let Some(q) = state.queues.get_mut(&name) {
-                    pump_queue(q, &mut state.sessions, self.max_queue_len, waits);
+                    pump_queue(q, &mut state.sessions, self.bound, waits);
                 }
             }
         }
@@ -666,8 +768,19 @@ impl Router {
             queues: state.queues.len(),
             queued_messages: state.queues.values().map(|q| q.backlog.len()).sum(),
             unacked: state.sessions.values().map(|s| s.unacked.len()).sum(),
+            queued_bytes: state.queues.values().map(|q| q.bytes).sum(),
+            retained_bytes: self.budget.used(),
+            ..BrokerStats::default()
         }
     }
+}
+
+/// The ERROR for a message or transaction frame the byte budget has no room for.
+pub(crate) fn budget_exhausted(budget: &Budget, size: usize) -> ProtoError {
+    ProtoError::detail(
+        "broker memory budget exhausted",
+        format!("{size} more bytes do not fit: the broker holds {} of its {} bytes for undelivered messages and transactions; try again later", budget.used(), budget.max()),
+    )
 }
 
 fn unknown_ack(id: &str) -> ProtoError {

@@ -4,9 +4,10 @@
 //! what the session and the router put in the session's [`Outbox`], so a client
 //! that is slow to read never stops the broker from reading what it sends.
 
+use super::budget::Charge;
 use super::outbox::{Out, Outbox, Writer};
-use super::router::{ProtoError, Wait};
-use super::server::Shared;
+use super::router::{budget_exhausted, ProtoError, Wait};
+use super::server::{Shared, Slot};
 use crate::stomp::AckMode;
 use crate::stomp::{Command, Frame, FrameError, Incoming, StompCodec, Version};
 use bytes::{Bytes, BytesMut};
@@ -21,6 +22,13 @@ use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// An open transaction: its buffered frames (copied out of the read buffer) and their charge on the budget.
+#[derive(Default)]
+struct Txn {
+    frames: Vec<Frame>,
+    charge: Option<Charge>,
+}
 
 /// Versions the broker speaks, in the order of preference.
 const SUPPORTED: &str = "1.0,1.1,1.2";
@@ -40,7 +48,8 @@ impl Reader {
     /// Reads more bytes; `Ok(0)` at EOF.
     async fn fill(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(64 * 1024);
+            // Small reads before login (the limits are small), 64 KiB ones after.
+            self.buf.reserve(self.codec.limits().max_frame_size.clamp(4096, 64 * 1024));
         }
         self.rd.read_buf(&mut self.buf).await
     }
@@ -105,11 +114,15 @@ enum Flow {
 }
 
 /// Runs one connection to its end.
-pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
+///
+/// `slot` is the connection's place under the connection caps; it stops counting
+/// as pending once CONNECTED is sent, and is given back when this returns.
+pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, mut slot: Slot) {
     let _ = socket.set_nodelay(true);
     let (rd, mut wr) = socket.into_split();
     let limits = shared.config.limits;
-    let mut reader = Reader { rd, buf: BytesMut::with_capacity(16 * 1024), codec: StompCodec::with_limits(Version::V1_2, limits) };
+    // Until CONNECT is accepted, the small pre-login limits bound what a peer can make us buffer.
+    let mut reader = Reader { rd, buf: BytesMut::with_capacity(4096), codec: StompCodec::with_limits(Version::V1_2, shared.config.login_limits) };
     let kill = shared.kick_token().child_token();
 
     let hello = match handshake(&mut reader, &shared, &kill).await {
@@ -148,6 +161,8 @@ pub(crate) async fn run(socket: TcpStream, peer: SocketAddr, id: u64, shared: Ar
         return;
     }
     reader.codec.set_version(hello.version);
+    reader.codec.set_limits(limits);
+    slot.logged_in();
     info!(
         session = id,
         %peer,
@@ -334,7 +349,7 @@ struct Session {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     /// Open transactions and their buffered SEND/ACK/NACK frames.
-    txns: HashMap<String, Vec<Frame>>,
+    txns: HashMap<String, Txn>,
     /// Scratch list of what routing asks the publisher to wait for.
     waits: Vec<Wait>,
     kill: CancellationToken,
@@ -399,12 +414,18 @@ impl Session {
                 if self.txns.contains_key(tx) {
                     return Err(ProtoError::detail("transaction already begun", format!("transaction {tx:?} is already open")));
                 }
-                self.txns.insert(tx.to_owned(), Vec::new());
+                let max = self.shared.config.max_open_transactions;
+                if self.txns.len() >= max {
+                    return Err(ProtoError::detail("too many transactions", format!("a session may have at most {max} transactions open; COMMIT or ABORT one first")));
+                }
+                self.txns.insert(tx.to_owned(), Txn::default());
             }
             Command::Commit => {
                 let tx = transaction(&frame)?;
-                let frames = self.txns.remove(tx).ok_or_else(|| unknown_txn(tx))?;
-                for f in frames {
+                let txn = self.txns.remove(tx).ok_or_else(|| unknown_txn(tx))?;
+                // The messages charge the budget themselves once routed; the buffer's charge ends here.
+                drop(txn.charge);
+                for f in txn.frames {
                     match f.command {
                         Command::Send => self.shared.router.send(self.id, f.headers, f.body, &mut self.waits)?,
                         _ => self.settle(&f)?,
@@ -469,14 +490,8 @@ impl Session {
         if frame.get("destination").is_none_or(str::is_empty) {
             return Err(ProtoError::new("SEND frame has no destination header"));
         }
-        if let Some(tx) = frame.get("transaction") {
-            let max = self.shared.config.max_queue_len;
-            let buffered = self.txns.get_mut(tx).ok_or_else(|| unknown_txn(tx))?;
-            if buffered.len() >= max {
-                return Err(txn_too_large(tx, max));
-            }
-            buffered.push(frame);
-            return Ok(());
+        if let Some(tx) = frame.get("transaction").map(str::to_owned) {
+            return self.buffer(&tx, frame);
         }
         self.shared.router.send(self.id, frame.headers, frame.body, &mut self.waits)
     }
@@ -513,17 +528,37 @@ impl Session {
                 return Err(unknown_txn(tx));
             }
             self.shared.router.check_ack(self.id, id)?;
-            let max = self.shared.config.max_queue_len;
             let tx = tx.to_owned();
-            if let Some(buffered) = self.txns.get_mut(&tx) {
-                if buffered.len() >= max {
-                    return Err(txn_too_large(&tx, max));
-                }
-                buffered.push(frame);
-            }
-            return Ok(());
+            return self.buffer(&tx, frame);
         }
         self.settle(&frame)
+    }
+
+    /// Buffers a frame in open transaction `tx`, within the frame, byte and budget limits.
+    fn buffer(&mut self, tx: &str, frame: Frame) -> Result<(), ProtoError> {
+        let max_frames = self.shared.config.max_queue_len;
+        let max_bytes = self.shared.config.max_transaction_bytes;
+        let budget = self.shared.router.budget().clone();
+        let txn = self.txns.get_mut(tx).ok_or_else(|| unknown_txn(tx))?;
+        if txn.frames.len() >= max_frames {
+            return Err(txn_too_large(tx, format!("{max_frames} frames")));
+        }
+        let size = super::message::size_of("", &frame.headers, frame.body.len());
+        let held = txn.charge.as_ref().map_or(0, Charge::bytes);
+        if held.saturating_add(size) > max_bytes {
+            return Err(txn_too_large(tx, format!("{max_bytes} bytes")));
+        }
+        let charged = match &mut txn.charge {
+            Some(c) => c.try_grow(size),
+            None => budget.try_charge(size).map(|c| txn.charge = Some(c)).is_some(),
+        };
+        if !charged {
+            return Err(budget_exhausted(&budget, size));
+        }
+        // Copied, so a small buffered frame does not pin the large read buffer it arrived in.
+        let Frame { command, headers, body } = frame;
+        txn.frames.push(Frame { command, headers: headers.iter().collect(), body: Bytes::copy_from_slice(&body) });
+        Ok(())
     }
 
     /// Applies an ACK or NACK.
@@ -542,8 +577,8 @@ fn transaction(frame: &Frame) -> Result<&str, ProtoError> {
     frame.get("transaction").ok_or_else(|| ProtoError::detail("missing transaction header", format!("{} needs a transaction header", frame.command)))
 }
 
-fn txn_too_large(tx: &str, max: usize) -> ProtoError {
-    ProtoError::detail("transaction too large", format!("transaction {tx:?} holds more than {max} frames"))
+fn txn_too_large(tx: &str, max: String) -> ProtoError {
+    ProtoError::detail("transaction too large", format!("transaction {tx:?} would hold more than {max}"))
 }
 
 fn unknown_txn(tx: &str) -> ProtoError {

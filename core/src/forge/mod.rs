@@ -139,24 +139,36 @@ fn check_rev(rev: &str, field: &str) -> Result<(), ForgeError> {
 /// whole seconds, `Z` as `+00:00`; anything else is kept as given.
 pub fn normalize_timestamp(ts: &str) -> String {
     let ts = ts.trim();
-    let b = ts.as_bytes();
-    if b.len() < 20 || b[10] != b'T' && b[10] != b' ' || b[4] != b'-' || b[13] != b':' {
-        return ts.to_owned();
+    normalized(ts).unwrap_or_else(|| ts.to_owned())
+}
+
+/// [`normalize_timestamp`]'s work; `None` when `ts` is not `YYYY-MM-DD[T ]hh:mm:ss[.frac](Z|±hh:mm|±hhmm)`.
+///
+/// Only ASCII text is sliced, and only through `get`, so no input can panic it.
+fn normalized(ts: &str) -> Option<String> {
+    if !ts.is_ascii() {
+        return None;
     }
-    let (main, rest) = ts.split_at(19);
-    let mut rest = rest;
+    let digits = |r: std::ops::Range<usize>| ts.get(r).is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
+    let at = |i: usize| ts.as_bytes().get(i).copied();
+    let shape = digits(0..4) && at(4) == Some(b'-') && digits(5..7) && at(7) == Some(b'-') && digits(8..10);
+    let shape = shape && matches!(at(10), Some(b'T' | b't' | b' ')) && digits(11..13) && at(13) == Some(b':') && digits(14..16) && at(16) == Some(b':') && digits(17..19);
+    if !shape {
+        return None;
+    }
+    let (date, time, mut rest) = (ts.get(..10)?, ts.get(11..19)?, ts.get(19..)?);
     if let Some(frac) = rest.strip_prefix('.') {
         rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
     }
-    let offset = match rest {
-        "Z" | "z" => "+00:00".to_owned(),
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':' => o.to_owned(),
-        o if o.len() == 5 && (o.starts_with('+') || o.starts_with('-')) => {
-            format!("{}:{}", &o[..3], &o[3..])
+    let offset = match rest.as_bytes() {
+        b"Z" | b"z" => "+00:00".to_owned(),
+        [b'+' | b'-', h1, h2, b':', m1, m2] if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) => rest.to_owned(),
+        [s @ (b'+' | b'-'), h1, h2, m1, m2] if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) => {
+            format!("{}{}{}:{}{}", char::from(*s), char::from(*h1), char::from(*h2), char::from(*m1), char::from(*m2))
         }
-        _ => return ts.to_owned(),
+        _ => return None,
     };
-    format!("{}T{}{offset}", &main[..10], &main[11..])
+    Some(format!("{date}T{time}{offset}"))
 }
 
 /// The parts of a push every forge sends, before naming.
@@ -220,6 +232,23 @@ mod tests {
         assert_eq!(normalize_timestamp("2015-05-05T19:40:15-04:00"), "2015-05-05T19:40:15-04:00");
         assert_eq!(normalize_timestamp("2015-05-05T19:40:15-0400"), "2015-05-05T19:40:15-04:00");
         assert_eq!(normalize_timestamp("yesterday"), "yesterday");
+        assert_eq!(normalize_timestamp("2015-05-05 19:40:15 -0400"), "2015-05-05 19:40:15 -0400");
+    }
+
+    #[test]
+    fn timestamps_with_multibyte_characters_are_kept_not_sliced() {
+        // Every byte offset the old code sliced at, hit by a multibyte character.
+        for ts in [
+            "2026-11-25T10:00:0é+00:00",
+            "2026-11-2éT10:00:00Z",
+            "2026-11-25T10:00:00+1é1",
+            "2026-11-25T10:00:00.1€",
+            "€€€€€€€€€€€€",
+            "2026-11-25T10:0€:00Z",
+            "2026-11-25T10:00:00-04:0€",
+        ] {
+            assert_eq!(normalize_timestamp(ts), ts);
+        }
     }
 
     #[test]

@@ -66,6 +66,13 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Small limits for a peer that has not logged in yet: 8 KiB frames, 32 headers of at most 4 KiB.
+    pub const fn pre_login() -> Limits {
+        Limits { max_frame_size: 8 * 1024, max_headers: 32, max_header_len: 4 * 1024 }
+    }
+}
+
 /// Why bytes could not be decoded into a frame, or a frame could not be encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -200,6 +207,11 @@ impl StompCodec {
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Changes the limits from the next frame on (e.g. the broker's small pre-login limits, then the normal ones).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 }
 

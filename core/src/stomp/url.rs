@@ -197,24 +197,74 @@ impl fmt::Debug for BrokerUrl {
     }
 }
 
+/// Whether `s` starts with a URL scheme and `://` (`stomp://`, `stomp+ssl://`, …).
+fn starts_with_scheme(s: &str) -> bool {
+    let s = s.trim_start();
+    let Some(end) = s.find("://") else {
+        return false;
+    };
+    let scheme = &s[..end];
+    scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Splits a failover list at the commas that start another `scheme://` URL, so a
+/// passcode holding a `,` stays inside its URL.
+fn split_list(list: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        if i >= start && starts_with_scheme(&list[i + 1..]) {
+            parts.push(&list[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&list[start..]);
+    parts
+}
+
 /// Replaces the password part of a URL-ish string with `***` (for error messages).
+///
+/// The user information runs up to the last `@` of each URL (a passcode may hold
+/// `/`, `?`, `,`, `:` or `@`), and a port that is not a number is shown as `***`,
+/// since it may be a piece of a passcode that was not percent-encoded.
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
-        let auth_end = tail.find(['/', ',', ')', '?']).unwrap_or(tail.len());
-        let auth = &tail[..auth_end];
-        match (auth.rfind('@'), auth.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&auth[..colon]);
-                out.push_str(":***");
-                out.push_str(&auth[at..]);
+        // This URL ends where the next `,scheme://` of a failover list begins.
+        let elem_end = tail.match_indices(',').map(|(i, _)| i).find(|&i| starts_with_scheme(&tail[i + 1..])).unwrap_or(tail.len());
+        let elem = &tail[..elem_end];
+        let after_auth = match elem.rfind('@') {
+            Some(at) => {
+                let userinfo = &elem[..at];
+                match userinfo.split_once(':') {
+                    Some((login, _)) => {
+                        out.push_str(login);
+                        out.push_str(":***@");
+                    }
+                    None => {
+                        out.push_str(userinfo);
+                        out.push('@');
+                    }
+                }
+                &elem[at + 1..]
             }
-            _ => out.push_str(auth),
+            None => elem,
+        };
+        let host_end = after_auth.find(['/', ',', ')', '?']).unwrap_or(after_auth.len());
+        let (hostport, trailer) = after_auth.split_at(host_end);
+        let port_at = if hostport.starts_with('[') { hostport.find("]:").map(|i| i + 1) } else { hostport.rfind(':') };
+        match port_at {
+            Some(colon) if !hostport[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+                out.push_str(&hostport[..colon]);
+                out.push_str(":***");
+            }
+            _ => out.push_str(hostport),
         }
-        rest = &tail[auth_end..];
+        out.push_str(trailer);
+        rest = &tail[elem_end..];
     }
     out.push_str(rest);
     out
@@ -230,14 +280,16 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, UrlError> {
         "stomp+ssl" | "stomp+tls" | "stomps" | "ssl" | "tls" => true,
         other => return Err(UrlError::Scheme(other.to_owned())),
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    if authority.is_empty() {
+    // The user information runs up to the last `@`, so a passcode holding `/`, `?`
+    // or `@` that was not percent-encoded is still read as a passcode, never as a host.
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let hostport = after.split(['/', '?']).next().unwrap_or_default();
+    if hostport.is_empty() {
         return Err(invalid("missing host"));
     }
-    let (userinfo, hostport) = match authority.rfind('@') {
-        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-        None => (None, authority),
-    };
     let decode = |p: &str| -> Result<String, UrlError> {
         percent_encoding::percent_decode_str(p).decode_utf8().map(|c| c.into_owned()).map_err(|_| invalid("credentials are not UTF-8 after percent-decoding"))
     };
@@ -267,7 +319,8 @@ fn parse_endpoint(s: &str) -> Result<Endpoint, UrlError> {
     }
     let port = match port {
         None | Some("") => DEFAULT_PORT,
-        Some(p) => p.parse::<u16>().map_err(|_| invalid(&format!("port {p:?} is not a number from 0 to 65535")))?,
+        // The port text is not echoed: it may be a piece of a passcode.
+        Some(p) => p.parse::<u16>().map_err(|_| invalid("the port is not a number from 0 to 65535"))?,
     };
     Ok(Endpoint { tls, host, port, login, passcode })
 }
@@ -390,7 +443,7 @@ impl FromStr for BrokerUrl {
             } else {
                 rest.split_once('?').unwrap_or((rest, ""))
             };
-            let endpoints = list.split(',').filter(|u| !u.trim().is_empty()).map(parse_endpoint).collect::<Result<Vec<_>, _>>()?;
+            let endpoints = split_list(list).into_iter().filter(|u| !u.trim().is_empty()).map(parse_endpoint).collect::<Result<Vec<_>, _>>()?;
             if endpoints.is_empty() {
                 return Err(UrlError::Invalid { url: redact(s), why: "failover list is empty".into() });
             }
@@ -398,7 +451,9 @@ impl FromStr for BrokerUrl {
             return Ok(BrokerUrl { endpoints, options });
         }
         let endpoint = parse_endpoint(s)?;
-        if let Some((_, query)) = s.split_once('?') {
+        // The query starts after the user information (a passcode may hold a `?`).
+        let after_auth = s.rfind('@').map_or(s, |at| &s[at + 1..]);
+        if let Some((_, query)) = after_auth.split_once('?') {
             parse_options(query, &mut options)?;
         }
         Ok(BrokerUrl { endpoints: vec![endpoint], options })
@@ -457,7 +512,7 @@ mod tests {
         let e = BrokerUrl::parse("http://u:topsecret@x").unwrap_err();
         assert!(matches!(e, UrlError::Scheme(_)), "{e}");
         let e = BrokerUrl::parse("stomp://u:topsecret@host:99999").unwrap_err();
-        assert!(e.to_string().contains("99999") && !e.to_string().contains("topsecret"), "{e}");
+        assert!(e.to_string().contains("port is not a number") && !e.to_string().contains("topsecret"), "{e}");
         let e = BrokerUrl::parse("failover:(stomp://a)?bogus=1").unwrap_err();
         assert!(e.to_string().contains("unknown option"), "{e}");
         let e = BrokerUrl::parse("failover:(stomp://a)?maxReconnectDelay=30000").unwrap_err();
@@ -481,5 +536,45 @@ mod tests {
     #[test]
     fn redact_handles_lists() {
         assert_eq!(redact("failover:(stomp://a:b@h,stomp://c:d@i)"), "failover:(stomp://a:***@h,stomp://c:***@i)");
+    }
+
+    #[test]
+    fn passcodes_with_url_delimiters_are_passcodes_and_redacted() {
+        for (url, pass) in [
+            ("stomp://deploy:Sup3r/Secret@host:61613", "Sup3r/Secret"),
+            ("stomp://deploy:Sup3r?Secret@host:61613", "Sup3r?Secret"),
+            ("stomp://deploy:Sup3r@Secret@host", "Sup3r@Secret"),
+            ("stomp://deploy:Sup3r,Secret@host:61613", "Sup3r,Secret"),
+        ] {
+            let u = BrokerUrl::parse(url).unwrap();
+            assert_eq!(u.endpoints[0].host, "host", "{url}");
+            assert_eq!(u.endpoints[0].passcode.as_ref().map(Secret::expose), Some(pass), "{url}");
+            assert_eq!(redact(url).matches("Secret").count(), 0, "{}", redact(url));
+            assert!(!redact(url).contains("Sup3r"), "{}", redact(url));
+        }
+        let u = BrokerUrl::parse("failover:(stomp://a:x,y@h1:1,stomp://b:p/q@h2:2)").unwrap();
+        assert_eq!(u.endpoints.len(), 2);
+        assert_eq!(u.endpoints[0].passcode.as_ref().map(Secret::expose), Some("x,y"));
+        assert_eq!(u.endpoints[1].host, "h2");
+    }
+
+    #[test]
+    fn errors_never_echo_a_passcode_or_port_text() {
+        for url in [
+            "stomp://deploy:Sup3r/Secret@host:6161x",
+            "stomp://deploy:Sup3r/Secret@",
+            "stomp://deploy:Sup3rSecret@[::1",
+            "stomp://deploy:Sup3rSecret/x:y",
+            "stomp://deploy:Sup3rSecret",
+            "failover:(stomp://deploy:Sup3r,Secret@h:1,stomp://x:Sup3rSecret@h:z)",
+            "failover:(stomp://deploy:Sup3r)Secret@h:1",
+        ] {
+            let e = BrokerUrl::parse(url).expect_err(url).to_string();
+            assert!(!e.contains("Secret") && !e.contains("Sup3r"), "{url} → {e}");
+        }
+        assert_eq!(redact("stomp://h:abc/x"), "stomp://h:***/x");
+        assert_eq!(redact("stomp://[::1]:61613"), "stomp://[::1]:61613");
+        assert_eq!(redact("stomp://u@h:1"), "stomp://u@h:1");
+        assert_eq!(redact("stomp://u:p@h:1?x=1"), "stomp://u:***@h:1?x=1");
     }
 }

@@ -3,9 +3,11 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deploykit::broker::{self, BrokerConfig};
+use deploykit::stomp::Limits;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// Embedded single-node STOMP broker (STOMP 1.0–1.2) for one machine, demos and tests.
@@ -21,10 +23,26 @@ use tracing_subscriber::EnvFilter;
 Destinations: /topic/NAME (fan-out, not kept), /queue/NAME (round-robin, kept while
 no one listens, at most --max-queue-len), /temp-queue/NAME (private reply queue).
 
+Limits (memory and connections; every one has a flag):
+  Before CONNECT is accepted a client may send frames of at most 8 KiB (32 headers of
+  at most 4 KiB) and must log in within --login-timeout; after it, --max-frame-size.
+  At most --max-connections sockets, --max-pending-connections of them not logged in,
+  --max-connections-per-ip from one address (loopback exempt unless
+  --per-ip-cap-on-loopback): beyond them a socket gets an ERROR and is closed at once. Retained messages (queued, waiting for credit, unacknowledged, not
+  yet written) and open transactions share --max-bytes; one queue (or one topic
+  subscription's backlog) holds at most --max-queue-len messages and
+  --max-destination-bytes. A full queue nobody listens to drops its oldest messages; a
+  full queue with subscribers pauses its publishers, then drops its oldest; when
+  --max-bytes is reached the oldest messages of unwatched queues go first, and if that
+  is not enough the SEND is refused with ERROR `broker memory budget exhausted`. A
+  session may hold --max-open-transactions, each of at most --max-transaction-bytes.
+  Sizes take K, M, G (powers of 1024) suffixes: 64M, 512KiB, 1G.
+
 Examples:
   dk-broker                                  # 127.0.0.1:61613, any login accepted
   dk-broker --listen 127.0.0.1:0             # ephemeral port, printed on stderr
   dk-broker --users-file /etc/deploykit/broker-users --heartbeat 5000
+  dk-broker --max-bytes 1G --max-connections 4096 --max-connections-per-ip 256
   RUST_LOG=deploykit=debug dk-broker -v      # log every frame
 
 The users file has one `login:passcode` a line (# comments allowed); keep it
@@ -48,6 +66,46 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_queue_len: usize,
 
+    /// Most bytes of undelivered messages one queue (or topic subscription backlog) keeps.
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    max_destination_bytes: usize,
+
+    /// Most bytes all retained messages and open transactions may hold together.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    max_bytes: usize,
+
+    /// Largest frame a logged-in client may send.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    max_frame_size: usize,
+
+    /// Most open connections.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+
+    /// Most connections that have not logged in yet.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_pending_connections: usize,
+
+    /// Most open connections from one IP address (loopback peers exempt unless --per-ip-cap-on-loopback).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_connections_per_ip: usize,
+
+    /// Apply --max-connections-per-ip to loopback peers (127.0.0.1, ::1) too.
+    #[arg(long)]
+    per_ip_cap_on_loopback: bool,
+
+    /// Seconds a new connection has to complete CONNECT.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    login_timeout: u64,
+
+    /// Most transactions one session may have open.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    max_open_transactions: usize,
+
+    /// Most bytes of frames one transaction may buffer.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    max_transaction_bytes: usize,
+
     /// More logging: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -68,12 +126,45 @@ async fn main() -> Result<()> {
         None => None,
         Some(path) => Some(read_users(path)?),
     };
-    let config = BrokerConfig { listen: args.listen, users, heartbeat_ms: (args.heartbeat, args.heartbeat), max_queue_len: args.max_queue_len.max(1), ..BrokerConfig::default() };
+    let defaults = BrokerConfig::default();
+    let config = BrokerConfig {
+        listen: args.listen,
+        users,
+        heartbeat_ms: (args.heartbeat, args.heartbeat),
+        max_queue_len: args.max_queue_len.max(1),
+        max_destination_bytes: args.max_destination_bytes,
+        max_bytes: args.max_bytes,
+        limits: Limits { max_frame_size: args.max_frame_size, ..defaults.limits },
+        max_connections: args.max_connections,
+        max_pending_connections: args.max_pending_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        per_ip_cap_on_loopback: args.per_ip_cap_on_loopback,
+        handshake_timeout: Duration::from_secs(args.login_timeout.max(1)),
+        max_open_transactions: args.max_open_transactions,
+        max_transaction_bytes: args.max_transaction_bytes,
+        ..defaults
+    };
     let listener = broker::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     eprintln!("dk-broker listening on {addr}");
     broker::serve(listener, config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Parses a size: bytes, or a number with a K, M or G suffix (powers of 1024; `KiB`, `MB`… also read so).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 65536, 512K, 64M, 1G)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Reads and parses the users file, warning when others can read it.
@@ -118,4 +209,18 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("signal received; shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("1T").is_err() && parse_size("M").is_err() && parse_size("99999999999999999999G").is_err());
+    }
 }
