@@ -87,7 +87,8 @@ async fn guard(AxState(app): St, req: Request, next: Next) -> Response {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()));
     if let Err(e) = hosts.check_host(host) {
         tracing::warn!(host = ?host.map(|h| h.chars().take(100).collect::<String>()), "refused: {e}");
-        return page(StatusCode::MISDIRECTED_REQUEST, pages::error(None, 421, &e.to_string()));
+        let status = if e == super::hosts::HostError::NoHost { StatusCode::BAD_REQUEST } else { StatusCode::MISDIRECTED_REQUEST };
+        return page(status, pages::error(None, status.as_u16(), &e.to_string()));
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         let value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
