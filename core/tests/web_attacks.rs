@@ -255,8 +255,8 @@ async fn login_timing_tells_no_user_names_and_guessing_is_throttled() {
     eprintln!("login timing: unknown user median {u:?} {unknown:?}, known user wrong password median {k:?} {known:?}, ratio {ratio:.2}");
     assert!((0.5..=2.0).contains(&ratio), "unknown {u:?} vs known {k:?}: ratio {ratio:.2} tells user names apart");
 
-    // The runtime stays responsive while hashes run: with both async workers' worth of
-    // logins in flight, /healthz answers before the logins do.
+    // The runtime stays responsive while hashes run: with more logins in flight than
+    // async workers, /healthz answers long before the logins do.
     let guesses: Vec<_> = (0..4u8).map(|i| tokio::spawn(login(IpAddr::from([127, 0, 3, i]), "ann", "guess"))).collect();
     let t = Instant::now();
     let h = raw(local(), a, "GET", "/healthz", &[("Host", &me)], "").await;
@@ -269,7 +269,8 @@ async fn login_timing_tells_no_user_names_and_guessing_is_throttled() {
         slowest = slowest.max(t);
     }
     eprintln!("healthz during 4 password checks: {health:?} (slowest login {slowest:?})");
-    assert!(health < slowest, "healthz ({health:?}) waited for the password checks ({slowest:?})");
+    // On the async workers, healthz waited for the checks (measured: 756 ms of 760 ms).
+    assert!(health < slowest / 2, "healthz ({health:?}) waited for the password checks ({slowest:?})");
 
     // Guessing: 5 failures from one address, then 429 with Retry-After, even with the right password.
     let guesser = IpAddr::from([127, 0, 4, 1]);
