@@ -114,6 +114,10 @@ fn request_text(addr: SocketAddr, method: &str, path: &str, user: Option<(&str, 
     if let Some((u, p)) = user {
         req.push_str(&format!("Authorization: {}\r\n", basic(u, p)));
     }
+    // A browser's form post names its page's origin; dk-web refuses posts without one.
+    if method == "POST" && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("origin")) {
+        req.push_str(&format!("Origin: http://{addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -38,6 +38,18 @@ fn config_errors_exit_2_and_check_reads_htpasswd_key_and_database() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("auth.mode"), "{err}");
     assert_eq!(dk_web().arg("--check").arg("--config").arg(&p).output().unwrap().status.code(), Some(1));
+    // Proxy login without its proxies: no default list, --check says what to set.
+    std::fs::write(&p, "[auth]\nmode = \"proxy\"\n").unwrap();
+    let out = dk_web().arg("--check").arg("--config").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("auth.proxies") && err.contains("proxies = [\"127.0.0.1\"]"), "{err}");
+    // Every address without public_url: refused, also when --listen asks for it.
+    std::fs::write(&p, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let out = dk_web().args(["--check", "--listen", "0.0.0.0:8090", "--config"]).arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("public_url"), "{err}");
 
     let key = dir.join("web.key");
     SecretKey::generate().unwrap().save(&key).unwrap();

@@ -1,5 +1,10 @@
 //! Who is asking: HTTP Basic against an htpasswd file, a trusted proxy's
 //! user header, or (loopback demos) nobody in particular.
+//!
+//! Password hashes are checked on tokio's blocking pool, never on the async
+//! workers. An unknown user's password is checked against a real hash of the
+//! file (the first user's), so both cost the same and timing does not tell
+//! which names exist.
 
 use super::config::{AuthConfig, Network};
 use axum::http::HeaderMap;
@@ -8,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
 
 /// Why a request is not authenticated.
@@ -17,6 +22,9 @@ pub enum AuthFailure {
     /// No or wrong credentials (Basic): the browser should ask.
     #[error("log in, please")]
     Challenge,
+    /// Credentials were given but are wrong (or the user is unknown): a failed login.
+    #[error("wrong user or password")]
+    Wrong,
     /// The proxy header is missing, or came from an address that is not a trusted proxy.
     #[error("{0}")]
     Refused(String),
@@ -49,6 +57,8 @@ pub enum HtpasswdError {
 #[derive(Debug, Clone, Default)]
 pub struct Htpasswd {
     users: HashMap<String, String>,
+    /// The hash an unknown user's password is checked against (the file's first), so it costs the same.
+    dummy: Option<String>,
 }
 
 impl Htpasswd {
@@ -61,6 +71,7 @@ impl Htpasswd {
     /// Parses htpasswd text; `name` is used in errors.
     pub fn parse(text: &str, name: &str) -> Result<Htpasswd, HtpasswdError> {
         let mut users = HashMap::new();
+        let mut dummy = None;
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -77,21 +88,23 @@ impl Htpasswd {
             if hash.starts_with("$argon2") {
                 argon2::PasswordHash::new(hash).map_err(|e| err(&format!("bad argon2 hash: {e}")))?;
             }
+            dummy.get_or_insert_with(|| hash.to_owned());
             users.insert(user.to_owned(), hash.to_owned());
         }
-        Ok(Htpasswd { users })
+        Ok(Htpasswd { users, dummy })
     }
 
-    /// Whether `password` is `user`'s.
+    /// Whether `password` is `user`'s. Slow by design (one bcrypt or argon2 run, also for an
+    /// unknown user): call it off the async workers ([`tokio::task::spawn_blocking`]).
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user) else {
-            return false;
-        };
-        if is_bcrypt(hash) {
-            bcrypt::verify(password, hash).unwrap_or(false)
-        } else {
-            use argon2::PasswordVerifier;
-            argon2::PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        match self.users.get(user) {
+            Some(hash) => check_hash(hash, password),
+            None => {
+                if let Some(d) = &self.dummy {
+                    let _ = std::hint::black_box(check_hash(d, password));
+                }
+                false
+            }
         }
     }
 
@@ -106,6 +119,15 @@ impl Htpasswd {
     }
 }
 
+fn check_hash(hash: &str, password: &str) -> bool {
+    if is_bcrypt(hash) {
+        bcrypt::verify(password, hash).unwrap_or(false)
+    } else {
+        use argon2::PasswordVerifier;
+        argon2::PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    }
+}
+
 fn is_bcrypt(hash: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
 }
@@ -115,8 +137,8 @@ fn is_bcrypt(hash: &str) -> bool {
 pub enum Auth {
     /// HTTP Basic.
     Basic {
-        /// The users.
-        users: Htpasswd,
+        /// The users (shared with the blocking pool's password checks).
+        users: Arc<Htpasswd>,
         /// The realm.
         realm: String,
         /// Verified credentials (SHA-256 of a per-process salt, user and password), so a
@@ -143,7 +165,7 @@ impl Auth {
             AuthConfig::Basic { htpasswd, realm } => {
                 let mut salt = [0u8; 16];
                 getrandom::fill(&mut salt).map_err(|e| HtpasswdError::Read { path: "getrandom".into(), source: std::io::Error::other(e.to_string()) })?;
-                Auth::Basic { users: Htpasswd::load(htpasswd)?, realm: realm.clone(), verified: Mutex::default(), salt }
+                Auth::Basic { users: Arc::new(Htpasswd::load(htpasswd)?), realm: realm.clone(), verified: Mutex::default(), salt }
             }
             AuthConfig::Proxy { header, proxies } => Auth::Proxy { header: header.clone(), proxies: proxies.clone() },
             AuthConfig::None { user } => Auth::None(user.clone()),
@@ -158,8 +180,8 @@ impl Auth {
         }
     }
 
-    /// The user making a request from `peer` with `headers`.
-    pub fn user(&self, peer: IpAddr, headers: &HeaderMap) -> Result<String, AuthFailure> {
+    /// The user making a request from `peer` with `headers` (a password check runs on the blocking pool).
+    pub async fn user(&self, peer: IpAddr, headers: &HeaderMap) -> Result<String, AuthFailure> {
         match self {
             Auth::None(u) => Ok(u.clone()),
             Auth::Proxy { header, proxies } => {
@@ -179,7 +201,9 @@ impl Auth {
                 if cached {
                     return Ok(user);
                 }
-                if users.verify(&user, &password) {
+                let (check, u) = (users.clone(), user.clone());
+                let ok = tokio::task::spawn_blocking(move || check.verify(&u, &password)).await.unwrap_or(false);
+                if ok {
                     let mut v = verified.lock().unwrap_or_else(|p| p.into_inner());
                     if v.len() > 10_000 {
                         v.clear();
@@ -187,8 +211,8 @@ impl Auth {
                     v.insert(user.clone(), digest);
                     Ok(user)
                 } else {
-                    tracing::warn!(user = %user, "wrong password or unknown user");
-                    Err(AuthFailure::Challenge)
+                    tracing::warn!(user = %user.escape_debug(), %peer, "wrong password or unknown user");
+                    Err(AuthFailure::Wrong)
                 }
             }
         }
@@ -230,12 +254,20 @@ mod tests {
     }
 
     #[test]
-    fn proxy_trusts_only_its_addresses() {
+    fn unknown_users_cost_a_hash_run_too() {
+        let h = Htpasswd::parse(&format!("ann:{}\n", bcrypt::hash("s3cret", 4).unwrap()), "t").unwrap();
+        assert_eq!(h.dummy.as_deref(), h.users.get("ann").map(String::as_str));
+        assert!(!h.verify("eve", "s3cret"), "the dummy never logs anyone in");
+        assert!(!Htpasswd::default().verify("eve", "x"));
+    }
+
+    #[tokio::test]
+    async fn proxy_trusts_only_its_addresses() {
         let auth = Auth::Proxy { header: "X-Remote-User".into(), proxies: vec![Network::parse("127.0.0.1").unwrap()] };
         let mut h = HeaderMap::new();
         h.insert("x-remote-user", "ann".parse().unwrap());
-        assert_eq!(auth.user("127.0.0.1".parse().unwrap(), &h).unwrap(), "ann");
-        assert!(matches!(auth.user("10.0.0.1".parse().unwrap(), &h), Err(AuthFailure::Refused(_))));
-        assert!(matches!(auth.user("127.0.0.1".parse().unwrap(), &HeaderMap::new()), Err(AuthFailure::Refused(_))));
+        assert_eq!(auth.user("127.0.0.1".parse().unwrap(), &h).await.unwrap(), "ann");
+        assert!(matches!(auth.user("10.0.0.1".parse().unwrap(), &h).await, Err(AuthFailure::Refused(_))));
+        assert!(matches!(auth.user("127.0.0.1".parse().unwrap(), &HeaderMap::new()).await, Err(AuthFailure::Refused(_))));
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8090"
+//! public_url = "https://deploy.example.com"    # how browsers reach dk-web (behind a proxy); its Host and Origin are allowed
+//! allowed_hosts = ["deploy.internal:8090"]     # further Host names (any port unless given) browsers may use
+//! server_expiry = "1h"                         # servers not heard from for this long are forgotten
 //! database = "/var/lib/deploykit/web.sqlite"   # deploy history (created if missing)
 //! key_file = "/etc/deploykit/web.key"          # Ed25519 key the requests are signed with (dk-deploy keygen)
 //! audit_log = "/var/log/deploykit/audit.log"   # optional: dk-deploy's JSON-lines audit log too
@@ -21,7 +24,7 @@
 //! [auth]
 //! mode = "basic"                               # "basic" (htpasswd, bcrypt or argon2), "proxy" or "none" (loopback only)
 //! htpasswd = "/etc/deploykit/web.htpasswd"
-//! # mode = "proxy": header = "X-Remote-User", proxies = ["127.0.0.1", "10.0.0.0/8"]
+//! # mode = "proxy": header = "X-Remote-User", proxies = ["127.0.0.1", "10.0.0.0/8"] (required: no default)
 //!
 //! [sites.www]
 //! repo = "www"                                 # shown on the page
@@ -62,7 +65,7 @@ pub enum AuthConfig {
     Proxy {
         /// The header (e.g. `X-Remote-User`).
         header: String,
-        /// Addresses or CIDR networks of the proxies.
+        /// Addresses or CIDR networks of the proxies (never empty: there is no default).
         proxies: Vec<Network>,
     },
     /// Everyone is `user` (allowed only on a loopback listen address: demos).
@@ -149,6 +152,12 @@ impl SiteConfig {
 pub struct WebConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// The URL browsers use to reach dk-web (e.g. behind a TLS proxy): its host is allowed and its origin may post.
+    pub public_url: Option<url::Url>,
+    /// Further `Host` names browsers may use, `name` or `name:port` (see [`super::hosts`]).
+    pub allowed_hosts: Vec<String>,
+    /// Known servers not heard from for this long are forgotten.
+    pub server_expiry: Duration,
     /// The SQLite history database.
     pub database: PathBuf,
     /// The signing key (`None`: a fresh key per start, for demos and tests that pass one in).
@@ -182,6 +191,9 @@ impl Default for WebConfig {
         let d = crate::message::Destinations::default();
         WebConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            public_url: None,
+            allowed_hosts: Vec::new(),
+            server_expiry: Duration::from_secs(3600),
             database: PathBuf::from("/var/lib/deploykit/web.sqlite"),
             key_file: Some(PathBuf::from("/etc/deploykit/web.key")),
             audit_log: None,
@@ -203,6 +215,9 @@ impl Default for WebConfig {
 #[serde(deny_unknown_fields)]
 struct Raw {
     listen: Option<String>,
+    public_url: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
+    server_expiry: Option<String>,
     database: Option<PathBuf>,
     key_file: Option<PathBuf>,
     audit_log: Option<PathBuf>,
@@ -232,6 +247,7 @@ struct RawAuth {
     htpasswd: Option<PathBuf>,
     realm: Option<String>,
     header: Option<String>,
+    #[serde(alias = "trusted_proxies")]
     proxies: Option<Vec<String>>,
     user: Option<String>,
 }
@@ -274,6 +290,16 @@ impl WebConfig {
         if let Some(l) = raw.listen {
             c.listen = l.parse().map_err(|_| invalid("listen", format!("{l:?} is not an address such as 127.0.0.1:8090")))?;
         }
+        if let Some(u) = raw.public_url {
+            c.public_url = Some(super::hosts::parse_public_url(&u).map_err(|e| invalid("public_url", e))?);
+        }
+        if let Some(h) = raw.allowed_hosts {
+            for name in &h {
+                super::hosts::parse_allowed_host(name).map_err(|e| invalid("allowed_hosts", e))?;
+            }
+            c.allowed_hosts = h;
+        }
+        c.server_expiry = duration("server_expiry", raw.server_expiry, c.server_expiry)?;
         if let Some(d) = raw.database {
             c.database = d;
         }
@@ -314,16 +340,19 @@ impl WebConfig {
                 "proxy" => {
                     let header = a.header.unwrap_or_else(|| "X-Remote-User".into());
                     axum::http::HeaderName::try_from(header.as_str()).map_err(|_| invalid("auth.header", format!("{header:?} is not a header name")))?;
-                    let proxies = a.proxies.unwrap_or_else(|| vec!["127.0.0.1".into(), "::1".into()]);
+                    let proxies = a.proxies.filter(|p| !p.is_empty()).ok_or_else(|| {
+                        invalid(
+                            "auth.proxies",
+                            "mode \"proxy\" needs the addresses of the proxies allowed to name the user, e.g. proxies = [\"127.0.0.1\"] when the proxy runs on this machine \
+                             (there is no default: any local process could otherwise send the header)",
+                        )
+                    })?;
                     let proxies = proxies.iter().map(|p| Network::parse(p)).collect::<Result<Vec<_>, _>>().map_err(|e| invalid("auth.proxies", e))?;
                     AuthConfig::Proxy { header, proxies }
                 }
                 "none" => AuthConfig::None { user: a.user.unwrap_or_else(|| "anonymous".into()) },
                 other => return Err(invalid("auth.mode", format!("{other:?}: expected \"basic\", \"proxy\" or \"none\""))),
             };
-        }
-        if matches!(c.auth, AuthConfig::None { .. }) && !c.listen.ip().is_loopback() {
-            return Err(invalid("auth.mode", "\"none\" is allowed only on a loopback listen address"));
         }
         for (name, s) in raw.sites {
             let key = |k: &str| format!("sites.{name}.{k}");
@@ -343,7 +372,32 @@ impl WebConfig {
                 name,
             });
         }
+        c.validate()?;
         Ok(c)
+    }
+
+    /// The checks across keys, to run again after a command line changed `listen`:
+    /// `auth = "none"` only on loopback, a proxy list for `auth = "proxy"`, and
+    /// `public_url` or `allowed_hosts` when listening on every address.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.auth {
+            AuthConfig::None { .. } if !self.listen.ip().is_loopback() => return Err(invalid("auth.mode", "\"none\" is allowed only on a loopback listen address")),
+            AuthConfig::Proxy { proxies, .. } if proxies.is_empty() => {
+                return Err(invalid("auth.proxies", "mode \"proxy\" needs the addresses of the proxies (there is no default)"))
+            }
+            _ => {}
+        }
+        if self.listen.ip().is_unspecified() && self.public_url.is_none() && self.allowed_hosts.is_empty() {
+            return Err(invalid(
+                "listen",
+                format!(
+                    "{} accepts connections on every address, so dk-web cannot tell which Host names are its own: \
+                     set public_url = \"https://deploy.example.com\" (the URL browsers use) or allowed_hosts = [\"deploy.example.com\"], or listen on one address",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The site called `name`.
@@ -380,6 +434,15 @@ mod tests {
         assert!(proxies[0].contains("10.1.2.3".parse().unwrap()) && !proxies[0].contains("11.0.0.1".parse().unwrap()));
         assert!(proxies[0].contains("::ffff:10.9.9.9".parse().unwrap()));
         assert!(proxies[1].contains("::1".parse().unwrap()));
+        let c = WebConfig::parse(
+            "listen = \"0.0.0.0:8090\"\npublic_url = \"https://Deploy.Example.com/\"\nserver_expiry = \"10m\"\n[auth]\nmode = \"proxy\"\ntrusted_proxies = [\"10.0.0.1\"]",
+        )
+        .unwrap();
+        assert_eq!(c.public_url.unwrap().as_str(), "https://deploy.example.com/");
+        assert_eq!(c.server_expiry, Duration::from_secs(600));
+        let mut c = WebConfig::parse("[auth]\nmode = \"none\"").unwrap();
+        c.listen = "0.0.0.0:8090".parse().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("loopback"));
         for (bad, want) in [
             ("listen = \"nope\"", "listen"),
             ("[auth]\nmode = \"kerberos\"", "auth.mode"),
@@ -390,6 +453,14 @@ mod tests {
             ("discovery_window = \"soon\"", "discovery_window"),
             ("events = [\"future.events\"]", "events"),
             ("colour = 1", "unknown field"),
+            ("[auth]\nmode = \"proxy\"", "auth.proxies"),
+            ("[auth]\nmode = \"proxy\"\nproxies = []", "auth.proxies"),
+            ("listen = \"0.0.0.0:8090\"", "public_url"),
+            ("listen = \"[::]:8090\"", "allowed_hosts"),
+            ("public_url = \"ftp://deploy.example.com\"", "public_url"),
+            ("public_url = \"deploy.example.com\"", "public_url"),
+            ("allowed_hosts = [\"evil.example/x\"]", "allowed_hosts"),
+            ("server_expiry = \"never\"", "server_expiry"),
         ] {
             let e = WebConfig::parse(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");

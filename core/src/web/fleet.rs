@@ -81,10 +81,116 @@ pub struct SiteState {
     pub problems: Vec<(String, String)>,
 }
 
+/// Servers remembered at most ([`KnownServers`] drops the least recently seen first).
+pub const MAX_SERVERS: usize = 10_000;
+/// Servers not heard from for this long are forgotten, unless configured (`server_expiry`).
+pub const SERVER_EXPIRY: Duration = Duration::from_secs(3600);
+/// Larger announcements (as JSON) are not remembered.
+pub const MAX_ANNOUNCE_BYTES: usize = 64 * 1024;
+
+/// The servers seen, bounded: at most `cap` (the least recently seen is dropped to
+/// make room) and none older than `expiry`. Times are unix seconds, passed in.
+#[derive(Debug)]
+pub struct KnownServers {
+    cap: usize,
+    expiry: i64,
+    by_id: HashMap<String, Server>,
+    /// (last seen, sequence) → identity: the least recently seen first.
+    order: BTreeMap<(i64, u64), String>,
+    /// Each entry's key in `order`.
+    keys: HashMap<String, (i64, u64)>,
+    next: u64,
+}
+
+impl KnownServers {
+    /// At most `cap` servers, each forgotten `expiry` after it was last seen.
+    pub fn new(cap: usize, expiry: Duration) -> KnownServers {
+        let expiry = i64::try_from(expiry.as_secs()).unwrap_or(i64::MAX).max(1);
+        KnownServers { cap: cap.max(1), expiry, by_id: HashMap::new(), order: BTreeMap::new(), keys: HashMap::new(), next: 0 }
+    }
+
+    /// Records `server` (seen at `server.last_seen`); `now` expires old entries first.
+    /// Announcements larger than [`MAX_ANNOUNCE_BYTES`] are ignored.
+    pub fn insert(&mut self, server: Server, now: i64) {
+        if serde_json::to_vec(&server.announce).map_or(true, |v| v.len() > MAX_ANNOUNCE_BYTES) {
+            tracing::warn!(bytes_over = MAX_ANNOUNCE_BYTES, "agent announcement too large: ignored");
+            return;
+        }
+        self.expire(now);
+        let id = server.announce.identity.clone();
+        self.remove(&id);
+        while self.by_id.len() >= self.cap {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            self.keys.remove(&oldest);
+            self.by_id.remove(&oldest);
+        }
+        let key = (server.last_seen, self.next);
+        self.next = self.next.wrapping_add(1);
+        self.order.insert(key, id.clone());
+        self.keys.insert(id.clone(), key);
+        self.by_id.insert(id, server);
+    }
+
+    /// Drops the servers last seen `expiry` or longer before `now`.
+    pub fn expire(&mut self, now: i64) {
+        let cutoff = now.saturating_sub(self.expiry);
+        while let Some(entry) = self.order.first_entry() {
+            if entry.key().0 > cutoff {
+                break;
+            }
+            let id = entry.remove();
+            self.keys.remove(&id);
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// Forgets `identity`.
+    pub fn remove(&mut self, identity: &str) {
+        if let Some(k) = self.keys.remove(identity) {
+            self.order.remove(&k);
+            self.by_id.remove(identity);
+        }
+    }
+
+    /// Keeps only the servers `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Server) -> bool) {
+        let gone: Vec<String> = self.by_id.iter().filter(|(id, s)| !keep(id, s)).map(|(id, _)| id.clone()).collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    /// The server called `identity`.
+    pub fn get(&self, identity: &str) -> Option<&Server> {
+        self.by_id.get(identity)
+    }
+
+    /// Every server, in no order.
+    pub fn values(&self) -> impl Iterator<Item = &Server> {
+        self.by_id.values()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
 /// The agents seen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fleet {
-    seen: Mutex<HashMap<String, Server>>,
+    seen: Mutex<KnownServers>,
+}
+
+impl Default for Fleet {
+    fn default() -> Fleet {
+        Fleet::with_limits(MAX_SERVERS, SERVER_EXPIRY)
+    }
 }
 
 fn now() -> i64 {
@@ -92,15 +198,35 @@ fn now() -> i64 {
 }
 
 impl Fleet {
+    /// A registry of at most `cap` servers, each forgotten `expiry` after it was last seen.
+    pub fn with_limits(cap: usize, expiry: Duration) -> Fleet {
+        Fleet { seen: Mutex::new(KnownServers::new(cap, expiry)) }
+    }
+
     /// Records an announcement or discovery answer.
     pub fn record(&self, announce: AgentAnnounce) {
-        let s = Server { announce, last_seen: now() };
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(s.announce.identity.clone(), s);
+        self.record_at(announce, now());
+    }
+
+    /// Records an announcement seen at `at` (unix seconds).
+    pub fn record_at(&self, announce: AgentAnnounce, at: i64) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(Server { announce, last_seen: at }, at);
+    }
+
+    /// The servers known at `at` (unix seconds; expired ones are dropped), by identity.
+    pub fn known_at(&self, at: i64) -> Vec<Server> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.expire(at);
+        let mut v: Vec<Server> = seen.values().cloned().collect();
+        v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
+        v
     }
 
     /// How many known servers `filters` select.
     pub fn expected(&self, filters: &Filters) -> usize {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|s| s.selected_by(filters)).count()
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.expire(now());
+        seen.values().filter(|s| s.selected_by(filters)).count()
     }
 
     /// Keeps the registry current from the agents' announcements.
@@ -127,10 +253,10 @@ impl Fleet {
         let servers: Vec<Server> = found.into_iter().filter_map(|(_, a)| a).map(|announce| Server { announce, last_seen: t }).collect();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if servers.len() < expected {
-            seen.retain(|id, s| !s.selected_by(filters) || servers.iter().any(|x| &x.announce.identity == id));
+            seen.retain(|id, s| !s.selected_by(filters) || servers.iter().any(|x| x.announce.identity == id));
         }
         for s in &servers {
-            seen.insert(s.announce.identity.clone(), s.clone());
+            seen.insert(s.clone(), t);
         }
         Ok(servers)
     }
@@ -190,5 +316,40 @@ impl Fleet {
             }
         }
         Ok(SiteState { servers, tags: newest(tag_count), branches: newest(branch_count), locks, problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(id: &str, at: i64) -> Server {
+        Server { announce: AgentAnnounce { identity: id.into(), classes: vec![], facts: BTreeMap::new(), sites: vec![], version: "1".into() }, last_seen: at }
+    }
+
+    #[test]
+    fn bounded_least_recently_seen_dropped_first_and_expiring() {
+        let mut k = KnownServers::new(3, Duration::from_secs(100));
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            k.insert(server(id, 1000 + i as i64), 1000 + i as i64);
+        }
+        k.insert(server("a", 1010), 1010); // seen again: now the newest
+        k.insert(server("d", 1011), 1011);
+        let mut ids: Vec<&str> = k.values().map(|s| s.announce.identity.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "c", "d"], "b was the least recently seen");
+        k.expire(1101);
+        assert_eq!(k.len(), 3);
+        k.expire(1109);
+        assert_eq!(k.len(), 2, "c (seen at 1002) expired");
+        k.expire(1111);
+        assert!(k.get("d").is_none() && k.get("a").is_none() && k.is_empty());
+        k.insert(server("e", 2000), 2000);
+        k.retain(|id, _| id != "e");
+        assert!(k.is_empty());
+        let mut big = server("huge", 3000);
+        big.announce.classes = vec!["x".repeat(MAX_ANNOUNCE_BYTES)];
+        k.insert(big, 3000);
+        assert!(k.is_empty(), "oversized announcements are not kept");
     }
 }

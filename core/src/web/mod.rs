@@ -3,8 +3,10 @@
 //!
 //! - [`config`] — `web.toml`.
 //! - [`auth`] — HTTP Basic (htpasswd: bcrypt, argon2), trusted proxy header, or none (loopback).
-//! - [`csrf`] — per-user form tokens and the origin check.
-//! - [`fleet`] — the agents seen, and per site the servers, tags and locks.
+//! - [`hosts`] — the `Host` allowlist and the origin check (DNS rebinding, cross-site posts).
+//! - [`throttle`] — failed logins per client address.
+//! - [`csrf`] — per-user form tokens.
+//! - [`fleet`] — the agents seen (bounded, expiring), and per site the servers, tags and locks.
 //! - [`form`] — the deploy form's fields and their checks.
 //! - [`history`] — every deploy in SQLite.
 //! - [`live`] — deploys in progress, their views and update streams.
@@ -18,9 +20,11 @@ pub mod csrf;
 pub mod fleet;
 pub mod form;
 pub mod history;
+pub mod hosts;
 pub mod live;
 pub mod pages;
 pub mod routes;
+pub mod throttle;
 
 pub use config::{ConfigError, WebConfig};
 
@@ -35,6 +39,9 @@ use tokio::task::JoinHandle;
 /// Why dk-web could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
+    /// The configuration's keys contradict each other (see [`WebConfig::validate`]).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -69,13 +76,24 @@ pub enum WebError {
 #[derive(Debug)]
 pub(crate) struct Settings {
     pub auth: auth::Auth,
+    pub hosts: hosts::Hosts,
     pub config: WebConfig,
+}
+
+impl Settings {
+    fn new(config: WebConfig, bound: SocketAddr) -> Result<Settings, WebError> {
+        config.validate()?;
+        let auth = auth::Auth::from_config(&config.auth)?;
+        let hosts = hosts::Hosts::new(bound, config.public_url.as_ref(), &config.allowed_hosts);
+        Ok(Settings { auth, hosts, config })
+    }
 }
 
 /// What every handler shares.
 pub(crate) struct App {
     pub settings: RwLock<Arc<Settings>>,
     pub csrf: csrf::Csrf,
+    pub throttle: throttle::Throttle,
     pub history: history::History,
     pub live: live::Registry,
     pub fleet: Arc<fleet::Fleet>,
@@ -117,6 +135,7 @@ pub fn load_key(config: &WebConfig) -> Result<SecretKey, WebError> {
 /// Binds, opens the history, subscribes to announcements and events, and serves.
 /// Requests are signed with `key` (see [`load_key`]).
 pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<WebHandle, WebError> {
+    config.validate()?;
     let auth = auth::Auth::from_config(&config.auth)?;
     let history = history::History::open(&config.database)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| WebError::Bind { addr: config.listen, source })?;
@@ -124,13 +143,14 @@ pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<
     let mut cc = ControllerConfig::new("dk-web", Some(key.clone()));
     cc.destinations.deploy = config.deploy_destination.clone();
     let query = Controller::new(client.clone(), cc).await?;
-    let fleet = Arc::new(fleet::Fleet::default());
+    let fleet = Arc::new(fleet::Fleet::with_limits(fleet::MAX_SERVERS, config.server_expiry));
     let activity = activity::Activity::new(config.activity_lines);
     let mut followers = vec![fleet.follow(&client, &config.agents_destination).await.map_err(crate::deploy::controller::ControlError::from)?];
     followers.extend(activity.follow(&client, &config.events).await.map_err(crate::deploy::controller::ControlError::from)?);
     let csrf = csrf::Csrf::new().map_err(|e| WebError::Random(e.to_string()))?;
-    let settings = RwLock::new(Arc::new(Settings { auth, config }));
-    let app = Arc::new(App { settings, csrf, history, live: live::Registry::default(), fleet, activity, client, query, key: Some(key) });
+    let hosts = hosts::Hosts::new(addr, config.public_url.as_ref(), &config.allowed_hosts);
+    let settings = RwLock::new(Arc::new(Settings { auth, hosts, config }));
+    let app = Arc::new(App { settings, csrf, throttle: throttle::Throttle::default(), history, live: live::Registry::default(), fleet, activity, client, query, key: Some(key) });
     // Learn the fleet once now, so the first page load knows whom to wait for.
     let warm = app.clone();
     followers.push(tokio::spawn(async move {
@@ -162,7 +182,8 @@ impl WebHandle {
     }
 
     /// Applies a re-read configuration: users (htpasswd re-read), sites,
-    /// deployers, windows. Listen address, database, key and destinations need a restart.
+    /// deployers, windows, public_url and allowed_hosts. Listen address, database,
+    /// key, destinations and server_expiry need a restart.
     pub fn reload(&self, new: WebConfig) -> Result<(), String> {
         let old = self.app.settings();
         let o = &old.config;
@@ -173,11 +194,12 @@ impl WebHandle {
             || o.deploy_destination != new.deploy_destination
             || o.agents_destination != new.agents_destination
             || o.broker != new.broker
+            || o.server_expiry != new.server_expiry
         {
-            return Err("listen, database, key_file, events, destinations and broker need a restart of dk-web".into());
+            return Err("listen, database, key_file, events, destinations, server_expiry and broker need a restart of dk-web".into());
         }
-        let auth = auth::Auth::from_config(&new.auth).map_err(|e| e.to_string())?;
-        *self.app.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Settings { auth, config: new });
+        let settings = Settings::new(new, self.addr).map_err(|e| e.to_string())?;
+        *self.app.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
         Ok(())
     }
 

@@ -15,7 +15,12 @@
 //! | `GET /assets/*`, `GET /healthz` | no login needed |
 //!
 //! Every other page needs a login: 401 with a Basic challenge, or 403 when a proxy
-//! header is missing or comes from an untrusted address.
+//! header is missing or comes from an untrusted address; 429 (with `Retry-After`)
+//! once an address had too many failed logins ([`super::throttle`]).
+//!
+//! Before any handler, every request passes [`guard`]: a `Host` that is not one of
+//! dk-web's names gets 421, a POST without an `Origin`/`Referer` of dk-web's own
+//! origins 403 ([`super::hosts`]).
 
 // Handlers return a ready `Response` as the error of their checks (axum's idiom; it is
 // returned at once, never stored), so the large-error lint does not apply.
@@ -32,8 +37,9 @@ use crate::deploy::controller::{plan, ControlError, Controller, ControllerConfig
 use crate::message::{DeployAction, Filters};
 use crate::stomp::State;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State as AxState};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{ConnectInfo, Path, Request, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -70,7 +76,28 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/healthz", get(healthz))
         .fallback(|| async { page(StatusCode::NOT_FOUND, pages::error(None, 404, "No such page.")) })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
+}
+
+/// The `Host` allowlist for every request, and the origin check for every state-changing one.
+async fn guard(AxState(app): St, req: Request, next: Next) -> Response {
+    let hosts = &app.settings().hosts;
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Err(e) = hosts.check_host(host) {
+        tracing::warn!(host = ?host.map(|h| h.chars().take(100).collect::<String>()), "refused: {e}");
+        let status = if e == super::hosts::HostError::NoHost { StatusCode::BAD_REQUEST } else { StatusCode::MISDIRECTED_REQUEST };
+        return page(status, pages::error(None, status.as_u16(), &e.to_string()));
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        let value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        if let Err(e) = hosts.check_origin(value(header::ORIGIN), value(header::REFERER)) {
+            tracing::warn!(path = %req.uri().path(), "refused: {e}");
+            return page(StatusCode::FORBIDDEN, pages::error(None, 403, &e.to_string()));
+        }
+    }
+    next.run(req).await
 }
 
 fn asset(ct: &'static str, body: &'static str) -> Response {
@@ -91,11 +118,17 @@ fn fail(ctx: &Ctx, status: StatusCode, msg: impl std::fmt::Display) -> Response 
 }
 
 /// The logged-in user, or the refusal.
-fn login(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<Ctx, Response> {
+async fn login(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<Ctx, Response> {
     let s = app.settings();
-    match s.auth.user(peer.ip(), headers) {
+    if let Some(wait) = app.throttle.blocked(peer.ip(), std::time::Instant::now()) {
+        return Err(too_many(wait));
+    }
+    match s.auth.user(peer.ip(), headers).await {
         Ok(user) => Ok(Ctx { csrf: app.csrf.token(&user), user }),
-        Err(AuthFailure::Challenge) => {
+        Err(f @ (AuthFailure::Challenge | AuthFailure::Wrong)) => {
+            if f == AuthFailure::Wrong {
+                app.throttle.failed(peer.ip(), std::time::Instant::now());
+            }
             let realm = s.auth.realm().unwrap_or("deploykit").replace('"', "");
             let mut r = page(StatusCode::UNAUTHORIZED, pages::error(None, 401, "Log in to use dk-web."));
             if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")) {
@@ -110,9 +143,17 @@ fn login(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<Ctx, Respon
     }
 }
 
+/// 429 with `Retry-After` in whole seconds.
+fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut r = page(StatusCode::TOO_MANY_REQUESTS, pages::error(None, 429, &format!("Too many failed logins from your address: try again in {secs} s.")));
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
 macro_rules! login {
     ($app:expr, $peer:expr, $headers:expr) => {
-        match login(&$app, $peer.0, &$headers) {
+        match login(&$app, $peer.0, &$headers).await {
             Ok(c) => c,
             Err(r) => return r,
         }
@@ -169,15 +210,15 @@ async fn site(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path
     page(StatusCode::OK, pages::site(&ctx, &site, &state, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
 }
 
-/// The checks every state-changing form passes: CSRF, the site, the form.
-fn checked_form(app: &App, ctx: &Ctx, headers: &HeaderMap, name: &str, body: &[u8], need_tag: bool) -> Result<(SiteConfig, DeployForm), Response> {
+/// The checks every state-changing form passes (after [`guard`]'s origin check): CSRF, the site, the form.
+fn checked_form(app: &App, ctx: &Ctx, name: &str, body: &[u8], need_tag: bool) -> Result<(SiteConfig, DeployForm), Response> {
     let site = site_config(app, ctx, name)?;
     let form = DeployForm::parse(body, &site, need_tag);
     let token = match &form {
         Ok(f) => f.csrf.clone(),
         Err(_) => super::form::fields(body).into_iter().find(|(k, _)| k == super::csrf::FIELD).map(|(_, v)| v),
     };
-    if let Err(why) = app.csrf.check(&ctx.user, token.as_deref(), headers) {
+    if let Err(why) = app.csrf.check(&ctx.user, token.as_deref()) {
         tracing::warn!(user = %ctx.user, site = name, "refused: {why}");
         return Err(fail(ctx, StatusCode::FORBIDDEN, why));
     }
@@ -225,7 +266,7 @@ fn filters_for(site: &SiteConfig, nodes: &Option<Vec<String>>) -> Filters {
 
 async fn preview(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
     let ctx = login!(app, peer, headers);
-    let (site, form) = match checked_form(&app, &ctx, &headers, &name, &body, true) {
+    let (site, form) = match checked_form(&app, &ctx, &name, &body, true) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -253,16 +294,16 @@ async fn preview(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): P
 
 async fn deploy(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
     let ctx = login!(app, peer, headers);
-    start_rollout(app, ctx, headers, name, body, DeployAction::Deploy).await
+    start_rollout(app, ctx, name, body, DeployAction::Deploy).await
 }
 
 async fn rollback(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
     let ctx = login!(app, peer, headers);
-    start_rollout(app, ctx, headers, name, body, DeployAction::Rollback).await
+    start_rollout(app, ctx, name, body, DeployAction::Rollback).await
 }
 
-async fn start_rollout(app: Arc<App>, ctx: Ctx, headers: HeaderMap, name: String, body: Bytes, action: DeployAction) -> Response {
-    let (site, form) = match checked_form(&app, &ctx, &headers, &name, &body, action == DeployAction::Deploy) {
+async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, action: DeployAction) -> Response {
+    let (site, form) = match checked_form(&app, &ctx, &name, &body, action == DeployAction::Deploy) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -446,7 +487,7 @@ async fn deploy_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id
 async fn stop(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     let ctx = login!(app, peer, headers);
     let token = super::form::fields(&body).into_iter().find(|(k, _)| k == super::csrf::FIELD).map(|(_, v)| v);
-    if let Err(why) = app.csrf.check(&ctx.user, token.as_deref(), &headers) {
+    if let Err(why) = app.csrf.check(&ctx.user, token.as_deref()) {
         return fail(&ctx, StatusCode::FORBIDDEN, why);
     }
     let Some((row, _, live)) = id.parse::<i64>().ok().and_then(|id| deploy_state(&app, id)) else {

@@ -25,11 +25,18 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/web.toml";
   dk-web --config /etc/deploykit/web.toml
   dk-web --config web.toml --listen 127.0.0.1:8090 -v
   dk-web --config web.toml --check          validate the config, htpasswd, key and database
+  dk-web --config web.toml --listen 0.0.0.0:8090   with public_url = \"https://deploy.example.com\" in the config
 
 Pages: / (sites), /sites/NAME (tags, servers, deploy form, lock), /deploys/ID (live
 progress, stop, rollback), /history, /activity; GET /healthz needs no login.
 Users: [auth] mode = \"basic\" (htpasswd with bcrypt or argon2 hashes, e.g. htpasswd -B),
-\"proxy\" (a trusted reverse proxy's X-Remote-User header) or \"none\" (loopback only).
+\"proxy\" (a reverse proxy's X-Remote-User header, honoured only from the addresses in
+proxies = [..], which is required) or \"none\" (loopback only). 5 failed logins from an
+address within a minute: 429 with Retry-After until the minute ends.
+Host names: requests must name dk-web by its listen address (localhost too on loopback),
+public_url = \"https://deploy.example.com\" or allowed_hosts = [\"name[:port]\"]; others get 421,
+and POSTs need an Origin (or Referer) of those (DNS rebinding, cross-site forms).
+Listening on 0.0.0.0 or [::] needs public_url or allowed_hosts.
 Who may deploy: [sites.NAME] deployers = [\"ann\", \"bob\"]; everyone logged in may view.
 Requests to the agents are signed with key_file (dk-deploy keygen makes one; give the
 agents its public half) and name the web user.
@@ -65,6 +72,7 @@ fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
     };
     if let Some(l) = cli.listen {
         config.listen = l;
+        config.validate()?;
     }
     Ok(config)
 }
