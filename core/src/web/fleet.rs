@@ -1,11 +1,14 @@
 //! What the servers say: the agents seen (announcements and discovery answers,
 //! with when), and per site the servers, their releases, the tags they hold and
 //! any lock. Discovery stops as soon as every server seen before has answered.
+//! Announcements and answers that fail the trust check are kept apart, marked
+//! untrusted with the reason: shown greyed, never counted or planned.
 
 use crate::deploy::agent::lock::LockInfo;
 use crate::deploy::agent::repo::TagList;
-use crate::deploy::controller::{ControlError, Controller, Window};
+use crate::deploy::controller::{vet, ControlError, Controller, Window};
 use crate::deploy::filters::{matches, Candidate};
+use crate::deploy::trust::TrustStore;
 use crate::message::{decode, AgentAnnounce, Filters, Message};
 use crate::stomp::{Client, SubscribeOptions};
 use std::collections::{BTreeMap, HashMap};
@@ -19,9 +22,16 @@ pub struct Server {
     pub announce: AgentAnnounce,
     /// Unix seconds when it last answered or announced.
     pub last_seen: i64,
+    /// `Some(why)` when its signature or identity is not trusted.
+    pub untrusted: Option<String>,
 }
 
 impl Server {
+    /// Whether it may be planned and counted.
+    pub fn trusted(&self) -> bool {
+        self.untrusted.is_none()
+    }
+
     /// The live release of `site` here.
     pub fn release(&self, site: &str) -> Option<&str> {
         self.announce.sites.iter().find(|s| s.name == site).and_then(|s| s.current.as_deref())
@@ -79,38 +89,68 @@ pub struct SiteState {
     pub locks: Vec<HeldLock>,
     /// Servers whose answers failed, with why.
     pub problems: Vec<(String, String)>,
+    /// Answers claiming to serve the site that failed the trust check (never planned).
+    pub untrusted: Vec<Server>,
 }
 
-/// The agents seen.
+/// The agents seen (trusted ones by identity; untrusted ones apart, at most [`MAX_UNTRUSTED`]).
 #[derive(Debug, Default)]
 pub struct Fleet {
     seen: Mutex<HashMap<String, Server>>,
+    untrusted: Mutex<HashMap<String, Server>>,
 }
+
+/// Untrusted announcers remembered (a flood of forged names cannot grow the map past this).
+pub const MAX_UNTRUSTED: usize = 256;
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl Fleet {
-    /// Records an announcement or discovery answer.
+    /// Records a trusted announcement or discovery answer.
     pub fn record(&self, announce: AgentAnnounce) {
-        let s = Server { announce, last_seen: now() };
+        let s = Server { announce, last_seen: now(), untrusted: None };
+        self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.announce.identity);
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(s.announce.identity.clone(), s);
     }
 
-    /// How many known servers `filters` select.
+    /// Records an announcement that failed the trust check, with why (it never replaces a trusted one).
+    pub fn record_untrusted(&self, announce: AgentAnnounce, why: String) {
+        let mut u = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        if u.len() >= MAX_UNTRUSTED && !u.contains_key(&announce.identity) {
+            return;
+        }
+        u.insert(announce.identity.clone(), Server { announce, last_seen: now(), untrusted: Some(why) });
+    }
+
+    /// The untrusted announcers seen, by identity.
+    pub fn untrusted(&self) -> Vec<Server> {
+        let mut v: Vec<Server> = self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
+        v
+    }
+
+    /// How many known trusted servers `filters` select.
     pub fn expected(&self, filters: &Filters) -> usize {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|s| s.selected_by(filters)).count()
     }
 
-    /// Keeps the registry current from the agents' announcements.
-    pub async fn follow(self: &Arc<Self>, client: &Client, destination: &str) -> Result<tokio::task::JoinHandle<()>, crate::stomp::Error> {
+    /// Keeps the registry current from the agents' announcements, each checked against `trust`.
+    pub async fn follow(self: &Arc<Self>, client: &Client, destination: &str, trust: Arc<TrustStore>) -> Result<tokio::task::JoinHandle<()>, crate::stomp::Error> {
         let mut sub = client.subscribe(destination, SubscribeOptions::default()).await?;
         let me = self.clone();
         Ok(tokio::spawn(async move {
             while let Some(m) = sub.recv().await {
                 if let Ok(Message::AgentAnnounce(a)) = decode(&m.destination, &m.headers, &m.body) {
-                    me.record(a);
+                    let t = now() as u64;
+                    match vet(&trust.get(), &m.headers, &m.body, &a.identity, a.expires_at, t) {
+                        Ok(()) => me.record(a),
+                        Err(why) => {
+                            tracing::warn!(identity = %a.identity, reason = %why, "untrusted announcement");
+                            me.record_untrusted(a, why);
+                        }
+                    }
                 }
             }
         }))
@@ -118,13 +158,29 @@ impl Fleet {
 
     /// Asks the servers `filters` select; stops once all known ones answered.
     /// Known servers that did not answer within `window` are forgotten (so a dead
-    /// one costs one full window, not every page load).
+    /// one costs one full window, not every page load). Untrusted answers come
+    /// after the trusted ones, marked.
     pub async fn discover(&self, c: &Controller, filters: &Filters, window: Duration) -> Result<Vec<Server>, ControlError> {
         let expected = self.expected(filters);
         let w = Window { timeout: window, expect: (expected > 0).then_some(expected) };
         let found = c.discover(filters.clone(), w).await?;
         let t = now();
-        let servers: Vec<Server> = found.into_iter().filter_map(|(_, a)| a).map(|announce| Server { announce, last_seen: t }).collect();
+        let mut servers = Vec::new();
+        let mut untrusted = Vec::new();
+        for d in found {
+            let announce = d.announce.unwrap_or_else(|| AgentAnnounce {
+                identity: d.reply.node.clone(),
+                classes: vec![],
+                facts: Default::default(),
+                sites: vec![],
+                version: String::new(),
+                expires_at: 0,
+            });
+            match d.untrusted {
+                None => servers.push(Server { announce, last_seen: t, untrusted: None }),
+                Some(why) => untrusted.push(Server { announce, last_seen: t, untrusted: Some(why) }),
+            }
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if servers.len() < expected {
             seen.retain(|id, s| !s.selected_by(filters) || servers.iter().any(|x| &x.announce.identity == id));
@@ -132,21 +188,38 @@ impl Fleet {
         for s in &servers {
             seen.insert(s.announce.identity.clone(), s.clone());
         }
+        drop(seen);
+        for s in &untrusted {
+            self.record_untrusted(s.announce.clone(), s.untrusted.clone().unwrap_or_default());
+        }
+        servers.extend(untrusted);
         Ok(servers)
     }
 
-    /// The servers of `site` (selected by `filters` and serving it), by identity.
+    /// The trusted servers of `site` (selected by `filters` and serving it), by identity.
     pub async fn site_servers(&self, c: &Controller, site: &str, filters: &Filters, window: Duration) -> Result<Vec<Server>, ControlError> {
-        let mut v: Vec<Server> = self.discover(c, filters, window).await?.into_iter().filter(|s| s.serves(site)).collect();
-        v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
-        Ok(v)
+        Ok(self.site_servers_all(c, site, filters, window).await?.0)
     }
 
-    /// Servers, tags (at most `limit`), branches and locks of `site`.
+    /// The trusted servers of `site`, and the untrusted answers claiming to serve it.
+    async fn site_servers_all(&self, c: &Controller, site: &str, filters: &Filters, window: Duration) -> Result<(Vec<Server>, Vec<Server>), ControlError> {
+        let (mut v, mut u): (Vec<Server>, Vec<Server>) = self.discover(c, filters, window).await?.into_iter().filter(|s| s.serves(site)).partition(Server::trusted);
+        v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
+        let known = self.untrusted();
+        for s in known.into_iter().filter(|s| s.serves(site) && s.selected_by(filters)) {
+            if !u.iter().any(|x| x.announce.identity == s.announce.identity) {
+                u.push(s);
+            }
+        }
+        u.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
+        Ok((v, u))
+    }
+
+    /// Servers, tags (at most `limit`), branches and locks of `site`; untrusted answers apart.
     pub async fn site_state(&self, c: &Controller, site: &str, filters: &Filters, limit: usize, window: Duration) -> Result<SiteState, ControlError> {
-        let servers = self.site_servers(c, site, filters, window).await?;
+        let (servers, untrusted) = self.site_servers_all(c, site, filters, window).await?;
         if servers.is_empty() {
-            return Ok(SiteState::default());
+            return Ok(SiteState { untrusted, ..SiteState::default() });
         }
         let names: Vec<String> = servers.iter().map(|s| s.announce.identity.clone()).collect();
         let only = Filters { identity: names.clone(), ..Filters::default() };
@@ -189,6 +262,6 @@ impl Fleet {
                 problems.push((n.clone(), format!("no tag list within {window:?}")));
             }
         }
-        Ok(SiteState { servers, tags: newest(tag_count), branches: newest(branch_count), locks, problems })
+        Ok(SiteState { servers, tags: newest(tag_count), branches: newest(branch_count), locks, problems, untrusted })
     }
 }
