@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::fleet::{agent_toml, git, script, tagged_repo, Tmp};
+use common::fleet::{agent_toml, fleet_key, git, script, tagged_repo, Tmp};
 use common::targets::{Kind, Target};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
@@ -52,12 +52,15 @@ impl Rig {
         std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap())).unwrap();
         let config = WebConfig::parse(&format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
-             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n\
+             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n{replies}\
+             [trust]\nfleet_keys = [\"{fleet}\"]\n\
              [auth]\nmode = \"basic\"\nhtpasswd = \"{htpasswd}\"\n\
              [sites.www]\nclass = [\"web\"]\ndeployers = [\"ann\"]\nbatch = \"2\"\n\
              [sites.empty]\nclass = [\"nothing-has-this\"]\n",
             db = tmp.0.join("web.sqlite").display(),
             htpasswd = htpasswd.display(),
+            replies = target.reply_to().map(|r| format!("replies = \"{r}\"\n")).unwrap_or_default(),
+            fleet = fleet_key().public(),
         ))
         .unwrap();
         let mut rig = Rig { tmp, target, key, agents, web: None, config };
