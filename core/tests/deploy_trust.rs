@@ -103,7 +103,13 @@ async fn phantom_is_untrusted_and_never_planned(how: Forgery, reason: &str) {
     let found = if found.iter().any(|d| d.reply.node == "phantom") {
         found
     } else {
-        rig.controller.discover(Filters { identity: vec!["node-a".into(), "node-b".into(), "node-c".into(), "phantom".into()], ..Default::default() }, Window { timeout: Duration::from_secs(5), expect: None }).await.unwrap()
+        rig.controller
+            .discover(
+                Filters { identity: vec!["node-a".into(), "node-b".into(), "node-c".into(), "phantom".into()], ..Default::default() },
+                Window { timeout: Duration::from_secs(5), expect: None },
+            )
+            .await
+            .unwrap()
     };
     let p = found.iter().find(|d| d.reply.node == "phantom").expect("the phantom's answer is listed");
     let why = p.untrusted.as_deref().expect("the phantom is marked untrusted");
@@ -227,7 +233,8 @@ async fn d_an_eavesdropper_cannot_read_replies() {
     };
     let named = req.reply_to.clone().expect("reply_to in the body");
     let mut subs = Vec::new();
-    let tries = [Some(named.clone()), headers.get("reply-to").map(str::to_owned), Some(named.replacen("/temp-queue/", "/topic/", 1)), Some(named.replacen("/temp-queue/", "/queue/", 1))];
+    let tries =
+        [Some(named.clone()), headers.get("reply-to").map(str::to_owned), Some(named.replacen("/temp-queue/", "/topic/", 1)), Some(named.replacen("/temp-queue/", "/queue/", 1))];
     for dest in tries.into_iter().flatten() {
         // The broker may refuse the subscription outright (another session's queue): that is a pass too.
         if let Ok(s) = eve.subscribe(&dest, SubscribeOptions::default()).await {

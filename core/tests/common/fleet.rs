@@ -5,9 +5,9 @@
 use deploykit::deploy::keys::SecretKey;
 use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Arc, OnceLock};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, OnceLock};
 
 /// A temporary directory removed on drop.
 pub struct Tmp(pub PathBuf);

@@ -94,7 +94,13 @@ pub async fn forge_announce(client: &Client, agents_topic: &str, identity: &str,
 /// A phantom server `identity`: announces itself, then answers every request
 /// on `deploy_topic` with a final "ok" (its description for discovery).
 /// Each request it answered is reported on the returned channel.
-pub async fn phantom(client: Client, deploy_topic: &str, agents_topic: &str, identity: &str, how: Forgery) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<DeployRequest>) {
+pub async fn phantom(
+    client: Client,
+    deploy_topic: &str,
+    agents_topic: &str,
+    identity: &str,
+    how: Forgery,
+) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<DeployRequest>) {
     let mut sub = client.subscribe(deploy_topic, SubscribeOptions::default()).await.unwrap();
     forge_announce(&client, agents_topic, identity, &how).await;
     let (tx, rx) = mpsc::unbounded_channel();
