@@ -601,3 +601,23 @@ async fn phantom_server_is_shown_untrusted_and_never_deployed_to() {
     let history = get(a, &format!("/deploys/{id}"), BOB).await;
     assert!(!history.body.contains(">phantom<"), "{}", history.body);
 }
+
+/// dk-web's reload (what SIGHUP does) applies a revocation at once: node-c's
+/// key revoked, the site page shows it untrusted and a deploy leaves it out;
+/// no restart of dk-web.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_revokes_an_agent_key_without_a_restart() {
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    let node_c = deploykit::deploy::identity::load_or_create(&rig.home("node-c").join("state")).unwrap().public();
+    let mut c = rig.config.clone();
+    c.trust.revoked.insert(node_c);
+    rig.web.as_ref().unwrap().reload(c).unwrap();
+    let page = get(a, "/sites/www", BOB).await;
+    assert!(page.body.contains("data-untrusted=\"node-c\""), "{}", page.body);
+    assert!(page.body.contains(&format!("untrusted: key {node_c} is revoked")), "{}", page.body);
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(states(&view), vec![("node-a".into(), "ok".into()), ("node-b".into(), "ok".into())], "{view:#}");
+}
