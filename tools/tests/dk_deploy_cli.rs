@@ -144,7 +144,14 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
     assert!(String::from_utf8_lossy(&check.stdout).contains("enrolled: key ed25519:"), "{}", String::from_utf8_lossy(&check.stdout));
     let _agent = agent(&config);
     let discover = |trust: &Path| {
-        dk("dk-deploy").args(["discover", "--expect", "1", "--discovery-timeout", "20s", "--key"]).arg(&key_path).arg("--trust").arg(trust).args(["--broker", &url]).output().unwrap()
+        dk("dk-deploy")
+            .args(["discover", "--expect", "1", "--discovery-timeout", "20s", "--key"])
+            .arg(&key_path)
+            .arg("--trust")
+            .arg(trust)
+            .args(["--broker", &url])
+            .output()
+            .unwrap()
     };
     let nobody = dir.0.join("nobody.toml");
     std::fs::write(&nobody, "").unwrap();

@@ -38,9 +38,9 @@ pub enum CertError {
     /// Not `dkcert1.JSON.SIG` of the right shape.
     #[error("not an enrollment certificate ({0})")]
     Malformed(String),
-    /// The fleet key's signature does not verify.
+    /// The fleet key's signature does not verify (the key as `ed25519:…`).
     #[error("the certificate's signature does not verify for fleet key {0}")]
-    Signature(PublicKey),
+    Signature(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ impl Certificate {
         let key = PublicKey::parse(&b.key).map_err(|e| CertError::Malformed(format!("key: {e}")))?;
         let mut signed = CERT_DOMAIN.to_vec();
         signed.extend_from_slice(&json);
-        fleet.verify(&signed, sig).map_err(|_| CertError::Signature(fleet))?;
+        fleet.verify(&signed, sig).map_err(|_| CertError::Signature(fleet.to_string()))?;
         Ok(Certificate { identity: b.identity, key, not_after: b.not_after, fleet })
     }
 }

@@ -317,7 +317,10 @@ async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: 
     let fleet = SecretKey::generate()?;
     let agents = start_agents(root, url, &key, &fleet).await?;
     let key_for_web = key.clone();
-    println!("dk-demo: 3 deploy agents up, each enrolled by the demo's fleet key {} (site `site`, releases under each server's releases/, hooks print what they see)", fleet.public());
+    println!(
+        "dk-demo: 3 deploy agents up, each enrolled by the demo's fleet key {} (site `site`, releases under each server's releases/, hooks print what they see)",
+        fleet.public()
+    );
     let client = Client::connect(ClientConfig::new(url)?).await?;
     let mut cc = ControllerConfig::new("dk-demo", Some(key));
     cc.trust = std::sync::Arc::new(deploykit::deploy::trust::TrustStore::new(deploykit::deploy::trust::TrustConfig { fleet_keys: vec![fleet.public()], ..Default::default() }));
