@@ -133,4 +133,23 @@ mod tests {
         assert_eq!(left.len(), 1, "{left:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_certificate_for_another_identity_or_key_is_refused_at_load() {
+        let dir = std::env::temp_dir().join(format!("dk-identity-cert-{}-{}", std::process::id(), fastrand::u64(..)));
+        let key = load_or_create(&dir).unwrap();
+        let fleet = SecretKey::generate().unwrap();
+        let cert = dir.join("agent.cert");
+        std::fs::write(&cert, Certificate::issue(&fleet, "web01", &key.public(), u64::MAX)).unwrap();
+        let id = AgentIdentity::load("web01", &dir, Some(&cert)).unwrap();
+        let mut h = Headers::default();
+        id.sign(b"body", &mut h);
+        assert!(h.get(CERT_HEADER).is_some() && h.get(SIGNATURE_HEADER).is_some());
+        assert!(AgentIdentity::load("web02", &dir, Some(&cert)).unwrap_err().to_string().contains("issued to \"web01\""));
+        std::fs::write(&cert, Certificate::issue(&fleet, "web01", &SecretKey::generate().unwrap().public(), u64::MAX)).unwrap();
+        assert!(AgentIdentity::load("web01", &dir, Some(&cert)).unwrap_err().to_string().contains("re-enroll"));
+        std::fs::write(&cert, "garbage").unwrap();
+        assert!(AgentIdentity::load("web01", &dir, Some(&cert)).unwrap_err().to_string().contains("not an enrollment certificate"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

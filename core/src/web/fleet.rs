@@ -102,6 +102,8 @@ pub struct Fleet {
 
 /// Untrusted announcers remembered (a flood of forged names cannot grow the map past this).
 pub const MAX_UNTRUSTED: usize = 256;
+/// Seconds an untrusted announcer stays listed after it was last heard.
+pub const UNTRUSTED_TTL: i64 = 600;
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -118,6 +120,8 @@ impl Fleet {
     /// Records an announcement that failed the trust check, with why (it never replaces a trusted one).
     pub fn record_untrusted(&self, announce: AgentAnnounce, why: String) {
         let mut u = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        let t = now();
+        u.retain(|_, s| s.last_seen + UNTRUSTED_TTL >= t);
         if u.len() >= MAX_UNTRUSTED && !u.contains_key(&announce.identity) {
             return;
         }
@@ -126,7 +130,8 @@ impl Fleet {
 
     /// The untrusted announcers seen, by identity.
     pub fn untrusted(&self) -> Vec<Server> {
-        let mut v: Vec<Server> = self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let t = now();
+        let mut v: Vec<Server> = self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|s| s.last_seen + UNTRUSTED_TTL >= t).cloned().collect();
         v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
         v
     }
