@@ -14,7 +14,7 @@ use deploykit::fetch::config::parse_duration;
 use deploykit::message::{DeployAction, Filters, StepState};
 use deploykit::stomp::Client;
 use dk_tools::cli::{init_logging, BrokerArgs};
-use dk_tools::deploy_view::{summary, Progress};
+use dk_tools::deploy_view::{printable, summary, Progress};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -360,7 +360,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 for d in &found {
                     let r = &d.reply;
                     if let Some(why) = &d.untrusted {
-                        println!("{:<24} untrusted: {why}", r.node);
+                        println!("{:<24} untrusted: {}", printable(&r.node), printable(why));
                         continue;
                     }
                     match &d.announce {
