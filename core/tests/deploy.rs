@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fleet::{agent_toml, git, script, tagged_repo, Tmp};
+use common::fleet::{agent_toml, fleet_trust, git, script, tagged_repo, Tmp};
 use common::targets::{Kind, Target};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
 use deploykit::deploy::controller::plan::BatchSize;
@@ -50,6 +50,8 @@ impl Rig {
         }
         let mut cc = ControllerConfig::new("ann", Some(ops.clone()));
         cc.destinations.deploy = deploy_topic.clone();
+        cc.trust = fleet_trust();
+        cc.reply_to = target.reply_to();
         let controller = Controller::new(target.client().await, cc).await.unwrap();
         Rig { tmp, repo, ops, staging, agents, controller, target, deploy_topic }
     }
@@ -425,6 +427,7 @@ async fn a_key_trusted_for_staging_cannot_deploy_live() {
     let rig = Rig::start(Target::embedded().await).await;
     let mut cc = ControllerConfig::new("sam", Some(rig.staging.clone()));
     cc.destinations.deploy = rig.deploy_topic.clone();
+    cc.trust = fleet_trust();
     let staging = Controller::new(rig.target.client().await, cc).await.unwrap();
     let (tx, _rx) = mpsc::unbounded_channel();
     let mut spec = rig.spec(DeployAction::Deploy, Some("v1"));

@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::fleet::{agent_toml, git, script, tagged_repo, Tmp};
+use common::fleet::{agent_toml, fleet_key, git, script, tagged_repo, Tmp};
+use common::phantom::{phantom, Forgery};
 use common::targets::{Kind, Target};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
@@ -52,12 +53,15 @@ impl Rig {
         std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap())).unwrap();
         let config = WebConfig::parse(&format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
-             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n\
+             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n{replies}\
+             [trust]\nfleet_keys = [\"{fleet}\"]\n\
              [auth]\nmode = \"basic\"\nhtpasswd = \"{htpasswd}\"\n\
              [sites.www]\nclass = [\"web\"]\ndeployers = [\"ann\"]\nbatch = \"2\"\n\
              [sites.empty]\nclass = [\"nothing-has-this\"]\n",
             db = tmp.0.join("web.sqlite").display(),
             htpasswd = htpasswd.display(),
+            replies = target.reply_to().map(|r| format!("replies = \"{r}\"\n")).unwrap_or_default(),
+            fleet = fleet_key().public(),
         ))
         .unwrap();
         let mut rig = Rig { tmp, target, key, agents, web: None, config };
@@ -565,4 +569,59 @@ async fn shutdown_finishes_the_running_batch_starts_no_other_and_records_it() {
     rig.restart_web().await;
     let hist = get(rig.addr(), "/history", ANN).await;
     assert!(hist.body.contains(&format!("data-deploy=\"{id}\" data-result=\"stopped\"")), "{}", hist.body);
+}
+
+/// Issue #12 item 2 (f): a phantom server (self-signed, its own "fleet"
+/// certificate) announces itself and answers every request claiming site www.
+/// The site page shows it greyed as untrusted with the reason and without a
+/// checkbox; picking it is refused; a deploy plans and counts only the real three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn phantom_server_is_shown_untrusted_and_never_deployed_to() {
+    let rig = Rig::start().await;
+    let how = Forgery::SelfSigned(SecretKey::generate().unwrap());
+    let (_task, mut asked) = phantom(rig.target.client().await, &rig.config.deploy_destination, &rig.config.agents_destination, "phantom", how).await;
+    let a = rig.addr();
+    let mut page = get(a, "/sites/www", BOB).await;
+    for _ in 0..20 {
+        if page.body.contains("data-untrusted=\"phantom\"") {
+            break;
+        }
+        page = get(a, "/sites/www", BOB).await;
+    }
+    assert!(page.body.contains("data-untrusted=\"phantom\""), "{}", page.body);
+    assert!(page.body.contains("untrusted: enrollment certificate signed by ed25519:"), "{}", page.body);
+    assert!(!page.body.contains("value=\"phantom\""), "no checkbox for the phantom: {}", page.body);
+    assert!(page.body.contains("3 servers"), "{}", page.body);
+    let ann = token(a, ANN).await;
+    let picked = post(a, "/sites/www/deploy", ANN, &format!("tag=v1&scope=pick&node=phantom&canary=0&batch=2&csrf={ann}")).await;
+    assert_eq!(picked.status, 400, "{}", picked.body);
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(view["result"], "ok", "{view:#}");
+    assert_eq!(states(&view), NODES.iter().map(|n| (n.to_string(), "ok".to_string())).collect::<Vec<_>>());
+    while let Ok(req) = asked.try_recv() {
+        assert!(!req.filters.identity.contains(&"phantom".to_string()), "a request named the phantom: {req:?}");
+    }
+    let history = get(a, &format!("/deploys/{id}"), BOB).await;
+    assert!(!history.body.contains(">phantom<"), "{}", history.body);
+}
+
+/// dk-web's reload (what SIGHUP does) applies a revocation at once: node-c's
+/// key revoked, the site page shows it untrusted and a deploy leaves it out;
+/// no restart of dk-web.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_revokes_an_agent_key_without_a_restart() {
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    let node_c = deploykit::deploy::identity::load_or_create(&rig.home("node-c").join("state")).unwrap().public();
+    let mut c = rig.config.clone();
+    c.trust.revoked.insert(node_c);
+    rig.web.as_ref().unwrap().reload(c).unwrap();
+    let page = get(a, "/sites/www", BOB).await;
+    assert!(page.body.contains("data-untrusted=\"node-c\""), "{}", page.body);
+    assert!(page.body.contains(&format!("untrusted: key {node_c} is revoked")), "{}", page.body);
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(states(&view), vec![("node-a".into(), "ok".into()), ("node-b".into(), "ok".into())], "{view:#}");
 }

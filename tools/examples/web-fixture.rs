@@ -64,6 +64,7 @@ async fn run(root: &Path) -> Result<()> {
     let broker = Broker::start(BrokerConfig::default()).await?;
     let url = broker.url();
     let key = SecretKey::generate()?;
+    let fleet = SecretKey::generate()?;
     let mut agents = Vec::new();
     for (n, name) in ["web01", "web02", "web03"].iter().enumerate() {
         let home = root.join(name);
@@ -71,8 +72,16 @@ async fn run(root: &Path) -> Result<()> {
         hook(&home.join("hooks-www/post-deploy"), "echo \"serving $(cat \"$DK_RELEASE/index.html\")\"")?;
         let shop_pre = if n == 0 { "echo 'pre-deploy: database migration 42 failed' >&2; exit 1" } else { "echo ok" };
         hook(&home.join("hooks-shop/pre-deploy"), shop_pre)?;
-        let mut toml =
-            format!("identity = \"{name}\"\nclasses = [\"web\"]\nstate_dir = {:?}\n[trusted_keys]\nweb = \"{}\"\n", home.join("state").display().to_string(), key.public());
+        // Enrolled by the fixture's fleet key, which dk-web trusts.
+        let agent_key = deploykit::deploy::identity::load_or_create(&home.join("state"))?;
+        let cert = home.join("agent.cert");
+        std::fs::write(&cert, deploykit::deploy::trust::Certificate::issue(&fleet, name, &agent_key.public(), deploykit::deploy::agent::releases::now() + 86_400))?;
+        let mut toml = format!(
+            "identity = \"{name}\"\nclasses = [\"web\"]\nstate_dir = {:?}\nenrollment = {:?}\n[trusted_keys]\nweb = \"{}\"\n",
+            home.join("state").display().to_string(),
+            cert.display().to_string(),
+            key.public()
+        );
         for site in ["www", "shop"] {
             toml.push_str(&format!(
                 "[sites.{site}]\nrepo = {:?}\nreleases = {:?}\ncurrent = {:?}\nhooks = {:?}\ndeploy = [\"web\"]\nrollback = [\"web\"]\n",
@@ -88,10 +97,11 @@ async fn run(root: &Path) -> Result<()> {
     let htpasswd = root.join("htpasswd");
     std::fs::write(&htpasswd, format!("ann:{}\n", bcrypt::hash("ann-pw", 4)?))?;
     let config = WebConfig::parse(&format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n[auth]\nmode = \"basic\"\nhtpasswd = {:?}\n\
+        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n[trust]\nfleet_keys = [\"{}\"]\n[auth]\nmode = \"basic\"\nhtpasswd = {:?}\n\
          [sites.www]\nrepo = \"www\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\ncanary = 1\nbatch = \"2\"\n\
          [sites.shop]\nrepo = \"shop\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\ncanary = 1\nbatch = \"2\"\n",
         root.join("web.sqlite").display().to_string(),
+        fleet.public(),
         htpasswd.display().to_string()
     ))?;
     let handle = web::start(config, Client::connect(ClientConfig::new(&url)?).await?, key).await?;

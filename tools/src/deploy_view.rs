@@ -147,3 +147,16 @@ pub fn summary(report: &RolloutReport) -> String {
     s.push('\n');
     s
 }
+
+/// `text` with control characters (terminal escapes) replaced by `?`: for names and reasons from the bus.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_neutralised() {
+        assert_eq!(super::printable("web01\x1b[2J\n"), "web01?[2J?");
+    }
+}

@@ -7,6 +7,7 @@ mod common;
 use common::{broker, git, http, Proc, TmpDir};
 use deploykit::deploy::controller::{Controller, ControllerConfig, Window};
 use deploykit::deploy::keys::SecretKey;
+use deploykit::deploy::trust::{TrustConfig, TrustStore};
 use deploykit::message::{DeployAction, Filters, StepState};
 use deploykit::stomp::{Client, ClientConfig};
 use std::os::unix::fs::PermissionsExt;
@@ -31,7 +32,9 @@ fn script(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A repo with tags v1 and v2; an agent config for `node` trusting `key`.
+/// A repo with tags v1 and v2; an agent config for `web01` trusting `key`, enrolled
+/// the documented way (`dk-agent --print-key`, `dk-deploy keygen` + `enroll`), and
+/// `trust.toml` naming the fleet key.
 fn setup(dir: &Path, key: &SecretKey, url: &str) -> PathBuf {
     let repo = dir.join("www");
     std::fs::create_dir_all(&repo).unwrap();
@@ -46,7 +49,7 @@ fn setup(dir: &Path, key: &SecretKey, url: &str) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "identity = \"web01\"\nstate_dir = \"{d}/state\"\n[broker]\nurl = \"{url}\"\n[trusted_keys]\nops = \"{}\"\n\
+            "identity = \"web01\"\nstate_dir = \"{d}/state\"\nenrollment = \"{d}/agent.cert\"\n[broker]\nurl = \"{url}\"\n[trusted_keys]\nops = \"{}\"\n\
              [sites.www]\nrepo = \"{}\"\nreleases = \"{d}/releases\"\ncurrent = \"{d}/current\"\nhooks = \"{d}/hooks\"\ndeploy = [\"ops\"]\n",
             key.public(),
             repo.display(),
@@ -54,7 +57,26 @@ fn setup(dir: &Path, key: &SecretKey, url: &str) -> PathBuf {
         ),
     )
     .unwrap();
+    let out = dk("dk-agent").arg("--print-key").arg("--config").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agent_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(agent_key.starts_with("ed25519:"), "{agent_key}");
+    let fleet = dir.join("fleet.key");
+    let out = dk("dk-deploy").args(["keygen", "--out"]).arg(&fleet).output().unwrap();
+    assert!(out.status.success());
+    let fleet_public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = dk("dk-deploy").args(["enroll", "--fleet-key"]).arg(&fleet).args(["--identity", "web01", "--agent-key", &agent_key, "--valid", "1d"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.join("agent.cert"), &out.stdout).unwrap();
+    std::fs::write(dir.join("trust.toml"), format!("fleet_keys = [\"{fleet_public}\"]\n")).unwrap();
     config
+}
+
+/// A controller config for `key` trusting the fleet of `setup(dir, …)`.
+fn controller_config(dir: &Path, key: SecretKey) -> ControllerConfig {
+    let mut cc = ControllerConfig::new("ann", Some(key));
+    cc.trust = std::sync::Arc::new(TrustStore::new(TrustConfig::load(&dir.join("trust.toml")).unwrap()));
+    cc
 }
 
 fn agent(config: &Path) -> Proc {
@@ -119,7 +141,28 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
     let check = dk("dk-agent").arg("--check").arg("--config").arg(&config).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(String::from_utf8_lossy(&check.stdout).contains("site www"));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("enrolled: key ed25519:"), "{}", String::from_utf8_lossy(&check.stdout));
     let _agent = agent(&config);
+    let discover = |trust: &Path| {
+        dk("dk-deploy")
+            .args(["discover", "--expect", "1", "--discovery-timeout", "20s", "--key"])
+            .arg(&key_path)
+            .arg("--trust")
+            .arg(trust)
+            .args(["--broker", &url])
+            .output()
+            .unwrap()
+    };
+    let nobody = dir.0.join("nobody.toml");
+    std::fs::write(&nobody, "").unwrap();
+    let out = discover(&nobody);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("web01") && text.contains("untrusted: enrollment certificate signed by ed25519:") && text.contains("not a configured fleet key"), "{text}");
+    let out = discover(&dir.0.join("trust.toml"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("web01") && text.contains("sites [www=-]") && !text.contains("untrusted"), "{text}");
     let audit = dir.0.join("audit.log");
     let deploy = |tag: &str, extra: &[&str]| {
         dk("dk-deploy")
@@ -129,6 +172,8 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
             .arg(&key_path)
             .arg("--audit-log")
             .arg(&audit)
+            .arg("--trust")
+            .arg(dir.0.join("trust.toml"))
             .args(["--broker", &url])
             .output()
             .unwrap()
@@ -162,6 +207,8 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
     let out = dk("dk-deploy")
         .args(["deploy", "--site", "www", "--tag", "v2", "--dry-run", "--expect", "1", "--discovery-timeout", "20s", "--key"])
         .arg(&key_path)
+        .arg("--trust")
+        .arg(dir.0.join("trust.toml"))
         .args(["--broker", &url])
         .output()
         .unwrap();
@@ -179,7 +226,7 @@ async fn an_agent_killed_mid_deploy_recovers_on_restart() {
     let config = setup(&dir.0, &key, &url);
     let mut first = agent(&config);
     let client = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
-    let controller = Controller::new(client, ControllerConfig::new("ann", Some(key))).await.unwrap();
+    let controller = Controller::new(client, controller_config(&dir.0, key)).await.unwrap();
     let one = Window { timeout: Duration::from_secs(20), expect: Some(1) };
     // v1 live.
     let req = controller.request(DeployAction::Deploy, Some("www"), Some("v1"), Filters::default());
@@ -250,7 +297,7 @@ async fn the_agent_serves_health_and_metrics() {
     let line = agent.line(Duration::from_secs(20), |l| l.contains("serving /healthz and /metrics"));
     let addr = line.split("http://").nth(1).unwrap().trim().to_owned();
     let client = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
-    let controller = Controller::new(client, ControllerConfig::new("ann", Some(key))).await.unwrap();
+    let controller = Controller::new(client, controller_config(&dir.0, key)).await.unwrap();
     let one = Window { timeout: Duration::from_secs(20), expect: Some(1) };
     assert_eq!(controller.status("www", Filters::default(), one).await.unwrap()[0].state, StepState::Ok);
     let req = controller.request(DeployAction::Deploy, Some("www"), Some("v9"), Filters::default());

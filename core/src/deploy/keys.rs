@@ -131,6 +131,11 @@ impl SecretKey {
         f.write_all(pem.as_bytes()).and_then(|_| f.sync_all()).map_err(|source| KeyError::Io { path: path.to_owned(), source })
     }
 
+    /// The key as PKCS#8 PEM text (for callers that write it durably themselves).
+    pub fn to_pem(&self) -> Result<String, String> {
+        self.0.to_pkcs8_pem(Default::default()).map(|p| p.to_string()).map_err(|e| e.to_string())
+    }
+
     /// The public half.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())

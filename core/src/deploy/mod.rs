@@ -2,6 +2,8 @@
 //! and what both share (keys and signatures, filters, the replay cache, the audit log).
 //!
 //! - [`keys`]: Ed25519 keys (PKCS#8 PEM files) and request signatures.
+//! - [`identity`]: an agent's own key, certificate and the signing of its replies.
+//! - [`trust`]: enrollment certificates and the controllers' trust in agents.
 //! - [`filters`]: MCollective-style selection (identity, class, fact).
 //! - [`replay`]: the agents' bounded, persisted replay cache.
 //! - [`agent`]: dk-agent (config, hooks, releases, locks, pipelines).
@@ -12,5 +14,7 @@ pub mod agent;
 pub mod audit;
 pub mod controller;
 pub mod filters;
+pub mod identity;
 pub mod keys;
 pub mod replay;
+pub mod trust;

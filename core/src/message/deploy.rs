@@ -125,6 +125,9 @@ pub struct DeployReply {
     /// Action-specific data (tags list, status, …).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub data: serde_json::Value,
+    /// Unix seconds after which controllers refuse this reply (0: unsigned legacy reply, refused).
+    #[serde(default)]
+    pub expires_at: u64,
 }
 
 /// A site as an agent reports it.
@@ -156,4 +159,7 @@ pub struct AgentAnnounce {
     pub sites: Vec<SiteStatus>,
     /// Agent version.
     pub version: String,
+    /// Unix seconds after which controllers ignore this announcement (0: none, refused).
+    #[serde(default)]
+    pub expires_at: u64,
 }

@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn types_without_legacy_form_stay_json() {
-        let a = AgentAnnounce { identity: "web01".into(), classes: vec![], facts: Default::default(), sites: vec![], version: "0.1".into() };
+        let a = AgentAnnounce { identity: "web01".into(), classes: vec![], facts: Default::default(), sites: vec![], version: "0.1".into(), expires_at: 0 };
         let out = encode(&a, Wire::Legacy).unwrap();
         assert_eq!(out.headers.get(TYPE_HEADER), Some("agent-announce"));
         assert!(matches!(decode("/topic/deploykit.agents", &out.headers, &out.body).unwrap(), Message::AgentAnnounce(_)));

@@ -20,6 +20,13 @@
 //! [destinations]                               # optional: where requests go and agents announce
 //! deploy = "/topic/deploykit.deploy"
 //! agents = "/topic/deploykit.agents"
+//! # replies = "/topic/deploykit.reply.web"    # default: a private /temp-queue/ (set a topic only for brokers without them)
+//!
+//! [trust]                                      # which agents are believed (reloaded on SIGHUP)
+//! fleet_keys = ["ed25519:…"]                   # agents enrolled with `dk-deploy enroll` by this key
+//! revoked_keys = []                            # never trusted, even with a certificate
+//! [trust.agents]                               # or keys pinned per identity
+//! # web01 = "ed25519:…"
 //!
 //! [auth]
 //! mode = "basic"                               # "basic" (htpasswd, bcrypt or argon2), "proxy" or "none" (loopback only)
@@ -40,6 +47,7 @@
 pub use crate::config::ConfigError;
 use crate::config::{parse_duration, BrokerSection};
 use crate::deploy::controller::plan::BatchSize;
+use crate::deploy::trust::{RawTrust, TrustConfig};
 use crate::message::Filters;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -178,6 +186,10 @@ pub struct WebConfig {
     pub deploy_destination: String,
     /// Where agents announce themselves.
     pub agents_destination: String,
+    /// Where replies come (`None`: a private temporary queue per controller).
+    pub reply_destination: Option<String>,
+    /// Which agents are believed.
+    pub trust: TrustConfig,
     /// The broker.
     pub broker: BrokerSection,
     /// Authentication.
@@ -204,6 +216,8 @@ impl Default for WebConfig {
             event_destination: d.events.clone(),
             deploy_destination: d.deploy,
             agents_destination: d.agents,
+            reply_destination: None,
+            trust: TrustConfig::default(),
             broker: toml::from_str("").expect("defaults"),
             auth: AuthConfig::Basic { htpasswd: PathBuf::from("/etc/deploykit/web.htpasswd"), realm: "deploykit".into() },
             sites: Vec::new(),
@@ -228,6 +242,7 @@ struct Raw {
     event_destination: Option<String>,
     broker: Option<BrokerSection>,
     destinations: Option<RawDest>,
+    trust: Option<RawTrust>,
     auth: Option<RawAuth>,
     #[serde(default)]
     sites: BTreeMap<String, RawSite>,
@@ -238,6 +253,7 @@ struct Raw {
 struct RawDest {
     deploy: Option<String>,
     agents: Option<String>,
+    replies: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +346,15 @@ impl WebConfig {
         if let Some(d) = raw.destinations {
             c.deploy_destination = d.deploy.unwrap_or(c.deploy_destination);
             c.agents_destination = d.agents.unwrap_or(c.agents_destination);
+            if let Some(r) = d.replies {
+                if !r.starts_with('/') {
+                    return Err(invalid("destinations.replies", format!("{r:?} is not a destination (/topic/… or /temp-queue/…)")));
+                }
+                c.reply_destination = Some(r);
+            }
+        }
+        if let Some(t) = raw.trust {
+            c.trust = t.resolve("trust.")?;
         }
         if let Some(a) = raw.auth {
             c.auth = match a.mode.as_str() {

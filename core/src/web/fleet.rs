@@ -1,11 +1,14 @@
 //! What the servers say: the agents seen (announcements and discovery answers,
 //! with when), and per site the servers, their releases, the tags they hold and
 //! any lock. Discovery stops as soon as every server seen before has answered.
+//! Announcements and answers that fail the trust check are kept apart, marked
+//! untrusted with the reason: shown greyed, never counted or planned.
 
 use crate::deploy::agent::lock::LockInfo;
 use crate::deploy::agent::repo::TagList;
-use crate::deploy::controller::{ControlError, Controller, Window};
+use crate::deploy::controller::{vet, ControlError, Controller, Window};
 use crate::deploy::filters::{matches, Candidate};
+use crate::deploy::trust::TrustStore;
 use crate::message::{decode, AgentAnnounce, Filters, Message};
 use crate::stomp::{Client, SubscribeOptions};
 use std::collections::{BTreeMap, HashMap};
@@ -19,9 +22,16 @@ pub struct Server {
     pub announce: AgentAnnounce,
     /// Unix seconds when it last answered or announced.
     pub last_seen: i64,
+    /// `Some(why)` when its signature or identity is not trusted.
+    pub untrusted: Option<String>,
 }
 
 impl Server {
+    /// Whether it may be planned and counted.
+    pub fn trusted(&self) -> bool {
+        self.untrusted.is_none()
+    }
+
     /// The live release of `site` here.
     pub fn release(&self, site: &str) -> Option<&str> {
         self.announce.sites.iter().find(|s| s.name == site).and_then(|s| s.current.as_deref())
@@ -79,6 +89,8 @@ pub struct SiteState {
     pub locks: Vec<HeldLock>,
     /// Servers whose answers failed, with why.
     pub problems: Vec<(String, String)>,
+    /// Answers claiming to serve the site that failed the trust check (never planned).
+    pub untrusted: Vec<Server>,
 }
 
 /// Servers remembered at most ([`KnownServers`] drops the least recently seen first).
@@ -181,10 +193,11 @@ impl KnownServers {
     }
 }
 
-/// The agents seen.
+/// The agents seen (trusted ones bounded by [`KnownServers`]; untrusted ones apart, at most [`MAX_UNTRUSTED`]).
 #[derive(Debug)]
 pub struct Fleet {
     seen: Mutex<KnownServers>,
+    untrusted: Mutex<HashMap<String, Server>>,
 }
 
 impl Default for Fleet {
@@ -193,6 +206,11 @@ impl Default for Fleet {
     }
 }
 
+/// Untrusted announcers remembered (a flood of forged names cannot grow the map past this).
+pub const MAX_UNTRUSTED: usize = 256;
+/// Seconds an untrusted announcer stays listed after it was last heard.
+pub const UNTRUSTED_TTL: i64 = 600;
+
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
@@ -200,17 +218,18 @@ fn now() -> i64 {
 impl Fleet {
     /// A registry of at most `cap` servers, each forgotten `expiry` after it was last seen.
     pub fn with_limits(cap: usize, expiry: Duration) -> Fleet {
-        Fleet { seen: Mutex::new(KnownServers::new(cap, expiry)) }
+        Fleet { seen: Mutex::new(KnownServers::new(cap, expiry)), untrusted: Mutex::new(HashMap::new()) }
     }
 
-    /// Records an announcement or discovery answer.
+    /// Records a trusted announcement or discovery answer.
     pub fn record(&self, announce: AgentAnnounce) {
         self.record_at(announce, now());
     }
 
     /// Records an announcement seen at `at` (unix seconds).
     pub fn record_at(&self, announce: AgentAnnounce, at: i64) {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(Server { announce, last_seen: at }, at);
+        self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).remove(&announce.identity);
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(Server { announce, last_seen: at, untrusted: None }, at);
     }
 
     /// The servers known at `at` (unix seconds; expired ones are dropped), by identity.
@@ -222,21 +241,47 @@ impl Fleet {
         v
     }
 
-    /// How many known servers `filters` select.
+    /// Records an announcement that failed the trust check, with why (it never replaces a trusted one).
+    pub fn record_untrusted(&self, announce: AgentAnnounce, why: String) {
+        let mut u = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        let t = now();
+        u.retain(|_, s| s.last_seen + UNTRUSTED_TTL >= t);
+        if u.len() >= MAX_UNTRUSTED && !u.contains_key(&announce.identity) {
+            return;
+        }
+        u.insert(announce.identity.clone(), Server { announce, last_seen: now(), untrusted: Some(why) });
+    }
+
+    /// The untrusted announcers seen, by identity.
+    pub fn untrusted(&self) -> Vec<Server> {
+        let t = now();
+        let mut v: Vec<Server> = self.untrusted.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|s| s.last_seen + UNTRUSTED_TTL >= t).cloned().collect();
+        v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
+        v
+    }
+
+    /// How many known trusted servers `filters` select.
     pub fn expected(&self, filters: &Filters) -> usize {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.expire(now());
         seen.values().filter(|s| s.selected_by(filters)).count()
     }
 
-    /// Keeps the registry current from the agents' announcements.
-    pub async fn follow(self: &Arc<Self>, client: &Client, destination: &str) -> Result<tokio::task::JoinHandle<()>, crate::stomp::Error> {
+    /// Keeps the registry current from the agents' announcements, each checked against `trust`.
+    pub async fn follow(self: &Arc<Self>, client: &Client, destination: &str, trust: Arc<TrustStore>) -> Result<tokio::task::JoinHandle<()>, crate::stomp::Error> {
         let mut sub = client.subscribe(destination, SubscribeOptions::default()).await?;
         let me = self.clone();
         Ok(tokio::spawn(async move {
             while let Some(m) = sub.recv().await {
                 if let Ok(Message::AgentAnnounce(a)) = decode(&m.destination, &m.headers, &m.body) {
-                    me.record(a);
+                    let t = now() as u64;
+                    match vet(&trust.get(), &m.headers, &m.body, &a.identity, a.expires_at, t) {
+                        Ok(()) => me.record(a),
+                        Err(why) => {
+                            tracing::warn!(identity = %a.identity, reason = %why, "untrusted announcement");
+                            me.record_untrusted(a, why);
+                        }
+                    }
                 }
             }
         }))
@@ -244,13 +289,29 @@ impl Fleet {
 
     /// Asks the servers `filters` select; stops once all known ones answered.
     /// Known servers that did not answer within `window` are forgotten (so a dead
-    /// one costs one full window, not every page load).
+    /// one costs one full window, not every page load). Untrusted answers come
+    /// after the trusted ones, marked.
     pub async fn discover(&self, c: &Controller, filters: &Filters, window: Duration) -> Result<Vec<Server>, ControlError> {
         let expected = self.expected(filters);
         let w = Window { timeout: window, expect: (expected > 0).then_some(expected) };
         let found = c.discover(filters.clone(), w).await?;
         let t = now();
-        let servers: Vec<Server> = found.into_iter().filter_map(|(_, a)| a).map(|announce| Server { announce, last_seen: t }).collect();
+        let mut servers = Vec::new();
+        let mut untrusted = Vec::new();
+        for d in found {
+            let announce = d.announce.unwrap_or_else(|| AgentAnnounce {
+                identity: d.reply.node.clone(),
+                classes: vec![],
+                facts: Default::default(),
+                sites: vec![],
+                version: String::new(),
+                expires_at: 0,
+            });
+            match d.untrusted {
+                None => servers.push(Server { announce, last_seen: t, untrusted: None }),
+                Some(why) => untrusted.push(Server { announce, last_seen: t, untrusted: Some(why) }),
+            }
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if servers.len() < expected {
             seen.retain(|id, s| !s.selected_by(filters) || servers.iter().any(|x| x.announce.identity == id));
@@ -258,21 +319,38 @@ impl Fleet {
         for s in &servers {
             seen.insert(s.clone(), t);
         }
+        drop(seen);
+        for s in &untrusted {
+            self.record_untrusted(s.announce.clone(), s.untrusted.clone().unwrap_or_default());
+        }
+        servers.extend(untrusted);
         Ok(servers)
     }
 
-    /// The servers of `site` (selected by `filters` and serving it), by identity.
+    /// The trusted servers of `site` (selected by `filters` and serving it), by identity.
     pub async fn site_servers(&self, c: &Controller, site: &str, filters: &Filters, window: Duration) -> Result<Vec<Server>, ControlError> {
-        let mut v: Vec<Server> = self.discover(c, filters, window).await?.into_iter().filter(|s| s.serves(site)).collect();
-        v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
-        Ok(v)
+        Ok(self.site_servers_all(c, site, filters, window).await?.0)
     }
 
-    /// Servers, tags (at most `limit`), branches and locks of `site`.
+    /// The trusted servers of `site`, and the untrusted answers claiming to serve it.
+    async fn site_servers_all(&self, c: &Controller, site: &str, filters: &Filters, window: Duration) -> Result<(Vec<Server>, Vec<Server>), ControlError> {
+        let (mut v, mut u): (Vec<Server>, Vec<Server>) = self.discover(c, filters, window).await?.into_iter().filter(|s| s.serves(site)).partition(Server::trusted);
+        v.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
+        let known = self.untrusted();
+        for s in known.into_iter().filter(|s| s.serves(site) && s.selected_by(filters)) {
+            if !u.iter().any(|x| x.announce.identity == s.announce.identity) {
+                u.push(s);
+            }
+        }
+        u.sort_by(|a, b| a.announce.identity.cmp(&b.announce.identity));
+        Ok((v, u))
+    }
+
+    /// Servers, tags (at most `limit`), branches and locks of `site`; untrusted answers apart.
     pub async fn site_state(&self, c: &Controller, site: &str, filters: &Filters, limit: usize, window: Duration) -> Result<SiteState, ControlError> {
-        let servers = self.site_servers(c, site, filters, window).await?;
+        let (servers, untrusted) = self.site_servers_all(c, site, filters, window).await?;
         if servers.is_empty() {
-            return Ok(SiteState::default());
+            return Ok(SiteState { untrusted, ..SiteState::default() });
         }
         let names: Vec<String> = servers.iter().map(|s| s.announce.identity.clone()).collect();
         let only = Filters { identity: names.clone(), ..Filters::default() };
@@ -315,7 +393,7 @@ impl Fleet {
                 problems.push((n.clone(), format!("no tag list within {window:?}")));
             }
         }
-        Ok(SiteState { servers, tags: newest(tag_count), branches: newest(branch_count), locks, problems })
+        Ok(SiteState { servers, tags: newest(tag_count), branches: newest(branch_count), locks, problems, untrusted })
     }
 }
 
@@ -324,7 +402,7 @@ mod tests {
     use super::*;
 
     fn server(id: &str, at: i64) -> Server {
-        Server { announce: AgentAnnounce { identity: id.into(), classes: vec![], facts: BTreeMap::new(), sites: vec![], version: "1".into() }, last_seen: at }
+        Server { announce: AgentAnnounce { identity: id.into(), classes: vec![], facts: BTreeMap::new(), sites: vec![], version: "1".into(), expires_at: 0 }, last_seen: at, untrusted: None }
     }
 
     #[test]

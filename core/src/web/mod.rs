@@ -140,12 +140,15 @@ pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<
     let history = history::History::open(&config.database)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| WebError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| WebError::Bind { addr: config.listen, source })?;
+    let trust = Arc::new(crate::deploy::trust::TrustStore::new(config.trust.clone()));
     let mut cc = ControllerConfig::new("dk-web", Some(key.clone()));
     cc.destinations.deploy = config.deploy_destination.clone();
+    cc.reply_to = config.reply_destination.clone();
+    cc.trust = trust.clone();
     let query = Controller::new(client.clone(), cc).await?;
     let fleet = Arc::new(fleet::Fleet::with_limits(fleet::MAX_SERVERS, config.server_expiry));
     let activity = activity::Activity::new(config.activity_lines);
-    let mut followers = vec![fleet.follow(&client, &config.agents_destination).await.map_err(crate::deploy::controller::ControlError::from)?];
+    let mut followers = vec![fleet.follow(&client, &config.agents_destination, trust).await.map_err(crate::deploy::controller::ControlError::from)?];
     followers.extend(activity.follow(&client, &config.events).await.map_err(crate::deploy::controller::ControlError::from)?);
     let csrf = csrf::Csrf::new().map_err(|e| WebError::Random(e.to_string()))?;
     let hosts = hosts::Hosts::new(addr, config.public_url.as_ref(), &config.allowed_hosts);
@@ -182,8 +185,8 @@ impl WebHandle {
     }
 
     /// Applies a re-read configuration: users (htpasswd re-read), sites,
-    /// deployers, windows, public_url and allowed_hosts. Listen address, database,
-    /// key, destinations and server_expiry need a restart.
+    /// deployers, windows, trusted agents, public_url and allowed_hosts. Listen address,
+    /// database, key, destinations and server_expiry need a restart.
     pub fn reload(&self, new: WebConfig) -> Result<(), String> {
         let old = self.app.settings();
         let o = &old.config;
@@ -193,12 +196,15 @@ impl WebHandle {
             || o.events != new.events
             || o.deploy_destination != new.deploy_destination
             || o.agents_destination != new.agents_destination
+            || o.reply_destination != new.reply_destination
             || o.broker != new.broker
             || o.server_expiry != new.server_expiry
         {
             return Err("listen, database, key_file, events, destinations, server_expiry and broker need a restart of dk-web".into());
         }
+        let trust = new.trust.clone();
         let settings = Settings::new(new, self.addr).map_err(|e| e.to_string())?;
+        self.app.query.trust().replace(trust);
         *self.app.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
         Ok(())
     }

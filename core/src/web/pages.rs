@@ -109,8 +109,10 @@ pub fn sites(ctx: &Ctx, sites: &[SiteSummary<'_>], problem: Option<&str>) -> Mar
                             td { a href={ "/sites/" (s.site.name) } { (s.site.name) } }
                             td { code { (filters_text(&s.site.filters)) } }
                             td { (s.site.repo) }
-                            td.num { (s.servers.len()) }
-                            td { (releases_line(&s.site.name, &s.servers)) }
+                            @let trusted: Vec<&Server> = s.servers.iter().copied().filter(|x| x.trusted()).collect();
+                            @let untrusted = s.servers.len() - trusted.len();
+                            td.num { (trusted.len()) @if untrusted > 0 { " " span.untrusted title="answers whose signature or identity is not trusted: never deployed to" { "+" (untrusted) " untrusted" } } }
+                            td { (releases_line(&s.site.name, &trusted)) }
                             td {
                                 @if let Some(d) = &s.last {
                                     a href={ "/deploys/" (d.id) } { (d.action) " " (d.tag.as_deref().unwrap_or("")) }
@@ -180,6 +182,13 @@ pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, r
                                         td { (s.announce.classes.join(", ")) }
                                         td { (s.release_tag(&site.name).unwrap_or("—")) }
                                         td { (when(s.last_seen)) }
+                                    }
+                                }
+                                @for s in &state.untrusted {
+                                    tr.untrusted data-untrusted=(s.announce.identity) {
+                                        td {}
+                                        td { (s.announce.identity) }
+                                        td colspan="3" { "untrusted: " (s.untrusted.as_deref().unwrap_or("?")) " (never deployed to)" }
                                     }
                                 }
                             }

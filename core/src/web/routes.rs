@@ -346,9 +346,12 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
     let user = ctx.user.clone();
     let audit_log = settings.config.audit_log.clone();
     let deploy_dest = settings.config.deploy_destination.clone();
+    let reply_dest = settings.config.reply_destination.clone();
     tokio::spawn(async move {
         let mut cc = ControllerConfig::new(user.clone(), app.key.clone());
         cc.destinations.deploy = deploy_dest;
+        cc.reply_to = reply_dest;
+        cc.trust = app.query.trust().clone();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let l = live.clone();
         let pump = tokio::spawn(async move {

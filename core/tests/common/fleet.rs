@@ -1,9 +1,13 @@
 //! A small deploy fleet for the deploy and web tests: a temp dir, a repo with
-//! annotated tags v1..vN, hook scripts, and agent configs for in-process agents.
+//! annotated tags v1..vN, hook scripts, and agent configs for in-process agents
+//! (each enrolled with the tests' fleet key, which [`fleet_trust`] trusts).
 
+use deploykit::deploy::keys::SecretKey;
+use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, OnceLock};
 
 /// A temporary directory removed on drop.
 pub struct Tmp(pub PathBuf);
@@ -56,18 +60,41 @@ pub fn tagged_repo(dir: &Path, tags: u32) -> PathBuf {
     dir.to_owned()
 }
 
-/// agent.toml for `node` (class `web`) living in `home`: site `www` from `repo`,
+/// The fleet key every test agent is enrolled with.
+pub fn fleet_key() -> &'static SecretKey {
+    static KEY: OnceLock<SecretKey> = OnceLock::new();
+    KEY.get_or_init(|| SecretKey::generate().unwrap())
+}
+
+/// A trust store that believes agents enrolled with [`fleet_key`].
+pub fn fleet_trust() -> Arc<TrustStore> {
+    Arc::new(TrustStore::new(TrustConfig { fleet_keys: vec![fleet_key().public()], ..TrustConfig::default() }))
+}
+
+/// Enrolls `node` living in `home` with `fleet`: makes its identity key in `home/state`
+/// (as dk-agent would on first start) and writes `home/agent.cert`; returns the cert's path.
+pub fn enroll(fleet: &SecretKey, node: &str, home: &Path) -> PathBuf {
+    let key = deploykit::deploy::identity::load_or_create(&home.join("state")).unwrap();
+    let cert = Certificate::issue(fleet, node, &key.public(), deploykit::deploy::agent::releases::now() + 86_400);
+    let path = home.join("agent.cert");
+    std::fs::write(&path, cert).unwrap();
+    path
+}
+
+/// agent.toml for `node` (class `web`) living in `home` (enrolled with [`fleet_key`]): site `www` from `repo`,
 /// requests on `topic` (announcements and events on `topic.agents` / `topic.events`),
 /// `trusted` keys by name, and `site` lines appended to `[sites.www]`.
 pub fn agent_toml(node: &str, home: &Path, repo: &Path, topic: &str, trusted: &[(&str, String)], site: &str) -> String {
     std::fs::create_dir_all(home.join("hooks")).unwrap();
     let keys: String = trusted.iter().map(|(n, k)| format!("{n} = \"{k}\"\n")).collect();
+    let cert = enroll(fleet_key(), node, home);
     format!(
-        "identity = \"{node}\"\nclasses = [\"web\"]\nfacts = {{ sitetype = \"live\" }}\nstate_dir = \"{home}/state\"\n\
+        "identity = \"{node}\"\nenrollment = \"{}\"\nclasses = [\"web\"]\nfacts = {{ sitetype = \"live\" }}\nstate_dir = \"{home}/state\"\n\
          [destinations]\ndeploy = \"{topic}\"\nagents = \"{topic}.agents\"\nevents = \"{topic}.events\"\n\
          [trusted_keys]\n{keys}\
          [sites.www]\nrepo = \"{}\"\nreleases = \"{home}/releases\"\ncurrent = \"{home}/www/current\"\nhooks = \"{home}/hooks\"\n\
          step_timeout = \"60s\"\n{site}\n",
+        cert.display(),
         repo.display(),
         home = home.display()
     )

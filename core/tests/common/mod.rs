@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod phantom;
 pub mod proxy;
 pub mod targets;

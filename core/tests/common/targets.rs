@@ -88,3 +88,12 @@ pub async fn recv_none(sub: &mut Subscription, wait: Duration) {
         panic!("unexpected message on {}: {:?}", sub.destination(), m.text());
     }
 }
+
+impl Target {
+    /// Where controllers want replies on this broker: `None` (a private
+    /// `/temp-queue/`) where SUBSCRIBE to one works; a topic on RabbitMQ, whose
+    /// temp queues exist only through `reply-to` (see docs/security.md).
+    pub fn reply_to(&self) -> Option<String> {
+        (self.kind == Kind::RabbitMq).then(|| format!("{}.reply.{}", self.dest("topic"), fastrand::u64(..)))
+    }
+}

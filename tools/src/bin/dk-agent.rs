@@ -21,6 +21,8 @@ use std::process::ExitCode;
   dk-agent                                   serve with /etc/deploykit/agent.toml
   dk-agent --config ./agent.toml -v          another config, info logging
   dk-agent --check                           validate the config and print the sites
+  dk-agent --print-key                       this agent's identity key (made on first use), for enrollment:
+      dk-deploy enroll --fleet-key fleet.key --identity web01 --agent-key \"$(dk-agent --print-key)\" > agent.cert
 
 A minimal agent.toml (see examples/agent.toml for every key):
   [trusted_keys]
@@ -31,6 +33,10 @@ A minimal agent.toml (see examples/agent.toml for every key):
   current = \"/srv/www/current\"
   hooks = \"/etc/deploykit/hooks/www\"       # pre-deploy, pre-link, post-deploy (-t TAG)
   deploy = [\"ops\"]                         # keys that may deploy (default: none)
+
+Identity: replies and announcements are signed with state_dir/identity.key (Ed25519,
+0600, made on first start) and carry the certificate `enrollment = FILE` names; the
+controllers (dk-deploy --trust, dk-web [trust]) believe it when its fleet key signed it.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT stop taking requests, let running deploys finish, exit 0;
@@ -50,6 +56,9 @@ struct Cli {
     /// Validate the config, print identity and sites, and exit.
     #[arg(long)]
     check: bool,
+    /// Print this agent's identity public key (`ed25519:…`; the key is made in state_dir if missing) and exit.
+    #[arg(long)]
+    print_key: bool,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -62,8 +71,33 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if cli.print_key {
+        return match deploykit::deploy::identity::load_or_create(&config.state_dir) {
+            Ok(k) => {
+                println!("{}", k.public());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dk-agent: {e} (run as the agent's user; state_dir must be writable)");
+                ExitCode::from(2)
+            }
+        };
+    }
     if cli.check {
         println!("{}: ok: identity {}, {} trusted keys", cli.config.display(), config.identity, config.trusted_keys.len());
+        match &config.enrollment {
+            Some(p) if !deploykit::deploy::identity::key_path(&config.state_dir).exists() => {
+                println!("  enrollment {}: no identity key yet (dk-agent --print-key makes it; enroll that key)", p.display())
+            }
+            Some(p) => match deploykit::deploy::identity::AgentIdentity::load(&config.identity, &config.state_dir, Some(p)) {
+                Ok(i) => println!("  enrolled: key {} certificate {}", i.public(), p.display()),
+                Err(e) => {
+                    eprintln!("dk-agent: {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            None => println!("  not enrolled: controllers trust this agent only if its key is listed in their [agents] (dk-agent --print-key)"),
+        }
         for (name, s) in &config.sites {
             let live = deploykit::deploy::agent::releases::live(s).unwrap_or_else(|| "-".into());
             println!("  site {name}: repo {} live {live} deploy by {:?}", s.repo.display(), s.deploy);

@@ -255,10 +255,15 @@ async fn wait_fetched(rx: &mut broadcast::Receiver<DaemonEvent>, pred: impl Fn(&
 }
 
 /// Starts one in-process agent per server (site `site` from the server's clone).
-async fn start_agents(root: &Path, url: &str, key: &SecretKey) -> Result<Vec<(AgentHandle, Client)>> {
+/// Starts the three agents, each enrolled by `fleet` (as `dk-agent --print-key` + `dk-deploy enroll` would).
+async fn start_agents(root: &Path, url: &str, key: &SecretKey, fleet: &SecretKey) -> Result<Vec<(AgentHandle, Client)>> {
     let mut agents = Vec::new();
     for (name, _, _) in SERVERS {
         let home = root.join(name);
+        let agent_key = deploykit::deploy::identity::load_or_create(&home.join("agent-state"))?;
+        let cert = home.join("agent.cert");
+        let not_after = deploykit::deploy::agent::releases::now() + 86_400;
+        std::fs::write(&cert, deploykit::deploy::trust::Certificate::issue(fleet, name, &agent_key.public(), not_after))?;
         let hooks = home.join("hooks");
         std::fs::create_dir_all(&hooks)?;
         for (hook, body) in [
@@ -271,8 +276,9 @@ async fn start_agents(root: &Path, url: &str, key: &SecretKey) -> Result<Vec<(Ag
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
         let toml = format!(
-            "identity = {name:?}\nclasses = [\"web\"]\nstate_dir = {:?}\n[trusted_keys]\ndemo = \"{}\"\n[sites.site]\nrepo = {:?}\nreleases = {:?}\ncurrent = {:?}\nhooks = {:?}\ndeploy = [\"demo\"]\n",
+            "identity = {name:?}\nclasses = [\"web\"]\nstate_dir = {:?}\nenrollment = {:?}\n[trusted_keys]\ndemo = \"{}\"\n[sites.site]\nrepo = {:?}\nreleases = {:?}\ncurrent = {:?}\nhooks = {:?}\ndeploy = [\"demo\"]\n",
             path_str(&home.join("agent-state"))?,
+            path_str(&cert)?,
             key.public(),
             path_str(&home.join("site"))?,
             path_str(&home.join("releases"))?,
@@ -308,11 +314,17 @@ async fn rollout(controller: &Controller, spec: RolloutSpec) -> Result<()> {
 /// The deploy half of the demo: agents, a canary-first deploy, a rollback.
 async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: &mut [Server], serve: bool) -> Result<()> {
     let key = SecretKey::generate()?;
-    let agents = start_agents(root, url, &key).await?;
+    let fleet = SecretKey::generate()?;
+    let agents = start_agents(root, url, &key, &fleet).await?;
     let key_for_web = key.clone();
-    println!("dk-demo: 3 deploy agents up (site `site`, releases under each server's releases/, hooks print what they see)");
+    println!(
+        "dk-demo: 3 deploy agents up, each enrolled by the demo's fleet key {} (site `site`, releases under each server's releases/, hooks print what they see)",
+        fleet.public()
+    );
     let client = Client::connect(ClientConfig::new(url)?).await?;
-    let controller = Controller::new(client.clone(), ControllerConfig::new("dk-demo", Some(key))).await?;
+    let mut cc = ControllerConfig::new("dk-demo", Some(key));
+    cc.trust = std::sync::Arc::new(deploykit::deploy::trust::TrustStore::new(deploykit::deploy::trust::TrustConfig { fleet_keys: vec![fleet.public()], ..Default::default() }));
+    let controller = Controller::new(client.clone(), cc).await?;
     let key = key_for_web;
     let spec = |action, tag: Option<&str>, filters: Filters| RolloutSpec {
         action,
@@ -354,7 +366,7 @@ async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: 
         let page = std::fs::read_to_string(root.join(name).join("live/current/index.html")).unwrap_or_default();
         println!("  {name:<8} serves {}", page.trim());
     }
-    web_part(root, url, &key, serve).await?;
+    web_part(root, url, &key, &fleet, serve).await?;
     drop(controller);
     let _ = client.disconnect().await;
     for (a, c) in agents {
@@ -365,10 +377,11 @@ async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: 
 }
 
 /// The web part: dk-web over the same agents, on loopback without a login.
-async fn web_part(root: &Path, url: &str, key: &SecretKey, serve: bool) -> Result<()> {
+async fn web_part(root: &Path, url: &str, key: &SecretKey, fleet: &SecretKey, serve: bool) -> Result<()> {
     let config = deploykit::web::WebConfig::parse(&format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n[auth]\nmode = \"none\"\nuser = \"demo\"\n[sites.site]\nrepo = \"site\"\nclass = [\"web\"]\ndeployers = [\"demo\"]\nbatch = \"2\"\n",
-        path_str(&root.join("web.sqlite"))?
+        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n[trust]\nfleet_keys = [\"{}\"]\n[auth]\nmode = \"none\"\nuser = \"demo\"\n[sites.site]\nrepo = \"site\"\nclass = [\"web\"]\ndeployers = [\"demo\"]\nbatch = \"2\"\n",
+        path_str(&root.join("web.sqlite"))?,
+        fleet.public()
     ))?;
     let client = Client::connect(ClientConfig::new(url)?).await?;
     let web = deploykit::web::start(config, client.clone(), key.clone()).await?;

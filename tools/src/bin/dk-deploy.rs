@@ -7,13 +7,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use deploykit::deploy::controller::plan::BatchSize;
 use deploykit::deploy::controller::{Controller, ControllerConfig, RolloutSpec, Window};
-use deploykit::deploy::keys::SecretKey;
+use deploykit::deploy::keys::{PublicKey, SecretKey};
+use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use deploykit::deploy::{audit, filters};
 use deploykit::fetch::config::parse_duration;
 use deploykit::message::{DeployAction, Filters, StepState};
 use deploykit::stomp::Client;
 use dk_tools::cli::{init_logging, BrokerArgs};
-use dk_tools::deploy_view::{summary, Progress};
+use dk_tools::deploy_view::{printable, summary, Progress};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ use std::time::Duration;
     version,
     after_help = "Examples:
   dk-deploy keygen                                  make ~/.config/deploykit/deploy.key, print the public key
+  dk-deploy keygen --out fleet.key                  a fleet key (keep it offline); put its public half in trust.toml
+  dk-deploy enroll --fleet-key fleet.key --identity web01 --agent-key ed25519:... --valid 365d > web01.cert
   dk-deploy discover -C web                         servers of class web
   dk-deploy tags --site www                         tags on the site's servers, with how many hold each
   dk-deploy deploy --site www --tag v1.4.2 --dry-run       the plan and the commit log per server
@@ -34,6 +37,14 @@ use std::time::Duration;
   dk-deploy deploy --site www --tag v1.4.2 -F sitetype=live -I '/^web0[1-4]/' --max-failures 1
   dk-deploy rollback --site www -I web03 --yes
   dk-deploy status --site www --json
+
+Trust: replies count only from agents the trust file (--trust, default
+~/.config/deploykit/trust.toml, read at every run) believes:
+  fleet_keys = [\"ed25519:…\"]      # agents enrolled by `dk-deploy enroll` with this key
+  revoked_keys = [\"ed25519:…\"]    # never trusted, even with a certificate
+  [agents]                         # or keys pinned by hand
+  web01 = \"ed25519:…\"
+Others are never planned or counted; `discover` lists them as `untrusted: <reason>`.
 
 Filters: -I/--identity NAME or /regex/ (several: any of them), -C/--class, -F/--fact k=v
 (classes and facts must all match).
@@ -54,6 +65,13 @@ struct Common {
     /// Signing key (PKCS#8 PEM, from `dk-deploy keygen`).
     #[arg(long, global = true, env = "DK_DEPLOY_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Which agents to believe (TOML: fleet_keys, revoked_keys, [agents]; default ~/.config/deploykit/trust.toml).
+    #[arg(long, global = true, env = "DK_DEPLOY_TRUST", value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// Where replies come: default a private /temp-queue/; a /topic/… for brokers without
+    /// subscribable temp queues (RabbitMQ), where bus readers can read (not forge) replies.
+    #[arg(long, global = true, value_name = "DEST")]
+    reply_to: Option<String>,
     /// Who you are, for the agents' event lines and the audit log (default: $USER).
     #[arg(long, global = true, env = "DK_DEPLOY_USER")]
     user: Option<String>,
@@ -116,6 +134,21 @@ enum Cmd {
         /// Where to write the private key (default ~/.config/deploykit/deploy.key).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Sign an enrollment certificate for an agent's key (printed on stdout; install it as the agent's `enrollment`).
+    Enroll {
+        /// The fleet's signing key (PKCS#8 PEM, from `dk-deploy keygen --out`).
+        #[arg(long, value_name = "FILE")]
+        fleet_key: PathBuf,
+        /// The agent's identity (its agent.toml `identity`).
+        #[arg(long)]
+        identity: String,
+        /// The agent's public key, as `dk-agent --print-key` prints it.
+        #[arg(long, value_name = "ed25519:…")]
+        agent_key: String,
+        /// How long the certificate is valid (e.g. 365d, 12h).
+        #[arg(long, default_value = "365d", value_parser = duration)]
+        valid: Duration,
     },
     /// List the servers that answer (identity, classes, facts, sites and live releases).
     Discover {
@@ -193,9 +226,55 @@ fn default_key() -> PathBuf {
     base.join("deploykit/deploy.key")
 }
 
+fn default_trust() -> PathBuf {
+    default_key().with_file_name("trust.toml")
+}
+
+/// `dk-deploy enroll`: a certificate on stdout, or exit 2 with why.
+fn enroll(fleet_key: &std::path::Path, identity: &str, agent_key: &str, valid: Duration) -> ExitCode {
+    let result = (|| -> Result<String, String> {
+        let fleet = SecretKey::load(fleet_key).map_err(|e| e.to_string())?;
+        let key = PublicKey::parse(agent_key).map_err(|e| e.to_string())?;
+        if identity.is_empty() || identity.len() > 255 || identity.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
+            return Err(format!("--identity {identity:?}: must be the agent's identity (no spaces or '/')"));
+        }
+        let not_after = deploykit::deploy::agent::releases::now().saturating_add(valid.as_secs());
+        Ok(Certificate::issue(&fleet, identity, &key, not_after))
+    })();
+    match result {
+        Ok(cert) => {
+            println!("{cert}");
+            eprintln!("certificate for {identity} written to stdout; install it as the agent's `enrollment` file and restart dk-agent");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dk-deploy: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_trust(c: &Common) -> Result<TrustConfig> {
+    match &c.trust {
+        Some(p) => TrustConfig::load(p).map_err(|e| Usage(e.to_string()).into()),
+        None => {
+            let p = default_trust();
+            if p.exists() {
+                TrustConfig::load(&p).map_err(|e| Usage(e.to_string()).into())
+            } else {
+                eprintln!("dk-deploy: warning: no trust file ({} or --trust): no agent is trusted; `discover` lists them as untrusted", p.display());
+                Ok(TrustConfig::default())
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.common.verbose);
+    if let Cmd::Enroll { fleet_key, identity, agent_key, valid } = &cli.command {
+        return enroll(fleet_key, identity, agent_key, *valid);
+    }
     if let Cmd::Keygen { out } = &cli.command {
         let path = out.clone().unwrap_or_else(default_key);
         if let Some(dir) = path.parent() {
@@ -246,8 +325,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Err(e) => return Err(Usage(format!("{e}\n  (create one with `dk-deploy keygen`, or pass --key / DK_DEPLOY_KEY)")).into()),
     };
     // Validate everything local before touching the bus.
+    let trust = load_trust(c)?;
     let (filters, site) = match &cli.command {
-        Cmd::Keygen { .. } => unreachable!("handled in main"),
+        Cmd::Keygen { .. } | Cmd::Enroll { .. } => unreachable!("handled in main"),
         Cmd::Discover { filters } => (filters_of(filters)?, None),
         Cmd::Tags { site, filters, .. } | Cmd::Status { site, filters } | Cmd::Rollback { site, filters, .. } => (filters_of(filters)?, Some(site.clone())),
         Cmd::Deploy { site, tag, filters, .. } => {
@@ -258,18 +338,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let client = Client::connect(c.broker.client_config()?).await.context("connecting to the broker")?;
     let mut cc = ControllerConfig::new(user.clone(), key);
     cc.destinations.deploy = c.deploy_topic.clone();
+    cc.reply_to = c.reply_to.clone();
+    cc.trust = std::sync::Arc::new(TrustStore::new(trust));
     let controller = Controller::new(client.clone(), cc).await.context("subscribing to replies")?;
     let window = Window { timeout: c.discovery_timeout, expect: c.expect };
     let code = match &cli.command {
-        Cmd::Keygen { .. } => unreachable!(),
+        Cmd::Keygen { .. } | Cmd::Enroll { .. } => unreachable!(),
         Cmd::Discover { .. } => {
             let found = controller.discover(filters, window).await?;
+            let trusted = found.iter().filter(|d| d.untrusted.is_none()).count();
             if c.json {
-                let list: Vec<_> = found.iter().map(|(r, _)| &r.data).collect();
+                let list: Vec<serde_json::Value> = found
+                    .iter()
+                    .map(|d| match &d.untrusted {
+                        None => d.reply.data.clone(),
+                        Some(why) => serde_json::json!({"identity": d.reply.node, "untrusted": why}),
+                    })
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                for (r, a) in &found {
-                    match a {
+                for d in &found {
+                    let r = &d.reply;
+                    if let Some(why) = &d.untrusted {
+                        println!("{:<24} untrusted: {}", printable(&r.node), printable(why));
+                        continue;
+                    }
+                    match &d.announce {
                         Some(a) => {
                             let sites: Vec<String> = a.sites.iter().map(|s| format!("{}={}", s.name, s.current.as_deref().unwrap_or("-"))).collect();
                             let facts: Vec<String> = a.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -278,9 +372,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         None => println!("{:<24} {}", r.node, r.error.as_deref().unwrap_or("(no description)")),
                     }
                 }
-                eprintln!("{} servers", found.len());
+                eprintln!("{trusted} servers{}", if found.len() > trusted { format!(", {} untrusted answers", found.len() - trusted) } else { String::new() });
             }
-            if found.is_empty() {
+            if trusted == 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

@@ -40,10 +40,13 @@ Listening on 0.0.0.0 or [::] needs public_url or allowed_hosts.
 Who may deploy: [sites.NAME] deployers = [\"ann\", \"bob\"]; everyone logged in may view.
 Requests to the agents are signed with key_file (dk-deploy keygen makes one; give the
 agents its public half) and name the web user.
+Agents are believed per [trust] (fleet_keys = [\"ed25519:…\"] for agents enrolled with
+`dk-deploy enroll`, [trust.agents] web01 = \"ed25519:…\" pinned, revoked_keys); others are
+shown greyed as untrusted with the reason and never deployed to.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT stop scheduling further batches, let running ones finish
-(up to 60 s), record them and exit 0; SIGHUP re-reads the config (users, sites, deployers).
+(up to 60 s), record them and exit 0; SIGHUP re-reads the config (users, sites, deployers, trusted and revoked agent keys).
 
 Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error, or no
 broker at start-up; 3 cannot listen, open the database or read the key."
@@ -137,7 +140,7 @@ async fn run(cli: Cli, config: WebConfig) -> Result<ExitCode> {
             _ = stop.recv() => break,
             _ = hup.recv() => match load(&cli) {
                 Ok(new) => match handle.reload(new) {
-                    Ok(()) => tracing::warn!("configuration reloaded (users, sites, deployers)"),
+                    Ok(()) => tracing::warn!("configuration reloaded (users, sites, deployers, trust)"),
                     Err(e) => tracing::error!("reload refused: {e}"),
                 },
                 Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),

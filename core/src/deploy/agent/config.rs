@@ -5,6 +5,8 @@
 //! classes = ["web"]
 //! facts = { sitetype = "live" }
 //!
+//! enrollment = "/etc/deploykit/agent.cert"   # from `dk-deploy enroll` (optional)
+//!
 //! [trusted_keys]
 //! ops = "ed25519:…"             # names used by the sites' policies
 //!
@@ -93,8 +95,10 @@ pub struct AgentConfig {
     pub allow_unsigned: bool,
     /// Requests valid for longer than this are refused (bounds the replay cache).
     pub max_request_validity: Duration,
-    /// Replay cache and other agent state.
+    /// Replay cache, identity key and other agent state.
     pub state_dir: PathBuf,
+    /// The enrollment certificate sent with every reply and announcement.
+    pub enrollment: Option<PathBuf>,
     /// The broker.
     pub broker: BrokerSection,
     /// Where requests, announcements and events go.
@@ -117,6 +121,7 @@ struct Raw {
     allow_unsigned: bool,
     max_request_validity: Option<RawDuration>,
     state_dir: Option<PathBuf>,
+    enrollment: Option<PathBuf>,
     #[serde(default)]
     broker: BrokerSection,
     #[serde(default)]
@@ -258,6 +263,7 @@ impl AgentConfig {
             allow_unsigned: raw.allow_unsigned,
             max_request_validity: duration("max_request_validity".into(), raw.max_request_validity, Duration::from_secs(3600))?,
             state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/deploykit/agent")),
+            enrollment: raw.enrollment,
             broker: raw.broker,
             destinations: raw.destinations,
             sites,

@@ -3,7 +3,9 @@
 //! It subscribes to deploy requests, ignores those whose filters do not
 //! select it, verifies the rest (Ed25519 signature by a trusted key over the
 //! exact body, not expired, not replayed), checks the site's policy, and runs
-//! the action, replying step by step to the request's `reply_to`.
+//! the action, replying step by step to the request's `reply_to`. Replies and
+//! announcements are signed with the agent's own key (`state_dir/identity.key`)
+//! and carry its enrollment certificate (see [`crate::deploy::trust`]).
 //!
 //! - [`config`](mod@config): `agent.toml`.
 //! - [`repo`]: tags and branches of a site's clone; validation of names.
@@ -22,6 +24,7 @@ pub mod report;
 pub mod steps;
 
 use crate::deploy::filters::{self, Candidate};
+use crate::deploy::identity::{AgentIdentity, EnrollmentError};
 use crate::deploy::keys::{PublicKey, SIGNATURE_HEADER, SIGNER_HEADER};
 use crate::deploy::replay::ReplayCache;
 use crate::message::{decode, AgentAnnounce, DeployAction, DeployRequest, Event, Message, SiteStatus, StepState};
@@ -36,6 +39,8 @@ use tokio::task::JoinSet;
 pub const REPLAY_CACHE_SIZE: usize = 100_000;
 /// Largest clock difference tolerated on `issued_at`, in seconds.
 pub const CLOCK_SKEW: u64 = 300;
+/// How long an announcement stays valid for controllers, in seconds.
+pub const ANNOUNCE_VALIDITY: u64 = 600;
 
 /// Starting the agent failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +61,9 @@ pub enum AgentError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The identity key or the enrollment certificate is unusable.
+    #[error("{0}")]
+    Identity(#[from] EnrollmentError),
 }
 
 /// What the agent did with a request (for logs, tests and metrics).
@@ -87,6 +95,7 @@ pub enum AgentEvent {
 struct Shared {
     config: watch::Receiver<Arc<AgentConfig>>,
     client: Client,
+    identity: Arc<AgentIdentity>,
     replay: Mutex<ReplayCache>,
     events: broadcast::Sender<AgentEvent>,
 }
@@ -131,6 +140,7 @@ impl Agent {
         std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::State { path: config.state_dir.clone(), source })?;
         let replay = ReplayCache::persistent(REPLAY_CACHE_SIZE, config.state_dir.join("replay-cache"), releases::now())
             .map_err(|source| AgentError::State { path: config.state_dir.clone(), source })?;
+        let identity = Arc::new(AgentIdentity::load(&config.identity, &config.state_dir, config.enrollment.as_deref())?);
         for site in config.sites.values() {
             steps::recover_site(site);
         }
@@ -138,7 +148,7 @@ impl Agent {
         let mut sub = client.subscribe(&destination, SubscribeOptions::default()).await.map_err(|source| AgentError::Subscribe { destination: destination.clone(), source })?;
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let (events, _) = broadcast::channel(256);
-        let shared = Arc::new(Shared { config: config_rx, client: client.clone(), replay: Mutex::new(replay), events: events.clone() });
+        let shared = Arc::new(Shared { config: config_rx, client: client.clone(), identity, replay: Mutex::new(replay), events: events.clone() });
         announce(&shared).await;
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -169,13 +179,16 @@ fn announcement(config: &AgentConfig) -> AgentAnnounce {
         facts: config.facts.clone(),
         sites: config.sites.iter().map(|(name, s)| SiteStatus { name: name.clone(), current: releases::live(s), repo: s.repo_name.clone() }).collect(),
         version: crate::VERSION.to_owned(),
+        expires_at: releases::now() + ANNOUNCE_VALIDITY,
     }
 }
 
 async fn announce(shared: &Shared) {
     let config = shared.config.borrow().clone();
     if let Ok(out) = crate::message::encode(&announcement(&config), crate::message::Wire::Json) {
-        let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
+        let mut headers = out.headers;
+        shared.identity.sign(&out.body, &mut headers);
+        let opts = crate::stomp::SendOptions { headers, ..Default::default() };
         if let Err(e) = shared.client.send_with(&config.destinations.agents, out.body, opts).await {
             tracing::warn!(error = %e, "announcement not sent");
         }
@@ -248,7 +261,7 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             return;
         }
     }
-    let reporter = Reporter::new(shared.client.clone(), &req, &config.identity);
+    let reporter = Reporter::new(shared.client.clone(), &req, &headers, shared.identity.clone());
     let refuse = |reason: String| async {
         let text = format!("dk-agent on {} refused request {} from {}: {reason}", config.identity, req.request_id, req.user);
         event(shared, &config, text, req.correlation_id.clone()).await;

@@ -1,9 +1,27 @@
 //! Sending an agent's replies: one per step start and finish, and a final one
 //! carrying the whole result.
 
+use crate::deploy::identity::AgentIdentity;
 use crate::message::{encode, DeployReply, DeployRequest, StepState, Wire};
-use crate::stomp::{Client, SendOptions};
+use crate::stomp::{Client, Headers, SendOptions};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// How long a reply stays valid for controllers, in seconds.
+pub const REPLY_VALIDITY: u64 = 600;
+/// Prefix of a controller's private reply queue, as it names it in `reply_to`.
+pub const TEMP_QUEUE: &str = "/temp-queue/";
+
+/// Where replies to `req` go: for a private `/temp-queue/` the broker's rewritten
+/// `reply-to` header (the queue's name for everyone else), otherwise `reply_to`.
+pub fn reply_destination(req: &DeployRequest, headers: &Headers) -> Option<String> {
+    let body = req.reply_to.as_deref()?;
+    if !body.starts_with(TEMP_QUEUE) {
+        return Some(body.to_owned());
+    }
+    // Only the broker can have rewritten it; our own /temp-queue/ would be a queue of ours.
+    headers.get("reply-to").filter(|h| h.starts_with('/') && !h.starts_with(TEMP_QUEUE) && h.len() <= 1024).map(str::to_owned)
+}
 
 /// One step's result, as the final reply lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,20 +46,21 @@ pub struct StepResult {
     pub error: Option<String>,
 }
 
-/// Sends replies for one request to its `reply_to` (if any).
+/// Sends signed replies for one request to its reply destination (if any).
 #[derive(Debug, Clone)]
 pub struct Reporter {
     client: Client,
     reply_to: Option<String>,
+    identity: Arc<AgentIdentity>,
     template: DeployReply,
 }
 
 impl Reporter {
-    /// A reporter for `req`, answering as `node`.
-    pub fn new(client: Client, req: &DeployRequest, node: &str) -> Reporter {
+    /// A reporter for `req` (which came with `headers`), answering and signing as `identity`.
+    pub fn new(client: Client, req: &DeployRequest, headers: &Headers, identity: Arc<AgentIdentity>) -> Reporter {
         let template = DeployReply {
             request_id: req.request_id.clone(),
-            node: node.to_owned(),
+            node: identity.name().to_owned(),
             site: req.site.clone(),
             step: None,
             state: StepState::Started,
@@ -53,15 +72,19 @@ impl Reporter {
             error: None,
             correlation_id: req.correlation_id.clone(),
             data: serde_json::Value::Null,
+            expires_at: 0,
         };
-        Reporter { client, reply_to: req.reply_to.clone(), template }
+        Reporter { client, reply_to: reply_destination(req, headers), identity, template }
     }
 
-    async fn send(&self, reply: DeployReply) {
+    async fn send(&self, mut reply: DeployReply) {
         let Some(dest) = &self.reply_to else { return };
+        reply.expires_at = crate::deploy::agent::releases::now() + REPLY_VALIDITY;
         match encode(&reply, Wire::Json) {
             Ok(out) => {
-                let opts = SendOptions { headers: out.headers, ..SendOptions::default() };
+                let mut headers = out.headers;
+                self.identity.sign(&out.body, &mut headers);
+                let opts = SendOptions { headers, ..SendOptions::default() };
                 if let Err(e) = self.client.send_with(dest, out.body, opts).await {
                     tracing::warn!(request = %reply.request_id, error = %e, "reply not sent");
                 }

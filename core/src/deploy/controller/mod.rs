@@ -1,6 +1,12 @@
 //! dk-deploy's library (and dk-web's): signed requests to agents, replies
 //! routed by request id, discovery within a window, and canary-first rollouts.
 //!
+//! Every reply must be signed by a key bound to the identity it speaks for
+//! (see [`crate::deploy::trust`]) and not expired; others are never routed into
+//! a result, and discovery lists them as untrusted with the reason. Replies come
+//! back on a private `/temp-queue/` (the broker rewrites the request's `reply-to`
+//! header to the queue's name), so bus readers who see the request cannot read them.
+//!
 //! - [`plan`]: canary and batch sizes.
 
 pub mod plan;
@@ -9,8 +15,9 @@ use super::agent::repo::TagList;
 use super::agent::report::StepResult;
 use super::agent::steps::Outcome;
 use super::keys::{SecretKey, SIGNATURE_HEADER, SIGNER_HEADER};
+use super::trust::{TrustConfig, TrustStore};
 use crate::message::{decode, encode, AgentAnnounce, DeployAction, DeployReply, DeployRequest, Destinations, Filters, Message, StepState, Wire};
-use crate::stomp::{Client, SendOptions, SubscribeOptions};
+use crate::stomp::{Client, Headers, SendOptions, SubscribeOptions};
 use plan::BatchSize;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -45,7 +52,9 @@ pub enum ControlError {
 pub struct ControllerConfig {
     /// Where requests go and agents announce.
     pub destinations: Destinations,
-    /// Replies come here (one destination per controller); default `/topic/deploykit.reply.UUID`.
+    /// Replies come here (one destination per controller); default the private
+    /// `/temp-queue/deploykit.reply.UUID`. A `/topic/…` works on every broker but
+    /// lets bus readers read the replies (they still cannot forge them).
     pub reply_to: Option<String>,
     /// Who is asking (for the agents' audit and event lines).
     pub user: String,
@@ -53,12 +62,14 @@ pub struct ControllerConfig {
     pub key: Option<SecretKey>,
     /// How long a request stays valid.
     pub validity: Duration,
+    /// Which agents are believed (shared, replaceable while running).
+    pub trust: Arc<TrustStore>,
 }
 
 impl ControllerConfig {
     /// A configuration for `user` signing with `key`.
     pub fn new(user: impl Into<String>, key: Option<SecretKey>) -> ControllerConfig {
-        ControllerConfig { destinations: Destinations::default(), reply_to: None, user: user.into(), key, validity: Duration::from_secs(900) }
+        ControllerConfig { destinations: Destinations::default(), reply_to: None, user: user.into(), key, validity: Duration::from_secs(900), trust: Arc::default() }
     }
 }
 
@@ -77,7 +88,36 @@ impl Default for Window {
     }
 }
 
-type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<DeployReply>>>>;
+/// Longest reply validity accepted (an agent signs for [`super::agent::report::REPLY_VALIDITY`]), clock skew included.
+pub const MAX_REPLY_VALIDITY: u64 = 3600;
+/// Untrusted answers kept per request (the rest are only logged).
+pub const MAX_UNTRUSTED: usize = 1000;
+
+/// One server as discovery found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovered {
+    /// Its final reply.
+    pub reply: DeployReply,
+    /// Its self-description.
+    pub announce: Option<AgentAnnounce>,
+    /// `Some(why)` when it is not trusted: never planned, never counted.
+    pub untrusted: Option<String>,
+}
+
+/// Checks a reply's signature, identity binding and expiry against `trust`.
+pub fn vet(trust: &TrustConfig, headers: &Headers, body: &[u8], node: &str, expires_at: u64, now: u64) -> Result<(), String> {
+    trust.check(headers, body, node, now)?;
+    if expires_at < now {
+        return Err(if expires_at == 0 { "no expiry (an old or forged sender)".into() } else { format!("expired {} s ago", now - expires_at) });
+    }
+    if expires_at > now + MAX_REPLY_VALIDITY {
+        return Err(format!("valid for {} s, longer than {MAX_REPLY_VALIDITY} s", expires_at - now));
+    }
+    Ok(())
+}
+
+type Answer = Result<DeployReply, (DeployReply, String)>;
+type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Answer>>>>;
 
 /// Talks to agents.
 pub struct Controller {
@@ -92,14 +132,30 @@ pub struct Controller {
 pub struct Pending {
     /// The request id.
     pub request_id: String,
-    rx: mpsc::UnboundedReceiver<DeployReply>,
+    rx: mpsc::UnboundedReceiver<Answer>,
     routes: Routes,
+    untrusted: Vec<(DeployReply, String)>,
 }
 
 impl Pending {
-    /// The next reply, or `None` when `deadline` passes.
+    /// The next trusted reply, or `None` when `deadline` passes. Untrusted ones are set aside ([`Pending::untrusted`]).
     pub async fn next(&mut self, deadline: Instant) -> Option<DeployReply> {
-        tokio::time::timeout_at(deadline.into(), self.rx.recv()).await.ok().flatten()
+        loop {
+            match tokio::time::timeout_at(deadline.into(), self.rx.recv()).await.ok().flatten()? {
+                Ok(r) => return Some(r),
+                Err((r, why)) => {
+                    tracing::warn!(request = %self.request_id, node = %r.node, reason = %why, "untrusted reply ignored");
+                    if self.untrusted.len() < MAX_UNTRUSTED {
+                        self.untrusted.push((r, why));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The untrusted replies seen so far, with why.
+    pub fn untrusted(&self) -> &[(DeployReply, String)] {
+        &self.untrusted
     }
 }
 
@@ -257,10 +313,12 @@ impl Controller {
         // A topic, not a queue: on RabbitMQ a topic subscription is a private
         // auto-deleted queue, while a /queue/ would outlive every dk-deploy run
         // (and agents' SENDs would re-declare it with other properties).
-        let reply_to = config.reply_to.clone().unwrap_or_else(|| format!("/topic/deploykit.reply.{}", uuid::Uuid::new_v4()));
+        // The default is a private temporary queue: only this session can consume it.
+        let reply_to = config.reply_to.clone().unwrap_or_else(|| format!("/temp-queue/deploykit.reply.{}", uuid::Uuid::new_v4()));
         let mut sub = client.subscribe(&reply_to, SubscribeOptions::default()).await?;
         let routes: Routes = Arc::default();
         let r = routes.clone();
+        let trust = config.trust.clone();
         let router = tokio::spawn(async move {
             while let Some(m) = sub.recv().await {
                 match decode(&m.destination, &m.headers, &m.body) {
@@ -268,7 +326,11 @@ impl Controller {
                         let tx = r.lock().unwrap_or_else(|p| p.into_inner()).get(&reply.request_id).cloned();
                         match tx {
                             Some(tx) => {
-                                let _ = tx.send(reply);
+                                let now = super::agent::releases::now();
+                                let _ = match vet(&trust.get(), &m.headers, &m.body, &reply.node, reply.expires_at, now) {
+                                    Ok(()) => tx.send(Ok(reply)),
+                                    Err(why) => tx.send(Err((reply, why))),
+                                };
                             }
                             None => {
                                 tracing::debug!(request = %reply.request_id, "late or foreign reply dropped")
@@ -291,6 +353,11 @@ impl Controller {
     /// The user requests are sent as.
     pub fn user(&self) -> &str {
         &self.config.user
+    }
+
+    /// The trust store replies are checked against.
+    pub fn trust(&self) -> &Arc<TrustStore> {
+        &self.config.trust
     }
 
     /// The public key requests are signed with.
@@ -325,15 +392,23 @@ impl Controller {
             headers.push(SIGNER_HEADER, key.public().to_string());
             headers.push(SIGNATURE_HEADER, key.sign(&out.body));
         }
+        if let Some(r) = req.reply_to.as_deref().filter(|r| r.starts_with(super::agent::report::TEMP_QUEUE)) {
+            headers.push("reply-to", r);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         self.routes.lock().unwrap_or_else(|p| p.into_inner()).insert(req.request_id.clone(), tx);
-        let pending = Pending { request_id: req.request_id.clone(), rx, routes: self.routes.clone() };
+        let pending = Pending { request_id: req.request_id.clone(), rx, routes: self.routes.clone(), untrusted: Vec::new() };
         self.client.send_with(&self.config.destinations.deploy, out.body, SendOptions { headers, receipt: true, ..SendOptions::default() }).await?;
         Ok(pending)
     }
 
-    /// Sends `req` and gathers final replies within `window` (one per server).
+    /// Sends `req` and gathers trusted final replies within `window` (one per server).
     pub async fn gather(&self, req: &DeployRequest, window: Window) -> Result<Vec<DeployReply>, ControlError> {
+        Ok(self.gather_all(req, window).await?.0)
+    }
+
+    /// Like [`Controller::gather`], plus the untrusted final replies (one per claimed identity) with why.
+    pub async fn gather_all(&self, req: &DeployRequest, window: Window) -> Result<(Vec<DeployReply>, Vec<(DeployReply, String)>), ControlError> {
         let mut pending = self.send(req).await?;
         let deadline = Instant::now() + window.timeout;
         let mut out: Vec<DeployReply> = Vec::new();
@@ -346,12 +421,21 @@ impl Controller {
             }
         }
         out.sort_by(|a, b| a.node.cmp(&b.node));
-        Ok(out)
+        let mut untrusted: Vec<(DeployReply, String)> = Vec::new();
+        for (r, why) in pending.untrusted() {
+            if r.is_final && !untrusted.iter().any(|(o, _)| o.node == r.node) {
+                untrusted.push((r.clone(), why.clone()));
+            }
+        }
+        untrusted.sort_by(|a, b| a.0.node.cmp(&b.0.node));
+        Ok((out, untrusted))
     }
 
-    /// Servers matching `filters`, with their announcements.
-    /// When `-I` names only literal identities, discovery stops as soon as all of them answered.
-    pub async fn discover(&self, filters: Filters, mut window: Window) -> Result<Vec<(DeployReply, Option<AgentAnnounce>)>, ControlError> {
+    /// Servers matching `filters`, with their announcements: the trusted ones
+    /// first, then the untrusted ones (with why). Only trusted answers count
+    /// toward `window.expect`. When `-I` names only literal identities,
+    /// discovery stops as soon as all of them answered.
+    pub async fn discover(&self, filters: Filters, mut window: Window) -> Result<Vec<Discovered>, ControlError> {
         if window.expect.is_none() && !filters.identity.is_empty() && filters.identity.iter().all(|i| !i.starts_with('/')) {
             let mut names = filters.identity.clone();
             names.sort();
@@ -359,14 +443,19 @@ impl Controller {
             window.expect = Some(names.len());
         }
         let req = self.request(DeployAction::Discover, None, None, filters);
-        let replies = self.gather(&req, window).await?;
-        Ok(replies
-            .into_iter()
-            .map(|r| {
-                let a = serde_json::from_value(r.data.clone()).ok();
-                (r, a)
-            })
-            .collect())
+        let (trusted, untrusted) = self.gather_all(&req, window).await?;
+        let describe = |r: DeployReply, untrusted: Option<String>| {
+            let announce: Option<AgentAnnounce> = serde_json::from_value(r.data.clone()).ok();
+            let untrusted = match (&announce, untrusted) {
+                (_, Some(why)) => Some(why),
+                (Some(a), None) if a.identity != r.node => Some(format!("its description names {:?}, not {:?}", a.identity, r.node)),
+                _ => None,
+            };
+            Discovered { reply: r, announce, untrusted }
+        };
+        let mut out: Vec<Discovered> = trusted.into_iter().map(|r| describe(r, None)).collect();
+        out.extend(untrusted.into_iter().map(|(r, why)| describe(r, Some(why))));
+        Ok(out)
     }
 
     /// Tags and branches per server for `site`.
@@ -393,7 +482,8 @@ impl Controller {
     /// The servers of `site` selected by `filters`, in a stable order.
     pub async fn select(&self, site: &str, filters: &Filters, window: Window) -> Result<Vec<String>, ControlError> {
         let found = self.discover(filters.clone(), window).await?;
-        let mut nodes: Vec<String> = found.into_iter().filter(|(_, a)| a.as_ref().is_some_and(|a| a.sites.iter().any(|s| s.name == site))).map(|(r, _)| r.node).collect();
+        let mut nodes: Vec<String> =
+            found.into_iter().filter(|d| d.untrusted.is_none() && d.announce.as_ref().is_some_and(|a| a.sites.iter().any(|s| s.name == site))).map(|d| d.reply.node).collect();
         nodes.sort();
         nodes.dedup();
         Ok(nodes)
