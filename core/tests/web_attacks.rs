@@ -289,7 +289,7 @@ async fn login_timing_tells_no_user_names_and_guessing_is_throttled() {
 }
 
 fn announce(id: String) -> AgentAnnounce {
-    AgentAnnounce { identity: id, classes: vec!["web".into()], facts: Default::default(), sites: vec![], version: "1".into() }
+    AgentAnnounce { identity: id, classes: vec!["web".into()], facts: Default::default(), sites: vec![], version: "1".into(), expires_at: 0 }
 }
 
 #[test]
