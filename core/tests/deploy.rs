@@ -86,6 +86,8 @@ impl Rig {
             max_failures: 0,
             timeout: Duration::from_secs(60),
             discovery: Window { timeout: Duration::from_secs(20), expect: Some(3) },
+            expected: Vec::new(),
+            allow_missing: false,
         }
     }
 

@@ -290,6 +290,11 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, headers: HeaderMap, name: String
         max_failures: form.max_failures,
         timeout: settings.config.server_timeout,
         discovery: Window { timeout: settings.config.discovery_window, expect },
+        expected: match &nodes {
+            Some(n) => n.clone(),
+            None => app.fleet.known_servers(&site.name, &filters),
+        },
+        allow_missing: form.allow_missing,
     };
     let verb = if action == DeployAction::Deploy { "deploy" } else { "rollback" };
     let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
@@ -346,7 +351,9 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, headers: HeaderMap, name: String
                 tag: spec.tag.clone(),
                 filters: spec.filters.clone(),
                 ok: r.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
-                failed: r.nodes.iter().filter(|n| n.state.failed()).map(|n| n.node.clone()).collect(),
+                failed: r.failed(),
+                not_started: r.not_started(),
+                missing: r.missing.clone(),
                 result: match &r.stopped {
                     Some(s) if !r.ok() => format!("stopped: {s}"),
                     _ if r.ok() => "ok".into(),
