@@ -342,3 +342,32 @@ impl Registry {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_servers_are_rows_before_and_after_the_plan_and_in_history() {
+        let (live, _stop) = LiveDeploy::new(1);
+        live.apply(&RolloutEvent::Missing { nodes: vec!["web03".into()], unnamed: 0 });
+        live.apply(&RolloutEvent::Planned { batches: vec![vec!["web01".into()], vec!["web02".into()]] });
+        let rows: Vec<(String, String)> = live.view().nodes.iter().map(|n| (n.node.clone(), n.state.clone())).collect();
+        let want = |s: &[(&str, &str)]| s.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        assert_eq!(rows, want(&[("web01", "pending"), ("web02", "pending"), ("web03", "missing")]));
+        let report = RolloutReport {
+            action: crate::message::DeployAction::Deploy,
+            site: "www".into(),
+            tag: Some("v2".into()),
+            nodes: vec![],
+            stopped: Some("missing".into()),
+            request_ids: vec![],
+            duration_ms: 1,
+            missing: vec!["web03".into()],
+            missing_unnamed: 0,
+        };
+        let view = DeployView::from_report(&report, "failed");
+        assert_eq!(view.nodes[0].state, "missing");
+        assert_eq!(view.nodes[0].error.as_deref(), Some("did not answer discovery"));
+    }
+}

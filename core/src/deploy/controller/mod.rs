@@ -96,6 +96,15 @@ pub struct Selection {
     pub nodes: Vec<String>,
     /// Servers that answered discovery with a refusal or an error, with why.
     pub refused: Vec<(String, String)>,
+    /// Servers that answered but do not serve the site.
+    pub others: Vec<String>,
+}
+
+impl Selection {
+    /// How many servers answered discovery at all.
+    pub fn answered(&self) -> usize {
+        self.nodes.len() + self.refused.len() + self.others.len()
+    }
 }
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<DeployReply>>>>;
@@ -457,6 +466,8 @@ impl Controller {
                 Some(a) if r.state == StepState::Ok => {
                     if a.sites.iter().any(|s| s.name == site) {
                         out.nodes.push(r.node);
+                    } else {
+                        out.others.push(r.node);
                     }
                 }
                 _ => out.refused.push((r.node, r.error.unwrap_or_else(|| format!("answered {:?} without a description", r.state)))),
@@ -485,11 +496,13 @@ impl Controller {
         }
         super::filters::validate(&spec.filters).map_err(|e| ControlError::Invalid(e.to_string()))?;
         let selection = self.selection(&spec.site, &spec.filters, spec.discovery).await?;
+        let answered = selection.answered();
         let nodes = selection.nodes;
         let mut missing: Vec<String> = spec.expected.iter().filter(|e| !nodes.contains(e)).cloned().collect();
         missing.sort();
         missing.dedup();
-        let missing_unnamed = spec.discovery.expect.map_or(0, |n| n.saturating_sub(nodes.len() + missing.len()));
+        // `expect` counts answers of any server (as the discovery window does).
+        let missing_unnamed = spec.discovery.expect.map_or(0, |n| n.saturating_sub(answered + missing.len()));
         let report = |nodes: Vec<NodeResult>, stopped: Option<String>, request_ids: Vec<String>, missing: Vec<String>| RolloutReport {
             action: spec.action,
             site: spec.site.clone(),
