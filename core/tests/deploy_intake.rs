@@ -20,11 +20,7 @@ use tokio::sync::broadcast;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// One test at a time: the CPU measurement is of the whole process.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One agent (`node-a`, trusting `ops`) and a client to attack it with.
 struct Rig {
@@ -127,7 +123,7 @@ fn pathological_regex() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unsigned_requests_with_pathological_regexes_cost_no_cpu_and_get_no_answer() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let rig = Rig::start("").await;
     let mut events = rig.agent.subscribe();
     let attacker = rig.target.dest("queue");
@@ -157,7 +153,7 @@ async fn unsigned_requests_with_pathological_regexes_cost_no_cpu_and_get_no_answ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_unsigned_requests_is_handled_a_bounded_number_at_once_and_answered_with_nothing() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let rig = Rig::start("max_concurrent_requests = 2").await;
     let mut events = rig.agent.subscribe();
     let attacker = rig.target.dest("queue");
@@ -197,7 +193,7 @@ async fn a_flood_of_unsigned_requests_is_handled_a_bounded_number_at_once_and_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_forged_correlation_header_does_not_reach_replies_or_event_lines() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let rig = Rig::start("").await;
     let dest = rig.target.dest("queue");
     let mut replies = rig.subscribe(&dest).await;
