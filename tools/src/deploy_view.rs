@@ -101,6 +101,10 @@ impl Progress {
                     }
                 }
             }
+            RolloutEvent::Missing { nodes, unnamed } => {
+                // Said on stderr in both modes: it is the reason the rollout may not start.
+                eprintln!("missing: {}", missing_text(nodes, *unnamed));
+            }
             RolloutEvent::Stopped { reason } => {
                 if !self.tty {
                     println!("stopped: {reason}");
@@ -126,6 +130,15 @@ impl Progress {
     }
 }
 
+/// Missing servers as words: their names, and how many more were expected by count.
+pub fn missing_text(nodes: &[String], unnamed: usize) -> String {
+    let mut parts: Vec<String> = nodes.to_vec();
+    if unnamed > 0 {
+        parts.push(format!("{unnamed} more expected server{} (--expect; names unknown)", if unnamed == 1 { "" } else { "s" }));
+    }
+    format!("{} did not answer discovery", parts.join(", "))
+}
+
 /// The summary table printed at the end.
 pub fn summary(report: &RolloutReport) -> String {
     let mut s = String::new();
@@ -139,8 +152,14 @@ pub fn summary(report: &RolloutReport) -> String {
         };
         s.push_str(&format!("{:<24} {:<12} {:<28} {:>8}  {}\n", n.node, node_word(n.state), live, time, n.error.as_deref().unwrap_or("")));
     }
+    for n in &report.missing {
+        s.push_str(&format!("{:<24} {:<12} {:<28} {:>8}  {}\n", n, "MISSING", "-", "-", "did not answer discovery"));
+    }
     let ok = report.nodes.iter().filter(|n| n.state == NodeState::Ok).count();
-    s.push_str(&format!("{ok}/{} ok in {:.1}s", report.nodes.len(), report.duration_ms as f64 / 1000.0));
+    s.push_str(&format!("{ok}/{} ok in {:.1}s", report.nodes.len() + report.missing.len() + report.missing_unnamed, report.duration_ms as f64 / 1000.0));
+    if !report.missing.is_empty() || report.missing_unnamed > 0 {
+        s.push_str(&format!("; missing: {}", missing_text(&report.missing, report.missing_unnamed)));
+    }
     if let Some(r) = &report.stopped {
         s.push_str(&format!("; stopped: {r}"));
     }

@@ -320,3 +320,97 @@ async fn the_agent_serves_health_and_metrics() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("\"status\":\"disconnected\""), "{body}");
 }
+
+/// Three agents (web01..web03) sharing one repo with tags v1 and v2, each in `dir/NAME`.
+fn setup_three(dir: &Path, key: &SecretKey, url: &str) -> Vec<PathBuf> {
+    let first = setup(&dir.join("web01"), key, url);
+    let repo = dir.join("web01/www");
+    let mut configs = vec![first];
+    for n in ["web02", "web03"] {
+        let home = dir.join(n);
+        std::fs::create_dir_all(&home).unwrap();
+        let text = std::fs::read_to_string(&configs[0]).unwrap().replace(&dir.join("web01").display().to_string(), &home.display().to_string());
+        let text = text.replace("identity = \"web01\"", &format!("identity = \"{n}\"")).replace(&home.join("www").display().to_string(), &repo.display().to_string());
+        let path = home.join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        configs.push(path);
+    }
+    configs
+}
+
+#[test]
+fn untrusted_keys_missing_servers_and_not_started_ones_are_said_as_they_are() {
+    let dir = TmpDir::new("missing");
+    let (_broker, url) = broker();
+    let key = SecretKey::generate().unwrap();
+    let key_path = dir.0.join("ops.pem");
+    key.save(&key_path).unwrap();
+    let configs = setup_three(&dir.0, &key, &url);
+    let mut agents: Vec<Proc> = configs.iter().map(|c| agent(c)).collect();
+    let audit = dir.0.join("audit.log");
+    let run = |key: &Path, args: &[&str]| {
+        let mut c = dk("dk-deploy");
+        c.args(args).args(["--user", "ann", "--key"]).arg(key).args(["--broker", &url]);
+        if args[0] == "deploy" {
+            c.arg("--audit-log").arg(&audit);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let last_audit = || -> serde_json::Value { serde_json::from_str(std::fs::read_to_string(&audit).unwrap().lines().last().unwrap()).unwrap() };
+    let lives = || ["web01", "web02", "web03"].map(|n| live(&dir.0.join(n)));
+
+    // (d) A key the agents do not trust: every command says the real reason, naming the key.
+    let stranger = SecretKey::generate().unwrap();
+    let stranger_path = dir.0.join("stranger.pem");
+    stranger.save(&stranger_path).unwrap();
+    for args in [&["deploy", "--site", "www", "--tag", "v1", "--discovery-timeout", "2s", "--yes"][..], &["discover", "--discovery-timeout", "2s"][..]] {
+        let (code, _, err) = run(&stranger_path, args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("agents do not answer requests they cannot verify") && err.contains(&stranger.public().to_string()), "{args:?}: {err}");
+    }
+    assert_eq!(lives(), [None, None, None]);
+
+    // v1 everywhere.
+    let all3 = ["deploy", "--site", "www", "--expect", "3", "--yes", "--batch", "2"];
+    let (code, out, err) = run(&key_path, &[&all3[..], &["--tag", "v1", "--discovery-timeout", "20s"]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(lives(), [Some("v1".into()), Some("v1".into()), Some("v1".into())]);
+
+    // (f) The canary fails: failed = the canary only; the others were never started.
+    script(&dir.0.join("web01/hooks/pre-deploy"), "exit 3");
+    let (code, out, err) = run(&key_path, &[&all3[..], &["--tag", "v2", "--discovery-timeout", "20s"]].concat());
+    assert_eq!(code, Some(1), "{out}{err}");
+    let line = last_audit();
+    assert_eq!(line["failed"], serde_json::json!(["web01"]), "{line}");
+    assert_eq!(line["not_started"], serde_json::json!(["web02", "web03"]), "{line}");
+    std::fs::remove_file(dir.0.join("web01/hooks/pre-deploy")).unwrap();
+
+    // (e) web03 stops. A rollout expecting 3 servers fails before any server changes...
+    let mut web03 = agents.pop().unwrap();
+    web03.signal("TERM");
+    let (status, _) = web03.wait_exit(Duration::from_secs(30));
+    assert_eq!(status, Some(0));
+    let (code, out, err) = run(&key_path, &[&all3[..], &["--tag", "v2", "--discovery-timeout", "3s"]].concat());
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("1 more expected server") && out.contains("0/3 ok"), "{out}{err}");
+    assert_eq!(lives(), [Some("v1".into()), Some("v1".into()), Some("v1".into())], "nothing deployed");
+    // ... and names the missing one when it is expected by name.
+    let named = ["deploy", "--site", "www", "--tag", "v2", "-I", "web01", "-I", "web02", "-I", "web03", "--discovery-timeout", "3s", "--yes", "--batch", "2"];
+    let (code, out, err) = run(&key_path, &named);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("missing: web03 did not answer discovery"), "{err}");
+    assert!(out.contains("web03") && out.contains("MISSING") && out.contains("0/3 ok"), "{out}");
+    let line = last_audit();
+    assert_eq!(
+        (line["missing"].clone(), line["failed"].clone(), line["not_started"].clone()),
+        (serde_json::json!(["web03"]), serde_json::json!([]), serde_json::json!(["web01", "web02"])),
+        "{line}"
+    );
+    assert_eq!(lives(), [Some("v1".into()), Some("v1".into()), Some("v1".into())], "nothing deployed");
+    // --allow-missing deploys to the two that answered.
+    let (code, out, err) = run(&key_path, &[&named[..], &["--allow-missing"]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("2/3 ok") && out.contains("missing: web03"), "{out}");
+    assert_eq!(lives(), [Some("v2".into()), Some("v2".into()), Some("v1".into())]);
+}

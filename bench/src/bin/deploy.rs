@@ -114,6 +114,8 @@ async fn main() {
         max_failures: 0,
         timeout: Duration::from_secs(120),
         discovery: Window { timeout: Duration::from_secs(30), expect: Some(n) },
+        expected: Vec::new(),
+        allow_missing: false,
     };
     let run = |s: RolloutSpec| {
         let c = &controller;

@@ -26,8 +26,14 @@ pub struct AuditEntry {
     pub filters: crate::message::Filters,
     /// Servers that succeeded.
     pub ok: Vec<String>,
-    /// Servers that failed, did not answer, or were not started.
+    /// Servers that failed, were refused, or did not answer their batch.
     pub failed: Vec<String>,
+    /// Servers never started because the rollout stopped first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_started: Vec<String>,
+    /// Expected servers that did not answer discovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
     /// `ok`, `failed` or `stopped: REASON`.
     pub result: String,
     /// The request ids sent.

@@ -1,9 +1,22 @@
 //! MCollective-style server selection: identity (name or `/regex/`), classes
 //! and facts. Several identities are alternatives; classes and facts must all
 //! hold; the kinds combine with AND.
+//!
+//! Filters arrive in requests from the bus, so they are bounded before any
+//! regex is built: at most [`MAX_FILTERS`] entries of at most
+//! [`MAX_FILTER_LEN`] bytes each, and every identity regex is compiled under
+//! [`REGEX_SIZE_LIMIT`]. An agent compiles them ([`Selector::compile`]) only
+//! after the request's signature has been verified.
 
 use crate::message::Filters;
 use std::collections::BTreeMap;
+
+/// Most identity, class and fact entries a request may carry, all kinds together.
+pub const MAX_FILTERS: usize = 32;
+/// Longest identity, class, fact key or fact value, in bytes.
+pub const MAX_FILTER_LEN: usize = 256;
+/// Compiled size limit of one identity regex (NFA and lazy DFA cache), in bytes.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 /// A bad filter given on the command line or in a request.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +32,17 @@ pub enum FilterError {
     /// A fact filter is not `key=value`.
     #[error("fact filter {0:?}: expected key=value")]
     Fact(String),
+    /// More entries than [`MAX_FILTERS`].
+    #[error("{0} filters: at most {MAX_FILTERS} identity, class and fact filters together")]
+    TooMany(usize),
+    /// An entry longer than [`MAX_FILTER_LEN`].
+    #[error("{kind} filter of {len} bytes: at most {MAX_FILTER_LEN} bytes each")]
+    TooLong {
+        /// `identity`, `class` or `fact`.
+        kind: &'static str,
+        /// Its length.
+        len: usize,
+    },
 }
 
 /// What an agent is, for matching.
@@ -32,45 +56,75 @@ pub struct Candidate<'a> {
     pub facts: &'a BTreeMap<String, String>,
 }
 
-/// Whether `who` is selected by `filters`.
+enum Identity {
+    Name(String),
+    Regex(regex::Regex),
+}
+
+/// Filters checked against the caps, with their identity regexes compiled.
+pub struct Selector<'f> {
+    identity: Vec<Identity>,
+    filters: &'f Filters,
+}
+
+/// Checks `filters` against [`MAX_FILTERS`] and [`MAX_FILTER_LEN`] (cheap; no regex is built).
+pub fn check_caps(filters: &Filters) -> Result<(), FilterError> {
+    let count = filters.identity.len().saturating_add(filters.class.len()).saturating_add(filters.fact.len());
+    if count > MAX_FILTERS {
+        return Err(FilterError::TooMany(count));
+    }
+    let long = |kind: &'static str, s: &str| if s.len() > MAX_FILTER_LEN { Err(FilterError::TooLong { kind, len: s.len() }) } else { Ok(()) };
+    filters.identity.iter().try_for_each(|f| long("identity", f))?;
+    filters.class.iter().try_for_each(|f| long("class", f))?;
+    filters.fact.iter().try_for_each(|(k, v)| long("fact", k).and_then(|()| long("fact", v)))
+}
+
+impl<'f> Selector<'f> {
+    /// Checks the caps, then compiles every identity regex (bounded in size).
+    pub fn compile(filters: &'f Filters) -> Result<Selector<'f>, FilterError> {
+        check_caps(filters)?;
+        let identity = filters.identity.iter().map(|f| compile_identity(f)).collect::<Result<_, _>>()?;
+        Ok(Selector { identity, filters })
+    }
+
+    /// Whether `who` is selected.
+    pub fn matches(&self, who: Candidate<'_>) -> bool {
+        if !self.identity.is_empty()
+            && !self.identity.iter().any(|i| match i {
+                Identity::Name(n) => n == who.identity,
+                Identity::Regex(re) => re.is_match(who.identity),
+            })
+        {
+            return false;
+        }
+        if !self.filters.class.iter().all(|c| who.classes.iter().any(|have| have == c)) {
+            return false;
+        }
+        self.filters.fact.iter().all(|(k, v)| who.facts.get(k) == Some(v))
+    }
+}
+
+/// Whether `who` is selected by `filters` (caps checked, regexes compiled on each call).
 pub fn matches(filters: &Filters, who: Candidate<'_>) -> Result<bool, FilterError> {
-    if !filters.identity.is_empty() {
-        let mut any = false;
-        for f in &filters.identity {
-            if identity_matches(f, who.identity)? {
-                any = true;
-                break;
-            }
-        }
-        if !any {
-            return Ok(false);
-        }
-    }
-    if !filters.class.iter().all(|c| who.classes.iter().any(|have| have == c)) {
-        return Ok(false);
-    }
-    Ok(filters.fact.iter().all(|(k, v)| who.facts.get(k) == Some(v)))
+    Ok(Selector::compile(filters)?.matches(who))
 }
 
-fn identity_matches(filter: &str, identity: &str) -> Result<bool, FilterError> {
+fn compile_identity(filter: &str) -> Result<Identity, FilterError> {
     match filter.strip_prefix('/').and_then(|f| f.strip_suffix('/')) {
-        Some(re) if filter.len() >= 2 => {
-            let re = regex::RegexBuilder::new(re)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| FilterError::Regex { pattern: filter.to_owned(), why: e.to_string().lines().last().unwrap_or("invalid").trim().to_owned() })?;
-            Ok(re.is_match(identity))
-        }
-        _ => Ok(filter == identity),
+        Some(re) if filter.len() >= 2 => regex::RegexBuilder::new(re)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .nest_limit(32)
+            .build()
+            .map(Identity::Regex)
+            .map_err(|e| FilterError::Regex { pattern: filter.to_owned(), why: e.to_string().lines().last().unwrap_or("invalid").trim().to_owned() }),
+        _ => Ok(Identity::Name(filter.to_owned())),
     }
 }
 
-/// Checks every identity regex compiles (so a CLI can refuse early).
+/// Checks the caps and that every identity regex compiles (so a CLI can refuse early).
 pub fn validate(filters: &Filters) -> Result<(), FilterError> {
-    for f in &filters.identity {
-        identity_matches(f, "")?;
-    }
-    Ok(())
+    Selector::compile(filters).map(|_| ())
 }
 
 /// Builds filters from `-I`, `-C` and `-F key=value` arguments.
@@ -123,5 +177,18 @@ mod tests {
     fn bad_filters_are_clear_errors() {
         assert!(from_args(&["/(/".into()], &[], &[]).unwrap_err().to_string().contains("bad regex"));
         assert!(from_args(&[], &[], &["novalue".into()]).unwrap_err().to_string().contains("key=value"));
+    }
+
+    #[test]
+    fn caps_refuse_before_any_regex_is_built() {
+        let many: Vec<String> = (0..=MAX_FILTERS).map(|i| format!("n{i}")).collect();
+        assert!(matches!(from_args(&many, &[], &[]), Err(FilterError::TooMany(33))));
+        let long = format!("/{}/", "a".repeat(MAX_FILTER_LEN));
+        assert!(from_args(&[long], &[], &[]).unwrap_err().to_string().contains("at most 256 bytes"));
+        assert!(matches!(from_args(&[], &[], &[format!("k={}", "v".repeat(300))]), Err(FilterError::TooLong { kind: "fact", .. })));
+        // Within the length cap, a pattern that would compile huge is refused quickly.
+        let t = std::time::Instant::now();
+        assert!(from_args(&["/(((a{100}){100}){100}){100}/".into()], &[], &[]).unwrap_err().to_string().contains("bad regex"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -163,3 +163,25 @@ pub struct AgentAnnounce {
     #[serde(default)]
     pub expires_at: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{decode, encode, Message, Wire, CORRELATION_HEADER};
+
+    #[test]
+    fn a_request_correlation_id_comes_from_the_signed_body_only_and_old_bodies_decode() {
+        let old = br#"{"request_id":"r","action":"status","site":"www","user":"ann","issued_at":1,"expires_at":2}"#;
+        let mut req: DeployRequest = serde_json::from_slice(old).unwrap();
+        assert_eq!(req.correlation_id, None);
+        req.correlation_id = Some("change-42".into());
+        let out = encode(&req, Wire::Json).unwrap();
+        assert_eq!(out.headers.get(CORRELATION_HEADER), Some("change-42"), "still emitted for legacy readers");
+        for (body, want) in [(out.body.to_vec(), Some("change-42")), (serde_json::to_vec(&DeployRequest { correlation_id: None, ..req.clone() }).unwrap(), None)] {
+            let mut headers = out.headers.clone();
+            headers.set(CORRELATION_HEADER, "forged");
+            let Ok(Message::DeployRequest(r)) = decode("/topic/deploykit.deploy", &headers, &body) else { panic!("a request") };
+            assert_eq!(r.correlation_id.as_deref(), want);
+        }
+    }
+}

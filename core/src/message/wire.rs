@@ -260,7 +260,8 @@ fn fill_correlation(msg: &mut Message, id: Option<String>) {
         Message::Commit(c) => &mut c.correlation_id,
         Message::Build(b) => &mut b.correlation_id,
         Message::Event(e) => &mut e.correlation_id,
-        Message::DeployRequest(r) => &mut r.correlation_id,
+        // A deploy request's id is part of the signed body; an (unsigned) header must not supply it.
+        Message::DeployRequest(_) => return,
         Message::DeployReply(r) => &mut r.correlation_id,
         Message::Fetch(f) => &mut f.correlation_id,
         _ => return,

@@ -27,6 +27,8 @@ pub struct DeployForm {
     pub batch: BatchSize,
     /// Failures tolerated.
     pub max_failures: usize,
+    /// Deploy even when known servers of the site do not answer discovery.
+    pub allow_missing: bool,
     /// The CSRF token.
     pub csrf: Option<String>,
     /// Every field but the token, for the preview's confirm form.
@@ -83,8 +85,9 @@ impl DeployForm {
         let batch_text = one("batch").map(str::trim).filter(|s| !s.is_empty()).unwrap_or(&site.batch);
         let batch = batch_text.parse::<BatchSize>().map_err(|e| format!("batch: {e}"))?;
         let max_failures = number("max failures", one("max_failures"), site.max_failures, 100_000)?;
+        let allow_missing = matches!(one("allow_missing"), Some("1" | "on" | "true"));
         let echo = f.iter().filter(|(k, _)| k != super::csrf::FIELD && k != "preview").cloned().collect();
-        Ok(DeployForm { tag, scope, canary, batch, max_failures, csrf: one(super::csrf::FIELD).map(str::to_owned), echo })
+        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing, csrf: one(super::csrf::FIELD).map(str::to_owned), echo })
     }
 }
 

@@ -41,7 +41,7 @@ pub struct NodeView {
     pub node: String,
     /// Its batch (0 is the canary when there is one).
     pub batch: usize,
-    /// `pending`, `running`, `ok`, `failed`, `refused`, `no-answer`, `not-started`.
+    /// `pending`, `running`, `ok`, `failed`, `refused`, `no-answer`, `not-started`, `missing`.
     pub state: String,
     /// Its steps so far.
     pub steps: Vec<StepView>,
@@ -76,7 +76,8 @@ impl DeployView {
 
     /// The view of a finished report (history pages of earlier deploys).
     pub fn from_report(report: &RolloutReport, result: &str) -> DeployView {
-        let nodes = report.nodes.iter().map(|r| node_from_result(r, 0)).collect();
+        let mut nodes: Vec<NodeView> = report.nodes.iter().map(|r| node_from_result(r, 0)).collect();
+        nodes.extend(report.missing.iter().map(|n| missing_row(n)));
         DeployView { nodes, stopped: report.stopped.clone(), finished: true, result: result.to_owned(), error: None }
     }
 }
@@ -159,6 +160,11 @@ fn node_from_result(r: &NodeResult, batch: usize) -> NodeView {
     }
 }
 
+/// The row of an expected server that did not answer discovery.
+fn missing_row(node: &str) -> NodeView {
+    NodeView { node: node.to_owned(), batch: 0, state: "missing".into(), steps: vec![], error: Some("did not answer discovery".into()), live: None }
+}
+
 /// A deploy in progress.
 #[derive(Debug)]
 pub struct LiveDeploy {
@@ -210,11 +216,17 @@ impl LiveDeploy {
         let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
         match e {
             RolloutEvent::Planned { batches } => {
+                let missing: Vec<NodeView> = v.nodes.drain(..).filter(|n| n.state == "missing").collect();
                 v.nodes = batches
                     .iter()
                     .enumerate()
                     .flat_map(|(b, nodes)| nodes.iter().map(move |n| NodeView { node: n.clone(), batch: b, state: "pending".into(), steps: vec![], error: None, live: None }))
                     .collect();
+                v.nodes.extend(missing);
+                self.publish(&Update::Planned { view: v.clone() });
+            }
+            RolloutEvent::Missing { nodes, .. } => {
+                v.nodes.extend(nodes.iter().map(|n| missing_row(n)));
                 self.publish(&Update::Planned { view: v.clone() });
             }
             RolloutEvent::BatchStarted { nodes, .. } => {
@@ -328,5 +340,34 @@ impl Registry {
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_servers_are_rows_before_and_after_the_plan_and_in_history() {
+        let (live, _stop) = LiveDeploy::new(1);
+        live.apply(&RolloutEvent::Missing { nodes: vec!["web03".into()], unnamed: 0 });
+        live.apply(&RolloutEvent::Planned { batches: vec![vec!["web01".into()], vec!["web02".into()]] });
+        let rows: Vec<(String, String)> = live.view().nodes.iter().map(|n| (n.node.clone(), n.state.clone())).collect();
+        let want = |s: &[(&str, &str)]| s.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        assert_eq!(rows, want(&[("web01", "pending"), ("web02", "pending"), ("web03", "missing")]));
+        let report = RolloutReport {
+            action: crate::message::DeployAction::Deploy,
+            site: "www".into(),
+            tag: Some("v2".into()),
+            nodes: vec![],
+            stopped: Some("missing".into()),
+            request_ids: vec![],
+            duration_ms: 1,
+            missing: vec!["web03".into()],
+            missing_unnamed: 0,
+        };
+        let view = DeployView::from_report(&report, "failed");
+        assert_eq!(view.nodes[0].state, "missing");
+        assert_eq!(view.nodes[0].error.as_deref(), Some("did not answer discovery"));
     }
 }

@@ -198,6 +198,9 @@ pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, r
                             label { "canary " input type="number" name="canary" min="0" value=(site.canary); }
                             label { "batch " input type="text" name="batch" size="5" value=(site.batch); }
                             label { "max failures " input type="number" name="max_failures" min="0" value=(site.max_failures); }
+                            label title="Without this, a deploy stops before any server changes when a known server of the site does not answer" {
+                                input type="checkbox" name="allow_missing" value="1"; " deploy even if servers are missing"
+                            }
                         }
                         div.actions {
                             button type="submit" formaction={ "/sites/" (site.name) "/preview" } name="preview" value="1" { "Preview (dry run)" }

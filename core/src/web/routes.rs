@@ -331,6 +331,11 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
         max_failures: form.max_failures,
         timeout: settings.config.server_timeout,
         discovery: Window { timeout: settings.config.discovery_window, expect },
+        expected: match &nodes {
+            Some(n) => n.clone(),
+            None => app.fleet.known_servers(&site.name, &filters),
+        },
+        allow_missing: form.allow_missing,
     };
     let verb = if action == DeployAction::Deploy { "deploy" } else { "rollback" };
     let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
@@ -390,7 +395,9 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
                 tag: spec.tag.clone(),
                 filters: spec.filters.clone(),
                 ok: r.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
-                failed: r.nodes.iter().filter(|n| n.state.failed()).map(|n| n.node.clone()).collect(),
+                failed: r.failed(),
+                not_started: r.not_started(),
+                missing: r.missing.clone(),
                 result: match &r.stopped {
                     Some(s) if !r.ok() => format!("stopped: {s}"),
                     _ if r.ok() => "ok".into(),

@@ -124,6 +124,7 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<()> {
         AgentEvent::Done { ok: true, .. } => Outcome::Message,
         AgentEvent::Done { request_id, action, .. } => Outcome::Error(format!("{action:?} {request_id} failed")),
         AgentEvent::Refused { request_id, reason } => Outcome::Error(format!("refused {request_id}: {reason}")),
+        AgentEvent::Unverified { reason, .. } => Outcome::Error(format!("unverified request dropped: {reason}")),
     });
     tracing::info!(%identity, sites, %topic, "dk-agent started");
     wait_for_signals(&handle, &cli.config).await?;

@@ -337,6 +337,8 @@ async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: 
         timeout: Duration::from_secs(60),
         // Everyone answers, or only the servers -I names (the controller stops waiting then).
         discovery: Window { timeout: Duration::from_secs(10), expect: filters.identity.is_empty().then_some(SERVERS.len()) },
+        expected: Vec::new(),
+        allow_missing: false,
     };
 
     println!("\ndk-demo: deploy v1.0 to every server (canary server1, then a batch of 2)");

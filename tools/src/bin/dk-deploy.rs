@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use deploykit::deploy::controller::plan::BatchSize;
-use deploykit::deploy::controller::{Controller, ControllerConfig, RolloutSpec, Window};
+use deploykit::deploy::controller::{unanswered_hint, Controller, ControllerConfig, RolloutSpec, Window};
 use deploykit::deploy::keys::{PublicKey, SecretKey};
 use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use deploykit::deploy::{audit, filters};
@@ -35,6 +35,8 @@ use std::time::Duration;
   dk-deploy deploy --site www --tag v1.4.2 --dry-run       the plan and the commit log per server
   dk-deploy deploy --site www --tag v1.4.2 --canary 1 --batch 25% --yes
   dk-deploy deploy --site www --tag v1.4.2 -F sitetype=live -I '/^web0[1-4]/' --max-failures 1
+  dk-deploy deploy --site www --tag v1.4.2 --expect 3 --yes    fails, changing nothing, unless 3 servers answer
+  dk-deploy deploy --site www --tag v1.4.2 -I web01 -I web02 -I web03 --allow-missing --yes
   dk-deploy rollback --site www -I web03 --yes
   dk-deploy status --site www --json
 
@@ -48,8 +50,14 @@ Others are never planned or counted; `discover` lists them as `untrusted: <reaso
 
 Filters: -I/--identity NAME or /regex/ (several: any of them), -C/--class, -F/--fact k=v
 (classes and facts must all match).
-Exit codes: 0 every selected server succeeded; 1 some failed, refused or did not answer
-(or the rollout stopped); 2 usage, key or configuration error; 3 broker or bus error."
+Missing servers: a deploy or rollback expects every literal -I name and, with --expect N,
+N servers; when fewer answer discovery it names the missing ones and stops before any
+server changes, unless --allow-missing is given.
+No answer: agents do not answer requests they cannot verify (untrusted key, bad signature,
+clock skew); dk-deploy then says so with the key to check.
+Exit codes: 0 every selected server succeeded; 1 some failed, refused or did not answer,
+expected servers were missing (or the rollout stopped); 2 usage, key or configuration error;
+3 broker or bus error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -119,6 +127,9 @@ struct RolloutArgs {
     /// How long a server may take before it counts as failed (e.g. 10m).
     #[arg(long, default_value = "10m", value_parser = duration)]
     timeout: Duration,
+    /// Deploy to the servers that answered even if expected ones (literal -I names, --expect N) are missing.
+    #[arg(long)]
+    allow_missing: bool,
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     yes: bool,
@@ -375,6 +386,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{trusted} servers{}", if found.len() > trusted { format!(", {} untrusted answers", found.len() - trusted) } else { String::new() });
             }
             if trusted == 0 {
+                eprintln!("dk-deploy: no trusted server answered within {:?}: {}", window.timeout, unanswered_hint(controller.public_key().as_deref()));
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -383,11 +395,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Tags { limit, .. } => {
             let site = site.unwrap_or_default();
             let replies = controller.tags(&site, filters, *limit, window).await?;
+            say_if_unanswered(&controller, &replies, window);
             tags_output(&replies, c.json)?
         }
         Cmd::Status { .. } => {
             let site = site.unwrap_or_default();
             let replies = controller.status(&site, filters, window).await?;
+            say_if_unanswered(&controller, &replies, window);
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&replies)?);
             } else {
@@ -433,6 +447,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(code)
 }
 
+/// When nobody answered, says why that may be (agents drop what they cannot verify).
+fn say_if_unanswered(controller: &Controller, replies: &[deploykit::message::DeployReply], window: Window) {
+    if replies.is_empty() {
+        eprintln!("dk-deploy: no server answered within {:?}: {}", window.timeout, unanswered_hint(controller.public_key().as_deref()));
+    }
+}
+
+/// Literal `-I` names: servers a rollout expects to answer.
+fn literal_identities(filters: &Filters) -> Vec<String> {
+    filters.identity.iter().filter(|i| !(i.len() >= 2 && i.starts_with('/') && i.ends_with('/'))).cloned().collect()
+}
+
 fn tags_output(replies: &[deploykit::message::DeployReply], json: bool) -> Result<ExitCode> {
     use std::collections::BTreeMap;
     let mut tags: BTreeMap<String, (i64, usize)> = BTreeMap::new();
@@ -475,6 +501,7 @@ fn tags_output(replies: &[deploykit::message::DeployReply], json: bool) -> Resul
 
 async fn dry_run(controller: &Controller, site: &str, tag: &str, filters: Filters, window: Window, json: bool) -> Result<ExitCode> {
     let replies = controller.dry_run(site, tag, filters, window).await?;
+    say_if_unanswered(controller, &replies, window);
     if json {
         println!("{}", serde_json::to_string_pretty(&replies)?);
     } else {
@@ -523,12 +550,19 @@ async fn rollout_cmd(
         max_failures: args.max_failures,
         timeout: args.timeout,
         discovery: window,
+        expected: literal_identities(&filters),
+        allow_missing: args.allow_missing,
     };
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             bail!(Usage("not a terminal: add --yes to confirm the rollout".into()));
         }
         let nodes = controller.select(&site, &filters, window).await?;
+        let expected = literal_identities(&filters);
+        let missing: Vec<&String> = expected.iter().filter(|e| !nodes.contains(e)).collect();
+        if !missing.is_empty() || window.expect.is_some_and(|n| nodes.len() < n) {
+            eprintln!("warning: expected servers missing: {} ({} answered)", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "), nodes.len());
+        }
         let what = match &tag {
             Some(t) => format!("deploy {t} to"),
             None => "roll back".into(),
@@ -567,8 +601,8 @@ async fn rollout_cmd(
     let _ = view.await;
     let report = match result {
         Ok(r) => r,
-        Err(deploykit::deploy::controller::ControlError::NoServers { site, window }) => {
-            eprintln!("dk-deploy: no server of site {site} answered within {window:?} (check the filters, or raise --discovery-timeout)");
+        Err(e @ deploykit::deploy::controller::ControlError::NoServers { .. }) => {
+            eprintln!("dk-deploy: {e} (or raise --discovery-timeout)");
             return Ok(ExitCode::from(1));
         }
         Err(e) => return Err(e.into()),
@@ -582,7 +616,9 @@ async fn rollout_cmd(
         tag,
         filters,
         ok: report.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
-        failed: report.nodes.iter().filter(|n| n.state.failed()).map(|n| n.node.clone()).collect(),
+        failed: report.failed(),
+        not_started: report.not_started(),
+        missing: report.missing.clone(),
         result: match (&report.stopped, report.ok()) {
             (Some(r), _) => format!("stopped: {r}"),
             (None, true) => "ok".into(),

@@ -80,6 +80,9 @@ pub struct SiteConfig {
     pub rollback: Vec<String>,
 }
 
+/// Requests an agent handles at once unless `max_concurrent_requests` says otherwise.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
+
 /// The whole agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -95,6 +98,8 @@ pub struct AgentConfig {
     pub allow_unsigned: bool,
     /// Requests valid for longer than this are refused (bounds the replay cache).
     pub max_request_validity: Duration,
+    /// Requests handled at once (default 64); beyond it the agent stops reading until one finishes.
+    pub max_concurrent_requests: usize,
     /// Replay cache, identity key and other agent state.
     pub state_dir: PathBuf,
     /// The enrollment certificate sent with every reply and announcement.
@@ -120,6 +125,7 @@ struct Raw {
     #[serde(default)]
     allow_unsigned: bool,
     max_request_validity: Option<RawDuration>,
+    max_concurrent_requests: Option<usize>,
     state_dir: Option<PathBuf>,
     enrollment: Option<PathBuf>,
     #[serde(default)]
@@ -262,6 +268,11 @@ impl AgentConfig {
             trusted_keys,
             allow_unsigned: raw.allow_unsigned,
             max_request_validity: duration("max_request_validity".into(), raw.max_request_validity, Duration::from_secs(3600))?,
+            max_concurrent_requests: match raw.max_concurrent_requests {
+                None => DEFAULT_MAX_CONCURRENT_REQUESTS,
+                Some(n) if (1..=10_000).contains(&n) => n,
+                Some(n) => return Err(invalid("max_concurrent_requests".into(), format!("{n}: must be 1 to 10000"))),
+            },
             state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/deploykit/agent")),
             enrollment: raw.enrollment,
             broker: raw.broker,

@@ -1,11 +1,16 @@
 //! dk-agent: the deploy agent on each server.
 //!
-//! It subscribes to deploy requests, ignores those whose filters do not
-//! select it, verifies the rest (Ed25519 signature by a trusted key over the
-//! exact body, not expired, not replayed), checks the site's policy, and runs
-//! the action, replying step by step to the request's `reply_to`. Replies and
-//! announcements are signed with the agent's own key (`state_dir/identity.key`)
-//! and carry its enrollment certificate (see [`crate::deploy::trust`]).
+//! It subscribes to deploy requests and, in this order: verifies each one
+//! (Ed25519 signature by a trusted key over the exact body, validity window,
+//! UUID; no regex is built yet), drops unverified ones without any reply or
+//! event line (a rate-limited log line and an [`AgentEvent::Unverified`]),
+//! ignores those whose (capped) filters do not select it, refuses replays,
+//! checks the site's policy, and runs the action, replying step by step to the
+//! request's `reply_to`. At most `max_concurrent_requests` requests are handled
+//! at once; beyond that the agent stops reading (back-pressure on the broker).
+//! Replies and announcements are signed with the agent's own key
+//! (`state_dir/identity.key`) and carry its enrollment certificate (see
+//! [`crate::deploy::trust`]).
 //!
 //! - [`config`](mod@config): `agent.toml`.
 //! - [`repo`]: tags and branches of a site's clone; validation of names.
@@ -17,20 +22,21 @@
 
 pub mod config;
 pub mod hooks;
+pub mod intake;
 pub mod lock;
 pub mod releases;
 pub mod repo;
 pub mod report;
 pub mod steps;
 
-use crate::deploy::filters::{self, Candidate};
+use crate::deploy::filters::{Candidate, Selector};
 use crate::deploy::identity::{AgentIdentity, EnrollmentError};
-use crate::deploy::keys::{PublicKey, SIGNATURE_HEADER, SIGNER_HEADER};
 use crate::deploy::replay::ReplayCache;
 use crate::message::{decode, AgentAnnounce, DeployAction, DeployRequest, Event, Message, SiteStatus, StepState};
 use crate::stomp::{Client, Headers, SubscribeOptions};
 pub use config::{AgentConfig, SiteConfig};
 use report::Reporter;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
@@ -74,6 +80,14 @@ pub enum AgentEvent {
         /// The request id, if it parsed.
         request_id: Option<String>,
     },
+    /// Dropped unanswered: no valid signature by a trusted key, outside its
+    /// validity window, or replayed. Nothing is sent on the bus for it.
+    Unverified {
+        /// The request id, as claimed (not authenticated).
+        request_id: String,
+        /// Why.
+        reason: String,
+    },
     /// Refused before anything ran.
     Refused {
         /// The request id.
@@ -98,6 +112,26 @@ struct Shared {
     identity: Arc<AgentIdentity>,
     replay: Mutex<ReplayCache>,
     events: broadcast::Sender<AgentEvent>,
+    stats: Arc<Counters>,
+    throttle: Mutex<intake::Throttle>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    unverified: AtomicU64,
+}
+
+/// Request-handling figures of a running agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentStats {
+    /// Requests being handled now.
+    pub in_flight: usize,
+    /// The most handled at once since start (at most `max_concurrent_requests`).
+    pub peak_in_flight: usize,
+    /// Requests dropped unanswered because they did not verify.
+    pub unverified: u64,
 }
 
 /// The running agent.
@@ -105,6 +139,7 @@ pub struct AgentHandle {
     config: watch::Sender<Arc<AgentConfig>>,
     stop: watch::Sender<bool>,
     events: broadcast::Sender<AgentEvent>,
+    stats: Arc<Counters>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -112,6 +147,15 @@ impl AgentHandle {
     /// What the agent does with requests, as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<AgentEvent> {
         self.events.subscribe()
+    }
+
+    /// Request-handling figures (in flight, peak, unverified).
+    pub fn stats(&self) -> AgentStats {
+        AgentStats {
+            in_flight: self.stats.in_flight.load(Ordering::Relaxed),
+            peak_in_flight: self.stats.peak_in_flight.load(Ordering::Relaxed),
+            unverified: self.stats.unverified.load(Ordering::Relaxed),
+        }
     }
 
     /// Replaces the configuration (keys, policies, sites) for the next requests.
@@ -148,17 +192,33 @@ impl Agent {
         let mut sub = client.subscribe(&destination, SubscribeOptions::default()).await.map_err(|source| AgentError::Subscribe { destination: destination.clone(), source })?;
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let (events, _) = broadcast::channel(256);
-        let shared = Arc::new(Shared { config: config_rx, client: client.clone(), identity, replay: Mutex::new(replay), events: events.clone() });
+        let stats = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            config: config_rx,
+            client: client.clone(),
+            identity,
+            replay: Mutex::new(replay),
+            events: events.clone(),
+            stats: stats.clone(),
+            throttle: Mutex::default(),
+        });
         announce(&shared).await;
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut running = JoinSet::new();
             loop {
+                // Back-pressure: at the limit, no message is read until a request finishes.
+                let limit = shared.config.borrow().max_concurrent_requests.max(1);
                 tokio::select! {
-                    m = sub.recv() => match m {
+                    m = sub.recv(), if running.len() < limit => match m {
                         Some(m) => {
-                            let shared = shared.clone();
-                            running.spawn(async move { handle(&shared, m.destination, m.headers, m.body).await });
+                            let s = shared.clone();
+                            let now = s.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+                            s.stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+                            running.spawn(async move {
+                                handle(&s, m.destination, m.headers, m.body).await;
+                                s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                            });
                         }
                         None => break,
                     },
@@ -168,7 +228,7 @@ impl Agent {
             }
             while running.join_next().await.is_some() {}
         });
-        Ok(AgentHandle { config: config_tx, stop, events, task })
+        Ok(AgentHandle { config: config_tx, stop, events, stats, task })
     }
 }
 
@@ -204,33 +264,40 @@ async fn event(shared: &Shared, config: &AgentConfig, text: String, correlation_
     }
 }
 
-/// Checks signature, validity window and replay; returns the signing key's name.
-fn verify(config: &AgentConfig, replay: &Mutex<ReplayCache>, headers: &Headers, body: &[u8], req: &DeployRequest) -> Result<String, String> {
+/// Verifies `req` (signature, trusted key, validity, UUID) and, only if it
+/// selects this agent, records its id against replays; returns the signing
+/// key's name, `Ok(None)` when the request is not for this agent.
+fn verify(config: &AgentConfig, replay: &Mutex<ReplayCache>, headers: &Headers, body: &[u8], req: &DeployRequest) -> Result<Option<String>, Unanswered> {
     let now = releases::now();
-    let key_name = match (headers.get(SIGNER_HEADER), headers.get(SIGNATURE_HEADER)) {
-        (None, None) if config.allow_unsigned => "unsigned".to_owned(),
-        (None, _) | (_, None) => return Err("unsigned request (no dk-signer/dk-signature headers)".into()),
-        (Some(signer), Some(sig)) => {
-            let key = PublicKey::parse(signer).map_err(|e| e.to_string())?;
-            let name = config.key_name(&key).ok_or_else(|| format!("signed by an untrusted key {key}"))?.to_owned();
-            key.verify(body, sig).map_err(|e| format!("bad signature by key {name}: {e}"))?;
-            name
-        }
-    };
-    if req.expires_at < now {
-        return Err(format!("expired {} s ago", now - req.expires_at));
+    let key = intake::authenticate(config, headers, body, req, now).map_err(Unanswered::Unverified)?;
+    // Only now, for a request a trusted key signed, are its filters built (capped in count, length and regex size).
+    let me = Candidate { identity: &config.identity, classes: &config.classes, facts: &config.facts };
+    match Selector::compile(&req.filters) {
+        Ok(s) if s.matches(me) => {}
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(Unanswered::BadFilter(e.to_string())),
     }
-    if req.issued_at > now + CLOCK_SKEW {
-        return Err(format!("issued {} s in the future (clock skew?)", req.issued_at - now));
+    replay.lock().unwrap_or_else(|p| p.into_inner()).check_and_insert(&req.request_id, req.expires_at, now).map_err(|e| Unanswered::Unverified(e.to_string()))?;
+    Ok(Some(key))
+}
+
+/// Why a request is dropped without an answer.
+enum Unanswered {
+    /// Not authentic, stale or replayed.
+    Unverified(String),
+    /// Signed, but its filters are over the caps or do not compile.
+    BadFilter(String),
+}
+
+/// Logs (at most one line per [`intake::LOG_INTERVAL`]) and counts a request dropped unanswered.
+fn unverified(shared: &Shared, request_id: &str, reason: String) {
+    shared.stats.unverified.fetch_add(1, Ordering::Relaxed);
+    let admitted = shared.throttle.lock().unwrap_or_else(|p| p.into_inner()).admit(std::time::Instant::now());
+    if let Some(suppressed) = admitted {
+        let request: String = request_id.chars().take(64).collect();
+        tracing::warn!(?request, suppressed, "unverified request dropped without an answer: {reason}");
     }
-    if req.expires_at.saturating_sub(now) > config.max_request_validity.as_secs() {
-        return Err(format!("valid for longer than max_request_validity ({} s)", config.max_request_validity.as_secs()));
-    }
-    if uuid::Uuid::parse_str(&req.request_id).is_err() {
-        return Err("request_id is not a UUID".into());
-    }
-    replay.lock().unwrap_or_else(|p| p.into_inner()).check_and_insert(&req.request_id, req.expires_at, now).map_err(|e| e.to_string())?;
-    Ok(key_name)
+    let _ = shared.events.send(AgentEvent::Unverified { request_id: request_id.chars().take(64).collect(), reason });
 }
 
 async fn handle(shared: &Shared, destination: String, headers: Headers, body: bytes::Bytes) {
@@ -243,34 +310,30 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "unreadable request ignored");
+            tracing::debug!(error = %e, "unreadable request ignored");
             let _ = shared.events.send(AgentEvent::Ignored { request_id: None });
             return;
         }
     };
-    let me = Candidate { identity: &config.identity, classes: &config.classes, facts: &config.facts };
-    match filters::matches(&req.filters, me) {
-        Ok(true) => {}
-        Ok(false) => {
+    let key = match verify(&config, &shared.replay, &headers, &body, &req) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
             let _ = shared.events.send(AgentEvent::Ignored { request_id: Some(req.request_id.clone()) });
             return;
         }
-        Err(e) => {
-            tracing::warn!(request = %req.request_id, error = %e, "request with a bad filter ignored");
+        Err(Unanswered::Unverified(reason)) => return unverified(shared, &req.request_id, reason),
+        Err(Unanswered::BadFilter(e)) => {
+            tracing::warn!(request = %req.request_id, error = %e, "signed request with a bad filter ignored");
             let _ = shared.events.send(AgentEvent::Ignored { request_id: Some(req.request_id.clone()) });
             return;
         }
-    }
+    };
     let reporter = Reporter::new(shared.client.clone(), &req, &headers, shared.identity.clone());
     let refuse = |reason: String| async {
         let text = format!("dk-agent on {} refused request {} from {}: {reason}", config.identity, req.request_id, req.user);
         event(shared, &config, text, req.correlation_id.clone()).await;
         reporter.last(StepState::Refused, Some(reason.clone()), serde_json::Value::Null).await;
         let _ = shared.events.send(AgentEvent::Refused { request_id: req.request_id.clone(), reason });
-    };
-    let key = match verify(&config, &shared.replay, &headers, &body, &req) {
-        Ok(k) => k,
-        Err(reason) => return refuse(reason).await,
     };
     let done = |ok: bool| {
         let _ = shared.events.send(AgentEvent::Done { request_id: req.request_id.clone(), action: req.action, ok });

@@ -35,12 +35,14 @@ pub enum ControlError {
     #[error("encoding the request: {0}")]
     Encode(#[from] crate::message::MessageError),
     /// Nothing was selected.
-    #[error("no server answered for site {site} with these filters within {window:?}")]
+    #[error("no server of site {site} answered within {window:?}: {why}")]
     NoServers {
         /// The site.
         site: String,
         /// The discovery window.
         window: Duration,
+        /// The likely reasons ([`unanswered_hint`]), or what the servers that did answer said.
+        why: String,
     },
     /// The request is not acceptable (bad tag, bad filter, …).
     #[error("{0}")]
@@ -118,6 +120,35 @@ pub fn vet(trust: &TrustConfig, headers: &Headers, body: &[u8], node: &str, expi
 
 type Answer = Result<DeployReply, (DeployReply, String)>;
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Answer>>>>;
+
+/// Why servers may not answer: agents drop requests they cannot verify without a word,
+/// so the controller names what to check (its key, clocks, filters).
+pub fn unanswered_hint(key: Option<&str>) -> String {
+    let key = match key {
+        Some(k) => format!("that they trust key {k} (in their [trusted_keys]; `dk-deploy keygen` printed it)"),
+        None => "that they accept unsigned requests (allow_unsigned; no key was given)".into(),
+    };
+    format!("agents do not answer requests they cannot verify: check {key}, that their clocks agree with this one, that they are running, and the filters")
+}
+
+/// Servers a discovery found for a site, and what else answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Servers of the site selected by the filters, sorted.
+    pub nodes: Vec<String>,
+    /// Servers that answered discovery with a refusal or an error, with why.
+    pub refused: Vec<(String, String)>,
+    /// Servers that answered but do not serve the site.
+    pub others: Vec<String>,
+}
+
+impl Selection {
+    /// How many servers answered discovery at all.
+    pub fn answered(&self) -> usize {
+        self.nodes.len() + self.refused.len() + self.others.len()
+    }
+}
+
 
 /// Talks to agents.
 pub struct Controller {
@@ -239,6 +270,11 @@ pub struct RolloutSpec {
     pub timeout: Duration,
     /// Discovery.
     pub discovery: Window,
+    /// Servers that must answer discovery (e.g. literal `-I` names, servers known from
+    /// earlier announcements); with `discovery.expect`, fewer answers than that also count as missing.
+    pub expected: Vec<String>,
+    /// Deploy to the servers that answered even when expected ones are missing.
+    pub allow_missing: bool,
 }
 
 /// Progress of a rollout, for live views.
@@ -263,6 +299,13 @@ pub enum RolloutEvent {
     Step {
         /// The reply.
         reply: DeployReply,
+    },
+    /// Expected servers that did not answer discovery (sent before `Planned`, or before `Stopped` when none start).
+    Missing {
+        /// Their identities (those known by name).
+        nodes: Vec<String>,
+        /// How many more were expected (`discovery.expect`) without a known name.
+        unnamed: usize,
     },
     /// A server finished.
     NodeDone {
@@ -295,12 +338,32 @@ pub struct RolloutReport {
     pub request_ids: Vec<String>,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
+    /// Expected servers that did not answer discovery (not in `nodes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// How many more were expected by count (`discovery.expect`) without a known name.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing_unnamed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl RolloutReport {
-    /// Whether every selected server succeeded.
+    /// Whether every selected server succeeded (missing ones were allowed, or the rollout stopped).
     pub fn ok(&self) -> bool {
         !self.nodes.is_empty() && self.nodes.iter().all(|n| n.state == NodeState::Ok)
+    }
+
+    /// Servers that failed, were refused or did not answer their batch (not those never started).
+    pub fn failed(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.state.failed() && n.state != NodeState::NotStarted).map(|n| n.node.clone()).collect()
+    }
+
+    /// Servers never started (the rollout stopped first).
+    pub fn not_started(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.state == NodeState::NotStarted).map(|n| n.node.clone()).collect()
     }
 }
 
@@ -481,12 +544,42 @@ impl Controller {
 
     /// The servers of `site` selected by `filters`, in a stable order.
     pub async fn select(&self, site: &str, filters: &Filters, window: Window) -> Result<Vec<String>, ControlError> {
+        Ok(self.selection(site, filters, window).await?.nodes)
+    }
+
+    /// The servers of `site` selected by `filters`, and those that answered without a description (refusals).
+    pub async fn selection(&self, site: &str, filters: &Filters, window: Window) -> Result<Selection, ControlError> {
         let found = self.discover(filters.clone(), window).await?;
-        let mut nodes: Vec<String> =
-            found.into_iter().filter(|d| d.untrusted.is_none() && d.announce.as_ref().is_some_and(|a| a.sites.iter().any(|s| s.name == site))).map(|d| d.reply.node).collect();
-        nodes.sort();
-        nodes.dedup();
-        Ok(nodes)
+        let mut out = Selection::default();
+        for d in found {
+            if let Some(why) = d.untrusted {
+                out.refused.push((d.reply.node, format!("untrusted: {why}")));
+                continue;
+            }
+            let (r, a) = (d.reply, d.announce);
+            match a {
+                Some(a) if r.state == StepState::Ok => {
+                    if a.sites.iter().any(|s| s.name == site) {
+                        out.nodes.push(r.node);
+                    } else {
+                        out.others.push(r.node);
+                    }
+                }
+                _ => out.refused.push((r.node, r.error.unwrap_or_else(|| format!("answered {:?} without a description", r.state)))),
+            }
+        }
+        out.nodes.sort();
+        out.nodes.dedup();
+        Ok(out)
+    }
+
+    /// Why no server answered: what refusing servers said, or [`unanswered_hint`] for this controller's key.
+    fn why_unanswered(&self, refused: &[(String, String)]) -> String {
+        if refused.is_empty() {
+            unanswered_hint(self.public_key().as_deref())
+        } else {
+            refused.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; ")
+        }
     }
 
     /// Runs a canary-first rollout. Progress goes to `events`; setting `stop`
@@ -497,9 +590,39 @@ impl Controller {
             super::agent::repo::validate_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))?;
         }
         super::filters::validate(&spec.filters).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        let nodes = self.select(&spec.site, &spec.filters, spec.discovery).await?;
+        let selection = self.selection(&spec.site, &spec.filters, spec.discovery).await?;
+        let answered = selection.answered();
+        let nodes = selection.nodes;
+        let mut missing: Vec<String> = spec.expected.iter().filter(|e| !nodes.contains(e)).cloned().collect();
+        missing.sort();
+        missing.dedup();
+        // `expect` counts answers of any server (as the discovery window does).
+        let missing_unnamed = spec.discovery.expect.map_or(0, |n| n.saturating_sub(answered + missing.len()));
+        let report = |nodes: Vec<NodeResult>, stopped: Option<String>, request_ids: Vec<String>, missing: Vec<String>| RolloutReport {
+            action: spec.action,
+            site: spec.site.clone(),
+            tag: spec.tag.clone(),
+            nodes,
+            stopped,
+            request_ids,
+            duration_ms: t0.elapsed().as_millis() as u64,
+            missing,
+            missing_unnamed,
+        };
+        if !missing.is_empty() || missing_unnamed > 0 {
+            let _ = events.send(RolloutEvent::Missing { nodes: missing.clone(), unnamed: missing_unnamed });
+            if !spec.allow_missing {
+                let reason = missing_reason(&missing, missing_unnamed, &self.why_unanswered(&selection.refused));
+                let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
+                let rest = nodes
+                    .iter()
+                    .map(|n| NodeResult { node: n.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0 })
+                    .collect();
+                return Ok(report(rest, Some(reason), Vec::new(), missing));
+            }
+        }
         if nodes.is_empty() {
-            return Err(ControlError::NoServers { site: spec.site.clone(), window: spec.discovery.timeout });
+            return Err(ControlError::NoServers { site: spec.site.clone(), window: spec.discovery.timeout, why: self.why_unanswered(&selection.refused) });
         }
         let batches = plan::batches(&nodes, spec.canary, spec.batch);
         let _ = events.send(RolloutEvent::Planned { batches: batches.clone() });
@@ -583,14 +706,16 @@ impl Controller {
                 results.push(r);
             }
         }
-        Ok(RolloutReport {
-            action: spec.action,
-            site: spec.site.clone(),
-            tag: spec.tag.clone(),
-            nodes: results,
-            stopped,
-            request_ids,
-            duration_ms: t0.elapsed().as_millis() as u64,
-        })
+        Ok(report(results, stopped, request_ids, missing))
     }
+}
+
+/// Why a rollout with missing servers did not start.
+fn missing_reason(missing: &[String], unnamed: usize, why: &str) -> String {
+    let mut who = missing.join(", ");
+    if unnamed > 0 {
+        let more = format!("{unnamed} more expected server{} (by count)", if unnamed == 1 { "" } else { "s" });
+        who = if who.is_empty() { more } else { format!("{who} and {more}") };
+    }
+    format!("missing: {who} did not answer discovery; nothing was deployed ({why}; allow missing servers to deploy to those that answered)")
 }
