@@ -91,6 +91,8 @@ impl Rig {
             max_failures: 0,
             timeout: Duration::from_secs(60),
             discovery: Window { timeout: Duration::from_secs(20), expect: Some(1) },
+            expected: Vec::new(),
+            allow_missing: false,
         };
         let (tx, _rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop) = watch::channel(false);

@@ -77,6 +77,8 @@ impl Rig {
             max_failures: 0,
             timeout: WAIT,
             discovery: Window { timeout: Duration::from_secs(20), expect: Some(3) },
+            expected: Vec::new(),
+            allow_missing: false,
         }
     }
 
