@@ -140,7 +140,7 @@ fn check_rev(rev: &str, field: &str) -> Result<(), ForgeError> {
 pub fn normalize_timestamp(ts: &str) -> String {
     let ts = ts.trim();
     let b = ts.as_bytes();
-    if b.len() < 20 || b[10] != b'T' && b[10] != b' ' || b[4] != b'-' || b[13] != b':' {
+    if b.len() < 20 || !ts.is_ascii() || b[10] != b'T' && b[10] != b' ' || b[4] != b'-' || b[13] != b':' {
         return ts.to_owned();
     }
     let (main, rest) = ts.split_at(19);
@@ -220,6 +220,9 @@ mod tests {
         assert_eq!(normalize_timestamp("2015-05-05T19:40:15-04:00"), "2015-05-05T19:40:15-04:00");
         assert_eq!(normalize_timestamp("2015-05-05T19:40:15-0400"), "2015-05-05T19:40:15-04:00");
         assert_eq!(normalize_timestamp("yesterday"), "yesterday");
+        // Found by fuzz/forge_payload: a multi-byte character at a slicing offset panicked (byte index 19 inside U+FFFD).
+        assert_eq!(normalize_timestamp("2024-01-02T03:04\u{fffd}05Z"), "2024-01-02T03:04\u{fffd}05Z");
+        assert_eq!(normalize_timestamp("2024-01-02T03:04:05+\u{fffd}x"), "2024-01-02T03:04:05+\u{fffd}x");
     }
 
     #[test]

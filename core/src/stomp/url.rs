@@ -211,10 +211,11 @@ pub fn redact(s: &str) -> String {
                 out.push_str(&auth[..colon]);
                 out.push_str(":***");
                 out.push_str(&auth[at..]);
+                rest = &tail[auth_end..];
             }
-            _ => out.push_str(auth),
+            // No password here, but a nested `scheme://` may follow (`failover://(stomp://u:p@h…`): scan on.
+            _ => rest = tail,
         }
-        rest = &tail[auth_end..];
     }
     out.push_str(rest);
     out
@@ -481,5 +482,12 @@ mod tests {
     #[test]
     fn redact_handles_lists() {
         assert_eq!(redact("failover:(stomp://a:b@h,stomp://c:d@i)"), "failover:(stomp://a:***@h,stomp://c:***@i)");
+        // Found by fuzz/broker_url: after `failover://(` the first endpoint's password was shown.
+        assert_eq!(redact("failover://(stomp://u:topsecret@a:1,stomp://v:other@b:2)?randomize=false"), "failover://(stomp://u:***@a:1,stomp://v:***@b:2)?randomize=false");
+        assert_eq!(redact("failover://stomp://u:topsecret@a:1"), "failover://stomp://u:***@a:1");
+        assert_eq!(redact("stomp://host:61613/x"), "stomp://host:61613/x");
+        // The error a broken legacy failover URL gives (printed by every tool's config check).
+        let e = BrokerUrl::parse("failover://(stomp://u:topsecret@a:61613").unwrap_err();
+        assert!(e.to_string().contains("closing ')'") && !e.to_string().contains("topsecret"), "{e}");
     }
 }
