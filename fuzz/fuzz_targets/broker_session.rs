@@ -32,12 +32,7 @@ fn runtime() -> &'static Runtime {
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, bytes)) = data.split_first() else { return };
     // Short waits: a publisher paused by a full queue or outbox waits `slow_consumer_timeout` by design.
-    let mut config = BrokerConfig {
-        heartbeat_ms: (0, 0),
-        slow_consumer_timeout: Duration::from_millis(200),
-        handshake_timeout: Duration::from_secs(2),
-        ..BrokerConfig::default()
-    };
+    let mut config = BrokerConfig { heartbeat_ms: (0, 0), slow_consumer_timeout: Duration::from_millis(200), handshake_timeout: Duration::from_secs(2), ..BrokerConfig::default() };
     if flags & 1 != 0 {
         config.users = Some(HashMap::from([("guest".to_owned(), "guest".to_owned())]));
     }
