@@ -204,17 +204,22 @@ pub fn redact(s: &str) -> String {
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
-        let auth_end = tail.find(['/', ',', ')', '?']).unwrap_or(tail.len());
-        let auth = &tail[..auth_end];
-        match (auth.rfind('@'), auth.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
+        // The authority ends at `,` or `)` within a failover list, else (as `parse_endpoint` reads it) at `/` or `?`.
+        let userinfo = |end: usize| {
+            let auth = &tail[..end];
+            auth.rfind('@').zip(auth.find(':')).filter(|(at, colon)| colon < at).map(|(at, colon)| (auth, at, colon, end))
+        };
+        let list_end = tail.find(['/', ',', ')', '?']).unwrap_or(tail.len());
+        let url_end = tail.find(['/', '?']).unwrap_or(tail.len());
+        match userinfo(list_end).or_else(|| userinfo(url_end)) {
+            Some((auth, at, colon, end)) => {
                 out.push_str(&auth[..colon]);
                 out.push_str(":***");
                 out.push_str(&auth[at..]);
-                rest = &tail[auth_end..];
+                rest = &tail[end..];
             }
             // No password here, but a nested `scheme://` may follow (`failover://(stomp://u:p@h…`): scan on.
-            _ => rest = tail,
+            None => rest = tail,
         }
     }
     out.push_str(rest);
@@ -486,6 +491,8 @@ mod tests {
         assert_eq!(redact("failover://(stomp://u:topsecret@a:1,stomp://v:other@b:2)?randomize=false"), "failover://(stomp://u:***@a:1,stomp://v:***@b:2)?randomize=false");
         assert_eq!(redact("failover://stomp://u:topsecret@a:1"), "failover://stomp://u:***@a:1");
         assert_eq!(redact("stomp://host:61613/x"), "stomp://host:61613/x");
+        // And a plain URL whose login has a `,` (the list delimiter): the password after it was shown.
+        assert_eq!(redact("stomp://us,er:topsecret@h:1/x"), "stomp://us,er:***@h:1/x");
         // The error a broken legacy failover URL gives (printed by every tool's config check).
         let e = BrokerUrl::parse("failover://(stomp://u:topsecret@a:61613").unwrap_err();
         assert!(e.to_string().contains("closing ')'") && !e.to_string().contains("topsecret"), "{e}");
