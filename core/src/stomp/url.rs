@@ -201,25 +201,22 @@ impl fmt::Debug for BrokerUrl {
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
+    let in_list = s.trim_start().get(..9).is_some_and(|p| p.eq_ignore_ascii_case("failover:"));
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
-        // The authority ends at `,` or `)` within a failover list, else (as `parse_endpoint` reads it) at `/` or `?`.
-        let userinfo = |end: usize| {
-            let auth = &tail[..end];
-            auth.rfind('@').zip(auth.find(':')).filter(|(at, colon)| colon < at).map(|(at, colon)| (auth, at, colon, end))
-        };
-        let list_end = tail.find(['/', ',', ')', '?']).unwrap_or(tail.len());
-        let url_end = tail.find(['/', '?']).unwrap_or(tail.len());
-        match userinfo(list_end).or_else(|| userinfo(url_end)) {
-            Some((auth, at, colon, end)) => {
+        // As the parser reads it: the authority ends at `/` or `?`, and within a failover list also at `,` or `)`.
+        let end = if in_list { tail.find(['/', ',', ')', '?']) } else { tail.find(['/', '?']) }.unwrap_or(tail.len());
+        let auth = &tail[..end];
+        match (auth.rfind('@'), auth.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
                 out.push_str(&auth[..colon]);
                 out.push_str(":***");
                 out.push_str(&auth[at..]);
                 rest = &tail[end..];
             }
             // No password here, but a nested `scheme://` may follow (`failover://(stomp://u:p@h…`): scan on.
-            None => rest = tail,
+            _ => rest = tail,
         }
     }
     out.push_str(rest);
