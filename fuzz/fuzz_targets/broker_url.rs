@@ -22,8 +22,9 @@ fuzz_target!(|data: &[u8]| {
             let _ = endpoint.addr();
             if let Some(pass) = &endpoint.passcode {
                 // A passcode of a few characters may occur elsewhere in the URL by chance; a percent-encoded
-                // one is not written as such in the URL (its decoded form may then occur in the login).
-                if pass.expose().len() >= 8 && !text.contains('%') && !text.replacen(pass.expose(), "", 1).contains(pass.expose()) {
+                // one is not written as such in the URL (its decoded form may then occur in the login); one holding
+                // `***` may look like its own redaction.
+                if pass.expose().len() >= 8 && !pass.expose().contains("***") && !text.contains('%') && !text.replacen(pass.expose(), "", 1).contains(pass.expose()) {
                     assert!(!redacted.contains(pass.expose()), "redact({text:?}) = {redacted:?} shows the password");
                 }
             }
