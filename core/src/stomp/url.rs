@@ -490,6 +490,7 @@ mod tests {
         assert_eq!(redact("stomp://host:61613/x"), "stomp://host:61613/x");
         // And a plain URL whose login has a `,` (the list delimiter): the password after it was shown.
         assert_eq!(redact("stomp://us,er:topsecret@h:1/x"), "stomp://us,er:***@h:1/x");
+        assert_eq!(redact("stomp://u:top)secret@h:1"), "stomp://u:***@h:1");
         // The error a broken legacy failover URL gives (printed by every tool's config check).
         let e = BrokerUrl::parse("failover://(stomp://u:topsecret@a:61613").unwrap_err();
         assert!(e.to_string().contains("closing ')'") && !e.to_string().contains("topsecret"), "{e}");
