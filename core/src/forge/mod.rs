@@ -249,6 +249,10 @@ mod tests {
         ] {
             assert_eq!(normalize_timestamp(ts), ts);
         }
+
+        // Found by fuzz/forge_payload: a multi-byte character at a slicing offset panicked (byte index 19 inside U+FFFD).
+        assert_eq!(normalize_timestamp("2024-01-02T03:04\u{fffd}05Z"), "2024-01-02T03:04\u{fffd}05Z");
+        assert_eq!(normalize_timestamp("2024-01-02T03:04:05+\u{fffd}x"), "2024-01-02T03:04:05+\u{fffd}x");
     }
 
     #[test]

@@ -230,9 +230,17 @@ fn split_list(list: &str) -> Vec<&str> {
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
+    let in_list = s.trim_start().get(..9).is_some_and(|p| p.eq_ignore_ascii_case("failover:"));
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
+        // `failover://(stomp://…` or `failover://stomp://…`: the endpoints are nested; read on from there.
+        let inner = tail.strip_prefix('(').unwrap_or(tail);
+        if starts_with_scheme(inner) {
+            out.push_str(&tail[..tail.len() - inner.len()]);
+            rest = inner;
+            continue;
+        }
         // This URL ends where the next `,scheme://` of a failover list begins.
         let elem_end = tail.match_indices(',').map(|(i, _)| i).find(|&i| starts_with_scheme(&tail[i + 1..])).unwrap_or(tail.len());
         let elem = &tail[..elem_end];
@@ -536,6 +544,16 @@ mod tests {
     #[test]
     fn redact_handles_lists() {
         assert_eq!(redact("failover:(stomp://a:b@h,stomp://c:d@i)"), "failover:(stomp://a:***@h,stomp://c:***@i)");
+        // Found by fuzz/broker_url: after `failover://(` the first endpoint's password was shown.
+        assert_eq!(redact("failover://(stomp://u:topsecret@a:1,stomp://v:other@b:2)?randomize=false"), "failover://(stomp://u:***@a:1,stomp://v:***@b:2)?randomize=false");
+        assert_eq!(redact("failover://stomp://u:topsecret@a:1"), "failover://stomp://u:***@a:1");
+        assert_eq!(redact("stomp://host:61613/x"), "stomp://host:61613/x");
+        // And a plain URL whose login has a `,` (the list delimiter): the password after it was shown.
+        assert_eq!(redact("stomp://us,er:topsecret@h:1/x"), "stomp://us,er:***@h:1/x");
+        assert_eq!(redact("stomp://u:top)secret@h:1"), "stomp://u:***@h:1");
+        // The error a broken legacy failover URL gives (printed by every tool's config check).
+        let e = BrokerUrl::parse("failover://(stomp://u:topsecret@a:61613").unwrap_err();
+        assert!(e.to_string().contains("closing ')'") && !e.to_string().contains("topsecret"), "{e}");
     }
 
     #[test]
