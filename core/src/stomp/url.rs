@@ -230,7 +230,6 @@ fn split_list(list: &str) -> Vec<&str> {
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    let in_list = s.trim_start().get(..9).is_some_and(|p| p.eq_ignore_ascii_case("failover:"));
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
