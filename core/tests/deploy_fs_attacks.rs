@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::fleet::{agent_toml, git, script, tagged_repo, Tmp};
+use common::fleet::{agent_toml, fleet_trust, git, script, tagged_repo, Tmp};
 use common::targets::Target;
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::controller::plan::BatchSize;
@@ -40,6 +40,8 @@ impl Rig {
         let toml = edit(agent_toml("node-a", &tmp.0.join("node-a"), &repo, &topic, &[("ops", ops.public().to_string())], &format!("deploy = [\"ops\"]\n{site}")));
         let mut cc = ControllerConfig::new("ann", Some(ops));
         cc.destinations.deploy = topic;
+        cc.trust = fleet_trust();
+        cc.reply_to = target.reply_to();
         let controller = Controller::new(target.client().await, cc).await.unwrap();
         let mut rig = Rig { tmp, repo, toml, agent: None, controller, target };
         rig.restart().await;

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::fleet::{agent_toml, tagged_repo, Tmp};
+use common::fleet::{Tmp, agent_toml, fleet_key, tagged_repo};
 use common::targets::Target;
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
@@ -45,10 +45,13 @@ impl Rig {
         let auth = auth.replace("{tmp}", &tmp.0.display().to_string());
         let config = WebConfig::parse(&format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
-             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n\
+             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n{replies}\
+             [trust]\nfleet_keys = [\"{fleet}\"]\n\
              {auth}\n\
              [sites.www]\nclass = [\"web\"]\ndeployers = [\"*\"]\nbatch = \"1\"\n",
             db = tmp.0.join("web.sqlite").display(),
+            replies = target.reply_to().map(|r| format!("replies = \"{r}\"\n")).unwrap_or_default(),
+            fleet = fleet_key().public(),
         ))
         .unwrap();
         let web = web::start(config, target.client().await, key).await.unwrap();

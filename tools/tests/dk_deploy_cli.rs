@@ -333,6 +333,13 @@ fn setup_three(dir: &Path, key: &SecretKey, url: &str) -> Vec<PathBuf> {
         let text = text.replace("identity = \"web01\"", &format!("identity = \"{n}\"")).replace(&home.join("www").display().to_string(), &repo.display().to_string());
         let path = home.join("agent.toml");
         std::fs::write(&path, text).unwrap();
+        // Enrolled with web01's fleet key, as an operator would.
+        let out = dk("dk-agent").arg("--print-key").arg("--config").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let agent_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let out = dk("dk-deploy").args(["enroll", "--fleet-key"]).arg(dir.join("web01/fleet.key")).args(["--identity", n, "--agent-key", &agent_key, "--valid", "1d"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(home.join("agent.cert"), &out.stdout).unwrap();
         configs.push(path);
     }
     configs
@@ -350,7 +357,7 @@ fn untrusted_keys_missing_servers_and_not_started_ones_are_said_as_they_are() {
     let audit = dir.0.join("audit.log");
     let run = |key: &Path, args: &[&str]| {
         let mut c = dk("dk-deploy");
-        c.args(args).args(["--user", "ann", "--key"]).arg(key).args(["--broker", &url]);
+        c.args(args).args(["--user", "ann", "--key"]).arg(key).args(["--broker", &url]).arg("--trust").arg(dir.0.join("web01/trust.toml"));
         if args[0] == "deploy" {
             c.arg("--audit-log").arg(&audit);
         }
