@@ -85,6 +85,23 @@ impl Setup {
             credentials: Credentials { ssh_agent: true, ..Credentials::default() },
         }
     }
+    fn commit_all(&self, msg: &str) {
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", msg]);
+    }
+    fn write(&self, file: &str, content: &str) {
+        std::fs::write(self.work.join(file), content).unwrap();
+    }
+    fn www(&self) -> PathBuf {
+        self.root.join("www")
+    }
+    /// A directory outside every target, with content no checkout may touch.
+    fn victim(&self) -> PathBuf {
+        let v = self.root.join("victim");
+        std::fs::create_dir_all(v.join("data")).unwrap();
+        std::fs::write(v.join("data/precious"), "keep\n").unwrap();
+        v
+    }
 }
 
 fn read(p: impl AsRef<Path>) -> String {
@@ -492,4 +509,108 @@ fn privilege_drop_runs_git_as_the_user() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(target.join("index.html")).unwrap().uid(), pw.uid, "written by the user");
     assert_eq!(std::fs::metadata(s.server.join(".git/FETCH_HEAD")).unwrap().uid(), pw.uid, "fetched by the user");
+}
+
+// The attacks of issue #12 on dk-fetch (puppetmaster names, symlinks in the tree).
+
+fn assert_untouched(victim: &Path) {
+    assert_eq!(read(victim.join("data/precious")), "keep\n");
+    let names: Vec<String> = std::fs::read_dir(victim).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec!["data"], "nothing written into the victim");
+}
+
+/// Attack: `feature/x` is live as environment `feature__x`; a forged message
+/// "branch feature__x deleted" (no such branch) must not remove it.
+#[test]
+fn a_forged_deletion_of_a_colliding_name_keeps_the_live_environment() {
+    let s = setup();
+    let cfg = s.repo(Mode::Puppetmaster);
+    git(&s.work, &["checkout", "-q", "-b", "feature/x"]);
+    s.write("env.txt", "feature/x\n");
+    s.commit_all("fx");
+    s.push("feature/x");
+    ops::run("puppet", &cfg, Some("refs/heads/feature/x"), STALE).unwrap();
+    assert_eq!(read(s.www().join("feature__x/env.txt")), "feature/x\n");
+    let o = ops::run("puppet", &cfg, Some("refs/heads/feature__x"), STALE).unwrap();
+    assert!(!o.actions.iter().any(|a| a.contains("removed")), "{o:?}");
+    assert!(o.warnings.iter().any(|w| w.contains("left in place")), "{o:?}");
+    assert_eq!(read(s.www().join("feature__x/env.txt")), "feature/x\n", "the live environment of feature/x stays");
+    // The real deletion of feature/x does remove it.
+    git(&s.work, &["push", "-q", "origin", ":feature/x"]);
+    let o = ops::run("puppet", &cfg, Some("refs/heads/feature/x"), STALE).unwrap();
+    assert!(o.actions.iter().any(|a| a.contains("removed")), "{o:?}");
+    assert!(!s.www().join("feature__x").exists() && !s.www().join(".feature__x.dk-branch").exists());
+}
+
+/// Attack: a second branch whose name maps to the same directory
+/// (`feature__x` next to `feature/x`) must not take the environment over.
+#[test]
+fn colliding_branch_names_are_refused_and_the_environment_kept() {
+    let s = setup();
+    let cfg = s.repo(Mode::Puppetmaster);
+    git(&s.work, &["checkout", "-q", "-b", "feature/x"]);
+    s.write("env.txt", "feature/x\n");
+    s.commit_all("fx");
+    s.push("feature/x");
+    ops::run("puppet", &cfg, Some("refs/heads/feature/x"), STALE).unwrap();
+    git(&s.work, &["checkout", "-q", "-b", "feature__x"]);
+    s.write("env.txt", "impostor\n");
+    s.commit_all("impostor");
+    s.push("feature__x");
+    let e = ops::run("puppet", &cfg, Some("refs/heads/feature__x"), STALE).unwrap_err();
+    assert!(e.to_string().contains("all map to environment feature__x"), "{e}");
+    assert_eq!(read(s.www().join("feature__x/env.txt")), "feature/x\n");
+    let o = ops::run("puppet", &cfg, None, STALE).unwrap();
+    assert!(o.warnings.iter().any(|w| w.contains("all map to environment feature__x")), "{o:?}");
+    assert_eq!(read(s.www().join("feature__x/env.txt")), "feature/x\n", "reconcile leaves it too");
+    assert_eq!(read(s.www().join("master/index.html")), "v0\n", "other environments are still reconciled");
+}
+
+/// Audit: trees with symlinks that point outside (absolute, relative, nested)
+/// are written as symlinks; checkout, update and removal never follow them.
+#[test]
+fn symlinks_in_the_tree_never_lead_writes_or_removals_outside_the_target() {
+    for mode in [Mode::Trusting, Mode::Puppetmaster, Mode::Tags] {
+        let s = setup();
+        let victim = s.victim();
+        let cfg = s.repo(mode);
+        std::os::unix::fs::symlink(&victim, s.work.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../victim", s.work.join("rel")).unwrap();
+        std::fs::create_dir_all(s.work.join("sub")).unwrap();
+        std::os::unix::fs::symlink("../../../../victim/data", s.work.join("sub/data")).unwrap();
+        s.commit_all("links");
+        git(&s.work, &["tag", "t1"]);
+        s.push("master");
+        s.push("t1");
+        ops::run("site", &cfg, None, STALE).unwrap();
+        let tree = match mode {
+            Mode::Trusting => s.www(),
+            Mode::Puppetmaster => s.www().join("master"),
+            _ => s.www().join("t1"),
+        };
+        assert!(std::fs::symlink_metadata(tree.join("abs")).unwrap().file_type().is_symlink(), "{mode:?}");
+        // Replace the links by real directories of the same names, twice (the old trees are removed).
+        for round in 0..2 {
+            for l in ["abs", "rel", "sub/data"] {
+                let p = s.work.join(l);
+                let _ = std::fs::remove_file(&p);
+                let _ = std::fs::remove_dir_all(&p);
+                std::fs::create_dir_all(&p).unwrap();
+                std::fs::write(p.join("f"), format!("{round}\n")).unwrap();
+            }
+            s.commit_all(&format!("round {round}"));
+            s.push("master");
+            ops::run("site", &cfg, None, STALE).unwrap();
+        }
+        if mode == Mode::Puppetmaster {
+            git(&s.work, &["checkout", "-q", "-b", "other"]);
+            s.push("other");
+            ops::run("site", &cfg, None, STALE).unwrap();
+            git(&s.root.join("central.git"), &["symbolic-ref", "HEAD", "refs/heads/other"]);
+            git(&s.work, &["push", "-q", "origin", ":master"]);
+            ops::run("site", &cfg, Some("refs/heads/master"), STALE).unwrap();
+            assert!(!s.www().join("master").exists());
+        }
+        assert_untouched(&victim);
+    }
 }

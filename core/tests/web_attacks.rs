@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::fleet::{Tmp, agent_toml, fleet_key, tagged_repo};
+use common::fleet::{agent_toml, fleet_key, tagged_repo, Tmp};
 use common::targets::Target;
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::keys::SecretKey;

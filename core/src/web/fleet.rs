@@ -402,7 +402,11 @@ mod tests {
     use super::*;
 
     fn server(id: &str, at: i64) -> Server {
-        Server { announce: AgentAnnounce { identity: id.into(), classes: vec![], facts: BTreeMap::new(), sites: vec![], version: "1".into(), expires_at: 0 }, last_seen: at, untrusted: None }
+        Server {
+            announce: AgentAnnounce { identity: id.into(), classes: vec![], facts: BTreeMap::new(), sites: vec![], version: "1".into(), expires_at: 0 },
+            last_seen: at,
+            untrusted: None,
+        }
     }
 
     #[test]

@@ -149,7 +149,6 @@ impl Selection {
     }
 }
 
-
 /// Talks to agents.
 pub struct Controller {
     client: Client,
