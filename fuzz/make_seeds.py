@@ -120,6 +120,7 @@ def broker_url():
             "http://example.com",
             "stomp://user@host",
             "stomp://h?x=y",
+            "stomp://guest://hosguest@localhost",
         ]
     ):
         write("broker_url", f"url{i:02}", url)

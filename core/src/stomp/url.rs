@@ -234,8 +234,10 @@ pub fn redact(s: &str) -> String {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
         // `failover://(stomp://…` or `failover://stomp://…`: the endpoints are nested; read on from there.
+        // Only a `failover` scheme nests: in `stomp://user://pass@h` the `://` belongs to the password.
+        let scheme = head[..scheme_end].rsplit(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))).next().unwrap_or("");
         let inner = tail.strip_prefix('(').unwrap_or(tail);
-        if starts_with_scheme(inner) {
+        if scheme.eq_ignore_ascii_case("failover") && starts_with_scheme(inner) {
             out.push_str(&tail[..tail.len() - inner.len()]);
             rest = inner;
             continue;
@@ -550,6 +552,10 @@ mod tests {
         // And a plain URL whose login has a `,` (the list delimiter): the password after it was shown.
         assert_eq!(redact("stomp://us,er:topsecret@h:1/x"), "stomp://us,er:***@h:1/x");
         assert_eq!(redact("stomp://u:top)secret@h:1"), "stomp://u:***@h:1");
+        // Found by fuzz/broker_url: a password holding `://` was taken for a nested URL and shown.
+        assert_eq!(redact("stomp://guest://hosguest@localhost"), "stomp://guest:***@localhost");
+        let u = BrokerUrl::parse("stomp://guest://hosguest@localhost").unwrap();
+        assert_eq!(u.endpoints[0].passcode.as_ref().map(Secret::expose), Some("//hosguest"));
         // The error a broken legacy failover URL gives (printed by every tool's config check).
         let e = BrokerUrl::parse("failover://(stomp://u:topsecret@a:61613").unwrap_err();
         assert!(e.to_string().contains("closing ')'") && !e.to_string().contains("topsecret"), "{e}");
