@@ -121,6 +121,7 @@ def broker_url():
             "stomp://user@host",
             "stomp://h?x=y",
             "stomp://guest://hosguest@localhost",
+            "stomp://12:7.su2t:guestUUomp://a:1,stomp://bUUUUUUUUUUUUU@localhost:61",
         ]
     ):
         write("broker_url", f"url{i:02}", url)

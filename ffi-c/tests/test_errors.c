@@ -34,8 +34,9 @@ static void bad_urls(void) {
     EXPECT_RC(dk_client_connect("http://127.0.0.1:61613", NULL, &c, &E), DK_ERR_INVALID_URL, "http",
               "bad scheme: DK_ERR_INVALID_URL naming it");
     CHECK(c == (dk_client *)(uintptr_t)0x1, "out-parameter untouched on failure");
-    EXPECT_RC(dk_client_connect("stomp://127.0.0.1:notaport", NULL, &c, &E), DK_ERR_INVALID_URL, "notaport",
-              "bad port: DK_ERR_INVALID_URL naming the URL");
+    /* The port text is masked (`host:secret` without `@` may be a login and password): the host is named. */
+    EXPECT_RC(dk_client_connect("stomp://127.0.0.1:notaport", NULL, &c, &E), DK_ERR_INVALID_URL, "127.0.0.1:***",
+              "bad port: DK_ERR_INVALID_URL naming the URL, port text masked");
     EXPECT_RC(dk_client_connect("failover:(stomp://127.0.0.1:1?maxReconnectAttempts=lots", NULL, &c, &E),
               DK_ERR_INVALID_URL, NULL, "broken failover URL: DK_ERR_INVALID_URL");
     EXPECT_RC(dk_client_connect("", NULL, &c, &E), DK_ERR_INVALID_URL, NULL, "empty URL: DK_ERR_INVALID_URL");

@@ -230,9 +230,13 @@ fn split_list(list: &str) -> Vec<&str> {
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
+    // Only inside a `failover:` list does a `,scheme://` start another URL (as `BrokerUrl::parse` reads it);
+    // elsewhere it belongs to the password of the one URL.
+    let mut in_list = false;
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
+        in_list |= head.to_ascii_lowercase().contains("failover:");
         // `failover://(stomp://…` or `failover://stomp://…`: the endpoints are nested; read on from there.
         // Only a `failover` scheme nests: in `stomp://user://pass@h` the `://` belongs to the password.
         let scheme = head[..scheme_end].rsplit(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))).next().unwrap_or("");
@@ -243,7 +247,10 @@ pub fn redact(s: &str) -> String {
             continue;
         }
         // This URL ends where the next `,scheme://` of a failover list begins.
-        let elem_end = tail.match_indices(',').map(|(i, _)| i).find(|&i| starts_with_scheme(&tail[i + 1..])).unwrap_or(tail.len());
+        let elem_end = match in_list {
+            true => tail.match_indices(',').map(|(i, _)| i).find(|&i| starts_with_scheme(&tail[i + 1..])).unwrap_or(tail.len()),
+            false => tail.len(),
+        };
         let elem = &tail[..elem_end];
         let after_auth = match elem.rfind('@') {
             Some(at) => {
@@ -554,6 +561,11 @@ mod tests {
         assert_eq!(redact("stomp://u:top)secret@h:1"), "stomp://u:***@h:1");
         // Found by fuzz/broker_url: a password holding `://` was taken for a nested URL and shown.
         assert_eq!(redact("stomp://guest://hosguest@localhost"), "stomp://guest:***@localhost");
+        // Found by fuzz/broker_url: outside a failover list, `,stomp://` inside a password started a second URL.
+        let text = "stomp://12:7.su2t:guestUUomp://a:1,stomp://bUUUUUUUUUUUUU@localhost:61";
+        let pass = BrokerUrl::parse(text).unwrap().endpoints[0].passcode.clone().unwrap();
+        assert_eq!(pass.expose(), "7.su2t:guestUUomp://a:1,stomp://bUUUUUUUUUUUUU");
+        assert_eq!(redact(text), "stomp://12:***@localhost:61");
         let u = BrokerUrl::parse("stomp://guest://hosguest@localhost").unwrap();
         assert_eq!(u.endpoints[0].passcode.as_ref().map(Secret::expose), Some("//hosguest"));
         // The error a broken legacy failover URL gives (printed by every tool's config check).
