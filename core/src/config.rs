@@ -119,21 +119,14 @@ impl Default for BrokerSection {
     }
 }
 
-/// Parses `"90"`, `"30s"`, `"10m"`, `"2h"`, `"1d"`, `"500ms"`; integers are seconds.
+/// Parses `"90"` (seconds), `"30s"`, `"10m"`, `"2h"`, `"1d"`, `"500ms"` and compound
+/// forms such as `"1h30m"` or `"1m 30s"` (humantime's grammar).
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "s" => n.checked_mul(1000)?,
-        "ms" => n,
-        "m" | "min" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        "d" => n.checked_mul(86_400_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    humantime::parse_duration(s).ok()
 }
 
 /// A duration as written in a config: a number of seconds or text such as `30s`.
@@ -194,5 +187,16 @@ mod tests {
         assert!(e.starts_with("/etc/x.toml:2:1: unknown field `b`"), "{e}");
         assert_eq!(RawDuration::Text("5m".into()).resolve("k").unwrap(), Duration::from_secs(300));
         assert!(RawDuration::Text("5 parsecs".into()).resolve("x.y").unwrap_err().to_string().contains("x.y"));
+    }
+
+    #[test]
+    fn durations_take_compound_forms() {
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1m 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2min"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("45"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("99999999999999999999"), None);
+        assert_eq!(parse_duration("-5s"), None);
     }
 }

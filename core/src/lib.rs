@@ -52,6 +52,7 @@ pub mod broker;
 pub mod coalesce;
 pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod debrepo;
 pub mod deploy;
 pub mod durable;

@@ -1,5 +1,6 @@
 //! Command-line pieces every tool shares: `--broker` and friends, and logging set-up.
 
+use crate::exit::{Exit, OrExit};
 use anyhow::{Context, Result};
 use clap::Args;
 use deploykit::stomp::{ClientConfig, HeartbeatConfig, TlsConfig, Version};
@@ -89,8 +90,18 @@ impl BrokerArgs {
         }
     }
 
-    /// Builds the client configuration these options describe.
+    /// Connects with these options (exit code 3 if the broker stays unreachable, 2 if the options are wrong).
+    pub async fn connect(&self) -> Result<deploykit::stomp::Client> {
+        let config = self.client_config()?;
+        deploykit::stomp::Client::connect(config).await.context("connecting to the broker").or_exit(Exit::Broker)
+    }
+
+    /// Builds the client configuration these options describe (errors end the tool with exit code 2).
     pub fn client_config(&self) -> Result<ClientConfig> {
+        self.build_client_config().or_exit(Exit::Usage)
+    }
+
+    fn build_client_config(&self) -> Result<ClientConfig> {
         let mut config = ClientConfig::new(&self.broker).context("bad --broker / DK_BROKER_URL")?;
         config.handshake.vhost = self.vhost.clone();
         if let Some(login) = &self.login {
@@ -135,7 +146,7 @@ impl HealthArgs {
     pub async fn start(&self, daemon: &str, client: &deploykit::stomp::Client) -> Result<deploykit::health::Health> {
         let health = deploykit::health::Health::new(daemon, Some(client.clone()));
         if let Some(addr) = self.metrics_listen {
-            let (local, _task) = health.serve(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+            let (local, _task) = health.serve(addr).await.with_context(|| format!("--metrics-listen {addr}")).or_exit(Exit::Listen)?;
             tracing::info!("serving /healthz and /metrics on http://{local}");
         }
         Ok(health)
@@ -211,7 +222,10 @@ pub fn block_on_or(name: &str, on_error: u8, body: impl std::future::Future<Outp
         Ok(code) => code,
         Err(e) => {
             eprintln!("{name}: {}", error_text(&e));
-            std::process::ExitCode::from(on_error)
+            match e.chain().find_map(|c| c.downcast_ref::<crate::exit::ExitError>()) {
+                Some(tagged) => tagged.code.into(),
+                None => std::process::ExitCode::from(on_error),
+            }
         }
     }
 }
@@ -230,15 +244,4 @@ pub fn error_text(e: &anyhow::Error) -> String {
         }
     }
     text
-}
-
-/// Sets up `tracing` to stderr: `RUST_LOG` wins, else warn (info with `-v`, debug with `-vv`).
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

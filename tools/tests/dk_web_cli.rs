@@ -97,7 +97,7 @@ fn serves_reloads_users_on_sighup_and_exits_0_on_sigterm() {
     )
     .unwrap();
     let mut c = dk_web();
-    c.arg("--config").arg(&p).arg("--broker").arg(&url);
+    c.arg("-v").arg("--config").arg(&p).arg("--broker").arg(&url);
     let mut web = Proc::spawn(c);
     let line = web.line(Duration::from_secs(30), |l| l.contains("dk-web: listening on http://"));
     let addr = line.rsplit("http://").next().unwrap().trim().to_owned();

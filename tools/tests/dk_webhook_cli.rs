@@ -64,7 +64,7 @@ async fn signed_push_is_published_secrets_rotate_on_sighup_and_sigterm_exits_0()
     let reader = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
     let mut sub = reader.subscribe(&topic, SubscribeOptions::default()).await.unwrap();
     let mut cmd = dk_webhook();
-    cmd.arg("--config").arg(&config).args(["--broker", &broker.url()]);
+    cmd.arg("-v").arg("--config").arg(&config).args(["--broker", &broker.url()]);
     let mut proc = Proc::spawn(cmd);
     let line = tokio::task::block_in_place(|| proc.line(Duration::from_secs(20), |l| l.contains("listening on http://")));
     let addr = line.rsplit("http://").next().unwrap().trim().to_owned();

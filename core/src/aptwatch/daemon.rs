@@ -284,3 +284,40 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// dk-apt-watch under [`crate::daemon::supervise`]: a reload starts a daemon with the
+/// new configuration (subscribed before the old one stops, so no message falls
+/// between) and hands it what the old one still had waiting.
+struct Restarting {
+    handle: AptWatchHandle,
+    client: Client,
+    events: broadcast::Sender<WatchEvent>,
+}
+
+impl crate::daemon::Supervised for Restarting {
+    type Config = AptWatchConfig;
+    async fn reload(&mut self, config: AptWatchConfig) -> Result<(), crate::daemon::ReloadError> {
+        let new = start(config, self.client.clone()).await.map_err(|e| crate::daemon::ReloadError::Refused(e.to_string()))?;
+        crate::daemon::forward(new.subscribe(), self.events.clone());
+        let (_, pending) = std::mem::replace(&mut self.handle, new).stop().await;
+        self.handle.hand_over(pending).await;
+        Ok(())
+    }
+    fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+    async fn stop(self) {
+        let stats = self.handle.shutdown().await;
+        tracing::info!(?stats, "dk-apt-watch stopped");
+    }
+}
+
+/// Starts dk-apt-watch on the shared daemon lifecycle ([`crate::daemon`]); reloads restart it without a gap.
+pub async fn spawn(config: AptWatchConfig, client: Client) -> Result<crate::daemon::Daemon<AptWatchConfig, WatchEvent>, AptWatchError> {
+    let handle = start(config, client.clone()).await?;
+    Ok(crate::daemon::Daemon::spawn("dk-apt-watch", move |ctx| {
+        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
+        let service = Restarting { handle, client: client.clone(), events: ctx.events.clone() };
+        crate::daemon::supervise(service, Some(client), ctx)
+    }))
+}

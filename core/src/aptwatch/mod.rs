@@ -9,4 +9,4 @@ pub mod config;
 pub mod daemon;
 
 pub use config::{AptWatchConfig, PackageMatcher};
-pub use daemon::{start, AptWatchError, AptWatchHandle, RunReport, Stats, WatchEvent};
+pub use daemon::{spawn, start, AptWatchError, AptWatchHandle, RunReport, Stats, WatchEvent};

@@ -116,7 +116,7 @@ mod session;
 
 pub use config::{parse_users, BrokerConfig};
 pub use router::BrokerStats;
-pub use server::{bind, serve};
+pub use server::{bind, serve, spawn};
 
 use server::Shared;
 use std::io;

@@ -211,3 +211,25 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: im
     info!(%addr, "broker stopped");
     Ok(())
 }
+
+/// Runs [`serve`] on the shared daemon lifecycle ([`crate::daemon`]). The broker
+/// has no reloadable configuration: a reload is refused with what to do instead.
+pub fn spawn(listener: TcpListener, config: BrokerConfig) -> crate::daemon::Daemon<(), ()> {
+    crate::daemon::Daemon::spawn("dk-broker", move |mut ctx| async move {
+        let cancel = ctx.cancel.clone();
+        let serving = serve(listener, config, cancel.clone().cancelled_owned());
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                done = &mut serving => {
+                    return match done {
+                        Ok(()) if cancel.is_cancelled() => crate::daemon::Ended::Shutdown,
+                        Ok(()) => crate::daemon::Ended::Failed("the listener closed".into()),
+                        Err(e) => crate::daemon::Ended::Failed(format!("accepting connections: {e}")),
+                    };
+                }
+                r = ctx.next_reload() => r.answer(Err(crate::daemon::ReloadError::Refused("dk-broker reads its settings at start only; restart it to apply changes".into()))),
+            }
+        }
+    })
+}

@@ -460,3 +460,58 @@ async fn client_ready(events: &mut Option<broadcast::Receiver<ClientEvent>>) -> 
         None => std::future::pending().await,
     }
 }
+
+/// dk-reprepro under [`crate::daemon::supervise`]: a reload stops the watcher
+/// (after the file in progress) and starts one with the new configuration — or,
+/// if that fails, with the old one again.
+struct Restarting {
+    handle: Option<RepreproHandle>,
+    config: RepreproConfig,
+    client: Option<Client>,
+    events: broadcast::Sender<RepoEvent>,
+}
+
+impl crate::daemon::Supervised for Restarting {
+    type Config = RepreproConfig;
+    async fn reload(&mut self, config: RepreproConfig) -> Result<(), crate::daemon::ReloadError> {
+        if let Some(old) = self.handle.take() {
+            old.shutdown().await;
+        }
+        let (handle, verdict) = match start(config.clone(), self.client.clone()).await {
+            Ok(h) => {
+                self.config = config;
+                (Ok(h), Ok(()))
+            }
+            Err(e) => (start(self.config.clone(), self.client.clone()).await, Err(crate::daemon::ReloadError::Refused(e.to_string()))),
+        };
+        match handle {
+            Ok(h) => {
+                crate::daemon::forward(h.subscribe(), self.events.clone());
+                self.handle = Some(h);
+            }
+            // Neither configuration starts now (an incoming directory vanished): the daemon ends.
+            Err(e) => tracing::error!(error = %e, "restarting with the old configuration failed"),
+        }
+        verdict
+    }
+    fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(RepreproHandle::is_finished)
+    }
+    async fn stop(self) {
+        if let Some(h) = self.handle {
+            let stats = h.shutdown().await;
+            tracing::info!(?stats, "dk-reprepro stopped");
+        }
+    }
+}
+
+/// Starts dk-reprepro on the shared daemon lifecycle ([`crate::daemon`]); a reload restarts the watcher.
+pub async fn spawn(config: RepreproConfig, client: Option<Client>) -> Result<crate::daemon::Daemon<RepreproConfig, RepoEvent>, RepreproError> {
+    let handle = start(config.clone(), client.clone()).await?;
+    tracing::info!(inotify = handle.inotify(), "dk-reprepro started");
+    Ok(crate::daemon::Daemon::spawn("dk-reprepro", move |ctx| {
+        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
+        let service = Restarting { handle: Some(handle), config, client: client.clone(), events: ctx.events.clone() };
+        crate::daemon::supervise(service, client, ctx)
+    }))
+}

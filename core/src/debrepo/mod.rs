@@ -18,4 +18,4 @@ pub mod include;
 pub mod incoming;
 
 pub use config::{DistConfig, RepreproConfig, WatchMode};
-pub use daemon::{run_once, start, RepoEvent, RepreproError, RepreproHandle, Stats};
+pub use daemon::{run_once, spawn, start, RepoEvent, RepreproError, RepreproHandle, Stats};

@@ -774,3 +774,26 @@ async fn sleep_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+impl crate::daemon::Supervised for DaemonHandle {
+    type Config = FetchConfig;
+    async fn reload(&mut self, config: FetchConfig) -> Result<(), crate::daemon::ReloadError> {
+        DaemonHandle::reload(self, config).await.map_err(|e| crate::daemon::ReloadError::Refused(e.to_string()))
+    }
+    fn is_finished(&self) -> bool {
+        DaemonHandle::is_finished(self)
+    }
+    async fn stop(self) {
+        let stats = self.shutdown().await;
+        tracing::info!(?stats, "dk-fetch stopped");
+    }
+}
+
+/// Starts dk-fetch on the shared daemon lifecycle ([`crate::daemon`]).
+pub async fn spawn(config: FetchConfig, client: Client, options: DaemonOptions) -> Result<crate::daemon::Daemon<FetchConfig, DaemonEvent>, DaemonError> {
+    let handle = FetchDaemon::start_with(config, client.clone(), options).await?;
+    Ok(crate::daemon::Daemon::spawn("dk-fetch", move |ctx| {
+        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
+        crate::daemon::supervise(handle, Some(client), ctx)
+    }))
+}

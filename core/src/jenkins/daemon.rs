@@ -303,3 +303,25 @@ impl Daemon {
         }
     }
 }
+
+impl crate::daemon::Supervised for DaemonHandle {
+    type Config = JenkinsConfig;
+    async fn reload(&mut self, config: JenkinsConfig) -> Result<(), crate::daemon::ReloadError> {
+        DaemonHandle::reload(self, config).await.map_err(|e| crate::daemon::ReloadError::Refused(e.to_string()))
+    }
+    fn is_finished(&self) -> bool {
+        DaemonHandle::is_finished(self)
+    }
+    async fn stop(self) {
+        self.shutdown().await;
+    }
+}
+
+/// Starts dk-jenkins on the shared daemon lifecycle ([`crate::daemon`]); returns once the commit topic is subscribed.
+pub async fn spawn(config: JenkinsConfig, client: Client) -> Result<crate::daemon::Daemon<JenkinsConfig, JenkinsEvent>, DaemonError> {
+    let handle = start(config, client.clone()).await?;
+    Ok(crate::daemon::Daemon::spawn("dk-jenkins", move |ctx| {
+        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
+        crate::daemon::supervise(handle, Some(client), ctx)
+    }))
+}

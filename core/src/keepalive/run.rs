@@ -92,3 +92,35 @@ async fn watch_events(name: String, client: Client, interval: Duration) {
         }
     }
 }
+
+/// What a dk-keepalive reload takes: the targets and the interval.
+pub type Plan = (Vec<Target>, Duration);
+
+/// Starts the `--interval` daemon on the shared lifecycle ([`crate::daemon`]); a
+/// reload restarts the connections with the new targets and interval. Its
+/// connections keep reconnecting: a keepalive outlives the broker's absences.
+pub fn spawn(targets: Vec<Target>, interval: Duration) -> crate::daemon::Daemon<Plan, ()> {
+    crate::daemon::Daemon::spawn("dk-keepalive", move |mut ctx| async move {
+        let (mut targets, mut interval) = (targets, interval);
+        let cancel = ctx.cancel.clone();
+        loop {
+            tracing::info!(targets = targets.len(), ?interval, "keeping targets alive");
+            let round = cancel.child_token();
+            let task = tokio::spawn(run(targets.clone(), interval, round.clone().cancelled_owned()));
+            let reload = tokio::select! {
+                _ = cancel.cancelled() => None,
+                r = ctx.next_reload() => Some(r),
+            };
+            round.cancel();
+            let _ = task.await;
+            match reload {
+                None => return crate::daemon::Ended::Shutdown,
+                Some(r) => {
+                    let ((t, i), verdict) = r.into_parts();
+                    (targets, interval) = (t, i);
+                    verdict.send(Ok(()));
+                }
+            }
+        }
+    })
+}

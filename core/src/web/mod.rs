@@ -228,3 +228,29 @@ impl WebHandle {
         }
     }
 }
+
+/// How long a stopping dk-web gives running deploys to finish their batch.
+pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl crate::daemon::Supervised for WebHandle {
+    type Config = WebConfig;
+    async fn reload(&mut self, config: WebConfig) -> Result<(), crate::daemon::ReloadError> {
+        WebHandle::reload(self, config).map_err(crate::daemon::ReloadError::Refused)
+    }
+    fn is_finished(&self) -> bool {
+        self.server.is_finished()
+    }
+    async fn stop(self) {
+        if self.running() > 0 {
+            tracing::warn!(deploys = self.running(), "stopping: no further batches; waiting for the running ones");
+        }
+        self.shutdown(SHUTDOWN_WAIT).await;
+    }
+}
+
+/// Starts dk-web on the shared daemon lifecycle ([`crate::daemon`]); returns once it listens, with its address.
+pub async fn spawn(config: WebConfig, client: Client, key: SecretKey) -> Result<(crate::daemon::Daemon<WebConfig, ()>, SocketAddr), WebError> {
+    let handle = start(config, client.clone(), key).await?;
+    let addr = handle.addr();
+    Ok((crate::daemon::Daemon::spawn("dk-web", move |ctx| crate::daemon::supervise(handle, Some(client), ctx)), addr))
+}

@@ -146,3 +146,30 @@ impl WebhookHandle {
         self.outbox.pending()
     }
 }
+
+/// How long a stopping dk-webhook gives its spool to drain to the broker.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+impl crate::daemon::Supervised for WebhookHandle {
+    type Config = WebhookConfig;
+    async fn reload(&mut self, config: WebhookConfig) -> Result<(), crate::daemon::ReloadError> {
+        WebhookHandle::reload(self, &config).map_err(crate::daemon::ReloadError::Refused)
+    }
+    fn is_finished(&self) -> bool {
+        self.server.is_finished()
+    }
+    async fn stop(self) {
+        let left = self.shutdown(SHUTDOWN_DRAIN).await;
+        if left > 0 {
+            tracing::warn!(spooled = left, "messages stay spooled for the next start");
+        }
+    }
+}
+
+/// Starts dk-webhook on the shared daemon lifecycle ([`crate::daemon`]); returns once it listens, with its address.
+/// Requests are spooled while the broker is away, so the broker is never "lost for good" here.
+pub async fn spawn(config: WebhookConfig, client: Client) -> Result<(crate::daemon::Daemon<WebhookConfig, ()>, SocketAddr), WebhookError> {
+    let handle = start(config, client).await?;
+    let addr = handle.addr();
+    Ok((crate::daemon::Daemon::spawn("dk-webhook", move |ctx| crate::daemon::supervise(handle, None, ctx)), addr))
+}

@@ -2,13 +2,14 @@
 //!
 //! A thin `main` over `deploykit::deploy::agent`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
+use deploykit::deploy::agent::{self, AgentConfig, AgentEvent};
 use deploykit::health::Outcome;
-use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
-use std::path::{Path, PathBuf};
+use dk_tools::cli::{BrokerArgs, HealthArgs};
+use dk_tools::daemon::{RunOptions, Signals};
+use dk_tools::exit::{Exit, OrExit};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Deploy agent: answers signed discover/tags/deploy/rollback/status requests for this
@@ -17,7 +18,8 @@ use std::process::ExitCode;
 #[command(
     name = "dk-agent",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-agent                                   serve with /etc/deploykit/agent.toml
   dk-agent --config ./agent.toml -v          another config, info logging
   dk-agent --check                           validate the config and print the sites
@@ -42,9 +44,12 @@ Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT stop taking requests, let running deploys finish, exit 0;
 SIGHUP reloads keys, policies and sites (a broken config is logged; the old one stays).
 
-Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error;
-3 broker unreachable at start-up."
-)]
+If the broker is lost for good (failover maxReconnectAttempts), dk-agent exits 3 after
+letting running deploys finish, so systemd restarts it.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// The configuration file (TOML).
     #[arg(long, short = 'c', default_value = "/etc/deploykit/agent.toml", value_name = "FILE")]
@@ -59,14 +64,13 @@ struct Cli {
     /// Print this agent's identity public key (`ed25519:…`; the key is made in state_dir if missing) and exit.
     #[arg(long)]
     print_key: bool,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let config = match dk_tools::cli::load_config("dk-agent", cli.check, || AgentConfig::load(&cli.config)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -107,19 +111,24 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    dk_tools::cli::block_on("dk-agent", async { run(cli, config).await.map(|()| ExitCode::SUCCESS) })
+    dk_tools::cli::block_on("dk-agent", run(cli, config))
 }
 
-async fn run(cli: Cli, config: AgentConfig) -> Result<()> {
-    let args = cli.broker.with_section(&config.broker);
-    let client = Client::connect(args.client_config()?).await.context("connecting to the broker")?;
+async fn run(cli: Cli, config: AgentConfig) -> Result<ExitCode> {
+    let signals = Signals::install()?;
+    let client = cli.broker.with_section(&config.broker).connect().await?;
     if config.allow_unsigned {
         tracing::warn!("allow_unsigned = true: unsigned requests are accepted");
     }
     let (identity, sites, topic) = (config.identity.clone(), config.sites.len(), config.destinations.deploy.clone());
-    let handle = Agent::start(config, client.clone()).await?;
+    let daemon = match agent::spawn(config, client.clone()).await {
+        Ok(d) => d,
+        Err(e @ agent::AgentError::Subscribe { .. }) => return Err(e).or_exit(Exit::Broker),
+        // The state directory or the identity key: the host's configuration.
+        Err(e) => return Err(e).or_exit(Exit::Usage),
+    };
     let health = cli.health.start("dk-agent", &client).await?;
-    health.watch(handle.subscribe(), |e| match e {
+    health.watch(daemon.subscribe(), |e| match e {
         AgentEvent::Ignored { .. } => Outcome::Ignore,
         AgentEvent::Done { ok: true, .. } => Outcome::Message,
         AgentEvent::Done { request_id, action, .. } => Outcome::Error(format!("{action:?} {request_id} failed")),
@@ -127,29 +136,8 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<()> {
         AgentEvent::Unverified { reason, .. } => Outcome::Error(format!("unverified request dropped: {reason}")),
     });
     tracing::info!(%identity, sites, %topic, "dk-agent started");
-    wait_for_signals(&handle, &cli.config).await?;
-    tracing::info!("shutting down: letting running deploys finish");
-    handle.shutdown().await;
-    let _ = client.disconnect().await;
-    Ok(())
-}
-
-/// Returns on SIGTERM/SIGINT; reloads on SIGHUP.
-async fn wait_for_signals(handle: &AgentHandle, path: &Path) -> Result<()> {
-    let (mut stop, mut hup) = dk_tools::cli::signals()?;
-    loop {
-        tokio::select! {
-            _ = stop.recv() => return Ok(()),
-            _ = hup.recv() => match AgentConfig::load(path) {
-                Ok(c) => {
-                    handle.reload(c);
-                    tracing::info!(file = %path.display(), "configuration reloaded");
-                }
-                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-            },
-        }
-        if handle.is_finished() {
-            anyhow::bail!("the agent stopped (the broker connection closed for good)");
-        }
-    }
+    let path = cli.config.clone();
+    let reload = Box::new(move || AgentConfig::load(&path).map_err(|e| e.to_string()));
+    // Running deploys finish before the agent exits (a deploy is never left half-done).
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(600), client: Some(client) }).await)
 }

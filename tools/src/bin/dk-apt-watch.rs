@@ -3,13 +3,13 @@
 //!
 //! A thin `main` over `deploykit::aptwatch`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use deploykit::aptwatch::WatchEvent;
-use deploykit::aptwatch::{self, AptWatchConfig, AptWatchHandle};
-use deploykit::health::{Health, Outcome};
-use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
+use deploykit::aptwatch::{self, AptWatchConfig};
+use deploykit::health::Outcome;
+use dk_tools::cli::{BrokerArgs, HealthArgs};
+use dk_tools::daemon::{RunOptions, Signals};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,7 +18,8 @@ use std::process::ExitCode;
 #[command(
     name = "dk-apt-watch",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-apt-watch                                 run with /etc/deploykit/apt-watch.toml (defaults if missing)
   dk-apt-watch --config ./apt-watch.toml -v    another config, info logging
   dk-apt-watch --check                         print what the config means and exit
@@ -32,9 +33,11 @@ A reconnect to the broker also triggers one run (a message may have been missed)
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT let a running action finish and exit 0; SIGHUP reloads the config.
 
-Exit codes: 0 ok; 1 --check found problems; 2 usage or configuration error;
-3 broker unreachable at start-up."
-)]
+If the broker is lost for good (failover maxReconnectAttempts), dk-apt-watch exits 3.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// The configuration file (TOML); a missing default file means all defaults.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -46,9 +49,8 @@ struct Cli {
     /// Validate the config, print its meaning and check the action's program exists.
     #[arg(long)]
     check: bool,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 const DEFAULT_CONFIG: &str = "/etc/deploykit/apt-watch.toml";
@@ -63,7 +65,7 @@ fn load(path: Option<&Path>) -> Result<AptWatchConfig, deploykit::fetch::ConfigE
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let config = match dk_tools::cli::load_config("dk-apt-watch", cli.check, || load(cli.config.as_deref())) {
         Ok(c) => c,
         Err(code) => return code,
@@ -84,50 +86,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
-    let client = Client::connect(cli.broker.with_section(&config.broker).client_config()?).await.context("connecting to the broker")?;
-    let handle = aptwatch::start(config, client.clone()).await?;
+    let signals = Signals::install()?;
+    let client = cli.broker.with_section(&config.broker).connect().await?;
+    let daemon = aptwatch::spawn(config, client.clone()).await?;
     let health = cli.health.start("dk-apt-watch", &client).await?;
-    watch(&health, &handle);
-    let handle = wait_for_signals(handle, cli.config.as_deref(), &client, &health).await?;
-    let stats = handle.shutdown().await;
-    tracing::info!(?stats, "stopped");
-    let _ = client.disconnect().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Returns on SIGTERM/SIGINT; on SIGHUP starts a daemon with the new
-/// configuration (subscribed before the old one is stopped, so no message falls between).
-/// Feeds `health` from a daemon's events (again after every reload).
-fn watch(health: &Health, handle: &AptWatchHandle) {
-    health.watch(handle.subscribe(), |e| match e {
+    health.watch(daemon.subscribe(), |e| match e {
         WatchEvent::Ran(r) if r.ok => Outcome::Message,
         WatchEvent::Ran(r) => Outcome::Error(format!("action {}", r.status)),
         _ => Outcome::Ignore,
     });
-}
-
-async fn wait_for_signals(mut handle: AptWatchHandle, path: Option<&Path>, client: &Client, health: &Health) -> Result<AptWatchHandle> {
-    let (mut stop, mut hup) = dk_tools::cli::signals()?;
-    loop {
-        tokio::select! {
-            _ = stop.recv() => return Ok(handle),
-            _ = hup.recv() => match load(path) {
-                // Subscribe the new daemon before stopping the old one (no gap);
-                // what the old one still had waiting is handed over.
-                Ok(c) => match aptwatch::start(c, client.clone()).await {
-                    Ok(new) => {
-                        let (_, pending) = std::mem::replace(&mut handle, new).stop().await;
-                        handle.hand_over(pending).await;
-                        watch(health, &handle);
-                        tracing::info!("configuration reloaded");
-                    }
-                    Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-                },
-                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-            },
-        }
-        if handle.is_finished() {
-            anyhow::bail!("the daemon stopped unexpectedly");
-        }
-    }
+    tracing::info!("dk-apt-watch started");
+    let path = cli.config.clone();
+    // A reload starts a watcher with the new configuration before the old one stops (no gap).
+    let reload = Box::new(move || load(path.as_deref()).map_err(|e| format!("{e:#}")));
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(90), client: Some(client) }).await)
 }

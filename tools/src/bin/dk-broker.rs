@@ -4,11 +4,12 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use deploykit::broker::{self, BrokerConfig};
 use deploykit::stomp::Limits;
-use std::io::IsTerminal;
+use dk_tools::daemon::{RunOptions, Signals};
+use dk_tools::exit::{Exit, OrExit};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
 
 /// Embedded single-node STOMP broker (STOMP 1.0–1.2) for one machine, demos and tests.
 ///
@@ -19,7 +20,7 @@ use tracing_subscriber::EnvFilter;
 #[command(
     name = "dk-broker",
     version,
-    after_help = "\
+    after_help = concat!("\
 Destinations: /topic/NAME (fan-out, not kept), /queue/NAME (round-robin, kept while
 no one listens, at most --max-queue-len), /temp-queue/NAME (private reply queue).
 
@@ -43,12 +44,16 @@ Examples:
   dk-broker --listen 127.0.0.1:0             # ephemeral port, printed on stderr
   dk-broker --users-file /etc/deploykit/broker-users --heartbeat 5000
   dk-broker --max-bytes 1G --max-connections 4096 --max-connections-per-ip 256
-  RUST_LOG=deploykit=debug dk-broker -v      # log every frame
+  RUST_LOG=deploykit=debug dk-broker -v      # log every frame (-v info, -vv debug)
 
 The users file has one `login:passcode` a line (# comments allowed); keep it
 readable by the broker's user only. On start, `dk-broker listening on ADDR` is
-printed on stderr. SIGTERM or SIGINT shut down gracefully (exit 0)."
-)]
+printed on stderr. SIGTERM or SIGINT shut down gracefully (exit 0); SIGHUP is logged
+and changes nothing (settings are read at start).
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:61613", env = "DK_BROKER_LISTEN")]
@@ -106,22 +111,17 @@ struct Args {
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
     max_transaction_bytes: usize,
 
-    /// More logging: -v debug, -vv trace (RUST_LOG overrides).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
-    let level = match args.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+    args.log.init();
+    dk_tools::cli::block_on_or("dk-broker", 2, run(args))
+}
 
+async fn run(args: Args) -> Result<ExitCode> {
     let users = match &args.users_file {
         None => None,
         Some(path) => Some(read_users(path)?),
@@ -144,11 +144,14 @@ async fn main() -> Result<()> {
         max_transaction_bytes: args.max_transaction_bytes,
         ..defaults
     };
-    let listener = broker::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let signals = Signals::install()?;
+    let listener = broker::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen)).or_exit(Exit::Listen)?;
     let addr = listener.local_addr()?;
     eprintln!("dk-broker listening on {addr}");
-    broker::serve(listener, config, shutdown_signal()).await?;
-    Ok(())
+    let daemon = broker::spawn(listener, config);
+    // SIGHUP: nothing reloads (settings are read at start); the refusal is logged.
+    let reload = Box::new(|| Ok(()));
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: Duration::from_secs(10), client: None }).await)
 }
 
 /// Parses a size: bytes, or a number with a K, M or G suffix (powers of 1024; `KiB`, `MB`… also read so).
@@ -186,29 +189,6 @@ fn read_users(path: &PathBuf) -> Result<std::collections::HashMap<String, String
         Ok(users) => Ok(users),
         Err(line) => bail!("users file {}: line {line} is not `login:passcode`", path.display()),
     }
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("signal received; shutting down");
 }
 
 #[cfg(test)]

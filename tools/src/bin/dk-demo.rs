@@ -27,7 +27,6 @@ use deploykit::fetch::daemon::{DaemonEvent, DaemonHandle, DaemonOptions, FetchDa
 use deploykit::message::{Commit, Publisher, Source};
 use deploykit::message::{DeployAction, Filters};
 use deploykit::stomp::{Client, ClientConfig};
-use dk_tools::cli::init_logging;
 use dk_tools::deploy_view::{summary, Progress};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,9 +50,8 @@ can deploy from the browser.
 Needs the git command. The temporary directory is removed at the end (--keep keeps it)."
 )]
 struct Cli {
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
     /// Keep the temporary directory (its path is printed).
     #[arg(long)]
     keep: bool,
@@ -135,7 +133,7 @@ struct Server {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let broker = Broker::start(BrokerConfig::default()).await.context("starting the embedded broker")?;
     let url = broker.url();
     let tmp = Tmp { path: std::env::temp_dir().join(format!("dk-demo-{}", std::process::id())), keep: cli.keep };

@@ -12,8 +12,7 @@ use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use deploykit::deploy::{audit, filters};
 use deploykit::fetch::config::parse_duration;
 use deploykit::message::{DeployAction, Filters, StepState};
-use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::BrokerArgs;
 use dk_tools::deploy_view::{printable, summary, Progress};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -26,7 +25,8 @@ use std::time::Duration;
 #[command(
     name = "dk-deploy",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-deploy keygen                                  make ~/.config/deploykit/deploy.key, print the public key
   dk-deploy keygen --out fleet.key                  a fleet key (keep it offline); put its public half in trust.toml
   dk-deploy enroll --fleet-key fleet.key --identity web01 --agent-key ed25519:... --valid 365d > web01.cert
@@ -55,10 +55,12 @@ N servers; when fewer answer discovery it names the missing ones and stops befor
 server changes, unless --allow-missing is given.
 No answer: agents do not answer requests they cannot verify (untrusted key, bad signature,
 clock skew); dk-deploy then says so with the key to check.
-Exit codes: 0 every selected server succeeded; 1 some failed, refused or did not answer,
-expected servers were missing (or the rollout stopped); 2 usage, key or configuration error;
-3 broker or bus error."
-)]
+dk-deploy exits 1 when some selected server failed, refused or did not answer, when
+expected servers were missing, or when the rollout stopped.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -95,9 +97,8 @@ struct Common {
     /// Machine-readable output (JSON on stdout).
     #[arg(long, global = true)]
     json: bool,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -282,7 +283,7 @@ fn load_trust(c: &Common) -> Result<TrustConfig> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.common.verbose);
+    cli.common.log.init();
     if let Cmd::Enroll { fleet_key, identity, agent_key, valid } = &cli.command {
         return enroll(fleet_key, identity, agent_key, *valid);
     }
@@ -346,7 +347,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             (filters_of(filters)?, Some(site.clone()))
         }
     };
-    let client = Client::connect(c.broker.client_config()?).await.context("connecting to the broker")?;
+    let client = c.broker.connect().await?;
     let mut cc = ControllerConfig::new(user.clone(), key);
     cc.destinations.deploy = c.deploy_topic.clone();
     cc.reply_to = c.reply_to.clone();

@@ -3,15 +3,16 @@
 //! A thin `main` over `deploykit::fetch::daemon` (the daemon) and
 //! `deploykit::fetch::config` (fetch.toml, `--check`, `--import-legacy`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use deploykit::fetch::config::FetchConfig;
-use deploykit::fetch::daemon::{self, DaemonEvent, DaemonOptions, FetchDaemon, Runner};
+use deploykit::fetch::daemon::{self, DaemonEvent, DaemonOptions, Runner};
 use deploykit::fetch::{config, ops, privilege};
 use deploykit::health::Outcome;
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
-use std::path::{Path, PathBuf};
+use dk_tools::cli::{BrokerArgs, HealthArgs};
+use dk_tools::daemon::{RunOptions, Signals};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -21,7 +22,8 @@ use std::sync::Arc;
 #[command(
     name = "dk-fetch",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-fetch                                   run the daemon with /etc/deploykit/fetch.toml
   dk-fetch --config ./fetch.toml -v          another config, info logging
   dk-fetch --once                            fetch every repo once, publish results, exit (cron)
@@ -31,10 +33,11 @@ use std::sync::Arc;
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT finish the running fetches and exit 0; SIGHUP reloads the config
 (a broken new config is logged and the old one kept; the connection is not dropped).
+If the broker is lost for good (failover maxReconnectAttempts), dk-fetch exits 3.
 
-Exit codes: 0 ok; 1 --check found problems or --once had a failed fetch;
-2 usage or configuration error; 3 broker unreachable at start-up."
-)]
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// The configuration file (TOML).
     #[arg(long, short = 'c', default_value = "/etc/deploykit/fetch.toml", value_name = "FILE")]
@@ -52,9 +55,8 @@ struct Cli {
     /// Print the TOML equivalent of a stomp-git YAML config and exit.
     #[arg(long, value_name = "YAML")]
     import_legacy: Option<PathBuf>,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +65,7 @@ fn main() -> ExitCode {
         return privilege::child_main();
     }
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     if let Some(yaml) = &cli.import_legacy {
         return match std::fs::read_to_string(yaml).map_err(|e| format!("{}: {e}", yaml.display())).and_then(|t| config::import_legacy(&t).map_err(|e| e.to_string())) {
             Ok(toml) => {
@@ -128,40 +130,22 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
         return Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
 
-    let client = Client::connect(client_config).await.context("connecting to the broker")?;
-    tracing::info!(repos = config.repos.len(), topic = %config.commits_topic, "dk-fetch started");
-    let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
+    let signals = Signals::install()?;
+    let client = args.connect().await?;
+    let (repos, topic) = (config.repos.len(), config.commits_topic.clone());
+    let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
+    tracing::info!(repos, %topic, "dk-fetch started");
     let health = cli.health.start("dk-fetch", &client).await?;
-    health.watch(handle.subscribe(), |e| match e {
+    health.watch(daemon.subscribe(), |e| match e {
         DaemonEvent::Fetched(r) if r.ok => Outcome::Message,
         DaemonEvent::Fetched(r) => Outcome::Error(format!("{}: {}", r.repo, r.error.as_deref().unwrap_or("failed"))),
         DaemonEvent::Rejected { repo, why, .. } => Outcome::Error(format!("rejected {repo:?}: {why}")),
         _ => Outcome::Ignore,
     });
-    wait_for_signals(&handle, &cli.config).await?;
-    tracing::info!("shutting down: finishing running fetches");
-    let stats = handle.shutdown().await;
-    tracing::info!(?stats, "stopped");
-    let _ = client.disconnect().await;
-    Ok(ExitCode::SUCCESS)
+    let path = cli.config.clone();
+    let reload = Box::new(move || FetchConfig::load(&path).map_err(|e| e.to_string()));
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: GRACE, client: Some(client) }).await)
 }
 
-/// Returns on SIGTERM/SIGINT; reloads on SIGHUP.
-async fn wait_for_signals(handle: &daemon::DaemonHandle, path: &Path) -> Result<()> {
-    let (mut stop, mut hup) = dk_tools::cli::signals()?;
-    loop {
-        tokio::select! {
-            _ = stop.recv() => return Ok(()),
-            _ = hup.recv() => match FetchConfig::load(path) {
-                Ok(c) => match handle.reload(c).await {
-                    Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; the old configuration stays"),
-                },
-                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-            },
-        }
-        if handle.is_finished() {
-            anyhow::bail!("the daemon stopped (the broker connection closed for good)");
-        }
-    }
-}
+/// How long running fetches may take to finish at shutdown.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(90);

@@ -3,14 +3,14 @@
 //! A thin `main` over `deploykit::jenkins` (config, routing, quiet period,
 //! remote API, daemon).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use deploykit::health::Outcome;
 use deploykit::jenkins::daemon::JenkinsEvent;
 use deploykit::jenkins::{daemon, JenkinsConfig};
-use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
-use std::path::{Path, PathBuf};
+use dk_tools::cli::{BrokerArgs, HealthArgs};
+use dk_tools::daemon::{RunOptions, Signals};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Triggers the Jenkins job(s) of a repo when a commit message names it.
@@ -18,7 +18,8 @@ use std::process::ExitCode;
 #[command(
     name = "dk-jenkins",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-jenkins                                 run with /etc/deploykit/jenkins.toml
   dk-jenkins --config ./jenkins.toml -v      another config, info logging
   dk-jenkins --check --config jenkins.toml   validate the config and the secrets it names
@@ -32,9 +33,11 @@ Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT trigger the jobs still in their quiet period, then exit 0;
 SIGHUP reloads the config (a broken one is logged and the old one kept).
 
-Exit codes: 0 ok; 1 --check found problems; 2 usage or configuration error;
-3 broker unreachable at start-up or the connection closed for good."
-)]
+If the broker is lost for good (failover maxReconnectAttempts), dk-jenkins exits 3.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// The configuration file (TOML).
     #[arg(long, short = 'c', default_value = "/etc/deploykit/jenkins.toml", value_name = "FILE")]
@@ -46,14 +49,13 @@ struct Cli {
     /// Validate the config and read every secret it names; one line per problem; exit 1 if any.
     #[arg(long)]
     check: bool,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let config = match dk_tools::cli::load_config("dk-jenkins", cli.check, || JenkinsConfig::load(&cli.config)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
     if cli.check {
         return dk_tools::cli::check_report(&cli.config, &check(&config), &format!("{} repos", config.repos.len()));
     }
-    dk_tools::cli::block_on("dk-jenkins", async { run(&cli, config).await.map(|()| ExitCode::SUCCESS) })
+    dk_tools::cli::block_on("dk-jenkins", run(&cli, config))
 }
 
 /// Every secret the config names must be readable now.
@@ -84,44 +86,21 @@ fn check(config: &JenkinsConfig) -> Vec<String> {
     problems
 }
 
-async fn run(cli: &Cli, config: JenkinsConfig) -> Result<()> {
-    let client_config = cli.broker.with_section(&config.broker).client_config()?;
-    let client = Client::connect(client_config).await.context("connecting to the broker")?;
+async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
+    let signals = Signals::install()?;
+    let client = cli.broker.with_section(&config.broker).connect().await?;
     let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
-    let handle = daemon::start(config, client.clone()).await?;
+    let daemon = daemon::spawn(config, client.clone()).await?;
     let health = cli.health.start("dk-jenkins", &client).await?;
-    health.watch(handle.subscribe(), |e| match e {
+    health.watch(daemon.subscribe(), |e| match e {
         JenkinsEvent::Triggered { .. } => Outcome::Message,
         JenkinsEvent::Failed { job, error } => Outcome::Error(format!("{job}: {error}")),
         _ => Outcome::Ignore,
     });
     // Logged once the commit topic is subscribed (tests and operators rely on that order).
     tracing::info!(repos, %topic, %jenkins, "dk-jenkins started");
-    let result = wait_for_signals(&handle, &cli.config).await;
-    tracing::info!("shutting down: triggering pending jobs");
-    handle.shutdown().await;
-    let _ = client.disconnect().await;
-    result
-}
-
-/// Returns on SIGTERM/SIGINT; reloads on SIGHUP; fails if the daemon stopped by itself.
-async fn wait_for_signals(handle: &daemon::DaemonHandle, path: &Path) -> Result<()> {
-    let (mut stop, mut hup) = dk_tools::cli::signals()?;
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.recv() => return Ok(()),
-            _ = hup.recv() => match JenkinsConfig::load(path) {
-                Ok(c) => match handle.reload(c).await {
-                    Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; the old configuration stays"),
-                },
-                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-            },
-            _ = tick.tick() => {}
-        }
-        if handle.is_finished() {
-            anyhow::bail!("the daemon stopped (the broker connection closed for good)");
-        }
-    }
+    let path = cli.config.clone();
+    let reload = Box::new(move || JenkinsConfig::load(&path).map_err(|e| e.to_string()));
+    // Stopping triggers the jobs still in their quiet period and waits for triggers in flight.
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(90), client: Some(client) }).await)
 }

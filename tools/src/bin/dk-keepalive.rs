@@ -6,7 +6,8 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use deploykit::fetch::config::parse_duration;
 use deploykit::keepalive::{self, KeepaliveConfig, ProbeOptions, Target};
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::BrokerArgs;
+use dk_tools::daemon::{RunOptions, Signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,20 +22,25 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/keepalive.toml";
 #[command(
     name = "dk-keepalive",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-keepalive --config /etc/deploykit/keepalive.toml        one keepalive per target, then exit (cron)
   dk-keepalive --config keepalive.toml --interval 60s        daemon: every 60 s over held connections
   dk-keepalive --broker stomp://mq:61613 --destination /topic/deploykit.git.commits
   dk-keepalive probe --broker stomp://mq.dmz:61613 --max 30m  how long does an idle connection survive?
+  dk-keepalive --check --config keepalive.toml               validate the config and list the targets
 
 Targets: the config's [[target]] entries (each with its own broker and credentials),
 plus one per --destination on --broker / DK_BROKER_URL; with neither, one target
 /topic/deploykit.keepalive on --broker.
 Signals (daemon): SIGTERM/SIGINT disconnect and exit 0; SIGHUP re-reads the config.
 
-Exit codes: 0 ok; 1 a keepalive failed (one-shot); 2 usage or configuration error;
-3 the probe could not connect."
-)]
+The daemon's connections keep reconnecting (a keepalive outlives broker outages);
+one-shot mode exits 1 if a keepalive failed; probe exits 3 if it cannot connect.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -47,14 +53,16 @@ struct Cli {
     /// Run as a daemon at the config's interval (default 60s).
     #[arg(long, conflicts_with = "interval")]
     daemon: bool,
+    /// Validate the config and every target; print them; exit 1 on a problem (2 if the config does not parse).
+    #[arg(long, conflicts_with_all = ["interval", "daemon"])]
+    check: bool,
     /// Also keep this destination alive on --broker (repeatable).
     #[arg(long, value_name = "DEST")]
     destination: Vec<String>,
     #[command(flatten)]
     broker: BrokerArgs,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,7 +92,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     dk_tools::cli::block_on_or("dk-keepalive", 2, run(cli))
 }
 
@@ -114,6 +122,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         return probe(p).await;
     }
     let (targets, interval) = targets(&cli)?;
+    if cli.check {
+        for t in &targets {
+            println!("target {}: {} ({:?})", t.name, t.destination, t.mode);
+        }
+        println!("ok: {} target(s), interval {interval:?}", targets.len());
+        return Ok(ExitCode::SUCCESS);
+    }
     if cli.interval.is_none() && !cli.daemon {
         let mut failed = 0;
         for t in &targets {
@@ -131,33 +146,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The `--interval` daemon; SIGHUP restarts it with the re-read configuration.
-async fn daemon(cli: Cli, mut targets: Vec<Target>, mut interval: Duration) -> Result<ExitCode> {
-    let (mut signal_stop, mut hup) = dk_tools::cli::signals()?;
-    loop {
-        eprintln!("dk-keepalive: keeping {} target(s) alive every {interval:?}", targets.len());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(keepalive::run(targets.clone(), interval, async {
-            let _ = stopped.await;
-        }));
-        let reload = loop {
-            tokio::select! {
-                _ = signal_stop.recv() => break None,
-                _ = hup.recv() => match self::targets(&cli) {
-                    Ok(new) => break Some(new),
-                    Err(e) => tracing::error!("new configuration refused; the old one stays: {e:#}"),
-                },
-            }
-        };
-        let _ = stop.send(());
-        let _ = task.await;
-        match reload {
-            None => return Ok(ExitCode::SUCCESS),
-            Some((t, i)) => {
-                tracing::warn!("configuration reloaded");
-                (targets, interval) = (t, i);
-            }
-        }
-    }
+async fn daemon(cli: Cli, targets: Vec<Target>, interval: Duration) -> Result<ExitCode> {
+    let signals = Signals::install()?;
+    eprintln!("dk-keepalive: keeping {} target(s) alive every {interval:?}", targets.len());
+    let daemon = keepalive::spawn(targets, interval);
+    let reload = Box::new(move || self::targets(&cli).map_err(|e| format!("{e:#}")));
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: Duration::from_secs(10), client: None }).await)
 }
 
 async fn probe(p: &ProbeArgs) -> Result<ExitCode> {

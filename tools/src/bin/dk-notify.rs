@@ -7,7 +7,7 @@ use deploykit::jenkins::daemon::EVENT_SOURCE;
 use deploykit::jenkins::notify::{self, NotifyConfig};
 use deploykit::message::{BuildStatus, Publisher, Wire};
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::BrokerArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +19,8 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/notify.toml";
 #[command(
     name = "dk-notify",
     version,
-    after_help = "Examples (in a Jenkins job step):
+    after_help = concat!(
+        "Examples (in a Jenkins job step):
   dk-notify started                          at the start of the build
   dk-notify success                          or failure, unstable, aborted, at the end
   dk-notify --cake                           the original jenkins-helper's flags: --begin, --profit, --cake
@@ -31,9 +32,11 @@ DK_CORRELATION_ID (optional) from the environment Jenkins gives the step.
 Config: --config FILE, else /etc/deploykit/notify.toml if it exists (wire, [destinations], [broker]).
 Broker passcode: --passcode-file or DK_BROKER_PASSCODE, never the command line.
 
-Exit codes: 0 published; 1 the broker refused or lost the message;
-2 usage, configuration or missing Jenkins variables; 3 broker unreachable."
-)]
+dk-notify exits 1 when the broker refused or lost the message, 2 when Jenkins variables are missing.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// started, success, failure, unstable or aborted.
     #[arg(value_name = "STATUS", required_unless_present_any = ["begin", "profit", "cake"])]
@@ -58,9 +61,8 @@ struct Cli {
     config: Option<PathBuf>,
     #[command(flatten)]
     broker: BrokerArgs,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 fn status(cli: &Cli) -> Result<BuildStatus, String> {
@@ -84,7 +86,7 @@ fn load_config(cli: &Cli) -> Result<NotifyConfig, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let prepared = (|| {
         let status = status(&cli)?;
         let mut config = load_config(&cli)?;

@@ -3,14 +3,16 @@
 //!
 //! A thin `main` over `deploykit::debrepo`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use deploykit::debrepo::{self, RepoEvent, RepreproConfig};
-use deploykit::health::{Health, Outcome};
+use deploykit::health::Outcome;
 use deploykit::message::PackageAction;
 use deploykit::stomp::Client;
-use dk_tools::cli::{init_logging, BrokerArgs, HealthArgs};
-use std::path::{Path, PathBuf};
+use dk_tools::cli::{BrokerArgs, HealthArgs};
+use dk_tools::daemon::{RunOptions, Signals};
+use dk_tools::exit::{Exit, OrExit};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Include incoming .debs into a reprepro repository and publish package messages.
@@ -18,7 +20,8 @@ use std::process::ExitCode;
 #[command(
     name = "dk-reprepro",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-reprepro                                  watch with /etc/deploykit/reprepro.toml
   dk-reprepro --config ./reprepro.toml -v      another config, info logging
   dk-reprepro --once                           include what is complete now, publish, exit (cron)
@@ -34,9 +37,12 @@ Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT finish the file in progress and exit 0; SIGHUP reloads the config
 (a broken new config is logged and the old one kept).
 
-Exit codes: 0 ok; 1 --check found problems, or --once refused or could not include a file;
-2 usage or configuration error; 3 broker unreachable at start-up (daemon) or a directory unusable."
-)]
+--once exits 1 if a file was refused or could not be included. If the broker is lost
+for good (failover maxReconnectAttempts), the daemon exits 3.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// The configuration file (TOML).
     #[arg(long, short = 'c', default_value = "/etc/deploykit/reprepro.toml", value_name = "FILE")]
@@ -51,14 +57,13 @@ struct Cli {
     /// Validate the config and this machine (reprepro, dpkg-deb, conf/distributions, directories).
     #[arg(long)]
     check: bool,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let config = match dk_tools::cli::load_config("dk-reprepro", cli.check, || RepreproConfig::load(&cli.config)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -106,23 +111,12 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
         return Ok(if bad > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
 
-    let client = Client::connect(client_config).await.context("connecting to the broker")?;
-    let handle = debrepo::start(config.clone(), Some(client.clone())).await?;
-    tracing::info!(inotify = handle.inotify(), "dk-reprepro started");
+    let signals = Signals::install()?;
+    let client = cli.broker.with_section(&config.broker).connect().await?;
+    // An incoming directory, the spool or the watcher that cannot be set up: the host's configuration.
+    let daemon = debrepo::spawn(config, Some(client.clone())).await.or_exit(Exit::Usage)?;
     let health = cli.health.start("dk-reprepro", &client).await?;
-    watch(&health, &handle);
-    let handle = wait_for_signals(handle, config, &cli.config, &client, &health).await?;
-    let stats = handle.shutdown().await;
-    tracing::info!(?stats, "stopped");
-    let _ = client.disconnect().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Returns on SIGTERM/SIGINT; on SIGHUP stops the watcher (after the file in
-/// progress) and starts one with the new configuration — or, if that fails, the old one again.
-/// Feeds `health` from a watcher's events (again after every reload).
-fn watch(health: &Health, handle: &debrepo::RepreproHandle) {
-    health.watch(handle.subscribe(), |e| match e {
+    health.watch(daemon.subscribe(), |e| match e {
         RepoEvent::Done { package, .. } if package.action != PackageAction::Failed => Outcome::Message,
         RepoEvent::Done { package, .. } => Outcome::Error(format!("{} {} refused", package.name, package.version)),
         RepoEvent::Stuck { error, .. } => Outcome::Error(error.clone()),
@@ -130,36 +124,11 @@ fn watch(health: &Health, handle: &debrepo::RepreproHandle) {
         #[allow(unreachable_patterns)]
         _ => Outcome::Ignore,
     });
-}
-
-async fn wait_for_signals(mut handle: debrepo::RepreproHandle, mut current: RepreproConfig, path: &Path, client: &Client, health: &Health) -> Result<debrepo::RepreproHandle> {
-    let (mut stop, mut hup) = dk_tools::cli::signals()?;
-    loop {
-        tokio::select! {
-            _ = stop.recv() => return Ok(handle),
-            _ = hup.recv() => match RepreproConfig::load(path) {
-                Ok(new) => {
-                    handle.shutdown().await;
-                    handle = match debrepo::start(new.clone(), Some(client.clone())).await {
-                        Ok(h) => {
-                            tracing::info!(file = %path.display(), "configuration reloaded");
-                            current = new;
-                            h
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "new configuration refused; the old one stays");
-                            debrepo::start(current.clone(), Some(client.clone())).await.context("restarting with the old configuration")?
-                        }
-                    };
-                    watch(health, &handle);
-                }
-                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-            },
-        }
-        if handle.is_finished() {
-            anyhow::bail!("the watcher stopped unexpectedly");
-        }
-    }
+    let path = cli.config.clone();
+    // A reload stops the watcher after the file in progress and starts one with the new
+    // configuration (or the old one again, if the new one does not start).
+    let reload = Box::new(move || RepreproConfig::load(&path).map_err(|e| e.to_string()));
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(90), client: Some(client) }).await)
 }
 
 fn one_line(s: &str) -> String {

@@ -3,8 +3,9 @@
 use anyhow::{bail, Context, Result};
 use base64::Engine;
 use clap::{Parser, Subcommand};
-use deploykit::stomp::{AckMode, Client, Headers, Message, SendOptions, SubscribeOptions};
-use dk_tools::cli::{init_logging, BrokerArgs};
+use deploykit::stomp::{AckMode, Headers, Message, SendOptions, SubscribeOptions};
+use dk_tools::cli::BrokerArgs;
+use dk_tools::exit::{Exit, OrExit};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,18 +15,21 @@ use std::time::Duration;
 #[command(
     name = "dk-stomp",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-stomp send /topic/deploykit.events 'hello'
   echo '{\"repo\":\"site\"}' | dk-stomp send --receipt -H content-type:application/json /queue/work -
   DK_BROKER_URL='failover:(stomp://mq1:61613,stomp://mq2:61613)' dk-stomp listen /topic/deploykit.git.commits
   dk-stomp listen --count 1 --json --ack client /queue/work
 
-Exit codes: 0 ok; 1 error (connection, refused, receipt); 2 usage; 3 --wait expired before --count messages."
-)]
+listen --wait: fewer than --count messages before it expired exits 1.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
-    /// More logging (-v info, -vv debug); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -144,14 +148,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 body.into_bytes()
             };
-            let client = Client::connect(broker.client_config()?).await.context("connecting to the broker")?;
+            let client = broker.connect().await?;
             let opts = SendOptions { headers, receipt, persistent, content_type: None };
             client.send_with(&destination, body, opts).await.with_context(|| format!("sending to {destination}"))?;
             client.disconnect().await.context("disconnecting")?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Listen { broker, destination, count, json, ack, prefetch, wait, keepalives } => {
-            let client = Client::connect(broker.client_config()?).await.context("connecting to the broker")?;
+            let client = broker.connect().await?;
             let mut sub =
                 client.subscribe(&destination, SubscribeOptions { ack, prefetch, ..SubscribeOptions::default() }).await.with_context(|| format!("subscribing to {destination}"))?;
             eprintln!("ready");
@@ -164,12 +168,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         Ok(m) => m,
                         Err(_) => {
                             eprintln!("dk-stomp: {seen} message(s) received before --wait expired");
-                            return Ok(ExitCode::from(3));
+                            return Ok(ExitCode::from(1));
                         }
                     },
                     None => sub.recv().await,
                 };
-                let Some(msg) = next else { bail!("the connection closed for good") };
+                let Some(msg) = next else { return Err(anyhow::anyhow!("the connection closed for good")).or_exit(Exit::Broker) };
                 if msg.is_keepalive() && !keepalives {
                     if ack != AckMode::Auto {
                         sub.ack(&msg).await?;
@@ -190,15 +194,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
-    match run(cli).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("dk-stomp: {}", dk_tools::cli::error_text(&e));
-            ExitCode::FAILURE
-        }
-    }
+    cli.log.init();
+    dk_tools::cli::block_on_or("dk-stomp", 1, run(cli))
 }

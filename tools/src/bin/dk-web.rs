@@ -5,9 +5,10 @@
 
 use anyhow::Result;
 use clap::Parser;
-use deploykit::stomp::Client;
 use deploykit::web::{self, WebConfig};
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::BrokerArgs;
+use dk_tools::daemon::{RunOptions, Signals};
+use dk_tools::exit::{Exit, OrExit};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +22,8 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/web.toml";
 #[command(
     name = "dk-web",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-web --config /etc/deploykit/web.toml
   dk-web --config web.toml --listen 127.0.0.1:8090 -v
   dk-web --config web.toml --check          validate the config, htpasswd, key and database
@@ -48,9 +50,12 @@ Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT stop scheduling further batches, let running ones finish
 (up to 60 s), record them and exit 0; SIGHUP re-reads the config (users, sites, deployers, trusted and revoked agent keys).
 
-Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error, or no
-broker at start-up; 3 cannot listen, open the database or read the key."
-)]
+A missing key file or database that cannot be opened is a configuration error (2).
+If the broker is lost for good (failover maxReconnectAttempts), dk-web exits 3.
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// The configuration file (TOML); default /etc/deploykit/web.toml when it exists, else built-in defaults.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -63,9 +68,8 @@ struct Cli {
     check: bool,
     #[command(flatten)]
     broker: BrokerArgs,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
@@ -89,7 +93,7 @@ fn check(config: &WebConfig) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let config = match dk_tools::cli::load_config("dk-web", cli.check, || load(&cli)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -106,51 +110,23 @@ fn main() -> ExitCode {
             }
         };
     }
-    dk_tools::cli::block_on_or("dk-web", 2, run(cli, config))
+    dk_tools::cli::block_on("dk-web", run(cli, config))
 }
 
 async fn run(cli: Cli, config: WebConfig) -> Result<ExitCode> {
-    let key = match web::load_key(&config) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("dk-web: {e}");
-            return Ok(ExitCode::from(3));
-        }
-    };
-    let client_config = cli.broker.with_section(&config.broker).client_config()?;
-    let client = match Client::connect(client_config).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dk-web: broker: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let handle = match web::start(config, client.clone(), key).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("dk-web: {e}");
-            return Ok(ExitCode::from(3));
-        }
+    let key = web::load_key(&config).or_exit(Exit::Usage)?;
+    let signals = Signals::install()?;
+    let client = cli.broker.with_section(&config.broker).connect().await?;
+    let (daemon, addr) = match web::spawn(config, client.clone(), key).await {
+        Ok(started) => started,
+        Err(e @ web::WebError::Bind { .. }) => return Err(e).or_exit(Exit::Listen),
+        Err(e @ web::WebError::Bus(_)) => return Err(e).or_exit(Exit::Broker),
+        Err(e) => return Err(e).or_exit(Exit::Usage),
     };
     // Startup line on stderr regardless of -v, for scripts and tests waiting on it.
-    eprintln!("dk-web: listening on http://{}", handle.addr());
-    let (mut stop, mut hup) = dk_tools::cli::signals()?;
-    loop {
-        tokio::select! {
-            _ = stop.recv() => break,
-            _ = hup.recv() => match load(&cli) {
-                Ok(new) => match handle.reload(new) {
-                    Ok(()) => tracing::warn!("configuration reloaded (users, sites, deployers, trust)"),
-                    Err(e) => tracing::error!("reload refused: {e}"),
-                },
-                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-            },
-        }
-    }
-    if handle.running() > 0 {
-        tracing::warn!(deploys = handle.running(), "stopping: no further batches; waiting for the running ones");
-    }
-    handle.shutdown(Duration::from_secs(60)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await;
-    Ok(ExitCode::SUCCESS)
+    eprintln!("dk-web: listening on http://{addr}");
+    let reload = Box::new(move || load(&cli).map_err(|e| format!("{e:#}")));
+    // Running deploys are told to stop after their batch and given web::SHUTDOWN_WAIT to finish.
+    let grace = web::SHUTDOWN_WAIT + Duration::from_secs(10);
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace, client: Some(client) }).await)
 }

@@ -3,11 +3,13 @@
 //! A thin `main` over `deploykit::webhook` (server, spool-backed publishing)
 //! and `deploykit::forge` (payloads, signatures).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use deploykit::stomp::Client;
 use deploykit::webhook::{self, WebhookConfig};
-use dk_tools::cli::{init_logging, BrokerArgs};
+use dk_tools::cli::BrokerArgs;
+use dk_tools::daemon::{RunOptions, Signals};
+use dk_tools::exit::{Exit, OrExit};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +23,8 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/webhook.toml";
 #[command(
     name = "dk-webhook",
     version,
-    after_help = "Examples:
+    after_help = concat!(
+        "Examples:
   dk-webhook --config /etc/deploykit/webhook.toml
   dk-webhook --listen 0.0.0.0:8088 --spool /var/spool/deploykit/webhook -v
   dk-webhook --config webhook.toml --check      validate the config (and read the secret files)
@@ -37,9 +40,12 @@ broker may be down at start-up: requests are spooled until it answers.
 Signals: SIGTERM/SIGINT stop accepting, finish requests, try a last drain, exit 0;
 SIGHUP re-reads the config and applies new secrets and repo naming.
 
-Exit codes: 0 ok; 1 --check found a problem; 2 usage or configuration error;
-3 cannot listen or open the spool."
-)]
+dk-webhook keeps reconnecting to the broker for ever (requests wait in the spool);
+a spool directory that cannot be opened is a configuration error (2).
+
+",
+    dk_tools::exit_codes!()
+))]
 struct Cli {
     /// The configuration file (TOML); default /etc/deploykit/webhook.toml when it exists, else built-in defaults.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -55,9 +61,8 @@ struct Cli {
     check: bool,
     #[command(flatten)]
     broker: BrokerArgs,
-    /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    log: dk_tools::logging::LogArgs,
 }
 
 fn load(cli: &Cli) -> Result<WebhookConfig, webhook::ConfigError> {
@@ -76,7 +81,7 @@ fn load(cli: &Cli) -> Result<WebhookConfig, webhook::ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    cli.log.init();
     let config = match dk_tools::cli::load_config("dk-webhook", cli.check, || load(&cli)) {
         Ok(c) => c,
         Err(code) => return code,
@@ -87,7 +92,7 @@ fn main() -> ExitCode {
         println!("ok: listen {}, spool {}, {}", config.listen, config.spool.display(), forges.join(", "));
         return ExitCode::SUCCESS;
     }
-    dk_tools::cli::block_on_or("dk-webhook", 2, run(cli, config))
+    dk_tools::cli::block_on("dk-webhook", run(cli, config))
 }
 
 async fn run(cli: Cli, config: WebhookConfig) -> Result<ExitCode> {
@@ -95,34 +100,16 @@ async fn run(cli: Cli, config: WebhookConfig) -> Result<ExitCode> {
     // Requests are spooled while the broker is away, so keep trying for ever.
     client_config.url.options.startup_max_reconnect_attempts = None;
     client_config.url.options.max_reconnect_attempts = None;
+    let signals = Signals::install()?;
     let client = Client::start(client_config);
-    let handle = match webhook::start(config, client.clone()).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("dk-webhook: {e}");
-            return Ok(ExitCode::from(3));
-        }
+    let (daemon, addr) = match webhook::spawn(config, client.clone()).await {
+        Ok(started) => started,
+        Err(e @ webhook::WebhookError::Bind { .. }) => return Err(e).or_exit(Exit::Listen),
+        Err(e) => return Err(e).or_exit(Exit::Usage),
     };
     // Startup line on stderr regardless of -v, for scripts and tests waiting on it.
-    eprintln!("dk-webhook: listening on http://{}", handle.addr());
-    let (mut stop, mut hup) = dk_tools::cli::signals()?;
-    loop {
-        tokio::select! {
-            _ = stop.recv() => break,
-            _ = hup.recv() => match load(&cli) {
-                Ok(new) => match handle.reload(&new) {
-                    Ok(()) => tracing::warn!("configuration reloaded (secrets and repo naming)"),
-                    Err(e) => tracing::error!("reload refused: {e}"),
-                },
-                Err(e) => tracing::error!(error = %e, "new configuration refused; the old one stays"),
-            },
-        }
-    }
-    tracing::info!("shutting down");
-    let left = handle.shutdown(Duration::from_secs(5)).await;
-    if left > 0 {
-        tracing::warn!(spooled = left, "messages stay spooled for the next start");
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.disconnect()).await.context("disconnecting");
-    Ok(ExitCode::SUCCESS)
+    eprintln!("dk-webhook: listening on http://{addr}");
+    let reload = Box::new(move || load(&cli).map_err(|e| format!("{e:#}")));
+    let grace = webhook::SHUTDOWN_DRAIN + Duration::from_secs(30);
+    Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace, client: Some(client) }).await)
 }

@@ -90,6 +90,28 @@ impl Proc {
         }
         (status.code(), out)
     }
+
+    /// Every stderr line so far; after the exit, all of them (the reader is drained to its end).
+    pub fn seen(&mut self) -> &[String] {
+        let exited = self.child.try_wait().ok().flatten().is_some();
+        loop {
+            let next = if exited { self.lines.recv_timeout(Duration::from_secs(5)).ok() } else { self.lines.try_recv().ok() };
+            match next {
+                Some(l) => self.seen.push(l),
+                None => break,
+            }
+        }
+        &self.seen
+    }
+}
+
+/// Whether `program` runs here (`program --version`); with DK_REQUIRE_BROKERS=1 a missing one is an error.
+pub fn have(program: &str) -> bool {
+    if Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(std::env::var("DK_REQUIRE_BROKERS").as_deref() != Ok("1"), "{program} is not installed but DK_REQUIRE_BROKERS=1: scripts/lib/deps.sh installs it");
+    false
 }
 
 impl Drop for Proc {

@@ -471,3 +471,26 @@ async fn dry_run(reporter: &Reporter, site: &SiteConfig, resolved: repo::Resolve
         }
     }
 }
+
+impl crate::daemon::Supervised for AgentHandle {
+    type Config = AgentConfig;
+    async fn reload(&mut self, config: AgentConfig) -> Result<(), crate::daemon::ReloadError> {
+        AgentHandle::reload(self, config);
+        Ok(())
+    }
+    fn is_finished(&self) -> bool {
+        AgentHandle::is_finished(self)
+    }
+    async fn stop(self) {
+        self.shutdown().await;
+    }
+}
+
+/// Starts dk-agent on the shared daemon lifecycle ([`crate::daemon`]).
+pub async fn spawn(config: AgentConfig, client: Client) -> Result<crate::daemon::Daemon<AgentConfig, AgentEvent>, AgentError> {
+    let handle = Agent::start(config, client.clone()).await?;
+    Ok(crate::daemon::Daemon::spawn("dk-agent", move |ctx| {
+        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
+        crate::daemon::supervise(handle, Some(client), ctx)
+    }))
+}
