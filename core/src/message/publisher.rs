@@ -154,9 +154,12 @@ impl Publisher {
         self.event(build.subject(), build.correlation_id.clone()).await
     }
 
-    /// Publishes a package and the original's event line.
+    /// Publishes a package and the original's event line. In legacy wire only an
+    /// included package gets a package message ([`Package::published_in`]); any gets its event line.
     pub async fn package(&self, package: &Package) -> Result<(), PublishError> {
-        self.send(&self.destinations.packages, package).await?;
+        if package.published_in(self.wire) {
+            self.send(&self.destinations.packages, package).await?;
+        }
         self.event(package.event_line(), None).await
     }
 }
