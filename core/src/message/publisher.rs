@@ -134,7 +134,7 @@ impl Publisher {
 
     /// Publishes an event line from this daemon.
     pub async fn event(&self, text: impl Into<String>, correlation_id: Option<String>) -> Result<(), PublishError> {
-        let ev = Event { source: self.source.clone(), host: self.host.clone(), text: text.into(), correlation_id };
+        let ev = Event { host: self.host.clone(), correlation_id, ..Event::new(self.source.clone(), text) };
         self.send(&self.destinations.events_for(&self.source), &ev).await
     }
 
