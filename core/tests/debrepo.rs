@@ -338,11 +338,9 @@ async fn legacy_wire_publishes_only_included_packages_and_apt_watch_ignores_refu
     let first = tokio::time::timeout(WAIT, seen.recv()).await.expect("apt-watch saw a message").unwrap();
     let WatchEvent::Matched(p) = first else { panic!("first apt-watch event: {first:?}") };
     assert_eq!(p.file, "goodpkg_1.0_amd64.deb");
-    let report = loop {
-        match tokio::time::timeout(WAIT, seen.recv()).await.expect("an apt-watch run").unwrap() {
-            WatchEvent::Ran(r) => break r,
-            other => panic!("before the run: {other:?}"),
-        }
+    let report = match tokio::time::timeout(WAIT, seen.recv()).await.expect("an apt-watch run").unwrap() {
+        WatchEvent::Ran(r) => r,
+        other => panic!("before the run: {other:?}"),
     };
     assert_eq!(report.triggers, ["goodpkg 1.0"]);
     assert_eq!(std::fs::read_to_string(repo.root.join("work/runs.log")).unwrap(), "update\n");
