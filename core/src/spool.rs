@@ -151,7 +151,7 @@ impl Spool {
         let mut commit = commit.clone();
         let id = commit.effective_correlation_id();
         commit.correlation_id = Some(id.clone());
-        let event = Event { source: source.to_owned(), host: None, text: commit.event_line(), correlation_id: Some(id) };
+        let event = Event { correlation_id: Some(id), ..Event::new(source, commit.event_line()) };
         let c = encode(&commit, wire)?;
         let e = encode(&event, wire)?;
         let mut out = Vec::with_capacity(2);

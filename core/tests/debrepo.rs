@@ -8,6 +8,7 @@
 mod common;
 
 use common::targets::{recv, Kind, Target};
+use deploykit::aptwatch::{self, AptWatchConfig, WatchEvent};
 use deploykit::debrepo::{self, RepoEvent, RepreproConfig, RepreproHandle};
 use deploykit::message::{decode, Message, Package, PackageAction};
 use deploykit::stomp::SubscribeOptions;
@@ -283,6 +284,69 @@ async fn legacy_wire_through_rabbitmq() {
     let m = recv(&mut packages).await;
     assert_eq!(m.headers.get("subject"), Some("Package update: [rabbitpkg_0.9_amd64.deb]"));
     assert!(m.text().unwrap_or_default().starts_with("package: rabbitpkg_0.9_amd64.deb\n"), "{:?}", m.text());
+}
+
+/// Issue #13: the legacy body has no status and the original auto-reprepro
+/// published only what it included, so in legacy wire a refused package must
+/// not reach the packages topic (dk-apt-watch would act on it as an update).
+/// Its event line still goes out.
+#[tokio::test]
+async fn legacy_wire_publishes_only_included_packages_and_apt_watch_ignores_refused_ones() {
+    if !have_reprepro() {
+        return;
+    }
+    let target = Target::embedded().await;
+    let repo = Repo::new("legacy-refused");
+    let (ptopic, etopic, wtopic) = (target.dest("topic"), target.dest("topic"), target.dest("topic"));
+    let listener = target.client().await;
+    let mut packages = listener.subscribe(&ptopic, SubscribeOptions::default()).await.unwrap();
+    let mut events = listener.subscribe(&etopic, SubscribeOptions::default()).await.unwrap();
+
+    // dk-apt-watch in legacy mode on the same topic, its action a real script counting runs.
+    let script = repo.root.join("work/action.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"$1\" >> \"$(dirname \"$0\")/runs.log\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let watch = AptWatchConfig::parse(&format!(
+        "node = \"web01\"\nwire = \"legacy\"\npackages_topic = {ptopic:?}\nevents_topic = {wtopic:?}\naction = [{script:?}, \"update\"]\nquiet = \"50ms\"\nmin_interval = \"0s\"\n"
+    ))
+    .unwrap();
+    let watcher = aptwatch::start(watch, target.client().await).await.unwrap();
+    let mut seen = watcher.subscribe();
+
+    let config = repo.config("inotify", &format!("wire = \"legacy\"\npackages_topic = {ptopic:?}\nevents_topic = {etopic:?}"));
+    let daemon = start(&target, config).await;
+    let mut obs = daemon.subscribe();
+    // Refused first (arm64 is not in conf/distributions), then one reprepro includes.
+    repo.drop_in(&repo.deb("armonly", "2.0", "arm64", 100));
+    let (pkg, _) = done_for(&mut obs, "armonly_2.0_arm64.deb").await;
+    assert_eq!(pkg.action, PackageAction::Failed);
+    repo.drop_in(&repo.deb("goodpkg", "1.0", "amd64", 100));
+    let (pkg, _) = done_for(&mut obs, "goodpkg_1.0_amd64.deb").await;
+    assert_eq!(pkg.action, PackageAction::Added);
+
+    // Messages are sent in order: a message for the refused package would come first.
+    let m = recv(&mut packages).await;
+    assert_eq!(m.headers.get("subject"), Some("Package update: [goodpkg_1.0_amd64.deb]"));
+    assert!(m.text().unwrap_or_default().starts_with("package: goodpkg_1.0_amd64.deb\n"), "{:?}", m.text());
+    // Both event lines, the original's text.
+    for line in ["Package armonly_2.0_arm64.deb / bookworm REFUSED by repository.", "Package goodpkg_1.0_amd64.deb / bookworm added to repository."] {
+        let m = recv(&mut events).await;
+        assert_eq!((m.headers.get("subject"), m.text()), (Some("Talking to eventbot"), Some(line)));
+    }
+
+    // dk-apt-watch saw the included package only, and ran for it alone.
+    let first = tokio::time::timeout(WAIT, seen.recv()).await.expect("apt-watch saw a message").unwrap();
+    let WatchEvent::Matched(p) = first else { panic!("first apt-watch event: {first:?}") };
+    assert_eq!(p.file, "goodpkg_1.0_amd64.deb");
+    let report = match tokio::time::timeout(WAIT, seen.recv()).await.expect("an apt-watch run").unwrap() {
+        WatchEvent::Ran(r) => r,
+        other => panic!("before the run: {other:?}"),
+    };
+    assert_eq!(report.triggers, ["goodpkg 1.0"]);
+    assert_eq!(std::fs::read_to_string(repo.root.join("work/runs.log")).unwrap(), "update\n");
+    let stats = daemon.shutdown().await;
+    assert_eq!((stats.added, stats.failed), (1, 1));
+    assert_eq!(watcher.shutdown().await.messages, 1);
 }
 
 #[tokio::test]

@@ -431,7 +431,9 @@ repo-list:
 #[test]
 fn check_names_each_problem() {
     let s = setup();
-    let bare_parent = s.root.join("nowhere/deeper");
+    // A target the daemon would create (parent missing) is fine; one below a regular file is not.
+    std::fs::write(s.root.join("afile"), "x").unwrap();
+    let bare_parent = s.root.join("afile/deeper");
     let text = format!(
         "[broker]\npasscode_file = \"{root}/no-passcode\"\n\
          [repos.good]\npath = \"{server}\"\n\
@@ -439,6 +441,7 @@ fn check_names_each_problem() {
          [repos.notgit]\npath = \"{root}\"\n\
          [repos.noremote]\npath = \"{server}\"\nremote = \"upstream\"\n\
          [repos.target]\npath = \"{server}\"\nmode = \"trusting\"\ntarget = \"{bare_parent}/www\"\n\
+         [repos.fresh]\npath = \"{server}\"\nmode = \"trusting\"\ntarget = \"{root}/nowhere/deeper/www\"\n\
          [repos.who]\npath = \"{server}\"\nuser = \"dk-no-such-user-xyz\"\n",
         root = s.root.display(),
         server = s.server.display(),
@@ -452,9 +455,9 @@ fn check_names_each_problem() {
     has("repos.missing.path", "does not exist");
     has("repos.notgit.path", "is not a git repository");
     has("repos.noremote.remote", "no remote \"upstream\"");
-    has("repos.target.target", "deeper");
+    has("repos.target.target", "afile is not a directory");
     has("repos.who.user", "no such user");
-    assert!(!text.iter().any(|t| t.starts_with("repos.good")), "{text:#?}");
+    assert!(!text.iter().any(|t| t.starts_with("repos.good") || t.starts_with("repos.fresh")), "{text:#?}");
     assert_eq!(problems.len(), 6, "{text:#?}");
 }
 
@@ -613,4 +616,30 @@ fn symlinks_in_the_tree_never_lead_writes_or_removals_outside_the_target() {
         }
         assert_untouched(&victim);
     }
+}
+
+#[test]
+fn check_judges_a_target_as_the_configured_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let closed = s.root.join("closed");
+    let open = s.root.join("open");
+    for (d, mode) in [(&closed, 0o755), (&open, 0o1777)] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let text = format!(
+        "[repos.closed]\npath = \"{server}\"\nmode = \"trusting\"\nuser = \"nobody\"\ntarget = \"{closed}/a/www\"\n\
+         [repos.open]\npath = \"{server}\"\nmode = \"trusting\"\nuser = \"nobody\"\ntarget = \"{open}/a/www\"\n",
+        server = s.server.display(),
+        closed = closed.display(),
+        open = open.display()
+    );
+    let problems: Vec<String> = FetchConfig::parse(&text).unwrap().check().iter().map(|p| p.to_string()).collect();
+    let targets: Vec<&String> = problems.iter().filter(|p| p.contains(".target:")).collect();
+    assert_eq!(
+        targets,
+        [&format!("repos.closed.target: cannot create {}/a (where checkouts go): {} is not writable by user nobody", closed.display(), closed.display())],
+        "{problems:#?}"
+    );
 }

@@ -10,10 +10,10 @@ mod common;
 use common::fleet::{agent_toml, fleet_key, git, script, tagged_repo, Tmp};
 use common::phantom::{phantom, Forgery};
 use common::targets::{Kind, Target};
-use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
+use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
-use deploykit::message::{encode, Event, Wire};
-use deploykit::stomp::SendOptions;
+use deploykit::message::{encode, DeployAction, Event, Wire};
+use deploykit::stomp::{SendOptions, SubscribeOptions};
 use deploykit::web::{self, WebConfig, WebHandle};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +40,11 @@ impl Rig {
     }
 
     async fn start_on(target: Target) -> Rig {
+        Rig::start_with(target, "").await
+    }
+
+    /// The rig with `top` (top-level settings such as `wire = "legacy"`) at the head of every agent's and dk-web's config.
+    async fn start_with(target: Target, top: &str) -> Rig {
         let tmp = Tmp::new("web");
         let repo = tagged_repo(&tmp.0.join("www"), 3);
         let key = SecretKey::generate().unwrap();
@@ -47,12 +52,12 @@ impl Rig {
         let mut agents = Vec::new();
         for node in NODES {
             let toml = agent_toml(node, &tmp.0.join(node), &repo, &deploy, &[("web", key.public().to_string())], "deploy = [\"web\"]\nrollback = [\"web\"]");
-            agents.push(Agent::start(AgentConfig::parse(&toml).unwrap(), target.client().await).await.unwrap());
+            agents.push(Agent::start(AgentConfig::parse(&format!("{top}{toml}")).unwrap(), target.client().await).await.unwrap());
         }
         let htpasswd = tmp.0.join("htpasswd");
         std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap())).unwrap();
         let config = WebConfig::parse(&format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
+            "{top}listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
              [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n{replies}\
              [trust]\nfleet_keys = [\"{fleet}\"]\n\
              [auth]\nmode = \"basic\"\nhtpasswd = \"{htpasswd}\"\n\
@@ -383,6 +388,48 @@ async fn activity_line(mut lines: Lines, needle: String) {
         }
     }
     panic!("activity stream ended");
+}
+
+/// Issue #13: in a fleet set to `wire = "legacy"`, dk-agent's and dk-web's event
+/// lines are the original's text bodies (subject `Talking to eventbot`, no JSON),
+/// the agent's success line exactly the original git-agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_legacy_fleet_gets_the_originals_event_lines_from_agent_and_web() {
+    let rig = Rig::start_with(Target::embedded().await, "wire = \"legacy\"\n").await;
+    let a = rig.addr();
+    let listener = rig.target.client().await;
+    let mut lines = listener.subscribe(&rig.config.event_destination, SubscribeOptions::default()).await.unwrap();
+    let mut agent = rig.agents[0].subscribe();
+
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&scope=pick&node=node-a&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(states(&view), vec![("node-a".to_string(), "ok".to_string())], "{view:#}");
+    let request_id = loop {
+        match tokio::time::timeout(WAIT, agent.recv()).await.expect("the agent's outcome").unwrap() {
+            AgentEvent::Done { request_id, action: DeployAction::Deploy, ok } => {
+                assert!(ok, "deploy {request_id} failed");
+                break request_id;
+            }
+            _ => continue,
+        }
+    };
+
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = common::targets::recv(&mut lines).await;
+        assert_eq!(m.headers.get("subject"), Some("Talking to eventbot"), "{:?}", m.text());
+        assert_eq!(m.headers.get("dk-type"), None, "a legacy text body, not JSON: {:?}", m.text());
+        got.push(m.text().unwrap().to_owned());
+    }
+    got.sort();
+    let mut want = vec![
+        format!("dk-web: ann started deploy www v1 (servers: node-a; deploy #{id})"),
+        format!("dk-web: ann's deploy www v1: ok, 1/1 servers ok (deploy #{id})"),
+        format!("git-agent on node-a checked out tag v1 from repo www to target {}/www/current request id {request_id}", rig.home("node-a").display()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

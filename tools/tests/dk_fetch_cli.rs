@@ -246,3 +246,73 @@ async fn sighup_reloads_a_real_process_keeps_the_old_config_when_broken_and_sigt
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
     observer.disconnect().await.unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// --check on a fresh host (issue #13): the shipped unit runs `--check` as
+// ExecStartPre, so a target the daemon would create must not be a problem.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn check_accepts_targets_the_daemon_creates_and_once_creates_them() {
+    let dir = TmpDir::new("fresh-target");
+    let clone = make_repo(&dir.0, "site");
+    // Neither the targets nor their parents exist yet.
+    let www = dir.0.join("fresh/srv/www");
+    let envs = dir.0.join("fresh/etc/puppet/environments");
+    let file = dir.0.join("fetch.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "node = \"web01\"\n[broker]\nurl = \"stomp://127.0.0.1:1\"\n\
+             [repos.site]\npath = {clone:?}\nmode = \"trusting\"\ntarget = {site:?}\n\
+             [repos.puppet]\npath = {clone:?}\nmode = \"puppetmaster\"\ntarget = {envs:?}\n",
+            clone = clone.to_str().unwrap(),
+            site = www.join("site").to_str().unwrap(),
+            envs = envs.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let out = dk_fetch().arg("--check").arg("--config").arg(&file).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(text, format!("{}: ok (2 repos)\n", file.display()));
+
+    // And the daemon does create them (what --check promised).
+    let out = dk_fetch().args(["--once", "--connect-attempts", "1", "--config"]).arg(&file).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(www.join("site/file.txt").is_file(), "trusting checked out into the created target: {text}");
+    assert!(envs.join("master/file.txt").is_file(), "puppetmaster created its environment: {text}");
+}
+
+#[test]
+fn check_names_a_target_that_cannot_be_created() {
+    let dir = TmpDir::new("file-parent");
+    let clone = make_repo(&dir.0, "site");
+    let afile = dir.0.join("afile");
+    std::fs::write(&afile, "not a directory\n").unwrap();
+    let file = dir.0.join("fetch.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "node = \"web01\"\n[repos.site]\npath = {clone:?}\nmode = \"trusting\"\ntarget = {t:?}\n\
+             [repos.deep]\npath = {clone:?}\nmode = \"tags\"\ntarget = {deep:?}\n",
+            clone = clone.to_str().unwrap(),
+            t = afile.join("www").to_str().unwrap(),
+            deep = afile.join("tags/site").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let out = dk_fetch().arg("--check").arg("--config").arg(&file).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let f = file.display();
+    let a = afile.display();
+    assert_eq!(
+        text,
+        format!(
+            "{f}: repos.deep.target: cannot create {a}/tags/site (where checkouts go): {a} is not a directory\n\
+             {f}: repos.site.target: {a} (where checkouts go) is not a directory\n"
+        )
+    );
+}

@@ -1,7 +1,8 @@
 //! The dk-reprepro daemon: watch every distribution's incoming directory
 //! (inotify through the `notify` crate, with periodic scans as the safety net
 //! and the fallback), include each complete `.deb` one at a time, and publish
-//! a package message and the original's event line for each.
+//! a package message and the original's event line for each (in legacy wire,
+//! package messages only for included packages, as the original did).
 //!
 //! Messages go through a [`Spool`] first (written to disk, then sent with
 //! receipts): a broker that is down delays them, never loses them. The spool is
@@ -29,14 +30,14 @@ pub const EVENT_SOURCE: &str = "repository";
 pub enum RepoEvent {
     /// A file was included (`Added`) or refused (`Failed`) and moved away.
     Done {
-        /// The message published for it.
+        /// The package (its message published, except a refused one in legacy wire).
         package: Package,
         /// Where the file is now.
         moved_to: PathBuf,
     },
     /// Included or refused, but the file could not be moved away (left alone until it changes).
     Stuck {
-        /// The message published for it.
+        /// The package (its message published, except a refused one in legacy wire).
         package: Package,
         /// Why.
         error: String,
@@ -113,11 +114,16 @@ impl Outbox {
     }
 
     /// Spools the package message and its event line `Package FILE / DISTRO added to repository.`.
+    /// In legacy wire a refused package gets its event line only: the original
+    /// published package messages for what it included, and a legacy body has no status.
     pub fn record(&self, package: &Package) -> Result<(), RepreproError> {
         let event = Event::new(EVENT_SOURCE, package.event_line());
-        let p = encode(package, self.config.wire)?;
-        let e = encode(&event, self.config.wire)?;
-        for (dest, msg) in [(&self.config.packages_topic, p), (&self.config.events_topic, e)] {
+        let mut out = Vec::with_capacity(2);
+        if package.published_in(self.config.wire) {
+            out.push((&self.config.packages_topic, encode(package, self.config.wire)?));
+        }
+        out.push((&self.config.events_topic, encode(&event, self.config.wire)?));
+        for (dest, msg) in out {
             self.spool.push(dest, &msg.headers, &msg.body).map_err(|source| RepreproError::Spool { dir: self.config.spool_dir.clone(), source })?;
         }
         Ok(())

@@ -418,8 +418,9 @@ impl FetchConfig {
     }
 
     /// Checks this machine against the configuration: each repo path exists and
-    /// is a git repository with the remote, each target's parent exists and is
-    /// writable, each user exists, each credential file is readable. One
+    /// is a git repository with the remote, each target can be written (its
+    /// directory exists or can be created by the daemon, and is writable by the
+    /// repo's user), each user exists, each credential file is readable. One
     /// precise message per problem; empty when all is well.
     pub fn check(&self) -> Vec<Problem> {
         let mut out = Vec::new();
@@ -479,16 +480,14 @@ impl FetchConfig {
                 }
             }
             if let Some(t) = &r.target {
-                let parent = if r.mode == Mode::Puppetmaster || r.mode == Mode::Tags { Some(t.as_path()) } else { t.parent() };
-                if let Some(parent) = parent {
-                    match std::fs::metadata(parent) {
-                        Err(e) => p(format!("{key}.target"), format!("{} (where checkouts go): {e}", parent.display())),
-                        Ok(md) if !md.is_dir() => p(format!("{key}.target"), format!("{} is not a directory", parent.display())),
-                        Ok(_) => {
-                            if user.is_none() && r.user.is_none() && !crate::fetch::privilege::writable(parent) {
-                                p(format!("{key}.target"), format!("{} is not writable", parent.display()));
-                            }
-                        }
+                // Where the daemon writes: beside the target (its `.NAME.dk-versions` and link) for
+                // trusting/branch/atomic, inside it for puppetmaster/tags. It creates that directory
+                // and any missing ancestors (`create_dir_all`), so a missing one is fine as long as
+                // it can be created.
+                let dir = if r.mode == Mode::Puppetmaster || r.mode == Mode::Tags { Some(t.as_path()) } else { t.parent() };
+                if let Some(dir) = dir {
+                    if let Err(why) = creatable_dir(dir, r.user.as_ref().map(|_| user.as_ref())) {
+                        p(format!("{key}.target"), why);
                     }
                 }
             }
@@ -508,6 +507,71 @@ impl FetchConfig {
         }
         out
     }
+}
+
+/// Whether the daemon can write checkouts into `dir` (creating it and its missing
+/// ancestors, as `create_dir_all` does): `dir`, or its nearest existing ancestor,
+/// must be a directory writable and searchable by the user the fetch runs as.
+/// `as_user`: `None` = this process (checked with `access(2)`); `Some(Some(pw))` =
+/// that user (checked by mode bits; a directory with a POSIX ACL is given the
+/// benefit of the doubt); `Some(None)` = a configured user that does not exist
+/// (already reported, so writability is not judged).
+fn creatable_dir(dir: &Path, as_user: Option<Option<&crate::user::Passwd>>) -> Result<(), String> {
+    let mut existing = dir;
+    let md = loop {
+        match std::fs::metadata(existing) {
+            Ok(md) => break md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => match existing.parent() {
+                Some(up) => existing = up,
+                None => return Err(format!("{} (where checkouts go): {e}", dir.display())),
+            },
+            Err(e) => return Err(format!("{} (where checkouts go): {e}", existing.display())),
+        }
+    };
+    let what =
+        if existing == dir { format!("{} (where checkouts go)", dir.display()) } else { format!("cannot create {} (where checkouts go): {}", dir.display(), existing.display()) };
+    if !md.is_dir() {
+        return Err(format!("{what} is not a directory"));
+    }
+    let ok = match as_user {
+        None => crate::fetch::privilege::writable(existing),
+        Some(None) => true,
+        Some(Some(pw)) => writable_by(existing, &md, pw),
+    };
+    if ok {
+        Ok(())
+    } else {
+        let by = as_user.flatten().map(|pw| format!(" by user {}", pw.name)).unwrap_or_default();
+        Err(format!("{what} is not writable{by}"))
+    }
+}
+
+/// Whether `pw` may create entries in directory `dir` by its mode bits (owner,
+/// then group incl. supplementary groups, then others; root always may).
+/// A POSIX access ACL on `dir` counts as allowing it: ACLs are not evaluated here.
+fn writable_by(dir: &Path, md: &std::fs::Metadata, pw: &crate::user::Passwd) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if pw.uid == 0 || has_acl(dir) {
+        return true;
+    }
+    let mode = md.mode();
+    let bits = if md.uid() == pw.uid {
+        mode >> 6
+    } else if md.gid() == pw.gid || crate::user::groups_of(pw).contains(&md.gid()) {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o3 == 0o3
+}
+
+fn has_acl(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only asks for the value's size.
+    unsafe { libc::getxattr(c.as_ptr(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) > 0 }
 }
 
 // ---- stomp-git YAML import --------------------------------------------------

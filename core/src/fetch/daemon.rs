@@ -29,7 +29,7 @@
 
 use super::config::{FetchConfig, RepoConfig};
 use super::ops::{self, FetchError, Outcome};
-use crate::message::{decode, Commit, Destinations, FetchResult, Message, Publisher};
+use crate::message::{decode, one_line, Commit, Destinations, FetchResult, Message, Publisher};
 use crate::stomp::{self, Client, ClientEvent, SubscribeOptions, Subscription};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -745,11 +745,6 @@ pub fn hostile_repo_name(name: &str) -> Option<String> {
 /// The mode's name as published in results.
 fn mode_name(repo: &RepoConfig) -> String {
     repo.mode.to_string()
-}
-
-/// Makes text safe for a one-line event.
-fn one_line(s: &str) -> String {
-    s.trim().replace(['\n', '\r'], " / ")
 }
 
 async fn recv_opt(sub: &mut Option<Subscription>) -> Option<stomp::Message> {

@@ -4,7 +4,7 @@
 
 use super::payload::Obj;
 use super::{ForgeError, Hook, Naming, Push};
-use crate::message::Source;
+use crate::message::{one_line, Source};
 use serde_json::Value;
 
 /// The header naming the event.
@@ -76,11 +76,6 @@ fn merge_request(payload: &Value) -> Result<String, ForgeError> {
         line.push_str(&format!(" {}", one_line(url)));
     }
     Ok(line)
-}
-
-/// Text safe for a one-line event: control characters become spaces.
-fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 #[cfg(test)]

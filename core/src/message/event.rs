@@ -20,10 +20,32 @@ pub struct Event {
     pub correlation_id: Option<String>,
 }
 
+/// `text` made safe for a one-line event: trimmed, each line break (`\r\n`,
+/// `\n`, `\r`, U+0085, U+2028, U+2029) written ` / `, any other control
+/// character (tab, escape, …) a space. The one sanitiser for event lines.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str(" / ");
+            }
+            '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => out.push_str(" / "),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl Event {
-    /// An event from `source` saying `text`.
+    /// An event from `source` saying `text`, made one line by [`one_line`].
     pub fn new(source: impl Into<String>, text: impl Into<String>) -> Event {
-        Event { source: source.into(), host: None, text: text.into(), correlation_id: None }
+        Event { source: source.into(), host: None, text: one_line(&text.into()), correlation_id: None }
     }
 
     /// The legacy body: the line, prefixed by the host as the fetch daemon did (`HOST  text`).
@@ -38,5 +60,18 @@ impl Event {
     pub fn from_legacy(destination: &str, body: &str) -> Event {
         let source = destination.rsplit(['.', '/']).next().unwrap_or_default().to_owned();
         Event { source, host: None, text: body.trim_end_matches(['\n', '\r']).to_owned(), correlation_id: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_makes_one_line() {
+        assert_eq!(Event::new("x", "  a\r\nb\nc\rd\u{2028}e\tf\u{1b}[31mg \n").text, "a / b / c / d / e f [31mg");
+        assert_eq!(one_line("plain text / kept"), "plain text / kept");
+        assert_eq!(one_line(&one_line("a\nb")), "a / b", "idempotent");
+        assert_eq!(Event::new("x", "\n").legacy_body(), "", "never a keepalive-like body");
     }
 }

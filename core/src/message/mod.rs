@@ -19,7 +19,7 @@ pub mod wire;
 pub use build::{Build, BuildStatus};
 pub use commit::{Commit, CommitInfo, Source, SvnInfo};
 pub use deploy::{AgentAnnounce, DeployAction, DeployReply, DeployRequest, Filters, SiteStatus, StepState};
-pub use event::Event;
+pub use event::{one_line, Event};
 pub use fetch::FetchResult;
 pub use package::{Package, PackageAction};
 pub use publisher::{Destinations, Publisher};

@@ -1,6 +1,6 @@
 //! Package messages: a `.deb` added to (or refused by) a repository (successor of auto-reprepro's).
 
-use super::{legacy_fields, legacy_get, MessageError};
+use super::{legacy_fields, legacy_get, MessageError, Wire};
 use serde::{Deserialize, Serialize};
 
 /// What happened to a package.
@@ -43,6 +43,14 @@ impl Package {
     /// The legacy subject: `Package update: [FILE.deb]`.
     pub fn subject(&self) -> String {
         format!("Package update: [{}]", self.file)
+    }
+
+    /// Whether a package message is published for this package in `wire`. JSON
+    /// carries every action; the legacy body has no status (a reader takes it as
+    /// an addition) and the original auto-reprepro published only what it
+    /// included, so legacy carries `Added` only (the event line still tells).
+    pub fn published_in(&self, wire: Wire) -> bool {
+        wire == Wire::Json || self.action == PackageAction::Added
     }
 
     /// The legacy body: `package: FILE.deb` and the command's result.
@@ -108,5 +116,8 @@ mod tests {
         assert_eq!((back.name.as_str(), back.version.as_str(), back.arch.as_str()), ("site-assets", "1.4.2-1", "all"));
         assert_eq!(back.detail.as_deref(), Some("Exporting indices..."));
         assert!(Package::from_legacy("nothing: here\n").is_err());
+        assert!(p.published_in(Wire::Legacy) && p.published_in(Wire::Json));
+        let refused = Package { action: PackageAction::Failed, ..p };
+        assert!(!refused.published_in(Wire::Legacy) && refused.published_in(Wire::Json));
     }
 }

@@ -134,7 +134,7 @@ impl Publisher {
 
     /// Publishes an event line from this daemon.
     pub async fn event(&self, text: impl Into<String>, correlation_id: Option<String>) -> Result<(), PublishError> {
-        let ev = Event { source: self.source.clone(), host: self.host.clone(), text: text.into(), correlation_id };
+        let ev = Event { host: self.host.clone(), correlation_id, ..Event::new(self.source.clone(), text) };
         self.send(&self.destinations.events_for(&self.source), &ev).await
     }
 
@@ -154,9 +154,12 @@ impl Publisher {
         self.event(build.subject(), build.correlation_id.clone()).await
     }
 
-    /// Publishes a package and the original's event line.
+    /// Publishes a package and the original's event line. In legacy wire only an
+    /// included package gets a package message ([`Package::published_in`]); any gets its event line.
     pub async fn package(&self, package: &Package) -> Result<(), PublishError> {
-        self.send(&self.destinations.packages, package).await?;
+        if package.published_in(self.wire) {
+            self.send(&self.destinations.packages, package).await?;
+        }
         self.event(package.event_line(), None).await
     }
 }

@@ -10,7 +10,8 @@
 //! audit_log = "/var/log/deploykit/audit.log"   # optional: dk-deploy's JSON-lines audit log too
 //! discovery_window = "2s"                      # how long to wait for servers to answer
 //! server_timeout = "10m"                       # how long one server may take to deploy
-//! events = ["/topic/deploykit.events"]         # the activity feed's destinations (legacy: list each future.events.SOURCE)
+//! wire = "json"                                # event lines' form; "legacy" also switches the two defaults below
+//! events = ["/topic/deploykit.events"]         # the activity feed's destinations (legacy: each of LEGACY_EVENT_TOPICS)
 //! activity_lines = 200
 //! event_destination = "/topic/deploykit.events" # where dk-web's own event lines go (legacy: /topic/future.events.web)
 //!
@@ -48,12 +49,28 @@ pub use crate::config::ConfigError;
 use crate::config::{parse_duration, BrokerSection};
 use crate::deploy::controller::plan::BatchSize;
 use crate::deploy::trust::{RawTrust, TrustConfig};
-use crate::message::Filters;
+use crate::message::{Filters, Wire};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The activity feed's default with `wire = "legacy"`: the original daemons'
+/// per-daemon event topics (legacy-wire.md) and deploykit's own legacy ones.
+pub const LEGACY_EVENT_TOPICS: &[&str] = &[
+    "/topic/future.events.gitolite",
+    "/topic/future.events.svnserver",
+    "/topic/future.events.jenkins",
+    "/topic/future.events.stomp-git",
+    "/topic/future.events.deploys",
+    "/topic/future.events.repository",
+    "/topic/future.events.git-hook",
+    "/topic/future.events.svn-hook",
+    "/topic/future.events.webhook",
+    "/topic/future.events.apt-watch",
+    "/topic/future.events.web",
+];
 
 fn invalid(key: &str, why: impl Into<String>) -> ConfigError {
     ConfigError::invalid(key, why)
@@ -176,6 +193,8 @@ pub struct WebConfig {
     pub discovery_window: Duration,
     /// Per-server deploy timeout.
     pub server_timeout: Duration,
+    /// The form of dk-web's own event lines (deploy requests and replies are signed JSON whatever this says).
+    pub wire: Wire,
     /// Activity feed destinations.
     pub events: Vec<String>,
     /// Lines the activity feed keeps.
@@ -211,6 +230,7 @@ impl Default for WebConfig {
             audit_log: None,
             discovery_window: Duration::from_secs(2),
             server_timeout: Duration::from_secs(600),
+            wire: Wire::Json,
             events: vec![d.events.clone()],
             activity_lines: 200,
             event_destination: d.events.clone(),
@@ -237,6 +257,7 @@ struct Raw {
     audit_log: Option<PathBuf>,
     discovery_window: Option<String>,
     server_timeout: Option<String>,
+    wire: Option<String>,
     events: Option<Vec<String>>,
     activity_lines: Option<usize>,
     event_destination: Option<String>,
@@ -325,6 +346,11 @@ impl WebConfig {
         c.audit_log = raw.audit_log;
         c.discovery_window = duration("discovery_window", raw.discovery_window, c.discovery_window)?;
         c.server_timeout = duration("server_timeout", raw.server_timeout, c.server_timeout)?;
+        c.wire = crate::config::wire(raw.wire)?;
+        if c.wire == Wire::Legacy {
+            c.events = LEGACY_EVENT_TOPICS.iter().map(|t| (*t).to_owned()).collect();
+            c.event_destination = "/topic/future.events.web".into();
+        }
         if let Some(e) = raw.events {
             if let Some(bad) = e.iter().find(|d| !d.starts_with('/')) {
                 return Err(invalid("events", format!("{bad:?} is not a destination (/topic/… or /queue/…)")));
@@ -434,6 +460,17 @@ impl WebConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_wire_switches_the_event_defaults() {
+        let c = WebConfig::parse("").unwrap();
+        assert_eq!((c.wire, c.event_destination.as_str(), c.events.clone()), (Wire::Json, "/topic/deploykit.events", vec!["/topic/deploykit.events".to_owned()]));
+        let c = WebConfig::parse("wire = \"legacy\"\n").unwrap();
+        assert_eq!((c.wire, c.event_destination.as_str()), (Wire::Legacy, "/topic/future.events.web"));
+        assert!(c.events.iter().any(|e| e == "/topic/future.events.deploys") && c.events.len() == LEGACY_EVENT_TOPICS.len());
+        let c = WebConfig::parse("wire = \"legacy\"\nevents = [\"/topic/x\"]\nevent_destination = \"/topic/y\"\n").unwrap();
+        assert_eq!((c.events, c.event_destination), (vec!["/topic/x".to_owned()], "/topic/y".to_owned()), "given settings win");
+    }
 
     #[test]
     fn the_shipped_example_parses() {

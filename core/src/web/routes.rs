@@ -548,11 +548,14 @@ fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// Publishes one of dk-web's own event lines (failures are logged, never fatal).
+/// Publishes one of dk-web's own event lines in the configured wire (failures are logged, never fatal).
 async fn publish_event(app: &App, text: String) {
-    let dest = app.settings().config.event_destination.replace("{source}", "web");
-    let ev = crate::message::Event { source: "web".into(), host: None, text, correlation_id: None };
-    match crate::message::encode(&ev, crate::message::Wire::Json) {
+    let (dest, wire) = {
+        let settings = app.settings();
+        (settings.config.event_destination.replace("{source}", "web"), settings.config.wire)
+    };
+    let ev = crate::message::Event::new("web", text);
+    match crate::message::encode(&ev, wire) {
         Ok(out) => {
             let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
             if let Err(e) = app.client.send_with(&dest, out.body, opts).await {

@@ -125,7 +125,7 @@ fn commit_messages(config: &WebhookConfig, commit: &Commit, delivery: Option<&st
     if let Some(d) = delivery {
         c.headers.push(DELIVERY_ID_HEADER, d);
     }
-    let event = Event { source: config.event_source.clone(), host: None, text: commit.event_line(), correlation_id: Some(id) };
+    let event = Event { correlation_id: Some(id), ..Event::new(config.event_source.clone(), commit.event_line()) };
     let e = encode(&event, config.wire)?;
     Ok(vec![(config.destinations.commits.clone(), c), (config.destinations.events_for(&config.event_source), e)])
 }
@@ -174,7 +174,7 @@ async fn hook(app: Arc<App>, index: usize, headers: HeaderMap, body: Result<Byte
             Err(e) => return bad_request(forge, e),
         },
         Hook::Event(line) => {
-            let ev = Event { source: app.config.event_source.clone(), host: None, text: line.clone(), correlation_id: delivery.clone() };
+            let ev = Event { correlation_id: delivery.clone(), ..Event::new(app.config.event_source.clone(), line.clone()) };
             match encode(&ev, app.config.wire) {
                 Ok(out) => (vec![(app.config.destinations.events_for(&app.config.event_source), out)], line),
                 Err(e) => return bad_request(forge, e),

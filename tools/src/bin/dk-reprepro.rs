@@ -93,15 +93,15 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
                 }
                 RepoEvent::Done { package, moved_to } => {
                     bad += 1;
-                    println!("{}: REFUSED, moved to {}: {}", package.file, moved_to.display(), one_line(package.detail.as_deref().unwrap_or("")));
+                    println!("{}: REFUSED, moved to {}: {}", package.file, moved_to.display(), deploykit::message::one_line(package.detail.as_deref().unwrap_or("")));
                 }
                 RepoEvent::Stuck { package, error } => {
                     bad += 1;
-                    println!("{}: STUCK: {}", package.file, one_line(error));
+                    println!("{}: STUCK: {}", package.file, deploykit::message::one_line(error));
                 }
                 RepoEvent::Retry { file, error } => {
                     bad += 1;
-                    println!("{}: NOT INCLUDED (try again): {}", file.display(), one_line(error));
+                    println!("{}: NOT INCLUDED (try again): {}", file.display(), deploykit::message::one_line(error));
                 }
             }
         }
@@ -129,8 +129,4 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
     // configuration (or the old one again, if the new one does not start).
     let reload = Box::new(move || RepreproConfig::load(&path).map_err(|e| e.to_string()));
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(90), client: Some(client) }).await)
-}
-
-fn one_line(s: &str) -> String {
-    s.trim().replace(['\n', '\r'], " / ")
 }

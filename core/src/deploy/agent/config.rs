@@ -6,6 +6,7 @@
 //! facts = { sitetype = "live" }
 //!
 //! enrollment = "/etc/deploykit/agent.cert"   # from `dk-deploy enroll` (optional)
+//! wire = "json"                 # event lines' form; "legacy": the original's text on future.events.deploys
 //!
 //! [trusted_keys]
 //! ops = "ed25519:…"             # names used by the sites' policies
@@ -22,6 +23,7 @@ pub use crate::config::ConfigError;
 use crate::config::{BrokerSection, RawDuration};
 use crate::deploy::keys::PublicKey;
 use crate::message::publisher::Destinations;
+use crate::message::Wire;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,7 +108,10 @@ pub struct AgentConfig {
     pub enrollment: Option<PathBuf>,
     /// The broker.
     pub broker: BrokerSection,
-    /// Where requests, announcements and events go.
+    /// The form of the event lines (`legacy`: the original's `git-agent on HOST …` text).
+    /// Requests, replies and announcements are signed JSON whatever this says.
+    pub wire: Wire,
+    /// Where requests, announcements and events go (default: [`Destinations::legacy`] with `wire = "legacy"`).
     pub destinations: Destinations,
     /// The sites, by name.
     pub sites: BTreeMap<String, SiteConfig>,
@@ -130,8 +135,8 @@ struct Raw {
     enrollment: Option<PathBuf>,
     #[serde(default)]
     broker: BrokerSection,
-    #[serde(default)]
-    destinations: Destinations,
+    wire: Option<String>,
+    destinations: Option<Destinations>,
     #[serde(default)]
     sites: BTreeMap<String, RawSite>,
 }
@@ -257,6 +262,8 @@ impl AgentConfig {
                 },
             );
         }
+        let wire = crate::config::wire(raw.wire)?;
+        let destinations = raw.destinations.unwrap_or_else(|| if wire == Wire::Legacy { Destinations::legacy() } else { Destinations::default() });
         let identity = raw.identity.unwrap_or_else(crate::fetch::config::hostname);
         if identity.is_empty() || identity.len() > 255 || identity.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
             return Err(invalid("identity".into(), format!("{identity:?}: must be a non-empty name without spaces or '/' (a -I /regex/ must not match it literally)")));
@@ -276,7 +283,8 @@ impl AgentConfig {
             state_dir: raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/deploykit/agent")),
             enrollment: raw.enrollment,
             broker: raw.broker,
-            destinations: raw.destinations,
+            wire,
+            destinations,
             sites,
         })
     }
@@ -304,6 +312,18 @@ mod tests {
         assert_eq!(s.rollback, vec!["ops".to_owned()]);
         assert_eq!(s.links.len(), 1);
         assert!(!c.allow_unsigned);
+    }
+
+    #[test]
+    fn legacy_wire_switches_the_event_topic_default_only() {
+        let site = "[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\ncurrent = \"/c\"\n";
+        let c = AgentConfig::parse(site).unwrap();
+        assert_eq!((c.wire, c.destinations.events_for("deploys")), (Wire::Json, "/topic/deploykit.events".to_owned()));
+        let c = AgentConfig::parse(&format!("wire = \"legacy\"\n{site}")).unwrap();
+        assert_eq!((c.wire, c.destinations.events_for("deploys")), (Wire::Legacy, "/topic/future.events.deploys".to_owned()));
+        assert_eq!((c.destinations.deploy.as_str(), c.destinations.agents.as_str()), ("/topic/deploykit.deploy", "/topic/deploykit.agents"), "signed JSON stays put");
+        let e = AgentConfig::parse(&format!("wire = \"xml\"\n{site}")).unwrap_err().to_string();
+        assert!(e.contains("wire") && e.contains("xml"), "{e}");
     }
 
     #[test]

@@ -255,10 +255,20 @@ async fn announce(shared: &Shared) {
     }
 }
 
+/// The agent's name in its event lines: the original's `git-agent` in legacy wire, so
+/// eventbot patterns written for it (`git-agent on HOST checked out tag …`) still match.
+fn speaker(config: &AgentConfig) -> &'static str {
+    match config.wire {
+        crate::message::Wire::Legacy => "git-agent",
+        crate::message::Wire::Json => "dk-agent",
+    }
+}
+
+/// Publishes an event line in the configured wire (the `deploys` source; legacy topic `future.events.deploys`).
 async fn event(shared: &Shared, config: &AgentConfig, text: String, correlation_id: Option<String>) {
     tracing::info!("{text}");
-    let ev = Event { source: "deploys".into(), host: None, text, correlation_id };
-    if let Ok(out) = crate::message::encode(&ev, crate::message::Wire::Json) {
+    let ev = Event { correlation_id, ..Event::new("deploys", text) };
+    if let Ok(out) = crate::message::encode(&ev, config.wire) {
         let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
         let _ = shared.client.send_with(&config.destinations.events_for("deploys"), out.body, opts).await;
     }
@@ -330,7 +340,7 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
     };
     let reporter = Reporter::new(shared.client.clone(), &req, &headers, shared.identity.clone());
     let refuse = |reason: String| async {
-        let text = format!("dk-agent on {} refused request {} from {}: {reason}", config.identity, req.request_id, req.user);
+        let text = format!("{} on {} refused request {} from {}: {reason}", speaker(&config), config.identity, req.request_id, req.user);
         event(shared, &config, text, req.correlation_id.clone()).await;
         reporter.last(StepState::Refused, Some(reason.clone()), serde_json::Value::Null).await;
         let _ = shared.events.send(AgentEvent::Refused { request_id: req.request_id.clone(), reason });
@@ -417,11 +427,12 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             let tag = out.tag.clone().unwrap_or_default();
             let text = match (req.action, out.ok) {
                 (DeployAction::Deploy, true) => {
-                    format!("dk-agent on {} checked out tag {tag} from repo {} to target {target} request id {}", config.identity, site.repo_name, req.request_id)
+                    format!("{} on {} checked out tag {tag} from repo {} to target {target} request id {}", speaker(&config), config.identity, site.repo_name, req.request_id)
                 }
-                (DeployAction::Rollback, true) => format!("dk-agent on {} rolled back {site_name} to tag {tag} request id {}", config.identity, req.request_id),
+                (DeployAction::Rollback, true) => format!("{} on {} rolled back {site_name} to tag {tag} request id {}", speaker(&config), config.identity, req.request_id),
                 (_, false) => format!(
-                    "dk-agent on {} failed to {} tag {tag} of repo {}: {} request id {}",
+                    "{} on {} failed to {} tag {tag} of repo {}: {} request id {}",
+                    speaker(&config),
                     config.identity,
                     if req.action == DeployAction::Deploy { "deploy" } else { "roll back to" },
                     site.repo_name,
