@@ -49,7 +49,7 @@ mkdir -p "$WORK" "$BIN" "$LOGS"
 
 # ------------------------------------------------------------------ tools
 
-for tool in gcc g++ pkg-config objdump; do
+for tool in gcc g++ pkg-config objdump readelf strip ar; do
     command -v "$tool" >/dev/null || dk_die "c-suite: $tool is missing (Debian: gcc g++ pkg-config binutils)"
 done
 if ! command -v valgrind >/dev/null; then
@@ -73,12 +73,19 @@ fi
 # ------------------------------------------------------------------ build
 
 dk_log "c-suite: building ($PROFILE library, debug dk-broker)"
-# The same feature resolution as `cargo test --workspace` (tests included), so
-# a run after it links instead of recompiling the dependency tree.
+# dk-broker: the same feature resolution as `cargo test --workspace` (tests
+# included), so a run after it links instead of recompiling the dependency tree.
+# Then the library alone (`-p`, as ffi-c/build.sh builds it): a workspace build
+# unifies core's features across members and would link the tools' (git
+# transports, OpenSSL, axum, SQLite) into it; alone it gets only its own.
 build_ok=0
 cargo build --workspace --lib --bins --tests >"$LOGS/cargo-build.log" 2>&1 || build_ok=1
-if [ "$build_ok" = 0 ] && [ "$PROFILE" = release ]; then
-    cargo build --release -p deploykit-ffi >>"$LOGS/cargo-build.log" 2>&1 || build_ok=1
+if [ "$build_ok" = 0 ]; then
+    if [ "$PROFILE" = release ]; then
+        cargo build --release -p deploykit-ffi >>"$LOGS/cargo-build.log" 2>&1 || build_ok=1
+    else
+        cargo build -p deploykit-ffi >>"$LOGS/cargo-build.log" 2>&1 || build_ok=1
+    fi
 fi
 [ "$build_ok" = 0 ] || dk_tail_file "$LOGS/cargo-build.log" 40
 check "$build_ok" "cargo build of libdeploykit ($PROFILE) and dk-broker"
@@ -116,6 +123,26 @@ declared="$(sed -n 's/^[a-z][^(]*[ *]\(dk_[a-z_]*\)(.*/\1/p' ffi-c/include/deplo
 [ "$(printf '%s\n' "$exported" | grep -c '^dk_' || true)" -gt 0 ] && [ "$(printf '%s\n' "$exported" | grep -v '^dk_' | grep -c . || true)" = 0 ] \
     && [ "$(printf '%s\n' "$exported" | grep '^dk_')" = "$declared" ]
 check $? "libdeploykit.so exports exactly the dk_* functions the header declares"
+# What the library links: only the bus, messages and blocking facade of core
+# (no default features), never OpenSSL, libgit2, SQLite or an HTTP stack.
+needed="$(readelf -d "$PREFIX/lib/libdeploykit.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')"
+[ -n "$needed" ] && ! printf '%s\n' "$needed" | grep -qE 'libssl|libcrypto|libgit2|libssh2|libsqlite'
+check $? "libdeploykit.so needs no libssl/libcrypto (NEEDED: $needed)"
+# libdeploykit.a holds every object of every crate linked, used or not.
+banned="$(ar t "$PREFIX/lib/libdeploykit.a" | sed -n 's/^\([a-z0-9_]*\)-[0-9a-f]\{16\}\..*/\1/p' | sort -u \
+    | grep -xE 'git2|libgit2_sys|libssh2_sys|openssl|openssl_sys|rusqlite|libsqlite3_sys|axum|hyper|maud|bcrypt|argon2|ureq|notify|globset' | tr '\n' ' ')"
+[ -z "$banned" ]
+check $? "libdeploykit.a holds no git2, OpenSSL, SQLite, HTTP or daemon crate${banned:+ (found: $banned)}"
+# Size ceiling of the stripped library: its size with core's default features
+# (what a workspace build links) and alone (-p deploykit-ffi), measured for #13:
+#   release: 3620928 -> 3341128 bytes; debug: 7999032 -> 7132736 bytes.
+# The ceiling is the alone size + 25% (headroom for growth; raise it on purpose).
+# Most of the difference is in the archive: libdeploykit.a, stripped, 40814192 -> 20273274 bytes (release).
+if [ "$PROFILE" = release ]; then ceiling=4200000; else ceiling=8900000; fi
+strip -o "$WORK/libdeploykit.stripped.so" "$PREFIX/lib/libdeploykit.so" 2>"$LOGS/strip.log"
+size="$(stat -c %s "$WORK/libdeploykit.stripped.so" 2>/dev/null || echo 0)"
+[ "$size" -gt 0 ] && [ "$size" -le "$ceiling" ]
+check $? "libdeploykit.so stripped is $size bytes, at most $ceiling ($PROFILE)"
 printf '#include <deploykit.h>\nint main(void) { return dk_version() == 0; }\n' >"$WORK/cxx.cc"
 g++ -Wall -Wextra -Werror $(pkg-config --cflags deploykit) -o "$BIN/cxx" "$WORK/cxx.cc" $(pkg-config --libs deploykit) \
     -Wl,-rpath,"$PREFIX/lib" >"$LOGS/cxx.log" 2>&1 && "$BIN/cxx"

@@ -52,6 +52,9 @@ mkdir -p "$WORK/classes" "$WORK/test-classes" "$WORK/jar/native/$CLASSIFIER" "$L
 for tool in java javac jar; do
     command -v "$tool" >/dev/null || dk_die "jvm-suite: $tool is missing (Debian: openjdk-17-jdk-headless)"
 done
+for tool in objdump readelf strip; do
+    command -v "$tool" >/dev/null || dk_die "jvm-suite: $tool is missing (Debian: binutils)"
+done
 [ -f "$JUNIT_JAR" ] || dk_die "jvm-suite: $JUNIT_JAR is missing (Debian: junit5)"
 case "$(uname -m)" in
     x86_64) ;;
@@ -61,9 +64,12 @@ esac
 # ------------------------------------------------------------------ build
 
 dk_log "jvm-suite: building libdeploykit_jni and dk-broker"
-# The same feature resolution as `cargo test --workspace`, so a run after it links instead of recompiling.
+# dk-broker: the same feature resolution as `cargo test --workspace`, so a run after it links instead of
+# recompiling. Then the library alone (`-p`): a workspace build unifies core's features across members and
+# would link the tools' (git transports, OpenSSL, axum, SQLite) into it; alone it gets only its own.
 build_ok=0
 cargo build --workspace --lib --bins --tests >"$LOGS/cargo-build.log" 2>&1 || build_ok=1
+[ "$build_ok" = 0 ] && { cargo build -p deploykit-jni >>"$LOGS/cargo-build.log" 2>&1 || build_ok=1; }
 [ "$build_ok" = 0 ] || dk_tail_file "$LOGS/cargo-build.log" 40
 check "$build_ok" "cargo build of libdeploykit_jni and dk-broker"
 [ "$build_ok" = 0 ] || finish
@@ -88,6 +94,19 @@ exported="$(objdump -T "$TARGET_DIR/debug/libdeploykit_jni.so" | awk '$2 == "g" 
 [ "$(printf '%s\n' "$exported" | grep -c '^Java_org_deploykit_' || true)" -gt 0 ] \
     && [ "$(printf '%s\n' "$exported" | grep -v '^Java_org_deploykit_' | grep -c . || true)" = 0 ]
 check $? "libdeploykit_jni.so exports only Java_org_deploykit_* symbols"
+
+# What the library links: core's bus, messages and blocking facade (no default features), never OpenSSL.
+needed="$(readelf -d "$TARGET_DIR/debug/libdeploykit_jni.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | tr '\n' ' ')"
+[ -n "$needed" ] && ! printf '%s\n' "$needed" | grep -qE 'libssl|libcrypto|libgit2|libssh2|libsqlite'
+check $? "libdeploykit_jni.so needs no libssl/libcrypto (NEEDED: $needed)"
+# Size ceiling of the stripped debug library, measured for #13 with core's default features (what a
+# workspace build links) and alone (-p deploykit-jni): debug 8502856 -> 7620272 bytes (release:
+# 3709184 -> 3417576). The ceiling is the alone size + 25% (headroom for growth; raise it on purpose).
+ceiling=9500000
+strip -o "$WORK/libdeploykit_jni.stripped.so" "$TARGET_DIR/debug/libdeploykit_jni.so" 2>"$LOGS/strip.log"
+size="$(stat -c %s "$WORK/libdeploykit_jni.stripped.so" 2>/dev/null || echo 0)"
+[ "$size" -gt 0 ] && [ "$size" -le "$ceiling" ]
+check $? "libdeploykit_jni.so stripped is $size bytes, at most $ceiling (debug)"
 
 javac -Xlint:all -Werror -d "$WORK/test-classes" -cp "$JAR:$JUNIT_JAR" "${TEST_SOURCES[@]}" >"$LOGS/javac-test.log" 2>&1
 rc=$?

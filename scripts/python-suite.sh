@@ -60,6 +60,8 @@ if ! "$VPY" -c 'import pytest, stomp, maturin' >/dev/null 2>&1; then
 fi
 
 # 3. The package itself: one maturin build per run (dev profile: shares target/ with cargo).
+# maturin builds the crate alone (like `cargo build -p deploykit-python`), so core gets only the
+# binding's features (test_native_lib.py checks: no OpenSSL, size ceiling for DK_NATIVE_PROFILE=dev).
 t=$(dk_now)
 dk_log "python-suite: pip install ./ffi-python (maturin build)"
 PATH="$VENV/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" "$VPY" -m pip install --disable-pip-version-check --no-build-isolation \
@@ -94,7 +96,7 @@ dk_log "python-suite: embedded broker at $EMBEDDED; setup took $(dk_elapsed "$T0
 
 # 5. The tests.
 set +e
-DK_TEST_EMBEDDED="$EMBEDDED" DK_BIN_DIR="$TARGET_DIR/debug" \
+DK_TEST_EMBEDDED="$EMBEDDED" DK_BIN_DIR="$TARGET_DIR/debug" DK_NATIVE_PROFILE=dev \
     "$VPY" -m pytest -q -p no:cacheprovider -ra ffi-python/tests "$@"
 rc=$?
 set -e

@@ -45,30 +45,57 @@
 //!
 //! Tools are thin `main.rs` files over these modules; bindings call the same
 //! code through the blocking facade.
+//!
+//! # Features
+//!
+//! Without any: `stomp`, `message`, `blocking`, `spool`, `durable`, `svn` (what
+//! the C and JVM bindings link). `git`: [`git`] (libgit2, no network transport;
+//! the Python binding adds it). `fetch-transports`: libgit2's ssh and https
+//! (OpenSSL). `broker`: [`broker`]. `daemons`: all of those and every daemon's
+//! module. `web`: `daemons` and [`web`]. Default: `daemons` and `web`.
 
+#[cfg(feature = "daemons")]
 pub mod aptwatch;
 pub mod blocking;
+#[cfg(feature = "broker")]
 pub mod broker;
+#[cfg(feature = "daemons")]
 pub mod coalesce;
+#[cfg(feature = "daemons")]
 pub mod command;
+#[cfg(feature = "daemons")]
 pub mod config;
+// The one lifecycle: the broker and every daemon run on it.
+#[cfg(feature = "broker")]
 pub mod daemon;
+#[cfg(feature = "daemons")]
 pub mod debrepo;
+#[cfg(feature = "daemons")]
 pub mod deploy;
 pub mod durable;
+#[cfg(feature = "daemons")]
 pub mod fetch;
+#[cfg(feature = "daemons")]
 pub mod forge;
+#[cfg(feature = "git")]
 pub mod git;
+#[cfg(feature = "daemons")]
 pub mod health;
+#[cfg(feature = "daemons")]
 pub mod jenkins;
+#[cfg(feature = "daemons")]
 pub mod keepalive;
 pub mod message;
+#[cfg(feature = "daemons")]
 pub mod nofollow;
 pub mod spool;
 pub mod stomp;
 pub mod svn;
+#[cfg(feature = "daemons")]
 pub mod user;
+#[cfg(feature = "web")]
 pub mod web;
+#[cfg(feature = "daemons")]
 pub mod webhook;
 
 /// The crate version, as reported by tools and bindings.
