@@ -86,10 +86,13 @@ pub mod jenkins;
 #[cfg(feature = "daemons")]
 pub mod keepalive;
 pub mod message;
+pub mod names;
 #[cfg(feature = "daemons")]
 pub mod nofollow;
 pub mod spool;
 pub mod stomp;
+#[cfg(feature = "daemons")]
+pub mod sys;
 pub mod svn;
 #[cfg(feature = "daemons")]
 pub mod user;

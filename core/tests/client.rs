@@ -148,3 +148,28 @@ async fn slow_subscriber_stalls_reading_without_losing_or_disconnecting() {
     assert_eq!(tokio::time::timeout(WAIT, sub.recv()).await.unwrap().unwrap().text(), Some("last"));
     assert_eq!(consumer.state(), State::Ready(1), "never reconnected");
 }
+
+#[tokio::test]
+async fn a_hostile_brokers_huge_heart_beat_does_not_crash_the_client() {
+    // A "broker" whose CONNECTED announces heart-beats every u64::MAX ms: the value is refused
+    // (over 32 bits) and taken as no heart-beat, so no timer is ever computed from it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:18446744073709551615,18446744073709551615\n\n\0").await.unwrap();
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let config = ClientConfig::new(&format!("stomp://{addr}")).unwrap().heartbeat(HeartbeatConfig::every(Duration::from_secs(5)));
+    let client = tokio::time::timeout(WAIT, Client::connect(config)).await.expect("connect hangs").expect("connects");
+    // The connection task is alive: a plain send goes out (no receipt asked, so the fake broker need not answer).
+    client.send("/queue/x", "still here").await.expect("the connection task survived");
+    assert_eq!(client.state(), State::Ready(1));
+}

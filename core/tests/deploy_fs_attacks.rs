@@ -275,7 +275,7 @@ async fn a_torn_release_journal_is_moved_aside_and_the_site_stays_deployable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hooks_run_with_the_users_supplementary_groups() {
-    if !deploykit::fetch::privilege::is_root() {
+    if !deploykit::sys::is_root() {
         eprintln!("skipped: switching users needs root");
         return;
     }

@@ -473,7 +473,7 @@ fn fetch_as_child_entry() {
 
 #[test]
 fn privilege_drop_runs_git_as_the_user() {
-    if !deploykit::fetch::privilege::is_root() {
+    if !deploykit::sys::is_root() {
         eprintln!("skipped: privilege drop needs root");
         return;
     }

@@ -65,7 +65,7 @@ impl BrokerArgs {
     }
 
     /// These options with a config file's `[broker]` section filled in, unless `--broker` / DK_BROKER_URL overrides it.
-    pub fn with_section(&self, section: &deploykit::fetch::config::BrokerSection) -> BrokerArgs {
+    pub fn with_section(&self, section: &deploykit::config::BrokerSection) -> BrokerArgs {
         let mut args = self.clone();
         args.apply_config(Some(&section.url), Some(&section.vhost), section.login.as_deref(), section.passcode_file.as_deref());
         args
@@ -151,28 +151,6 @@ impl HealthArgs {
         }
         Ok(health)
     }
-}
-
-/// SIGTERM or SIGINT: the daemons' "stop" (SIGHUP, their "reload", is a plain `Signal`).
-pub struct Stop {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Stop {
-    /// Resolves at the next SIGTERM or SIGINT.
-    pub async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
-}
-
-/// The daemons' signal handlers: (stop = SIGTERM/SIGINT, reload = SIGHUP).
-pub fn signals() -> std::io::Result<(Stop, tokio::signal::unix::Signal)> {
-    use tokio::signal::unix::{signal, SignalKind};
-    Ok((Stop { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? }, signal(SignalKind::hangup())?))
 }
 
 /// Loads a tool's configuration; a broken one is printed as `NAME: error` and

@@ -20,7 +20,6 @@
 
 pub use crate::config::ConfigError;
 use crate::config::{duration_or as duration, parse_toml, topic, wire, BrokerSection, RawDuration};
-use crate::debrepo::config::invalid;
 use crate::message::{PackageAction, Wire};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -121,9 +120,9 @@ impl AptWatchConfig {
         let events_topic = topic("events_topic", raw.events_topic, if legacy { "/topic/future.events.apt-watch" } else { "/topic/deploykit.events" })?;
         let patterns = raw.packages.unwrap_or_else(|| vec!["*".into()]);
         if patterns.is_empty() {
-            return Err(invalid("packages", "empty list: nothing would ever match (leave it out to watch every package)"));
+            return Err(ConfigError::invalid("packages", "empty list: nothing would ever match (leave it out to watch every package)"));
         }
-        let packages = PackageMatcher::new(&patterns).map_err(|e| invalid("packages", e.to_string()))?;
+        let packages = PackageMatcher::new(&patterns).map_err(|e| ConfigError::invalid("packages", e.to_string()))?;
         let on = match raw.on {
             None => vec![PackageAction::Added, PackageAction::Removed],
             Some(list) => list
@@ -132,27 +131,27 @@ impl AptWatchConfig {
                     "added" => Ok(PackageAction::Added),
                     "removed" => Ok(PackageAction::Removed),
                     "failed" => Ok(PackageAction::Failed),
-                    o => Err(invalid("on", format!("unknown package action {o:?} (expected added, removed or failed)"))),
+                    o => Err(ConfigError::invalid("on", format!("unknown package action {o:?} (expected added, removed or failed)"))),
                 })
                 .collect::<Result<_, _>>()?,
         };
         let action = raw.action.unwrap_or_else(|| vec!["apt-get".into(), "update".into()]);
         if action.first().is_none_or(|p| p.trim().is_empty()) {
-            return Err(invalid("action", "needs a program: action = [\"apt-get\", \"update\"]"));
+            return Err(ConfigError::invalid("action", "needs a program: action = [\"apt-get\", \"update\"]"));
         }
         if action.iter().any(|a| a.contains('\0')) {
-            return Err(invalid("action", "arguments cannot contain NUL"));
+            return Err(ConfigError::invalid("action", "arguments cannot contain NUL"));
         }
         let quiet = duration("quiet", raw.quiet, Duration::from_secs(2))?;
         let min_interval = duration("min_interval", raw.min_interval, Duration::from_secs(60))?;
         let max_wait = duration("max_wait", raw.max_wait, Duration::from_secs(30))?;
         let timeout = duration("timeout", raw.timeout, Duration::from_secs(600))?;
         if timeout.is_zero() {
-            return Err(invalid("timeout", "must be more than 0"));
+            return Err(ConfigError::invalid("timeout", "must be more than 0"));
         }
         Ok(AptWatchConfig {
             broker: raw.broker,
-            node: raw.node.unwrap_or_else(crate::fetch::config::hostname),
+            node: raw.node.unwrap_or_else(crate::sys::hostname),
             wire,
             packages_topic,
             events_topic,

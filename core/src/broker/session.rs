@@ -8,6 +8,7 @@ use super::budget::Charge;
 use super::outbox::{Out, Outbox, Writer};
 use super::router::{budget_exhausted, ProtoError, Wait};
 use super::server::{Shared, Slot};
+use crate::stomp::heartbeat;
 use crate::stomp::AckMode;
 use crate::stomp::{Command, Frame, FrameError, Incoming, StompCodec, Version};
 use bytes::{Bytes, BytesMut};
@@ -319,28 +320,15 @@ async fn handshake(reader: &mut Reader, shared: &Shared, kill: &CancellationToke
         }
     }
     let (cx, cy) = match frame.get("heart-beat") {
-        Some(hb) if version >= Version::V1_1 => parse_heart_beat(hb)
+        Some(hb) if version >= Version::V1_1 => heartbeat::parse_header(hb)
             .ok_or_else(|| HandshakeEnd::Refuse(ProtoError::detail("invalid heart-beat header", format!("heart-beat {hb:?} is not two numbers (ms)")), version, false))?,
         _ => (0, 0),
     };
     let (sx, sy) = if version >= Version::V1_1 { shared.config.heartbeat_ms } else { (0, 0) };
-    let negotiate = |ours: u32, theirs: u32| {
-        if ours == 0 || theirs == 0 {
-            0
-        } else {
-            ours.max(theirs)
-        }
-    };
-    let send = negotiate(sx, cy);
-    let recv = negotiate(sy, cx);
-    let ms = |n: u32| (n > 0).then(|| Duration::from_millis(u64::from(n)));
+    let send = heartbeat::agreed(u64::from(sx), cy);
+    let recv = heartbeat::agreed(u64::from(sy), cx);
+    let ms = |n: u64| (n > 0).then(|| Duration::from_millis(n));
     Ok(Hello { version, send_every: ms(send), recv_every: ms(recv), heart_beat: format!("{send},{recv}"), login })
-}
-
-/// Parses `cx,cy` (milliseconds).
-fn parse_heart_beat(s: &str) -> Option<(u32, u32)> {
-    let (a, b) = s.split_once(',')?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 /// A connected session's frame handling.

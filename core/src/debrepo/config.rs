@@ -202,17 +202,6 @@ impl RepreproConfig {
     }
 }
 
-/// Finds `program` the way `execvp` would (a path with `/` is taken as is).
-pub fn find_program(program: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if program.components().count() > 1 {
-        return executable(program).then(|| program.to_owned());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| executable(p))
-}
-
 impl RepreproConfig {
     /// Checks this machine against the configuration: reprepro and dpkg-deb
     /// can be run, `BASE/conf/distributions` exists and names each
@@ -220,10 +209,10 @@ impl RepreproConfig {
     /// directory is created when needed). One line per problem (`key: message`); empty when all is well.
     pub fn check(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if find_program(&self.reprepro).is_none() {
+        if crate::sys::find_program(&self.reprepro).is_none() {
             out.push(format!("reprepro: {} not found or not executable (apt-get install reprepro)", self.reprepro.display()));
         }
-        if find_program(Path::new("dpkg-deb")).is_none() {
+        if crate::sys::find_program(Path::new("dpkg-deb")).is_none() {
             out.push("dpkg-deb not found (it reads the packages' control data)".to_owned());
         }
         let dists_file = self.base.join("conf/distributions");

@@ -189,7 +189,9 @@ impl fmt::Display for Mode {
 }
 
 use crate::config::line_col;
-pub use crate::config::{parse_duration, BrokerSection, ConfigError, STRING_FILE};
+use crate::names::RepoName;
+use crate::config::{parse_duration, BrokerSection, STRING_FILE};
+pub use crate::config::ConfigError;
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
@@ -216,7 +218,7 @@ impl fmt::Display for Problem {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    broker: Option<RawBroker>,
+    broker: BrokerSection,
     commits_topic: Option<String>,
     events_topic: Option<String>,
     results_topic: Option<String>,
@@ -227,15 +229,6 @@ struct RawConfig {
     lock_stale_after: Option<toml::Spanned<RawDuration>>,
     #[serde(default)]
     repos: BTreeMap<String, RawRepo>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBroker {
-    url: Option<String>,
-    vhost: Option<String>,
-    login: Option<String>,
-    passcode_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -276,28 +269,6 @@ fn duration(key: &str, text: &str, v: &toml::Spanned<RawDuration>, allow_off: bo
     }
 }
 
-/// This machine's host name (`localhost` if it has none).
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is writable for its length; gethostname NUL-terminates on success (we also bound it).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
-            if !s.is_empty() {
-                return s.to_owned();
-            }
-        }
-    }
-    "localhost".to_owned()
-}
-
-/// Whether `name` is acceptable as a configured repository name (what commit
-/// messages carry): 1–100 of `A-Za-z0-9._-`, not starting with `-` or `.`.
-pub fn valid_repo_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 100 && !name.starts_with(['-', '.']) && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 impl FetchConfig {
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<FetchConfig, ConfigError> {
@@ -307,23 +278,13 @@ impl FetchConfig {
 
     /// Parses a configuration text (errors name `<config>` as the file).
     pub fn parse(text: &str) -> Result<FetchConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            let message = e.message().lines().next().unwrap_or("invalid TOML").to_owned();
-            ConfigError::Syntax { file: STRING_FILE.into(), line, column, message }
-        })?;
+        let raw: RawConfig = crate::config::parse_toml(text)?;
         let wire = match &raw.wire {
             None => Wire::Json,
             Some(w) => w.get_ref().parse().map_err(|_| invalid("wire", format!("unknown wire {:?} (expected json or legacy){}", w.get_ref(), at(text, w.span()))))?,
         };
         let legacy = wire == Wire::Legacy;
-        let broker = raw.broker.unwrap_or(RawBroker { url: None, vhost: None, login: None, passcode_file: None });
-        let broker = BrokerSection {
-            url: broker.url.unwrap_or_else(|| "stomp://localhost:61613".into()),
-            vhost: broker.vhost.unwrap_or_else(|| "/".into()),
-            login: broker.login,
-            passcode_file: broker.passcode_file,
-        };
+        let broker = raw.broker;
         let topic = |key: &str, v: Option<String>, json: &str, leg: &str| -> Result<String, ConfigError> {
             let v = v.unwrap_or_else(|| if legacy { leg.into() } else { json.into() });
             if v.trim().is_empty() || v.contains(['\n', '\r', '\0']) {
@@ -347,12 +308,12 @@ impl FetchConfig {
             None => Duration::from_secs(600),
             Some(v) => duration("lock_stale_after", text, v, false)?.unwrap_or(Duration::from_secs(600)),
         };
-        let node = raw.node.unwrap_or_else(hostname);
+        let node = raw.node.unwrap_or_else(crate::sys::hostname);
         let mut repos = BTreeMap::new();
         for (name, r) in raw.repos {
             let key = format!("repos.{name}");
-            if !valid_repo_name(&name) {
-                return Err(invalid(&key, "repository names are 1-100 of A-Z a-z 0-9 . _ - and do not start with - or ."));
+            if !RepoName::is_valid(&name) {
+                return Err(invalid(&key, format!("repository names are {}", crate::names::RULE)));
             }
             let path = r.path.ok_or_else(|| invalid(&key, "missing path = \"/path/to/clone\""))?;
             if !path.is_absolute() {
@@ -534,7 +495,7 @@ fn creatable_dir(dir: &Path, as_user: Option<Option<&crate::user::Passwd>>) -> R
         return Err(format!("{what} is not a directory"));
     }
     let ok = match as_user {
-        None => crate::fetch::privilege::writable(existing),
+        None => crate::sys::writable(existing),
         Some(None) => true,
         Some(Some(pw)) => writable_by(existing, &md, pw),
     };

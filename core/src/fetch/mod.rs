@@ -5,16 +5,14 @@
 //!   against the machine, and the import of stomp-git's YAML.
 //! - [`ops`]: one fetch of one repository and the checkout its mode asks for
 //!   (normal, trusting, dangerous, branch, atomic, puppetmaster, tags).
-//! - [`checkout`]: atomic checkouts into targets (symlink swapped with rename(2)).
 //! - [`locks`]: stale `index.lock` / `shallow.lock` healing.
 //! - [`privilege`]: running a repository's git work as its `user` in a child process.
 //! - [`daemon`]: subscription, coalescing, reconcile, signals.
-pub mod checkout;
 pub mod config;
 pub mod daemon;
 pub mod locks;
 pub mod ops;
 pub mod privilege;
 
-pub use config::{BrokerSection, ConfigError, Credentials, FetchConfig, Mode, Problem, RepoConfig};
+pub use config::{ConfigError, Credentials, FetchConfig, Mode, Problem, RepoConfig};
 pub use ops::{FetchError, Outcome};

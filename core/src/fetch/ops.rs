@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::checkout;
+use crate::git::checkout;
 use super::config::{Credentials, Mode, RepoConfig};
 
 /// What one [`run`] did.

@@ -10,11 +10,8 @@
 //! the [`Outcome`](super::ops::Outcome) as one JSON line on stdout. The child
 //! side is [`child_main`]. A user without a login shell works: no shell runs.
 
-use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -24,21 +21,6 @@ use super::config::RepoConfig;
 use super::ops::{FetchError, Outcome};
 
 pub use crate::user::{lookup_user, Passwd};
-
-/// Whether this process may write into `dir` (`access(2)` W_OK|X_OK).
-pub fn writable(dir: &Path) -> bool {
-    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: c is a valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
-}
-
-/// Whether the process runs as root (effective uid 0).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// What the parent sends the child (one JSON line on stdin).
 #[derive(Debug, Serialize, Deserialize)]

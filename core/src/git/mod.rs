@@ -3,10 +3,13 @@
 //!
 //! - [`push`]: the commits of one pushed ref, newest first, for commit messages.
 //! - [`refs`]: validation of ref names and revisions received in messages.
+//! - `checkout` (feature `daemons`): tree export and atomic checkouts into targets (dk-fetch's modes, dk-agent's releases).
 //!
 //! Nothing here runs `git`: every read goes through libgit2, and every ref name
 //! and object id coming from outside is validated before it is used.
 
+#[cfg(feature = "daemons")]
+pub mod checkout;
 pub mod push;
 pub mod refs;
 

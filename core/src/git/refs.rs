@@ -54,6 +54,21 @@ pub fn validate_refname(refname: &str) -> Result<(), RefError> {
     Ok(())
 }
 
+/// Checks a tag or branch name as a deploy request gives it (it becomes part of a
+/// release directory name): valid as `refs/tags/NAME` by git's rules, at most 200
+/// bytes, no leading `-`, no whitespace or control characters.
+pub fn validate_tag_name(name: &str) -> Result<(), RefError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('-')
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+        && git2::Reference::is_valid_name(&format!("refs/tags/{name}"));
+    match ok {
+        true => Ok(()),
+        false => Err(RefError::RefName { refname: name.chars().take(200).collect(), why: "not a valid tag or branch name (git's ref rules, at most 200 bytes, no leading '-', no whitespace)" }),
+    }
+}
+
 /// `refs/…` as is; a short name as `refs/heads/NAME`.
 pub fn full_refname(refname: &str) -> String {
     if refname.starts_with("refs/") {

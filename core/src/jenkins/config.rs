@@ -123,7 +123,8 @@ pub struct JenkinsConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    broker: Option<RawBroker>,
+    #[serde(default)]
+    broker: BrokerSection,
     commits_topic: Option<String>,
     events_topic: Option<String>,
     wire: Option<String>,
@@ -131,15 +132,6 @@ struct RawConfig {
     jenkins: RawJenkins,
     #[serde(default)]
     repos: BTreeMap<String, RawRepo>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawBroker {
-    url: Option<String>,
-    vhost: Option<String>,
-    login: Option<String>,
-    passcode_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -222,13 +214,7 @@ impl JenkinsConfig {
             Some(w) => w.parse().map_err(|_| invalid("wire", format!("unknown wire {w:?} (expected json or legacy)")))?,
         };
         let legacy = wire == Wire::Legacy;
-        let b = raw.broker.unwrap_or_default();
-        let broker = BrokerSection {
-            url: b.url.unwrap_or_else(|| "stomp://localhost:61613".into()),
-            vhost: b.vhost.unwrap_or_else(|| "/".into()),
-            login: b.login,
-            passcode_file: b.passcode_file,
-        };
+        let broker = raw.broker;
         let topic = |key: &str, v: Option<String>, json: &str, old: &str| -> Result<String, ConfigError> {
             let v = v.unwrap_or_else(|| if legacy { old.into() } else { json.into() });
             if v.trim().is_empty() || v.contains(['\n', '\r', '\0']) {

@@ -1,10 +1,9 @@
 //! dk-notify's logic: a build message from the environment Jenkins gives a job
 //! step (`BUILD_NUMBER`, `JOB_NAME`, `BUILD_URL`, `GIT_BRANCH`, `GIT_COMMIT`, `GIT_URL`).
 
-use crate::fetch::config::BrokerSection;
+use crate::config::BrokerSection;
 use crate::message::{Build, BuildStatus, Destinations, Wire};
 use serde::Deserialize;
-use std::path::PathBuf;
 
 /// Variables a build message cannot do without.
 pub const REQUIRED: [&str; 3] = ["BUILD_NUMBER", "JOB_NAME", "BUILD_URL"];
@@ -80,22 +79,8 @@ pub struct NotifyConfig {
     pub wire: Wire,
     /// Destinations; by default those of the wire (deploykit.* or future.*).
     pub destinations: Option<Destinations>,
-    /// The `[broker]` section.
-    pub broker: Option<NotifyBroker>,
-}
-
-/// `[broker]` of `notify.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NotifyBroker {
-    /// Broker URL.
-    pub url: Option<String>,
-    /// STOMP virtual host.
-    pub vhost: Option<String>,
-    /// Login.
-    pub login: Option<String>,
-    /// File holding the passcode.
-    pub passcode_file: Option<PathBuf>,
+    /// The `[broker]` section (the one every daemon's config shares).
+    pub broker: BrokerSection,
 }
 
 impl NotifyConfig {
@@ -115,13 +100,7 @@ impl NotifyConfig {
 
     /// The broker section with defaults filled in.
     pub fn broker_section(&self) -> BrokerSection {
-        let b = self.broker.clone().unwrap_or_default();
-        BrokerSection {
-            url: b.url.unwrap_or_else(|| "stomp://localhost:61613".into()),
-            vhost: b.vhost.unwrap_or_else(|| "/".into()),
-            login: b.login,
-            passcode_file: b.passcode_file,
-        }
+        self.broker.clone()
     }
 }
 

@@ -21,7 +21,7 @@
 //! mode = "hold"                             # one connection kept open with heart-beats
 //! ```
 
-use crate::config::parse_duration;
+use crate::config::{parse_duration, BrokerSection};
 pub use crate::config::ConfigError;
 use crate::stomp::url::Secret;
 use crate::stomp::{ClientConfig, HeartbeatConfig};
@@ -75,15 +75,6 @@ pub struct KeepaliveConfig {
     pub targets: Vec<Target>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawBroker {
-    url: Option<String>,
-    vhost: Option<String>,
-    login: Option<String>,
-    passcode_file: Option<PathBuf>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTarget {
@@ -102,7 +93,7 @@ struct RawTarget {
 struct RawConfig {
     interval: Option<String>,
     #[serde(default)]
-    broker: RawBroker,
+    broker: BrokerSection,
     #[serde(default)]
     target: Vec<RawTarget>,
 }
@@ -133,7 +124,7 @@ impl KeepaliveConfig {
         for (i, t) in raw.target.into_iter().enumerate() {
             let key = |k: &str| format!("target[{i}].{k}");
             let own_broker = t.url.is_some();
-            let url = t.url.or_else(|| raw.broker.url.clone()).unwrap_or_else(|| "stomp://127.0.0.1:61613".into());
+            let url = t.url.unwrap_or_else(|| raw.broker.url.clone());
             let mut client = ClientConfig::new(&url).map_err(|e| invalid(key("url"), e.to_string()))?;
             let destination = t.destination.unwrap_or_else(|| super::DEFAULT_DESTINATION.into());
             if !destination.starts_with('/') || destination.contains(['\n', '\r', '\0']) {
@@ -145,7 +136,7 @@ impl KeepaliveConfig {
                 (None, Some(f), false) => Some(read_passcode("broker.passcode_file", f)?),
                 _ => None,
             };
-            client.handshake.vhost = t.vhost.or_else(|| raw.broker.vhost.clone()).unwrap_or_else(|| "/".into());
+            client.handshake.vhost = t.vhost.unwrap_or_else(|| raw.broker.vhost.clone());
             if let Some(login) = t.login.or_else(|| if !own_broker { raw.broker.login.clone() } else { None }) {
                 client.handshake.login = Some(login);
             }

@@ -73,10 +73,21 @@ impl HeartbeatConfig {
     }
 }
 
-/// Parses a `heart-beat: x,y` header into milliseconds.
+/// Parses a `heart-beat: x,y` header into milliseconds. Each value must fit in
+/// 32 bits (about 49 days), so no peer can make a timer overflow.
 pub fn parse_header(value: &str) -> Option<(u64, u64)> {
     let (x, y) = value.split_once(',')?;
-    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+    let (x, y): (u32, u32) = (x.trim().parse().ok()?, y.trim().parse().ok()?);
+    Some((u64::from(x), u64::from(y)))
+}
+
+/// STOMP 1.1's rule for one direction: 0 (off) if either side says 0, else the larger interval (ms).
+pub fn agreed(ours_ms: u64, theirs_ms: u64) -> u64 {
+    if ours_ms == 0 || theirs_ms == 0 {
+        0
+    } else {
+        ours_ms.max(theirs_ms)
+    }
 }
 
 /// How this connection keeps alive and detects death, once the broker has answered.
@@ -101,14 +112,14 @@ pub fn negotiate(ours: &HeartbeatConfig, theirs: Option<(u64, u64)>) -> Plan {
     let receive = ours.receive.as_millis() as u64;
     let (sx, sy) = theirs.unwrap_or((0, 0));
     let mut plan = Plan { send_every: None, read_timeout: None, probe_after: None, emulated: false, wire: ours.wire.clone() };
-    if cx > 0 && sy > 0 {
-        plan.send_every = Some(ms(cx.max(sy)));
+    if agreed(cx, sy) > 0 {
+        plan.send_every = Some(ms(agreed(cx, sy)));
     } else if cx > 0 && ours.emulate {
         plan.send_every = Some(ms(cx));
         plan.emulated = true;
     }
-    if sx > 0 && cy > 0 {
-        plan.read_timeout = Some(ms(sx.max(cy)).mul_f64(ours.grace.max(1.5)));
+    if agreed(sx, cy) > 0 {
+        plan.read_timeout = Some(ms(agreed(sx, cy)).mul_f64(ours.grace.max(1.5)));
     } else if cy > 0 && ours.emulate {
         plan.probe_after = Some(ms(receive));
         plan.read_timeout = Some(ms(receive) * 2);
@@ -128,6 +139,10 @@ mod tests {
     fn parses_headers() {
         assert_eq!(parse_header("30500,29500"), Some((30500, 29500)));
         assert_eq!(parse_header(" 0 , 0 "), Some((0, 0)));
+        // A hostile peer's huge interval is refused, not turned into a timer that overflows.
+        assert_eq!(parse_header("18446744073709551615,1"), None);
+        assert_eq!(parse_header("4294967296,0"), None);
+        assert_eq!(parse_header("4294967295,0"), Some((4294967295, 0)));
         assert_eq!(parse_header("10"), None);
         assert_eq!(parse_header("a,b"), None);
     }

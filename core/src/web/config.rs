@@ -407,7 +407,7 @@ impl WebConfig {
         }
         for (name, s) in raw.sites {
             let key = |k: &str| format!("sites.{name}.{k}");
-            crate::deploy::agent::repo::validate_name(&name).map_err(|e| invalid(&format!("sites.{name}"), e.to_string()))?;
+            crate::names::RepoName::parse(&name).map_err(|e| invalid(&format!("sites.{name}"), e.to_string()))?;
             let filters = Filters { identity: s.identity, class: s.class, fact: s.fact };
             crate::deploy::filters::validate(&filters).map_err(|e| invalid(&key("identity"), e.to_string()))?;
             let batch = s.batch.unwrap_or_else(|| "1".into());

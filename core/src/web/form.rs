@@ -54,7 +54,7 @@ impl DeployForm {
         let one = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let tag = match one("tag").map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => {
-                crate::deploy::agent::repo::validate_name(t).map_err(|e| format!("tag: {e}"))?;
+                crate::git::refs::validate_tag_name(t).map_err(|e| format!("tag: {e}"))?;
                 Some(t.to_owned())
             }
             None if need_tag => return Err("tag: pick a tag or branch to deploy".into()),

@@ -55,7 +55,7 @@ struct Cli {
 
 const DEFAULT_CONFIG: &str = "/etc/deploykit/apt-watch.toml";
 
-fn load(path: Option<&Path>) -> Result<AptWatchConfig, deploykit::fetch::ConfigError> {
+fn load(path: Option<&Path>) -> Result<AptWatchConfig, deploykit::config::ConfigError> {
     match path {
         Some(p) => AptWatchConfig::load(p),
         None if Path::new(DEFAULT_CONFIG).exists() => AptWatchConfig::load(Path::new(DEFAULT_CONFIG)),
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         println!("action: {:?}", config.action);
         println!("quiet {:?}, min_interval {:?}, max_wait {:?}, timeout {:?}", config.quiet, config.min_interval, config.max_wait, config.timeout);
         println!("topics: {} -> {}", config.packages_topic, config.events_topic);
-        if deploykit::debrepo::config::find_program(Path::new(&config.action[0])).is_none() {
+        if deploykit::sys::find_program(Path::new(&config.action[0])).is_none() {
             println!("action: {} not found or not executable", config.action[0]);
             return ExitCode::from(1);
         }

@@ -10,7 +10,7 @@ use deploykit::deploy::controller::{unanswered_hint, Controller, ControllerConfi
 use deploykit::deploy::keys::{PublicKey, SecretKey};
 use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use deploykit::deploy::{audit, filters};
-use deploykit::fetch::config::parse_duration;
+use deploykit::config::parse_duration;
 use deploykit::message::{DeployAction, Filters, StepState};
 use dk_tools::cli::BrokerArgs;
 use dk_tools::deploy_view::{printable, summary, Progress};
@@ -343,7 +343,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Discover { filters } => (filters_of(filters)?, None),
         Cmd::Tags { site, filters, .. } | Cmd::Status { site, filters } | Cmd::Rollback { site, filters, .. } => (filters_of(filters)?, Some(site.clone())),
         Cmd::Deploy { site, tag, filters, .. } => {
-            deploykit::deploy::agent::repo::validate_name(tag).map_err(|e| Usage(e.to_string()))?;
+            deploykit::git::refs::validate_tag_name(tag).map_err(|e| Usage(e.to_string()))?;
             (filters_of(filters)?, Some(site.clone()))
         }
     };

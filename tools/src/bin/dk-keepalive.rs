@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use deploykit::fetch::config::parse_duration;
+use deploykit::config::parse_duration;
 use deploykit::keepalive::{self, KeepaliveConfig, ProbeOptions, Target};
 use dk_tools::cli::BrokerArgs;
 use dk_tools::daemon::{RunOptions, Signals};

@@ -162,9 +162,9 @@ struct RawSite {
     rollback: Option<Vec<String>>,
 }
 
-/// Whether `name` is a usable site or key name: 1–64 of `A-Za-z0-9._-`, not starting with `-` or `.`.
+/// Whether `name` is a usable site or key name: the one rule of [`crate::names`].
 pub fn valid_name(name: &str) -> bool {
-    crate::fetch::config::valid_repo_name(name) && name.len() <= 64
+    crate::names::RepoName::is_valid(name)
 }
 
 impl AgentConfig {
@@ -180,7 +180,7 @@ impl AgentConfig {
         let mut trusted_keys = BTreeMap::new();
         for (name, text) in raw.trusted_keys {
             if !valid_name(&name) {
-                return Err(invalid(format!("trusted_keys.{name}"), "key names are 1-64 of A-Za-z0-9._-".into()));
+                return Err(invalid(format!("trusted_keys.{name}"), format!("key names are {}", crate::names::RULE)));
             }
             let key = PublicKey::parse(&text).map_err(|e| invalid(format!("trusted_keys.{name}"), e.to_string()))?;
             trusted_keys.insert(name, key);
@@ -190,7 +190,7 @@ impl AgentConfig {
         for (name, s) in raw.sites {
             let key = |k: &str| format!("sites.{name}.{k}");
             if !valid_name(&name) {
-                return Err(invalid(format!("sites.{name}"), "site names are 1-64 of A-Za-z0-9._-, not starting with - or .".into()));
+                return Err(invalid(format!("sites.{name}"), format!("site names are {}", crate::names::RULE)));
             }
             for (k, p) in [("repo", Some(&s.repo)), ("releases", Some(&s.releases)), ("current", s.current.as_ref()), ("hooks", s.hooks.as_ref())] {
                 if let Some(p) = p {
@@ -264,7 +264,7 @@ impl AgentConfig {
         }
         let wire = crate::config::wire(raw.wire)?;
         let destinations = raw.destinations.unwrap_or_else(|| if wire == Wire::Legacy { Destinations::legacy() } else { Destinations::default() });
-        let identity = raw.identity.unwrap_or_else(crate::fetch::config::hostname);
+        let identity = raw.identity.unwrap_or_else(crate::sys::hostname);
         if identity.is_empty() || identity.len() > 255 || identity.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/') {
             return Err(invalid("identity".into(), format!("{identity:?}: must be a non-empty name without spaces or '/' (a -I /regex/ must not match it literally)")));
         }

@@ -79,7 +79,7 @@ pub fn now() -> u64 {
 
 /// The release directory name for `tag` of `repo`: `REPO_TAG`, `/` written `__`.
 pub fn dir_name(repo: &str, tag: &str) -> Option<String> {
-    crate::fetch::checkout::dir_name(&format!("{repo}_{tag}"))
+    crate::git::checkout::dir_name(&format!("{repo}_{tag}"))
 }
 
 /// The journal of one site.

@@ -30,16 +30,7 @@ fn git_err(path: &Path, e: git2::Error) -> RepoError {
 /// Checks `name` is usable as a tag or branch: git's ref-name rules, at most 200
 /// bytes, no leading `-`, no control characters, no `..` components.
 pub fn validate_name(name: &str) -> Result<(), RepoError> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('-')
-        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
-        && git2::Reference::is_valid_name(&format!("refs/tags/{name}"));
-    if ok {
-        Ok(())
-    } else {
-        Err(RepoError::BadName(name.chars().take(200).collect()))
-    }
+    crate::git::refs::validate_tag_name(name).map_err(|_| RepoError::BadName(name.chars().take(200).collect()))
 }
 
 /// A resolved tag or branch.

@@ -296,7 +296,7 @@ fn checkout(site: &SiteConfig, commit: git2::Oid, dir: &str) -> Result<(), Strin
     let tmp = site.releases.join(&tmp_name);
     let _ = crate::nofollow::remove_entry(&site.releases, &tmp_name);
     let fin = site.releases.join(dir);
-    let res = crate::fetch::checkout::export_tree(&repo, &tree, &tmp)
+    let res = crate::git::checkout::export_tree(&repo, &tree, &tmp)
         .map_err(|e| e.to_string())
         .and_then(|_| releases::add_user_links(site, &tmp).map_err(|e| e.to_string()))
         .and_then(|_| {
