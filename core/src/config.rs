@@ -79,6 +79,59 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })
 }
 
+/// One problem a config's `check()` found on this machine (a file that cannot be
+/// read, a directory that cannot be written, a program that is missing).
+/// Every daemon's config has `check() -> Vec<Problem>` listing all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key concerned (`repos.site.path`).
+    pub key: String,
+    /// What is wrong, precisely.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with dotted `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem { key: key.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Whether a daemon can create `dir` (and its missing ancestors, as `create_dir_all`
+/// does): `dir` or its nearest existing ancestor is a directory this process may write.
+pub fn creatable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let (existing, md) = nearest_existing(dir).map_err(|(p, e)| format!("{}: {e}", p.display()))?;
+    if !md.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    if !crate::sys::writable(existing) {
+        return Err(format!("{} is not writable by this user", existing.display()));
+    }
+    Ok(())
+}
+
+/// `dir` or its nearest existing ancestor, with its metadata: what `create_dir_all`
+/// would start from. An error names the path it concerns.
+pub fn nearest_existing(dir: &std::path::Path) -> Result<(&std::path::Path, std::fs::Metadata), (&std::path::Path, std::io::Error)> {
+    let mut existing = dir;
+    loop {
+        match std::fs::metadata(existing) {
+            Ok(md) => return Ok((existing, md)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => match existing.parent() {
+                Some(up) => existing = up,
+                None => return Err((dir, e)),
+            },
+            Err(e) => return Err((existing, e)),
+        }
+    }
+}
+
 /// Parses TOML text into `T`; syntax and shape errors carry line and column.
 pub fn parse_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
@@ -174,6 +227,19 @@ pub fn topic(key: &str, v: Option<String>, default: &str) -> Result<String, Conf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn creatable_dirs_are_judged_by_their_nearest_existing_ancestor() {
+        let tmp = std::env::temp_dir().join(format!("dk-creatable-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        assert_eq!(creatable_dir(&tmp.join("a/b/c")), Ok(()));
+        let file = tmp.join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = creatable_dir(&file.join("sub")).unwrap_err();
+        assert!(e.contains("is not a directory"), "{e}");
+        assert_eq!(Problem::new("spool", "gone").to_string(), "spool: gone");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn syntax_errors_carry_line_and_column_and_the_file() {

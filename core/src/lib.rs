@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! deploykit core: everything the `dk-*` tools and the C, Python and JVM
 //! bindings share.
 //!
@@ -91,9 +92,9 @@ pub mod names;
 pub mod nofollow;
 pub mod spool;
 pub mod stomp;
+pub mod svn;
 #[cfg(feature = "daemons")]
 pub mod sys;
-pub mod svn;
 #[cfg(feature = "daemons")]
 pub mod user;
 #[cfg(feature = "web")]

@@ -53,19 +53,37 @@ fn case(name: &'static str, dir: &Path, url: &str) -> Case {
             assert!(Command::new("git").args(["init", "-q", "--bare"]).arg(&repo).status().unwrap().success());
             c(write(dir, "fetch.toml", format!("[broker]\nurl = {url:?}\n[repos.site]\npath = {:?}\n", repo.display().to_string())), "dk-fetch started")
         }
-        "dk-jenkins" => c(write(dir, "jenkins.toml", format!("[broker]\nurl = {url:?}\n[jenkins]\nurl = \"http://127.0.0.1:9\"\n[[repos.site.jobs]]\njob = \"site\"\n")), "dk-jenkins started"),
+        "dk-jenkins" => {
+            c(write(dir, "jenkins.toml", format!("[broker]\nurl = {url:?}\n[jenkins]\nurl = \"http://127.0.0.1:9\"\n[[repos.site.jobs]]\njob = \"site\"\n")), "dk-jenkins started")
+        }
         "dk-agent" => c(write(dir, "agent.toml", format!("identity = \"web01\"\nstate_dir = \"{d}/state\"\n[broker]\nurl = {url:?}\n")), "dk-agent started"),
-        "dk-apt-watch" => c(write(dir, "apt-watch.toml", format!("node = \"web01\"\npackages = [\"app-*\"]\naction = [\"/bin/true\"]\n[broker]\nurl = {url:?}\n")), "dk-apt-watch started"),
+        "dk-apt-watch" => {
+            c(write(dir, "apt-watch.toml", format!("node = \"web01\"\npackages = [\"app-*\"]\naction = [\"/bin/true\"]\n[broker]\nurl = {url:?}\n")), "dk-apt-watch started")
+        }
         "dk-reprepro" => {
             std::fs::create_dir_all(dir.join("base/conf")).unwrap();
             std::fs::create_dir_all(dir.join("incoming")).unwrap();
             std::fs::write(dir.join("base/conf/distributions"), "Codename: bookworm\nArchitectures: amd64\nComponents: main\n").unwrap();
-            c(write(dir, "reprepro.toml", format!("base = \"{d}/base\"\nspool_dir = \"{d}/spool\"\nwatch = \"poll\"\n[broker]\nurl = {url:?}\n[dists.bookworm]\nincoming = \"{d}/incoming\"\n")), "dk-reprepro started")
+            c(
+                write(
+                    dir,
+                    "reprepro.toml",
+                    format!("base = \"{d}/base\"\nspool_dir = \"{d}/spool\"\nwatch = \"poll\"\n[broker]\nurl = {url:?}\n[dists.bookworm]\nincoming = \"{d}/incoming\"\n"),
+                ),
+                "dk-reprepro started",
+            )
         }
         "dk-web" => {
             let key = dir.join("web.key");
             deploykit::deploy::keys::SecretKey::generate().unwrap().save(&key).unwrap();
-            c(write(dir, "web.toml", format!("listen = \"127.0.0.1:0\"\ndatabase = \"{d}/web.sqlite\"\nkey_file = \"{d}/web.key\"\n[auth]\nmode = \"none\"\n[broker]\nurl = {url:?}\n")), "listening on http://")
+            c(
+                write(
+                    dir,
+                    "web.toml",
+                    format!("listen = \"127.0.0.1:0\"\ndatabase = \"{d}/web.sqlite\"\nkey_file = \"{d}/web.key\"\n[auth]\nmode = \"none\"\n[broker]\nurl = {url:?}\n"),
+                ),
+                "listening on http://",
+            )
         }
         "dk-webhook" => c(write(dir, "webhook.toml", format!("listen = \"127.0.0.1:0\"\nspool = \"{d}/spool\"\n[broker]\nurl = {url:?}\n[gitlab]\n")), "listening on http://"),
         "dk-keepalive" => {

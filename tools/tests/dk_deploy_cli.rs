@@ -337,7 +337,8 @@ fn setup_three(dir: &Path, key: &SecretKey, url: &str) -> Vec<PathBuf> {
         let out = dk("dk-agent").arg("--print-key").arg("--config").arg(&path).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let agent_key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        let out = dk("dk-deploy").args(["enroll", "--fleet-key"]).arg(dir.join("web01/fleet.key")).args(["--identity", n, "--agent-key", &agent_key, "--valid", "1d"]).output().unwrap();
+        let out =
+            dk("dk-deploy").args(["enroll", "--fleet-key"]).arg(dir.join("web01/fleet.key")).args(["--identity", n, "--agent-key", &agent_key, "--valid", "1d"]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(home.join("agent.cert"), &out.stdout).unwrap();
         configs.push(path);

@@ -29,6 +29,25 @@ fn help_has_examples_and_exit_codes() {
 }
 
 #[test]
+fn check_lists_every_problem_not_only_the_first() {
+    let dir = temp_dir("web-check-all");
+    let p = dir.join("web.toml");
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase = {:?}\nkey_file = {:?}\n[auth]\nmode = \"basic\"\nhtpasswd = {:?}\n[sites.www]\ndeployers = [\"ann\"]\n",
+        dir.join("db/web.sqlite").display().to_string(),
+        dir.join("missing.key").display().to_string(),
+        dir.join("missing.htpasswd").display().to_string()
+    );
+    std::fs::write(&p, config).unwrap();
+    let out = dk_web().arg("--check").arg("--config").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("dk-web: auth:") && err.contains("missing.htpasswd"), "{err}");
+    assert!(err.contains("dk-web: key_file:") && err.contains("missing.key"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn config_errors_exit_2_and_check_reads_htpasswd_key_and_database() {
     let dir = temp_dir("web-cfg");
     let p = dir.join("web.toml");

@@ -105,6 +105,15 @@ struct Raw {
 }
 
 impl AptWatchConfig {
+    /// Checks this machine against the configuration: the action's program can be run.
+    pub fn check(&self) -> Vec<crate::config::Problem> {
+        let program = std::path::Path::new(&self.action[0]);
+        match crate::sys::find_program(program) {
+            Some(_) => Vec::new(),
+            None => vec![crate::config::Problem::new("action", format!("{} not found or not executable", program.display()))],
+        }
+    }
+
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<AptWatchConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;

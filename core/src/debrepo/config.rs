@@ -28,7 +28,7 @@
 //! Syntax errors name the file, line and column; other errors the key.
 
 pub use crate::config::ConfigError;
-pub(crate) use crate::config::{duration_or as duration, parse_toml, topic, wire, BrokerSection, RawDuration};
+pub(crate) use crate::config::{duration_or as duration, parse_toml, topic, wire, BrokerSection, Problem, RawDuration};
 use crate::message::Wire;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -207,30 +207,32 @@ impl RepreproConfig {
     /// can be run, `BASE/conf/distributions` exists and names each
     /// distribution, each incoming directory is a readable directory (the spool
     /// directory is created when needed). One line per problem (`key: message`); empty when all is well.
-    pub fn check(&self) -> Vec<String> {
+    pub fn check(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         if crate::sys::find_program(&self.reprepro).is_none() {
-            out.push(format!("reprepro: {} not found or not executable (apt-get install reprepro)", self.reprepro.display()));
+            out.push(Problem::new("reprepro", format!("{} not found or not executable (apt-get install reprepro)", self.reprepro.display())));
         }
         if crate::sys::find_program(Path::new("dpkg-deb")).is_none() {
-            out.push("dpkg-deb not found (it reads the packages' control data)".to_owned());
+            out.push(Problem::new("dpkg-deb", "not found (it reads the packages' control data)"));
         }
         let dists_file = self.base.join("conf/distributions");
         let codenames: Vec<String> = match std::fs::read_to_string(&dists_file) {
             Ok(text) => text.lines().filter_map(|l| l.strip_prefix("Codename:")).map(|v| v.trim().to_owned()).collect(),
             Err(e) => {
-                out.push(format!("base: {}: {e}", dists_file.display()));
+                out.push(Problem::new("base", format!("{}: {e}", dists_file.display())));
                 Vec::new()
             }
         };
         for (name, d) in &self.dists {
             if !codenames.is_empty() && !codenames.contains(name) {
-                out.push(format!("dists.{name}: {} has no `Codename: {name}`", dists_file.display()));
+                out.push(Problem::new(format!("dists.{name}"), format!("{} has no `Codename: {name}`", dists_file.display())));
             }
-            match std::fs::read_dir(&d.incoming) {
-                Ok(_) => {}
-                Err(e) => out.push(format!("dists.{name}.incoming: {}: {e}", d.incoming.display())),
+            if let Err(e) = std::fs::read_dir(&d.incoming) {
+                out.push(Problem::new(format!("dists.{name}.incoming"), format!("{}: {e}", d.incoming.display())));
             }
+        }
+        if let Err(e) = crate::config::creatable_dir(&self.spool_dir) {
+            out.push(Problem::new("spool_dir", e));
         }
         out
     }

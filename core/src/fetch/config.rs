@@ -189,27 +189,12 @@ impl fmt::Display for Mode {
 }
 
 use crate::config::line_col;
-use crate::names::RepoName;
 use crate::config::{parse_duration, BrokerSection, STRING_FILE};
-pub use crate::config::ConfigError;
+pub use crate::config::{ConfigError, Problem};
+use crate::names::RepoName;
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { file: STRING_FILE.into(), key: key.into(), message: message.into() }
-}
-
-/// One problem [`FetchConfig::check`] found on this machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The dotted key concerned (`repos.site.path`).
-    pub key: String,
-    /// What is wrong, precisely.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
 }
 
 // ---- raw TOML shape -------------------------------------------------------
@@ -478,17 +463,7 @@ impl FetchConfig {
 /// benefit of the doubt); `Some(None)` = a configured user that does not exist
 /// (already reported, so writability is not judged).
 fn creatable_dir(dir: &Path, as_user: Option<Option<&crate::user::Passwd>>) -> Result<(), String> {
-    let mut existing = dir;
-    let md = loop {
-        match std::fs::metadata(existing) {
-            Ok(md) => break md,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => match existing.parent() {
-                Some(up) => existing = up,
-                None => return Err(format!("{} (where checkouts go): {e}", dir.display())),
-            },
-            Err(e) => return Err(format!("{} (where checkouts go): {e}", existing.display())),
-        }
-    };
+    let (existing, md) = crate::config::nearest_existing(dir).map_err(|(p, e)| format!("{} (where checkouts go): {e}", p.display()))?;
     let what =
         if existing == dir { format!("{} (where checkouts go)", dir.display()) } else { format!("cannot create {} (where checkouts go): {}", dir.display(), existing.display()) };
     if !md.is_dir() {

@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::git::checkout;
 use super::config::{Credentials, Mode, RepoConfig};
+use crate::git::checkout;
 
 /// What one [`run`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -65,7 +65,10 @@ pub fn validate_tag_name(name: &str) -> Result<(), RefError> {
         && git2::Reference::is_valid_name(&format!("refs/tags/{name}"));
     match ok {
         true => Ok(()),
-        false => Err(RefError::RefName { refname: name.chars().take(200).collect(), why: "not a valid tag or branch name (git's ref rules, at most 200 bytes, no leading '-', no whitespace)" }),
+        false => Err(RefError::RefName {
+            refname: name.chars().take(200).collect(),
+            why: "not a valid tag or branch name (git's ref rules, at most 200 bytes, no leading '-', no whitespace)",
+        }),
     }
 }
 

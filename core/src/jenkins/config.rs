@@ -201,6 +201,27 @@ fn job(key: &str, raw: RawJob) -> Result<JobConfig, ConfigError> {
 }
 
 impl JenkinsConfig {
+    /// Checks this machine against the configuration: every secret it names can be read now.
+    pub fn check(&self) -> Vec<crate::config::Problem> {
+        use crate::config::Problem;
+        let mut problems = Vec::new();
+        if let Some(t) = &self.jenkins.api_token {
+            if let Err(e) = t.read() {
+                problems.push(Problem::new("jenkins.api_token", e.to_string()));
+            }
+        }
+        for (name, repo) in &self.repos {
+            let jobs = repo.jobs.iter().map(|j| (format!("repos.{name}.jobs"), j));
+            let projects = repo.projects.iter().flat_map(|(p, js)| js.iter().map(move |j| (format!("repos.{name}.projects.{p}.jobs"), j)));
+            for (key, job) in jobs.chain(projects) {
+                if let Some(Err(e)) = job.token.as_ref().map(|t| t.read()) {
+                    problems.push(Problem::new(format!("{key} ({})", job.job), format!("token: {e}")));
+                }
+            }
+        }
+        problems
+    }
+
     /// Reads and parses a file (errors name it).
     pub fn load(path: &Path) -> Result<JenkinsConfig, ConfigError> {
         JenkinsConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))

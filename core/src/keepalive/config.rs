@@ -21,8 +21,8 @@
 //! mode = "hold"                             # one connection kept open with heart-beats
 //! ```
 
-use crate::config::{parse_duration, BrokerSection};
 pub use crate::config::ConfigError;
+use crate::config::{parse_duration, BrokerSection};
 use crate::stomp::url::Secret;
 use crate::stomp::{ClientConfig, HeartbeatConfig};
 use serde::Deserialize;
@@ -108,6 +108,13 @@ fn read_passcode(key: &str, file: &Path) -> Result<Secret, ConfigError> {
 }
 
 impl KeepaliveConfig {
+    /// Checks this machine against the configuration. Passcode files are read when the
+    /// config loads and targets need nothing else locally, so this lists nothing today;
+    /// it exists so every daemon's `--check` asks the same question.
+    pub fn check(&self) -> Vec<crate::config::Problem> {
+        Vec::new()
+    }
+
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<KeepaliveConfig, ConfigError> {
         KeepaliveConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))

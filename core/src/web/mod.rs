@@ -132,6 +132,24 @@ pub fn load_key(config: &WebConfig) -> Result<SecretKey, WebError> {
     }
 }
 
+/// Checks this machine against the configuration, listing every problem: the
+/// login setup (`[auth]`, the htpasswd file), the signing key, the history
+/// database (created if missing, as at start).
+pub fn check(config: &WebConfig) -> Vec<crate::config::Problem> {
+    use crate::config::Problem;
+    let mut out = Vec::new();
+    if let Err(e) = auth::Auth::from_config(&config.auth) {
+        out.push(Problem::new("auth", e.to_string()));
+    }
+    if let Err(e) = load_key(config) {
+        out.push(Problem::new("key_file", e.to_string()));
+    }
+    if let Err(e) = history::History::open(&config.database) {
+        out.push(Problem::new("database", e.to_string()));
+    }
+    out
+}
+
 /// Binds, opens the history, subscribes to announcements and events, and serves.
 /// Requests are signed with `key` (see [`load_key`]).
 pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<WebHandle, WebError> {

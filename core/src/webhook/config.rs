@@ -203,6 +203,16 @@ fn read_secret(key: &str, file: Option<&Path>, env: Option<&str>) -> Result<Opti
 }
 
 impl WebhookConfig {
+    /// Checks this machine against the configuration: the spool directory can be
+    /// created or written (secrets are read, and so checked, when the config loads).
+    pub fn check(&self) -> Vec<crate::config::Problem> {
+        let mut out = Vec::new();
+        if let Err(e) = crate::config::creatable_dir(&self.spool) {
+            out.push(crate::config::Problem::new("spool", e));
+        }
+        out
+    }
+
     /// Reads and parses `path`; errors name the file.
     pub fn load(path: &Path) -> Result<WebhookConfig, ConfigError> {
         WebhookConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))

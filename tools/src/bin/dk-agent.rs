@@ -88,18 +88,23 @@ fn main() -> ExitCode {
         };
     }
     if cli.check {
+        let problems = config.check();
+        for p in &problems {
+            eprintln!("dk-agent: {p}");
+        }
+        if !problems.is_empty() {
+            return ExitCode::from(1);
+        }
         println!("{}: ok: identity {}, {} trusted keys", cli.config.display(), config.identity, config.trusted_keys.len());
         match &config.enrollment {
             Some(p) if !deploykit::deploy::identity::key_path(&config.state_dir).exists() => {
                 println!("  enrollment {}: no identity key yet (dk-agent --print-key makes it; enroll that key)", p.display())
             }
-            Some(p) => match deploykit::deploy::identity::AgentIdentity::load(&config.identity, &config.state_dir, Some(p)) {
-                Ok(i) => println!("  enrolled: key {} certificate {}", i.public(), p.display()),
-                Err(e) => {
-                    eprintln!("dk-agent: {e}");
-                    return ExitCode::from(1);
+            Some(p) => {
+                if let Ok(i) = deploykit::deploy::identity::AgentIdentity::load(&config.identity, &config.state_dir, Some(p)) {
+                    println!("  enrolled: key {} certificate {}", i.public(), p.display())
                 }
-            },
+            }
             None => println!("  not enrolled: controllers trust this agent only if its key is listed in their [agents] (dk-agent --print-key)"),
         }
         for (name, s) in &config.sites {

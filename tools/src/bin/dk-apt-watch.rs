@@ -76,11 +76,11 @@ fn main() -> ExitCode {
         println!("action: {:?}", config.action);
         println!("quiet {:?}, min_interval {:?}, max_wait {:?}, timeout {:?}", config.quiet, config.min_interval, config.max_wait, config.timeout);
         println!("topics: {} -> {}", config.packages_topic, config.events_topic);
-        if deploykit::sys::find_program(Path::new(&config.action[0])).is_none() {
-            println!("action: {} not found or not executable", config.action[0]);
-            return ExitCode::from(1);
+        let problems = config.check();
+        for p in &problems {
+            println!("{p}");
         }
-        return ExitCode::SUCCESS;
+        return if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
     dk_tools::cli::block_on("dk-apt-watch", run(cli, config))
 }

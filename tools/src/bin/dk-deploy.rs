@@ -5,12 +5,12 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use deploykit::config::parse_duration;
 use deploykit::deploy::controller::plan::BatchSize;
 use deploykit::deploy::controller::{unanswered_hint, Controller, ControllerConfig, RolloutSpec, Window};
 use deploykit::deploy::keys::{PublicKey, SecretKey};
 use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use deploykit::deploy::{audit, filters};
-use deploykit::config::parse_duration;
 use deploykit::message::{DeployAction, Filters, StepState};
 use dk_tools::cli::BrokerArgs;
 use dk_tools::deploy_view::{printable, summary, Progress};

@@ -61,29 +61,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if cli.check {
-        return dk_tools::cli::check_report(&cli.config, &check(&config), &format!("{} repos", config.repos.len()));
+        return dk_tools::cli::check_report(&cli.config, &config.check(), &format!("{} repos", config.repos.len()));
     }
     dk_tools::cli::block_on("dk-jenkins", run(&cli, config))
-}
-
-/// Every secret the config names must be readable now.
-fn check(config: &JenkinsConfig) -> Vec<String> {
-    let mut problems = Vec::new();
-    if let Some(t) = &config.jenkins.api_token {
-        if let Err(e) = t.read() {
-            problems.push(format!("jenkins.api_token: {e}"));
-        }
-    }
-    for (name, repo) in &config.repos {
-        let jobs = repo.jobs.iter().map(|j| (format!("repos.{name}.jobs"), j));
-        let projects = repo.projects.iter().flat_map(|(p, js)| js.iter().map(move |j| (format!("repos.{name}.projects.{p}.jobs"), j)));
-        for (key, job) in jobs.chain(projects) {
-            if let Some(Err(e)) = job.token.as_ref().map(|t| t.read()) {
-                problems.push(format!("{key} ({}): token: {e}", job.job));
-            }
-        }
-    }
-    problems
 }
 
 async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {

@@ -84,11 +84,15 @@ fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
     Ok(config)
 }
 
-fn check(config: &WebConfig) -> Result<String, String> {
-    web::auth::Auth::from_config(&config.auth).map_err(|e| e.to_string())?;
-    let key = web::load_key(config).map_err(|e| e.to_string())?;
-    web::history::History::open(&config.database).map_err(|e| e.to_string())?;
-    Ok(format!("ok: listen {}, {} sites, database {}, signing key {}", config.listen, config.sites.len(), config.database.display(), key.public()))
+/// `--check`: every problem on stderr, or one `ok: …` line on stdout.
+fn check(config: &WebConfig) -> Result<String, Vec<deploykit::config::Problem>> {
+    let problems = web::check(config);
+    match web::load_key(config) {
+        Ok(key) if problems.is_empty() => {
+            Ok(format!("ok: listen {}, {} sites, database {}, signing key {}", config.listen, config.sites.len(), config.database.display(), key.public()))
+        }
+        _ => Err(problems),
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,8 +108,10 @@ fn main() -> ExitCode {
                 println!("{line}");
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("dk-web: {e}");
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("dk-web: {p}");
+                }
                 ExitCode::from(1)
             }
         };

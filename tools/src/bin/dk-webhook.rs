@@ -87,6 +87,13 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if cli.check {
+        let problems = config.check();
+        for p in &problems {
+            eprintln!("dk-webhook: {p}");
+        }
+        if !problems.is_empty() {
+            return ExitCode::from(1);
+        }
         let forges: Vec<String> =
             config.forges.iter().map(|f| format!("{} {}{}", f.forge.as_str(), f.path, if f.secret.is_some() { " (signed)" } else { " (UNSIGNED)" })).collect();
         println!("ok: listen {}, spool {}, {}", config.listen, config.spool.display(), forges.join(", "));

@@ -168,6 +168,25 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl AgentConfig {
+    /// Checks this machine against the configuration: the state directory can be
+    /// created or written, and the enrollment certificate (if any) is readable and
+    /// matches the agent's key once it has one.
+    pub fn check(&self) -> Vec<crate::config::Problem> {
+        use crate::config::Problem;
+        let mut out = Vec::new();
+        if let Err(e) = crate::config::creatable_dir(&self.state_dir) {
+            out.push(Problem::new("state_dir", e));
+        }
+        if let Some(p) = &self.enrollment {
+            if crate::deploy::identity::key_path(&self.state_dir).exists() {
+                if let Err(e) = crate::deploy::identity::AgentIdentity::load(&self.identity, &self.state_dir, Some(p)) {
+                    out.push(Problem::new("enrollment", e.to_string()));
+                }
+            }
+        }
+        out
+    }
+
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         AgentConfig::parse(&crate::config::read(path)?).map_err(|e| e.with_file(path))
