@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use deploykit::health::Outcome;
+use deploykit::health::{series, Allowed, Outcome};
 use deploykit::jenkins::daemon::JenkinsEvent;
 use deploykit::jenkins::{daemon, JenkinsConfig};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -90,6 +90,8 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
     let signals = Signals::install()?;
     let client = cli.broker.with_section(&config.broker).connect().await?;
     let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
+    let jobs = config.repos.values().flat_map(|r| r.jobs.iter().chain(r.projects.values().flatten())).map(|j| j.job.clone());
+    let jobs = Allowed::new(jobs.collect::<Vec<_>>());
     let daemon = daemon::spawn(config, client.clone()).await?;
     let health = cli.health.start("dk-jenkins", &client).await?;
     health.watch(daemon.subscribe(), |e| match e {
@@ -97,6 +99,7 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
         JenkinsEvent::Failed { job, error } => Outcome::Error(format!("{job}: {error}")),
         _ => Outcome::Ignore,
     });
+    health.observe(daemon.subscribe(), series::jenkins(health.metrics(), jobs));
     // Logged once the commit topic is subscribed (tests and operators rely on that order).
     tracing::info!(repos, %topic, %jenkins, "dk-jenkins started");
     let path = cli.config.clone();
