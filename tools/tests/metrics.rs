@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{broker, fixture, http, metrics_addr, sample, scrape_until, temp_dir, Proc, Sample};
+use common::{broker, fixture, git, http, metrics_addr, sample, scrape_until, temp_dir, Proc, Sample};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ fn dk(name: &str) -> Command {
         "dk-webhook" => env!("CARGO_BIN_EXE_dk-webhook"),
         "dk-web" => env!("CARGO_BIN_EXE_dk-web"),
         "dk-fetch" => env!("CARGO_BIN_EXE_dk-fetch"),
-        "dk-apt-watch" => env!("CARGO_BIN_EXE_dk-apt-watch"),
+        "dk-jenkins" => env!("CARGO_BIN_EXE_dk-jenkins"),
         _ => unreachable!("{name}"),
     };
     let mut c = Command::new(path);
@@ -132,5 +133,97 @@ fn web_counts_deploys_by_action_and_result() {
     let result = s.iter().find(|x| x.name == "deploykit_web_deploys_total").map(|x| x.labels["result"].clone()).unwrap();
     assert!(result == "failed" || result == "error", "{s:?}");
     assert_eq!(sample(&s, "deploykit_web_deploys_running", &[]), Some(0.0), "{s:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fetch_counts_fetches_by_repo_with_durations() {
+    let (_broker, url) = broker();
+    let root = temp_dir("metrics-fetch");
+    let central = root.join("one.git");
+    git(&root, &["init", "-q", "--bare", central.to_str().unwrap()]);
+    let work = root.join("work");
+    git(&root, &["clone", "-q", central.to_str().unwrap(), work.to_str().unwrap()]);
+    std::fs::write(work.join("f.txt"), "x").unwrap();
+    git(&work, &["add", "f.txt"]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(&work, &["push", "-q", "origin", "HEAD:refs/heads/master"]);
+    let clone = root.join("server-one");
+    git(&root, &["clone", "-q", central.to_str().unwrap(), clone.to_str().unwrap()]);
+    let topics = format!("dkmetrics{}", std::process::id());
+    let file = root.join("fetch.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "node = \"web01\"\ncommits_topic = \"/topic/{topics}.commits\"\nevents_topic = \"/topic/{topics}.events\"\nresults_topic = \"/topic/{topics}.results\"\nreconcile_interval = \"off\"\n[broker]\nurl = \"{url}\"\n[repos.one]\npath = {:?}\nmode = \"normal\"\n",
+            clone.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut c = dk("dk-fetch");
+    c.arg("-v").arg("--config").arg(&file).args(["--metrics-listen", "127.0.0.1:0"]);
+    let mut p = Proc::spawn(c);
+    let addr = metrics_addr(&mut p);
+    // The start-up reconcile fetches every repo once.
+    let ok = [("repo", "one"), ("result", "ok")];
+    let Some(s) = scrape_until(&addr, Duration::from_secs(30), |s| sample(s, "deploykit_fetches_total", &ok) == Some(1.0)) else { return };
+    assert_common(&s, "dk-fetch");
+    assert_eq!(sample(&s, "deploykit_fetch_duration_seconds_count", &[("repo", "one")]), Some(1.0), "{s:?}");
+    assert_eq!(sample(&s, "deploykit_fetch_duration_seconds_bucket", &[("repo", "one"), ("le", "+Inf")]), Some(1.0), "{s:?}");
+    assert_healthz(&addr, "dk-fetch");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A Jenkins stand-in on loopback: answers every request 201 with a queue Location.
+fn jenkins() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nLocation: http://ci/queue/item/1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jenkins_counts_triggers_by_job() {
+    use deploykit::message::{Commit, Destinations, Publisher};
+    use deploykit::stomp::{Client, ClientConfig};
+    let (_broker, url) = broker();
+    let base = jenkins();
+    let dir = temp_dir("metrics-jenkins");
+    let file = dir.join("jenkins.toml");
+    std::fs::write(&file, format!("quiet_period = \"100ms\"\n[broker]\nurl = \"{url}\"\n[jenkins]\nurl = \"{base}\"\n[[repos.site.jobs]]\njob = \"site\"\n")).unwrap();
+    let mut c = dk("dk-jenkins");
+    c.arg("-v").arg("--config").arg(&file).args(["--metrics-listen", "127.0.0.1:0"]);
+    let mut p = Proc::spawn(c);
+    let addr = tokio::task::block_in_place(|| {
+        let addr = metrics_addr(&mut p);
+        p.line(Duration::from_secs(20), |l| l.contains("dk-jenkins started"));
+        addr
+    });
+    let client = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
+    let publisher = Publisher::new(client.clone(), "git-hook").destinations(Destinations::default());
+    publisher.commit(&Commit { repo: "site".into(), oldrev: "1".repeat(40), newrev: "2".repeat(40), refname: "refs/heads/master".into(), ..Commit::default() }).await.unwrap();
+    let ok = [("job", "site"), ("result", "ok")];
+    let s = tokio::task::block_in_place(|| scrape_until(&addr, Duration::from_secs(20), |s| sample(s, "deploykit_jenkins_triggers_total", &ok) == Some(1.0)));
+    let Some(s) = s else { return };
+    assert_common(&s, "dk-jenkins");
+    tokio::task::block_in_place(|| assert_healthz(&addr, "dk-jenkins"));
     let _ = std::fs::remove_dir_all(&dir);
 }
