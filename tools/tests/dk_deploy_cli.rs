@@ -318,7 +318,10 @@ async fn the_agent_serves_health_and_metrics() {
     assert_eq!(replies[0].state, StepState::Ok, "{replies:?}");
     let a = addr.clone();
     let deployed = [("action", "deploy"), ("result", "ok")];
-    let scraped = tokio::task::spawn_blocking(move || common::scrape_until(&a, Duration::from_secs(20), |s| common::sample(s, "deploykit_agent_requests_total", &deployed) == Some(1.0))).await.unwrap();
+    let scraped =
+        tokio::task::spawn_blocking(move || common::scrape_until(&a, Duration::from_secs(20), |s| common::sample(s, "deploykit_agent_requests_total", &deployed) == Some(1.0)))
+            .await
+            .unwrap();
     if let Some(s) = scraped {
         use common::sample;
         assert_eq!(sample(&s, "deploykit_agent_requests_total", &[("action", "status"), ("result", "ok")]), Some(1.0), "{s:?}");

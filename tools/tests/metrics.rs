@@ -82,7 +82,8 @@ fn webhook_counts_deliveries_by_forge_and_result() {
     let h = assert_healthz(&addr, "dk-webhook");
     assert_eq!((h["broker"].as_str(), h["spooled"].as_u64()), (Some("ready"), Some(0)), "{h}");
     assert_eq!(http(&addr, "GET", "/metrics", &[], b"").0, 404);
-    let Some(s) = scrape_until(&maddr, Duration::from_secs(10), |s| sample(s, "deploykit_webhook_deliveries_total", &[("forge", "github"), ("result", "published")]) == Some(1.0)) else {
+    let Some(s) = scrape_until(&maddr, Duration::from_secs(10), |s| sample(s, "deploykit_webhook_deliveries_total", &[("forge", "github"), ("result", "published")]) == Some(1.0))
+    else {
         return;
     };
     assert_common(&s, "dk-webhook");

@@ -230,10 +230,20 @@ mod tests {
         assert!(text.contains("# TYPE deploykit_fetches counter\n"), "{text}");
         assert!(text.contains("deploykit_fetches_total{daemon=\"dk-test\",repo=\"www\",result=\"ok\"} 2\n"), "{text}");
         assert!(text.contains("deploykit_fetches_total{daemon=\"dk-test\",repo=\"a_b\",result=\"failed\"} 1\n"), "{text}");
-        assert!(text.contains("deploykit_fetch_duration_seconds_bucket{daemon=\"dk-test\",le=\"0.5\",repo=\"www\"} 1
-"), "{text}");
-        assert!(text.contains("# HELP deploykit_fetches Fetches.
-"), "{text}");
+        assert!(
+            text.contains(
+                "deploykit_fetch_duration_seconds_bucket{daemon=\"dk-test\",le=\"0.5\",repo=\"www\"} 1
+"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# HELP deploykit_fetches Fetches.
+"
+            ),
+            "{text}"
+        );
         assert!(text.contains("deploykit_spool_depth{daemon=\"dk-test\"} 4\n"), "{text}");
         assert!(text.contains("deploykit_build_info{daemon=\"dk-test\",version=\""), "{text}");
         assert!(text.contains("process_start_time_seconds{daemon=\"dk-test\"} "), "{text}");

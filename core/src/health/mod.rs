@@ -118,7 +118,9 @@ impl Health {
             r().and_then(|r| r.last_message_ms).unwrap_or(0) as f64 / 1000.0
         });
         let r = report.clone();
-        m.float_gauge_fn("deploykit_last_error_timestamp_seconds", "Unix time of the last failure (0: none yet).", move || r().and_then(|r| r.last_error_ms).unwrap_or(0) as f64 / 1000.0);
+        m.float_gauge_fn("deploykit_last_error_timestamp_seconds", "Unix time of the last failure (0: none yet).", move || {
+            r().and_then(|r| r.last_error_ms).unwrap_or(0) as f64 / 1000.0
+        });
         let r = report;
         m.gauge_fn("deploykit_uptime_seconds", "Seconds since start.", move || r().map_or(0, |r| r.uptime_seconds as i64));
         let reconnects: Counter = Counter::default();

@@ -28,10 +28,10 @@ pub mod throttle;
 
 pub use config::{ConfigError, WebConfig};
 
-use crate::health::metrics::CounterVec;
-use crate::health::Health;
 use crate::deploy::controller::{Controller, ControllerConfig};
 use crate::deploy::keys::SecretKey;
+use crate::health::metrics::CounterVec;
+use crate::health::Health;
 use crate::stomp::Client;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -165,7 +165,8 @@ pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey
     let csrf = csrf::Csrf::new().map_err(|e| WebError::Random(e.to_string()))?;
     let hosts = hosts::Hosts::new(addr, config.public_url.as_ref(), &config.allowed_hosts);
     let settings = RwLock::new(Arc::new(Settings { auth, hosts, config }));
-    let rollouts = health.metrics().counter("deploykit_web_deploys", "Deploys and rollbacks started from the web, by action and result (ok, failed, stopped, error).", &["action", "result"]);
+    let rollouts =
+        health.metrics().counter("deploykit_web_deploys", "Deploys and rollbacks started from the web, by action and result (ok, failed, stopped, error).", &["action", "result"]);
     let live = live::Registry::default();
     let app = Arc::new(App { settings, csrf, throttle: throttle::Throttle::default(), history, live, fleet, activity, client, query, key: Some(key), health, rollouts });
     let weak = Arc::downgrade(&app);

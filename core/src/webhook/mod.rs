@@ -14,9 +14,9 @@ pub mod server;
 
 pub use config::{ConfigError, Forge, WebhookConfig};
 
+use crate::health::Health;
 use crate::spool::Spool;
 use crate::stomp::{Client, State};
-use crate::health::Health;
 use outbox::Outbox;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,11 @@ pub async fn start_with_health(config: WebhookConfig, client: Client, health: He
     health.extra("spooled", move || o.pending().into());
     let o = outbox.clone();
     health.metrics().gauge_fn("deploykit_spool_depth", "Messages waiting in the spool for the broker.", move || o.pending() as i64);
-    let delivered = health.metrics().counter("deploykit_webhook_deliveries", "Forge deliveries by forge and result (published, spooled, duplicate, pong, ignored, malformed, unauthorized, too_large, spool_error).", &["forge", "result"]);
+    let delivered = health.metrics().counter(
+        "deploykit_webhook_deliveries",
+        "Forge deliveries by forge and result (published, spooled, duplicate, pong, ignored, malformed, unauthorized, too_large, spool_error).",
+        &["forge", "result"],
+    );
     let app = Arc::new(server::App { config, forges, outbox: outbox.clone(), deliveries, health, delivered });
     let (stop, stopped) = oneshot::channel::<()>();
     let router = server::router(app.clone());

@@ -5,9 +5,9 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use deploykit::fetch::config::parse_duration;
-use deploykit::keepalive::{self, KeepaliveConfig, ProbeOptions, Target};
 use deploykit::health::{series, Allowed, Health, Outcome};
 use deploykit::keepalive::KeepaliveEvent;
+use deploykit::keepalive::{self, KeepaliveConfig, ProbeOptions, Target};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use std::path::PathBuf;
