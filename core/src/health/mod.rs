@@ -307,6 +307,31 @@ mod tests {
         assert!(p.contains("deploykit_broker_reconnects_total{daemon=\"dk-test\"} 0\n"), "{p}");
     }
 
+    #[tokio::test]
+    async fn counts_reconnects_and_reports_the_broker_state() {
+        use crate::broker::{Broker, BrokerConfig};
+        let broker = Broker::start(BrokerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..BrokerConfig::default() }).await.unwrap();
+        let (url, listen) = (broker.url(), broker.local_addr());
+        let client = Client::connect(crate::stomp::ClientConfig::new(&url).unwrap()).await.unwrap();
+        let h = Health::new("dk-test", Some(client.clone()));
+        assert_eq!((h.report().broker, h.report().status), ("ready", "ok"));
+        broker.shutdown().await;
+        let mut state = client.watch_state();
+        state.wait_for(|s| *s == State::Connecting).await.unwrap();
+        assert_eq!((h.report().status, h.report().status_code()), ("disconnected", StatusCode::SERVICE_UNAVAILABLE));
+        assert!(h.prometheus().unwrap().contains("deploykit_up{daemon=\"dk-test\"} 0\n"));
+        let _again = Broker::start(BrokerConfig { listen, ..BrokerConfig::default() }).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), state.wait_for(|s| matches!(s, State::Ready(2)))).await.unwrap().unwrap();
+        // The counter follows the state through its own task.
+        for _ in 0..100 {
+            if h.prometheus().unwrap().contains("deploykit_broker_reconnects_total{daemon=\"dk-test\"} 1\n") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{}", h.prometheus().unwrap());
+    }
+
     #[test]
     fn degraded_and_disconnected_codes() {
         assert_eq!((healthz::status(true, false), healthz::status(false, true), healthz::status(false, false)), ("ok", "degraded", "disconnected"));

@@ -177,4 +177,35 @@ mod tests {
         assert!(text.contains("deploykit_fetch_duration_seconds_count{daemon=\"dk-fetch\",repo=\"www\"} 1\n"), "{text}");
         assert!(text.contains("deploykit_fetch_duration_seconds_sum{daemon=\"dk-fetch\",repo=\"www\"} 1.5\n"), "{text}");
     }
+
+    #[test]
+    fn agent_steps_jenkins_and_keepalive_series() {
+        use crate::deploy::agent::StepTime;
+        let m = Metrics::new("dk-agent");
+        let observe = agent(&m, Allowed::new(["www"]));
+        let step = |name: &str, state| StepTime { step: name.into(), state, duration_ms: 250 };
+        observe(&AgentEvent::Steps { site: "www".into(), steps: vec![step("checkout", StepState::Ok), step("pre-link", StepState::Failed)] });
+        observe(&AgentEvent::Steps { site: "nope".into(), steps: vec![step("link", StepState::Skipped)] });
+        observe(&AgentEvent::Done { request_id: "r".into(), action: DeployAction::Deploy, ok: false });
+        let text = m.encode().unwrap();
+        for line in [
+            "deploykit_deploy_steps_total{daemon=\"dk-agent\",site=\"www\",step=\"checkout\",result=\"ok\"} 1\n",
+            "deploykit_deploy_steps_total{daemon=\"dk-agent\",site=\"www\",step=\"pre-link\",result=\"failed\"} 1\n",
+            "deploykit_deploy_steps_total{daemon=\"dk-agent\",site=\"other\",step=\"link\",result=\"skipped\"} 1\n",
+            "deploykit_deploy_step_duration_seconds_sum{daemon=\"dk-agent\",site=\"www\",step=\"checkout\"} 0.25\n",
+            "deploykit_agent_requests_total{daemon=\"dk-agent\",action=\"deploy\",result=\"failed\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let m = Metrics::new("dk-jenkins");
+        let observe = jenkins(&m, Allowed::new(["site"]));
+        observe(&JenkinsEvent::Failed { job: "secret-job?token=x".into(), error: "boom".into() });
+        let text = m.encode().unwrap();
+        assert!(text.contains("deploykit_jenkins_triggers_total{daemon=\"dk-jenkins\",job=\"other\",result=\"failed\"} 1\n"), "{text}");
+        let m = Metrics::new("dk-keepalive");
+        let observe = keepalive(&m, Allowed::new(["/topic/a"]));
+        observe(&KeepaliveEvent::Sent { target: "/topic/a".into(), ok: true, duration_ms: 5 });
+        let text = m.encode().unwrap();
+        assert!(text.contains("deploykit_keepalives_total{daemon=\"dk-keepalive\",target=\"/topic/a\",result=\"ok\"} 1\n"), "{text}");
+    }
 }
