@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A series' labels: `(name, value)` pairs in a fixed order.
 type Labels = Vec<(&'static str, String)>;
@@ -45,18 +45,27 @@ pub fn clean(value: &str) -> String {
 }
 
 /// The values a label may take (configured names); anything else is [`OTHER`].
+/// Clones share the set, so a reload can add the names it configures.
 #[derive(Debug, Clone, Default)]
-pub struct Allowed(Arc<HashSet<String>>);
+pub struct Allowed(Arc<RwLock<HashSet<String>>>);
 
 impl Allowed {
     /// These names, as configured.
     pub fn new<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> Allowed {
-        Allowed(Arc::new(names.into_iter().map(|s| s.as_ref().to_owned()).collect()))
+        let a = Allowed::default();
+        a.add(names);
+        a
+    }
+
+    /// Allows these names too (a reload's; names are never removed, so the series stay bounded
+    /// by every name ever configured in this process).
+    pub fn add<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).extend(names.into_iter().map(|s| s.as_ref().to_owned()));
     }
 
     /// `value` (cleaned) when allowed, else `other`.
     pub fn label(&self, value: &str) -> String {
-        if self.0.contains(value) {
+        if self.0.read().unwrap_or_else(|p| p.into_inner()).contains(value) {
             clean(value)
         } else {
             OTHER.into()
@@ -214,6 +223,8 @@ mod tests {
         assert_eq!(clean(&"x".repeat(500)).len(), 100);
         let allowed = Allowed::new(["www", "api"]);
         assert_eq!((allowed.label("www").as_str(), allowed.label("evil\"}").as_str()), ("www", OTHER));
+        allowed.clone().add(["blog"]);
+        assert_eq!(allowed.label("blog"), "blog");
     }
 
     #[test]

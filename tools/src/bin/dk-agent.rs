@@ -136,10 +136,14 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<ExitCode> {
         AgentEvent::Refused { request_id, reason } => Outcome::Error(format!("refused {request_id}: {reason}")),
         AgentEvent::Unverified { reason, .. } => Outcome::Error(format!("unverified request dropped: {reason}")),
     });
-    health.observe(daemon.subscribe(), series::agent(health.metrics(), site_names));
+    health.observe(daemon.subscribe(), series::agent(health.metrics(), site_names.clone()));
     tracing::info!(%identity, sites, %topic, "dk-agent started");
     let path = cli.config.clone();
-    let reload = Box::new(move || AgentConfig::load(&path).map_err(|e| e.to_string()));
+    let reload = Box::new(move || {
+        let config = AgentConfig::load(&path).map_err(|e| e.to_string())?;
+        site_names.add(config.sites.keys());
+        Ok(config)
+    });
     // Running deploys finish before the agent exits (a deploy is never left half-done).
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(600), client: Some(client) }).await)
 }

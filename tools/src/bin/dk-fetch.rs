@@ -143,9 +143,13 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
         DaemonEvent::Rejected { repo, why, .. } => Outcome::Error(format!("rejected {repo:?}: {why}")),
         _ => Outcome::Ignore,
     });
-    health.observe(daemon.subscribe(), series::fetch(health.metrics(), names));
+    health.observe(daemon.subscribe(), series::fetch(health.metrics(), names.clone()));
     let path = cli.config.clone();
-    let reload = Box::new(move || FetchConfig::load(&path).map_err(|e| e.to_string()));
+    let reload = Box::new(move || {
+        let config = FetchConfig::load(&path).map_err(|e| e.to_string())?;
+        names.add(config.repos.keys());
+        Ok(config)
+    });
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: GRACE, client: Some(client) }).await)
 }
 

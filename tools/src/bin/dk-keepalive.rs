@@ -163,9 +163,13 @@ async fn daemon(cli: Cli, targets: Vec<Target>, interval: Duration) -> Result<Ex
         KeepaliveEvent::Sent { ok: true, .. } => Outcome::Message,
         KeepaliveEvent::Sent { target, .. } => Outcome::Error(format!("keepalive to {target} failed")),
     });
-    health.observe(daemon.subscribe(), series::keepalive(health.metrics(), names));
+    health.observe(daemon.subscribe(), series::keepalive(health.metrics(), names.clone()));
     cli.health.serve(&health).await?;
-    let reload = Box::new(move || self::targets(&cli).map_err(|e| format!("{e:#}")));
+    let reload = Box::new(move || {
+        let (targets, interval) = self::targets(&cli).map_err(|e| format!("{e:#}"))?;
+        names.add(targets.iter().map(|t| t.name.clone()));
+        Ok((targets, interval))
+    });
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: Duration::from_secs(10), client: None }).await)
 }
 
