@@ -58,6 +58,7 @@ fn keepalive_counts_sends_by_target() {
     assert_common(&s, "dk-keepalive");
     assert!(sample(&s, "deploykit_keepalive_duration_seconds_count", &[("target", "/topic/dk.test.metrics.ka")]).is_some_and(|v| v >= 2.0), "{s:?}");
     assert!(sample(&s, "deploykit_messages_total", &[]).is_some_and(|v| v >= 2.0), "{s:?}");
+    assert_eq!(sample(&s, "deploykit_keepalive_connected", &[("target", "/topic/dk.test.metrics.ka")]), Some(1.0), "{s:?}");
     let h = assert_healthz(&addr, "dk-keepalive");
     assert_eq!(h["broker"].as_str(), Some("none"), "{h}");
 }

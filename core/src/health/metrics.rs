@@ -116,6 +116,20 @@ impl HistogramVec {
     }
 }
 
+/// An integer gauge family with fixed label names.
+#[derive(Debug, Clone)]
+pub struct GaugeVec {
+    family: Family<Labels, Gauge>,
+    names: &'static [&'static str],
+}
+
+impl GaugeVec {
+    /// Sets the series with these label values.
+    pub fn set(&self, values: &[&str], value: i64) {
+        self.family.get_or_create(&labels(self.names, values)).set(value);
+    }
+}
+
 /// A gauge (a float value that goes up and down) without labels of its own.
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -169,6 +183,13 @@ impl Metrics {
         let family = Family::new_with_constructor(Buckets);
         self.register(name, help, family.clone());
         HistogramVec { family, names }
+    }
+
+    /// A new integer gauge family labelled by `names`.
+    pub fn gauges(&self, name: &str, help: &str, names: &'static [&'static str]) -> GaugeVec {
+        let family = Family::default();
+        self.register(name, help, family.clone());
+        GaugeVec { family, names }
     }
 
     /// A new unlabelled gauge.

@@ -131,12 +131,22 @@ pub fn apt_watch(m: &Metrics) -> impl Fn(&WatchEvent) + Send + 'static {
     }
 }
 
-/// dk-keepalive: `deploykit_keepalives_total{target,result}` and
-/// `deploykit_keepalive_duration_seconds{target}`; `targets` are the configured names.
+/// dk-keepalive: `deploykit_keepalives_total{target,result}`,
+/// `deploykit_keepalive_duration_seconds{target}`, `deploykit_keepalive_connected{target}`
+/// and `deploykit_keepalive_reconnects_total{target}`; `targets` are the configured names.
 pub fn keepalive(m: &Metrics, targets: Allowed) -> impl Fn(&KeepaliveEvent) + Send + 'static {
     let sent = m.counter("deploykit_keepalives", "Keepalive SENDs by target and result (ok, failed).", &["target", "result"]);
     let took = m.histogram("deploykit_keepalive_duration_seconds", "How long a keepalive SEND took until its receipt, by target.", &["target"]);
+    let connected = m.gauges("deploykit_keepalive_connected", "1 while a target's broker connection is up.", &["target"]);
+    let reconnects = m.counter("deploykit_keepalive_reconnects", "A target's broker connections made after a loss.", &["target"]);
     move |e| match e {
+        KeepaliveEvent::Connection { target, up, reconnect } => {
+            let target = targets.label(target);
+            connected.set(&[&target], i64::from(*up));
+            if *reconnect {
+                reconnects.inc(&[&target]);
+            }
+        }
         KeepaliveEvent::Sent { target, ok, duration_ms } => {
             let target = targets.label(target);
             sent.inc(&[&target, result(*ok)]);

@@ -41,6 +41,15 @@ pub enum KeepaliveEvent {
         /// How long the SEND and its receipt took, in milliseconds.
         duration_ms: u64,
     },
+    /// A target's connection came up (`reconnect`: after a loss) or went down.
+    Connection {
+        /// The target's name.
+        target: String,
+        /// Whether it is up now.
+        up: bool,
+        /// Whether this is a reconnect (up after a loss).
+        reconnect: bool,
+    },
 }
 
 /// [`run`], reporting each keepalive on `events`.
@@ -54,7 +63,7 @@ pub async fn run_with_events(targets: Vec<Target>, interval: Duration, shutdown:
         config.url.options.max_reconnect_attempts = None;
         let client = Client::start(config);
         clients.push(client.clone());
-        tasks.spawn(watch_events(target.name.clone(), client.clone(), interval));
+        tasks.spawn(watch_events(target.name.clone(), client.clone(), interval, events.clone()));
         if target.mode == Mode::Send {
             tasks.spawn(send_loop(target, client, interval, events.clone()));
         }
@@ -92,11 +101,20 @@ async fn send_loop(target: Target, client: Client, interval: Duration, events: O
 }
 
 /// Logs connection changes, and warns when the broker negotiated heart-beats slower than asked.
-async fn watch_events(name: String, client: Client, interval: Duration) {
+async fn watch_events(name: String, client: Client, interval: Duration, report: Option<broadcast::Sender<KeepaliveEvent>>) {
     let mut events = client.events();
+    let tell = |up: bool, reconnect: bool| {
+        if let Some(tx) = &report {
+            let _ = tx.send(KeepaliveEvent::Connection { target: name.clone(), up, reconnect });
+        }
+    };
+    if matches!(client.state(), State::Ready(_)) {
+        tell(true, false);
+    }
     loop {
         match events.recv().await {
-            Ok(ClientEvent::Ready { endpoint, generation, .. }) => {
+            Ok(ClientEvent::Ready { endpoint, generation, reconnect, .. }) => {
+                tell(true, reconnect);
                 let plan = client.session().map(|s| s.heartbeat);
                 let every = plan.as_ref().and_then(|p| p.send_every);
                 tracing::info!(target = %name, %endpoint, generation, heartbeat = ?every, emulated = plan.as_ref().is_some_and(|p| p.emulated), "connected");
@@ -105,10 +123,12 @@ async fn watch_events(name: String, client: Client, interval: Duration) {
                 }
             }
             Ok(ClientEvent::Disconnected { endpoint, reason }) => {
+                tell(false, false);
                 tracing::warn!(target = %name, %endpoint, %reason, "connection lost; reconnecting")
             }
             Ok(ClientEvent::ConnectFailed { endpoint, error, attempt }) => tracing::warn!(target = %name, %endpoint, %error, attempt, "cannot connect"),
             Ok(ClientEvent::Closed { reason }) => {
+                tell(false, false);
                 tracing::error!(target = %name, %reason, "connection closed for good");
                 return;
             }

@@ -162,6 +162,7 @@ async fn daemon(cli: Cli, targets: Vec<Target>, interval: Duration) -> Result<Ex
     health.watch(daemon.subscribe(), |e| match e {
         KeepaliveEvent::Sent { ok: true, .. } => Outcome::Message,
         KeepaliveEvent::Sent { target, .. } => Outcome::Error(format!("keepalive to {target} failed")),
+        KeepaliveEvent::Connection { .. } => Outcome::Ignore,
     });
     health.observe(daemon.subscribe(), series::keepalive(health.metrics(), names.clone()));
     cli.health.serve(&health).await?;
