@@ -40,7 +40,7 @@
 //! - [`aptwatch`]: dk-apt-watch: package messages in, one `apt-get update` per burst out.
 //! - [`coalesce`]: a burst of triggers → one run (quiet period, minimum interval).
 //! - [`config`]: what every daemon's TOML config shares (errors with line/column or key, `[broker]`, durations).
-//! - [`health`]: every daemon's `/healthz` and Prometheus `/metrics` (connected, counters, last message, last error).
+//! - [`health`]: every daemon's `/healthz` (one JSON shape) and Prometheus `/metrics` (`prometheus-client`: connected, reconnects, process, per-daemon labelled series).
 //! - [`user`]: password-database users and switching a child to one (supplementary groups included).
 //! - [`command`]: external programs by argument vector, with a time limit.
 //!

@@ -90,6 +90,7 @@ async fn event_for(events: &mut broadcast::Receiver<AgentEvent>, id: &str) -> Ag
             let about = match &e {
                 AgentEvent::Ignored { request_id } => request_id.as_deref(),
                 AgentEvent::Unverified { request_id, .. } | AgentEvent::Refused { request_id, .. } | AgentEvent::Done { request_id, .. } => Some(request_id.as_str()),
+                AgentEvent::Steps { .. } => None,
             };
             if about == Some(id) {
                 return e;

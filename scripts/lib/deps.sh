@@ -9,7 +9,7 @@
 #            run once, only when something has to be installed)
 #   jvm      a JDK (javac, jar; openjdk-17-jdk-headless) and JUnit 5 (Debian junit5:
 #            /usr/share/java/junit-platform-console-standalone.jar)
-#   python   stomp.py and pytest for python3 (pip; --break-system-packages is
+#   python   stomp.py, pytest and prometheus_client (the /metrics tests' parser) for python3 (pip; --break-system-packages is
 #            added only if pip refuses an externally-managed environment)
 #   browser  Debian's chromium (dk-web's browser suite; Playwright comes from
 #            PyPI into .dk-test/venv, scripts/browser-suite.sh)
@@ -124,8 +124,10 @@ deps_python() {
     "$PYTHON" -c 'import stomp, sys; sys.exit(0 if int(stomp.__version__.split(".")[0]) >= 8 else 1)' \
         >/dev/null 2>&1 || want+=('stomp.py>=8,<10')
     "$PYTHON" -c 'import pytest' >/dev/null 2>&1 || want+=('pytest')
+    # prometheus_client's text parser checks every daemon's /metrics (tools/tests/metrics.rs).
+    "$PYTHON" -c 'import prometheus_client' >/dev/null 2>&1 || want+=('prometheus_client')
     if [ ${#want[@]} -eq 0 ]; then
-        dk_log "deps: stomp.py and pytest already installed"
+        dk_log "deps: stomp.py, pytest and prometheus_client already installed"
         return 0
     fi
     pip_install "${want[@]}"

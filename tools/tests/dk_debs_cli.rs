@@ -7,6 +7,8 @@
 //! The reprepro parts say so and pass when reprepro is missing, unless
 //! DK_REQUIRE_BROKERS=1 (./scripts/test, whose deps.sh installs it).
 
+mod common;
+
 use deploykit::broker::{Broker, BrokerConfig};
 use deploykit::message::{decode, Message};
 use deploykit::stomp::{Client, ClientConfig, SubscribeOptions, Subscription};
@@ -75,6 +77,12 @@ fn repo(root: &Path, broker: &str, extra: &str) -> PathBuf {
     let file = root.join("reprepro.toml");
     std::fs::write(&file, text).unwrap();
     file
+}
+
+/// The `--metrics-listen 127.0.0.1:0` address a daemon logged.
+fn metrics_addr(p: &mut Proc) -> String {
+    let line = p.line("serving /healthz and /metrics on http://");
+    line.rsplit("http://").next().unwrap().trim().trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned()
 }
 
 /// Builds NAME_VERSION_amd64.deb in `root/work`.
@@ -256,19 +264,21 @@ async fn a_dropped_deb_reaches_apt_watch_through_both_daemons() {
     std::fs::write(&aw_config, aw_text("\"flow-*\"")).unwrap();
     let mut aw = Proc::spawn({
         let mut c = bin("dk-apt-watch");
-        c.arg("-vv").arg("--config").arg(&aw_config);
+        c.arg("-vv").arg("--config").arg(&aw_config).args(["--metrics-listen", "127.0.0.1:0"]);
         c
     });
     aw.line("dk-apt-watch subscribed");
+    let aw_metrics = metrics_addr(&mut aw);
 
     // dk-reprepro (inotify) publishing to the same topics.
     let rp_config = repo(&dir.0.join("repo"), &url, &format!("packages_topic = {ptopic:?}\nevents_topic = {etopic:?}"));
     let mut rp = Proc::spawn({
         let mut c = bin("dk-reprepro");
-        c.arg("-v").arg("--config").arg(&rp_config);
+        c.arg("-v").arg("--config").arg(&rp_config).args(["--metrics-listen", "127.0.0.1:0"]);
         c
     });
     rp.line("dk-reprepro started");
+    let rp_metrics = metrics_addr(&mut rp);
 
     let built = deb(&dir.0, "flow-app", "2.1");
     let tmp = dir.0.join("repo/incoming/.flow-app.deb.tmp");
@@ -280,6 +290,20 @@ async fn a_dropped_deb_reaches_apt_watch_through_both_daemons() {
     let ran = next_event(&mut events, "ok in").await;
     assert!(ran.contains("(flow-app 2.1)"), "{ran}");
     assert_eq!(std::fs::read_to_string(dir.0.join("runs.log")).unwrap(), "run\n");
+    // Both daemons' /metrics parse and count the work (#13).
+    tokio::task::block_in_place(|| {
+        use common::{sample, scrape_until};
+        let ok = [("daemon", "dk-apt-watch"), ("result", "ok")];
+        if let Some(s) = scrape_until(&aw_metrics, WAIT, |s| sample(s, "deploykit_apt_actions_total", &ok) == Some(1.0)) {
+            assert_eq!(sample(&s, "deploykit_apt_action_duration_seconds_count", &[("daemon", "dk-apt-watch")]), Some(1.0), "{s:?}");
+            assert_eq!(sample(&s, "deploykit_connected", &[("daemon", "dk-apt-watch")]), Some(1.0), "{s:?}");
+        }
+        let added = [("daemon", "dk-reprepro"), ("result", "added")];
+        if let Some(s) = scrape_until(&rp_metrics, WAIT, |s| sample(s, "deploykit_packages_total", &added) == Some(1.0)) {
+            assert_eq!(sample(&s, "deploykit_spool_depth", &[("daemon", "dk-reprepro")]), Some(0.0), "{s:?}");
+            assert!(sample(&s, "process_open_fds", &[("daemon", "dk-reprepro")]).is_some(), "{s:?}");
+        }
+    });
 
     // SIGHUP to both: apt-watch's new patterns apply (a package they no longer match
     // runs nothing); dk-reprepro's restarted watcher still takes the next file.

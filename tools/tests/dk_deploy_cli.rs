@@ -312,6 +312,24 @@ async fn the_agent_serves_health_and_metrics() {
     let (code, metrics) = tokio::task::spawn_blocking(move || http(&a, "GET", "/metrics", &[], b"")).await.unwrap();
     assert_eq!(code, 200);
     assert!(metrics.contains("deploykit_messages_total{daemon=\"dk-agent\"} 2\n") && metrics.contains("deploykit_connected{daemon=\"dk-agent\"} 1\n"), "{metrics}");
+    // A real deploy: its steps are counted by site, step and result, with durations (#13).
+    let req = controller.request(DeployAction::Deploy, Some("www"), Some("v1"), Filters::default());
+    let replies = controller.gather(&req, one).await.unwrap();
+    assert_eq!(replies[0].state, StepState::Ok, "{replies:?}");
+    let a = addr.clone();
+    let deployed = [("action", "deploy"), ("result", "ok")];
+    let scraped =
+        tokio::task::spawn_blocking(move || common::scrape_until(&a, Duration::from_secs(20), |s| common::sample(s, "deploykit_agent_requests_total", &deployed) == Some(1.0)))
+            .await
+            .unwrap();
+    if let Some(s) = scraped {
+        use common::sample;
+        assert_eq!(sample(&s, "deploykit_agent_requests_total", &[("action", "status"), ("result", "ok")]), Some(1.0), "{s:?}");
+        assert_eq!(sample(&s, "deploykit_agent_requests_total", &[("action", "other"), ("result", "refused")]), Some(1.0), "{s:?}");
+        assert_eq!(sample(&s, "deploykit_deploy_steps_total", &[("site", "www"), ("step", "checkout"), ("result", "ok")]), Some(1.0), "{s:?}");
+        assert_eq!(sample(&s, "deploykit_deploy_step_duration_seconds_count", &[("site", "www"), ("step", "checkout")]), Some(1.0), "{s:?}");
+        assert_eq!(sample(&s, "deploykit_build_info", &[("daemon", "dk-agent")]), Some(1.0), "{s:?}");
+    }
     // The broker goes away: /healthz turns 503 once the agent notices (it logs the loss).
     broker.signal("KILL");
     let _ = broker.child.wait();

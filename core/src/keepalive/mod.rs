@@ -14,7 +14,7 @@ pub mod run;
 
 pub use config::{KeepaliveConfig, Mode, Target};
 pub use probe::{probe, ProbeOptions, ProbeReport};
-pub use run::{run, send_once, spawn, Plan};
+pub use run::{run, run_with_events, send_once, spawn, KeepaliveEvent, Plan};
 
 /// The keepalive body: a single newline (the original's "bodge-beat").
 pub const BODY: &[u8] = b"\n";

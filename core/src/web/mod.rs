@@ -30,6 +30,8 @@ pub use config::{ConfigError, WebConfig};
 
 use crate::deploy::controller::{Controller, ControllerConfig};
 use crate::deploy::keys::SecretKey;
+use crate::health::metrics::CounterVec;
+use crate::health::Health;
 use crate::stomp::Client;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -101,6 +103,10 @@ pub(crate) struct App {
     pub client: Client,
     pub query: Controller,
     pub key: Option<SecretKey>,
+    /// `/healthz` and the metrics (served on `--metrics-listen`).
+    pub health: Health,
+    /// `deploykit_web_deploys_total{action,result}`.
+    pub rollouts: CounterVec,
 }
 
 impl App {
@@ -153,6 +159,12 @@ pub fn check(config: &WebConfig) -> Vec<crate::config::Problem> {
 /// Binds, opens the history, subscribes to announcements and events, and serves.
 /// Requests are signed with `key` (see [`load_key`]).
 pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<WebHandle, WebError> {
+    let health = Health::degrading("dk-web", Some(client.clone()));
+    start_with_health(config, client, key, health).await
+}
+
+/// [`start`], reporting on `health` (which the caller may also serve on `--metrics-listen`).
+pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey, health: Health) -> Result<WebHandle, WebError> {
     config.validate()?;
     let auth = auth::Auth::from_config(&config.auth)?;
     let history = history::History::open(&config.database)?;
@@ -171,7 +183,14 @@ pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<
     let csrf = csrf::Csrf::new().map_err(|e| WebError::Random(e.to_string()))?;
     let hosts = hosts::Hosts::new(addr, config.public_url.as_ref(), &config.allowed_hosts);
     let settings = RwLock::new(Arc::new(Settings { auth, hosts, config }));
-    let app = Arc::new(App { settings, csrf, throttle: throttle::Throttle::default(), history, live: live::Registry::default(), fleet, activity, client, query, key: Some(key) });
+    let rollouts =
+        health.metrics().counter("deploykit_web_deploys", "Deploys and rollbacks started from the web, by action and result (ok, failed, stopped, error).", &["action", "result"]);
+    let live = live::Registry::default();
+    let app = Arc::new(App { settings, csrf, throttle: throttle::Throttle::default(), history, live, fleet, activity, client, query, key: Some(key), health, rollouts });
+    let weak = Arc::downgrade(&app);
+    app.health.extra("deploys_running", move || weak.upgrade().map_or(0, |a| a.live.len()).into());
+    let weak = Arc::downgrade(&app);
+    app.health.metrics().gauge_fn("deploykit_web_deploys_running", "Deploys and rollbacks running now.", move || weak.upgrade().map_or(0, |a| a.live.len() as i64));
     // Learn the fleet once now, so the first page load knows whom to wait for.
     let warm = app.clone();
     followers.push(tokio::spawn(async move {
@@ -268,7 +287,13 @@ impl crate::daemon::Supervised for WebHandle {
 
 /// Starts dk-web on the shared daemon lifecycle ([`crate::daemon`]); returns once it listens, with its address.
 pub async fn spawn(config: WebConfig, client: Client, key: SecretKey) -> Result<(crate::daemon::Daemon<WebConfig, ()>, SocketAddr), WebError> {
-    let handle = start(config, client.clone(), key).await?;
+    let health = Health::degrading("dk-web", Some(client.clone()));
+    spawn_with_health(config, client, key, health).await
+}
+
+/// [`spawn`], reporting on `health` (which the caller may also serve on `--metrics-listen`).
+pub async fn spawn_with_health(config: WebConfig, client: Client, key: SecretKey, health: Health) -> Result<(crate::daemon::Daemon<WebConfig, ()>, SocketAddr), WebError> {
+    let handle = start_with_health(config, client.clone(), key, health).await?;
     let addr = handle.addr();
     Ok((crate::daemon::Daemon::spawn("dk-web", move |ctx| crate::daemon::supervise(handle, Some(client), ctx)), addr))
 }

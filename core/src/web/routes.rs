@@ -35,7 +35,6 @@ use super::pages::{self, Ctx, FormEcho, SiteSummary};
 use super::App;
 use crate::deploy::controller::{plan, ControlError, Controller, ControllerConfig, NodeState, RolloutSpec, Window};
 use crate::message::{DeployAction, Filters};
-use crate::stomp::State;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -168,14 +167,10 @@ fn bus_error(ctx: &Ctx, e: ControlError) -> Response {
     fail(ctx, StatusCode::SERVICE_UNAVAILABLE, format!("The servers could not be asked: {e}"))
 }
 
+/// The shared `/healthz` shape (`crate::health::healthz`) with `deploys_running`; 200
+/// while the broker is away too (`degraded`: history and pages still work).
 async fn healthz(AxState(app): St) -> Response {
-    let broker = match app.client.state() {
-        State::Ready(_) => "ready",
-        State::Connecting => "connecting",
-        State::Closed => "closed",
-    };
-    let body = serde_json::json!({"status": "ok", "broker": broker, "deploys_running": app.live.len()});
-    ([(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
+    app.health.healthz_response()
 }
 
 async fn sites(AxState(app): St, peer: Peer, headers: HeaderMap) -> Response {
@@ -410,6 +405,11 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
             }
         }
         tracing::info!(id, result, "{verb} finished");
+        app.rollouts.inc(&[verb, result]);
+        app.health.message();
+        if result != "ok" {
+            app.health.error(format!("{verb} #{id} of {}: {result}", spec.site));
+        }
         let counts = report.as_ref().map(|r| format!(", {}/{} servers ok", r.nodes.iter().filter(|n| n.state == NodeState::Ok).count(), r.nodes.len())).unwrap_or_default();
         let why = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
         publish_event(&app, format!("dk-web: {user}'s {what}: {result}{counts}{why} (deploy #{id})")).await;

@@ -14,6 +14,7 @@ pub mod server;
 
 pub use config::{ConfigError, Forge, WebhookConfig};
 
+use crate::health::Health;
 use crate::spool::Spool;
 use crate::stomp::{Client, State};
 use outbox::Outbox;
@@ -65,6 +66,12 @@ impl std::fmt::Debug for server::App {
 /// Binds `config.listen`, opens the spool and starts serving and draining.
 /// The client may still be connecting: requests are spooled meanwhile.
 pub async fn start(config: WebhookConfig, client: Client) -> Result<WebhookHandle, WebhookError> {
+    let health = Health::degrading("dk-webhook", Some(client.clone()));
+    start_with_health(config, client, health).await
+}
+
+/// [`start`], reporting on `health` (which the caller may also serve on `--metrics-listen`).
+pub async fn start_with_health(config: WebhookConfig, client: Client, health: Health) -> Result<WebhookHandle, WebhookError> {
     let spool = Spool::open(&config.spool).map_err(|source| WebhookError::Spool { dir: config.spool.display().to_string(), source })?;
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| WebhookError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| WebhookError::Bind { addr: config.listen, source })?;
@@ -76,7 +83,16 @@ pub async fn start(config: WebhookConfig, client: Client) -> Result<WebhookHandl
     let (outbox, drainer) = Outbox::start(spool, client.clone());
     let deliveries = Mutex::new(dedup::Deliveries::new(config.dedup_capacity));
     let forges = std::sync::RwLock::new(Arc::new(config.forges.clone()));
-    let app = Arc::new(server::App { config, forges, outbox: outbox.clone(), deliveries, client: client.clone() });
+    let o = outbox.clone();
+    health.extra("spooled", move || o.pending().into());
+    let o = outbox.clone();
+    health.metrics().gauge_fn("deploykit_spool_depth", "Messages waiting in the spool for the broker.", move || o.pending() as i64);
+    let delivered = health.metrics().counter(
+        "deploykit_webhook_deliveries",
+        "Forge deliveries by forge and result (published, spooled, duplicate, pong, ignored, malformed, unauthorized, too_large, spool_error).",
+        &["forge", "result"],
+    );
+    let app = Arc::new(server::App { config, forges, outbox: outbox.clone(), deliveries, health, delivered });
     let (stop, stopped) = oneshot::channel::<()>();
     let router = server::router(app.clone());
     let server = tokio::spawn(async move {
@@ -169,7 +185,13 @@ impl crate::daemon::Supervised for WebhookHandle {
 /// Starts dk-webhook on the shared daemon lifecycle ([`crate::daemon`]); returns once it listens, with its address.
 /// Requests are spooled while the broker is away, so the broker is never "lost for good" here.
 pub async fn spawn(config: WebhookConfig, client: Client) -> Result<(crate::daemon::Daemon<WebhookConfig, ()>, SocketAddr), WebhookError> {
-    let handle = start(config, client).await?;
+    let health = Health::degrading("dk-webhook", Some(client.clone()));
+    spawn_with_health(config, client, health).await
+}
+
+/// [`spawn`], reporting on `health` (which the caller may also serve on `--metrics-listen`).
+pub async fn spawn_with_health(config: WebhookConfig, client: Client, health: Health) -> Result<(crate::daemon::Daemon<WebhookConfig, ()>, SocketAddr), WebhookError> {
+    let handle = start_with_health(config, client, health).await?;
     let addr = handle.addr();
     Ok((crate::daemon::Daemon::spawn("dk-webhook", move |ctx| crate::daemon::supervise(handle, None, ctx)), addr))
 }

@@ -17,8 +17,9 @@ use super::dedup::Deliveries;
 use super::outbox::Outbox;
 use crate::forge::signature::{verify_hmac, verify_token, AuthError};
 use crate::forge::{gitea, github, gitlab, payload, ForgeError, Hook};
+use crate::health::metrics::CounterVec;
+use crate::health::Health;
 use crate::message::{encode, Commit, Event, MessageError, Outgoing};
-use crate::stomp::{Client, State};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;
@@ -39,8 +40,18 @@ pub(super) struct App {
     pub forges: std::sync::RwLock<Arc<Vec<ForgeConfig>>>,
     pub outbox: Outbox,
     pub deliveries: Mutex<Deliveries>,
-    pub client: Client,
+    /// `/healthz` and the metrics (served on `--metrics-listen`).
+    pub health: Health,
+    /// `deploykit_webhook_deliveries_total{forge,result}`.
+    pub delivered: CounterVec,
 }
+
+/// A delivery's result as the metrics label it (`published`, `spooled`, …), set by [`reply`].
+#[derive(Debug, Clone, Copy)]
+struct DeliveryResult(&'static str);
+
+/// The results [`reply`] labels; anything else is labelled by its status code.
+const RESULTS: [&str; 5] = ["published", "spooled", "duplicate", "pong", "ignored"];
 
 /// The router: the forges' paths, `/healthz`, the body limit.
 pub(super) fn router(app: Arc<App>) -> Router {
@@ -55,20 +66,22 @@ pub(super) fn router(app: Arc<App>) -> Router {
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
+    let result = body.get("status").and_then(|s| s.as_str()).and_then(|s| RESULTS.into_iter().find(|r| *r == s));
+    let mut r = (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response();
+    if let Some(result) = result {
+        r.extensions_mut().insert(DeliveryResult(result));
+    }
+    r
 }
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
     reply(status, json!({ "error": msg.to_string() }))
 }
 
+/// The shared `/healthz` shape (`crate::health::healthz`) with `spooled`; 200 while the
+/// broker is away too (`degraded`: requests are spooled).
 async fn healthz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
-    let broker = match app.client.state() {
-        State::Ready(_) => "ready",
-        State::Connecting => "connecting",
-        State::Closed => "closed",
-    };
-    reply(StatusCode::OK, json!({ "status": "ok", "broker": broker, "spooled": app.outbox.pending() }))
+    app.health.healthz_response()
 }
 
 /// The first of `names` present, as text (non-UTF-8 counts as absent).
@@ -130,8 +143,31 @@ fn commit_messages(config: &WebhookConfig, commit: &Commit, delivery: Option<&st
     Ok(vec![(config.destinations.commits.clone(), c), (config.destinations.events_for(&config.event_source), e)])
 }
 
-/// One forge delivery, start to answer.
+/// One forge delivery, counted by forge and result.
 async fn hook(app: Arc<App>, index: usize, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let forge = app.forges.read().unwrap_or_else(|p| p.into_inner()).get(index).map_or("other", |f| f.forge.as_str());
+    let r = answer(app.clone(), index, headers, body).await;
+    let result = match (r.extensions().get::<DeliveryResult>(), r.status()) {
+        (Some(DeliveryResult(s)), _) => s,
+        (None, StatusCode::BAD_REQUEST) => "malformed",
+        (None, StatusCode::UNAUTHORIZED) => "unauthorized",
+        (None, StatusCode::PAYLOAD_TOO_LARGE) => "too_large",
+        (None, StatusCode::INTERNAL_SERVER_ERROR) => "spool_error",
+        (None, _) => "other",
+    };
+    app.delivered.inc(&[forge, result]);
+    match result {
+        "published" | "spooled" | "duplicate" | "pong" | "ignored" => app.health.message(),
+        _ => {
+            app.health.message();
+            app.health.error(format!("{forge} delivery refused: {result}"));
+        }
+    }
+    r
+}
+
+/// One forge delivery, start to answer.
+async fn answer(app: Arc<App>, index: usize, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let forges = app.forges.read().unwrap_or_else(|p| p.into_inner()).clone();
     let f = &forges[index];
     let forge = f.forge.as_str();

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deploykit::deploy::agent::{self, AgentConfig, AgentEvent};
-use deploykit::health::Outcome;
+use deploykit::health::{series, Allowed, Outcome};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use dk_tools::exit::{Exit, OrExit};
@@ -126,6 +126,7 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<ExitCode> {
         tracing::warn!("allow_unsigned = true: unsigned requests are accepted");
     }
     let (identity, sites, topic) = (config.identity.clone(), config.sites.len(), config.destinations.deploy.clone());
+    let site_names = Allowed::new(config.sites.keys());
     let daemon = match agent::spawn(config, client.clone()).await {
         Ok(d) => d,
         Err(e @ agent::AgentError::Subscribe { .. }) => return Err(e).or_exit(Exit::Broker),
@@ -134,15 +135,20 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<ExitCode> {
     };
     let health = cli.health.start("dk-agent", &client).await?;
     health.watch(daemon.subscribe(), |e| match e {
-        AgentEvent::Ignored { .. } => Outcome::Ignore,
+        AgentEvent::Ignored { .. } | AgentEvent::Steps { .. } => Outcome::Ignore,
         AgentEvent::Done { ok: true, .. } => Outcome::Message,
         AgentEvent::Done { request_id, action, .. } => Outcome::Error(format!("{action:?} {request_id} failed")),
         AgentEvent::Refused { request_id, reason } => Outcome::Error(format!("refused {request_id}: {reason}")),
         AgentEvent::Unverified { reason, .. } => Outcome::Error(format!("unverified request dropped: {reason}")),
     });
+    health.observe(daemon.subscribe(), series::agent(health.metrics(), site_names.clone()));
     tracing::info!(%identity, sites, %topic, "dk-agent started");
     let path = cli.config.clone();
-    let reload = Box::new(move || AgentConfig::load(&path).map_err(|e| e.to_string()));
+    let reload = Box::new(move || {
+        let config = AgentConfig::load(&path).map_err(|e| e.to_string())?;
+        site_names.add(config.sites.keys());
+        Ok(config)
+    });
     // Running deploys finish before the agent exits (a deploy is never left half-done).
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(600), client: Some(client) }).await)
 }

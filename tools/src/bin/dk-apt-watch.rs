@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use deploykit::aptwatch::WatchEvent;
 use deploykit::aptwatch::{self, AptWatchConfig};
-use deploykit::health::Outcome;
+use deploykit::health::{series, Outcome};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use std::path::{Path, PathBuf};
@@ -95,6 +95,7 @@ async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
         WatchEvent::Ran(r) => Outcome::Error(format!("action {}", r.status)),
         _ => Outcome::Ignore,
     });
+    health.observe(daemon.subscribe(), series::apt_watch(health.metrics()));
     tracing::info!("dk-apt-watch started");
     let path = cli.config.clone();
     // A reload starts a watcher with the new configuration before the old one stops (no gap).

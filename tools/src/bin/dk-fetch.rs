@@ -8,7 +8,7 @@ use clap::Parser;
 use deploykit::fetch::config::FetchConfig;
 use deploykit::fetch::daemon::{self, DaemonEvent, DaemonOptions, Runner};
 use deploykit::fetch::{config, ops, privilege};
-use deploykit::health::Outcome;
+use deploykit::health::{series, Allowed, Outcome};
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
@@ -133,6 +133,7 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let signals = Signals::install()?;
     let client = args.connect().await?;
     let (repos, topic) = (config.repos.len(), config.commits_topic.clone());
+    let names = Allowed::new(config.repos.keys());
     let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
     tracing::info!(repos, %topic, "dk-fetch started");
     let health = cli.health.start("dk-fetch", &client).await?;
@@ -142,8 +143,13 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
         DaemonEvent::Rejected { repo, why, .. } => Outcome::Error(format!("rejected {repo:?}: {why}")),
         _ => Outcome::Ignore,
     });
+    health.observe(daemon.subscribe(), series::fetch(health.metrics(), names.clone()));
     let path = cli.config.clone();
-    let reload = Box::new(move || FetchConfig::load(&path).map_err(|e| e.to_string()));
+    let reload = Box::new(move || {
+        let config = FetchConfig::load(&path).map_err(|e| e.to_string())?;
+        names.add(config.repos.keys());
+        Ok(config)
+    });
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: GRACE, client: Some(client) }).await)
 }
 

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use deploykit::health::Outcome;
+use deploykit::health::{series, Allowed, Outcome};
 use deploykit::jenkins::daemon::JenkinsEvent;
 use deploykit::jenkins::{daemon, JenkinsConfig};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -66,10 +66,16 @@ fn main() -> ExitCode {
     dk_tools::cli::block_on("dk-jenkins", run(&cli, config))
 }
 
+/// Every configured job's name (the metrics' `job` label values).
+fn job_names(config: &JenkinsConfig) -> Vec<String> {
+    config.repos.values().flat_map(|r| r.jobs.iter().chain(r.projects.values().flatten())).map(|j| j.job.clone()).collect()
+}
+
 async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
     let signals = Signals::install()?;
     let client = cli.broker.with_section(&config.broker).connect().await?;
     let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
+    let jobs = Allowed::new(job_names(&config));
     let daemon = daemon::spawn(config, client.clone()).await?;
     let health = cli.health.start("dk-jenkins", &client).await?;
     health.watch(daemon.subscribe(), |e| match e {
@@ -77,10 +83,15 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
         JenkinsEvent::Failed { job, error } => Outcome::Error(format!("{job}: {error}")),
         _ => Outcome::Ignore,
     });
+    health.observe(daemon.subscribe(), series::jenkins(health.metrics(), jobs.clone()));
     // Logged once the commit topic is subscribed (tests and operators rely on that order).
     tracing::info!(repos, %topic, %jenkins, "dk-jenkins started");
     let path = cli.config.clone();
-    let reload = Box::new(move || JenkinsConfig::load(&path).map_err(|e| e.to_string()));
+    let reload = Box::new(move || {
+        let config = JenkinsConfig::load(&path).map_err(|e| e.to_string())?;
+        jobs.add(job_names(&config));
+        Ok(config)
+    });
     // Stopping triggers the jobs still in their quiet period and waits for triggers in flight.
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: std::time::Duration::from_secs(90), client: Some(client) }).await)
 }

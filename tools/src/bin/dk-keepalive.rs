@@ -5,8 +5,10 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use deploykit::config::parse_duration;
+use deploykit::health::{series, Allowed, Health, Outcome};
+use deploykit::keepalive::KeepaliveEvent;
 use deploykit::keepalive::{self, KeepaliveConfig, ProbeOptions, Target};
-use dk_tools::cli::BrokerArgs;
+use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,8 @@ Targets: the config's [[target]] entries (each with its own broker and credentia
 plus one per --destination on --broker / DK_BROKER_URL; with neither, one target
 /topic/deploykit.keepalive on --broker.
 Signals (daemon): SIGTERM/SIGINT disconnect and exit 0; SIGHUP re-reads the config.
+Metrics (daemon): --metrics-listen ADDR serves GET /healthz and GET /metrics
+(deploykit_keepalives_total{target,result}, …).
 
 The daemon's connections keep reconnecting (a keepalive outlives broker outages);
 one-shot mode exits 1 if a keepalive failed; probe exits 3 if it cannot connect.
@@ -61,6 +65,8 @@ struct Cli {
     destination: Vec<String>,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
 }
@@ -149,8 +155,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn daemon(cli: Cli, targets: Vec<Target>, interval: Duration) -> Result<ExitCode> {
     let signals = Signals::install()?;
     eprintln!("dk-keepalive: keeping {} target(s) alive every {interval:?}", targets.len());
+    let names = Allowed::new(targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>());
     let daemon = keepalive::spawn(targets, interval);
-    let reload = Box::new(move || self::targets(&cli).map_err(|e| format!("{e:#}")));
+    // No one broker connection of its own: /healthz counts keepalives (a failed one is an error).
+    let health = Health::new("dk-keepalive", None);
+    health.watch(daemon.subscribe(), |e| match e {
+        KeepaliveEvent::Sent { ok: true, .. } => Outcome::Message,
+        KeepaliveEvent::Sent { target, .. } => Outcome::Error(format!("keepalive to {target} failed")),
+        KeepaliveEvent::Connection { .. } => Outcome::Ignore,
+    });
+    health.observe(daemon.subscribe(), series::keepalive(health.metrics(), names.clone()));
+    cli.health.serve(&health).await?;
+    let reload = Box::new(move || {
+        let (targets, interval) = self::targets(&cli).map_err(|e| format!("{e:#}"))?;
+        names.add(targets.iter().map(|t| t.name.clone()));
+        Ok((targets, interval))
+    });
     Ok(dk_tools::daemon::run(daemon, signals, RunOptions { reload, grace: Duration::from_secs(10), client: None }).await)
 }
 

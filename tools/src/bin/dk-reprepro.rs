@@ -6,7 +6,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deploykit::debrepo::{self, RepoEvent, RepreproConfig};
-use deploykit::health::Outcome;
+use deploykit::health::{series, Outcome};
 use deploykit::message::PackageAction;
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -114,6 +114,7 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
     let signals = Signals::install()?;
     let client = cli.broker.with_section(&config.broker).connect().await?;
     // An incoming directory, the spool or the watcher that cannot be set up: the host's configuration.
+    let spool_dir = config.spool_dir.clone();
     let daemon = debrepo::spawn(config, Some(client.clone())).await.or_exit(Exit::Usage)?;
     let health = cli.health.start("dk-reprepro", &client).await?;
     health.watch(daemon.subscribe(), |e| match e {
@@ -124,6 +125,7 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
         #[allow(unreachable_patterns)]
         _ => Outcome::Ignore,
     });
+    health.observe(daemon.subscribe(), series::reprepro(health.metrics(), spool_dir));
     let path = cli.config.clone();
     // A reload stops the watcher after the file in progress and starts one with the new
     // configuration (or the old one again, if the new one does not start).

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deploykit::web::{self, WebConfig};
-use dk_tools::cli::BrokerArgs;
+use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use dk_tools::exit::{Exit, OrExit};
 use std::net::SocketAddr;
@@ -31,6 +31,8 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/web.toml";
 
 Pages: / (sites), /sites/NAME (tags, servers, deploy form, lock), /deploys/ID (live
 progress, stop, rollback), /history, /activity; GET /healthz needs no login.
+Metrics: GET /metrics only on --metrics-listen ADDR (with /healthz; keep it internal),
+never on the public listener.
 Users: [auth] mode = \"basic\" (htpasswd with bcrypt or argon2 hashes, e.g. htpasswd -B),
 \"proxy\" (a reverse proxy's X-Remote-User header, honoured only from the addresses in
 proxies = [..], which is required) or \"none\" (loopback only). 5 failed logins from an
@@ -68,6 +70,8 @@ struct Cli {
     check: bool,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
 }
@@ -123,7 +127,9 @@ async fn run(cli: Cli, config: WebConfig) -> Result<ExitCode> {
     let key = web::load_key(&config).or_exit(Exit::Usage)?;
     let signals = Signals::install()?;
     let client = cli.broker.with_section(&config.broker).connect().await?;
-    let (daemon, addr) = match web::spawn(config, client.clone(), key).await {
+    let health = deploykit::health::Health::degrading("dk-web", Some(client.clone()));
+    cli.health.serve(&health).await?;
+    let (daemon, addr) = match web::spawn_with_health(config, client.clone(), key, health).await {
         Ok(started) => started,
         Err(e @ web::WebError::Bind { .. }) => return Err(e).or_exit(Exit::Listen),
         Err(e @ web::WebError::Bus(_)) => return Err(e).or_exit(Exit::Broker),

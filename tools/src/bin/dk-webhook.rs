@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use deploykit::stomp::Client;
 use deploykit::webhook::{self, WebhookConfig};
-use dk_tools::cli::BrokerArgs;
+use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use dk_tools::exit::{Exit, OrExit};
 use std::net::SocketAddr;
@@ -30,6 +30,7 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/webhook.toml";
   dk-webhook --config webhook.toml --check      validate the config (and read the secret files)
 
 Endpoints: POST /github, /gitlab, /gitea (paths configurable), GET /healthz.
+Metrics: GET /metrics (and /healthz) on --metrics-listen ADDR only (keep it internal).
 Answers: 200 published, 202 spooled (broker down; sent when it is back) or ignored
 (an event deploykit does not use), 200 duplicate (redelivery), 400 malformed (the
 field is named), 401 bad or missing signature/token, 413 body over body_limit.
@@ -61,6 +62,8 @@ struct Cli {
     check: bool,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    health: HealthArgs,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
 }
@@ -109,7 +112,9 @@ async fn run(cli: Cli, config: WebhookConfig) -> Result<ExitCode> {
     client_config.url.options.max_reconnect_attempts = None;
     let signals = Signals::install()?;
     let client = Client::start(client_config);
-    let (daemon, addr) = match webhook::spawn(config, client.clone()).await {
+    let health = deploykit::health::Health::degrading("dk-webhook", Some(client.clone()));
+    cli.health.serve(&health).await?;
+    let (daemon, addr) = match webhook::spawn_with_health(config, client.clone(), health).await {
         Ok(started) => started,
         Err(e @ webhook::WebhookError::Bind { .. }) => return Err(e).or_exit(Exit::Listen),
         Err(e) => return Err(e).or_exit(Exit::Usage),

@@ -174,3 +174,73 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// One sample of a parsed `/metrics`: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Prints every sample of the exposition on stdin as JSON, one line each, after
+/// `prometheus_client.parser.text_string_to_metric_families` parsed it.
+const PARSE_METRICS: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        print(json.dumps([s.name, s.labels, s.value]))
+"#;
+
+/// Parses a `/metrics` text with Python's `prometheus_client` (its text parser);
+/// `None` (test skipped) when it is not installed, unless DK_REQUIRE_BROKERS=1.
+pub fn parse_metrics(text: &str) -> Option<Vec<Sample>> {
+    let have = Command::new("python3").args(["-c", "import prometheus_client"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var("DK_REQUIRE_BROKERS").as_deref() != Ok("1"),
+            "python3's prometheus_client is not installed but DK_REQUIRE_BROKERS=1: scripts/lib/deps.sh installs it"
+        );
+        eprintln!("skipped: python3 -c 'import prometheus_client' fails (pip install prometheus_client)");
+        return None;
+    }
+    let mut child = Command::new("python3").args(["-c", PARSE_METRICS]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("python3 runs");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client refused the exposition: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    let samples = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (name, labels, value): (String, std::collections::BTreeMap<String, String>, f64) = serde_json::from_str(l).unwrap();
+            Sample { name, labels, value }
+        })
+        .collect();
+    Some(samples)
+}
+
+/// The value of the sample `name` whose labels include every `(key, value)` of `labels`.
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples.iter().find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))).map(|s| s.value)
+}
+
+/// Scrapes `http://addr/metrics` until `ready` holds on its parsed samples (or `within` passes; then panics with the text).
+pub fn scrape_until(addr: &str, within: Duration, ready: impl Fn(&[Sample]) -> bool) -> Option<Vec<Sample>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, text) = http(addr, "GET", "/metrics", &[], b"");
+        assert_eq!(status, 200, "{text}");
+        let samples = parse_metrics(&text)?;
+        if ready(&samples) {
+            return Some(samples);
+        }
+        assert!(Instant::now() < deadline, "the metrics never got there:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The address a daemon started with `--metrics-listen 127.0.0.1:0 -v` logged.
+pub fn metrics_addr(p: &mut Proc) -> String {
+    let line = p.line(Duration::from_secs(30), |l| l.contains("serving /healthz and /metrics on http://"));
+    line.rsplit("http://").next().unwrap().trim().trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned()
+}

@@ -95,6 +95,13 @@ pub enum AgentEvent {
         /// Why.
         reason: String,
     },
+    /// A deploy or rollback ran these steps (sent just before its `Done`).
+    Steps {
+        /// The site (a configured one).
+        site: String,
+        /// Each step's name, how it ended and its wall time.
+        steps: Vec<StepTime>,
+    },
     /// Handled; `ok` says whether it succeeded.
     Done {
         /// The request id.
@@ -104,6 +111,17 @@ pub enum AgentEvent {
         /// Whether it succeeded.
         ok: bool,
     },
+}
+
+/// One step of a deploy or rollback, as [`AgentEvent::Steps`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepTime {
+    /// `pre-deploy`, `checkout`, `pre-link`, `link`, `post-deploy`, …
+    pub step: String,
+    /// How it ended.
+    pub state: StepState,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
 }
 
 struct Shared {
@@ -444,6 +462,8 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             event(shared, &config, text, req.correlation_id.clone()).await;
             let state = if out.ok { StepState::Ok } else { StepState::Failed };
             reporter.last(state, out.error.clone(), serde_json::to_value(&out).unwrap_or_default()).await;
+            let steps = out.steps.iter().map(|s| StepTime { step: s.step.clone(), state: s.state, duration_ms: s.duration_ms }).collect();
+            let _ = shared.events.send(AgentEvent::Steps { site: site_name.clone(), steps });
             done(out.ok);
             if out.ok {
                 announce(shared).await;
