@@ -34,6 +34,7 @@
 //! - [`keepalive`]: dk-keepalive: keeping idle paths open, and probing how long they stay open.
 //! - [`durable`]: durable state files (temp file, fsync, rename, directory fsync).
 //! - [`nofollow`]: file operations inside a trusted directory that never follow a symlink.
+//! - [`outbox`]: spool-first publishing with one drainer task (dk-webhook, dk-reprepro).
 //! - [`spool`]: the on-disk spool of messages not sent yet (hooks, webhooks),
 //!   drained oldest first with receipts.
 //! - [`debrepo`]: dk-reprepro: complete `.deb`s from incoming directories into reprepro, package messages.
@@ -90,6 +91,8 @@ pub mod message;
 pub mod names;
 #[cfg(feature = "daemons")]
 pub mod nofollow;
+#[cfg(feature = "daemons")]
+pub mod outbox;
 pub mod spool;
 pub mod stomp;
 pub mod svn;

@@ -500,7 +500,7 @@ fn privilege_drop_runs_git_as_the_user() {
     cfg.target = Some(www_parent.join("www"));
     cfg.user = Some(user.into());
     let exe = std::env::current_exe().unwrap();
-    let o = ops::run_configured("site", &cfg, Some("refs/heads/master"), STALE, || {
+    let o = deploykit::fetch::privilege::run_configured("site", &cfg, Some("refs/heads/master"), STALE, || {
         let mut c = Command::new(&exe);
         c.args(["--exact", "fetch_as_child_entry", "--nocapture", "--test-threads=1", "dk_fetch_child_marker"]);
         c

@@ -9,12 +9,13 @@
 //! drained after every package, on every poll tick and after every reconnect.
 
 use super::config::{RepreproConfig, WatchMode};
-use super::include::{include, Outcome};
+use super::include::{include, IncludeOutcome};
 use super::incoming::{is_candidate_name, Tracker};
 use crate::message::wire::encode;
-use crate::message::{Event, MessageError, Package, PackageAction};
+use crate::message::{Event, MessageError, Outgoing, Package, PackageAction};
+use crate::outbox::Outbox;
 use crate::spool::{Spool, SpoolError};
-use crate::stomp::{Client, ClientEvent};
+use crate::stomp::Client;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::Watcher;
 use std::path::{Path, PathBuf};
@@ -98,19 +99,38 @@ pub enum RepreproError {
     Message(#[from] MessageError),
 }
 
-/// Writes package messages and their event lines to the spool, and drains it.
-#[derive(Debug, Clone)]
-pub struct Outbox {
+/// Writes package messages and their event lines to the spool. In the daemon
+/// they go through the shared [`Outbox`] (its drainer sends them, after every
+/// reconnect too); `--once` drains the spool itself before it exits.
+#[derive(Debug)]
+pub struct PackageSpool {
     spool: Spool,
     client: Option<Client>,
+    /// The daemon's outbox and its drainer task (aborted when this is dropped).
+    outbox: Option<(Outbox, tokio::task::JoinHandle<()>)>,
     config: Arc<RepreproConfig>,
 }
 
-impl Outbox {
+impl Drop for PackageSpool {
+    fn drop(&mut self) {
+        if let Some((_, drainer)) = &self.outbox {
+            drainer.abort();
+        }
+    }
+}
+
+impl PackageSpool {
     /// Opens the configured spool; `client` `None` only spools (`--once` without a broker).
-    pub fn open(config: Arc<RepreproConfig>, client: Option<Client>) -> Result<Outbox, RepreproError> {
+    pub fn open(config: Arc<RepreproConfig>, client: Option<Client>) -> Result<PackageSpool, RepreproError> {
         let spool = Spool::open(&config.spool_dir).map_err(|source| RepreproError::Spool { dir: config.spool_dir.clone(), source })?;
-        Ok(Outbox { spool, client, config })
+        Ok(PackageSpool { spool, client, outbox: None, config })
+    }
+
+    /// As [`PackageSpool::open`], with the outbox's drainer sending what is spooled (the daemon).
+    pub fn start(config: Arc<RepreproConfig>, client: Option<Client>) -> Result<PackageSpool, RepreproError> {
+        let mut me = PackageSpool::open(config, client)?;
+        me.outbox = me.client.clone().map(|c| Outbox::start(me.spool.clone(), c));
+        Ok(me)
     }
 
     /// Spools the package message and its event line `Package FILE / DISTRO added to repository.`.
@@ -123,17 +143,27 @@ impl Outbox {
             out.push((&self.config.packages_topic, encode(package, self.config.wire)?));
         }
         out.push((&self.config.events_topic, encode(&event, self.config.wire)?));
-        for (dest, msg) in out {
-            self.spool.push(dest, &msg.headers, &msg.body).map_err(|source| RepreproError::Spool { dir: self.config.spool_dir.clone(), source })?;
+        let spool_err = |source| RepreproError::Spool { dir: self.config.spool_dir.clone(), source };
+        match &self.outbox {
+            Some((outbox, _)) => {
+                let messages: Vec<(String, Outgoing)> = out.into_iter().map(|(d, m)| (d.clone(), m)).collect();
+                outbox.push(&messages).map_err(spool_err)?;
+            }
+            None => {
+                for (dest, msg) in out {
+                    self.spool.push(dest, &msg.headers, &msg.body).map_err(spool_err)?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Sends what the spool holds; returns how many were sent (0 without a client).
+    /// Sends what the spool holds now; returns how many were sent (0 without a client).
+    /// The daemon needs no call: its outbox's drainer sends as messages arrive.
     pub async fn flush(&self) -> Result<usize, SpoolError> {
-        match &self.client {
-            Some(c) => self.spool.drain(c).await,
-            None => Ok(0),
+        match (&self.client, &self.outbox) {
+            (Some(c), None) => self.spool.drain(c).await,
+            _ => Ok(0),
         }
     }
 
@@ -189,7 +219,7 @@ pub async fn start(config: RepreproConfig, client: Option<Client>) -> Result<Rep
     for d in config.dists.values() {
         std::fs::read_dir(&d.incoming).map_err(|source| RepreproError::Incoming { dir: d.incoming.clone(), source })?;
     }
-    let outbox = Outbox::open(config.clone(), client.clone())?;
+    let outbox = PackageSpool::start(config.clone(), client.clone())?;
     let (tx, rx) = mpsc::unbounded_channel();
     let watcher = match config.watch {
         WatchMode::Poll => None,
@@ -207,10 +237,9 @@ pub async fn start(config: RepreproConfig, client: Option<Client>) -> Result<Rep
     let (stop, stop_rx) = watch::channel(false);
     let observer = broadcast::channel(1024).0;
     let stats = Arc::new(Mutex::new(Stats::default()));
-    let client_events = client.as_ref().map(|c| c.events());
     let daemon = Daemon { config, outbox, trackers, observer: observer.clone(), stats: stats.clone(), stop: stop_rx };
     tracing::info!(inotify, dists = daemon.trackers.len(), "dk-reprepro watching");
-    let task = tokio::spawn(daemon.run(rx, watcher, client_events));
+    let task = tokio::spawn(daemon.run(rx, watcher));
     Ok(RepreproHandle { stop, observer, stats, inotify, task })
 }
 
@@ -220,7 +249,7 @@ pub async fn start(config: RepreproConfig, client: Option<Client>) -> Result<Rep
 /// are taken. Messages are spooled and, with a client, sent.
 pub async fn run_once(config: RepreproConfig, client: Option<Client>) -> Result<Vec<RepoEvent>, RepreproError> {
     let config = Arc::new(config);
-    let outbox = Outbox::open(config.clone(), client)?;
+    let outbox = PackageSpool::open(config.clone(), client)?;
     let mut trackers: Vec<(String, Tracker)> = config.dists.iter().map(|(n, d)| (n.clone(), Tracker::new(&d.incoming, config.settle, false))).collect();
     for (_, t) in &mut trackers {
         t.scan(Instant::now()).map_err(|source| RepreproError::Incoming { dir: t.dir().to_owned(), source })?;
@@ -241,17 +270,17 @@ pub async fn run_once(config: RepreproConfig, client: Option<Client>) -> Result<
 }
 
 /// Includes one file, spools its messages, and says what happened.
-async fn process(config: &RepreproConfig, outbox: &Outbox, dist: &str, file: &Path) -> RepoEvent {
+async fn process(config: &RepreproConfig, outbox: &PackageSpool, dist: &str, file: &Path) -> RepoEvent {
     let Some(d) = config.dists.get(dist) else {
         return RepoEvent::Retry { file: file.to_owned(), error: format!("distribution {dist} is no longer configured") };
     };
     let ev = match include(config, dist, d, file).await {
-        Outcome::Done { package, moved_to } => RepoEvent::Done { package, moved_to },
-        Outcome::Stuck { package, error } => {
+        IncludeOutcome::Done { package, moved_to } => RepoEvent::Done { package, moved_to },
+        IncludeOutcome::Stuck { package, error } => {
             tracing::error!(file = %file.display(), %error, "file left in incoming");
             RepoEvent::Stuck { package, error }
         }
-        Outcome::Retry { error } => {
+        IncludeOutcome::Retry { error } => {
             tracing::error!(file = %file.display(), %error, "not included; will try again");
             return RepoEvent::Retry { file: file.to_owned(), error };
         }
@@ -289,7 +318,7 @@ fn watch_dirs(config: &RepreproConfig, tx: mpsc::UnboundedSender<notify::Result<
 
 struct Daemon {
     config: Arc<RepreproConfig>,
-    outbox: Outbox,
+    outbox: PackageSpool,
     /// (distribution, tracker), one per incoming directory.
     trackers: Vec<(String, Tracker)>,
     observer: broadcast::Sender<RepoEvent>,
@@ -298,7 +327,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    async fn run(mut self, mut rx: NotifyRx, _watcher: Option<notify::RecommendedWatcher>, mut client_events: Option<broadcast::Receiver<ClientEvent>>) {
+    async fn run(mut self, mut rx: NotifyRx, _watcher: Option<notify::RecommendedWatcher>) {
         let mut scan_due = Instant::now();
         let mut next_poll = Instant::now() + self.config.poll_interval;
         let mut notify_open = true;
@@ -323,17 +352,10 @@ impl Daemon {
                     let next = if now { Some(Instant::now()) } else { self.trackers.iter().filter_map(|(_, t)| t.next_check()).min() };
                     scan_due = next.map_or(scan_due, |n| n.min(scan_due));
                 }
-                ev = client_ready(&mut client_events) => {
-                    if ev {
-                        tracing::info!("reconnected: sending spooled messages");
-                        self.flush().await;
-                    }
-                }
                 _ = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
                     if now >= next_poll {
                         next_poll = now + self.config.poll_interval;
-                        self.flush().await;
                     }
                     self.scan_and_process().await;
                     // A check time already past only happens when a directory could not be read: wait for the next poll then.
@@ -343,12 +365,6 @@ impl Daemon {
             }
         }
         tracing::info!("dk-reprepro stopped");
-    }
-
-    async fn flush(&self) {
-        if let Err(e) = self.outbox.flush().await {
-            tracing::warn!(error = %e, pending = self.outbox.pending(), "the broker does not take the spooled messages yet");
-        }
     }
 
     fn tracker_for(&mut self, path: &Path) -> Option<&mut Tracker> {
@@ -448,22 +464,6 @@ impl Daemon {
                 let _ = self.observer.send(ev);
             }
         }
-    }
-}
-
-/// Resolves with `true` on a reconnect, `false` on other client events; never without a client.
-async fn client_ready(events: &mut Option<broadcast::Receiver<ClientEvent>>) -> bool {
-    match events {
-        Some(rx) => match rx.recv().await {
-            Ok(ClientEvent::Ready { reconnect, .. }) => reconnect,
-            Ok(_) => false,
-            Err(broadcast::error::RecvError::Lagged(_)) => false,
-            Err(broadcast::error::RecvError::Closed) => {
-                *events = None;
-                false
-            }
-        },
-        None => std::future::pending().await,
     }
 }
 

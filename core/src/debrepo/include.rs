@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// What became of one file.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum IncludeOutcome {
     /// Included (`Added`) or refused (`Failed`), and moved to `moved_to`.
     Done {
         /// The package message to publish.
@@ -39,13 +39,13 @@ pub enum Outcome {
 }
 
 /// Includes `file` into distribution `dist_name`.
-pub async fn include(config: &RepreproConfig, dist_name: &str, dist: &DistConfig, file: &Path) -> Outcome {
+pub async fn include(config: &RepreproConfig, dist_name: &str, dist: &DistConfig, file: &Path) -> IncludeOutcome {
     let file_name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut package =
         Package { name: String::new(), version: String::new(), arch: String::new(), distro: dist_name.to_owned(), action: PackageAction::Failed, file: file_name, detail: None };
     let info = match deb::read_control(file, config.timeout).await {
         Ok(info) => info,
-        Err(DebError::Command(e)) => return Outcome::Retry { error: format!("reading the control data: {e}") },
+        Err(DebError::Command(e)) => return IncludeOutcome::Retry { error: format!("reading the control data: {e}") },
         Err(e) => return refuse(dist, file, package, e.to_string()),
     };
     package.name = info.name;
@@ -60,14 +60,14 @@ pub async fn include(config: &RepreproConfig, dist_name: &str, dist: &DistConfig
     tracing::info!(file = %file.display(), dist = dist_name, package = %package.name, version = %package.version, "reprepro includedeb");
     match command::run(&argv, Some(&config.base), config.timeout).await {
         // Not the package's fault: try again later.
-        Err(e) => Outcome::Retry { error: e.to_string() },
+        Err(e) => IncludeOutcome::Retry { error: e.to_string() },
         Ok(out) if out.success() => {
             let text = out.output();
             package.action = PackageAction::Added;
             package.detail = (!text.is_empty()).then_some(text);
             match move_into(file, &dist.archive) {
-                Ok(moved_to) => Outcome::Done { package, moved_to },
-                Err(e) => Outcome::Stuck { package, error: format!("included, but moving it to {} failed: {e}", dist.archive.display()) },
+                Ok(moved_to) => IncludeOutcome::Done { package, moved_to },
+                Err(e) => IncludeOutcome::Stuck { package, error: format!("included, but moving it to {} failed: {e}", dist.archive.display()) },
             }
         }
         Ok(out) => {
@@ -79,7 +79,7 @@ pub async fn include(config: &RepreproConfig, dist_name: &str, dist: &DistConfig
 }
 
 /// Moves a refused file to `failed/` and writes the reason beside it.
-fn refuse(dist: &DistConfig, file: &Path, mut package: Package, why: String) -> Outcome {
+fn refuse(dist: &DistConfig, file: &Path, mut package: Package, why: String) -> IncludeOutcome {
     tracing::warn!(file = %file.display(), error = %why, "package refused");
     package.action = PackageAction::Failed;
     package.detail = Some(why.clone());
@@ -90,9 +90,9 @@ fn refuse(dist: &DistConfig, file: &Path, mut package: Package, why: String) -> 
             if let Err(e) = std::fs::write(&error_file, format!("{}\n", why.trim_end())) {
                 tracing::warn!(file = %PathBuf::from(&error_file).display(), error = %e, "could not write the error file");
             }
-            Outcome::Done { package, moved_to }
+            IncludeOutcome::Done { package, moved_to }
         }
-        Err(e) => Outcome::Stuck { package, error: format!("refused ({why}), and moving it to {} failed: {e}", dist.failed.display()) },
+        Err(e) => IncludeOutcome::Stuck { package, error: format!("refused ({why}), and moving it to {} failed: {e}", dist.failed.display()) },
     }
 }
 

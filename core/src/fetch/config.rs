@@ -380,7 +380,7 @@ impl FetchConfig {
             let key = format!("repos.{name}");
             let user = match &r.user {
                 None => None,
-                Some(u) => match crate::fetch::privilege::lookup_user(u) {
+                Some(u) => match crate::user::lookup_user(u) {
                     Ok(Some(pw)) => Some(pw),
                     Ok(None) => {
                         p(format!("{key}.user"), format!("no such user {u:?}"));

@@ -28,7 +28,7 @@
 //! git operation. Other unknown repo names are ignored (debug log).
 
 use super::config::{FetchConfig, RepoConfig};
-use super::ops::{self, FetchError, Outcome};
+use super::ops::{self, FetchError, FetchOutcome};
 use crate::message::{decode, one_line, Commit, Destinations, FetchResult, Message, Publisher};
 use crate::stomp::{self, Client, ClientEvent, SubscribeOptions, Subscription};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,7 +43,7 @@ pub const EVENT_SOURCE: &str = "fetch";
 
 /// Runs one repository operation (fetch and the mode's checkout); synchronous,
 /// called on a blocking thread. The default is [`default_runner`].
-pub type Runner = Arc<dyn Fn(&str, &RepoConfig, Option<&str>, Duration) -> Result<Outcome, FetchError> + Send + Sync>;
+pub type Runner = Arc<dyn Fn(&str, &RepoConfig, Option<&str>, Duration) -> Result<FetchOutcome, FetchError> + Send + Sync>;
 
 /// The runner used unless [`DaemonOptions::runner`] says otherwise: `ops::run`.
 pub fn default_runner() -> Runner {

@@ -15,4 +15,4 @@ pub mod ops;
 pub mod privilege;
 
 pub use config::{ConfigError, Credentials, FetchConfig, Mode, Problem, RepoConfig};
-pub use ops::{FetchError, Outcome};
+pub use ops::{FetchError, FetchOutcome};

@@ -2,7 +2,7 @@
 //!
 //! Synchronous (libgit2); the daemon runs [`run`] in `spawn_blocking`, one at
 //! a time per repository, or in a privilege-dropped child with
-//! [`run_configured`] / [`super::privilege::run_as_user`] when `user` is set.
+//! [`super::privilege::run_configured`] when `user` is set.
 //!
 //! Order of work in [`run`]: validate the ref name (before anything touches
 //! the repository) → heal stale lock files ([`super::locks`]) → open the clone
@@ -14,7 +14,7 @@
 //! Re-clone: the fresh clone is made at `PATH.reclone-NANOS` (bare if the old
 //! one was bare), then `PATH` is renamed to `PATH.corrupt-UNIXSECONDS` (kept
 //! for inspection; the operator removes it) and the fresh clone renamed to
-//! `PATH`. Both steps are reported in [`Outcome::healed`].
+//! `PATH`. Both steps are reported in [`FetchOutcome::healed`].
 //!
 //! Credentials: an ssh key file (`credentials.ssh_key`), else the ssh agent;
 //! https: a token from `credentials.https_token_env` or `https_token_file`.
@@ -23,7 +23,6 @@
 //! attempts per fetch.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -33,7 +32,7 @@ use crate::git::checkout;
 
 /// What one [`run`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct FetchOutcome {
     /// The tracked head before the fetch (the mode's branch, the pushed
     /// branch, or the tag), as remote-tracking ref target.
     pub old_head: Option<String>,
@@ -252,7 +251,7 @@ fn reclone(repo: &RepoConfig, healed: &mut Vec<String>) -> Result<git2::Reposito
     crate::git::open(&repo.path).map_err(|e| fail(e.to_string()))
 }
 
-/// The ref whose movement [`Outcome`] reports.
+/// The ref whose movement [`FetchOutcome`] reports.
 fn tracked_ref(repo: &git2::Repository, cfg: &RepoConfig, refname: Option<&str>) -> Option<String> {
     let r = &cfg.remote;
     if let Some(b) = cfg.checkout_branch() {
@@ -273,12 +272,12 @@ fn tracked_ref(repo: &git2::Repository, cfg: &RepoConfig, refname: Option<&str>)
 
 /// Fetches `name`'s clone and applies its mode, in this process (see the module doc).
 /// `refname` is the pushed ref (full or short), `None` for a reconcile.
-pub fn run(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<Outcome, FetchError> {
+pub fn run(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
     if let Some(r) = refname {
         validate_refname(r)?;
     }
     let _ = name;
-    let mut out = Outcome::default();
+    let mut out = FetchOutcome::default();
     if repo.path.exists() {
         let h = super::locks::heal(&git_dir(&repo.path), lock_stale_after);
         out.healed.extend(h.removed);
@@ -347,7 +346,7 @@ fn remote_commit<'r>(git: &'r git2::Repository, repo: &RepoConfig, branch: &str)
     git.find_commit(oid).map_err(|e| FetchError::Checkout(format!("{name}: {}", e.message())))
 }
 
-fn checkout_branch_into(git: &git2::Repository, repo: &RepoConfig, branch: &str, target: &Path, out: &mut Outcome) -> Result<bool, FetchError> {
+fn checkout_branch_into(git: &git2::Repository, repo: &RepoConfig, branch: &str, target: &Path, out: &mut FetchOutcome) -> Result<bool, FetchError> {
     let commit = remote_commit(git, repo, branch)?;
     let changed = checkout::swap_in(git, &commit, target)?;
     if changed {
@@ -356,7 +355,7 @@ fn checkout_branch_into(git: &git2::Repository, repo: &RepoConfig, branch: &str,
     Ok(changed)
 }
 
-fn dangerous(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<bool, FetchError> {
+fn dangerous(git: &git2::Repository, repo: &RepoConfig, out: &mut FetchOutcome) -> Result<bool, FetchError> {
     if git.is_bare() {
         return Err(FetchError::Checkout(format!("{}: mode dangerous needs a clone with a work tree, this one is bare", repo.path.display())));
     }
@@ -409,7 +408,7 @@ fn remote_branches(git: &git2::Repository, prefix: &str) -> Result<Vec<String>, 
 }
 
 /// Removes environment `dir` and its owner record.
-fn remove_env(target: &Path, dir: &str, why: &str, out: &mut Outcome) -> Result<bool, FetchError> {
+fn remove_env(target: &Path, dir: &str, why: &str, out: &mut FetchOutcome) -> Result<bool, FetchError> {
     let path = target.join(dir);
     let removed = checkout::remove(&path)?;
     let _ = crate::durable::remove(&owner_file(target, dir));
@@ -419,7 +418,7 @@ fn remove_env(target: &Path, dir: &str, why: &str, out: &mut Outcome) -> Result<
     Ok(removed)
 }
 
-fn refuse(out: &mut Outcome, line: String) {
+fn refuse(out: &mut FetchOutcome, line: String) {
     tracing::warn!("{line}");
     out.warnings.push(line);
 }
@@ -430,7 +429,7 @@ fn refuse(out: &mut Outcome, line: String) {
 /// refused, and an environment is removed only when the remote no longer has
 /// any branch mapping to it and, for a pushed deletion, the recorded branch is
 /// exactly the one named.
-fn puppetmaster(git: &git2::Repository, repo: &RepoConfig, refname: Option<&str>, out: &mut Outcome) -> Result<bool, FetchError> {
+fn puppetmaster(git: &git2::Repository, repo: &RepoConfig, refname: Option<&str>, out: &mut FetchOutcome) -> Result<bool, FetchError> {
     let target = repo.target.as_deref().expect("checked by config");
     ensure_dir(target)?;
     let prefix = format!("refs/remotes/{}/", repo.remote);
@@ -497,7 +496,7 @@ fn puppetmaster(git: &git2::Repository, repo: &RepoConfig, refname: Option<&str>
     }
 }
 
-fn tags(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<bool, FetchError> {
+fn tags(git: &git2::Repository, repo: &RepoConfig, out: &mut FetchOutcome) -> Result<bool, FetchError> {
     let target = repo.target.as_deref().expect("checked by config");
     ensure_dir(target)?;
     let mut changed = false;
@@ -525,25 +524,4 @@ fn tags(git: &git2::Repository, repo: &RepoConfig, out: &mut Outcome) -> Result<
         }
     }
     Ok(changed)
-}
-
-/// Runs `repo`'s fetch the way its configuration asks: in this process when
-/// no `user` is set (or it is the current user), else in a child made by
-/// `child` (the daemon's own binary with its hidden `__fetch-as` subcommand,
-/// which calls [`super::privilege::child_main`]) running as that user.
-pub fn run_configured(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration, child: impl FnOnce() -> Command) -> Result<Outcome, FetchError> {
-    if let Some(r) = refname {
-        validate_refname(r)?;
-    }
-    let Some(user) = &repo.user else {
-        return run(name, repo, refname, lock_stale_after);
-    };
-    let pw = super::privilege::lookup_user(user)
-        .map_err(|e| FetchError::User { user: user.clone(), message: format!("cannot look up: {e}") })?
-        .ok_or_else(|| FetchError::User { user: user.clone(), message: "no such user".into() })?;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == pw.uid {
-        return run(name, repo, refname, lock_stale_after);
-    }
-    super::privilege::run_as_user(child(), user, name, repo, refname, lock_stale_after)
 }

@@ -7,7 +7,7 @@
 //! and `exec` (`CommandExt::pre_exec`), a minimal
 //! environment (`HOME`, `USER`, `LOGNAME`, `PATH`, plus the https token
 //! variable the repository names), the request as one JSON line on stdin and
-//! the [`Outcome`](super::ops::Outcome) as one JSON line on stdout. The child
+//! the [`FetchOutcome`](super::ops::FetchOutcome) as one JSON line on stdout. The child
 //! side is [`child_main`]. A user without a login shell works: no shell runs.
 
 use std::io::{Read, Write};
@@ -18,9 +18,29 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::config::RepoConfig;
-use super::ops::{FetchError, Outcome};
+use super::ops::{FetchError, FetchOutcome};
 
 pub use crate::user::{lookup_user, Passwd};
+
+/// Runs `repo`'s fetch the way its configuration asks: in this process when
+/// no `user` is set (or it is the current user), else in a child made by
+/// `child` (the daemon's own binary with its hidden `__fetch-as` subcommand,
+/// which calls [`child_main`]) running as that user.
+pub fn run_configured(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration, child: impl FnOnce() -> Command) -> Result<FetchOutcome, FetchError> {
+    if let Some(r) = refname {
+        super::ops::validate_refname(r)?;
+    }
+    let Some(user) = &repo.user else {
+        return super::ops::run(name, repo, refname, lock_stale_after);
+    };
+    let pw = lookup_user(user)
+        .map_err(|e| FetchError::User { user: user.clone(), message: format!("cannot look up: {e}") })?
+        .ok_or_else(|| FetchError::User { user: user.clone(), message: "no such user".into() })?;
+    if rustix::process::geteuid().as_raw() == pw.uid {
+        return super::ops::run(name, repo, refname, lock_stale_after);
+    }
+    run_as_user(child(), user, name, repo, refname, lock_stale_after)
+}
 
 /// What the parent sends the child (one JSON line on stdin).
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,7 +62,7 @@ pub struct ChildRequest {
 #[serde(rename_all = "lowercase")]
 pub enum ChildReply {
     /// The fetch ran.
-    Ok(Outcome),
+    Ok(FetchOutcome),
     /// It failed; the error's text.
     Error(String),
 }
@@ -51,7 +71,7 @@ pub enum ChildReply {
 /// (e.g. `Command::new(std::env::current_exe()?).arg("__fetch-as")`; the
 /// command's program must call [`child_main`]). Needs root unless `user` is
 /// the current user, in which case the child is still used (same code path).
-pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<Outcome, FetchError> {
+pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
     if let Some(r) = refname {
         super::ops::validate_refname(r)?;
     }

@@ -20,12 +20,14 @@ pub struct Event {
     pub correlation_id: Option<String>,
 }
 
-/// `text` made safe for a one-line event: trimmed, each line break (`\r\n`,
-/// `\n`, `\r`, U+0085, U+2028, U+2029) written ` / `, any other control
-/// character (tab, escape, …) a space. The one sanitiser for event lines.
+/// `text` made safe for a one-line event: line breaks and other control
+/// characters at either end dropped (spaces are kept: the original's lines such
+/// as `commit [repo] 5 ` end in one), each line break inside (`\r\n`, `\n`,
+/// `\r`, U+0085, U+2028, U+2029) written ` / `, any other control character
+/// (tab, escape, …) a space. The one sanitiser for event lines.
 pub fn one_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.trim().chars().peekable();
+    let mut chars = text.trim_matches(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')).chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '\r' => {
@@ -69,7 +71,9 @@ mod tests {
 
     #[test]
     fn new_makes_one_line() {
-        assert_eq!(Event::new("x", "  a\r\nb\nc\rd\u{2028}e\tf\u{1b}[31mg \n").text, "a / b / c / d / e f [31mg");
+        assert_eq!(Event::new("x", "a\r\nb\nc\rd\u{2028}e\tf\u{1b}[31mg\n").text, "a / b / c / d / e f [31mg");
+        // Spaces are the text's own (the original's `commit [repo] REV PROJECT` with no project ends in one).
+        assert_eq!(Event::new("x", "commit [svnrepo] 5 ").text, "commit [svnrepo] 5 ");
         assert_eq!(one_line("plain text / kept"), "plain text / kept");
         assert_eq!(one_line(&one_line("a\nb")), "a / b", "idempotent");
         assert_eq!(Event::new("x", "\n").legacy_body(), "", "never a keepalive-like body");

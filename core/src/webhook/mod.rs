@@ -2,22 +2,20 @@
 //!
 //! - [`config`]: `webhook.toml` (forges, paths, secrets from files or env, limits).
 //! - [`server`]: the axum routes and the status codes they answer.
-//! - [`outbox`]: spool-first publishing and the drainer (broker down → 202, nothing lost).
 //! - [`dedup`]: the bounded memory of delivery ids against redeliveries.
 //!
 //! Payload parsing and signatures live in [`crate::forge`].
 
 pub mod config;
 pub mod dedup;
-pub mod outbox;
 pub mod server;
 
 pub use config::{ConfigError, Forge, WebhookConfig};
 
 use crate::health::Health;
+use crate::outbox::Outbox;
 use crate::spool::Spool;
 use crate::stomp::{Client, State};
-use outbox::Outbox;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

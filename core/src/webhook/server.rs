@@ -14,12 +14,12 @@
 
 use super::config::{Forge, ForgeConfig, WebhookConfig};
 use super::dedup::Deliveries;
-use super::outbox::Outbox;
 use crate::forge::signature::{verify_hmac, verify_token, AuthError};
 use crate::forge::{gitea, github, gitlab, payload, ForgeError, Hook};
 use crate::health::metrics::CounterVec;
 use crate::health::Health;
 use crate::message::{encode, Commit, Event, MessageError, Outgoing};
+use crate::outbox::Outbox;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::DefaultBodyLimit;

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use deploykit::fetch::config::FetchConfig;
 use deploykit::fetch::daemon::{self, DaemonEvent, DaemonOptions, Runner};
-use deploykit::fetch::{config, ops, privilege};
+use deploykit::fetch::{config, privilege};
 use deploykit::health::{series, Allowed, Outcome};
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
 fn runner() -> Runner {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dk-fetch"));
     Arc::new(move |name, repo, refname, stale| {
-        ops::run_configured(name, repo, refname, stale, || {
+        privilege::run_configured(name, repo, refname, stale, || {
             let mut c = std::process::Command::new(&exe);
             c.arg("__fetch-as");
             c

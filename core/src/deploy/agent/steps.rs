@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 /// The whole result of a deploy or rollback (the final reply's `data`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub struct DeployOutcome {
     /// Every step succeeded.
     pub ok: bool,
     /// The tag deployed or rolled back to.
@@ -102,7 +102,7 @@ impl Ctx<'_> {
     }
 
     /// Runs a hook step; `true` if it succeeded or was skipped.
-    async fn run_hook(&self, out: &mut Outcome, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> bool {
+    async fn run_hook(&self, out: &mut DeployOutcome, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> bool {
         self.reporter.started(name).await;
         let t0 = Instant::now();
         let ran = match self.hook(name, tag, release, previous) {
@@ -125,7 +125,7 @@ impl Ctx<'_> {
         self.finish(out, r).await
     }
 
-    async fn finish(&self, out: &mut Outcome, r: StepResult) -> bool {
+    async fn finish(&self, out: &mut DeployOutcome, r: StepResult) -> bool {
         self.reporter.finished(&r).await;
         let ok = r.state != StepState::Failed;
         if !ok && out.error.is_none() {
@@ -135,7 +135,7 @@ impl Ctx<'_> {
         ok
     }
 
-    async fn internal(&self, out: &mut Outcome, step: &str, t0: Instant, res: Result<(), String>) -> bool {
+    async fn internal(&self, out: &mut DeployOutcome, step: &str, t0: Instant, res: Result<(), String>) -> bool {
         let r = StepResult {
             step: step.into(),
             state: if res.is_ok() { StepState::Ok } else { StepState::Failed },
@@ -320,11 +320,11 @@ fn already_live(site: &SiteConfig, dir: &str, tag: &str, commit: git2::Oid) -> R
 }
 
 /// Deploys `tag` (validated by the caller's `resolve`).
-pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, Refusal> {
+pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<DeployOutcome, Refusal> {
     let site = ctx.site;
     let tag = resolved.name.clone();
     let dir = releases::dir_name(&site.repo_name, &tag).ok_or_else(|| Refusal::Other(format!("tag {tag:?} cannot name a release directory")))?;
-    let unchanged = |live: Option<String>| Outcome { ok: true, unchanged: true, tag: Some(tag.clone()), previous: live.clone(), live, ..Outcome::default() };
+    let unchanged = |live: Option<String>| DeployOutcome { ok: true, unchanged: true, tag: Some(tag.clone()), previous: live.clone(), live, ..DeployOutcome::default() };
     let live = releases::live(site);
     if live.as_deref() == Some(dir.as_str()) {
         return already_live(site, &dir, &tag, resolved.commit).map(|_| unchanged(live));
@@ -335,11 +335,11 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
     let live = releases::live(site);
     if live.as_deref() == Some(dir.as_str()) {
         let res = already_live(site, &dir, &tag, resolved.commit).map(|_| unchanged(live));
-        finish(lock, Outcome::default())?;
+        finish(lock, DeployOutcome::default())?;
         return res;
     }
     let _ = lock.update(|i| i.previous = live.clone());
-    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
+    let mut out = DeployOutcome { tag: Some(tag.clone()), previous: live.clone(), ..DeployOutcome::default() };
     let prev = live.as_deref();
 
     if !ctx.run_hook(&mut out, "pre-deploy", &tag, &dir, prev).await {
@@ -354,7 +354,7 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<Outcome, 
     });
     let mut journal = match Journal::open(&site.releases) {
         Ok(j) => j,
-        Err(e) => return finish(lock, Outcome { error: Some(format!("checkout: {e}")), ..out }),
+        Err(e) => return finish(lock, DeployOutcome { error: Some(format!("checkout: {e}")), ..out }),
     };
     let _ = journal.put(Release {
         dir: dir.clone(),
@@ -425,7 +425,7 @@ fn discard(site: &SiteConfig, journal: &mut Journal, dir: &str) {
     remove_temps(site);
 }
 
-fn finish(lock: SiteLock, out: Outcome) -> Result<Outcome, Refusal> {
+fn finish(lock: SiteLock, out: DeployOutcome) -> Result<DeployOutcome, Refusal> {
     if let Err(e) = lock.release() {
         tracing::error!(error = %e, "site lock not released");
     }
@@ -433,7 +433,7 @@ fn finish(lock: SiteLock, out: Outcome) -> Result<Outcome, Refusal> {
 }
 
 /// Rolls back to the newest good release other than the live one.
-pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
+pub async fn rollback(ctx: &Ctx<'_>) -> Result<DeployOutcome, Refusal> {
     let site = ctx.site;
     let live = releases::live(site);
     let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
@@ -445,11 +445,11 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
     let target = match Journal::open(&site.releases).map(|j| j.previous_good(live.as_deref()).cloned()) {
         Ok(Some(t)) => t,
         Ok(None) => {
-            finish(lock, Outcome::default())?;
+            finish(lock, DeployOutcome::default())?;
             return Err(Refusal::Other("no previous good release to roll back to".into()));
         }
         Err(e) => {
-            finish(lock, Outcome::default())?;
+            finish(lock, DeployOutcome::default())?;
             return Err(Refusal::Other(e.to_string()));
         }
     };
@@ -460,13 +460,13 @@ pub async fn rollback(ctx: &Ctx<'_>) -> Result<Outcome, Refusal> {
     let mut journal = match Journal::open(&site.releases) {
         Ok(j) => j,
         Err(e) => {
-            finish(lock, Outcome::default())?;
+            finish(lock, DeployOutcome::default())?;
             return Err(Refusal::Other(e.to_string()));
         }
     };
     let prev = live.as_deref();
     let tag = target.tag.clone();
-    let mut out = Outcome { tag: Some(tag.clone()), previous: live.clone(), ..Outcome::default() };
+    let mut out = DeployOutcome { tag: Some(tag.clone()), previous: live.clone(), ..DeployOutcome::default() };
     if !ctx.run_hook(&mut out, "pre-deploy", &tag, &target.dir, prev).await || !ctx.run_hook(&mut out, "pre-link", &tag, &target.dir, prev).await {
         return finish(lock, out);
     }

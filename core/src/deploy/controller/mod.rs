@@ -13,7 +13,7 @@ pub mod plan;
 
 use super::agent::repo::TagList;
 use super::agent::report::StepResult;
-use super::agent::steps::Outcome;
+use super::agent::steps::DeployOutcome;
 use super::keys::{SecretKey, SIGNATURE_HEADER, SIGNER_HEADER};
 use super::trust::{TrustConfig, TrustStore};
 use crate::message::{decode, encode, AgentAnnounce, DeployAction, DeployReply, DeployRequest, Destinations, Filters, Message, StepState, Wire};
@@ -670,7 +670,7 @@ impl Controller {
                     let _ = events.send(RolloutEvent::Step { reply });
                     continue;
                 }
-                let outcome: Option<Outcome> = serde_json::from_value(reply.data.clone()).ok();
+                let outcome: Option<DeployOutcome> = serde_json::from_value(reply.data.clone()).ok();
                 let state = match reply.state {
                     StepState::Ok => NodeState::Ok,
                     StepState::Refused => NodeState::Refused,

@@ -1,8 +1,9 @@
-//! Spool-backed publishing: every accepted message is written to the spool
-//! (fsynced) before the forge gets its answer, and one drainer task sends the
-//! spool to the broker whenever there is something new, after every
-//! (re)connect, and on a retry timer after a failure. A broker that is down
-//! therefore costs nothing but delay.
+//! Spool-backed publishing, the one path for messages that must not be lost
+//! (dk-webhook's commits, dk-reprepro's packages): every message is written to
+//! the spool (fsynced) first, and one drainer task sends the spool to the
+//! broker whenever there is something new, after every (re)connect, and on a
+//! retry timer after a failure. A broker that is down therefore costs nothing
+//! but delay.
 
 use crate::message::Outgoing;
 use crate::spool::Spool;
