@@ -96,20 +96,7 @@ async fn closed_client_says_so() {
 #[tokio::test]
 async fn receipt_timeout_is_reported() {
     // A "broker" that accepts TCP and answers CONNECTED but never sends receipts.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let _ = s.read(&mut buf).await;
-        s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await.unwrap();
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    });
+    let addr = fake_broker(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await;
     let mut config = ClientConfig::new(&format!("stomp://{addr}")).unwrap().heartbeat(HeartbeatConfig::off());
     config.receipt_timeout = Duration::from_millis(300);
     let client = Client::connect(config).await.unwrap();
@@ -150,9 +137,25 @@ async fn slow_subscriber_stalls_reading_without_losing_or_disconnecting() {
 }
 
 #[tokio::test]
-async fn a_hostile_brokers_huge_heart_beat_does_not_crash_the_client() {
+async fn a_hostile_brokers_huge_heart_beat_is_refused_not_turned_into_timers() {
     // A "broker" whose CONNECTED announces heart-beats every u64::MAX ms: the value is refused
     // (over 32 bits) and taken as no heart-beat, so no timer is ever computed from it.
+    let addr = fake_broker(b"CONNECTED\nversion:1.2\nheart-beat:18446744073709551615,18446744073709551615\n\n\0").await;
+    let config = ClientConfig::new(&format!("stomp://{addr}")).unwrap().heartbeat(HeartbeatConfig::every(Duration::from_secs(5)));
+    let client = tokio::time::timeout(WAIT, Client::connect(config)).await.expect("connect hangs").expect("connects");
+    // The broker's values were refused: no read timeout or send interval was derived from them
+    // (what remains is ours, 5 s, possibly emulated).
+    let plan = client.session().expect("connected").heartbeat;
+    let ours = |d: Option<Duration>| d.is_none_or(|d| d <= Duration::from_secs(60));
+    assert!(ours(plan.read_timeout) && ours(plan.send_every), "{plan:?}");
+    // The connection task is alive: a plain send goes out (no receipt asked, so the fake broker need not answer).
+    client.send("/queue/x", "still here").await.expect("the connection task survived");
+    assert_eq!(client.state(), State::Ready(1));
+}
+
+/// A one-connection "broker" on loopback: reads the CONNECT, answers `connected` as
+/// given, then reads (and drops) whatever the client sends until it hangs up.
+async fn fake_broker(connected: &'static [u8]) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -160,16 +163,12 @@ async fn a_hostile_brokers_huge_heart_beat_does_not_crash_the_client() {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 4096];
         let _ = s.read(&mut buf).await;
-        s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:18446744073709551615,18446744073709551615\n\n\0").await.unwrap();
+        s.write_all(connected).await.unwrap();
         while let Ok(n) = s.read(&mut buf).await {
             if n == 0 {
                 break;
             }
         }
     });
-    let config = ClientConfig::new(&format!("stomp://{addr}")).unwrap().heartbeat(HeartbeatConfig::every(Duration::from_secs(5)));
-    let client = tokio::time::timeout(WAIT, Client::connect(config)).await.expect("connect hangs").expect("connects");
-    // The connection task is alive: a plain send goes out (no receipt asked, so the fake broker need not answer).
-    client.send("/queue/x", "still here").await.expect("the connection task survived");
-    assert_eq!(client.state(), State::Ready(1));
+    addr
 }

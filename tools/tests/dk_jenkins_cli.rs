@@ -2,10 +2,12 @@
 //! embedded broker firing a pending trigger on SIGTERM (a tiny std HTTP
 //! responder stands in for Jenkins; the full contract is in core/tests/jenkins.rs).
 
+mod common;
+
 use deploykit::broker::{Broker, BrokerConfig};
 use deploykit::message::{Commit, Destinations, Publisher};
 use deploykit::stomp::{Client, ClientConfig};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -47,40 +49,10 @@ fn check_names_unreadable_secrets_and_bad_keys() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("jenkins.url"));
 }
 
-/// Accepts HTTP requests on a loopback port; sends each request line to the channel, answers 201.
-fn responder() -> (String, mpsc::Receiver<String>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = tx.send(format!("{} {}", first.trim(), String::from_utf8_lossy(&body)));
-            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nLocation: http://ci/queue/item/1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (base, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_fires_the_trigger_still_in_its_quiet_period() {
     let broker = Broker::start(BrokerConfig::default()).await.unwrap();
-    let (base, requests) = responder();
+    let (base, requests) = common::jenkins_stub();
     let p = tmp(
         "sigterm",
         &format!(

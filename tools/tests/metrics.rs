@@ -6,7 +6,6 @@
 mod common;
 
 use common::{broker, fixture, git, http, metrics_addr, sample, scrape_until, temp_dir, Proc, Sample};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -176,38 +175,12 @@ fn fetch_counts_fetches_by_repo_with_durations() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// A Jenkins stand-in on loopback: answers every request 201 with a queue Location.
-fn jenkins() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}/", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nLocation: http://ci/queue/item/1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    base
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jenkins_counts_triggers_by_job() {
     use deploykit::message::{Commit, Destinations, Publisher};
     use deploykit::stomp::{Client, ClientConfig};
     let (_broker, url) = broker();
-    let base = jenkins();
+    let (base, _requests) = common::jenkins_stub();
     let dir = temp_dir("metrics-jenkins");
     let file = dir.join("jenkins.toml");
     std::fs::write(&file, format!("quiet_period = \"100ms\"\n[broker]\nurl = \"{url}\"\n[jenkins]\nurl = \"{base}\"\n[[repos.site.jobs]]\njob = \"site\"\n")).unwrap();

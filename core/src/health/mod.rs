@@ -322,8 +322,9 @@ mod tests {
         assert!(h.prometheus().unwrap().contains("deploykit_up{daemon=\"dk-test\"} 0\n"));
         let _again = Broker::start(BrokerConfig { listen, ..BrokerConfig::default() }).await.unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(20), state.wait_for(|s| matches!(s, State::Ready(2)))).await.unwrap().unwrap();
-        // The counter follows the state through its own task.
-        for _ in 0..100 {
+        // The counter follows the state through its own task, which exposes no event to await:
+        // poll, with a bound generous enough for a loaded machine.
+        for _ in 0..500 {
             if h.prometheus().unwrap().contains("deploykit_broker_reconnects_total{daemon=\"dk-test\"} 1\n") {
                 return;
             }

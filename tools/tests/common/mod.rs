@@ -244,3 +244,34 @@ pub fn metrics_addr(p: &mut Proc) -> String {
     let line = p.line(Duration::from_secs(30), |l| l.contains("serving /healthz and /metrics on http://"));
     line.rsplit("http://").next().unwrap().trim().trim_end_matches(|c: char| !c.is_ascii_digit()).to_owned()
 }
+
+/// A Jenkins stand-in on a loopback port: answers every request 201 with a queue `Location`
+/// and sends `REQUEST-LINE BODY` to the channel (dropping the receiver is fine).
+pub fn jenkins_stub() -> (String, mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = tx.send(format!("{} {}", first.trim(), String::from_utf8_lossy(&body)));
+            let _ = stream.write_all(b"HTTP/1.1 201 Created\r\nLocation: http://ci/queue/item/1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (base, rx)
+}
