@@ -84,9 +84,11 @@ impl Rig {
 
 /// The next agent event about `id`.
 async fn event_for(events: &mut broadcast::Receiver<AgentEvent>, id: &str) -> AgentEvent {
-    tokio::time::timeout(WAIT, async {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WAIT, async {
         loop {
             let e = events.recv().await.unwrap();
+            seen.push(format!("{e:?}").chars().take(200).collect::<String>());
             let about = match &e {
                 AgentEvent::Ignored { request_id } => request_id.as_deref(),
                 AgentEvent::Unverified { request_id, .. } | AgentEvent::Refused { request_id, .. } | AgentEvent::Done { request_id, .. } => Some(request_id.as_str()),
@@ -97,8 +99,9 @@ async fn event_for(events: &mut broadcast::Receiver<AgentEvent>, id: &str) -> Ag
             }
         }
     })
-    .await
-    .expect("the agent handled the request")
+    .await;
+    // On a timeout, say what the agent did meanwhile (a CI run once saw no event for 30 s).
+    found.unwrap_or_else(|_| panic!("the agent did not handle request {id} within {WAIT:?}; events meanwhile: {seen:#?}"))
 }
 
 /// The next message on `sub`, decoded.
