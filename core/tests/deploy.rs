@@ -167,8 +167,8 @@ impl Rig {
         let reason = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 match events.recv().await.unwrap() {
-                    AgentEvent::Unverified { request_id, reason } if request_id == req.request_id => return reason,
-                    AgentEvent::Refused { request_id, reason } if request_id == req.request_id => panic!("answered with a refusal: {reason}"),
+                    AgentEvent::Unverified { request_id, reason, .. } if request_id == req.request_id => return reason,
+                    AgentEvent::Refused { request_id, reason, .. } if request_id == req.request_id => panic!("answered with a refusal: {reason}"),
                     _ => {}
                 }
             }
@@ -500,7 +500,7 @@ async fn tags_newest_first_and_dry_run_shows_the_log() {
     let w = Window { timeout: Duration::from_secs(20), expect: Some(3) };
     let tags = rig.controller.tags("www", Filters::default(), 2, w).await.unwrap();
     assert_eq!(tags.len(), 3);
-    let list: deploykit::deploy::agent::repo::TagList = serde_json::from_value(tags[0].data.clone()).unwrap();
+    let list: deploykit::message::deploy::TagList = serde_json::from_value(tags[0].data.clone()).unwrap();
     assert_eq!(list.tag_count, 3);
     assert_eq!(list.tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["v3", "v2"]);
     assert_eq!(list.branches[0].name, "master");

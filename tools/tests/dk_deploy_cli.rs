@@ -325,7 +325,7 @@ async fn the_agent_serves_health_and_metrics() {
     if let Some(s) = scraped {
         use common::sample;
         assert_eq!(sample(&s, "deploykit_agent_requests_total", &[("action", "status"), ("result", "ok")]), Some(1.0), "{s:?}");
-        assert_eq!(sample(&s, "deploykit_agent_requests_total", &[("action", "other"), ("result", "refused")]), Some(1.0), "{s:?}");
+        assert_eq!(sample(&s, "deploykit_agent_requests_total", &[("action", "deploy"), ("result", "refused")]), Some(1.0), "{s:?}");
         assert_eq!(sample(&s, "deploykit_deploy_steps_total", &[("site", "www"), ("step", "checkout"), ("result", "ok")]), Some(1.0), "{s:?}");
         assert_eq!(sample(&s, "deploykit_deploy_step_duration_seconds_count", &[("site", "www"), ("step", "checkout")]), Some(1.0), "{s:?}");
         assert_eq!(sample(&s, "deploykit_build_info", &[("daemon", "dk-agent")]), Some(1.0), "{s:?}");

@@ -12,6 +12,7 @@
 //! idle one gets each frame at once. It also sends the server's heart-beats.
 
 use super::message::Message;
+use crate::stomp::heartbeat::Activity;
 use crate::stomp::{Frame, Heartbeat, StompCodec};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -158,8 +159,9 @@ impl Writer {
     /// Writes until the session closes, is killed, or the socket fails.
     pub async fn run(mut self) {
         let mut buf = BytesMut::with_capacity(64 * 1024);
-        let hb_period = self.heartbeat.unwrap_or(Duration::from_secs(3600));
-        let hb = tokio::time::sleep(hb_period);
+        let mut line = Activity::new(Instant::now());
+        let far = || Instant::now() + Duration::from_secs(3600);
+        let hb = tokio::time::sleep_until(line.write_due(self.heartbeat).unwrap_or_else(far));
         tokio::pin!(hb);
         let kill = self.outbox.kill.clone();
         loop {
@@ -172,7 +174,8 @@ impl Writer {
                     if !self.write(&mut buf, &kill).await {
                         return;
                     }
-                    hb.as_mut().reset(Instant::now() + hb_period);
+                    line.wrote(Instant::now());
+                    hb.as_mut().reset(line.write_due(self.heartbeat).unwrap_or_else(far));
                     continue;
                 }
             };
@@ -199,7 +202,8 @@ impl Writer {
                 return;
             }
             if self.heartbeat.is_some() {
-                hb.as_mut().reset(Instant::now() + hb_period);
+                line.wrote(Instant::now());
+                hb.as_mut().reset(line.write_due(self.heartbeat).unwrap_or_else(far));
             }
         }
     }

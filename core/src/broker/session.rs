@@ -346,7 +346,8 @@ struct Session {
 impl Session {
     /// Reads and handles frames until the connection ends.
     async fn read_loop(&mut self, reader: &mut Reader, recv_every: Option<Duration>) -> End {
-        let grace = recv_every.map(|d| d * 2);
+        let grace = heartbeat::broker_read_timeout(recv_every);
+        let mut line = heartbeat::Activity::new(Instant::now());
         loop {
             loop {
                 match reader.codec.decode(&mut reader.buf) {
@@ -368,7 +369,8 @@ impl Session {
             }
             // Measured from now: time spent handling frames (waiting for slow
             // consumers) is not the client's silence.
-            let deadline = grace.map(|g| Instant::now() + g);
+            line.read(Instant::now());
+            let deadline = line.read_due(grace);
             let read = tokio::select! {
                 biased;
                 _ = self.kill.cancelled() => return End::Killed,

@@ -10,6 +10,7 @@
 
 pub mod healthz;
 pub mod metrics;
+pub mod outcomes;
 pub mod process;
 pub mod series;
 
@@ -183,6 +184,13 @@ impl Health {
     pub fn watch<E: Clone + Send + 'static>(&self, events: broadcast::Receiver<E>, classify: impl Fn(&E) -> Outcome + Send + 'static) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         each(events, move |e| me.record(classify(e)))
+    }
+
+    /// Follows a daemon: its events count for `/healthz` ([`outcomes::Reported`])
+    /// and feed `series` (one of [`series`]) until the broadcast closes.
+    pub fn follow<E: outcomes::Reported + Clone + Send + 'static>(&self, subscribe: impl Fn() -> broadcast::Receiver<E>, series: impl Fn(&E) + Send + 'static) {
+        self.watch(subscribe(), E::outcome);
+        self.observe(subscribe(), series);
     }
 
     /// Runs `observe` (a daemon's series, see [`series`]) on each event until the broadcast closes.

@@ -71,8 +71,8 @@ pub fn agent(m: &Metrics, sites: Allowed) -> impl Fn(&AgentEvent) + Send + 'stat
     let took = m.histogram("deploykit_deploy_step_duration_seconds", "How long deploy and rollback steps took, by site and step.", &["site", "step"]);
     move |e| match e {
         AgentEvent::Done { action: a, ok, .. } => requests.inc(&[action(*a), result(*ok)]),
-        AgentEvent::Refused { .. } => requests.inc(&["other", "refused"]),
-        AgentEvent::Unverified { .. } => requests.inc(&["other", "unverified"]),
+        AgentEvent::Refused { action: a, .. } => requests.inc(&[action(*a), "refused"]),
+        AgentEvent::Unverified { action: a, .. } => requests.inc(&[action(*a), "unverified"]),
         AgentEvent::Steps { site, steps: list } => {
             let site = sites.label(site);
             for s in list {

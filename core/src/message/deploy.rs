@@ -185,3 +185,102 @@ mod tests {
         }
     }
 }
+
+// Payloads of agent replies, shared by the agent that writes them and the
+// controllers (dk-deploy, dk-web) that read them.
+
+/// How long a reply stays valid for controllers, in seconds.
+pub const REPLY_VALIDITY: u64 = 600;
+/// Prefix of a controller's private reply queue, as it names it in `reply_to`.
+pub const TEMP_QUEUE: &str = "/temp-queue/";
+
+/// One step's result, as the final reply lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// `pre-deploy`, `checkout`, `pre-link`, `link`, `post-deploy`.
+    pub step: String,
+    /// How it ended.
+    pub state: StepState,
+    /// A hook's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Last 64 KiB of stdout.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    /// Last 64 KiB of stderr.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One tag or branch as `tags` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefInfo {
+    /// Short name.
+    pub name: String,
+    /// Commit id.
+    pub commit: String,
+    /// Unix seconds: tagger date for annotated tags, else the commit date.
+    pub date: i64,
+}
+
+/// The answer to `tags`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagList {
+    /// Tags, newest first.
+    pub tags: Vec<RefInfo>,
+    /// Branches, most recently committed first.
+    pub branches: Vec<RefInfo>,
+    /// How many tags exist in all.
+    pub tag_count: usize,
+    /// How many branches exist in all.
+    pub branch_count: usize,
+}
+
+/// How far a deploy got (recorded in the lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Hooks before the swap, or the checkout, are running.
+    Preparing,
+    /// The links are being swapped.
+    Linking,
+    /// Every link points at the new release.
+    Linked,
+}
+
+/// Who holds the lock, and the deploy's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The request.
+    pub request_id: String,
+    /// Who asked.
+    pub user: String,
+    /// `deploy` or `rollback`.
+    pub action: String,
+    /// The agent process.
+    pub pid: u32,
+    /// Unix seconds when taken.
+    pub acquired_at: u64,
+    /// Unix seconds when the lease ends.
+    pub expires_at: u64,
+    /// The release being made or switched to.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// The release live before.
+    #[serde(default)]
+    pub previous: Option<String>,
+    /// How far it got.
+    pub phase: Phase,
+    /// Whether this deploy created `release` (and so may remove it on failure).
+    #[serde(default)]
+    pub created: bool,
+    /// The lock file existed but could not be parsed (torn by a crash, edited):
+    /// its owner and progress are unknown, so recovery works from the release journal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
+}

@@ -12,6 +12,7 @@
 //! own read timeout, provoking a RECEIPT when the line has been quiet.
 
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// What the client writes to keep an idle connection alive.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -131,6 +132,48 @@ pub fn negotiate(ours: &HeartbeatConfig, theirs: Option<(u64, u64)>) -> Plan {
     plan
 }
 
+/// One connection's heart-beat clock: when it last read and wrote, and the
+/// deadlines an interval gives from them. The client's timers and the broker's
+/// (its heart-beat writer and its silent-client check) all run on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Activity {
+    last_read: Instant,
+    last_write: Instant,
+}
+
+impl Activity {
+    /// A clock starting at `now`, the line counting as just read and written.
+    pub fn new(now: Instant) -> Activity {
+        Activity { last_read: now, last_write: now }
+    }
+
+    /// Something was read at `now`.
+    pub fn read(&mut self, now: Instant) {
+        self.last_read = now;
+    }
+
+    /// Something was written at `now`.
+    pub fn wrote(&mut self, now: Instant) {
+        self.last_write = now;
+    }
+
+    /// When a heart-beat is due unless something is written before (`None`: never).
+    pub fn write_due(&self, every: Option<Duration>) -> Option<Instant> {
+        every.and_then(|d| self.last_write.checked_add(d))
+    }
+
+    /// When the peer counts as silent unless something is read before (`None`: never).
+    pub fn read_due(&self, after: Option<Duration>) -> Option<Instant> {
+        after.and_then(|d| self.last_read.checked_add(d))
+    }
+}
+
+/// How long the broker lets a client that promised heart-beats every `every`
+/// stay silent before dropping it: two intervals (spec: "some tolerance").
+pub fn broker_read_timeout(every: Option<Duration>) -> Option<Duration> {
+    every.map(|d| d * 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +214,22 @@ mod tests {
         assert_eq!(p.read_timeout, Some(Duration::from_millis(2000)));
         let p = negotiate(&ours, Some((0, 0)));
         assert!(p.emulated);
+    }
+
+    #[test]
+    fn activity_moves_each_deadline_with_its_own_direction() {
+        let t0 = Instant::now();
+        let mut a = Activity::new(t0);
+        let s = Duration::from_secs;
+        assert_eq!((a.write_due(Some(s(1))), a.read_due(Some(s(3)))), (Some(t0 + s(1)), Some(t0 + s(3))));
+        a.wrote(t0 + s(2));
+        assert_eq!((a.write_due(Some(s(1))), a.read_due(Some(s(3)))), (Some(t0 + s(3)), Some(t0 + s(3))));
+        a.read(t0 + s(5));
+        assert_eq!(a.read_due(Some(s(3))), Some(t0 + s(8)));
+        assert_eq!((a.write_due(None), a.read_due(None)), (None, None));
+        // A far interval is "never", not an overflow.
+        assert_eq!(a.read_due(Some(Duration::MAX)), None);
+        assert_eq!(broker_read_timeout(Some(s(10))), Some(s(20)));
     }
 
     #[test]

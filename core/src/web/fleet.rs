@@ -4,11 +4,10 @@
 //! Announcements and answers that fail the trust check are kept apart, marked
 //! untrusted with the reason: shown greyed, never counted or planned.
 
-use crate::deploy::agent::lock::LockInfo;
-use crate::deploy::agent::repo::TagList;
 use crate::deploy::controller::{vet, ControlError, Controller, Window};
 use crate::deploy::filters::{matches, Candidate};
 use crate::deploy::trust::TrustStore;
+use crate::message::deploy::{LockInfo, TagList};
 use crate::message::{decode, AgentAnnounce, Filters, Message};
 use crate::stomp::{Client, SubscribeOptions};
 use std::collections::{BTreeMap, HashMap};

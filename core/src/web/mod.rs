@@ -140,20 +140,21 @@ pub fn load_key(config: &WebConfig) -> Result<SecretKey, WebError> {
 
 /// Checks this machine against the configuration, listing every problem: the
 /// login setup (`[auth]`, the htpasswd file), the signing key, the history
-/// database (created if missing, as at start).
-pub fn check(config: &WebConfig) -> Vec<crate::config::Problem> {
+/// database (created if missing, as at start). `Ok` is a one-line summary naming the signing key.
+pub fn check(config: &WebConfig) -> Result<String, Vec<crate::config::Problem>> {
     use crate::config::Problem;
     let mut out = Vec::new();
     if let Err(e) = auth::Auth::from_config(&config.auth) {
         out.push(Problem::new("auth", e.to_string()));
     }
-    if let Err(e) = load_key(config) {
-        out.push(Problem::new("key_file", e.to_string()));
-    }
+    let key = load_key(config).map_err(|e| out.push(Problem::new("key_file", e.to_string()))).ok();
     if let Err(e) = history::History::open(&config.database) {
         out.push(Problem::new("database", e.to_string()));
     }
-    out
+    match key {
+        Some(key) if out.is_empty() => Ok(format!("listen {}, {} sites, database {}, signing key {}", config.listen, config.sites.len(), config.database.display(), key.public())),
+        _ => Err(out),
+    }
 }
 
 /// Binds, opens the history, subscribes to announcements and events, and serves.

@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use deploykit::deploy::agent::{self, AgentConfig, AgentEvent};
-use deploykit::health::{series, Allowed, Outcome};
+use deploykit::deploy::agent::{self, AgentConfig};
+use deploykit::health::{series, Allowed};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use dk_tools::exit::{Exit, OrExit};
@@ -134,14 +134,7 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<ExitCode> {
         Err(e) => return Err(e).or_exit(Exit::Usage),
     };
     let health = cli.health.start("dk-agent", &client).await?;
-    health.watch(daemon.subscribe(), |e| match e {
-        AgentEvent::Ignored { .. } | AgentEvent::Steps { .. } => Outcome::Ignore,
-        AgentEvent::Done { ok: true, .. } => Outcome::Message,
-        AgentEvent::Done { request_id, action, .. } => Outcome::Error(format!("{action:?} {request_id} failed")),
-        AgentEvent::Refused { request_id, reason } => Outcome::Error(format!("refused {request_id}: {reason}")),
-        AgentEvent::Unverified { reason, .. } => Outcome::Error(format!("unverified request dropped: {reason}")),
-    });
-    health.observe(daemon.subscribe(), series::agent(health.metrics(), site_names.clone()));
+    health.follow(|| daemon.subscribe(), series::agent(health.metrics(), site_names.clone()));
     tracing::info!(%identity, sites, %topic, "dk-agent started");
     let path = cli.config.clone();
     let reload = Box::new(move || {

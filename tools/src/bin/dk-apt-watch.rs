@@ -5,9 +5,8 @@
 
 use anyhow::Result;
 use clap::Parser;
-use deploykit::aptwatch::WatchEvent;
 use deploykit::aptwatch::{self, AptWatchConfig};
-use deploykit::health::{series, Outcome};
+use deploykit::health::series;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use std::path::{Path, PathBuf};
@@ -90,12 +89,7 @@ async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
     let client = cli.broker.with_section(&config.broker).connect().await?;
     let daemon = aptwatch::spawn(config, client.clone()).await?;
     let health = cli.health.start("dk-apt-watch", &client).await?;
-    health.watch(daemon.subscribe(), |e| match e {
-        WatchEvent::Ran(r) if r.ok => Outcome::Message,
-        WatchEvent::Ran(r) => Outcome::Error(format!("action {}", r.status)),
-        _ => Outcome::Ignore,
-    });
-    health.observe(daemon.subscribe(), series::apt_watch(health.metrics()));
+    health.follow(|| daemon.subscribe(), series::apt_watch(health.metrics()));
     tracing::info!("dk-apt-watch started");
     let path = cli.config.clone();
     // A reload starts a watcher with the new configuration before the old one stops (no gap).

@@ -465,7 +465,7 @@ fn tags_output(replies: &[deploykit::message::DeployReply], json: bool) -> Resul
     let mut tags: BTreeMap<String, (i64, usize)> = BTreeMap::new();
     let mut branches: BTreeMap<String, (i64, usize)> = BTreeMap::new();
     for r in replies {
-        if let Ok(list) = serde_json::from_value::<deploykit::deploy::agent::repo::TagList>(r.data.clone()) {
+        if let Ok(list) = serde_json::from_value::<deploykit::message::deploy::TagList>(r.data.clone()) {
             for t in list.tags {
                 let e = tags.entry(t.name).or_insert((t.date, 0));
                 e.1 += 1;

@@ -6,9 +6,9 @@
 use anyhow::Result;
 use clap::Parser;
 use deploykit::fetch::config::FetchConfig;
-use deploykit::fetch::daemon::{self, DaemonEvent, DaemonOptions, Runner};
+use deploykit::fetch::daemon::{self, DaemonOptions, Runner};
 use deploykit::fetch::{config, privilege};
-use deploykit::health::{series, Allowed, Outcome};
+use deploykit::health::{series, Allowed};
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
@@ -137,13 +137,7 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
     tracing::info!(repos, %topic, "dk-fetch started");
     let health = cli.health.start("dk-fetch", &client).await?;
-    health.watch(daemon.subscribe(), |e| match e {
-        DaemonEvent::Fetched(r) if r.ok => Outcome::Message,
-        DaemonEvent::Fetched(r) => Outcome::Error(format!("{}: {}", r.repo, r.error.as_deref().unwrap_or("failed"))),
-        DaemonEvent::Rejected { repo, why, .. } => Outcome::Error(format!("rejected {repo:?}: {why}")),
-        _ => Outcome::Ignore,
-    });
-    health.observe(daemon.subscribe(), series::fetch(health.metrics(), names.clone()));
+    health.follow(|| daemon.subscribe(), series::fetch(health.metrics(), names.clone()));
     let path = cli.config.clone();
     let reload = Box::new(move || {
         let config = FetchConfig::load(&path).map_err(|e| e.to_string())?;

@@ -5,8 +5,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use deploykit::health::{series, Allowed, Outcome};
-use deploykit::jenkins::daemon::JenkinsEvent;
+use deploykit::health::{series, Allowed};
 use deploykit::jenkins::{daemon, JenkinsConfig};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
@@ -78,12 +77,7 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
     let jobs = Allowed::new(job_names(&config));
     let daemon = daemon::spawn(config, client.clone()).await?;
     let health = cli.health.start("dk-jenkins", &client).await?;
-    health.watch(daemon.subscribe(), |e| match e {
-        JenkinsEvent::Triggered { .. } => Outcome::Message,
-        JenkinsEvent::Failed { job, error } => Outcome::Error(format!("{job}: {error}")),
-        _ => Outcome::Ignore,
-    });
-    health.observe(daemon.subscribe(), series::jenkins(health.metrics(), jobs.clone()));
+    health.follow(|| daemon.subscribe(), series::jenkins(health.metrics(), jobs.clone()));
     // Logged once the commit topic is subscribed (tests and operators rely on that order).
     tracing::info!(repos, %topic, %jenkins, "dk-jenkins started");
     let path = cli.config.clone();

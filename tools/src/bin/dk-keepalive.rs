@@ -5,8 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use deploykit::config::parse_duration;
-use deploykit::health::{series, Allowed, Health, Outcome};
-use deploykit::keepalive::KeepaliveEvent;
+use deploykit::health::{series, Allowed, Health};
 use deploykit::keepalive::{self, KeepaliveConfig, ProbeOptions, Target};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
@@ -159,12 +158,7 @@ async fn daemon(cli: Cli, targets: Vec<Target>, interval: Duration) -> Result<Ex
     let daemon = keepalive::spawn(targets, interval);
     // No one broker connection of its own: /healthz counts keepalives (a failed one is an error).
     let health = Health::new("dk-keepalive", None);
-    health.watch(daemon.subscribe(), |e| match e {
-        KeepaliveEvent::Sent { ok: true, .. } => Outcome::Message,
-        KeepaliveEvent::Sent { target, .. } => Outcome::Error(format!("keepalive to {target} failed")),
-        KeepaliveEvent::Connection { .. } => Outcome::Ignore,
-    });
-    health.observe(daemon.subscribe(), series::keepalive(health.metrics(), names.clone()));
+    health.follow(|| daemon.subscribe(), series::keepalive(health.metrics(), names.clone()));
     cli.health.serve(&health).await?;
     let reload = Box::new(move || {
         let (targets, interval) = self::targets(&cli).map_err(|e| format!("{e:#}"))?;

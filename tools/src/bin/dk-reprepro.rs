@@ -6,7 +6,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deploykit::debrepo::{self, RepoEvent, RepreproConfig};
-use deploykit::health::{series, Outcome};
+use deploykit::health::series;
 use deploykit::message::PackageAction;
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -117,15 +117,7 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
     let spool_dir = config.spool_dir.clone();
     let daemon = debrepo::spawn(config, Some(client.clone())).await.or_exit(Exit::Usage)?;
     let health = cli.health.start("dk-reprepro", &client).await?;
-    health.watch(daemon.subscribe(), |e| match e {
-        RepoEvent::Done { package, .. } if package.action != PackageAction::Failed => Outcome::Message,
-        RepoEvent::Done { package, .. } => Outcome::Error(format!("{} {} refused", package.name, package.version)),
-        RepoEvent::Stuck { error, .. } => Outcome::Error(error.clone()),
-        RepoEvent::Retry { file, error } => Outcome::Error(format!("{}: {error}", file.display())),
-        #[allow(unreachable_patterns)]
-        _ => Outcome::Ignore,
-    });
-    health.observe(daemon.subscribe(), series::reprepro(health.metrics(), spool_dir));
+    health.follow(|| daemon.subscribe(), series::reprepro(health.metrics(), spool_dir));
     let path = cli.config.clone();
     // A reload stops the watcher after the file in progress and starts one with the new
     // configuration (or the old one again, if the new one does not start).

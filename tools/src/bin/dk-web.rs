@@ -88,17 +88,6 @@ fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
     Ok(config)
 }
 
-/// `--check`: every problem on stderr, or one `ok: …` line on stdout.
-fn check(config: &WebConfig) -> Result<String, Vec<deploykit::config::Problem>> {
-    let problems = web::check(config);
-    match web::load_key(config) {
-        Ok(key) if problems.is_empty() => {
-            Ok(format!("ok: listen {}, {} sites, database {}, signing key {}", config.listen, config.sites.len(), config.database.display(), key.public()))
-        }
-        _ => Err(problems),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
@@ -107,9 +96,10 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     if cli.check {
-        return match check(&config) {
-            Ok(line) => {
-                println!("{line}");
+        // Every problem on stderr, or one `ok: …` line on stdout.
+        return match web::check(&config) {
+            Ok(summary) => {
+                println!("ok: {summary}");
                 ExitCode::SUCCESS
             }
             Err(problems) => {

@@ -8,52 +8,9 @@
 //! expired, is taken over; read-modify-write is serialised by flock(2) on
 //! `lock.guard`.
 
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// How far a deploy got (recorded in the lock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// Hooks before the swap, or the checkout, are running.
-    Preparing,
-    /// The links are being swapped.
-    Linking,
-    /// Every link points at the new release.
-    Linked,
-}
-
-/// Who holds the lock, and the deploy's journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockInfo {
-    /// The request.
-    pub request_id: String,
-    /// Who asked.
-    pub user: String,
-    /// `deploy` or `rollback`.
-    pub action: String,
-    /// The agent process.
-    pub pid: u32,
-    /// Unix seconds when taken.
-    pub acquired_at: u64,
-    /// Unix seconds when the lease ends.
-    pub expires_at: u64,
-    /// The release being made or switched to.
-    #[serde(default)]
-    pub release: Option<String>,
-    /// The release live before.
-    #[serde(default)]
-    pub previous: Option<String>,
-    /// How far it got.
-    pub phase: Phase,
-    /// Whether this deploy created `release` (and so may remove it on failure).
-    #[serde(default)]
-    pub created: bool,
-    /// The lock file existed but could not be parsed (torn by a crash, edited):
-    /// its owner and progress are unknown, so recovery works from the release journal.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub unreadable: bool,
-}
+pub use crate::message::deploy::{LockInfo, Phase};
 
 /// The request id given to an unreadable lock record.
 pub const UNREADABLE_LOCK: &str = "(unreadable lock.json)";

@@ -85,6 +85,8 @@ pub enum AgentEvent {
     Unverified {
         /// The request id, as claimed (not authenticated).
         request_id: String,
+        /// The action, as claimed (not authenticated).
+        action: DeployAction,
         /// Why.
         reason: String,
     },
@@ -92,6 +94,8 @@ pub enum AgentEvent {
     Refused {
         /// The request id.
         request_id: String,
+        /// The action.
+        action: DeployAction,
         /// Why.
         reason: String,
     },
@@ -318,14 +322,14 @@ enum Unanswered {
 }
 
 /// Logs (at most one line per [`intake::LOG_INTERVAL`]) and counts a request dropped unanswered.
-fn unverified(shared: &Shared, request_id: &str, reason: String) {
+fn unverified(shared: &Shared, request_id: &str, action: DeployAction, reason: String) {
     shared.stats.unverified.fetch_add(1, Ordering::Relaxed);
     let admitted = shared.throttle.lock().unwrap_or_else(|p| p.into_inner()).admit(std::time::Instant::now());
     if let Some(suppressed) = admitted {
         let request: String = request_id.chars().take(64).collect();
         tracing::warn!(?request, suppressed, "unverified request dropped without an answer: {reason}");
     }
-    let _ = shared.events.send(AgentEvent::Unverified { request_id: request_id.chars().take(64).collect(), reason });
+    let _ = shared.events.send(AgentEvent::Unverified { request_id: request_id.chars().take(64).collect(), action, reason });
 }
 
 async fn handle(shared: &Shared, destination: String, headers: Headers, body: bytes::Bytes) {
@@ -349,7 +353,7 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             let _ = shared.events.send(AgentEvent::Ignored { request_id: Some(req.request_id.clone()) });
             return;
         }
-        Err(Unanswered::Unverified(reason)) => return unverified(shared, &req.request_id, reason),
+        Err(Unanswered::Unverified(reason)) => return unverified(shared, &req.request_id, req.action, reason),
         Err(Unanswered::BadFilter(e)) => {
             tracing::warn!(request = %req.request_id, error = %e, "signed request with a bad filter ignored");
             let _ = shared.events.send(AgentEvent::Ignored { request_id: Some(req.request_id.clone()) });
@@ -361,7 +365,7 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
         let text = format!("{} on {} refused request {} from {}: {reason}", speaker(&config), config.identity, req.request_id, req.user);
         event(shared, &config, text, req.correlation_id.clone()).await;
         reporter.last(StepState::Refused, Some(reason.clone()), serde_json::Value::Null).await;
-        let _ = shared.events.send(AgentEvent::Refused { request_id: req.request_id.clone(), reason });
+        let _ = shared.events.send(AgentEvent::Refused { request_id: req.request_id.clone(), action: req.action, reason });
     };
     let done = |ok: bool| {
         let _ = shared.events.send(AgentEvent::Done { request_id: req.request_id.clone(), action: req.action, ok });

@@ -56,29 +56,7 @@ pub fn resolve(repo: &git2::Repository, name: &str) -> Result<Resolved, RepoErro
     Err(RepoError::NotFound(name.to_owned()))
 }
 
-/// One tag or branch as `tags` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefInfo {
-    /// Short name.
-    pub name: String,
-    /// Commit id.
-    pub commit: String,
-    /// Unix seconds: tagger date for annotated tags, else the commit date.
-    pub date: i64,
-}
-
-/// The answer to `tags`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagList {
-    /// Tags, newest first.
-    pub tags: Vec<RefInfo>,
-    /// Branches, most recently committed first.
-    pub branches: Vec<RefInfo>,
-    /// How many tags exist in all.
-    pub tag_count: usize,
-    /// How many branches exist in all.
-    pub branch_count: usize,
-}
+pub use crate::message::deploy::{RefInfo, TagList};
 
 /// Lists tags and branches newest first, at most `limit` of each.
 pub fn list(path: &Path, limit: usize) -> Result<TagList, RepoError> {

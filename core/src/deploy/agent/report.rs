@@ -4,13 +4,9 @@
 use crate::deploy::identity::AgentIdentity;
 use crate::message::{encode, DeployReply, DeployRequest, StepState, Wire};
 use crate::stomp::{Client, Headers, SendOptions};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// How long a reply stays valid for controllers, in seconds.
-pub const REPLY_VALIDITY: u64 = 600;
-/// Prefix of a controller's private reply queue, as it names it in `reply_to`.
-pub const TEMP_QUEUE: &str = "/temp-queue/";
+pub use crate::message::deploy::{StepResult, REPLY_VALIDITY, TEMP_QUEUE};
 
 /// Where replies to `req` go: for a private `/temp-queue/` the broker's rewritten
 /// `reply-to` header (the queue's name for everyone else), otherwise `reply_to`.
@@ -21,29 +17,6 @@ pub fn reply_destination(req: &DeployRequest, headers: &Headers) -> Option<Strin
     }
     // Only the broker can have rewritten it; our own /temp-queue/ would be a queue of ours.
     headers.get("reply-to").filter(|h| h.starts_with('/') && !h.starts_with(TEMP_QUEUE) && h.len() <= 1024).map(str::to_owned)
-}
-
-/// One step's result, as the final reply lists them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepResult {
-    /// `pre-deploy`, `checkout`, `pre-link`, `link`, `post-deploy`.
-    pub step: String,
-    /// How it ended.
-    pub state: StepState,
-    /// A hook's exit code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// Wall time.
-    pub duration_ms: u64,
-    /// Last 64 KiB of stdout.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub stdout: String,
-    /// Last 64 KiB of stderr.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub stderr: String,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// Sends signed replies for one request to its reply destination (if any).

@@ -11,11 +11,10 @@
 
 pub mod plan;
 
-use super::agent::repo::TagList;
-use super::agent::report::StepResult;
 use super::agent::steps::DeployOutcome;
 use super::keys::{SecretKey, SIGNATURE_HEADER, SIGNER_HEADER};
 use super::trust::{TrustConfig, TrustStore};
+use crate::message::deploy::{StepResult, TagList, TEMP_QUEUE};
 use crate::message::{decode, encode, AgentAnnounce, DeployAction, DeployReply, DeployRequest, Destinations, Filters, Message, StepState, Wire};
 use crate::stomp::{Client, Headers, SendOptions, SubscribeOptions};
 use plan::BatchSize;
@@ -90,7 +89,12 @@ impl Default for Window {
     }
 }
 
-/// Longest reply validity accepted (an agent signs for [`super::agent::report::REPLY_VALIDITY`]), clock skew included.
+/// Checks a tag or branch name from a caller before it goes into a request.
+fn valid_tag(tag: &str) -> Result<(), ControlError> {
+    crate::git::refs::validate_tag_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))
+}
+
+/// Longest reply validity accepted (an agent signs for [`crate::message::deploy::REPLY_VALIDITY`]), clock skew included.
 pub const MAX_REPLY_VALIDITY: u64 = 3600;
 /// Untrusted answers kept per request (the rest are only logged).
 pub const MAX_UNTRUSTED: usize = 1000;
@@ -454,7 +458,7 @@ impl Controller {
             headers.push(SIGNER_HEADER, key.public().to_string());
             headers.push(SIGNATURE_HEADER, key.sign(&out.body));
         }
-        if let Some(r) = req.reply_to.as_deref().filter(|r| r.starts_with(super::agent::report::TEMP_QUEUE)) {
+        if let Some(r) = req.reply_to.as_deref().filter(|r| r.starts_with(TEMP_QUEUE)) {
             headers.push("reply-to", r);
         }
         let (tx, rx) = mpsc::unbounded_channel();
@@ -535,7 +539,7 @@ impl Controller {
 
     /// A dry run: per server, what is live and the commit log up to `tag`; nothing changes.
     pub async fn dry_run(&self, site: &str, tag: &str, filters: Filters, window: Window) -> Result<Vec<DeployReply>, ControlError> {
-        super::agent::repo::validate_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        valid_tag(tag)?;
         let mut req = self.request(DeployAction::Deploy, Some(site), Some(tag), filters);
         req.dry_run = true;
         self.gather(&req, window).await
@@ -586,7 +590,7 @@ impl Controller {
     pub async fn rollout(&self, spec: &RolloutSpec, events: mpsc::UnboundedSender<RolloutEvent>, mut stop: watch::Receiver<bool>) -> Result<RolloutReport, ControlError> {
         let t0 = Instant::now();
         if let Some(tag) = &spec.tag {
-            super::agent::repo::validate_name(tag).map_err(|e| ControlError::Invalid(e.to_string()))?;
+            valid_tag(tag)?;
         }
         super::filters::validate(&spec.filters).map_err(|e| ControlError::Invalid(e.to_string()))?;
         let selection = self.selection(&spec.site, &spec.filters, spec.discovery).await?;

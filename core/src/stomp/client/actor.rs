@@ -398,9 +398,7 @@ impl Actor {
     /// Serves the open connection: commands out, frames in, heart-beats both ways.
     async fn serve(&mut self, conn: &mut Connection) -> Exit {
         let plan = heartbeat::negotiate(&self.config.handshake.heartbeat, conn.server_heartbeat);
-        let now = Instant::now();
-        let mut last_read = now;
-        let mut last_write = now;
+        let mut line = heartbeat::Activity::new(Instant::now());
         let mut probe_outstanding = false;
         // Commands queued while offline go first, in order.
         while let Some(cmd) = self.backlog.pop_front() {
@@ -411,10 +409,9 @@ impl Actor {
         if let Err(e) = connection::flush(&mut conn.framed).await {
             return Exit::Lost(format!("write failed: {e}"));
         }
-        let far = |d: Option<Duration>, from: Instant| d.map(|d| from + d);
-        let write_timer = sleep_opt(far(plan.send_every, last_write));
-        let read_timer = sleep_opt(far(plan.read_timeout, last_read));
-        let probe_timer = sleep_opt(far(plan.probe_after, last_read));
+        let write_timer = sleep_opt(line.write_due(plan.send_every));
+        let read_timer = sleep_opt(line.read_due(plan.read_timeout));
+        let probe_timer = sleep_opt(line.read_due(plan.probe_after));
         tokio::pin!(write_timer, read_timer, probe_timer);
         loop {
             // A sender clone only while a message waits for room in its subscription.
@@ -428,11 +425,11 @@ impl Actor {
                         }
                     }
                     // Reading resumes now; what the broker sent meanwhile is waiting in the socket.
-                    last_read = Instant::now();
-                    read_timer.as_mut().set(sleep_opt(far(plan.read_timeout, last_read)));
+                    line.read(Instant::now());
+                    read_timer.as_mut().set(sleep_opt(line.read_due(plan.read_timeout)));
                 }
                 item = conn.framed.next(), if self.stalled.is_none() => {
-                    last_read = Instant::now();
+                    line.read(Instant::now());
                     match item {
                         Some(Ok(Incoming::Frame(f))) => {
                             if f.command == Command::Receipt && f.get("receipt-id").is_some_and(|r| r.starts_with("dk-probe-")) {
@@ -466,11 +463,10 @@ impl Actor {
                     if let Err(e) = connection::flush(&mut conn.framed).await {
                         return Exit::Lost(format!("write failed: {e}"));
                     }
-                    last_write = Instant::now();
+                    line.wrote(Instant::now());
                 }
                 () = &mut write_timer => {
-                    let every = plan.send_every.unwrap_or(Duration::MAX);
-                    let due = last_write + every;
+                    let Some(due) = line.write_due(plan.send_every) else { continue };
                     if Instant::now() >= due {
                         let r = match &plan.wire {
                             KeepaliveWire::Eol => conn.framed.send(Heartbeat).await,
@@ -481,8 +477,8 @@ impl Actor {
                         if let Err(e) = r {
                             return Exit::Lost(format!("heart-beat write failed: {e}"));
                         }
-                        last_write = Instant::now();
-                        write_timer.as_mut().set(sleep_opt(Some(last_write + every)));
+                        line.wrote(Instant::now());
+                        write_timer.as_mut().set(sleep_opt(line.write_due(plan.send_every)));
                     } else {
                         write_timer.as_mut().set(sleep_opt(Some(due)));
                     }
@@ -491,10 +487,10 @@ impl Actor {
                     let timeout = plan.read_timeout.unwrap_or(Duration::MAX);
                     if self.stalled.is_some() {
                         // Not reading on purpose: silence proves nothing now.
-                        read_timer.as_mut().set(sleep_opt(Some(Instant::now() + timeout)));
+                        read_timer.as_mut().set(sleep_opt(Instant::now().checked_add(timeout)));
                         continue;
                     }
-                    let due = last_read + timeout;
+                    let Some(due) = line.read_due(plan.read_timeout) else { continue };
                     if Instant::now() >= due {
                         return Exit::Lost(format!(
                             "nothing received from the broker for {timeout:?} ({} heart-beat)",
@@ -504,8 +500,8 @@ impl Actor {
                     read_timer.as_mut().set(sleep_opt(Some(due)));
                 }
                 () = &mut probe_timer => {
+                    let Some(due) = line.read_due(plan.probe_after) else { continue };
                     let after = plan.probe_after.unwrap_or(Duration::MAX);
-                    let due = last_read + after;
                     if self.stalled.is_none() && Instant::now() >= due && !probe_outstanding {
                         // No heart-beats from this broker: provoke a RECEIPT to prove it is alive.
                         let id = self.receipt_id("probe");
@@ -519,7 +515,7 @@ impl Actor {
                             return Exit::Lost(format!("probe write failed: {e}"));
                         }
                         probe_outstanding = true;
-                        last_write = Instant::now();
+                        line.wrote(Instant::now());
                         probe_timer.as_mut().set(sleep_opt(Some(Instant::now() + after)));
                     } else {
                         probe_timer.as_mut().set(sleep_opt(Some(due.max(Instant::now() + after / 2))));
