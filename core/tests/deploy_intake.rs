@@ -82,26 +82,31 @@ impl Rig {
     }
 }
 
-/// The next agent event about `id`.
-async fn event_for(events: &mut broadcast::Receiver<AgentEvent>, id: &str) -> AgentEvent {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            let e = events.recv().await.unwrap();
-            seen.push(format!("{e:?}").chars().take(200).collect::<String>());
+/// The agent's event about each of `ids`, in `ids`' order, whatever order the
+/// agent handled them in (it handles requests concurrently).
+async fn events_for(events: &mut broadcast::Receiver<AgentEvent>, ids: &[&str]) -> Vec<AgentEvent> {
+    let mut found: std::collections::HashMap<String, AgentEvent> = std::collections::HashMap::new();
+    let mut seen = 0usize;
+    let waited = tokio::time::timeout(WAIT, async {
+        while found.len() < ids.len() {
+            let e = events.recv().await.expect("no agent event lost (the broadcast holds 256)");
+            seen += 1;
             let about = match &e {
-                AgentEvent::Ignored { request_id } => request_id.as_deref(),
-                AgentEvent::Unverified { request_id, .. } | AgentEvent::Refused { request_id, .. } | AgentEvent::Done { request_id, .. } => Some(request_id.as_str()),
+                AgentEvent::Ignored { request_id } => request_id.clone(),
+                AgentEvent::Unverified { request_id, .. } | AgentEvent::Refused { request_id, .. } | AgentEvent::Done { request_id, .. } => Some(request_id.clone()),
                 AgentEvent::Steps { .. } => None,
             };
-            if about == Some(id) {
-                return e;
+            if let Some(id) = about.filter(|id| ids.contains(&id.as_str())) {
+                found.entry(id).or_insert(e);
             }
         }
     })
     .await;
-    // On a timeout, say what the agent did meanwhile (a CI run once saw no event for 30 s).
-    found.unwrap_or_else(|_| panic!("the agent did not handle request {id} within {WAIT:?}; events meanwhile: {seen:#?}"))
+    if waited.is_err() {
+        let missing: Vec<&&str> = ids.iter().filter(|id| !found.contains_key(**id)).collect();
+        panic!("the agent did not handle {} of {} requests within {WAIT:?} ({seen} events meanwhile); first missing: {:?}", missing.len(), ids.len(), missing.first());
+    }
+    ids.iter().map(|id| found.remove(*id).expect("found above")).collect()
 }
 
 /// The next message on `sub`, decoded.
@@ -139,9 +144,8 @@ async fn unsigned_requests_with_pathological_regexes_cost_no_cpu_and_get_no_answ
     for r in &reqs {
         rig.send(r, None, &[]).await;
     }
-    for r in &reqs {
-        event_for(&mut events, &r.request_id).await;
-    }
+    let ids: Vec<&str> = reqs.iter().map(|r| r.request_id.as_str()).collect();
+    events_for(&mut events, &ids).await;
     let (cpu, wall) = (process_cpu() - cpu0, t0.elapsed());
     eprintln!("two unsigned 13 KiB regex requests: {cpu:?} CPU (whole process), {wall:?} wall");
     assert!(cpu < Duration::from_millis(50), "two unsigned requests cost {cpu:?} of CPU");
@@ -164,7 +168,7 @@ async fn a_flood_of_unsigned_requests_is_handled_a_bounded_number_at_once_and_an
     let mut replies = rig.subscribe(&attacker).await;
     let mut lines = rig.subscribe(&format!("{}.events", rig.topic)).await;
     const N: usize = 200;
-    let mut last = String::new();
+    let mut ids = Vec::new();
     for i in 0..N {
         // Unsigned, with a bad signature, or by an untrusted key.
         let r = rig.request(DeployAction::Deploy, Some("www"), Filters::default(), &attacker);
@@ -173,9 +177,11 @@ async fn a_flood_of_unsigned_requests_is_handled_a_bounded_number_at_once_and_an
             1 => rig.send(&r, Some(&rig.ops), &[(SIGNATURE_HEADER, "AAAA")]).await,
             _ => rig.send(&r, Some(&SecretKey::generate().unwrap()), &[]).await,
         }
-        last = r.request_id;
+        ids.push(r.request_id);
     }
-    assert!(matches!(event_for(&mut events, &last).await, AgentEvent::Unverified { .. }));
+    // Every one of them, in whatever order the bounded workers finished.
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert!(events_for(&mut events, &ids).await.iter().all(|e| matches!(e, AgentEvent::Unverified { .. })));
     let stats = rig.agent.stats();
     assert_eq!(stats.unverified, N as u64, "{stats:?}");
     assert!((1..=2).contains(&stats.peak_in_flight), "at most max_concurrent_requests at once: {stats:?}");
