@@ -21,6 +21,10 @@
 //! repo with pushes to several branches) or any reconcile request merge into a
 //! full sync (`refname = None`), which updates every branch.
 //!
+//! The timing and the idle / running / pending states are a
+//! [`KeyedCoalescer`] (leading edge on, reconcile requests pushed as
+//! immediate); this module keeps only what a pending request merges.
+//!
 //! # Hostile input
 //! A repo name that is empty, begins with `-`, contains `..` or a control
 //! character (NUL, newline, …), or a refname that `ops::validate_refname`
@@ -29,9 +33,10 @@
 
 use super::config::{FetchConfig, RepoConfig};
 use super::ops::{self, FetchError, FetchOutcome};
+use crate::coalesce::KeyedCoalescer;
 use crate::message::{decode, one_line, Commit, Destinations, FetchResult, Message, Publisher};
 use crate::stomp::{self, Client, ClientEvent, SubscribeOptions, Subscription};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
@@ -176,7 +181,8 @@ impl FetchDaemon {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(&config, &client, &options, observer.clone(), stats.clone()));
         let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
-        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), repos: HashMap::new(), sem, tasks: JoinSet::new(), done_tx };
+        let repos = KeyedCoalescer::new(options.quiet, options.max_delay, Pending::merge).leading_edge(true);
+        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), repos, sem, tasks: JoinSet::new(), done_tx };
         daemon.reconcile("startup");
         let task = tokio::spawn(daemon.run(ctl_rx, done_rx, client_events));
         Ok(DaemonHandle { ctl: ctl_tx, observer, stats, task })
@@ -290,27 +296,36 @@ struct CommitCtx {
     correlation_id: Option<String>,
 }
 
-/// A request waiting to run.
+/// A request waiting to run (its timing is the [`KeyedCoalescer`]'s).
 #[derive(Debug)]
 struct Pending {
     /// `None`: full sync.
     refs: Option<BTreeSet<String>>,
     trigger: String,
     commit: Option<CommitCtx>,
-    first: Instant,
-    due: Instant,
-    /// Due at once (leading edge or reconcile): not pushed back by later messages.
-    immediate: bool,
 }
 
-/// One repo's coalescing state.
-#[derive(Debug, Default)]
-struct RepoState {
-    running: bool,
-    /// When the last commit message for this repo arrived.
-    last_message: Option<Instant>,
-    last_start: Option<Instant>,
-    pending: Option<Pending>,
+impl Pending {
+    /// Folds a later request in: refnames add up (any full sync makes it a
+    /// full sync); the newest commit and its trigger win.
+    fn merge(&mut self, later: Pending) {
+        match (&mut self.refs, later.refs) {
+            (Some(refs), Some(r)) => refs.extend(r),
+            (refs, _) => *refs = None,
+        }
+        if later.commit.is_some() {
+            self.commit = later.commit;
+            self.trigger = later.trigger;
+        }
+    }
+
+    /// Takes the refname for the operation: the one refname, or `None` (full sync) for several.
+    fn refname(&mut self) -> Option<String> {
+        match self.refs.take() {
+            Some(refs) if refs.len() == 1 => refs.into_iter().next(),
+            _ => None,
+        }
+    }
 }
 
 /// A fetch task's report that the repository is free again.
@@ -324,7 +339,8 @@ struct Daemon {
     shared: Arc<Shared>,
     options: DaemonOptions,
     sub: Option<Subscription>,
-    repos: HashMap<String, RepoState>,
+    /// Per-repo coalescing: idle, running, or running with a request pending.
+    repos: KeyedCoalescer<String, Pending>,
     sem: Arc<Semaphore>,
     tasks: JoinSet<()>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -339,7 +355,7 @@ impl Daemon {
         let mut interval = self.new_interval();
         loop {
             self.start_due();
-            let next_due = self.next_due();
+            let next_due = self.repos.next_due();
             tokio::select! {
                 c = ctl.recv() => match c {
                     Some(Control::Reload(config, reply)) => {
@@ -378,11 +394,7 @@ impl Daemon {
                         }
                     }
                 },
-                Some(done) = done_rx.recv() => {
-                    if let Some(state) = self.repos.get_mut(&done.repo) {
-                        state.running = false;
-                    }
-                }
+                Some(done) = done_rx.recv() => self.repos.finished(&done.repo),
                 _ = tick(&mut interval) => self.reconcile("interval"),
                 _ = sleep_opt(next_due) => {}
             }
@@ -403,7 +415,7 @@ impl Daemon {
         if let Some(sub) = self.sub.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), sub.unsubscribe()).await;
         }
-        let pending: Vec<&String> = self.repos.iter().filter(|(_, s)| s.pending.is_some()).map(|(n, _)| n).collect();
+        let pending: Vec<&String> = self.repos.pending_keys().collect();
         if !pending.is_empty() {
             tracing::info!(?pending, "shutdown: pending fetches dropped (the next start reconciles)");
         }
@@ -434,7 +446,7 @@ impl Daemon {
         }
         let added: Vec<String> = config.repos.keys().filter(|n| !self.config.repos.contains_key(*n)).cloned().collect();
         let changed: Vec<String> = config.repos.iter().filter(|(n, r)| self.config.repos.get(*n).is_some_and(|old| old != *r)).map(|(n, _)| n.clone()).collect();
-        self.repos.retain(|n, s| config.repos.contains_key(n) || s.running);
+        self.repos.retain(|n, running| config.repos.contains_key(n) || running);
         if config.max_parallel != self.config.max_parallel {
             self.sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         }
@@ -524,74 +536,29 @@ impl Daemon {
         });
     }
 
-    /// Asks for a fetch of `name` (merged into what is pending).
+    /// Asks for a fetch of `name` (merged into what is pending); a request
+    /// without a commit (reconcile, reload) is immediate.
     fn request(&mut self, name: &str, refname: Option<String>, trigger: &str, commit: Option<CommitCtx>) {
         let now = Instant::now();
-        let quiet = self.options.quiet;
-        let max_delay = self.options.max_delay;
-        let state = self.repos.entry(name.to_owned()).or_default();
         let reconcile = commit.is_none();
-        let quiet_since = state.last_message.is_none_or(|t| now.duration_since(t) >= quiet);
-        if !reconcile {
-            state.last_message = Some(now);
+        let request = Pending { refs: refname.map(|r| BTreeSet::from([r])), trigger: trigger.to_owned(), commit };
+        let pushed = if reconcile { self.repos.push_immediate(name.to_owned(), request, now) } else { self.repos.push(name.to_owned(), request, now) };
+        if !reconcile && (pushed.running || !pushed.opened) {
+            self.shared.stat(|s| s.coalesced += 1);
         }
-        match &mut state.pending {
-            Some(p) => {
-                self.shared.stat(|s| {
-                    if !reconcile {
-                        s.coalesced += 1
-                    }
-                });
-                match (&mut p.refs, refname) {
-                    (Some(refs), Some(r)) => {
-                        refs.insert(r);
-                    }
-                    (refs, _) => *refs = None,
-                }
-                if commit.is_some() {
-                    p.commit = commit;
-                    p.trigger = trigger.to_owned();
-                }
-                if reconcile {
-                    p.immediate = true;
-                    p.due = now;
-                } else if !p.immediate {
-                    p.due = (now + quiet).min(p.first + max_delay);
-                }
-            }
-            None => {
-                let immediate = reconcile || (!state.running && quiet_since);
-                if state.running && !reconcile {
-                    self.shared.stat(|s| s.coalesced += 1);
-                }
-                let due = if immediate { now } else { (now + quiet).min(now + max_delay) };
-                tracing::debug!(repo = name, trigger, immediate, running = state.running, "fetch requested");
-                state.pending = Some(Pending { refs: refname.map(|r| BTreeSet::from([r])), trigger: trigger.to_owned(), commit, first: now, due, immediate });
-            }
+        if pushed.opened {
+            tracing::debug!(repo = name, trigger, immediate = pushed.immediate, running = pushed.running, "fetch requested");
         }
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.repos.values().filter(|s| !s.running).filter_map(|s| s.pending.as_ref().map(|p| p.due)).min()
     }
 
     /// Starts every pending request that is due and whose repo is idle.
     fn start_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<String> = self.repos.iter().filter(|(_, s)| !s.running && s.pending.as_ref().is_some_and(|p| p.due <= now)).map(|(n, _)| n.clone()).collect();
-        for name in due {
+        for (name, mut p) in self.repos.take_due(Instant::now()) {
             let Some(repo) = self.config.repos.get(&name).cloned() else {
                 self.repos.remove(&name);
                 continue;
             };
-            let state = self.repos.get_mut(&name).expect("listed above");
-            let p = state.pending.take().expect("listed above");
-            state.running = true;
-            state.last_start = Some(now);
-            let refname = match p.refs {
-                Some(refs) if refs.len() == 1 => refs.into_iter().next(),
-                _ => None,
-            };
+            let refname = p.refname();
             self.shared.stat(|s| *s.fetches.entry(name.clone()).or_default() += 1);
             let shared = self.shared.clone();
             let sem = self.sem.clone();

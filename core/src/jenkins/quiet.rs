@@ -5,19 +5,18 @@
 //! The window does not slide, so a steady stream of pushes still triggers a
 //! build every `window` instead of never.
 
-use crate::coalesce::Coalescer;
-use std::collections::HashMap;
+use crate::coalesce::KeyedCoalescer;
 use std::hash::Hash;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Pending triggers per key, each due at the end of its window: one
-/// [`Coalescer`] per key whose quiet period and longest wait are both the
-/// window (so the window is fixed from the first note).
+/// Pending triggers per key, each due at the end of its window: a
+/// [`KeyedCoalescer`] (no leading edge, runs not tracked) whose quiet period
+/// and longest wait are both the window (so the window is fixed from the
+/// first note); its batch is the newest value and a count.
 #[derive(Debug)]
 pub struct QuietPeriod<K, V> {
-    window: Duration,
-    pending: HashMap<K, Coalescer<V>>,
+    pending: KeyedCoalescer<K, (V, u32)>,
 }
 
 /// A key whose window ended: its newest value and how many notes it absorbed.
@@ -31,55 +30,60 @@ pub struct Due<K, V> {
     pub count: u32,
 }
 
-fn due<K, V>(key: K, mut values: Vec<V>) -> Option<Due<K, V>> {
-    let count = values.len() as u32;
-    values.pop().map(|value| Due { key, value, count })
+/// Keeps the newer value and adds up the counts.
+fn newest<V>(kept: &mut (V, u32), later: (V, u32)) {
+    kept.0 = later.0;
+    kept.1 += later.1;
+}
+
+fn due<K, V>((key, (value, count)): (K, (V, u32))) -> Due<K, V> {
+    Due { key, value, count }
 }
 
 impl<K: Hash + Eq + Clone, V> QuietPeriod<K, V> {
     /// An empty set of windows of length `window`.
     pub fn new(window: Duration) -> QuietPeriod<K, V> {
-        QuietPeriod { window, pending: HashMap::new() }
+        QuietPeriod { pending: KeyedCoalescer::new(window, window, newest) }
     }
 
     /// Changes the window for keys noted from now on.
     pub fn set_window(&mut self, window: Duration) {
-        self.window = window;
+        self.pending.set_windows(window, window);
     }
 
     /// Notes a value for `key` at `now`; returns whether it opened a new window.
     pub fn note(&mut self, key: K, value: V, now: Instant) -> bool {
-        let window = self.window;
-        let c = self.pending.entry(key).or_insert_with(|| Coalescer::new(window, Duration::ZERO).max_wait(window));
-        let opened = c.is_empty();
-        c.push(value, now);
-        opened
+        self.pending.push(key, (value, 1), now).opened
     }
 
     /// The earliest end of a window, if any is open.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pending.values().filter_map(Coalescer::due).min()
+        self.pending.next_due()
     }
 
     /// Removes and returns every key whose window ended by `now`.
     pub fn take_due(&mut self, now: Instant) -> Vec<Due<K, V>> {
-        let keys: Vec<K> = self.pending.iter().filter(|(_, c)| c.due().is_some_and(|d| d <= now)).map(|(k, _)| k.clone()).collect();
-        keys.into_iter().filter_map(|k| self.pending.remove(&k).and_then(|mut c| due(k, c.take_all()))).collect()
+        let taken = self.pending.take_due(now);
+        for (key, _) in &taken {
+            // Forget the key rather than mark it running: a window never waits for a build.
+            self.pending.remove(key);
+        }
+        taken.into_iter().map(due).collect()
     }
 
     /// Removes and returns everything (shutdown: trigger now rather than lose it).
     pub fn take_all(&mut self) -> Vec<Due<K, V>> {
-        self.pending.drain().filter_map(|(key, mut c)| due(key, c.take_all())).collect()
+        self.pending.take_all().into_iter().map(due).collect()
     }
 
     /// How many keys have an open window.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.pending_keys().count()
     }
 
     /// Whether no window is open.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.pending_keys().next().is_none()
     }
 }
 
