@@ -310,11 +310,16 @@ async fn a_burst_of_50_commits_in_1s_leads_to_at_most_2_fetches() {
     let (old, new) = repos.push("site");
     let out = encode(&commit_msg("site", &old, &new, "refs/heads/master"), Wire::Json).unwrap();
     let started = std::time::Instant::now();
+    // A pause longer than the quiet window (50 ms) ends a burst, by design: on a
+    // loaded machine a 19 ms sleep can overrun, and each such pause may add a fetch.
+    let (mut last, mut pauses) = (started, 0u64);
     for _ in 0..50 {
         hook.send_with(&topics.commits, out.body.clone(), SendOptions { headers: out.headers.clone(), ..SendOptions::default() }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(19)).await;
+        pauses += u64::from(last.elapsed() >= Duration::from_millis(50));
+        last = std::time::Instant::now();
     }
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(started.elapsed() < Duration::from_millis(1500) || pauses > 0);
     // The first fetch, then at most one more once the burst is over.
     let first = fetched(&mut rx, |r| r.trigger == "commit").await;
     assert!(first.ok);
@@ -328,8 +333,8 @@ async fn a_burst_of_50_commits_in_1s_leads_to_at_most_2_fetches() {
     }
     let stats = handle.shutdown().await;
     let fetches = stats.fetches["site"] - before;
-    assert!(fetches <= 2 && seen <= 2, "50 messages led to {fetches} fetches ({seen} results): {stats:?}");
-    assert!(stats.coalesced >= 48, "{stats:?}");
+    assert!(fetches <= 2 + pauses && seen <= 2 + pauses, "50 messages ({pauses} pauses over the quiet window) led to {fetches} fetches ({seen} results): {stats:?}");
+    assert!(stats.coalesced >= 48u64.saturating_sub(2 * pauses), "{stats:?}");
     assert!(has_commit(&clone, &new));
 }
 
