@@ -284,6 +284,47 @@ async fn send_fans_out_to_every_topic_subscriber() {
     assert_eq!(a.body().await, "second");
 }
 
+/// Sends to each of `dests` with a receipt, so every delivery is routed before it returns.
+async fn publish_all(p: &mut Wire, dests: &[&str]) {
+    for (i, d) in dests.iter().enumerate() {
+        p.with_receipt(&format!("SEND\ndestination:{d}\n"), &format!("p{i}")).await;
+    }
+}
+
+#[tokio::test]
+async fn wildcard_topic_subscriptions_hear_every_matching_topic_in_both_syntaxes() {
+    let broker = broker().await;
+    let mut one = Wire::connected(&broker, "1.2").await;
+    let mut amq = Wire::connected(&broker, "1.2").await;
+    let mut rmq = Wire::connected(&broker, "1.1").await;
+    let mut p = Wire::connected(&broker, "1.2").await;
+    // The original's eventbot read every future.events.* topic this way.
+    one.subscribe("e", "/topic/future.events.*", "").await;
+    amq.subscribe("a", "/topic/future.>", "").await;
+    rmq.subscribe("r", "/topic/future.#", "").await;
+    publish_all(&mut p, &["/topic/future.events.commit", "/topic/future.events.deploy.www", "/topic/future", "/topic/other.events.commit", "/topic/futures.x"]).await;
+    let dest = |f: Frame| f.get("destination").unwrap().to_owned();
+    assert_eq!(dest(one.frame().await), "/topic/future.events.commit");
+    one.quiet().await; // not future.events.deploy.www (two words), not other.* or futures.*
+    for w in [&mut amq, &mut rmq] {
+        assert_eq!(dest(w.frame().await), "/topic/future.events.commit");
+        assert_eq!(dest(w.frame().await), "/topic/future.events.deploy.www");
+        assert_eq!(dest(w.frame().await), "/topic/future");
+        w.quiet().await;
+    }
+    // An exact and a wildcard subscription of one session each get their copy;
+    // after UNSUBSCRIBE the wildcard hears nothing more.
+    one.subscribe("x", "/topic/future.events.commit", "").await;
+    publish_all(&mut p, &["/topic/future.events.commit"]).await;
+    let mut subs: Vec<String> = vec![one.frame().await.get("subscription").unwrap().to_owned(), one.frame().await.get("subscription").unwrap().to_owned()];
+    subs.sort();
+    assert_eq!(subs, ["e", "x"]);
+    one.with_receipt("UNSUBSCRIBE\nid:e\n", "u").await;
+    publish_all(&mut p, &["/topic/future.events.push"]).await;
+    one.quiet().await;
+    assert_eq!(broker.stats().subscriptions, 3, "{:?}", broker.stats());
+}
+
 #[tokio::test]
 async fn binary_bodies_keep_their_nuls() {
     let broker = broker().await;

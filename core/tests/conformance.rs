@@ -255,6 +255,37 @@ async fn keepalive_message_recognised(t: &Target) {
     assert!(recv(&mut sub).await.is_keepalive());
 }
 
+/// Wildcard topic subscriptions in each broker's own syntax: `*` one word
+/// everywhere; `#` (RabbitMQ) or `>` (ActiveMQ) any number. The embedded broker
+/// takes both, and is held to what the production brokers do.
+async fn wildcard_topics(t: &Target) {
+    let client = t.client().await;
+    let base = t.dest("topic");
+    let many: &[&str] = match t.kind {
+        Kind::RabbitMq => &["#"],
+        Kind::ActiveMq => &[">"],
+        _ => &["#", ">"],
+    };
+    let mut one = client.subscribe(&format!("{base}.*"), SubscribeOptions::default()).await.unwrap();
+    let mut subs = Vec::new();
+    for w in many {
+        subs.push(client.subscribe(&format!("{base}.{w}"), SubscribeOptions::default()).await.unwrap());
+    }
+    for leaf in ["a", "a.b", "m"] {
+        send(&client, &format!("{base}.{leaf}"), leaf).await;
+    }
+    // `*`: one word only, so the marker "m" comes right after "a".
+    assert_eq!(recv(&mut one).await.destination, format!("{base}.a"));
+    assert_eq!(recv(&mut one).await.text(), Some("m"), "{base}.* heard a two-word topic");
+    for sub in &mut subs {
+        for leaf in ["a", "a.b", "m"] {
+            let m = recv(sub).await;
+            assert_eq!((m.text(), m.destination.as_str()), (Some(leaf), format!("{base}.{leaf}").as_str()));
+        }
+    }
+    client.disconnect().await.unwrap();
+}
+
 /// Generates one test per scenario and broker: `embedded::x`, `rabbitmq::x`, `activemq::x`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -286,4 +317,5 @@ conformance!(
     idle_connection_survives_heartbeats,
     stomp_1_0_and_1_1_sessions,
     keepalive_message_recognised,
+    wildcard_topics,
 );

@@ -42,7 +42,9 @@
 //!   as with RabbitMQ; deleted with the session; a message to a reply queue
 //!   whose session is gone is dropped), and everything else — `/topic/…`,
 //!   `/exchange/…`, plain names — is a topic: every subscriber gets every
-//!   message, nothing is kept. Names match exactly (no wildcards).
+//!   message, nothing is kept. A `/topic/` subscription may use wildcard words:
+//!   `*` for one word, `#` (RabbitMQ) or `>` (ActiveMQ) for any number of them
+//!   (`/topic/future.events.*`, `/topic/future.>`); other names match exactly.
 //! - MESSAGE frames carry `subscription`, `message-id` (`dk-N-TAG`, unique per
 //!   delivery), `ack` (1.2, client ack modes; same value), `redelivered:true`
 //!   when applicable, `destination`, the publisher's headers (never `passcode`,
@@ -113,6 +115,7 @@ mod outbox;
 mod router;
 mod server;
 mod session;
+mod wildcard;
 
 pub use config::{parse_users, BrokerConfig};
 pub use router::BrokerStats;

@@ -13,12 +13,15 @@
 //!   known to everyone else as `/reply-queue/dk-N.NAME` (`reply-to` headers are
 //!   rewritten to that), and is deleted with the session.
 //! - Anything else (`/topic/…`, `/exchange/…`, plain names): a topic; each
-//!   message goes to every current subscriber and is not kept.
+//!   message goes to every current subscriber and is not kept. A `/topic/`
+//!   subscription with wildcard words (`*`, `#`, `>`; see `wildcard`) hears
+//!   every topic it matches.
 
 use super::budget::{Budget, Charge};
 use super::config::BrokerConfig;
 use super::message::Message;
 use super::outbox::{Delivery, Out, Outbox, SubInfo};
+use super::wildcard::Pattern;
 use crate::stomp::AckMode;
 use crate::stomp::Version;
 use bytes::{Bytes, BytesMut};
@@ -244,8 +247,32 @@ impl SessionState {
 #[derive(Debug, Default)]
 struct State {
     sessions: HashMap<u64, SessionState>,
+    /// Subscribers of each topic name, exact.
     topics: HashMap<String, Vec<SubKey>>,
+    /// Wildcard topic subscriptions, by the destination they named.
+    wild: HashMap<String, (Pattern, Vec<SubKey>)>,
     queues: HashMap<String, Queue>,
+}
+
+impl State {
+    /// Every subscription a message sent to topic `name` reaches: exact ones first, then wildcard ones.
+    fn topic_subs(&self, name: &str) -> Cow<'_, [SubKey]> {
+        let exact = self.topics.get(name).map_or(&[][..], Vec::as_slice);
+        if self.wild.is_empty() {
+            return Cow::Borrowed(exact);
+        }
+        let mut all = exact.to_vec();
+        all.extend(wild_subs(&self.wild, name));
+        Cow::Owned(all)
+    }
+}
+
+/// The wildcard subscriptions that hear topic `name` (no allocation when there are none).
+fn wild_subs(wild: &HashMap<String, (Pattern, Vec<SubKey>)>, name: &str) -> Vec<SubKey> {
+    if wild.is_empty() {
+        return Vec::new();
+    }
+    wild.values().filter(|(p, _)| p.matches(name)).flat_map(|(_, subs)| subs.iter().copied()).collect()
 }
 
 /// The broker's routing table and acknowledgement tracker.
@@ -319,6 +346,12 @@ fn detach(state: &mut State, key: SubKey, dest: &Dest) {
                 subs.retain(|k| *k != key);
                 if subs.is_empty() {
                     state.topics.remove(name);
+                }
+            }
+            if let Some((_, subs)) = state.wild.get_mut(name) {
+                subs.retain(|k| *k != key);
+                if subs.is_empty() {
+                    state.wild.remove(name);
                 }
             }
         }
@@ -515,7 +548,10 @@ impl Router {
         );
         let key = SubKey { session, sub: sub_no };
         match dest {
-            Dest::Topic(name) => state.topics.entry(name).or_default().push(key),
+            Dest::Topic(name) => match Pattern::parse(&name) {
+                Some(pattern) => state.wild.entry(name).or_insert_with(|| (pattern, Vec::new())).1.push(key),
+                None => state.topics.entry(name).or_default().push(key),
+            },
             Dest::Queue(name) => {
                 let q = state.queues.entry(name.clone()).or_insert_with(|| Queue::new(None));
                 q.subs.push(key);
@@ -621,7 +657,7 @@ impl Router {
         } else {
             destination.starts_with(QUEUE)
         };
-        if !is_queue && state.topics.get(&destination).is_none_or(Vec::is_empty) {
+        if !is_queue && state.topic_subs(&destination).is_empty() {
             return Ok(()); // A topic nobody listens to: nothing to deliver or keep.
         }
         // A message that may be kept (queued, waiting for credit or an ACK) gets its own
@@ -633,11 +669,10 @@ impl Router {
         let msg = Arc::new(Message::new(destination, headers, body, Some(charge)));
         let key = msg.destination.as_str();
         if !is_queue {
-            let State { sessions, topics, .. } = state;
-            let Some(subs) = topics.get(key) else {
-                return Ok(());
-            };
-            for k in subs {
+            let State { sessions, topics, wild, .. } = state;
+            let exact = topics.get(key).map_or(&[][..], Vec::as_slice);
+            let wildcard = wild_subs(wild, key);
+            for k in exact.iter().chain(&wildcard) {
                 let Some(sess) = sessions.get_mut(&k.session) else {
                     continue;
                 };
@@ -680,9 +715,10 @@ impl Router {
 
     /// Whether a topic message may be kept beyond its outbox: a subscriber acknowledges, or waits for credit.
     fn topic_may_keep(&self, state: &State, topic: &str) -> bool {
-        state.topics.get(topic).is_some_and(|subs| {
-            subs.iter().any(|k| state.sessions.get(&k.session).and_then(|s| s.subs.get(&k.sub)).is_some_and(|sub| sub.ack != AckMode::Auto || !sub.backlog.is_empty()))
-        })
+        state
+            .topic_subs(topic)
+            .iter()
+            .any(|k| state.sessions.get(&k.session).and_then(|s| s.subs.get(&k.sub)).is_some_and(|sub| sub.ack != AckMode::Auto || !sub.backlog.is_empty()))
     }
 
     /// Waits until queue `name` is back within its bound; false on timeout.
