@@ -270,11 +270,11 @@ async fn send_fans_out_to_every_topic_subscriber() {
     p.send(b"SEND\ndestination:/topic/deploykit.git.commits\ndk-type:commit\npasscode:leak\nx-odd:a\\cb\ncontent-type:text/plain\n\nhello\0").await;
     assert_eq!(
         a.raw().await,
-        b"MESSAGE\nsubscription:s1\nmessage-id:dk-1-1\ndestination:/topic/deploykit.git.commits\ndk-type:commit\nx-odd:a\\cb\ncontent-type:text/plain\ncontent-length:5\n\nhello\0"
+        b"MESSAGE\nsubscription:s1\nmessage-id:dk-m-1\ndestination:/topic/deploykit.git.commits\ndk-type:commit\nx-odd:a\\cb\ncontent-type:text/plain\ncontent-length:5\n\nhello\0"
     );
     assert_eq!(
         b.raw().await,
-        b"MESSAGE\nsubscription:s2\nmessage-id:dk-2-1\ndestination:/topic/deploykit.git.commits\ndk-type:commit\nx-odd:a\\cb\ncontent-type:text/plain\ncontent-length:5\n\nhello\0"
+        b"MESSAGE\nsubscription:s2\nmessage-id:dk-m-1\ndestination:/topic/deploykit.git.commits\ndk-type:commit\nx-odd:a\\cb\ncontent-type:text/plain\ncontent-length:5\n\nhello\0"
     );
     // No retention: a late subscriber gets only later messages.
     let mut late = Wire::connected(&broker, "1.2").await;
@@ -351,8 +351,8 @@ async fn header_escaping_follows_each_subscribers_version() {
     v12.subscribe("b", "/topic/esc", "").await;
     p.send(b"SEND\ndestination:/topic/esc\nurl:http\\c//x\nmulti:one\\ntwo\n\nx\0").await;
     // 1.0 has no escapes: ':' is written as is, a newline cannot be written at all.
-    assert_eq!(v10.raw().await, b"MESSAGE\nsubscription:a\nmessage-id:dk-1-1\ndestination:/topic/esc\nurl:http://x\ncontent-length:1\n\nx\0");
-    assert_eq!(v12.raw().await, b"MESSAGE\nsubscription:b\nmessage-id:dk-2-1\ndestination:/topic/esc\nurl:http\\c//x\nmulti:one\\ntwo\ncontent-length:1\n\nx\0");
+    assert_eq!(v10.raw().await, b"MESSAGE\nsubscription:a\nmessage-id:dk-m-1\ndestination:/topic/esc\nurl:http://x\ncontent-length:1\n\nx\0");
+    assert_eq!(v12.raw().await, b"MESSAGE\nsubscription:b\nmessage-id:dk-m-1\ndestination:/topic/esc\nurl:http\\c//x\nmulti:one\\ntwo\ncontent-length:1\n\nx\0");
 }
 
 #[tokio::test]
@@ -456,9 +456,10 @@ async fn client_ack_nack_redelivers_with_redelivered_header() {
     let mut p = Wire::connected(&broker, "1.2").await;
     c.subscribe("s", "/queue/jobs", "ack:client\n").await;
     p.publish("/queue/jobs", "a").await;
-    assert_eq!(c.raw().await, b"MESSAGE\nsubscription:s\nmessage-id:dk-1-1\nack:dk-1-1\ndestination:/queue/jobs\ncontent-length:1\n\na\0");
+    assert_eq!(c.raw().await, b"MESSAGE\nsubscription:s\nmessage-id:dk-m-1\nack:dk-1-1\ndestination:/queue/jobs\ncontent-length:1\n\na\0");
     c.send(b"NACK\nid:dk-1-1\n\n\0").await;
-    assert_eq!(c.raw().await, b"MESSAGE\nsubscription:s\nmessage-id:dk-1-2\nack:dk-1-2\nredelivered:true\ndestination:/queue/jobs\ncontent-length:1\n\na\0");
+    // The same message-id (as ActiveMQ keeps it); a new ack value for the new delivery.
+    assert_eq!(c.raw().await, b"MESSAGE\nsubscription:s\nmessage-id:dk-m-1\nack:dk-1-2\nredelivered:true\ndestination:/queue/jobs\ncontent-length:1\n\na\0");
     c.with_receipt("ACK\nid:dk-1-2\n", "a2").await;
     assert_eq!(broker.stats().unacked, 0);
     // An id that was already settled is unknown.
@@ -522,8 +523,8 @@ async fn unacked_messages_go_to_another_subscriber_on_disconnect() {
     a.subscribe("s", "/queue/failover", "ack:client\n").await;
     p.publish("/queue/failover", "x").await;
     p.publish("/queue/failover", "y").await;
-    assert_eq!(a.body().await, "x");
-    assert_eq!(a.body().await, "y");
+    let (x, y) = (a.frame().await, a.frame().await);
+    assert_eq!((&x.body[..], &y.body[..]), (&b"x"[..], &b"y"[..]));
     let mut b = Wire::connected(&broker, "1.2").await;
     b.subscribe("s", "/queue/failover", "").await;
     b.quiet().await;
@@ -532,6 +533,30 @@ async fn unacked_messages_go_to_another_subscriber_on_disconnect() {
     let m2 = b.frame().await;
     assert_eq!((&m1.body[..], m1.get("redelivered")), (&b"x"[..], Some("true")));
     assert_eq!((&m2.body[..], m2.get("redelivered")), (&b"y"[..], Some("true")));
+    // A redelivered message keeps its message-id (ActiveMQ does; the stomp gem's tests rely on it).
+    assert_eq!((m1.get("message-id"), m2.get("message-id")), (x.get("message-id"), y.get("message-id")));
+    assert_ne!(x.get("message-id"), y.get("message-id"));
+}
+
+#[tokio::test]
+async fn a_1_1_ack_by_message_id_names_the_subscription_when_one_message_reached_two() {
+    let broker = broker().await;
+    let mut c = Wire::connected(&broker, "1.1").await;
+    let mut p = Wire::connected(&broker, "1.2").await;
+    c.subscribe("one", "/topic/twice", "ack:client-individual\n").await;
+    c.subscribe("two", "/topic/twice", "ack:client-individual\n").await;
+    publish_all(&mut p, &["/topic/twice"]).await;
+    let (f1, f2) = (c.frame().await, c.frame().await);
+    let id = f1.get("message-id").unwrap().to_owned();
+    assert_eq!(f2.get("message-id"), Some(id.as_str()), "one message, one message-id");
+    assert_eq!(broker.stats().unacked, 2);
+    c.with_receipt(&format!("ACK\nsubscription:two\nmessage-id:{id}\n"), "a2").await;
+    assert_eq!(broker.stats().unacked, 1);
+    c.with_receipt(&format!("ACK\nsubscription:one\nmessage-id:{id}\n"), "a1").await;
+    assert_eq!(broker.stats().unacked, 0);
+    // Settled: acking it again is an error, as for any unknown id.
+    c.send(format!("ACK\nsubscription:one\nmessage-id:{id}\n\n\0").as_bytes()).await;
+    assert_eq!(c.frame().await.command, Command::Error);
 }
 
 #[tokio::test]
@@ -676,7 +701,7 @@ async fn temp_queue_carries_replies_back_to_the_requester() {
     assert_eq!(reply_to, "/reply-queue/dk-1.answers");
     service.send(format!("SEND\ndestination:{reply_to}\n\npong\0").as_bytes()).await;
     // No SUBSCRIBE needed: replies arrive on the subscription named after the temp queue.
-    assert_eq!(requester.raw().await, b"MESSAGE\nsubscription:/temp-queue/answers\nmessage-id:dk-1-1\ndestination:/reply-queue/dk-1.answers\ncontent-length:4\n\npong\0");
+    assert_eq!(requester.raw().await, b"MESSAGE\nsubscription:/temp-queue/answers\nmessage-id:dk-m-2\ndestination:/reply-queue/dk-1.answers\ncontent-length:4\n\npong\0");
     // Others cannot subscribe to it.
     let mut thief = Wire::connected(&broker, "1.2").await;
     thief.send(format!("SUBSCRIBE\nid:x\ndestination:{reply_to}\n\n\0").as_bytes()).await;

@@ -10,6 +10,9 @@ use crate::stomp::{Headers, Version};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::OnceLock;
 
+/// Prefix of `message-id` values: `dk-m-SEQ` (a delivery's `ack` value is `dk-SESSION-TAG`).
+pub(crate) const MESSAGE_ID: &str = "dk-m-";
+
 /// Headers a client may not set on a delivered MESSAGE (the broker sets or drops them).
 const STRIPPED: [&str; 8] = ["passcode", "receipt", "transaction", "subscription", "message-id", "ack", "redelivered", "destination"];
 
@@ -22,6 +25,8 @@ pub(crate) struct Message {
     pub headers: Headers,
     /// The body, shared by every delivery.
     pub body: Bytes,
+    /// Broker-wide serial behind its `message-id`, the same on every delivery and redelivery.
+    pub seq: u64,
     /// Encoded `destination`, user headers, `content-length` and the blank line, per version.
     blocks: [OnceLock<Bytes>; 3],
     /// The bytes this message holds on the broker's budget, for as long as it lives.
@@ -37,13 +42,13 @@ pub(crate) fn size_of(destination: &str, headers: &Headers, body_len: usize) -> 
 impl Message {
     /// A message from a SEND frame's destination, headers and body.
     /// `charge` holds the message's [`size_of`] on the budget until the last delivery is written.
-    pub fn new(destination: String, mut headers: Headers, body: Bytes, charge: Option<Charge>) -> Message {
+    pub fn new(destination: String, mut headers: Headers, body: Bytes, seq: u64, charge: Option<Charge>) -> Message {
         for name in STRIPPED {
             if headers.get(name).is_some() {
                 headers.remove(name);
             }
         }
-        Message { destination, headers, body, blocks: Default::default(), charge }
+        Message { destination, headers, body, seq, blocks: Default::default(), charge }
     }
 
     /// The bytes charged for this message (0 when not charged).
@@ -108,7 +113,7 @@ mod tests {
     #[test]
     fn block_escapes_per_version_and_strips_broker_headers() {
         let headers: Headers = [("passcode", "secret"), ("a:b", "x\ny"), ("k", "v:w"), ("receipt", "9")].into_iter().collect();
-        let m = Message::new("/topic/t".into(), headers, Bytes::from_static(b"hi"), None);
+        let m = Message::new("/topic/t".into(), headers, Bytes::from_static(b"hi"), 1, None);
         assert_eq!(&m.block(Version::V1_2)[..], b"destination:/topic/t\na\\cb:x\\ny\nk:v\\cw\ncontent-length:2\n\n");
         assert_eq!(&m.block(Version::V1_0)[..], b"destination:/topic/t\nk:v:w\ncontent-length:2\n\n");
     }

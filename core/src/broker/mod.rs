@@ -45,12 +45,16 @@
 //!   message, nothing is kept. A `/topic/` subscription may use wildcard words:
 //!   `*` for one word, `#` (RabbitMQ) or `>` (ActiveMQ) for any number of them
 //!   (`/topic/future.events.*`, `/topic/future.>`); other names match exactly.
-//! - MESSAGE frames carry `subscription`, `message-id` (`dk-N-TAG`, unique per
-//!   delivery), `ack` (1.2, client ack modes; same value), `redelivered:true`
+//! - MESSAGE frames carry `subscription`, `message-id` (`dk-m-SEQ`, one per
+//!   published message, the same for every subscriber and on every redelivery,
+//!   as ActiveMQ keeps it), `ack` (1.2, client ack modes: `dk-N-TAG`, one per
+//!   delivery), `redelivered:true`
 //!   when applicable, `destination`, the publisher's headers (never `passcode`,
 //!   `receipt` or `transaction`) and the body as sent, NULs included.
 //! - Ack modes `auto`, `client` (cumulative) and `client-individual`. ACK and
-//!   NACK name a delivery by `id` (1.2) or `message-id` (1.0/1.1). Unacknowledged
+//!   NACK name a delivery by `id` (1.2) or `message-id` (1.0/1.1; with a
+//!   `subscription` header when one message reached several of the session's
+//!   subscriptions, else the oldest delivery is meant). Unacknowledged
 //!   queue messages go back to the front of their queue, with `redelivered:true`,
 //!   on NACK, UNSUBSCRIBE or disconnect; NACKed topic messages are dropped.
 //!   NACK in `client` mode is cumulative, like ACK.

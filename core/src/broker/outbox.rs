@@ -45,7 +45,7 @@ pub(crate) struct Delivery {
     pub msg: Arc<Message>,
     /// The subscription it goes to.
     pub sub: Arc<SubInfo>,
-    /// The session-unique delivery tag behind `message-id` and `ack`.
+    /// The session-unique delivery tag behind `ack` (the message's own `seq` is its `message-id`).
     pub tag: u64,
     /// Whether it was delivered before and not acknowledged.
     pub redelivered: bool,
@@ -149,7 +149,7 @@ pub(crate) struct Writer {
     pub outbox: Arc<Outbox>,
     /// The codec, set to the negotiated version, for non-MESSAGE frames.
     pub codec: StompCodec,
-    /// `message-id` prefix of this session (`dk-N-`).
+    /// `ack` prefix of this session (`dk-N-`).
     pub id_prefix: Bytes,
     /// The negotiated server→client heart-beat interval, if any.
     pub heartbeat: Option<Duration>,
@@ -235,11 +235,11 @@ impl Writer {
                 buf.put_slice(b"MESSAGE\nsubscription:");
                 buf.put_slice(&d.sub.id_esc);
                 buf.put_slice(b"\nmessage-id:");
-                let mut tag_buf = itoa::Buffer::new();
-                let tag = tag_buf.format(d.tag);
-                buf.put_slice(&self.id_prefix);
-                buf.put_slice(tag.as_bytes());
+                buf.put_slice(super::message::MESSAGE_ID.as_bytes());
+                buf.put_slice(itoa::Buffer::new().format(d.msg.seq).as_bytes());
                 if d.sub.ack_header {
+                    let mut tag_buf = itoa::Buffer::new();
+                    let tag = tag_buf.format(d.tag);
                     buf.put_slice(b"\nack:");
                     buf.put_slice(&self.id_prefix);
                     buf.put_slice(tag.as_bytes());

@@ -284,6 +284,8 @@ pub(crate) struct Router {
     bound: Bound,
     /// Bytes held by every live message and open transaction.
     budget: Arc<Budget>,
+    /// The last message serial handed out (behind `message-id`).
+    seq: std::sync::atomic::AtomicU64,
 }
 
 /// Counts of what the router holds, for tests and logs.
@@ -395,6 +397,7 @@ impl Router {
             max_queue_len,
             bound: Bound { len: max_queue_len, bytes: config.max_destination_bytes.max(1) },
             budget: Budget::new(config.max_bytes),
+            seq: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -666,7 +669,8 @@ impl Router {
         let kept = is_queue || self.topic_may_keep(state, &destination);
         let (headers, body) = if kept { (headers.iter().collect::<crate::stomp::Headers>(), Bytes::copy_from_slice(&body)) } else { (headers, body) };
         let charge = self.charge(state, super::message::size_of(&destination, &headers, body.len()))?;
-        let msg = Arc::new(Message::new(destination, headers, body, Some(charge)));
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let msg = Arc::new(Message::new(destination, headers, body, seq, Some(charge)));
         let key = msg.destination.as_str();
         if !is_queue {
             let State { sessions, topics, wild, .. } = state;
@@ -747,23 +751,34 @@ impl Router {
     }
 
     /// Validates an ACK/NACK id of this session without settling it (for transactions).
-    pub fn check_ack(&self, session: u64, id: &str) -> Result<(), ProtoError> {
+    pub fn check_ack(&self, session: u64, id: &str, subscription: Option<&str>) -> Result<(), ProtoError> {
         let state = self.lock();
         let sess = state.sessions.get(&session).ok_or_else(|| ProtoError::new("session gone"))?;
-        Self::parse_tag(sess, id).filter(|t| sess.unacked.contains_key(t)).map(|_| ()).ok_or_else(|| unknown_ack(id))
+        Self::unacked_tag(sess, id, subscription).map(|_| ()).ok_or_else(|| unknown_ack(id))
     }
 
-    fn parse_tag(sess: &SessionState, id: &str) -> Option<u64> {
-        id.strip_prefix(sess.prefix.as_str())?.parse().ok()
+    /// The unacknowledged delivery an ACK/NACK names: by its `ack` value
+    /// (`dk-SESSION-TAG`, 1.2), or by `message-id` (`dk-m-SEQ`, 1.0/1.1), then
+    /// on `subscription` if given, else the oldest delivery of that message.
+    fn unacked_tag(sess: &SessionState, id: &str, subscription: Option<&str>) -> Option<u64> {
+        if let Some(tag) = id.strip_prefix(sess.prefix.as_str()).and_then(|t| t.parse::<u64>().ok()) {
+            return sess.unacked.contains_key(&tag).then_some(tag);
+        }
+        let seq: u64 = id.strip_prefix(super::message::MESSAGE_ID)?.parse().ok()?;
+        let sub_no = match subscription {
+            Some(s) => Some(*sess.sub_ids.get(s)?),
+            None => None,
+        };
+        sess.unacked.iter().find(|(_, u)| u.msg.seq == seq && sub_no.is_none_or(|n| u.sub == n)).map(|(t, _)| *t)
     }
 
     /// Settles an ACK (or NACK) for delivery `id`; cumulative for `client` subscriptions.
     /// NACKed queue messages are redelivered; NACKed topic messages are dropped.
-    pub fn ack(&self, session: u64, id: &str, nack: bool, waits: &mut Vec<Wait>) -> Result<(), ProtoError> {
+    pub fn ack(&self, session: u64, id: &str, subscription: Option<&str>, nack: bool, waits: &mut Vec<Wait>) -> Result<(), ProtoError> {
         let mut guard = self.lock();
         let state = &mut *guard;
         let sess = state.sessions.get_mut(&session).ok_or_else(|| ProtoError::new("session gone"))?;
-        let tag = Self::parse_tag(sess, id).ok_or_else(|| unknown_ack(id))?;
+        let tag = Self::unacked_tag(sess, id, subscription).ok_or_else(|| unknown_ack(id))?;
         let sub_no = sess.unacked.get(&tag).map(|u| u.sub).ok_or_else(|| unknown_ack(id))?;
         let Some(sub) = sess.subs.get(&sub_no) else {
             return Err(unknown_ack(id));

@@ -517,7 +517,7 @@ impl Session {
             if !self.txns.contains_key(tx) {
                 return Err(unknown_txn(tx));
             }
-            self.shared.router.check_ack(self.id, id)?;
+            self.shared.router.check_ack(self.id, id, frame.get("subscription"))?;
             let tx = tx.to_owned();
             return self.buffer(&tx, frame);
         }
@@ -554,7 +554,7 @@ impl Session {
     /// Applies an ACK or NACK.
     fn settle(&mut self, frame: &Frame) -> Result<(), ProtoError> {
         let id = ack_id(frame)?;
-        self.shared.router.ack(self.id, id, frame.command == Command::Nack, &mut self.waits)
+        self.shared.router.ack(self.id, id, frame.get("subscription"), frame.command == Command::Nack, &mut self.waits)
     }
 }
 
