@@ -136,7 +136,7 @@ def failover(run, fault_ts, node, logs):
             detect.append(d)
         if r is not None:
             ready.append(r)
-        print(f"  {name}: on {node} at the fault; lost after {'%.2fs' % d if d is not None else 'NEVER'}, "
+        print(f"  {name}: on {before[-1][2] if not node else node} at the fault; lost after {'%.2fs' % d if d is not None else 'NEVER'}, "
               f"ready again after {'%.2fs' % r if r is not None else 'NEVER'}{(' on ' + back[2]) if back else ''}")
         if d is None or r is None:
             detect.append(float("inf"))

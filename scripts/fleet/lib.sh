@@ -135,6 +135,20 @@ fleet_broker_url() {
     printf 'failover:(%s)?initialReconnectDelay=0.05&maxReconnectDelay=2&useExponentialBackOff=true&maxReconnectAttempts=0&startupMaxReconnectAttempts=0&randomize=false\n' "$list"
 }
 
+# fleet_start_daemon HOST dk-fetch|dk-agent: start the daemon on server HOST with its
+# config from the run dir (metrics and /healthz on HOST:9464 for dk-fetch, :9465 for dk-agent).
+fleet_start_daemon() {
+    local s="$1" d="$2" port="$FLEET_METRICS_PORT" cfg
+    case "$d" in
+        dk-fetch) cfg=fetch.toml ;;
+        dk-agent) cfg=agent.toml; port=$((FLEET_METRICS_PORT + 1)) ;;
+        *) dk_die "fleet_start_daemon: unknown daemon $d" ;;
+    esac
+    fleet_spawn "$s" "$d" "$FLEET_RUN/hosts/$s/log/$d.log" "$FLEET_BIN/$d" --config "$FLEET_RUN/hosts/$s/etc/$cfg" \
+        --heartbeat "$FLEET_HEARTBEAT_MS" --metrics-listen "$(fleet_addr "$s"):$port" -v --log-format json
+}
+fleet_daemon_port() { if [ "$1" = dk-agent ]; then echo $((FLEET_METRICS_PORT + 1)); else echo "$FLEET_METRICS_PORT"; fi; }
+
 fleet_need_up() {
     [ -f "$FLEET_MARKER" ] && [ -f "$FLEET_RUN/fleet.env" ] || dk_die "no fleet is up under $FLEET_RUN (run scripts/fleet/up first)"
     # shellcheck source=/dev/null
