@@ -102,10 +102,6 @@ fleet_wait_tcp() {
     timeout "$1" bash -c 'until (exec 3<>"/dev/tcp/$0/$1") 2>/dev/null; do sleep 0.1; done' "$2" "$3"
 }
 
-# fleet_healthz HOST: the /healthz JSON of the daemon on HOST's metrics port.
-fleet_healthz() {
-    curl -fsS --max-time 2 "http://$(fleet_addr "$1"):$2/healthz"
-}
 
 # fleet_wait_healthy SECONDS HOST PORT: until /healthz answers status ok.
 fleet_wait_healthy() {
