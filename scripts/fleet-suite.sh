@@ -6,9 +6,10 @@
 # Brings up a small fleet with scripts/fleet/up (network namespaces on bridge
 # br-dkf, 10.213.0.0/24: git, ctl, a 3-node RabbitMQ cluster mq1..mq3 and
 # DK_FLEET_SERVERS servers, default 4, each running dk-fetch and dk-agent),
-# runs the scenarios push-storm, hung-node, deploy-partition and agent-kill one
-# after another on it, and tears it down on every exit path (scripts/fleet/down
-# removes only what `up` recorded). Needs root: if namespaces cannot be made,
+# runs the scenarios push-storm, hung-node, deploy-partition, agent-kill, rogue
+# and mixed one after another on it, and tears it down on every exit path (scripts/fleet/down
+# removes only what `up` recorded). Needs root and Debian's ruby-stomp (mixed's
+# Ruby subscriber; scripts/lib/deps.sh fleet). If namespaces cannot be made,
 # `up` fails and so does the suite, loudly, like a broker that will not start.
 #
 # Each scenario prints one PASS/FAIL line per invariant; the closing line is
@@ -53,7 +54,7 @@ if ! "$DK_ROOT/scripts/fleet/up" "$SERVERS"; then
 fi
 
 out="$DK_LOG_DIR/fleet-scenario.out"
-for scenario in push-storm hung-node deploy-partition agent-kill; do
+for scenario in push-storm hung-node deploy-partition agent-kill rogue mixed; do
     rc=0
     "$DK_ROOT/scripts/fleet/scenario" "$scenario" | tee "$out" || rc=$?
     p=$(grep -c '^PASS ' "$out" || true)

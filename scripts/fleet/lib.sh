@@ -3,7 +3,7 @@
 #
 # The fleet lives on ONE private bridge and ONE /24, fixed here:
 #   bridge  br-dkf            10.213.0.1/24 (root namespace side)
-#   git     10.213.0.10       ctl 10.213.0.11
+#   git     10.213.0.10       ctl 10.213.0.11       rogue 10.213.0.12
 #   mq1..3  10.213.0.21..23   srv01..srvNN 10.213.0.101..
 # Network namespaces are named dkf-HOST; /etc/netns/dkf-HOST/ holds the host's
 # hosts, hostname and (mqN) rabbitmq files. Only addresses on 10.213.0.0/24 are
@@ -39,6 +39,7 @@ fleet_addr() {
     case "$1" in
         git) echo "$FLEET_NET.10" ;;
         ctl) echo "$FLEET_NET.11" ;;
+        rogue) echo "$FLEET_NET.12" ;;
         mq[1-3]) echo "$FLEET_NET.$((20 + ${1#mq}))" ;;
         srv[0-9][0-9]) echo "$FLEET_NET.$((100 + 10#${1#srv}))" ;;
         *) dk_die "fleet_addr: unknown host '$1'" ;;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suites need, only when it is missing.
 #
-#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|browser|all]  (default: all)
+#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|browser|fleet|all]  (default: all)
 #
 #   build    libssl-dev and pkg-config (git2's https transport links system OpenSSL)
 #   debian   reprepro and dpkg-deb (dk-reprepro's tests build and include real .debs)
@@ -13,6 +13,8 @@
 #            added only if pip refuses an externally-managed environment)
 #   browser  Debian's chromium (dk-web's browser suite; Playwright comes from
 #            PyPI into .dk-test/venv, scripts/browser-suite.sh)
+#   fleet    Debian's ruby-stomp (the original's STOMP library: the fleet suite's
+#            mixed-wire scenario has a Ruby subscriber)
 #
 # Output of apt/pip goes to $DK_LOG_DIR/deps-*.log; one line per step here.
 # Idempotent: a second run installs nothing and takes well under a second.
@@ -141,6 +143,14 @@ deps_browser() {
     apt_install --no-install-recommends chromium fonts-dejavu-core
 }
 
+deps_fleet() {
+    if deb_installed ruby-stomp; then
+        dk_log "deps: ruby-stomp already installed"
+        return 0
+    fi
+    apt_install --no-install-recommends ruby-stomp
+}
+
 main() {
     local what="${1:-all}"
     case "$what" in
@@ -150,9 +160,10 @@ main() {
         jvm) deps_jvm ;;
         python) deps_python ;;
         browser) deps_browser ;;
-        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python; deps_browser ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|browser|all)" ;;
+        fleet) deps_fleet ;;
+        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python; deps_browser; deps_fleet ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|browser|fleet|all)" ;;
     esac
 }
 
