@@ -146,6 +146,16 @@ fleet_start_daemon() {
 }
 fleet_daemon_port() { if [ "$1" = dk-agent ]; then echo $((FLEET_METRICS_PORT + 1)); else echo "$FLEET_METRICS_PORT"; fi; }
 
+# fleet_mq_await mqN: until rabbit@mqN has started (bounded: 120 s; its start.log tail on
+# failure). await_startup fails at once while the node is not registered with epmd: retried.
+fleet_mq_await() {
+    local m="$1" deadline=$((SECONDS + 120))
+    until timeout 60 ip netns exec "$(fleet_ns "$m")" rabbitmqctl -q await_startup </dev/null >>"$FLEET_RUN/hosts/$m/log/start.log" 2>&1; do
+        [ $SECONDS -lt $deadline ] || { dk_tail_file "$FLEET_RUN/hosts/$m/log/start.log" 30; return 1; }
+        sleep 0.5
+    done
+}
+
 fleet_need_up() {
     [ -f "$FLEET_MARKER" ] && [ -f "$FLEET_RUN/fleet.env" ] || dk_die "no fleet is up under $FLEET_RUN (run scripts/fleet/up first)"
     # shellcheck source=/dev/null
