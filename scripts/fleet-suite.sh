@@ -5,9 +5,9 @@
 #
 # Brings up a small fleet with scripts/fleet/up (network namespaces on bridge
 # br-dkf, 10.213.0.0/24: git, ctl, a 3-node RabbitMQ cluster mq1..mq3 and
-# DK_FLEET_SERVERS servers, default 4, each running dk-fetch and dk-agent),
-# runs the scenarios push-storm, hung-node, deploy-partition, agent-kill, rogue
-# and mixed one after another on it, and tears it down on every exit path (scripts/fleet/down
+# DK_FLEET_SERVERS servers, default 8, each running dk-fetch and dk-agent),
+# runs the scenarios push-storm, hung-node, deploy-partition, agent-kill,
+# deploy-cut, rogue and mixed one after another on it, and tears it down on every exit path (scripts/fleet/down
 # removes only what `up` recorded). Needs root and Debian's ruby-stomp (mixed's
 # Ruby subscriber; scripts/lib/deps.sh fleet). If namespaces cannot be made,
 # `up` fails and so does the suite, loudly, like a broker that will not start.
@@ -28,7 +28,7 @@ case "${1:-}" in
     -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
-SERVERS="${DK_FLEET_SERVERS:-4}"
+SERVERS="${DK_FLEET_SERVERS:-8}"
 export DK_FLEET_NET_TICKTIME="${DK_FLEET_NET_TICKTIME:-10}"
 if [ -z "${DK_FLEET_VENV:-}" ] && [ -x "$DK_ROOT/.dk-test/venv/bin/python3" ] &&
     "$DK_ROOT/.dk-test/venv/bin/python3" -c 'import deploykit.hooks' 2>/dev/null; then
@@ -54,7 +54,7 @@ if ! "$DK_ROOT/scripts/fleet/up" "$SERVERS"; then
 fi
 
 out="$DK_LOG_DIR/fleet-scenario.out"
-for scenario in push-storm hung-node deploy-partition agent-kill rogue mixed; do
+for scenario in push-storm hung-node deploy-partition agent-kill deploy-cut rogue mixed; do
     rc=0
     "$DK_ROOT/scripts/fleet/scenario" "$scenario" | tee "$out" || rc=$?
     p=$(grep -c '^PASS ' "$out" || true)

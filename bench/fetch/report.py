@@ -2,6 +2,9 @@
 """Writes the Fetch section of bench/README.md (between the fetch markers) from run.py's JSON."""
 import json, os, subprocess, sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from readme_section import replace  # noqa: E402
+
 res_file, readme, cmd = sys.argv[1], sys.argv[2], sys.argv[3]
 res = json.load(open(res_file))
 cpu = "?"
@@ -77,15 +80,5 @@ L.append("Targets (p99 < 1 s at 100 daemons; idle RSS < 15 MiB, ~0 % CPU per dae
 L.append("<!-- fetch:end -->")
 section = "\n".join(L) + "\n"
 
-text = open(readme).read()
-s, e = "<!-- fetch:start -->", "<!-- fetch:end -->"
-if s in text and e in text:
-    a = text.index(s)
-    b = text.index(e) + len(e)
-    if text[b:b + 1] == "\n":
-        b += 1
-    text = text[:a] + section + text[b:]
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(readme, "w").write(text)
+replace(readme, "fetch", section)
 print(section)

@@ -336,6 +336,33 @@ async fn post_deploy_failure_is_reported_and_kept_unless_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redeploying_a_live_unverified_release_runs_post_deploy_again_and_makes_it_good() {
+    // A release linked but not verified (post-deploy failed, or the agent died
+    // after the link swap): deploying the same tag again finishes it, in place.
+    let rig = Rig::start(Target::embedded().await).await;
+    assert!(rig.deploy("v1").await.ok());
+    rig.hook("node-a", "post-deploy", "echo cache warm failed >&2; exit 2");
+    let report = rig.deploy("v2").await;
+    assert_eq!(report.nodes[0].state, NodeState::Failed);
+    assert_eq!(rig.live("node-a").as_deref(), Some("v2"));
+    rig.hook("node-a", "post-deploy", "echo \"post $DK_RELEASE prev=$DK_PREVIOUS\" >> ../hook.log");
+    let report = rig.deploy("v2").await;
+    assert!(report.ok(), "{report:#?}");
+    let steps: Vec<&str> = report.nodes[0].steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps, ["post-deploy"], "only post-deploy runs again on the unverified release: {report:#?}");
+    assert_eq!(rig.live("node-a").as_deref(), Some("v2"));
+    assert_eq!(rig.live("node-b").as_deref(), Some("v2"));
+    let log = std::fs::read_to_string(rig.home("node-a").join("hook.log")).unwrap();
+    let home = rig.home("node-a");
+    let want = format!("post {0}/releases/www_v2 prev={0}/releases/www_v1\n", home.display());
+    assert!(log.ends_with(&want), "post-deploy again, told the previous good release: {log}");
+    // Now good: a third deploy is a no-op, and v2 counts as a rollback target.
+    let report = rig.deploy("v2").await;
+    assert!(report.ok(), "{report:#?}");
+    assert!(report.nodes[0].steps.is_empty(), "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollback_on_post_failure_puts_the_old_release_back() {
     let rig = Rig::start_with(Target::embedded().await, "rollback_on_post_failure = true").await;
     assert!(rig.deploy("v1").await.ok());

@@ -229,3 +229,28 @@ async fn a_forged_correlation_header_does_not_reach_replies_or_event_lines() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_naming_only_other_servers_is_dropped_before_any_signature_check() {
+    // A rollout's batches name servers literally; every agent hears every batch. An
+    // agent not named does nothing either way, so it spends no signature check on it
+    // (else a rollout of N servers in batches of 1 costs the fleet N² checks).
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::start("").await;
+    let mut events = rig.agent.subscribe();
+    let to = rig.target.dest("queue");
+    let others = Filters { identity: vec!["node-b".into(), "node-c".into()], ..Filters::default() };
+    let unsigned = rig.request(DeployAction::Discover, None, others.clone(), &to);
+    rig.send(&unsigned, None, &[]).await;
+    let e = events_for(&mut events, &[unsigned.request_id.as_str()]).await;
+    assert!(matches!(&e[0], AgentEvent::Ignored { .. }), "{e:?}");
+    assert_eq!(rig.agent.stats().unverified, 0, "no signature check for a request naming others");
+    // Named (or selected by a regex), the same unsigned request is checked and dropped as unverified.
+    for identity in [vec!["node-b".into(), "node-a".into()], vec!["/^node-/".into()]] {
+        let unsigned = rig.request(DeployAction::Discover, None, Filters { identity, ..Filters::default() }, &to);
+        rig.send(&unsigned, None, &[]).await;
+        let e = events_for(&mut events, &[unsigned.request_id.as_str()]).await;
+        assert!(matches!(&e[0], AgentEvent::Unverified { .. }), "{e:?}");
+    }
+    assert_eq!(rig.agent.stats().unverified, 2);
+}

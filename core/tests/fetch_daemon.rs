@@ -552,3 +552,35 @@ async fn the_interval_reconcile_catches_a_push_whose_message_never_came() {
     handle.shutdown().await;
     let _ = server.disconnect().await;
 }
+
+#[tokio::test]
+async fn a_failed_fetch_is_retried_with_backoff_and_its_commit_still_goes_out() {
+    // The rig's daemon has no interval reconcile: only the retry can bring the commit in.
+    let Rig { t, repos, clone, topics, server, handle, mut rx } = Rig::start().await;
+    let hook = t.client().await;
+    let mut events = event_lines(&hook, &topics.events).await;
+    repos.commit("site", "second");
+    let (old, new) = repos.push("site");
+    // The git server goes away just before the commit message arrives.
+    let away = repos.central("site").with_extension("away");
+    std::fs::rename(repos.central("site"), &away).unwrap();
+    let publisher = Publisher::new(hook.clone(), "git-hook").destinations(Destinations { commits: topics.commits.clone(), events: t.dest("topic"), ..Destinations::default() });
+    publisher.commit(&commit_msg("site", &old, &new, "refs/heads/master")).await.unwrap();
+    let failed = fetched(&mut rx, |r| r.trigger == "commit").await;
+    assert!(!failed.ok, "{failed:?}");
+    assert!(!has_commit(&clone, &new));
+    // The first retry (after 1 s) may still fail; once the server is back, one succeeds.
+    std::fs::rename(&away, repos.central("site")).unwrap();
+    let r = fetched(&mut rx, |r| r.trigger == "retry" && r.ok).await;
+    assert_eq!(r.new_head.as_deref(), Some(new.as_str()));
+    assert_eq!(r.correlation_id.as_deref(), Some(format!("cid-{new}").as_str()), "the retry keeps the commit's correlation id");
+    assert!(has_commit(&clone, &new));
+    let line = event_containing(&mut events, "fetched change").await;
+    assert_eq!(line.text, format!("fetched change: [site] refs/heads/master {new}"));
+    assert!(handle.stats().retries >= 1);
+    // A success ends the retries: no further `retry` result within 3 s (the next would come after 2 s).
+    let more = tokio::time::timeout(Duration::from_secs(3), fetched(&mut rx, |r| r.trigger == "retry")).await;
+    assert!(more.is_err(), "retried after a success: {more:?}");
+    handle.shutdown().await;
+    let _ = server.disconnect().await;
+}

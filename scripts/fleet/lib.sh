@@ -1,12 +1,14 @@
 # shellcheck shell=bash
 # Shared helpers of scripts/fleet/{up,down,scenario}. Source it; do not run it.
 #
-# The fleet lives on ONE private bridge and ONE /24, fixed here:
-#   bridge  br-dkf            10.213.0.1/24 (root namespace side)
+# The fleet lives on ONE private bridge and ONE private /16, fixed here:
+#   bridge  br-dkf            10.213.0.1/16 (root namespace side)
 #   git     10.213.0.10       ctl 10.213.0.11       rogue 10.213.0.12
-#   mq1..3  10.213.0.21..23   srv01..srvNN 10.213.0.101..
+#   mq1..3  10.213.0.21..23   srv01..srv99 10.213.0.101..199 (up to 99 servers: all
+#   on 10.213.0.0/24); from 100 servers (bench/fleet.sh) the names have three digits,
+#   srv001..srv500 on 10.213.1.10.. (200 per /24: 10.213.1-3.10..209)
 # Network namespaces are named dkf-HOST; /etc/netns/dkf-HOST/ holds the host's
-# hosts, hostname and (mqN) rabbitmq files. Only addresses on 10.213.0.0/24 are
+# hosts, hostname and (mqN) rabbitmq files. Only addresses on 10.213.0.0/16 are
 # ever used. Everything else lives under the run dir ($DK_FLEET_RUN, default
 # /run/dk-fleet), whose `marker` file lists every namespace, link, /etc/netns
 # entry and process that `up` created; `down` removes exactly those.
@@ -15,8 +17,10 @@
 # shellcheck source=scripts/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 
-FLEET_NET=10.213.0
-FLEET_CIDR=$FLEET_NET.0/24
+FLEET_NET=10.213
+FLEET_CIDR=$FLEET_NET.0.0/16
+FLEET_PREFIXLEN=16
+FLEET_MAX_SERVERS=500
 FLEET_BRIDGE=br-dkf
 FLEET_PREFIX=dkf-
 FLEET_RUN="${DK_FLEET_RUN:-/run/dk-fleet}"
@@ -37,11 +41,12 @@ fleet_ns() { printf '%s%s' "$FLEET_PREFIX" "$1"; }
 # fleet_addr HOST -> its address on the bridge
 fleet_addr() {
     case "$1" in
-        git) echo "$FLEET_NET.10" ;;
-        ctl) echo "$FLEET_NET.11" ;;
-        rogue) echo "$FLEET_NET.12" ;;
-        mq[1-3]) echo "$FLEET_NET.$((20 + ${1#mq}))" ;;
-        srv[0-9][0-9]) echo "$FLEET_NET.$((100 + 10#${1#srv}))" ;;
+        git) echo "$FLEET_NET.0.10" ;;
+        ctl) echo "$FLEET_NET.0.11" ;;
+        rogue) echo "$FLEET_NET.0.12" ;;
+        mq[1-3]) echo "$FLEET_NET.0.$((20 + ${1#mq}))" ;;
+        srv[0-9][0-9]) echo "$FLEET_NET.0.$((100 + 10#${1#srv}))" ;;
+        srv[0-9][0-9][0-9]) local i=$((10#${1#srv} - 1)); echo "$FLEET_NET.$((1 + i / 200)).$((10 + i % 200))" ;;
         *) dk_die "fleet_addr: unknown host '$1'" ;;
     esac
 }
@@ -52,10 +57,11 @@ fleet_x() {
     ip netns exec "$(fleet_ns "$host")" "$@"
 }
 
-# fleet_servers N -> srv01 .. srvNN
+# fleet_servers N -> srv01 .. srvNN (N <= 99), srv001 .. srvNNN (N >= 100): names sort as numbers
 fleet_servers() {
-    local i
-    for ((i = 1; i <= $1; i++)); do printf 'srv%02d\n' "$i"; done
+    local i fmt='srv%02d\n'
+    [ "$1" -le 99 ] || fmt='srv%03d\n'
+    for ((i = 1; i <= $1; i++)); do printf "$fmt" "$i"; done
 }
 
 fleet_mark() { printf '%s\n' "$*" >>"$FLEET_MARKER"; }

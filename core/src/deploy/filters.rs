@@ -104,6 +104,19 @@ impl<'f> Selector<'f> {
     }
 }
 
+/// Whether `filters` name servers only by literal identity and `identity` is
+/// not among them: not for this server, whatever else the request says. Only
+/// string compares (no regex is compiled), so an agent can drop a request
+/// meant for others before spending a signature check on it.
+pub fn names_only_others(filters: &Filters, identity: &str) -> bool {
+    !filters.identity.is_empty() && filters.identity.iter().all(|f| !is_regex(f) && f != identity)
+}
+
+/// Whether an identity filter is a `/regex/` (else a literal name).
+fn is_regex(filter: &str) -> bool {
+    filter.len() >= 2 && filter.starts_with('/') && filter.ends_with('/')
+}
+
 /// Whether `who` is selected by `filters` (caps checked, regexes compiled on each call).
 pub fn matches(filters: &Filters, who: Candidate<'_>) -> Result<bool, FilterError> {
     Ok(Selector::compile(filters)?.matches(who))
@@ -148,6 +161,16 @@ mod tests {
 
     fn who<'a>(id: &'a str, classes: &'a [String], facts: &'a BTreeMap<String, String>) -> Candidate<'a> {
         Candidate { identity: id, classes, facts }
+    }
+
+    #[test]
+    fn literal_names_of_others_are_recognised_without_regexes() {
+        let f = |i: &[&str]| Filters { identity: i.iter().map(|s| s.to_string()).collect(), ..Filters::default() };
+        assert!(names_only_others(&f(&["web02", "web03"]), "web01"));
+        assert!(!names_only_others(&f(&["web02", "web01"]), "web01"));
+        assert!(!names_only_others(&f(&[]), "web01"), "no identity filter selects everyone");
+        assert!(!names_only_others(&f(&["web02", "/^web/"]), "web01"), "a regex may select web01");
+        assert!(names_only_others(&f(&["/"]), "web01"), "a lone slash is a name");
     }
 
     #[test]

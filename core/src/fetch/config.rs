@@ -9,6 +9,7 @@
 //! max_parallel = 4                    # repositories fetched at once
 //! reconcile_interval = "10m"          # "off" disables; integers are seconds
 //! lock_stale_after = "10m"            # index.lock / shallow.lock older than this are removed
+//! git_timeout = "30s"                 # a git server silent this long fails the fetch ("off": wait forever)
 //!
 //! [broker]
 //! url = "stomp://broker:61613"
@@ -64,6 +65,9 @@ pub struct FetchConfig {
     pub reconcile_interval: Option<Duration>,
     /// Lock files older than this (and not held open) are removed.
     pub lock_stale_after: Duration,
+    /// A fetch fails when the git server is silent this long (connects: at
+    /// most 10 s); `None` = no timeout. A failed fetch is retried with backoff.
+    pub git_timeout: Option<Duration>,
     /// The repositories, by the name commit messages use.
     pub repos: BTreeMap<String, RepoConfig>,
 }
@@ -212,6 +216,7 @@ struct RawConfig {
     max_parallel: Option<toml::Spanned<i64>>,
     reconcile_interval: Option<toml::Spanned<RawDuration>>,
     lock_stale_after: Option<toml::Spanned<RawDuration>>,
+    git_timeout: Option<toml::Spanned<RawDuration>>,
     #[serde(default)]
     repos: BTreeMap<String, RawRepo>,
 }
@@ -293,6 +298,10 @@ impl FetchConfig {
             None => Duration::from_secs(600),
             Some(v) => duration("lock_stale_after", text, v, false)?.unwrap_or(Duration::from_secs(600)),
         };
+        let git_timeout = match &raw.git_timeout {
+            None => Some(Duration::from_secs(30)),
+            Some(v) => duration("git_timeout", text, v, true)?,
+        };
         let node = raw.node.unwrap_or_else(crate::sys::hostname);
         let mut repos = BTreeMap::new();
         for (name, r) in raw.repos {
@@ -360,7 +369,7 @@ impl FetchConfig {
                 },
             );
         }
-        Ok(FetchConfig { broker, commits_topic, events_topic, results_topic, wire, node, max_parallel, reconcile_interval, lock_stale_after, repos })
+        Ok(FetchConfig { broker, commits_topic, events_topic, results_topic, wire, node, max_parallel, reconcile_interval, lock_stale_after, git_timeout, repos })
     }
 
     /// Checks this machine against the configuration: each repo path exists and

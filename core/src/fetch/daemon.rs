@@ -25,6 +25,13 @@
 //! [`KeyedCoalescer`] (leading edge on, reconcile requests pushed as
 //! immediate); this module keeps only what a pending request merges.
 //!
+//! # Retries
+//! A fetch that fails (git server down, overloaded or silent past
+//! `git_timeout`, a network cut) is retried as a full sync, trigger `retry`,
+//! after 1 s, then 2, 4, … up to 60 s between attempts, until one succeeds;
+//! the commit it was for stays attached, so its event line and correlation id
+//! still go out. Any successful fetch of the repo ends the retries.
+//!
 //! # Hostile input
 //! A repo name that is empty, begins with `-`, contains `..` or a control
 //! character (NUL, newline, …), or a refname that `ops::validate_refname`
@@ -141,6 +148,8 @@ pub struct Stats {
     pub undecodable: u64,
     /// Reconciles run (every repo once).
     pub reconciles: u64,
+    /// Retries started after a failed fetch.
+    pub retries: u64,
 }
 
 /// Why the daemon could not start or apply a change.
@@ -182,7 +191,7 @@ impl FetchDaemon {
         let shared = Arc::new(Shared::new(&config, &client, &options, observer.clone(), stats.clone()));
         let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         let repos = KeyedCoalescer::new(options.quiet, options.max_delay, Pending::merge).leading_edge(true);
-        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), repos, sem, tasks: JoinSet::new(), done_tx };
+        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), repos, sem, tasks: JoinSet::new(), done_tx, retries: BTreeMap::new() };
         daemon.reconcile("startup");
         let task = tokio::spawn(daemon.run(ctl_rx, done_rx, client_events));
         Ok(DaemonHandle { ctl: ctl_tx, observer, stats, task })
@@ -331,6 +340,28 @@ impl Pending {
 /// A fetch task's report that the repository is free again.
 struct Done {
     repo: String,
+    ok: bool,
+    /// The commit the fetch was for (kept for the retry).
+    commit: Option<CommitCtx>,
+}
+
+/// The first retry after a failed fetch; each next one waits twice as long.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two retries.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A repo whose last fetch failed.
+struct Retry {
+    /// Failed attempts in a row, minus one.
+    attempt: u32,
+    /// When the next retry starts (`None`: it is running).
+    at: Option<Instant>,
+    commit: Option<CommitCtx>,
+}
+
+/// The wait before retry number `attempt + 1`.
+fn retry_delay(attempt: u32) -> Duration {
+    RETRY_FIRST.saturating_mul(1u32 << attempt.min(10)).min(RETRY_MAX)
 }
 
 struct Daemon {
@@ -344,6 +375,8 @@ struct Daemon {
     sem: Arc<Semaphore>,
     tasks: JoinSet<()>,
     done_tx: mpsc::UnboundedSender<Done>,
+    /// Repos whose last fetch failed, with their next retry.
+    retries: BTreeMap<String, Retry>,
 }
 
 async fn subscribe(client: &Client, topic: &str) -> Result<Subscription, DaemonError> {
@@ -354,8 +387,9 @@ impl Daemon {
     async fn run(mut self, mut ctl: mpsc::Receiver<Control>, mut done_rx: mpsc::UnboundedReceiver<Done>, mut client_events: broadcast::Receiver<ClientEvent>) -> Stats {
         let mut interval = self.new_interval();
         loop {
+            self.start_retries();
             self.start_due();
-            let next_due = self.repos.next_due();
+            let next_due = [self.repos.next_due(), self.retries.values().filter_map(|r| r.at).min()].into_iter().flatten().min();
             tokio::select! {
                 c = ctl.recv() => match c {
                     Some(Control::Reload(config, reply)) => {
@@ -394,7 +428,7 @@ impl Daemon {
                         }
                     }
                 },
-                Some(done) = done_rx.recv() => self.repos.finished(&done.repo),
+                Some(done) = done_rx.recv() => self.on_done(done),
                 _ = tick(&mut interval) => self.reconcile("interval"),
                 _ = sleep_opt(next_due) => {}
             }
@@ -444,6 +478,9 @@ impl Daemon {
         if config.broker != self.config.broker {
             tracing::warn!("the broker section changed; it takes effect at the next restart (the connection is kept)");
         }
+        if config.git_timeout != self.config.git_timeout {
+            tracing::warn!("git_timeout changed; it takes effect at the next restart (libgit2's timeouts are process-wide)");
+        }
         let added: Vec<String> = config.repos.keys().filter(|n| !self.config.repos.contains_key(*n)).cloned().collect();
         let changed: Vec<String> = config.repos.iter().filter(|(n, r)| self.config.repos.get(*n).is_some_and(|old| old != *r)).map(|(n, _)| n.clone()).collect();
         self.repos.retain(|n, running| config.repos.contains_key(n) || running);
@@ -458,6 +495,40 @@ impl Daemon {
         }
         self.shared.emit(DaemonEvent::Reloaded { resubscribed });
         Ok(())
+    }
+
+    /// A fetch ended: the repo is free; a failure schedules its retry, a success ends them.
+    fn on_done(&mut self, done: Done) {
+        self.repos.finished(&done.repo);
+        if done.ok {
+            self.retries.remove(&done.repo);
+            return;
+        }
+        if !self.config.repos.contains_key(&done.repo) {
+            return;
+        }
+        let attempt = self.retries.get(&done.repo).map_or(0, |r| r.attempt.saturating_add(1));
+        let delay = retry_delay(attempt);
+        tracing::info!(repo = done.repo, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "fetch failed: retrying");
+        let commit = done.commit.or_else(|| self.retries.remove(&done.repo).and_then(|r| r.commit));
+        self.retries.insert(done.repo, Retry { attempt, at: Some(Instant::now() + delay), commit });
+    }
+
+    /// Requests the retries that are due (a full sync each, immediate).
+    fn start_retries(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self.retries.iter().filter(|(_, r)| r.at.is_some_and(|at| at <= now)).map(|(n, _)| n.clone()).collect();
+        for name in due {
+            let Some(r) = self.retries.get_mut(&name) else { continue };
+            r.at = None;
+            let commit = r.commit.clone();
+            if !self.config.repos.contains_key(&name) {
+                self.retries.remove(&name);
+                continue;
+            }
+            self.shared.stat(|s| s.retries += 1);
+            self.repos.push_immediate(name, Pending { refs: None, trigger: "retry".into(), commit }, now);
+        }
     }
 
     /// Every configured repo once (a full sync each).
@@ -568,7 +639,7 @@ impl Daemon {
             self.tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let result = fetch_one(&shared, &name, &repo, refname, &trigger, commit.as_ref()).await;
-                let _ = done.send(Done { repo: name });
+                let _ = done.send(Done { repo: name, ok: result.0.ok, commit: commit.clone() });
                 publish(&shared, &result, commit.as_ref()).await;
             });
         }

@@ -57,6 +57,9 @@ pub struct ChildRequest {
     pub uid: u32,
 }
 
+/// The environment variable handing `git_timeout` (milliseconds) to the child.
+pub const GIT_TIMEOUT_ENV: &str = "DK_FETCH_GIT_TIMEOUT_MS";
+
 /// What the child answers (one JSON line on stdout).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,8 +86,12 @@ pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, 
     if euid != 0 && euid != pw.uid {
         return Err(FetchError::User { user: user.into(), message: format!("switching to uid {} needs root (running as uid {euid})", pw.uid) });
     }
-    cmd.env_clear()
-        .env("HOME", &pw.home)
+    let timeout = cmd.get_envs().find(|(k, _)| *k == GIT_TIMEOUT_ENV).and_then(|(_, v)| v.map(|v| v.to_owned()));
+    cmd.env_clear();
+    if let Some(t) = timeout {
+        cmd.env(GIT_TIMEOUT_ENV, t);
+    }
+    cmd.env("HOME", &pw.home)
         .env("USER", &pw.name)
         .env("LOGNAME", &pw.name)
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
@@ -131,6 +138,9 @@ pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, 
 /// wrapper's partial line before it does not matter). Exit code 0 when the
 /// reply was written (even for a failed fetch).
 pub fn child_main() -> ExitCode {
+    // Still one thread: libgit2's process-wide timeouts can be set.
+    let timeout = std::env::var(GIT_TIMEOUT_ENV).ok().and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis);
+    crate::git::timeouts::set(timeout);
     let mut input = String::new();
     let reply = match std::io::stdin().take(1 << 20).read_to_string(&mut input) {
         Err(e) => ChildReply::Error(format!("reading the request: {e}")),

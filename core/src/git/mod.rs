@@ -12,6 +12,7 @@
 pub mod checkout;
 pub mod push;
 pub mod refs;
+pub mod timeouts;
 
 pub use push::{read_push, rfc3339};
 

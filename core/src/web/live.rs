@@ -76,7 +76,7 @@ impl DeployView {
 
     /// The view of a finished report (history pages of earlier deploys).
     pub fn from_report(report: &RolloutReport, result: &str) -> DeployView {
-        let mut nodes: Vec<NodeView> = report.nodes.iter().map(|r| node_from_result(r, 0)).collect();
+        let mut nodes: Vec<NodeView> = report.nodes.iter().map(|r| node_from_result(r, r.batch)).collect();
         nodes.extend(report.missing.iter().map(|n| missing_row(n)));
         DeployView { nodes, stopped: report.stopped.clone(), finished: true, result: result.to_owned(), error: None }
     }
@@ -260,7 +260,7 @@ impl LiveDeploy {
                 self.publish(&Update::Node { node: n.clone(), done, total });
             }
             RolloutEvent::NodeDone { result } => {
-                let batch = v.nodes.iter().find(|n| n.node == result.node).map(|n| n.batch).unwrap_or(0);
+                let batch = v.nodes.iter().find(|n| n.node == result.node).map_or(result.batch, |n| n.batch);
                 let mut nv = node_from_result(result, batch);
                 if let Some(n) = v.nodes.iter_mut().find(|n| n.node == result.node) {
                     if nv.steps.is_empty() {
@@ -369,5 +369,33 @@ mod tests {
         let view = DeployView::from_report(&report, "failed");
         assert_eq!(view.nodes[0].state, "missing");
         assert_eq!(view.nodes[0].error.as_deref(), Some("did not answer discovery"));
+    }
+
+    #[test]
+    fn a_report_from_history_keeps_each_servers_batch() {
+        let node = |name: &str, batch: usize| NodeResult {
+            node: name.into(),
+            state: NodeState::Ok,
+            error: None,
+            steps: vec![],
+            live: Some("www_v2".into()),
+            previous: None,
+            elapsed_ms: 5,
+            batch,
+        };
+        let report = RolloutReport {
+            action: crate::message::DeployAction::Deploy,
+            site: "www".into(),
+            tag: Some("v2".into()),
+            nodes: vec![node("web01", 0), node("web02", 1), node("web03", 2)],
+            stopped: None,
+            request_ids: vec![],
+            duration_ms: 9,
+            missing: vec![],
+            missing_unnamed: 0,
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        let view = DeployView::from_report(&serde_json::from_str(&json).unwrap(), "ok");
+        assert_eq!(view.nodes.iter().map(|n| n.batch).collect::<Vec<_>>(), [0, 1, 2], "the canary stays the canary");
     }
 }

@@ -419,7 +419,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         )
                     };
                     match r.state {
-                        StepState::Ok => println!("{:<24} live {}{lock}", r.node, r.data["current"].as_str().unwrap_or("-")),
+                        StepState::Ok => println!("{:<24} live {}{}{lock}", r.node, r.data["current"].as_str().unwrap_or("-"), live_state(&r.data)),
                         _ => println!("{:<24} {}", r.node, r.error.as_deref().unwrap_or("failed")),
                     }
                 }
@@ -637,4 +637,15 @@ async fn rollout_cmd(
         print!("{}", summary(&report));
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// " (unverified: …)" when a status reply's journal says the live release is not good.
+fn live_state(data: &serde_json::Value) -> String {
+    let Some(current) = data["current"].as_str() else { return String::new() };
+    let state = data["releases"].as_array().and_then(|rs| rs.iter().find(|r| r["dir"].as_str() == Some(current))).and_then(|r| r["state"].as_str());
+    match state {
+        Some("good") | None => String::new(),
+        Some("unverified") => " (unverified: its post-deploy failed or never finished; deploy the same tag again to finish it)".into(),
+        Some(other) => format!(" ({})", other.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect::<String>()),
+    }
 }

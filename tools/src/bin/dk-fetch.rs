@@ -85,16 +85,22 @@ fn main() -> ExitCode {
     if cli.check {
         return dk_tools::cli::check_report(&cli.config, &config.check(), &format!("{} repos", config.repos.len()));
     }
+    // Before the runtime's threads exist: libgit2's timeouts are process-wide.
+    deploykit::git::timeouts::set(config.git_timeout);
     dk_tools::cli::block_on("dk-fetch", run(cli, config))
 }
 
-/// The repository operation: in-process, or through `dk-fetch __fetch-as` for `user = "…"` repos.
-fn runner() -> Runner {
+/// The repository operation: in-process, or through `dk-fetch __fetch-as` for `user = "…"` repos
+/// (which gets `git_timeout` in its environment).
+fn runner(git_timeout: Option<std::time::Duration>) -> Runner {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dk-fetch"));
     Arc::new(move |name, repo, refname, stale| {
         privilege::run_configured(name, repo, refname, stale, || {
             let mut c = std::process::Command::new(&exe);
             c.arg("__fetch-as");
+            if let Some(t) = git_timeout {
+                c.env(privilege::GIT_TIMEOUT_ENV, t.as_millis().to_string());
+            }
             c
         })
     })
@@ -113,7 +119,7 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
                 None
             }
         };
-        let results = daemon::run_once(&config, client.clone(), Some(runner())).await;
+        let results = daemon::run_once(&config, client.clone(), Some(runner(config.git_timeout))).await;
         let mut failed = 0;
         for r in &results {
             match &r.error {
@@ -134,7 +140,8 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let client = args.connect().await?;
     let (repos, topic) = (config.repos.len(), config.commits_topic.clone());
     let names = Allowed::new(config.repos.keys());
-    let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: runner(), ..DaemonOptions::default() }).await?;
+    let run_git = runner(config.git_timeout);
+    let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: run_git, ..DaemonOptions::default() }).await?;
     tracing::info!(repos, %topic, "dk-fetch started");
     let health = cli.health.start("dk-fetch", &client).await?;
     health.follow(|| daemon.subscribe(), series::fetch(health.metrics(), names.clone()));

@@ -29,7 +29,7 @@ pub mod repo;
 pub mod report;
 pub mod steps;
 
-use crate::deploy::filters::{Candidate, Selector};
+use crate::deploy::filters::{self, Candidate, Selector};
 use crate::deploy::identity::{AgentIdentity, EnrollmentError};
 use crate::deploy::replay::ReplayCache;
 use crate::message::{decode, AgentAnnounce, DeployAction, DeployRequest, Event, Message, SiteStatus, StepState};
@@ -300,6 +300,12 @@ async fn event(shared: &Shared, config: &AgentConfig, text: String, correlation_
 /// selects this agent, records its id against replays; returns the signing
 /// key's name, `Ok(None)` when the request is not for this agent.
 fn verify(config: &AgentConfig, replay: &Mutex<ReplayCache>, headers: &Headers, body: &[u8], req: &DeployRequest) -> Result<Option<String>, Unanswered> {
+    // A request naming only other servers (a rollout's batches) is dropped before its
+    // signature check: it makes this agent do nothing either way, and a rollout then
+    // costs each agent its own batch, not one check per batch (N² across a fleet).
+    if filters::names_only_others(&req.filters, &config.identity) {
+        return Ok(None);
+    }
     let now = releases::now();
     let key = intake::authenticate(config, headers, body, req, now).map_err(Unanswered::Unverified)?;
     // Only now, for a request a trusted key signed, are its filters built (capped in count, length and regex size).

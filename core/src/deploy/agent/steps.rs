@@ -310,13 +310,55 @@ fn checkout(site: &SiteConfig, commit: git2::Oid, dir: &str) -> Result<(), Strin
     res
 }
 
-/// Whether deploying `dir` is a no-op (already live, same commit), or refused (live, other commit).
-fn already_live(site: &SiteConfig, dir: &str, tag: &str, commit: git2::Oid) -> Result<bool, Refusal> {
+/// What deploying `dir` means while it is already live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AlreadyLive {
+    /// Live and good at the same commit: nothing to do.
+    Done,
+    /// Live at the same commit, but its post-deploy failed or never finished
+    /// (the agent died after the link swap): run post-deploy again.
+    Unverified,
+}
+
+/// Whether deploying `dir` while it is live is a no-op, a post-deploy to finish, or refused.
+fn already_live(site: &SiteConfig, dir: &str, tag: &str, commit: git2::Oid) -> Result<AlreadyLive, Refusal> {
     let journal = Journal::open(&site.releases).map_err(|e| Refusal::Other(e.to_string()))?;
-    if journal.get(dir).is_some_and(|r| r.state == ReleaseState::Good && r.commit == commit.to_string()) {
-        return Ok(true);
+    match journal.get(dir) {
+        Some(r) if r.commit != commit.to_string() => Err(Refusal::Other(format!("{dir} is live but {tag} now points elsewhere; deploy another tag first, or roll back"))),
+        Some(r) if r.state == ReleaseState::Good => Ok(AlreadyLive::Done),
+        Some(r) if r.state == ReleaseState::Unverified => Ok(AlreadyLive::Unverified),
+        Some(r) => Err(Refusal::Other(format!("{dir} is live but its journal state is {:?}; deploy another tag first, or roll back", r.state))),
+        None => Err(Refusal::Other(format!("{dir} is live but not in this agent's journal; deploy another tag first, or roll back"))),
     }
-    Err(Refusal::Other(format!("{dir} is live but {tag} now points elsewhere; deploy another tag first, or roll back")))
+}
+
+/// Finishes a live, unverified release of the same commit: its tree checked
+/// again, then post-deploy, and the release is good when both pass. The link
+/// is not touched.
+async fn finish_unverified(ctx: &Ctx<'_>, mut lock: SiteLock, tag: String, dir: String) -> Result<DeployOutcome, Refusal> {
+    let site = ctx.site;
+    let mut journal = match Journal::open(&site.releases) {
+        Ok(j) => j,
+        Err(e) => return finish(lock, DeployOutcome { error: Some(format!("post-deploy: {e}")), ..DeployOutcome::default() }),
+    };
+    let prev = journal.previous_good(Some(&dir)).map(|r| r.dir.clone());
+    // Phase Linked and `created: false`: an agent dying now leaves the release live and unverified.
+    let _ = lock.update(|i| {
+        i.release = Some(dir.clone());
+        i.previous = prev.clone();
+        i.phase = Phase::Linked;
+    });
+    let mut out = DeployOutcome { tag: Some(tag.clone()), live: Some(dir.clone()), previous: prev.clone(), ..DeployOutcome::default() };
+    if let Err(e) = releases::verify(site, &dir) {
+        out.error = Some(format!("{dir} is live but incomplete: {e}; deploy another tag, or roll back"));
+        return finish(lock, out);
+    }
+    if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev.as_deref()).await {
+        let _ = journal.set_state(&dir, ReleaseState::Good);
+        out.ok = true;
+        out.removed = journal.cleanup(site.keep_releases, Some(&dir)).unwrap_or_default();
+    }
+    finish(lock, out)
 }
 
 /// Deploys `tag` (validated by the caller's `resolve`).
@@ -326,17 +368,22 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<DeployOut
     let dir = releases::dir_name(&site.repo_name, &tag).ok_or_else(|| Refusal::Other(format!("tag {tag:?} cannot name a release directory")))?;
     let unchanged = |live: Option<String>| DeployOutcome { ok: true, unchanged: true, tag: Some(tag.clone()), previous: live.clone(), live, ..DeployOutcome::default() };
     let live = releases::live(site);
-    if live.as_deref() == Some(dir.as_str()) {
-        return already_live(site, &dir, &tag, resolved.commit).map(|_| unchanged(live));
+    if live.as_deref() == Some(dir.as_str()) && already_live(site, &dir, &tag, resolved.commit)? == AlreadyLive::Done {
+        return Ok(unchanged(live));
     }
     releases::preflight(site).map_err(|e| Refusal::Other(e.to_string()))?;
     let mut lock = lock(site, ctx.lock_info("deploy", live))?;
     // Read again under the lock: another deploy may have finished in between.
     let live = releases::live(site);
     if live.as_deref() == Some(dir.as_str()) {
-        let res = already_live(site, &dir, &tag, resolved.commit).map(|_| unchanged(live));
-        finish(lock, DeployOutcome::default())?;
-        return res;
+        return match already_live(site, &dir, &tag, resolved.commit) {
+            Ok(AlreadyLive::Done) => finish(lock, unchanged(live)),
+            Ok(AlreadyLive::Unverified) => finish_unverified(ctx, lock, tag, dir).await,
+            Err(e) => {
+                finish(lock, DeployOutcome::default())?;
+                Err(e)
+            }
+        };
     }
     let _ = lock.update(|i| i.previous = live.clone());
     let mut out = DeployOutcome { tag: Some(tag.clone()), previous: live.clone(), ..DeployOutcome::default() };

@@ -227,6 +227,9 @@ pub struct NodeResult {
     /// Milliseconds from its batch's request to its final reply.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// Its batch in the plan (0 is the canary batch when there is a canary).
+    #[serde(default)]
+    pub batch: usize,
 }
 
 /// The end state of one server.
@@ -619,7 +622,7 @@ impl Controller {
                 let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
                 let rest = nodes
                     .iter()
-                    .map(|n| NodeResult { node: n.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0 })
+                    .map(|n| NodeResult { node: n.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0, batch: 0 })
                     .collect();
                 return Ok(report(rest, Some(reason), Vec::new(), missing));
             }
@@ -646,9 +649,18 @@ impl Controller {
             if let Some(reason) = reason {
                 let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
                 stopped = Some(reason);
-                for rest in &batches[index..] {
+                for (later, rest) in batches[index..].iter().enumerate() {
                     for node in rest {
-                        let r = NodeResult { node: node.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0 };
+                        let r = NodeResult {
+                            node: node.clone(),
+                            state: NodeState::NotStarted,
+                            error: None,
+                            steps: vec![],
+                            live: None,
+                            previous: None,
+                            elapsed_ms: 0,
+                            batch: index + later,
+                        };
                         let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                         results.push(r);
                     }
@@ -688,6 +700,7 @@ impl Controller {
                     live: outcome.as_ref().and_then(|o| o.live.clone()),
                     previous: outcome.as_ref().and_then(|o| o.previous.clone()),
                     elapsed_ms: started.elapsed().as_millis() as u64,
+                    batch: index,
                 };
                 let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                 done.insert(reply.node.clone(), r);
@@ -702,6 +715,7 @@ impl Controller {
                         live: None,
                         previous: None,
                         elapsed_ms: started.elapsed().as_millis() as u64,
+                        batch: index,
                     };
                     let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                     r
