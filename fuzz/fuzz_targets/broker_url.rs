@@ -24,8 +24,10 @@ fuzz_target!(|data: &[u8]| {
                 // A passcode of a few characters may occur elsewhere in the URL by chance; a percent-encoded
                 // one is not written as such in the URL (its decoded form may then occur in the login); one holding
                 // `***` may look like its own redaction.
+                // A match that overlaps redact's own `***` is not the password shown: in `stomp://u:**@host@host`
+                // the password `**@host` "appears" in `u:***@host` only by borrowing two of the mask's stars.
                 if pass.expose().len() >= 8 && !pass.expose().contains("***") && !text.contains('%') && !text.replacen(pass.expose(), "", 1).contains(pass.expose()) {
-                    assert!(!redacted.contains(pass.expose()), "redact({text:?}) = {redacted:?} shows the password");
+                    assert!(!shown(&redacted, pass.expose()), "redact({text:?}) = {redacted:?} shows the password");
                 }
             }
         }
@@ -34,3 +36,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// Whether `pass` occurs in `redacted` other than overlapping a `***` mask that redact put in.
+fn shown(redacted: &str, pass: &str) -> bool {
+    let masks: Vec<std::ops::Range<usize>> = redacted.match_indices(":***@").map(|(i, _)| i + 1..i + 4).collect();
+    let (hay, needle) = (redacted.as_bytes(), pass.as_bytes());
+    (0..hay.len()).filter(|&i| hay[i..].starts_with(needle)).any(|i| !masks.iter().any(|m| m.start < i + needle.len() && i < m.end))
+}
