@@ -354,11 +354,16 @@ async fn finish_unverified(ctx: &Ctx<'_>, mut lock: SiteLock, tag: String, dir: 
         return finish(lock, out);
     }
     if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev.as_deref()).await {
-        let _ = journal.set_state(&dir, ReleaseState::Good);
-        out.ok = true;
-        out.removed = journal.cleanup(site.keep_releases, Some(&dir)).unwrap_or_default();
+        verified(site, &mut journal, &mut out, &dir);
     }
     finish(lock, out)
+}
+
+/// After a passing post-deploy: `dir` is good, the deploy ok, old releases cleaned up.
+fn verified(site: &SiteConfig, journal: &mut Journal, out: &mut DeployOutcome, dir: &str) {
+    let _ = journal.set_state(dir, ReleaseState::Good);
+    out.ok = true;
+    out.removed = journal.cleanup(site.keep_releases, Some(dir)).unwrap_or_default();
 }
 
 /// Deploys `tag` (validated by the caller's `resolve`).
@@ -447,9 +452,7 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<DeployOut
     out.live = Some(dir.clone());
 
     if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev).await {
-        let _ = journal.set_state(&dir, ReleaseState::Good);
-        out.ok = true;
-        out.removed = journal.cleanup(site.keep_releases, Some(&dir)).unwrap_or_default();
+        verified(site, &mut journal, &mut out, &dir);
     } else if site.rollback_on_post_failure {
         if let Some(p) = prev {
             if releases::swap(site, p).is_ok() {
