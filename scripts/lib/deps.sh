@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suites need, only when it is missing.
 #
-#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|browser|fleet|all]  (default: all)
+#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|browser|fleet|package|all]  (default: all)
 #
 #   build    libssl-dev and pkg-config (git2's https transport links system OpenSSL)
 #   debian   reprepro and dpkg-deb (dk-reprepro's tests build and include real .debs)
@@ -15,6 +15,9 @@
 #            PyPI into .dk-test/venv, scripts/browser-suite.sh)
 #   fleet    Debian's ruby-stomp (the original's STOMP library: the fleet suite's
 #            mixed-wire scenario has a Ruby subscriber)
+#   package  what scripts/package and the install suite use: dpkg-dev (dpkg-shlibdeps
+#            computes Depends), debootstrap (a clean Debian root), and the pinned
+#            cargo-deb (cargo install --locked, ~2 minutes, once)
 #
 # Output of apt/pip goes to $DK_LOG_DIR/deps-*.log; one line per step here.
 # Idempotent: a second run installs nothing and takes well under a second.
@@ -151,6 +154,28 @@ deps_fleet() {
     apt_install --no-install-recommends ruby-stomp
 }
 
+CARGO_DEB_VERSION=3.8.0
+
+deps_package() {
+    local missing=()
+    command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    if [ ${#missing[@]} -eq 0 ]; then
+        dk_log "deps: dpkg-dev and debootstrap already installed"
+    else
+        apt_install --no-install-recommends "${missing[@]}"
+    fi
+    if [ "$(cargo deb --version 2>/dev/null)" = "cargo-deb $CARGO_DEB_VERSION" ]; then
+        dk_log "deps: cargo-deb $CARGO_DEB_VERSION already installed"
+        return 0
+    fi
+    dk_log "deps: cargo install cargo-deb $CARGO_DEB_VERSION (--locked; about 2 minutes, once)"
+    if ! cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION" >>"$DK_LOG_DIR/deps-cargo.log" 2>&1; then
+        dk_tail_file "$DK_LOG_DIR/deps-cargo.log" 30
+        dk_die "deps: could not install cargo-deb $CARGO_DEB_VERSION"
+    fi
+}
+
 main() {
     local what="${1:-all}"
     case "$what" in
@@ -161,9 +186,10 @@ main() {
         python) deps_python ;;
         browser) deps_browser ;;
         fleet) deps_fleet ;;
-        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python; deps_browser; deps_fleet ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|browser|fleet|all)" ;;
+        package) deps_package ;;
+        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python; deps_browser; deps_fleet; deps_package ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|browser|fleet|package|all)" ;;
     esac
 }
 

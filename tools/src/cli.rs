@@ -24,7 +24,9 @@ pub struct BrokerArgs {
     #[arg(global = true, long, env = "DK_BROKER_LOGIN")]
     pub login: Option<String>,
     /// File holding the passcode (first line); never pass secrets on the command line.
-    #[arg(global = true, long, value_name = "FILE")]
+    /// Under systemd, a credential: `LoadCredential=broker-passcode:/etc/deploykit/passcode`
+    /// with `DK_BROKER_PASSCODE_FILE=%d/broker-passcode`.
+    #[arg(global = true, long, env = "DK_BROKER_PASSCODE_FILE", value_name = "FILE")]
     pub passcode_file: Option<PathBuf>,
     /// Heart-beat interval in milliseconds, both ways (0 disables; emulated if the broker offers none).
     #[arg(global = true, long, default_value_t = 10_000, value_name = "MS")]

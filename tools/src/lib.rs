@@ -6,4 +6,5 @@ pub mod cli;
 pub mod daemon;
 pub mod deploy_view;
 pub mod exit;
+pub mod generate;
 pub mod logging;

@@ -63,7 +63,7 @@ fn load(path: Option<&Path>) -> Result<AptWatchConfig, deploykit::config::Config
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     let config = match dk_tools::cli::load_config("dk-apt-watch", cli.check, || load(cli.config.as_deref())) {
         Ok(c) => c,

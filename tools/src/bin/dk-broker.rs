@@ -116,7 +116,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = dk_tools::generate::parse::<Args>();
     args.log.init();
     dk_tools::cli::block_on_or("dk-broker", 2, run(args))
 }

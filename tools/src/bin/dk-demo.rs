@@ -132,7 +132,7 @@ struct Server {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     let broker = Broker::start(BrokerConfig::default()).await.context("starting the embedded broker")?;
     let url = broker.url();

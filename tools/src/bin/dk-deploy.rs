@@ -282,7 +282,7 @@ fn load_trust(c: &Common) -> Result<TrustConfig> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.common.log.init();
     if let Cmd::Enroll { fleet_key, identity, agent_key, valid } = &cli.command {
         return enroll(fleet_key, identity, agent_key, *valid);

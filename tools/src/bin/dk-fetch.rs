@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("__fetch-as") {
         return privilege::child_main();
     }
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     if let Some(yaml) = &cli.import_legacy {
         return match std::fs::read_to_string(yaml).map_err(|e| format!("{}: {e}", yaml.display())).and_then(|t| config::import_legacy(&t).map_err(|e| e.to_string())) {

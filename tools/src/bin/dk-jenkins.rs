@@ -53,7 +53,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     let config = match dk_tools::cli::load_config("dk-jenkins", cli.check, || JenkinsConfig::load(&cli.config)) {
         Ok(c) => c,

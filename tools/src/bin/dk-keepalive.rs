@@ -96,7 +96,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     dk_tools::cli::block_on_or("dk-keepalive", 2, run(cli))
 }

@@ -85,7 +85,7 @@ fn load_config(cli: &Cli) -> Result<NotifyConfig, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     let prepared = (|| {
         let status = status(&cli)?;

@@ -195,7 +195,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     dk_tools::cli::block_on_or("dk-stomp", 1, run(cli))
 }

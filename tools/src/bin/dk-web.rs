@@ -65,6 +65,10 @@ struct Cli {
     /// Address to listen on (overrides the config's `listen`).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Signing key file (overrides the config's `key_file`); under systemd, a credential:
+    /// `LoadCredential=web.key:/etc/deploykit/web.key` with `DK_WEB_KEY_FILE=%d/web.key`.
+    #[arg(long, env = "DK_WEB_KEY_FILE", value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -81,6 +85,9 @@ fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
         Some(p) => WebConfig::load(&p)?,
         None => WebConfig::default(),
     };
+    if let Some(k) = &cli.key_file {
+        config.key_file = Some(k.clone());
+    }
     if let Some(l) = cli.listen {
         config.listen = l;
         config.validate()?;
@@ -89,7 +96,7 @@ fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     let config = match dk_tools::cli::load_config("dk-web", cli.check, || load(&cli)) {
         Ok(c) => c,

@@ -83,7 +83,7 @@ fn load(cli: &Cli) -> Result<WebhookConfig, webhook::ConfigError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     let config = match dk_tools::cli::load_config("dk-webhook", cli.check, || load(&cli)) {
         Ok(c) => c,
