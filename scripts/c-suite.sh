@@ -116,8 +116,43 @@ version="$(awk '$2 == "DK_VERSION_MAJOR" { a = $3 } $2 == "DK_VERSION_MINOR" { b
 [ "$(pkg-config --modversion deploykit 2>/dev/null)" = "$version" ]
 check $? "pkg-config finds deploykit $version"
 soname="$(objdump -p "$PREFIX/lib/libdeploykit.so" | awk '$1 == "SONAME" { print $2 }')"
-[ -n "$soname" ] && [ -e "$PREFIX/lib/$soname" ]
-check $? "libdeploykit.so has a soname ($soname) with its link installed"
+[ "$soname" = libdeploykit.so.0 ] && [ -e "$PREFIX/lib/$soname" ] && [ -f "$PREFIX/lib/libdeploykit.so.$version" ] \
+    && [ "$(readlink "$PREFIX/lib/$soname")" = "libdeploykit.so.$version" ] && [ "$(readlink "$PREFIX/lib/libdeploykit.so")" = "$soname" ]
+check $? "libdeploykit.so.$version has soname libdeploykit.so.0 ($soname), with the links libdeploykit.so.0 and libdeploykit.so"
+
+# A distribution's install: --prefix /usr --libdir (multiarch) staged under DESTDIR, as a
+# Debian package build does it; the .pc file names /usr, never the staging directory.
+STAGE="$WORK/stage"
+MULTIARCH=/usr/lib/x86_64-linux-gnu
+rm -rf "$STAGE"
+DESTDIR="$STAGE" ffi-c/build.sh --no-build "$install_flag" --prefix /usr --libdir "$MULTIARCH" >"$LOGS/install-destdir.log" 2>&1
+rc=$?
+[ "$rc" = 0 ] || dk_tail_file "$LOGS/install-destdir.log" 20
+staged=(
+    "$STAGE$MULTIARCH/libdeploykit.so.$version" "$STAGE$MULTIARCH/libdeploykit.so.0" "$STAGE$MULTIARCH/libdeploykit.so"
+    "$STAGE$MULTIARCH/libdeploykit.a" "$STAGE/usr/include/deploykit.h" "$STAGE$MULTIARCH/pkgconfig/deploykit.pc"
+)
+for f in "${staged[@]}"; do [ "$rc" = 0 ] && [ -e "$f" ] || rc=1; done
+[ "$rc" = 0 ] && [ "$(find "$STAGE" \( -type f -o -type l \) | wc -l)" = "${#staged[@]}" ] || rc=1
+check "$rc" "DESTDIR=… build.sh --prefix /usr --libdir $MULTIARCH stages the 3 library names, .a, deploykit.h and deploykit.pc"
+stage_pc() { PKG_CONFIG_LIBDIR="$STAGE$MULTIARCH/pkgconfig" PKG_CONFIG_PATH= PKG_CONFIG_SYSROOT_DIR="$STAGE" pkg-config "$@" deploykit; }
+[ "$(PKG_CONFIG_LIBDIR="$STAGE$MULTIARCH/pkgconfig" PKG_CONFIG_PATH= pkg-config --variable=prefix deploykit 2>/dev/null)" = /usr ] \
+    && [ "$(PKG_CONFIG_LIBDIR="$STAGE$MULTIARCH/pkgconfig" PKG_CONFIG_PATH= pkg-config --variable=libdir deploykit 2>/dev/null)" = "$MULTIARCH" ] \
+    && ! grep -qF "$STAGE" "$STAGE$MULTIARCH/pkgconfig/deploykit.pc"
+check $? "the staged deploykit.pc names prefix /usr and libdir $MULTIARCH, not DESTDIR"
+staged_soname="$(readelf -d "$STAGE$MULTIARCH/libdeploykit.so.$version" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')"
+[ "$staged_soname" = libdeploykit.so.0 ] && [ "$(readlink "$STAGE$MULTIARCH/libdeploykit.so.0")" = "libdeploykit.so.$version" ]
+check $? "readelf -d: the staged library's SONAME is libdeploykit.so.0 (${staged_soname:-none})"
+read -r -a STAGE_CFLAGS <<<"$(stage_pc --cflags 2>/dev/null)"
+read -r -a STAGE_LIBS <<<"$(stage_pc --libs 2>/dev/null)"
+gcc -std=c11 -Wall -Wextra -Werror "${STAGE_CFLAGS[@]}" -o "$BIN/publish-staged" examples/c/publish.c "${STAGE_LIBS[@]}" \
+    >"$LOGS/compile-publish-staged.log" 2>&1 \
+    && [ "${STAGE_CFLAGS[*]}" = "-I$STAGE/usr/include" ] && [ "${STAGE_LIBS[*]}" = "-L$STAGE$MULTIARCH -ldeploykit" ] \
+    && [ "$(readelf -d "$BIN/publish-staged" | sed -n 's/.*(NEEDED).*\[\(libdeploykit[^]]*\)\]/\1/p')" = libdeploykit.so.0 ]
+rc=$?
+[ "$rc" = 0 ] || { printf '# pkg-config: %s | %s\n' "${STAGE_CFLAGS[*]}" "${STAGE_LIBS[*]}"; sed 's/^/#   /' "$LOGS/compile-publish-staged.log"; }
+staged_ok="$rc"
+check "$rc" "examples/c/publish.c builds against the staged tree (pkg-config with PKG_CONFIG_SYSROOT_DIR) and needs libdeploykit.so.0"
 exported="$(objdump -T "$PREFIX/lib/libdeploykit.so" | awk '$2 == "g" && $4 == ".text" { print $NF }' | sort)"
 declared="$(sed -n 's/^[a-z][^(]*[ *]\(dk_[a-z_]*\)(.*/\1/p' ffi-c/include/deploykit.h | sort -u)"
 [ "$(printf '%s\n' "$exported" | grep -c '^dk_' || true)" -gt 0 ] && [ "$(printf '%s\n' "$exported" | grep -v '^dk_' | grep -c . || true)" = 0 ] \
@@ -250,6 +285,14 @@ if [ "$examples_ok" = 0 ]; then
     [ "$rc" = 0 ] && [ "$(grep -c '^event ' "$sub_out")" = 3 ]
     check $? "examples/c/subscribe receives the commit, build and plain event lines"
     make -C examples/c clean >/dev/null 2>&1 || true
+fi
+# The program built against the staged tree runs with the staged library (found by its soname).
+if [ "$staged_ok" = 0 ]; then
+    LD_LIBRARY_PATH="$STAGE$MULTIARCH" ldd "$BIN/publish-staged" | grep -qF "libdeploykit.so.0 => $STAGE$MULTIARCH/libdeploykit.so.0" \
+        && LD_LIBRARY_PATH="$STAGE$MULTIARCH" "$BIN/publish-staged" "stomp://guest:guest@127.0.0.1:$port" >"$LOGS/publish-staged.out" 2>&1
+    rc=$?
+    [ "$rc" = 0 ] || sed 's/^/#   /' "$LOGS/publish-staged.out"
+    check "$rc" "publish built against the staged tree loads libdeploykit.so.0 from it and publishes through the embedded broker"
 fi
 
 finish

@@ -22,14 +22,70 @@ mod repo;
 
 use deploykit::stomp;
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyConnectionError, PyException, PyTimeoutError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+/// `create_exception!` for an error that is both deploykit's and one of Python's
+/// built-ins: `$name` subclasses `$base` (deploykit's) and `$builtin`, so both
+/// `except deploykit.Error` and `except TimeoutError` catch it. The class is made
+/// the way a Python `class $name($base, $builtin)` statement makes it (one call
+/// to `type`), once per interpreter.
+macro_rules! create_builtin_exception {
+    ($module:ident, $name:ident, $base:ty, $builtin:ty, $doc:expr) => {
+        #[repr(transparent)]
+        #[doc = $doc]
+        pub struct $name(pyo3::PyAny);
+
+        pyo3::impl_exception_boilerplate!($name);
+        pyo3::pyobject_native_type_core!($name, $name::type_object_raw, #module = ::std::option::Option::Some(stringify!($module)));
+
+        impl $name {
+            /// The class object, made on first use.
+            fn type_object_raw(py: Python<'_>) -> *mut pyo3::ffi::PyTypeObject {
+                static TYPE_OBJECT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+                TYPE_OBJECT
+                    .get_or_init(py, || {
+                        two_base_exception(py, stringify!($module), stringify!($name), $doc, &py.get_type::<$base>(), &py.get_type::<$builtin>())
+                            .expect("creating an exception class from two exception classes")
+                    })
+                    .as_ptr()
+                    .cast()
+            }
+        }
+    };
+}
+
+/// `type(name, (base, builtin), {"__module__": module, "__doc__": doc})`: an
+/// exception class with two bases (BaseException's layout and OSError's are
+/// compatible, so Python accepts e.g. `(deploykit.Error, TimeoutError)`).
+fn two_base_exception(py: Python<'_>, module: &str, name: &str, doc: &str, base: &Bound<'_, PyType>, builtin: &Bound<'_, PyType>) -> PyResult<Py<PyType>> {
+    let dict = PyDict::new(py);
+    dict.set_item("__module__", module)?;
+    dict.set_item("__doc__", doc)?;
+    let bases = PyTuple::new(py, [base, builtin])?;
+    let class = py.get_type::<PyType>().call1((name, bases, dict))?;
+    Ok(class.cast_into::<PyType>()?.unbind())
+}
 
 create_exception!(deploykit, Error, PyException, "Base class of every deploykit error.");
-create_exception!(deploykit, ConnectionError, Error, "No broker could be reached, or the connection was lost (see the message for the endpoint and cause).");
+create_builtin_exception!(
+    deploykit,
+    ConnectionError,
+    Error,
+    PyConnectionError,
+    "No broker could be reached, or the connection was lost (see the message for the endpoint and cause). Also a built-in ConnectionError (an OSError)."
+);
 create_exception!(deploykit, RefusedError, ConnectionError, "The broker refused the session: bad login or passcode, unknown virtual host, unsupported STOMP version.");
 create_exception!(deploykit, ReceiptLostError, ConnectionError, "The connection dropped before the broker's receipt arrived: the broker may or may not have the message.");
-create_exception!(deploykit, TimeoutError, Error, "Nothing answered in time (connect, receipt, or a bounded wait).");
+create_builtin_exception!(
+    deploykit,
+    TimeoutError,
+    Error,
+    PyTimeoutError,
+    "Nothing answered in time (connect, receipt, or a bounded wait). Also a built-in TimeoutError (an OSError)."
+);
 create_exception!(deploykit, ProtocolError, Error, "The bytes on the wire were not valid STOMP, or a frame could not be encoded.");
 create_exception!(deploykit, BrokerError, ProtocolError, "The broker sent an ERROR frame on an open session.");
 create_exception!(deploykit, ClosedError, Error, "The client or subscription is closed.");

@@ -115,6 +115,47 @@ def test_refused_connection_is_a_connection_error_quickly(closed_port):
     assert isinstance(e.value, deploykit.Error)
 
 
+def test_connection_error_is_the_builtin_connection_error(closed_port):
+    # A real refused TCP connect: `except ConnectionError` (the built-in) catches it too.
+    with pytest.raises(ConnectionError) as e:
+        deploykit.Client(f"stomp://127.0.0.1:{closed_port}", timeout=5, connect_attempts=1)
+    assert type(e.value) is deploykit.ConnectionError
+    assert isinstance(e.value, (deploykit.Error, OSError))
+    assert isinstance(e.value, deploykit.Error) and isinstance(e.value, ConnectionError)
+    assert str(closed_port) in str(e.value) and e.value.args == (str(e.value),)
+    assert issubclass(deploykit.RefusedError, ConnectionError) and issubclass(deploykit.ReceiptLostError, ConnectionError)
+    assert deploykit.ConnectionError.__module__ == "deploykit" and deploykit.ConnectionError.__doc__
+
+
+@pytest.fixture
+def silent_listener():
+    """A loopback TCP listener that completes the handshake (the kernel's backlog) and never says a word."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def test_timeout_error_is_the_builtin_timeout_error(silent_listener):
+    # The TCP connect succeeds; the CONNECTED frame never comes: a real handshake timeout.
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError) as e:
+        deploykit.Client(f"stomp://127.0.0.1:{silent_listener}", timeout=0.5, connect_attempts=1)
+    assert time.monotonic() - t0 < TIMEOUT
+    assert type(e.value) is deploykit.TimeoutError
+    assert isinstance(e.value, deploykit.Error) and isinstance(e.value, TimeoutError) and isinstance(e.value, OSError)
+    assert not isinstance(e.value, ConnectionError)
+    assert "CONNECTED" in str(e.value), str(e.value)
+    # and deploykit's base class catches the same error
+    with pytest.raises(deploykit.Error):
+        deploykit.Client(f"stomp://127.0.0.1:{silent_listener}", timeout=0.5, connect_attempts=1)
+
+
 @pytest.mark.parametrize("url", ["http://example.invalid", "stomp://", "stomp://host:notaport", ""])
 def test_bad_url_is_a_url_error(url):
     with pytest.raises(deploykit.UrlError) as e:

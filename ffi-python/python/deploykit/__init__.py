@@ -11,7 +11,9 @@ legacy future-deploykit text bodies), git/SVN readers and spool that the
 - :func:`read_git_push`, :func:`read_svn_commit`, :func:`git_config`,
   :func:`repo_name` and :class:`Spool` are what the hooks in
   :mod:`deploykit.hooks` are made of (``python -m deploykit.hooks --help``).
-- Every error is a :class:`Error` subclass.
+- Every error is a :class:`Error` subclass; :class:`ConnectionError` and
+  :class:`TimeoutError` are also Python's built-in ``ConnectionError`` and
+  ``TimeoutError``, so ``except TimeoutError:`` catches a timed-out connect too.
 
 Blocking calls release the GIL; waiting on a subscription checks for signals
 every 100 ms, so Ctrl-C interrupts it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
@@ -46,8 +47,9 @@ Destinations = Union[str, Mapping[str, Optional[str]], None]
 class Error(Exception):
     """Base class of every deploykit error."""
 
-class ConnectionError(Error):
-    """No broker could be reached, or the connection was lost."""
+class ConnectionError(Error, builtins.ConnectionError):
+    """No broker could be reached, or the connection was lost. Also the built-in
+    ``ConnectionError`` (an ``OSError``): ``except ConnectionError`` catches it."""
 
 class RefusedError(ConnectionError):
     """The broker refused the session: bad login or passcode, unknown virtual host, unsupported STOMP version."""
@@ -55,8 +57,9 @@ class RefusedError(ConnectionError):
 class ReceiptLostError(ConnectionError):
     """The connection dropped before the broker's receipt arrived: the broker may or may not have the message."""
 
-class TimeoutError(Error):
-    """Nothing answered in time (connect, receipt, or a bounded wait)."""
+class TimeoutError(Error, builtins.TimeoutError):
+    """Nothing answered in time (connect, receipt, or a bounded wait). Also the built-in
+    ``TimeoutError`` (an ``OSError``): ``except TimeoutError`` catches it."""
 
 class ProtocolError(Error):
     """The bytes on the wire were not valid STOMP, or a frame could not be encoded."""
