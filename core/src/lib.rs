@@ -41,6 +41,7 @@
 //! - [`aptwatch`]: dk-apt-watch: package messages in, one `apt-get update` per burst out.
 //! - [`coalesce`]: a burst of triggers → one run (quiet period, minimum interval).
 //! - [`config`]: what every daemon's TOML config shares (errors with line/column or key, `[broker]`, durations).
+//! - [`legacy`]: what every `--import-legacy` shares (the original's YAML, `rserver` → `[broker]`, secrets kept out of the TOML).
 //! - [`health`]: every daemon's `/healthz` (one JSON shape) and Prometheus `/metrics` (`prometheus-client`: connected, reconnects, process, per-daemon labelled series).
 //! - [`user`]: password-database users and switching a child to one (supplementary groups included).
 //! - [`command`]: external programs by argument vector, with a time limit.
@@ -87,6 +88,8 @@ pub mod health;
 pub mod jenkins;
 #[cfg(feature = "daemons")]
 pub mod keepalive;
+#[cfg(feature = "daemons")]
+pub mod legacy;
 pub mod message;
 pub mod names;
 #[cfg(feature = "daemons")]

@@ -417,15 +417,15 @@ repo-list:
     repo: /srv/git/plain
     mode: normal
 "#;
-    let toml = import_legacy(yaml).unwrap();
+    let toml = import_legacy(yaml, &Default::default()).unwrap().toml;
     let c = FetchConfig::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(c.repos.len(), 3);
     assert_eq!(c.repos["site"].mode, Mode::Trusting);
     assert_eq!(c.repos["site"].user.as_deref(), Some("www-data"));
     assert_eq!(c.repos["puppet"].target.as_deref(), Some(Path::new("/etc/puppet/environments")));
     assert_eq!(c.commits_topic, "/topic/future.git.commits", "legacy wire and topics");
-    assert!(toml.contains("# stomp-git setting not imported: stomp-server"), "{toml}");
-    assert!(import_legacy("repo-list:\n  x:\n    mode: normal\n").unwrap_err().to_string().contains("repo-list.x: missing repo"));
+    assert!(toml.contains("# not imported: stomp-server = broker.example.com"), "{toml}");
+    assert!(import_legacy("repo-list:\n  x:\n    mode: normal\n", &Default::default()).unwrap_err().to_string().contains("repo-list.x: missing repo"));
 }
 
 #[test]

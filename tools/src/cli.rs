@@ -231,3 +231,43 @@ pub fn error_text(e: &anyhow::Error) -> String {
     }
     text
 }
+
+/// `--import-legacy`: reads `file` and imports it with `import`, then [`import_report`].
+pub fn import_legacy_file(
+    name: &str,
+    file: &std::path::Path,
+    import: impl FnOnce(&str) -> Result<deploykit::legacy::Imported, deploykit::config::ConfigError>,
+) -> std::process::ExitCode {
+    let result = deploykit::legacy::read(file).and_then(|text| import(&text)).map_err(|e| match e {
+        deploykit::config::ConfigError::Read { .. } => e.to_string(),
+        other => format!("{}: {other}", file.display()),
+    });
+    import_report(name, result)
+}
+
+/// An import's outcome: the secret files written (with `--secrets-dir`), the TOML on
+/// stdout and each note on stderr (`NAME: note: …`); exit 0. An error: `NAME: error`, exit 2.
+/// Secrets appear only in the files, never on stdout or stderr.
+pub fn import_report(name: &str, result: Result<deploykit::legacy::Imported, String>) -> std::process::ExitCode {
+    let imported = match result {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(e) = imported.write_secrets() {
+        eprintln!("{name}: writing a secret file: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    print!("{}", imported.toml);
+    for n in &imported.notes {
+        eprintln!("{name}: note: {n}");
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// The import options of `--secrets-dir`.
+pub fn import_options(secrets_dir: Option<&std::path::Path>) -> deploykit::legacy::ImportOptions {
+    deploykit::legacy::ImportOptions { secrets_dir: secrets_dir.map(ToOwned::to_owned) }
+}

@@ -218,6 +218,64 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
     assert_eq!(live(&dir.0).as_deref(), Some("v1"));
 }
 
+/// deploy.toml (the user's, under XDG_CONFIG_HOME) carries the broker, wire and the
+/// fleet's own deploy topic; flags and --config override it.
+#[test]
+fn deploy_toml_with_legacy_topics_is_honoured_and_flags_override_it() {
+    let dir = TmpDir::new("deploy-toml");
+    let (_broker, url) = broker();
+    let key = SecretKey::generate().unwrap();
+    let key_path = dir.0.join("ops.pem");
+    key.save(&key_path).unwrap();
+    let config = setup(&dir.0, &key, &url);
+    // The agent of a fleet that kept its own topic names.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("wire = \"legacy\"\n{text}[destinations]\ndeploy = \"/topic/future.deploy\"\n")).unwrap();
+    let _agent = agent(&config);
+    let xdg = dir.0.join("xdg");
+    std::fs::create_dir_all(xdg.join("deploykit")).unwrap();
+    std::fs::write(xdg.join("deploykit/deploy.toml"), format!("wire = \"legacy\"\n[broker]\nurl = \"{url}\"\n[destinations]\ndeploy = \"/topic/future.deploy\"\n")).unwrap();
+    let trust = dir.0.join("trust.toml");
+    let status = |extra: &[&str]| {
+        let mut c = dk("dk-deploy");
+        c.env("XDG_CONFIG_HOME", &xdg).args(["status", "--site", "www", "--expect", "1", "--key"]).arg(&key_path).arg("--trust").arg(&trust).args(extra);
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // No --broker, no --deploy-topic: deploy.toml's broker and topic reach the agent.
+    let (code, out, err) = status(&["--discovery-timeout", "20s"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("web01"), "{out}{err}");
+    // --deploy-topic overrides the file: the agent does not listen there.
+    let (code, out, err) = status(&["--discovery-timeout", "1s", "--deploy-topic", "/topic/deploykit.deploy"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(!out.contains("web01") && err.contains("no server answered"), "{out}{err}");
+    // --broker overrides the file's broker (nothing listens there: exit 3).
+    let (code, out, err) = status(&["--discovery-timeout", "1s", "--broker", "stomp://127.0.0.1:1", "--connect-attempts", "1"]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    // --config FILE is read alone: the user's file is not.
+    let other = dir.0.join("other.toml");
+    std::fs::write(&other, format!("[broker]\nurl = \"{url}\"\n")).unwrap();
+    let (code, out, err) = status(&["--discovery-timeout", "1s", "--config", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "default topic, no answer: {out}{err}");
+    // --check reports what the files mean; a broken file names itself and the key.
+    let check = |extra: &[&str]| {
+        let out = dk("dk-deploy").env("XDG_CONFIG_HOME", &xdg).arg("--check").arg("--key").arg(&key_path).arg("--trust").arg(&trust).args(extra).output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("wire legacy") && text.contains("requests to /topic/future.deploy"), "{text}");
+    std::fs::write(&other, "[destinations]\ndeploy = \"future.deploy\"\n").unwrap();
+    let (code, text) = check(&["--config", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(other.to_str().unwrap()) && text.contains("destinations.deploy"), "{text}");
+    std::fs::write(&other, "[broker]\npasscode_file = \"/nonexistent/dk-passcode\"\n").unwrap();
+    let (code, text) = check(&["--config", other.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("broker.passcode_file"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_deploy_recovers_on_restart() {
     let dir = TmpDir::new("kill");

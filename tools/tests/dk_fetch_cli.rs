@@ -161,6 +161,51 @@ fn import_legacy_prints_toml_that_check_parses() {
     assert!(!text.contains("unknown field") && !text.contains("invalid"), "{text}");
 }
 
+/// The original's stomp-git.yaml carries the broker password in `rserver`.
+const LEGACY_YAML_WITH_PASSWORD: &str = "\
+rserver: failover://(stomp://gituser:Pa55-w0rd-XYZ@broker01:61613,stomp://gituser:Pa55-w0rd-XYZ@broker02:61613)
+stomp-options: initialReconnectDelay=0.01&randomize=false&useExponentialBackOff=true&MaxReconnectDelay=30&BackOffMultiplier=2&MaxReconnectAttempts=0&Backup=false&Timeout=-1
+listen-topic: future.git.commits
+report-topic: future.events.stomp-git
+repo-list:
+  site:
+    user: www-data
+    repo: /srv/git/site
+    mode: normal
+";
+
+#[test]
+fn import_legacy_never_copies_the_broker_password() {
+    let dir = TmpDir::new("import-secret");
+    let yaml = dir.0.join("stomp-git.yaml");
+    std::fs::write(&yaml, LEGACY_YAML_WITH_PASSWORD).unwrap();
+    let out = dk_fetch().arg("--import-legacy").arg(&yaml).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(!stdout.contains("Pa55-w0rd-XYZ") && !stderr.contains("Pa55-w0rd-XYZ"), "the password leaked:\n{stdout}\n{stderr}");
+    // The broker is imported, its password replaced by a file reference and a note.
+    assert!(stdout.contains("failover:(stomp://broker01:61613,stomp://broker02:61613)") && stdout.contains("login = \"gituser\""), "{stdout}");
+    assert!(stdout.contains("passcode_file = \"/etc/deploykit/passcode\""), "{stdout}");
+    assert!(stderr.contains("/etc/deploykit/passcode"), "a note says where the passcode goes: {stderr}");
+    assert!(stdout.contains("commits_topic = \"/topic/future.git.commits\""), "{stdout}");
+
+    // With --secrets-dir the passcode is written there (0600) and the config names it.
+    let secrets = dir.0.join("secrets");
+    let out = dk_fetch().arg("--import-legacy").arg(&yaml).arg("--secrets-dir").arg(&secrets).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(!stdout.contains("Pa55-w0rd-XYZ") && !stderr.contains("Pa55-w0rd-XYZ"), "{stdout}\n{stderr}");
+    let file = secrets.join("passcode");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "Pa55-w0rd-XYZ\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(stdout.contains(&format!("passcode_file = {:?}", file.display().to_string())), "{stdout}");
+    let config = dir.0.join("fetch.toml");
+    std::fs::write(&config, &stdout).unwrap();
+    let c = deploykit::fetch::FetchConfig::load(&config).unwrap();
+    assert_eq!((c.broker.login.as_deref(), c.broker.passcode_file.as_deref()), (Some("gituser"), Some(file.as_path())));
+}
+
 fn daemon_config(url: &str, topics: &str, repos: &[(&str, &Path)]) -> String {
     let mut text = format!(
         "node = \"web01\"\ncommits_topic = \"/topic/{topics}.commits\"\nevents_topic = \"/topic/{topics}.events\"\nresults_topic = \"/topic/{topics}.results\"\nreconcile_interval = \"off\"\n[broker]\nurl = \"{url}\"\n"

@@ -10,12 +10,14 @@
 //! - [`include`]: `reprepro includedeb` and the move to `archive/` or `failed/` (+ `FILE.error`).
 //! - [`daemon`]: inotify + periodic scans, one file at a time, package
 //!   messages and event lines through a spool; `run_once` for cron.
+//! - [`legacy_import`]: auto-reprepro's YAML → `reprepro.toml` (`--import-legacy`).
 
 pub mod config;
 pub mod daemon;
 pub mod deb;
 pub mod include;
 pub mod incoming;
+pub mod legacy_import;
 
 pub use config::{DistConfig, RepreproConfig, WatchMode};
 pub use daemon::{run_once, spawn, start, RepoEvent, RepreproError, RepreproHandle, Stats};

@@ -6,8 +6,8 @@
 //! - [`trust`]: enrollment certificates and the controllers' trust in agents.
 //! - [`filters`]: MCollective-style selection (identity, class, fact).
 //! - [`replay`]: the agents' bounded, persisted replay cache.
-//! - [`agent`]: dk-agent (config, hooks, releases, locks, pipelines).
-//! - [`controller`]: dk-deploy's and dk-web's library (discover, tags, rollouts).
+//! - [`agent`]: dk-agent (config, import of the original agent's files, hooks, releases, locks, pipelines).
+//! - [`controller`]: dk-deploy's and dk-web's library (discover, tags, rollouts) and dk-deploy's `deploy.toml`.
 //! - [`audit`]: the operator-side audit log.
 
 pub mod agent;

@@ -519,76 +519,7 @@ fn has_acl(dir: &Path) -> bool {
     unsafe { libc::getxattr(c.as_ptr(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) > 0 }
 }
 
-// ---- stomp-git YAML import --------------------------------------------------
-
-/// Converts stomp-git's YAML (`repo-list: NAME: {user, repo, target, mode}`)
-/// into the equivalent `fetch.toml` text. Other top-level keys are kept as
-/// comments for the operator. The result is checked with [`FetchConfig::parse`].
-pub fn import_legacy(yaml: &str) -> Result<String, ConfigError> {
-    use yaml_rust2::{Yaml, YamlLoader};
-    let docs = YamlLoader::load_from_str(yaml).map_err(|e| ConfigError::Legacy(e.to_string()))?;
-    let doc = docs.into_iter().next().ok_or_else(|| ConfigError::Legacy("empty document".into()))?;
-    let Yaml::Hash(top) = doc else {
-        return Err(ConfigError::Legacy("expected a mapping at the top level".into()));
-    };
-    let scalar = |y: &Yaml| -> Option<String> {
-        match y {
-            Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
-            Yaml::Integer(i) => Some(i.to_string()),
-            Yaml::Boolean(b) => Some(b.to_string()),
-            _ => None,
-        }
-    };
-    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
-    let mut out = String::from("# Imported from stomp-git's YAML by dk-fetch --import-legacy.\nwire = \"legacy\"\n");
-    let mut notes = String::new();
-    let mut repos = String::new();
-    let mut found = false;
-    for (k, v) in &top {
-        let key = scalar(k).unwrap_or_default();
-        if key != "repo-list" {
-            notes.push_str(&format!("# stomp-git setting not imported: {key} = {}\n", scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")));
-            continue;
-        }
-        found = true;
-        let Yaml::Hash(list) = v else {
-            return Err(ConfigError::Legacy("repo-list: expected a mapping of NAME: {user, repo, target, mode}".into()));
-        };
-        for (name, entry) in list {
-            let name = scalar(name).ok_or_else(|| ConfigError::Legacy("repo-list: a repository name is not a string".into()))?;
-            let Yaml::Hash(entry) = entry else {
-                return Err(ConfigError::Legacy(format!("repo-list.{name}: expected a mapping")));
-            };
-            let get = |f: &str| entry.get(&Yaml::String(f.into())).and_then(scalar);
-            let path = get("repo").ok_or_else(|| ConfigError::Legacy(format!("repo-list.{name}: missing repo (the clone's path)")))?;
-            repos.push_str(&format!("\n[repos.{}]\npath = {}\n", q(&name), q(&path)));
-            let mode = get("mode").unwrap_or_else(|| "normal".into());
-            repos.push_str(&format!("mode = {}\n", q(&mode)));
-            if let Some(t) = get("target") {
-                repos.push_str(&format!("target = {}\n", q(&t)));
-            }
-            if let Some(b) = get("branch") {
-                repos.push_str(&format!("branch = {}\n", q(&b)));
-            }
-            if let Some(u) = get("user") {
-                repos.push_str(&format!("user = {}\n", q(&u)));
-            }
-            for (k, v) in entry {
-                let k = scalar(k).unwrap_or_default();
-                if !matches!(k.as_str(), "repo" | "mode" | "target" | "branch" | "user") {
-                    repos.push_str(&format!("# not imported: {k} = {}\n", scalar(v).unwrap_or_else(|| "…".into()).replace('\n', " ")));
-                }
-            }
-        }
-    }
-    if !found {
-        return Err(ConfigError::Legacy("no repo-list".into()));
-    }
-    out.push_str(&notes);
-    out.push_str(&repos);
-    FetchConfig::parse(&out).map_err(|e| ConfigError::Legacy(format!("the imported configuration is refused: {e}")))?;
-    Ok(out)
-}
+pub use super::legacy_import::import_legacy;
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 //! dk-fetch, the successor of stomp-git: keep each server's clones fresh the
 //! moment a commit message names them.
 //!
-//! - [`config`]: `fetch.toml` (broker, topics, `[repos.NAME]`), its checks
-//!   against the machine, and the import of stomp-git's YAML.
+//! - [`config`]: `fetch.toml` (broker, topics, `[repos.NAME]`) and its checks
+//!   against the machine.
+//! - [`legacy_import`]: stomp-git's YAML → `fetch.toml` (`--import-legacy`).
 //! - [`ops`]: one fetch of one repository and the checkout its mode asks for
 //!   (normal, trusting, dangerous, branch, atomic, puppetmaster, tags).
 //! - [`locks`]: stale `index.lock` / `shallow.lock` healing.
@@ -10,6 +11,7 @@
 //! - [`daemon`]: subscription, coalescing, reconcile, signals.
 pub mod config;
 pub mod daemon;
+pub mod legacy_import;
 pub mod locks;
 pub mod ops;
 pub mod privilege;

@@ -3,6 +3,7 @@
 //! the successor of jenkins-helper).
 //!
 //! - [`config`]: `jenkins.toml` (repo → jobs, SVN projects, secrets from files or env).
+//! - [`legacy_import`]: stomp-jenkins' YAML → `jenkins.toml` (`--import-legacy`; tickets become token files).
 //! - [`url`]: job paths (`a/b/c` → `job/a/job/b/job/c`, percent-encoded) and endpoints.
 //! - [`route`]: which jobs a commit triggers (`ignore_refs`, `branches`, deletions).
 //! - [`quiet`]: the per-job quiet period that turns a burst into one trigger.
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod legacy_import;
 pub mod notify;
 pub mod quiet;
 pub mod remote;

@@ -1,6 +1,7 @@
 //! dk-keepalive: keeping idle paths through firewalls open, and measuring how long they stay open.
 //!
 //! - [`config`]: `keepalive.toml`: targets (broker, credentials, destination, mode) and the interval.
+//! - [`legacy_import`]: stomp-keepalive's YAML → `keepalive.toml` (`--import-legacy`).
 //! - [`run`]: one-shot sends (cron, as stomp-keepalive did) and the `--interval` daemon.
 //! - [`probe`]: how long an idle connection survives on a path (parallel idle
 //!   trials, bisected), and the interval to configure.
@@ -9,6 +10,7 @@
 //! every receiver ignores, so every subscriber of that destination sees traffic.
 
 pub mod config;
+pub mod legacy_import;
 pub mod probe;
 pub mod run;
 

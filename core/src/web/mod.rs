@@ -2,6 +2,7 @@
 //! one-click canary-first deploys with live progress, history, activity).
 //!
 //! - [`config`] — `web.toml`.
+//! - [`legacy_import`] — grubby's `sites.yaml` → `web.toml` (`--import-legacy`).
 //! - [`auth`] — HTTP Basic (htpasswd: bcrypt, argon2), trusted proxy header, or none (loopback).
 //! - [`hosts`] — the `Host` allowlist and the origin check (DNS rebinding, cross-site posts).
 //! - [`throttle`] — failed logins per client address.
@@ -21,6 +22,7 @@ pub mod fleet;
 pub mod form;
 pub mod history;
 pub mod hosts;
+pub mod legacy_import;
 pub mod live;
 pub mod pages;
 pub mod routes;

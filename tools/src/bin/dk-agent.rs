@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use clap::Parser;
+use deploykit::deploy::agent::legacy_import::{self, LegacyFile};
 use deploykit::deploy::agent::{self, AgentConfig};
 use deploykit::health::{series, Allowed};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -23,6 +24,8 @@ use std::process::ExitCode;
   dk-agent                                   serve with /etc/deploykit/agent.toml
   dk-agent --config ./agent.toml -v          another config, info logging
   dk-agent --check                           validate the config and print the sites
+  dk-agent --import-legacy /etc/git-agent/git-agent.yaml --import-legacy /etc/facts.d/www.yaml > agent.toml
+      the original agent's files (git-agent.yaml; gitagent's facts.yaml or a bloatagent site file)
   dk-agent --print-key                       this agent's identity key (made on first use), for enrollment:
       dk-deploy enroll --fleet-key fleet.key --identity web01 --agent-key \"$(dk-agent --print-key)\" > agent.cert
 
@@ -39,6 +42,9 @@ A minimal agent.toml (see examples/agent.toml for every key):
 Identity: replies and announcements are signed with state_dir/identity.key (Ed25519,
 0600, made on first start) and carry the certificate `enrollment = FILE` names; the
 controllers (dk-deploy --trust, dk-web [trust]) believe it when its fleet key signed it.
+
+--import-legacy never copies the broker password into the TOML: it names a passcode_file,
+written (0600) into --secrets-dir if given, else a note on stderr says where to put it.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT stop taking requests, let running deploys finish, exit 0;
@@ -59,8 +65,15 @@ struct Cli {
     #[command(flatten)]
     health: HealthArgs,
     /// Validate the config, print identity and sites, and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "import_legacy")]
     check: bool,
+    /// Print the agent.toml equivalent of the original agent's files and exit (repeatable:
+    /// git-agent.yaml, gitagent's facts.yaml, bloatagent's SITE.yaml).
+    #[arg(long, value_name = "YAML", conflicts_with = "print_key")]
+    import_legacy: Vec<PathBuf>,
+    /// With --import-legacy: write the broker password into a file here (mode 0600).
+    #[arg(long, value_name = "DIR", requires = "import_legacy")]
+    secrets_dir: Option<PathBuf>,
     /// Print this agent's identity public key (`ed25519:…`; the key is made in state_dir if missing) and exit.
     #[arg(long)]
     print_key: bool,
@@ -71,6 +84,11 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
+    if !cli.import_legacy.is_empty() {
+        let options = dk_tools::cli::import_options(cli.secrets_dir.as_deref());
+        let files = cli.import_legacy.iter().map(|p| LegacyFile::read(p).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>();
+        return dk_tools::cli::import_report("dk-agent", files.and_then(|f| legacy_import::import_legacy(&f, &options).map_err(|e| e.to_string())));
+    }
     let config = match dk_tools::cli::load_config("dk-agent", cli.check, || AgentConfig::load(&cli.config)) {
         Ok(c) => c,
         Err(code) => return code,

@@ -22,12 +22,16 @@ use std::process::ExitCode;
   dk-apt-watch                                 run with /etc/deploykit/apt-watch.toml (defaults if missing)
   dk-apt-watch --config ./apt-watch.toml -v    another config, info logging
   dk-apt-watch --check                         print what the config means and exit
+  dk-apt-watch --import-legacy /etc/stomp-repo/stomp-repo.yaml > /etc/deploykit/apt-watch.toml
 
 The config lists package names or globs (packages = [\"site-*\", \"nginx\"]), the
 action as an argument vector (default [\"apt-get\", \"update\"]; never a shell), and
 quiet / min_interval: a burst of package messages becomes one run, at most one
 run per min_interval. Each run ends with an event line (HOST  … ok / problem: …).
 A reconnect to the broker also triggers one run (a message may have been missed).
+
+--import-legacy never copies a secret into the TOML or a comment: the TOML names a file,
+written (0600) into --secrets-dir if given, else a note on stderr says where to put it.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT let a running action finish and exit 0; SIGHUP reloads the config.
@@ -46,8 +50,14 @@ struct Cli {
     #[command(flatten)]
     health: HealthArgs,
     /// Validate the config, print its meaning and check the action's program exists.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "import_legacy")]
     check: bool,
+    /// Print the TOML equivalent of a stomp-repo YAML config and exit.
+    #[arg(long, value_name = "YAML")]
+    import_legacy: Option<PathBuf>,
+    /// With --import-legacy: write the secrets it finds (broker password) into files here (mode 0600).
+    #[arg(long, value_name = "DIR", requires = "import_legacy")]
+    secrets_dir: Option<PathBuf>,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
 }
@@ -65,6 +75,10 @@ fn load(path: Option<&Path>) -> Result<AptWatchConfig, deploykit::config::Config
 fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
+    if let Some(yaml) = &cli.import_legacy {
+        let options = dk_tools::cli::import_options(cli.secrets_dir.as_deref());
+        return dk_tools::cli::import_legacy_file("dk-apt-watch", yaml, |text| aptwatch::legacy_import::import_legacy(text, &options));
+    }
     let config = match dk_tools::cli::load_config("dk-apt-watch", cli.check, || load(cli.config.as_deref())) {
         Ok(c) => c,
         Err(code) => return code,

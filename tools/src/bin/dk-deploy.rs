@@ -4,8 +4,9 @@
 //! A thin `main` over `deploykit::deploy::controller`; output in `dk_tools::deploy_view`.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use deploykit::config::parse_duration;
+use deploykit::deploy::controller::config::{self as controller_config, DeployConfig};
 use deploykit::deploy::controller::plan::BatchSize;
 use deploykit::deploy::controller::{unanswered_hint, Controller, ControllerConfig, RolloutSpec, Window};
 use deploykit::deploy::keys::{PublicKey, SecretKey};
@@ -39,6 +40,17 @@ use std::time::Duration;
   dk-deploy deploy --site www --tag v1.4.2 -I web01 -I web02 -I web03 --allow-missing --yes
   dk-deploy rollback --site www -I web03 --yes
   dk-deploy status --site www --json
+  dk-deploy --check                                 validate deploy.toml (and the key and trust files)
+
+Settings: /etc/deploykit/deploy.toml, then ~/.config/deploykit/deploy.toml ($XDG_CONFIG_HOME
+honoured; its keys override the system file's), or only --config FILE:
+  wire = \"legacy\"                   # the destination defaults of agents with the same wire
+  [broker]                          # url, vhost, login, passcode_file
+  url = \"failover:(stomp://mq1:61613,stomp://mq2:61613)\"
+  [destinations]
+  deploy = \"/topic/deploykit.deploy\"   # where requests go (the agents' [destinations] deploy)
+  replies = \"/topic/deploykit.reply.ops\"  # default: a private /temp-queue/
+Flags (--broker / DK_BROKER_URL, --deploy-topic, --reply-to) override the files.
 
 Trust: replies count only from agents the trust file (--trust, default
 ~/.config/deploykit/trust.toml, read at every run) believes:
@@ -63,13 +75,20 @@ expected servers were missing, or when the rollout stopped.
 ))]
 struct Cli {
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
+    /// Validate the settings (deploy.toml, the signing key, the trust file); one line per problem; exit 1 if any.
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     common: Common,
 }
 
 #[derive(Args, Debug)]
 struct Common {
+    /// Settings file (TOML: wire, [broker], [destinations]); default /etc/deploykit/deploy.toml
+    /// overridden by ~/.config/deploykit/deploy.toml.
+    #[arg(long, short = 'c', global = true, env = "DK_DEPLOY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     broker: BrokerArgs,
     /// Signing key (PKCS#8 PEM, from `dk-deploy keygen`).
@@ -85,9 +104,9 @@ struct Common {
     /// Who you are, for the agents' event lines and the audit log (default: $USER).
     #[arg(long, global = true, env = "DK_DEPLOY_USER")]
     user: Option<String>,
-    /// Destination of deploy requests.
-    #[arg(long, global = true, default_value = "/topic/deploykit.deploy", value_name = "DEST")]
-    deploy_topic: String,
+    /// Destination of deploy requests (default: deploy.toml's [destinations] deploy, else /topic/deploykit.deploy).
+    #[arg(long, global = true, value_name = "DEST")]
+    deploy_topic: Option<String>,
     /// How long to wait for servers to answer discovery (e.g. 2s, 500ms).
     #[arg(long, global = true, default_value = "2s", value_parser = duration)]
     discovery_timeout: Duration,
@@ -231,11 +250,53 @@ impl std::fmt::Display for Usage {
 impl std::error::Error for Usage {}
 
 fn default_key() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".config"));
-    base.join("deploykit/deploy.key")
+    controller_config::user_dir().join("deploy.key")
+}
+
+/// deploy.toml: `--config FILE` alone, else the system file overridden by the user's.
+fn load_settings(c: &Common) -> Result<DeployConfig, deploykit::config::ConfigError> {
+    match &c.config {
+        Some(p) => DeployConfig::load(p),
+        None => DeployConfig::load_layered(&DeployConfig::default_paths()),
+    }
+}
+
+/// `dk-deploy --check`: deploy.toml, the signing key and the trust file; one `FILE: problem` line each.
+fn check(c: &Common) -> ExitCode {
+    let settings = match load_settings(c) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dk-deploy: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let name = if settings.sources.is_empty() {
+        "deploy.toml (none: defaults)".to_owned()
+    } else {
+        settings.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ")
+    };
+    let mut problems: Vec<String> = settings.check().iter().map(|p| format!("{name}: {p}")).collect();
+    let key = c.key.clone().unwrap_or_else(default_key);
+    if let Err(e) = SecretKey::load(&key) {
+        problems.push(format!("{}: {e} (dk-deploy keygen makes one)", key.display()));
+    }
+    if let Err(e) = load_trust(c) {
+        problems.push(dk_tools::cli::error_text(&e));
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    if !problems.is_empty() {
+        return ExitCode::from(1);
+    }
+    let broker = settings.broker.as_ref().map(|b| deploykit::stomp::url::redact(&b.url)).unwrap_or_else(|| "(flags / DK_BROKER_URL)".into());
+    println!(
+        "{name}: ok (broker {broker}, wire {}, requests to {}, replies to {})",
+        if settings.wire == deploykit::message::Wire::Legacy { "legacy" } else { "json" },
+        settings.deploy_destination,
+        settings.reply_destination.as_deref().unwrap_or("a private /temp-queue/")
+    );
+    ExitCode::SUCCESS
 }
 
 fn default_trust() -> PathBuf {
@@ -284,10 +345,22 @@ fn load_trust(c: &Common) -> Result<TrustConfig> {
 fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.common.log.init();
-    if let Cmd::Enroll { fleet_key, identity, agent_key, valid } = &cli.command {
+    let Some(command) = &cli.command else {
+        if cli.check {
+            return check(&cli.common);
+        }
+        let _ = Cli::command().print_help();
+        eprintln!("\ndk-deploy: a command is needed (or --check)");
+        return ExitCode::from(2);
+    };
+    if cli.check {
+        eprintln!("dk-deploy: --check takes no command");
+        return ExitCode::from(2);
+    }
+    if let Cmd::Enroll { fleet_key, identity, agent_key, valid } = command {
         return enroll(fleet_key, identity, agent_key, *valid);
     }
-    if let Cmd::Keygen { out } = &cli.command {
+    if let Cmd::Keygen { out } = command {
         let path = out.clone().unwrap_or_else(default_key);
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -330,6 +403,10 @@ fn filters_of(f: &FilterArgs) -> Result<Filters> {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let c = &cli.common;
+    let Some(command) = cli.command.as_ref() else {
+        return Err(Usage("a command is needed (or --check)".into()).into());
+    };
+    let settings = load_settings(c).map_err(|e| Usage(e.to_string()))?;
     let user = c.user.clone().or_else(|| std::env::var("USER").ok()).or_else(|| std::env::var("LOGNAME").ok()).unwrap_or_else(|| "unknown".into());
     let key_path = c.key.clone().unwrap_or_else(default_key);
     let key = match SecretKey::load(&key_path) {
@@ -338,7 +415,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     };
     // Validate everything local before touching the bus.
     let trust = load_trust(c)?;
-    let (filters, site) = match &cli.command {
+    let (filters, site) = match command {
         Cmd::Keygen { .. } | Cmd::Enroll { .. } => unreachable!("handled in main"),
         Cmd::Discover { filters } => (filters_of(filters)?, None),
         Cmd::Tags { site, filters, .. } | Cmd::Status { site, filters } | Cmd::Rollback { site, filters, .. } => (filters_of(filters)?, Some(site.clone())),
@@ -347,14 +424,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             (filters_of(filters)?, Some(site.clone()))
         }
     };
-    let client = c.broker.connect().await?;
+    let broker = match &settings.broker {
+        Some(section) => c.broker.with_section(section),
+        None => c.broker.clone(),
+    };
+    let client = broker.connect().await?;
     let mut cc = ControllerConfig::new(user.clone(), key);
-    cc.destinations.deploy = c.deploy_topic.clone();
-    cc.reply_to = c.reply_to.clone();
+    cc.destinations.deploy = c.deploy_topic.clone().unwrap_or(settings.deploy_destination);
+    cc.reply_to = c.reply_to.clone().or(settings.reply_destination);
     cc.trust = std::sync::Arc::new(TrustStore::new(trust));
     let controller = Controller::new(client.clone(), cc).await.context("subscribing to replies")?;
     let window = Window { timeout: c.discovery_timeout, expect: c.expect };
-    let code = match &cli.command {
+    let code = match command {
         Cmd::Keygen { .. } | Cmd::Enroll { .. } => unreachable!(),
         Cmd::Discover { .. } => {
             let found = controller.discover(filters, window).await?;

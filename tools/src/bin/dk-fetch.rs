@@ -1,13 +1,14 @@
 //! dk-fetch: keeps this server's clones fresh the moment a commit message names them.
 //!
 //! A thin `main` over `deploykit::fetch::daemon` (the daemon) and
-//! `deploykit::fetch::config` (fetch.toml, `--check`, `--import-legacy`).
+//! `deploykit::fetch::config` (fetch.toml, `--check`) and `deploykit::fetch::legacy_import`
+//! (`--import-legacy`).
 
 use anyhow::Result;
 use clap::Parser;
 use deploykit::fetch::config::FetchConfig;
 use deploykit::fetch::daemon::{self, DaemonOptions, Runner};
-use deploykit::fetch::{config, privilege};
+use deploykit::fetch::{legacy_import, privilege};
 use deploykit::health::{series, Allowed};
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -29,6 +30,11 @@ use std::sync::Arc;
   dk-fetch --once                            fetch every repo once, publish results, exit (cron)
   dk-fetch --check                           validate the config and every repo path
   dk-fetch --import-legacy stomp-git.yaml > /etc/deploykit/fetch.toml
+  dk-fetch --import-legacy stomp-git.yaml --secrets-dir /etc/deploykit > fetch.toml   broker password to /etc/deploykit/passcode
+
+--import-legacy never copies a password into the TOML or a comment: the TOML names a
+passcode_file, written (0600) into --secrets-dir if given, else a note on stderr says
+where to put it.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT finish the running fetches and exit 0; SIGHUP reloads the config
@@ -55,6 +61,9 @@ struct Cli {
     /// Print the TOML equivalent of a stomp-git YAML config and exit.
     #[arg(long, value_name = "YAML")]
     import_legacy: Option<PathBuf>,
+    /// With --import-legacy: write the secrets it finds (broker password) into files here (mode 0600).
+    #[arg(long, value_name = "DIR", requires = "import_legacy")]
+    secrets_dir: Option<PathBuf>,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
 }
@@ -67,16 +76,8 @@ fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
     if let Some(yaml) = &cli.import_legacy {
-        return match std::fs::read_to_string(yaml).map_err(|e| format!("{}: {e}", yaml.display())).and_then(|t| config::import_legacy(&t).map_err(|e| e.to_string())) {
-            Ok(toml) => {
-                print!("{toml}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("dk-fetch: {e}");
-                ExitCode::from(2)
-            }
-        };
+        let options = dk_tools::cli::import_options(cli.secrets_dir.as_deref());
+        return dk_tools::cli::import_legacy_file("dk-fetch", yaml, |text| legacy_import::import_legacy(text, &options));
     }
     let config = match dk_tools::cli::load_config("dk-fetch", cli.check, || FetchConfig::load(&cli.config)) {
         Ok(c) => c,

@@ -22,11 +22,14 @@ use std::process::ExitCode;
   dk-jenkins                                 run with /etc/deploykit/jenkins.toml
   dk-jenkins --config ./jenkins.toml -v      another config, info logging
   dk-jenkins --check --config jenkins.toml   validate the config and the secrets it names
+  dk-jenkins --import-legacy /etc/stomp-jenkins/stomp-jenkins.yaml --secrets-dir /etc/deploykit/secrets > jenkins.toml
 
 Each [[repos.NAME.jobs]] entry names a job (folders as a/b/c), its build token
 (token_file / token_env) and optional ignore_refs, branches and parameters; SVN repos
 map projects with [[repos.NAME.projects.PROJECT.jobs]]. See examples/jenkins.toml.
 Secrets come only from files or environment variables, never from the command line.
+--import-legacy never copies a secret into the TOML or a comment: the TOML names a file,
+written (0600) into --secrets-dir if given, else a note on stderr says where to put it.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT trigger the jobs still in their quiet period, then exit 0;
@@ -46,8 +49,14 @@ struct Cli {
     #[command(flatten)]
     health: HealthArgs,
     /// Validate the config and read every secret it names; one line per problem; exit 1 if any.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "import_legacy")]
     check: bool,
+    /// Print the TOML equivalent of a stomp-jenkins YAML config and exit.
+    #[arg(long, value_name = "YAML")]
+    import_legacy: Option<PathBuf>,
+    /// With --import-legacy: write the secrets it finds (build tokens, broker password) into files here (mode 0600).
+    #[arg(long, value_name = "DIR", requires = "import_legacy")]
+    secrets_dir: Option<PathBuf>,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
 }
@@ -55,6 +64,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
+    if let Some(yaml) = &cli.import_legacy {
+        let options = dk_tools::cli::import_options(cli.secrets_dir.as_deref());
+        return dk_tools::cli::import_legacy_file("dk-jenkins", yaml, |text| deploykit::jenkins::legacy_import::import_legacy(text, &options));
+    }
     let config = match dk_tools::cli::load_config("dk-jenkins", cli.check, || JenkinsConfig::load(&cli.config)) {
         Ok(c) => c,
         Err(code) => return code,

@@ -30,6 +30,7 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/keepalive.toml";
   dk-keepalive --broker stomp://mq:61613 --destination /topic/deploykit.git.commits
   dk-keepalive probe --broker stomp://mq.dmz:61613 --max 30m  how long does an idle connection survive?
   dk-keepalive --check --config keepalive.toml               validate the config and list the targets
+  dk-keepalive --import-legacy stomp-keepalive.yaml --secrets-dir /etc/deploykit/keepalive > keepalive.toml
 
 Targets: the config's [[target]] entries (each with its own broker and credentials),
 plus one per --destination on --broker / DK_BROKER_URL; with neither, one target
@@ -37,6 +38,9 @@ plus one per --destination on --broker / DK_BROKER_URL; with neither, one target
 Signals (daemon): SIGTERM/SIGINT disconnect and exit 0; SIGHUP re-reads the config.
 Metrics (daemon): --metrics-listen ADDR serves GET /healthz and GET /metrics
 (deploykit_keepalives_total{target,result}, …).
+
+--import-legacy never copies a secret into the TOML or a comment: the TOML names a file,
+written (0600) into --secrets-dir if given, else a note on stderr says where to put it.
 
 The daemon's connections keep reconnecting (a keepalive outlives broker outages);
 one-shot mode exits 1 if a keepalive failed; probe exits 3 if it cannot connect.
@@ -57,8 +61,14 @@ struct Cli {
     #[arg(long, conflicts_with = "interval")]
     daemon: bool,
     /// Validate the config and every target; print them; exit 1 on a problem (2 if the config does not parse).
-    #[arg(long, conflicts_with_all = ["interval", "daemon"])]
+    #[arg(long, conflicts_with_all = ["interval", "daemon", "import_legacy"])]
     check: bool,
+    /// Print the TOML equivalent of a stomp-keepalive YAML config and exit.
+    #[arg(long, value_name = "YAML", conflicts_with_all = ["interval", "daemon"])]
+    import_legacy: Option<PathBuf>,
+    /// With --import-legacy: write the secrets it finds (each destination's password) into files here (mode 0600).
+    #[arg(long, value_name = "DIR", requires = "import_legacy")]
+    secrets_dir: Option<PathBuf>,
     /// Also keep this destination alive on --broker (repeatable).
     #[arg(long, value_name = "DEST")]
     destination: Vec<String>,
@@ -98,6 +108,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
+    if let Some(yaml) = &cli.import_legacy {
+        let options = dk_tools::cli::import_options(cli.secrets_dir.as_deref());
+        return dk_tools::cli::import_legacy_file("dk-keepalive", yaml, |text| keepalive::legacy_import::import_legacy(text, &options));
+    }
     dk_tools::cli::block_on_or("dk-keepalive", 2, run(cli))
 }
 

@@ -26,12 +26,16 @@ use std::process::ExitCode;
   dk-reprepro --config ./reprepro.toml -v      another config, info logging
   dk-reprepro --once                           include what is complete now, publish, exit (cron)
   dk-reprepro --check                          validate the config, reprepro, the directories
+  dk-reprepro --import-legacy /etc/auto-reprepro.yaml > /etc/deploykit/reprepro.toml
 
 Each complete NAME.deb in a [dists.D] incoming directory is included with
 `reprepro -b BASE includedeb D FILE`, then moved to archive/ (or, refused, to failed/
 with FILE.error beside it). A package message and the event line
 `Package FILE / D added to repository.` follow; they wait in spool_dir while the
 broker is down.
+
+--import-legacy never copies a secret into the TOML or a comment: the TOML names a file,
+written (0600) into --secrets-dir if given, else a note on stderr says where to put it.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT finish the file in progress and exit 0; SIGHUP reloads the config
@@ -52,11 +56,17 @@ struct Cli {
     #[command(flatten)]
     health: HealthArgs,
     /// Include every complete .deb once (waiting `settle` to see files are not growing), publish, exit.
-    #[arg(long, conflicts_with = "check")]
+    #[arg(long, conflicts_with_all = ["check", "import_legacy"])]
     once: bool,
     /// Validate the config and this machine (reprepro, dpkg-deb, conf/distributions, directories).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "import_legacy")]
     check: bool,
+    /// Print the TOML equivalent of an auto-reprepro YAML config and exit.
+    #[arg(long, value_name = "YAML")]
+    import_legacy: Option<PathBuf>,
+    /// With --import-legacy: write the secrets it finds (broker password) into files here (mode 0600).
+    #[arg(long, value_name = "DIR", requires = "import_legacy")]
+    secrets_dir: Option<PathBuf>,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
 }
@@ -64,6 +74,10 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
+    if let Some(yaml) = &cli.import_legacy {
+        let options = dk_tools::cli::import_options(cli.secrets_dir.as_deref());
+        return dk_tools::cli::import_legacy_file("dk-reprepro", yaml, |text| debrepo::legacy_import::import_legacy(text, &options));
+    }
     let config = match dk_tools::cli::load_config("dk-reprepro", cli.check, || RepreproConfig::load(&cli.config)) {
         Ok(c) => c,
         Err(code) => return code,

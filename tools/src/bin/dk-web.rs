@@ -27,6 +27,7 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/web.toml";
   dk-web --config /etc/deploykit/web.toml
   dk-web --config web.toml --listen 127.0.0.1:8090 -v
   dk-web --config web.toml --check          validate the config, htpasswd, key and database
+  dk-web --import-legacy grubby/sites.yaml > /etc/deploykit/web.toml    grubby's sites list
   dk-web --config web.toml --listen 0.0.0.0:8090   with public_url = \"https://deploy.example.com\" in the config
 
 Pages: / (sites), /sites/NAME (tags, servers, deploy form, lock), /deploys/ID (live
@@ -70,8 +71,11 @@ struct Cli {
     #[arg(long, env = "DK_WEB_KEY_FILE", value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// Validate the configuration and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "import_legacy")]
     check: bool,
+    /// Print the web.toml equivalent of grubby's sites.yaml and exit.
+    #[arg(long, value_name = "YAML", conflicts_with = "listen")]
+    import_legacy: Option<PathBuf>,
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
@@ -98,6 +102,9 @@ fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
 fn main() -> ExitCode {
     let cli = dk_tools::generate::parse::<Cli>();
     cli.log.init();
+    if let Some(yaml) = &cli.import_legacy {
+        return dk_tools::cli::import_legacy_file("dk-web", yaml, |text| web::legacy_import::import_legacy(text, &Default::default()));
+    }
     let config = match dk_tools::cli::load_config("dk-web", cli.check, || load(&cli)) {
         Ok(c) => c,
         Err(code) => return code,

@@ -13,6 +13,7 @@
 //! [`crate::deploy::trust`]).
 //!
 //! - [`config`](mod@config): `agent.toml`.
+//! - [`legacy_import`]: the gitagent/bloatagent files → `agent.toml` (`--import-legacy`).
 //! - [`repo`]: tags and branches of a site's clone; validation of names.
 //! - [`hooks`]: running hook scripts (argument vector, timeout, output tails).
 //! - [`releases`]: release directories, the journal, atomic link swaps.
@@ -23,6 +24,7 @@
 pub mod config;
 pub mod hooks;
 pub mod intake;
+pub mod legacy_import;
 pub mod lock;
 pub mod releases;
 pub mod repo;

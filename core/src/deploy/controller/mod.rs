@@ -7,8 +7,10 @@
 //! back on a private `/temp-queue/` (the broker rewrites the request's `reply-to`
 //! header to the queue's name), so bus readers who see the request cannot read them.
 //!
+//! - [`config`](mod@config): `deploy.toml`, dk-deploy's settings (system file, user file, `--config`).
 //! - [`plan`]: canary and batch sizes.
 
+pub mod config;
 pub mod plan;
 
 use super::agent::steps::DeployOutcome;
