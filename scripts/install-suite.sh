@@ -6,8 +6,9 @@
 # 1. scripts/package builds every artifact (the .debs, the wheel, the jars) into
 #    .dk-test/install/dist (--no-package reuses what is there).
 # 2. debootstrap --variant=minbase bookworm makes a clean root from the Debian mirror this
-#    machine's apt uses (no package of the build in it), and `apt-get install` puts every
-#    .deb in it, Depends resolved by apt from that mirror, inside a chroot.
+#    machine's apt uses (no package of the build in it; in the background, with the tools
+#    the checks use, while step 1 compiles), and `apt-get install` puts every .deb in it,
+#    Depends resolved by apt from that mirror, inside a chroot.
 # 3. Checks, one TAP line each: every binary runs --version and --help; every shipped
 #    config passes --check; the conffiles, system users and completions are there;
 #    `systemd-analyze verify` passes on the installed units and `systemd-analyze security`
@@ -21,6 +22,9 @@
 #    reprepro includes it and a package message goes out; dk-apt-watch runs `apt-get
 #    update` with that repository in its sources (file:), and `apt-get install
 #    deploykit-server` upgrades the root to our own new package from it.
+# 5. contrib/test-in-root.sh: the Puppet module and the Ansible role applied in the root
+#    (`puppet apply`, `ansible-playbook -c local`, from Debian), the configs they write
+#    pass --check, a second run changes nothing.
 #
 # If debootstrap cannot reach the mirror, the suite fails loudly. Needs root (chroot,
 # mount). The last line is `N passed, N failed`. Work tree: .dk-test/install (gitignored);
@@ -36,7 +40,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-package) PACKAGE=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) printf 'install-suite.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 64 ;;
     esac
 done
@@ -53,7 +57,6 @@ rm -f "$LOGS"/*.log
 
 dk_need_root "the install suite (debootstrap, chroot)"
 
-MOUNTED=()
 PIDS=()
 cleanup() {
     local p m
@@ -65,7 +68,8 @@ cleanup() {
             [ "$(readlink "$p/root" 2>/dev/null)" = "$ROOT" ] && kill -9 "${p#/proc/}" 2>/dev/null
         done
     fi
-    for m in "${MOUNTED[@]}"; do umount -l "$m" 2>/dev/null || true; done
+    # make_root mounted it (in the background).
+    umount -l "$ROOT/proc" 2>/dev/null || true
     if [ "$KEEP" = 0 ] && [ -d "$ROOT" ]; then
         rm -rf --one-file-system "$ROOT"
     fi
@@ -79,6 +83,65 @@ in_root() {
     chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
         DEBIAN_FRONTEND=noninteractive "$@"
 }
+
+# ------------------------------------------------------------------ 2. a clean Debian root (in the background)
+
+# The mirror apt already uses here (deb822 or one-line sources), else Debian's own.
+mirror() {
+    local uri
+    uri=$(awk '/^URIs:/ && !/security/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null)
+    [ -z "$uri" ] && uri=$(awk '$1 == "deb" && !/security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1)
+    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
+}
+
+# make_root: debootstrap, then the Debian packages the checks use (not ours and not their
+# Depends: apt resolves those below). Network-bound, so it runs while scripts/package
+# compiles. One line per step in $LOGS/root.steps: "STEP RC SECONDS".
+make_root() {
+    local t0 rc
+    t0=$(dk_now)
+    debootstrap --variant=minbase bookworm "$ROOT" "$MIRROR" >"$LOGS/debootstrap.log" 2>&1
+    rc=$?
+    echo "debootstrap $rc $(dk_elapsed "$t0")" >>"$LOGS/root.steps"
+    [ $rc = 0 ] || return
+    mount -t proc proc "$ROOT/proc"
+    # The same suites as this machine (bookworm, -updates, -security), so versions agree.
+    if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
+        cp /etc/apt/sources.list.d/debian.sources "$ROOT/etc/apt/sources.list.d/" 2>/dev/null && rm -f "$ROOT/etc/apt/sources.list"
+    fi
+    cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+    # Nothing may start services in the root (policy-rc.d, as Debian's build chroots do).
+    printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d" && chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+    t0=$(dk_now)
+    in_root apt-get update >"$LOGS/apt.log" 2>&1
+    rc=$?
+    echo "apt-update $rc $(dk_elapsed "$t0")" >>"$LOGS/root.steps"
+    [ $rc = 0 ] || return
+    # What the checks use: systemd (systemd-analyze), man-db, pkg-config, python3-venv,
+    # a JRE (deploykit-java's Depends, and slow to unpack), reprepro (the hub's Recommends),
+    # and what contrib/test-in-root.sh installs (puppet, ansible-core, python3-apt).
+    t0=$(dk_now)
+    in_root apt-get install -y -q systemd man-db pkg-config python3-venv default-jre-headless reprepro \
+        >>"$LOGS/apt.log" 2>&1 \
+        && in_root apt-get install -y -q --no-install-recommends puppet ansible-core python3-apt >>"$LOGS/apt.log" 2>&1
+    rc=$?
+    echo "apt-tools $rc $(dk_elapsed "$t0")" >>"$LOGS/root.steps"
+}
+
+# step_rc STEP: the exit status make_root recorded for STEP (1 if it never got there).
+step_rc() { awk -v s="$1" '$1 == s { rc = $2 } END { print (rc == "" ? 1 : rc) }' "$LOGS/root.steps" 2>/dev/null || echo 1; }
+step_secs() { awk -v s="$1" '$1 == s { t = $3 } END { print t }' "$LOGS/root.steps" 2>/dev/null; }
+
+MIRROR=$(mirror)
+if [ -e "$ROOT" ]; then
+    umount -l "$ROOT/proc" 2>/dev/null
+    rm -rf --one-file-system "$ROOT"
+fi
+: >"$LOGS/root.steps"
+make_root &
+ROOT_PID=$!
+PIDS+=("$ROOT_PID")
 
 # ------------------------------------------------------------------ 1. packages
 
@@ -99,48 +162,29 @@ done
 WHEEL=$(find "$DIST" -maxdepth 1 -name 'deploykit-*.whl' | head -n 1)
 [ -n "$WHEEL" ]
 check $? "wheel built (${WHEEL##*/})"
-sizes=$(cd "$DIST" && find . -maxdepth 1 -type f \( -name '*.deb' -o -name '*.whl' -o -name '*.jar' \) -printf '%f=%s ' | LC_ALL=C sort)
+sizes=$(cd "$DIST" && find . -maxdepth 1 -type f \( -name '*.deb' -o -name '*.whl' -o -name '*.jar' \) -printf '%f=%s\n' | LC_ALL=C sort | tr '\n' ' ')
 dk_log "install-suite: artifacts (bytes): $sizes"
 
-# ------------------------------------------------------------------ 2. a clean Debian root
+# ------------------------------------------------------------------ 2b. our packages into it
 
-# The mirror apt already uses here (deb822 or one-line sources), else Debian's own.
-mirror() {
-    local uri
-    uri=$(awk '/^URIs:/ && !/security/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null)
-    [ -z "$uri" ] && uri=$(awk '$1 == "deb" && !/security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1)
-    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
-}
-MIRROR=$(mirror)
-[ -d "$ROOT/proc" ] && { umount -l "$ROOT/proc" 2>/dev/null; rm -rf --one-file-system "$ROOT"; }
-t0=$(dk_now)
-debootstrap --variant=minbase bookworm "$ROOT" "$MIRROR" >"$LOGS/debootstrap.log" 2>&1
-rc=$?
-check $rc "debootstrap --variant=minbase bookworm from $MIRROR ($(dk_elapsed "$t0")s)"
-if [ $rc != 0 ]; then
+wait "$ROOT_PID"
+rc=$(step_rc debootstrap)
+check "$rc" "debootstrap --variant=minbase bookworm from $MIRROR ($(step_secs debootstrap)s)"
+if [ "$rc" != 0 ]; then
     dk_tail_file "$LOGS/debootstrap.log" 30
     dk_warn "install-suite: debootstrap could not make a root from $MIRROR: the install test cannot run"
     finish
 fi
-mount -t proc proc "$ROOT/proc" && MOUNTED+=("$ROOT/proc")
-# The same suites as this machine (bookworm, -updates, -security), so versions agree.
-if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
-    cp /etc/apt/sources.list.d/debian.sources "$ROOT/etc/apt/sources.list.d/" 2>/dev/null && rm -f "$ROOT/etc/apt/sources.list"
-fi
-cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
-# Nothing may start services in the root (policy-rc.d, as Debian's build chroots do).
-printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d" && chmod 755 "$ROOT/usr/sbin/policy-rc.d"
+check "$(step_rc apt-update)" "apt-get update in the root"
+rc=$(step_rc apt-tools)
+check "$rc" "apt-get install of the checks' tools in the root ($(step_secs apt-tools)s)"
+[ "$rc" = 0 ] || { dk_tail_file "$LOGS/apt.log" 40; finish; }
 
 mkdir -p "$ROOT/tmp/dist"
 cp "$DIST"/*.deb "$DIST"/*.whl "$DIST"/*.jar "$ROOT/tmp/dist/" 2>/dev/null
-in_root apt-get update >"$LOGS/apt.log" 2>&1
-check $? "apt-get update in the root"
 t0=$(dk_now)
-# Our packages by path (apt resolves their Depends from the mirror), plus what the checks
-# use: systemd (systemd-analyze), man-db, pkg-config, python3-venv, reprepro (a Recommends).
-in_root apt-get install -y -q $(printf '/tmp/dist/%s ' "${DEBS[@]##*/}") \
-    systemd man-db pkg-config python3-venv curl >>"$LOGS/apt.log" 2>&1
+# Our packages by path; apt resolves what they depend on (libssl3, procps, …) from the mirror.
+in_root apt-get install -y -q $(printf '/tmp/dist/%s ' "${DEBS[@]##*/}") >>"$LOGS/apt.log" 2>&1
 rc=$?
 check $rc "apt-get install ./deploykit-*.deb ./libdeploykit*.deb in the root ($(dk_elapsed "$t0")s)"
 [ $rc = 0 ] || { dk_tail_file "$LOGS/apt.log" 40; finish; }
@@ -173,7 +217,10 @@ as_unit() {
     local user="$1" state="$2"
     shift 2
     if [ -n "$state" ]; then
+        # As systemd does for StateDirectory=: made if missing, and everything in it given
+        # to the service's user (a --check run as root may have made files there).
         in_root install -d -m 0750 -o "$user" -g "$user" "/var/lib/deploykit/$state"
+        in_root chown -R "$user:$user" "/var/lib/deploykit/$state"
     fi
     in_root setpriv --reuid "$user" --regid "$user" --init-groups "$@"
 }
@@ -257,9 +304,14 @@ check $? "pkg-config --libs deploykit ($pc)"
 
 # The jar in the root's JVM: the native library extracted privately and loaded.
 if in_root sh -c 'command -v java' >/dev/null 2>&1; then
-    out=$(in_root java -cp /usr/share/java/deploykit.jar org.deploykit.Version 2>&1)
+    out=$(in_root java -cp /usr/share/java/deploykit.jar org.deploykit.NativeLibrary 2>&1)
     rc=$?
-    check $rc "java -cp /usr/share/java/deploykit.jar org.deploykit.Version (${out:0:80})"
+    check $rc "java -cp /usr/share/java/deploykit.jar org.deploykit.NativeLibrary (${out:0:140})"
+    # Extracted privately: under root's cache, in 0700 directories, never /tmp.
+    case "$out" in *"extracted to /root/.cache/deploykit/native/"*) rc=0 ;; *) rc=1 ;; esac
+    mode=$(stat -c '%a' "$ROOT/root/.cache/deploykit/native" 2>/dev/null)
+    [ $rc = 0 ] && [ "$mode" = 700 ]
+    check $? "the jar's native library went to a 0700 directory under ~/.cache (mode $mode), not /tmp"
 else
     check 1 "deploykit-java pulled in a Java runtime"
 fi
@@ -336,9 +388,10 @@ dogfood() {
     local incoming="$ROOT/var/lib/deploykit/reprepro/incoming/bookworm"
     cp "$newdeb" "$incoming/.${newdeb##*/}.part"
     mv "$incoming/.${newdeb##*/}.part" "$incoming/${newdeb##*/}"
-    wait_for_line "$LOGS/dogfood-reprepro.log" 'deploykit-server.*(added|included)|added.*deploykit-server' 60
+    wait_for_line "$LOGS/dogfood-reprepro.log" 'added to the repository.*deploykit-server_' 60
     check $? "dogfood: reprepro included deploykit-server and dk-reprepro published a package message"
-    wait_for_line "$LOGS/dogfood-apt-watch.log" 'apt-get.*(exit|status|finished|ok|succeeded)|ran .*apt-get' 120
+    wait_for_line "$LOGS/dogfood-apt-watch.log" 'watched package changed.*deploykit-server' 60 \
+        && wait_for_line "$LOGS/dogfood-apt-watch.log" 'action done' 120
     check $? "dogfood: dk-apt-watch ran apt-get update on that message"
     local cand
     cand=$(in_root apt-cache policy deploykit-server | awk '/Candidate:/ { print $2 }')
@@ -349,8 +402,30 @@ dogfood() {
     got=$(in_root dpkg-query -W -f '${Version}' deploykit-server)
     [ "$got" = "${VERSION}-2" ]
     check $? "dogfood: apt-get install deploykit-server upgraded it from our repository (now $got)"
+    [ "$got" = "${VERSION}-2" ] || dk_tail_file "$LOGS/dogfood-install.log" 20
+    # The root goes back to Debian's sources only.
+    rm -f "$ROOT/etc/apt/sources.list.d/deploykit.list"
+}
+
+# ------------------------------------------------------------------ 5. Puppet and Ansible
+
+# contrib/test-in-root.sh applies the Puppet module and the Ansible role in the root (after
+# the dogfood: they rewrite /etc/deploykit) and prints TAP lines; they are counted here.
+confmgmt() {
+    local out="$LOGS/confmgmt.tap" rc ok bad
+    DK_CM_LOG_DIR="$LOGS/confmgmt" "$DK_ROOT/contrib/test-in-root.sh" "$ROOT" >"$out" 2>&1
+    rc=$?
+    cat "$out"
+    ok=$(grep -c '^ok - ' "$out")
+    bad=$(grep -c '^not ok - ' "$out")
+    PASSED=$((PASSED + ok))
+    FAILED=$((FAILED + bad))
+    if [ "$ok" = 0 ] || { [ "$rc" != 0 ] && [ "$bad" = 0 ]; }; then
+        check 1 "contrib/test-in-root.sh ran its checks (exit $rc)"
+    fi
 }
 
 dogfood
+confmgmt
 
 finish

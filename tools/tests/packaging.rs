@@ -115,11 +115,7 @@ fn the_shipped_configs_set_nothing_but_the_broker_url_and_what_the_units_decide(
                 continue;
             }
             // State where each unit's StateDirectory= puts it; secrets where the units load them from.
-            assert!(
-                line.contains("/var/lib/deploykit/") || line.contains("/etc/deploykit/"),
-                "{}: a path outside the units' directories: {line}",
-                path.display()
-            );
+            assert!(line.contains("/var/lib/deploykit/") || line.contains("/etc/deploykit/"), "{}: a path outside the units' directories: {line}", path.display());
         }
     }
     assert_eq!(seen, 8, "one config per daemon with a config file");

@@ -396,6 +396,16 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Identities of the known servers of `site` that `filters` select (expected to answer a rollout's discovery).
+    pub fn known_servers(&self, site: &str, filters: &Filters) -> Vec<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = seen.values().filter(|s| s.serves(site) && s.selected_by(filters)).map(|s| s.announce.identity.clone()).collect();
+        v.sort();
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,15 +442,5 @@ mod tests {
         big.announce.classes = vec!["x".repeat(MAX_ANNOUNCE_BYTES)];
         k.insert(big, 3000);
         assert!(k.is_empty(), "oversized announcements are not kept");
-    }
-}
-
-impl Fleet {
-    /// Identities of the known servers of `site` that `filters` select (expected to answer a rollout's discovery).
-    pub fn known_servers(&self, site: &str, filters: &Filters) -> Vec<String> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<String> = seen.values().filter(|s| s.serves(site) && s.selected_by(filters)).map(|s| s.announce.identity.clone()).collect();
-        v.sort();
-        v
     }
 }

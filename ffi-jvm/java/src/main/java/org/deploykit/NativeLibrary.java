@@ -89,6 +89,23 @@ public final class NativeLibrary {
         }
     }
 
+    /**
+     * Loads the library and says where from: {@code java -cp deploykit.jar org.deploykit.NativeLibrary}
+     * checks an installation (exit 0), or prints why it cannot load (exit 1).
+     *
+     * @param args ignored
+     */
+    public static void main(String[] args) {
+        try {
+            load();
+        } catch (UnsatisfiedLinkError e) {
+            System.err.println("deploykit: " + e.getMessage());
+            System.exit(1);
+        }
+        Path file = extractedTo();
+        System.out.println("deploykit: lib" + NAME + " loaded from " + loadedFrom() + (file == null ? "" : " (extracted to " + file + ")"));
+    }
+
     /** Where the library came from: {@code java.library.path} or {@code jar:/native/…}; null before loading. */
     public static synchronized String loadedFrom() {
         return loadedFrom;
