@@ -140,6 +140,16 @@ impl Builder {
         Builder { out: format!("# {header}\n"), notes: Vec::new(), secrets: Vec::new(), dir }
     }
 
+    /// `OUT = "/topic/…"` for each `(YAML key, TOML key)` pair whose key the YAML has
+    /// (the original's bare topic names become `/topic/` destinations).
+    pub fn topics(&mut self, top: &Hash, pairs: &[(&str, &str)]) {
+        for (k, out) in pairs {
+            if let Some(t) = get(top, k) {
+                self.out.push_str(&format!("{out} = {}\n", q(&topic(&t))));
+            }
+        }
+    }
+
     /// A note for the operator (stderr).
     pub fn note(&mut self, n: impl Into<String>) {
         self.notes.push(n.into());

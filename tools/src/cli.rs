@@ -253,12 +253,12 @@ pub fn import_report(name: &str, result: Result<deploykit::legacy::Imported, Str
         Ok(i) => i,
         Err(e) => {
             eprintln!("{name}: {e}");
-            return std::process::ExitCode::from(2);
+            return Exit::Usage.into();
         }
     };
     if let Err(e) = imported.write_secrets() {
         eprintln!("{name}: writing a secret file: {e}");
-        return std::process::ExitCode::from(2);
+        return Exit::Usage.into();
     }
     print!("{}", imported.toml);
     for n in &imported.notes {

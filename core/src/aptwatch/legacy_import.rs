@@ -7,7 +7,7 @@
 
 use super::config::AptWatchConfig;
 use crate::config::ConfigError;
-use crate::legacy::{broker_keys, err, get, load_yaml, q, scalar, topic, Builder, ImportOptions, Imported};
+use crate::legacy::{broker_keys, err, get, load_yaml, q, scalar, Builder, ImportOptions, Imported};
 use yaml_rust2::Yaml;
 
 /// The keys a package list may sit under.
@@ -18,11 +18,7 @@ pub fn import_legacy(yaml: &str, options: &ImportOptions) -> Result<Imported, Co
     let top = load_yaml(yaml)?;
     let mut b = Builder::new("Imported from stomp-repo's YAML by dk-apt-watch --import-legacy.", options);
     b.out.push_str("wire = \"legacy\"\n");
-    for (k, out) in [("listen-topic", "packages_topic"), ("report-topic", "events_topic")] {
-        if let Some(t) = get(&top, k) {
-            b.out.push_str(&format!("{out} = {}\n", q(&topic(&t))));
-        }
-    }
+    b.topics(&top, &[("listen-topic", "packages_topic"), ("report-topic", "events_topic")]);
     let mut packages = Vec::new();
     for l in LISTS {
         match top.get(&Yaml::String((*l).into())) {

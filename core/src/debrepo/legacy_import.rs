@@ -9,7 +9,7 @@
 
 use super::config::RepreproConfig;
 use crate::config::ConfigError;
-use crate::legacy::{broker_keys, err, get, key, load_yaml, q, scalar, topic, Builder, ImportOptions, Imported};
+use crate::legacy::{broker_keys, err, get, key, load_yaml, q, scalar, Builder, ImportOptions, Imported};
 use yaml_rust2::Yaml;
 
 /// The base auto-reprepro passed to `reprepro -b`.
@@ -21,11 +21,7 @@ pub fn import_legacy(yaml: &str, options: &ImportOptions) -> Result<Imported, Co
     let mut b = Builder::new("Imported from auto-reprepro's YAML by dk-reprepro --import-legacy.", options);
     b.out.push_str(&format!("wire = \"legacy\"\n# auto-reprepro ran `reprepro -b {LEGACY_BASE}`: change base if your repository lives elsewhere.\nbase = {}\n", q(LEGACY_BASE)));
     b.note(format!("base = {LEGACY_BASE} (what auto-reprepro passed to reprepro -b): change it if your repository is elsewhere"));
-    for (k, out) in [("package-topic", "packages_topic"), ("report-topic", "events_topic")] {
-        if let Some(t) = get(&top, k) {
-            b.out.push_str(&format!("{out} = {}\n", q(&topic(&t))));
-        }
-    }
+    b.topics(&top, &[("package-topic", "packages_topic"), ("report-topic", "events_topic")]);
     let incoming = get(&top, "incoming-dir").ok_or_else(|| err("missing incoming-dir"))?;
     if !incoming.starts_with('/') {
         return Err(err(format!("incoming-dir: {incoming:?} is not an absolute path")));

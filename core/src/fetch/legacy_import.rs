@@ -6,7 +6,7 @@
 
 use super::config::FetchConfig;
 use crate::config::ConfigError;
-use crate::legacy::{broker_keys, err, get, key, load_yaml, q, scalar, topic, Builder, ImportOptions, Imported};
+use crate::legacy::{broker_keys, err, get, key, load_yaml, q, scalar, Builder, ImportOptions, Imported};
 use yaml_rust2::Yaml;
 
 /// Converts stomp-git's YAML into the equivalent `fetch.toml`; settings without
@@ -16,11 +16,7 @@ pub fn import_legacy(yaml: &str, options: &ImportOptions) -> Result<Imported, Co
     let top = load_yaml(yaml)?;
     let mut b = Builder::new("Imported from stomp-git's YAML by dk-fetch --import-legacy.", options);
     b.out.push_str("wire = \"legacy\"\n");
-    for (k, out) in [("listen-topic", "commits_topic"), ("report-topic", "events_topic")] {
-        if let Some(t) = get(&top, k) {
-            b.out.push_str(&format!("{out} = {}\n", q(&topic(&t))));
-        }
-    }
+    b.topics(&top, &[("listen-topic", "commits_topic"), ("report-topic", "events_topic")]);
     let mut repos = String::new();
     let mut found = false;
     for (k, v) in &top {

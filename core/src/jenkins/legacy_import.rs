@@ -11,7 +11,7 @@
 
 use super::config::JenkinsConfig;
 use crate::config::ConfigError;
-use crate::legacy::{broker_keys, err, file_name, get, key, load_yaml, q, scalar, topic, Builder, ImportOptions, Imported};
+use crate::legacy::{broker_keys, err, file_name, get, key, load_yaml, q, scalar, Builder, ImportOptions, Imported};
 use yaml_rust2::{yaml::Hash, Yaml};
 
 /// Settings of stomp-jenkins itself (every other top-level key is a repo).
@@ -22,11 +22,7 @@ pub fn import_legacy(yaml: &str, options: &ImportOptions) -> Result<Imported, Co
     let top = load_yaml(yaml)?;
     let mut b = Builder::new("Imported from stomp-jenkins' YAML by dk-jenkins --import-legacy.", options);
     b.out.push_str("wire = \"legacy\"\n");
-    for (k, out) in [("listen-topic", "commits_topic"), ("report-topic", "events_topic")] {
-        if let Some(t) = get(&top, k) {
-            b.out.push_str(&format!("{out} = {}\n", q(&topic(&t))));
-        }
-    }
+    b.topics(&top, &[("listen-topic", "commits_topic"), ("report-topic", "events_topic")]);
     if let Some(url) = get(&top, "rserver") {
         let keys = broker_keys(&mut b, "rserver", &url, get(&top, "stomp-options").as_deref(), "passcode", "/etc/deploykit/passcode")?;
         b.out.push_str(&format!("\n[broker]\n{keys}"));
