@@ -2,6 +2,7 @@
 # The install suite: deploykit's packages on a clean Debian 12, as a new server gets them.
 #
 #   scripts/install-suite.sh [--no-package] [--keep] [--help]
+#   scripts/install-suite.sh --root-only
 #
 # 1. scripts/package builds every artifact (the .debs, the wheel, the jars) into
 #    .dk-test/install/dist (--no-package reuses what is there).
@@ -26,6 +27,10 @@
 #    (`puppet apply`, `ansible-playbook -c local`, from Debian), the configs they write
 #    pass --check, a second run changes nothing.
 #
+# --root-only makes the root of step 2 and exits, leaving it (with .dk-test/install/
+# root.ready) for the next run, which then uses it instead of making its own: scripts/test
+# makes it in the background while other suites run.
+#
 # If debootstrap cannot reach the mirror, the suite fails loudly. Needs root (chroot,
 # mount). The last line is `N passed, N failed`. Work tree: .dk-test/install (gitignored);
 # the root is removed on exit unless --keep.
@@ -36,11 +41,13 @@ cd "$DK_ROOT"
 
 PACKAGE=1
 KEEP=0
+ROOT_ONLY=0
 for arg in "$@"; do
     case "$arg" in
         --no-package) PACKAGE=0 ;;
+        --root-only) ROOT_ONLY=1 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) printf 'install-suite.sh: unknown argument %s (try --help)\n' "$arg" >&2; exit 64 ;;
     esac
 done
@@ -48,9 +55,9 @@ done
 WORK="$DK_ROOT/.dk-test/install"
 DIST="$WORK/dist"
 ROOT="$WORK/root"
+READY="$WORK/root.ready"
 LOGS="$WORK/logs"
 mkdir -p "$WORK" "$LOGS"
-rm -f "$LOGS"/*.log
 
 # shellcheck source=scripts/lib/tap.sh
 . "$DK_ROOT/scripts/lib/tap.sh"
@@ -133,15 +140,40 @@ make_root() {
 step_rc() { awk -v s="$1" '$1 == s { rc = $2 } END { print (rc == "" ? 1 : rc) }' "$LOGS/root.steps" 2>/dev/null || echo 1; }
 step_secs() { awk -v s="$1" '$1 == s { t = $3 } END { print t }' "$LOGS/root.steps" 2>/dev/null; }
 
+# fresh_root: no root, no logs of an earlier one.
+fresh_root() {
+    rm -f "$READY" "$LOGS"/*.log
+    if [ -e "$ROOT" ]; then
+        umount -l "$ROOT/proc" 2>/dev/null
+        rm -rf --one-file-system "$ROOT"
+    fi
+    : >"$LOGS/root.steps"
+}
+
 MIRROR=$(mirror)
-if [ -e "$ROOT" ]; then
-    umount -l "$ROOT/proc" 2>/dev/null
-    rm -rf --one-file-system "$ROOT"
+if [ "$ROOT_ONLY" = 1 ]; then
+    trap - EXIT
+    fresh_root
+    make_root
+    for step in debootstrap apt-update apt-tools; do
+        [ "$(step_rc "$step")" = 0 ] || { dk_warn "install-suite: $step failed (logs: $LOGS)"; exit 1; }
+    done
+    : >"$READY"
+    dk_log "install-suite: root ready in $ROOT ($(tr '\n' ';' <"$LOGS/root.steps"))"
+    exit 0
 fi
-: >"$LOGS/root.steps"
-make_root &
-ROOT_PID=$!
-PIDS+=("$ROOT_PID")
+ROOT_PID=""
+if [ -f "$READY" ] && [ -d "$ROOT/proc/self" ]; then
+    # Made by --root-only (scripts/test, in the background): used once, then removed.
+    rm -f "$READY"
+    dk_log "install-suite: using the root made by --root-only ($(tr '\n' ';' <"$LOGS/root.steps"))"
+    find "$LOGS" -name '*.log' ! -name debootstrap.log ! -name apt.log -delete
+else
+    fresh_root
+    make_root &
+    ROOT_PID=$!
+    PIDS+=("$ROOT_PID")
+fi
 
 # ------------------------------------------------------------------ 1. packages
 
@@ -167,7 +199,7 @@ dk_log "install-suite: artifacts (bytes): $sizes"
 
 # ------------------------------------------------------------------ 2b. our packages into it
 
-wait "$ROOT_PID"
+[ -z "$ROOT_PID" ] || wait "$ROOT_PID"
 rc=$(step_rc debootstrap)
 check "$rc" "debootstrap --variant=minbase bookworm from $MIRROR ($(step_secs debootstrap)s)"
 if [ "$rc" != 0 ]; then

@@ -69,8 +69,11 @@ PATH="$VENV/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" "$VPY" -m pip install
     || { dk_tail_file "$BUILD_LOG" 40; dk_die "python-suite: building the Python package failed (log: $BUILD_LOG)"; }
 dk_log "python-suite: deploykit $("$VPY" -c 'import deploykit; print(deploykit.__version__)') installed in $(dk_elapsed "$t")s"
 
-# 4. The embedded broker.
-cargo build --quiet -p deploykit-tools --bin dk-broker >>"$BUILD_LOG" 2>&1 \
+# 4. The embedded broker. Built with `cargo test --workspace`'s feature resolution
+# (--workspace --tests: dev-dependencies unified, tokio with test-util), so after the cargo
+# suite this only links; `-p deploykit-tools --bin dk-broker` alone recompiled tokio and
+# everything above it (51 s).
+cargo build --quiet --workspace --bins --tests >>"$BUILD_LOG" 2>&1 \
     || { dk_tail_file "$BUILD_LOG" 40; dk_die "python-suite: cargo build --bin dk-broker failed"; }
 : >"$BROKER_LOG"
 "$TARGET_DIR/debug/dk-broker" --listen 127.0.0.1:0 2>"$BROKER_LOG" >/dev/null &

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suites need, only when it is missing.
 #
-#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|browser|fleet|package|all]  (default: all)
+#   scripts/lib/deps.sh [build|debian|brokers|jvm|python|browser|fleet|package|cargo-tools|all]  (default: all)
 #
 #   build    libssl-dev and pkg-config (git2's https transport links system OpenSSL)
 #   debian   reprepro and dpkg-deb (dk-reprepro's tests build and include real .debs)
@@ -18,6 +18,13 @@
 #   package  what scripts/package and the install suite use: dpkg-dev (dpkg-shlibdeps
 #            computes Depends), debootstrap (a clean Debian root), and the pinned
 #            cargo-deb (cargo install --locked, ~2 minutes, once)
+#   cargo-tools  the cargo subcommands and tools the suites build with: cargo-deb and
+#            cbindgen (pinned), cargo-fuzz (cargo install --locked, each once; no apt).
+#            scripts/test runs this in the background, at idle priority, while the
+#            first suites run; `all` does not include it
+#
+# With `all`, the missing Debian packages of every group are installed together: one
+# apt-get run (and one more for those wanted without recommends) instead of one per group.
 #
 # Output of apt/pip goes to $DK_LOG_DIR/deps-*.log; one line per step here.
 # Idempotent: a second run installs nothing and takes well under a second.
@@ -39,6 +46,23 @@ apt_update_once() {
         dk_die "deps: apt-get update failed (log: $APT_LOG)"
     fi
     APT_UPDATED=1
+}
+
+# apt_want [--no-install-recommends] PKG...: install now, or, while `all` collects
+# (COLLECT=1), add to the list for one of the two apt-get runs at its end (with and
+# without recommends).
+COLLECT=0
+APT_WANTED=()
+APT_WANTED_NR=()
+apt_want() {
+    if [ "$COLLECT" = 0 ]; then
+        apt_install "$@"
+    elif [ "$1" = --no-install-recommends ]; then
+        shift
+        APT_WANTED_NR+=("$@")
+    else
+        APT_WANTED+=("$@")
+    fi
 }
 
 # apt_install PKG...: install the given packages (no recommends prompt, quiet).
@@ -65,7 +89,7 @@ deps_build() {
         dk_log "deps: libssl-dev and pkg-config already installed"
         return 0
     fi
-    apt_install "${missing[@]}"
+    apt_want "${missing[@]}"
 }
 
 deps_debian() {
@@ -76,7 +100,7 @@ deps_debian() {
         dk_log "deps: reprepro and dpkg-deb already installed"
         return 0
     fi
-    apt_install "${missing[@]}"
+    apt_want "${missing[@]}"
 }
 
 deps_brokers() {
@@ -87,7 +111,7 @@ deps_brokers() {
         dk_log "deps: rabbitmq-server and activemq already installed"
         return 0
     fi
-    apt_install "${missing[@]}"
+    apt_want "${missing[@]}"
 }
 
 deps_jvm() {
@@ -98,7 +122,7 @@ deps_jvm() {
         dk_log "deps: JDK and JUnit 5 already installed"
         return 0
     fi
-    apt_install "${missing[@]}"
+    apt_want "${missing[@]}"
 }
 
 pip_install() {
@@ -143,7 +167,7 @@ deps_browser() {
         dk_log "deps: chromium already installed"
         return 0
     fi
-    apt_install --no-install-recommends chromium fonts-dejavu-core
+    apt_want --no-install-recommends chromium fonts-dejavu-core
 }
 
 deps_fleet() {
@@ -151,7 +175,7 @@ deps_fleet() {
         dk_log "deps: ruby-stomp already installed"
         return 0
     fi
-    apt_install --no-install-recommends ruby-stomp
+    apt_want --no-install-recommends ruby-stomp
 }
 
 CARGO_DEB_VERSION=3.8.0
@@ -163,17 +187,51 @@ deps_package() {
     if [ ${#missing[@]} -eq 0 ]; then
         dk_log "deps: dpkg-dev and debootstrap already installed"
     else
-        apt_install --no-install-recommends "${missing[@]}"
+        apt_want --no-install-recommends "${missing[@]}"
     fi
-    if [ "$(cargo deb --version 2>/dev/null)" = "cargo-deb $CARGO_DEB_VERSION" ]; then
-        dk_log "deps: cargo-deb $CARGO_DEB_VERSION already installed"
+    # Under `all`, cargo-deb comes from `cargo-tools` (scripts/test runs it in the background).
+    [ "$COLLECT" = 1 ] || cargo_tool cargo-deb "$CARGO_DEB_VERSION" "cargo deb"
+}
+
+# cargo_tool CRATE VERSION|'' COMMAND: `cargo install --locked CRATE` unless COMMAND
+# --version already prints "CRATE VERSION" (any version when VERSION is empty). Two
+# installs at once are safe: cargo locks its install root, and the second finds the
+# crate installed.
+cargo_tool() {
+    local crate="$1" version="$2" cmd="$3" have t0
+    # shellcheck disable=SC2086
+    have=$($cmd --version 2>/dev/null | head -n 1) || have=""
+    if [ -n "$have" ] && { [ -z "$version" ] || [ "$have" = "$crate $version" ]; }; then
+        dk_log "deps: $have already installed"
         return 0
     fi
-    dk_log "deps: cargo install cargo-deb $CARGO_DEB_VERSION (--locked; about 2 minutes, once)"
-    if ! cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION" >>"$DK_LOG_DIR/deps-cargo.log" 2>&1; then
+    t0=$(dk_now)
+    dk_log "deps: cargo install --locked $crate${version:+ $version} (once; log: $DK_LOG_DIR/deps-cargo.log)"
+    if ! cargo install --locked --quiet "$crate" ${version:+--version "$version"} >>"$DK_LOG_DIR/deps-cargo.log" 2>&1; then
         dk_tail_file "$DK_LOG_DIR/deps-cargo.log" 30
-        dk_die "deps: could not install cargo-deb $CARGO_DEB_VERSION"
+        dk_die "deps: could not install $crate${version:+ $version}"
     fi
+    dk_log "deps: installed $crate in $(dk_elapsed "$t0")s"
+}
+
+# cbindgen's version: the one ffi-c/include/deploykit.h is generated with (ffi-c/build.sh).
+CBINDGEN_VERSION=$(sed -n 's/^CBINDGEN_VERSION=\([0-9.]*\).*/\1/p' "$DK_ROOT/ffi-c/build.sh")
+
+deps_cargo_tools() {
+    command -v cargo >/dev/null || dk_die "deps: cargo not found: install Rust (rustup) first"
+    # In the order the suites need them: cbindgen (the C suite), cargo-deb, cargo-fuzz.
+    cargo_tool cbindgen "$CBINDGEN_VERSION" cbindgen
+    cargo_tool cargo-deb "$CARGO_DEB_VERSION" "cargo deb"
+    cargo_tool cargo-fuzz "" "cargo fuzz"
+}
+
+# all: every group's missing Debian packages in one apt-get run.
+deps_all() {
+    COLLECT=1
+    deps_build; deps_debian; deps_brokers; deps_jvm; deps_python; deps_browser; deps_fleet; deps_package
+    COLLECT=0
+    [ ${#APT_WANTED[@]} -eq 0 ] || apt_install "${APT_WANTED[@]}"
+    [ ${#APT_WANTED_NR[@]} -eq 0 ] || apt_install --no-install-recommends "${APT_WANTED_NR[@]}"
 }
 
 main() {
@@ -187,9 +245,10 @@ main() {
         browser) deps_browser ;;
         fleet) deps_fleet ;;
         package) deps_package ;;
-        all) deps_build; deps_debian; deps_brokers; deps_jvm; deps_python; deps_browser; deps_fleet; deps_package ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
-        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|browser|fleet|package|all)" ;;
+        cargo-tools) deps_cargo_tools ;;
+        all) deps_all ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        *) dk_die "deps.sh: unknown argument '$what' (build|debian|brokers|jvm|python|browser|fleet|package|cargo-tools|all)" ;;
     esac
 }
 
