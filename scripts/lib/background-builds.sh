@@ -24,13 +24,20 @@ step() {
     shift
     t0=$(dk_now)
     dk_log "background: $name"
-    "$@" || rc=$?
+    "$@" 8>&- || rc=$?
     printf '%s %s %s\n' "$name" "$rc" "$(dk_elapsed "$t0")" >>"$STEPS"
     dk_log "background: $name exited $rc after $(dk_elapsed "$t0")s"
     [ "$rc" = 0 ] || FAILED=1
 }
 
+# STEPS_FILE.lock is held (exclusive) until the package step ends: the install suite
+# waits for that with `flock --shared`, while the fuzz build goes on. "locked" in
+# STEPS_FILE says it is taken.
+exec 8>"$STEPS.lock"
+flock 8
+echo locked >>"$STEPS"
 step cargo-tools "$DK_ROOT/scripts/lib/deps.sh" cargo-tools
 step package "$DK_ROOT/scripts/package" --fast --out "$DIST"
+exec 8>&-
 step fuzz-build env CARGO_TARGET_DIR="$FUZZ_TARGET" "$DK_ROOT/scripts/fuzz" --smoke --build-only
 exit "$FAILED"
