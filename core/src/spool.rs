@@ -18,7 +18,7 @@
 //! `{"destination": …, "headers": [[name, value], …], "body_len": N}`, then the
 //! `N` body bytes exactly.
 
-use crate::message::{encode, Commit, Destinations, Event, MessageError, Wire};
+use crate::message::{encode, Build, Commit, Destinations, Event, MessageError, Outgoing, Wire};
 use crate::stomp::{self, Client, Headers, SendOptions};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -154,8 +154,22 @@ impl Spool {
         let event = Event { correlation_id: Some(id), ..Event::new(source, commit.event_line()) };
         let c = encode(&commit, wire)?;
         let e = encode(&event, wire)?;
-        let mut out = Vec::with_capacity(2);
-        for (dest, msg) in [(destinations.commits.clone(), c), (destinations.events_for(source), e)] {
+        self.push_encoded([(destinations.commits.clone(), c), (destinations.events_for(source), e)])
+    }
+
+    /// Spools the two messages [`crate::message::Publisher::build`] would send: the build
+    /// (to the destination for its status) and its event line from `source`.
+    pub fn push_build(&self, build: &Build, source: &str, wire: Wire, destinations: &Destinations) -> Result<Vec<PathBuf>, SpoolError> {
+        let event = Event { correlation_id: build.correlation_id.clone(), ..Event::new(source, build.subject()) };
+        let b = encode(build, wire)?;
+        let e = encode(&event, wire)?;
+        self.push_encoded([(destinations.build_for(build.status).to_owned(), b), (destinations.events_for(source), e)])
+    }
+
+    /// Writes encoded messages in order; returns their files.
+    fn push_encoded(&self, messages: [(String, Outgoing); 2]) -> Result<Vec<PathBuf>, SpoolError> {
+        let mut out = Vec::with_capacity(messages.len());
+        for (dest, msg) in messages {
             out.push(self.push(&dest, &msg.headers, &msg.body).map_err(io_err(format!("writing to {}", self.dir.display())))?);
         }
         Ok(out)
@@ -329,6 +343,45 @@ mod tests {
         assert_eq!(&event.body[..], format!("commit [site] refs/heads/master {}", "2".repeat(40)).as_bytes());
         let bad = Commit { repo: String::new(), ..c };
         assert!(matches!(spool.push_commit(&bad, "git-hook", Wire::Json, &Destinations::default()), Err(SpoolError::Message(_))));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn push_build_spools_build_and_event_in_both_wires() {
+        use crate::message::{decode, BuildStatus, Message};
+        let dir = temp("build");
+        let spool = Spool::open(&dir).unwrap();
+        // Only fields the legacy wire carries, so both wires read back the same build.
+        let b = Build {
+            job: "web/site".into(),
+            number: 17,
+            status: BuildStatus::Failure,
+            url: Some("http://ci/job/web/job/site/17/".into()),
+            repo: Some("origin".into()),
+            branch: Some("origin/master".into()),
+            commit: Some("3f2a".into()),
+            duration_ms: None,
+            correlation_id: Some("3f2a".into()),
+        };
+        for (wire, destinations, builds, events) in [
+            (Wire::Json, Destinations::default(), "/topic/deploykit.builds", "/topic/deploykit.events"),
+            (Wire::Legacy, Destinations::legacy(), "/topic/future.jenkins.cake", "/topic/future.events.jenkins"),
+        ] {
+            let files = spool.push_build(&b, "jenkins", wire, &destinations).unwrap();
+            assert_eq!(spool.pending().unwrap(), files);
+            let build = Spool::read(&files[0]).unwrap();
+            assert_eq!(build.destination, builds);
+            assert_eq!(build.headers.get("subject"), Some("Fail job 17 - [web/site] origin/master 3f2a"));
+            assert_eq!(decode(&build.destination, &build.headers, &build.body).unwrap(), Message::Build(b.clone()), "{wire:?}");
+            let event = Spool::read(&files[1]).unwrap();
+            assert_eq!(event.destination, events);
+            let Message::Event(e) = decode(&event.destination, &event.headers, &event.body).unwrap() else { panic!("not an event ({wire:?})") };
+            assert_eq!(e.text, b.subject());
+            assert_eq!(e.correlation_id.as_deref(), Some("3f2a"));
+            for f in files {
+                fs::remove_file(f).unwrap();
+            }
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -51,6 +51,66 @@ pub fn not_on_io_thread(what: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What a Java `StompClient.Options` says about publishing: wire, event source and destinations.
+pub struct Publishing {
+    /// Wire of builds and events (default JSON).
+    pub wire: Wire,
+    /// The event lines' source (default `jenkins`).
+    pub source: String,
+    /// Where builds and events go (legacy wire: the `future.*` topics).
+    pub destinations: Destinations,
+}
+
+/// Reads `Options`' wire, source and builds/buildsFailed/events destinations (each may be null: the default).
+pub fn publishing(env: &mut JNIEnv, wire: &JString, source: &JString, builds: &JString, builds_failed: &JString, events: &JString) -> Result<Publishing, Failure> {
+    let wire: Wire = match opt_string(env, wire)? {
+        Some(w) => w.parse()?,
+        None => Wire::Json,
+    };
+    let mut destinations = if wire == Wire::Legacy { Destinations::legacy() } else { Destinations::default() };
+    if let Some(b) = opt_string(env, builds)? {
+        destinations.builds = b;
+        destinations.builds_failed = None;
+    }
+    if let Some(b) = opt_string(env, builds_failed)? {
+        destinations.builds_failed = Some(b);
+    }
+    if let Some(e) = opt_string(env, events)? {
+        destinations.events = e;
+    }
+    let source = opt_string(env, source)?.unwrap_or_else(|| "jenkins".into());
+    Ok(Publishing { wire, source, destinations })
+}
+
+/// A Java `Build`'s fields (as `StompClient.publishBuild` passes them) as core's build; `duration_ms < 0` is none.
+#[allow(clippy::too_many_arguments)]
+pub fn build_arg(
+    env: &mut JNIEnv,
+    job: &JString,
+    number: jlong,
+    status: &JString,
+    url: &JString,
+    repo: &JString,
+    branch: &JString,
+    commit: &JString,
+    duration_ms: jlong,
+    correlation_id: &JString,
+) -> Result<Build, Failure> {
+    let status_text = string(env, status, "status")?;
+    let status = BuildStatus::parse(&status_text).ok_or_else(|| Failure::new("invalid-argument", format!("unknown build status {status_text:?}")))?;
+    Ok(Build {
+        job: string(env, job, "job")?,
+        number: u64::try_from(number).map_err(|_| Failure::new("invalid-argument", format!("build number {number} is negative")))?,
+        status,
+        url: opt_string(env, url)?,
+        repo: opt_string(env, repo)?,
+        branch: opt_string(env, branch)?,
+        commit: opt_string(env, commit)?,
+        duration_ms: u64::try_from(duration_ms).ok(),
+        correlation_id: opt_string(env, correlation_id)?,
+    })
+}
+
 /// `StompClient.nativeConnect(url, login, passcode, vhost, timeoutMs, connectAttempts, heartbeatMs, wire, source, builds, buildsFailed, events)`.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
@@ -93,22 +153,7 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeConnect<'l>(
         if heartbeat_ms >= 0 {
             config.handshake.heartbeat = if heartbeat_ms == 0 { HeartbeatConfig::off() } else { HeartbeatConfig::every(Duration::from_millis(heartbeat_ms as u64)) };
         }
-        let wire: Wire = match opt_string(env, &wire)? {
-            Some(w) => w.parse()?,
-            None => Wire::Json,
-        };
-        let mut destinations = if wire == Wire::Legacy { Destinations::legacy() } else { Destinations::default() };
-        if let Some(b) = opt_string(env, &builds)? {
-            destinations.builds = b;
-            destinations.builds_failed = None;
-        }
-        if let Some(b) = opt_string(env, &builds_failed)? {
-            destinations.builds_failed = Some(b);
-        }
-        if let Some(e) = opt_string(env, &events)? {
-            destinations.events = e;
-        }
-        let source = opt_string(env, &source)?.unwrap_or_else(|| "jenkins".into());
+        let Publishing { wire, source, destinations } = publishing(env, &wire, &source, &builds, &builds_failed, &events)?;
         let client = BlockingClient::connect(config)?;
         let publisher = client.publisher(&source, wire, destinations);
         CLIENTS.fetch_add(1, Ordering::SeqCst);
@@ -171,19 +216,7 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativePublishBuild<'l>(
     guard(&mut env, (), |env| {
         not_on_io_thread("publishBuild")?;
         let handle = handle(h)?;
-        let status_text = string(env, &status, "status")?;
-        let status = BuildStatus::parse(&status_text).ok_or_else(|| Failure::new("invalid-argument", format!("unknown build status {status_text:?}")))?;
-        let build = Build {
-            job: string(env, &job, "job")?,
-            number: u64::try_from(number).map_err(|_| Failure::new("invalid-argument", format!("build number {number} is negative")))?,
-            status,
-            url: opt_string(env, &url)?,
-            repo: opt_string(env, &repo)?,
-            branch: opt_string(env, &branch)?,
-            commit: opt_string(env, &commit)?,
-            duration_ms: u64::try_from(duration_ms).ok(),
-            correlation_id: opt_string(env, &correlation_id)?,
-        };
+        let build = build_arg(env, &job, number, &status, &url, &repo, &branch, &commit, duration_ms, &correlation_id)?;
         handle.publisher.build(&build)?;
         Ok(())
     })

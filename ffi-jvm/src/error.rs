@@ -2,6 +2,7 @@
 
 use deploykit::message::publisher::PublishError;
 use deploykit::message::MessageError;
+use deploykit::spool::SpoolError;
 use deploykit::stomp;
 use jni::objects::{JObject, JThrowable, JValue};
 use jni::JNIEnv;
@@ -10,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// A failure to report to Java as `DeployKitException(kind, message)`.
 #[derive(Debug)]
 pub struct Failure {
-    /// Core's error kind (`connect`, `refused`, …), or `jni`, `panic`, `invalid-argument`.
+    /// Core's error kind (`connect`, `refused`, …), or `spool`, `jni`, `panic`, `invalid-argument`.
     pub kind: &'static str,
     /// The message.
     pub message: String,
@@ -44,6 +45,18 @@ impl From<PublishError> for Failure {
         match e {
             PublishError::Invalid(m) => m.into(),
             PublishError::Bus(b) => b.into(),
+        }
+    }
+}
+
+impl From<SpoolError> for Failure {
+    fn from(e: SpoolError) -> Failure {
+        match e {
+            // The bus's kind, with the spool's counts in the message.
+            SpoolError::Bus { ref source, .. } => Failure::new(source.kind(), e.to_string()),
+            SpoolError::Message(m) => m.into(),
+            SpoolError::Io { .. } => Failure::new("spool", e.to_string()),
+            SpoolError::Timeout { .. } => Failure::new("timeout", e.to_string()),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! calls core, and converts the result back; no bus or message logic lives
 //! here. Conventions (after OpenDAL's Java binding):
 //!
-//! - Handles are `Box::into_raw` pointers passed to Java as `long`; Java's
+//! - Handles (clients, subscriptions, spools) are `Box::into_raw` pointers passed to Java as `long`; Java's
 //!   `NativeObject` frees each exactly once (`close()` is idempotent).
 //! - Every export runs inside [`error::guard`]: errors become a
 //!   `DeployKitException(kind, message)` with core's error kind, and a Rust
@@ -16,5 +16,6 @@
 
 mod client;
 mod error;
+mod spool;
 mod stats;
 mod subscription;

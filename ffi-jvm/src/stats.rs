@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 pub static CLIENTS: AtomicI64 = AtomicI64::new(0);
 /// Subscription handles not yet freed.
 pub static SUBSCRIPTIONS: AtomicI64 = AtomicI64::new(0);
+/// Spool handles not yet freed.
+pub static SPOOLS: AtomicI64 = AtomicI64::new(0);
 /// JNI global references held by the binding.
 pub static GLOBAL_REFS: AtomicI64 = AtomicI64::new(0);
 
@@ -39,6 +41,12 @@ pub extern "system" fn Java_org_deploykit_NativeStats_clients(_env: JNIEnv, _c: 
 #[no_mangle]
 pub extern "system" fn Java_org_deploykit_NativeStats_subscriptions(_env: JNIEnv, _c: JClass) -> jlong {
     SUBSCRIPTIONS.load(Ordering::SeqCst)
+}
+
+/// `NativeStats.spools()`.
+#[no_mangle]
+pub extern "system" fn Java_org_deploykit_NativeStats_spools(_env: JNIEnv, _c: JClass) -> jlong {
+    SPOOLS.load(Ordering::SeqCst)
 }
 
 /// `NativeStats.globalRefs()`.

@@ -22,6 +22,8 @@ public class DeployKitException extends RuntimeException {
     public static final String INVALID_REQUEST = "invalid-request";
     /** A Java argument was null or out of range. */
     public static final String INVALID_ARGUMENT = "invalid-argument";
+    /** The spool directory could not be created, written, listed or read. */
+    public static final String SPOOL = "spool";
 
     private final String kind;
 

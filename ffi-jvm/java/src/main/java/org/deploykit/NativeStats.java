@@ -14,6 +14,9 @@ public final class NativeStats {
     /** Subscription handles not yet closed. */
     public static native long subscriptions();
 
+    /** Spool handles not yet closed. */
+    public static native long spools();
+
     /** JNI global references held by the library (five per open subscription: the consumer and four classes). */
     public static native long globalRefs();
 

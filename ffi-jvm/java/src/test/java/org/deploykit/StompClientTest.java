@@ -53,6 +53,7 @@ class StompClientTest {
     void nothingLeftOpen() {
         assertEquals(0, NativeStats.clients(), "every client closed");
         assertEquals(0, NativeStats.subscriptions(), "every subscription closed");
+        assertEquals(0, NativeStats.spools(), "every spool closed");
         assertEquals(0, NativeStats.globalRefs(), "every global reference released");
     }
 
