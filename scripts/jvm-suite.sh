@@ -145,19 +145,22 @@ for target in "${TARGETS[@]}"; do
     # java.library.path points nowhere useful: the library must come out of the jar, into a fresh
     # private cache (not ~/.cache; JENKINS_HOME unset so the cache rule applies).
     rm -rf "$WORK/xdg-cache"
-    env -u JENKINS_HOME XDG_CACHE_HOME="$WORK/xdg-cache" DK_JVM_BROKER_URL="$url" timeout --kill-after=10 "$TEST_TIMEOUT" \
+    # DK_JVM_BROKER_BIN: the notifier's restart test runs a dk-broker of its own (once, with
+    # the embedded target).
+    env -u JENKINS_HOME XDG_CACHE_HOME="$WORK/xdg-cache" DK_JVM_BROKER_URL="$url" DK_JVM_TARGET="$label" \
+        DK_JVM_BROKER_BIN="$TARGET_DIR/debug/dk-broker" timeout --kill-after=10 "$TEST_TIMEOUT" \
         java -Xcheck:jni -Djava.library.path="$WORK/no-such-dir" -Ddeploykit.expectLoadedFrom=jar: \
         -jar "$JUNIT_JAR" --class-path "$JAR:$WORK/test-classes" --scan-class-path "$WORK/test-classes" \
         --disable-banner --disable-ansi-colors --details=tree >"$out" 2>&1 || rc=$?
     # One check per test, from the tree (✔ / ✘ after the method name).
     while IFS= read -r line; do
-        name="$(printf '%s' "$line" | sed -E 's/^[^a-zA-Z]*//; s/\(\).*//')"
+        name="$(printf '%s' "$line" | sed -E 's/^[^a-zA-Z]*//; s/\([^)]*\).*//')"
         case "$line" in
             *"✔"*) check 0 "[$label] $name" ;;
             *"↷"*) check 0 "[$label] $name # SKIP $(printf '%s' "$line" | sed 's/.*↷ *//')" ;;
             *) check 1 "[$label] $name"; grep -A 3 -F "methodName = '$name'" "$out" | sed 's/^/#   /' ;;
         esac
-    done < <(grep -E '[a-zA-Z0-9_]+\(\) .*(✔|✘|↷)' "$out")
+    done < <(grep -E '[a-zA-Z0-9_]+\([^)]*\) .*(✔|✘|↷)' "$out")
     ok="$(sed -n 's/^\[ *\([0-9]*\) tests successful *\]$/\1/p' "$out")"
     bad="$(sed -n 's/^\[ *\([0-9]*\) tests failed *\]$/\1/p' "$out")"
     if [ -z "$ok" ] || { [ "$rc" != 0 ] && [ "${bad:-0}" = 0 ]; }; then

@@ -77,9 +77,12 @@ public final class NativeLibrary {
                 String sha = expectedSha256(resource);
                 Location where = location(System::getenv, System.getProperties(), sha);
                 Path file = extract(lib, sha, prepare(where));
-                System.load(file.toString());
+                loadFile(file);
                 loadedFrom = "jar:" + resource;
                 extractedTo = file;
+            } catch (UnsatisfiedLinkError e) {
+                e.addSuppressed(notOnPath);
+                throw e;
             } catch (IOException | RuntimeException e) {
                 UnsatisfiedLinkError error = new UnsatisfiedLinkError("cannot load lib" + NAME + " from the jar: " + e.getMessage());
                 error.initCause(e);
@@ -87,6 +90,43 @@ public final class NativeLibrary {
                 throw error;
             }
         }
+    }
+
+    /** {@link System#load} of {@code file}; a failure says why in words, with what to do about it. */
+    static void loadFile(Path file) {
+        try {
+            System.load(file.toString());
+        } catch (UnsatisfiedLinkError e) {
+            UnsatisfiedLinkError explained = new UnsatisfiedLinkError(explain(e.getMessage(), file));
+            explained.initCause(e);
+            throw explained;
+        }
+    }
+
+    /** The cause and the workaround for the JVM's message {@code jvm} about loading {@code file}. */
+    static String explain(String jvm, Path file) {
+        String m = jvm == null ? "" : jvm;
+        String dir = String.valueOf(file.getParent());
+        String cause;
+        if (m.contains("failed to map segment") || m.contains("Operation not permitted")) {
+            cause = "the file system of " + dir + " does not allow executing code (mounted noexec). Workaround: set -D"
+                    + DIR_PROPERTY + "=<a directory on an exec-mounted file system, owned by this user, mode 0700>";
+        } else if (m.contains("GLIBC_") && m.contains("not found")) {
+            cause = "this system's C library (glibc) is older than the one lib" + NAME + " was built against (glibc 2.34, Debian 12). "
+                    + "Workaround: run on a newer system, or build the library there (cargo build --release -p deploykit-jni) "
+                    + "and put it on java.library.path";
+        } else if (m.contains("invalid ELF header") || m.contains("file too short")) {
+            cause = "the file is not a shared library (damaged or cut short). Workaround: delete it (it is extracted again "
+                    + "from the jar and checked against its SHA-256), or set -D" + DIR_PROPERTY + " to another directory";
+        } else if (m.contains("wrong ELF class") || m.contains("ELF") || m.contains("machine")) {
+            cause = "the library in the jar is for linux-x86_64 and does not fit this JVM (os.arch=" + System.getProperty("os.arch")
+                    + ", " + System.getProperty("sun.arch.data.model", "?") + "-bit). Workaround: build lib" + NAME
+                    + " for this platform (cargo build --release -p deploykit-jni) and put it on java.library.path";
+        } else {
+            cause = "the dynamic loader refused it. Workaround: check the file and its directory, or put a lib" + NAME
+                    + " built here on java.library.path";
+        }
+        return "cannot load lib" + NAME + " from " + file + ": " + cause + " (the JVM said: " + m + ")";
     }
 
     /**

@@ -196,4 +196,23 @@ class NativeLibraryTest {
         IOException e = assertThrows(IOException.class, () -> NativeLibrary.prepare(new NativeLibrary.Location(null, dir)));
         assertTrue(e.getMessage().contains("not by the user"), e.getMessage());
     }
+
+    @Test
+    void aLoadFailureNamesItsCauseAndTheWorkaround(@org.junit.jupiter.api.io.TempDir Path tmp) throws IOException {
+        // A real failure through the JVM's loader: a file that is no shared library.
+        Path bad = tmp.resolve("libdeploykit_jni.so");
+        Files.write(bad, "not an ELF file at all".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        UnsatisfiedLinkError e = assertThrows(UnsatisfiedLinkError.class, () -> NativeLibrary.loadFile(bad));
+        assertTrue(e.getMessage().startsWith("cannot load libdeploykit_jni from " + bad + ": the file is not a shared library"), e.getMessage());
+        assertTrue(e.getMessage().contains("Workaround: delete it"), e.getMessage());
+        assertNotNull(e.getCause(), "the JVM's own error is kept as the cause");
+        // The JVM's words for the other causes (glibc's and the kernel's messages).
+        String noexec = NativeLibrary.explain(bad + ": failed to map segment from shared object", bad);
+        assertTrue(noexec.contains("noexec") && noexec.contains("-D" + NativeLibrary.DIR_PROPERTY + "="), noexec);
+        String glibc = NativeLibrary.explain("/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.34' not found (required by " + bad + ")", bad);
+        assertTrue(glibc.contains("older than") && glibc.contains("java.library.path"), glibc);
+        String arch = NativeLibrary.explain(bad + ": wrong ELF class: ELFCLASS64", bad);
+        assertTrue(arch.contains("linux-x86_64") && arch.contains("os.arch="), arch);
+        assertTrue(NativeLibrary.explain(null, bad).contains("Workaround"), "some workaround for any message");
+    }
 }

@@ -40,19 +40,25 @@ public class DeployKitGlobalConfiguration extends GlobalConfiguration {
     }
 
     public boolean isEnabled() { return enabled; }
-    @DataBoundSetter public void setEnabled(boolean v) { enabled = v; save(); }
+    @DataBoundSetter public void setEnabled(boolean v) { enabled = v; changed(); }
     public String getBrokerUrl() { return brokerUrl; }
-    @DataBoundSetter public void setBrokerUrl(String v) { brokerUrl = v; save(); }
+    @DataBoundSetter public void setBrokerUrl(String v) { brokerUrl = v; changed(); }
     public String getCredentialsId() { return credentialsId; }
-    @DataBoundSetter public void setCredentialsId(String v) { credentialsId = v; save(); }
+    @DataBoundSetter public void setCredentialsId(String v) { credentialsId = v; changed(); }
     public String getWire() { return wire; }
-    @DataBoundSetter public void setWire(String v) { wire = v; save(); }
+    @DataBoundSetter public void setWire(String v) { wire = v; changed(); }
     public String getBuildsTopic() { return buildsTopic; }
-    @DataBoundSetter public void setBuildsTopic(String v) { buildsTopic = blankToNull(v); save(); }
+    @DataBoundSetter public void setBuildsTopic(String v) { buildsTopic = blankToNull(v); changed(); }
     public String getBuildsFailedTopic() { return buildsFailedTopic; }
-    @DataBoundSetter public void setBuildsFailedTopic(String v) { buildsFailedTopic = blankToNull(v); save(); }
+    @DataBoundSetter public void setBuildsFailedTopic(String v) { buildsFailedTopic = blankToNull(v); changed(); }
     public String getEventsTopic() { return eventsTopic; }
-    @DataBoundSetter public void setEventsTopic(String v) { eventsTopic = blankToNull(v); save(); }
+    @DataBoundSetter public void setEventsTopic(String v) { eventsTopic = blankToNull(v); changed(); }
+
+    /** Saves, and points the notifier at the new settings. */
+    private void changed() {
+        save();
+        Notifier.reconfigure();
+    }
 
     private static String blankToNull(String v) {
         return v == null || v.trim().isEmpty() ? null : v.trim();

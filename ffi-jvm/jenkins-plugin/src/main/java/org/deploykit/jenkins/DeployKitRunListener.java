@@ -32,7 +32,7 @@ public class DeployKitRunListener extends RunListener<Run<?, ?>> {
         }
         try {
             EnvVars env = run.getEnvironment(listener);
-            BuildPublisher.offer(Builds.of(run, status, env));
+            Notifier.offer(Builds.of(run, status, env));
         } catch (IOException e) {
             LOG.log(Level.WARNING, "deploykit: reading the environment of " + run, e);
         } catch (InterruptedException e) {
