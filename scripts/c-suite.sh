@@ -25,7 +25,7 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 cd "$DK_ROOT"
 
-CBINDGEN_VERSION=0.29.4 # keep in step with ffi-c/build.sh
+CBINDGEN_VERSION=$(sed -n 's/^CBINDGEN_VERSION=\([0-9.]*\).*/\1/p' ffi-c/build.sh) # the one the header is generated with
 PROFILE=debug
 for arg in "$@"; do
     case "$arg" in

@@ -112,16 +112,7 @@ class SpoolTest {
         String builds = StompClientTest.topic();
         String events = StompClientTest.topic();
         Path dir = tempDir().resolve("spool");
-        // Classes from where this JVM loaded them (the JUnit launcher's class path is its own jar only).
-        String cp = Path.of(SpoolChild.class.getProtectionDomain().getCodeSource().getLocation().toURI()) + java.io.File.pathSeparator
-                + Path.of(Spool.class.getProtectionDomain().getCodeSource().getLocation().toURI());
-        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xcheck:jni"));
-        for (String p : new String[] {"java.library.path", "deploykit.native.dir"}) {
-            if (System.getProperty(p) != null) {
-                cmd.add("-D" + p + "=" + System.getProperty(p));
-            }
-        }
-        cmd.addAll(List.of("-cp", cp, SpoolChild.class.getName(), dir.toString(), "3", builds, events));
+        List<String> cmd = ChildJvm.command(SpoolChild.class, dir.toString(), "3", builds, events);
         Process child = new ProcessBuilder(cmd).redirectErrorStream(true).start();
         String out = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         assertTrue(child.waitFor(60, TimeUnit.SECONDS), "child JVM finished");

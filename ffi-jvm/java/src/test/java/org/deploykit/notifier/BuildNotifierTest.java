@@ -29,6 +29,7 @@ import java.util.logging.LogRecord;
 import java.util.logging.Logger;
 import org.deploykit.Build;
 import org.deploykit.BuildStatus;
+import org.deploykit.ChildJvm;
 import org.deploykit.StompClient;
 import org.deploykit.Subscription;
 import org.junit.jupiter.api.Assumptions;
@@ -325,16 +326,7 @@ class BuildNotifierTest {
         String queue = queueName();
         Path spool = tmp.resolve("spool");
         int dead = freePort(); // nothing listens there
-        // Classes from where this JVM loaded them (the JUnit launcher's class path is its own jar only).
-        String cp = Path.of(NotifierChild.class.getProtectionDomain().getCodeSource().getLocation().toURI()) + java.io.File.pathSeparator
-                + Path.of(Build.class.getProtectionDomain().getCodeSource().getLocation().toURI());
-        List<String> cmd = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-Xcheck:jni"));
-        for (String p : new String[] {"java.library.path", "deploykit.native.dir"}) {
-            if (System.getProperty(p) != null) {
-                cmd.add("-D" + p + "=" + System.getProperty(p));
-            }
-        }
-        cmd.addAll(List.of("-cp", cp, NotifierChild.class.getName(), spool.toString(), "stomp://127.0.0.1:" + dead, queue, "25"));
+        List<String> cmd = ChildJvm.command(NotifierChild.class, spool.toString(), "stomp://127.0.0.1:" + dead, queue, "25");
         Process child = new ProcessBuilder(cmd).redirectErrorStream(true).start();
         String out = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         assertTrue(child.waitFor(WAIT_S, TimeUnit.SECONDS), "child JVM ended");
