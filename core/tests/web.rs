@@ -441,9 +441,18 @@ async fn canary_failure_shows_red_and_the_rest_never_start() {
         rig.hook(n, "pre-deploy", "touch ../pre-deploy-ran");
     }
     let ann = token(a, ANN).await;
+    let observer = rig.target.client().await;
+    let mut records = observer.subscribe("/topic/deploykit.rollouts", SubscribeOptions::default()).await.unwrap();
     let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v3&canary=1&batch=2&csrf={ann}")).await);
     let view = final_view(&follow(a, &id, |_| {}).await);
     assert_eq!(view["result"], "failed");
+    // dk-web published the deploy's rollout record, signed with its key; it is stored once.
+    let m = common::targets::recv(&mut records).await;
+    let trusted = std::collections::BTreeMap::from([("web".to_string(), rig.key.public())]);
+    let r = deploykit::deploy::record::verify(&m.headers, &m.body, &trusted).unwrap().record;
+    assert_eq!((r.controller.as_str(), r.user.as_str(), r.result.as_str(), r.detail.as_deref()), ("dk-web", "ann", "failed", Some("the canary failed")));
+    let report = r.report.unwrap();
+    assert_eq!(report.nodes.iter().map(|n| (n.node.as_str(), n.batch)).collect::<Vec<_>>(), [("node-a", 0), ("node-b", 1), ("node-c", 1)]);
     assert_eq!(states(&view), vec![("node-a".into(), "failed".into()), ("node-b".into(), "not-started".into()), ("node-c".into(), "not-started".into())]);
     assert_eq!(view["stopped"], "the canary failed");
     let pre = &view["nodes"][0]["steps"][0];
@@ -459,7 +468,9 @@ async fn canary_failure_shows_red_and_the_rest_never_start() {
     // A finished deploy's page carries its result without JavaScript (the browser suite
     // loads it after a fast canary failure, when no live update will come).
     assert!(page.body.contains(&format!("id=\"deploy-page\" data-deploy=\"{id}\" data-result=\"failed\"")), "{}", page.body);
-    assert!(get(a, "/history", ANN).await.body.contains(&format!("data-deploy=\"{id}\" data-result=\"failed\"")));
+    let history = get(a, "/history", ANN).await.body;
+    assert!(history.contains(&format!("data-deploy=\"{id}\" data-result=\"failed\" data-controller=\"dk-web\"")), "{history}");
+    assert_eq!(history.matches("data-deploy=").count(), 1, "its own record coming back is not a second row: {history}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

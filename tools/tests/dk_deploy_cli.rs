@@ -7,6 +7,7 @@ mod common;
 use common::{broker, git, http, Proc, TmpDir};
 use deploykit::deploy::controller::{Controller, ControllerConfig, Window};
 use deploykit::deploy::keys::SecretKey;
+use deploykit::deploy::record::RolloutRecord;
 use deploykit::deploy::trust::{TrustConfig, TrustStore};
 use deploykit::message::{DeployAction, Filters, StepState};
 use deploykit::stomp::{Client, ClientConfig};
@@ -497,4 +498,93 @@ fn untrusted_keys_missing_servers_and_not_started_ones_are_said_as_they_are() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("2/3 ok") && out.contains("missing: web03"), "{out}");
     assert_eq!(lives(), [Some("v2".into()), Some("v2".into()), Some("v1".into())]);
+}
+
+/// The one audit trail: a rollout run with dk-deploy is published as a signed
+/// record and appears in dk-web's History (a real dk-web process) with its
+/// reason and each server's batch (the canary kept); a record signed by a key
+/// dk-web does not list in `[controllers]` is rejected.
+#[test]
+fn a_dk_deploy_rollout_appears_in_dk_webs_history_with_its_batches() {
+    let dir = TmpDir::new("trail");
+    let (_broker, url) = broker();
+    let key = SecretKey::generate().unwrap();
+    let key_path = dir.0.join("ops.pem");
+    key.save(&key_path).unwrap();
+    let configs = setup_three(&dir.0, &key, &url);
+    let _agents: Vec<Proc> = configs.iter().map(|c| agent(c)).collect();
+    let web_key = dir.0.join("web.key");
+    SecretKey::generate().unwrap().save(&web_key).unwrap();
+    let web_toml = dir.0.join("web.toml");
+    std::fs::write(
+        &web_toml,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = {:?}\nkey_file = {:?}\n[auth]\nmode = \"none\"\nuser = \"viewer\"\n[controllers]\nops = \"{}\"\n[sites.www]\n",
+            dir.0.join("web.sqlite").display().to_string(),
+            web_key.display().to_string(),
+            key.public()
+        ),
+    )
+    .unwrap();
+    let mut web = Command::new(env!("CARGO_BIN_EXE_dk-web"));
+    web.env_remove("DK_BROKER_URL").arg("-v").arg("--config").arg(&web_toml).args(["--broker", &url]);
+    let mut web = Proc::spawn(web);
+    let line = web.line(Duration::from_secs(30), |l| l.contains("dk-web: listening on http://"));
+    let addr = line.rsplit("http://").next().unwrap().trim().to_owned();
+
+    let deploy = |key: &Path, tag: &str, reason: &str| {
+        let out = dk("dk-deploy")
+            .args(["deploy", "--site", "www", "--tag", tag, "--expect", "3", "--discovery-timeout", "20s", "--yes", "--canary", "1", "--batch", "1", "--user", "ann"])
+            .args(["--reason", reason, "--key"])
+            .arg(key)
+            .arg("--audit-log")
+            .arg(dir.0.join("audit.log"))
+            .arg("--trust")
+            .arg(dir.0.join("web01/trust.toml"))
+            .args(["--broker", &url])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    };
+    deploy(&key_path, "v1", "OPS-7 first release");
+    web.line(Duration::from_secs(30), |l| l.contains("rollout recorded") && l.contains("dk-deploy"));
+    let (status, page) = http(&addr, "GET", "/history", &[], b"");
+    assert_eq!(status, 200);
+    assert!(page.contains("data-controller=\"dk-deploy\"") && page.contains("OPS-7 first release") && page.contains(">ann<"), "{page}");
+    let id = page.split("href=\"/deploys/").nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned();
+    let (status, page) = http(&addr, "GET", &format!("/deploys/{id}"), &[], b"");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("via <b class=\"via\">dk-deploy</b>") && page.contains("Reason: OPS-7 first release"), "{page}");
+    // Canary web0x first, then one server per batch: "canary", 1, 2.
+    let batches: Vec<&str> = page.split("<td class=\"num\">").skip(1).map(|s| s.split('<').next().unwrap()).collect();
+    assert_eq!(batches, ["canary", "1", "2"], "{page}");
+    assert_eq!(page.matches("data-state=\"ok\"").count(), 3, "{page}");
+
+    // A record signed by a key dk-web does not list (a forger on the bus): refused, not stored.
+    let forged = RolloutRecord {
+        id: RolloutRecord::new_id(),
+        controller: "dk-deploy".into(),
+        user: "mallory".into(),
+        reason: Some("cover-up".into()),
+        action: DeployAction::Deploy,
+        site: "www".into(),
+        tag: Some("v2".into()),
+        selection: "all".into(),
+        started_at: 1_800_000_000,
+        finished_at: 1_800_000_001,
+        result: "ok".into(),
+        detail: None,
+        report: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
+        forged.publish(&client, "/topic/deploykit.rollouts", &SecretKey::generate().unwrap()).await.unwrap();
+    });
+    let rejected = web.line(Duration::from_secs(30), |l| l.contains("rollout record rejected"));
+    assert!(rejected.contains("not a trusted controller key"), "{rejected}");
+    let (_, page) = http(&addr, "GET", "/history", &[], b"");
+    assert!(!page.contains("mallory") && page.matches("data-deploy=").count() == 1, "{page}");
+    web.signal("TERM");
+    assert_eq!(web.wait_exit(Duration::from_secs(30)).0, Some(0));
 }

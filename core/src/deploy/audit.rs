@@ -38,6 +38,9 @@ pub struct AuditEntry {
     pub result: String,
     /// The request ids sent.
     pub request_ids: Vec<String>,
+    /// Why, when given (`--reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The default audit log: `$XDG_STATE_HOME/deploykit/audit.log` (or `~/.local/state/…`).

@@ -9,6 +9,7 @@
 //! - [`agent`]: dk-agent (config, import of the original agent's files, hooks, releases, locks, pipelines).
 //! - [`controller`]: dk-deploy's and dk-web's library (discover, tags, rollouts) and dk-deploy's `deploy.toml`.
 //! - [`audit`]: the operator-side audit log.
+//! - [`record`]: the signed rollout records every controller publishes (the one audit trail).
 
 pub mod agent;
 pub mod audit;
@@ -16,5 +17,6 @@ pub mod controller;
 pub mod filters;
 pub mod identity;
 pub mod keys;
+pub mod record;
 pub mod replay;
 pub mod trust;

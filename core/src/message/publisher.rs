@@ -24,6 +24,8 @@ pub struct Destinations {
     pub agents: String,
     /// Deploy requests.
     pub deploy: String,
+    /// Signed rollout records (the audit trail every controller publishes).
+    pub rollouts: String,
 }
 
 impl Default for Destinations {
@@ -36,6 +38,7 @@ impl Default for Destinations {
             events: "/topic/deploykit.events".into(),
             agents: "/topic/deploykit.agents".into(),
             deploy: "/topic/deploykit.deploy".into(),
+            rollouts: "/topic/deploykit.rollouts".into(),
         }
     }
 }

@@ -22,6 +22,10 @@
 //! deploy = "/topic/deploykit.deploy"
 //! agents = "/topic/deploykit.agents"
 //! # replies = "/topic/deploykit.reply.web"    # default: a private /temp-queue/ (set a topic only for brokers without them)
+//! rollouts = "/topic/deploykit.rollouts"       # every controller's signed rollout records (History); dk-web publishes its own here
+//!
+//! [controllers]                                # whose rollout records History shows (dk-deploy users' keys, other dk-webs)
+//! # ops = "ed25519:…"                          # this dk-web's own key is always trusted
 //!
 //! [trust]                                      # which agents are believed (reloaded on SIGHUP)
 //! fleet_keys = ["ed25519:…"]                   # agents enrolled with `dk-deploy enroll` by this key
@@ -48,6 +52,7 @@
 pub use crate::config::ConfigError;
 use crate::config::{parse_duration, BrokerSection};
 use crate::deploy::controller::plan::BatchSize;
+use crate::deploy::keys::PublicKey;
 use crate::deploy::trust::{RawTrust, TrustConfig};
 use crate::message::{Filters, Wire};
 use serde::Deserialize;
@@ -207,6 +212,10 @@ pub struct WebConfig {
     pub agents_destination: String,
     /// Where replies come (`None`: a private temporary queue per controller).
     pub reply_destination: Option<String>,
+    /// Where rollout records go and come from.
+    pub rollouts_destination: String,
+    /// Controllers whose rollout records History stores, by name (this dk-web's own key is always trusted).
+    pub controllers: BTreeMap<String, PublicKey>,
     /// Which agents are believed.
     pub trust: TrustConfig,
     /// The broker.
@@ -237,6 +246,8 @@ impl Default for WebConfig {
             deploy_destination: d.deploy,
             agents_destination: d.agents,
             reply_destination: None,
+            rollouts_destination: d.rollouts,
+            controllers: BTreeMap::new(),
             trust: TrustConfig::default(),
             broker: toml::from_str("").expect("defaults"),
             auth: AuthConfig::Basic { htpasswd: PathBuf::from("/etc/deploykit/web.htpasswd"), realm: "deploykit".into() },
@@ -263,6 +274,7 @@ struct Raw {
     event_destination: Option<String>,
     broker: Option<BrokerSection>,
     destinations: Option<RawDest>,
+    controllers: Option<BTreeMap<String, String>>,
     trust: Option<RawTrust>,
     auth: Option<RawAuth>,
     #[serde(default)]
@@ -275,6 +287,7 @@ struct RawDest {
     deploy: Option<String>,
     agents: Option<String>,
     replies: Option<String>,
+    rollouts: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -378,6 +391,19 @@ impl WebConfig {
                 }
                 c.reply_destination = Some(r);
             }
+            if let Some(r) = d.rollouts {
+                if !r.starts_with('/') {
+                    return Err(invalid("destinations.rollouts", format!("{r:?} is not a destination (/topic/…)")));
+                }
+                c.rollouts_destination = r;
+            }
+        }
+        for (name, text) in raw.controllers.unwrap_or_default() {
+            if !crate::names::RepoName::is_valid(&name) {
+                return Err(invalid(&format!("controllers.{name}"), format!("key names are {}", crate::names::RULE)));
+            }
+            let key = PublicKey::parse(&text).map_err(|e| invalid(&format!("controllers.{name}"), e.to_string()))?;
+            c.controllers.insert(name, key);
         }
         if let Some(t) = raw.trust {
             c.trust = t.resolve("trust.")?;

@@ -1,21 +1,51 @@
-//! The deploy history: one SQLite row per deploy or rollback started from the
-//! web (who, when, site, tag, servers, result) with its full report as JSON.
-//! Rows of a process that died mid-deploy are marked `interrupted` on open.
+//! The deploy history: one SQLite row per deploy or rollback, started from
+//! this dk-web or recorded by another controller (dk-deploy, another dk-web)
+//! on the bus: who, when, site, tag, servers, reason, result, and the full
+//! report as JSON. Rows of a process that died mid-deploy are marked
+//! `interrupted` on open.
+//!
+//! The schema is versioned (`PRAGMA user_version`, [`rusqlite_migration`]):
+//! a file written by an older dk-web is upgraded in place on open; one
+//! written by a newer dk-web is refused, untouched.
 
 use crate::deploy::controller::RolloutReport;
+use crate::deploy::record::RolloutRecord;
 use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, SchemaVersion, M};
 use std::path::Path;
 use std::sync::Mutex;
 
 /// A history database failure.
 #[derive(Debug, thiserror::Error)]
-#[error("history database {path}: {source}")]
-pub struct HistoryError {
-    /// The database file.
-    pub path: String,
-    /// SQLite's error.
-    #[source]
-    pub source: rusqlite::Error,
+pub enum HistoryError {
+    /// SQLite refused an operation.
+    #[error("history database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The schema could not be brought up to date.
+    #[error("history database {path}: schema upgrade failed: {source}")]
+    Migrate {
+        /// The database file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    /// A newer dk-web wrote the file.
+    #[error("history database {path} has schema version {found}, newer than this dk-web's {known}: run the dk-web that wrote it, or move the file aside")]
+    TooNew {
+        /// The database file.
+        path: String,
+        /// The file's version.
+        found: usize,
+        /// The newest this build knows.
+        known: usize,
+    },
 }
 
 /// One deploy as the history keeps it.
@@ -43,6 +73,12 @@ pub struct DeployRow {
     pub detail: Option<String>,
     /// The report (JSON), when finished.
     pub report: Option<String>,
+    /// The tool that ran it (`dk-web`, `dk-deploy`, …).
+    pub controller: String,
+    /// Why, when given.
+    pub reason: Option<String>,
+    /// The id of its rollout record (set for every row since schema 2).
+    pub record_id: Option<String>,
 }
 
 impl DeployRow {
@@ -59,22 +95,37 @@ pub struct History {
     conn: Mutex<Connection>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS deploys (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    site TEXT NOT NULL,
-    action TEXT NOT NULL,
-    tag TEXT,
-    user TEXT NOT NULL,
-    selection TEXT NOT NULL,
-    started_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    result TEXT NOT NULL,
-    detail TEXT,
-    report TEXT
-);
-CREATE INDEX IF NOT EXISTS deploys_site ON deploys (site, id);
-";
+/// The schema, one step per version; never edit a released step, add one.
+const MIGRATIONS: &[M<'static>] = &[
+    // 1: the first dk-web's table (files made before versioning have user_version 0 and this table).
+    M::up(
+        "CREATE TABLE IF NOT EXISTS deploys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            site TEXT NOT NULL,
+            action TEXT NOT NULL,
+            tag TEXT,
+            user TEXT NOT NULL,
+            selection TEXT NOT NULL,
+            started_at INTEGER NOT NULL,
+            finished_at INTEGER,
+            result TEXT NOT NULL,
+            detail TEXT,
+            report TEXT
+        );
+        CREATE INDEX IF NOT EXISTS deploys_site ON deploys (site, id);",
+    ),
+    // 2: rollouts recorded by other controllers, and reasons.
+    M::up(
+        "ALTER TABLE deploys ADD COLUMN controller TEXT NOT NULL DEFAULT 'dk-web';
+        ALTER TABLE deploys ADD COLUMN reason TEXT;
+        ALTER TABLE deploys ADD COLUMN record_id TEXT;
+        CREATE UNIQUE INDEX deploys_record ON deploys (record_id);
+        CREATE INDEX deploys_started ON deploys (started_at, id);",
+    ),
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -84,19 +135,24 @@ impl History {
     /// Opens (creating) the database at `path`; `:memory:` keeps it in memory.
     pub fn open(path: &Path) -> Result<History, HistoryError> {
         let name = path.display().to_string();
-        let err = |source| HistoryError { path: name.clone(), source };
+        let err = |source| HistoryError::Sqlite { path: name.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if name != ":memory:" {
                 let _ = std::fs::create_dir_all(dir);
             }
         }
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         if name != ":memory:" {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        let migrate = |source| HistoryError::Migrate { path: name.clone(), source };
+        if let SchemaVersion::Outside(found) = migrations.current_version(&conn).map_err(migrate)? {
+            return Err(HistoryError::TooNew { path: name.clone(), found: found.get(), known: SCHEMA_VERSION });
+        }
+        migrations.to_latest(&mut conn).map_err(migrate)?;
         let n = conn
             .execute("UPDATE deploys SET result = 'interrupted', detail = 'dk-web stopped during the deploy', finished_at = ?1 WHERE result = 'running'", params![now()])
             .map_err(err)?;
@@ -108,17 +164,35 @@ impl History {
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, HistoryError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| HistoryError { path: self.path.clone(), source })
+        f(&conn).map_err(|source| HistoryError::Sqlite { path: self.path.clone(), source })
     }
 
-    /// Records a deploy that starts now; returns its id.
-    pub fn start(&self, site: &str, action: &str, tag: Option<&str>, user: &str, selection: &str) -> Result<i64, HistoryError> {
+    /// Records a deploy this dk-web starts now, under rollout record id `record_id`; returns its row id.
+    pub fn start(&self, start: &Start<'_>) -> Result<i64, HistoryError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO deploys (site, action, tag, user, selection, started_at, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running')",
-                params![site, action, tag, user, selection, now()],
+                "INSERT INTO deploys (site, action, tag, user, selection, started_at, result, controller, reason, record_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', 'dk-web', ?7, ?8)",
+                params![start.site, start.action, start.tag, start.user, start.selection, now(), start.reason, start.record_id],
             )?;
             Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Stores a rollout record from the bus; `false` when one with its id is stored already
+    /// (this dk-web's own deploys come back this way).
+    pub fn record(&self, r: &RolloutRecord) -> Result<bool, HistoryError> {
+        let report = r.report.as_ref().and_then(|r| serde_json::to_string(r).ok());
+        let action = match r.action {
+            crate::message::DeployAction::Rollback => "rollback",
+            _ => "deploy",
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO deploys (site, action, tag, user, selection, started_at, finished_at, result, detail, report, controller, reason, record_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![r.site, action, r.tag, r.user, r.selection, r.started_at, r.finished_at, r.result, r.detail, report, r.controller, r.reason, r.id],
+            )
+            .map(|n| n > 0)
         })
     }
 
@@ -133,18 +207,37 @@ impl History {
         self.with(|c| c.query_row(&format!("SELECT {COLUMNS} FROM deploys WHERE id = ?1"), params![id], row).optional())
     }
 
-    /// The newest `limit` deploys (of `site`, if given), newest first, without reports.
+    /// The newest `limit` deploys (of `site`, if given), newest start first, without reports.
     pub fn list(&self, site: Option<&str>, limit: usize) -> Result<Vec<DeployRow>, HistoryError> {
         let cols = COLUMNS.replace(", report", ", NULL");
         self.with(|c| {
-            let mut st = c.prepare_cached(&format!("SELECT {cols} FROM deploys WHERE (?1 IS NULL OR site = ?1) ORDER BY id DESC LIMIT ?2"))?;
+            let mut st = c.prepare_cached(&format!("SELECT {cols} FROM deploys WHERE (?1 IS NULL OR site = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2"))?;
             let rows = st.query_map(params![site, limit as i64], row)?;
             rows.collect()
         })
     }
 }
 
-const COLUMNS: &str = "id, site, action, tag, user, selection, started_at, finished_at, result, detail, report";
+const COLUMNS: &str = "id, site, action, tag, user, selection, started_at, finished_at, result, detail, report, controller, reason, record_id";
+
+/// What [`History::start`] records of a deploy that starts now.
+#[derive(Debug, Clone, Copy)]
+pub struct Start<'a> {
+    /// The site.
+    pub site: &'a str,
+    /// `deploy` or `rollback`.
+    pub action: &'a str,
+    /// The tag (deploys).
+    pub tag: Option<&'a str>,
+    /// Who.
+    pub user: &'a str,
+    /// The selection, as shown.
+    pub selection: &'a str,
+    /// Why, when given.
+    pub reason: Option<&'a str>,
+    /// The id its rollout record will carry.
+    pub record_id: &'a str,
+}
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeployRow> {
     Ok(DeployRow {
@@ -159,6 +252,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeployRow> {
         result: r.get(8)?,
         detail: r.get(9)?,
         report: r.get(10)?,
+        controller: r.get(11)?,
+        reason: r.get(12)?,
+        record_id: r.get(13)?,
     })
 }
 
@@ -171,8 +267,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dk-web-history-{}-{}", std::process::id(), fastrand::u64(..)));
         let path = dir.join("h.sqlite");
         let h = History::open(&path).unwrap();
-        let a = h.start("www", "deploy", Some("v1"), "ann", "all").unwrap();
-        let b = h.start("api", "deploy", Some("v2"), "bob", "node-a").unwrap();
+        let a = h.start(&start("www", "ann", "r-a")).unwrap();
+        let b = h.start(&start("api", "bob", "r-b")).unwrap();
         h.finish(a, "ok", None, None).unwrap();
         assert_eq!(h.list(None, 10).unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![b, a]);
         assert_eq!(h.list(Some("www"), 10).unwrap().len(), 1);
@@ -184,5 +280,73 @@ mod tests {
         assert!(rb.finished_at.is_some());
         assert!(h.get(999).unwrap().is_none());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn start<'a>(site: &'a str, user: &'a str, record_id: &'a str) -> Start<'a> {
+        Start { site, action: "deploy", tag: Some("v1"), user, selection: "all", reason: Some("OPS-1"), record_id }
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("dk-web-history-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_file_from_before_versioning_upgrades_in_place_and_keeps_its_rows() {
+        let path = temp("old.sqlite");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/history-v0.sqlite"), &path).unwrap();
+        let h = History::open(&path).unwrap();
+        let rows = h.list(None, 10).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| (r.id, r.site.as_str(), r.result.as_str(), r.controller.as_str())).collect::<Vec<_>>(),
+            [(3, "www", "interrupted", "dk-web"), (2, "api", "failed", "dk-web"), (1, "www", "ok", "dk-web")]
+        );
+        let report = h.get(1).unwrap().unwrap().report().unwrap();
+        assert_eq!(report.nodes.iter().map(|n| n.batch).collect::<Vec<_>>(), [0, 1]);
+        let c = Connection::open(&path).unwrap();
+        let v: usize = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        // New rows go on after the old ones.
+        assert_eq!(h.start(&start("www", "cy", "r-new")).unwrap(), 4);
+        drop(h);
+        History::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_from_a_newer_dk_web_is_refused_untouched() {
+        let path = temp("new.sqlite");
+        drop(History::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        let e = History::open(&path).unwrap_err();
+        assert!(matches!(e, HistoryError::TooNew { found, known, .. } if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION), "{e}");
+        assert!(e.to_string().contains("newer than this dk-web"), "{e}");
+    }
+
+    #[test]
+    fn a_record_is_stored_once_and_sorted_by_start() {
+        let h = History::open(Path::new(":memory:")).unwrap();
+        let own = h.start(&start("www", "ann", "rec-1")).unwrap();
+        let rec = RolloutRecord {
+            id: "rec-2".into(),
+            controller: "dk-deploy".into(),
+            user: "bob".into(),
+            reason: None,
+            action: crate::message::DeployAction::Rollback,
+            site: "www".into(),
+            tag: None,
+            selection: "web01".into(),
+            started_at: 1_000,
+            finished_at: 1_010,
+            result: "ok".into(),
+            detail: None,
+            report: None,
+        };
+        assert!(h.record(&rec).unwrap());
+        assert!(!h.record(&rec).unwrap(), "the same record twice is one row");
+        assert!(!h.record(&RolloutRecord { id: "rec-1".into(), ..rec.clone() }).unwrap(), "this dk-web's own record is not a second row");
+        let rows = h.list(Some("www"), 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].id, rows[1].controller.as_str(), rows[1].action.as_str(), rows[1].started_at), (own, "dk-deploy", "rollback", 1_000));
     }
 }

@@ -9,7 +9,8 @@
 //! - [`csrf`] — per-user form tokens.
 //! - [`fleet`] — the agents seen (bounded, expiring), and per site the servers, tags and locks.
 //! - [`form`] — the deploy form's fields and their checks.
-//! - [`history`] — every deploy in SQLite.
+//! - [`history`] — every deploy in SQLite (versioned schema).
+//! - [`trail`] — signed rollout records: every controller's deploys into the history, this dk-web's out.
 //! - [`live`] — deploys in progress, their views and update streams.
 //! - [`activity`] — the bus's event lines.
 //! - [`pages`] — the HTML (maud); [`routes`] — the axum handlers.
@@ -27,6 +28,7 @@ pub mod live;
 pub mod pages;
 pub mod routes;
 pub mod throttle;
+pub mod trail;
 
 pub use config::{ConfigError, WebConfig};
 
@@ -109,6 +111,8 @@ pub(crate) struct App {
     pub health: Health,
     /// `deploykit_web_deploys_total{action,result}`.
     pub rollouts: CounterVec,
+    /// `deploykit_web_rollout_records_total{result}`.
+    pub records: CounterVec,
 }
 
 impl App {
@@ -188,8 +192,10 @@ pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey
     let settings = RwLock::new(Arc::new(Settings { auth, hosts, config }));
     let rollouts =
         health.metrics().counter("deploykit_web_deploys", "Deploys and rollbacks started from the web, by action and result (ok, failed, stopped, error).", &["action", "result"]);
+    let records = health.metrics().counter("deploykit_web_rollout_records", "Rollout records heard on the bus, by result (stored, duplicate, rejected, error).", &["result"]);
     let live = live::Registry::default();
-    let app = Arc::new(App { settings, csrf, throttle: throttle::Throttle::default(), history, live, fleet, activity, client, query, key: Some(key), health, rollouts });
+    let app = Arc::new(App { settings, csrf, throttle: throttle::Throttle::default(), history, live, fleet, activity, client, query, key: Some(key), health, rollouts, records });
+    followers.push(trail::follow(&app).await.map_err(crate::deploy::controller::ControlError::from)?);
     let weak = Arc::downgrade(&app);
     app.health.extra("deploys_running", move || weak.upgrade().map_or(0, |a| a.live.len()).into());
     let weak = Arc::downgrade(&app);
@@ -225,7 +231,7 @@ impl WebHandle {
     }
 
     /// Applies a re-read configuration: users (htpasswd re-read), sites,
-    /// deployers, windows, trusted agents, public_url and allowed_hosts. Listen address,
+    /// deployers, windows, trusted agents and controllers, public_url and allowed_hosts. Listen address,
     /// database, key, destinations and server_expiry need a restart.
     pub fn reload(&self, new: WebConfig) -> Result<(), String> {
         let old = self.app.settings();
@@ -237,6 +243,7 @@ impl WebHandle {
             || o.deploy_destination != new.deploy_destination
             || o.agents_destination != new.agents_destination
             || o.reply_destination != new.reply_destination
+            || o.rollouts_destination != new.rollouts_destination
             || o.broker != new.broker
             || o.server_expiry != new.server_expiry
         {

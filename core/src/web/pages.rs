@@ -288,7 +288,8 @@ pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_dep
             @if live { noscript { meta http-equiv="refresh" content="2"; } }
             div #deploy-page data-deploy=(row.id) data-live[live] data-result=[(!live).then_some(view.result.as_str())] {
                 h1 { (row.action) " " (row.tag.as_deref().unwrap_or("")) " to " a href={ "/sites/" (row.site) } { (row.site) } " " span #result { (result_badge(&view.result)) } }
-                p.meta { "#" (row.id) " by " b { (row.user) } ", started " (when(row.started_at)) @if let Some(f) = row.finished_at { ", finished " (when(f)) } ", servers: " (row.selection) }
+                p.meta { "#" (row.id) " by " b { (row.user) } ", started " (when(row.started_at)) @if let Some(f) = row.finished_at { ", finished " (when(f)) } ", servers: " (row.selection) @if row.controller != "dk-web" { ", via " b.via { (row.controller) } } }
+                @if let Some(why) = &row.reason { p.reason { "Reason: " (why) } }
                 progress #progress value=(done) max=(total.max(1)) {}
                 span #progress-text { (done) "/" (total) " servers done" }
                 p #stopped .warn hidden[view.stopped.is_none()] { "No further batch: " span #stopped-reason { (view.stopped.as_deref().unwrap_or("")) } }
@@ -328,13 +329,14 @@ pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_dep
 fn history_table(rows: &[DeployRow]) -> Markup {
     html! {
         table.history {
-            thead { tr { th { "#" } th { "when" } th { "who" } th { "site" } th { "action" } th { "tag" } th { "servers" } th { "result" } } }
+            thead { tr { th { "#" } th { "when" } th { "who" } th { "via" } th { "site" } th { "action" } th { "tag" } th { "servers" } th { "result" } } }
             tbody {
                 @for r in rows {
-                    tr data-deploy=(r.id) data-result=(r.result) {
+                    tr data-deploy=(r.id) data-result=(r.result) data-controller=(r.controller) {
                         td { a href={ "/deploys/" (r.id) } { (r.id) } }
                         td { (when(r.started_at)) }
-                        td { (r.user) }
+                        td { (r.user) @if let Some(why) = &r.reason { br; small.reason { (why) } } }
+                        td.via { (r.controller) }
                         td { a href={ "/sites/" (r.site) } { (r.site) } }
                         td { (r.action) }
                         td { (r.tag.as_deref().unwrap_or("")) }

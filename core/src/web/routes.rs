@@ -32,8 +32,9 @@ use super::fleet::Server;
 use super::form::{DeployForm, Scope};
 use super::live::{DeployView, LiveDeploy, Update};
 use super::pages::{self, Ctx, FormEcho, SiteSummary};
-use super::App;
+use super::{history, trail, App};
 use crate::deploy::controller::{plan, ControlError, Controller, ControllerConfig, NodeState, RolloutSpec, Window};
+use crate::deploy::record::RolloutRecord;
 use crate::message::{DeployAction, Filters};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State as AxState};
@@ -334,7 +335,10 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
     };
     let verb = if action == DeployAction::Deploy { "deploy" } else { "rollback" };
     let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
-    let id = match app.history.start(&site.name, verb, spec.tag.as_deref(), &ctx.user, &shown) {
+    let record_id = RolloutRecord::new_id();
+    let started_at = unix_now();
+    let start = history::Start { site: &site.name, action: verb, tag: spec.tag.as_deref(), user: &ctx.user, selection: &shown, reason: None, record_id: &record_id };
+    let id = match app.history.start(&start) {
         Ok(id) => id,
         Err(e) => return fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
     };
@@ -365,16 +369,7 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
         };
         let _ = pump.await;
         let (result, detail, report) = match outcome {
-            Ok(r) => {
-                let result = if r.ok() {
-                    "ok"
-                } else if r.stopped.as_deref() == Some("stopped by the operator") && !r.nodes.iter().any(|n| n.state.failed() && n.state != NodeState::NotStarted) {
-                    "stopped"
-                } else {
-                    "failed"
-                };
-                (result, r.stopped.clone(), Some(r))
-            }
+            Ok(r) => (r.outcome(), r.stopped.clone(), Some(r)),
             Err(e) => ("error", Some(e.to_string()), None),
         };
         if let Err(e) = app.history.finish(id, result, detail.as_deref(), report.as_ref()) {
@@ -399,11 +394,28 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
                     _ => "failed".into(),
                 },
                 request_ids: r.request_ids.clone(),
+                reason: None,
             };
             if let Err(e) = crate::deploy::audit::append(path, &entry) {
                 tracing::error!(path = %path.display(), error = %e, "audit log not written");
             }
         }
+        let record = RolloutRecord {
+            id: record_id,
+            controller: "dk-web".into(),
+            user: user.clone(),
+            reason: None,
+            action: spec.action,
+            site: spec.site.clone(),
+            tag: spec.tag.clone(),
+            selection: shown.clone(),
+            started_at,
+            finished_at: (unix_now()).max(started_at),
+            result: result.into(),
+            detail: detail.as_deref().map(crate::message::one_line),
+            report: report.clone(),
+        };
+        trail::publish(&app, &record).await;
         tracing::info!(id, result, "{verb} finished");
         app.rollouts.inc(&[verb, result]);
         app.health.message();

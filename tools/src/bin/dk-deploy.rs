@@ -10,6 +10,7 @@ use deploykit::deploy::controller::config::{self as controller_config, DeployCon
 use deploykit::deploy::controller::plan::BatchSize;
 use deploykit::deploy::controller::{unanswered_hint, Controller, ControllerConfig, RolloutSpec, Window};
 use deploykit::deploy::keys::{PublicKey, SecretKey};
+use deploykit::deploy::record::RolloutRecord;
 use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use deploykit::deploy::{audit, filters};
 use deploykit::message::{DeployAction, Filters, StepState};
@@ -156,6 +157,18 @@ struct RolloutArgs {
     /// Audit log (JSON lines).
     #[arg(long, env = "DK_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// Why (a ticket or a sentence): kept in the audit log and the rollout record dk-web's History shows.
+    #[arg(long, value_name = "TEXT", value_parser = reason)]
+    reason: Option<String>,
+}
+
+/// A reason: one line of at most 1000 characters.
+fn reason(s: &str) -> Result<String, String> {
+    let line = deploykit::message::one_line(s);
+    if line.is_empty() || line.chars().count() > 1000 {
+        return Err("a reason is one line of 1 to 1000 characters".into());
+    }
+    Ok(line)
 }
 
 #[derive(Subcommand, Debug)]
@@ -432,6 +445,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut cc = ControllerConfig::new(user.clone(), key);
     cc.destinations.deploy = c.deploy_topic.clone().unwrap_or(settings.deploy_destination);
     cc.reply_to = c.reply_to.clone().or(settings.reply_destination);
+    cc.destinations.rollouts = settings.rollouts_destination.clone();
     cc.trust = std::sync::Arc::new(TrustStore::new(trust));
     let controller = Controller::new(client.clone(), cc).await.context("subscribing to replies")?;
     let window = Window { timeout: c.discovery_timeout, expect: c.expect };
@@ -678,6 +692,7 @@ async fn rollout_cmd(
             }
         }
     });
+    let started_at = deploykit::deploy::agent::releases::now() as i64;
     let result = controller.rollout(&spec, tx, stop).await;
     ctrlc.abort();
     let _ = view.await;
@@ -707,7 +722,26 @@ async fn rollout_cmd(
             (None, false) => "failed".into(),
         },
         request_ids: report.request_ids.clone(),
+        reason: args.reason.clone(),
     };
+    let record = RolloutRecord {
+        id: RolloutRecord::new_id(),
+        controller: "dk-deploy".into(),
+        user: controller.user().to_owned(),
+        reason: args.reason.clone(),
+        action,
+        site: entry.site.clone(),
+        tag: entry.tag.clone(),
+        selection: selection_shown(&entry.filters),
+        started_at,
+        finished_at: (deploykit::deploy::agent::releases::now() as i64).max(started_at),
+        result: report.outcome().into(),
+        detail: report.stopped.as_deref().map(deploykit::message::one_line),
+        report: Some(report.clone()),
+    };
+    if let Err(e) = controller.publish_record(&record).await {
+        eprintln!("dk-deploy: WARNING: rollout record not published (dk-web's History will miss this rollout): {e}");
+    }
     let audit_path = args.audit_log.clone().unwrap_or_else(audit::default_path);
     if let Err(e) = audit::append(&audit_path, &entry) {
         eprintln!("dk-deploy: WARNING: audit log {} not written: {e}", audit_path.display());
@@ -718,6 +752,18 @@ async fn rollout_cmd(
         print!("{}", summary(&report));
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The selection as History shows it: `all`, or the filters.
+fn selection_shown(f: &Filters) -> String {
+    let mut parts: Vec<String> = f.identity.clone();
+    parts.extend(f.class.iter().map(|c| format!("class {c}")));
+    parts.extend(f.fact.iter().map(|(k, v)| format!("{k}={v}")));
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        deploykit::message::one_line(&parts.join(", ")).chars().take(4000).collect()
+    }
 }
 
 /// " (unverified: …)" when a status reply's journal says the live release is not good.

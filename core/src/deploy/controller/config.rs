@@ -20,6 +20,7 @@
 //! [destinations]
 //! deploy = "/topic/deploykit.deploy"  # where requests go (the agents' [destinations] deploy)
 //! replies = "/topic/deploykit.reply.ops"   # default: a private /temp-queue/
+//! rollouts = "/topic/deploykit.rollouts"   # where each rollout's signed record goes (dk-web's History)
 //! ```
 
 use crate::config::{BrokerSection, ConfigError, Problem};
@@ -52,6 +53,8 @@ pub struct DeployConfig {
     pub deploy_destination: String,
     /// Where replies come (`None`: a private temporary queue).
     pub reply_destination: Option<String>,
+    /// Where rollout records go.
+    pub rollouts_destination: String,
     /// The files read, in order (empty: defaults only).
     pub sources: Vec<PathBuf>,
 }
@@ -78,6 +81,7 @@ struct RawBroker {
 struct RawDest {
     deploy: Option<String>,
     replies: Option<String>,
+    rollouts: Option<String>,
 }
 
 impl Raw {
@@ -92,7 +96,7 @@ impl Raw {
         let destinations = match (self.destinations, over.destinations) {
             (d, None) => d,
             (None, o) => o,
-            (Some(d), Some(o)) => Some(RawDest { deploy: o.deploy.or(d.deploy), replies: o.replies.or(d.replies) }),
+            (Some(d), Some(o)) => Some(RawDest { deploy: o.deploy.or(d.deploy), replies: o.replies.or(d.replies), rollouts: o.rollouts.or(d.rollouts) }),
         };
         Raw { wire: over.wire.or(self.wire), broker, destinations }
     }
@@ -170,7 +174,8 @@ impl DeployConfig {
         let d = raw.destinations.unwrap_or_default();
         let deploy_destination = destination("destinations.deploy", d.deploy.unwrap_or(defaults.deploy))?;
         let reply_destination = d.replies.map(|r| destination("destinations.replies", r)).transpose()?;
-        Ok(DeployConfig { broker, wire, deploy_destination, reply_destination, sources })
+        let rollouts_destination = destination("destinations.rollouts", d.rollouts.unwrap_or(defaults.rollouts))?;
+        Ok(DeployConfig { broker, wire, deploy_destination, reply_destination, rollouts_destination, sources })
     }
 
     /// Checks this machine against the configuration: the passcode file can be read.

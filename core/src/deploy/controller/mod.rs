@@ -257,6 +257,9 @@ impl NodeState {
     }
 }
 
+/// The `stopped` reason of a rollout the operator stopped.
+pub const STOPPED_BY_OPERATOR: &str = "stopped by the operator";
+
 /// What to roll out.
 #[derive(Debug, Clone)]
 pub struct RolloutSpec {
@@ -364,6 +367,18 @@ impl RolloutReport {
         !self.nodes.is_empty() && self.nodes.iter().all(|n| n.state == NodeState::Ok)
     }
 
+    /// How the rollout ended: `ok`; `stopped` when the operator stopped it before
+    /// any server failed; else `failed`.
+    pub fn outcome(&self) -> &'static str {
+        if self.ok() {
+            "ok"
+        } else if self.stopped.as_deref() == Some(STOPPED_BY_OPERATOR) && !self.nodes.iter().any(|n| n.state.failed() && n.state != NodeState::NotStarted) {
+            "stopped"
+        } else {
+            "failed"
+        }
+    }
+
     /// Servers that failed, were refused or did not answer their batch (not those never started).
     pub fn failed(&self) -> Vec<String> {
         self.nodes.iter().filter(|n| n.state.failed() && n.state != NodeState::NotStarted).map(|n| n.node.clone()).collect()
@@ -429,6 +444,15 @@ impl Controller {
     /// The trust store replies are checked against.
     pub fn trust(&self) -> &Arc<TrustStore> {
         &self.config.trust
+    }
+
+    /// Publishes `record` (signed with the controller's key) to the rollouts destination;
+    /// nothing without a key (agents accepting unsigned requests).
+    pub async fn publish_record(&self, record: &super::record::RolloutRecord) -> Result<(), super::record::RecordError> {
+        match &self.config.key {
+            Some(key) => record.publish(&self.client, &self.config.destinations.rollouts, key).await,
+            None => Ok(()),
+        }
     }
 
     /// The public key requests are signed with.
@@ -640,7 +664,7 @@ impl Controller {
         for (index, batch) in batches.iter().enumerate() {
             let failures = results.iter().filter(|r| r.state.failed()).count();
             let reason = if *stop.borrow_and_update() {
-                Some("stopped by the operator".to_owned())
+                Some(STOPPED_BY_OPERATOR.to_owned())
             } else if index > 0 && spec.canary > 0 && results.iter().take(spec.canary).any(|r| r.state.failed()) {
                 Some("the canary failed".to_owned())
             } else if failures > spec.max_failures {

@@ -1,0 +1,79 @@
+//! The one audit trail: signed rollout records from the bus into the history
+//! (dk-deploy's rollouts, other dk-webs'), and this dk-web's own records out.
+//!
+//! A record counts only when signed by a key in `[controllers]` or by this
+//! dk-web's own key; others are dropped with a rate-limited warning and
+//! counted in `deploykit_web_rollout_records_total{result="rejected"}`.
+
+use super::App;
+use crate::deploy::keys::PublicKey;
+use crate::deploy::record::{self, RolloutRecord};
+use crate::stomp::SubscribeOptions;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// At most one warning per this interval about rejected records.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The name this dk-web's own key goes by among the trusted controllers.
+pub const OWN_KEY_NAME: &str = "this dk-web";
+
+/// The keys whose records are stored: `[controllers]` and this dk-web's own.
+fn trusted(app: &App) -> BTreeMap<String, PublicKey> {
+    let mut keys = app.settings().config.controllers.clone();
+    if let Some(k) = &app.key {
+        if !keys.values().any(|v| *v == k.public()) {
+            keys.insert(OWN_KEY_NAME.into(), k.public());
+        }
+    }
+    keys
+}
+
+/// Subscribes to the rollout records and stores each trusted one (once).
+pub(crate) async fn follow(app: &Arc<App>) -> Result<JoinHandle<()>, crate::stomp::Error> {
+    let destination = app.settings().config.rollouts_destination.clone();
+    let mut sub = app.client.subscribe(&destination, SubscribeOptions::default()).await?;
+    let weak = Arc::downgrade(app);
+    Ok(tokio::spawn(async move {
+        let mut warned: Option<Instant> = None;
+        let mut dropped = 0u64;
+        while let Some(m) = sub.recv().await {
+            let Some(app) = weak.upgrade() else { break };
+            let outcome = match record::verify(&m.headers, &m.body, &trusted(&app)) {
+                Ok(v) => match app.history.record(&v.record) {
+                    Ok(true) => {
+                        tracing::info!(id = %v.record.id, controller = %v.record.controller, key = %v.key_name, site = %v.record.site, "rollout recorded");
+                        "stored"
+                    }
+                    Ok(false) => "duplicate",
+                    Err(e) => {
+                        tracing::error!(id = %v.record.id, error = %e, "rollout record not stored");
+                        "error"
+                    }
+                },
+                Err(e) => {
+                    dropped += 1;
+                    if warned.is_none_or(|t| t.elapsed() >= WARN_INTERVAL) {
+                        tracing::warn!(error = %e, dropped, "rollout record rejected (further ones logged at most once a minute)");
+                        warned = Some(Instant::now());
+                        dropped = 0;
+                    }
+                    "rejected"
+                }
+            };
+            app.records.inc(&[outcome]);
+        }
+    }))
+}
+
+/// Publishes the record of a rollout this dk-web ran (a warning if the bus refuses it;
+/// the history row is written already).
+pub(crate) async fn publish(app: &App, record: &RolloutRecord) {
+    let Some(key) = &app.key else { return };
+    let destination = app.settings().config.rollouts_destination.clone();
+    if let Err(e) = record.publish(&app.client, &destination, key).await {
+        tracing::warn!(id = %record.id, error = %e, "rollout record not published");
+    }
+}
