@@ -54,16 +54,30 @@ impl Activity {
         l.push_back(line);
     }
 
-    /// Subscribes to `destinations` and feeds every event line in until the client closes.
-    pub async fn follow(self: &Arc<Self>, client: &Client, destinations: &[String]) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::stomp::Error> {
+    /// Subscribes to `destinations` and feeds every event line in until the client closes;
+    /// lines that carry a correlation id also go to `changes` (a push's journey).
+    pub async fn follow(
+        self: &Arc<Self>,
+        client: &Client,
+        destinations: &[String],
+        changes: Option<Arc<super::changes::Changes>>,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::stomp::Error> {
         let mut tasks = Vec::new();
         for d in destinations {
             let mut sub = client.subscribe(d, SubscribeOptions::default()).await?;
             let me = self.clone();
+            let changes = changes.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(m) = sub.recv().await {
                     match decode(&m.destination, &m.headers, &m.body) {
-                        Ok(Message::Event(e)) => me.push(Line { time: now(), source: e.source, host: e.host, text: e.text }),
+                        Ok(Message::Event(e)) => {
+                            if let Some(c) = changes.as_ref().filter(|_| e.correlation_id.is_some()) {
+                                if let Err(err) = c.apply(&Message::Event(e.clone())) {
+                                    tracing::error!(error = %err, "change step not recorded");
+                                }
+                            }
+                            me.push(Line { time: now(), source: e.source, host: e.host, text: e.text })
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::debug!(error = %e, "not an event line"),
                     }

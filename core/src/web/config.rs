@@ -24,6 +24,13 @@
 //! # replies = "/topic/deploykit.reply.web"    # default: a private /temp-queue/ (set a topic only for brokers without them)
 //! rollouts = "/topic/deploykit.rollouts"       # every controller's signed rollout records (History); dk-web publishes its own here
 //!
+//! [changes]                                  # the Changes page: every push and its journey
+//! keep = 1000                                  # most pushes kept
+//! max_age = "30d"                              # older ones are dropped
+//! reconcile_after = "10m"                      # a push not fetched on every server after this long is flagged
+//! destinations = ["/topic/deploykit.git.commits", "/topic/deploykit.builds", "/topic/deploykit.fetch"]
+//!                                              # (legacy: future.git.commits, future.jenkins.success, future.jenkins.cake)
+//!
 //! [controllers]                                # whose rollout records History shows (dk-deploy users' keys, other dk-webs)
 //! # ops = "ed25519:…"                          # this dk-web's own key is always trusted
 //!
@@ -60,6 +67,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Where dk-fetch publishes its results by default.
+pub const FETCH_RESULTS: &str = "/topic/deploykit.fetch";
 
 /// The activity feed's default with `wire = "legacy"`: the original daemons'
 /// per-daemon event topics (legacy-wire.md) and deploykit's own legacy ones.
@@ -214,6 +224,10 @@ pub struct WebConfig {
     pub reply_destination: Option<String>,
     /// Where rollout records go and come from.
     pub rollouts_destination: String,
+    /// The Changes page's bounds.
+    pub changes: super::changes::Bounds,
+    /// Where pushes, builds and fetch results are heard (event lines come from `events`).
+    pub change_destinations: Vec<String>,
     /// Controllers whose rollout records History stores, by name (this dk-web's own key is always trusted).
     pub controllers: BTreeMap<String, PublicKey>,
     /// Which agents are believed.
@@ -248,6 +262,8 @@ impl Default for WebConfig {
             reply_destination: None,
             rollouts_destination: d.rollouts,
             controllers: BTreeMap::new(),
+            changes: super::changes::Bounds::default(),
+            change_destinations: vec![d.commits.clone(), d.builds.clone(), FETCH_RESULTS.into()],
             trust: TrustConfig::default(),
             broker: toml::from_str("").expect("defaults"),
             auth: AuthConfig::Basic { htpasswd: PathBuf::from("/etc/deploykit/web.htpasswd"), realm: "deploykit".into() },
@@ -275,6 +291,7 @@ struct Raw {
     broker: Option<BrokerSection>,
     destinations: Option<RawDest>,
     controllers: Option<BTreeMap<String, String>>,
+    changes: Option<RawChanges>,
     trust: Option<RawTrust>,
     auth: Option<RawAuth>,
     #[serde(default)]
@@ -288,6 +305,15 @@ struct RawDest {
     agents: Option<String>,
     replies: Option<String>,
     rollouts: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChanges {
+    keep: Option<usize>,
+    max_age: Option<String>,
+    reconcile_after: Option<String>,
+    destinations: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +389,26 @@ impl WebConfig {
         if c.wire == Wire::Legacy {
             c.events = LEGACY_EVENT_TOPICS.iter().map(|t| (*t).to_owned()).collect();
             c.event_destination = "/topic/future.events.web".into();
+        }
+        if c.wire == Wire::Legacy {
+            let l = crate::message::Destinations::legacy();
+            c.change_destinations = [Some(l.commits), Some(l.builds), l.builds_failed].into_iter().flatten().collect();
+        }
+        if let Some(ch) = raw.changes {
+            if let Some(n) = ch.keep {
+                if n == 0 || n > 1_000_000 {
+                    return Err(invalid("changes.keep", "must be 1 to 1000000"));
+                }
+                c.changes.keep = n;
+            }
+            c.changes.max_age = duration("changes.max_age", ch.max_age, c.changes.max_age)?;
+            c.changes.reconcile_after = duration("changes.reconcile_after", ch.reconcile_after, c.changes.reconcile_after)?;
+            if let Some(d) = ch.destinations {
+                if let Some(bad) = d.iter().find(|d| !d.starts_with('/')) {
+                    return Err(invalid("changes.destinations", format!("{bad:?} is not a destination (/topic/… or /queue/…)")));
+                }
+                c.change_destinations = d;
+            }
         }
         if let Some(e) = raw.events {
             if let Some(bad) = e.iter().find(|d| !d.starts_with('/')) {

@@ -13,7 +13,7 @@ use crate::deploy::record::RolloutRecord;
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, SchemaVersion, M};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A history database failure.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ impl DeployRow {
 #[derive(Debug)]
 pub struct History {
     path: String,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 /// The schema, one step per version; never edit a released step, add one.
@@ -121,6 +121,31 @@ const MIGRATIONS: &[M<'static>] = &[
         ALTER TABLE deploys ADD COLUMN record_id TEXT;
         CREATE UNIQUE INDEX deploys_record ON deploys (record_id);
         CREATE INDEX deploys_started ON deploys (started_at, id);",
+    ),
+    // 3: the changes seen on the bus and their journeys (see `changes.rs`).
+    M::up(
+        "CREATE TABLE changes (
+            id TEXT PRIMARY KEY,
+            repo TEXT NOT NULL,
+            refname TEXT NOT NULL,
+            newrev TEXT NOT NULL,
+            source TEXT NOT NULL,
+            author TEXT,
+            subject TEXT,
+            pushed_at INTEGER NOT NULL
+        );
+        CREATE INDEX changes_pushed ON changes (pushed_at);
+        CREATE INDEX changes_rev ON changes (repo, newrev);
+        CREATE TABLE change_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            change_id TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            stage TEXT NOT NULL,
+            node TEXT,
+            ok INTEGER,
+            data TEXT NOT NULL
+        );
+        CREATE INDEX change_events_change ON change_events (change_id, seq);",
     ),
 ];
 
@@ -159,7 +184,12 @@ impl History {
         if n > 0 {
             tracing::warn!(deploys = n, "deploys interrupted by a restart marked as such");
         }
-        Ok(History { path: name, conn: Mutex::new(conn) })
+        Ok(History { path: name, conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// The database connection, for the other stores of the same file ([`super::changes`]).
+    pub(crate) fn shared(&self) -> (String, Arc<Mutex<Connection>>) {
+        (self.path.clone(), self.conn.clone())
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, HistoryError> {

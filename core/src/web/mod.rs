@@ -13,16 +13,19 @@
 //! - [`trail`] — signed rollout records: every controller's deploys into the history, this dk-web's out.
 //! - [`live`] — deploys in progress, their views and update streams.
 //! - [`activity`] — the bus's event lines.
-//! - [`pages`] — the HTML (maud); [`routes`] — the axum handlers.
+//! - [`changes`] — every push and its journey (builds, fetches, event lines), bounded, live.
+//! - [`journey`] — the Changes pages' HTML; [`pages`] — the rest of the HTML (maud); [`routes`] — the axum handlers.
 
 pub mod activity;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod csrf;
 pub mod fleet;
 pub mod form;
 pub mod history;
 pub mod hosts;
+pub mod journey;
 pub mod legacy_import;
 pub mod live;
 pub mod pages;
@@ -62,6 +65,9 @@ pub enum WebError {
     /// The history database is unusable.
     #[error("{0}")]
     History(#[from] history::HistoryError),
+    /// The changes tables are unusable.
+    #[error("{0}")]
+    Changes(#[from] changes::ChangesError),
     /// The signing key could not be read.
     #[error("signing key {path}: {source}")]
     Key {
@@ -104,6 +110,7 @@ pub(crate) struct App {
     pub live: live::Registry,
     pub fleet: Arc<fleet::Fleet>,
     pub activity: Arc<activity::Activity>,
+    pub changes: Arc<changes::Changes>,
     pub client: Client,
     pub query: Controller,
     pub key: Option<SecretKey>,
@@ -185,8 +192,11 @@ pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey
     let query = Controller::new(client.clone(), cc).await?;
     let fleet = Arc::new(fleet::Fleet::with_limits(fleet::MAX_SERVERS, config.server_expiry));
     let activity = activity::Activity::new(config.activity_lines);
+    let (db_path, db) = history.shared();
+    let changes = Arc::new(changes::Changes::open(db_path, db, config.changes.clone())?);
     let mut followers = vec![fleet.follow(&client, &config.agents_destination, trust).await.map_err(crate::deploy::controller::ControlError::from)?];
-    followers.extend(activity.follow(&client, &config.events).await.map_err(crate::deploy::controller::ControlError::from)?);
+    followers.extend(activity.follow(&client, &config.events, Some(changes.clone())).await.map_err(crate::deploy::controller::ControlError::from)?);
+    followers.extend(changes.follow(&client, &config.change_destinations).await.map_err(crate::deploy::controller::ControlError::from)?);
     let csrf = csrf::Csrf::new().map_err(|e| WebError::Random(e.to_string()))?;
     let hosts = hosts::Hosts::new(addr, config.public_url.as_ref(), &config.allowed_hosts);
     let settings = RwLock::new(Arc::new(Settings { auth, hosts, config }));
@@ -194,7 +204,22 @@ pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey
         health.metrics().counter("deploykit_web_deploys", "Deploys and rollbacks started from the web, by action and result (ok, failed, stopped, error).", &["action", "result"]);
     let records = health.metrics().counter("deploykit_web_rollout_records", "Rollout records heard on the bus, by result (stored, duplicate, rejected, error).", &["result"]);
     let live = live::Registry::default();
-    let app = Arc::new(App { settings, csrf, throttle: throttle::Throttle::default(), history, live, fleet, activity, client, query, key: Some(key), health, rollouts, records });
+    let app = Arc::new(App {
+        settings,
+        csrf,
+        throttle: throttle::Throttle::default(),
+        history,
+        live,
+        fleet,
+        activity,
+        changes,
+        client,
+        query,
+        key: Some(key),
+        health,
+        rollouts,
+        records,
+    });
     followers.push(trail::follow(&app).await.map_err(crate::deploy::controller::ControlError::from)?);
     let weak = Arc::downgrade(&app);
     app.health.extra("deploys_running", move || weak.upgrade().map_or(0, |a| a.live.len()).into());
@@ -246,8 +271,10 @@ impl WebHandle {
             || o.rollouts_destination != new.rollouts_destination
             || o.broker != new.broker
             || o.server_expiry != new.server_expiry
+            || o.changes != new.changes
+            || o.change_destinations != new.change_destinations
         {
-            return Err("listen, database, key_file, events, destinations, server_expiry and broker need a restart of dk-web".into());
+            return Err("listen, database, key_file, events, destinations, server_expiry, [changes] and broker need a restart of dk-web".into());
         }
         let trust = new.trust.clone();
         let settings = Settings::new(new, self.addr).map_err(|e| e.to_string())?;

@@ -25,7 +25,8 @@ pub fn when(secs: i64) -> String {
     t.replacen('T', " ", 1).trim_end_matches("+00:00").trim_end_matches('Z').to_owned() + " UTC"
 }
 
-fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
+/// The page frame: head, navigation, signed-in user.
+pub(crate) fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -39,7 +40,7 @@ fn layout(ctx: &Ctx, title: &str, body: Markup) -> Markup {
             body {
                 header.top {
                     a.brand href="/" { "deploykit" }
-                    nav { a href="/" { "Sites" } a href="/history" { "History" } a href="/activity" { "Activity" } }
+                    nav { a href="/" { "Sites" } a href="/changes" { "Changes" } a href="/history" { "History" } a href="/activity" { "Activity" } }
                     span.user { "signed in as " b #user { (ctx.user) } }
                 }
                 main { (body) }
@@ -52,7 +53,8 @@ fn csrf_field(ctx: &Ctx) -> Markup {
     html! { input type="hidden" name=(super::csrf::FIELD) value=(ctx.csrf); }
 }
 
-fn result_badge(result: &str) -> Markup {
+/// A result as a coloured badge.
+pub(crate) fn result_badge(result: &str) -> Markup {
     html! { span class={ "badge " (result) } { (result) } }
 }
 

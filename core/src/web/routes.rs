@@ -12,6 +12,9 @@
 //! | `POST /deploys/{id}/stop` | 303 back; 409 when already finished |
 //! | `GET /history[?site=]` | every deploy, newest first |
 //! | `GET /activity`, `GET /activity/events` | the event line feed (page, SSE) |
+//! | `GET /changes[?repo=]`, `GET /changes/events` | every push with builds and fetches (page, SSE of every new step) |
+//! | `GET /changes/{id}` | one push's journey (correlation id or commit, ≥ 7 hex digits); 404 unknown |
+//! | `GET /changes/{id}/events` | SSE: `hello`, then each new step of that push with its summary |
 //! | `GET /assets/*`, `GET /healthz` | no login needed |
 //!
 //! Every other page needs a login: 401 with a Basic challenge, or 403 when a proxy
@@ -72,6 +75,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/history", get(history))
         .route("/activity", get(activity))
         .route("/activity/events", get(activity_events))
+        .route("/changes", get(changes))
+        .route("/changes/events", get(changes_events))
+        .route("/changes/{id}", get(journey))
+        .route("/changes/{id}/events", get(journey_events))
         .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/healthz", get(healthz))
@@ -554,6 +561,62 @@ async fn activity_events(AxState(app): St, peer: Peer, headers: HeaderMap) -> Re
     let _ctx = login!(app, peer, headers);
     let (_, rx) = app.activity.subscribe();
     sse(stream("{\"kind\":\"hello\"}".into(), Some(rx), None))
+}
+
+async fn changes(AxState(app): St, peer: Peer, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let ctx = login!(app, peer, headers);
+    let repo = uri.query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "repo").map(|(_, v)| v.into_owned())).filter(|s| !s.is_empty());
+    let changes = app.changes.clone();
+    let listed = tokio::task::spawn_blocking(move || changes.list(repo.as_deref(), 200)).await;
+    match listed {
+        Ok(Ok(list)) => page(StatusCode::OK, super::journey::list(&ctx, &list, &app.changes.bounds)),
+        Ok(Err(e)) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn journey(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = login!(app, peer, headers);
+    let changes = app.changes.clone();
+    let found = tokio::task::spawn_blocking(move || changes.resolve(&id).and_then(|r| r.map_or(Ok(None), |id| changes.journey(&id)))).await;
+    match found {
+        Ok(Ok(Some((c, steps, summary)))) => page(StatusCode::OK, super::journey::journey(&ctx, &c, &steps, &summary, &app.changes.bounds)),
+        Ok(Ok(None)) => fail(&ctx, StatusCode::NOT_FOUND, "No such change: give a correlation id or a commit (7 or more hex digits) seen on the bus."),
+        Ok(Err(e)) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn changes_events(AxState(app): St, peer: Peer, headers: HeaderMap) -> Response {
+    let _ctx = login!(app, peer, headers);
+    sse(change_stream(app.changes.subscribe(), None))
+}
+
+async fn journey_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let ctx = login!(app, peer, headers);
+    // Subscribe first, so no step falls between the page and the stream.
+    let rx = app.changes.subscribe();
+    let changes = app.changes.clone();
+    match tokio::task::spawn_blocking(move || changes.resolve(&id)).await {
+        Ok(Ok(Some(id))) => sse(change_stream(rx, Some(id))),
+        _ => fail(&ctx, StatusCode::NOT_FOUND, "No such change."),
+    }
+}
+
+/// `hello`, then every update (of change `only`, if given); a lagging watcher gets `resync`.
+fn change_stream(rx: broadcast::Receiver<Arc<super::changes::Pushed>>, only: Option<String>) -> SseStream {
+    let head = futures_util::stream::once(async { Ok(sse_event("{\"kind\":\"hello\"}")) });
+    let tail = futures_util::stream::unfold((rx, only), |(mut rx, only)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(p) if only.as_deref().is_none_or(|id| id == p.change) => return Some((Ok(sse_event(&p.json)), (rx, only))),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some((Ok(sse_event("{\"kind\":\"resync\"}")), (rx, only))),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Box::pin(futures_util::StreamExt::chain(head, tail))
 }
 
 fn unix_now() -> i64 {
