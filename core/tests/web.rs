@@ -700,7 +700,9 @@ async fn already_live_servers_and_downgrades_through_the_pages() {
         assert!(!body.contains("name=\"node\" value=\"node-a\""), "node-a has nothing of this deploy to roll back: {body}");
         assert!(body.contains("name=\"node\" value=\"node-b\""), "{body}");
         // The canary and the batches, as planned.
-        let batch = |node: &str| body.split(&format!("data-node=\"{node}\"")).nth(1).and_then(|r| r.split("<td class=\"num\">").nth(1)).and_then(|r| r.split('<').next()).unwrap().to_owned();
+        let batch = |node: &str| {
+            body.split(&format!("data-node=\"{node}\"")).nth(1).and_then(|r| r.split("<td class=\"num\">").nth(1)).and_then(|r| r.split('<').next()).unwrap().to_owned()
+        };
         assert_eq!((batch("node-a"), batch("node-b"), batch("node-c")), ("canary".to_owned(), "1".to_owned(), "1".to_owned()), "{body}");
     };
     check(&get(a, &format!("/deploys/{id}"), ANN).await.body);

@@ -96,7 +96,15 @@ impl DeployView {
         let of = |state: &str| self.nodes.iter().filter(|n| n.state == state).count();
         count(self.nodes.iter().filter(|n| n.changed_ok()).count(), done);
         count(self.nodes.iter().filter(|n| n.state == "ok" && n.unchanged).count(), "already live");
-        for (state, what) in [("failed", "failed"), ("refused", "refused"), ("no-answer", "no answer"), ("not-started", "not started"), ("missing", "missing"), ("running", "running"), ("pending", "pending")] {
+        for (state, what) in [
+            ("failed", "failed"),
+            ("refused", "refused"),
+            ("no-answer", "no answer"),
+            ("not-started", "not started"),
+            ("missing", "missing"),
+            ("running", "running"),
+            ("pending", "pending"),
+        ] {
             count(of(state), what);
         }
         parts.join(", ")
@@ -249,7 +257,9 @@ impl LiveDeploy {
                 v.nodes = batches
                     .iter()
                     .enumerate()
-                    .flat_map(|(b, nodes)| nodes.iter().map(move |n| NodeView { node: n.clone(), batch: b, state: "pending".into(), steps: vec![], error: None, live: None, unchanged: false }))
+                    .flat_map(|(b, nodes)| {
+                        nodes.iter().map(move |n| NodeView { node: n.clone(), batch: b, state: "pending".into(), steps: vec![], error: None, live: None, unchanged: false })
+                    })
                     .collect();
                 v.nodes.extend(missing);
                 self.publish(&Update::Planned { view: v.clone() });

@@ -104,7 +104,8 @@ async fn refuse_downgrade(site: &SiteConfig, live: Option<&str>, resolved: &repo
     if removed.is_empty() {
         return Ok(());
     }
-    let mut newest: Vec<String> = removed.iter().take(3).map(|c| format!("{} {}", c.commit.get(..10).unwrap_or(&c.commit), c.subject.chars().take(80).collect::<String>())).collect();
+    let mut newest: Vec<String> =
+        removed.iter().take(3).map(|c| format!("{} {}", c.commit.get(..10).unwrap_or(&c.commit), c.subject.chars().take(80).collect::<String>())).collect();
     if removed.len() > 3 {
         newest.push("…".into());
     }

@@ -631,7 +631,17 @@ impl Controller {
                 let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
                 let rest = nodes
                     .iter()
-                    .map(|n| NodeResult { node: n.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0, batch: 0, unchanged: false })
+                    .map(|n| NodeResult {
+                        node: n.clone(),
+                        state: NodeState::NotStarted,
+                        error: None,
+                        steps: vec![],
+                        live: None,
+                        previous: None,
+                        elapsed_ms: 0,
+                        batch: 0,
+                        unchanged: false,
+                    })
                     .collect();
                 return Ok(report(rest, Some(reason), Vec::new(), missing));
             }
