@@ -90,6 +90,7 @@ impl Rig {
             discovery: Window { timeout: Duration::from_secs(20), expect: Some(3) },
             expected: Vec::new(),
             allow_missing: false,
+            allow_downgrade: false,
         }
     }
 
@@ -550,4 +551,105 @@ async fn an_unknown_hook_user_fails_the_step_instead_of_running_hooks_as_the_age
     assert!(a.error.as_deref().unwrap().contains("\"dk-no-such-user\""), "{a:?}");
     assert!(!rig.home("node-a").join("RAN").exists(), "the hook did not run");
     assert_eq!(rig.live("node-a"), None);
+}
+
+/// Issue #16: a server already on the tag is reported as such (not as a deploy with no steps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_already_on_the_tag_is_reported_unchanged() {
+    let rig = Rig::start(Target::embedded().await).await;
+    let mut one = rig.spec(DeployAction::Deploy, Some("v2"));
+    one.filters.identity = vec!["node-a".into()];
+    one.discovery.expect = None;
+    assert!(rig.run(&one).await.0.ok());
+    let report = rig.deploy("v2").await;
+    assert!(report.ok(), "{report:#?}");
+    let unchanged: Vec<(&str, bool)> = report.nodes.iter().map(|n| (n.node.as_str(), n.unchanged)).collect();
+    assert_eq!(unchanged, [("node-a", true), ("node-b", false), ("node-c", false)], "{report:#?}");
+    assert!(report.nodes[0].steps.is_empty());
+    // Reports written before the field existed still read (and say nothing of it).
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["nodes"][0]["unchanged"], true);
+    assert!(json["nodes"][1].get("unchanged").is_none(), "skipped when false: {json:#}");
+}
+
+/// Issue #16: deploying an older tag removes commits now live: the dry run lists them,
+/// agents refuse it unless the (signed) request allows a downgrade; a rollback needs no such thing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_downgrade_is_listed_by_the_dry_run_and_refused_unless_allowed() {
+    let rig = Rig::start(Target::embedded().await).await;
+    assert!(rig.deploy("v3").await.ok());
+    let w = Window { timeout: Duration::from_secs(20), expect: Some(3) };
+    let plan = rig.controller.dry_run("www", "v1", Filters::default(), w).await.unwrap();
+    assert_eq!(plan.len(), 3);
+    let subjects = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    assert_eq!(subjects(&plan[0].data["removed"]), ["release 3", "release 2"], "{:#}", plan[0].data);
+    assert_eq!(plan[0].data["downgrade"], true);
+    assert!(subjects(&plan[0].data["log"]).is_empty());
+    // An upgrade removes nothing.
+    let up = rig.controller.dry_run("www", "v3", Filters::default(), w).await.unwrap();
+    assert_eq!((up[0].data["downgrade"].as_bool(), up[0].data["already_live"].as_bool()), (Some(false), Some(true)), "{:#}", up[0].data);
+
+    for n in NODES {
+        rig.hook(n, "pre-deploy", "touch ../RAN");
+    }
+    let report = rig.deploy("v1").await;
+    assert!(!report.ok());
+    let a = &report.nodes[0];
+    assert_eq!(a.state, NodeState::Refused, "{report:#?}");
+    let why = a.error.as_deref().unwrap();
+    assert!(why.contains("v1 is older than the live release www_v3: deploying it would remove 2 commits now live"), "{why}");
+    assert!(why.contains("release 3") && why.contains("allow the downgrade") && why.contains("--allow-downgrade"), "{why}");
+    assert_eq!(report.stopped.as_deref(), Some("the canary failed"));
+    for n in NODES {
+        assert_eq!(rig.live(n).as_deref(), Some("v3"), "{n}: a refused downgrade changes nothing");
+        assert!(!rig.home(n).join("RAN").exists(), "{n}: no hook ran");
+    }
+
+    let mut allowed = rig.spec(DeployAction::Deploy, Some("v1"));
+    allowed.allow_downgrade = true;
+    let (report, _) = rig.run(&allowed).await;
+    assert!(report.ok(), "{report:#?}");
+    for n in NODES {
+        assert_eq!(rig.live(n).as_deref(), Some("v1"));
+    }
+    // Back up to v3, then a rollback to v1: not a downgrade for this rule.
+    assert!(rig.deploy("v3").await.ok());
+    let (rb, _) = rig.run(&rig.spec(DeployAction::Rollback, None)).await;
+    assert!(rb.ok(), "{rb:#?}");
+    for n in NODES {
+        assert_eq!(rig.live(n).as_deref(), Some("v1"));
+    }
+}
+
+/// Issue #16: `allow_downgrade` is part of the signed body: setting it on a signed
+/// request that did not carry it breaks the signature, and the agent drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allow_downgrade_cannot_be_added_to_a_signed_request() {
+    let rig = Rig::start(Target::embedded().await).await;
+    assert!(rig.deploy("v3").await.ok());
+    let mut drops = rig.agents[0].subscribe();
+    let client = rig.target.client().await;
+    let mut req = rig.controller.request(DeployAction::Deploy, Some("www"), Some("v1"), Filters { identity: vec!["node-a".into()], ..Default::default() });
+    req.reply_to = Some(rig.target.dest("queue"));
+    let out = encode(&req, Wire::Json).unwrap();
+    let mut headers = out.headers;
+    headers.push(SIGNER_HEADER, rig.ops.public().to_string());
+    headers.push(SIGNATURE_HEADER, rig.ops.sign(&out.body));
+    let text = String::from_utf8(out.body.to_vec()).unwrap();
+    let forged = format!("{},\"allow_downgrade\":true}}", text.trim_end().strip_suffix('}').unwrap());
+    assert!(serde_json::from_str::<DeployRequest>(&forged).unwrap().allow_downgrade);
+    client.send_with(&rig.deploy_topic, forged.into_bytes(), SendOptions { headers, receipt: true, ..Default::default() }).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match drops.recv().await.unwrap() {
+                AgentEvent::Unverified { request_id, reason, .. } if request_id == req.request_id => return reason,
+                AgentEvent::Done { request_id, .. } | AgentEvent::Refused { request_id, .. } if request_id == req.request_id => panic!("a forged request was handled"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("node-a dropped the forged request");
+    assert!(reason.contains("bad signature"), "{reason}");
+    assert_eq!(rig.live("node-a").as_deref(), Some("v3"));
 }

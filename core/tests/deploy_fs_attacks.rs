@@ -95,6 +95,7 @@ impl Rig {
             discovery: Window { timeout: Duration::from_secs(20), expect: Some(1) },
             expected: Vec::new(),
             allow_missing: false,
+            allow_downgrade: false,
         };
         let (tx, _rx) = mpsc::unbounded_channel();
         let (_stop_tx, stop) = watch::channel(false);

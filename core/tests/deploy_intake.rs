@@ -60,6 +60,7 @@ impl Rig {
             correlation_id: None,
             dry_run: false,
             limit: None,
+            allow_downgrade: false,
         }
     }
 

@@ -79,6 +79,7 @@ impl Rig {
             discovery: Window { timeout: Duration::from_secs(20), expect: Some(3) },
             expected: Vec::new(),
             allow_missing: false,
+            allow_downgrade: false,
         }
     }
 

@@ -683,3 +683,70 @@ async fn reload_revokes_an_agent_key_without_a_restart() {
     let view = final_view(&follow(a, &id, |_| {}).await);
     assert_eq!(states(&view), vec![("node-a".into(), "ok".into()), ("node-b".into(), "ok".into())], "{view:#}");
 }
+
+/// Issue #16: a server already on the tag shows "already live" (live, and reloaded from
+/// history with each server's canary and batch), counted apart from the deployed ones; a
+/// downgrade is previewed with the commits it removes, refused by the agent without the
+/// preview's tick and deployed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn already_live_servers_and_downgrades_through_the_pages() {
+    let mut rig = Rig::start().await;
+    let a = rig.addr();
+    let ann = token(a, ANN).await;
+    let first = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v2&scope=pick&node=node-a&csrf={ann}")).await);
+    assert_eq!(final_view(&follow(a, &first, |_| {}).await)["result"], "ok");
+
+    // v2 everywhere: node-a (the canary) was already on it.
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v2&scope=all&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(view["result"], "ok", "{view:#}");
+    assert_eq!(states(&view), NODES.iter().map(|n| (n.to_string(), "ok".to_string())).collect::<Vec<_>>());
+    let unchanged: Vec<bool> = view["nodes"].as_array().unwrap().iter().map(|n| n["unchanged"] == true).collect();
+    assert_eq!(unchanged, [true, false, false], "{view:#}");
+    let check = |body: &str| {
+        assert!(body.contains("class=\"node already-live\" data-node=\"node-a\" data-state=\"ok\" data-unchanged"), "{body}");
+        assert!(body.contains("<span class=\"badge already-live\">already live</span>"), "{body}");
+        assert_eq!(body.matches("<td class=\"step already-live\"").count(), 5, "every step cell of node-a says so: {body}");
+        assert!(body.contains(">2 deployed, 1 already live</span>"), "{body}");
+        assert!(!body.contains("name=\"node\" value=\"node-a\""), "node-a has nothing of this deploy to roll back: {body}");
+        assert!(body.contains("name=\"node\" value=\"node-b\""), "{body}");
+        // The canary and the batches, as planned.
+        let batch = |node: &str| {
+            body.split(&format!("data-node=\"{node}\"")).nth(1).and_then(|r| r.split("<td class=\"num\">").nth(1)).and_then(|r| r.split('<').next()).unwrap().to_owned()
+        };
+        assert_eq!((batch("node-a"), batch("node-b"), batch("node-c")), ("canary".to_owned(), "1".to_owned(), "1".to_owned()), "{body}");
+    };
+    check(&get(a, &format!("/deploys/{id}"), ANN).await.body);
+    // Reloaded from history (a restart: nothing of it is in memory any more).
+    rig.restart_web().await;
+    let a = rig.addr();
+    check(&get(a, &format!("/deploys/{id}"), ANN).await.body);
+    let snapshot = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(snapshot["nodes"][0]["unchanged"], true, "{snapshot:#}");
+    assert_eq!(snapshot["nodes"].as_array().unwrap().iter().map(|n| n["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 1]);
+
+    // v1 now removes "release 2" on every server: the preview says so and asks for a tick.
+    let ann = token(a, ANN).await;
+    let p = post(a, "/sites/www/preview", ANN, &format!("tag=v1&scope=pick&node=node-a&canary=0&csrf={ann}")).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("Deploying v1 removes 1 commit now live on node-a:"), "{}", p.body);
+    let v2 = git(&rig.tmp.0.join("www"), &["rev-parse", "v2^{commit}"]);
+    assert!(p.body.contains(&format!("<code>{}</code> release 2", &v2[..10])), "{}", p.body);
+    assert!(p.body.contains("id=\"downgrade-warning\""), "{}", p.body);
+    assert!(!p.body.contains("no new commits"), "{}", p.body);
+    assert!(p.body.contains("name=\"allow_downgrade\" value=\"1\" required"), "{}", p.body);
+    // Without the tick the agent refuses, and the rollout shows why.
+    let refused = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&scope=pick&node=node-a&canary=0&csrf={ann}")).await);
+    let view = final_view(&follow(a, &refused, |_| {}).await);
+    assert_eq!(states(&view), vec![("node-a".to_string(), "refused".to_string())], "{view:#}");
+    let why = view["nodes"][0]["error"].as_str().unwrap();
+    assert!(why.contains("would remove 1 commit now live") && why.contains("allow the downgrade"), "{why}");
+    assert_eq!(rig.live("node-a").as_deref(), Some("v2"));
+    let page = get(a, &format!("/deploys/{refused}"), ANN).await;
+    assert!(page.body.contains("data-node=\"node-a\" data-state=\"refused\"") && page.body.contains("would remove 1 commit"), "{}", page.body);
+    // With it, v1 is deployed.
+    let ok = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&scope=pick&node=node-a&canary=0&allow_downgrade=1&csrf={ann}")).await);
+    let view = final_view(&follow(a, &ok, |_| {}).await);
+    assert_eq!(view["result"], "ok", "{view:#}");
+    assert_eq!(rig.live("node-a").as_deref(), Some("v1"));
+}

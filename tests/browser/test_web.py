@@ -71,6 +71,7 @@ def test_deploy_every_row_turns_green_and_lands_in_history(server, browser):
         expect(page.locator(f'tr.node[data-node="{node}"]')).to_have_attribute("data-state", "ok")
     expect(page.locator("#deploy-page")).to_have_attribute("data-result", "ok")
     expect(page.locator("#progress-text")).to_have_text("3/3 servers done")
+    expect(page.locator("#summary")).to_have_text("3 deployed")
     # The canary went alone first; every step of every server is shown ok, output expandable.
     expect(page.locator('tr.node[data-node="web01"] td:nth-child(2)')).to_have_text("canary")
     post = page.locator('tr.node[data-node="web02"] td[data-step="post-deploy"]')

@@ -1,7 +1,7 @@
 //! dk-deploy's terminal output: the live per-server view on a TTY, one line
 //! per event otherwise, and the summary table.
 
-use deploykit::deploy::controller::{NodeState, RolloutEvent, RolloutReport};
+use deploykit::deploy::controller::{NodeResult, NodeState, RolloutEvent, RolloutReport};
 use deploykit::message::StepState;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,6 +40,15 @@ pub fn node_word(s: NodeState) -> &'static str {
         NodeState::Refused => "REFUSED",
         NodeState::NoAnswer => "NO ANSWER",
         NodeState::NotStarted => "not started",
+    }
+}
+
+/// A node's result as a word: "already live" for a server that was already on the tag.
+pub fn result_word(r: &NodeResult) -> &'static str {
+    if r.state == NodeState::Ok && r.unchanged {
+        "already live"
+    } else {
+        node_word(r.state)
     }
 }
 
@@ -92,12 +101,12 @@ impl Progress {
             }
             RolloutEvent::NodeDone { result } => {
                 if !self.tty {
-                    println!("  {:<20} done         {}{}", result.node, node_word(result.state), result.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default());
+                    println!("  {:<20} done         {}{}", result.node, result_word(result), result.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default());
                 }
                 if let Some(r) = self.rows.get_mut(&result.node) {
-                    r.state = node_word(result.state).into();
+                    r.state = result_word(result).into();
                     if result.state == NodeState::Ok {
-                        r.step = "done".into();
+                        r.step = if result.unchanged { "-".into() } else { "done".into() };
                     }
                 }
             }
@@ -150,13 +159,18 @@ pub fn summary(report: &RolloutReport) -> String {
             ms if ms < 1000 => format!("{ms}ms"),
             ms => format!("{:.1}s", ms as f64 / 1000.0),
         };
-        s.push_str(&format!("{:<24} {:<12} {:<28} {:>8}  {}\n", n.node, node_word(n.state), live, time, n.error.as_deref().unwrap_or("")));
+        s.push_str(&format!("{:<24} {:<12} {:<28} {:>8}  {}\n", n.node, result_word(n), live, time, n.error.as_deref().unwrap_or("")));
     }
     for n in &report.missing {
         s.push_str(&format!("{:<24} {:<12} {:<28} {:>8}  {}\n", n, "MISSING", "-", "-", "did not answer discovery"));
     }
     let ok = report.nodes.iter().filter(|n| n.state == NodeState::Ok).count();
     s.push_str(&format!("{ok}/{} ok in {:.1}s", report.nodes.len() + report.missing.len() + report.missing_unnamed, report.duration_ms as f64 / 1000.0));
+    let unchanged = report.nodes.iter().filter(|n| n.state == NodeState::Ok && n.unchanged).count();
+    if unchanged > 0 {
+        let done = if report.action == deploykit::message::DeployAction::Rollback { "rolled back" } else { "deployed" };
+        s.push_str(&format!(" ({} {done}, {unchanged} already live)", ok - unchanged));
+    }
     if !report.missing.is_empty() || report.missing_unnamed > 0 {
         s.push_str(&format!("; missing: {}", missing_text(&report.missing, report.missing_unnamed)));
     }
@@ -170,6 +184,42 @@ pub fn summary(report: &RolloutReport) -> String {
 /// `text` with control characters (terminal escapes) replaced by `?`: for names and reasons from the bus.
 pub fn printable(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    #[test]
+    fn an_already_live_server_says_so_and_is_counted_apart() {
+        let node = |name: &str, unchanged: bool| NodeResult {
+            node: name.into(),
+            state: NodeState::Ok,
+            error: None,
+            steps: vec![],
+            live: Some("www_v2".into()),
+            previous: None,
+            elapsed_ms: 12,
+            batch: 0,
+            unchanged,
+        };
+        let report = RolloutReport {
+            action: deploykit::message::DeployAction::Deploy,
+            site: "www".into(),
+            tag: Some("v2".into()),
+            nodes: vec![node("web01", true), node("web02", false), node("web03", false)],
+            stopped: None,
+            request_ids: vec![],
+            duration_ms: 900,
+            missing: vec![],
+            missing_unnamed: 0,
+        };
+        let text = summary(&report);
+        let web01 = text.lines().find(|l| l.starts_with("web01")).unwrap();
+        assert!(web01.contains("already live"), "{text}");
+        assert!(text.lines().find(|l| l.starts_with("web02")).unwrap().contains(" ok "), "{text}");
+        assert!(text.contains("3/3 ok in 0.9s (2 deployed, 1 already live)"), "{text}");
+    }
 }
 
 #[cfg(test)]

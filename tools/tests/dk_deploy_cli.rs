@@ -129,6 +129,9 @@ fn usage_errors_exit_2_before_touching_the_bus() {
     let help = dk("dk-deploy").arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("Examples") && text.contains("Exit codes") && text.contains("--canary 1 --batch 25%"), "{text}");
+    assert!(text.contains("--tag v1.4.1 --allow-downgrade --yes"), "the downgrade example: {text}");
+    let help = dk("dk-deploy").args(["deploy", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--allow-downgrade"), "{}", String::from_utf8_lossy(&help.stdout));
 }
 
 #[test]
@@ -216,6 +219,39 @@ fn deploy_from_the_command_line_with_json_report_and_audit_log() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("web01: www_v1 -> v2") && text.contains("release 2"), "{text}");
+    assert!(!text.contains("WARNING"), "an upgrade removes nothing: {text}");
+    assert_eq!(live(&dir.0).as_deref(), Some("v1"));
+
+    // Issue #16: v2 deployed, then again: the second time web01 is already live.
+    assert_eq!(deploy("v2", &["--yes"]).status.code(), Some(0));
+    let out = deploy("v2", &["--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["nodes"][0]["state"].as_str(), report["nodes"][0]["unchanged"].as_bool()), (Some("ok"), Some(true)), "{report:#}");
+
+    // A downgrade to v1: the dry run warns with the commit it removes, the deploy is refused
+    // with how to allow it, and --allow-downgrade deploys it.
+    let out = dk("dk-deploy")
+        .args(["deploy", "--site", "www", "--tag", "v1", "--dry-run", "--expect", "1", "--discovery-timeout", "20s", "--key"])
+        .arg(&key_path)
+        .arg("--trust")
+        .arg(dir.0.join("trust.toml"))
+        .args(["--broker", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("WARNING: deploying v1 removes 1 commit now live on web01 (--allow-downgrade"), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("- ") && l.contains("release 2")), "{text}");
+    let out = deploy("v1", &["--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["nodes"][0]["state"], "refused", "{report:#}");
+    let why = report["nodes"][0]["error"].as_str().unwrap();
+    assert!(why.contains("would remove 1 commit now live") && why.contains("--allow-downgrade"), "{why}");
+    assert_eq!(live(&dir.0).as_deref(), Some("v2"), "a refused downgrade changes nothing");
+    let out = deploy("v1", &["--yes", "--allow-downgrade"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(live(&dir.0).as_deref(), Some("v1"));
 }
 

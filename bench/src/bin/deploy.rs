@@ -116,6 +116,7 @@ async fn main() {
         discovery: Window { timeout: Duration::from_secs(30), expect: Some(n) },
         expected: Vec::new(),
         allow_missing: false,
+        allow_downgrade: false,
     };
     let run = |s: RolloutSpec| {
         let c = &controller;

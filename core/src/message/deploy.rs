@@ -68,6 +68,10 @@ pub struct DeployRequest {
     /// Tags only: at most this many tags and this many branches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Deploy only: deploy even when the tag's commit is not a descendant of the
+    /// live release's (commits now live would be removed). Part of the signed body.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
 }
 
 /// The state of one deploy step.

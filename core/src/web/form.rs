@@ -29,9 +29,11 @@ pub struct DeployForm {
     pub max_failures: usize,
     /// Deploy even when known servers of the site do not answer discovery.
     pub allow_missing: bool,
+    /// Deploy a tag older than the live release (the preview's explicit tick; agents enforce it).
+    pub allow_downgrade: bool,
     /// The CSRF token.
     pub csrf: Option<String>,
-    /// Every field but the token, for the preview's confirm form.
+    /// Every field but the token and `allow_downgrade` (ticked anew on the preview), for its confirm form.
     pub echo: Vec<(String, String)>,
 }
 
@@ -86,8 +88,9 @@ impl DeployForm {
         let batch = batch_text.parse::<BatchSize>().map_err(|e| format!("batch: {e}"))?;
         let max_failures = number("max failures", one("max_failures"), site.max_failures, 100_000)?;
         let allow_missing = matches!(one("allow_missing"), Some("1" | "on" | "true"));
-        let echo = f.iter().filter(|(k, _)| k != super::csrf::FIELD && k != "preview").cloned().collect();
-        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing, csrf: one(super::csrf::FIELD).map(str::to_owned), echo })
+        let allow_downgrade = matches!(one("allow_downgrade"), Some("1" | "on" | "true"));
+        let echo = f.iter().filter(|(k, _)| k != super::csrf::FIELD && k != "preview" && k != "allow_downgrade").cloned().collect();
+        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing, allow_downgrade, csrf: one(super::csrf::FIELD).map(str::to_owned), echo })
     }
 }
 
@@ -106,6 +109,10 @@ mod tests {
         assert_eq!((f.canary, f.batch, f.max_failures), (0, BatchSize::Percent(50), 1));
         assert_eq!(f.csrf.as_deref(), Some("t"));
         assert!(!f.echo.iter().any(|(k, _)| k == "csrf"));
+        assert!(!f.allow_downgrade);
+        let d = DeployForm::parse(b"tag=v1&allow_downgrade=1", &site(), true).unwrap();
+        assert!(d.allow_downgrade);
+        assert!(!d.echo.iter().any(|(k, _)| k == "allow_downgrade"), "the preview asks for the tick again");
         let d = DeployForm::parse(b"tag=v1", &site(), true).unwrap();
         assert_eq!((d.scope, d.canary, d.batch), (Scope::All, 1, BatchSize::Count(2)));
         for (body, want) in [

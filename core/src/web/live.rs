@@ -51,6 +51,16 @@ pub struct NodeView {
     /// The release live afterwards.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<String>,
+    /// The tag was already live there: nothing ran (`state` is `ok`).
+    #[serde(default)]
+    pub unchanged: bool,
+}
+
+impl NodeView {
+    /// Whether this server ended on the tag by deploying it now (not already live).
+    pub fn changed_ok(&self) -> bool {
+        self.state == "ok" && !self.unchanged
+    }
 }
 
 /// The whole view of a deploy.
@@ -72,6 +82,32 @@ impl DeployView {
     /// Servers finished (in any state) and in all.
     pub fn progress(&self) -> (usize, usize) {
         (self.nodes.iter().filter(|n| !matches!(n.state.as_str(), "pending" | "running")).count(), self.nodes.len())
+    }
+
+    /// The outcome in words, each kind counted apart: "2 deployed, 1 already live, 1 failed";
+    /// `done` names what an `ok` server went through ("deployed", "rolled back").
+    pub fn summary(&self, done: &str) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut count = |n: usize, what: &str| {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        };
+        let of = |state: &str| self.nodes.iter().filter(|n| n.state == state).count();
+        count(self.nodes.iter().filter(|n| n.changed_ok()).count(), done);
+        count(self.nodes.iter().filter(|n| n.state == "ok" && n.unchanged).count(), "already live");
+        for (state, what) in [
+            ("failed", "failed"),
+            ("refused", "refused"),
+            ("no-answer", "no answer"),
+            ("not-started", "not started"),
+            ("missing", "missing"),
+            ("running", "running"),
+            ("pending", "pending"),
+        ] {
+            count(of(state), what);
+        }
+        parts.join(", ")
     }
 
     /// The view of a finished report (history pages of earlier deploys).
@@ -157,12 +193,13 @@ fn node_from_result(r: &NodeResult, batch: usize) -> NodeView {
             .collect(),
         error: r.error.clone(),
         live: r.live.clone(),
+        unchanged: r.unchanged && r.state == NodeState::Ok,
     }
 }
 
 /// The row of an expected server that did not answer discovery.
 fn missing_row(node: &str) -> NodeView {
-    NodeView { node: node.to_owned(), batch: 0, state: "missing".into(), steps: vec![], error: Some("did not answer discovery".into()), live: None }
+    NodeView { node: node.to_owned(), batch: 0, state: "missing".into(), steps: vec![], error: Some("did not answer discovery".into()), live: None, unchanged: false }
 }
 
 /// A deploy in progress.
@@ -220,7 +257,9 @@ impl LiveDeploy {
                 v.nodes = batches
                     .iter()
                     .enumerate()
-                    .flat_map(|(b, nodes)| nodes.iter().map(move |n| NodeView { node: n.clone(), batch: b, state: "pending".into(), steps: vec![], error: None, live: None }))
+                    .flat_map(|(b, nodes)| {
+                        nodes.iter().map(move |n| NodeView { node: n.clone(), batch: b, state: "pending".into(), steps: vec![], error: None, live: None, unchanged: false })
+                    })
                     .collect();
                 v.nodes.extend(missing);
                 self.publish(&Update::Planned { view: v.clone() });
@@ -382,6 +421,7 @@ mod tests {
             previous: None,
             elapsed_ms: 5,
             batch,
+            unchanged: false,
         };
         let report = RolloutReport {
             action: crate::message::DeployAction::Deploy,
@@ -397,5 +437,48 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         let view = DeployView::from_report(&serde_json::from_str(&json).unwrap(), "ok");
         assert_eq!(view.nodes.iter().map(|n| n.batch).collect::<Vec<_>>(), [0, 1, 2], "the canary stays the canary");
+    }
+
+    #[test]
+    fn an_already_live_server_is_counted_apart_live_and_from_history() {
+        let result = |node: &str, unchanged: bool| NodeResult {
+            node: node.into(),
+            state: NodeState::Ok,
+            error: None,
+            steps: vec![],
+            live: Some("www_v2".into()),
+            previous: Some("www_v2".into()),
+            elapsed_ms: 5,
+            batch: 0,
+            unchanged,
+        };
+        let (live, _stop) = LiveDeploy::new(1);
+        live.apply(&RolloutEvent::Planned { batches: vec![vec!["web01".into()], vec!["web02".into(), "web03".into()]] });
+        for (n, unchanged) in [("web01", true), ("web02", false), ("web03", false)] {
+            live.apply(&RolloutEvent::NodeDone { result: NodeResult { batch: usize::from(n != "web01"), ..result(n, unchanged) } });
+        }
+        let view = live.view();
+        assert_eq!(view.nodes.iter().map(|n| n.unchanged).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!(view.summary("deployed"), "2 deployed, 1 already live");
+        // Old reports (no `unchanged` field) still parse; new ones keep it through history.
+        let old: NodeResult = serde_json::from_str(r#"{"node":"web01","state":"ok","elapsed_ms":1,"batch":0}"#).unwrap();
+        assert!(!old.unchanged);
+        let json = serde_json::to_string(&result("web01", false)).unwrap();
+        assert!(!json.contains("unchanged"), "skipped when false: {json}");
+        let report = RolloutReport {
+            action: crate::message::DeployAction::Deploy,
+            site: "www".into(),
+            tag: Some("v2".into()),
+            nodes: vec![result("web01", true), NodeResult { batch: 1, ..result("web02", false) }],
+            stopped: None,
+            request_ids: vec![],
+            duration_ms: 9,
+            missing: vec![],
+            missing_unnamed: 0,
+        };
+        let back: RolloutReport = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        let view = DeployView::from_report(&back, "ok");
+        assert!(view.nodes[0].unchanged && !view.nodes[1].unchanged);
+        assert_eq!(view.summary("deployed"), "1 deployed, 1 already live");
     }
 }

@@ -227,24 +227,42 @@ pub struct FormEcho {
     pub fields: Vec<(String, String)>,
 }
 
-/// The dry-run preview: per server, live release and the commit log to the tag.
+/// One commit of a dry run's log, as a list item.
+fn commit_item(c: &serde_json::Value) -> Markup {
+    html! { li { code { (c["commit"].as_str().unwrap_or("").get(..10).unwrap_or("")) } " " (c["subject"].as_str().unwrap_or("")) " " small { (c["author"].as_str().unwrap_or("")) } } }
+}
+
+/// The dry-run preview: per server, live release and the commit log to the tag,
+/// and the commits a downgrade removes (the confirm form then asks for a tick).
 pub fn preview(ctx: &Ctx, site: &SiteConfig, tag: &str, plan: &[Vec<String>], replies: &[DeployReply], echo: &FormEcho, may_deploy: bool) -> Markup {
+    let removed = |r: &DeployReply| r.data["removed"].as_array().filter(|a| !a.is_empty()).cloned();
+    let downgraded: Vec<&str> = replies.iter().filter(|r| removed(r).is_some()).map(|r| r.node.as_str()).collect();
     layout(
         ctx,
         "Preview",
         html! {
             h1 { "Preview: " (tag) " to " (site.name) }
+            @if !downgraded.is_empty() {
+                p.warn #downgrade-warning { "Downgrade: " (tag) " is older than the release live on " (downgraded.join(", ")) "; deploying it removes the commits listed below." }
+            }
             h2 { "Plan" }
             ol.plan { @for (i, b) in plan.iter().enumerate() { li { @if i == 0 { "first: " } (b.join(", ")) } } }
             h2 { "Per server" }
             @for r in replies {
-                section.preview data-node=(r.node) {
-                    h3 { (r.node) " " @if r.error.is_some() { (result_badge("failed")) } }
+                section.preview data-node=(r.node) data-downgrade[removed(r).is_some()] {
+                    h3 { (r.node) " " @if r.error.is_some() { (result_badge("failed")) } @if removed(r).is_some() { span.badge.downgrade { "downgrade" } } }
                     @if let Some(e) = &r.error { p.error { (e) } }
                     p { "live: " code { (r.data["current"].as_str().unwrap_or("nothing")) } " → " code { (tag) } }
+                    @if let Some(rm) = removed(r) {
+                        div.removed {
+                            p.warn { strong { "Deploying " (tag) " removes " (crate::deploy::agent::steps::commits_text(rm.len(), 200)) " now live on " (r.node) ":" } }
+                            ul.log.removed { @for c in &rm { (commit_item(c)) } }
+                        }
+                    }
                     @if let Some(log) = r.data["log"].as_array() {
-                        @if log.is_empty() { p { "no new commits" } }
-                        ul.log { @for c in log { li { code { (c["commit"].as_str().unwrap_or("").get(..10).unwrap_or("")) } " " (c["subject"].as_str().unwrap_or("")) " " small { (c["author"].as_str().unwrap_or("")) } } } }
+                        @if r.data["already_live"].as_bool() == Some(true) { p.already-live { "already live: nothing will change" } }
+                        @else if log.is_empty() && removed(r).is_none() { p { "no new commits" } }
+                        @if !log.is_empty() { ul.log { @for c in log { (commit_item(c)) } } }
                     }
                 }
             }
@@ -252,6 +270,9 @@ pub fn preview(ctx: &Ctx, site: &SiteConfig, tag: &str, plan: &[Vec<String>], re
                 form method="post" action={ "/sites/" (site.name) "/deploy" } {
                     (csrf_field(ctx))
                     @for (k, v) in &echo.fields { input type="hidden" name=(k) value=(v); }
+                    @if !downgraded.is_empty() {
+                        p { label.downgrade { input type="checkbox" name="allow_downgrade" value="1" required; " Deploy " (tag) " anyway, removing the commits listed above from " (downgraded.join(", ")) } }
+                    }
                     button.primary type="submit" #deploy { "Deploy " (tag) }
                 }
             }
@@ -264,7 +285,8 @@ fn step_cells(n: &NodeView) -> Markup {
     html! {
         @for name in STEPS {
             @let s = n.steps.iter().find(|s| s.step == name);
-            td class={ "step " (s.map(|s| s.state.as_str()).unwrap_or("none")) } data-step=(name) {
+            @let none = if n.unchanged { "already-live" } else { "none" };
+            td class={ "step " (s.map(|s| s.state.as_str()).unwrap_or(none)) } data-step=(name) {
                 @if let Some(s) = s {
                     details {
                         summary { (s.state) @if let Some(ms) = s.duration_ms { " " small { (ms) " ms" } } }
@@ -273,7 +295,7 @@ fn step_cells(n: &NodeView) -> Markup {
                         @if !s.stdout.is_empty() { pre.out { (s.stdout) } }
                         @if !s.stderr.is_empty() { pre.err { (s.stderr) } }
                     }
-                } @else { "·" }
+                } @else if n.unchanged { "already live" } @else { "·" }
             }
         }
     }
@@ -282,7 +304,9 @@ fn step_cells(n: &NodeView) -> Markup {
 /// A deploy: a row per server, progress, stop and rollback.
 pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_deploy: bool) -> Markup {
     let (done, total) = view.progress();
-    let ok_nodes: Vec<&str> = view.nodes.iter().filter(|n| n.state == "ok").map(|n| n.node.as_str()).collect();
+    // Servers this deploy changed (those already on the tag have nothing of it to roll back).
+    let ok_nodes: Vec<&str> = view.nodes.iter().filter(|n| n.changed_ok()).map(|n| n.node.as_str()).collect();
+    let done_word = if row.action == "rollback" { "rolled back" } else { "deployed" };
     layout(
         ctx,
         &format!("Deploy #{}", row.id),
@@ -294,16 +318,18 @@ pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_dep
                 @if let Some(why) = &row.reason { p.reason { "Reason: " (why) } }
                 progress #progress value=(done) max=(total.max(1)) {}
                 span #progress-text { (done) "/" (total) " servers done" }
+                " "
+                span #summary data-done=(done_word) { (view.summary(done_word)) }
                 p #stopped .warn hidden[view.stopped.is_none()] { "No further batch: " span #stopped-reason { (view.stopped.as_deref().unwrap_or("")) } }
                 p #error .error hidden[view.error.is_none() && row.detail.is_none()] { (view.error.as_deref().or(row.detail.as_deref()).unwrap_or("")) }
                 table.rollout {
                     thead { tr { th { "server" } th { "batch" } th { "state" } @for s in STEPS { th { (s) } } } }
                     tbody #nodes {
                         @for n in &view.nodes {
-                            tr.node data-node=(n.node) data-state=(n.state) {
+                            tr.node.already-live[n.unchanged] data-node=(n.node) data-state=(n.state) data-unchanged[n.unchanged] {
                                 td { (n.node) }
                                 td.num { @if n.batch == 0 && view.nodes.iter().any(|m| m.batch > 0) { "canary" } @else { (n.batch) } }
-                                td.state { (n.state) @if let Some(e) = &n.error { div.error { (e) } } }
+                                td.state { @if n.unchanged { span.badge.already-live { "already live" } } @else { (n.state) } @if let Some(e) = &n.error { div.error { (e) } } }
                                 (step_cells(n))
                             }
                         }

@@ -4,8 +4,8 @@
 //! |---|---|
 //! | `GET /` | sites: servers answering, releases, last deploy |
 //! | `GET /sites/{site}` | tags, servers, lock, the deploy form; 404 unknown site |
-//! | `POST /sites/{site}/preview` | dry run: plan and commit logs; 400 bad form, 403 CSRF |
-//! | `POST /sites/{site}/deploy` | 303 to the deploy page; 400 bad form, 403 CSRF or not a deployer |
+//! | `POST /sites/{site}/preview` | dry run: plan, commit logs, commits a downgrade removes (its confirm form then asks for the `allow_downgrade` tick); 400 bad form, 403 CSRF |
+//! | `POST /sites/{site}/deploy` | 303 to the deploy page; 400 bad form, 403 CSRF or not a deployer; `allow_downgrade=1` (the preview's tick) lets agents deploy a tag older than their live release, which they refuse otherwise |
 //! | `POST /sites/{site}/rollback` | the same for a rollback of the given servers |
 //! | `GET /deploys/{id}` | progress (live) or the recorded result; 404 unknown |
 //! | `GET /deploys/{id}/events` | server-sent events: a snapshot, then changed rows |
@@ -339,6 +339,7 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
             None => app.fleet.known_servers(&site.name, &filters),
         },
         allow_missing: form.allow_missing,
+        allow_downgrade: action == DeployAction::Deploy && form.allow_downgrade,
     };
     let verb = if action == DeployAction::Deploy { "deploy" } else { "rollback" };
     let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
@@ -429,7 +430,14 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
         if result != "ok" {
             app.health.error(format!("{verb} #{id} of {}: {result}", spec.site));
         }
-        let counts = report.as_ref().map(|r| format!(", {}/{} servers ok", r.nodes.iter().filter(|n| n.state == NodeState::Ok).count(), r.nodes.len())).unwrap_or_default();
+        let counts = report
+            .as_ref()
+            .map(|r| {
+                let unchanged = r.nodes.iter().filter(|n| n.state == NodeState::Ok && n.unchanged).count();
+                let already = if unchanged > 0 { format!(" ({unchanged} already live)") } else { String::new() };
+                format!(", {}/{} servers ok{already}", r.nodes.iter().filter(|n| n.state == NodeState::Ok).count(), r.nodes.len())
+            })
+            .unwrap_or_default();
         let why = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
         publish_event(&app, format!("dk-web: {user}'s {what}: {result}{counts}{why} (deploy #{id})")).await;
         live.finish(result, if result == "error" { detail } else { None });

@@ -337,6 +337,7 @@ async fn deploy_part(root: &Path, url: &str, work: &Path, hook: &Hook, servers: 
         discovery: Window { timeout: Duration::from_secs(10), expect: filters.identity.is_empty().then_some(SERVERS.len()) },
         expected: Vec::new(),
         allow_missing: false,
+        allow_downgrade: false,
     };
 
     println!("\ndk-demo: deploy v1.0 to every server (canary server1, then a batch of 2)");

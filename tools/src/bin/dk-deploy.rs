@@ -39,6 +39,8 @@ use std::time::Duration;
   dk-deploy deploy --site www --tag v1.4.2 -F sitetype=live -I '/^web0[1-4]/' --max-failures 1
   dk-deploy deploy --site www --tag v1.4.2 --expect 3 --yes    fails, changing nothing, unless 3 servers answer
   dk-deploy deploy --site www --tag v1.4.2 -I web01 -I web02 -I web03 --allow-missing --yes
+  dk-deploy deploy --site www --tag v1.4.1 --dry-run              on v1.4.2: lists the commits v1.4.1 removes
+  dk-deploy deploy --site www --tag v1.4.1 --allow-downgrade --yes    deploy the older tag anyway
   dk-deploy rollback --site www -I web03 --yes
   dk-deploy status --site www --json
   dk-deploy --check                                 validate deploy.toml (and the key and trust files)
@@ -66,6 +68,9 @@ Filters: -I/--identity NAME or /regex/ (several: any of them), -C/--class, -F/--
 Missing servers: a deploy or rollback expects every literal -I name and, with --expect N,
 N servers; when fewer answer discovery it names the missing ones and stops before any
 server changes, unless --allow-missing is given.
+Downgrades: agents refuse a tag whose commit is not the live release's or a descendant
+of it (deploying it would remove commits now live), naming how many; --dry-run lists them,
+--allow-downgrade deploys it anyway. `rollback` is not a downgrade: it needs no flag.
 No answer: agents do not answer requests they cannot verify (untrusted key, bad signature,
 clock skew); dk-deploy then says so with the key to check.
 dk-deploy exits 1 when some selected server failed, refused or did not answer, when
@@ -218,9 +223,12 @@ enum Cmd {
         /// The tag or branch.
         #[arg(long)]
         tag: String,
-        /// Print the plan and each server's commit log up to the tag; change nothing.
+        /// Print the plan and each server's commit log up to the tag (and the commits an older tag removes); change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Deploy even a tag older than the live release (not its descendant): the commits only the live release has are removed.
+        #[arg(long)]
+        allow_downgrade: bool,
         #[command(flatten)]
         filters: FilterArgs,
         #[command(flatten)]
@@ -529,13 +537,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let site = site.unwrap_or_default();
             dry_run(&controller, &site, tag, filters, window, c.json).await?
         }
-        Cmd::Deploy { tag, rollout, .. } => {
+        Cmd::Deploy { tag, rollout, allow_downgrade, .. } => {
             let site = site.unwrap_or_default();
-            rollout_cmd(&controller, DeployAction::Deploy, site, Some(tag.clone()), filters, rollout, window, c.json).await?
+            rollout_cmd(&controller, DeployAction::Deploy, site, Some(tag.clone()), filters, rollout, *allow_downgrade, window, c.json).await?
         }
         Cmd::Rollback { rollout, .. } => {
             let site = site.unwrap_or_default();
-            rollout_cmd(&controller, DeployAction::Rollback, site, None, filters, rollout, window, c.json).await?
+            rollout_cmd(&controller, DeployAction::Rollback, site, None, filters, rollout, false, window, c.json).await?
         }
     };
     drop(controller);
@@ -616,9 +624,22 @@ async fn dry_run(controller: &Controller, site: &str, tag: &str, filters: Filter
                 tag,
                 &d["commit"].as_str().unwrap_or("")[..12.min(d["commit"].as_str().unwrap_or("").len())]
             );
-            for e in d["log"].as_array().into_iter().flatten() {
+            let line = |e: &serde_json::Value| {
                 let c = e["commit"].as_str().unwrap_or("");
-                println!("    {} {} ({})", &c[..10.min(c.len())], e["subject"].as_str().unwrap_or(""), e["author"].as_str().unwrap_or(""));
+                format!("{} {} ({})", printable(c.get(..10).unwrap_or(c)), printable(e["subject"].as_str().unwrap_or("")), printable(e["author"].as_str().unwrap_or("")))
+            };
+            if let Some(removed) = d["removed"].as_array().filter(|a| !a.is_empty()) {
+                println!(
+                    "  WARNING: deploying {tag} removes {} now live on {} (--allow-downgrade to deploy it anyway):",
+                    deploykit::deploy::agent::steps::commits_text(removed.len(), 200),
+                    printable(&r.node)
+                );
+                for e in removed {
+                    println!("    - {}", line(e));
+                }
+            }
+            for e in d["log"].as_array().into_iter().flatten() {
+                println!("    {}", line(e));
             }
         }
     }
@@ -633,6 +654,7 @@ async fn rollout_cmd(
     tag: Option<String>,
     filters: Filters,
     args: &RolloutArgs,
+    allow_downgrade: bool,
     window: Window,
     json: bool,
 ) -> Result<ExitCode> {
@@ -648,6 +670,7 @@ async fn rollout_cmd(
         discovery: window,
         expected: literal_identities(&filters),
         allow_missing: args.allow_missing,
+        allow_downgrade,
     };
     if !args.yes {
         if !std::io::stdin().is_terminal() {

@@ -484,21 +484,36 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
     }
 }
 
+/// A deploy's dry run: what is live, the commits the tag adds (`log`) and, for a
+/// tag that is not a descendant of the live release, the commits it removes
+/// (`removed`, with `downgrade: true`); nothing changes.
 async fn dry_run(reporter: &Reporter, site: &SiteConfig, resolved: repo::Resolved) -> bool {
     let live = releases::live(site);
     let journal = releases::Journal::open(&site.releases).ok();
     let live_commit = live.as_ref().and_then(|d| journal.as_ref()?.get(d).map(|r| r.commit.clone()));
     let (path, from, to) = (site.repo.clone(), live_commit.clone(), resolved.commit);
-    let log = tokio::task::spawn_blocking(move || repo::log_between(&path, from.as_deref(), to, 200)).await;
+    let logs = tokio::task::spawn_blocking(move || {
+        let log = repo::log_between(&path, from.as_deref(), to, 200)?;
+        let removed = match &from {
+            Some(live) => repo::removed_by(&path, to, live, 200)?.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok::<_, repo::RepoError>((log, removed))
+    })
+    .await;
     let lock = lock::read(&releases::Journal::state_dir(&site.releases)).ok().flatten().filter(|l| !lock::is_stale(l, releases::now()));
-    match log {
-        Ok(Ok(log)) => {
+    let already_live = live.is_some() && releases::dir_name(&site.repo_name, &resolved.name) == live;
+    match logs {
+        Ok(Ok((log, removed))) => {
             let data = serde_json::json!({
                 "current": live,
                 "current_commit": live_commit,
                 "tag": resolved.name,
                 "commit": resolved.commit.to_string(),
                 "log": log,
+                "downgrade": !removed.is_empty(),
+                "removed": removed,
+                "already_live": already_live,
                 "lock": lock,
             });
             reporter.last(StepState::Ok, None, data).await;

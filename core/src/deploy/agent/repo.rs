@@ -135,6 +135,19 @@ pub fn log_between(path: &Path, from: Option<&str>, to: git2::Oid, max: usize) -
     Ok(out)
 }
 
+/// What deploying `tag` removes from a server whose live release is at `live`:
+/// the commits reachable from `live` and not from `tag` (newest first, at most
+/// `max`). Empty when `tag` is `live` or descends from it; `Ok(None)` when
+/// `live` is not a commit id of the clone (nothing can be said).
+pub fn removed_by(path: &Path, tag: git2::Oid, live: &str, max: usize) -> Result<Option<Vec<LogEntry>>, RepoError> {
+    let Ok(live) = git2::Oid::from_str(live) else { return Ok(None) };
+    let repo = git2::Repository::open(path).map_err(|e| git_err(path, e))?;
+    if repo.find_commit(live).is_err() {
+        return Ok(None);
+    }
+    log_between(path, Some(&tag.to_string()), live, max).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,9 +53,63 @@ pub enum Refusal {
     /// Someone else is deploying.
     #[error(transparent)]
     Locked(#[from] LockError),
+    /// The tag's commit is not a descendant of the live release's: deploying it
+    /// would remove commits now live, and the request did not allow a downgrade.
+    #[error(
+        "{tag} is older than the live release {live}: deploying it would remove {count} now live ({newest}); \
+         to deploy it anyway, tick \"allow the downgrade\" on dk-web's preview, or pass --allow-downgrade to dk-deploy"
+    )]
+    Downgrade {
+        /// The tag asked for.
+        tag: String,
+        /// The live release.
+        live: String,
+        /// How many commits, in words ("3 commits", "1000 or more commits").
+        count: String,
+        /// The subjects of the newest of them.
+        newest: String,
+    },
     /// Anything else that makes the request impossible.
     #[error("{0}")]
     Other(String),
+}
+
+/// The most commits a downgrade check counts.
+pub const DOWNGRADE_COUNT_MAX: usize = 1000;
+
+/// "1 commit", "3 commits", "1000 or more commits".
+pub fn commits_text(n: usize, max: usize) -> String {
+    match n {
+        1 => "1 commit".into(),
+        n if n >= max => format!("{max} or more commits"),
+        n => format!("{n} commits"),
+    }
+}
+
+/// Refuses deploying `resolved` over the live release `live` when that removes
+/// commits (the tag's commit is not the live one's or a descendant of it).
+/// Nothing is refused when the live release's commit is unknown to the journal
+/// or the clone (a release from before the journal, a rewritten history).
+async fn refuse_downgrade(site: &SiteConfig, live: Option<&str>, resolved: &repo::Resolved) -> Result<(), Refusal> {
+    let Some(live) = live else { return Ok(()) };
+    let Ok(journal) = Journal::open(&site.releases) else { return Ok(()) };
+    let Some(live_commit) = journal.get(live).map(|r| r.commit.clone()) else { return Ok(()) };
+    let (path, tag) = (site.repo.clone(), resolved.commit);
+    let removed = match tokio::task::spawn_blocking(move || repo::removed_by(&path, tag, &live_commit, DOWNGRADE_COUNT_MAX)).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => return Err(Refusal::Other(format!("checking whether {} removes live commits: {e}", resolved.name))),
+        Err(e) => return Err(Refusal::Other(format!("checking whether {} removes live commits: {e}", resolved.name))),
+    };
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let mut newest: Vec<String> =
+        removed.iter().take(3).map(|c| format!("{} {}", c.commit.get(..10).unwrap_or(&c.commit), c.subject.chars().take(80).collect::<String>())).collect();
+    if removed.len() > 3 {
+        newest.push("…".into());
+    }
+    Err(Refusal::Downgrade { tag: resolved.name.clone(), live: live.to_owned(), count: commits_text(removed.len(), DOWNGRADE_COUNT_MAX), newest: newest.join(", ") })
 }
 
 /// Everything a pipeline needs.
@@ -389,6 +443,12 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<DeployOut
                 Err(e)
             }
         };
+    }
+    if !ctx.req.allow_downgrade {
+        if let Err(e) = refuse_downgrade(site, live.as_deref(), &resolved).await {
+            finish(lock, DeployOutcome::default())?;
+            return Err(e);
+        }
     }
     let _ = lock.update(|i| i.previous = live.clone());
     let mut out = DeployOutcome { tag: Some(tag.clone()), previous: live.clone(), ..DeployOutcome::default() };

@@ -232,13 +232,16 @@ pub struct NodeResult {
     /// Its batch in the plan (0 is the canary batch when there is a canary).
     #[serde(default)]
     pub batch: usize,
+    /// The tag was already live there: nothing ran (state `ok`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 /// The end state of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeState {
-    /// Deployed (or already on the tag).
+    /// Deployed (or already on the tag: see [`NodeResult::unchanged`]).
     Ok,
     /// A step failed.
     Failed,
@@ -286,6 +289,9 @@ pub struct RolloutSpec {
     pub expected: Vec<String>,
     /// Deploy to the servers that answered even when expected ones are missing.
     pub allow_missing: bool,
+    /// Deploy only: let agents deploy a tag that is not a descendant of their live
+    /// release (a downgrade: the commits only the live release has are removed).
+    pub allow_downgrade: bool,
 }
 
 /// Progress of a rollout, for live views.
@@ -476,6 +482,7 @@ impl Controller {
             correlation_id: None,
             dry_run: false,
             limit: None,
+            allow_downgrade: false,
         }
     }
 
@@ -648,7 +655,17 @@ impl Controller {
                 let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
                 let rest = nodes
                     .iter()
-                    .map(|n| NodeResult { node: n.clone(), state: NodeState::NotStarted, error: None, steps: vec![], live: None, previous: None, elapsed_ms: 0, batch: 0 })
+                    .map(|n| NodeResult {
+                        node: n.clone(),
+                        state: NodeState::NotStarted,
+                        error: None,
+                        steps: vec![],
+                        live: None,
+                        previous: None,
+                        elapsed_ms: 0,
+                        batch: 0,
+                        unchanged: false,
+                    })
                     .collect();
                 return Ok(report(rest, Some(reason), Vec::new(), missing));
             }
@@ -686,6 +703,7 @@ impl Controller {
                             previous: None,
                             elapsed_ms: 0,
                             batch: index + later,
+                            unchanged: false,
                         };
                         let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                         results.push(r);
@@ -694,7 +712,8 @@ impl Controller {
                 break;
             }
             let filters = Filters { identity: batch.clone(), ..Filters::default() };
-            let req = self.request(spec.action, Some(&spec.site), spec.tag.as_deref(), filters);
+            let mut req = self.request(spec.action, Some(&spec.site), spec.tag.as_deref(), filters);
+            req.allow_downgrade = spec.allow_downgrade && spec.action == DeployAction::Deploy;
             request_ids.push(req.request_id.clone());
             let started = Instant::now();
             let mut pending = self.send(&req).await?;
@@ -727,6 +746,7 @@ impl Controller {
                     previous: outcome.as_ref().and_then(|o| o.previous.clone()),
                     elapsed_ms: started.elapsed().as_millis() as u64,
                     batch: index,
+                    unchanged: state == NodeState::Ok && outcome.as_ref().is_some_and(|o| o.unchanged),
                 };
                 let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                 done.insert(reply.node.clone(), r);
@@ -742,6 +762,7 @@ impl Controller {
                         previous: None,
                         elapsed_ms: started.elapsed().as_millis() as u64,
                         batch: index,
+                        unchanged: false,
                     };
                     let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                     r

@@ -14,8 +14,8 @@
 
   function stepCell(node, name) {
     const s = node.steps.find((x) => x.step === name);
-    const td = el("td", { class: "step " + (s ? s.state : "none"), "data-step": name });
-    if (!s) { td.append("·"); return td; }
+    const td = el("td", { class: "step " + (s ? s.state : (node.unchanged ? "already-live" : "none")), "data-step": name });
+    if (!s) { td.append(node.unchanged ? "already live" : "·"); return td; }
     const summary = el("summary", {}, s.state);
     if (s.duration_ms !== undefined) summary.append(" ", el("small", {}, s.duration_ms + " ms"));
     const d = el("details", {}, summary);
@@ -28,9 +28,11 @@
   }
 
   function row(node, canaryLabel) {
-    const state = el("td", { class: "state" }, node.state);
+    const state = el("td", { class: "state" }, node.unchanged ? el("span", { class: "badge already-live" }, "already live") : node.state);
     if (node.error) state.append(el("div", { class: "error" }, node.error));
-    const tr = el("tr", { class: "node", "data-node": node.node, "data-state": node.state },
+    const attrs = { class: node.unchanged ? "node already-live" : "node", "data-node": node.node, "data-state": node.state };
+    if (node.unchanged) attrs["data-unchanged"] = "";
+    const tr = el("tr", attrs,
       el("td", {}, node.node), el("td", { class: "num" }, canaryLabel ? "canary" : String(node.batch)), state);
     for (const s of STEPS) tr.append(stepCell(node, s));
     return tr;
@@ -61,6 +63,20 @@
       const p = document.getElementById("progress");
       p.max = Math.max(view.nodes.length, 1); p.value = done;
       document.getElementById("progress-text").textContent = done + "/" + view.nodes.length + " servers done";
+      const sum = document.getElementById("summary");
+      if (sum) sum.textContent = summary(sum.dataset.done || "deployed");
+    }
+    // As DeployView::summary: each kind counted apart ("2 deployed, 1 already live").
+    function summary(doneWord) {
+      const count = (f) => view.nodes.filter(f).length;
+      const parts = [];
+      const add = (n, what) => { if (n > 0) parts.push(n + " " + what); };
+      add(count((n) => n.state === "ok" && !n.unchanged), doneWord);
+      add(count((n) => n.state === "ok" && n.unchanged), "already live");
+      for (const [state, what] of [["failed", "failed"], ["refused", "refused"], ["no-answer", "no answer"], ["not-started", "not started"], ["missing", "missing"], ["running", "running"], ["pending", "pending"]]) {
+        add(count((n) => n.state === state), what);
+      }
+      return parts.join(", ");
     }
     function all(v) {
       view = v;
@@ -82,9 +98,11 @@
       const stop = document.getElementById("stop-form");
       if (stop) stop.remove();
       const rb = document.getElementById("rollback-form");
-      if (rb && v.nodes.some((n) => n.state === "ok")) {
+      // Only servers this deploy changed can be rolled back from it (not those already live).
+      const changed = v.nodes.filter((n) => n.state === "ok" && !n.unchanged);
+      if (rb && changed.length > 0) {
         rb.querySelectorAll('input[name="node"]').forEach((i) => i.remove());
-        for (const n of v.nodes.filter((n) => n.state === "ok")) rb.prepend(el("input", { type: "hidden", name: "node", value: n.node }));
+        for (const n of changed) rb.prepend(el("input", { type: "hidden", name: "node", value: n.node }));
         rb.hidden = root.querySelector("h1").textContent.trim().startsWith("rollback");
       }
     }
