@@ -750,3 +750,144 @@ async fn already_live_servers_and_downgrades_through_the_pages() {
     assert_eq!(view["result"], "ok", "{view:#}");
     assert_eq!(rig.live("node-a").as_deref(), Some("v1"));
 }
+
+/// Opens an SSE stream at `path` and waits for its `hello`.
+async fn sse_stream(addr: SocketAddr, path: &str) -> Lines {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_text(addr, "GET", path, BOB, &[], "").as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let hello = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("data:") && line.contains("hello") {
+                return;
+            }
+        }
+        panic!("{path}: stream ended");
+    };
+    tokio::time::timeout(WAIT, hello).await.expect("stream opens");
+    lines
+}
+
+/// The next `n` updates of an SSE stream, parsed.
+async fn updates(lines: &mut Lines, n: usize) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let read = async {
+        while out.len() < n {
+            let line = lines.next_line().await.unwrap().expect("stream open");
+            if let Some(data) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                out.push(serde_json::from_str(data).unwrap());
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("updates in time");
+    out
+}
+
+/// Issue #16: a push heard on the bus becomes a change; its builds, the fetch on
+/// each server and event lines naming it arrive on its journey page live, in
+/// order, and the list and the page sum it up (fetched on N of M, failures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_and_its_journey_arrive_live_on_the_changes_pages() {
+    use deploykit::message::{Build, BuildStatus, Commit, CommitInfo, Destinations, FetchResult, Publisher};
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    let client = rig.target.client().await;
+    let events = rig.config.events[0].clone();
+    let publisher = Publisher::new(client.clone(), "git-hook").destinations(Destinations { events: events.clone(), ..Destinations::default() });
+    let rev = "3f1c2a9d8e7b6a5c4d3e2f1a0b9c8d7e6f5a4b3c".to_string();
+    let commit = Commit {
+        repo: "www".into(),
+        oldrev: "0".repeat(40),
+        newrev: rev.clone(),
+        refname: "refs/heads/master".into(),
+        commits: vec![CommitInfo { id: rev.clone(), author: "Ann".into(), timestamp: "2026-12-04T03:00:00Z".into(), message: "Faster <login> page".into() }],
+        correlation_id: Some("push-42".into()),
+        ..Commit::default()
+    };
+    let mut list = sse_stream(a, "/changes/events").await;
+    assert!(get(a, "/changes", BOB).await.body.contains("No push heard yet"));
+    // Its own event line goes to a topic this dk-web does not follow, so the journey below is exact.
+    Publisher::new(client.clone(), "git-hook").commit(&commit).await.unwrap();
+    let first = updates(&mut list, 1).await;
+    assert_eq!((first[0]["change"]["id"].as_str(), first[0]["step"]["stage"].as_str()), (Some("push-42"), Some("pushed")));
+
+    let mut journey = sse_stream(a, &format!("/changes/{}/events", &rev[..12])).await;
+    let build = |status, ms| Build {
+        job: "www-tests".into(),
+        number: 12,
+        status,
+        url: None,
+        repo: Some("www".into()),
+        branch: None,
+        commit: Some(rev.clone()),
+        duration_ms: ms,
+        correlation_id: None,
+    };
+    publisher.build(&build(BuildStatus::Started, None)).await.unwrap();
+    publisher.build(&build(BuildStatus::Success, Some(64_000))).await.unwrap();
+    for (node, ok, ms) in [("web01", true, 310), ("web02", false, 40), ("web03", true, 1_250)] {
+        let r = FetchResult {
+            repo: "www".into(),
+            node: node.into(),
+            mode: "trusting".into(),
+            refname: Some("refs/heads/master".into()),
+            old_head: None,
+            new_head: ok.then(|| rev.clone()),
+            duration_ms: ms,
+            ok,
+            error: (!ok).then(|| "ssh: connect to host git port 22: Connection refused".into()),
+            trigger: "commit".into(),
+            correlation_id: Some("push-42".into()),
+        };
+        publisher.send("/topic/deploykit.fetch", &r).await.unwrap();
+    }
+    Publisher::new(client.clone(), "jenkins")
+        .destinations(Destinations { events: events.clone(), ..Destinations::default() })
+        .event("triggered www-tests: queue http://jenkins/queue/item/77/", Some("push-42".into()))
+        .await
+        .unwrap();
+    let steps = updates(&mut journey, 6).await;
+    let lines: Vec<&str> = steps.iter().map(|u| u["line"].as_str().unwrap()).collect();
+    assert_eq!(
+        lines,
+        [
+            "build www-tests #12 started",
+            "build www-tests #12 success in 64.0 s",
+            "fetched on web01 in 310 ms (commit)",
+            "fetch failed on web02: ssh: connect to host git port 22: Connection refused",
+            "fetched on web03 in 1250 ms (commit)",
+            "jenkins: triggered www-tests: queue http://jenkins/queue/item/77/",
+        ]
+    );
+    let last = &steps[5]["summary"];
+    assert_eq!((last["fetched"].as_u64(), last["servers"].as_u64()), (Some(2), Some(3)));
+
+    let page = get(a, "/changes/push-42", BOB).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Faster &lt;login&gt; page"), "subjects are escaped: {}", page.body);
+    assert!(page.body.contains("id=\"fetched-count\">2</b> of <b id=\"server-count\">3</b>"), "{}", page.body);
+    assert!(page.body.contains("web02: ssh: connect to host git port 22: Connection refused"));
+    assert!(page.body.contains("www-tests #12 success"));
+    assert_eq!(page.body.matches("class=\"step\"").count(), 7, "pushed + 6: {}", page.body);
+    let listing = get(a, "/changes", BOB).await.body;
+    assert!(listing.contains("data-change=\"push-42\"") && listing.contains("2 of 3") && listing.contains("1 failed"), "{listing}");
+    assert_eq!(get(a, "/changes/0000000", BOB).await.status, 404);
+    assert_eq!(get(a, "/changes/push-42", None).await.status, 401);
+
+    // The original's text body (a legacy git hook) is a change too.
+    let legacy_rev = "9".repeat(40);
+    let legacy = encode(&Commit { newrev: legacy_rev.clone(), correlation_id: None, ..commit.clone() }, Wire::Legacy).unwrap();
+    client.send_with("/topic/deploykit.git.commits", legacy.body, SendOptions { headers: legacy.headers, ..Default::default() }).await.unwrap();
+    // (The list's stream carried every step above first.)
+    let found = async {
+        loop {
+            let u = updates(&mut list, 1).await.remove(0);
+            if u["change"]["newrev"].as_str() == Some(legacy_rev.as_str()) {
+                return u;
+            }
+        }
+    };
+    let u = tokio::time::timeout(WAIT, found).await.expect("the legacy push arrives");
+    assert_eq!((u["step"]["stage"].as_str(), u["change"]["source"].as_str()), (Some("pushed"), Some("git")));
+    assert_eq!(get(a, &format!("/changes/{}", &legacy_rev[..7]), BOB).await.status, 200);
+}

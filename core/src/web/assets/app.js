@@ -1,4 +1,4 @@
-// dk-web: the live parts (deploy progress, activity feed). The pages work without it.
+// dk-web: the live parts (deploy progress, activity feed, change journeys). The pages work without it.
 "use strict";
 (function () {
   const STEPS = ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"];
@@ -129,7 +129,77 @@
     };
   }
 
+  function utc(secs) {
+    return new Date(secs * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  }
+
+  function buildBadges(summary) {
+    const span = el("span", {});
+    if (!summary.builds.length) span.append(el("span", { class: "badge unknown" }, "no build"));
+    for (const [job, n, status] of summary.builds) {
+      const cls = status === "success" ? "ok" : status === "started" ? "running" : "failed";
+      span.append(el("span", { class: "badge " + cls, "data-job": job }, job + " #" + n + " " + status), " ");
+    }
+    return span;
+  }
+
+  // One push's timeline: each new step appended as it arrives, the summary redrawn.
+  function journeyPage(root) {
+    const list = document.getElementById("journey");
+    const es = new EventSource("/changes/" + encodeURIComponent(root.dataset.change) + "/events");
+    es.onmessage = (m) => {
+      const u = JSON.parse(m.data);
+      if (u.kind === "resync") { location.reload(); return; }
+      if (!u.step || list.querySelector('[data-seq="' + u.step.seq + '"]')) return;
+      const s = u.step;
+      const attrs = { class: "step", "data-stage": s.stage, "data-seq": String(s.seq) };
+      if (s.ok !== undefined) attrs["data-ok"] = String(s.ok);
+      const badge = s.ok === true ? el("span", { class: "badge ok" }, "ok")
+        : s.ok === false ? el("span", { class: "badge failed" }, "failed")
+        : el("span", { class: "badge running" }, s.stage);
+      list.append(el("li", attrs, el("span", { class: "time" }, utc(s.at)), " ", badge, " ", el("span", { class: "text" }, u.line)));
+      const sum = u.summary;
+      document.getElementById("builds").replaceChildren("Builds: ", buildBadges(sum));
+      document.getElementById("fetched-count").textContent = sum.fetched;
+      document.getElementById("server-count").textContent = sum.servers;
+      document.getElementById("flag").hidden = !sum.flagged;
+      document.getElementById("failures").replaceChildren(...sum.failures.map(([n, why]) => el("li", { "data-node": n }, n + ": " + why)));
+      document.getElementById("summary-line").textContent = u.summary_line;
+    };
+  }
+
+  // The list of changes: a new push becomes a row at the top, a known one's cells are redrawn.
+  function changesPage(table) {
+    const body = table.querySelector("tbody");
+    const es = new EventSource("/changes/events");
+    es.onmessage = (m) => {
+      const u = JSON.parse(m.data);
+      if (u.kind === "resync") { location.reload(); return; }
+      if (!u.change) return;
+      const c = u.change, sum = u.summary;
+      let tr = body.querySelector('tr[data-change="' + CSS.escape(c.id) + '"]');
+      if (!tr) {
+        const link = el("a", { href: "/changes/" + encodeURIComponent(c.id) }, el("code", {}, c.newrev.slice(0, 10)));
+        tr = el("tr", { "data-change": c.id }, el("td", {}, utc(c.pushed_at)), el("td", {}, c.repo), el("td", {}, c.refname),
+          el("td", {}, link, " ", c.subject || ""), el("td", {}, c.author || ""), el("td", { class: "builds" }), el("td", { class: "fetched" }));
+        body.prepend(tr);
+        const none = document.getElementById("no-changes");
+        if (none) none.remove();
+      }
+      tr.querySelector(".builds").replaceChildren(buildBadges(sum));
+      const f = tr.querySelector(".fetched");
+      f.replaceChildren(sum.fetched + " of " + sum.servers);
+      if (sum.flagged) f.append(" ", el("span", { class: "badge failed" }, "late"));
+      if (sum.failures.length) f.append(" ", el("span", { class: "badge failed" }, sum.failures.length + " failed"));
+      tr.toggleAttribute("data-flagged", sum.flagged);
+    };
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    const j = document.getElementById("journey-page");
+    if (j) journeyPage(j);
+    const c = document.getElementById("changes");
+    if (c) changesPage(c);
     const d = document.getElementById("deploy-page");
     if (d && d.hasAttribute("data-live")) deployPage(d);
     const a = document.getElementById("activity");
