@@ -95,8 +95,8 @@ fn main() -> ExitCode {
 /// (which gets `git_timeout` in its environment).
 fn runner(git_timeout: Option<std::time::Duration>) -> Runner {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dk-fetch"));
-    Arc::new(move |name, repo, refname, stale| {
-        privilege::run_configured(name, repo, refname, stale, || {
+    Arc::new(move |name, repo, request, stale| {
+        privilege::run_configured_request(name, repo, request, stale, || {
             let mut c = std::process::Command::new(&exe);
             c.arg("__fetch-as");
             if let Some(t) = git_timeout {
