@@ -661,4 +661,48 @@ mod tests {
         assert_eq!(line_col("a\nbc\nd", 4), (2, 3));
         assert_eq!(line_col("abc", 0), (1, 1));
     }
+
+    const BASE: &str = "node = \"web01\"\n[repos.site]\npath = \"/srv/git/site\"\nmode = \"trusting\"\ntarget = \"/srv/www/site\"\n";
+
+    fn err(extra: &str) -> String {
+        FetchConfig::parse(&format!("{BASE}{extra}")).expect_err(extra).to_string()
+    }
+
+    #[test]
+    fn trigger_and_jobs() {
+        let c = FetchConfig::parse(BASE).unwrap();
+        assert_eq!((c.repos["site"].trigger, c.repos["site"].jobs.len()), (Trigger::Commit, 0));
+        assert!(!c.wants_builds());
+        assert_eq!((c.builds_topic.as_str(), c.state_dir.as_path()), ("/topic/deploykit.builds", Path::new(DEFAULT_STATE_DIR)));
+        let c = FetchConfig::parse(&format!("{BASE}trigger = \"build\"\njobs = [\"site-tests\", \"site deploy\"]\n")).unwrap();
+        assert_eq!(c.repos["site"].trigger, Trigger::Build);
+        assert_eq!(c.repos["site"].jobs, ["site-tests", "site deploy"]);
+        assert!(c.wants_builds());
+        let c = FetchConfig::parse(&format!("wire = \"legacy\"\nstate_dir = \"/tmp/s\"\n{BASE}")).unwrap();
+        assert_eq!((c.builds_topic.as_str(), c.state_dir.as_path()), ("/topic/future.jenkins.success", Path::new("/tmp/s")));
+    }
+
+    #[test]
+    fn trigger_errors_name_key_line_and_column() {
+        // Line 6 is the first line after BASE.
+        assert_eq!(
+            err("trigger = \"fancy\"\n"),
+            "<config>: repos.site.trigger: unknown trigger \"fancy\" (expected commit, build) (line 6, column 11)"
+        );
+        assert_eq!(
+            err("trigger = \"build\"\n"),
+            "<config>: repos.site: trigger = \"build\" needs jobs = [\"JOB\", …] (the CI jobs whose success triggers a fetch) (line 6, column 11)"
+        );
+        assert_eq!(err("trigger = \"build\"\njobs = []\n"), "<config>: repos.site.jobs: must name at least one job with trigger = \"build\" (line 7, column 8)");
+        assert_eq!(err("jobs = [\"t\"]\n"), "<config>: repos.site.jobs: jobs are only used with trigger = \"build\" (line 6, column 8)");
+        assert_eq!(err("trigger = \"build\"\njobs = [\" \"]\n"), "<config>: repos.site.jobs: invalid job name \" \" (line 7, column 8)");
+        let e = err("trigger = 3\n");
+        assert!(e.contains(":6:"), "a type error names line 6: {e}");
+        let e = FetchConfig::parse("node = \"w\"\n[repos.p]\npath = \"/g\"\nmode = \"puppetmaster\"\ntarget = \"/e\"\ntrigger = \"build\"\njobs = [\"j\"]\n").unwrap_err().to_string();
+        assert!(e.contains("repos.p.trigger") && e.contains("not supported with mode \"puppetmaster\"") && e.contains("(line 6, column 11)"), "{e}");
+        let e = FetchConfig::parse(&format!("state_dir = \"var/lib\"\n{BASE}")).unwrap_err().to_string();
+        assert_eq!(e, "<config>: state_dir: must be absolute, not \"var/lib\" (line 1, column 13)");
+        let e = FetchConfig::load(Path::new("/nonexistent/dk-fetch.toml")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/dk-fetch.toml"), "{e}");
+    }
 }

@@ -1075,3 +1075,46 @@ pub async fn spawn(config: FetchConfig, client: Client, options: DaemonOptions) 
         crate::daemon::supervise(handle, Some(client), ctx)
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(ids: &[&str]) -> Pending {
+        let commit = Some(CommitCtx { subject: "s".into(), correlation_id: None });
+        Pending { refs: None, trigger: "build".into(), commit, checkout: Checkout::Built(ids.iter().map(|s| s.to_string()).collect()) }
+    }
+
+    #[test]
+    fn a_pending_request_keeps_every_built_commit_for_the_newest_to_be_chosen() {
+        let mut p = Pending { refs: None, trigger: "startup".into(), commit: None, checkout: Checkout::FetchOnly };
+        p.merge(built(&["aaaaaaa"]));
+        assert_eq!((p.trigger.as_str(), &p.checkout), ("build", &Checkout::Built(vec!["aaaaaaa".into()])));
+        p.merge(built(&["ccccccc"]));
+        p.merge(built(&["bbbbbbb", "aaaaaaa"]));
+        assert_eq!(p.checkout, Checkout::Built(vec!["ccccccc".into(), "bbbbbbb".into(), "aaaaaaa".into()]));
+        // A reconcile without a record changes nothing; a tip request (a success without a commit) replaces them.
+        p.merge(Pending { refs: None, trigger: "interval".into(), commit: None, checkout: Checkout::FetchOnly });
+        assert!(matches!(&p.checkout, Checkout::Built(v) if v.len() == 3));
+        p.merge(Pending { refs: None, trigger: "build".into(), commit: Some(CommitCtx { subject: "t".into(), correlation_id: None }), checkout: Checkout::Tip });
+        assert_eq!(p.checkout, Checkout::Tip);
+        // Bounded.
+        let mut p = built(&[]);
+        for i in 0..40 {
+            p.merge(built(&[&format!("{i:07x}")]));
+        }
+        assert!(matches!(&p.checkout, Checkout::Built(v) if v.len() == MAX_BUILT && v.last().map(String::as_str) == Some("0000027")));
+    }
+
+    #[test]
+    fn recorded_builds_are_validated() {
+        let dir = std::env::temp_dir().join(format!("dk-fetch-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(recorded_build(&dir, "site"), None);
+        record_build(&dir, "site", &"a".repeat(40)).unwrap();
+        assert_eq!(recorded_build(&dir, "site"), Some("a".repeat(40)));
+        std::fs::write(built_state_file(&dir, "site"), "HEAD\n").unwrap();
+        assert_eq!(recorded_build(&dir, "site"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
