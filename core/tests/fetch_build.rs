@@ -128,7 +128,7 @@ impl Rig {
 
     async fn send_build(&self, build: &Build, wire: Wire) {
         let out = encode(build, wire).unwrap();
-        self.hook.send_with(self.builds(), out.body, SendOptions { headers: out.headers, ..SendOptions::default() }).await.unwrap();
+        self.hook.send_with(self.builds(), out.body, SendOptions { headers: out.headers, receipt: true, ..SendOptions::default() }).await.unwrap();
     }
 
     async fn event_lines(&self) -> Subscription {
@@ -438,4 +438,44 @@ async fn coalesced_builds_check_out_the_newest_whatever_their_order() {
     assert_eq!(rig.checked_out().as_deref(), Some(c.as_str()), "the newest of the merged builds");
     let stats = handle.shutdown().await;
     assert_eq!(stats.fetches["site"], 3, "startup, #1, and #2 + #3 merged: {stats:?}");
+}
+
+#[tokio::test]
+async fn a_reload_to_trigger_build_subscribes_the_builds_topic_without_reconnecting() {
+    let rig = Rig::new().await;
+    let mut commit_cfg = rig.config("trusting");
+    let site = commit_cfg.repos.get_mut("site").unwrap();
+    site.trigger = deploykit::fetch::Trigger::Commit;
+    site.jobs.clear();
+    assert!(!commit_cfg.wants_builds());
+    let (tx, mut rx) = broadcast::channel(4096);
+    let server = rig.t.client().await;
+    let handle = FetchDaemon::start_with(commit_cfg, server.clone(), DaemonOptions { observer: Some(tx), ..DaemonOptions::default() }).await.unwrap();
+    let r = fetched(&mut rx, |r| r.trigger == "startup").await;
+    let first = r.new_head.clone().unwrap();
+    assert_eq!(rig.checked_out().as_deref(), Some(first.as_str()), "trigger = commit checks out the tip");
+    let generation = server.state();
+
+    // Commit-triggered: a build message is not for it.
+    let built = rig.commit_push("second");
+    rig.send_build(&build(JOB, 1, BuildStatus::Success, Some(&built)), Wire::Json).await;
+    // (No builds subscription: nothing to await; the reload below is what is tested.)
+    handle.reload(rig.config("trusting")).await.unwrap();
+    let resubscribed = next(&mut rx, |e| match e {
+        DaemonEvent::Reloaded { resubscribed } => Some(*resubscribed),
+        _ => None,
+    })
+    .await;
+    assert!(!resubscribed, "the commit topic is unchanged");
+    // The changed repo is synced once (no record yet: fetch only, the checkout stays).
+    let r = fetched(&mut rx, |r| r.trigger == "reload").await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(rig.checked_out().as_deref(), Some(first.as_str()));
+    rig.send_build(&build(JOB, 2, BuildStatus::Success, Some(&built)), Wire::Json).await;
+    let r = fetched(&mut rx, |r| r.trigger == "build").await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(rig.checked_out().as_deref(), Some(built.as_str()));
+    assert_eq!(server.state(), generation, "the connection was kept");
+    let stats = handle.shutdown().await;
+    assert_eq!(stats.builds, 1, "only the build sent after the reload was received: {stats:?}");
 }

@@ -345,7 +345,10 @@ fn triggers(key: &str, text: &str, mode: Mode, trigger: Option<&toml::Spanned<St
             }
             if matches!(mode, Mode::Puppetmaster | Mode::Tags) {
                 let span = trigger.map(|t| t.span()).unwrap_or(0..0);
-                return Err(invalid(format!("{key}.trigger"), format!("trigger = \"build\" is not supported with mode \"{mode}\" (normal, trusting, dangerous, branch, atomic){}", at(text, span))));
+                return Err(invalid(
+                    format!("{key}.trigger"),
+                    format!("trigger = \"build\" is not supported with mode \"{mode}\" (normal, trusting, dangerous, branch, atomic){}", at(text, span)),
+                ));
             }
             Ok((t, j.get_ref().clone()))
         }
@@ -685,10 +688,7 @@ mod tests {
     #[test]
     fn trigger_errors_name_key_line_and_column() {
         // Line 6 is the first line after BASE.
-        assert_eq!(
-            err("trigger = \"fancy\"\n"),
-            "<config>: repos.site.trigger: unknown trigger \"fancy\" (expected commit, build) (line 6, column 11)"
-        );
+        assert_eq!(err("trigger = \"fancy\"\n"), "<config>: repos.site.trigger: unknown trigger \"fancy\" (expected commit, build) (line 6, column 11)");
         assert_eq!(
             err("trigger = \"build\"\n"),
             "<config>: repos.site: trigger = \"build\" needs jobs = [\"JOB\", …] (the CI jobs whose success triggers a fetch) (line 6, column 11)"
@@ -698,7 +698,8 @@ mod tests {
         assert_eq!(err("trigger = \"build\"\njobs = [\" \"]\n"), "<config>: repos.site.jobs: invalid job name \" \" (line 7, column 8)");
         let e = err("trigger = 3\n");
         assert!(e.contains(":6:"), "a type error names line 6: {e}");
-        let e = FetchConfig::parse("node = \"w\"\n[repos.p]\npath = \"/g\"\nmode = \"puppetmaster\"\ntarget = \"/e\"\ntrigger = \"build\"\njobs = [\"j\"]\n").unwrap_err().to_string();
+        let e =
+            FetchConfig::parse("node = \"w\"\n[repos.p]\npath = \"/g\"\nmode = \"puppetmaster\"\ntarget = \"/e\"\ntrigger = \"build\"\njobs = [\"j\"]\n").unwrap_err().to_string();
         assert!(e.contains("repos.p.trigger") && e.contains("not supported with mode \"puppetmaster\"") && e.contains("(line 6, column 11)"), "{e}");
         let e = FetchConfig::parse(&format!("state_dir = \"var/lib\"\n{BASE}")).unwrap_err().to_string();
         assert_eq!(e, "<config>: state_dir: must be absolute, not \"var/lib\" (line 1, column 13)");

@@ -744,7 +744,8 @@ impl Daemon {
                 self.shared.emit(DaemonEvent::Skipped { repo: name, why: format!("build {} #{} is {}", one_line(&build.job), build.number, build.status.as_str()) });
                 continue;
             }
-            let subject = format!("[{name}] build {} #{} {}", one_line(&build.job), build.number, build.commit.as_deref().map(one_line).unwrap_or_else(|| "(no commit: branch tip)".into()));
+            let subject =
+                format!("[{name}] build {} #{} {}", one_line(&build.job), build.number, build.commit.as_deref().map(one_line).unwrap_or_else(|| "(no commit: branch tip)".into()));
             let ctx = CommitCtx { subject, correlation_id: correlation_id.clone() };
             let checkout = match &build.commit {
                 // The original's text may carry no commit: fall back to the branch tip.
