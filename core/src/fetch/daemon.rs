@@ -35,7 +35,8 @@
 //! reachable from the configured branch, and an ancestor of what is checked out
 //! is skipped, never moved back to). Other statuses never trigger. A success
 //! without a commit (the legacy text may carry none) falls back to a fetch and
-//! checkout of the branch tip, as a commit message would. The commit text is
+//! checkout of the branch tip, as a commit message would (nothing is recorded
+//! for it; a later reconcile does not move back from that tip). The commit text is
 //! checked (7–64 hexadecimal digits) before anything runs; a bad one, or a
 //! commit the clone refuses after the fetch, gives `problem: rejected build …`.
 //!
@@ -57,7 +58,11 @@
 //! A repo name that is empty, begins with `-`, contains `..` or a control
 //! character (NUL, newline, …), or a refname that `ops::validate_refname`
 //! refuses, is rejected with the event line `HOST  problem: rejected …` and no
-//! git operation. Other unknown repo names are ignored (debug log).
+//! git operation. Other unknown repo names are ignored (debug log). A build
+//! message's commit that is not 7–64 hexadecimal digits is rejected the same
+//! way (`HOST  problem: rejected build for repo "R" commit "C": …`), as is,
+//! after the fetch, one not reachable from the configured branch; jobs only
+//! select configured repos and reach nothing else.
 
 use super::config::{FetchConfig, RepoConfig, Trigger};
 use super::ops::{self, BuiltVerdict, Checkout, FetchError, FetchOutcome, Request};
