@@ -447,3 +447,19 @@ async fn dk_notify_success_moves_a_build_triggered_checkout_to_the_built_commit(
     }
     assert_eq!(std::fs::read_to_string(state.join("site.built")).unwrap().trim().len(), 40, "the newest built commit is recorded");
 }
+
+#[test]
+fn check_names_file_key_line_and_column_of_a_bad_trigger() {
+    let base = "node = \"web01\"\n[repos.site]\npath = \"/srv/git/site\"\nmode = \"trusting\"\ntarget = \"/srv/www/site\"\n";
+    for (extra, expect) in [
+        ("trigger = \"on-green\"\n", "repos.site.trigger: unknown trigger \"on-green\" (expected commit, build) (line 6, column 11)"),
+        ("trigger = \"build\"\n", "repos.site: trigger = \"build\" needs jobs = [\"JOB\", …] (the CI jobs whose success triggers a fetch) (line 6, column 11)"),
+        ("trigger = \"build\"\njobs = []\n", "repos.site.jobs: must name at least one job with trigger = \"build\" (line 7, column 8)"),
+    ] {
+        let p = tmp("trigger", &format!("{base}{extra}"));
+        let out = dk_fetch().arg("--check").arg("--config").arg(&p).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(&format!("{}: {expect}", p.display())), "{text}");
+    }
+}
