@@ -83,6 +83,8 @@ impl Setup {
             reclone: false,
             url: None,
             credentials: Credentials { ssh_agent: true, ..Credentials::default() },
+            trigger: Default::default(),
+            jobs: Vec::new(),
         }
     }
     fn commit_all(&self, msg: &str) {

@@ -233,9 +233,10 @@ async fn sighup_reloads_a_real_process_keeps_the_old_config_when_broken_and_sigt
     let mut cmd = dk_fetch();
     cmd.arg("-v").arg("--config").arg(&file);
     let mut daemon = Proc::spawn(cmd);
-    // Ready: subscribed to the commit topic, then the start-up reconcile (which follows the subscription) logged.
+    // Ready: subscribed to the commit topic, then the start-up reconcile (which follows the
+    // subscription) published. Its log line may come before or after "dk-fetch started", so the
+    // reconcile is awaited on the bus, not in the log.
     daemon.line(Duration::from_secs(15), |l| l.contains("dk-fetch started"));
-    daemon.line(Duration::from_secs(15), |l| l.contains("fetched") && l.contains("one") && l.contains("startup"));
     let r = result(&mut results, |r| r.repo == "one" && r.trigger == "startup").await;
     assert!(r.ok, "{r:?}");
 
@@ -360,4 +361,105 @@ fn check_names_a_target_that_cannot_be_created() {
              {f}: repos.site.target: {a} (where checkouts go) is not a directory\n"
         )
     );
+}
+
+// ---------------------------------------------------------------------------
+// trigger = "build" (issue #16): the real dk-notify, in a Jenkins job step's
+// environment, tells the real dk-fetch that a build is green; the checkout
+// moves to exactly the built commit. Synchronised on the bus (FetchResult).
+// ---------------------------------------------------------------------------
+
+/// dk-notify as a Jenkins step runs it: the job's environment, nothing else inherited.
+fn dk_notify(url: &str, args: &[&str], job: &str, number: &str, commit: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dk-notify"));
+    c.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("DK_BROKER_URL", url);
+    c.args(["--connect-attempts", "3"]).args(args);
+    c.env("BUILD_NUMBER", number).env("JOB_NAME", job).env("BUILD_URL", format!("http://ci.example.com/job/{job}/{number}/"));
+    c.env("GIT_BRANCH", "origin/master").env("GIT_COMMIT", commit);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dk_notify_success_moves_a_build_triggered_checkout_to_the_built_commit() {
+    let dir = TmpDir::new("build-trigger");
+    let root = dir.0.clone();
+    let (_broker, url) = broker();
+    let clone = make_repo(&root, "site");
+    let target = root.join("www/site");
+    let state = root.join("state");
+    for wire in ["json", "legacy"] {
+        // Default topics on both sides (the broker is this test's own): dk-notify's
+        // builds topic is dk-fetch's, in either wire.
+        let file = root.join(format!("fetch-{wire}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "node = \"web01\"\nwire = {wire:?}\nresults_topic = \"/topic/dkcli.results\"\nreconcile_interval = \"off\"\nstate_dir = {:?}\n\
+                 [broker]\nurl = \"{url}\"\n[repos.site]\npath = {:?}\nmode = \"trusting\"\ntarget = {:?}\ntrigger = \"build\"\njobs = [\"site-tests\"]\n",
+                state.to_str().unwrap(),
+                clone.to_str().unwrap(),
+                target.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let observer = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
+        let mut results = observer.subscribe("/topic/dkcli.results", SubscribeOptions::default()).await.unwrap();
+        let mut cmd = dk_fetch();
+        cmd.arg("-v").arg("--config").arg(&file);
+        let mut daemon = Proc::spawn(cmd);
+        daemon.line(Duration::from_secs(15), |l| l.contains("dk-fetch started"));
+        let r = result(&mut results, |r| r.trigger == "startup").await;
+        assert!(r.ok, "{wire}: {r:?}");
+
+        let (_, built) = commit_and_push(&root, "site", &format!("{wire}: built"));
+        let (_, tip) = commit_and_push(&root, "site", &format!("{wire}: newer, not built"));
+        // A failure of the tip never moves it (had it, the older success below could not
+        // move it back); the success does, to exactly the built commit.
+        let out = tokio::task::spawn_blocking({
+            let url = url.clone();
+            let (wire, tip) = (wire.to_owned(), tip.clone());
+            move || dk_notify(&url, &["--wire", &wire, "failure"], "site-tests", "43", &tip).output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = tokio::task::spawn_blocking({
+            let url = url.clone();
+            let (wire, built) = (wire.to_owned(), built.clone());
+            move || dk_notify(&url, &["--wire", &wire, "success"], "site-tests", "42", &built).output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = result(&mut results, |r| r.trigger == "build").await;
+        assert!(r.ok, "{wire}: {r:?}");
+        assert_eq!(r.new_head.as_deref(), Some(built.as_str()), "{wire}");
+        if wire == "json" {
+            assert_eq!(r.correlation_id.as_deref(), Some(built.as_str()), "dk-notify's correlation id (GIT_COMMIT) is kept");
+        }
+        assert_eq!(deploykit::git::checkout::current_commit(&target).as_deref(), Some(built.as_str()), "{wire}: the built commit, not the tip {tip}");
+        assert_eq!(std::fs::read_to_string(target.join("file.txt")).unwrap(), format!("{wire}: built"));
+
+        daemon.signal("TERM");
+        let (code, _) = daemon.wait_exit(Duration::from_secs(15));
+        assert_eq!(code, Some(0), "{wire}");
+        observer.disconnect().await.unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(state.join("site.built")).unwrap().trim().len(), 40, "the newest built commit is recorded");
+}
+
+#[test]
+fn check_names_file_key_line_and_column_of_a_bad_trigger() {
+    let base = "node = \"web01\"\n[repos.site]\npath = \"/srv/git/site\"\nmode = \"trusting\"\ntarget = \"/srv/www/site\"\n";
+    for (extra, expect) in [
+        ("trigger = \"on-green\"\n", "repos.site.trigger: unknown trigger \"on-green\" (expected commit, build) (line 6, column 11)"),
+        ("trigger = \"build\"\n", "repos.site: trigger = \"build\" needs jobs = [\"JOB\", …] (the CI jobs whose success triggers a fetch) (line 6, column 11)"),
+        ("trigger = \"build\"\njobs = []\n", "repos.site.jobs: must name at least one job with trigger = \"build\" (line 7, column 8)"),
+    ] {
+        let p = tmp("trigger", &format!("{base}{extra}"));
+        let out = dk_fetch().arg("--check").arg("--config").arg(&p).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(&format!("{}: {expect}", p.display())), "{text}");
+    }
 }

@@ -10,6 +10,9 @@
 //! reconcile_interval = "10m"          # "off" disables; integers are seconds
 //! lock_stale_after = "10m"            # index.lock / shallow.lock older than this are removed
 //! git_timeout = "30s"                 # a git server silent this long fails the fetch ("off": wait forever)
+//! builds_topic = "/topic/deploykit.builds"   # legacy: /topic/future.jenkins.success; subscribed
+//!                                     # only when a repo has trigger = "build"
+//! state_dir = "/var/lib/deploykit/fetch"     # per repo, the newest verified built commit (REPO.built)
 //!
 //! [broker]
 //! url = "stomp://broker:61613"
@@ -27,6 +30,9 @@
 //! fetch_tags = true                   # default
 //! reclone = false                     # re-clone a corrupt clone beside it and swap it in
 //! url = "git@git:site.git"            # for reclone; default: the remote's url
+//! trigger = "commit"                  # default; "build": fetch on a listed job's success instead
+//! # jobs = ["site-tests"]             # with trigger = "build" (required, non-empty): the CI jobs
+//! #                                   # whose success checks out exactly the built commit
 //! [repos.site.credentials]
 //! ssh_key = "/etc/deploykit/id_ed25519"   # else the ssh agent (ssh_agent = true, default)
 //! https_token_env = "GIT_TOKEN"           # or https_token_file; https_username default "git"
@@ -68,8 +74,51 @@ pub struct FetchConfig {
     /// A fetch fails when the git server is silent this long (connects: at
     /// most 10 s); `None` = no timeout. A failed fetch is retried with backoff.
     pub git_timeout: Option<Duration>,
+    /// Build messages arrive here (subscribed only when a repo has `trigger = "build"`).
+    pub builds_topic: String,
+    /// Where dk-fetch keeps state: per build-triggered repo, the newest verified built commit.
+    pub state_dir: PathBuf,
     /// The repositories, by the name commit messages use.
     pub repos: BTreeMap<String, RepoConfig>,
+}
+
+impl FetchConfig {
+    /// Whether some repo is fetched on build messages (so the builds topic is subscribed).
+    pub fn wants_builds(&self) -> bool {
+        self.repos.values().any(|r| r.trigger == Trigger::Build)
+    }
+}
+
+/// The default [`FetchConfig::state_dir`].
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/deploykit/fetch";
+
+/// What makes a repository fetch (besides reconciles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A commit message naming the repo (the default; stomp-git's behaviour).
+    #[default]
+    Commit,
+    /// A success build message of one of the repo's `jobs`: the built commit is checked out.
+    Build,
+}
+
+impl Trigger {
+    /// Every trigger, in documentation order.
+    pub const ALL: [Trigger; 2] = [Trigger::Commit, Trigger::Build];
+
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Commit => "commit",
+            Trigger::Build => "build",
+        }
+    }
+
+    /// Parses a config name.
+    pub fn parse(s: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.as_str() == s)
+    }
 }
 
 /// One `[repos.NAME]` entry. Serializable so that a privilege-dropped child
@@ -96,6 +145,12 @@ pub struct RepoConfig {
     pub url: Option<String>,
     /// How to authenticate to the remote.
     pub credentials: Credentials,
+    /// What makes it fetch: commit messages (default) or its jobs' successful builds.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// With `trigger = "build"`: the CI job names whose success triggers a fetch.
+    #[serde(default)]
+    pub jobs: Vec<String>,
 }
 
 impl RepoConfig {
@@ -217,6 +272,8 @@ struct RawConfig {
     reconcile_interval: Option<toml::Spanned<RawDuration>>,
     lock_stale_after: Option<toml::Spanned<RawDuration>>,
     git_timeout: Option<toml::Spanned<RawDuration>>,
+    builds_topic: Option<String>,
+    state_dir: Option<toml::Spanned<PathBuf>>,
     #[serde(default)]
     repos: BTreeMap<String, RawRepo>,
 }
@@ -242,6 +299,8 @@ struct RawRepo {
     url: Option<String>,
     #[serde(default)]
     credentials: Credentials,
+    trigger: Option<toml::Spanned<String>>,
+    jobs: Option<toml::Spanned<Vec<String>>>,
 }
 
 fn at(text: &str, span: std::ops::Range<usize>) -> String {
@@ -256,6 +315,43 @@ fn duration(key: &str, text: &str, v: &toml::Spanned<RawDuration>, allow_off: bo
         RawDuration::Seconds(_) => Err(bad()),
         RawDuration::Text(t) if allow_off && matches!(t.trim(), "off" | "never" | "none") => Ok(None),
         RawDuration::Text(t) => parse_duration(t).map(Some).ok_or_else(bad),
+    }
+}
+
+/// A repo's `trigger` and `jobs`: `jobs` is required (non-empty) with
+/// `trigger = "build"` and refused without it; build triggers exist for the
+/// modes that fetch or check out one branch (not puppetmaster or tags).
+fn triggers(key: &str, text: &str, mode: Mode, trigger: Option<&toml::Spanned<String>>, jobs: Option<&toml::Spanned<Vec<String>>>) -> Result<(Trigger, Vec<String>), ConfigError> {
+    let t = match trigger {
+        None => Trigger::Commit,
+        Some(t) => Trigger::parse(t.get_ref()).ok_or_else(|| {
+            let all: Vec<&str> = Trigger::ALL.iter().map(|t| t.as_str()).collect();
+            invalid(format!("{key}.trigger"), format!("unknown trigger {:?} (expected {}){}", t.get_ref(), all.join(", "), at(text, t.span())))
+        })?,
+    };
+    match (t, jobs) {
+        (Trigger::Commit, None) => Ok((t, Vec::new())),
+        (Trigger::Commit, Some(j)) => Err(invalid(format!("{key}.jobs"), format!("jobs are only used with trigger = \"build\"{}", at(text, j.span())))),
+        (Trigger::Build, None) => {
+            let span = trigger.map(|t| t.span()).unwrap_or(0..0);
+            Err(invalid(key, format!("trigger = \"build\" needs jobs = [\"JOB\", …] (the CI jobs whose success triggers a fetch){}", at(text, span))))
+        }
+        (Trigger::Build, Some(j)) if j.get_ref().is_empty() => {
+            Err(invalid(format!("{key}.jobs"), format!("must name at least one job with trigger = \"build\"{}", at(text, j.span()))))
+        }
+        (Trigger::Build, Some(j)) => {
+            if let Some(bad) = j.get_ref().iter().find(|n| n.trim().is_empty() || n.len() > 1024 || n.chars().any(char::is_control)) {
+                return Err(invalid(format!("{key}.jobs"), format!("invalid job name {bad:?}{}", at(text, j.span()))));
+            }
+            if matches!(mode, Mode::Puppetmaster | Mode::Tags) {
+                let span = trigger.map(|t| t.span()).unwrap_or(0..0);
+                return Err(invalid(
+                    format!("{key}.trigger"),
+                    format!("trigger = \"build\" is not supported with mode \"{mode}\" (normal, trusting, dangerous, branch, atomic){}", at(text, span)),
+                ));
+            }
+            Ok((t, j.get_ref().clone()))
+        }
     }
 }
 
@@ -285,6 +381,13 @@ impl FetchConfig {
         let commits_topic = topic("commits_topic", raw.commits_topic, "/topic/deploykit.git.commits", "/topic/future.git.commits")?;
         let events_topic = topic("events_topic", raw.events_topic, "/topic/deploykit.events", "/topic/future.events.stomp-git")?;
         let results_topic = topic("results_topic", raw.results_topic, "/topic/deploykit.fetch", "/topic/deploykit.fetch")?;
+        // Legacy: jenkins-helper sends successes to future.jenkins.success (failures to .cake, never needed here).
+        let builds_topic = topic("builds_topic", raw.builds_topic, "/topic/deploykit.builds", "/topic/future.jenkins.success")?;
+        let state_dir = match &raw.state_dir {
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(d) if d.get_ref().is_absolute() => d.get_ref().clone(),
+            Some(d) => return Err(invalid("state_dir", format!("must be absolute, not {:?}{}", d.get_ref().display().to_string(), at(text, d.span())))),
+        };
         let max_parallel = match raw.max_parallel {
             None => 4,
             Some(v) if (1..=1024).contains(v.get_ref()) => *v.get_ref() as usize,
@@ -348,6 +451,7 @@ impl FetchConfig {
                     return Err(invalid(format!("{key}.user"), format!("invalid user name {u:?}")));
                 }
             }
+            let (trigger, jobs) = triggers(&key, text, mode, r.trigger.as_ref(), r.jobs.as_ref())?;
             if let Some(v) = &r.credentials.https_token_env {
                 if v.is_empty() || v.contains(['=', '\0']) {
                     return Err(invalid(format!("{key}.credentials.https_token_env"), "must be an environment variable name"));
@@ -366,10 +470,26 @@ impl FetchConfig {
                     reclone: r.reclone.unwrap_or(false),
                     url: r.url,
                     credentials: r.credentials,
+                    trigger,
+                    jobs,
                 },
             );
         }
-        Ok(FetchConfig { broker, commits_topic, events_topic, results_topic, wire, node, max_parallel, reconcile_interval, lock_stale_after, git_timeout, repos })
+        Ok(FetchConfig {
+            broker,
+            commits_topic,
+            events_topic,
+            results_topic,
+            wire,
+            node,
+            max_parallel,
+            reconcile_interval,
+            lock_stale_after,
+            git_timeout,
+            builds_topic,
+            state_dir,
+            repos,
+        })
     }
 
     /// Checks this machine against the configuration: each repo path exists and
@@ -460,6 +580,11 @@ impl FetchConfig {
                 }
             }
         }
+        if self.wants_builds() {
+            if let Err(why) = creatable_dir(&self.state_dir, None) {
+                p("state_dir".into(), why.replace("(where checkouts go)", "(where built commits are recorded)"));
+            }
+        }
         out
     }
 }
@@ -538,5 +663,47 @@ mod tests {
     fn line_and_column() {
         assert_eq!(line_col("a\nbc\nd", 4), (2, 3));
         assert_eq!(line_col("abc", 0), (1, 1));
+    }
+
+    const BASE: &str = "node = \"web01\"\n[repos.site]\npath = \"/srv/git/site\"\nmode = \"trusting\"\ntarget = \"/srv/www/site\"\n";
+
+    fn err(extra: &str) -> String {
+        FetchConfig::parse(&format!("{BASE}{extra}")).expect_err(extra).to_string()
+    }
+
+    #[test]
+    fn trigger_and_jobs() {
+        let c = FetchConfig::parse(BASE).unwrap();
+        assert_eq!((c.repos["site"].trigger, c.repos["site"].jobs.len()), (Trigger::Commit, 0));
+        assert!(!c.wants_builds());
+        assert_eq!((c.builds_topic.as_str(), c.state_dir.as_path()), ("/topic/deploykit.builds", Path::new(DEFAULT_STATE_DIR)));
+        let c = FetchConfig::parse(&format!("{BASE}trigger = \"build\"\njobs = [\"site-tests\", \"site deploy\"]\n")).unwrap();
+        assert_eq!(c.repos["site"].trigger, Trigger::Build);
+        assert_eq!(c.repos["site"].jobs, ["site-tests", "site deploy"]);
+        assert!(c.wants_builds());
+        let c = FetchConfig::parse(&format!("wire = \"legacy\"\nstate_dir = \"/tmp/s\"\n{BASE}")).unwrap();
+        assert_eq!((c.builds_topic.as_str(), c.state_dir.as_path()), ("/topic/future.jenkins.success", Path::new("/tmp/s")));
+    }
+
+    #[test]
+    fn trigger_errors_name_key_line_and_column() {
+        // Line 6 is the first line after BASE.
+        assert_eq!(err("trigger = \"fancy\"\n"), "<config>: repos.site.trigger: unknown trigger \"fancy\" (expected commit, build) (line 6, column 11)");
+        assert_eq!(
+            err("trigger = \"build\"\n"),
+            "<config>: repos.site: trigger = \"build\" needs jobs = [\"JOB\", …] (the CI jobs whose success triggers a fetch) (line 6, column 11)"
+        );
+        assert_eq!(err("trigger = \"build\"\njobs = []\n"), "<config>: repos.site.jobs: must name at least one job with trigger = \"build\" (line 7, column 8)");
+        assert_eq!(err("jobs = [\"t\"]\n"), "<config>: repos.site.jobs: jobs are only used with trigger = \"build\" (line 6, column 8)");
+        assert_eq!(err("trigger = \"build\"\njobs = [\" \"]\n"), "<config>: repos.site.jobs: invalid job name \" \" (line 7, column 8)");
+        let e = err("trigger = 3\n");
+        assert!(e.contains(":6:"), "a type error names line 6: {e}");
+        let e =
+            FetchConfig::parse("node = \"w\"\n[repos.p]\npath = \"/g\"\nmode = \"puppetmaster\"\ntarget = \"/e\"\ntrigger = \"build\"\njobs = [\"j\"]\n").unwrap_err().to_string();
+        assert!(e.contains("repos.p.trigger") && e.contains("not supported with mode \"puppetmaster\"") && e.contains("(line 6, column 11)"), "{e}");
+        let e = FetchConfig::parse(&format!("state_dir = \"var/lib\"\n{BASE}")).unwrap_err().to_string();
+        assert_eq!(e, "<config>: state_dir: must be absolute, not \"var/lib\" (line 1, column 13)");
+        let e = FetchConfig::load(Path::new("/nonexistent/dk-fetch.toml")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/dk-fetch.toml"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
-//! The fetch daemon as a library: subscription to the commit topic, per-repo
-//! coalescing, parallel fetches under a limit, reconcile on start / reconnect /
-//! interval, results and event lines, reload and graceful shutdown.
+//! The fetch daemon as a library: subscription to the commit topic (and the
+//! builds topic when a repo has `trigger = "build"`), per-repo coalescing,
+//! parallel fetches under a limit, reconcile on start / reconnect / interval,
+//! results and event lines, reload and graceful shutdown.
 //!
 //! `dk-fetch` is a thin `main` over [`FetchDaemon`]; tests and `dk-demo` run
 //! the same code in-process.
@@ -25,6 +26,27 @@
 //! [`KeyedCoalescer`] (leading edge on, reconcile requests pushed as
 //! immediate); this module keeps only what a pending request merges.
 //!
+//! # Build triggers
+//! A repo with `trigger = "build"` is not fetched on commit messages (they give
+//! [`DaemonEvent::Skipped`]). A build message (JSON, or the original's
+//! jenkins-helper text) for one of its `jobs` with status `success` asks for a
+//! fetch and the checkout of exactly the built commit (`ops::Checkout::Built`;
+//! the checks that follow the fetch are in [`super::ops`]: the commit must be
+//! reachable from the configured branch, and an ancestor of what is checked out
+//! is skipped, never moved back to). Other statuses never trigger. A success
+//! without a commit (the legacy text may carry none) falls back to a fetch and
+//! checkout of the branch tip, as a commit message would (nothing is recorded
+//! for it; a later reconcile does not move back from that tip). The commit text is
+//! checked (7–64 hexadecimal digits) before anything runs; a bad one, or a
+//! commit the clone refuses after the fetch, gives `problem: rejected build …`.
+//!
+//! Each verified built commit is recorded durably in `state_dir/REPO.built`
+//! (temp file, fsync, rename, fsync of the directory). A reconcile (start,
+//! reconnect, interval, reload) of a build-triggered repo fetches and checks
+//! out that recorded commit, never the branch tip (which may be red); without
+//! a record it only fetches. A pending request merges the built commits of the
+//! messages it coalesces; the newest by history is checked out.
+//!
 //! # Retries
 //! A fetch that fails (git server down, overloaded or silent past
 //! `git_timeout`, a network cut) is retried as a full sync, trigger `retry`,
@@ -36,14 +58,19 @@
 //! A repo name that is empty, begins with `-`, contains `..` or a control
 //! character (NUL, newline, …), or a refname that `ops::validate_refname`
 //! refuses, is rejected with the event line `HOST  problem: rejected …` and no
-//! git operation. Other unknown repo names are ignored (debug log).
+//! git operation. Other unknown repo names are ignored (debug log). A build
+//! message's commit that is not 7–64 hexadecimal digits is rejected the same
+//! way (`HOST  problem: rejected build for repo "R" commit "C": …`), as is,
+//! after the fetch, one not reachable from the configured branch; jobs only
+//! select configured repos and reach nothing else.
 
-use super::config::{FetchConfig, RepoConfig};
-use super::ops::{self, FetchError, FetchOutcome};
+use super::config::{FetchConfig, RepoConfig, Trigger};
+use super::ops::{self, BuiltVerdict, Checkout, FetchError, FetchOutcome, Request};
 use crate::coalesce::KeyedCoalescer;
-use crate::message::{decode, one_line, Commit, Destinations, FetchResult, Message, Publisher};
+use crate::message::{decode, one_line, Build, BuildStatus, Commit, Destinations, FetchResult, Message, Publisher};
 use crate::stomp::{self, Client, ClientEvent, SubscribeOptions, Subscription};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
@@ -55,11 +82,41 @@ pub const EVENT_SOURCE: &str = "fetch";
 
 /// Runs one repository operation (fetch and the mode's checkout); synchronous,
 /// called on a blocking thread. The default is [`default_runner`].
-pub type Runner = Arc<dyn Fn(&str, &RepoConfig, Option<&str>, Duration) -> Result<FetchOutcome, FetchError> + Send + Sync>;
+pub type Runner = Arc<dyn Fn(&str, &RepoConfig, &Request, Duration) -> Result<FetchOutcome, FetchError> + Send + Sync>;
 
-/// The runner used unless [`DaemonOptions::runner`] says otherwise: `ops::run`.
+/// The runner used unless [`DaemonOptions::runner`] says otherwise: `ops::run_request`.
 pub fn default_runner() -> Runner {
-    Arc::new(ops::run)
+    Arc::new(ops::run_request)
+}
+
+/// Where the newest verified built commit of `repo` is recorded: `STATE_DIR/REPO.built`.
+pub fn built_state_file(state_dir: &Path, repo: &str) -> PathBuf {
+    state_dir.join(format!("{repo}.built"))
+}
+
+/// The recorded built commit of `repo` (`None`: none yet, or not a commit id).
+pub fn recorded_build(state_dir: &Path, repo: &str) -> Option<String> {
+    let text = std::fs::read_to_string(built_state_file(state_dir, repo)).ok()?;
+    let id = text.trim();
+    ops::validate_built_commit(id).is_ok().then(|| id.to_owned())
+}
+
+/// Records `commit` as `repo`'s newest verified built commit (durably; the directory is created).
+fn record_build(state_dir: &Path, repo: &str, commit: &str) -> Result<(), crate::durable::DurableError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| crate::durable::DurableError { path: state_dir.to_owned(), source })?;
+    crate::durable::write_atomic_mode(&built_state_file(state_dir, repo), format!("{commit}\n").as_bytes(), 0o644)
+}
+
+/// What a full sync of `repo` checks out: the branch tip (trigger = commit), or
+/// the recorded built commit (trigger = build; fetch only without a record).
+fn sync_checkout(state_dir: &Path, name: &str, repo: &RepoConfig) -> Checkout {
+    match repo.trigger {
+        Trigger::Commit => Checkout::Tip,
+        Trigger::Build => match recorded_build(state_dir, name) {
+            Some(c) => Checkout::Built(vec![c]),
+            None => Checkout::FetchOnly,
+        },
+    }
 }
 
 /// Tuning that is not part of `fetch.toml`.
@@ -118,6 +175,30 @@ pub enum DaemonEvent {
         /// The repo name as received.
         repo: String,
     },
+    /// A build message no repo of this server lists the job of.
+    IgnoredBuild {
+        /// The job name as received.
+        job: String,
+    },
+    /// A message about a configured repo that does not move it: a commit for a
+    /// build-triggered repo, a build that is not a success, a built commit older
+    /// than the checkout.
+    Skipped {
+        /// The configured repo.
+        repo: String,
+        /// Why.
+        why: String,
+    },
+    /// A build message's commit was refused (not hexadecimal, or not on the
+    /// configured branch after the fetch); it was not checked out.
+    RejectedBuild {
+        /// The configured repo.
+        repo: String,
+        /// The commit as received.
+        commit: String,
+        /// Why.
+        why: String,
+    },
     /// A message that could not be read, or another problem worth an event line.
     Problem(String),
     /// A new configuration is in force.
@@ -150,6 +231,8 @@ pub struct Stats {
     pub reconciles: u64,
     /// Retries started after a failed fetch.
     pub retries: u64,
+    /// Build messages received (builds topic).
+    pub builds: u64,
 }
 
 /// Why the daemon could not start or apply a change.
@@ -173,7 +256,8 @@ pub enum DaemonError {
 pub struct FetchDaemon;
 
 impl FetchDaemon {
-    /// Subscribes `client` to the config's commit topic and starts the daemon
+    /// Subscribes `client` to the config's commit topic (and builds topic, when a
+    /// repo has `trigger = "build"`) and starts the daemon
     /// (which reconciles every repo at once, trigger `startup`).
     pub async fn start(config: FetchConfig, client: Client) -> Result<DaemonHandle, DaemonError> {
         FetchDaemon::start_with(config, client, DaemonOptions::default()).await
@@ -184,6 +268,7 @@ impl FetchDaemon {
         // Listen to connection events before subscribing, so no Ready is missed.
         let client_events = client.events();
         let sub = subscribe(&client, &config.commits_topic).await?;
+        let builds_sub = if config.wants_builds() { Some(subscribe(&client, &config.builds_topic).await?) } else { None };
         let observer = options.observer.clone().unwrap_or_else(|| broadcast::channel(1024).0);
         let stats = Arc::new(Mutex::new(Stats::default()));
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
@@ -191,7 +276,7 @@ impl FetchDaemon {
         let shared = Arc::new(Shared::new(&config, &client, &options, observer.clone(), stats.clone()));
         let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         let repos = KeyedCoalescer::new(options.quiet, options.max_delay, Pending::merge).leading_edge(true);
-        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), repos, sem, tasks: JoinSet::new(), done_tx, retries: BTreeMap::new() };
+        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), builds_sub, repos, sem, tasks: JoinSet::new(), done_tx, retries: BTreeMap::new() };
         daemon.reconcile("startup");
         let task = tokio::spawn(daemon.run(ctl_rx, done_rx, client_events));
         Ok(DaemonHandle { ctl: ctl_tx, observer, stats, task })
@@ -262,6 +347,7 @@ struct Shared {
     publisher: Option<Publisher>,
     results_topic: String,
     node: String,
+    state_dir: PathBuf,
     lock_stale_after: Duration,
     runner: Runner,
     observer: broadcast::Sender<DaemonEvent>,
@@ -274,6 +360,7 @@ impl Shared {
             publisher: Some(publisher_for(config, client.clone())),
             results_topic: config.results_topic.clone(),
             node: config.node.clone(),
+            state_dir: config.state_dir.clone(),
             lock_stale_after: config.lock_stale_after,
             runner: options.runner.clone(),
             observer,
@@ -312,16 +399,36 @@ struct Pending {
     refs: Option<BTreeSet<String>>,
     trigger: String,
     commit: Option<CommitCtx>,
+    /// What to check out (built commits accumulate).
+    checkout: Checkout,
 }
+
+/// At most this many built commits wait in one pending request (the newest arrivals kept).
+const MAX_BUILT: usize = 16;
 
 impl Pending {
     /// Folds a later request in: refnames add up (any full sync makes it a
-    /// full sync); the newest commit and its trigger win.
+    /// full sync); the newest commit and its trigger win; built commits add up
+    /// (the operation takes the newest by history), a later tip request
+    /// replaces them and a fetch-only request changes nothing.
     fn merge(&mut self, later: Pending) {
         match (&mut self.refs, later.refs) {
             (Some(refs), Some(r)) => refs.extend(r),
             (refs, _) => *refs = None,
         }
+        self.checkout = match (std::mem::take(&mut self.checkout), later.checkout) {
+            (Checkout::Built(mut a), Checkout::Built(b)) => {
+                for c in b {
+                    a.retain(|x| *x != c);
+                    a.push(c);
+                }
+                let excess = a.len().saturating_sub(MAX_BUILT);
+                a.drain(..excess);
+                Checkout::Built(a)
+            }
+            (a, Checkout::FetchOnly) => a,
+            (_, b) => b,
+        };
         if later.commit.is_some() {
             self.commit = later.commit;
             self.trigger = later.trigger;
@@ -340,9 +447,12 @@ impl Pending {
 /// A fetch task's report that the repository is free again.
 struct Done {
     repo: String,
-    ok: bool,
+    /// Whether it failed (a refused built commit is not a failure: never retried).
+    failed: bool,
     /// The commit the fetch was for (kept for the retry).
     commit: Option<CommitCtx>,
+    /// What it was to check out (kept for the retry).
+    checkout: Checkout,
 }
 
 /// The first retry after a failed fetch; each next one waits twice as long.
@@ -357,6 +467,7 @@ struct Retry {
     /// When the next retry starts (`None`: it is running).
     at: Option<Instant>,
     commit: Option<CommitCtx>,
+    checkout: Checkout,
 }
 
 /// The wait before retry number `attempt + 1`.
@@ -370,6 +481,8 @@ struct Daemon {
     shared: Arc<Shared>,
     options: DaemonOptions,
     sub: Option<Subscription>,
+    /// The builds topic, while some repo has `trigger = "build"`.
+    builds_sub: Option<Subscription>,
     /// Per-repo coalescing: idle, running, or running with a request pending.
     repos: KeyedCoalescer<String, Pending>,
     sem: Arc<Semaphore>,
@@ -409,6 +522,13 @@ impl Daemon {
                         self.sub = None;
                     }
                 },
+                m = recv_opt(&mut self.builds_sub) => match m {
+                    Some(msg) => self.on_message(msg),
+                    None => {
+                        tracing::warn!("builds subscription closed (client closed); no more build messages");
+                        self.builds_sub = None;
+                    }
+                },
                 ev = client_events.recv() => match ev {
                     Ok(ClientEvent::Ready { reconnect: true, generation, .. }) => {
                         tracing::info!(generation, "reconnected and re-subscribed: reconciling every repo");
@@ -446,7 +566,7 @@ impl Daemon {
 
     /// Shutdown: stop reading, drop what is pending, wait for running fetches.
     async fn finish(mut self) -> Stats {
-        if let Some(sub) = self.sub.take() {
+        for sub in [self.sub.take(), self.builds_sub.take()].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(5), sub.unsubscribe()).await;
         }
         let pending: Vec<&String> = self.repos.pending_keys().collect();
@@ -475,6 +595,14 @@ impl Daemon {
                 let _ = old.unsubscribe().await;
             }
         }
+        // The builds topic: subscribed while some repo needs it (new one first: no gap).
+        let builds_changed = config.builds_topic != self.config.builds_topic || config.wants_builds() != self.builds_sub.is_some();
+        if builds_changed {
+            let sub = if config.wants_builds() { Some(subscribe(&self.client, &config.builds_topic).await?) } else { None };
+            if let Some(old) = std::mem::replace(&mut self.builds_sub, sub) {
+                let _ = old.unsubscribe().await;
+            }
+        }
         if config.broker != self.config.broker {
             tracing::warn!("the broker section changed; it takes effect at the next restart (the connection is kept)");
         }
@@ -491,7 +619,8 @@ impl Daemon {
         self.config = config;
         tracing::info!(?added, ?changed, resubscribed, "configuration reloaded");
         for name in added.iter().chain(changed.iter()) {
-            self.request(name, None, "reload", None);
+            let checkout = self.sync_checkout(name);
+            self.request(name, None, "reload", None, checkout);
         }
         self.shared.emit(DaemonEvent::Reloaded { resubscribed });
         Ok(())
@@ -500,7 +629,7 @@ impl Daemon {
     /// A fetch ended: the repo is free; a failure schedules its retry, a success ends them.
     fn on_done(&mut self, done: Done) {
         self.repos.finished(&done.repo);
-        if done.ok {
+        if !done.failed {
             self.retries.remove(&done.repo);
             return;
         }
@@ -511,7 +640,7 @@ impl Daemon {
         let delay = retry_delay(attempt);
         tracing::info!(repo = done.repo, attempt = attempt + 1, retry_in_ms = delay.as_millis() as u64, "fetch failed: retrying");
         let commit = done.commit.or_else(|| self.retries.remove(&done.repo).and_then(|r| r.commit));
-        self.retries.insert(done.repo, Retry { attempt, at: Some(Instant::now() + delay), commit });
+        self.retries.insert(done.repo, Retry { attempt, at: Some(Instant::now() + delay), commit, checkout: done.checkout });
     }
 
     /// Requests the retries that are due (a full sync each, immediate).
@@ -521,13 +650,13 @@ impl Daemon {
         for name in due {
             let Some(r) = self.retries.get_mut(&name) else { continue };
             r.at = None;
-            let commit = r.commit.clone();
+            let (commit, checkout) = (r.commit.clone(), r.checkout.clone());
             if !self.config.repos.contains_key(&name) {
                 self.retries.remove(&name);
                 continue;
             }
             self.shared.stat(|s| s.retries += 1);
-            self.repos.push_immediate(name, Pending { refs: None, trigger: "retry".into(), commit }, now);
+            self.repos.push_immediate(name, Pending { refs: None, trigger: "retry".into(), commit, checkout }, now);
         }
     }
 
@@ -536,8 +665,14 @@ impl Daemon {
         self.shared.stat(|s| s.reconciles += 1);
         let names: Vec<String> = self.config.repos.keys().cloned().collect();
         for name in names {
-            self.request(&name, None, trigger, None);
+            let checkout = self.sync_checkout(&name);
+            self.request(&name, None, trigger, None, checkout);
         }
+    }
+
+    /// What a full sync of `name` checks out (see [`sync_checkout`]).
+    fn sync_checkout(&self, name: &str) -> Checkout {
+        self.config.repos.get(name).map_or(Checkout::Tip, |r| sync_checkout(&self.config.state_dir, name, r))
     }
 
     fn on_message(&mut self, msg: stomp::Message) {
@@ -545,8 +680,12 @@ impl Daemon {
         let commit = match decoded {
             Ok(Message::Keepalive) => return,
             Ok(Message::Commit(c)) => c,
+            Ok(Message::Build(b)) => {
+                self.shared.stat(|s| s.builds += 1);
+                return self.on_build(b);
+            }
             Ok(other) => {
-                tracing::debug!(kind = ?other.kind(), "not a commit message; ignored");
+                tracing::debug!(kind = ?other.kind(), "not a commit or build message; ignored");
                 return;
             }
             Err(e) => {
@@ -554,7 +693,7 @@ impl Daemon {
                     s.messages += 1;
                     s.undecodable += 1;
                 });
-                tracing::warn!(error = %e, "unreadable message on the commit topic");
+                tracing::warn!(error = %e, destination = %msg.destination, "unreadable message");
                 self.problem(format!("problem: {}", one_line(&e.to_string())), None);
                 self.shared.emit(DaemonEvent::Problem(e.to_string()));
                 return;
@@ -569,10 +708,15 @@ impl Daemon {
         if let Some(why) = hostile_repo_name(&commit.repo) {
             return self.reject(&commit, why, correlation_id);
         }
-        if !self.config.repos.contains_key(&commit.repo) {
+        let Some(repo) = self.config.repos.get(&commit.repo) else {
             tracing::debug!(repo = %commit.repo, "commit for a repo this server does not serve; ignored");
             self.shared.stat(|s| s.ignored += 1);
             self.shared.emit(DaemonEvent::Ignored { repo: commit.repo });
+            return;
+        };
+        if repo.trigger == Trigger::Build {
+            tracing::debug!(repo = %commit.repo, "commit for a build-triggered repo: waiting for its build");
+            self.shared.emit(DaemonEvent::Skipped { repo: commit.repo, why: "trigger = build: commits wait for a successful build".into() });
             return;
         }
         // SVN commits (and git messages without a ref) ask for a full sync.
@@ -585,7 +729,49 @@ impl Daemon {
             Some(commit.refname.clone())
         };
         let ctx = CommitCtx { subject: commit.subject(), correlation_id };
-        self.request(&commit.repo, refname, "commit", Some(ctx));
+        self.request(&commit.repo, refname, "commit", Some(ctx), Checkout::Tip);
+    }
+
+    /// A build message: a listed job's success asks each repo listing it for a
+    /// fetch and the built commit's checkout (see the module docs).
+    fn on_build(&mut self, build: Build) {
+        let names: Vec<String> = self.config.repos.iter().filter(|(_, r)| r.trigger == Trigger::Build && r.jobs.contains(&build.job)).map(|(n, _)| n.clone()).collect();
+        if names.is_empty() {
+            tracing::debug!(job = ?build.job, "build of a job no repo lists; ignored");
+            self.shared.stat(|s| s.ignored += 1);
+            self.shared.emit(DaemonEvent::IgnoredBuild { job: build.job });
+            return;
+        }
+        let correlation_id = build.correlation_id.clone().or_else(|| build.commit.clone());
+        for name in names {
+            if build.status != BuildStatus::Success {
+                tracing::debug!(repo = name, job = ?build.job, status = build.status.as_str(), "build is not a success; nothing fetched");
+                self.shared.emit(DaemonEvent::Skipped { repo: name, why: format!("build {} #{} is {}", one_line(&build.job), build.number, build.status.as_str()) });
+                continue;
+            }
+            let subject =
+                format!("[{name}] build {} #{} {}", one_line(&build.job), build.number, build.commit.as_deref().map(one_line).unwrap_or_else(|| "(no commit: branch tip)".into()));
+            let ctx = CommitCtx { subject, correlation_id: correlation_id.clone() };
+            let checkout = match &build.commit {
+                // The original's text may carry no commit: fall back to the branch tip.
+                None => Checkout::Tip,
+                Some(c) => match ops::validate_built_commit(c) {
+                    Ok(()) => Checkout::Built(vec![c.clone()]),
+                    Err(e) => {
+                        self.reject_build(&name, c, e.to_string(), correlation_id.clone());
+                        continue;
+                    }
+                },
+            };
+            self.request(&name, None, "build", Some(ctx), checkout);
+        }
+    }
+
+    fn reject_build(&mut self, repo: &str, commit: &str, why: String, correlation_id: Option<String>) {
+        tracing::warn!(repo, commit = ?commit, %why, "hostile build message rejected; nothing run");
+        self.shared.stat(|s| s.rejected += 1);
+        self.problem(format!("problem: rejected build for repo {repo:?} commit {:?}: {}", one_line(commit), one_line(&why)), correlation_id);
+        self.shared.emit(DaemonEvent::RejectedBuild { repo: repo.to_owned(), commit: commit.to_owned(), why });
     }
 
     fn reject(&mut self, commit: &Commit, why: String, correlation_id: Option<String>) {
@@ -609,10 +795,10 @@ impl Daemon {
 
     /// Asks for a fetch of `name` (merged into what is pending); a request
     /// without a commit (reconcile, reload) is immediate.
-    fn request(&mut self, name: &str, refname: Option<String>, trigger: &str, commit: Option<CommitCtx>) {
+    fn request(&mut self, name: &str, refname: Option<String>, trigger: &str, commit: Option<CommitCtx>, checkout: Checkout) {
         let now = Instant::now();
         let reconcile = commit.is_none();
-        let request = Pending { refs: refname.map(|r| BTreeSet::from([r])), trigger: trigger.to_owned(), commit };
+        let request = Pending { refs: refname.map(|r| BTreeSet::from([r])), trigger: trigger.to_owned(), commit, checkout };
         let pushed = if reconcile { self.repos.push_immediate(name.to_owned(), request, now) } else { self.repos.push(name.to_owned(), request, now) };
         if !reconcile && (pushed.running || !pushed.opened) {
             self.shared.stat(|s| s.coalesced += 1);
@@ -636,10 +822,12 @@ impl Daemon {
             let done = self.done_tx.clone();
             let trigger = p.trigger;
             let commit = p.commit;
+            let request = Request { refname, checkout: p.checkout };
             self.tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
-                let result = fetch_one(&shared, &name, &repo, refname, &trigger, commit.as_ref()).await;
-                let _ = done.send(Done { repo: name, ok: result.0.ok, commit: commit.clone() });
+                let checkout = request.checkout.clone();
+                let result = fetch_one(&shared, &name, &repo, request, &trigger, commit.as_ref()).await;
+                let _ = done.send(Done { repo: name, failed: result.failed, commit: commit.clone(), checkout });
                 publish(&shared, &result, commit.as_ref()).await;
             });
         }
@@ -654,14 +842,41 @@ impl Daemon {
     }
 }
 
-/// Runs one operation on a blocking thread and builds its result (emitted to observers).
-async fn fetch_one(shared: &Shared, name: &str, repo: &RepoConfig, refname: Option<String>, trigger: &str, commit: Option<&CommitCtx>) -> (FetchResult, Vec<String>) {
+/// What one operation gave: the published result and what its event lines need.
+struct Ran {
+    result: FetchResult,
+    /// Self-healing done (each gets a `problem: … repaired` line).
+    healed: Vec<String>,
+    /// The verdicts on built commits.
+    built: Vec<BuiltVerdict>,
+    /// The operation failed (retried); a refused built commit is not a failure.
+    failed: bool,
+}
+
+/// Runs one operation on a blocking thread and builds its result (emitted to
+/// observers); records an accepted built commit in the state directory.
+async fn fetch_one(shared: &Shared, name: &str, repo: &RepoConfig, request: Request, trigger: &str, commit: Option<&CommitCtx>) -> Ran {
+    let refname = request.refname.clone();
     shared.emit(DaemonEvent::Started { repo: name.to_owned(), trigger: trigger.to_owned(), refname: refname.clone() });
     let started = std::time::Instant::now();
     let runner = shared.runner.clone();
     let stale = shared.lock_stale_after;
-    let (n, r, rf) = (name.to_owned(), repo.clone(), refname.clone());
-    let outcome = match tokio::task::spawn_blocking(move || runner(&n, &r, rf.as_deref(), stale)).await {
+    let (n, r) = (name.to_owned(), repo.clone());
+    let state_dir = shared.state_dir.clone();
+    let outcome = match tokio::task::spawn_blocking(move || {
+        let out = runner(&n, &r, &request, stale)?;
+        // Record the accepted built commit (durably) before the result goes out.
+        if let Some(BuiltVerdict::Accepted(c)) = out.built.last() {
+            if recorded_build(&state_dir, &n).as_deref() != Some(c.as_str()) {
+                if let Err(e) = record_build(&state_dir, &n, c) {
+                    tracing::warn!(repo = n, error = %e, "recording the built commit failed (a reconcile may not find it)");
+                }
+            }
+        }
+        Ok::<_, FetchError>(out)
+    })
+    .await
+    {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(e) => Err(format!("the fetch task failed: {e}")),
     };
@@ -681,11 +896,14 @@ async fn fetch_one(shared: &Shared, name: &str, repo: &RepoConfig, refname: Opti
         correlation_id: commit.and_then(|c| c.correlation_id.clone()),
     };
     let mut healed = Vec::new();
+    let mut built = Vec::new();
+    let failed = outcome.is_err();
     match outcome {
         Ok(o) => {
             result.old_head = o.old_head;
             result.new_head = o.new_head;
             healed = o.healed;
+            built = o.built;
             tracing::info!(repo = name, trigger, changed = o.changed, actions = ?o.actions, duration_ms, "fetched");
         }
         Err(e) => {
@@ -694,27 +912,58 @@ async fn fetch_one(shared: &Shared, name: &str, repo: &RepoConfig, refname: Opti
             result.error = Some(e);
         }
     }
+    for v in &built {
+        match v {
+            BuiltVerdict::Accepted(_) => {}
+            BuiltVerdict::Older { built, current } => {
+                tracing::debug!(repo = name, built, current, "built commit is older than the checkout: skipped");
+                shared.emit(DaemonEvent::Skipped { repo: name.to_owned(), why: format!("built commit {built} is an ancestor of the checked-out {current}") });
+            }
+            BuiltVerdict::Refused { commit, why } => {
+                tracing::warn!(repo = name, commit, why, "built commit refused after the fetch; not checked out");
+                shared.stat(|s| s.rejected += 1);
+                shared.emit(DaemonEvent::RejectedBuild { repo: name.to_owned(), commit: commit.clone(), why: why.clone() });
+            }
+        }
+    }
+    // Only refusals: nothing was checked out, and the result says why.
+    if !built.is_empty() && built.iter().all(|v| matches!(v, BuiltVerdict::Refused { .. })) {
+        result.ok = false;
+        if let Some(BuiltVerdict::Refused { commit, why }) = built.first() {
+            result.error = Some(format!("rejected built commit {commit}: {why}"));
+        }
+    }
     shared.emit(DaemonEvent::Fetched(result.clone()));
-    (result, healed)
+    Ran { result, healed, built, failed }
 }
 
-/// Publishes a result on the results topic and its event line:
-/// `HOST  fetched change: SUBJECT` / `HOST  problem: ERROR`; a reconcile that
-/// changed nothing publishes the result only.
-async fn publish(shared: &Shared, (result, healed): &(FetchResult, Vec<String>), commit: Option<&CommitCtx>) {
+/// Publishes a result on the results topic and its event lines:
+/// `HOST  fetched change: SUBJECT` / `HOST  problem: ERROR` /
+/// `HOST  problem: rejected build …`; a reconcile that changed nothing, or a
+/// built commit older than the checkout, publishes the result only.
+async fn publish(shared: &Shared, ran: &Ran, commit: Option<&CommitCtx>) {
     let Some(publisher) = &shared.publisher else {
         return;
     };
+    let result = &ran.result;
     if let Err(e) = publisher.send(&shared.results_topic, result).await {
         tracing::warn!(repo = %result.repo, error = %e, "publishing the fetch result failed");
     }
     let cid = result.correlation_id.clone();
     let mut lines = Vec::new();
-    for h in healed {
+    for h in &ran.healed {
         lines.push(format!("problem: [{}] repaired: {}", result.repo, one_line(h)));
     }
+    for v in &ran.built {
+        if let BuiltVerdict::Refused { commit, why } = v {
+            lines.push(format!("problem: rejected build for repo {:?} commit {:?}: {}", result.repo, one_line(commit), one_line(why)));
+        }
+    }
+    let accepted = ran.built.is_empty() || ran.built.iter().any(|v| matches!(v, BuiltVerdict::Accepted(_)));
     match (&result.error, commit) {
+        (Some(_), _) if !ran.failed => {}
         (Some(e), _) => lines.push(format!("problem: [{}] {}", result.repo, one_line(e))),
+        (None, _) if !accepted => {}
         (None, Some(c)) => lines.push(format!("fetched change: {}", c.subject)),
         (None, None) if result.old_head != result.new_head => {
             lines.push(format!("fetched change: [{}] ({}) {}", result.repo, result.trigger, result.new_head.as_deref().unwrap_or("(no head)")))
@@ -739,6 +988,7 @@ pub async fn run_once(config: &FetchConfig, client: Option<Client>, runner: Opti
         publisher: client.map(|c| publisher_for(config, c)),
         results_topic: config.results_topic.clone(),
         node: config.node.clone(),
+        state_dir: config.state_dir.clone(),
         lock_stale_after: config.lock_stale_after,
         runner: runner.unwrap_or_else(default_runner),
         observer,
@@ -750,9 +1000,10 @@ pub async fn run_once(config: &FetchConfig, client: Option<Client>, runner: Opti
         let (shared, sem, name, repo) = (shared.clone(), sem.clone(), name.clone(), repo.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let out = fetch_one(&shared, &name, &repo, None, "once", None).await;
+            let request = Request { refname: None, checkout: sync_checkout(&shared.state_dir, &name, &repo) };
+            let out = fetch_one(&shared, &name, &repo, request, "once", None).await;
             publish(&shared, &out, None).await;
-            out.0
+            out.result
         });
     }
     let mut results = Vec::new();
@@ -829,4 +1080,47 @@ pub async fn spawn(config: FetchConfig, client: Client, options: DaemonOptions) 
         crate::daemon::forward(handle.subscribe(), ctx.events.clone());
         crate::daemon::supervise(handle, Some(client), ctx)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(ids: &[&str]) -> Pending {
+        let commit = Some(CommitCtx { subject: "s".into(), correlation_id: None });
+        Pending { refs: None, trigger: "build".into(), commit, checkout: Checkout::Built(ids.iter().map(|s| s.to_string()).collect()) }
+    }
+
+    #[test]
+    fn a_pending_request_keeps_every_built_commit_for_the_newest_to_be_chosen() {
+        let mut p = Pending { refs: None, trigger: "startup".into(), commit: None, checkout: Checkout::FetchOnly };
+        p.merge(built(&["aaaaaaa"]));
+        assert_eq!((p.trigger.as_str(), &p.checkout), ("build", &Checkout::Built(vec!["aaaaaaa".into()])));
+        p.merge(built(&["ccccccc"]));
+        p.merge(built(&["bbbbbbb", "aaaaaaa"]));
+        assert_eq!(p.checkout, Checkout::Built(vec!["ccccccc".into(), "bbbbbbb".into(), "aaaaaaa".into()]));
+        // A reconcile without a record changes nothing; a tip request (a success without a commit) replaces them.
+        p.merge(Pending { refs: None, trigger: "interval".into(), commit: None, checkout: Checkout::FetchOnly });
+        assert!(matches!(&p.checkout, Checkout::Built(v) if v.len() == 3));
+        p.merge(Pending { refs: None, trigger: "build".into(), commit: Some(CommitCtx { subject: "t".into(), correlation_id: None }), checkout: Checkout::Tip });
+        assert_eq!(p.checkout, Checkout::Tip);
+        // Bounded.
+        let mut p = built(&[]);
+        for i in 0..40 {
+            p.merge(built(&[&format!("{i:07x}")]));
+        }
+        assert!(matches!(&p.checkout, Checkout::Built(v) if v.len() == MAX_BUILT && v.last().map(String::as_str) == Some("0000027")));
+    }
+
+    #[test]
+    fn recorded_builds_are_validated() {
+        let dir = std::env::temp_dir().join(format!("dk-fetch-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(recorded_build(&dir, "site"), None);
+        record_build(&dir, "site", &"a".repeat(40)).unwrap();
+        assert_eq!(recorded_build(&dir, "site"), Some("a".repeat(40)));
+        std::fs::write(built_state_file(&dir, "site"), "HEAD\n").unwrap();
+        assert_eq!(recorded_build(&dir, "site"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -11,6 +11,18 @@
 //! `fetch_tags`), pruning refs the remote deleted (tags included) → the mode's
 //! checkout ([`super::checkout`]: atomic symlink swaps into targets).
 //!
+//! Built commits ([`Checkout::Built`], repos with `trigger = "build"`): each
+//! candidate is checked to be 7–64 hexadecimal digits before anything else;
+//! after the fetch it must name a commit in the clone that is reachable from
+//! `REMOTE/BRANCH` (the configured branch; `master` by default), else it is
+//! [`BuiltVerdict::Refused`] — so a forged build message cannot check out a
+//! commit of another branch. Of the verified candidates the newest by history
+//! is taken; if it is an ancestor of what is checked out (an out-of-order or
+//! replayed message) nothing moves ([`BuiltVerdict::Older`]). Otherwise exactly
+//! that commit is checked out (trusting, branch, atomic: into the target;
+//! dangerous: in the clone; normal: nothing is checked out, the commit is only
+//! verified). puppetmaster and tags do not take built commits (refused by the config).
+//!
 //! Re-clone: the fresh clone is made at `PATH.reclone-NANOS` (bare if the old
 //! one was bare), then `PATH` is renamed to `PATH.corrupt-UNIXSECONDS` (kept
 //! for inspection; the operator removes it) and the fresh clone renamed to
@@ -46,6 +58,61 @@ pub struct FetchOutcome {
     pub healed: Vec<String>,
     /// Things worth reporting that did not stop the run (a young lock left alone, …).
     pub warnings: Vec<String>,
+    /// For a [`Checkout::Built`] request: each refused candidate, then the one taken (accepted or older).
+    #[serde(default)]
+    pub built: Vec<BuiltVerdict>,
+}
+
+/// Which commit a mode that checks out shows after the fetch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkout {
+    /// The configured branch's tip (trigger = commit; a build success without a commit).
+    #[default]
+    Tip,
+    /// The newest verified of these built commits (trigger = build; see the module doc).
+    Built(Vec<String>),
+    /// Fetch only, check nothing out (a build-triggered repo without a recorded build yet).
+    FetchOnly,
+}
+
+/// One repository operation: the pushed ref and what to check out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The pushed ref (full or short); `None`: full sync.
+    pub refname: Option<String>,
+    /// What the mode checks out.
+    #[serde(default)]
+    pub checkout: Checkout,
+}
+
+impl Request {
+    /// A request for the branch tip (the commit trigger's).
+    pub fn tip(refname: Option<&str>) -> Request {
+        Request { refname: refname.map(str::to_owned), checkout: Checkout::Tip }
+    }
+}
+
+/// What became of a built commit of a [`Checkout::Built`] request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltVerdict {
+    /// Verified and now checked out (mode normal: verified only); the full commit id.
+    Accepted(String),
+    /// An ancestor of what is checked out: nothing moved.
+    Older {
+        /// The built commit (full id).
+        built: String,
+        /// What stays checked out (full id).
+        current: String,
+    },
+    /// Not in the clone after the fetch, or not on the configured branch: never checked out.
+    Refused {
+        /// The commit as given.
+        commit: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Why a fetch failed.
@@ -103,6 +170,12 @@ pub enum FetchError {
         /// The remote-tracking ref looked for.
         refname: String,
     },
+    /// A built commit from a message is not 7–64 hexadecimal digits; nothing was done.
+    #[error("refused built commit {commit:?}: expected 7 to 64 hexadecimal digits")]
+    BadCommit {
+        /// The commit as received (escaped by `{:?}` when shown).
+        commit: String,
+    },
     /// Checking out failed.
     #[error("checkout: {0}")]
     Checkout(String),
@@ -137,6 +210,16 @@ pub fn validate_refname(refname: &str) -> Result<(), FetchError> {
         crate::git::refs::RefError::RefName { refname, why } => FetchError::BadRefName { refname, why },
         crate::git::refs::RefError::Revision { rev, why } => FetchError::BadRefName { refname: rev, why },
     })
+}
+
+/// Checks a built commit from a message before it goes anywhere: 7 to 64
+/// hexadecimal digits (an abbreviated or full SHA-1 / SHA-256 id).
+pub fn validate_built_commit(commit: &str) -> Result<(), FetchError> {
+    if (7..=64).contains(&commit.len()) && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(FetchError::BadCommit { commit: commit.chars().take(80).collect() })
+    }
 }
 
 use crate::git::refs::full_refname;
@@ -271,10 +354,22 @@ fn tracked_ref(repo: &git2::Repository, cfg: &RepoConfig, refname: Option<&str>)
 }
 
 /// Fetches `name`'s clone and applies its mode, in this process (see the module doc).
-/// `refname` is the pushed ref (full or short), `None` for a reconcile.
+/// `refname` is the pushed ref (full or short), `None` for a reconcile; the mode
+/// checks out the branch tip ([`Checkout::Tip`]).
 pub fn run(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
+    run_request(name, repo, &Request::tip(refname), lock_stale_after)
+}
+
+/// As [`run`], with what to check out given by `request` (built commits: see the module doc).
+pub fn run_request(name: &str, repo: &RepoConfig, request: &Request, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
+    let refname = request.refname.as_deref();
     if let Some(r) = refname {
         validate_refname(r)?;
+    }
+    if let Checkout::Built(candidates) = &request.checkout {
+        for c in candidates {
+            validate_built_commit(c)?;
+        }
     }
     let _ = name;
     let mut out = FetchOutcome::default();
@@ -317,27 +412,107 @@ pub fn run(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_afte
     out.new_head = tracked.as_deref().and_then(|t| ref_target(&git, t)).map(|o| o.to_string());
     out.changed = out.old_head != out.new_head;
 
+    let checked_out = match &request.checkout {
+        Checkout::FetchOnly => false,
+        Checkout::Built(candidates) if candidates.is_empty() => false,
+        Checkout::Built(candidates) => built(&git, repo, candidates, &mut out)?,
+        Checkout::Tip => checkout_tip(&git, repo, refname, &mut out)?,
+    };
+    out.changed |= checked_out;
+    Ok(out)
+}
+
+/// The mode's checkout of the branch tip(s).
+fn checkout_tip(git: &git2::Repository, repo: &RepoConfig, refname: Option<&str>, out: &mut FetchOutcome) -> Result<bool, FetchError> {
     let checked_out = match repo.mode {
         Mode::Normal => false,
         Mode::Trusting | Mode::Branch => {
             let branch = repo.checkout_branch().expect("trusting/branch have a branch");
             let target = repo.target.as_deref().expect("checked by config");
-            checkout_branch_into(&git, repo, branch, target, &mut out)?
+            checkout_branch_into(git, repo, branch, target, out)?
         }
         Mode::Atomic => {
             let branch = repo.checkout_branch().expect("atomic has a branch");
-            let target = repo.target.as_deref().expect("checked by config");
-            let dir = checkout::dir_name(branch).ok_or_else(|| FetchError::Checkout(format!("branch {branch:?} is not a safe directory name")))?;
-            let mut t = target.as_os_str().to_owned();
-            t.push(format!("_{dir}"));
-            checkout_branch_into(&git, repo, branch, Path::new(&t), &mut out)?
+            checkout_branch_into(git, repo, branch, &atomic_target(repo, branch)?, out)?
         }
-        Mode::Dangerous => dangerous(&git, repo, &mut out)?,
-        Mode::Puppetmaster => puppetmaster(&git, repo, refname, &mut out)?,
-        Mode::Tags => tags(&git, repo, &mut out)?,
+        Mode::Dangerous => dangerous(git, repo, out)?,
+        Mode::Puppetmaster => puppetmaster(git, repo, refname, out)?,
+        Mode::Tags => tags(git, repo, out)?,
     };
-    out.changed |= checked_out;
-    Ok(out)
+    Ok(checked_out)
+}
+
+/// Atomic mode's directory: `TARGET_BRANCH`.
+fn atomic_target(repo: &RepoConfig, branch: &str) -> Result<PathBuf, FetchError> {
+    let target = repo.target.as_deref().expect("checked by config");
+    let dir = checkout::dir_name(branch).ok_or_else(|| FetchError::Checkout(format!("branch {branch:?} is not a safe directory name")))?;
+    let mut t = target.as_os_str().to_owned();
+    t.push(format!("_{dir}"));
+    Ok(PathBuf::from(t))
+}
+
+/// Checks out the newest verified built commit (see the module doc); returns whether anything changed.
+fn built(git: &git2::Repository, repo: &RepoConfig, candidates: &[String], out: &mut FetchOutcome) -> Result<bool, FetchError> {
+    let branch = repo.checkout_branch().unwrap_or("master");
+    let tip = remote_commit(git, repo, branch)?.id();
+    let on_branch = format!("{}/{branch}", repo.remote);
+    let mut verified: Vec<git2::Oid> = Vec::new();
+    for c in candidates {
+        let oid = match git.find_object_by_prefix(c, None).and_then(|o| o.peel_to_commit()) {
+            Ok(commit) => commit.id(),
+            Err(e) => {
+                let why = match e.code() {
+                    git2::ErrorCode::Ambiguous => "ambiguous abbreviated id".to_owned(),
+                    _ => "no such commit in the clone after the fetch".to_owned(),
+                };
+                out.built.push(BuiltVerdict::Refused { commit: c.clone(), why });
+                continue;
+            }
+        };
+        if oid == tip || git.graph_descendant_of(tip, oid).unwrap_or(false) {
+            verified.push(oid);
+        } else {
+            out.built.push(BuiltVerdict::Refused { commit: c.clone(), why: format!("commit {oid} is not reachable from {on_branch}") });
+        }
+    }
+    // The newest: one no other verified candidate descends from (ties: the last given).
+    let Some(&oid) = verified.iter().rev().find(|&&a| !verified.iter().any(|&b| b != a && git.graph_descendant_of(b, a).unwrap_or(false))) else {
+        return Ok(false);
+    };
+    let current = match repo.mode {
+        Mode::Normal => None,
+        Mode::Trusting | Mode::Branch => checkout::current_commit(repo.target.as_deref().expect("checked by config")),
+        Mode::Atomic => checkout::current_commit(&atomic_target(repo, branch)?),
+        Mode::Dangerous => git.head().ok().and_then(|h| h.target()).map(|o| o.to_string()),
+        Mode::Puppetmaster | Mode::Tags => return Err(FetchError::Checkout(format!("mode \"{}\" does not take built commits", repo.mode))),
+    };
+    if let Some(cur) = current.as_deref().and_then(|c| git2::Oid::from_str(c).ok()) {
+        if cur != oid && git.graph_descendant_of(cur, oid).unwrap_or(false) {
+            out.built.push(BuiltVerdict::Older { built: oid.to_string(), current: cur.to_string() });
+            return Ok(false);
+        }
+    }
+    let commit = git.find_commit(oid).map_err(|e| FetchError::Checkout(e.message().to_owned()))?;
+    let label = format!("build {} of {on_branch}", short(oid));
+    let changed = match repo.mode {
+        Mode::Trusting | Mode::Branch => swap_commit_into(git, &commit, &label, repo.target.as_deref().expect("checked by config"), out)?,
+        Mode::Atomic => swap_commit_into(git, &commit, &label, &atomic_target(repo, branch)?, out)?,
+        Mode::Dangerous => dangerous_at(git, repo, branch, &commit, &label, out)?,
+        _ => false,
+    };
+    out.built.push(BuiltVerdict::Accepted(oid.to_string()));
+    if repo.mode != Mode::Normal {
+        out.new_head = Some(oid.to_string());
+    }
+    Ok(changed)
+}
+
+fn swap_commit_into(git: &git2::Repository, commit: &git2::Commit<'_>, label: &str, target: &Path, out: &mut FetchOutcome) -> Result<bool, FetchError> {
+    let changed = checkout::swap_in(git, commit, target)?;
+    if changed {
+        out.actions.push(format!("checked out {label} into {}", target.display()));
+    }
+    Ok(changed)
 }
 
 fn remote_commit<'r>(git: &'r git2::Repository, repo: &RepoConfig, branch: &str) -> Result<git2::Commit<'r>, FetchError> {
@@ -361,6 +536,14 @@ fn dangerous(git: &git2::Repository, repo: &RepoConfig, out: &mut FetchOutcome) 
     }
     let branch = repo.checkout_branch().expect("dangerous has a branch");
     let commit = remote_commit(git, repo, branch)?;
+    dangerous_at(git, repo, branch, &commit, &format!("{}/{branch} ({})", repo.remote, short(commit.id())), out)
+}
+
+/// Dangerous mode: local `branch` at `commit`, checked out in the clone (hard reset).
+fn dangerous_at(git: &git2::Repository, repo: &RepoConfig, branch: &str, commit: &git2::Commit<'_>, label: &str, out: &mut FetchOutcome) -> Result<bool, FetchError> {
+    if git.is_bare() {
+        return Err(FetchError::Checkout(format!("{}: mode dangerous needs a clone with a work tree, this one is bare", repo.path.display())));
+    }
     let local = format!("refs/heads/{branch}");
     let head_before = git.head().ok().and_then(|h| h.target());
     let cerr = |e: git2::Error| FetchError::Checkout(format!("{}: {}", repo.path.display(), e.message()));
@@ -373,7 +556,7 @@ fn dangerous(git: &git2::Repository, repo: &RepoConfig, out: &mut FetchOutcome) 
     git.reset(commit.as_object(), git2::ResetType::Hard, Some(&mut co)).map_err(cerr)?;
     let changed = head_before != Some(commit.id());
     if changed {
-        out.actions.push(format!("checked out {}/{branch} ({}) in {}", repo.remote, short(commit.id()), repo.path.display()));
+        out.actions.push(format!("checked out {label} in {}", repo.path.display()));
     }
     Ok(changed)
 }

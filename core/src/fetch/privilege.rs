@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::config::RepoConfig;
-use super::ops::{FetchError, FetchOutcome};
+use super::ops::{Checkout, FetchError, FetchOutcome, Request};
 
 pub use crate::user::{lookup_user, Passwd};
 
@@ -27,19 +27,35 @@ pub use crate::user::{lookup_user, Passwd};
 /// `child` (the daemon's own binary with its hidden `__fetch-as` subcommand,
 /// which calls [`child_main`]) running as that user.
 pub fn run_configured(name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration, child: impl FnOnce() -> Command) -> Result<FetchOutcome, FetchError> {
-    if let Some(r) = refname {
-        super::ops::validate_refname(r)?;
-    }
+    run_configured_request(name, repo, &Request::tip(refname), lock_stale_after, child)
+}
+
+/// As [`run_configured`], with what to check out given by `request` ([`super::ops::run_request`]).
+pub fn run_configured_request(name: &str, repo: &RepoConfig, request: &Request, lock_stale_after: Duration, child: impl FnOnce() -> Command) -> Result<FetchOutcome, FetchError> {
+    validate(request)?;
     let Some(user) = &repo.user else {
-        return super::ops::run(name, repo, refname, lock_stale_after);
+        return super::ops::run_request(name, repo, request, lock_stale_after);
     };
     let pw = lookup_user(user)
         .map_err(|e| FetchError::User { user: user.clone(), message: format!("cannot look up: {e}") })?
         .ok_or_else(|| FetchError::User { user: user.clone(), message: "no such user".into() })?;
     if rustix::process::geteuid().as_raw() == pw.uid {
-        return super::ops::run(name, repo, refname, lock_stale_after);
+        return super::ops::run_request(name, repo, request, lock_stale_after);
     }
-    run_as_user(child(), user, name, repo, refname, lock_stale_after)
+    run_as_user_request(child(), user, name, repo, request, lock_stale_after)
+}
+
+/// The message-borne parts of a request, checked before any process is started.
+fn validate(request: &Request) -> Result<(), FetchError> {
+    if let Some(r) = &request.refname {
+        super::ops::validate_refname(r)?;
+    }
+    if let Checkout::Built(candidates) = &request.checkout {
+        for c in candidates {
+            super::ops::validate_built_commit(c)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the parent sends the child (one JSON line on stdin).
@@ -51,6 +67,9 @@ pub struct ChildRequest {
     pub repo: RepoConfig,
     /// The pushed ref, if any.
     pub refname: Option<String>,
+    /// What to check out (absent from older parents: the branch tip).
+    #[serde(default)]
+    pub checkout: Checkout,
     /// `lock_stale_after` in milliseconds.
     pub lock_stale_after_ms: u64,
     /// The user the child must be running as (checked by the child).
@@ -74,10 +93,13 @@ pub enum ChildReply {
 /// (e.g. `Command::new(std::env::current_exe()?).arg("__fetch-as")`; the
 /// command's program must call [`child_main`]). Needs root unless `user` is
 /// the current user, in which case the child is still used (same code path).
-pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
-    if let Some(r) = refname {
-        super::ops::validate_refname(r)?;
-    }
+pub fn run_as_user(cmd: Command, user: &str, name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
+    run_as_user_request(cmd, user, name, repo, &Request::tip(refname), lock_stale_after)
+}
+
+/// As [`run_as_user`], with what to check out given by `request`.
+pub fn run_as_user_request(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, request: &Request, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
+    validate(request)?;
     let pw = lookup_user(user)
         .map_err(|e| FetchError::User { user: user.into(), message: format!("cannot look up: {e}") })?
         .ok_or_else(|| FetchError::User { user: user.into(), message: "no such user".into() })?;
@@ -112,8 +134,14 @@ pub fn run_as_user(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, 
             cmd.pre_exec(drop);
         }
     }
-    let request =
-        ChildRequest { name: name.into(), repo: repo.clone(), refname: refname.map(str::to_owned), lock_stale_after_ms: lock_stale_after.as_millis() as u64, uid: pw.uid };
+    let request = ChildRequest {
+        name: name.into(),
+        repo: repo.clone(),
+        refname: request.refname.clone(),
+        checkout: request.checkout.clone(),
+        lock_stale_after_ms: lock_stale_after.as_millis() as u64,
+        uid: pw.uid,
+    };
     let child_err = |message: String| FetchError::Child { user: user.into(), message };
     let mut child = cmd.spawn().map_err(|e| child_err(format!("cannot start the helper process: {e}")))?;
     let line = serde_json::to_string(&request).map_err(|e| child_err(e.to_string()))?;
@@ -152,7 +180,8 @@ pub fn child_main() -> ExitCode {
                 if uid != req.uid || euid != req.uid {
                     ChildReply::Error(format!("helper runs as uid {uid}/{euid}, expected {}", req.uid))
                 } else {
-                    match super::ops::run(&req.name, &req.repo, req.refname.as_deref(), Duration::from_millis(req.lock_stale_after_ms)) {
+                    let request = Request { refname: req.refname, checkout: req.checkout };
+                    match super::ops::run_request(&req.name, &req.repo, &request, Duration::from_millis(req.lock_stale_after_ms)) {
                         Ok(o) => ChildReply::Ok(o),
                         Err(e) => ChildReply::Error(e.to_string()),
                     }

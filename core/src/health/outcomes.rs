@@ -23,6 +23,7 @@ impl Reported for DaemonEvent {
             DaemonEvent::Fetched(r) if r.ok => Outcome::Message,
             DaemonEvent::Fetched(r) => Outcome::Error(format!("{}: {}", r.repo, r.error.as_deref().unwrap_or("failed"))),
             DaemonEvent::Rejected { repo, why, .. } => Outcome::Error(format!("rejected {repo:?}: {why}")),
+            DaemonEvent::RejectedBuild { repo, commit, why } => Outcome::Error(format!("rejected build of {repo:?} commit {commit:?}: {why}")),
             _ => Outcome::Ignore,
         }
     }

@@ -37,7 +37,7 @@ pub fn fetch(m: &Metrics, repos: Allowed) -> impl Fn(&DaemonEvent) + Send + 'sta
             total.inc(&[&repo, result(r.ok)]);
             took.observe(&[&repo], seconds(r.duration_ms));
         }
-        DaemonEvent::Rejected { repo, .. } => total.inc(&[&repos.label(repo), "rejected"]),
+        DaemonEvent::Rejected { repo, .. } | DaemonEvent::RejectedBuild { repo, .. } => total.inc(&[&repos.label(repo), "rejected"]),
         _ => {}
     }
 }

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// Fetch-on-commit daemon: every configured repo is fetched (and checked out per its mode)
-/// the moment a commit message names it, and reconciled after every reconnect.
+/// the moment a commit message names it (or, with trigger = "build", the moment one of its
+/// CI jobs succeeds: exactly the built commit), and reconciled after every reconnect.
 #[derive(Parser, Debug)]
 #[command(
     name = "dk-fetch",
@@ -35,6 +36,13 @@ use std::sync::Arc;
 --import-legacy never copies a password into the TOML or a comment: the TOML names a
 passcode_file, written (0600) into --secrets-dir if given, else a note on stderr says
 where to put it.
+
+Build triggers: a repo with trigger = \"build\" and jobs = [\"JOB\", …] is not fetched on commit
+messages; a success build message of a listed job (dk-notify success, JSON or the original's
+text, on builds_topic) fetches it and checks out exactly the built commit, once verified to be
+on the configured branch and not older than the checkout. Failures never trigger; a success
+without a commit checks out the branch tip. The newest verified built commit is recorded in
+state_dir (default /var/lib/deploykit/fetch), and reconciles check that out, never the tip.
 
 Broker: the config's [broker] section, unless --broker / DK_BROKER_URL is given.
 Signals: SIGTERM/SIGINT finish the running fetches and exit 0; SIGHUP reloads the config
@@ -95,8 +103,8 @@ fn main() -> ExitCode {
 /// (which gets `git_timeout` in its environment).
 fn runner(git_timeout: Option<std::time::Duration>) -> Runner {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("dk-fetch"));
-    Arc::new(move |name, repo, refname, stale| {
-        privilege::run_configured(name, repo, refname, stale, || {
+    Arc::new(move |name, repo, request, stale| {
+        privilege::run_configured_request(name, repo, request, stale, || {
             let mut c = std::process::Command::new(&exe);
             c.arg("__fetch-as");
             if let Some(t) = git_timeout {
