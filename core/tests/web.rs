@@ -891,3 +891,30 @@ async fn a_push_and_its_journey_arrive_live_on_the_changes_pages() {
     assert_eq!((u["step"]["stage"].as_str(), u["change"]["source"].as_str()), (Some("pushed"), Some("git")));
     assert_eq!(get(a, &format!("/changes/{}", &legacy_rev[..7]), BOB).await.status, 200);
 }
+
+/// Issue #16: a site with `require_reason` refuses a deploy that does not say why;
+/// the reason given is kept in History and in the rollout record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_that_requires_a_reason_gets_one_and_history_keeps_it() {
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    let mut config = rig.config.clone();
+    config.sites.iter_mut().find(|s| s.name == "www").unwrap().require_reason = true;
+    rig.web.as_ref().unwrap().reload(config).unwrap();
+    let site = get(a, "/sites/www", ANN).await.body;
+    assert!(site.contains("name=\"reason\" maxlength=\"1000\"") && site.contains("required"), "{site}");
+    let ann = token(a, ANN).await;
+    let refused = post(a, "/sites/www/deploy", ANN, &format!("tag=v1&csrf={ann}&reason=+++")).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("asks why"), "{}", refused.body);
+    assert!(rig.live("node-a").is_none(), "nothing deployed");
+    let observer = rig.target.client().await;
+    let mut records = observer.subscribe("/topic/deploykit.rollouts", SubscribeOptions::default()).await.unwrap();
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v1&csrf={ann}&reason=CHG-1234%3A+security+fix")).await);
+    assert_eq!(final_view(&follow(a, &id, |_| {}).await)["result"], "ok");
+    let m = common::targets::recv(&mut records).await;
+    let trusted = std::collections::BTreeMap::from([("web".to_string(), rig.key.public())]);
+    assert_eq!(deploykit::deploy::record::verify(&m.headers, &m.body, &trusted).unwrap().record.reason.as_deref(), Some("CHG-1234: security fix"));
+    assert!(get(a, &format!("/deploys/{id}"), ANN).await.body.contains("Reason: CHG-1234: security fix"));
+    assert!(get(a, "/history", ANN).await.body.contains("CHG-1234: security fix"));
+}

@@ -21,6 +21,7 @@ fn site() -> &'static SiteConfig {
         canary: 1,
         batch: "2".into(),
         max_failures: 0,
+        require_reason: false,
     })
 }
 

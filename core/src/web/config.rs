@@ -54,6 +54,7 @@
 //! canary = 1                                   # the deploy form's defaults
 //! batch = "25%"
 //! max_failures = 0
+//! require_reason = false                       # true: a deploy or rollback must say why (kept in History)
 //! ```
 
 pub use crate::config::ConfigError;
@@ -178,6 +179,8 @@ pub struct SiteConfig {
     pub batch: String,
     /// The form's default failure limit.
     pub max_failures: usize,
+    /// Deploys and rollbacks must say why (a reason or ticket, kept in History).
+    pub require_reason: bool,
 }
 
 impl SiteConfig {
@@ -344,6 +347,8 @@ struct RawSite {
     canary: Option<usize>,
     batch: Option<String>,
     max_failures: Option<usize>,
+    #[serde(default)]
+    require_reason: bool,
 }
 
 fn duration(key: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -492,6 +497,7 @@ impl WebConfig {
                 canary: s.canary.unwrap_or(1),
                 batch,
                 max_failures: s.max_failures.unwrap_or(0),
+                require_reason: s.require_reason,
                 name,
             });
         }

@@ -31,6 +31,8 @@ pub struct DeployForm {
     pub allow_missing: bool,
     /// Deploy a tag older than the live release (the preview's explicit tick; agents enforce it).
     pub allow_downgrade: bool,
+    /// Why (a ticket or a sentence): one line, at most [`MAX_REASON`] characters.
+    pub reason: Option<String>,
     /// The CSRF token.
     pub csrf: Option<String>,
     /// Every field but the token and `allow_downgrade` (ticked anew on the preview), for its confirm form.
@@ -41,6 +43,9 @@ pub struct DeployForm {
 pub fn fields(body: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
+
+/// The longest reason accepted, in characters.
+pub const MAX_REASON: usize = 1000;
 
 fn number(name: &str, v: Option<&str>, default: usize, max: usize) -> Result<usize, String> {
     match v.map(str::trim).filter(|s| !s.is_empty()) {
@@ -89,8 +94,12 @@ impl DeployForm {
         let max_failures = number("max failures", one("max_failures"), site.max_failures, 100_000)?;
         let allow_missing = matches!(one("allow_missing"), Some("1" | "on" | "true"));
         let allow_downgrade = matches!(one("allow_downgrade"), Some("1" | "on" | "true"));
+        let reason = match one("reason").map(|r| crate::message::one_line(r).trim().to_owned()).filter(|r| !r.is_empty()) {
+            Some(r) if r.chars().count() > MAX_REASON => return Err(format!("reason: at most {MAX_REASON} characters")),
+            r => r,
+        };
         let echo = f.iter().filter(|(k, _)| k != super::csrf::FIELD && k != "preview" && k != "allow_downgrade").cloned().collect();
-        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing, allow_downgrade, csrf: one(super::csrf::FIELD).map(str::to_owned), echo })
+        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing, allow_downgrade, reason, csrf: one(super::csrf::FIELD).map(str::to_owned), echo })
     }
 }
 
@@ -99,7 +108,17 @@ mod tests {
     use super::*;
 
     fn site() -> SiteConfig {
-        SiteConfig { name: "www".into(), repo: "www".into(), filters: Default::default(), tags: 20, deployers: vec![], canary: 1, batch: "2".into(), max_failures: 0 }
+        SiteConfig {
+            name: "www".into(),
+            repo: "www".into(),
+            filters: Default::default(),
+            tags: 20,
+            deployers: vec![],
+            canary: 1,
+            batch: "2".into(),
+            max_failures: 0,
+            require_reason: false,
+        }
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, r
                             label { "canary " input type="number" name="canary" min="0" value=(site.canary); }
                             label { "batch " input type="text" name="batch" size="5" value=(site.batch); }
                             label { "max failures " input type="number" name="max_failures" min="0" value=(site.max_failures); }
+                            label.reason { "reason " input type="text" name="reason" maxlength="1000" size="40" placeholder="ticket or why" required[site.require_reason]; }
                             label title="Without this, a deploy stops before any server changes when a known server of the site does not answer" {
                                 input type="checkbox" name="allow_missing" value="1"; " deploy even if servers are missing"
                             }
@@ -346,6 +347,8 @@ pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_dep
                         (csrf_field(ctx))
                         @for n in &ok_nodes { input type="hidden" name="node" value=(n); }
                         input type="hidden" name="scope" value="pick";
+                        input type="text" name="reason" maxlength="1000" size="30" placeholder="reason (ticket or why)";
+                        " "
                         button type="submit" #rollback { "Roll these servers back" }
                     }
                 }

@@ -314,6 +314,9 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
         tracing::warn!(user = %ctx.user, site = %site.name, "refused: not a deployer of this site");
         return fail(&ctx, StatusCode::FORBIDDEN, format!("{} may not deploy or roll back site {}.", ctx.user, site.name));
     }
+    if site.require_reason && form.reason.is_none() {
+        return fail(&ctx, StatusCode::BAD_REQUEST, format!("reason: site {} asks why (a ticket or a sentence) for every deploy and rollback.", site.name));
+    }
     let nodes = match selection(&app, &ctx, &site, &form.scope).await {
         Ok(n) => n,
         Err(r) => return r,
@@ -345,7 +348,8 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
     let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
     let record_id = RolloutRecord::new_id();
     let started_at = unix_now();
-    let start = history::Start { site: &site.name, action: verb, tag: spec.tag.as_deref(), user: &ctx.user, selection: &shown, reason: None, record_id: &record_id };
+    let start =
+        history::Start { site: &site.name, action: verb, tag: spec.tag.as_deref(), user: &ctx.user, selection: &shown, reason: form.reason.as_deref(), record_id: &record_id };
     let id = match app.history.start(&start) {
         Ok(id) => id,
         Err(e) => return fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -356,6 +360,7 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
     app.live.insert(live.clone());
     tracing::info!(id, user = %ctx.user, site = %site.name, tag = spec.tag.as_deref().unwrap_or("-"), servers = %shown, "{verb} started");
     let user = ctx.user.clone();
+    let reason = form.reason.clone();
     let audit_log = settings.config.audit_log.clone();
     let deploy_dest = settings.config.deploy_destination.clone();
     let reply_dest = settings.config.reply_destination.clone();
@@ -402,7 +407,7 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
                     _ => "failed".into(),
                 },
                 request_ids: r.request_ids.clone(),
-                reason: None,
+                reason: reason.clone(),
             };
             if let Err(e) = crate::deploy::audit::append(path, &entry) {
                 tracing::error!(path = %path.display(), error = %e, "audit log not written");
@@ -412,7 +417,7 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
             id: record_id,
             controller: "dk-web".into(),
             user: user.clone(),
-            reason: None,
+            reason: reason.clone(),
             action: spec.action,
             site: spec.site.clone(),
             tag: spec.tag.clone(),

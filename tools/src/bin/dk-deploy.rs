@@ -169,7 +169,7 @@ struct RolloutArgs {
 
 /// A reason: one line of at most 1000 characters.
 fn reason(s: &str) -> Result<String, String> {
-    let line = deploykit::message::one_line(s);
+    let line = deploykit::message::one_line(s).trim().to_owned();
     if line.is_empty() || line.chars().count() > 1000 {
         return Err("a reason is one line of 1 to 1000 characters".into());
     }
