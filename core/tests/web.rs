@@ -918,3 +918,59 @@ async fn a_site_that_requires_a_reason_gets_one_and_history_keeps_it() {
     assert!(get(a, &format!("/deploys/{id}"), ANN).await.body.contains("Reason: CHG-1234: security fix"));
     assert!(get(a, "/history", ANN).await.body.contains("CHG-1234: security fix"));
 }
+
+/// Issue #16: `require_build = "success"`: a tag whose commit's build is red (or
+/// unknown, or still running) is refused with the reason shown, before any server
+/// changes; once its build passes, the same deploy goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_red_build_refuses_the_deploy_and_a_green_one_lets_it_through() {
+    use deploykit::message::{Build, BuildStatus, Commit, Publisher};
+    let rig = Rig::start().await;
+    let a = rig.addr();
+    let mut config = rig.config.clone();
+    config.sites.iter_mut().find(|s| s.name == "www").unwrap().require_build = true;
+    rig.web.as_ref().unwrap().reload(config).unwrap();
+    let commit = git(&rig.tmp.0.join("www"), &["rev-parse", "v3^{commit}"]);
+    let ann = token(a, ANN).await;
+    let form = format!("tag=v3&csrf={ann}");
+    let deploy = || post(a, "/sites/www/deploy", ANN, &form);
+
+    let unknown = deploy().await;
+    assert_eq!(unknown.status, 409, "{}", unknown.body);
+    assert!(unknown.body.contains("has no build heard on the bus"), "{}", unknown.body);
+
+    // The push, then its builds: each lands on the journey's stream, so the gate sees it after.
+    let client = rig.target.client().await;
+    let publisher = Publisher::new(client.clone(), "jenkins");
+    let mut stream = sse_stream(a, "/changes/events").await;
+    publisher.commit(&Commit { repo: "www".into(), oldrev: "0".repeat(40), newrev: commit.clone(), refname: "refs/heads/master".into(), ..Commit::default() }).await.unwrap();
+    updates(&mut stream, 1).await;
+    let build = |number, status| Build {
+        job: "www-tests".into(),
+        number,
+        status,
+        url: None,
+        repo: None,
+        branch: None,
+        commit: Some(commit.clone()),
+        duration_ms: None,
+        correlation_id: None,
+    };
+    publisher.build(&build(4, BuildStatus::Failure)).await.unwrap();
+    updates(&mut stream, 1).await;
+    let red = deploy().await;
+    assert_eq!(red.status, 409, "{}", red.body);
+    assert!(red.body.contains(&format!("v3 (commit {}) is not green: www-tests #4 failure", &commit[..10])), "{}", red.body);
+    assert!(rig.live("node-a").is_none(), "nothing deployed");
+
+    publisher.build(&build(5, BuildStatus::Started)).await.unwrap();
+    updates(&mut stream, 1).await;
+    assert!(deploy().await.body.contains("is still building: www-tests #5 started"));
+    // An older build heard late does not count over the newer one.
+    publisher.build(&build(5, BuildStatus::Success)).await.unwrap();
+    publisher.build(&build(3, BuildStatus::Failure)).await.unwrap();
+    updates(&mut stream, 2).await;
+    let id = deploy_id(&deploy().await);
+    assert_eq!(final_view(&follow(a, &id, |_| {}).await)["result"], "ok");
+    assert_eq!(rig.live("node-a").as_deref(), Some("v3"));
+}

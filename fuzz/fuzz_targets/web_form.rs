@@ -22,6 +22,7 @@ fn site() -> &'static SiteConfig {
         batch: "2".into(),
         max_failures: 0,
         require_reason: false,
+        require_build: false,
     })
 }
 

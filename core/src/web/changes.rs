@@ -183,6 +183,19 @@ impl Summary {
     }
 }
 
+/// A commit's build status, from the newest build of each job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every job's newest build passed (they are named).
+    Green(String),
+    /// A job's newest build failed, was unstable or aborted (it is named).
+    Red(String),
+    /// A job's newest build is still running (it is named).
+    Running(String),
+    /// No build of it was heard.
+    Unknown,
+}
+
 /// A change store failure.
 #[derive(Debug, thiserror::Error)]
 #[error("changes in {path}: {source}")]
@@ -330,6 +343,17 @@ impl Changes {
     }
 
     fn build(&self, b: &Build) -> Result<Option<Step>, ChangesError> {
+        if let Some(commit) = b.commit.as_deref().filter(|c| token_ok(c) && c.bytes().all(|x| x.is_ascii_hexdigit())) {
+            let commit = commit.to_ascii_lowercase();
+            self.with(|db| {
+                db.execute(
+                    "INSERT INTO builds (commit_id, job, number, status, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (commit_id, job) DO UPDATE SET number = excluded.number, status = excluded.status, at = excluded.at
+                     WHERE excluded.number >= builds.number",
+                    params![commit, field(&b.job), b.number as i64, b.status.as_str(), now()],
+                )
+            })?;
+        }
         let Some(id) = self.find(b.correlation_id.as_deref(), b.repo.as_deref(), b.commit.as_deref())? else { return Ok(None) };
         let ok = b.status.is_final().then_some(b.status == crate::message::BuildStatus::Success);
         let data = serde_json::json!({
@@ -381,7 +405,9 @@ impl Changes {
         self.with(|db| {
             let doomed = "SELECT id FROM changes WHERE pushed_at < ?1 OR id NOT IN (SELECT id FROM changes ORDER BY pushed_at DESC, rowid DESC LIMIT ?2)";
             db.execute(&format!("DELETE FROM change_events WHERE change_id IN ({doomed})"), params![cutoff, keep])?;
-            db.execute(&format!("DELETE FROM changes WHERE id IN ({doomed})"), params![cutoff, keep])
+            let n = db.execute(&format!("DELETE FROM changes WHERE id IN ({doomed})"), params![cutoff, keep])?;
+            db.execute("DELETE FROM builds WHERE at < ?1 OR rowid NOT IN (SELECT rowid FROM builds ORDER BY at DESC LIMIT ?2)", params![cutoff, keep.saturating_mul(20)])?;
+            Ok(n)
         })
     }
 
@@ -409,6 +435,26 @@ impl Changes {
         let steps = self.steps(&change.id)?;
         let summary = self.summarise(&change, &steps);
         Ok(Some((change, steps, summary)))
+    }
+
+    /// What the builds heard on the bus say about `commit` (a full id).
+    pub fn verdict(&self, commit: &str) -> Result<Verdict, ChangesError> {
+        let commit = commit.to_ascii_lowercase();
+        let builds: Vec<(String, i64, String)> = self.with(|db| {
+            let mut st = db.prepare_cached("SELECT job, number, status FROM builds WHERE commit_id = ?1 ORDER BY job")?;
+            let rows = st.query_map(params![commit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })?;
+        let show = |(job, n, status): &(String, i64, String)| format!("{job} #{n} {status}");
+        Ok(if builds.is_empty() {
+            Verdict::Unknown
+        } else if let Some(red) = builds.iter().find(|b| !matches!(b.2.as_str(), "success" | "started")) {
+            Verdict::Red(show(red))
+        } else if let Some(running) = builds.iter().find(|b| b.2 == "started") {
+            Verdict::Running(show(running))
+        } else {
+            Verdict::Green(builds.iter().map(show).collect::<Vec<_>>().join(", "))
+        })
     }
 
     /// The change `id` names: a correlation id, else a full or abbreviated (≥ 7) commit.

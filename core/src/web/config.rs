@@ -55,6 +55,7 @@
 //! batch = "25%"
 //! max_failures = 0
 //! require_reason = false                       # true: a deploy or rollback must say why (kept in History)
+//! require_build = "success"                    # deploy only tags whose commit's builds (heard on the bus) all passed
 //! ```
 
 pub use crate::config::ConfigError;
@@ -181,6 +182,8 @@ pub struct SiteConfig {
     pub max_failures: usize,
     /// Deploys and rollbacks must say why (a reason or ticket, kept in History).
     pub require_reason: bool,
+    /// Only tags whose commit's builds (heard on the bus) all passed may be deployed.
+    pub require_build: bool,
 }
 
 impl SiteConfig {
@@ -349,6 +352,7 @@ struct RawSite {
     max_failures: Option<usize>,
     #[serde(default)]
     require_reason: bool,
+    require_build: Option<String>,
 }
 
 fn duration(key: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -498,6 +502,11 @@ impl WebConfig {
                 batch,
                 max_failures: s.max_failures.unwrap_or(0),
                 require_reason: s.require_reason,
+                require_build: match s.require_build.as_deref() {
+                    None => false,
+                    Some("success") => true,
+                    Some(other) => return Err(invalid(&key("require_build"), format!("{other:?}: the one value is \"success\" (leave it out to deploy any tag)"))),
+                },
                 name,
             });
         }
@@ -589,6 +598,12 @@ mod tests {
             ("[auth]\nmode = \"basic\"", "auth.htpasswd"),
             ("listen = \"0.0.0.0:80\"\n[auth]\nmode = \"none\"", "loopback"),
             ("[sites.www]\nbatch = \"0\"", "sites.www.batch"),
+            ("[sites.www]\nrequire_build = \"green\"", "sites.www.require_build"),
+            ("[changes]\nkeep = 0", "changes.keep"),
+            ("[changes]\nreconcile_after = \"soon\"", "changes.reconcile_after"),
+            ("[changes]\ndestinations = [\"topic\"]", "changes.destinations"),
+            ("[controllers]\nops = \"ed25519:nope\"", "controllers.ops"),
+            ("[destinations]\nrollouts = \"x\"", "destinations.rollouts"),
             ("[sites.www]\nidentity = [\"/(/\"]", "sites.www.identity"),
             ("discovery_window = \"soon\"", "discovery_window"),
             ("events = [\"future.events\"]", "events"),

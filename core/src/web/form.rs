@@ -118,6 +118,7 @@ mod tests {
             batch: "2".into(),
             max_failures: 0,
             require_reason: false,
+            require_build: false,
         }
     }
 

@@ -147,6 +147,18 @@ const MIGRATIONS: &[M<'static>] = &[
         );
         CREATE INDEX change_events_change ON change_events (change_id, seq);",
     ),
+    // 4: the newest build per commit and job, for `require_build` (see `changes.rs`).
+    M::up(
+        "CREATE TABLE builds (
+            commit_id TEXT NOT NULL,
+            job TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            PRIMARY KEY (commit_id, job)
+        );
+        CREATE INDEX builds_at ON builds (at);",
+    ),
 ];
 
 /// The schema version this build writes.

@@ -327,6 +327,12 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
         Some(n) => Some(n.len()),
         None => Some(app.fleet.expected(&filters)).filter(|n| *n > 0),
     };
+    if action == DeployAction::Deploy && site.require_build {
+        if let Err(why) = build_gate(&app, &site, form.tag.as_deref().unwrap_or(""), &filters, expect).await {
+            tracing::warn!(user = %ctx.user, site = %site.name, tag = form.tag.as_deref().unwrap_or("-"), "refused by require_build: {why}");
+            return fail(&ctx, StatusCode::CONFLICT, why);
+        }
+    }
     let spec = RolloutSpec {
         action,
         site: site.name.clone(),
@@ -574,6 +580,32 @@ async fn activity_events(AxState(app): St, peer: Peer, headers: HeaderMap) -> Re
     let _ctx = login!(app, peer, headers);
     let (_, rx) = app.activity.subscribe();
     sse(stream("{\"kind\":\"hello\"}".into(), Some(rx), None))
+}
+
+/// `require_build`: the tag's commit on the selected servers (a dry run) must have only green builds.
+async fn build_gate(app: &App, site: &SiteConfig, tag: &str, filters: &Filters, expect: Option<usize>) -> Result<(), String> {
+    let window = Window { timeout: app.settings().config.discovery_window, expect };
+    let replies = app.query.dry_run(&site.name, tag, filters.clone(), window).await.map_err(|e| format!("cannot check the build of {tag}: {e}"))?;
+    let mut commits: Vec<String> = replies.iter().filter_map(|r| r.data["commit"].as_str()).map(str::to_owned).collect();
+    commits.sort();
+    commits.dedup();
+    if commits.is_empty() {
+        return Err(format!("cannot check the build of {tag}: no server of {} resolved it", site.name));
+    }
+    let rule = "this site deploys only tags whose build passed (require_build)";
+    for commit in commits {
+        let short = commit.get(..10).unwrap_or(&commit).to_owned();
+        let changes = app.changes.clone();
+        let c = commit.clone();
+        let verdict = tokio::task::spawn_blocking(move || changes.verdict(&c)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        match verdict {
+            super::changes::Verdict::Green(_) => {}
+            super::changes::Verdict::Red(b) => return Err(format!("{tag} (commit {short}) is not green: {b}; {rule}.")),
+            super::changes::Verdict::Running(b) => return Err(format!("{tag} (commit {short}) is still building: {b}; {rule}.")),
+            super::changes::Verdict::Unknown => return Err(format!("{tag} (commit {short}) has no build heard on the bus; {rule}.")),
+        }
+    }
+    Ok(())
 }
 
 async fn changes(AxState(app): St, peer: Peer, headers: HeaderMap, uri: axum::http::Uri) -> Response {
