@@ -45,13 +45,18 @@ impl Rig {
 
     /// The rig with `top` (top-level settings such as `wire = "legacy"`) at the head of every agent's and dk-web's config.
     async fn start_with(target: Target, top: &str) -> Rig {
+        Rig::start_full(target, top, "").await
+    }
+
+    /// [`Rig::start_with`], with `site` appended to every agent's `[sites.www]` (e.g. a `[sites.www.health]` table).
+    async fn start_full(target: Target, top: &str, site: &str) -> Rig {
         let tmp = Tmp::new("web");
         let repo = tagged_repo(&tmp.0.join("www"), 3);
         let key = SecretKey::generate().unwrap();
         let deploy = target.dest("topic");
         let mut agents = Vec::new();
         for node in NODES {
-            let toml = agent_toml(node, &tmp.0.join(node), &repo, &deploy, &[("web", key.public().to_string())], "deploy = [\"web\"]\nrollback = [\"web\"]");
+            let toml = agent_toml(node, &tmp.0.join(node), &repo, &deploy, &[("web", key.public().to_string())], &format!("deploy = [\"web\"]\nrollback = [\"web\"]\n{site}"));
             agents.push(Agent::start(AgentConfig::parse(&format!("{top}{toml}")).unwrap(), target.client().await).await.unwrap());
         }
         let htpasswd = tmp.0.join("htpasswd");
@@ -973,4 +978,38 @@ async fn a_red_build_refuses_the_deploy_and_a_green_one_lets_it_through() {
     let id = deploy_id(&deploy().await);
     assert_eq!(final_view(&follow(a, &id, |_| {}).await)["result"], "ok");
     assert_eq!(rig.live("node-a").as_deref(), Some("v3"));
+}
+
+/// Issue #16: the health gate. A canary whose health check fails (after its
+/// retries) counts as failed, so the rollout stops there; the check's output is
+/// on the deploy page in the `health` step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_health_check_on_the_canary_stops_the_rollout_with_its_output() {
+    let check = "[sites.www.health]\ncommand = [\"/bin/sh\", \"-c\", \"if [ -e \\\"$DK_RELEASE/../../unhealthy\\\" ]; then echo 'GET /healthz: 503 database down'; exit 1; fi; echo healthy\"]\nretries = 1\ninterval = \"100ms\"\ntimeout = \"10s\"\n";
+    let rig = Rig::start_full(Target::embedded().await, "", check).await;
+    let a = rig.addr();
+    std::fs::write(rig.home("node-a").join("unhealthy"), "").unwrap();
+    let ann = token(a, ANN).await;
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v2&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(view["result"], "failed");
+    assert_eq!(states(&view), vec![("node-a".into(), "failed".into()), ("node-b".into(), "not-started".into()), ("node-c".into(), "not-started".into())]);
+    assert_eq!(view["stopped"], "the canary failed");
+    let health = view["nodes"][0]["steps"].as_array().unwrap().iter().find(|s| s["step"] == "health").cloned().expect("a health step");
+    assert_eq!((health["state"].as_str(), health["exit_code"].as_i64()), (Some("failed"), Some(1)));
+    assert!(health["stdout"].as_str().unwrap().contains("503 database down"), "{health}");
+    assert!(health["error"].as_str().unwrap().contains("health check failed after 2 tries"), "{health}");
+    for n in ["node-b", "node-c"] {
+        assert!(rig.live(n).is_none(), "{n} must not start");
+    }
+    let page = get(a, &format!("/deploys/{id}"), ANN).await.body;
+    assert!(page.contains("data-step=\"health\"") && page.contains("503 database down"), "{page}");
+
+    // Healthy again: the same deploy passes the gate everywhere.
+    std::fs::remove_file(rig.home("node-a").join("unhealthy")).unwrap();
+    let id = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v2&canary=1&batch=2&csrf={ann}")).await);
+    let view = final_view(&follow(a, &id, |_| {}).await);
+    assert_eq!(view["result"], "ok", "{view}");
+    let health = view["nodes"][1]["steps"].as_array().unwrap().iter().find(|s| s["step"] == "health").cloned().expect("a health step");
+    assert_eq!((health["state"].as_str(), health["stdout"].as_str().map(str::trim)), (Some("ok"), Some("healthy")));
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, watch};
 
 /// The steps of a deploy, in order (rollbacks use `link` and `post-deploy` only).
-pub const STEPS: [&str; 5] = ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"];
+pub const STEPS: [&str; 6] = ["pre-deploy", "checkout", "pre-link", "link", "post-deploy", "health"];
 
 /// One step of one server, as shown.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

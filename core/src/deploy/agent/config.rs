@@ -80,6 +80,8 @@ pub struct SiteConfig {
     pub deploy: Vec<String>,
     /// Key names that may roll back (default: `deploy`).
     pub rollback: Vec<String>,
+    /// The health gate after post-deploy ([`super::health`]).
+    pub health: Option<super::health::HealthCheck>,
 }
 
 /// Requests an agent handles at once unless `max_concurrent_requests` says otherwise.
@@ -160,6 +162,7 @@ struct RawSite {
     #[serde(default)]
     deploy: Vec<String>,
     rollback: Option<Vec<String>>,
+    health: Option<super::health::RawHealth>,
 }
 
 /// Whether `name` is a usable site or key name: the one rule of [`crate::names`].
@@ -277,6 +280,7 @@ impl AgentConfig {
                     user: s.user,
                     rollback_on_post_failure: s.rollback_on_post_failure,
                     rollback: s.rollback.unwrap_or_else(|| s.deploy.clone()),
+                    health: s.health.map(|h| h.resolve(&key("health"))).transpose()?,
                     deploy: s.deploy,
                 },
             );

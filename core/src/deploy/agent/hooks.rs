@@ -76,10 +76,23 @@ pub fn find(dir: &Path, name: &str) -> Option<PathBuf> {
 /// Runs the hook; `None` when it does not exist (skipped).
 pub async fn run(spec: &HookSpec) -> Option<HookRun> {
     let path = find(&spec.dir, spec.name)?;
+    Some(exec(&path, &["-t".to_owned(), spec.tag.clone()], spec).await)
+}
+
+/// Runs `argv` (an absolute program and its arguments, no shell) the way hooks run:
+/// in `spec.dir`, with its user, environment and timeout.
+pub async fn run_argv(argv: &[String], spec: &HookSpec) -> HookRun {
+    match argv.split_first() {
+        Some((program, args)) => exec(Path::new(program), args, spec).await,
+        None => HookRun { exit_code: None, stdout: String::new(), stderr: String::new(), duration: Duration::ZERO, timed_out: false, spawn_error: Some("no program given".into()) },
+    }
+}
+
+async fn exec(path: &Path, args: &[String], spec: &HookSpec) -> HookRun {
     let t0 = Instant::now();
     let fail = |e: String| HookRun { exit_code: None, stdout: String::new(), stderr: String::new(), duration: t0.elapsed(), timed_out: false, spawn_error: Some(e) };
-    let mut cmd = tokio::process::Command::new(&path);
-    cmd.arg("-t").arg(&spec.tag).current_dir(&spec.dir).env_clear();
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.args(args).current_dir(&spec.dir).env_clear();
     cmd.env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
     cmd.env("LANG", "C.UTF-8");
     if let Some(u) = &spec.user {
@@ -97,7 +110,7 @@ pub async fn run(spec: &HookSpec) -> Option<HookRun> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Some(fail(format!("{}: cannot run: {e}", path.display()))),
+        Err(e) => return fail(format!("{}: cannot run: {e}", path.display())),
     };
     let pgid = child.id();
     let out = tokio::spawn(tail(child.stdout.take()));
@@ -119,7 +132,7 @@ pub async fn run(spec: &HookSpec) -> Option<HookRun> {
     }
     let stdout = out.await.unwrap_or_default();
     let stderr = err.await.unwrap_or_default();
-    Some(HookRun { exit_code: status.and_then(|s| s.code()), stdout, stderr, duration: t0.elapsed(), timed_out, spawn_error: None })
+    HookRun { exit_code: status.and_then(|s| s.code()), stdout, stderr, duration: t0.elapsed(), timed_out, spawn_error: None }
 }
 
 async fn tail<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> String {

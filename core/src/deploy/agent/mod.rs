@@ -16,12 +16,14 @@
 //! - [`legacy_import`]: the gitagent/bloatagent files → `agent.toml` (`--import-legacy`).
 //! - [`repo`]: tags and branches of a site's clone; validation of names.
 //! - [`hooks`]: running hook scripts (argument vector, timeout, output tails).
+//! - [`health`]: the health gate after post-deploy (a command or an HTTP URL, with retries).
 //! - [`releases`]: release directories, the journal, atomic link swaps.
 //! - [`lock`]: the per-site lease lock (and deploy journal for crash recovery).
 //! - [`steps`]: the deploy and rollback pipelines, recovery.
 //! - [`report`]: sending replies.
 
 pub mod config;
+pub mod health;
 pub mod hooks;
 pub mod intake;
 pub mod legacy_import;

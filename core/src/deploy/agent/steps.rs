@@ -129,6 +129,11 @@ impl Ctx<'_> {
     /// configured `user` cannot be resolved (hooks never fall back to the agent's own user).
     fn hook(&self, name: &'static str, tag: &str, release: &str, previous: Option<&str>) -> Result<Option<HookSpec>, String> {
         let Some(dir) = self.site.hooks.clone() else { return Ok(None) };
+        self.spec(name, dir, tag, release, previous).map(Some)
+    }
+
+    /// What a hook or health command runs with: `dir` as its working directory, the site's user, `DK_*`.
+    fn spec(&self, name: &'static str, dir: PathBuf, tag: &str, release: &str, previous: Option<&str>) -> Result<HookSpec, String> {
         let user = match self.site.user.as_deref() {
             None => None,
             Some(u) => match crate::user::lookup_user(u) {
@@ -138,7 +143,7 @@ impl Ctx<'_> {
             },
         };
         let path = |d: &str| self.site.releases.join(d).display().to_string();
-        Ok(Some(HookSpec {
+        Ok(HookSpec {
             dir,
             name,
             tag: tag.to_owned(),
@@ -152,7 +157,30 @@ impl Ctx<'_> {
             ],
             timeout: self.site.step_timeout,
             user,
-        }))
+        })
+    }
+
+    /// Runs the site's health check, if it has one, as the `health` step; `true` if it passed or there is none.
+    async fn run_health(&self, out: &mut DeployOutcome, tag: &str, release: &str, previous: Option<&str>) -> bool {
+        let Some(check) = &self.site.health else { return true };
+        self.reporter.started("health").await;
+        let t0 = Instant::now();
+        let spec = match self.spec("health", self.site.releases.join(release), tag, release, previous) {
+            Ok(s) => s,
+            Err(e) => return self.internal(out, "health", t0, Err(e)).await,
+        };
+        let run = super::health::check(check, &spec).await;
+        let tries = if run.tries == 1 { "1 try".to_owned() } else { format!("{} tries", run.tries) };
+        let r = StepResult {
+            step: "health".into(),
+            state: if run.ok { StepState::Ok } else { StepState::Failed },
+            exit_code: run.exit_code,
+            duration_ms: run.duration.as_millis() as u64,
+            error: (!run.ok).then(|| format!("health check failed after {tries}: {}", run.why.as_deref().unwrap_or("failed"))),
+            stdout: run.stdout,
+            stderr: run.stderr,
+        };
+        self.finish(out, r).await
     }
 
     /// Runs a hook step; `true` if it succeeded or was skipped.
@@ -407,7 +435,7 @@ async fn finish_unverified(ctx: &Ctx<'_>, mut lock: SiteLock, tag: String, dir: 
         out.error = Some(format!("{dir} is live but incomplete: {e}; deploy another tag, or roll back"));
         return finish(lock, out);
     }
-    if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev.as_deref()).await {
+    if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev.as_deref()).await && ctx.run_health(&mut out, &tag, &dir, prev.as_deref()).await {
         verified(site, &mut journal, &mut out, &dir);
     }
     finish(lock, out)
@@ -511,7 +539,7 @@ pub async fn deploy(ctx: &Ctx<'_>, resolved: repo::Resolved) -> Result<DeployOut
     let _ = journal.set_state(&dir, ReleaseState::Unverified);
     out.live = Some(dir.clone());
 
-    if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev).await {
+    if ctx.run_hook(&mut out, "post-deploy", &tag, &dir, prev).await && ctx.run_health(&mut out, &tag, &dir, prev).await {
         verified(site, &mut journal, &mut out, &dir);
     } else if site.rollback_on_post_failure {
         if let Some(p) = prev {

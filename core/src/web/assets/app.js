@@ -1,7 +1,7 @@
 // dk-web: the live parts (deploy progress, activity feed, change journeys). The pages work without it.
 "use strict";
 (function () {
-  const STEPS = ["pre-deploy", "checkout", "pre-link", "link", "post-deploy"];
+  const STEPS = ["pre-deploy", "checkout", "pre-link", "link", "post-deploy", "health"];
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
