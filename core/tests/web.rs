@@ -967,6 +967,11 @@ async fn a_red_build_refuses_the_deploy_and_a_green_one_lets_it_through() {
     assert_eq!(red.status, 409, "{}", red.body);
     assert!(red.body.contains(&format!("v3 (commit {}) is not green: www-tests #4 failure", &commit[..10])), "{}", red.body);
     assert!(rig.live("node-a").is_none(), "nothing deployed");
+    // The site's tag list shows each tag's build beside it.
+    let page = get(a, "/sites/www", ANN).await.body;
+    let row = |tag: &str| page.split(&format!("value=\"{tag}\"")).nth(1).and_then(|r| r.split("</tr>").next()).unwrap_or("").to_owned();
+    assert!(row("v3").contains("data-build=\"red\"") && row("v3").contains("www-tests #4 failure"), "{page}");
+    assert!(row("v2").contains("data-build=\"no build\""), "{page}");
 
     publisher.build(&build(5, BuildStatus::Started)).await.unwrap();
     updates(&mut stream, 1).await;
@@ -978,6 +983,7 @@ async fn a_red_build_refuses_the_deploy_and_a_green_one_lets_it_through() {
     let id = deploy_id(&deploy().await);
     assert_eq!(final_view(&follow(a, &id, |_| {}).await)["result"], "ok");
     assert_eq!(rig.live("node-a").as_deref(), Some("v3"));
+    assert!(get(a, "/sites/www", ANN).await.body.contains("data-build=\"green\""));
 }
 
 /// Issue #16: the health gate. A canary whose health check fails (after its

@@ -64,6 +64,8 @@ pub struct RefCount {
     pub date: i64,
     /// Servers holding it.
     pub servers: usize,
+    /// The commit it names (on the first server that answered).
+    pub commit: String,
 }
 
 /// A lock held on one server.
@@ -364,7 +366,7 @@ impl Fleet {
                 Ok(list) if r.error.is_none() => {
                     for (src, dst) in [(&list.tags, &mut tag_count), (&list.branches, &mut branch_count)] {
                         for t in src {
-                            let e = dst.entry(t.name.clone()).or_insert(RefCount { name: t.name.clone(), date: t.date, servers: 0 });
+                            let e = dst.entry(t.name.clone()).or_insert(RefCount { name: t.name.clone(), date: t.date, servers: 0, commit: t.commit.clone() });
                             e.servers += 1;
                             e.date = e.date.max(t.date);
                         }

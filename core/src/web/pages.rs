@@ -129,8 +129,29 @@ pub fn sites(ctx: &Ctx, sites: &[SiteSummary<'_>], problem: Option<&str>) -> Mar
     )
 }
 
-/// The site page: tags, servers, lock, the deploy form.
-pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, recent: &[DeployRow], problem: Option<&str>) -> Markup {
+/// A tag's build status as a badge (green, red, running, or no build heard), the builds in its title.
+fn build_badge(v: Option<&super::changes::Verdict>) -> Markup {
+    use super::changes::Verdict;
+    let (class, text, title) = match v {
+        Some(Verdict::Green(b)) => ("ok", "green", b.as_str()),
+        Some(Verdict::Red(b)) => ("failed", "red", b.as_str()),
+        Some(Verdict::Running(b)) => ("running", "building", b.as_str()),
+        Some(Verdict::Unknown) | None => ("unknown", "no build", "no build of this commit heard on the bus"),
+    };
+    html! { span class={ "badge " (class) } title=(title) data-build=(text) { (text) } }
+}
+
+/// The site page: tags (with their build status), servers, lock, the deploy form.
+#[allow(clippy::too_many_arguments)]
+pub fn site(
+    ctx: &Ctx,
+    site: &SiteConfig,
+    state: &SiteState,
+    builds: &std::collections::BTreeMap<String, super::changes::Verdict>,
+    may_deploy: bool,
+    recent: &[DeployRow],
+    problem: Option<&str>,
+) -> Markup {
     let first = state.tags.first().or(state.branches.first()).map(|t| t.name.clone());
     layout(
         ctx,
@@ -152,7 +173,7 @@ pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, r
                         h2 { "Tags and branches" }
                         @if state.tags.is_empty() && state.branches.is_empty() { p { "No server answered with a tag list." } }
                         table.tags {
-                            thead { tr { th {} th { "name" } th { "date" } th { "servers" } } }
+                            thead { tr { th {} th { "name" } th { "date" } th { "servers" } th { "build" } } }
                             tbody {
                                 @for (kind, list) in [("tag", &state.tags), ("branch", &state.branches)] {
                                     @for t in list.iter() {
@@ -161,6 +182,7 @@ pub fn site(ctx: &Ctx, site: &SiteConfig, state: &SiteState, may_deploy: bool, r
                                             td { label for={ "ref-" (t.name) } { (t.name) } @if kind == "branch" { " " small { "(branch)" } } }
                                             td { (when(t.date)) }
                                             td.num { (t.servers) "/" (state.servers.len()) }
+                                            td.build { @if kind == "tag" { (build_badge(builds.get(&t.name))) } }
                                         }
                                     }
                                 }

@@ -210,7 +210,11 @@ async fn site(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path
     };
     let recent = app.history.list(Some(&site.name), 5).unwrap_or_default();
     let problem = state.servers.is_empty().then(|| format!("No server of site {} answered within {:?}.", site.name, window));
-    page(StatusCode::OK, pages::site(&ctx, &site, &state, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
+    // Each tag's build status, from the builds heard on the bus.
+    let changes = app.changes.clone();
+    let commits: Vec<(String, String)> = state.tags.iter().map(|t| (t.name.clone(), t.commit.clone())).collect();
+    let builds = tokio::task::spawn_blocking(move || commits.into_iter().filter_map(|(name, c)| changes.verdict(&c).ok().map(|v| (name, v))).collect()).await.unwrap_or_default();
+    page(StatusCode::OK, pages::site(&ctx, &site, &state, &builds, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
 }
 
 /// The checks every state-changing form passes (after [`guard`]'s origin check): CSRF, the site, the form.
