@@ -983,7 +983,9 @@ async fn a_red_build_refuses_the_deploy_and_a_green_one_lets_it_through() {
     let id = deploy_id(&deploy().await);
     assert_eq!(final_view(&follow(a, &id, |_| {}).await)["result"], "ok");
     assert_eq!(rig.live("node-a").as_deref(), Some("v3"));
-    assert!(get(a, "/sites/www", ANN).await.body.contains("data-build=\"green\""));
+    let page = get(a, "/sites/www", ANN).await.body;
+    assert!(page.contains("data-build=\"green\""), "{page}");
+    assert!(page.contains("<b>v3</b> on 3 (node-a, node-b, node-c)") && !page.contains("data-drift"), "one release everywhere, no drift: {page}");
 }
 
 /// Issue #16: the health gate. A canary whose health check fails (after its
@@ -1010,6 +1012,9 @@ async fn a_failing_health_check_on_the_canary_stops_the_rollout_with_its_output(
     }
     let page = get(a, &format!("/deploys/{id}"), ANN).await.body;
     assert!(page.contains("data-step=\"health\"") && page.contains("503 database down"), "{page}");
+    // node-a is on v2 (linked, unhealthy), the others on nothing: the site page shows the drift.
+    let site = get(a, "/sites/www", ANN).await.body;
+    assert!(site.contains("data-drift") && site.contains("<b>nothing live</b> on 2 (node-b, node-c); <b>v2</b> on 1 (node-a)"), "{site}");
 
     // Healthy again: the same deploy passes the gate everywhere.
     std::fs::remove_file(rig.home("node-a").join("unhealthy")).unwrap();

@@ -129,6 +129,17 @@ pub fn sites(ctx: &Ctx, sites: &[SiteSummary<'_>], problem: Option<&str>) -> Mar
     )
 }
 
+/// The servers grouped by the release live on them (most servers first): more than one group is drift.
+fn live_groups(site: &SiteConfig, state: &SiteState) -> Vec<(String, Vec<String>)> {
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for s in &state.servers {
+        groups.entry(s.release_tag(&site.name).unwrap_or("nothing live").to_owned()).or_default().push(s.announce.identity.clone());
+    }
+    let mut v: Vec<(String, Vec<String>)> = groups.into_iter().collect();
+    v.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
 /// A tag's build status as a badge (green, red, running, or no build heard), the builds in its title.
 fn build_badge(v: Option<&super::changes::Verdict>) -> Markup {
     use super::changes::Verdict;
@@ -195,6 +206,16 @@ pub fn site(
                             label { input type="radio" name="scope" value="all" checked; " all " (state.servers.len()) }
                             label { input type="radio" name="scope" value="filter"; " matching " input type="text" name="filter" placeholder="web01 web02 or /^web0[12]$/" size="22"; }
                             label { input type="radio" name="scope" value="pick"; " the ticked ones" }
+                        }
+                        @let groups = live_groups(site, state);
+                        @if !groups.is_empty() {
+                            p #live-groups .meta data-drift[groups.len() > 1] {
+                                @if groups.len() > 1 { span.badge.running { "drift" } " " }
+                                @for (i, (tag, names)) in groups.iter().enumerate() {
+                                    @if i > 0 { "; " }
+                                    b { (tag) } " on " (names.len()) " (" (names.join(", ")) ")"
+                                }
+                            }
                         }
                         table.servers {
                             thead { tr { th {} th { "server" } th { "classes" } th { "release" } th { "last seen" } } }
