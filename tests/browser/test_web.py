@@ -1,8 +1,9 @@
 """dk-web in a real headless Chromium (Debian's), driven by Playwright for Python.
 
 The fixture (tools/examples/web-fixture.rs) runs an embedded broker, three real
-in-process agents (web01..web03) with real hook scripts and git repo, and dk-web
-with Basic login ann / ann-pw. Waits are Playwright's auto-waiting on DOM state
+in-process agents (web01..web03) with real hook scripts and git repo, three real
+fetch daemons (checking out green builds), and dk-web with Basic login ann / ann-pw;
+a push and its build are driven over the fixture's stdin (`push`, `build`). Waits are Playwright's auto-waiting on DOM state
 (the rows' data-state attributes the server-sent events update), never sleeps.
 """
 import os
@@ -18,9 +19,21 @@ SHOTS = os.environ.get("DK_SCREENSHOTS")  # when set, the screenshots for README
 TIMEOUT_MS = 60_000
 
 
+PROC = {}
+
+
+def command(cmd):
+    """Sends one command to the fixture and returns its answer line."""
+    proc = PROC["fixture"]
+    proc.stdin.write(cmd + "\n")
+    proc.stdin.flush()
+    return proc.stdout.readline().strip()
+
+
 @pytest.fixture(scope="module")
 def server():
     proc = subprocess.Popen([FIXTURE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    PROC["fixture"] = proc
     line = proc.stdout.readline()
     m = re.match(r"URL (http://\S+)", line)
     assert m, f"fixture said {line!r}"
@@ -131,4 +144,46 @@ def test_read_only_pages_work_without_javascript(server, browser):
     page.click("nav >> text=Activity")
     expect(page.locator("#activity li", has_text="dk-agent on web0").first).to_be_visible()
     expect(page.locator("#activity li", has_text="dk-web: ann's deploy www v1.1: ok, 3/3 servers ok").first).to_be_visible()
+    ctx.close()
+
+
+def test_a_push_journey_arrives_live_stage_by_stage(server, browser):
+    """Issue #16: push -> Jenkins triggered, build started, build passed -> three
+    servers fetch the built commit; the journey page shows each stage arriving
+    live (no reload), builds before fetches, and sums it up."""
+    ctx = login(browser)
+    page = ctx.new_page()
+    pushed = command("push")
+    m = re.match(r"PUSHED (\S+) ([0-9a-f]{40})$", pushed)
+    assert m, f"fixture said {pushed!r}"
+    change, rev = m.group(1), m.group(2)
+    page.goto(server + "/changes")
+    row = page.locator(f'tr[data-change="{change}"]')
+    expect(row).to_contain_text("speed up the basket page")
+    expect(row.locator("td.builds")).to_contain_text("no build")
+    row.locator("a").click()
+    expect(page.locator("#journey-page")).to_have_attribute("data-change", change)
+    expect(page.locator('#journey li[data-stage="pushed"]')).to_have_count(1)
+    expect(page.locator("#fetched-count")).to_have_text("0")
+    page.evaluate("window.__sameDocument = true")
+    assert command("build") == "BUILT"
+    expect(page.locator('#journey li[data-stage="fetch"][data-ok="true"]')).to_have_count(3)
+    expect(page.locator("#fetched-count")).to_have_text("3")
+    expect(page.locator("#server-count")).to_have_text("3")
+    expect(page.locator('#builds .badge.ok[data-job="www-tests"]')).to_contain_text("success")
+    expect(page.locator("#failures li")).to_have_count(0)
+    assert page.evaluate("window.__sameDocument === true"), "the stages arrived live, without a reload"
+    stages = page.locator("#journey li").evaluate_all("els => els.map(e => e.dataset.stage)")
+    assert stages[0] == "pushed", stages
+    assert stages.index("build") < stages.index("fetch"), stages
+    texts = page.locator("#journey li .text").all_inner_texts()
+    assert any("triggered www-tests" in t for t in texts), texts
+    assert any(t.startswith("build www-tests #") and t.endswith("success in 42.0 s") for t in texts), texts
+    for node in ["web01", "web02", "web03"]:
+        assert any(t.startswith(f"fetched on {node} in ") for t in texts), texts
+    if SHOTS:
+        page.screenshot(path=os.path.join(SHOTS, "journey.png"), full_page=True)
+    # The list page says the same, by commit too.
+    page.goto(server + "/changes/" + rev[:10])
+    expect(page.locator("#journey-page")).to_have_attribute("data-change", change)
     ctx.close()

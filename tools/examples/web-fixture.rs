@@ -3,6 +3,15 @@
 //! Basic login `ann` / `ann-pw`, all on 127.0.0.1. Site `www` deploys cleanly;
 //! site `shop` has a pre-deploy hook that fails on the canary (web01).
 //!
+//! Each server also runs dk-fetch's daemon in process, keeping a clone of the
+//! repo checked out on green builds of job `www-tests` (`trigger = "build"`).
+//! A journey is driven over stdin, one command per line:
+//! - `push`: a new commit in the repo and its commit message on the bus (as the
+//!   git hook sends it); prints `PUSHED CORRELATION-ID COMMIT`;
+//! - `build`: Jenkins's part: an event line naming the job triggered, the build
+//!   started and its success (as dk-notify sends them); the servers then fetch
+//!   and check out the built commit; prints `BUILT`.
+//!
 //! Prints `URL http://127.0.0.1:PORT` on stdout, then serves until stdin closes
 //! or SIGTERM. `cargo run -p deploykit-tools --example web-fixture`.
 
@@ -10,6 +19,9 @@ use anyhow::{bail, Context, Result};
 use deploykit::broker::{Broker, BrokerConfig};
 use deploykit::deploy::agent::{Agent, AgentConfig};
 use deploykit::deploy::keys::SecretKey;
+use deploykit::fetch::daemon::FetchDaemon;
+use deploykit::fetch::FetchConfig;
+use deploykit::message::{Build, BuildStatus, Commit, CommitInfo, Destinations, Publisher};
 use deploykit::stomp::{Client, ClientConfig};
 use deploykit::web::{self, WebConfig};
 use std::io::Write;
@@ -36,6 +48,66 @@ fn hook(path: &Path, body: &str) -> Result<()> {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
+}
+
+/// The journey driven over stdin: the newest push.
+struct Journey {
+    n: usize,
+    rev: String,
+    id: String,
+}
+
+impl Journey {
+    /// A new commit in `repo` and its commit message, as the git hook sends it.
+    async fn push(&mut self, repo: &Path, bus: &Client) -> Result<()> {
+        self.n += 1;
+        std::fs::write(repo.join("journey.txt"), format!("journey {}\n", self.n))?;
+        git(repo, &["add", "journey.txt"])?;
+        git(repo, &["commit", "-q", "-m", &format!("speed up the basket page ({})", self.n)])?;
+        let out = Command::new("git").arg("-C").arg(repo).args(["rev-parse", "HEAD"]).output()?;
+        self.rev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        self.id = format!("journey-{}-{}", std::process::id(), self.n);
+        let commit = Commit {
+            repo: "www".into(),
+            oldrev: "0".repeat(40),
+            newrev: self.rev.clone(),
+            refname: "refs/heads/master".into(),
+            commits: vec![CommitInfo {
+                id: self.rev.clone(),
+                author: "Ann Example".into(),
+                timestamp: "2026-12-04T04:00:00Z".into(),
+                message: format!("speed up the basket page ({})", self.n),
+            }],
+            correlation_id: Some(self.id.clone()),
+            ..Commit::default()
+        };
+        Publisher::new(bus.clone(), "git-hook").commit(&commit).await?;
+        println!("PUSHED {} {}", self.id, self.rev);
+        std::io::stdout().flush()?;
+        Ok(())
+    }
+
+    /// Jenkins's part, as dk-jenkins and dk-notify send it: the job triggered, started, passed.
+    async fn build(&self, bus: &Client) -> Result<()> {
+        let jenkins = Publisher::new(bus.clone(), "jenkins").destinations(Destinations::default());
+        jenkins.event("triggered www-tests: queue http://jenkins.example/queue/item/17/", Some(self.id.clone())).await?;
+        let build = |status, duration_ms| Build {
+            job: "www-tests".into(),
+            number: self.n as u64,
+            status,
+            url: Some(format!("http://jenkins.example/job/www-tests/{}/", self.n)),
+            repo: Some("www".into()),
+            branch: Some("master".into()),
+            commit: Some(self.rev.clone()),
+            duration_ms,
+            correlation_id: Some(self.id.clone()),
+        };
+        jenkins.build(&build(BuildStatus::Started, None)).await?;
+        jenkins.build(&build(BuildStatus::Success, Some(42_000))).await?;
+        println!("BUILT");
+        std::io::stdout().flush()?;
+        Ok(())
+    }
 }
 
 #[tokio::main]
@@ -94,6 +166,20 @@ async fn run(root: &Path) -> Result<()> {
         let client = Client::connect(ClientConfig::new(&url)?).await?;
         agents.push(Agent::start(AgentConfig::parse(&toml)?, client).await?);
     }
+    let mut fetchers = Vec::new();
+    for name in ["web01", "web02", "web03"] {
+        let home = root.join(name);
+        let clone = home.join("clone");
+        git(root, &["clone", "-q", &repo.display().to_string(), &clone.display().to_string()])?;
+        let toml = format!(
+            "node = \"{name}\"\nstate_dir = {:?}\nreconcile_interval = \"off\"\n[broker]\nurl = \"{url}\"\n\
+             [repos.www]\npath = {:?}\nmode = \"trusting\"\ntarget = {:?}\ntrigger = \"build\"\njobs = [\"www-tests\"]\n",
+            home.join("fetch-state").display().to_string(),
+            clone.display().to_string(),
+            home.join("checkout").display().to_string(),
+        );
+        fetchers.push(FetchDaemon::start(FetchConfig::parse(&toml)?, Client::connect(ClientConfig::new(&url)?).await?).await?);
+    }
     let htpasswd = root.join("htpasswd");
     std::fs::write(&htpasswd, format!("ann:{}\n", bcrypt::hash("ann-pw", 4)?))?;
     let config = WebConfig::parse(&format!(
@@ -108,14 +194,30 @@ async fn run(root: &Path) -> Result<()> {
     println!("URL http://{}", handle.addr());
     std::io::stdout().flush()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let (eof_tx, eof) = tokio::sync::oneshot::channel::<()>();
+    let (line_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        let _ = eof_tx.send(());
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = eof => {}
+    let bus = Client::connect(ClientConfig::new(&url)?).await?;
+    let mut journey = Journey { n: 0, rev: String::new(), id: String::new() };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            line = lines.recv() => match line.as_deref() {
+                None => break,
+                Some("push") => journey.push(&repo, &bus).await?,
+                Some("build") => journey.build(&bus).await?,
+                Some(other) => eprintln!("web-fixture: unknown command {other:?} (push, build)"),
+            },
+        }
+    }
+    for f in fetchers {
+        f.shutdown().await;
     }
     handle.shutdown(std::time::Duration::from_secs(5)).await;
     for a in agents {

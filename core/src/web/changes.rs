@@ -139,7 +139,8 @@ pub fn describe(s: &Step) -> String {
     match s.stage.as_str() {
         "pushed" => {
             let by = d["author"].as_str().map(|a| format!(" by {a}")).unwrap_or_default();
-            format!("pushed {} ({} commits) via {}{by}", text("refname"), d["commits"].as_u64().unwrap_or(0), text("source"))
+            let n = d["commits"].as_u64().unwrap_or(0);
+            format!("pushed {} ({n} commit{}) via {}{by}", text("refname"), if n == 1 { "" } else { "s" }, text("source"))
         }
         "build" => {
             let took = d["duration_ms"].as_u64().map(|ms| format!(" in {}", human_ms(ms))).unwrap_or_default();
