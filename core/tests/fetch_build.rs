@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::fleet::{git, Tmp};
 use common::targets::Target;
 use deploykit::fetch::config::FetchConfig;
 use deploykit::fetch::daemon::{recorded_build, DaemonEvent, DaemonHandle, DaemonOptions, FetchDaemon};
@@ -15,36 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use tokio::sync::broadcast;
-
-/// A temporary directory removed on drop.
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new() -> Tmp {
-        let p = std::env::temp_dir().join(format!("dk-fetch-build-{}-{}", std::process::id(), fastrand::u64(..)));
-        std::fs::create_dir_all(&p).unwrap();
-        Tmp(p)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs git with an argument vector; panics with its stderr on failure; returns stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org", "-c", "init.defaultBranch=master", "-c", "advice.detachedHead=false"])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git {args:?} in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 const JOB: &str = "site-tests";
 
@@ -60,7 +31,7 @@ struct Rig {
 impl Rig {
     async fn new() -> Rig {
         let t = Target::embedded().await;
-        let tmp = Tmp::new();
+        let tmp = Tmp::new("fetch-build");
         let central = tmp.0.join("site.git");
         git(&tmp.0, &["init", "-q", "--bare", central.to_str().unwrap()]);
         git(&tmp.0, &["clone", "-q", central.to_str().unwrap(), tmp.0.join("work").to_str().unwrap()]);
@@ -423,13 +394,10 @@ async fn coalesced_builds_check_out_the_newest_whatever_their_order() {
     // While #1 runs: #3 (newest) then #2, merged into one pending request.
     rig.send_build(&build(JOB, 3, BuildStatus::Success, Some(&c)), Wire::Json).await;
     rig.send_build(&build(JOB, 2, BuildStatus::Success, Some(&b)), Wire::Json).await;
-    // Both messages are in once the daemon has counted them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while handle.stats().builds < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "build messages not received");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Both are in once a later message on the same subscription was handled: a build of a job no repo lists.
+    rig.send_build(&build("no-such-job", 1, BuildStatus::Success, Some(&c)), Wire::Json).await;
+    next(&mut rx, |e| matches!(e, DaemonEvent::IgnoredBuild { job } if job == "no-such-job").then_some(())).await;
+    assert_eq!(handle.stats().builds, 4, "#1, #3, #2 and the marker");
     gate_tx.send(()).unwrap();
     gate_tx.send(()).unwrap();
     fetched(&mut rx, |r| r.trigger == "build").await;

@@ -473,9 +473,35 @@ async fn canary_failure_shows_red_and_the_rest_never_start() {
     // A finished deploy's page carries its result without JavaScript (the browser suite
     // loads it after a fast canary failure, when no live update will come).
     assert!(page.body.contains(&format!("id=\"deploy-page\" data-deploy=\"{id}\" data-result=\"failed\"")), "{}", page.body);
-    let history = get(a, "/history", ANN).await.body;
+    // dk-web handles the records on its subscription in order: once a marker record sent after its
+    // own is stored (it has no other event to await), its own came back and was seen.
+    let marker = deploykit::deploy::record::RolloutRecord {
+        id: "marker-1".into(),
+        controller: "dk-deploy".into(),
+        user: "marker".into(),
+        reason: None,
+        action: DeployAction::Rollback,
+        site: "empty".into(),
+        tag: None,
+        selection: "all".into(),
+        started_at: 1,
+        finished_at: 1,
+        result: "ok".into(),
+        detail: None,
+        report: None,
+    };
+    marker.publish(&observer, "/topic/deploykit.rollouts", &rig.key).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let history = loop {
+        let body = get(a, "/history", ANN).await.body;
+        if body.contains("data-controller=\"dk-deploy\"") {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the marker record was not stored: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(history.contains(&format!("data-deploy=\"{id}\" data-result=\"failed\" data-controller=\"dk-web\"")), "{history}");
-    assert_eq!(history.matches("data-deploy=").count(), 1, "its own record coming back is not a second row: {history}");
+    assert_eq!(history.matches("data-deploy=").count(), 2, "its own record coming back is not a second row (the other row is the marker): {history}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -45,7 +45,7 @@ pub fn node_word(s: NodeState) -> &'static str {
 
 /// A node's result as a word: "already live" for a server that was already on the tag.
 pub fn result_word(r: &NodeResult) -> &'static str {
-    if r.state == NodeState::Ok && r.unchanged {
+    if r.already_live() {
         "already live"
     } else {
         node_word(r.state)
@@ -166,7 +166,7 @@ pub fn summary(report: &RolloutReport) -> String {
     }
     let ok = report.nodes.iter().filter(|n| n.state == NodeState::Ok).count();
     s.push_str(&format!("{ok}/{} ok in {:.1}s", report.nodes.len() + report.missing.len() + report.missing_unnamed, report.duration_ms as f64 / 1000.0));
-    let unchanged = report.nodes.iter().filter(|n| n.state == NodeState::Ok && n.unchanged).count();
+    let unchanged = report.nodes.iter().filter(|n| n.already_live()).count();
     if unchanged > 0 {
         let done = if report.action == deploykit::message::DeployAction::Rollback { "rolled back" } else { "deployed" };
         s.push_str(&format!(" ({} {done}, {unchanged} already live)", ok - unchanged));

@@ -43,6 +43,33 @@ pub struct AuditEntry {
     pub reason: Option<String>,
 }
 
+impl AuditEntry {
+    /// The entry of a finished rollout, now: who (and the key they signed with),
+    /// the selection's `filters`, each server's outcome, why.
+    pub fn of_report(user: &str, key: Option<String>, filters: &crate::message::Filters, report: &super::controller::RolloutReport, reason: Option<&str>) -> AuditEntry {
+        AuditEntry {
+            time: crate::git::push::rfc3339(crate::message::unix_now() as i64, 0),
+            user: user.to_owned(),
+            key,
+            action: if report.action == crate::message::DeployAction::Rollback { "rollback".into() } else { "deploy".into() },
+            site: report.site.clone(),
+            tag: report.tag.clone(),
+            filters: filters.clone(),
+            ok: report.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
+            failed: report.failed(),
+            not_started: report.not_started(),
+            missing: report.missing.clone(),
+            result: match &report.stopped {
+                Some(s) if !report.ok() => format!("stopped: {s}"),
+                _ if report.ok() => "ok".into(),
+                _ => "failed".into(),
+            },
+            request_ids: report.request_ids.clone(),
+            reason: reason.map(str::to_owned),
+        }
+    }
+}
+
 /// The default audit log: `$XDG_STATE_HOME/deploykit/audit.log` (or `~/.local/state/…`).
 pub fn default_path() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")

@@ -135,6 +135,18 @@ fn compile_identity(filter: &str) -> Result<Identity, FilterError> {
     }
 }
 
+/// The selection as History shows it: `all`, or the names, classes and facts (one line, at most 4 000 characters).
+pub fn shown(f: &Filters) -> String {
+    let mut parts: Vec<String> = f.identity.clone();
+    parts.extend(f.class.iter().map(|c| format!("class {c}")));
+    parts.extend(f.fact.iter().map(|(k, v)| format!("{k}={v}")));
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        crate::message::one_line(&parts.join(", ")).chars().take(4000).collect()
+    }
+}
+
 /// Checks the caps and that every identity regex compiles (so a CLI can refuse early).
 pub fn validate(filters: &Filters) -> Result<(), FilterError> {
     Selector::compile(filters).map(|_| ())

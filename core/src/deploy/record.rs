@@ -115,7 +115,49 @@ fn text_ok(s: &str, max: usize) -> bool {
     s.len() <= max && !s.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
 }
 
+/// Who ran a rollout, why, on what and since when: what a record holds beyond the rollout's report.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// The record's id ([`RolloutRecord::new_id`]).
+    pub id: &'a str,
+    /// The tool (`dk-deploy`, `dk-web`).
+    pub controller: &'a str,
+    /// Who.
+    pub user: &'a str,
+    /// Why, when given.
+    pub reason: Option<&'a str>,
+    /// Deploy or rollback.
+    pub action: DeployAction,
+    /// The site.
+    pub site: &'a str,
+    /// The tag (deploys).
+    pub tag: Option<&'a str>,
+    /// The selection as shown.
+    pub selection: &'a str,
+    /// Unix seconds.
+    pub started_at: i64,
+}
+
 impl RolloutRecord {
+    /// The record of `run`, finished now with `result` (one of [`RESULTS`]), `detail` (made one line) and its report.
+    pub fn finished(run: &Run<'_>, result: &str, detail: Option<&str>, report: Option<&RolloutReport>) -> RolloutRecord {
+        RolloutRecord {
+            id: run.id.to_owned(),
+            controller: run.controller.to_owned(),
+            user: run.user.to_owned(),
+            reason: run.reason.map(str::to_owned),
+            action: run.action,
+            site: run.site.to_owned(),
+            tag: run.tag.map(str::to_owned),
+            selection: run.selection.to_owned(),
+            started_at: run.started_at,
+            finished_at: (crate::message::unix_now() as i64).max(run.started_at),
+            result: result.to_owned(),
+            detail: detail.map(crate::message::one_line),
+            report: report.cloned(),
+        }
+    }
+
     /// A fresh record id.
     pub fn new_id() -> String {
         uuid::Uuid::new_v4().to_string()

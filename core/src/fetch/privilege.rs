@@ -89,15 +89,10 @@ pub enum ChildReply {
     Error(String),
 }
 
-/// Runs [`super::ops::run`] as `user` in a child process made from `cmd`
+/// Runs [`super::ops::run_request`] as `user` in a child process made from `cmd`
 /// (e.g. `Command::new(std::env::current_exe()?).arg("__fetch-as")`; the
 /// command's program must call [`child_main`]). Needs root unless `user` is
 /// the current user, in which case the child is still used (same code path).
-pub fn run_as_user(cmd: Command, user: &str, name: &str, repo: &RepoConfig, refname: Option<&str>, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
-    run_as_user_request(cmd, user, name, repo, &Request::tip(refname), lock_stale_after)
-}
-
-/// As [`run_as_user`], with what to check out given by `request`.
 pub fn run_as_user_request(mut cmd: Command, user: &str, name: &str, repo: &RepoConfig, request: &Request, lock_stale_after: Duration) -> Result<FetchOutcome, FetchError> {
     validate(request)?;
     let pw = lookup_user(user)
@@ -161,7 +156,7 @@ pub fn run_as_user_request(mut cmd: Command, user: &str, name: &str, repo: &Repo
 }
 
 /// The child side: reads one [`ChildRequest`] from stdin, checks it runs as
-/// the requested uid, runs [`super::ops::run`] and prints one [`ChildReply`].
+/// the requested uid, runs [`super::ops::run_request`] and prints one [`ChildReply`].
 /// The reply is written on a line of its own (preceded by a newline, so a
 /// wrapper's partial line before it does not matter). Exit code 0 when the
 /// reply was written (even for a failed fetch).

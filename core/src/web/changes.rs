@@ -221,7 +221,7 @@ pub struct Changes {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    crate::message::unix_now() as i64
 }
 
 /// `s` on one line, at most [`MAX_FIELD`] characters.

@@ -193,7 +193,7 @@ fn node_from_result(r: &NodeResult, batch: usize) -> NodeView {
             .collect(),
         error: r.error.clone(),
         live: r.live.clone(),
-        unchanged: r.unchanged && r.state == NodeState::Ok,
+        unchanged: r.already_live(),
     }
 }
 

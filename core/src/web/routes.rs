@@ -37,7 +37,7 @@ use super::live::{DeployView, LiveDeploy, Update};
 use super::pages::{self, Ctx, FormEcho, SiteSummary};
 use super::{history, trail, App};
 use crate::deploy::controller::{plan, ControlError, Controller, ControllerConfig, NodeState, RolloutSpec, Window};
-use crate::deploy::record::RolloutRecord;
+use crate::deploy::record::{RolloutRecord, Run};
 use crate::message::{DeployAction, Filters};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State as AxState};
@@ -399,46 +399,23 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
             tracing::error!(id, error = %e, "deploy result not recorded");
         }
         if let (Some(path), Some(r)) = (&audit_log, &report) {
-            let entry = crate::deploy::audit::AuditEntry {
-                time: crate::git::push::rfc3339(unix_now(), 0),
-                user: user.clone(),
-                key: app.key.as_ref().map(|k| k.public().to_string()),
-                action: verb.into(),
-                site: spec.site.clone(),
-                tag: spec.tag.clone(),
-                filters: spec.filters.clone(),
-                ok: r.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
-                failed: r.failed(),
-                not_started: r.not_started(),
-                missing: r.missing.clone(),
-                result: match &r.stopped {
-                    Some(s) if !r.ok() => format!("stopped: {s}"),
-                    _ if r.ok() => "ok".into(),
-                    _ => "failed".into(),
-                },
-                request_ids: r.request_ids.clone(),
-                reason: reason.clone(),
-            };
+            let entry = crate::deploy::audit::AuditEntry::of_report(&user, app.key.as_ref().map(|k| k.public().to_string()), &spec.filters, r, reason.as_deref());
             if let Err(e) = crate::deploy::audit::append(path, &entry) {
                 tracing::error!(path = %path.display(), error = %e, "audit log not written");
             }
         }
-        let record = RolloutRecord {
-            id: record_id,
-            controller: "dk-web".into(),
-            user: user.clone(),
-            reason: reason.clone(),
+        let run = Run {
+            id: &record_id,
+            controller: "dk-web",
+            user: &user,
+            reason: reason.as_deref(),
             action: spec.action,
-            site: spec.site.clone(),
-            tag: spec.tag.clone(),
-            selection: shown.clone(),
+            site: &spec.site,
+            tag: spec.tag.as_deref(),
+            selection: &shown,
             started_at,
-            finished_at: (unix_now()).max(started_at),
-            result: result.into(),
-            detail: detail.as_deref().map(crate::message::one_line),
-            report: report.clone(),
         };
-        trail::publish(&app, &record).await;
+        trail::publish(&app, &RolloutRecord::finished(&run, result, detail.as_deref(), report.as_ref())).await;
         tracing::info!(id, result, "{verb} finished");
         app.rollouts.inc(&[verb, result]);
         app.health.message();
@@ -448,7 +425,7 @@ async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, actio
         let counts = report
             .as_ref()
             .map(|r| {
-                let unchanged = r.nodes.iter().filter(|n| n.state == NodeState::Ok && n.unchanged).count();
+                let unchanged = r.nodes.iter().filter(|n| n.already_live()).count();
                 let already = if unchanged > 0 { format!(" ({unchanged} already live)") } else { String::new() };
                 format!(", {}/{} servers ok{already}", r.nodes.iter().filter(|n| n.state == NodeState::Ok).count(), r.nodes.len())
             })
@@ -612,6 +589,9 @@ async fn build_gate(app: &App, site: &SiteConfig, tag: &str, filters: &Filters, 
     Ok(())
 }
 
+/// What `/changes/{id}` says of an id it does not know.
+const NO_SUCH_CHANGE: &str = "No such change: give a correlation id or a commit (7 or more hex digits) seen on the bus; /changes lists the pushes kept.";
+
 async fn changes(AxState(app): St, peer: Peer, headers: HeaderMap, uri: axum::http::Uri) -> Response {
     let ctx = login!(app, peer, headers);
     let repo = uri.query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "repo").map(|(_, v)| v.into_owned())).filter(|s| !s.is_empty());
@@ -630,7 +610,7 @@ async fn journey(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Pat
     let found = tokio::task::spawn_blocking(move || changes.resolve(&id).and_then(|r| r.map_or(Ok(None), |id| changes.journey(&id)))).await;
     match found {
         Ok(Ok(Some((c, steps, summary)))) => page(StatusCode::OK, super::journey::journey(&ctx, &c, &steps, &summary, &app.changes.bounds)),
-        Ok(Ok(None)) => fail(&ctx, StatusCode::NOT_FOUND, "No such change: give a correlation id or a commit (7 or more hex digits) seen on the bus."),
+        Ok(Ok(None)) => fail(&ctx, StatusCode::NOT_FOUND, NO_SUCH_CHANGE),
         Ok(Err(e)) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
     }
@@ -648,7 +628,9 @@ async fn journey_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(i
     let changes = app.changes.clone();
     match tokio::task::spawn_blocking(move || changes.resolve(&id)).await {
         Ok(Ok(Some(id))) => sse(change_stream(rx, Some(id))),
-        _ => fail(&ctx, StatusCode::NOT_FOUND, "No such change."),
+        Ok(Ok(None)) => fail(&ctx, StatusCode::NOT_FOUND, NO_SUCH_CHANGE),
+        Ok(Err(e)) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

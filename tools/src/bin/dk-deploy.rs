@@ -10,7 +10,7 @@ use deploykit::deploy::controller::config::{self as controller_config, DeployCon
 use deploykit::deploy::controller::plan::BatchSize;
 use deploykit::deploy::controller::{unanswered_hint, Controller, ControllerConfig, RolloutSpec, Window};
 use deploykit::deploy::keys::{PublicKey, SecretKey};
-use deploykit::deploy::record::RolloutRecord;
+use deploykit::deploy::record::{RolloutRecord, Run};
 use deploykit::deploy::trust::{Certificate, TrustConfig, TrustStore};
 use deploykit::deploy::{audit, filters};
 use deploykit::message::{DeployAction, Filters, StepState};
@@ -715,7 +715,7 @@ async fn rollout_cmd(
             }
         }
     });
-    let started_at = deploykit::deploy::agent::releases::now() as i64;
+    let started_at = deploykit::message::unix_now() as i64;
     let result = controller.rollout(&spec, tx, stop).await;
     ctrlc.abort();
     let _ = view.await;
@@ -727,41 +727,20 @@ async fn rollout_cmd(
         }
         Err(e) => return Err(e.into()),
     };
-    let entry = audit::AuditEntry {
-        time: deploykit::git::push::rfc3339(deploykit::deploy::agent::releases::now() as i64, 0),
-        user: controller.user().to_owned(),
-        key: controller.public_key(),
-        action: if action == DeployAction::Deploy { "deploy".into() } else { "rollback".into() },
-        site,
-        tag,
-        filters,
-        ok: report.nodes.iter().filter(|n| !n.state.failed()).map(|n| n.node.clone()).collect(),
-        failed: report.failed(),
-        not_started: report.not_started(),
-        missing: report.missing.clone(),
-        result: match (&report.stopped, report.ok()) {
-            (Some(r), _) => format!("stopped: {r}"),
-            (None, true) => "ok".into(),
-            (None, false) => "failed".into(),
-        },
-        request_ids: report.request_ids.clone(),
-        reason: args.reason.clone(),
-    };
-    let record = RolloutRecord {
-        id: RolloutRecord::new_id(),
-        controller: "dk-deploy".into(),
-        user: controller.user().to_owned(),
-        reason: args.reason.clone(),
+    let entry = audit::AuditEntry::of_report(controller.user(), controller.public_key(), &filters, &report, args.reason.as_deref());
+    let (id, selection) = (RolloutRecord::new_id(), filters::shown(&entry.filters));
+    let run = Run {
+        id: &id,
+        controller: "dk-deploy",
+        user: controller.user(),
+        reason: args.reason.as_deref(),
         action,
-        site: entry.site.clone(),
-        tag: entry.tag.clone(),
-        selection: selection_shown(&entry.filters),
+        site: &entry.site,
+        tag: entry.tag.as_deref(),
+        selection: &selection,
         started_at,
-        finished_at: (deploykit::deploy::agent::releases::now() as i64).max(started_at),
-        result: report.outcome().into(),
-        detail: report.stopped.as_deref().map(deploykit::message::one_line),
-        report: Some(report.clone()),
     };
+    let record = RolloutRecord::finished(&run, report.outcome(), report.stopped.as_deref(), Some(&report));
     if let Err(e) = controller.publish_record(&record).await {
         eprintln!("dk-deploy: WARNING: rollout record not published (dk-web's History will miss this rollout): {e}");
     }
@@ -775,18 +754,6 @@ async fn rollout_cmd(
         print!("{}", summary(&report));
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// The selection as History shows it: `all`, or the filters.
-fn selection_shown(f: &Filters) -> String {
-    let mut parts: Vec<String> = f.identity.clone();
-    parts.extend(f.class.iter().map(|c| format!("class {c}")));
-    parts.extend(f.fact.iter().map(|(k, v)| format!("{k}={v}")));
-    if parts.is_empty() {
-        "all".into()
-    } else {
-        deploykit::message::one_line(&parts.join(", ")).chars().take(4000).collect()
-    }
 }
 
 /// " (unverified: …)" when a status reply's journal says the live release is not good.

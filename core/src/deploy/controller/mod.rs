@@ -237,6 +237,18 @@ pub struct NodeResult {
     pub unchanged: bool,
 }
 
+impl NodeResult {
+    /// A server that sent no final reply (not started, or no answer in time): no steps, no releases.
+    pub fn without_reply(node: &str, state: NodeState, error: Option<String>, elapsed_ms: u64, batch: usize) -> NodeResult {
+        NodeResult { node: node.to_owned(), state, error, steps: vec![], live: None, previous: None, elapsed_ms, batch, unchanged: false }
+    }
+
+    /// It ended ok because the tag was already live there (nothing ran).
+    pub fn already_live(&self) -> bool {
+        self.state == NodeState::Ok && self.unchanged
+    }
+}
+
 /// The end state of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -653,20 +665,7 @@ impl Controller {
             if !spec.allow_missing {
                 let reason = missing_reason(&missing, missing_unnamed, &self.why_unanswered(&selection.refused));
                 let _ = events.send(RolloutEvent::Stopped { reason: reason.clone() });
-                let rest = nodes
-                    .iter()
-                    .map(|n| NodeResult {
-                        node: n.clone(),
-                        state: NodeState::NotStarted,
-                        error: None,
-                        steps: vec![],
-                        live: None,
-                        previous: None,
-                        elapsed_ms: 0,
-                        batch: 0,
-                        unchanged: false,
-                    })
-                    .collect();
+                let rest = nodes.iter().map(|n| NodeResult::without_reply(n, NodeState::NotStarted, None, 0, 0)).collect();
                 return Ok(report(rest, Some(reason), Vec::new(), missing));
             }
         }
@@ -694,17 +693,7 @@ impl Controller {
                 stopped = Some(reason);
                 for (later, rest) in batches[index..].iter().enumerate() {
                     for node in rest {
-                        let r = NodeResult {
-                            node: node.clone(),
-                            state: NodeState::NotStarted,
-                            error: None,
-                            steps: vec![],
-                            live: None,
-                            previous: None,
-                            elapsed_ms: 0,
-                            batch: index + later,
-                            unchanged: false,
-                        };
+                        let r = NodeResult::without_reply(node, NodeState::NotStarted, None, 0, index + later);
                         let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                         results.push(r);
                     }
@@ -753,17 +742,8 @@ impl Controller {
             }
             for node in batch {
                 let r = done.remove(node).unwrap_or_else(|| {
-                    let r = NodeResult {
-                        node: node.clone(),
-                        state: NodeState::NoAnswer,
-                        error: Some(format!("no final answer within {:?}", spec.timeout)),
-                        steps: vec![],
-                        live: None,
-                        previous: None,
-                        elapsed_ms: started.elapsed().as_millis() as u64,
-                        batch: index,
-                        unchanged: false,
-                    };
+                    let error = Some(format!("no final answer within {:?}", spec.timeout));
+                    let r = NodeResult::without_reply(node, NodeState::NoAnswer, error, started.elapsed().as_millis() as u64, index);
                     let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                     r
                 });
