@@ -10,6 +10,7 @@ mod common;
 use common::fleet::{agent_toml, fleet_key, git, script, tagged_repo, Tmp};
 use common::phantom::{phantom, Forgery};
 use common::targets::{Kind, Target};
+use common::web::*;
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
 use deploykit::message::{encode, DeployAction, Event, Wire};
@@ -19,197 +20,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-const WAIT: Duration = Duration::from_secs(60);
-const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
-
-/// Broker, a repo with tags v1..v3, three agents trusting the web's key, and dk-web
-/// (Basic auth: ann deploys www, bob only views).
-struct Rig {
-    tmp: Tmp,
-    target: Target,
-    key: SecretKey,
-    agents: Vec<AgentHandle>,
-    web: Option<WebHandle>,
-    config: WebConfig,
-}
-
-impl Rig {
-    async fn start() -> Rig {
-        Rig::start_on(Target::embedded().await).await
-    }
-
-    async fn start_on(target: Target) -> Rig {
-        Rig::start_with(target, "").await
-    }
-
-    /// The rig with `top` (top-level settings such as `wire = "legacy"`) at the head of every agent's and dk-web's config.
-    async fn start_with(target: Target, top: &str) -> Rig {
-        Rig::start_full(target, top, "").await
-    }
-
-    /// [`Rig::start_with`], with `site` appended to every agent's `[sites.www]` (e.g. a `[sites.www.health]` table).
-    async fn start_full(target: Target, top: &str, site: &str) -> Rig {
-        let tmp = Tmp::new("web");
-        let repo = tagged_repo(&tmp.0.join("www"), 3);
-        let key = SecretKey::generate().unwrap();
-        let deploy = target.dest("topic");
-        let mut agents = Vec::new();
-        for node in NODES {
-            let toml = agent_toml(node, &tmp.0.join(node), &repo, &deploy, &[("web", key.public().to_string())], &format!("deploy = [\"web\"]\nrollback = [\"web\"]\n{site}"));
-            agents.push(Agent::start(AgentConfig::parse(&format!("{top}{toml}")).unwrap(), target.client().await).await.unwrap());
-        }
-        let htpasswd = tmp.0.join("htpasswd");
-        std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4).unwrap(), bcrypt::hash("bob-pw", 4).unwrap())).unwrap();
-        let config = WebConfig::parse(&format!(
-            "{top}listen = \"127.0.0.1:0\"\ndatabase = \"{db}\"\ndiscovery_window = \"5s\"\nevents = [\"{deploy}.events\"]\nevent_destination = \"{deploy}.events\"\n\
-             [destinations]\ndeploy = \"{deploy}\"\nagents = \"{deploy}.agents\"\n{replies}\
-             [trust]\nfleet_keys = [\"{fleet}\"]\n\
-             [auth]\nmode = \"basic\"\nhtpasswd = \"{htpasswd}\"\n\
-             [sites.www]\nclass = [\"web\"]\ndeployers = [\"ann\"]\nbatch = \"2\"\n\
-             [sites.empty]\nclass = [\"nothing-has-this\"]\n",
-            db = tmp.0.join("web.sqlite").display(),
-            htpasswd = htpasswd.display(),
-            replies = target.reply_to().map(|r| format!("replies = \"{r}\"\n")).unwrap_or_default(),
-            fleet = fleet_key().public(),
-        ))
-        .unwrap();
-        let mut rig = Rig { tmp, target, key, agents, web: None, config };
-        rig.restart_web().await;
-        rig
-    }
-
-    async fn restart_web(&mut self) {
-        if let Some(w) = self.web.take() {
-            w.shutdown(Duration::from_secs(5)).await;
-        }
-        self.web = Some(web::start(self.config.clone(), self.target.client().await, self.key.clone()).await.unwrap());
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.web.as_ref().unwrap().addr()
-    }
-
-    fn home(&self, node: &str) -> PathBuf {
-        self.tmp.0.join(node)
-    }
-
-    fn hook(&self, node: &str, name: &str, body: &str) {
-        script(&self.home(node).join("hooks").join(name), body);
-    }
-
-    fn live(&self, node: &str) -> Option<String> {
-        std::fs::read_to_string(self.home(node).join("www/current/version")).ok().map(|s| s.trim().to_owned())
-    }
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
-    }
-}
-
-fn basic(user: &str, pw: &str) -> String {
-    use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
-}
-
-fn request_text(addr: SocketAddr, method: &str, path: &str, user: Option<(&str, &str)>, headers: &[(&str, &str)], body: &str) -> String {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-    }
-    if let Some((u, p)) = user {
-        req.push_str(&format!("Authorization: {}\r\n", basic(u, p)));
-    }
-    // A browser's form post names its page's origin; dk-web refuses posts without one.
-    if method == "POST" && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("origin")) {
-        req.push_str(&format!("Origin: http://{addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    req
-}
-
-async fn http(addr: SocketAddr, method: &str, path: &str, user: Option<(&str, &str)>, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request_text(addr, method, path, user, headers, body).as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("response in time").unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_owned(), b.to_owned())).unwrap_or((text.clone(), String::new()));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"));
-    Reply { status, head, body }
-}
-
-const ANN: Option<(&str, &str)> = Some(("ann", "ann-pw"));
-const BOB: Option<(&str, &str)> = Some(("bob", "bob-pw"));
-
-async fn get(addr: SocketAddr, path: &str, user: Option<(&str, &str)>) -> Reply {
-    http(addr, "GET", path, user, &[], "").await
-}
-
-async fn post(addr: SocketAddr, path: &str, user: Option<(&str, &str)>, body: &str) -> Reply {
-    http(addr, "POST", path, user, &[], body).await
-}
-
-/// The CSRF token in a page's forms.
-fn csrf_of(page: &str) -> String {
-    let i = page.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
-    page[i..].split('"').next().unwrap().to_owned()
-}
-
-async fn token(addr: SocketAddr, user: Option<(&str, &str)>) -> String {
-    let page = get(addr, "/sites/www", user).await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    csrf_of(&page.body)
-}
-
-/// Follows `/deploys/ID/events` until the `finished` update (or a finished snapshot); returns every update.
-async fn follow(addr: SocketAddr, id: &str, mut on: impl FnMut(&serde_json::Value)) -> Vec<serde_json::Value> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request_text(addr, "GET", &format!("/deploys/{id}/events"), ANN, &[], "").as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(s).lines();
-    let mut out = Vec::new();
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(data) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
-                let v: serde_json::Value = serde_json::from_str(data).unwrap();
-                on(&v);
-                let done = v["kind"] == "finished" || (v["kind"] == "snapshot" && v["view"]["finished"] == true);
-                out.push(v);
-                if done {
-                    return;
-                }
-            }
-        }
-        panic!("event stream ended before the deploy finished");
-    };
-    tokio::time::timeout(WAIT, read).await.expect("deploy finished in time");
-    out
-}
-
-fn deploy_id(r: &Reply) -> String {
-    assert_eq!(r.status, 303, "{}", r.body);
-    r.header("location").unwrap().strip_prefix("/deploys/").unwrap().to_owned()
-}
-
-fn final_view(updates: &[serde_json::Value]) -> serde_json::Value {
-    updates.last().unwrap()["view"].clone()
-}
-
-fn states(view: &serde_json::Value) -> Vec<(String, String)> {
-    view["nodes"].as_array().unwrap().iter().map(|n| (n["node"].as_str().unwrap().to_owned(), n["state"].as_str().unwrap().to_owned())).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn routes_logins_csrf_forms_and_a_deploy() {
@@ -365,8 +175,6 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
     assert_eq!(final_view(&snapshot)["result"], "ok");
     assert_eq!(post(a, "/sites/www/deploy", ANN, &format!("tag=v1&csrf={ann}")).await.status, 403, "old token after restart");
 }
-
-type Lines = tokio::io::Lines<BufReader<tokio::net::TcpStream>>;
 
 /// Opens the activity stream; returns once it is subscribed (its first message arrived).
 async fn activity_stream(addr: SocketAddr) -> Lines {
@@ -780,38 +588,6 @@ async fn already_live_servers_and_downgrades_through_the_pages() {
     let view = final_view(&follow(a, &ok, |_| {}).await);
     assert_eq!(view["result"], "ok", "{view:#}");
     assert_eq!(rig.live("node-a").as_deref(), Some("v1"));
-}
-
-/// Opens an SSE stream at `path` and waits for its `hello`.
-async fn sse_stream(addr: SocketAddr, path: &str) -> Lines {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request_text(addr, "GET", path, BOB, &[], "").as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(s).lines();
-    let hello = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("data:") && line.contains("hello") {
-                return;
-            }
-        }
-        panic!("{path}: stream ended");
-    };
-    tokio::time::timeout(WAIT, hello).await.expect("stream opens");
-    lines
-}
-
-/// The next `n` updates of an SSE stream, parsed.
-async fn updates(lines: &mut Lines, n: usize) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let read = async {
-        while out.len() < n {
-            let line = lines.next_line().await.unwrap().expect("stream open");
-            if let Some(data) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
-                out.push(serde_json::from_str(data).unwrap());
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, read).await.expect("updates in time");
-    out
 }
 
 /// Issue #16: a push heard on the bus becomes a change; its builds, the fetch on

@@ -11,6 +11,7 @@
 //! - [`form`] — the deploy form's fields and their checks.
 //! - [`history`] — every deploy in SQLite (versioned schema).
 //! - [`trail`] — signed rollout records: every controller's deploys into the history, this dk-web's out.
+//! - [`rollout`] — starting a deploy or rollback (checks, gates, the task that runs it), for the form and the API.
 //! - [`live`] — deploys in progress, their views and update streams.
 //! - [`activity`] — the bus's event lines.
 //! - [`changes`] — every push and its journey (builds, fetches, event lines), bounded, live.
@@ -29,6 +30,7 @@ pub mod journey;
 pub mod legacy_import;
 pub mod live;
 pub mod pages;
+pub mod rollout;
 pub mod routes;
 pub mod throttle;
 pub mod trail;

@@ -32,12 +32,11 @@
 use super::auth::AuthFailure;
 use super::config::SiteConfig;
 use super::fleet::Server;
-use super::form::{DeployForm, Scope};
+use super::form::DeployForm;
 use super::live::{DeployView, LiveDeploy, Update};
 use super::pages::{self, Ctx, FormEcho, SiteSummary};
-use super::{history, trail, App};
-use crate::deploy::controller::{plan, ControlError, Controller, ControllerConfig, NodeState, RolloutSpec, Window};
-use crate::deploy::record::{RolloutRecord, Run};
+use super::{rollout, App};
+use crate::deploy::controller::{plan, ControlError, Window};
 use crate::message::{DeployAction, Filters};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State as AxState};
@@ -233,56 +232,18 @@ fn checked_form(app: &App, ctx: &Ctx, name: &str, body: &[u8], need_tag: bool) -
     Ok((site, form))
 }
 
-/// The servers a form selects: `None` for all of the site's.
-async fn selection(app: &App, ctx: &Ctx, site: &SiteConfig, scope: &Scope) -> Result<Option<Vec<String>>, Response> {
-    if *scope == Scope::All {
-        return Ok(None);
-    }
-    let window = app.settings().config.discovery_window;
-    let servers = app.fleet.site_servers(&app.query, &site.name, &site.filters, window).await.map_err(|e| bus_error(ctx, e))?;
-    let names: Vec<&str> = servers.iter().map(|s| s.announce.identity.as_str()).collect();
-    let chosen: Vec<String> = match scope {
-        Scope::All => unreachable!(),
-        Scope::Pick(nodes) => {
-            if let Some(bad) = nodes.iter().find(|n| !names.contains(&n.as_str())) {
-                return Err(fail(ctx, StatusCode::BAD_REQUEST, format!("servers: {bad:?} is not a server of site {} (or did not answer)", site.name)));
-            }
-            let mut v = nodes.clone();
-            v.sort();
-            v.dedup();
-            v
-        }
-        Scope::Filter(parts) => {
-            let f = Filters { identity: parts.clone(), ..Filters::default() };
-            let v: Vec<String> = servers.iter().filter(|s| s.selected_by(&f)).map(|s| s.announce.identity.clone()).collect();
-            if v.is_empty() {
-                return Err(fail(ctx, StatusCode::BAD_REQUEST, format!("filter: no server of site {} matches {:?}", site.name, parts.join(" "))));
-            }
-            v
-        }
-    };
-    Ok(Some(chosen))
-}
-
-fn filters_for(site: &SiteConfig, nodes: &Option<Vec<String>>) -> Filters {
-    match nodes {
-        None => site.filters.clone(),
-        Some(n) => Filters { identity: n.clone(), ..Filters::default() },
-    }
-}
-
 async fn preview(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> Response {
     let ctx = login!(app, peer, headers);
     let (site, form) = match checked_form(&app, &ctx, &name, &body, true) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let nodes = match selection(&app, &ctx, &site, &form.scope).await {
+    let nodes = match rollout::selection(&app, &site, &form.scope).await {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return refused(&ctx, r),
     };
     let window = app.settings().config.discovery_window;
-    let filters = filters_for(&site, &nodes);
+    let filters = rollout::filters_for(&site, &nodes);
     let tag = form.tag.clone().unwrap_or_default();
     let expect = match &nodes {
         Some(n) => n.len(),
@@ -309,133 +270,20 @@ async fn rollback(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): 
     start_rollout(app, ctx, name, body, DeployAction::Rollback).await
 }
 
+/// The form's checks, then [`rollout::begin`]; 303 to the deploy's page.
 async fn start_rollout(app: Arc<App>, ctx: Ctx, name: String, body: Bytes, action: DeployAction) -> Response {
     let (site, form) = match checked_form(&app, &ctx, &name, &body, action == DeployAction::Deploy) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !site.may_deploy(&ctx.user) {
-        tracing::warn!(user = %ctx.user, site = %site.name, "refused: not a deployer of this site");
-        return fail(&ctx, StatusCode::FORBIDDEN, format!("{} may not deploy or roll back site {}.", ctx.user, site.name));
+    match rollout::begin(app, &ctx.user, site, form, action).await {
+        Ok(begun) => Redirect::to(&format!("/deploys/{}", begun.id())).into_response(),
+        Err(r) => refused(&ctx, r),
     }
-    if site.require_reason && form.reason.is_none() {
-        return fail(&ctx, StatusCode::BAD_REQUEST, format!("reason: site {} asks why (a ticket or a sentence) for every deploy and rollback.", site.name));
-    }
-    let nodes = match selection(&app, &ctx, &site, &form.scope).await {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let settings = app.settings();
-    let filters = filters_for(&site, &nodes);
-    let expect = match &nodes {
-        Some(n) => Some(n.len()),
-        None => Some(app.fleet.expected(&filters)).filter(|n| *n > 0),
-    };
-    if action == DeployAction::Deploy && site.require_build {
-        if let Err(why) = build_gate(&app, &site, form.tag.as_deref().unwrap_or(""), &filters, expect).await {
-            tracing::warn!(user = %ctx.user, site = %site.name, tag = form.tag.as_deref().unwrap_or("-"), "refused by require_build: {why}");
-            return fail(&ctx, StatusCode::CONFLICT, why);
-        }
-    }
-    let spec = RolloutSpec {
-        action,
-        site: site.name.clone(),
-        tag: if action == DeployAction::Deploy { form.tag.clone() } else { None },
-        filters: filters.clone(),
-        canary: form.canary,
-        batch: form.batch,
-        max_failures: form.max_failures,
-        timeout: settings.config.server_timeout,
-        discovery: Window { timeout: settings.config.discovery_window, expect },
-        expected: match &nodes {
-            Some(n) => n.clone(),
-            None => app.fleet.known_servers(&site.name, &filters),
-        },
-        allow_missing: form.allow_missing,
-        allow_downgrade: action == DeployAction::Deploy && form.allow_downgrade,
-    };
-    let verb = if action == DeployAction::Deploy { "deploy" } else { "rollback" };
-    let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
-    let record_id = RolloutRecord::new_id();
-    let started_at = unix_now();
-    let start =
-        history::Start { site: &site.name, action: verb, tag: spec.tag.as_deref(), user: &ctx.user, selection: &shown, reason: form.reason.as_deref(), record_id: &record_id };
-    let id = match app.history.start(&start) {
-        Ok(id) => id,
-        Err(e) => return fail(&ctx, StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
-    let what = format!("{verb} {}{}", site.name, spec.tag.as_deref().map(|t| format!(" {t}")).unwrap_or_default());
-    publish_event(&app, format!("dk-web: {} started {what} (servers: {shown}; deploy #{id})", ctx.user)).await;
-    let (live, stop_rx) = LiveDeploy::new(id);
-    app.live.insert(live.clone());
-    tracing::info!(id, user = %ctx.user, site = %site.name, tag = spec.tag.as_deref().unwrap_or("-"), servers = %shown, "{verb} started");
-    let user = ctx.user.clone();
-    let reason = form.reason.clone();
-    let audit_log = settings.config.audit_log.clone();
-    let deploy_dest = settings.config.deploy_destination.clone();
-    let reply_dest = settings.config.reply_destination.clone();
-    tokio::spawn(async move {
-        let mut cc = ControllerConfig::new(user.clone(), app.key.clone());
-        cc.destinations.deploy = deploy_dest;
-        cc.reply_to = reply_dest;
-        cc.trust = app.query.trust().clone();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let l = live.clone();
-        let pump = tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
-                l.apply(&e);
-            }
-        });
-        let outcome = match Controller::new(app.client.clone(), cc).await {
-            Ok(c) => c.rollout(&spec, tx, stop_rx).await,
-            Err(e) => Err(e),
-        };
-        let _ = pump.await;
-        let (result, detail, report) = match outcome {
-            Ok(r) => (r.outcome(), r.stopped.clone(), Some(r)),
-            Err(e) => ("error", Some(e.to_string()), None),
-        };
-        if let Err(e) = app.history.finish(id, result, detail.as_deref(), report.as_ref()) {
-            tracing::error!(id, error = %e, "deploy result not recorded");
-        }
-        if let (Some(path), Some(r)) = (&audit_log, &report) {
-            let entry = crate::deploy::audit::AuditEntry::of_report(&user, app.key.as_ref().map(|k| k.public().to_string()), &spec.filters, r, reason.as_deref());
-            if let Err(e) = crate::deploy::audit::append(path, &entry) {
-                tracing::error!(path = %path.display(), error = %e, "audit log not written");
-            }
-        }
-        let run = Run {
-            id: &record_id,
-            controller: "dk-web",
-            user: &user,
-            reason: reason.as_deref(),
-            action: spec.action,
-            site: &spec.site,
-            tag: spec.tag.as_deref(),
-            selection: &shown,
-            started_at,
-        };
-        trail::publish(&app, &RolloutRecord::finished(&run, result, detail.as_deref(), report.as_ref())).await;
-        tracing::info!(id, result, "{verb} finished");
-        app.rollouts.inc(&[verb, result]);
-        app.health.message();
-        if result != "ok" {
-            app.health.error(format!("{verb} #{id} of {}: {result}", spec.site));
-        }
-        let counts = report
-            .as_ref()
-            .map(|r| {
-                let unchanged = r.nodes.iter().filter(|n| n.already_live()).count();
-                let already = if unchanged > 0 { format!(" ({unchanged} already live)") } else { String::new() };
-                format!(", {}/{} servers ok{already}", r.nodes.iter().filter(|n| n.state == NodeState::Ok).count(), r.nodes.len())
-            })
-            .unwrap_or_default();
-        let why = detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-        publish_event(&app, format!("dk-web: {user}'s {what}: {result}{counts}{why} (deploy #{id})")).await;
-        live.finish(result, if result == "error" { detail } else { None });
-        app.live.remove(id);
-    });
-    Redirect::to(&format!("/deploys/{id}")).into_response()
+}
+
+fn refused(ctx: &Ctx, r: rollout::Refusal) -> Response {
+    fail(ctx, r.status, r.message)
 }
 
 /// Deploy `id`: live, or from the history.
@@ -563,32 +411,6 @@ async fn activity_events(AxState(app): St, peer: Peer, headers: HeaderMap) -> Re
     sse(stream("{\"kind\":\"hello\"}".into(), Some(rx), None))
 }
 
-/// `require_build`: the tag's commit on the selected servers (a dry run) must have only green builds.
-async fn build_gate(app: &App, site: &SiteConfig, tag: &str, filters: &Filters, expect: Option<usize>) -> Result<(), String> {
-    let window = Window { timeout: app.settings().config.discovery_window, expect };
-    let replies = app.query.dry_run(&site.name, tag, filters.clone(), window).await.map_err(|e| format!("cannot check the build of {tag}: {e}"))?;
-    let mut commits: Vec<String> = replies.iter().filter_map(|r| r.data["commit"].as_str()).map(str::to_owned).collect();
-    commits.sort();
-    commits.dedup();
-    if commits.is_empty() {
-        return Err(format!("cannot check the build of {tag}: no server of {} resolved it", site.name));
-    }
-    let rule = "this site deploys only tags whose build passed (require_build)";
-    for commit in commits {
-        let short = commit.get(..10).unwrap_or(&commit).to_owned();
-        let changes = app.changes.clone();
-        let c = commit.clone();
-        let verdict = tokio::task::spawn_blocking(move || changes.verdict(&c)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        match verdict {
-            super::changes::Verdict::Green(_) => {}
-            super::changes::Verdict::Red(b) => return Err(format!("{tag} (commit {short}) is not green: {b}; {rule}.")),
-            super::changes::Verdict::Running(b) => return Err(format!("{tag} (commit {short}) is still building: {b}; {rule}.")),
-            super::changes::Verdict::Unknown => return Err(format!("{tag} (commit {short}) has no build heard on the bus; {rule}.")),
-        }
-    }
-    Ok(())
-}
-
 /// What `/changes/{id}` says of an id it does not know.
 const NO_SUCH_CHANGE: &str = "No such change: give a correlation id or a commit (7 or more hex digits) seen on the bus; /changes lists the pushes kept.";
 
@@ -648,26 +470,4 @@ fn change_stream(rx: broadcast::Receiver<Arc<super::changes::Pushed>>, only: Opt
         }
     });
     Box::pin(futures_util::StreamExt::chain(head, tail))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// Publishes one of dk-web's own event lines in the configured wire (failures are logged, never fatal).
-async fn publish_event(app: &App, text: String) {
-    let (dest, wire) = {
-        let settings = app.settings();
-        (settings.config.event_destination.replace("{source}", "web"), settings.config.wire)
-    };
-    let ev = crate::message::Event::new("web", text);
-    match crate::message::encode(&ev, wire) {
-        Ok(out) => {
-            let opts = crate::stomp::SendOptions { headers: out.headers, ..Default::default() };
-            if let Err(e) = app.client.send_with(&dest, out.body, opts).await {
-                tracing::warn!(error = %e, "event line not sent");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "event line not encoded"),
-    }
 }

@@ -8,3 +8,5 @@ pub mod fleet;
 pub mod phantom;
 pub mod proxy;
 pub mod targets;
+#[cfg(feature = "daemons")]
+pub mod web;
