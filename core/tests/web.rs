@@ -7,19 +7,18 @@
 
 mod common;
 
-use common::fleet::{agent_toml, fleet_key, git, script, tagged_repo, Tmp};
+use common::fleet::git;
 use common::phantom::{phantom, Forgery};
 use common::targets::{Kind, Target};
 use common::web::*;
-use deploykit::deploy::agent::{Agent, AgentConfig, AgentEvent, AgentHandle};
+use deploykit::deploy::agent::AgentEvent;
 use deploykit::deploy::keys::SecretKey;
 use deploykit::message::{encode, DeployAction, Event, Wire};
 use deploykit::stomp::{SendOptions, SubscribeOptions};
-use deploykit::web::{self, WebConfig, WebHandle};
+use deploykit::web;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn routes_logins_csrf_forms_and_a_deploy() {
@@ -297,6 +296,7 @@ async fn canary_failure_shows_red_and_the_rest_never_start() {
         result: "ok".into(),
         detail: None,
         report: None,
+        approved_by: None,
     };
     marker.publish(&observer, "/topic/deploykit.rollouts", &rig.key).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -611,6 +611,7 @@ fn a_dk_deploy_rollout_appears_in_dk_webs_history_with_its_batches() {
         result: "ok".into(),
         detail: None,
         report: None,
+        approved_by: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

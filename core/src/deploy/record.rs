@@ -62,6 +62,9 @@ pub struct RolloutRecord {
     /// Per server: outcome, steps and batch (absent when the rollout could not start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<RolloutReport>,
+    /// Who approved it, when the site needs an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
 }
 
 /// A record that was not accepted.
@@ -155,6 +158,7 @@ impl RolloutRecord {
             result: result.to_owned(),
             detail: detail.map(crate::message::one_line),
             report: report.cloned(),
+            approved_by: None,
         }
     }
 
@@ -183,6 +187,9 @@ impl RolloutRecord {
         }
         if self.tag.as_deref().is_some_and(|t| t.is_empty() || !text_ok(t, 255)) {
             return bad("tag must be one line of 1-255 characters".into());
+        }
+        if self.approved_by.as_deref().is_some_and(|a| a.is_empty() || !text_ok(a, 200) || a == self.user) {
+            return bad("approved_by must be one line of 1-200 characters and not the user".into());
         }
         for (name, v) in [("selection", Some(&self.selection)), ("reason", self.reason.as_ref()), ("detail", self.detail.as_ref())] {
             if v.is_some_and(|v| !text_ok(v, MAX_TEXT)) {
@@ -281,6 +288,7 @@ mod tests {
             result: "ok".into(),
             detail: None,
             report: None,
+            approved_by: None,
         }
     }
 

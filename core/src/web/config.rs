@@ -56,6 +56,8 @@
 //! max_failures = 0
 //! require_reason = false                       # true: a deploy or rollback must say why (kept in History)
 //! require_build = "success"                    # deploy only tags whose commit's builds (heard on the bus) all passed
+//! approvers = ["carol", "dan"]                 # a deploy waits until one of them (not its requester) approves it
+//! approval_expiry = "1h"                       # an unapproved deploy lapses after this long
 //! ```
 
 pub use crate::config::ConfigError;
@@ -184,12 +186,21 @@ pub struct SiteConfig {
     pub require_reason: bool,
     /// Only tags whose commit's builds (heard on the bus) all passed may be deployed.
     pub require_build: bool,
+    /// Users one of whom (never the requester) must approve a deploy before it is signed and sent; empty: none needed.
+    pub approvers: Vec<String>,
+    /// How long a deploy may wait for its approval.
+    pub approval_expiry: Duration,
 }
 
 impl SiteConfig {
     /// Whether `user` may deploy this site.
     pub fn may_deploy(&self, user: &str) -> bool {
         self.deployers.iter().any(|d| d == "*" || d == user)
+    }
+
+    /// Whether `user` may approve a deploy of this site that `requester` asked for (never their own).
+    pub fn may_approve(&self, user: &str, requester: &str) -> bool {
+        user != requester && self.approvers.iter().any(|a| a == user)
     }
 }
 
@@ -353,6 +364,9 @@ struct RawSite {
     #[serde(default)]
     require_reason: bool,
     require_build: Option<String>,
+    #[serde(default)]
+    approvers: Vec<String>,
+    approval_expiry: Option<String>,
 }
 
 fn duration(key: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -493,6 +507,14 @@ impl WebConfig {
             crate::deploy::filters::validate(&filters).map_err(|e| invalid(&key("identity"), e.to_string()))?;
             let batch = s.batch.unwrap_or_else(|| "1".into());
             batch.parse::<BatchSize>().map_err(|e| invalid(&key("batch"), e))?;
+            if let Some(bad) = s.approvers.iter().find(|a| a.is_empty() || a.as_str() == "*" || a.chars().any(char::is_control)) {
+                return Err(invalid(&key("approvers"), format!("{bad:?}: list the users by name (\"*\" is not allowed: an approver is a second, named person)")));
+            }
+            if let ([one], [only]) = (s.approvers.as_slice(), s.deployers.as_slice()) {
+                if one == only {
+                    return Err(invalid(&key("approvers"), format!("{one} is the one approver and the one deployer: nobody could approve (nobody approves their own deploys)")));
+                }
+            }
             c.sites.push(SiteConfig {
                 repo: s.repo.unwrap_or_else(|| name.clone()),
                 filters,
@@ -507,6 +529,8 @@ impl WebConfig {
                     Some("success") => true,
                     Some(other) => return Err(invalid(&key("require_build"), format!("{other:?}: the one value is \"success\" (leave it out to deploy any tag)"))),
                 },
+                approval_expiry: duration(&key("approval_expiry"), s.approval_expiry, Duration::from_secs(3600))?,
+                approvers: s.approvers,
                 name,
             });
         }
@@ -599,6 +623,9 @@ mod tests {
             ("listen = \"0.0.0.0:80\"\n[auth]\nmode = \"none\"", "loopback"),
             ("[sites.www]\nbatch = \"0\"", "sites.www.batch"),
             ("[sites.www]\nrequire_build = \"green\"", "sites.www.require_build"),
+            ("[sites.www]\napprovers = [\"*\"]", "sites.www.approvers"),
+            ("[sites.www]\ndeployers = [\"ann\"]\napprovers = [\"ann\"]", "nobody could approve"),
+            ("[sites.www]\napprovers = [\"bob\"]\napproval_expiry = \"soon\"", "sites.www.approval_expiry"),
             ("[changes]\nkeep = 0", "changes.keep"),
             ("[changes]\nreconcile_after = \"soon\"", "changes.reconcile_after"),
             ("[changes]\ndestinations = [\"topic\"]", "changes.destinations"),

@@ -119,6 +119,8 @@ mod tests {
             max_failures: 0,
             require_reason: false,
             require_build: false,
+            approvers: vec![],
+            approval_expiry: std::time::Duration::from_secs(3600),
         }
     }
 

@@ -67,7 +67,7 @@ pub struct DeployRow {
     pub started_at: i64,
     /// Unix seconds, when finished.
     pub finished_at: Option<i64>,
-    /// `running`, `ok`, `failed`, `stopped`, `error` or `interrupted`.
+    /// `running`, `ok`, `failed`, `stopped`, `error`, `interrupted`, or for approvals [`AWAITING`], `rejected`, `cancelled`, `expired`.
     pub result: String,
     /// One line: why it failed or stopped.
     pub detail: Option<String>,
@@ -79,6 +79,10 @@ pub struct DeployRow {
     pub reason: Option<String>,
     /// The id of its rollout record (set for every row since schema 2).
     pub record_id: Option<String>,
+    /// Who approved it (sites with approvers).
+    pub approved_by: Option<String>,
+    /// Unix seconds, when approved.
+    pub approved_at: Option<i64>,
 }
 
 impl DeployRow {
@@ -159,7 +163,17 @@ const MIGRATIONS: &[M<'static>] = &[
         );
         CREATE INDEX builds_at ON builds (at);",
     ),
+    // 5: deploys that wait for an approval (see `approvals.rs`): the request, and who approved it.
+    M::up(
+        "ALTER TABLE deploys ADD COLUMN request TEXT;
+        ALTER TABLE deploys ADD COLUMN approved_by TEXT;
+        ALTER TABLE deploys ADD COLUMN approved_at INTEGER;
+        CREATE INDEX deploys_result ON deploys (result);",
+    ),
 ];
+
+/// The result of a deploy that waits for its approval.
+pub const AWAITING: &str = "awaiting approval";
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -220,6 +234,51 @@ impl History {
         })
     }
 
+    /// Records a deploy that waits for an approval (result [`AWAITING`]), with its checked `request` (JSON); returns its row id.
+    pub fn request(&self, start: &Start<'_>, request: &str) -> Result<i64, HistoryError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO deploys (site, action, tag, user, selection, started_at, result, controller, reason, record_id, request) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'dk-web', ?8, ?9, ?10)",
+                params![start.site, start.action, start.tag, start.user, start.selection, now(), AWAITING, start.reason, start.record_id, request],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Approval of deploy `id` by `by`: the waiting row becomes `running` and its request is returned;
+    /// `None` when it is not waiting (approved, rejected or expired already: only one approval ever wins).
+    pub fn approve(&self, id: i64, by: &str) -> Result<Option<String>, HistoryError> {
+        self.with(|c| {
+            let n = c.execute("UPDATE deploys SET result = 'running', approved_by = ?2, approved_at = ?3 WHERE id = ?1 AND result = ?4", params![id, by, now(), AWAITING])?;
+            if n == 0 {
+                return Ok(None);
+            }
+            c.query_row("SELECT request FROM deploys WHERE id = ?1", params![id], |r| r.get::<_, Option<String>>(0))
+        })
+    }
+
+    /// The request kept with waiting deploy `id` (JSON).
+    pub fn request_of(&self, id: i64) -> Result<Option<String>, HistoryError> {
+        self.with(|c| c.query_row("SELECT request FROM deploys WHERE id = ?1 AND result = ?2", params![id, AWAITING], |r| r.get(0)).optional().map(Option::flatten))
+    }
+
+    /// Ends waiting deploy `id` without running it (`rejected`, `cancelled`, `expired`); `false` when it was not waiting.
+    pub fn close_request(&self, id: i64, result: &str, detail: &str) -> Result<bool, HistoryError> {
+        self.with(|c| {
+            c.execute("UPDATE deploys SET result = ?2, detail = ?3, finished_at = ?4, request = NULL WHERE id = ?1 AND result = ?5", params![id, result, detail, now(), AWAITING])
+                .map(|n| n > 0)
+        })
+    }
+
+    /// The deploys waiting for an approval: id, site and when they were asked for.
+    pub fn waiting(&self) -> Result<Vec<(i64, String, i64)>, HistoryError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached("SELECT id, site, started_at FROM deploys WHERE result = ?1 ORDER BY id")?;
+            let rows = st.query_map(params![AWAITING], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Stores a rollout record from the bus; `false` when one with its id is stored already
     /// (this dk-web's own deploys come back this way).
     pub fn record(&self, r: &RolloutRecord) -> Result<bool, HistoryError> {
@@ -230,9 +289,9 @@ impl History {
         };
         self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO deploys (site, action, tag, user, selection, started_at, finished_at, result, detail, report, controller, reason, record_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![r.site, action, r.tag, r.user, r.selection, r.started_at, r.finished_at, r.result, r.detail, report, r.controller, r.reason, r.id],
+                "INSERT OR IGNORE INTO deploys (site, action, tag, user, selection, started_at, finished_at, result, detail, report, controller, reason, record_id, approved_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![r.site, action, r.tag, r.user, r.selection, r.started_at, r.finished_at, r.result, r.detail, report, r.controller, r.reason, r.id, r.approved_by],
             )
             .map(|n| n > 0)
         })
@@ -241,7 +300,10 @@ impl History {
     /// Records how deploy `id` ended.
     pub fn finish(&self, id: i64, result: &str, detail: Option<&str>, report: Option<&RolloutReport>) -> Result<(), HistoryError> {
         let report = report.and_then(|r| serde_json::to_string(r).ok());
-        self.with(|c| c.execute("UPDATE deploys SET result = ?2, detail = ?3, report = ?4, finished_at = ?5 WHERE id = ?1", params![id, result, detail, report, now()]).map(drop))
+        self.with(|c| {
+            c.execute("UPDATE deploys SET result = ?2, detail = ?3, report = ?4, finished_at = ?5, request = NULL WHERE id = ?1", params![id, result, detail, report, now()])
+                .map(drop)
+        })
     }
 
     /// Deploy `id`.
@@ -260,7 +322,7 @@ impl History {
     }
 }
 
-const COLUMNS: &str = "id, site, action, tag, user, selection, started_at, finished_at, result, detail, report, controller, reason, record_id";
+const COLUMNS: &str = "id, site, action, tag, user, selection, started_at, finished_at, result, detail, report, controller, reason, record_id, approved_by, approved_at";
 
 /// What [`History::start`] records of a deploy that starts now.
 #[derive(Debug, Clone, Copy)]
@@ -297,6 +359,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeployRow> {
         controller: r.get(11)?,
         reason: r.get(12)?,
         record_id: r.get(13)?,
+        approved_by: r.get(14)?,
+        approved_at: r.get(15)?,
     })
 }
 
@@ -383,6 +447,7 @@ mod tests {
             result: "ok".into(),
             detail: None,
             report: None,
+            approved_by: None,
         };
         assert!(h.record(&rec).unwrap());
         assert!(!h.record(&rec).unwrap(), "the same record twice is one row");

@@ -11,6 +11,7 @@
 //! - [`form`] — the deploy form's fields and their checks.
 //! - [`history`] — every deploy in SQLite (versioned schema).
 //! - [`trail`] — signed rollout records: every controller's deploys into the history, this dk-web's out.
+//! - [`approvals`] — deploys that wait for a second person (approve, reject, lapse).
 //! - [`rollout`] — starting a deploy or rollback (checks, gates, the task that runs it), for the form and the API.
 //! - [`live`] — deploys in progress, their views and update streams.
 //! - [`activity`] — the bus's event lines.
@@ -18,6 +19,7 @@
 //! - [`journey`] — the Changes pages' HTML; [`pages`] — the rest of the HTML (maud); [`routes`] — the axum handlers.
 
 pub mod activity;
+pub mod approvals;
 pub mod auth;
 pub mod changes;
 pub mod config;

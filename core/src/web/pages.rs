@@ -250,8 +250,9 @@ pub fn site(
                         }
                         div.actions {
                             button type="submit" formaction={ "/sites/" (site.name) "/preview" } name="preview" value="1" { "Preview (dry run)" }
-                            @if may_deploy { button.primary type="submit" #deploy { "Deploy" } }
+                            @if may_deploy { button.primary type="submit" #deploy { @if site.approvers.is_empty() { "Deploy" } @else { "Ask to deploy" } } }
                             @else { span.note { "You may view this site; deploying it is for " (site.deployers.join(", ")) "." } }
+                            @if !site.approvers.is_empty() { span.note #needs-approval { " A deploy waits until " (super::approvals::who(site)) " approves it (not the requester)." } }
                         }
                     }
                 }
@@ -317,7 +318,7 @@ pub fn preview(ctx: &Ctx, site: &SiteConfig, tag: &str, plan: &[Vec<String>], re
                     @if !downgraded.is_empty() {
                         p { label.downgrade { input type="checkbox" name="allow_downgrade" value="1" required; " Deploy " (tag) " anyway, removing the commits listed above from " (downgraded.join(", ")) } }
                     }
-                    button.primary type="submit" #deploy { "Deploy " (tag) }
+                    button.primary type="submit" #deploy { @if site.approvers.is_empty() { "Deploy " } @else { "Ask to deploy " } (tag) }
                 }
             }
             p { a href={ "/sites/" (site.name) } { "back to " (site.name) } }
@@ -345,8 +346,21 @@ fn step_cells(n: &NodeView) -> Markup {
     }
 }
 
-/// A deploy: a row per server, progress, stop and rollback.
-pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_deploy: bool) -> Markup {
+/// A deploy waiting for its approval, as its page shows it to the viewer.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    /// Who may approve (`carol or dan`).
+    pub approvers: String,
+    /// Unix seconds when it lapses.
+    pub lapses_at: i64,
+    /// The viewer may approve or reject it.
+    pub may_approve: bool,
+    /// The viewer asked for it (may cancel it).
+    pub requester: bool,
+}
+
+/// A deploy's page: live progress, or the recorded result; a waiting deploy's approval buttons.
+pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_deploy: bool, approval: Option<&Approval>) -> Markup {
     let (done, total) = view.progress();
     // Servers this deploy changed (those already on the tag have nothing of it to roll back).
     let ok_nodes: Vec<&str> = view.nodes.iter().filter(|n| n.changed_ok()).map(|n| n.node.as_str()).collect();
@@ -360,6 +374,24 @@ pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_dep
                 h1 { (row.action) " " (row.tag.as_deref().unwrap_or("")) " to " a href={ "/sites/" (row.site) } { (row.site) } " " span #result { (result_badge(&view.result)) } }
                 p.meta { "#" (row.id) " by " b { (row.user) } ", started " (when(row.started_at)) @if let Some(f) = row.finished_at { ", finished " (when(f)) } ", servers: " (row.selection) @if row.controller != "dk-web" { ", via " b.via { (row.controller) } } }
                 @if let Some(why) = &row.reason { p.reason { "Reason: " (why) } }
+                @if let Some(by) = &row.approved_by { p.approved #approved-by { "Approved by " b { (by) } @if let Some(at) = row.approved_at { ", " (when(at)) } } }
+                @if let Some(a) = approval {
+                    section #approval .warn {
+                        p { "Waiting for an approval by " b { (a.approvers) } " (not the requester); nothing has been sent to the servers. It lapses " (when(a.lapses_at)) "." }
+                        @if a.may_approve {
+                            form #approve-form method="post" action={ "/deploys/" (row.id) "/approve" } {
+                                (csrf_field(ctx))
+                                button type="submit" #approve { "Approve and start" }
+                            }
+                        }
+                        @if a.may_approve || a.requester {
+                            form #reject-form method="post" action={ "/deploys/" (row.id) "/reject" } {
+                                (csrf_field(ctx))
+                                button.danger type="submit" #reject { @if a.requester { "Cancel this request" } @else { "Reject" } }
+                            }
+                        }
+                    }
+                }
                 progress #progress value=(done) max=(total.max(1)) {}
                 span #progress-text { (done) "/" (total) " servers done" }
                 " "

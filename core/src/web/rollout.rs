@@ -38,13 +38,15 @@ impl Refusal {
 pub(crate) enum Begun {
     /// Running as deploy `id`.
     Started(i64),
+    /// Recorded as deploy `id`, waiting for a second person's approval; nothing is sent until then.
+    AwaitingApproval(i64),
 }
 
 impl Begun {
     /// The deploy's id in the history.
     pub fn id(self) -> i64 {
         match self {
-            Begun::Started(id) => id,
+            Begun::Started(id) | Begun::AwaitingApproval(id) => id,
         }
     }
 }
@@ -89,6 +91,7 @@ pub(crate) fn filters_for(site: &SiteConfig, nodes: &Option<Vec<String>>) -> Fil
 }
 
 /// Checks and starts a deploy or rollback of `site` for `user`; the rollout runs on in a task.
+/// A deploy of a site with `approvers` is only recorded, waiting ([`super::approvals`]).
 pub(crate) async fn begin(app: Arc<App>, user: &str, site: SiteConfig, form: DeployForm, action: DeployAction) -> Result<Begun, Refusal> {
     if !site.may_deploy(user) {
         tracing::warn!(user, site = %site.name, "refused: not a deployer of this site");
@@ -101,42 +104,104 @@ pub(crate) async fn begin(app: Arc<App>, user: &str, site: SiteConfig, form: Dep
         return Err(Refusal::new(StatusCode::BAD_REQUEST, format!("reason: site {} asks why (a ticket or a sentence) for every deploy and rollback.", site.name)));
     }
     let nodes = selection(&app, &site, &form.scope).await?;
-    let settings = app.settings();
-    let filters = filters_for(&site, &nodes);
-    let expect = match &nodes {
-        Some(n) => Some(n.len()),
-        None => Some(app.fleet.expected(&filters)).filter(|n| *n > 0),
+    let plan = Planned {
+        tag: if action == DeployAction::Deploy { form.tag.clone() } else { None },
+        nodes,
+        canary: form.canary,
+        batch: form.batch.to_string(),
+        max_failures: form.max_failures,
+        allow_missing: form.allow_missing,
+        allow_downgrade: action == DeployAction::Deploy && form.allow_downgrade,
+        reason: form.reason.clone(),
+        record_id: RolloutRecord::new_id(),
     };
-    if action == DeployAction::Deploy && site.require_build {
-        if let Err(why) = build_gate(&app, &site, form.tag.as_deref().unwrap_or(""), &filters, expect).await {
-            tracing::warn!(user, site = %site.name, tag = form.tag.as_deref().unwrap_or("-"), "refused by require_build: {why}");
+    let spec = plan.spec(&app, &site, action)?;
+    gates(&app, &site, &spec, user).await?;
+    let start = history::Start {
+        site: &site.name,
+        action: verb(action),
+        tag: spec.tag.as_deref(),
+        user,
+        selection: &plan.shown(),
+        reason: plan.reason.as_deref(),
+        record_id: &plan.record_id,
+    };
+    if action == DeployAction::Deploy && !site.approvers.is_empty() {
+        return super::approvals::ask(&app, &site, &start, &plan).await.map(Begun::AwaitingApproval);
+    }
+    let id = app.history.start(&start).map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    run(app, Launch { id, user: user.to_owned(), approved_by: None, plan, spec }).await;
+    Ok(Begun::Started(id))
+}
+
+/// The gates a rollout passes when it is asked for, and again when it is approved: `require_build`.
+pub(crate) async fn gates(app: &App, site: &SiteConfig, spec: &RolloutSpec, user: &str) -> Result<(), Refusal> {
+    if spec.action == DeployAction::Deploy && site.require_build {
+        let tag = spec.tag.as_deref().unwrap_or("");
+        if let Err(why) = build_gate(app, site, tag, &spec.filters, spec.discovery.expect).await {
+            tracing::warn!(user, site = %site.name, tag, "refused by require_build: {why}");
             return Err(Refusal::new(StatusCode::CONFLICT, why));
         }
     }
-    let spec = RolloutSpec {
-        action,
-        site: site.name.clone(),
-        tag: if action == DeployAction::Deploy { form.tag.clone() } else { None },
-        filters: filters.clone(),
-        canary: form.canary,
-        batch: form.batch,
-        max_failures: form.max_failures,
-        timeout: settings.config.server_timeout,
-        discovery: Window { timeout: settings.config.discovery_window, expect },
-        expected: match &nodes {
-            Some(n) => n.clone(),
-            None => app.fleet.known_servers(&site.name, &filters),
-        },
-        allow_missing: form.allow_missing,
-        allow_downgrade: action == DeployAction::Deploy && form.allow_downgrade,
-    };
-    let shown = nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into());
-    let record_id = RolloutRecord::new_id();
-    let start = history::Start { site: &site.name, action: verb(action), tag: spec.tag.as_deref(), user, selection: &shown, reason: form.reason.as_deref(), record_id: &record_id };
-    let id = app.history.start(&start).map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    drop(settings);
-    run(app, Launch { id, user: user.to_owned(), reason: form.reason, record_id, shown, spec }).await;
-    Ok(Begun::Started(id))
+    Ok(())
+}
+
+/// A checked rollout's choices, enough to run it now or once approved (kept as JSON while it waits).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Planned {
+    /// The tag (deploys).
+    pub tag: Option<String>,
+    /// The servers chosen (`None`: all of the site's).
+    pub nodes: Option<Vec<String>>,
+    /// Servers first and alone.
+    pub canary: usize,
+    /// Batch size, as written (`2`, `25%`).
+    pub batch: String,
+    /// Failures tolerated.
+    pub max_failures: usize,
+    /// Go on when known servers do not answer discovery.
+    pub allow_missing: bool,
+    /// Agents may deploy a tag older than their live release.
+    pub allow_downgrade: bool,
+    /// Why.
+    pub reason: Option<String>,
+    /// The id its rollout record will carry.
+    pub record_id: String,
+}
+
+impl Planned {
+    /// The selection as History shows it.
+    pub fn shown(&self) -> String {
+        self.nodes.as_ref().map(|n| n.join(", ")).unwrap_or_else(|| "all".into())
+    }
+
+    /// The rollout of `site` it asks for, with the windows and servers known now.
+    pub fn spec(&self, app: &App, site: &SiteConfig, action: DeployAction) -> Result<RolloutSpec, Refusal> {
+        let settings = app.settings();
+        let filters = filters_for(site, &self.nodes);
+        let expect = match &self.nodes {
+            Some(n) => Some(n.len()),
+            None => Some(app.fleet.expected(&filters)).filter(|n| *n > 0),
+        };
+        let batch = self.batch.parse().map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("batch: {e}")))?;
+        Ok(RolloutSpec {
+            action,
+            site: site.name.clone(),
+            tag: self.tag.clone(),
+            canary: self.canary,
+            batch,
+            max_failures: self.max_failures,
+            timeout: settings.config.server_timeout,
+            discovery: Window { timeout: settings.config.discovery_window, expect },
+            expected: match &self.nodes {
+                Some(n) => n.clone(),
+                None => app.fleet.known_servers(&site.name, &filters),
+            },
+            filters,
+            allow_missing: self.allow_missing,
+            allow_downgrade: self.allow_downgrade,
+        })
+    }
 }
 
 /// "deploy" or "rollback".
@@ -149,22 +214,28 @@ pub(crate) fn verb(action: DeployAction) -> &'static str {
 }
 
 /// A checked rollout with its history row, ready to run.
-struct Launch {
-    id: i64,
-    user: String,
-    reason: Option<String>,
-    record_id: String,
-    shown: String,
-    spec: RolloutSpec,
+pub(crate) struct Launch {
+    /// The history row.
+    pub id: i64,
+    /// Who asked for it.
+    pub user: String,
+    /// Who approved it, if the site needs an approval.
+    pub approved_by: Option<String>,
+    /// Its choices.
+    pub plan: Planned,
+    /// The rollout.
+    pub spec: RolloutSpec,
 }
 
 /// Announces the rollout, registers it as live and runs it in a task (signed by dk-web's key).
-async fn run(app: Arc<App>, l: Launch) {
-    let Launch { id, user, reason, record_id, shown, spec } = l;
+pub(crate) async fn run(app: Arc<App>, l: Launch) {
+    let Launch { id, user, approved_by, plan, spec } = l;
+    let (reason, record_id, shown) = (plan.reason.clone(), plan.record_id.clone(), plan.shown());
     let verb = verb(spec.action);
     let started_at = crate::message::unix_now() as i64;
     let what = format!("{verb} {}{}", spec.site, spec.tag.as_deref().map(|t| format!(" {t}")).unwrap_or_default());
-    publish_event(&app, format!("dk-web: {user} started {what} (servers: {shown}; deploy #{id})")).await;
+    let approval = approved_by.as_deref().map(|a| format!(", approved by {a}")).unwrap_or_default();
+    publish_event(&app, format!("dk-web: {user} started {what} (servers: {shown}{approval}; deploy #{id})")).await;
     let (live, stop_rx) = LiveDeploy::new(id);
     app.live.insert(live.clone());
     tracing::info!(id, user = %user, site = %spec.site, tag = spec.tag.as_deref().unwrap_or("-"), servers = %shown, "{verb} started");
@@ -214,7 +285,9 @@ async fn run(app: Arc<App>, l: Launch) {
             selection: &shown,
             started_at,
         };
-        trail::publish(&app, &RolloutRecord::finished(&run, result, detail.as_deref(), report.as_ref())).await;
+        let mut record = RolloutRecord::finished(&run, result, detail.as_deref(), report.as_ref());
+        record.approved_by = approved_by;
+        trail::publish(&app, &record).await;
         tracing::info!(id, result, "{verb} finished");
         app.rollouts.inc(&[verb, result]);
         app.health.message();

@@ -10,6 +10,8 @@
 //! | `GET /deploys/{id}` | progress (live) or the recorded result; 404 unknown |
 //! | `GET /deploys/{id}/events` | server-sent events: a snapshot, then changed rows |
 //! | `POST /deploys/{id}/stop` | 303 back; 409 when already finished |
+//! | `POST /deploys/{id}/approve` | a waiting deploy (site `approvers`): an approver other than the requester starts it (303 back); 403 others, 409 not waiting or a gate |
+//! | `POST /deploys/{id}/reject` | a waiting deploy: an approver rejects it, its requester cancels it (303 back); 403 others, 409 not waiting |
 //! | `GET /history[?site=]` | every deploy, newest first |
 //! | `GET /activity`, `GET /activity/events` | the event line feed (page, SSE) |
 //! | `GET /changes[?repo=]`, `GET /changes/events` | every push with builds and fetches (page, SSE of every new step) |
@@ -35,7 +37,7 @@ use super::fleet::Server;
 use super::form::DeployForm;
 use super::live::{DeployView, LiveDeploy, Update};
 use super::pages::{self, Ctx, FormEcho, SiteSummary};
-use super::{rollout, App};
+use super::{approvals, rollout, App};
 use crate::deploy::controller::{plan, ControlError, Window};
 use crate::message::{DeployAction, Filters};
 use axum::body::Bytes;
@@ -71,6 +73,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/deploys/{id}", get(deploy_page))
         .route("/deploys/{id}/events", get(deploy_events))
         .route("/deploys/{id}/stop", post(stop))
+        .route("/deploys/{id}/approve", post(approve))
+        .route("/deploys/{id}/reject", post(reject))
         .route("/history", get(history))
         .route("/activity", get(activity))
         .route("/activity/events", get(activity_events))
@@ -302,11 +306,53 @@ fn deploy_state(app: &App, id: i64) -> Option<(super::history::DeployRow, Deploy
 
 async fn deploy_page(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let ctx = login!(app, peer, headers);
+    approvals::expire(&app);
     let Some((row, view, live)) = id.parse::<i64>().ok().and_then(|id| deploy_state(&app, id)) else {
         return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
     };
-    let may = app.settings().config.site(&row.site).is_some_and(|s| s.may_deploy(&ctx.user));
-    page(StatusCode::OK, pages::deploy(&ctx, &row, &view, live.is_some() && !view.finished, may))
+    let site = app.settings().config.site(&row.site).cloned();
+    let may = site.as_ref().is_some_and(|s| s.may_deploy(&ctx.user));
+    let approval = site.as_ref().filter(|_| row.result == super::history::AWAITING).map(|s| pages::Approval {
+        approvers: approvals::who(s),
+        lapses_at: approvals::lapses_at(s, &row),
+        may_approve: s.may_approve(&ctx.user, &row.user),
+        requester: ctx.user == row.user,
+    });
+    page(StatusCode::OK, pages::deploy(&ctx, &row, &view, live.is_some() && !view.finished, may, approval.as_ref()))
+}
+
+/// The CSRF check of a button's form post.
+fn checked_button(app: &App, ctx: &Ctx, body: &[u8]) -> Result<(), Response> {
+    let token = super::form::fields(body).into_iter().find(|(k, _)| k == super::csrf::FIELD).map(|(_, v)| v);
+    app.csrf.check(&ctx.user, token.as_deref()).map_err(|why| fail(ctx, StatusCode::FORBIDDEN, why))
+}
+
+async fn approve(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let ctx = login!(app, peer, headers);
+    if let Err(r) = checked_button(&app, &ctx, &body) {
+        return r;
+    }
+    let Ok(n) = id.parse::<i64>() else {
+        return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
+    };
+    match approvals::approve(app, n, &ctx.user).await {
+        Ok(()) => Redirect::to(&format!("/deploys/{n}")).into_response(),
+        Err(r) => refused(&ctx, r),
+    }
+}
+
+async fn reject(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    let ctx = login!(app, peer, headers);
+    if let Err(r) = checked_button(&app, &ctx, &body) {
+        return r;
+    }
+    let Ok(n) = id.parse::<i64>() else {
+        return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
+    };
+    match approvals::reject(&app, n, &ctx.user).await {
+        Ok(()) => Redirect::to(&format!("/deploys/{n}")).into_response(),
+        Err(r) => refused(&ctx, r),
+    }
 }
 
 fn sse_event(data: &str) -> Event {
@@ -363,9 +409,8 @@ async fn deploy_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id
 
 async fn stop(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     let ctx = login!(app, peer, headers);
-    let token = super::form::fields(&body).into_iter().find(|(k, _)| k == super::csrf::FIELD).map(|(_, v)| v);
-    if let Err(why) = app.csrf.check(&ctx.user, token.as_deref()) {
-        return fail(&ctx, StatusCode::FORBIDDEN, why);
+    if let Err(r) = checked_button(&app, &ctx, &body) {
+        return r;
     }
     let Some((row, _, live)) = id.parse::<i64>().ok().and_then(|id| deploy_state(&app, id)) else {
         return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
@@ -392,6 +437,7 @@ pub(crate) fn stop_all(app: &App) {
 
 async fn history(AxState(app): St, peer: Peer, headers: HeaderMap, uri: axum::http::Uri) -> Response {
     let ctx = login!(app, peer, headers);
+    approvals::expire(&app);
     let site = uri.query().and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "site").map(|(_, v)| v.into_owned())).filter(|s| !s.is_empty());
     match app.history.list(site.as_deref(), 500) {
         Ok(rows) => page(StatusCode::OK, pages::history(&ctx, &rows, site.as_deref())),

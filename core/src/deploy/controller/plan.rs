@@ -36,6 +36,15 @@ impl FromStr for BatchSize {
     }
 }
 
+impl std::fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchSize::Count(n) => write!(f, "{n}"),
+            BatchSize::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 impl BatchSize {
     /// The number of servers per batch for `total` servers.
     pub fn resolve(self, total: usize) -> usize {
