@@ -442,6 +442,9 @@ def test_a_push_journey_arrives_live_stage_by_stage(server, browser, journey, je
         expect(page.locator(f'#builds .badge.ok[data-job="{journey.JOB}"]')).to_contain_text("success")
         for node in ["web01", "web02", "web03"]:
             expect(page.locator('#journey li.step[data-stage="fetch"][data-ok="true"]', has_text=f"fetched on {node} in ")).to_have_count(1)
+            # ...and it was the built commit each checked out (the daemon's own event line).
+            fetched = f"fetch on {node}: fetched change: [www] build {journey.JOB} #7 {rev}"
+            expect(page.locator('#journey li.step[data-stage="event"]', has_text=fetched)).to_have_count(1)
         expect(page.locator("#fetched-count")).to_have_text("3")
         expect(page.locator("#server-count")).to_have_text("3")
         expect(page.locator("#failures li")).to_have_count(0)
