@@ -29,7 +29,7 @@ set -euo pipefail
 cd "$DK_ROOT"
 
 case "${1:-}" in
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 VPY="$DK_VPY"
