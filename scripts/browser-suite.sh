@@ -18,7 +18,8 @@
 #
 # DK_SCREENSHOTS=DIR saves site.png, deploy.png and journey.png there (the committed ones
 # in docs/screenshots/ come from `DK_SCREENSHOTS=docs/screenshots scripts/browser-suite.sh`).
-# CARGO_TARGET_DIR is honoured. Logs of the set-up steps: .dk-test/logs/browser-*.log.
+# DK_JOURNEY_LIVE=1 also checks the journey's last stage (live on each server; needs the
+# deploy tracking of core/src/web/changes/). CARGO_TARGET_DIR is honoured. Logs of the set-up steps: .dk-test/logs/browser-*.log.
 # The exit status is pytest's.
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
@@ -28,7 +29,7 @@ set -euo pipefail
 cd "$DK_ROOT"
 
 case "${1:-}" in
-    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$DK_ROOT/target}"

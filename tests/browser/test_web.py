@@ -37,7 +37,7 @@ TIMEOUT_S = TIMEOUT_MS / 1000
 # The journey's last stage, "live on SERVER", comes with the deploy tracking in
 # core/src/web/changes.rs and journey.rs. Until that is on this branch the test checks
 # the deploy itself and skips expect_live_stage(); set True (or DK_JOURNEY_LIVE=1) then.
-JOURNEY_LIVE_STAGE = os.environ.get("DK_JOURNEY_LIVE") == "1"
+JOURNEY_LIVE_STAGE = os.environ.get("DK_JOURNEY_LIVE", "0") == "1"
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -300,6 +300,8 @@ class Journey:
             "GIT_COMMITTER_NAME": "Ann Example",
             "GIT_COMMITTER_EMAIL": "ann@example.org",
         }
+        probe = subprocess.run([str(VENV_BIN / "python3"), "-c", "import deploykit.hooks"], capture_output=True, text=True)
+        assert probe.returncode == 0, f"the hook needs the deploykit package in {VENV_BIN.parent} (scripts/browser-suite.sh installs it): {probe.stderr}"
         # The hook, installed as an operator would: the example script, configured by git config.
         hook = self.bare / "hooks" / "post-receive"
         shutil.copyfile(HOOK, hook)
@@ -321,14 +323,15 @@ class Journey:
         return self.git("rev-parse", "HEAD", cwd=self.work).stdout.strip()
 
     def push(self, *refspecs):
-        """git push; the post-receive hook publishes before push returns (it says
-        `deploykit: …` on stderr only when something went wrong)."""
-        p = self.git("push", "origin", *refspecs, cwd=self.work)
-        assert "deploykit:" not in p.stderr, p.stderr
+        """git push; the post-receive hook has published when push returns (it says
+        something, `remote: deploykit: …`, only when something went wrong)."""
+        p = self.git("push", "--quiet", "origin", *refspecs, cwd=self.work)
+        assert "remote:" not in p.stderr, p.stderr
 
     @contextlib.contextmanager
-    def dk_jenkins(self, jenkins_url):
-        """dk-jenkins triggering job www-tests on pushes to master; its build token in a file."""
+    def dk_jenkins(self, stand_in):
+        """dk-jenkins triggering job www-tests on pushes to master at the Jenkins stand-in;
+        its build token in a file."""
         token = self.tmp / "www-tests.token"
         token.write_text("journey-build-token\n")
         token.chmod(0o600)
@@ -336,7 +339,7 @@ class Journey:
         config.write_text(
             'quiet_period = "100ms"\n'
             f'[broker]\nurl = "{self.broker}"\n'
-            f'[jenkins]\nurl = "{jenkins_url}"\ntimeout = "{4 * int(TIMEOUT_S)}s"\nretries = 0\n'
+            f'[jenkins]\nurl = "{stand_in.url}"\ntimeout = "{4 * int(TIMEOUT_S)}s"\nretries = 0\n'
             f'[[repos.www.jobs]]\njob = "{self.JOB}"\ntoken_file = "{token}"\nbranches = ["master"]\n'
         )
         daemon = Daemon([str(BIN_DIR / "dk-jenkins"), "-v", "--config", str(config)], env={"PATH": self.env["PATH"], "LANG": "C.UTF-8"})
@@ -344,6 +347,7 @@ class Journey:
             daemon.wait_for("dk-jenkins started")  # logged once the commits topic is subscribed
             yield daemon
         finally:
+            stand_in.answer()  # a trigger still held would hold dk-jenkins's shutdown
             stop(daemon.proc)
             print("dk-jenkins said:", *daemon.log, sep="\n")  # pytest shows it when the test failed
 
@@ -400,7 +404,7 @@ def test_a_push_journey_arrives_live_stage_by_stage(server, browser, journey, je
     journey page, never reloaded, shows each stage arrive, in that order."""
     ctx = login(browser)
     page = ctx.new_page()
-    with journey.dk_jenkins(jenkins.url):
+    with journey.dk_jenkins(jenkins):
         # The changes list is open (and live) before the push; the push arrives as a new row.
         page.goto(server + "/changes")
         wait_live(page)
@@ -443,8 +447,8 @@ def test_a_push_journey_arrives_live_stage_by_stage(server, browser, journey, je
         for node in ["web01", "web02", "web03"]:
             expect(page.locator('#journey li.step[data-stage="fetch"][data-ok="true"]', has_text=f"fetched on {node} in ")).to_have_count(1)
             # ...and it was the built commit each checked out (the daemon's own event line).
-            fetched = f"fetch on {node}: fetched change: [www] build {journey.JOB} #7 {rev}"
-            expect(page.locator('#journey li.step[data-stage="event"]', has_text=fetched)).to_have_count(1)
+            line = f"fetch on {node}: fetched change: [www] build {journey.JOB} #7 {rev}"
+            expect(page.locator('#journey li.step[data-stage="event"]', has_text=line)).to_have_count(1)
         expect(page.locator("#fetched-count")).to_have_text("3")
         expect(page.locator("#server-count")).to_have_text("3")
         expect(page.locator("#failures li")).to_have_count(0)
