@@ -1,32 +1,38 @@
 #!/usr/bin/env bash
 # The browser suite: dk-web driven by a real headless Chromium (Debian's
-# `chromium`) through Playwright for Python.
+# `chromium`) through Playwright for Python, and a push's whole journey through
+# the real git hook, dk-jenkins and dk-notify.
 #
 #   scripts/browser-suite.sh [PYTEST ARGS...]
 #
 # What it does, each step only when needed:
 #   1. apt-get install chromium if it is missing (scripts/lib/deps.sh browser; needs root)
-#   2. the virtualenv .dk-test/venv (shared with the Python suite) gets pytest and
-#      playwright from PyPI; no browser is downloaded: Playwright is pointed at
-#      /usr/bin/chromium (DK_CHROMIUM overrides)
-#   3. cargo build --example web-fixture (embedded broker, 3 agents, dk-web)
-#   4. pytest tests/browser
+#   2. the virtualenv .dk-test/venv (shared with the Python suite: scripts/lib/python-env.sh)
+#      gets pytest and playwright from PyPI; no browser is downloaded: Playwright is
+#      pointed at /usr/bin/chromium (DK_CHROMIUM overrides)
+#   3. the deploykit Python package (the git hook runs it) if the venv lacks it: the
+#      same maturin build as scripts/python-suite.sh (which refreshes it on every run)
+#   4. cargo build -p deploykit-tools --bins --example web-fixture (embedded broker, 3
+#      agents, 3 fetch daemons, dk-web; dk-jenkins and dk-notify)
+#   5. pytest tests/browser
 #
-# DK_SCREENSHOTS=DIR saves site.png and deploy.png there (the committed ones in
-# docs/screenshots/ come from `DK_SCREENSHOTS=docs/screenshots scripts/browser-suite.sh`).
-# Logs of the set-up steps: .dk-test/logs/browser-*.log. The exit status is pytest's.
+# DK_SCREENSHOTS=DIR saves site.png, deploy.png and journey.png there (the committed ones
+# in docs/screenshots/ come from `DK_SCREENSHOTS=docs/screenshots scripts/browser-suite.sh`).
+# DK_JOURNEY_LIVE=1 also checks the journey's last stage (live on each server; needs the
+# deploy tracking of core/src/web/changes/). CARGO_TARGET_DIR is honoured.
+# Logs of the set-up steps: .dk-test/logs/browser-*.log.
+# The exit status is pytest's.
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/python-env.sh
+. "$DK_ROOT/scripts/lib/python-env.sh"
 cd "$DK_ROOT"
 
 case "${1:-}" in
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
-PYTHON="${PYTHON:-python3}"
-VENV="$DK_ROOT/.dk-test/venv"
-VPY="$VENV/bin/python"
 TARGET_DIR="${CARGO_TARGET_DIR:-$DK_ROOT/target}"
 LOG="$DK_LOG_DIR/browser-setup.log"
 : >"$LOG"
@@ -39,25 +45,22 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 
 # 2. Playwright (the Python package only; it drives the Chromium above).
-if [ ! -x "$VPY" ]; then
-    dk_log "browser-suite: creating $VENV"
-    "$PYTHON" -m venv "$VENV" >>"$LOG" 2>&1 || { dk_tail_file "$LOG" 30; dk_die "browser-suite: $PYTHON -m venv failed (Debian: apt-get install python3-venv)"; }
-fi
-if ! "$VPY" -c 'import pytest, playwright' >/dev/null 2>&1; then
-    dk_log "browser-suite: pip install pytest playwright (into the venv; no browser download)"
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$VPY" -m pip install --quiet --disable-pip-version-check pytest 'playwright>=1.40,<2' >>"$LOG" 2>&1 \
-        || { dk_tail_file "$LOG" 30; dk_die "browser-suite: pip install failed (log: $LOG)"; }
-fi
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD
+dk_venv_pip browser-suite "$LOG" "pytest, playwright" pytest 'playwright>=1.40,<2'
 
-# 3. The fixture.
-cargo build --quiet -p deploykit-tools --example web-fixture >>"$LOG" 2>&1 \
-    || { dk_tail_file "$LOG" 40; dk_die "browser-suite: cargo build --example web-fixture failed"; }
+# 3. The deploykit package, for the git hook (scripts/python-suite.sh installs it first in scripts/test).
+dk_deploykit_package browser-suite "$LOG" --if-missing
+
+# 4. The fixture, and the daemons the journey test runs.
+cargo build --quiet -p deploykit-tools --bins --example web-fixture >>"$LOG" 2>&1 \
+    || { dk_tail_file "$LOG" 40; dk_die "browser-suite: cargo build -p deploykit-tools --bins --example web-fixture failed"; }
 dk_log "browser-suite: $("$CHROMIUM" --version 2>/dev/null | head -n 1); setup took $(dk_elapsed "$T0")s"
 
-# 4. The tests.
+# 5. The tests.
 set +e
-DK_WEB_FIXTURE="$TARGET_DIR/debug/examples/web-fixture" DK_CHROMIUM="$CHROMIUM" \
-    "$VPY" -m pytest -q -p no:cacheprovider -ra tests/browser "$@"
+DK_WEB_FIXTURE="$TARGET_DIR/debug/examples/web-fixture" DK_BIN_DIR="$TARGET_DIR/debug" DK_CHROMIUM="$CHROMIUM" \
+    "$DK_VPY" -m pytest -q -p no:cacheprovider -ra tests/browser "$@"
 rc=$?
 set -e
 exit "$rc"

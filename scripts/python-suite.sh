@@ -24,15 +24,15 @@
 set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/python-env.sh
+. "$DK_ROOT/scripts/lib/python-env.sh"
 cd "$DK_ROOT"
 
 case "${1:-}" in
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
-PYTHON="${PYTHON:-python3}"
-VENV="$DK_ROOT/.dk-test/venv"
-VPY="$VENV/bin/python"
+VPY="$DK_VPY"
 TARGET_DIR="${CARGO_TARGET_DIR:-$DK_ROOT/target}"
 BUILD_LOG="$DK_LOG_DIR/python-build.log"
 BROKER_LOG="$DK_LOG_DIR/python-dk-broker.log"
@@ -48,26 +48,11 @@ if ! command -v svnadmin >/dev/null || ! command -v svnlook >/dev/null || ! comm
         || { dk_tail_file "$BUILD_LOG" 30; dk_die "python-suite: installing subversion failed"; }
 fi
 
-# 2. The virtualenv and the test tools.
-if [ ! -x "$VPY" ]; then
-    dk_log "python-suite: creating $VENV"
-    "$PYTHON" -m venv "$VENV" >>"$BUILD_LOG" 2>&1 || { dk_tail_file "$BUILD_LOG" 30; dk_die "python-suite: $PYTHON -m venv failed (Debian: apt-get install python3-venv)"; }
-fi
-if ! "$VPY" -c 'import pytest, stomp, maturin' >/dev/null 2>&1; then
-    dk_log "python-suite: pip install pytest stomp.py maturin (into the venv)"
-    "$VPY" -m pip install --quiet --disable-pip-version-check pytest 'stomp.py>=8,<10' 'maturin>=1.5,<2' >>"$BUILD_LOG" 2>&1 \
-        || { dk_tail_file "$BUILD_LOG" 30; dk_die "python-suite: pip install failed (log: $BUILD_LOG)"; }
-fi
+# 2. The virtualenv and the test tools (scripts/lib/python-env.sh, shared with the browser suite).
+dk_venv_pip python-suite "$BUILD_LOG" "pytest, stomp, maturin" pytest 'stomp.py>=8,<10' 'maturin>=1.5,<2'
 
 # 3. The package itself: one maturin build per run (dev profile: shares target/ with cargo).
-# maturin builds the crate alone (like `cargo build -p deploykit-python`), so core gets only the
-# binding's features (test_native_lib.py checks: no OpenSSL, size ceiling for DK_NATIVE_PROFILE=dev).
-t=$(dk_now)
-dk_log "python-suite: pip install ./ffi-python (maturin build)"
-PATH="$VENV/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" "$VPY" -m pip install --disable-pip-version-check --no-build-isolation \
-    --no-deps --force-reinstall ./ffi-python >>"$BUILD_LOG" 2>&1 \
-    || { dk_tail_file "$BUILD_LOG" 40; dk_die "python-suite: building the Python package failed (log: $BUILD_LOG)"; }
-dk_log "python-suite: deploykit $("$VPY" -c 'import deploykit; print(deploykit.__version__)') installed in $(dk_elapsed "$t")s"
+dk_deploykit_package python-suite "$BUILD_LOG"
 
 # 4. The embedded broker. Built with `cargo test --workspace`'s feature resolution
 # (--workspace --tests: dev-dependencies unified, tokio with test-util), so after the cargo

@@ -1,19 +1,18 @@
 //! The browser suite's fixture (not a user-facing tool): an embedded broker,
-//! a git repo with tags, three in-process agents (web01..web03) and dk-web with
+//! a bare git repo with tags, three in-process agents (web01..web03) and dk-web with
 //! Basic login `ann` / `ann-pw`, all on 127.0.0.1. Site `www` deploys cleanly;
 //! site `shop` has a pre-deploy hook that fails on the canary (web01).
 //!
-//! Each server also runs dk-fetch's daemon in process, keeping a clone of the
-//! repo checked out on green builds of job `www-tests` (`trigger = "build"`).
-//! A journey is driven over stdin, one command per line:
-//! - `push`: a new commit in the repo and its commit message on the bus (as the
-//!   git hook sends it); prints `PUSHED CORRELATION-ID COMMIT`;
-//! - `build`: Jenkins's part: an event line naming the job triggered, the build
-//!   started and its success (as dk-notify sends them); the servers then fetch
-//!   and check out the built commit; prints `BUILT`.
+//! The repo is a bare one that takes pushes (`www.git`, so the git hook names it
+//! `www`): the agents resolve tags in it and deploy from it, and each server
+//! runs dk-fetch's daemon in process, keeping a clone of it checked out on green
+//! builds of job `www-tests` (`trigger = "build"`). The test installs the real
+//! hook in it and runs dk-jenkins and dk-notify against the broker.
 //!
-//! Prints `URL http://127.0.0.1:PORT` on stdout, then serves until stdin closes
-//! or SIGTERM. `cargo run -p deploykit-tools --example web-fixture`.
+//! Prints one `KEY VALUE` line per thing a test needs, the `URL` line last:
+//! `BROKER stomp://127.0.0.1:PORT`, `REPO /path/to/www.git`,
+//! `URL http://127.0.0.1:PORT`; then serves until stdin closes or SIGTERM.
+//! `cargo run -p deploykit-tools --example web-fixture`.
 
 use anyhow::{bail, Context, Result};
 use deploykit::broker::{Broker, BrokerConfig};
@@ -21,7 +20,6 @@ use deploykit::deploy::agent::{Agent, AgentConfig};
 use deploykit::deploy::keys::SecretKey;
 use deploykit::fetch::daemon::FetchDaemon;
 use deploykit::fetch::FetchConfig;
-use deploykit::message::{Build, BuildStatus, Commit, CommitInfo, Destinations, Publisher};
 use deploykit::stomp::{Client, ClientConfig};
 use deploykit::web::{self, WebConfig};
 use std::io::Write;
@@ -50,66 +48,6 @@ fn hook(path: &Path, body: &str) -> Result<()> {
     Ok(())
 }
 
-/// The journey driven over stdin: the newest push.
-struct Journey {
-    n: usize,
-    rev: String,
-    id: String,
-}
-
-impl Journey {
-    /// A new commit in `repo` and its commit message, as the git hook sends it.
-    async fn push(&mut self, repo: &Path, bus: &Client) -> Result<()> {
-        self.n += 1;
-        std::fs::write(repo.join("journey.txt"), format!("journey {}\n", self.n))?;
-        git(repo, &["add", "journey.txt"])?;
-        git(repo, &["commit", "-q", "-m", &format!("speed up the basket page ({})", self.n)])?;
-        let out = Command::new("git").arg("-C").arg(repo).args(["rev-parse", "HEAD"]).output()?;
-        self.rev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        self.id = format!("journey-{}-{}", std::process::id(), self.n);
-        let commit = Commit {
-            repo: "www".into(),
-            oldrev: "0".repeat(40),
-            newrev: self.rev.clone(),
-            refname: "refs/heads/master".into(),
-            commits: vec![CommitInfo {
-                id: self.rev.clone(),
-                author: "Ann Example".into(),
-                timestamp: "2026-12-04T04:00:00Z".into(),
-                message: format!("speed up the basket page ({})", self.n),
-            }],
-            correlation_id: Some(self.id.clone()),
-            ..Commit::default()
-        };
-        Publisher::new(bus.clone(), "git-hook").commit(&commit).await?;
-        println!("PUSHED {} {}", self.id, self.rev);
-        std::io::stdout().flush()?;
-        Ok(())
-    }
-
-    /// Jenkins's part, as dk-jenkins and dk-notify send it: the job triggered, started, passed.
-    async fn build(&self, bus: &Client) -> Result<()> {
-        let jenkins = Publisher::new(bus.clone(), "jenkins").destinations(Destinations::default());
-        jenkins.event("triggered www-tests: queue http://jenkins.example/queue/item/17/", Some(self.id.clone())).await?;
-        let build = |status, duration_ms| Build {
-            job: "www-tests".into(),
-            number: self.n as u64,
-            status,
-            url: Some(format!("http://jenkins.example/job/www-tests/{}/", self.n)),
-            repo: Some("www".into()),
-            branch: Some("master".into()),
-            commit: Some(self.rev.clone()),
-            duration_ms,
-            correlation_id: Some(self.id.clone()),
-        };
-        jenkins.build(&build(BuildStatus::Started, None)).await?;
-        jenkins.build(&build(BuildStatus::Success, Some(42_000))).await?;
-        println!("BUILT");
-        std::io::stdout().flush()?;
-        Ok(())
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let root = std::env::temp_dir().join(format!("dk-web-fixture-{}", std::process::id()));
@@ -133,6 +71,10 @@ async fn run(root: &Path) -> Result<()> {
         }
         git(&repo, &["tag", "-a", tag, "-m", &format!("release {tag}")])?;
     }
+    // What the servers deploy and fetch from: a bare clone (tags included) that takes pushes.
+    let seed = repo;
+    let repo = root.join("www.git");
+    git(root, &["clone", "-q", "--bare", &seed.display().to_string(), &repo.display().to_string()])?;
     let broker = Broker::start(BrokerConfig::default()).await?;
     let url = broker.url();
     let key = SecretKey::generate()?;
@@ -191,6 +133,8 @@ async fn run(root: &Path) -> Result<()> {
         htpasswd.display().to_string()
     ))?;
     let handle = web::start(config, Client::connect(ClientConfig::new(&url)?).await?, key).await?;
+    println!("BROKER {url}");
+    println!("REPO {}", repo.display());
     println!("URL http://{}", handle.addr());
     std::io::stdout().flush()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -203,16 +147,12 @@ async fn run(root: &Path) -> Result<()> {
             }
         }
     });
-    let bus = Client::connect(ClientConfig::new(&url)?).await?;
-    let mut journey = Journey { n: 0, rev: String::new(), id: String::new() };
     loop {
         tokio::select! {
             _ = term.recv() => break,
             line = lines.recv() => match line.as_deref() {
                 None => break,
-                Some("push") => journey.push(&repo, &bus).await?,
-                Some("build") => journey.build(&bus).await?,
-                Some(other) => eprintln!("web-fixture: unknown command {other:?} (push, build)"),
+                Some(other) => eprintln!("web-fixture: ignoring {other:?} (close stdin to stop)"),
             },
         }
     }
