@@ -145,6 +145,9 @@ pub struct SiteStatus {
     /// The repo the site deploys from.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub repo: String,
+    /// The live release's commit (from the agent's release journal; absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// An agent's self-description, for discovery.

@@ -9,6 +9,18 @@
 //! Everything is bus input: names and texts are checked and cut to size, a
 //! change holds at most [`MAX_STEPS`] steps, and nothing here is trusted for
 //! anything but display.
+//!
+//! - [`chain`] — which pushes a commit contains, through the push chain kept here.
+//! - [`live`] — `live` steps from trusted rollout records, and the servers a change is live on now.
+//! - [`fetched`] — the newest commit each server fetched of a repo, against what is live there.
+
+pub mod chain;
+pub mod fetched;
+pub mod live;
+
+pub use chain::Reach;
+pub use fetched::FetchedLive;
+pub use live::{Deployed, FleetView, WentLive};
 
 use crate::message::{decode, one_line, Build, Commit, Event, FetchResult, Message};
 use crate::stomp::{Client, SubscribeOptions};
@@ -78,7 +90,7 @@ pub struct Step {
     pub seq: i64,
     /// Unix seconds.
     pub at: i64,
-    /// `pushed`, `build`, `fetch` or `event`.
+    /// `pushed`, `build`, `fetch`, `event` or `live`.
     pub stage: String,
     /// The server (fetches, event lines that name a host).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +117,8 @@ pub struct Summary {
     pub slowest: Option<(String, u64)>,
     /// Not fetched everywhere `reconcile_after` after the push.
     pub flagged: bool,
+    /// The servers it is live on now, as (site, server), sorted ([`live`]).
+    pub live: Vec<(String, String)>,
 }
 
 /// What journey pages receive live: the step, its line, and the change's new summary.
@@ -148,6 +162,7 @@ pub fn describe(s: &Step) -> String {
         }
         "fetch" if s.ok == Some(true) => format!("fetched on {node} in {} ({})", human_ms(d["duration_ms"].as_u64().unwrap_or(0)), text("trigger")),
         "fetch" => format!("fetch failed on {node}: {}", d["error"].as_str().unwrap_or("failed")),
+        "live" => live::describe(node, d),
         _ => format!("{}{}: {}", text("source"), s.node.as_deref().map(|h| format!(" on {h}")).unwrap_or_default(), text("text")),
     }
 }
@@ -174,6 +189,7 @@ impl Summary {
             fetched.push_str(&format!(" (slowest {node}, {})", human_ms(*ms)));
         }
         parts.push(fetched);
+        parts.push(format!("live on {} server{}", self.live.len(), if self.live.len() == 1 { "" } else { "s" }));
         if !self.failures.is_empty() {
             parts.push(format!("{} failed", self.failures.len()));
         }
@@ -218,6 +234,8 @@ pub struct Changes {
     servers: Mutex<HashMap<String, BTreeSet<String>>>,
     updates: broadcast::Sender<Arc<Pushed>>,
     added: AtomicU64,
+    reaches: chain::Cache,
+    fleet: live::FleetHook,
 }
 
 fn now() -> i64 {
@@ -237,7 +255,16 @@ fn token_ok(s: &str) -> bool {
 impl Changes {
     /// The store over dk-web's database (`History::shared`); reads the servers known per repository.
     pub fn open(path: String, conn: Arc<Mutex<Connection>>, bounds: Bounds) -> Result<Changes, ChangesError> {
-        let me = Changes { path, conn, bounds, servers: Mutex::new(HashMap::new()), updates: broadcast::channel(1024).0, added: AtomicU64::new(0) };
+        let me = Changes {
+            path,
+            conn,
+            bounds,
+            servers: Mutex::new(HashMap::new()),
+            updates: broadcast::channel(1024).0,
+            added: AtomicU64::new(0),
+            reaches: chain::Cache::default(),
+            fleet: live::FleetHook::default(),
+        };
         let known: Vec<(String, String)> = me.with(|c| {
             let mut st = c.prepare("SELECT DISTINCT c.repo, e.node FROM change_events e JOIN changes c ON c.id = e.change_id WHERE e.stage = 'fetch' AND e.node IS NOT NULL")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -285,16 +312,22 @@ impl Changes {
             _ => None,
         };
         if let Some(s) = &step {
-            if self.updates.receiver_count() > 0 {
-                if let Some((change, _, summary)) = self.journey(&s.change)? {
-                    let update = Update { line: describe(s), summary_line: summary.line(&self.bounds), step: s.clone(), summary, change };
-                    if let Ok(json) = serde_json::to_string(&update) {
-                        let _ = self.updates.send(Arc::new(Pushed { change: s.change.clone(), json }));
-                    }
+            self.broadcast(s)?;
+        }
+        Ok(step)
+    }
+
+    /// Sends `s` with its change's new summary to the journey pages watching.
+    fn broadcast(&self, s: &Step) -> Result<(), ChangesError> {
+        if self.updates.receiver_count() > 0 {
+            if let Some((change, _, summary)) = self.journey(&s.change)? {
+                let update = Update { line: describe(s), summary_line: summary.line(&self.bounds), step: s.clone(), summary, change };
+                if let Ok(json) = serde_json::to_string(&update) {
+                    let _ = self.updates.send(Arc::new(Pushed { change: s.change.clone(), json }));
                 }
             }
         }
-        Ok(step)
+        Ok(())
     }
 
     fn pushed(&self, c: &Commit) -> Result<Option<Step>, ChangesError> {
@@ -313,15 +346,25 @@ impl Changes {
             subject: newest.map(|n| field(n.message.lines().next().unwrap_or(""))),
             pushed_at: now(),
         };
+        let oldrev = Some(c.oldrev.as_str()).filter(|r| token_ok(r) && !chain::is_zero(r));
+        let listed = chain::listed(c);
         let inserted = self.with(|db| {
-            db.execute(
-                "INSERT OR IGNORE INTO changes (id, repo, refname, newrev, source, author, subject, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![change.id, change.repo, change.refname, change.newrev, change.source, change.author, change.subject, change.pushed_at],
-            )
+            let n = db.execute(
+                "INSERT OR IGNORE INTO changes (id, repo, refname, newrev, source, author, subject, pushed_at, oldrev) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![change.id, change.repo, change.refname, change.newrev, change.source, change.author, change.subject, change.pushed_at, oldrev],
+            )?;
+            if n > 0 {
+                let mut st = db.prepare_cached("INSERT OR IGNORE INTO change_commits (change_id, pos, commit_id) VALUES (?1, ?2, ?3)")?;
+                for (pos, commit) in &listed {
+                    st.execute(params![change.id, *pos as i64, commit])?;
+                }
+            }
+            Ok(n)
         })?;
         if inserted == 0 {
             return Ok(None);
         }
+        self.reaches.clear();
         if self.added.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune()?;
         }
@@ -406,10 +449,13 @@ impl Changes {
         self.with(|db| {
             let doomed = "SELECT id FROM changes WHERE pushed_at < ?1 OR id NOT IN (SELECT id FROM changes ORDER BY pushed_at DESC, rowid DESC LIMIT ?2)";
             db.execute(&format!("DELETE FROM change_events WHERE change_id IN ({doomed})"), params![cutoff, keep])?;
+            db.execute(&format!("DELETE FROM change_commits WHERE change_id IN ({doomed})"), params![cutoff, keep])?;
             let n = db.execute(&format!("DELETE FROM changes WHERE id IN ({doomed})"), params![cutoff, keep])?;
             db.execute("DELETE FROM builds WHERE at < ?1 OR rowid NOT IN (SELECT rowid FROM builds ORDER BY at DESC LIMIT ?2)", params![cutoff, keep.saturating_mul(20)])?;
+            db.execute("DELETE FROM live_marks WHERE at < ?1 OR rowid NOT IN (SELECT rowid FROM live_marks ORDER BY at DESC LIMIT ?2)", params![cutoff, live::MAX_MARKS as i64])?;
             Ok(n)
         })
+        .inspect(|_| self.reaches.clear())
     }
 
     /// The newest `limit` changes (of `repo`, if given), newest first, each with its summary.
@@ -419,11 +465,12 @@ impl Changes {
             let rows = st.query_map(params![repo, limit as i64], change_row)?;
             rows.collect()
         })?;
+        let mut live = self.live_index(repo)?;
         changes
             .into_iter()
             .map(|c| {
                 let steps = self.steps(&c.id)?;
-                let s = self.summarise(&c, &steps);
+                let s = self.summarise(&c, &steps, live.remove(&c.id).unwrap_or_default());
                 Ok((c, s))
             })
             .collect()
@@ -434,7 +481,8 @@ impl Changes {
         let change = self.with(|db| db.query_row(&format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE id = ?1"), params![id], change_row).optional())?;
         let Some(change) = change else { return Ok(None) };
         let steps = self.steps(&change.id)?;
-        let summary = self.summarise(&change, &steps);
+        let live = self.live_index(Some(&change.repo))?.remove(&change.id).unwrap_or_default();
+        let summary = self.summarise(&change, &steps, live);
         Ok(Some((change, steps, summary)))
     }
 
@@ -494,7 +542,7 @@ impl Changes {
         })
     }
 
-    fn summarise(&self, change: &Change, steps: &[Step]) -> Summary {
+    fn summarise(&self, change: &Change, steps: &[Step], live: Vec<(String, String)>) -> Summary {
         let mut builds: BTreeMap<String, (u64, String)> = BTreeMap::new();
         let mut fetches: BTreeMap<&str, &Step> = BTreeMap::new();
         for s in steps {
@@ -527,6 +575,7 @@ impl Changes {
             failures,
             slowest,
             flagged: late && servers > 0 && fetched < servers,
+            live,
         }
     }
 

@@ -422,6 +422,7 @@ mod tests {
             elapsed_ms: 5,
             batch,
             unchanged: false,
+            commit: None,
         };
         let report = RolloutReport {
             action: crate::message::DeployAction::Deploy,
@@ -451,6 +452,7 @@ mod tests {
             elapsed_ms: 5,
             batch: 0,
             unchanged,
+            commit: None,
         };
         let (live, _stop) = LiveDeploy::new(1);
         live.apply(&RolloutEvent::Planned { batches: vec![vec!["web01".into()], vec!["web02".into(), "web03".into()]] });

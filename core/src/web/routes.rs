@@ -213,7 +213,13 @@ async fn site(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path
     let changes = app.changes.clone();
     let commits: Vec<(String, String)> = state.tags.iter().map(|t| (t.name.clone(), t.commit.clone())).collect();
     let builds = tokio::task::spawn_blocking(move || commits.into_iter().filter_map(|(name, c)| changes.verdict(&c).ok().map(|v| (name, v))).collect()).await.unwrap_or_default();
-    page(StatusCode::OK, pages::site(&ctx, &site, &state, &builds, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
+    // Per server, the newest commit it fetched of the site's repo beside the one live.
+    let changes = app.changes.clone();
+    let servers: Vec<(String, Option<String>)> =
+        state.servers.iter().map(|s| (s.announce.identity.clone(), s.announce.sites.iter().find(|x| x.name == site.name).and_then(|x| x.commit.clone()))).collect();
+    let repo = site.repo.clone();
+    let fetched = tokio::task::spawn_blocking(move || changes.fetched_vs_live(&repo, &servers)).await.ok().and_then(Result::ok).unwrap_or_default();
+    page(StatusCode::OK, pages::site(&ctx, &site, &state, &builds, &fetched, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
 }
 
 /// The checks every state-changing form passes (after [`guard`]'s origin check): CSRF, the site, the form.
