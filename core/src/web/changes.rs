@@ -712,6 +712,120 @@ mod tests {
         assert_eq!(list[0].0.newrev, format!("{:040}", 9));
     }
 
+    fn push(rev: &str, old: &str, listed: &[&str]) -> Message {
+        let mut c = commit("www", rev, Some(&format!("push-{rev}")));
+        c.oldrev = old.into();
+        c.commits = listed.iter().map(|id| CommitInfo { id: (*id).into(), ..c.commits[0].clone() }).collect();
+        Message::Commit(c)
+    }
+
+    fn ids(r: &Reach) -> Vec<String> {
+        let mut v: Vec<String> = r.changes.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_chain_walk_follows_oldrevs_and_listed_commits() {
+        let (_h, c) = store(Bounds::default());
+        let zero = "0".repeat(40);
+        c.apply(&push("a1", &zero, &["a1"])).unwrap();
+        c.apply(&push("a3", "a1", &["a2", "a3"])).unwrap();
+        c.apply(&push("a4", "a3", &["a4"])).unwrap();
+        c.apply(&push("b1", "zz", &["b1"])).unwrap();
+        assert_eq!(ids(&c.reach("www", "a4").unwrap()), ["push-a1", "push-a3", "push-a4"]);
+        assert!(c.reach("www", "a4").unwrap().contains_rev("a2"), "a listed commit is a known ancestor");
+        // A tag in the middle of a push: that push is not live, the ones before it are.
+        assert_eq!(ids(&c.reach("www", "a2").unwrap()), ["push-a1"]);
+        assert!(c.reach("www", "unknown").unwrap().changes.is_empty(), "an unknown commit contains nothing known");
+        assert!(c.reach("other", "a4").unwrap().changes.is_empty(), "another repo's chain is its own");
+        assert_eq!(ids(&c.reach("www", "b1").unwrap()), ["push-b1"], "an oldrev never pushed ends the walk");
+        // A push after the walk is seen (the cache is dropped).
+        c.apply(&push("a5", "a4", &["a5"])).unwrap();
+        assert_eq!(c.reach("www", "a5").unwrap().changes.len(), 4);
+    }
+
+    #[test]
+    fn the_chain_walk_survives_cycles_and_stops_at_its_bound() {
+        let (_h, c) = store(Bounds { keep: 5_000, ..Bounds::default() });
+        // Hostile pushes: each other's oldrev, and one its own.
+        c.apply(&push("c1", "c2", &["c1", "c2"])).unwrap();
+        c.apply(&push("c2", "c1", &["c2", "c1"])).unwrap();
+        c.apply(&push("c3", "c3", &["c3"])).unwrap();
+        assert_eq!(ids(&c.reach("www", "c1").unwrap()), ["push-c1", "push-c2"]);
+        assert_eq!(ids(&c.reach("www", "c3").unwrap()), ["push-c3"]);
+        let n = chain::MAX_HOPS + 100;
+        for i in 1..=n {
+            c.apply(&push(&format!("r{i}"), &format!("r{}", i - 1), &[])).unwrap();
+        }
+        let r = c.reach("www", &format!("r{n}")).unwrap();
+        assert_eq!(r.changes.len(), chain::MAX_HOPS);
+        assert!(r.truncated && r.changes.contains(&format!("push-r{n}")) && !r.changes.contains("push-r1"));
+    }
+
+    fn went(record: &str, node: &str, commit: &str, at: i64) -> WentLive {
+        WentLive {
+            record: record.into(),
+            deploy: Some(7),
+            action: "deploy".into(),
+            site: "www".into(),
+            repo: "www".into(),
+            node: node.into(),
+            commit: commit.into(),
+            tag: "v3".into(),
+            user: "ann".into(),
+            controller: "dk-web".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn a_record_adds_live_steps_once_and_the_newest_word_says_what_is_live_now() {
+        let (_h, c) = store(Bounds::default());
+        let zero = "0".repeat(40);
+        c.apply(&push("a1", &zero, &["a1"])).unwrap();
+        c.apply(&push("a2", "a1", &["a2"])).unwrap();
+        let steps = c.went_live(&went("rec-1", "web01", "a2", 100)).unwrap();
+        assert_eq!(steps.iter().map(|s| s.change.as_str()).collect::<Vec<_>>(), ["push-a1", "push-a2"]);
+        assert_eq!(describe(&steps[1]), "live on web01 (site www, v3; deploy #7 by ann via dk-web)");
+        assert!(c.went_live(&went("rec-1", "web01", "a2", 100)).unwrap().is_empty(), "the same record twice adds nothing");
+        c.went_live(&went("rec-1", "web02", "a2", 100)).unwrap();
+        let (_, _, s) = c.journey("push-a2").unwrap().unwrap();
+        assert_eq!(s.live, [("www".to_string(), "web01".to_string()), ("www".to_string(), "web02".to_string())]);
+        assert!(s.line(&c.bounds).contains("live on 2 servers"), "{}", s.line(&c.bounds));
+        // A rollback (newer record) takes web01 off a2; the fleet, newer still, says web02 went back too.
+        c.went_live(&went("rec-2", "web01", "a1", 200)).unwrap();
+        let fleet = |commit: &str, seen| Deployed { site: "www".into(), repo: "www".into(), node: "web02".into(), release: Some("www_v1".into()), commit: Some(commit.into()), seen };
+        let f = fleet("a1", 300);
+        c.set_fleet(Box::new(move || vec![f.clone()]));
+        let (_, steps, s) = c.journey("push-a2").unwrap().unwrap();
+        assert!(s.live.is_empty(), "{:?}", s.live);
+        assert_eq!(steps.iter().filter(|s| s.stage == "live").count(), 2, "the history stays");
+        assert_eq!(c.journey("push-a1").unwrap().unwrap().2.live.len(), 2);
+        // An older fleet word loses to the record.
+        let f = fleet("a2", 50);
+        c.set_fleet(Box::new(move || vec![f.clone()]));
+        let list = c.list(None, 10).unwrap();
+        assert_eq!(list.iter().map(|(c, s)| (c.id.as_str(), s.live.len())).collect::<Vec<_>>(), [("push-a2", 1), ("push-a1", 2)]);
+    }
+
+    #[test]
+    fn the_newest_fetch_per_server_beside_the_live_commit() {
+        let (_h, c) = store(Bounds::default());
+        let zero = "0".repeat(40);
+        c.apply(&push("a1", &zero, &["a1"])).unwrap();
+        c.apply(&push("a2", "a1", &["a2"])).unwrap();
+        c.apply(&Message::Fetch(fetch("web01", "www", "a1", true, 5))).unwrap();
+        c.apply(&Message::Fetch(fetch("web01", "www", "a2", true, 5))).unwrap();
+        c.apply(&Message::Fetch(fetch("web02", "www", "a1", true, 5))).unwrap();
+        c.apply(&Message::Fetch(fetch("web03", "www", "a2", false, 5))).unwrap();
+        let servers: Vec<(String, Option<String>)> = ["web01", "web02", "web03"].iter().map(|n| (n.to_string(), Some("a1".to_string()))).collect();
+        let f = c.fetched_vs_live("www", &servers).unwrap();
+        assert_eq!((f["web01"].fetched.as_deref(), f["web01"].ahead), (Some("a2"), true));
+        assert_eq!((f["web02"].fetched.as_deref(), f["web02"].ahead), (Some("a1"), false));
+        assert_eq!((f["web03"].fetched.as_deref(), f["web03"].ahead), (None, false), "a failed fetch is not a fetched commit");
+    }
+
     #[test]
     fn hostile_values_are_cut_or_refused() {
         let (_h, c) = store(Bounds::default());

@@ -464,9 +464,9 @@ mod tests {
         assert_eq!(view.summary("deployed"), "2 deployed, 1 already live");
         // Old reports (no `unchanged` field) still parse; new ones keep it through history.
         let old: NodeResult = serde_json::from_str(r#"{"node":"web01","state":"ok","elapsed_ms":1,"batch":0}"#).unwrap();
-        assert!(!old.unchanged);
+        assert!(!old.unchanged && old.commit.is_none());
         let json = serde_json::to_string(&result("web01", false)).unwrap();
-        assert!(!json.contains("unchanged"), "skipped when false: {json}");
+        assert!(!json.contains("unchanged") && !json.contains("commit"), "skipped when false or none: {json}");
         let report = RolloutReport {
             action: crate::message::DeployAction::Deploy,
             site: "www".into(),
