@@ -795,7 +795,8 @@ mod tests {
         assert!(s.line(&c.bounds).contains("live on 2 servers"), "{}", s.line(&c.bounds));
         // A rollback (newer record) takes web01 off a2; the fleet, newer still, says web02 went back too.
         c.went_live(&went("rec-2", "web01", "a1", 200)).unwrap();
-        let fleet = |commit: &str, seen| Deployed { site: "www".into(), repo: "www".into(), node: "web02".into(), release: Some("www_v1".into()), commit: Some(commit.into()), seen };
+        let fleet =
+            |commit: &str, seen| Deployed { site: "www".into(), repo: "www".into(), node: "web02".into(), release: Some("www_v1".into()), commit: Some(commit.into()), seen };
         let f = fleet("a1", 300);
         c.set_fleet(Box::new(move || vec![f.clone()]));
         let (_, steps, s) = c.journey("push-a2").unwrap().unwrap();

@@ -14,7 +14,7 @@
 //! - [`rollout`] — starting a deploy or rollback (checks, gates, the task that runs it), for the form and the API.
 //! - [`live`] — deploys in progress, their views and update streams.
 //! - [`activity`] — the bus's event lines.
-//! - [`changes`] — every push and its journey (builds, fetches, event lines), bounded, live.
+//! - [`changes`] — every push and its journey (builds, fetches, event lines, where it went live), bounded, live.
 //! - [`journey`] — the Changes pages' HTML; [`pages`] — the rest of the HTML (maud); [`routes`] — the axum handlers.
 
 pub mod activity;

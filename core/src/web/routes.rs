@@ -3,7 +3,7 @@
 //! | route | answers |
 //! |---|---|
 //! | `GET /` | sites: servers answering, releases, last deploy |
-//! | `GET /sites/{site}` | tags, servers, lock, the deploy form; 404 unknown site |
+//! | `GET /sites/{site}` | tags, servers (live commit, newest fetched, "fetched ahead of live"), lock, the deploy form; 404 unknown site |
 //! | `POST /sites/{site}/preview` | dry run: plan, commit logs, commits a downgrade removes (its confirm form then asks for the `allow_downgrade` tick); 400 bad form, 403 CSRF |
 //! | `POST /sites/{site}/deploy` | 303 to the deploy page; 400 bad form, 403 CSRF or not a deployer; `allow_downgrade=1` (the preview's tick) lets agents deploy a tag older than their live release, which they refuse otherwise |
 //! | `POST /sites/{site}/rollback` | the same for a rollback of the given servers |
@@ -12,7 +12,7 @@
 //! | `POST /deploys/{id}/stop` | 303 back; 409 when already finished |
 //! | `GET /history[?site=]` | every deploy, newest first |
 //! | `GET /activity`, `GET /activity/events` | the event line feed (page, SSE) |
-//! | `GET /changes[?repo=]`, `GET /changes/events` | every push with builds and fetches (page, SSE of every new step) |
+//! | `GET /changes[?repo=]`, `GET /changes/events` | every push with builds, fetches and where it is live (page, SSE of every new step) |
 //! | `GET /changes/{id}` | one push's journey (correlation id or commit, ≥ 7 hex digits); 404 unknown |
 //! | `GET /changes/{id}/events` | SSE: `hello`, then each new step of that push with its summary |
 //! | `GET /assets/*`, `GET /healthz` | no login needed |

@@ -8,10 +8,10 @@
 //! Each trusted record (stored now, or this dk-web's own coming back) also
 //! tells the changes where commits went live ([`super::changes::live`]).
 
-use super::App;
-use crate::deploy::keys::PublicKey;
 use super::changes::WentLive;
+use super::App;
 use crate::deploy::controller::NodeState;
+use crate::deploy::keys::PublicKey;
 use crate::deploy::record::{self, RolloutRecord};
 use crate::message::DeployAction;
 use crate::stomp::SubscribeOptions;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 /// Most revisions one walk visits.
 pub const MAX_HOPS: usize = 1_000;
 /// Most commits kept of one push (its newest).
-pub const MAX_LISTED: usize = 1_000;
+pub const MAX_LISTED: usize = 256;
 /// Most revisions a [`Reach`] remembers as known ancestors.
 pub const MAX_REVS: usize = 20_000;
 /// Most walks cached (the cache is emptied when full, and on every new push).
@@ -92,13 +92,18 @@ fn walk(db: &Connection, repo: &str, commit: &str, max_hops: usize) -> rusqlite:
         if let Some(o) = oldrev.filter(|o| token_ok(o) && !is_zero(o)) {
             queue.push_front(o);
         }
-        for c in listed.query_map(params![id, upto], |r| r.get::<_, String>(0))? {
-            let c = c?;
-            if reach.revs.len() < MAX_REVS {
-                reach.revs.insert(c);
+        if reach.revs.len() < MAX_REVS {
+            for c in listed.query_map(params![id, upto], |r| r.get::<_, String>(0))? {
+                reach.revs.insert(c?);
+                if reach.revs.len() >= MAX_REVS {
+                    break;
+                }
             }
         }
         for h in listed_heads.query_map(params![repo, id, upto], |r| r.get::<_, String>(0))? {
+            if queue.len() >= MAX_HOPS {
+                break;
+            }
             queue.push_back(h?);
         }
         Ok(())

@@ -126,9 +126,7 @@ impl Changes {
         };
         let marks: Vec<Deployed> = self.with(|db| {
             let mut st = db.prepare_cached("SELECT repo, node, site, commit_id, MAX(at) FROM live_marks WHERE (?1 IS NULL OR repo = ?1) GROUP BY repo, node")?;
-            let rows = st.query_map(params![repo], |r| {
-                Ok(Deployed { repo: r.get(0)?, node: r.get(1)?, site: r.get(2)?, commit: r.get(3)?, release: None, seen: r.get(4)? })
-            })?;
+            let rows = st.query_map(params![repo], |r| Ok(Deployed { repo: r.get(0)?, node: r.get(1)?, site: r.get(2)?, commit: r.get(3)?, release: None, seen: r.get(4)? }))?;
             rows.collect()
         })?;
         let mut now: BTreeMap<(String, String), Deployed> = fleet.into_iter().map(|d| ((d.repo.clone(), d.node.clone()), d)).collect();
