@@ -202,6 +202,7 @@ mod summary_tests {
             elapsed_ms: 12,
             batch: 0,
             unchanged,
+            commit: None,
         };
         let report = RolloutReport {
             action: deploykit::message::DeployAction::Deploy,

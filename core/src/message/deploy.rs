@@ -145,6 +145,9 @@ pub struct SiteStatus {
     /// The repo the site deploys from.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub repo: String,
+    /// The live release's commit (from the agent's release journal; absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// An agent's self-description, for discovery.
@@ -172,6 +175,15 @@ pub struct AgentAnnounce {
 mod tests {
     use super::*;
     use crate::message::{decode, encode, Message, Wire, CORRELATION_HEADER};
+
+    #[test]
+    fn a_site_status_without_a_commit_still_parses_and_none_is_not_sent() {
+        let old: SiteStatus = serde_json::from_str(r#"{"name":"www","current":"www_v1","repo":"www"}"#).unwrap();
+        assert_eq!(old.commit, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("commit"), "older readers see what they saw");
+        let new = SiteStatus { commit: Some("3f1c2a9d8e7b6a5c4d3e2f1a0b9c8d7e6f5a4b3c".into()), ..old };
+        assert_eq!(serde_json::from_str::<SiteStatus>(&serde_json::to_string(&new).unwrap()).unwrap(), new);
+    }
 
     #[test]
     fn a_request_correlation_id_comes_from_the_signed_body_only_and_old_bodies_decode() {

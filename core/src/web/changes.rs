@@ -9,6 +9,18 @@
 //! Everything is bus input: names and texts are checked and cut to size, a
 //! change holds at most [`MAX_STEPS`] steps, and nothing here is trusted for
 //! anything but display.
+//!
+//! - [`chain`] — which pushes a commit contains, through the push chain kept here.
+//! - [`live`] — `live` steps from trusted rollout records, and the servers a change is live on now.
+//! - [`fetched`] — the newest commit each server fetched of a repo, against what is live there.
+
+pub mod chain;
+pub mod fetched;
+pub mod live;
+
+pub use chain::Reach;
+pub use fetched::FetchedLive;
+pub use live::{Deployed, FleetView, WentLive};
 
 use crate::message::{decode, one_line, Build, Commit, Event, FetchResult, Message};
 use crate::stomp::{Client, SubscribeOptions};
@@ -78,7 +90,7 @@ pub struct Step {
     pub seq: i64,
     /// Unix seconds.
     pub at: i64,
-    /// `pushed`, `build`, `fetch` or `event`.
+    /// `pushed`, `build`, `fetch`, `event` or `live`.
     pub stage: String,
     /// The server (fetches, event lines that name a host).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +117,8 @@ pub struct Summary {
     pub slowest: Option<(String, u64)>,
     /// Not fetched everywhere `reconcile_after` after the push.
     pub flagged: bool,
+    /// The servers it is live on now, as (site, server), sorted ([`live`]).
+    pub live: Vec<(String, String)>,
 }
 
 /// What journey pages receive live: the step, its line, and the change's new summary.
@@ -148,6 +162,7 @@ pub fn describe(s: &Step) -> String {
         }
         "fetch" if s.ok == Some(true) => format!("fetched on {node} in {} ({})", human_ms(d["duration_ms"].as_u64().unwrap_or(0)), text("trigger")),
         "fetch" => format!("fetch failed on {node}: {}", d["error"].as_str().unwrap_or("failed")),
+        "live" => live::describe(node, d),
         _ => format!("{}{}: {}", text("source"), s.node.as_deref().map(|h| format!(" on {h}")).unwrap_or_default(), text("text")),
     }
 }
@@ -174,6 +189,7 @@ impl Summary {
             fetched.push_str(&format!(" (slowest {node}, {})", human_ms(*ms)));
         }
         parts.push(fetched);
+        parts.push(format!("live on {} server{}", self.live.len(), if self.live.len() == 1 { "" } else { "s" }));
         if !self.failures.is_empty() {
             parts.push(format!("{} failed", self.failures.len()));
         }
@@ -218,6 +234,8 @@ pub struct Changes {
     servers: Mutex<HashMap<String, BTreeSet<String>>>,
     updates: broadcast::Sender<Arc<Pushed>>,
     added: AtomicU64,
+    reaches: chain::Cache,
+    fleet: live::FleetHook,
 }
 
 fn now() -> i64 {
@@ -237,7 +255,16 @@ fn token_ok(s: &str) -> bool {
 impl Changes {
     /// The store over dk-web's database (`History::shared`); reads the servers known per repository.
     pub fn open(path: String, conn: Arc<Mutex<Connection>>, bounds: Bounds) -> Result<Changes, ChangesError> {
-        let me = Changes { path, conn, bounds, servers: Mutex::new(HashMap::new()), updates: broadcast::channel(1024).0, added: AtomicU64::new(0) };
+        let me = Changes {
+            path,
+            conn,
+            bounds,
+            servers: Mutex::new(HashMap::new()),
+            updates: broadcast::channel(1024).0,
+            added: AtomicU64::new(0),
+            reaches: chain::Cache::default(),
+            fleet: live::FleetHook::default(),
+        };
         let known: Vec<(String, String)> = me.with(|c| {
             let mut st = c.prepare("SELECT DISTINCT c.repo, e.node FROM change_events e JOIN changes c ON c.id = e.change_id WHERE e.stage = 'fetch' AND e.node IS NOT NULL")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -285,16 +312,22 @@ impl Changes {
             _ => None,
         };
         if let Some(s) = &step {
-            if self.updates.receiver_count() > 0 {
-                if let Some((change, _, summary)) = self.journey(&s.change)? {
-                    let update = Update { line: describe(s), summary_line: summary.line(&self.bounds), step: s.clone(), summary, change };
-                    if let Ok(json) = serde_json::to_string(&update) {
-                        let _ = self.updates.send(Arc::new(Pushed { change: s.change.clone(), json }));
-                    }
+            self.broadcast(s)?;
+        }
+        Ok(step)
+    }
+
+    /// Sends `s` with its change's new summary to the journey pages watching.
+    fn broadcast(&self, s: &Step) -> Result<(), ChangesError> {
+        if self.updates.receiver_count() > 0 {
+            if let Some((change, _, summary)) = self.journey(&s.change)? {
+                let update = Update { line: describe(s), summary_line: summary.line(&self.bounds), step: s.clone(), summary, change };
+                if let Ok(json) = serde_json::to_string(&update) {
+                    let _ = self.updates.send(Arc::new(Pushed { change: s.change.clone(), json }));
                 }
             }
         }
-        Ok(step)
+        Ok(())
     }
 
     fn pushed(&self, c: &Commit) -> Result<Option<Step>, ChangesError> {
@@ -313,15 +346,25 @@ impl Changes {
             subject: newest.map(|n| field(n.message.lines().next().unwrap_or(""))),
             pushed_at: now(),
         };
+        let oldrev = Some(c.oldrev.as_str()).filter(|r| token_ok(r) && !chain::is_zero(r));
+        let listed = chain::listed(c);
         let inserted = self.with(|db| {
-            db.execute(
-                "INSERT OR IGNORE INTO changes (id, repo, refname, newrev, source, author, subject, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![change.id, change.repo, change.refname, change.newrev, change.source, change.author, change.subject, change.pushed_at],
-            )
+            let n = db.execute(
+                "INSERT OR IGNORE INTO changes (id, repo, refname, newrev, source, author, subject, pushed_at, oldrev) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![change.id, change.repo, change.refname, change.newrev, change.source, change.author, change.subject, change.pushed_at, oldrev],
+            )?;
+            if n > 0 {
+                let mut st = db.prepare_cached("INSERT OR IGNORE INTO change_commits (change_id, pos, commit_id) VALUES (?1, ?2, ?3)")?;
+                for (pos, commit) in &listed {
+                    st.execute(params![change.id, *pos as i64, commit])?;
+                }
+            }
+            Ok(n)
         })?;
         if inserted == 0 {
             return Ok(None);
         }
+        self.reaches.clear();
         if self.added.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune()?;
         }
@@ -406,10 +449,13 @@ impl Changes {
         self.with(|db| {
             let doomed = "SELECT id FROM changes WHERE pushed_at < ?1 OR id NOT IN (SELECT id FROM changes ORDER BY pushed_at DESC, rowid DESC LIMIT ?2)";
             db.execute(&format!("DELETE FROM change_events WHERE change_id IN ({doomed})"), params![cutoff, keep])?;
+            db.execute(&format!("DELETE FROM change_commits WHERE change_id IN ({doomed})"), params![cutoff, keep])?;
             let n = db.execute(&format!("DELETE FROM changes WHERE id IN ({doomed})"), params![cutoff, keep])?;
             db.execute("DELETE FROM builds WHERE at < ?1 OR rowid NOT IN (SELECT rowid FROM builds ORDER BY at DESC LIMIT ?2)", params![cutoff, keep.saturating_mul(20)])?;
+            db.execute("DELETE FROM live_marks WHERE at < ?1 OR rowid NOT IN (SELECT rowid FROM live_marks ORDER BY at DESC LIMIT ?2)", params![cutoff, live::MAX_MARKS as i64])?;
             Ok(n)
         })
+        .inspect(|_| self.reaches.clear())
     }
 
     /// The newest `limit` changes (of `repo`, if given), newest first, each with its summary.
@@ -419,11 +465,12 @@ impl Changes {
             let rows = st.query_map(params![repo, limit as i64], change_row)?;
             rows.collect()
         })?;
+        let mut live = self.live_index(repo)?;
         changes
             .into_iter()
             .map(|c| {
                 let steps = self.steps(&c.id)?;
-                let s = self.summarise(&c, &steps);
+                let s = self.summarise(&c, &steps, live.remove(&c.id).unwrap_or_default());
                 Ok((c, s))
             })
             .collect()
@@ -434,7 +481,8 @@ impl Changes {
         let change = self.with(|db| db.query_row(&format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE id = ?1"), params![id], change_row).optional())?;
         let Some(change) = change else { return Ok(None) };
         let steps = self.steps(&change.id)?;
-        let summary = self.summarise(&change, &steps);
+        let live = self.live_index(Some(&change.repo))?.remove(&change.id).unwrap_or_default();
+        let summary = self.summarise(&change, &steps, live);
         Ok(Some((change, steps, summary)))
     }
 
@@ -494,7 +542,7 @@ impl Changes {
         })
     }
 
-    fn summarise(&self, change: &Change, steps: &[Step]) -> Summary {
+    fn summarise(&self, change: &Change, steps: &[Step], live: Vec<(String, String)>) -> Summary {
         let mut builds: BTreeMap<String, (u64, String)> = BTreeMap::new();
         let mut fetches: BTreeMap<&str, &Step> = BTreeMap::new();
         for s in steps {
@@ -527,6 +575,7 @@ impl Changes {
             failures,
             slowest,
             flagged: late && servers > 0 && fetched < servers,
+            live,
         }
     }
 
@@ -661,6 +710,121 @@ mod tests {
         let list = c.list(None, 100).unwrap();
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].0.newrev, format!("{:040}", 9));
+    }
+
+    fn push(rev: &str, old: &str, listed: &[&str]) -> Message {
+        let mut c = commit("www", rev, Some(&format!("push-{rev}")));
+        c.oldrev = old.into();
+        c.commits = listed.iter().map(|id| CommitInfo { id: (*id).into(), ..c.commits[0].clone() }).collect();
+        Message::Commit(c)
+    }
+
+    fn ids(r: &Reach) -> Vec<String> {
+        let mut v: Vec<String> = r.changes.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_chain_walk_follows_oldrevs_and_listed_commits() {
+        let (_h, c) = store(Bounds::default());
+        let zero = "0".repeat(40);
+        c.apply(&push("a1", &zero, &["a1"])).unwrap();
+        c.apply(&push("a3", "a1", &["a2", "a3"])).unwrap();
+        c.apply(&push("a4", "a3", &["a4"])).unwrap();
+        c.apply(&push("b1", "zz", &["b1"])).unwrap();
+        assert_eq!(ids(&c.reach("www", "a4").unwrap()), ["push-a1", "push-a3", "push-a4"]);
+        assert!(c.reach("www", "a4").unwrap().contains_rev("a2"), "a listed commit is a known ancestor");
+        // A tag in the middle of a push: that push is not live, the ones before it are.
+        assert_eq!(ids(&c.reach("www", "a2").unwrap()), ["push-a1"]);
+        assert!(c.reach("www", "unknown").unwrap().changes.is_empty(), "an unknown commit contains nothing known");
+        assert!(c.reach("other", "a4").unwrap().changes.is_empty(), "another repo's chain is its own");
+        assert_eq!(ids(&c.reach("www", "b1").unwrap()), ["push-b1"], "an oldrev never pushed ends the walk");
+        // A push after the walk is seen (the cache is dropped).
+        c.apply(&push("a5", "a4", &["a5"])).unwrap();
+        assert_eq!(c.reach("www", "a5").unwrap().changes.len(), 4);
+    }
+
+    #[test]
+    fn the_chain_walk_survives_cycles_and_stops_at_its_bound() {
+        let (_h, c) = store(Bounds { keep: 5_000, ..Bounds::default() });
+        // Hostile pushes: each other's oldrev, and one its own.
+        c.apply(&push("c1", "c2", &["c1", "c2"])).unwrap();
+        c.apply(&push("c2", "c1", &["c2", "c1"])).unwrap();
+        c.apply(&push("c3", "c3", &["c3"])).unwrap();
+        assert_eq!(ids(&c.reach("www", "c1").unwrap()), ["push-c1", "push-c2"]);
+        assert_eq!(ids(&c.reach("www", "c3").unwrap()), ["push-c3"]);
+        let n = chain::MAX_HOPS + 100;
+        for i in 1..=n {
+            c.apply(&push(&format!("r{i}"), &format!("r{}", i - 1), &[])).unwrap();
+        }
+        let r = c.reach("www", &format!("r{n}")).unwrap();
+        assert_eq!(r.changes.len(), chain::MAX_HOPS);
+        assert!(r.truncated && r.changes.contains(&format!("push-r{n}")) && !r.changes.contains("push-r1"));
+    }
+
+    fn went(record: &str, node: &str, commit: &str, at: i64) -> WentLive {
+        WentLive {
+            record: record.into(),
+            deploy: Some(7),
+            action: "deploy".into(),
+            site: "www".into(),
+            repo: "www".into(),
+            node: node.into(),
+            commit: commit.into(),
+            tag: "v3".into(),
+            user: "ann".into(),
+            controller: "dk-web".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn a_record_adds_live_steps_once_and_the_newest_word_says_what_is_live_now() {
+        let (_h, c) = store(Bounds::default());
+        let zero = "0".repeat(40);
+        c.apply(&push("a1", &zero, &["a1"])).unwrap();
+        c.apply(&push("a2", "a1", &["a2"])).unwrap();
+        let steps = c.went_live(&went("rec-1", "web01", "a2", 100)).unwrap();
+        assert_eq!(steps.iter().map(|s| s.change.as_str()).collect::<Vec<_>>(), ["push-a1", "push-a2"]);
+        assert_eq!(describe(&steps[1]), "live on web01 (site www, v3; deploy #7 by ann via dk-web)");
+        assert!(c.went_live(&went("rec-1", "web01", "a2", 100)).unwrap().is_empty(), "the same record twice adds nothing");
+        c.went_live(&went("rec-1", "web02", "a2", 100)).unwrap();
+        let (_, _, s) = c.journey("push-a2").unwrap().unwrap();
+        assert_eq!(s.live, [("www".to_string(), "web01".to_string()), ("www".to_string(), "web02".to_string())]);
+        assert!(s.line(&c.bounds).contains("live on 2 servers"), "{}", s.line(&c.bounds));
+        // A rollback (newer record) takes web01 off a2; the fleet, newer still, says web02 went back too.
+        c.went_live(&went("rec-2", "web01", "a1", 200)).unwrap();
+        let fleet =
+            |commit: &str, seen| Deployed { site: "www".into(), repo: "www".into(), node: "web02".into(), release: Some("www_v1".into()), commit: Some(commit.into()), seen };
+        let f = fleet("a1", 300);
+        c.set_fleet(Box::new(move || vec![f.clone()]));
+        let (_, steps, s) = c.journey("push-a2").unwrap().unwrap();
+        assert!(s.live.is_empty(), "{:?}", s.live);
+        assert_eq!(steps.iter().filter(|s| s.stage == "live").count(), 2, "the history stays");
+        assert_eq!(c.journey("push-a1").unwrap().unwrap().2.live.len(), 2);
+        // An older fleet word loses to the record.
+        let f = fleet("a2", 50);
+        c.set_fleet(Box::new(move || vec![f.clone()]));
+        let list = c.list(None, 10).unwrap();
+        assert_eq!(list.iter().map(|(c, s)| (c.id.as_str(), s.live.len())).collect::<Vec<_>>(), [("push-a2", 1), ("push-a1", 2)]);
+    }
+
+    #[test]
+    fn the_newest_fetch_per_server_beside_the_live_commit() {
+        let (_h, c) = store(Bounds::default());
+        let zero = "0".repeat(40);
+        c.apply(&push("a1", &zero, &["a1"])).unwrap();
+        c.apply(&push("a2", "a1", &["a2"])).unwrap();
+        c.apply(&Message::Fetch(fetch("web01", "www", "a1", true, 5))).unwrap();
+        c.apply(&Message::Fetch(fetch("web01", "www", "a2", true, 5))).unwrap();
+        c.apply(&Message::Fetch(fetch("web02", "www", "a1", true, 5))).unwrap();
+        c.apply(&Message::Fetch(fetch("web03", "www", "a2", false, 5))).unwrap();
+        let servers: Vec<(String, Option<String>)> = ["web01", "web02", "web03"].iter().map(|n| (n.to_string(), Some("a1".to_string()))).collect();
+        let f = c.fetched_vs_live("www", &servers).unwrap();
+        assert_eq!((f["web01"].fetched.as_deref(), f["web01"].ahead), (Some("a2"), true));
+        assert_eq!((f["web02"].fetched.as_deref(), f["web02"].ahead), (Some("a1"), false));
+        assert_eq!((f["web03"].fetched.as_deref(), f["web03"].ahead), (None, false), "a failed fetch is not a fetched commit");
     }
 
     #[test]

@@ -399,6 +399,28 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// Each known server's live release and commit per site, for the sites `repo_of` maps to a repository.
+    pub fn deployed(&self, repo_of: impl Fn(&str) -> Option<String>) -> Vec<super::changes::Deployed> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.expire(now());
+        let mut out = Vec::new();
+        for s in seen.values() {
+            for st in &s.announce.sites {
+                if let Some(repo) = repo_of(&st.name) {
+                    out.push(super::changes::Deployed {
+                        site: st.name.clone(),
+                        repo,
+                        node: s.announce.identity.clone(),
+                        release: st.current.clone(),
+                        commit: st.commit.clone(),
+                        seen: s.last_seen,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// Identities of the known servers of `site` that `filters` select (expected to answer a rollout's discovery).
     pub fn known_servers(&self, site: &str, filters: &Filters) -> Vec<String> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

@@ -170,6 +170,29 @@ const MIGRATIONS: &[M<'static>] = &[
         ALTER TABLE deploys ADD COLUMN approved_at INTEGER;
         CREATE INDEX deploys_result ON deploys (result);",
     ),
+    // 6: the push chain (each push's oldrev and listed commits) and the servers rollout
+    // records made a commit live on (see `changes/chain.rs`, `changes/live.rs`).
+    M::up(
+        "ALTER TABLE changes ADD COLUMN oldrev TEXT;
+        CREATE TABLE change_commits (
+            change_id TEXT NOT NULL,
+            pos INTEGER NOT NULL,
+            commit_id TEXT NOT NULL,
+            PRIMARY KEY (change_id, pos)
+        );
+        CREATE INDEX change_commits_commit ON change_commits (commit_id);
+        CREATE TABLE live_marks (
+            record_id TEXT NOT NULL,
+            node TEXT NOT NULL,
+            repo TEXT NOT NULL,
+            site TEXT NOT NULL,
+            commit_id TEXT NOT NULL,
+            at INTEGER NOT NULL,
+            PRIMARY KEY (record_id, node)
+        );
+        CREATE INDEX live_marks_node ON live_marks (repo, node, at);
+        CREATE INDEX live_marks_at ON live_marks (at);",
+    ),
 ];
 
 /// The result of a deploy that waits for its approval.
@@ -295,6 +318,11 @@ impl History {
             )
             .map(|n| n > 0)
         })
+    }
+
+    /// The row id of the deploy recorded under rollout record `record_id`.
+    pub fn row_of(&self, record_id: &str) -> Result<Option<i64>, HistoryError> {
+        self.with(|c| c.query_row("SELECT id FROM deploys WHERE record_id = ?1", params![record_id], |r| r.get(0)).optional())
     }
 
     /// Records how deploy `id` ended.

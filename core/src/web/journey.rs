@@ -20,6 +20,25 @@ fn build_badges(s: &Summary) -> Markup {
     }
 }
 
+/// "www (web01, web02); shop (web03)": the servers a change is live on, by site.
+pub fn live_where(live: &[(String, String)]) -> String {
+    let mut by_site: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (site, node) in live {
+        match by_site.iter_mut().find(|(s, _)| s == site) {
+            Some((_, nodes)) => nodes.push(node),
+            None => by_site.push((site, vec![node])),
+        }
+    }
+    by_site.iter().map(|(s, nodes)| format!("{s} ({})", nodes.join(", "))).collect::<Vec<_>>().join("; ")
+}
+
+fn live_badge(s: &Summary) -> Markup {
+    html! {
+        @if s.live.is_empty() { "·" }
+        @else { span.badge.ok title=(live_where(&s.live)) { "live on " (s.live.len()) } }
+    }
+}
+
 /// `/changes`: the newest pushes first, each with builds, fetches and a flag.
 pub fn list(ctx: &Ctx, changes: &[(Change, Summary)], bounds: &Bounds) -> Markup {
     layout(
@@ -29,7 +48,7 @@ pub fn list(ctx: &Ctx, changes: &[(Change, Summary)], bounds: &Bounds) -> Markup
             h1 { "Changes" }
             p.meta { "Every push heard on the bus, newest first: its builds and the servers that fetched it. Kept: the newest " (bounds.keep) "." }
             table.changes #changes {
-                thead { tr { th { "when" } th { "repo" } th { "ref" } th { "commit" } th { "by" } th { "builds" } th { "servers" } } }
+                thead { tr { th { "when" } th { "repo" } th { "ref" } th { "commit" } th { "by" } th { "builds" } th { "servers" } th { "live" } } }
                 tbody {
                     @for (c, s) in changes {
                         tr data-change=(c.id) data-flagged[s.flagged] {
@@ -40,6 +59,7 @@ pub fn list(ctx: &Ctx, changes: &[(Change, Summary)], bounds: &Bounds) -> Markup
                             td { (c.author.as_deref().unwrap_or("")) }
                             td.builds { (build_badges(s)) }
                             td.fetched { (s.fetched) " of " (s.servers) @if s.flagged { " " span.badge.failed { "late" } } @if !s.failures.is_empty() { " " span.badge.failed { (s.failures.len()) " failed" } } }
+                            td.live data-live=(s.live.len()) { (live_badge(s)) }
                         }
                     }
                 }
@@ -66,6 +86,7 @@ pub fn journey(ctx: &Ctx, c: &Change, steps: &[Step], s: &Summary, bounds: &Boun
                     p #builds { "Builds: " (build_badges(s)) }
                     p #fetched { "Fetched on " b #fetched-count { (s.fetched) } " of " b #server-count { (s.servers) } " servers"
                         @if let Some((node, ms)) = &s.slowest { " (slowest: " (node) ", " (ms) " ms)" } }
+                    p #live { "Live on " b #live-count { (s.live.len()) } " servers" span #live-where { @if !s.live.is_empty() { ": " (live_where(&s.live)) } } }
                     p #flag .warn hidden[!s.flagged] { "Not on every server " (humantime::format_duration(bounds.reconcile_after)) " after the push." }
                     ul #failures .error { @for (node, why) in &s.failures { li data-node=(node) { (node) ": " (why) } } }
                     p #summary-line .meta { (s.line(bounds)) }

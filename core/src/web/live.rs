@@ -422,6 +422,7 @@ mod tests {
             elapsed_ms: 5,
             batch,
             unchanged: false,
+            commit: None,
         };
         let report = RolloutReport {
             action: crate::message::DeployAction::Deploy,
@@ -451,6 +452,7 @@ mod tests {
             elapsed_ms: 5,
             batch: 0,
             unchanged,
+            commit: None,
         };
         let (live, _stop) = LiveDeploy::new(1);
         live.apply(&RolloutEvent::Planned { batches: vec![vec!["web01".into()], vec!["web02".into(), "web03".into()]] });
@@ -462,9 +464,9 @@ mod tests {
         assert_eq!(view.summary("deployed"), "2 deployed, 1 already live");
         // Old reports (no `unchanged` field) still parse; new ones keep it through history.
         let old: NodeResult = serde_json::from_str(r#"{"node":"web01","state":"ok","elapsed_ms":1,"batch":0}"#).unwrap();
-        assert!(!old.unchanged);
+        assert!(!old.unchanged && old.commit.is_none());
         let json = serde_json::to_string(&result("web01", false)).unwrap();
-        assert!(!json.contains("unchanged"), "skipped when false: {json}");
+        assert!(!json.contains("unchanged") && !json.contains("commit"), "skipped when false or none: {json}");
         let report = RolloutReport {
             action: crate::message::DeployAction::Deploy,
             site: "www".into(),

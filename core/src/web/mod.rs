@@ -15,7 +15,7 @@
 //! - [`rollout`] — starting a deploy or rollback (checks, gates, the task that runs it), for the form and the API.
 //! - [`live`] — deploys in progress, their views and update streams.
 //! - [`activity`] — the bus's event lines.
-//! - [`changes`] — every push and its journey (builds, fetches, event lines), bounded, live.
+//! - [`changes`] — every push and its journey (builds, fetches, event lines, where it went live), bounded, live.
 //! - [`journey`] — the Changes pages' HTML; [`pages`] — the rest of the HTML (maud); [`routes`] — the axum handlers.
 
 pub mod activity;
@@ -224,6 +224,13 @@ pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey
         rollouts,
         records,
     });
+    // What the fleet says is live, for the changes' "live on N servers" (sites mapped to repos by web.toml).
+    let weak = Arc::downgrade(&app);
+    app.changes.set_fleet(Box::new(move || {
+        let Some(app) = weak.upgrade() else { return Vec::new() };
+        let settings = app.settings();
+        app.fleet.deployed(|site| settings.config.site(site).map(|s| s.repo.clone()))
+    }));
     followers.push(trail::follow(&app).await.map_err(crate::deploy::controller::ControlError::from)?);
     let weak = Arc::downgrade(&app);
     app.health.extra("deploys_running", move || weak.upgrade().map_or(0, |a| a.live.len()).into());

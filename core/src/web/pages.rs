@@ -152,13 +152,31 @@ fn build_badge(v: Option<&super::changes::Verdict>) -> Markup {
     html! { span class={ "badge " (class) } title=(title) data-build=(text) { (text) } }
 }
 
-/// The site page: tags (with their build status), servers, lock, the deploy form.
+/// A commit, shortened, with the full id in its title.
+fn short_commit(c: &str) -> Markup {
+    html! { code title=(c) { (c.get(..10).unwrap_or(c)) } }
+}
+
+/// A server's live commit and the newest it fetched, marked when the fetched one is ahead.
+fn fetched_cells(f: Option<&super::changes::FetchedLive>) -> Markup {
+    let f = f.cloned().unwrap_or_default();
+    html! {
+        td.commit { @if let Some(c) = &f.live { (short_commit(c)) } @else { "—" } }
+        td.fetched data-fetched=[f.fetched.as_deref()] data-ahead[f.ahead] {
+            @if let Some(c) = &f.fetched { (short_commit(c)) @if let Some(at) = f.fetched_at { " " small { (when(at)) } } } @else { "—" }
+            @if f.ahead { " " span.badge.running.ahead title="this server fetched a newer commit than the one live" { "fetched ahead of live" } }
+        }
+    }
+}
+
+/// The site page: tags (with their build status), servers (live commit, newest fetch), lock, the deploy form.
 #[allow(clippy::too_many_arguments)]
 pub fn site(
     ctx: &Ctx,
     site: &SiteConfig,
     state: &SiteState,
     builds: &std::collections::BTreeMap<String, super::changes::Verdict>,
+    fetched: &std::collections::BTreeMap<String, super::changes::FetchedLive>,
     may_deploy: bool,
     recent: &[DeployRow],
     problem: Option<&str>,
@@ -218,7 +236,7 @@ pub fn site(
                             }
                         }
                         table.servers {
-                            thead { tr { th {} th { "server" } th { "classes" } th { "release" } th { "last seen" } } }
+                            thead { tr { th {} th { "server" } th { "classes" } th { "release" } th { "live commit" } th { "newest fetched" } th { "last seen" } } }
                             tbody {
                                 @for s in &state.servers {
                                     tr data-server=(s.announce.identity) {
@@ -226,6 +244,7 @@ pub fn site(
                                         td { (s.announce.identity) }
                                         td { (s.announce.classes.join(", ")) }
                                         td { (s.release_tag(&site.name).unwrap_or("—")) }
+                                        (fetched_cells(fetched.get(&s.announce.identity)))
                                         td { (when(s.last_seen)) }
                                     }
                                 }
@@ -233,7 +252,7 @@ pub fn site(
                                     tr.untrusted data-untrusted=(s.announce.identity) {
                                         td {}
                                         td { (s.announce.identity) }
-                                        td colspan="3" { "untrusted: " (s.untrusted.as_deref().unwrap_or("?")) " (never deployed to)" }
+                                        td colspan="5" { "untrusted: " (s.untrusted.as_deref().unwrap_or("?")) " (never deployed to)" }
                                     }
                                 }
                             }

@@ -3,7 +3,7 @@
 //! | route | answers |
 //! |---|---|
 //! | `GET /` | sites: servers answering, releases, last deploy |
-//! | `GET /sites/{site}` | tags, servers, lock, the deploy form; 404 unknown site |
+//! | `GET /sites/{site}` | tags, servers (live commit, newest fetched, "fetched ahead of live"), lock, the deploy form; 404 unknown site |
 //! | `POST /sites/{site}/preview` | dry run: plan, commit logs, commits a downgrade removes (its confirm form then asks for the `allow_downgrade` tick); 400 bad form, 403 CSRF |
 //! | `POST /sites/{site}/deploy` | 303 to the deploy page; 400 bad form, 403 CSRF or not a deployer; `allow_downgrade=1` (the preview's tick) lets agents deploy a tag older than their live release, which they refuse otherwise |
 //! | `POST /sites/{site}/rollback` | the same for a rollback of the given servers |
@@ -14,7 +14,7 @@
 //! | `POST /deploys/{id}/reject` | a waiting deploy: an approver rejects it, its requester cancels it (303 back); 403 others, 409 not waiting |
 //! | `GET /history[?site=]` | every deploy, newest first |
 //! | `GET /activity`, `GET /activity/events` | the event line feed (page, SSE) |
-//! | `GET /changes[?repo=]`, `GET /changes/events` | every push with builds and fetches (page, SSE of every new step) |
+//! | `GET /changes[?repo=]`, `GET /changes/events` | every push with builds, fetches and where it is live (page, SSE of every new step) |
 //! | `GET /changes/{id}` | one push's journey (correlation id or commit, ≥ 7 hex digits); 404 unknown |
 //! | `GET /changes/{id}/events` | SSE: `hello`, then each new step of that push with its summary |
 //! | `GET /assets/*`, `GET /healthz` | no login needed |
@@ -217,7 +217,13 @@ async fn site(AxState(app): St, peer: Peer, headers: HeaderMap, Path(name): Path
     let changes = app.changes.clone();
     let commits: Vec<(String, String)> = state.tags.iter().map(|t| (t.name.clone(), t.commit.clone())).collect();
     let builds = tokio::task::spawn_blocking(move || commits.into_iter().filter_map(|(name, c)| changes.verdict(&c).ok().map(|v| (name, v))).collect()).await.unwrap_or_default();
-    page(StatusCode::OK, pages::site(&ctx, &site, &state, &builds, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
+    // Per server, the newest commit it fetched of the site's repo beside the one live.
+    let changes = app.changes.clone();
+    let servers: Vec<(String, Option<String>)> =
+        state.servers.iter().map(|s| (s.announce.identity.clone(), s.announce.sites.iter().find(|x| x.name == site.name).and_then(|x| x.commit.clone()))).collect();
+    let repo = site.repo.clone();
+    let fetched = tokio::task::spawn_blocking(move || changes.fetched_vs_live(&repo, &servers)).await.ok().and_then(Result::ok).unwrap_or_default();
+    page(StatusCode::OK, pages::site(&ctx, &site, &state, &builds, &fetched, site.may_deploy(&ctx.user), &recent, problem.as_deref()))
 }
 
 /// The checks every state-changing form passes (after [`guard`]'s origin check): CSRF, the site, the form.

@@ -4,10 +4,16 @@
 //! A record counts only when signed by a key in `[controllers]` or by this
 //! dk-web's own key; others are dropped with a rate-limited warning and
 //! counted in `deploykit_web_rollout_records_total{result="rejected"}`.
+//!
+//! Each trusted record (stored now, or this dk-web's own coming back) also
+//! tells the changes where commits went live ([`super::changes::live`]).
 
+use super::changes::WentLive;
 use super::App;
+use crate::deploy::controller::NodeState;
 use crate::deploy::keys::PublicKey;
 use crate::deploy::record::{self, RolloutRecord};
+use crate::message::DeployAction;
 use crate::stomp::SubscribeOptions;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,17 +48,21 @@ pub(crate) async fn follow(app: &Arc<App>) -> Result<JoinHandle<()>, crate::stom
         while let Some(m) = sub.recv().await {
             let Some(app) = weak.upgrade() else { break };
             let outcome = match record::verify(&m.headers, &m.body, &trusted(&app)) {
-                Ok(v) => match app.history.record(&v.record) {
-                    Ok(true) => {
-                        tracing::info!(id = %v.record.id, controller = %v.record.controller, key = %v.key_name, site = %v.record.site, "rollout recorded");
-                        "stored"
-                    }
-                    Ok(false) => "duplicate",
-                    Err(e) => {
-                        tracing::error!(id = %v.record.id, error = %e, "rollout record not stored");
-                        "error"
-                    }
-                },
+                Ok(v) => {
+                    let outcome = match app.history.record(&v.record) {
+                        Ok(true) => {
+                            tracing::info!(id = %v.record.id, controller = %v.record.controller, key = %v.key_name, site = %v.record.site, "rollout recorded");
+                            "stored"
+                        }
+                        Ok(false) => "duplicate",
+                        Err(e) => {
+                            tracing::error!(id = %v.record.id, error = %e, "rollout record not stored");
+                            "error"
+                        }
+                    };
+                    went_live(&app, v.record).await;
+                    outcome
+                }
                 Err(e) => {
                     dropped += 1;
                     if warned.is_none_or(|t| t.elapsed() >= WARN_INTERVAL) {
@@ -66,6 +76,52 @@ pub(crate) async fn follow(app: &Arc<App>) -> Result<JoinHandle<()>, crate::stom
             app.records.inc(&[outcome]);
         }
     }))
+}
+
+/// The servers a trusted record says ended `ok` with a commit, for the changes of the site's repo.
+fn live_servers(app: &App, r: &RolloutRecord) -> Vec<WentLive> {
+    let settings = app.settings();
+    let Some(site) = settings.config.site(&r.site) else { return Vec::new() };
+    let Some(report) = &r.report else { return Vec::new() };
+    let deploy = app.history.row_of(&r.id).ok().flatten();
+    let action = if r.action == DeployAction::Rollback { "rollback" } else { "deploy" };
+    report
+        .nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Ok)
+        .filter_map(|n| {
+            let commit = n.commit.clone()?;
+            let release = n.live.as_deref().map(|d| d.strip_prefix(&format!("{}_", site.repo)).unwrap_or(d).to_owned());
+            Some(WentLive {
+                record: r.id.clone(),
+                deploy,
+                action: action.into(),
+                site: r.site.clone(),
+                repo: site.repo.clone(),
+                node: n.node.clone(),
+                commit,
+                tag: r.tag.clone().or(release).unwrap_or_else(|| "?".into()),
+                user: r.user.clone(),
+                controller: r.controller.clone(),
+                at: r.finished_at,
+            })
+        })
+        .collect()
+}
+
+/// Adds the `live` steps of a trusted record (off the async threads: the chain walks read SQLite).
+async fn went_live(app: &Arc<App>, r: RolloutRecord) {
+    let servers = live_servers(app, &r);
+    if servers.is_empty() {
+        return;
+    }
+    let changes = app.changes.clone();
+    let done = tokio::task::spawn_blocking(move || servers.iter().try_for_each(|w| changes.went_live(w).map(drop))).await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(id = %r.id, error = %e, "live steps not recorded"),
+        Err(e) => tracing::error!(id = %r.id, error = %e, "live steps not recorded"),
+    }
 }
 
 /// Publishes the record of a rollout this dk-web ran (a warning if the bus refuses it;

@@ -48,7 +48,7 @@ pub fn fake_announce(identity: &str) -> AgentAnnounce {
         identity: identity.into(),
         classes: vec!["web".into()],
         facts: BTreeMap::from([("sitetype".to_string(), "live".to_string())]),
-        sites: vec![SiteStatus { name: "www".into(), current: None, repo: "www".into() }],
+        sites: vec![SiteStatus { name: "www".into(), current: None, repo: "www".into(), commit: None }],
         version: "6.6.6".into(),
         expires_at: deploykit::deploy::agent::releases::now() + 600,
     }

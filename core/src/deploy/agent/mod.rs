@@ -263,7 +263,15 @@ fn announcement(config: &AgentConfig) -> AgentAnnounce {
         identity: config.identity.clone(),
         classes: config.classes.clone(),
         facts: config.facts.clone(),
-        sites: config.sites.iter().map(|(name, s)| SiteStatus { name: name.clone(), current: releases::live(s), repo: s.repo_name.clone() }).collect(),
+        sites: config
+            .sites
+            .iter()
+            .map(|(name, s)| {
+                let current = releases::live(s);
+                let commit = current.as_deref().and_then(|d| releases::commit_of(s, d));
+                SiteStatus { name: name.clone(), current, repo: s.repo_name.clone(), commit }
+            })
+            .collect(),
         version: crate::VERSION.to_owned(),
         expires_at: releases::now() + ANNOUNCE_VALIDITY,
     }
@@ -451,10 +459,11 @@ async fn handle(shared: &Shared, destination: String, headers: Headers, body: by
             } else {
                 steps::rollback(&ctx).await
             };
-            let out = match result {
+            let mut out = match result {
                 Ok(out) => out,
                 Err(refusal) => return refuse(refusal.to_string()).await,
             };
+            out.commit = out.live.as_deref().and_then(|d| releases::commit_of(site, d));
             let target = site.links.first().map(|l| l.target.display().to_string()).unwrap_or_default();
             let tag = out.tag.clone().unwrap_or_default();
             let text = match (req.action, out.ok) {

@@ -130,6 +130,14 @@ impl Journal {
         Ok(Journal { root: releases.to_owned(), releases: list })
     }
 
+    /// The journal's releases, read only (nothing created, moved or logged): empty when
+    /// the journal is missing or does not parse. For announcements and replies.
+    pub fn peek(releases: &Path) -> Vec<Release> {
+        let file = Journal::state_dir(releases).join("releases.json");
+        let list: Vec<Release> = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        list.into_iter().filter(|r| is_component(&r.dir)).collect()
+    }
+
     /// Writes the journal durably ([`crate::durable::write_atomic`]).
     pub fn save(&self) -> Result<(), ReleaseError> {
         let file = Journal::state_dir(&self.root).join("releases.json");
@@ -220,6 +228,16 @@ pub fn release_of(site: &SiteConfig, link: &Path) -> Option<String> {
 /// The live release: what the first link points at.
 pub fn live(site: &SiteConfig) -> Option<String> {
     release_of(site, &site.links.first()?.target)
+}
+
+/// The commit of release `dir` in the site's journal (read only).
+pub fn commit_of(site: &SiteConfig, dir: &str) -> Option<String> {
+    Journal::peek(&site.releases).into_iter().rev().find(|r| r.dir == dir).map(|r| r.commit)
+}
+
+/// The commit of the live release, from the journal (read only).
+pub fn live_commit(site: &SiteConfig) -> Option<String> {
+    commit_of(site, &live(site)?)
 }
 
 /// Points `link` at `to` atomically: a fresh symlink under a temp name, renamed over it.

@@ -42,6 +42,9 @@ pub struct DeployOutcome {
     /// Old releases removed by `keep_releases`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// The commit of the release now live (from the journal; as a dry run's `commit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 /// Why a request was refused before anything ran.

@@ -235,12 +235,15 @@ pub struct NodeResult {
     /// The tag was already live there: nothing ran (state `ok`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unchanged: bool,
+    /// The commit live afterwards, as its final reply says (absent from older agents and records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 impl NodeResult {
     /// A server that sent no final reply (not started, or no answer in time): no steps, no releases.
     pub fn without_reply(node: &str, state: NodeState, error: Option<String>, elapsed_ms: u64, batch: usize) -> NodeResult {
-        NodeResult { node: node.to_owned(), state, error, steps: vec![], live: None, previous: None, elapsed_ms, batch, unchanged: false }
+        NodeResult { node: node.to_owned(), state, error, steps: vec![], live: None, previous: None, elapsed_ms, batch, unchanged: false, commit: None }
     }
 
     /// It ended ok because the tag was already live there (nothing ran).
@@ -736,6 +739,7 @@ impl Controller {
                     elapsed_ms: started.elapsed().as_millis() as u64,
                     batch: index,
                     unchanged: state == NodeState::Ok && outcome.as_ref().is_some_and(|o| o.unchanged),
+                    commit: outcome.as_ref().and_then(|o| o.commit.clone()),
                 };
                 let _ = events.send(RolloutEvent::NodeDone { result: r.clone() });
                 done.insert(reply.node.clone(), r);

@@ -143,6 +143,16 @@
     return span;
   }
 
+  // As journey::live_where: "www (web01, web02); shop (web03)".
+  function liveWhere(live) {
+    const bySite = new Map();
+    for (const [site, node] of live) {
+      if (!bySite.has(site)) bySite.set(site, []);
+      bySite.get(site).push(node);
+    }
+    return [...bySite].map(([site, nodes]) => site + " (" + nodes.join(", ") + ")").join("; ");
+  }
+
   // One push's timeline: each new step appended as it arrives, the summary redrawn.
   function journeyPage(root) {
     const list = document.getElementById("journey");
@@ -162,6 +172,9 @@
       document.getElementById("builds").replaceChildren("Builds: ", buildBadges(sum));
       document.getElementById("fetched-count").textContent = sum.fetched;
       document.getElementById("server-count").textContent = sum.servers;
+      const live = sum.live || [];
+      document.getElementById("live-count").textContent = live.length;
+      document.getElementById("live-where").textContent = live.length ? ": " + liveWhere(live) : "";
       document.getElementById("flag").hidden = !sum.flagged;
       document.getElementById("failures").replaceChildren(...sum.failures.map(([n, why]) => el("li", { "data-node": n }, n + ": " + why)));
       document.getElementById("summary-line").textContent = u.summary_line;
@@ -181,7 +194,7 @@
       if (!tr) {
         const link = el("a", { href: "/changes/" + encodeURIComponent(c.id) }, el("code", {}, c.newrev.slice(0, 10)));
         tr = el("tr", { "data-change": c.id }, el("td", {}, utc(c.pushed_at)), el("td", {}, c.repo), el("td", {}, c.refname),
-          el("td", {}, link, " ", c.subject || ""), el("td", {}, c.author || ""), el("td", { class: "builds" }), el("td", { class: "fetched" }));
+          el("td", {}, link, " ", c.subject || ""), el("td", {}, c.author || ""), el("td", { class: "builds" }), el("td", { class: "fetched" }), el("td", { class: "live" }));
         body.prepend(tr);
         const none = document.getElementById("no-changes");
         if (none) none.remove();
@@ -192,6 +205,11 @@
       if (sum.flagged) f.append(" ", el("span", { class: "badge failed" }, "late"));
       if (sum.failures.length) f.append(" ", el("span", { class: "badge failed" }, sum.failures.length + " failed"));
       tr.toggleAttribute("data-flagged", sum.flagged);
+      const live = sum.live || [], cell = tr.querySelector(".live");
+      if (cell) {
+        cell.dataset.live = String(live.length);
+        cell.replaceChildren(live.length ? el("span", { class: "badge ok", title: liveWhere(live) }, "live on " + live.length) : "·");
+      }
     };
   }
 

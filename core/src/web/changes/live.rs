@@ -1,0 +1,166 @@
+//! Where a change is live. A trusted rollout record ([`super::super::trail`])
+//! says which commit each server made live: every change that commit contains
+//! ([`super::chain`]) gets a `live` step, once per record and server. Which
+//! servers a change is live on *now* comes from the newest of two sources per
+//! server: the fleet's announcements and discovery answers (`SiteStatus.commit`)
+//! and the records (kept as `live_marks`, bounded by [`MAX_MARKS`] and the
+//! changes' age) — so a later rollback takes a server off, while the steps stay.
+
+use super::{field, token_ok, Changes, ChangesError, Step};
+use rusqlite::params;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+/// Most (record, server) marks kept.
+pub const MAX_MARKS: usize = 100_000;
+
+/// One server's live release of a site, as the fleet last heard it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The site (as web.toml names it).
+    pub site: String,
+    /// The site's repository (web.toml's `repo`).
+    pub repo: String,
+    /// The server.
+    pub node: String,
+    /// The live release, if any.
+    pub release: Option<String>,
+    /// Its commit (absent from older agents).
+    pub commit: Option<String>,
+    /// Unix seconds when this was heard.
+    pub seen: i64,
+}
+
+/// What the fleet says is live, asked when a summary is made (set by dk-web at start).
+pub type FleetView = Box<dyn Fn() -> Vec<Deployed> + Send + Sync>;
+
+/// The fleet view, once set.
+#[derive(Default)]
+pub(super) struct FleetHook(RwLock<Option<FleetView>>);
+
+impl std::fmt::Debug for FleetHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetHook")
+    }
+}
+
+/// One server a trusted rollout record says ended `ok` with a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WentLive {
+    /// The record's id.
+    pub record: String,
+    /// Its row in the history (`/deploys/ID`), if stored.
+    pub deploy: Option<i64>,
+    /// `deploy` or `rollback`.
+    pub action: String,
+    /// The site.
+    pub site: String,
+    /// The site's repository (web.toml's `repo`).
+    pub repo: String,
+    /// The server.
+    pub node: String,
+    /// The commit live there now.
+    pub commit: String,
+    /// The tag (or release) live there now.
+    pub tag: String,
+    /// Who ran the rollout.
+    pub user: String,
+    /// The controller that ran it.
+    pub controller: String,
+    /// Unix seconds when the rollout finished.
+    pub at: i64,
+}
+
+/// A `live` step as one line: `live on SERVER (site SITE, TAG; deploy #ID by USER via CONTROLLER)`.
+pub(super) fn describe(node: &str, d: &serde_json::Value) -> String {
+    let text = |k: &str| d[k].as_str().unwrap_or("?").to_owned();
+    let id = d["deploy"].as_i64().map_or_else(|| text("record"), |n| n.to_string());
+    format!("live on {node} (site {}, {}; {} #{id} by {} via {})", text("site"), text("tag"), text("action"), text("user"), text("controller"))
+}
+
+impl Changes {
+    /// Sets where the fleet's view of live releases comes from.
+    pub fn set_fleet(&self, view: FleetView) {
+        *self.fleet.0.write().unwrap_or_else(|p| p.into_inner()) = Some(view);
+    }
+
+    /// Adds a `live` step to every change `w.commit` contains (once per record and
+    /// server) and sends each to the journey pages; returns the steps added.
+    pub fn went_live(&self, w: &WentLive) -> Result<Vec<Step>, ChangesError> {
+        if !token_ok(&w.commit) || !token_ok(&w.record) || w.node.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (node, site, repo) = (field(&w.node), field(&w.site), field(&w.repo));
+        let fresh = self.with(|db| {
+            db.execute(
+                "INSERT OR IGNORE INTO live_marks (record_id, node, repo, site, commit_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![w.record, node, repo, site, w.commit, w.at],
+            )
+        })?;
+        if fresh == 0 {
+            return Ok(Vec::new());
+        }
+        let reach = self.reach(&repo, &w.commit)?;
+        let mut ids: Vec<&String> = reach.changes.iter().collect();
+        ids.sort();
+        let data = serde_json::json!({
+            "site": site, "tag": field(&w.tag), "record": w.record, "deploy": w.deploy, "action": field(&w.action),
+            "user": field(&w.user), "controller": field(&w.controller), "commit": w.commit,
+        });
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(s) = self.add(id, "live", Some(node.clone()), Some(true), data.clone())? {
+                self.broadcast(&s)?;
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each server's live commit now (of `repo`, if given): the newer of the fleet's
+    /// word and the newest record's, a tie going to the record.
+    pub fn deployed_now(&self, repo: Option<&str>) -> Result<Vec<Deployed>, ChangesError> {
+        let fleet: Vec<Deployed> = match &*self.fleet.0.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(view) => view().into_iter().filter(|d| repo.is_none_or(|r| d.repo == r)).collect(),
+            None => Vec::new(),
+        };
+        let marks: Vec<Deployed> = self.with(|db| {
+            let mut st = db.prepare_cached("SELECT repo, node, site, commit_id, MAX(at) FROM live_marks WHERE (?1 IS NULL OR repo = ?1) GROUP BY repo, node")?;
+            let rows = st.query_map(params![repo], |r| Ok(Deployed { repo: r.get(0)?, node: r.get(1)?, site: r.get(2)?, commit: r.get(3)?, release: None, seen: r.get(4)? }))?;
+            rows.collect()
+        })?;
+        let mut now: BTreeMap<(String, String), Deployed> = fleet.into_iter().map(|d| ((d.repo.clone(), d.node.clone()), d)).collect();
+        for m in marks {
+            let key = (m.repo.clone(), m.node.clone());
+            // An older agent says what is live but not its commit: the record tells.
+            let take = now.get(&key).is_none_or(|f| m.seen >= f.seen || (f.commit.is_none() && f.release.is_some()));
+            if take {
+                now.insert(key, m);
+            }
+        }
+        Ok(now.into_values().filter(|d| d.commit.is_some()).collect())
+    }
+
+    /// Per change id, the (site, server) pairs it is live on now (of `repo`, if given):
+    /// one chain walk per distinct live commit, not per change and server.
+    pub(super) fn live_index(&self, repo: Option<&str>) -> Result<HashMap<String, Vec<(String, String)>>, ChangesError> {
+        let mut by_commit: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+        for d in self.deployed_now(repo)? {
+            if let Some(c) = d.commit {
+                by_commit.entry((d.repo, c)).or_default().push((d.site, d.node));
+            }
+        }
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for ((repo, commit), servers) in by_commit {
+            let reach = self.reach(&repo, &commit)?;
+            for id in &reach.changes {
+                out.entry(id.clone()).or_default().extend(servers.iter().cloned());
+            }
+        }
+        for v in out.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        Ok(out)
+    }
+}
