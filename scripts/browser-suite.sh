@@ -18,8 +18,7 @@
 #
 # DK_SCREENSHOTS=DIR saves site.png, deploy.png and journey.png there (the committed ones
 # in docs/screenshots/ come from `DK_SCREENSHOTS=docs/screenshots scripts/browser-suite.sh`).
-# DK_JOURNEY_LIVE=1 also checks the journey's last stage (live on each server; needs the
-# deploy tracking of core/src/web/changes/). CARGO_TARGET_DIR is honoured.
+# CARGO_TARGET_DIR is honoured.
 # Logs of the set-up steps: .dk-test/logs/browser-*.log.
 # The exit status is pytest's.
 set -euo pipefail

@@ -81,6 +81,7 @@ fn forged_record(commit: &str) -> RolloutRecord {
             missing: vec![],
             missing_unnamed: 0,
         }),
+        approved_by: None,
     }
 }
 

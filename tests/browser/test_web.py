@@ -34,11 +34,6 @@ VENV_BIN = Path(sys.executable).parent  # the hook runs `python3 -m deploykit.ho
 TIMEOUT_MS = 60_000  # generous: 2 loaded cores
 TIMEOUT_S = TIMEOUT_MS / 1000
 
-# The journey's last stage, "live on SERVER", comes with the deploy tracking in
-# core/src/web/changes.rs and journey.rs. Until that is on this branch the test checks
-# the deploy itself and skips expect_live_stage(); set True (or DK_JOURNEY_LIVE=1) then.
-JOURNEY_LIVE_STAGE = os.environ.get("DK_JOURNEY_LIVE", "0") == "1"
-
 expect.set_options(timeout=TIMEOUT_MS)
 
 # Records every EventSource a page opens, so a test can wait until the live stream is
@@ -468,8 +463,7 @@ def test_a_push_journey_arrives_live_stage_by_stage(server, browser, journey, je
     expect(site.locator("#deploy-page")).to_have_attribute("data-result", "ok")
     expect(site.locator("#summary")).to_have_text("3 deployed")
     site.close()
-    if JOURNEY_LIVE_STAGE:
-        expect_live_stage(page, "v1.3", deploy_id)
+    expect_live_stage(page, "v1.3", deploy_id)
 
     # Everything arrived on the one page, in order.
     assert page.evaluate("window.__sameDocument === true"), "the stages arrived live, without a reload"
@@ -488,9 +482,8 @@ def test_a_push_journey_arrives_live_stage_by_stage(server, browser, journey, je
         ("build started", at("build started", lambda s, t: s == "build" and t.endswith(" started"))),
         ("build success", at("build success", lambda s, t: s == "build" and t.endswith(" success"))),
         ("fetched on 3 of 3", fetched),
+        ("live", at("live", lambda s, t: s == "live")),
     ]
-    if JOURNEY_LIVE_STAGE:
-        milestones.append(("live", at("live", lambda s, t: s == "live")))
     for (a, ia), (b, ib) in zip(milestones, milestones[1:]):
         assert max(ia) < min(ib), f"{a} should come before {b}: {stages}"
     if SHOTS:
