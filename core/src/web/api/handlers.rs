@@ -121,6 +121,8 @@ fn input(body: Result<Bytes, BytesRejection>) -> Result<Input, ApiError> {
     let body = body.map_err(|e| ApiError::new(e.status(), format!("body: {}", e.body_text())))?;
     let req: DeployRequest = if body.iter().all(u8::is_ascii_whitespace) {
         DeployRequest::default()
+    } else if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "body: a JSON object is expected"));
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?
     };
