@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The browser suite: dk-web driven by a real headless Chromium (Debian's
-# `chromium`) through Playwright for Python.
+# `chromium`) through Playwright for Python; and dk-web's JSON API checked
+# against its own OpenAPI document by schemathesis (tests/api).
 #
 #   scripts/browser-suite.sh [PYTEST ARGS...]
 #
 # What it does, each step only when needed:
 #   1. apt-get install chromium if it is missing (scripts/lib/deps.sh browser; needs root)
-#   2. the virtualenv .dk-test/venv (shared with the Python suite) gets pytest and
-#      playwright from PyPI; no browser is downloaded: Playwright is pointed at
-#      /usr/bin/chromium (DK_CHROMIUM overrides)
-#   3. cargo build --example web-fixture (embedded broker, 3 agents, dk-web)
-#   4. pytest tests/browser
+#   2. the virtualenv .dk-test/venv (shared with the Python suite) gets pytest,
+#      playwright and schemathesis from PyPI; no browser is downloaded: Playwright
+#      is pointed at /usr/bin/chromium (DK_CHROMIUM overrides)
+#   3. cargo build --example web-fixture (embedded broker, 3 agents, dk-web, an API token)
+#   4. pytest tests/browser tests/api (DK_API_EXAMPLES: examples per API operation, default 15)
 #
 # DK_SCREENSHOTS=DIR saves site.png and deploy.png there (the committed ones in
 # docs/screenshots/ come from `DK_SCREENSHOTS=docs/screenshots scripts/browser-suite.sh`).
@@ -21,7 +22,7 @@ set -euo pipefail
 cd "$DK_ROOT"
 
 case "${1:-}" in
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 PYTHON="${PYTHON:-python3}"
@@ -43,9 +44,9 @@ if [ ! -x "$VPY" ]; then
     dk_log "browser-suite: creating $VENV"
     "$PYTHON" -m venv "$VENV" >>"$LOG" 2>&1 || { dk_tail_file "$LOG" 30; dk_die "browser-suite: $PYTHON -m venv failed (Debian: apt-get install python3-venv)"; }
 fi
-if ! "$VPY" -c 'import pytest, playwright' >/dev/null 2>&1; then
-    dk_log "browser-suite: pip install pytest playwright (into the venv; no browser download)"
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$VPY" -m pip install --quiet --disable-pip-version-check pytest 'playwright>=1.40,<2' >>"$LOG" 2>&1 \
+if ! "$VPY" -c 'import pytest, playwright, schemathesis' >/dev/null 2>&1; then
+    dk_log "browser-suite: pip install pytest playwright schemathesis (into the venv; no browser download)"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 "$VPY" -m pip install --quiet --disable-pip-version-check pytest 'playwright>=1.40,<2' 'schemathesis>=4,<5' >>"$LOG" 2>&1 \
         || { dk_tail_file "$LOG" 30; dk_die "browser-suite: pip install failed (log: $LOG)"; }
 fi
 
@@ -57,7 +58,7 @@ dk_log "browser-suite: $("$CHROMIUM" --version 2>/dev/null | head -n 1); setup t
 # 4. The tests.
 set +e
 DK_WEB_FIXTURE="$TARGET_DIR/debug/examples/web-fixture" DK_CHROMIUM="$CHROMIUM" \
-    "$VPY" -m pytest -q -p no:cacheprovider -ra tests/browser "$@"
+    "$VPY" -m pytest -q -p no:cacheprovider -ra tests/browser tests/api "$@"
 rc=$?
 set -e
 exit "$rc"

@@ -37,6 +37,7 @@ def server():
     line = proc.stdout.readline()
     m = re.match(r"URL (http://\S+)", line)
     assert m, f"fixture said {line!r}"
+    proc.stdout.readline()  # TOKEN dkt_… (the API's; tests/api)
     yield m.group(1)
     proc.stdin.close()
     proc.wait(timeout=30)
