@@ -313,7 +313,8 @@ async fn every_endpoint_its_refusals_and_real_deploys() {
         assert_eq!(rig.live(n).as_deref(), Some("v1"), "{n}");
     }
     // Picked servers, a batch given as text; then a rollback of them.
-    let (s, v, _) = api.call("POST", deploys, "/sites/www/deploys", Some(&ann), "{\"tag\":\"v2\",\"servers\":[\"node-a\",\"node-b\",\"node-c\"],\"batch\":\"50%\",\"canary\":0}").await;
+    let (s, v, _) =
+        api.call("POST", deploys, "/sites/www/deploys", Some(&ann), "{\"tag\":\"v2\",\"servers\":[\"node-a\",\"node-b\",\"node-c\"],\"batch\":\"50%\",\"canary\":0}").await;
     assert_eq!(s, 202, "{v}");
     ok_everywhere(&finished(&mut api, v["id"].as_i64().unwrap(), &ann).await);
     assert_eq!(rig.live("node-b").as_deref(), Some("v2"));

@@ -142,18 +142,7 @@ impl DeployForm {
             Some(r) if r.chars().count() > MAX_REASON => return Err(format!("reason: at most {MAX_REASON} characters")),
             r => r,
         };
-        Ok(DeployForm {
-            tag,
-            scope,
-            canary,
-            batch,
-            max_failures,
-            allow_missing: input.allow_missing,
-            allow_downgrade: input.allow_downgrade,
-            reason,
-            csrf: None,
-            echo: Vec::new(),
-        })
+        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing: input.allow_missing, allow_downgrade: input.allow_downgrade, reason, csrf: None, echo: Vec::new() })
     }
 }
 

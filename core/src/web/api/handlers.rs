@@ -31,7 +31,11 @@ fn param(uri: &Uri, name: &str) -> Option<String> {
 fn limit(uri: &Uri) -> Result<usize, ApiError> {
     match param(uri, "limit") {
         None => Ok(LIMIT.0),
-        Some(s) => s.parse::<usize>().ok().filter(|n| (1..=LIMIT.1).contains(n)).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("limit: {s:?} is not a whole number from 1 to {}", LIMIT.1))),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=LIMIT.1).contains(n))
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("limit: {s:?} is not a whole number from 1 to {}", LIMIT.1))),
     }
 }
 
@@ -87,7 +91,13 @@ pub(super) async fn site(State(app): St, caller: Caller, Path(name): Path<String
         name: site.name.clone(),
         repo: site.repo.clone(),
         may_deploy: site.may_deploy(&caller.user),
-        defaults: SiteDefaults { canary: site.canary, batch: site.batch.clone(), max_failures: site.max_failures, require_reason: site.require_reason, require_build: site.require_build },
+        defaults: SiteDefaults {
+            canary: site.canary,
+            batch: site.batch.clone(),
+            max_failures: site.max_failures,
+            require_reason: site.require_reason,
+            require_build: site.require_build,
+        },
         servers: state.servers.iter().map(|s| ServerInfo::of(s, &site.name)).collect(),
         tags: state.tags.iter().map(tag).collect(),
         branches: state.branches.iter().map(tag).collect(),
@@ -217,7 +227,8 @@ pub(super) async fn changes(State(app): St, _caller: Caller, uri: Uri) -> Answer
 pub(super) async fn journey(State(app): St, _caller: Caller, Path(id): Path<String>) -> Answer {
     let changes = app.changes.clone();
     let found = tokio::task::spawn_blocking(move || changes.resolve(&id).and_then(|r| r.map_or(Ok(None), |id| changes.journey(&id)))).await.map_err(internal)?.map_err(internal)?;
-    let (change, steps, summary) = found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such change: give a correlation id or a commit (7 or more hex digits) seen on the bus"))?;
+    let (change, steps, summary) =
+        found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such change: give a correlation id or a commit (7 or more hex digits) seen on the bus"))?;
     Ok(json(StatusCode::OK, &Journey { change, steps, summary: (&summary).into() }))
 }
 

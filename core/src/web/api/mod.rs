@@ -150,7 +150,10 @@ impl FromRequestParts<Arc<App>> for Caller {
         let now = std::time::Instant::now();
         if let Some(wait) = app.throttle.blocked(peer, now) {
             let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-            return Err(ApiError { retry_after: Some(secs), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("too many failed logins from your address: try again in {secs} s")) });
+            return Err(ApiError {
+                retry_after: Some(secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("too many failed logins from your address: try again in {secs} s"))
+            });
         }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "give a token: Authorization: Bearer dkt_… (dk-web token add)"));

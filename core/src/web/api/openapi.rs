@@ -24,7 +24,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
         assert_eq!(v["openapi"], "3.0.3");
         let paths = v["paths"].as_object().unwrap();
-        for p in ["/sites", "/sites/{site}", "/sites/{site}/servers", "/sites/{site}/tags", "/sites/{site}/deploys", "/sites/{site}/rollbacks", "/deploys/{id}", "/deploys/{id}/stop", "/changes", "/changes/{id}", "/history", "/openapi.json"] {
+        for p in [
+            "/sites",
+            "/sites/{site}",
+            "/sites/{site}/servers",
+            "/sites/{site}/tags",
+            "/sites/{site}/deploys",
+            "/sites/{site}/rollbacks",
+            "/deploys/{id}",
+            "/deploys/{id}/stop",
+            "/changes",
+            "/changes/{id}",
+            "/history",
+            "/openapi.json",
+        ] {
             assert!(paths.contains_key(p), "{p}");
         }
         assert_eq!(paths.len(), 12);
