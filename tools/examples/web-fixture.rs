@@ -10,8 +10,9 @@
 //! hook in it and runs dk-jenkins and dk-notify against the broker.
 //!
 //! Prints one `KEY VALUE` line per thing a test needs, the `URL` line last:
-//! `BROKER stomp://127.0.0.1:PORT`, `REPO /path/to/www.git`,
-//! `URL http://127.0.0.1:PORT`; then serves until stdin closes or SIGTERM.
+//! `BROKER stomp://127.0.0.1:PORT`, `REPO /path/to/www.git`, `TOKEN dkt_…` (an
+//! API token of ann's for both sites, tests/api), `URL http://127.0.0.1:PORT`;
+//! then serves until stdin closes or SIGTERM.
 //! `cargo run -p deploykit-tools --example web-fixture`.
 
 use anyhow::{bail, Context, Result};
@@ -124,7 +125,7 @@ async fn run(root: &Path) -> Result<()> {
     }
     let htpasswd = root.join("htpasswd");
     std::fs::write(&htpasswd, format!("ann:{}\n", bcrypt::hash("ann-pw", 4)?))?;
-    let config = WebConfig::parse(&format!(
+    let mut config = WebConfig::parse(&format!(
         "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n[trust]\nfleet_keys = [\"{}\"]\n[auth]\nmode = \"basic\"\nhtpasswd = {:?}\n\
          [sites.www]\nrepo = \"www\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\ncanary = 1\nbatch = \"2\"\n\
          [sites.shop]\nrepo = \"shop\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\ncanary = 1\nbatch = \"2\"\n",
@@ -132,9 +133,13 @@ async fn run(root: &Path) -> Result<()> {
         fleet.public(),
         htpasswd.display().to_string()
     ))?;
+    // The API's token (tests/api): ann's, for the fixture's two sites, stored hashed.
+    let api_token = web::api::tokens::add(&root.join("web-tokens"), "api-suite", "ann", &web::api::tokens::Sites::Only(vec!["www".into(), "shop".into()]))?;
+    config.api_tokens = Some(root.join("web-tokens"));
     let handle = web::start(config, Client::connect(ClientConfig::new(&url)?).await?, key).await?;
     println!("BROKER {url}");
     println!("REPO {}", repo.display());
+    println!("TOKEN {api_token}");
     println!("URL http://{}", handle.addr());
     std::io::stdout().flush()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

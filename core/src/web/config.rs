@@ -40,6 +40,9 @@
 //! [trust.agents]                               # or keys pinned per identity
 //! # web01 = "ed25519:…"
 //!
+//! [api]                                        # the JSON API (/api/v1/…, docs/api.md)
+//! tokens = "/etc/deploykit/web-tokens"         # bearer tokens, hashed (dk-web token add|list|revoke; reloaded on SIGHUP)
+//!
 //! [auth]
 //! mode = "basic"                               # "basic" (htpasswd, bcrypt or argon2), "proxy" or "none" (loopback only)
 //! htpasswd = "/etc/deploykit/web.htpasswd"
@@ -253,6 +256,8 @@ pub struct WebConfig {
     pub broker: BrokerSection,
     /// Authentication.
     pub auth: AuthConfig,
+    /// The API's tokens file (`[api] tokens`; `None`: every API request gets 401).
+    pub api_tokens: Option<PathBuf>,
     /// Sites, in name order.
     pub sites: Vec<SiteConfig>,
 }
@@ -284,6 +289,7 @@ impl Default for WebConfig {
             trust: TrustConfig::default(),
             broker: toml::from_str("").expect("defaults"),
             auth: AuthConfig::Basic { htpasswd: PathBuf::from("/etc/deploykit/web.htpasswd"), realm: "deploykit".into() },
+            api_tokens: None,
             sites: Vec::new(),
         }
     }
@@ -311,6 +317,7 @@ struct Raw {
     changes: Option<RawChanges>,
     trust: Option<RawTrust>,
     auth: Option<RawAuth>,
+    api: Option<RawApi>,
     #[serde(default)]
     sites: BTreeMap<String, RawSite>,
 }
@@ -343,6 +350,12 @@ struct RawAuth {
     #[serde(alias = "trusted_proxies")]
     proxies: Option<Vec<String>>,
     user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    tokens: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -477,6 +490,7 @@ impl WebConfig {
         if let Some(t) = raw.trust {
             c.trust = t.resolve("trust.")?;
         }
+        c.api_tokens = raw.api.and_then(|a| a.tokens);
         if let Some(a) = raw.auth {
             c.auth = match a.mode.as_str() {
                 "basic" => AuthConfig::Basic {

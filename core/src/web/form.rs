@@ -54,12 +54,58 @@ fn number(name: &str, v: Option<&str>, default: usize, max: usize) -> Result<usi
     }
 }
 
+/// A deploy's fields before their checks, as the form or the API's JSON gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Input {
+    /// The tag or branch.
+    pub tag: Option<String>,
+    /// `all` (also when `None`), `filter` or `pick`.
+    pub scope: Option<String>,
+    /// Server names or `/regex/`es, separated by spaces or commas (`filter`).
+    pub filter: Option<String>,
+    /// The servers (`pick`).
+    pub nodes: Vec<String>,
+    /// Canary count, as written.
+    pub canary: Option<String>,
+    /// Batch size, as written (`2`, `25%`).
+    pub batch: Option<String>,
+    /// Failures tolerated, as written.
+    pub max_failures: Option<String>,
+    /// Deploy even when known servers do not answer.
+    pub allow_missing: bool,
+    /// Deploy a tag older than the live release.
+    pub allow_downgrade: bool,
+    /// Why.
+    pub reason: Option<String>,
+}
+
 impl DeployForm {
     /// Parses `body`; defaults come from `site`. `need_tag` for deploys and previews.
     pub fn parse(body: &[u8], site: &SiteConfig, need_tag: bool) -> Result<DeployForm, String> {
         let f = fields(body);
-        let one = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let tag = match one("tag").map(str::trim).filter(|t| !t.is_empty()) {
+        let one = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let input = Input {
+            tag: one("tag"),
+            scope: one("scope"),
+            filter: one("filter"),
+            nodes: f.iter().filter(|(n, _)| n == "node").map(|(_, v)| v.clone()).collect(),
+            canary: one("canary"),
+            batch: one("batch"),
+            max_failures: one("max_failures"),
+            allow_missing: matches!(one("allow_missing").as_deref(), Some("1" | "on" | "true")),
+            allow_downgrade: matches!(one("allow_downgrade").as_deref(), Some("1" | "on" | "true")),
+            reason: one("reason"),
+        };
+        let mut form = DeployForm::check(&input, site, need_tag)?;
+        form.csrf = one(super::csrf::FIELD);
+        form.echo = f.iter().filter(|(k, _)| k != super::csrf::FIELD && k != "preview" && k != "allow_downgrade").cloned().collect();
+        Ok(form)
+    }
+
+    /// Checks `input` (the form's and the API's checks alike); defaults come from `site`.
+    /// The result has no CSRF token and no echo.
+    pub fn check(input: &Input, site: &SiteConfig, need_tag: bool) -> Result<DeployForm, String> {
+        let tag = match input.tag.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             Some(t) => {
                 crate::git::refs::validate_tag_name(t).map_err(|e| format!("tag: {e}"))?;
                 Some(t.to_owned())
@@ -67,11 +113,11 @@ impl DeployForm {
             None if need_tag => return Err("tag: pick a tag or branch to deploy".into()),
             None => None,
         };
-        let nodes: Vec<String> = f.iter().filter(|(n, _)| n == "node").map(|(_, v)| v.trim().to_owned()).filter(|v| !v.is_empty()).collect();
-        let scope = match one("scope").unwrap_or("all") {
+        let nodes: Vec<String> = input.nodes.iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect();
+        let scope = match input.scope.as_deref().unwrap_or("all") {
             "all" => Scope::All,
             "filter" => {
-                let text = one("filter").unwrap_or("");
+                let text = input.filter.as_deref().unwrap_or("");
                 let parts: Vec<String> = text.split([' ', ',']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
                 if parts.is_empty() {
                     return Err("filter: give server names or a /regex/ (or choose \"all\")".into());
@@ -88,20 +134,22 @@ impl DeployForm {
             }
             other => return Err(format!("scope: {other:?} is not all, filter or pick")),
         };
-        let canary = number("canary", one("canary"), site.canary, 1000)?;
-        let batch_text = one("batch").map(str::trim).filter(|s| !s.is_empty()).unwrap_or(&site.batch);
+        let canary = number("canary", input.canary.as_deref(), site.canary, MAX_CANARY)?;
+        let batch_text = input.batch.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(&site.batch);
         let batch = batch_text.parse::<BatchSize>().map_err(|e| format!("batch: {e}"))?;
-        let max_failures = number("max failures", one("max_failures"), site.max_failures, 100_000)?;
-        let allow_missing = matches!(one("allow_missing"), Some("1" | "on" | "true"));
-        let allow_downgrade = matches!(one("allow_downgrade"), Some("1" | "on" | "true"));
-        let reason = match one("reason").map(|r| crate::message::one_line(r).trim().to_owned()).filter(|r| !r.is_empty()) {
+        let max_failures = number("max failures", input.max_failures.as_deref(), site.max_failures, MAX_FAILURES)?;
+        let reason = match input.reason.as_deref().map(|r| crate::message::one_line(r).trim().to_owned()).filter(|r| !r.is_empty()) {
             Some(r) if r.chars().count() > MAX_REASON => return Err(format!("reason: at most {MAX_REASON} characters")),
             r => r,
         };
-        let echo = f.iter().filter(|(k, _)| k != super::csrf::FIELD && k != "preview" && k != "allow_downgrade").cloned().collect();
-        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing, allow_downgrade, reason, csrf: one(super::csrf::FIELD).map(str::to_owned), echo })
+        Ok(DeployForm { tag, scope, canary, batch, max_failures, allow_missing: input.allow_missing, allow_downgrade: input.allow_downgrade, reason, csrf: None, echo: Vec::new() })
     }
 }
+
+/// The largest canary count accepted.
+pub const MAX_CANARY: usize = 1000;
+/// The largest failure limit accepted.
+pub const MAX_FAILURES: usize = 100_000;
 
 #[cfg(test)]
 mod tests {

@@ -16,9 +16,11 @@
 //! - [`live`] — deploys in progress, their views and update streams.
 //! - [`activity`] — the bus's event lines.
 //! - [`changes`] — every push and its journey (builds, fetches, event lines, where it went live), bounded, live.
+//! - [`api`] — the JSON API (`/api/v1/…`): bearer tokens scoped to sites, the OpenAPI document, the history client.
 //! - [`journey`] — the Changes pages' HTML; [`pages`] — the rest of the HTML (maud); [`routes`] — the axum handlers.
 
 pub mod activity;
+pub mod api;
 pub mod approvals;
 pub mod auth;
 pub mod changes;
@@ -83,6 +85,9 @@ pub enum WebError {
     /// The bus refused a subscription.
     #[error("bus: {0}")]
     Bus(#[from] crate::deploy::controller::ControlError),
+    /// The API's tokens file is unusable.
+    #[error("{0}")]
+    Tokens(#[from] api::tokens::TokenError),
     /// No randomness for the CSRF secret.
     #[error("random: {0}")]
     Random(String),
@@ -93,6 +98,8 @@ pub enum WebError {
 pub(crate) struct Settings {
     pub auth: auth::Auth,
     pub hosts: hosts::Hosts,
+    /// The API's tokens (`[api] tokens`, re-read with the rest on reload).
+    pub tokens: api::tokens::Tokens,
     pub config: WebConfig,
 }
 
@@ -101,7 +108,16 @@ impl Settings {
         config.validate()?;
         let auth = auth::Auth::from_config(&config.auth)?;
         let hosts = hosts::Hosts::new(bound, config.public_url.as_ref(), &config.allowed_hosts);
-        Ok(Settings { auth, hosts, config })
+        let tokens = load_tokens(&config)?;
+        Ok(Settings { auth, hosts, tokens, config })
+    }
+}
+
+/// The tokens `[api] tokens` names (none when unset or missing).
+fn load_tokens(config: &WebConfig) -> Result<api::tokens::Tokens, api::tokens::TokenError> {
+    match &config.api_tokens {
+        Some(p) => api::tokens::Tokens::load(p),
+        None => Ok(api::tokens::Tokens::default()),
     }
 }
 
@@ -129,6 +145,20 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn settings(&self) -> Arc<Settings> {
         self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Deploy `id`: its history row and view, live (with its handle) or as recorded.
+    pub(crate) fn deploy_state(&self, id: i64) -> Option<(history::DeployRow, live::DeployView, Option<Arc<live::LiveDeploy>>)> {
+        let row = self.history.get(id).ok().flatten()?;
+        if let Some(l) = self.live.get(id) {
+            let v = l.view();
+            return Some((row, v, Some(l)));
+        }
+        let view = match row.report() {
+            Some(r) => live::DeployView::from_report(&r, &row.result),
+            None => live::DeployView { finished: true, result: row.result.clone(), error: row.detail.clone(), ..live::DeployView::default() },
+        };
+        Some((row, view, None))
     }
 }
 
@@ -168,6 +198,9 @@ pub fn check(config: &WebConfig) -> Result<String, Vec<crate::config::Problem>> 
     if let Err(e) = history::History::open(&config.database) {
         out.push(Problem::new("database", e.to_string()));
     }
+    if let Err(e) = load_tokens(config) {
+        out.push(Problem::new("api.tokens", e.to_string()));
+    }
     match key {
         Some(key) if out.is_empty() => Ok(format!("listen {}, {} sites, database {}, signing key {}", config.listen, config.sites.len(), config.database.display(), key.public())),
         _ => Err(out),
@@ -185,6 +218,7 @@ pub async fn start(config: WebConfig, client: Client, key: SecretKey) -> Result<
 pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey, health: Health) -> Result<WebHandle, WebError> {
     config.validate()?;
     let auth = auth::Auth::from_config(&config.auth)?;
+    let tokens = load_tokens(&config)?;
     let history = history::History::open(&config.database)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| WebError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| WebError::Bind { addr: config.listen, source })?;
@@ -203,7 +237,7 @@ pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey
     followers.extend(changes.follow(&client, &config.change_destinations).await.map_err(crate::deploy::controller::ControlError::from)?);
     let csrf = csrf::Csrf::new().map_err(|e| WebError::Random(e.to_string()))?;
     let hosts = hosts::Hosts::new(addr, config.public_url.as_ref(), &config.allowed_hosts);
-    let settings = RwLock::new(Arc::new(Settings { auth, hosts, config }));
+    let settings = RwLock::new(Arc::new(Settings { auth, hosts, tokens, config }));
     let rollouts =
         health.metrics().counter("deploykit_web_deploys", "Deploys and rollbacks started from the web, by action and result (ok, failed, stopped, error).", &["action", "result"]);
     let records = health.metrics().counter("deploykit_web_rollout_records", "Rollout records heard on the bus, by result (stored, duplicate, rejected, error).", &["result"]);
@@ -266,7 +300,7 @@ impl WebHandle {
         self.app.live.len()
     }
 
-    /// Applies a re-read configuration: users (htpasswd re-read), sites,
+    /// Applies a re-read configuration: users (htpasswd re-read), API tokens (re-read), sites,
     /// deployers, windows, trusted agents and controllers, public_url and allowed_hosts. Listen address,
     /// database, key, destinations and server_expiry need a restart.
     pub fn reload(&self, new: WebConfig) -> Result<(), String> {

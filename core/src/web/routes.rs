@@ -17,6 +17,7 @@
 //! | `GET /changes[?repo=]`, `GET /changes/events` | every push with builds, fetches and where it is live (page, SSE of every new step) |
 //! | `GET /changes/{id}` | one push's journey (correlation id or commit, ≥ 7 hex digits); 404 unknown |
 //! | `GET /changes/{id}/events` | SSE: `hello`, then each new step of that push with its summary |
+//! | `/api/v1/…` | the JSON API with bearer tokens ([`super::api`], docs/api.md); `GET /api/v1/openapi.json` needs no token |
 //! | `GET /assets/*`, `GET /healthz` | no login needed |
 //!
 //! Every other page needs a login: 401 with a Basic challenge, or 403 when a proxy
@@ -25,7 +26,8 @@
 //!
 //! Before any handler, every request passes [`guard`]: a `Host` that is not one of
 //! dk-web's names gets 421, a POST without an `Origin`/`Referer` of dk-web's own
-//! origins 403 ([`super::hosts`]).
+//! origins 403 ([`super::hosts`]). API paths skip the origin check: they take only
+//! `Authorization: Bearer`, which browsers never send by themselves (no CSRF).
 
 // Handlers return a ready `Response` as the error of their checks (axum's idiom; it is
 // returned at once, never stored), so the large-error lint does not apply.
@@ -35,7 +37,7 @@ use super::auth::AuthFailure;
 use super::config::SiteConfig;
 use super::fleet::Server;
 use super::form::DeployForm;
-use super::live::{DeployView, LiveDeploy, Update};
+use super::live::{LiveDeploy, Update};
 use super::pages::{self, Ctx, FormEcho, SiteSummary};
 use super::{approvals, rollout, App};
 use crate::deploy::controller::{plan, ControlError, Window};
@@ -85,6 +87,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/healthz", get(healthz))
+        .nest(super::api::PREFIX, super::api::router())
         .fallback(|| async { page(StatusCode::NOT_FOUND, pages::error(None, 404, "No such page.")) })
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -95,12 +98,16 @@ async fn guard(AxState(app): St, req: Request, next: Next) -> Response {
     let hosts = &app.settings().hosts;
     let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let api = super::api::is_api(req.uri().path());
     if let Err(e) = hosts.check_host(host) {
         tracing::warn!(host = ?host.map(|h| h.chars().take(100).collect::<String>()), "refused: {e}");
         let status = if e == super::hosts::HostError::NoHost { StatusCode::BAD_REQUEST } else { StatusCode::MISDIRECTED_REQUEST };
+        if api {
+            return super::api::ApiError::new(status, e).into_response();
+        }
         return page(status, pages::error(None, status.as_u16(), &e.to_string()));
     }
-    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if !api && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         let value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
         if let Err(e) = hosts.check_origin(value(header::ORIGIN), value(header::REFERER)) {
             tracing::warn!(path = %req.uri().path(), "refused: {e}");
@@ -296,24 +303,10 @@ fn refused(ctx: &Ctx, r: rollout::Refusal) -> Response {
     fail(ctx, r.status, r.message)
 }
 
-/// Deploy `id`: live, or from the history.
-fn deploy_state(app: &App, id: i64) -> Option<(super::history::DeployRow, DeployView, Option<Arc<LiveDeploy>>)> {
-    let row = app.history.get(id).ok().flatten()?;
-    if let Some(l) = app.live.get(id) {
-        let v = l.view();
-        return Some((row, v, Some(l)));
-    }
-    let view = match row.report() {
-        Some(r) => DeployView::from_report(&r, &row.result),
-        None => DeployView { finished: true, result: row.result.clone(), error: row.detail.clone(), ..DeployView::default() },
-    };
-    Some((row, view, None))
-}
-
 async fn deploy_page(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let ctx = login!(app, peer, headers);
     approvals::expire(&app);
-    let Some((row, view, live)) = id.parse::<i64>().ok().and_then(|id| deploy_state(&app, id)) else {
+    let Some((row, view, live)) = id.parse::<i64>().ok().and_then(|id| app.deploy_state(id)) else {
         return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
     };
     let site = app.settings().config.site(&row.site).cloned();
@@ -407,7 +400,7 @@ async fn deploy_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id
         let first = serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default();
         return sse(stream(first, Some(rx), Some(Arc::downgrade(&l))));
     }
-    match deploy_state(&app, id) {
+    match app.deploy_state(id) {
         Some((_, view, _)) => sse(stream(serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default(), None, None)),
         None => fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}.")),
     }
@@ -418,7 +411,7 @@ async fn stop(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<S
     if let Err(r) = checked_button(&app, &ctx, &body) {
         return r;
     }
-    let Some((row, _, live)) = id.parse::<i64>().ok().and_then(|id| deploy_state(&app, id)) else {
+    let Some((row, _, live)) = id.parse::<i64>().ok().and_then(|id| app.deploy_state(id)) else {
         return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
     };
     if !app.settings().config.site(&row.site).is_some_and(|s| s.may_deploy(&ctx.user)) {

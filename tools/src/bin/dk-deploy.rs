@@ -43,6 +43,8 @@ use std::time::Duration;
   dk-deploy deploy --site www --tag v1.4.1 --allow-downgrade --yes    deploy the older tag anyway
   dk-deploy rollback --site www -I web03 --yes
   dk-deploy status --site www --json
+  DK_WEB_TOKEN=dkt_… dk-deploy history --web https://deploy.example.com --site www --limit 20
+  dk-deploy history --web https://deploy.example.com --token-file ~/.config/deploykit/web-token --json
   dk-deploy --check                                 validate deploy.toml (and the key and trust files)
 
 Settings: /etc/deploykit/deploy.toml, then ~/.config/deploykit/deploy.toml ($XDG_CONFIG_HOME
@@ -252,6 +254,59 @@ enum Cmd {
         #[command(flatten)]
         filters: FilterArgs,
     },
+    /// Deploys and rollbacks as dk-web's History shows them, from its API (every controller's).
+    /// The token (`dk-web token add`) comes from $DK_WEB_TOKEN or --token-file, never the command line.
+    History {
+        /// dk-web's URL.
+        #[arg(long, env = "DK_WEB_URL", value_name = "URL")]
+        web: String,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// At most this many rows (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// A file holding the token (instead of $DK_WEB_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+}
+
+/// `dk-deploy history`: dk-web's `/api/v1/history` as its History table (or `--json`).
+fn history(web: &str, site: Option<&str>, limit: u16, token_file: Option<&std::path::Path>, json: bool) -> ExitCode {
+    use deploykit::web::api::client;
+    let token = match token_file {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => t.trim().to_owned(),
+            Err(e) => {
+                eprintln!("dk-deploy: --token-file {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => std::env::var("DK_WEB_TOKEN").unwrap_or_default().trim().to_owned(),
+    };
+    if token.is_empty() {
+        eprintln!("dk-deploy: history needs an API token: DK_WEB_TOKEN=… or --token-file FILE (dk-web token add)");
+        return ExitCode::from(2);
+    }
+    match client::history(web, &token, site, usize::from(limit), Duration::from_secs(30)) {
+        Ok(rows) if json => {
+            println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(rows) => {
+            print!("{}", client::table(&rows));
+            ExitCode::SUCCESS
+        }
+        Err(e @ client::ClientError::Url(_)) => {
+            eprintln!("dk-deploy: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("dk-deploy: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -381,6 +436,9 @@ fn main() -> ExitCode {
     if let Cmd::Enroll { fleet_key, identity, agent_key, valid } = command {
         return enroll(fleet_key, identity, agent_key, *valid);
     }
+    if let Cmd::History { web, site, limit, token_file } = command {
+        return history(web, site.as_deref(), *limit, token_file.as_deref(), cli.common.json);
+    }
     if let Cmd::Keygen { out } = command {
         let path = out.clone().unwrap_or_else(default_key);
         if let Some(dir) = path.parent() {
@@ -437,7 +495,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     // Validate everything local before touching the bus.
     let trust = load_trust(c)?;
     let (filters, site) = match command {
-        Cmd::Keygen { .. } | Cmd::Enroll { .. } => unreachable!("handled in main"),
+        Cmd::Keygen { .. } | Cmd::Enroll { .. } | Cmd::History { .. } => unreachable!("handled in main"),
         Cmd::Discover { filters } => (filters_of(filters)?, None),
         Cmd::Tags { site, filters, .. } | Cmd::Status { site, filters } | Cmd::Rollback { site, filters, .. } => (filters_of(filters)?, Some(site.clone())),
         Cmd::Deploy { site, tag, filters, .. } => {
@@ -458,7 +516,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let controller = Controller::new(client.clone(), cc).await.context("subscribing to replies")?;
     let window = Window { timeout: c.discovery_timeout, expect: c.expect };
     let code = match command {
-        Cmd::Keygen { .. } | Cmd::Enroll { .. } => unreachable!(),
+        Cmd::Keygen { .. } | Cmd::Enroll { .. } | Cmd::History { .. } => unreachable!(),
         Cmd::Discover { .. } => {
             let found = controller.discover(filters, window).await?;
             let trusted = found.iter().filter(|d| d.untrusted.is_none()).count();

@@ -4,7 +4,7 @@
 //! A thin `main` over `deploykit::web`.
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use deploykit::web::{self, WebConfig};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
@@ -29,9 +29,16 @@ const DEFAULT_CONFIG: &str = "/etc/deploykit/web.toml";
   dk-web --config web.toml --check          validate the config, htpasswd, key and database
   dk-web --import-legacy grubby/sites.yaml > /etc/deploykit/web.toml    grubby's sites list
   dk-web --config web.toml --listen 0.0.0.0:8090   with public_url = \"https://deploy.example.com\" in the config
+  dk-web --config web.toml token add --user ann --sites www,shop --name ci    prints the API token once
+  dk-web --config web.toml token list
+  dk-web --config web.toml token revoke ci          then SIGHUP dk-web (or restart it)
 
 Pages: / (sites), /sites/NAME (tags, servers, deploy form, lock), /deploys/ID (live
 progress, stop, rollback), /history, /activity; GET /healthz needs no login.
+API: /api/v1/… (JSON; docs/api.md; the OpenAPI document at /api/v1/openapi.json) with
+`Authorization: Bearer TOKEN` only; tokens are made by `dk-web token add`, stored hashed in
+the file [api] tokens = \"/etc/deploykit/web-tokens\" names, re-read on SIGHUP; a token acts
+as its user on its sites only.
 Metrics: GET /metrics only on --metrics-listen ADDR (with /healthz; keep it internal),
 never on the public listener.
 Users: [auth] mode = \"basic\" (htpasswd with bcrypt or argon2 hashes, e.g. htpasswd -B),
@@ -60,6 +67,8 @@ If the broker is lost for good (failover maxReconnectAttempts), dk-web exits 3.
     dk_tools::exit_codes!()
 ))]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// The configuration file (TOML); default /etc/deploykit/web.toml when it exists, else built-in defaults.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
@@ -82,6 +91,102 @@ struct Cli {
     health: HealthArgs,
     #[command(flatten)]
     log: dk_tools::logging::LogArgs,
+}
+
+/// Administration commands (dk-web does not serve when one is given).
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// API tokens: add (printed once), list, revoke. The file is the config's [api] tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Make a token for a user on some sites; prints it once on stdout (only its hash is kept).
+    Add {
+        /// The user the token acts as (deploys need the site's deployers to name them).
+        #[arg(long)]
+        user: String,
+        /// The sites it may see and act on: `*` or names separated by commas.
+        #[arg(long)]
+        sites: String,
+        /// Its name (for list, revoke and the logs).
+        #[arg(long)]
+        name: String,
+    },
+    /// List the tokens: name, user, sites, created (never the tokens).
+    List,
+    /// Remove a token by name (dk-web refuses it once it re-reads the file: SIGHUP).
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+/// `dk-web token …` on the config's tokens file: 0, 1 (refused), 2 (usage).
+fn token(config: &WebConfig, cmd: &TokenCmd) -> ExitCode {
+    use web::api::tokens;
+    let Some(path) = &config.api_tokens else {
+        eprintln!("dk-web: the config has no [api] tokens = \"FILE\"");
+        return ExitCode::from(2);
+    };
+    match cmd {
+        TokenCmd::Add { user, sites, name } => {
+            let sites = match tokens::Sites::parse(sites) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("dk-web: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let tokens::Sites::Only(list) = &sites {
+                if let Some(bad) = list.iter().find(|s| config.site(s).is_none()) {
+                    eprintln!("dk-web: --sites: {bad:?} is not a site of the config");
+                    return ExitCode::from(2);
+                }
+            }
+            match tokens::add(path, name, user, &sites) {
+                Ok(t) => {
+                    eprintln!("dk-web: token {name:?} for {user} on {sites} added to {} (only its hash); it is shown once:", path.display());
+                    println!("{t}");
+                    eprintln!("dk-web: SIGHUP a running dk-web to make it read the file");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ (tokens::TokenError::Invalid(_) | tokens::TokenError::Exists(_))) => {
+                    eprintln!("dk-web: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("dk-web: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        TokenCmd::List => match tokens::Tokens::load(path) {
+            Ok(t) => {
+                println!("{:<20} {:<16} {:<24} created", "name", "user", "sites");
+                for e in t.entries() {
+                    println!("{:<20} {:<16} {:<24} {}", e.name, e.user, e.sites.to_string(), web::pages::when(e.created));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dk-web: {e}");
+                ExitCode::from(1)
+            }
+        },
+        TokenCmd::Revoke { name } => match tokens::revoke(path, name) {
+            Ok(e) => {
+                eprintln!("dk-web: token {:?} of {} revoked; SIGHUP a running dk-web to make it read the file", e.name, e.user);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dk-web: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
 }
 
 fn load(cli: &Cli) -> Result<WebConfig, web::ConfigError> {
@@ -109,6 +214,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(Cmd::Token(cmd)) = &cli.command {
+        return token(&config, cmd);
+    }
     if cli.check {
         // Every problem on stderr, or one `ok: …` line on stdout.
         return match web::check(&config) {
