@@ -630,8 +630,11 @@ async fn a_push_and_its_journey_arrive_live_on_the_changes_pages() {
         duration_ms: ms,
         correlation_id: None,
     };
+    // Builds, fetch results and event lines travel on different topics, which dk-web follows
+    // independently: each group is awaited before the next is sent, so the order is the test's.
     publisher.build(&build(BuildStatus::Started, None)).await.unwrap();
     publisher.build(&build(BuildStatus::Success, Some(64_000))).await.unwrap();
+    let mut steps = updates(&mut journey, 2).await;
     for (node, ok, ms) in [("web01", true, 310), ("web02", false, 40), ("web03", true, 1_250)] {
         let r = FetchResult {
             repo: "www".into(),
@@ -648,12 +651,13 @@ async fn a_push_and_its_journey_arrive_live_on_the_changes_pages() {
         };
         publisher.send("/topic/deploykit.fetch", &r).await.unwrap();
     }
+    steps.extend(updates(&mut journey, 3).await);
     Publisher::new(client.clone(), "jenkins")
         .destinations(Destinations { events: events.clone(), ..Destinations::default() })
         .event("triggered www-tests: queue http://jenkins/queue/item/77/", Some("push-42".into()))
         .await
         .unwrap();
-    let steps = updates(&mut journey, 6).await;
+    steps.extend(updates(&mut journey, 1).await);
     let lines: Vec<&str> = steps.iter().map(|u| u["line"].as_str().unwrap()).collect();
     assert_eq!(
         lines,
