@@ -10,7 +10,7 @@
 //! change holds at most [`MAX_STEPS`] steps, and nothing here is trusted for
 //! anything but display.
 
-use crate::message::{decode, one_line, Build, Commit, Event, FetchResult, Message};
+use crate::message::{decode, one_line, Build, Commit, Dedup, Event, FetchResult, Message, ID_HEADER};
 use crate::stomp::{Client, SubscribeOptions};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -530,15 +530,22 @@ impl Changes {
         }
     }
 
-    /// Subscribes to `destinations` and takes every commit, build, fetch result and event line in.
+    /// Subscribes to `destinations` and takes every commit, build, fetch result and event line in,
+    /// each once: a message whose `dk-id` was seen lately (a publisher's resend) is dropped.
     pub async fn follow(self: &Arc<Self>, client: &Client, destinations: &[String]) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::stomp::Error> {
         let mut tasks = Vec::new();
+        let seen = Arc::new(Mutex::new(Dedup::default()));
         for d in destinations {
             let mut sub = client.subscribe(d, SubscribeOptions::default()).await?;
             let me = Arc::downgrade(self);
+            let seen = seen.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(m) = sub.recv().await {
                     let Some(me) = me.upgrade() else { break };
+                    if !seen.lock().unwrap_or_else(|p| p.into_inner()).first(&m.headers) {
+                        tracing::debug!(destination = %m.destination, id = m.headers.get(ID_HEADER).unwrap_or(""), "a resent message: taken once already");
+                        continue;
+                    }
                     match decode(&m.destination, &m.headers, &m.body) {
                         Ok(msg) => {
                             if let Err(e) = me.apply(&msg) {
