@@ -255,3 +255,13 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeClose<'l>(mut env: J
         Ok(())
     })
 }
+
+/// `StompClient.nativeCheckUrl(url)`: throws kind `invalid-url` naming what core's parser refuses (nothing is connected).
+#[no_mangle]
+pub extern "system" fn Java_org_deploykit_StompClient_nativeCheckUrl<'l>(mut env: JNIEnv<'l>, _c: JClass<'l>, url: JString<'l>) {
+    guard(&mut env, (), |env| {
+        let url = string(env, &url, "url")?;
+        ClientConfig::new(&url)?;
+        Ok(())
+    })
+}

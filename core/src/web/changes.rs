@@ -682,4 +682,36 @@ mod tests {
         assert_eq!(change.subject.unwrap().len(), MAX_FIELD);
         assert!(!change.author.unwrap().contains('\n'));
     }
+    /// A build its publisher resent (same `dk-id`, as the JVM notifier does after a lost receipt)
+    /// adds one step; a build with another id, or none, is a build of its own.
+    #[tokio::test]
+    async fn follow_takes_a_resent_message_once() {
+        use crate::message::Publisher;
+        use crate::stomp::{Client, ClientConfig};
+        let broker = crate::broker::Broker::start(crate::broker::BrokerConfig::default()).await.unwrap();
+        let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+        let (_h, c) = store(Bounds::default());
+        let c = Arc::new(c);
+        let topic = "/topic/dk.test.changes.dedup".to_owned();
+        let mut updates = c.subscribe();
+        let _tasks = c.follow(&client, std::slice::from_ref(&topic)).await.unwrap();
+        let rev = "a".repeat(40);
+        let p = Publisher::new(client.clone(), "test").destinations(crate::message::Destinations { commits: topic.clone(), builds: topic.clone(), events: "/topic/dk.test.nobody".into(), ..Default::default() });
+        p.commit(&commit("site", &rev, None)).await.unwrap();
+        let build = |n: u64| Build { job: "site-tests".into(), number: n, status: BuildStatus::Success, url: None, repo: None, branch: None, commit: Some(rev.clone()), duration_ms: None, correlation_id: None };
+        p.build_with_id(&build(1), Some("jvm-1")).await.unwrap();
+        p.build_with_id(&build(1), Some("jvm-1")).await.unwrap(); // the resend
+        p.build(&build(2)).await.unwrap();
+        p.build_with_id(&build(3), Some("jvm-2")).await.unwrap(); // the marker: in order, so everything before it is in
+        loop {
+            let u = tokio::time::timeout(Duration::from_secs(10), updates.recv()).await.expect("an update").unwrap();
+            if u.json.contains("#3") {
+                break;
+            }
+        }
+        let (_, steps, _) = c.journey(&rev).unwrap().unwrap();
+        let builds: Vec<&Step> = steps.iter().filter(|s| s.stage == "build").collect();
+        assert_eq!(builds.len(), 3, "builds 1 (once), 2 and 3: {builds:?}");
+        broker.shutdown().await;
+    }
 }

@@ -167,6 +167,17 @@ public final class StompClient extends NativeObject {
         nativeClose(handle);
     }
 
+    /**
+     * Checks a broker URL as {@link #connect(String, Options)} reads it, without connecting.
+     *
+     * @throws DeployKitException kind {@code invalid-url} saying what is wrong, {@code invalid-argument} for null
+     */
+    public static void checkUrl(String url) {
+        nativeCheckUrl(url);
+    }
+
+    private static native void nativeCheckUrl(String url);
+
     private static native long nativeConnect(String url, String login, String passcode, String vhost, long timeoutMillis,
             int connectAttempts, long heartbeatMillis, String wire, String source, String builds, String buildsFailed, String events);
 

@@ -116,6 +116,12 @@ class BuildNotifierTest {
         assertEquals(BuildStatus.ABORTED, Builds.statusOf("NOT_BUILT"));
         assertEquals(BuildStatus.FAILURE, Builds.statusOf("something new"));
         assertNull(Builds.repoOf("  "));
+        Build fromEnv = Builds.fromEnv("web/site", 18, BuildStatus.SUCCESS, "http://ci/job/site/18/", 5,
+                Map.of("GIT_URL", "https://git/x/site.git", "GIT_BRANCH", "origin/main", "GIT_COMMIT", "abc", "DK_CORRELATION_ID", "c-1"));
+        assertEquals("http://ci/job/site/18/", fromEnv.url(), "the run's URL without BUILD_URL");
+        assertEquals("site", fromEnv.repo());
+        assertEquals("c-1", fromEnv.correlationId());
+        assertEquals("http://ci/x/", Builds.fromEnv("j", 1, BuildStatus.STARTED, "http://ci/y/", -1, Map.of("BUILD_URL", "http://ci/x/")).url());
     }
 
     // ------------------------------------------------------------------ queue full
