@@ -111,6 +111,7 @@ public final class PluginSupport {
     }
 
     /** "Test connection": connects once (one attempt) with these credentials and disconnects. */
+    @SuppressWarnings("try") // the client is only opened and closed
     public static Check testConnection(String url, String login, String passcode) {
         Check u = checkBrokerUrl(url);
         if (!u.ok()) {

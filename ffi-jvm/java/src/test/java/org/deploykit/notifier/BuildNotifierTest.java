@@ -6,8 +6,12 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.BufferedReader;
 import java.io.IOException;
+import java.io.InputStream;
 import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.net.InetAddress;
 import java.net.ServerSocket;
+import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -313,12 +317,104 @@ class BuildNotifierTest {
     }
 
     /**
+     * A TCP relay between the notifier and the broker that can hold back the broker's replies and
+     * cut every connection: what a restart does to a send whose receipt has not reached the client
+     * yet. (dk-broker's own graceful stop writes every receipt before closing, so without the relay
+     * a restart never loses one; a broker killed, or a network dropping, between routing a message
+     * and the receipt reaching the client does.)
+     */
+    static final class Relay implements AutoCloseable {
+        final ServerSocket server;
+        final int target;
+        final Set<Socket> open = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        volatile boolean holding;
+
+        Relay(int target) throws IOException {
+            this.target = target;
+            server = new ServerSocket(0, 50, InetAddress.getLoopbackAddress());
+            daemon(this::accept, "relay-accept");
+        }
+
+        int port() {
+            return server.getLocalPort();
+        }
+
+        private void accept() {
+            while (!server.isClosed()) {
+                Socket c;
+                try {
+                    c = server.accept();
+                } catch (IOException e) {
+                    return;
+                }
+                try {
+                    Socket b = new Socket(InetAddress.getLoopbackAddress(), target);
+                    open.add(c);
+                    open.add(b);
+                    daemon(() -> pump(c, b, false), "relay-to-broker");
+                    daemon(() -> pump(b, c, true), "relay-from-broker");
+                } catch (IOException e) {
+                    quietly(c); // the broker is down: so is the connection
+                }
+            }
+        }
+
+        private void pump(Socket from, Socket to, boolean fromBroker) {
+            byte[] buf = new byte[65536];
+            try (InputStream in = from.getInputStream(); OutputStream out = to.getOutputStream()) {
+                int n;
+                while ((n = in.read(buf)) >= 0) {
+                    while (fromBroker && holding && !to.isClosed()) {
+                        Thread.sleep(1);
+                    }
+                    out.write(buf, 0, n);
+                    out.flush();
+                }
+            } catch (IOException | InterruptedException e) {
+                // cut, or an end closed: close both
+            } finally {
+                quietly(from);
+                quietly(to);
+            }
+        }
+
+        /** Closes every relayed connection; replies held back are lost with them. */
+        void cutAll() {
+            for (Socket s : open) {
+                quietly(s);
+            }
+            open.clear();
+        }
+
+        @Override
+        public void close() throws IOException {
+            server.close();
+            cutAll();
+        }
+
+        private static void daemon(Runnable r, String name) {
+            Thread t = new Thread(r, name);
+            t.setDaemon(true);
+            t.start();
+        }
+
+        private static void quietly(Socket s) {
+            try {
+                s.close();
+            } catch (IOException e) {
+                // closing anyway
+            }
+        }
+    }
+
+    /**
      * 10 000 builds from 16 threads while the broker is restarted twice, each time at whatever point
-     * the sender is at (mid-send: builds still queued, one on the wire). A send whose receipt is lost in
-     * the restart is sent again with the same {@code dk-id}; the subscriber, connected throughout (its
-     * client reconnects and re-subscribes by itself), takes it once through core's window. The broker
-     * is stopped with SIGTERM, as a service manager restarts it: dk-broker keeps nothing across a
-     * restart, but a graceful stop flushes what it routed to connected subscribers.
+     * the sender is at (mid-send: builds still queued, one on the wire), and each time with the
+     * receipt of the send in flight lost: the relay holds the broker's replies back, the broker
+     * routes the send and is stopped (SIGTERM, as a service manager restarts it), the connection is
+     * cut. The notifier sends that build again with the same {@code dk-id}; the subscriber,
+     * connected to the broker throughout (its client reconnects and re-subscribes by itself), takes
+     * it once through core's window, and the window's count shows the resends it dropped.
      */
     @Test
     void everyBuildArrivesExactlyOnceAndInOrderWhileTheBrokerRestartsTwiceMidSend() throws Exception {
@@ -336,6 +432,7 @@ class BuildNotifierTest {
         long duplicates;
         NotifierStats st;
         try (Broker broker = new Broker(bin, freePort());
+                Relay relay = new Relay(broker.port);
                 BuildNotifier n = new BuildNotifier(new BuildNotifier.Settings().capacity(total)
                         .spoolDir(tmp.resolve("spool")).initialBackoff(Duration.ofMillis(20)).maxBackoff(Duration.ofMillis(300)))) {
             broker.start();
@@ -347,7 +444,7 @@ class BuildNotifierTest {
                             arrived.incrementAndGet();
                         }
                     })) {
-                n.configure(broker.url(), options(queue));
+                n.configure("stomp://guest:guest@127.0.0.1:" + relay.port(), options(queue));
                 Thread offering = new Thread(() -> {
                     try {
                         offerFromThreads(n, threads, 1, perJob);
@@ -362,8 +459,12 @@ class BuildNotifierTest {
                 for (int point : at) {
                     await(() -> arrived.get() >= point, point + " builds arrived (" + arrived.get() + " so far, " + n.stats() + ")");
                     Thread.sleep(random.nextInt(20));
+                    relay.holding = true;
+                    Thread.sleep(50); // the send in flight reaches the broker and is routed; its receipt is held
                     NotifierStats before = n.stats();
                     broker.stop();
+                    relay.cutAll();
+                    relay.holding = false;
                     restarts.add("stopped at " + arrived.get() + " arrived, " + before);
                     assertTrue(before.sent() + before.spooled() < total, "the restart is mid-stream: " + before);
                     Thread.sleep(100 + random.nextInt(400));
@@ -379,10 +480,12 @@ class BuildNotifierTest {
         }
         List<Build> all = new ArrayList<>();
         got.drainTo(all);
-        System.out.println("restart test: " + restarts + "; " + st + "; duplicates dropped by the window: " + duplicates);
+        System.out.println("restart test: " + restarts + "; " + st + "; resent builds dropped by the window: " + duplicates);
         assertEquals(total, st.offered(), st.toString());
         assertEquals(0, st.dropped(), st.toString());
         assertEquals(0, st.pendingInSpool(), st.toString());
+        assertTrue(st.failures() >= 2, "each restart failed the send in flight: " + st);
+        assertTrue(duplicates >= 2, "each restart made the notifier send a routed build again (" + duplicates + " dropped)");
         assertEquals(total, all.size(), "every build exactly once");
         Set<String> seen = new HashSet<>();
         Map<String, Long> last = new HashMap<>();
