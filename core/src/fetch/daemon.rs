@@ -278,7 +278,8 @@ impl FetchDaemon {
         let shared = Arc::new(Shared::new(&config, &client, &options, observer.clone(), stats.clone()));
         let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         let repos = KeyedCoalescer::new(options.quiet, options.max_delay, Pending::merge).leading_edge(true);
-        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), builds_sub, repos, sem, tasks: JoinSet::new(), done_tx, retries: BTreeMap::new(), seen: Dedup::default() };
+        let mut daemon =
+            Daemon { config, client, shared, options, sub: Some(sub), builds_sub, repos, sem, tasks: JoinSet::new(), done_tx, retries: BTreeMap::new(), seen: Dedup::default() };
         daemon.reconcile("startup");
         let task = tokio::spawn(daemon.run(ctl_rx, done_rx, client_events));
         Ok(DaemonHandle { ctl: ctl_tx, observer, stats, task })

@@ -696,9 +696,24 @@ mod tests {
         let mut updates = c.subscribe();
         let _tasks = c.follow(&client, std::slice::from_ref(&topic)).await.unwrap();
         let rev = "a".repeat(40);
-        let p = Publisher::new(client.clone(), "test").destinations(crate::message::Destinations { commits: topic.clone(), builds: topic.clone(), events: "/topic/dk.test.nobody".into(), ..Default::default() });
+        let p = Publisher::new(client.clone(), "test").destinations(crate::message::Destinations {
+            commits: topic.clone(),
+            builds: topic.clone(),
+            events: "/topic/dk.test.nobody".into(),
+            ..Default::default()
+        });
         p.commit(&commit("site", &rev, None)).await.unwrap();
-        let build = |n: u64| Build { job: "site-tests".into(), number: n, status: BuildStatus::Success, url: None, repo: None, branch: None, commit: Some(rev.clone()), duration_ms: None, correlation_id: None };
+        let build = |n: u64| Build {
+            job: "site-tests".into(),
+            number: n,
+            status: BuildStatus::Success,
+            url: None,
+            repo: None,
+            branch: None,
+            commit: Some(rev.clone()),
+            duration_ms: None,
+            correlation_id: None,
+        };
         p.build_with_id(&build(1), Some("jvm-1")).await.unwrap();
         p.build_with_id(&build(1), Some("jvm-1")).await.unwrap(); // the resend
         p.build(&build(2)).await.unwrap();
