@@ -112,6 +112,11 @@ impl BlockingPublisher {
         run(&self.rt, self.inner.build(build))
     }
 
+    /// Publishes a build and its event line with `dk-id`s (see [`Publisher::build_with_id`]).
+    pub fn build_with_id(&self, build: &Build, id: Option<&str>) -> Result<(), PublishError> {
+        run(&self.rt, self.inner.build_with_id(build, id))
+    }
+
     /// Publishes a package and its event line.
     pub fn package(&self, package: &Package) -> Result<(), PublishError> {
         run(&self.rt, self.inner.package(package))

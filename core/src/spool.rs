@@ -160,9 +160,15 @@ impl Spool {
     /// Spools the two messages [`crate::message::Publisher::build`] would send: the build
     /// (to the destination for its status) and its event line from `source`.
     pub fn push_build(&self, build: &Build, source: &str, wire: Wire, destinations: &Destinations) -> Result<Vec<PathBuf>, SpoolError> {
+        self.push_build_with_id(build, source, wire, destinations, None)
+    }
+
+    /// As [`Spool::push_build`], the two messages carrying `dk-id: ID` and `dk-id: ID.event` when `id` is given
+    /// (as [`crate::message::Publisher::build_with_id`] sends them), kept on every resend from the spool.
+    pub fn push_build_with_id(&self, build: &Build, source: &str, wire: Wire, destinations: &Destinations, id: Option<&str>) -> Result<Vec<PathBuf>, SpoolError> {
         let event = Event { correlation_id: build.correlation_id.clone(), ..Event::new(source, build.subject()) };
-        let b = encode(build, wire)?;
-        let e = encode(&event, wire)?;
+        let b = encode(build, wire)?.with_id(id);
+        let e = encode(&event, wire)?.with_id(id.map(crate::message::dedup::event_id).as_deref());
         self.push_encoded([(destinations.build_for(build.status).to_owned(), b), (destinations.events_for(source), e)])
     }
 

@@ -447,3 +447,32 @@ async fn a_reload_to_trigger_build_subscribes_the_builds_topic_without_reconnect
     let stats = handle.shutdown().await;
     assert_eq!(stats.builds, 1, "only the build sent after the reload was received: {stats:?}");
 }
+
+/// A successful build its publisher resent with the same `dk-id` (the JVM notifier, after a
+/// receipt lost in a broker restart) fetches and checks out once; the repeat is counted.
+#[tokio::test]
+async fn a_resent_build_with_the_same_dk_id_is_acted_on_once() {
+    let rig = Rig::new().await;
+    let (handle, mut rx) = rig.start("trusting").await;
+    let built = rig.commit_push("second");
+    let b = build(JOB, 7, BuildStatus::Success, Some(&built));
+    for _ in 0..2 {
+        let out = encode(&b, Wire::Json).unwrap().with_id(Some("jvm-notifier-1"));
+        rig.hook.send_with(rig.builds(), out.body, SendOptions { headers: out.headers, receipt: true, ..SendOptions::default() }).await.unwrap();
+    }
+    // The marker: a started build (no id) is skipped; messages are taken in order, so both copies are in before it.
+    rig.send_build(&build(JOB, 8, BuildStatus::Started, Some(&built)), Wire::Json).await;
+    let fetches = std::cell::Cell::new(0);
+    next(&mut rx, |e| match e {
+        DaemonEvent::Started { trigger, .. } if trigger == "build" => {
+            fetches.set(fetches.get() + 1);
+            None
+        }
+        DaemonEvent::Skipped { repo, .. } if repo == "site" => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(fetches.get(), 1, "one fetch for the build and its resend");
+    let stats = handle.shutdown().await;
+    assert_eq!((stats.builds, stats.duplicates), (2, 1), "{stats:?}");
+}

@@ -196,7 +196,8 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSend<'l>(
     })
 }
 
-/// `StompClient.nativePublishBuild(handle, job, number, status, url, repo, branch, commit, durationMs (<0: none), correlationId)`.
+/// `StompClient.nativePublishBuild(handle, job, number, status, url, repo, branch, commit, durationMs (<0: none), correlationId, id)`:
+/// with an `id` (may be null), the build and its event line carry `dk-id: ID` and `dk-id: ID.event`.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "system" fn Java_org_deploykit_StompClient_nativePublishBuild<'l>(
@@ -212,12 +213,14 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativePublishBuild<'l>(
     commit: JString<'l>,
     duration_ms: jlong,
     correlation_id: JString<'l>,
+    id: JString<'l>,
 ) {
     guard(&mut env, (), |env| {
         not_on_io_thread("publishBuild")?;
         let handle = handle(h)?;
         let build = build_arg(env, &job, number, &status, &url, &repo, &branch, &commit, duration_ms, &correlation_id)?;
-        handle.publisher.build(&build)?;
+        let id = opt_string(env, &id)?;
+        handle.publisher.build_with_id(&build, id.as_deref())?;
         Ok(())
     })
 }
@@ -249,6 +252,16 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeClose<'l>(mut env: J
         // The handle is gone now, so nothing may be reported as a failure of close
         // (Java would let it be closed again): a DISCONNECT that fails changes nothing.
         let _ = client.disconnect();
+        Ok(())
+    })
+}
+
+/// `StompClient.nativeCheckUrl(url)`: throws kind `invalid-url` naming what core's parser refuses (nothing is connected).
+#[no_mangle]
+pub extern "system" fn Java_org_deploykit_StompClient_nativeCheckUrl<'l>(mut env: JNIEnv<'l>, _c: JClass<'l>, url: JString<'l>) {
+    guard(&mut env, (), |env| {
+        let url = string(env, &url, "url")?;
+        ClientConfig::new(&url)?;
         Ok(())
     })
 }

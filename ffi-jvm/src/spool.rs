@@ -31,7 +31,7 @@ pub extern "system" fn Java_org_deploykit_Spool_nativeOpen<'l>(mut env: JNIEnv<'
     })
 }
 
-/// `Spool.nativePushBuild(handle, build fields as publishBuild passes them, wire, source, builds, buildsFailed, events)`.
+/// `Spool.nativePushBuild(handle, build fields as publishBuild passes them, id, wire, source, builds, buildsFailed, events)`.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "system" fn Java_org_deploykit_Spool_nativePushBuild<'l>(
@@ -47,6 +47,7 @@ pub extern "system" fn Java_org_deploykit_Spool_nativePushBuild<'l>(
     commit: JString<'l>,
     duration_ms: jlong,
     correlation_id: JString<'l>,
+    id: JString<'l>,
     wire: JString<'l>,
     source: JString<'l>,
     builds: JString<'l>,
@@ -57,7 +58,8 @@ pub extern "system" fn Java_org_deploykit_Spool_nativePushBuild<'l>(
         let spool = handle(h)?;
         let build = build_arg(env, &job, number, &status, &url, &repo, &branch, &commit, duration_ms, &correlation_id)?;
         let Publishing { wire, source, destinations } = publishing(env, &wire, &source, &builds, &builds_failed, &events)?;
-        spool.push_build(&build, &source, wire, &destinations)?;
+        let id = client::opt_string(env, &id)?;
+        spool.push_build_with_id(&build, &source, wire, &destinations, id.as_deref())?;
         Ok(())
     })
 }

@@ -4,17 +4,20 @@ use crate::client::{handle, not_on_io_thread, string};
 use crate::error::{guard, Failure};
 use crate::stats::{CountedRef, SUBSCRIPTIONS};
 use deploykit::blocking::CallbackHandle;
-use deploykit::message;
+use deploykit::message::{self, Dedup};
 use deploykit::stomp::{self, SubscribeOptions};
 use jni::objects::{JClass, JObject, JString, JValue};
-use jni::sys::jlong;
+use jni::sys::{jint, jlong};
 use jni::{JNIEnv, JavaVM};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What a Java `Subscription` holds (as a `long`).
 struct SubHandle {
     callbacks: CallbackHandle,
+    /// Messages not delivered because their `dk-id` was in the window (a publisher's resend).
+    duplicates: Arc<AtomicU64>,
 }
 
 /// The Java classes a delivery instantiates, resolved once per subscription on a
@@ -198,9 +201,17 @@ fn deliver(vm: &JavaVM, consumer: &CountedRef, classes: &Classes, m: stomp::Mess
     }));
 }
 
-/// `StompClient.nativeSubscribe(handle, destination, consumer)`: returns once the broker confirmed it.
+/// `StompClient.nativeSubscribe(handle, destination, dedupWindow, consumer)`: returns once the broker confirmed it.
+/// With `dedup_window > 0`, a message whose `dk-id` is among the last `dedup_window` seen is not delivered (core's [`Dedup`]).
 #[no_mangle]
-pub extern "system" fn Java_org_deploykit_StompClient_nativeSubscribe<'l>(mut env: JNIEnv<'l>, _c: JClass<'l>, h: jlong, destination: JString<'l>, consumer: JObject<'l>) -> jlong {
+pub extern "system" fn Java_org_deploykit_StompClient_nativeSubscribe<'l>(
+    mut env: JNIEnv<'l>,
+    _c: JClass<'l>,
+    h: jlong,
+    destination: JString<'l>,
+    dedup_window: jint,
+    consumer: JObject<'l>,
+) -> jlong {
     guard(&mut env, 0, |env| {
         not_on_io_thread("subscribe")?;
         let client = handle(h)?;
@@ -208,13 +219,36 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSubscribe<'l>(mut en
         if consumer.is_null() {
             return Err(Failure::new("invalid-argument", "consumer is null"));
         }
+        let window = usize::try_from(dedup_window).map_err(|_| Failure::new("invalid-argument", format!("dedupWindow {dedup_window} is negative")))?;
         let vm = env.get_java_vm()?;
         let classes = Classes::resolve(env)?;
         let consumer = CountedRef::new(env.new_global_ref(&consumer)?);
         let sub = client.client.subscribe(&destination, SubscribeOptions::default())?;
-        let callbacks = sub.on_message(move |m| deliver(&vm, &consumer, &classes, m));
+        let duplicates = Arc::new(AtomicU64::new(0));
+        let counted = duplicates.clone();
+        let mut seen = Dedup::new(window);
+        let callbacks = sub.on_message(move |m| {
+            if !seen.first(&m.headers) {
+                counted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            deliver(&vm, &consumer, &classes, m)
+        });
         SUBSCRIPTIONS.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::into_raw(Box::new(SubHandle { callbacks })) as jlong)
+        Ok(Box::into_raw(Box::new(SubHandle { callbacks, duplicates })) as jlong)
+    })
+}
+
+/// `Subscription.nativeDuplicates(handle)`: messages dropped so far as resends.
+#[no_mangle]
+pub extern "system" fn Java_org_deploykit_Subscription_nativeDuplicates<'l>(mut env: JNIEnv<'l>, _c: JClass<'l>, h: jlong) -> jlong {
+    guard(&mut env, 0, |_env| {
+        if h == 0 {
+            return Err(Failure::new("closed", "subscription is closed"));
+        }
+        // SAFETY: from nativeSubscribe; Java passes it only while open (NativeObject guards this).
+        let sub = unsafe { &*(h as *const SubHandle) };
+        Ok(i64::try_from(sub.duplicates.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
     })
 }
 

@@ -67,7 +67,7 @@
 use super::config::{FetchConfig, RepoConfig, Trigger};
 use super::ops::{self, BuiltVerdict, Checkout, FetchError, FetchOutcome, Request};
 use crate::coalesce::KeyedCoalescer;
-use crate::message::{decode, one_line, Build, BuildStatus, Commit, Destinations, FetchResult, Message, Publisher};
+use crate::message::{decode, one_line, Build, BuildStatus, Commit, Dedup, Destinations, FetchResult, Message, Publisher, ID_HEADER};
 use crate::stomp::{self, Client, ClientEvent, SubscribeOptions, Subscription};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -233,6 +233,8 @@ pub struct Stats {
     pub retries: u64,
     /// Build messages received (builds topic).
     pub builds: u64,
+    /// Messages dropped as resends: their `dk-id` was seen lately (a publisher retried after a lost receipt).
+    pub duplicates: u64,
 }
 
 /// Why the daemon could not start or apply a change.
@@ -276,7 +278,8 @@ impl FetchDaemon {
         let shared = Arc::new(Shared::new(&config, &client, &options, observer.clone(), stats.clone()));
         let sem = Arc::new(Semaphore::new(config.max_parallel.max(1)));
         let repos = KeyedCoalescer::new(options.quiet, options.max_delay, Pending::merge).leading_edge(true);
-        let mut daemon = Daemon { config, client, shared, options, sub: Some(sub), builds_sub, repos, sem, tasks: JoinSet::new(), done_tx, retries: BTreeMap::new() };
+        let mut daemon =
+            Daemon { config, client, shared, options, sub: Some(sub), builds_sub, repos, sem, tasks: JoinSet::new(), done_tx, retries: BTreeMap::new(), seen: Dedup::default() };
         daemon.reconcile("startup");
         let task = tokio::spawn(daemon.run(ctl_rx, done_rx, client_events));
         Ok(DaemonHandle { ctl: ctl_tx, observer, stats, task })
@@ -490,6 +493,8 @@ struct Daemon {
     done_tx: mpsc::UnboundedSender<Done>,
     /// Repos whose last fetch failed, with their next retry.
     retries: BTreeMap<String, Retry>,
+    /// Recent `dk-id`s: a resent commit or build is acted on once.
+    seen: Dedup,
 }
 
 async fn subscribe(client: &Client, topic: &str) -> Result<Subscription, DaemonError> {
@@ -676,6 +681,11 @@ impl Daemon {
     }
 
     fn on_message(&mut self, msg: stomp::Message) {
+        if !self.seen.first(&msg.headers) {
+            self.shared.stat(|s| s.duplicates += 1);
+            tracing::debug!(destination = %msg.destination, id = msg.headers.get(ID_HEADER).unwrap_or(""), "a resent message: acted on once already");
+            return;
+        }
         let decoded = decode(&msg.destination, &msg.headers, &msg.body);
         let commit = match decoded {
             Ok(Message::Keepalive) => return,

@@ -4,11 +4,13 @@
 //!
 //! - [`commit`], [`build`], [`package`], [`event`], [`deploy`], [`fetch`]: one schema per file,
 //!   each with its legacy text form where the original had one.
+//! - [`dedup`]: the bounded window of `dk-id`s consumers drop resent messages with.
 //! - [`wire`]: encoding to headers + body and decoding either form without being told which.
 //! - [`publisher`]: sends a message to its configured destination plus its one-line event.
 
 pub mod build;
 pub mod commit;
+pub mod dedup;
 pub mod deploy;
 pub mod event;
 pub mod fetch;
@@ -18,6 +20,7 @@ pub mod wire;
 
 pub use build::{Build, BuildStatus};
 pub use commit::{Commit, CommitInfo, Source, SvnInfo};
+pub use dedup::Dedup;
 pub use deploy::{AgentAnnounce, DeployAction, DeployReply, DeployRequest, Filters, SiteStatus, StepState};
 pub use event::{one_line, Event};
 pub use fetch::FetchResult;
@@ -33,6 +36,9 @@ pub const TYPE_HEADER: &str = "dk-type";
 pub const VERSION_HEADER: &str = "dk-version";
 /// Header carrying the id that follows a change from push to deploy.
 pub const CORRELATION_HEADER: &str = "dk-correlation-id";
+/// Header carrying the id a publisher gave one message, the same on every resend
+/// (the JVM notifier's builds): consumers drop repeats with [`Dedup`]. Old consumers ignore it.
+pub const ID_HEADER: &str = "dk-id";
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 

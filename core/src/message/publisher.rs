@@ -129,7 +129,12 @@ impl Publisher {
 
     /// Sends one message to `destination` in this publisher's wire form.
     pub async fn send<M: Schema>(&self, destination: &str, msg: &M) -> Result<(), PublishError> {
-        let out = encode(msg, self.wire)?;
+        self.send_with_id(destination, msg, None).await
+    }
+
+    /// Sends one message with a `dk-id` header when `id` is given (see [`super::ID_HEADER`]).
+    pub async fn send_with_id<M: Schema>(&self, destination: &str, msg: &M, id: Option<&str>) -> Result<(), PublishError> {
+        let out = encode(msg, self.wire)?.with_id(id);
         let opts = SendOptions { headers: out.headers, receipt: self.receipts, ..SendOptions::default() };
         self.client.send_with(destination, out.body, opts).await?;
         Ok(())
@@ -153,8 +158,15 @@ impl Publisher {
 
     /// Publishes a build and its event line.
     pub async fn build(&self, build: &Build) -> Result<(), PublishError> {
-        self.send(self.destinations.build_for(build.status), build).await?;
-        self.event(build.subject(), build.correlation_id.clone()).await
+        self.build_with_id(build, None).await
+    }
+
+    /// Publishes a build and its event line; with `id`, they carry `dk-id: ID` and `dk-id: ID.event`,
+    /// so a caller that resends after a lost receipt (same id) lets consumers drop the repeat.
+    pub async fn build_with_id(&self, build: &Build, id: Option<&str>) -> Result<(), PublishError> {
+        self.send_with_id(self.destinations.build_for(build.status), build, id).await?;
+        let ev = Event { host: self.host.clone(), correlation_id: build.correlation_id.clone(), ..Event::new(self.source.clone(), build.subject()) };
+        self.send_with_id(&self.destinations.events_for(&self.source), &ev, id.map(super::dedup::event_id).as_deref()).await
     }
 
     /// Publishes a package and the original's event line. In legacy wire only an

@@ -134,6 +134,16 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
+impl Outgoing {
+    /// Adds a `dk-id` header (see [`ID_HEADER`]) when `id` is given.
+    pub fn with_id(mut self, id: Option<&str>) -> Outgoing {
+        if let Some(id) = id {
+            self.headers.set(ID_HEADER, id);
+        }
+        self
+    }
+}
+
 /// Encodes a message in the chosen wire form (types the original never had are always JSON).
 pub fn encode<M: Schema>(msg: &M, wire: Wire) -> Result<Outgoing, MessageError> {
     let mut headers = Headers::with_capacity(5);

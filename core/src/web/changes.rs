@@ -22,7 +22,7 @@ pub use chain::Reach;
 pub use fetched::FetchedLive;
 pub use live::{Deployed, FleetView, WentLive};
 
-use crate::message::{decode, one_line, Build, Commit, Event, FetchResult, Message};
+use crate::message::{decode, one_line, Build, Commit, Dedup, Event, FetchResult, Message, ID_HEADER};
 use crate::stomp::{Client, SubscribeOptions};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -579,15 +579,22 @@ impl Changes {
         }
     }
 
-    /// Subscribes to `destinations` and takes every commit, build, fetch result and event line in.
+    /// Subscribes to `destinations` and takes every commit, build, fetch result and event line in,
+    /// each once: a message whose `dk-id` was seen lately (a publisher's resend) is dropped.
     pub async fn follow(self: &Arc<Self>, client: &Client, destinations: &[String]) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::stomp::Error> {
         let mut tasks = Vec::new();
+        let seen = Arc::new(Mutex::new(Dedup::default()));
         for d in destinations {
             let mut sub = client.subscribe(d, SubscribeOptions::default()).await?;
             let me = Arc::downgrade(self);
+            let seen = seen.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(m) = sub.recv().await {
                     let Some(me) = me.upgrade() else { break };
+                    if !seen.lock().unwrap_or_else(|p| p.into_inner()).first(&m.headers) {
+                        tracing::debug!(destination = %m.destination, id = m.headers.get(ID_HEADER).unwrap_or(""), "a resent message: taken once already");
+                        continue;
+                    }
                     match decode(&m.destination, &m.headers, &m.body) {
                         Ok(msg) => {
                             if let Err(e) = me.apply(&msg) {
@@ -838,5 +845,52 @@ mod tests {
         let (change, _, _) = c.journey("x").unwrap().unwrap();
         assert_eq!(change.subject.unwrap().len(), MAX_FIELD);
         assert!(!change.author.unwrap().contains('\n'));
+    }
+    /// A build its publisher resent (same `dk-id`, as the JVM notifier does after a lost receipt)
+    /// adds one step; a build with another id, or none, is a build of its own.
+    #[tokio::test]
+    async fn follow_takes_a_resent_message_once() {
+        use crate::message::Publisher;
+        use crate::stomp::{Client, ClientConfig};
+        let broker = crate::broker::Broker::start(crate::broker::BrokerConfig::default()).await.unwrap();
+        let client = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+        let (_h, c) = store(Bounds::default());
+        let c = Arc::new(c);
+        let topic = "/topic/dk.test.changes.dedup".to_owned();
+        let mut updates = c.subscribe();
+        let _tasks = c.follow(&client, std::slice::from_ref(&topic)).await.unwrap();
+        let rev = "a".repeat(40);
+        let p = Publisher::new(client.clone(), "test").destinations(crate::message::Destinations {
+            commits: topic.clone(),
+            builds: topic.clone(),
+            events: "/topic/dk.test.nobody".into(),
+            ..Default::default()
+        });
+        p.commit(&commit("site", &rev, None)).await.unwrap();
+        let build = |n: u64| Build {
+            job: "site-tests".into(),
+            number: n,
+            status: BuildStatus::Success,
+            url: None,
+            repo: None,
+            branch: None,
+            commit: Some(rev.clone()),
+            duration_ms: None,
+            correlation_id: None,
+        };
+        p.build_with_id(&build(1), Some("jvm-1")).await.unwrap();
+        p.build_with_id(&build(1), Some("jvm-1")).await.unwrap(); // the resend
+        p.build(&build(2)).await.unwrap();
+        p.build_with_id(&build(3), Some("jvm-2")).await.unwrap(); // the marker: in order, so everything before it is in
+        loop {
+            let u = tokio::time::timeout(Duration::from_secs(10), updates.recv()).await.expect("an update").unwrap();
+            if u.json.contains("#3") {
+                break;
+            }
+        }
+        let (_, steps, _) = c.journey(&rev).unwrap().unwrap();
+        let builds: Vec<&Step> = steps.iter().filter(|s| s.stage == "build").collect();
+        assert_eq!(builds.len(), 3, "builds 1 (once), 2 and 3: {builds:?}");
+        broker.shutdown().await;
     }
 }

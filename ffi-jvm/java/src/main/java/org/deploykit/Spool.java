@@ -52,12 +52,23 @@ public final class Spool extends NativeObject {
      * @throws DeployKitException kind {@code invalid-argument} for a null or invalid build or options, {@code spool} on I/O failure
      */
     public void pushBuild(Build b, StompClient.Options o) {
+        pushBuild(b, o, null);
+    }
+
+    /**
+     * Spools a build and its event line as {@link #pushBuild(Build, StompClient.Options)}, with the
+     * headers {@code dk-id: ID} and {@code dk-id: ID.event} as {@link StompClient#publishBuild(Build, String)}
+     * sends them (none when {@code id} is null); every send from the spool keeps them.
+     *
+     * @throws DeployKitException kind {@code invalid-argument} for a null or invalid build or options, {@code spool} on I/O failure
+     */
+    public void pushBuild(Build b, StompClient.Options o, String id) {
         withHandle(h -> {
             if (b == null || o == null) {
                 throw new DeployKitException(DeployKitException.INVALID_ARGUMENT, (b == null ? "build" : "options") + " is null");
             }
             nativePushBuild(h, b.job(), b.number(), b.status().wireName(), b.url(), b.repo(), b.branch(), b.commit(),
-                    b.durationMillis(), b.correlationId(), o.wire.wireName(), o.source, o.buildsDestination, o.buildsFailedDestination,
+                    b.durationMillis(), b.correlationId(), id, o.wire.wireName(), o.source, o.buildsDestination, o.buildsFailedDestination,
                     o.eventsDestination);
             return null;
         });
@@ -92,7 +103,7 @@ public final class Spool extends NativeObject {
     private static native long nativeOpen(String dir);
 
     private static native void nativePushBuild(long handle, String job, long number, String status, String url, String repo,
-            String branch, String commit, long durationMillis, String correlationId, String wire, String source, String builds,
+            String branch, String commit, long durationMillis, String correlationId, String id, String wire, String source, String builds,
             String buildsFailed, String events);
 
     private static native int nativePending(long handle);

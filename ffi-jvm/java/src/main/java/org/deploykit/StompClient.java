@@ -99,9 +99,19 @@ public final class StompClient extends NativeObject {
 
     /** Publishes a build message (to the builds or failed-builds destination) and its event line. */
     public void publishBuild(Build b) {
+        publishBuild(b, null);
+    }
+
+    /**
+     * Publishes a build message and its event line with the headers {@code dk-id: ID} and
+     * {@code dk-id: ID.event} (none when {@code id} is null). Give the same id when sending the
+     * same build again after a failure: a subscriber with a de-duplication window
+     * ({@link #subscribe(String, int, Consumer)}, dk-web, dk-fetch) takes it once.
+     */
+    public void publishBuild(Build b, String id) {
         withHandle(h -> {
             nativePublishBuild(h, b.job(), b.number(), b.status().wireName(), b.url(), b.repo(), b.branch(), b.commit(),
-                    b.durationMillis(), b.correlationId());
+                    b.durationMillis(), b.correlationId(), id);
             return null;
         });
     }
@@ -126,7 +136,17 @@ public final class StompClient extends NativeObject {
      * An exception it throws is printed and the subscription goes on.
      */
     public Subscription subscribe(String destination, Consumer<Message> consumer) {
-        Subscription s = withHandle(h -> new Subscription(nativeSubscribe(h, destination, consumer), this));
+        return subscribe(destination, 0, consumer);
+    }
+
+    /**
+     * Subscribes as {@link #subscribe(String, Consumer)}, taking each message once: a message whose
+     * {@code dk-id} header is among the last {@code dedupWindow} ids seen (a publisher's resend after a
+     * lost receipt) is not delivered, and counted in {@link Subscription#duplicates()}. Messages without
+     * the header are always delivered; 0 turns the window off.
+     */
+    public Subscription subscribe(String destination, int dedupWindow, Consumer<Message> consumer) {
+        Subscription s = withHandle(h -> new Subscription(nativeSubscribe(h, destination, dedupWindow, consumer), this));
         subscriptions.add(s);
         return s;
     }
@@ -147,17 +167,28 @@ public final class StompClient extends NativeObject {
         nativeClose(handle);
     }
 
+    /**
+     * Checks a broker URL as {@link #connect(String, Options)} reads it, without connecting.
+     *
+     * @throws DeployKitException kind {@code invalid-url} saying what is wrong, {@code invalid-argument} for null
+     */
+    public static void checkUrl(String url) {
+        nativeCheckUrl(url);
+    }
+
+    private static native void nativeCheckUrl(String url);
+
     private static native long nativeConnect(String url, String login, String passcode, String vhost, long timeoutMillis,
             int connectAttempts, long heartbeatMillis, String wire, String source, String builds, String buildsFailed, String events);
 
     private static native void nativeSend(long handle, String destination, byte[] body, String[] headers, boolean receipt);
 
     private static native void nativePublishBuild(long handle, String job, long number, String status, String url, String repo,
-            String branch, String commit, long durationMillis, String correlationId);
+            String branch, String commit, long durationMillis, String correlationId, String id);
 
     private static native void nativePublishEvent(long handle, String text, String correlationId);
 
-    private static native long nativeSubscribe(long handle, String destination, Consumer<Message> consumer);
+    private static native long nativeSubscribe(long handle, String destination, int dedupWindow, Consumer<Message> consumer);
 
     private static native void nativeClose(long handle);
 }

@@ -9,6 +9,16 @@ public final class Subscription extends NativeObject {
         this.client = client;
     }
 
+    /**
+     * Messages not delivered because their {@code dk-id} was in the de-duplication window
+     * ({@link StompClient#subscribe(String, int, java.util.function.Consumer)}); 0 without one.
+     *
+     * @throws DeployKitException kind {@code closed} once closed
+     */
+    public long duplicates() {
+        return withHandle(Subscription::nativeDuplicates);
+    }
+
     @Override
     protected void disposeInternal(long handle) {
         nativeClose(handle);
@@ -18,6 +28,8 @@ public final class Subscription extends NativeObject {
     protected void afterDispose() {
         client.forget(this);
     }
+
+    private static native long nativeDuplicates(long handle);
 
     private static native void nativeClose(long handle);
 }

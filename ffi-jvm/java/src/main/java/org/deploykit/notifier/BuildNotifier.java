@@ -5,6 +5,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.UUID;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -32,8 +33,12 @@ import org.deploykit.StompClient;
  *
  * <p>A full queue drops the new build: counted in {@link NotifierStats#dropped()} and logged
  * once per burst (the first drop, then the total when the queue has drained).
- * Delivery is at least once: a build whose event line failed after the build message went
- * out is sent again.
+ * Delivery is at least once (a send whose receipt was lost, e.g. in a broker restart, is sent
+ * again), and each build is sent with an id that stays the same on every resend, from memory or
+ * from the spool, also by a later JVM: the headers {@code dk-id: ID} on the build message and
+ * {@code dk-id: ID.event} on its event line. Consumers with core's de-duplication window (dk-web,
+ * dk-fetch, {@link StompClient#subscribe(String, int, java.util.function.Consumer)}) take each
+ * build once; older consumers ignore the header.
  */
 public final class BuildNotifier implements AutoCloseable {
     private static final Logger LOG = Logger.getLogger(BuildNotifier.class.getName());
@@ -111,6 +116,22 @@ public final class BuildNotifier implements AutoCloseable {
         }
     }
 
+    /** A build taken from the queue, with the id it keeps on every resend. */
+    private static final class Pending {
+        final Build build;
+        final String id;
+
+        Pending(Build build, String id) {
+            this.build = build;
+            this.id = id;
+        }
+
+        @Override
+        public String toString() {
+            return build.job() + " #" + build.number() + " " + build.status().wireName();
+        }
+    }
+
     /** Where builds go; a new generation means a new connection. */
     private static final class Target {
         final String url;
@@ -137,6 +158,9 @@ public final class BuildNotifier implements AutoCloseable {
     private final AtomicLong dropped = new AtomicLong();
     private final AtomicLong failures = new AtomicLong();
     private final AtomicBoolean dropBurst = new AtomicBoolean();
+    /** Ids are this notifier's random prefix and a sequence number: unique across JVMs without a lookup. */
+    private final String idPrefix = UUID.randomUUID().toString();
+    private long nextId;
     private final AtomicLong burstDropped = new AtomicLong();
     private volatile Target target;
     private volatile boolean closing;
@@ -228,7 +252,7 @@ public final class BuildNotifier implements AutoCloseable {
     // ------------------------------------------------------------------ the sender thread
 
     private void run() {
-        Build head = null;
+        Pending head = null;
         int attempts = 0;
         try {
             while (true) {
@@ -238,7 +262,7 @@ public final class BuildNotifier implements AutoCloseable {
                 }
                 if (head == null) {
                     long waitMillis = spoolPending > 0 && target != null ? Math.max(10, Math.min(200, untilRetry(now))) : 200;
-                    head = queue.poll(waitMillis, TimeUnit.MILLISECONDS);
+                    head = pending(queue.poll(waitMillis, TimeUnit.MILLISECONDS));
                     if (head == null) {
                         if (closing && spoolPending == 0) {
                             break;
@@ -294,15 +318,20 @@ public final class BuildNotifier implements AutoCloseable {
         return Math.max(0, TimeUnit.NANOSECONDS.toMillis(retryAtNanos - now));
     }
 
-    /** One attempt to send {@code b}; false (counted, logged, backoff set) if it failed. */
-    private boolean publish(Target t, Build b) {
+    /** A queued build with its id (null for null). */
+    private Pending pending(Build b) {
+        return b == null ? null : new Pending(b, idPrefix + "-" + (++nextId));
+    }
+
+    /** One attempt to send {@code p}; false (counted, logged, backoff set) if it failed. */
+    private boolean publish(Target t, Pending p) {
         try {
-            connected(t).publishBuild(b);
+            connected(t).publishBuild(p.build, p.id);
             sent.incrementAndGet();
             recovered();
             return true;
         } catch (DeployKitException e) {
-            failed("publishing " + b.job() + " #" + b.number() + " " + b.status().wireName(), e);
+            failed("publishing " + p, e);
             return false;
         }
     }
@@ -326,14 +355,14 @@ public final class BuildNotifier implements AutoCloseable {
         }
     }
 
-    private void toSpool(Build b) {
+    private void toSpool(Pending p) {
         try {
-            spool.pushBuild(b, target != null ? target.options : new StompClient.Options());
+            spool.pushBuild(p.build, target != null ? target.options : new StompClient.Options(), p.id);
             spooled.incrementAndGet();
-            spoolPending = spool.pending();
+            spoolPending += 2; // the build and its event line; counting the directory each time would be quadratic
         } catch (DeployKitException e) {
             dropped.incrementAndGet();
-            LOG.log(Level.SEVERE, "deploykit: could not spool " + b.job() + " #" + b.number() + " to " + settings.spoolDir + ": dropped", e);
+            LOG.log(Level.SEVERE, "deploykit: could not spool " + p + " to " + settings.spoolDir + ": dropped", e);
         }
     }
 
@@ -388,17 +417,21 @@ public final class BuildNotifier implements AutoCloseable {
     }
 
     /** What is left when the thread ends: spooled, or counted and logged as dropped. */
-    private void shutdown(Build head) {
-        List<Build> left = new ArrayList<>();
+    private void shutdown(Pending head) {
+        List<Build> rest = new ArrayList<>();
+        queue.drainTo(rest);
+        List<Pending> left = new ArrayList<>();
         if (head != null) {
             left.add(head);
         }
-        queue.drainTo(left);
+        for (Build b : rest) {
+            left.add(pending(b));
+        }
         closeClient();
         if (!left.isEmpty()) {
             if (spool != null) {
-                for (Build b : left) {
-                    toSpool(b);
+                for (Pending p : left) {
+                    toSpool(p);
                 }
                 LOG.warning("deploykit: " + left.size() + " build(s) not sent before shutdown were spooled to " + settings.spoolDir);
             } else {

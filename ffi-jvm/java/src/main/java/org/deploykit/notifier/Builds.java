@@ -1,6 +1,7 @@
 package org.deploykit.notifier;
 
 import java.util.Locale;
+import java.util.Map;
 import org.deploykit.Build;
 import org.deploykit.BuildStatus;
 
@@ -61,6 +62,16 @@ public final class Builds {
             b.durationMillis(durationMillis);
         }
         return b.build();
+    }
+
+    /**
+     * A build message from a run's job, number, status, own URL and duration and its environment
+     * as Jenkins gives it: {@code BUILD_URL} (else {@code runUrl}), the Git plugin's {@code GIT_URL},
+     * {@code GIT_BRANCH}, {@code GIT_COMMIT}, and {@code DK_CORRELATION_ID}.
+     */
+    public static Build fromEnv(String job, long number, BuildStatus status, String runUrl, long durationMillis, Map<String, String> env) {
+        String url = blankToNull(env.get("BUILD_URL")) != null ? env.get("BUILD_URL") : runUrl;
+        return of(job, number, status, url, durationMillis, env.get("GIT_URL"), env.get("GIT_BRANCH"), env.get("GIT_COMMIT"), env.get("DK_CORRELATION_ID"));
     }
 
     private static String blankToNull(String v) {

@@ -1,91 +1,82 @@
 package org.deploykit.jenkins;
 
 import com.cloudbees.plugins.credentials.CredentialsMatchers;
+import com.cloudbees.plugins.credentials.CredentialsProvider;
 import com.cloudbees.plugins.credentials.common.StandardListBoxModel;
 import com.cloudbees.plugins.credentials.common.StandardUsernamePasswordCredentials;
 import hudson.Extension;
 import hudson.security.ACL;
 import hudson.util.FormValidation;
 import hudson.util.ListBoxModel;
+import java.util.List;
 import jenkins.model.GlobalConfiguration;
 import jenkins.model.Jenkins;
-import org.deploykit.DeployKitException;
 import org.deploykit.StompClient;
-import org.deploykit.Wire;
+import org.deploykit.notifier.PluginSupport;
 import org.jenkinsci.Symbol;
 import org.kohsuke.stapler.DataBoundSetter;
 import org.kohsuke.stapler.QueryParameter;
 import org.kohsuke.stapler.verb.POST;
 
-/** Manage Jenkins → System → deploykit: broker, credentials, topics, wire (JCasC: {@code deploykit}). */
+/** Manage Jenkins → System → deploykit (JCasC: {@code deploykit}); the checks are {@link PluginSupport}'s. */
 @Extension
 @Symbol("deploykit")
 public class DeployKitGlobalConfiguration extends GlobalConfiguration {
     private boolean enabled;
-    private String brokerUrl = "stomp://localhost:61613";
+    private String brokerUrl = PluginSupport.DEFAULT_BROKER_URL;
     private String credentialsId;
     private String wire = "json";
     private String buildsTopic;
     private String buildsFailedTopic;
     private String eventsTopic;
 
-    /** Loads the saved configuration. */
-    public DeployKitGlobalConfiguration() {
-        load();
-    }
-
-    /** The configuration in force. */
-    public static DeployKitGlobalConfiguration get() {
-        return GlobalConfiguration.all().get(DeployKitGlobalConfiguration.class);
-    }
+    public DeployKitGlobalConfiguration() { load(); }
+    public static DeployKitGlobalConfiguration get() { return GlobalConfiguration.all().get(DeployKitGlobalConfiguration.class); }
 
     public boolean isEnabled() { return enabled; }
     @DataBoundSetter public void setEnabled(boolean v) { enabled = v; changed(); }
     public String getBrokerUrl() { return brokerUrl; }
     @DataBoundSetter public void setBrokerUrl(String v) { brokerUrl = v; changed(); }
     public String getCredentialsId() { return credentialsId; }
-    @DataBoundSetter public void setCredentialsId(String v) { credentialsId = v; changed(); }
+    @DataBoundSetter public void setCredentialsId(String v) { credentialsId = PluginSupport.blankToNull(v); changed(); }
     public String getWire() { return wire; }
     @DataBoundSetter public void setWire(String v) { wire = v; changed(); }
     public String getBuildsTopic() { return buildsTopic; }
-    @DataBoundSetter public void setBuildsTopic(String v) { buildsTopic = blankToNull(v); changed(); }
+    @DataBoundSetter public void setBuildsTopic(String v) { buildsTopic = PluginSupport.blankToNull(v); changed(); }
     public String getBuildsFailedTopic() { return buildsFailedTopic; }
-    @DataBoundSetter public void setBuildsFailedTopic(String v) { buildsFailedTopic = blankToNull(v); changed(); }
+    @DataBoundSetter public void setBuildsFailedTopic(String v) { buildsFailedTopic = PluginSupport.blankToNull(v); changed(); }
     public String getEventsTopic() { return eventsTopic; }
-    @DataBoundSetter public void setEventsTopic(String v) { eventsTopic = blankToNull(v); changed(); }
+    @DataBoundSetter public void setEventsTopic(String v) { eventsTopic = PluginSupport.blankToNull(v); changed(); }
 
     /** Saves, and points the notifier at the new settings. */
-    private void changed() {
-        save();
-        Notifier.reconfigure();
-    }
+    private void changed() { save(); DeployKitRunListener.NOTIFIER.reconfigure(); }
 
-    private static String blankToNull(String v) {
-        return v == null || v.trim().isEmpty() ? null : v.trim();
-    }
-
-    /** The client options this configuration describes (credentials looked up now, never logged). */
+    /** The client options these fields describe (credentials looked up now, never logged). */
     StompClient.Options options() {
-        StompClient.Options o = new StompClient.Options()
-                .wire("legacy".equals(wire) ? Wire.LEGACY : Wire.JSON)
-                .buildsDestination(buildsTopic)
-                .buildsFailedDestination(buildsFailedTopic)
-                .eventsDestination(eventsTopic);
-        StandardUsernamePasswordCredentials c = credentials(credentialsId);
-        if (c != null) {
-            o.login(c.getUsername()).passcode(c.getPassword().getPlainText());
-        }
-        return o;
+        String[] c = login(credentialsId);
+        return PluginSupport.options(wire, buildsTopic, buildsFailedTopic, eventsTopic, c[0], c[1]);
     }
 
-    private static StandardUsernamePasswordCredentials credentials(String id) {
-        if (id == null || id.isEmpty()) {
-            return null;
-        }
-        return CredentialsMatchers.firstOrNull(
-                com.cloudbees.plugins.credentials.CredentialsProvider.lookupCredentialsInItemGroup(
-                        StandardUsernamePasswordCredentials.class, Jenkins.get(), ACL.SYSTEM2, java.util.List.of()),
-                CredentialsMatchers.withId(id));
+    /** The credentials' username and password, or two nulls. */
+    private static String[] login(String id) {
+        StandardUsernamePasswordCredentials c = id == null || id.isEmpty() ? null : CredentialsMatchers.firstOrNull(CredentialsProvider.lookupCredentialsInItemGroup(
+                StandardUsernamePasswordCredentials.class, Jenkins.get(), ACL.SYSTEM2, List.of()), CredentialsMatchers.withId(id));
+        return c == null ? new String[2] : new String[] {c.getUsername(), c.getPassword().getPlainText()};
+    }
+
+    private static FormValidation form(PluginSupport.Check c) {
+        return c.ok() ? FormValidation.ok(c.message()) : FormValidation.error(c.message());
+    }
+
+    public FormValidation doCheckBrokerUrl(@QueryParameter String value) { return form(PluginSupport.checkBrokerUrl(value)); }
+    public FormValidation doCheckBuildsTopic(@QueryParameter String value) { return form(PluginSupport.checkTopic(value)); }
+    public FormValidation doCheckBuildsFailedTopic(@QueryParameter String value) { return form(PluginSupport.checkTopic(value)); }
+    public FormValidation doCheckEventsTopic(@QueryParameter String value) { return form(PluginSupport.checkTopic(value)); }
+
+    public ListBoxModel doFillWireItems() {
+        ListBoxModel m = new ListBoxModel();
+        PluginSupport.wireChoices().forEach((value, label) -> m.add(label, value)); // value → label, in order
+        return m;
     }
 
     /** The credentials drop-down (administrators only). */
@@ -95,29 +86,14 @@ public class DeployKitGlobalConfiguration extends GlobalConfiguration {
             return new StandardListBoxModel().includeCurrentValue(credentialsId);
         }
         return new StandardListBoxModel().includeEmptyValue()
-                .includeAs(ACL.SYSTEM2, Jenkins.get(), StandardUsernamePasswordCredentials.class)
-                .includeCurrentValue(credentialsId);
+                .includeAs(ACL.SYSTEM2, Jenkins.get(), StandardUsernamePasswordCredentials.class).includeCurrentValue(credentialsId);
     }
 
-    /** The wire drop-down. */
-    public ListBoxModel doFillWireItems() {
-        return new ListBoxModel(new ListBoxModel.Option("JSON (deploykit)", "json"),
-                new ListBoxModel.Option("Legacy (future-deploykit topics and text)", "legacy"));
-    }
-
-    /** "Test connection": connects with the form's values and disconnects (administrators only). */
+    /** "Test connection" with the form's values (administrators only). */
     @POST
     public FormValidation doTestConnection(@QueryParameter String brokerUrl, @QueryParameter String credentialsId) {
         Jenkins.get().checkPermission(Jenkins.ADMINISTER);
-        StompClient.Options o = new StompClient.Options().connectAttempts(1);
-        StandardUsernamePasswordCredentials c = credentials(credentialsId);
-        if (c != null) {
-            o.login(c.getUsername()).passcode(c.getPassword().getPlainText());
-        }
-        try (StompClient client = StompClient.connect(brokerUrl, o)) {
-            return FormValidation.ok("Connected");
-        } catch (DeployKitException e) {
-            return FormValidation.error(e.getKind() + ": " + e.getMessage());
-        }
+        String[] c = login(credentialsId);
+        return form(PluginSupport.testConnection(brokerUrl, c[0], c[1]));
     }
 }

@@ -12,18 +12,10 @@ public class DeployKitJobProperty extends OptionalJobProperty<Job<?, ?>> {
     @DataBoundConstructor
     public DeployKitJobProperty() {}
 
-    /** Whether {@code job} opted out. */
-    static boolean optedOut(Job<?, ?> job) {
-        return job.getProperty(DeployKitJobProperty.class) != null;
-    }
-
     /** The form's descriptor. */
     @Extension
     @Symbol("deploykitOptOut")
     public static class DescriptorImpl extends OptionalJobPropertyDescriptor {
-        @Override
-        public String getDisplayName() {
-            return "Do not publish deploykit build messages";
-        }
+        @Override public String getDisplayName() { return "Do not publish deploykit build messages"; }
     }
 }

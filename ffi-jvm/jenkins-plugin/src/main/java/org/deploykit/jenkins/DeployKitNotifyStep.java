@@ -4,11 +4,9 @@ import hudson.EnvVars;
 import hudson.Extension;
 import hudson.model.Run;
 import hudson.model.TaskListener;
-import java.util.Locale;
 import java.util.Set;
 import org.deploykit.Build;
-import org.deploykit.BuildStatus;
-import org.deploykit.StompClient;
+import org.deploykit.notifier.PluginSupport;
 import org.jenkinsci.plugins.workflow.steps.Step;
 import org.jenkinsci.plugins.workflow.steps.StepContext;
 import org.jenkinsci.plugins.workflow.steps.StepDescriptor;
@@ -52,19 +50,10 @@ public class DeployKitNotifyStep extends Step {
 
         @Override
         protected Void run() throws Exception {
-            BuildStatus s = BuildStatus.valueOf(step.status.trim().toUpperCase(Locale.ROOT));
-            Run<?, ?> run = getContext().get(Run.class);
-            EnvVars env = getContext().get(EnvVars.class);
-            Build b = Builds.of(run, s, env);
+            Build b = DeployKitRunListener.buildOf(getContext().get(Run.class), PluginSupport.stepStatus(step.status), getContext().get(EnvVars.class));
             DeployKitGlobalConfiguration cfg = DeployKitGlobalConfiguration.get();
-            StompClient.Options o = cfg.options();
-            if (step.destination != null && !step.destination.isEmpty()) {
-                o.buildsDestination(step.destination).buildsFailedDestination(step.destination);
-            }
-            try (StompClient c = StompClient.connect(cfg.getBrokerUrl(), o)) {
-                c.publishBuild(b);
-            }
-            getContext().get(TaskListener.class).getLogger().println("deploykit: published " + s.wireName() + " for " + b.job() + " #" + b.number());
+            String line = PluginSupport.publishNow(cfg.getBrokerUrl(), PluginSupport.withDestination(cfg.options(), step.destination), b);
+            getContext().get(TaskListener.class).getLogger().println(line);
             return null;
         }
     }
@@ -72,19 +61,8 @@ public class DeployKitNotifyStep extends Step {
     /** The step's descriptor. */
     @Extension
     public static class DescriptorImpl extends StepDescriptor {
-        @Override
-        public Set<? extends Class<?>> getRequiredContext() {
-            return Set.of(Run.class, EnvVars.class, TaskListener.class);
-        }
-
-        @Override
-        public String getFunctionName() {
-            return "deploykitNotify";
-        }
-
-        @Override
-        public String getDisplayName() {
-            return "Publish a deploykit build message";
-        }
+        @Override public Set<? extends Class<?>> getRequiredContext() { return Set.of(Run.class, EnvVars.class, TaskListener.class); }
+        @Override public String getFunctionName() { return "deploykitNotify"; }
+        @Override public String getDisplayName() { return "Publish a deploykit build message"; }
     }
 }
