@@ -9,6 +9,7 @@ mod common;
 
 use common::fleet::{agent_toml, fleet_key, tagged_repo, Tmp};
 use common::targets::Target;
+use common::web::{exchange, Reply};
 use deploykit::deploy::agent::{Agent, AgentConfig, AgentHandle};
 use deploykit::deploy::keys::SecretKey;
 use deploykit::message::{decode, AgentAnnounce, DeployAction, Filters, Message};
@@ -16,7 +17,7 @@ use deploykit::stomp::SubscribeOptions;
 use deploykit::web::{self, WebConfig, WebHandle};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// bcrypt cost of ann's hash: enough work to dominate an HTTP round trip in a debug build.
@@ -63,23 +64,11 @@ impl Rig {
     }
 }
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
-    }
-}
-
 /// One HTTP/1.1 request from `from` (any 127.0.0.0/8 address reaches a loopback listener) with exactly `headers`.
 async fn raw(from: IpAddr, addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(SocketAddr::new(from, 0)).unwrap();
-    let mut s = sock.connect(addr).await.unwrap();
+    let s = sock.connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if !body.is_empty() {
         req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
@@ -89,13 +78,7 @@ async fn raw(from: IpAddr, addr: SocketAddr, method: &str, path: &str, headers: 
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("response in time").unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_owned(), b.to_owned())).unwrap_or((text.clone(), String::new()));
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line in {text:?}"));
-    Reply { status, head, body }
+    exchange(s, &req).await
 }
 
 fn local() -> IpAddr {

@@ -1,5 +1,6 @@
 //! A bounded memory of `dk-id`s, so a message its publisher sent again (its
-//! receipt lost when the broker restarted mid-send) is taken in once.
+//! receipt lost when the broker restarted mid-send) is taken in once; dk-webhook
+//! keeps forges' delivery ids in one too, against redeliveries.
 //!
 //! Publishers that resend (the JVM notifier, core's spool) give each message a
 //! [`ID_HEADER`](super::ID_HEADER) once and keep it on every resend; a consumer
@@ -66,6 +67,13 @@ impl Dedup {
         true
     }
 
+    /// Forgets `id` (its message could not be handled, so a repeat must be taken).
+    pub fn forget(&mut self, id: &str) {
+        if self.seen.remove(id) {
+            self.order.retain(|x| x != id);
+        }
+    }
+
     /// Duplicates refused so far.
     pub fn duplicates(&self) -> u64 {
         self.duplicates
@@ -120,6 +128,18 @@ mod tests {
         let long = "x".repeat(MAX_ID_LEN + 1);
         assert!(d.first_id(&long) && d.first_id(&long), "over-long ids are not remembered");
         assert!(d.first_id("") && d.first_id(""));
+    }
+
+    #[test]
+    fn a_forgotten_id_is_taken_again_and_zero_keeps_nothing() {
+        let mut d = Dedup::new(2);
+        assert!(d.first_id("a") && !d.first_id("a"));
+        d.forget("a");
+        assert!(d.first_id("a"));
+        d.forget("never-seen");
+        assert_eq!(d.len(), 1);
+        let mut none = Dedup::new(0);
+        assert!(none.first_id("x") && none.first_id("x"));
     }
 
     #[test]

@@ -326,21 +326,16 @@ fn checked_button(app: &App, ctx: &Ctx, body: &[u8]) -> Result<(), Response> {
     app.csrf.check(&ctx.user, token.as_deref()).map_err(|why| fail(ctx, StatusCode::FORBIDDEN, why))
 }
 
-async fn approve(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    let ctx = login!(app, peer, headers);
-    if let Err(r) = checked_button(&app, &ctx, &body) {
-        return r;
-    }
-    let Ok(n) = id.parse::<i64>() else {
-        return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
-    };
-    match approvals::approve(app, n, &ctx.user).await {
-        Ok(()) => Redirect::to(&format!("/deploys/{n}")).into_response(),
-        Err(r) => refused(&ctx, r),
-    }
+async fn approve(st: St, peer: Peer, headers: HeaderMap, id: Path<String>, body: Bytes) -> Response {
+    decide(st, peer, headers, id, body, true).await
 }
 
-async fn reject(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn reject(st: St, peer: Peer, headers: HeaderMap, id: Path<String>, body: Bytes) -> Response {
+    decide(st, peer, headers, id, body, false).await
+}
+
+/// A waiting deploy's approve (`approve`) or reject/cancel button; 303 back to its page.
+async fn decide(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes, approve: bool) -> Response {
     let ctx = login!(app, peer, headers);
     if let Err(r) = checked_button(&app, &ctx, &body) {
         return r;
@@ -348,7 +343,8 @@ async fn reject(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path
     let Ok(n) = id.parse::<i64>() else {
         return fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}."));
     };
-    match approvals::reject(&app, n, &ctx.user).await {
+    let done = if approve { approvals::approve(app, n, &ctx.user).await } else { approvals::reject(&app, n, &ctx.user).await };
+    match done {
         Ok(()) => Redirect::to(&format!("/deploys/{n}")).into_response(),
         Err(r) => refused(&ctx, r),
     }

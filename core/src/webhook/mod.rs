@@ -2,12 +2,10 @@
 //!
 //! - [`config`]: `webhook.toml` (forges, paths, secrets from files or env, limits).
 //! - [`server`]: the axum routes and the status codes they answer.
-//! - [`dedup`]: the bounded memory of delivery ids against redeliveries.
 //!
 //! Payload parsing and signatures live in [`crate::forge`].
 
 pub mod config;
-pub mod dedup;
 pub mod server;
 
 pub use config::{ConfigError, Forge, WebhookConfig};
@@ -79,7 +77,7 @@ pub async fn start_with_health(config: WebhookConfig, client: Client, health: He
         }
     }
     let (outbox, drainer) = Outbox::start(spool, client.clone());
-    let deliveries = Mutex::new(dedup::Deliveries::new(config.dedup_capacity));
+    let deliveries = Mutex::new(crate::message::Dedup::new(config.dedup_capacity));
     let forges = std::sync::RwLock::new(Arc::new(config.forges.clone()));
     let o = outbox.clone();
     health.extra("spooled", move || o.pending().into());

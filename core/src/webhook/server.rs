@@ -13,7 +13,6 @@
 //! | 500 | the spool could not be written (the forge should retry) |
 
 use super::config::{Forge, ForgeConfig, WebhookConfig};
-use super::dedup::Deliveries;
 use crate::forge::signature::{verify_hmac, verify_token, AuthError};
 use crate::forge::{gitea, github, gitlab, payload, ForgeError, Hook};
 use crate::health::metrics::CounterVec;
@@ -39,7 +38,7 @@ pub(super) struct App {
     /// The forges' secrets and naming, replaced on reload (same paths, same order).
     pub forges: std::sync::RwLock<Arc<Vec<ForgeConfig>>>,
     pub outbox: Outbox,
-    pub deliveries: Mutex<Deliveries>,
+    pub deliveries: Mutex<crate::message::Dedup>,
     /// `/healthz` and the metrics (served on `--metrics-listen`).
     pub health: Health,
     /// `deploykit_webhook_deliveries_total{forge,result}`.
@@ -218,7 +217,7 @@ async fn answer(app: Arc<App>, index: usize, headers: HeaderMap, body: Result<By
         }
     };
     if let Some(d) = &delivery {
-        if !app.deliveries.lock().unwrap_or_else(|p| p.into_inner()).insert(d) {
+        if !app.deliveries.lock().unwrap_or_else(|p| p.into_inner()).first_id(d) {
             tracing::info!(forge, delivery = %d, "redelivery of an accepted delivery: not published again");
             return reply(StatusCode::OK, json!({"status": "duplicate", "delivery": d}));
         }
@@ -227,7 +226,7 @@ async fn answer(app: Arc<App>, index: usize, headers: HeaderMap, body: Result<By
         Ok(p) => p,
         Err(e) => {
             if let Some(d) = &delivery {
-                app.deliveries.lock().unwrap_or_else(|p| p.into_inner()).remove(d);
+                app.deliveries.lock().unwrap_or_else(|p| p.into_inner()).forget(d);
             }
             tracing::error!(forge, error = %e, "cannot write the spool; the forge will have to redeliver");
             return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot spool the message: {e}"));

@@ -146,8 +146,13 @@ pub fn request_text(addr: SocketAddr, method: &str, path: &str, user: Option<(&s
 
 /// Sends one request and reads the whole response.
 pub async fn http(addr: SocketAddr, method: &str, path: &str, user: Option<(&str, &str)>, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request_text(addr, method, path, user, headers, body).as_bytes()).await.unwrap();
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(s, &request_text(addr, method, path, user, headers, body)).await
+}
+
+/// Writes `request` on `s` and reads the whole response (the request says `Connection: close`).
+pub async fn exchange(mut s: tokio::net::TcpStream, request: &str) -> Reply {
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await.expect("response in time").unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
