@@ -1,12 +1,16 @@
-//! dk-web Changes benchmark: with 1 000 pushes stored, each fetched on 100
-//! servers, the time to serve `/changes` (the newest 200 with their summaries)
-//! and one push's journey page; and the latency from a fetch result published on
-//! the bus to its update on that journey's server-sent-events stream.
+//! dk-web Changes benchmark: with 1 000 pushes stored (one chain, each push's
+//! oldrev the previous one's newrev), each fetched on 100 servers, and a signed
+//! rollout record making the newest live on all of them (so every push is live
+//! through the chain), the time to serve `/changes` (the newest 200 with their
+//! summaries) and one push's journey page; and the latency from a fetch result
+//! published on the bus to its update on that journey's server-sent-events stream.
 //!
 //!   cargo run --release --bin changes -- [--pushes 1000] [--servers 100] [--rounds 50] [--readme ../bench/README.md]
 
 use deploykit::broker::{Broker, BrokerConfig};
+use deploykit::deploy::controller::{NodeResult, NodeState, RolloutReport};
 use deploykit::deploy::keys::SecretKey;
+use deploykit::deploy::record::RolloutRecord;
 use deploykit::message::{Commit, CommitInfo, FetchResult, Publisher};
 use deploykit::stomp::{Client, ClientConfig};
 use deploykit::web::{self, WebConfig};
@@ -65,13 +69,14 @@ async fn main() {
     let root = std::env::temp_dir().join(format!("dk-changes-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     let config = WebConfig::parse(&format!(
-        "listen = \"127.0.0.1:0\"\ndatabase = \"{}\"\n[auth]\nmode = \"none\"\n[changes]\nkeep = {}\n",
+        "listen = \"127.0.0.1:0\"\ndatabase = \"{}\"\n[auth]\nmode = \"none\"\n[changes]\nkeep = {}\n[sites.www]\nrepo = \"www\"\n",
         root.join("web.sqlite").display(),
         pushes + 10
     ))
     .unwrap();
     let client = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
-    let handle = web::start(config, client, SecretKey::generate().unwrap()).await.expect("dk-web starts");
+    let key = SecretKey::generate().unwrap();
+    let handle = web::start(config, client, key.clone()).await.expect("dk-web starts");
     let addr = handle.addr();
     let bus = Client::connect(ClientConfig::new(&url).unwrap()).await.unwrap();
     let publisher = Publisher::new(bus.clone(), "git-hook").receipts(false);
@@ -81,7 +86,7 @@ async fn main() {
     for i in 0..pushes {
         let commit = Commit {
             repo: "www".into(),
-            oldrev: "0".repeat(40),
+            oldrev: if i == 0 { "0".repeat(40) } else { rev(i - 1) },
             newrev: rev(i),
             refname: "refs/heads/master".into(),
             commits: vec![CommitInfo { id: rev(i), author: "bench".into(), timestamp: "2026-12-04T00:00:00Z".into(), message: format!("change {i}") }],
@@ -101,6 +106,50 @@ async fn main() {
         let mut all = String::new();
         s.read_to_string(&mut all).await.unwrap();
         if all.contains(&format!("id=\"fetched-count\">{servers}</b>")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The newest push deployed on every server: one rollout record, signed by dk-web's own key.
+    let now = deploykit::message::unix_now() as i64;
+    let nodes: Vec<NodeResult> = (0..servers)
+        .map(|n| NodeResult { commit: Some(rev(pushes - 1)), ..NodeResult::without_reply(&format!("srv{n:03}"), NodeState::Ok, None, 1, n.min(1)) })
+        .collect();
+    let report = RolloutReport {
+        action: deploykit::message::DeployAction::Deploy,
+        site: "www".into(),
+        tag: Some("v-bench".into()),
+        nodes,
+        stopped: None,
+        request_ids: vec![],
+        duration_ms: 1,
+        missing: vec![],
+        missing_unnamed: 0,
+    };
+    let record = RolloutRecord {
+        id: RolloutRecord::new_id(),
+        controller: "dk-deploy".into(),
+        user: "bench".into(),
+        reason: None,
+        action: deploykit::message::DeployAction::Deploy,
+        site: "www".into(),
+        tag: Some("v-bench".into()),
+        selection: "all".into(),
+        started_at: now,
+        finished_at: now,
+        result: "ok".into(),
+        detail: None,
+        report: Some(report),
+        approved_by: None,
+    };
+    record.publish(&bus, "/topic/deploykit.rollouts", &key).await.expect("record published");
+    // Wait until the oldest push shows live on every server (through the whole chain).
+    loop {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET /changes/push-0 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).await.unwrap();
+        if all.contains(&format!("id=\"live-count\">{servers}</b>")) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -144,10 +193,11 @@ async fn main() {
 
     let md = format!(
         "<!-- changes:start -->\n### Changes: journeys (bench/changes.sh)\n\n\
-         {pushes} pushes stored, each fetched on {servers} servers ({} steps; filled through the embedded broker in {:.1} s), {rounds} rounds, over loopback:\n\n\
+         {pushes} pushes stored in one chain, each fetched on {servers} servers ({} steps) and live on all of them through the chain \
+         (one signed rollout record of the newest; filled through the embedded broker in {:.1} s), {rounds} rounds, over loopback:\n\n\
          | what | p50 | p90 | max |\n|---|---|---|---|\n\
-         | `/changes` (newest 200 with builds and fetched N of M, {} KiB) | {:.1} ms | {:.1} ms | {:.1} ms |\n\
-         | `/changes/{{id}}` (one journey, {} steps) | {:.1} ms | {:.1} ms | {:.1} ms |\n\
+         | `/changes` (newest 200 with builds, fetched N of M and live on N, {} KiB) | {:.1} ms | {:.1} ms | {:.1} ms |\n\
+         | `/changes/{{id}}` (one journey, {} steps, live on {servers}) | {:.1} ms | {:.1} ms | {:.1} ms |\n\
          | fetch result on the bus → its update on the journey's SSE stream | {:.2} ms | {:.2} ms | {:.2} ms |\n\n\
          The latency covers the publish, the broker, dk-web's store (SQLite insert and the change's summary) and the SSE write.\n<!-- changes:end -->\n",
         pushes * (servers + 1),

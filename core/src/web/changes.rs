@@ -11,7 +11,7 @@
 //! anything but display.
 //!
 //! - [`chain`] — which pushes a commit contains, through the push chain kept here.
-//! - [`live`] — `live` steps from trusted rollout records, and the servers a change is live on now.
+//! - [`live`] — `live` and `off` steps from trusted rollout records (what each changed on a server), and the servers a change is live on now.
 //! - [`fetched`] — the newest commit each server fetched of a repo, against what is live there.
 
 pub mod chain;
@@ -162,7 +162,7 @@ pub fn describe(s: &Step) -> String {
         }
         "fetch" if s.ok == Some(true) => format!("fetched on {node} in {} ({})", human_ms(d["duration_ms"].as_u64().unwrap_or(0)), text("trigger")),
         "fetch" => format!("fetch failed on {node}: {}", d["error"].as_str().unwrap_or("failed")),
-        "live" => live::describe(node, d),
+        "live" | "off" => live::describe(&s.stage, node, d),
         _ => format!("{}{}: {}", text("source"), s.node.as_deref().map(|h| format!(" on {h}")).unwrap_or_default(), text("text")),
     }
 }
@@ -787,7 +787,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_adds_live_steps_once_and_the_newest_word_says_what_is_live_now() {
+    fn records_add_live_and_off_steps_for_what_they_change_and_the_newest_word_says_what_is_live_now() {
         let (_h, c) = store(Bounds::default());
         let zero = "0".repeat(40);
         c.apply(&push("a1", &zero, &["a1"])).unwrap();
@@ -801,7 +801,10 @@ mod tests {
         assert_eq!(s.live, [("www".to_string(), "web01".to_string()), ("www".to_string(), "web02".to_string())]);
         assert!(s.line(&c.bounds).contains("live on 2 servers"), "{}", s.line(&c.bounds));
         // A rollback (newer record) takes web01 off a2; the fleet, newer still, says web02 went back too.
-        c.went_live(&went("rec-2", "web01", "a1", 200)).unwrap();
+        let off = c.went_live(&went("rec-2", "web01", "a1", 200)).unwrap();
+        assert_eq!(off.iter().map(|s| (s.change.as_str(), s.stage.as_str())).collect::<Vec<_>>(), [("push-a2", "off")], "a1 stays live: no step for it");
+        assert!(describe(&off[0]).starts_with("no longer live on web01 ("), "{}", describe(&off[0]));
+        assert!(c.went_live(&went("rec-0", "web01", "a2", 150)).unwrap().is_empty(), "a record older than the server's newest adds nothing");
         let fleet =
             |commit: &str, seen| Deployed { site: "www".into(), repo: "www".into(), node: "web02".into(), release: Some("www_v1".into()), commit: Some(commit.into()), seen };
         let f = fleet("a1", 300);
@@ -815,6 +818,9 @@ mod tests {
         c.set_fleet(Box::new(move || vec![f.clone()]));
         let list = c.list(None, 10).unwrap();
         assert_eq!(list.iter().map(|(c, s)| (c.id.as_str(), s.live.len())).collect::<Vec<_>>(), [("push-a2", 1), ("push-a1", 2)]);
+        // Deployed again, web01 gets a live step for a2 only (a1 never left).
+        let again = c.went_live(&went("rec-3", "web01", "a2", 400)).unwrap();
+        assert_eq!(again.iter().map(|s| (s.change.as_str(), s.stage.as_str())).collect::<Vec<_>>(), [("push-a2", "live")]);
     }
 
     #[test]

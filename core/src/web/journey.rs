@@ -96,7 +96,7 @@ pub fn journey(ctx: &Ctx, c: &Change, steps: &[Step], s: &Summary, bounds: &Boun
                     @for step in steps {
                         li.step data-stage=(step.stage) data-seq=(step.seq) data-ok=[step.ok.map(|o| if o { "true" } else { "false" })] {
                             span.time { (when(step.at)) } " "
-                            @match step.ok { Some(true) => (result_badge("ok")), Some(false) => (result_badge("failed")), None => span class={ "badge " (if step.stage == "event" { "event" } else { "running" }) } { (step.stage) } }
+                            @match step.ok { Some(true) => (result_badge("ok")), Some(false) => (result_badge("failed")), None => span class={ "badge " (if step.stage == "event" || step.stage == "off" { "event" } else { "running" }) } { (step.stage) } }
                             " " span.text { (describe(step)) }
                         }
                     }

@@ -166,7 +166,7 @@
       if (s.ok !== undefined) attrs["data-ok"] = String(s.ok);
       const badge = s.ok === true ? el("span", { class: "badge ok" }, "ok")
         : s.ok === false ? el("span", { class: "badge failed" }, "failed")
-        : el("span", { class: "badge " + (s.stage === "event" ? "event" : "running") }, s.stage);
+        : el("span", { class: "badge " + (s.stage === "event" || s.stage === "off" ? "event" : "running") }, s.stage);
       list.append(el("li", attrs, el("span", { class: "time" }, utc(s.at)), " ", badge, " ", el("span", { class: "text" }, u.line)));
       const sum = u.summary;
       document.getElementById("builds").replaceChildren("Builds: ", buildBadges(sum));

@@ -1,13 +1,15 @@
 //! Where a change is live. A trusted rollout record ([`super::super::trail`])
 //! says which commit each server made live: every change that commit contains
-//! ([`super::chain`]) gets a `live` step, once per record and server. Which
+//! ([`super::chain`]) and the server's previous live commit did not gets a
+//! `live` step, and every change the previous one contained and this one does
+//! not (a rollback) an `off` step. Which
 //! servers a change is live on *now* comes from the newest of two sources per
 //! server: the fleet's announcements and discovery answers (`SiteStatus.commit`)
 //! and the records (kept as `live_marks`, bounded by [`MAX_MARKS`] and the
 //! changes' age) — so a later rollback takes a server off, while the steps stay.
 
 use super::{field, token_ok, Changes, ChangesError, Step};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
@@ -71,11 +73,13 @@ pub struct WentLive {
     pub at: i64,
 }
 
-/// A `live` step as one line: `live on SERVER (site SITE, TAG; deploy #ID by USER via CONTROLLER)`.
-pub(super) fn describe(node: &str, d: &serde_json::Value) -> String {
+/// A `live` step as one line: `live on SERVER (site SITE, TAG; deploy #ID by USER via CONTROLLER)`;
+/// an `off` step (the server's new release no longer contains the change): `no longer live on SERVER (…)`.
+pub(super) fn describe(stage: &str, node: &str, d: &serde_json::Value) -> String {
     let text = |k: &str| d[k].as_str().unwrap_or("?").to_owned();
     let id = d["deploy"].as_i64().map_or_else(|| text("record"), |n| n.to_string());
-    format!("live on {node} (site {}, {}; {} #{id} by {} via {})", text("site"), text("tag"), text("action"), text("user"), text("controller"))
+    let what = if stage == "off" { "no longer live on" } else { "live on" };
+    format!("{what} {node} (site {}, {}; {} #{id} by {} via {})", text("site"), text("tag"), text("action"), text("user"), text("controller"))
 }
 
 impl Changes {
@@ -84,8 +88,8 @@ impl Changes {
         *self.fleet.0.write().unwrap_or_else(|p| p.into_inner()) = Some(view);
     }
 
-    /// Adds a `live` step to every change `w.commit` contains (once per record and
-    /// server) and sends each to the journey pages; returns the steps added.
+    /// Adds a `live` step to every change `w.commit` brings to the server and an `off`
+    /// step to every change it takes off, and sends each to the journey pages; returns the steps added.
     pub fn went_live(&self, w: &WentLive) -> Result<Vec<Step>, ChangesError> {
         if !token_ok(&w.commit) || !token_ok(&w.record) || w.node.is_empty() {
             return Ok(Vec::new());
@@ -101,15 +105,36 @@ impl Changes {
             return Ok(Vec::new());
         }
         let reach = self.reach(&repo, &w.commit)?;
-        let mut ids: Vec<&String> = reach.changes.iter().collect();
-        ids.sort();
         let data = serde_json::json!({
             "site": site, "tag": field(&w.tag), "record": w.record, "deploy": w.deploy, "action": field(&w.action),
             "user": field(&w.user), "controller": field(&w.controller), "commit": w.commit,
         });
+        // Steps mark transitions on this server: the changes the new commit brings (not
+        // contained by the server's previous live commit) went live; the ones it drops
+        // (a rollback, or a downgrade) are off. A deploy adds steps only for what it changes,
+        // however long the chain; a record older than the server's newest adds none.
+        let (prev, newer): (Option<String>, bool) = self.with(|db| {
+            let mut st = db.prepare_cached("SELECT commit_id, at FROM live_marks WHERE repo = ?1 AND node = ?2 AND record_id != ?3 ORDER BY at DESC, rowid DESC LIMIT 1")?;
+            let row: Option<(String, i64)> = st.query_row(params![repo, node, w.record], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            Ok(match row {
+                Some((c, at)) if at > w.at => (Some(c), true),
+                Some((c, _)) => (Some(c), false),
+                None => (None, false),
+            })
+        })?;
+        if newer {
+            return Ok(Vec::new());
+        }
+        let before = match &prev {
+            Some(c) => self.reach(&repo, c)?,
+            None => std::sync::Arc::default(),
+        };
+        let mut went: Vec<(&String, &str)> = reach.changes.iter().filter(|id| !before.changes.contains(*id)).map(|id| (id, "live")).collect();
+        went.extend(before.changes.iter().filter(|id| !reach.changes.contains(*id)).map(|id| (id, "off")));
+        went.sort();
         let mut out = Vec::new();
-        for id in ids {
-            if let Some(s) = self.add(id, "live", Some(node.clone()), Some(true), data.clone())? {
+        for (id, stage) in went {
+            if let Some(s) = self.add(id, stage, Some(node.clone()), (stage == "live").then_some(true), data.clone())? {
                 self.broadcast(&s)?;
                 out.push(s);
             }
