@@ -23,6 +23,8 @@ fn site() -> &'static SiteConfig {
         max_failures: 0,
         require_reason: false,
         require_build: false,
+        approvers: vec![],
+        approval_expiry: std::time::Duration::from_secs(3600),
     })
 }
 
