@@ -413,8 +413,8 @@ fn unescape(raw: &[u8], version: Version) -> Result<ByteString, FrameError> {
 /// On error `dst` may hold a partial write: callers truncate.
 pub(crate) fn escape_header(dst: &mut BytesMut, s: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), &'static str> {
     let bytes = s.as_bytes();
-    let special = |b: u8| matches!(b, b'\n' | b'\r' | b':' | b'\\');
-    if !bytes.iter().any(|&b| special(b)) {
+    // Most values hold none of the four: one vectorised pass for three of them, then `\r`.
+    if memchr::memchr3(b'\n', b':', b'\\', bytes).is_none() && memchr::memchr(b'\r', bytes).is_none() {
         dst.put_slice(bytes);
         return Ok(());
     }

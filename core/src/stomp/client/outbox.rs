@@ -240,27 +240,41 @@ impl Outbox {
 
     /// Runs `f` under the lock once there is room, waking the connection task if it was idle.
     async fn append<R>(&self, mut f: impl FnMut(&mut Queue) -> Result<R>) -> Result<R> {
+        // The usual case, room at once: no waiter is set up.
+        if let Some(r) = self.try_append(&mut f, None) {
+            return r;
+        }
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
-            {
-                let mut q = self.lock();
-                q.check_open()?;
-                if q.bytes() < self.max_bytes && q.frames + q.offline.len() < self.max_frames {
-                    let idle = q.is_idle();
-                    let r = f(&mut q);
-                    let wake = idle && !q.is_idle();
-                    drop(q);
-                    if wake {
-                        self.wake.notify_one();
-                    }
-                    return r;
-                }
-                // Full: register for the next drain before letting go of the lock.
-                notified.as_mut().enable();
+            // Full: registered for the next drain before the lock is let go.
+            if let Some(r) = self.try_append(&mut f, Some(notified.as_mut())) {
+                return r;
             }
             notified.await;
         }
+    }
+
+    /// Runs `f` if there is room (`None` if not, after enabling `waiter` under the lock).
+    fn try_append<R>(&self, f: &mut impl FnMut(&mut Queue) -> Result<R>, waiter: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>) -> Option<Result<R>> {
+        let mut q = self.lock();
+        if let Err(e) = q.check_open() {
+            return Some(Err(e));
+        }
+        if q.bytes() < self.max_bytes && q.frames + q.offline.len() < self.max_frames {
+            let idle = q.is_idle();
+            let r = f(&mut q);
+            let wake = idle && !q.is_idle();
+            drop(q);
+            if wake {
+                self.wake.notify_one();
+            }
+            return Some(r);
+        }
+        if let Some(w) = waiter {
+            w.enable();
+        }
+        None
     }
 
     /// Appends a SEND built from its parts; `pinned` ties it to one connection (transactions).
