@@ -14,6 +14,12 @@
 //! - ACK/NACK and transactions belong to the connection they started on; after
 //!   a reconnect they fail with [`Error::Invalid`] (the broker redelivers or
 //!   aborts on its side).
+//! - One ordered send path (`outbox.rs`): every frame a caller sends (plain or
+//!   receipted SEND, ACK/NACK, transaction, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT)
+//!   reaches the wire in the order the calls were made; a receipted SEND neither
+//!   overtakes nor is overtaken. `send` waits once
+//!   [`ClientConfig::send_buffer_bytes`] or [`ClientConfig::queue_capacity`]
+//!   frames are queued, so a slow broker bounds the client's memory.
 
 mod actor;
 mod options;

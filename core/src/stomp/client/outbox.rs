@@ -366,6 +366,13 @@ impl Outbox {
             }
             return;
         }
+        if q.bye_queued {
+            // DISCONNECT is queued already: it ends every subscription.
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        }
         let idle = q.is_idle();
         match q.link {
             None => {
