@@ -1,14 +1,17 @@
 //! The connection task: connect and fail over, re-subscribe, serve frames and heart-beats.
 
+use super::outbox::{Effect, Ending, Offline, Outbox};
 use super::*;
 use crate::stomp::codec::{Heartbeat, Incoming, Version};
 use crate::stomp::connection::{self, Connection};
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame, Headers};
 use crate::stomp::heartbeat::{self, KeepaliveWire};
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
@@ -24,14 +27,6 @@ pub(super) enum Waiter {
     Disconnect,
 }
 
-/// A request to the connection task.
-pub(super) enum Cmd {
-    Frame { frame: Frame, reply: Option<oneshot::Sender<Result<()>>>, generation: Option<u64> },
-    Subscribe { id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>> },
-    Unsubscribe { id: String, reply: Option<oneshot::Sender<Result<()>>> },
-    Disconnect { reply: oneshot::Sender<Result<()>> },
-}
-
 /// A registered subscription, re-sent after every reconnect.
 pub(super) struct SubEntry {
     frame: Frame,
@@ -39,6 +34,20 @@ pub(super) struct SubEntry {
     ack: AckMode,
     confirmed: bool,
     waiters: Vec<oneshot::Sender<Result<()>>>,
+}
+
+impl SubEntry {
+    /// A new, unconfirmed subscription whose caller waits on `reply`.
+    pub(super) fn new(frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>>) -> SubEntry {
+        SubEntry { frame, tx, ack, confirmed: false, waiters: vec![reply] }
+    }
+
+    /// Tells every waiter the subscription will not be confirmed.
+    pub(super) fn fail(self, error: &impl Fn() -> Error) {
+        for w in self.waiters {
+            let _ = w.send(Err(error()));
+        }
+    }
 }
 
 /// Why the connected loop ended.
@@ -52,13 +61,12 @@ pub(super) enum Exit {
 /// The connection task.
 pub(super) struct Actor {
     pub(super) config: ClientConfig,
-    pub(super) cmd_rx: mpsc::Receiver<Cmd>,
+    pub(super) outbox: Arc<Outbox>,
     pub(super) events: broadcast::Sender<ClientEvent>,
     pub(super) state: watch::Sender<State>,
     pub(super) shared: std::sync::Weak<Shared>,
     pub(super) subs: HashMap<String, SubEntry>,
     pub(super) pending: HashMap<String, Waiter>,
-    pub(super) backlog: VecDeque<Cmd>,
     pub(super) generation: u64,
     pub(super) next_receipt: u64,
     pub(super) last_error: String,
@@ -94,6 +102,7 @@ impl Actor {
             let Some(mut conn) = self.connect().await else {
                 break (format!("gave up reconnecting: {}", self.last_error), true);
             };
+            self.go_online(&conn);
             match self.resubscribe(&mut conn).await {
                 Ok(()) => {}
                 Err(Exit::Lost(why)) => {
@@ -137,8 +146,8 @@ impl Actor {
                 let result = loop {
                     tokio::select! {
                         r = &mut attempt_fut => break r,
-                        cmd = self.cmd_rx.recv(), if self.backlog.len() < self.config.queue_capacity => {
-                            if !self.offline_command(cmd) { return None; }
+                        () = self.outbox.woken() => {
+                            if !self.still_wanted() { return None; }
                         }
                     }
                 };
@@ -174,56 +183,50 @@ impl Actor {
         loop {
             tokio::select! {
                 _ = sleep_until(deadline) => return true,
-                cmd = self.cmd_rx.recv(), if self.backlog.len() < self.config.queue_capacity => {
-                    if !self.offline_command(cmd) { return false; }
+                () = self.outbox.woken() => {
+                    if !self.still_wanted() { return false; }
                 }
             }
         }
     }
 
-    /// Handles a command while disconnected; false means the client is closing.
-    fn offline_command(&mut self, cmd: Option<Cmd>) -> bool {
-        match cmd {
-            None => {
+    /// Checks, while disconnected, whether the client is ending; false means it is.
+    fn still_wanted(&mut self) -> bool {
+        match self.outbox.ending() {
+            None => true,
+            Some(Ending::Dropped) => {
                 self.last_error = "all client handles dropped".into();
                 false
             }
-            Some(Cmd::Disconnect { reply }) => {
+            Some(Ending::Bye(reply)) => {
                 let _ = reply.send(Ok(()));
                 self.last_error = "closed by the application".into();
                 false
             }
-            Some(Cmd::Subscribe { id, frame, tx, ack, reply }) => {
-                self.register_sub(id, frame, tx, ack, reply);
-                true
-            }
-            Some(Cmd::Unsubscribe { id, reply }) => {
-                self.subs.remove(&id);
-                if let Some(r) = reply {
-                    let _ = r.send(Ok(()));
-                }
-                true
-            }
-            Some(cmd @ Cmd::Frame { .. }) => {
-                self.backlog.push_back(cmd);
-                true
-            }
         }
     }
 
-    /// Adds a subscription to the registry (sent on the next connection or now).
-    fn register_sub(&mut self, id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>>) {
-        if self.subs.contains_key(&id) {
-            let _ = reply.send(Err(Error::Invalid(format!("subscription id {id:?} is already in use"))));
-            return;
+    /// A connection is up: what waited in the outbox is encoded for it, and the
+    /// subscriptions made or dropped meanwhile are applied before re-subscribing.
+    fn go_online(&mut self, conn: &Connection) {
+        for change in self.outbox.go_online(self.generation + 1, conn.version) {
+            match change {
+                Offline::Subscribe { id, entry } => {
+                    self.subs.insert(id, entry);
+                }
+                Offline::Unsubscribe { id } => {
+                    self.subs.remove(&id);
+                }
+                Offline::Frame { .. } => {}
+            }
         }
-        self.subs.insert(id, SubEntry { frame, tx, ack, confirmed: false, waiters: vec![reply] });
     }
 
     /// Records a lost connection and fails receipts that can no longer come.
     fn lost(&mut self, endpoint: &str, why: String) {
         warn!(endpoint, reason = %why, "STOMP connection lost");
         let _ = self.state.send(State::Connecting);
+        self.outbox.go_offline();
         if let Some(shared) = self.shared.upgrade() {
             if let Ok(mut s) = shared.session.lock() {
                 *s = None;
@@ -248,16 +251,11 @@ impl Actor {
                 let _ = tx.send(Err(Error::Closed));
             }
         }
+        let error = || if gave_up { Error::GaveUp { reason: reason.clone(), last: last.clone() } } else { Error::Closed };
         for (_, sub) in self.subs.drain() {
-            for w in sub.waiters {
-                let _ = w.send(Err(if gave_up { Error::GaveUp { reason: reason.clone(), last: last.clone() } } else { Error::Closed }));
-            }
+            sub.fail(&error);
         }
-        for cmd in self.backlog.drain(..) {
-            if let Cmd::Frame { reply: Some(r), .. } = cmd {
-                let _ = r.send(Err(Error::Closed));
-            }
-        }
+        self.outbox.close(error);
         if let Some(shared) = self.shared.upgrade() {
             if let Ok(mut r) = shared.closed.lock() {
                 *r = Some(Closed { reason: reason.clone(), gave_up, last });
@@ -377,6 +375,7 @@ impl Actor {
                         // one that worked before is kept and retried on the next connection
                         // (a half-started broker must not end a daemon's subscription).
                         Some(Waiter::Subscribe(sub)) if self.subs.get(&sub).is_some_and(|e| !e.confirmed) => {
+                            self.outbox.forget_sub(&sub);
                             if let Some(entry) = self.subs.remove(&sub) {
                                 for w in entry.waiters {
                                     let _ = w.send(Err(Error::Server { message: message.clone(), details: details.clone() }));
@@ -400,14 +399,12 @@ impl Actor {
         let plan = heartbeat::negotiate(&self.config.handshake.heartbeat, conn.server_heartbeat);
         let mut line = heartbeat::Activity::new(Instant::now());
         let mut probe_outstanding = false;
-        // Commands queued while offline go first, in order.
-        while let Some(cmd) = self.backlog.pop_front() {
-            if let Err(exit) = self.outgoing(conn, cmd).await {
-                return exit;
-            }
+        // What was queued while offline or re-subscribing goes first, in order.
+        if let Err(exit) = self.write_outbox(conn).await {
+            return exit;
         }
-        if let Err(e) = connection::flush(&mut conn.framed).await {
-            return Exit::Lost(format!("write failed: {e}"));
+        if let Some(exit) = self.ended(conn).await {
+            return exit;
         }
         let write_timer = sleep_opt(line.write_due(plan.send_every));
         let read_timer = sleep_opt(line.read_due(plan.read_timeout));
@@ -443,26 +440,9 @@ impl Actor {
                         None => return Exit::Lost("broker closed the connection".into()),
                     }
                 }
-                cmd = self.cmd_rx.recv() => {
-                    let Some(cmd) = cmd else {
-                        let _ = conn.framed.send(&Frame::new(Command::Disconnect)).await;
-                        return Exit::Closed("all client handles dropped".into());
-                    };
-                    if let Err(exit) = self.outgoing(conn, cmd).await { return exit; }
-                    // Batch whatever else is queued, then flush once.
-                    let mut n = 0;
-                    while n < 256 {
-                        match self.cmd_rx.try_recv() {
-                            Ok(cmd) => {
-                                if let Err(exit) = self.outgoing(conn, cmd).await { return exit; }
-                                n += 1;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if let Err(e) = connection::flush(&mut conn.framed).await {
-                        return Exit::Lost(format!("write failed: {e}"));
-                    }
+                () = self.outbox.woken() => {
+                    if let Err(exit) = self.write_outbox(conn).await { return exit; }
+                    if let Some(exit) = self.ended(conn).await { return exit; }
                     line.wrote(Instant::now());
                 }
                 () = &mut write_timer => {
@@ -525,109 +505,111 @@ impl Actor {
         }
     }
 
-    /// Writes (feeds) one command's frame; the caller flushes.
-    async fn outgoing(&mut self, conn: &mut Connection, cmd: Cmd) -> Result<(), Exit> {
-        let write_err = |e: crate::stomp::codec::FrameError| match e {
-            crate::stomp::codec::FrameError::Io(e) => Err(Exit::Lost(format!("write failed: {e}"))),
-            other => Err(Exit::Lost(format!("encoding failed: {other}"))),
-        };
-        match cmd {
-            Cmd::Frame { mut frame, reply, generation } => {
-                if generation.is_some_and(|g| g != self.generation) {
-                    if let Some(r) = reply {
-                        let _ =
-                            r.send(Err(Error::Invalid("the connection this belonged to has dropped (the broker aborted its transaction or will redeliver its messages)".into())));
-                    }
-                    return Ok(());
+    /// Takes what callers queued and writes it: registers each frame's receipt or
+    /// subscription first (so no answer can come before its waiter), then writes the
+    /// batch and flushes; a queued DISCONNECT ends the connection.
+    async fn write_outbox(&mut self, conn: &mut Connection) -> Result<(), Exit> {
+        let Some(batch) = self.outbox.take() else { return Ok(()) };
+        let mut bye = None;
+        for mark in batch.marks {
+            match mark.effect {
+                Effect::None => {}
+                Effect::Receipt { receipt, reply } => self.wait_for(receipt, Waiter::Frame(reply)),
+                Effect::Subscribe { id, receipt, entry } => {
+                    self.subs.insert(id.clone(), entry);
+                    self.wait_for(receipt, Waiter::Subscribe(id));
                 }
-                let receipt = reply.is_some().then(|| self.receipt_id("r"));
-                if let Some(r) = &receipt {
-                    frame.headers.set("receipt", r.clone());
+                Effect::Unsubscribe { id, receipt } => {
+                    self.subs.remove(&id);
+                    if let Some((receipt, reply)) = receipt {
+                        self.wait_for(receipt, Waiter::Frame(reply));
+                    }
                 }
-                match conn.framed.feed(&frame).await {
-                    Ok(()) => {
-                        if let (Some(r), Some(reply)) = (receipt, reply) {
-                            if self.pending.len() >= 4096 {
-                                // Callers that timed out no longer listen: forget their receipts.
-                                self.pending.retain(|_, w| !matches!(w, Waiter::Frame(tx) if tx.is_closed()));
-                            }
-                            self.pending.insert(r, Waiter::Frame(reply));
-                        }
-                        Ok(())
-                    }
-                    Err(e @ crate::stomp::codec::FrameError::Io(_)) => write_err(e),
-                    Err(e) => {
-                        // The caller's frame cannot be encoded: report it, keep the connection.
-                        warn!(error = %e, "frame not sent");
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Err(e.into()));
-                        }
-                        Ok(())
-                    }
+                Effect::Disconnect { receipt, reply } => {
+                    self.pending.insert(receipt, Waiter::Disconnect);
+                    bye = Some(reply);
                 }
             }
-            Cmd::Subscribe { id, mut frame, tx, ack, reply } => {
-                if self.subs.contains_key(&id) {
-                    let _ = reply.send(Err(Error::Invalid(format!("subscription id {id:?} is already in use"))));
-                    return Ok(());
-                }
-                let receipt = self.receipt_id("sub");
-                let registered = frame.clone();
-                frame.headers.set("receipt", receipt.clone());
-                self.subs.insert(id.clone(), SubEntry { frame: registered, tx, ack, confirmed: false, waiters: vec![reply] });
-                self.pending.insert(receipt, Waiter::Subscribe(id));
-                conn.framed.feed(&frame).await.or_else(write_err)
-            }
-            Cmd::Unsubscribe { id, reply } => {
-                if self.subs.remove(&id).is_none() {
-                    if let Some(r) = reply {
-                        let _ = r.send(Ok(()));
-                    }
-                    return Ok(());
-                }
-                let mut frame = Frame::new(Command::Unsubscribe).header("id", id.clone());
-                if let Some(r) = reply {
-                    let receipt = self.receipt_id("r");
-                    frame.headers.push("receipt", receipt.clone());
-                    self.pending.insert(receipt, Waiter::Frame(r));
-                }
-                conn.framed.feed(&frame).await.or_else(write_err)
-            }
-            Cmd::Disconnect { reply } => {
-                let receipt = self.receipt_id("bye");
-                self.pending.insert(receipt.clone(), Waiter::Disconnect);
-                let frame = Frame::new(Command::Disconnect).header("receipt", receipt);
-                if let Err(e) = conn.framed.send(&frame).await {
+        }
+        let written = write_batch(&mut conn.framed, batch.bytes).await;
+        match written {
+            Ok(spare) => self.outbox.recycle(spare),
+            Err(e) => {
+                if let Some(reply) = bye {
                     let _ = reply.send(Ok(()));
                     return Err(Exit::Closed(format!("disconnected (write failed: {e})")));
                 }
-                // Wait for the receipt, bounded; then the connection is done.
-                let deadline = Instant::now() + self.config.receipt_timeout;
-                let outcome = loop {
-                    tokio::select! {
-                        item = conn.framed.next() => match item {
-                            Some(Ok(Incoming::Frame(f))) => match self.incoming(conn, f) {
-                                Ok(()) => {
-                                    // Closing: a message the application has no room for is dropped
-                                    // (with client acks the broker redelivers it).
-                                    self.stalled = None;
-                                    continue;
-                                }
-                                Err(Exit::Closed(_)) => break Ok(()),
-                                Err(Exit::Lost(why)) => break Err(Error::Server { message: why, details: String::new() }),
-                            },
-                            Some(Ok(Incoming::Heartbeat)) => continue,
-                            Some(Err(e)) => break Err(e.into()),
-                            None => break Ok(()),
-                        },
-                        _ = sleep_until(deadline) => break Err(Error::Timeout { what: "RECEIPT for DISCONNECT".into(), after: self.config.receipt_timeout }),
-                    }
-                };
-                let _ = reply.send(outcome);
-                Err(Exit::Closed("disconnected by the application".into()))
+                return Err(Exit::Lost(format!("write failed: {e}")));
             }
         }
+        match bye {
+            Some(reply) => Err(self.finish_disconnect(conn, reply).await),
+            None => Ok(()),
+        }
     }
+
+    /// Ends the connection if every handle is gone or a DISCONNECT was asked for while offline.
+    async fn ended(&mut self, conn: &mut Connection) -> Option<Exit> {
+        let (reply, why) = match self.outbox.ending()? {
+            Ending::Dropped => (None, "all client handles dropped"),
+            Ending::Bye(reply) => (Some(reply), "disconnected by the application"),
+        };
+        let _ = conn.framed.send(&Frame::new(Command::Disconnect)).await;
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(()));
+        }
+        Some(Exit::Closed(why.into()))
+    }
+
+    /// Registers a waiter for `receipt`, first forgetting callers that stopped listening if there are many.
+    fn wait_for(&mut self, receipt: String, waiter: Waiter) {
+        if self.pending.len() >= 4096 {
+            // Callers that timed out no longer listen: forget their receipts.
+            self.pending.retain(|_, w| !matches!(w, Waiter::Frame(tx) if tx.is_closed()));
+        }
+        self.pending.insert(receipt, waiter);
+    }
+
+    /// After DISCONNECT was written: waits (bounded) for its receipt, then the connection is done.
+    async fn finish_disconnect(&mut self, conn: &mut Connection, reply: oneshot::Sender<Result<()>>) -> Exit {
+        let deadline = Instant::now() + self.config.receipt_timeout;
+        let outcome = loop {
+            tokio::select! {
+                item = conn.framed.next() => match item {
+                    Some(Ok(Incoming::Frame(f))) => match self.incoming(conn, f) {
+                        Ok(()) => {
+                            // Closing: a message the application has no room for is dropped
+                            // (with client acks the broker redelivers it).
+                            self.stalled = None;
+                            continue;
+                        }
+                        Err(Exit::Closed(_)) => break Ok(()),
+                        Err(Exit::Lost(why)) => break Err(Error::Server { message: why, details: String::new() }),
+                    },
+                    Some(Ok(Incoming::Heartbeat)) => continue,
+                    Some(Err(e)) => break Err(e.into()),
+                    None => break Ok(()),
+                },
+                _ = sleep_until(deadline) => break Err(Error::Timeout { what: "RECEIPT for DISCONNECT".into(), after: self.config.receipt_timeout }),
+            }
+        };
+        let _ = reply.send(outcome);
+        Exit::Closed("disconnected by the application".into())
+    }
+}
+
+/// Writes a batch of encoded frames and flushes: the batch becomes the framed
+/// write buffer when that is empty (no copy), and one `writev` carries it; the
+/// emptied buffer is returned for reuse.
+async fn write_batch(framed: &mut connection::FramedStream, mut bytes: BytesMut) -> Result<BytesMut, crate::stomp::codec::FrameError> {
+    let wbuf = framed.write_buffer_mut();
+    if wbuf.is_empty() {
+        std::mem::swap(wbuf, &mut bytes);
+    } else {
+        wbuf.extend_from_slice(&bytes);
+    }
+    connection::flush(framed).await?;
+    Ok(bytes)
 }
 
 /// The headers an ACK/NACK needs for this version.

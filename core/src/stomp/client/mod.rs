@@ -14,14 +14,22 @@
 //! - ACK/NACK and transactions belong to the connection they started on; after
 //!   a reconnect they fail with [`Error::Invalid`] (the broker redelivers or
 //!   aborts on its side).
+//! - One ordered send path (`outbox.rs`): every frame a caller sends (plain or
+//!   receipted SEND, ACK/NACK, transaction, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT)
+//!   reaches the wire in the order the calls were made; a receipted SEND neither
+//!   overtakes nor is overtaken. `send` waits once
+//!   [`ClientConfig::send_buffer_bytes`] or [`ClientConfig::queue_capacity`]
+//!   frames are queued, so a slow broker bounds the client's memory.
 
 mod actor;
 mod options;
+mod outbox;
 mod subscription;
 
 pub use options::{AckMode, SendOptions, SubscribeOptions};
 pub use subscription::{Message, Subscription, Transaction};
 
+use super::codec::SendParts;
 use super::codec::Version;
 use super::connection::Handshake;
 use super::error::{Error, Result};
@@ -29,13 +37,17 @@ use super::frame::{Command, Frame, Headers};
 use super::heartbeat::{HeartbeatConfig, Plan};
 use super::tls::TlsConfig;
 use super::url::{BrokerUrl, Secret};
-use actor::{Actor, Cmd};
+use actor::Actor;
 use bytes::Bytes;
+use outbox::Outbox;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subscription::AckRef;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Default for [`ClientConfig::send_buffer_bytes`]: 64 KiB, one write of about 64 1 KiB messages (what the raw socket benchmark batches).
+pub const DEFAULT_SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Everything the client needs to know to connect.
 #[derive(Debug, Clone)]
@@ -48,6 +60,9 @@ pub struct ClientConfig {
     pub receipt_timeout: Duration,
     /// Frames queued for the connection task before `send` waits.
     pub queue_capacity: usize,
+    /// Encoded bytes queued for the connection task before `send` waits (a slow
+    /// broker bounds memory here); one frame may go past it. Default 64 KiB.
+    pub send_buffer_bytes: usize,
     /// Messages a subscription holds for the application; when it is full the
     /// client stops reading the socket (the backlog stays in TCP and the broker), so
     /// a slow reader cannot grow the heap. Default 1024.
@@ -62,7 +77,14 @@ impl ClientConfig {
 
     /// A configuration for an already parsed URL.
     pub fn from_url(url: BrokerUrl) -> ClientConfig {
-        ClientConfig { url, handshake: Handshake::default(), receipt_timeout: Duration::from_secs(10), queue_capacity: 1024, subscription_buffer: 1024 }
+        ClientConfig {
+            url,
+            handshake: Handshake::default(),
+            receipt_timeout: Duration::from_secs(10),
+            queue_capacity: 1024,
+            send_buffer_bytes: DEFAULT_SEND_BUFFER_BYTES,
+            subscription_buffer: 1024,
+        }
     }
 
     /// Sets login and passcode (overriding the URL's).
@@ -172,7 +194,7 @@ struct Closed {
 
 /// State shared by every handle of one client.
 struct Shared {
-    cmd_tx: mpsc::Sender<Cmd>,
+    outbox: Arc<Outbox>,
     events: broadcast::Sender<ClientEvent>,
     state: watch::Receiver<State>,
     session: Mutex<Option<SessionInfo>>,
@@ -181,6 +203,13 @@ struct Shared {
     next_id: AtomicU64,
     receipt_timeout: Duration,
     subscription_buffer: usize,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: the connection task writes what is queued and stops.
+        self.outbox.handles_dropped();
+    }
 }
 
 /// A STOMP client handle; cheap to clone, all clones share one connection.
@@ -209,11 +238,11 @@ impl Client {
 
     /// Starts the connection task and returns at once; see [`Client::wait_ready`].
     pub fn start(config: ClientConfig) -> Client {
-        let (cmd_tx, cmd_rx) = mpsc::channel(config.queue_capacity.max(1));
+        let outbox = Arc::new(Outbox::new(config.send_buffer_bytes, config.queue_capacity));
         let (events, _) = broadcast::channel(256);
         let (state_tx, state) = watch::channel(State::Connecting);
         let shared = Arc::new(Shared {
-            cmd_tx,
+            outbox: outbox.clone(),
             events: events.clone(),
             state,
             session: Mutex::new(None),
@@ -225,13 +254,12 @@ impl Client {
         });
         let actor = Actor {
             config,
-            cmd_rx,
+            outbox,
             events,
             state: state_tx,
             shared: Arc::downgrade(&shared),
             subs: std::collections::HashMap::new(),
             pending: std::collections::HashMap::new(),
-            backlog: std::collections::VecDeque::new(),
             generation: 0,
             next_receipt: 0,
             last_error: String::new(),
@@ -293,8 +321,47 @@ impl Client {
 
     /// Sends with options: headers, receipt, persistence, content type.
     pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
-        let frame = send_frame(destination, body.into(), &opts);
-        self.submit(frame, opts.receipt, None).await
+        self.send_parts(destination, body.into(), &opts, None).await
+    }
+
+    /// Queues a SEND straight into the outbox (encoded there, no frame built while
+    /// connected), optionally in a transaction, and waits for its receipt if asked.
+    async fn send_parts(&self, destination: &str, body: Bytes, opts: &SendOptions, transaction: Option<(&str, u64)>) -> Result<()> {
+        let build = || {
+            let mut frame = send_frame(destination, body.clone(), opts);
+            if let Some((tx, _)) = transaction {
+                frame.headers.push("transaction", tx);
+            }
+            frame
+        };
+        if self.shared.version.load(Ordering::Relaxed) != Version::V1_2 as u8 {
+            self.check_encodable(&build())?;
+        }
+        let parts = SendParts {
+            destination,
+            content_type: opts.content_type.as_deref(),
+            persistent: opts.persistent,
+            headers: &opts.headers,
+            transaction: transaction.map(|(tx, _)| tx),
+            receipt: None,
+            body: &body,
+        };
+        let pinned = transaction.map(|(_, g)| g);
+        if !opts.receipt {
+            return self.shared.outbox.send(&parts, None, pinned, build).await;
+        }
+        let (reply, done) = oneshot::channel();
+        self.shared.outbox.send(&parts, Some(reply), pinned, build).await?;
+        self.await_reply(done, "RECEIPT for SEND").await
+    }
+
+    /// Waits (bounded by the receipt timeout) for the connection task's answer.
+    async fn await_reply(&self, done: oneshot::Receiver<Result<()>>, what: &str) -> Result<()> {
+        match tokio::time::timeout(self.shared.receipt_timeout, done).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout { what: what.to_owned(), after: self.shared.receipt_timeout }),
+        }
     }
 
     /// Subscribes to `destination`; returns once the broker confirmed it with a RECEIPT.
@@ -311,14 +378,14 @@ impl Client {
         }
         let (tx, rx) = mpsc::channel(self.shared.subscription_buffer);
         let (reply, done) = oneshot::channel();
-        self.command(Cmd::Subscribe { id: id.clone(), frame, tx, ack: opts.ack, reply }).await?;
+        self.shared.outbox.subscribe(id.clone(), frame, tx, opts.ack, reply).await?;
         match tokio::time::timeout(self.shared.receipt_timeout, done).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(Error::Closed),
             Err(_) => {
                 // Not confirmed in time: the subscription stays registered and will be
                 // confirmed on reconnect, but the caller is told.
-                let _ = self.command(Cmd::Unsubscribe { id: id.clone(), reply: None }).await;
+                self.shared.outbox.unsubscribe(&id, None);
                 return Err(Error::Timeout { what: format!("RECEIPT for SUBSCRIBE {destination}"), after: self.shared.receipt_timeout });
             }
         }
@@ -337,7 +404,7 @@ impl Client {
     /// Sends DISCONNECT, waits for its receipt, and stops the client (all clones).
     pub async fn disconnect(self) -> Result<()> {
         let (reply, done) = oneshot::channel();
-        if self.command(Cmd::Disconnect { reply }).await.is_err() {
+        if self.shared.outbox.disconnect(reply).is_err() {
             return Ok(());
         }
         match tokio::time::timeout(self.shared.receipt_timeout, done).await {
@@ -361,25 +428,16 @@ impl Client {
         }
     }
 
-    /// Queues a command for the connection task.
-    async fn command(&self, cmd: Cmd) -> Result<()> {
-        self.shared.cmd_tx.send(cmd).await.map_err(|_| Error::Closed)
-    }
-
     /// Queues a frame, optionally waiting for its receipt; `generation` pins it to one connection.
     async fn submit(&self, frame: Frame, receipt: bool, generation: Option<u64>) -> Result<()> {
         self.check_encodable(&frame)?;
         if !receipt {
-            return self.command(Cmd::Frame { frame, reply: None, generation }).await;
+            return self.shared.outbox.frame(frame, None, generation).await;
         }
         let (reply, done) = oneshot::channel();
         let what = format!("RECEIPT for {}", frame.command);
-        self.command(Cmd::Frame { frame, reply: Some(reply), generation }).await?;
-        match tokio::time::timeout(self.shared.receipt_timeout, done).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Closed),
-            Err(_) => Err(Error::Timeout { what, after: self.shared.receipt_timeout }),
-        }
+        self.shared.outbox.frame(frame, Some(reply), generation).await?;
+        self.await_reply(done, &what).await
     }
 
     /// Refuses headers the negotiated version cannot carry (newlines under 1.0, CR under 1.1).

@@ -100,7 +100,7 @@ impl Subscription {
     pub async fn unsubscribe(mut self) -> Result<()> {
         self.open = false;
         let (reply, done) = oneshot::channel();
-        self.client.command(Cmd::Unsubscribe { id: self.id.clone(), reply: Some(reply) }).await?;
+        self.client.shared.outbox.unsubscribe(&self.id, Some(reply));
         match tokio::time::timeout(self.client.shared.receipt_timeout, done).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Closed),
@@ -120,7 +120,7 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if self.open {
-            let _ = self.client.shared.cmd_tx.try_send(Cmd::Unsubscribe { id: self.id.clone(), reply: None });
+            self.client.shared.outbox.unsubscribe(&self.id, None);
         }
     }
 }
@@ -141,9 +141,7 @@ impl Transaction {
 
     /// Sends within the transaction.
     pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
-        let mut frame = send_frame(destination, body.into(), &opts);
-        frame.headers.push("transaction", self.id.clone());
-        self.client.submit(frame, opts.receipt, Some(self.generation)).await
+        self.client.send_parts(destination, body.into(), &opts, Some((&self.id, self.generation))).await
     }
 
     /// Sends within the transaction with default options.

@@ -1,0 +1,555 @@
+//! The one ordered send path: callers encode their frames into a shared, bounded
+//! buffer; the connection task swaps the buffer out and writes it whole.
+//!
+//! Everything a caller puts on the wire (plain and receipted SENDs, ACK/NACK,
+//! transactions, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT) is appended here under one
+//! lock, and a frame's bookkeeping (its receipt, a subscription to register) is
+//! recorded in the same critical section as its bytes, as a [`Mark`] in buffer
+//! order. The connection task registers the marks of a batch before it writes
+//! the batch, so a RECEIPT can never arrive before its waiter, and wire order is
+//! append order: a receipted SEND neither overtakes nor is overtaken.
+//!
+//! While no connection is up, frames wait unencoded (the next broker may
+//! negotiate another version) and are encoded, in order, when one is.
+
+use super::actor::SubEntry;
+use super::{AckMode, Message};
+use crate::stomp::codec::{encode_send, SendParts, StompCodec, Version};
+use crate::stomp::error::{Error, Result};
+use crate::stomp::frame::{Command, Frame};
+use bytes::BytesMut;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::codec::Encoder;
+
+/// Where a caller waits for its frame's outcome.
+pub(super) type Reply = oneshot::Sender<Result<()>>;
+
+/// Why a generation-pinned frame is refused once its connection is gone.
+const STALE: &str = "the connection this belonged to has dropped (the broker aborted its transaction or will redeliver its messages)";
+
+/// What the connection task must do for one frame of a batch before writing it.
+pub(super) enum Effect {
+    /// Nothing but purging it if the connection drops first (a pinned frame without receipt).
+    None,
+    /// Wait for this receipt on behalf of a caller.
+    Receipt { receipt: String, reply: Reply },
+    /// Register a subscription and wait for its receipt.
+    Subscribe { id: String, receipt: String, entry: SubEntry },
+    /// Forget a subscription (and answer its receipt, if any).
+    Unsubscribe { id: String, receipt: Option<(String, Reply)> },
+    /// The last frame: DISCONNECT, then wait for its receipt and stop.
+    Disconnect { receipt: String, reply: Reply },
+}
+
+/// Bookkeeping for one frame in the buffer: its byte range and what it needs.
+pub(super) struct Mark {
+    start: usize,
+    end: usize,
+    /// Belongs to the current connection only (ACK/NACK, transactions).
+    pinned: bool,
+    /// What the connection task does for it.
+    pub(super) effect: Effect,
+}
+
+/// What waits while no connection is up, in order.
+pub(super) enum Offline {
+    /// A frame to encode once the version is known.
+    Frame { frame: Frame, reply: Option<Reply> },
+    /// A subscription to register (the re-subscribe step sends it).
+    Subscribe { id: String, entry: SubEntry },
+    /// A subscription to forget.
+    Unsubscribe { id: String },
+}
+
+/// What the connection task takes to write: bytes and their marks.
+pub(super) struct Batch {
+    /// Encoded frames, in order.
+    pub(super) bytes: BytesMut,
+    /// Marks of frames in `bytes`, in order.
+    pub(super) marks: VecDeque<Mark>,
+}
+
+/// Why the client is ending, as the connection task learns it.
+pub(super) enum Ending {
+    /// Every handle is gone: write what is queued, then DISCONNECT.
+    Dropped,
+    /// The application asked to disconnect while no connection was up.
+    Bye(Reply),
+}
+
+/// The state behind the lock.
+struct Queue {
+    buf: BytesMut,
+    marks: VecDeque<Mark>,
+    /// Frames appended since the last swap (bounded by `queue_capacity`).
+    frames: usize,
+    offline: VecDeque<Offline>,
+    /// Estimated encoded size of `offline`.
+    offline_bytes: usize,
+    /// The connection frames are encoded for: (generation, version).
+    link: Option<(u64, Version)>,
+    /// Subscription ids in use, so a duplicate is refused at once.
+    subs: HashSet<String>,
+    next_receipt: u64,
+    /// A swapped-out buffer handed back for reuse.
+    spare: Option<BytesMut>,
+    /// DISCONNECT queued or every handle dropped: nothing more is accepted.
+    ending: Option<Ending>,
+    /// A DISCONNECT is in the buffer (not yet taken); ends the client like `ending`.
+    bye_queued: bool,
+    /// The connection task has stopped.
+    closed: bool,
+}
+
+impl Queue {
+    /// Bytes held, encoded or not.
+    fn bytes(&self) -> usize {
+        self.buf.len() + self.offline_bytes
+    }
+
+    /// Whether there is nothing for the connection task.
+    fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.marks.is_empty() && self.offline.is_empty()
+    }
+
+    /// A fresh receipt id; the connection task's own use other prefixes.
+    fn receipt(&mut self, kind: &str) -> String {
+        self.next_receipt += 1;
+        format!("dk-{kind}-{}", self.next_receipt)
+    }
+
+    /// Refuses anything once the client is ending or closed.
+    fn check_open(&self) -> Result<()> {
+        if self.closed || self.ending.is_some() || self.bye_queued {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Refuses a frame pinned to `generation` unless that connection is the current one.
+    fn check_pinned(&self, generation: Option<u64>) -> Result<()> {
+        match (generation, self.link) {
+            (Some(g), Some((current, _))) if g != current => Err(Error::Invalid(STALE.into())),
+            (Some(_), None) => Err(Error::Invalid(STALE.into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a mark for the bytes appended since `start`.
+    fn mark(&mut self, start: usize, pinned: bool, effect: Effect) {
+        let end = self.buf.len();
+        self.marks.push_back(Mark { start, end, pinned, effect });
+    }
+
+    /// Encodes `frame` at the link's version, with a receipt if `reply` is set; an
+    /// unencodable frame's error goes to `reply` if there is one, else is returned.
+    fn encode(&mut self, mut frame: Frame, reply: Option<Reply>, version: Version, pinned: bool) -> Result<()> {
+        let receipt = reply.is_some().then(|| self.receipt("r"));
+        if let Some(r) = &receipt {
+            frame.headers.set("receipt", r.clone());
+        }
+        let start = self.buf.len();
+        if let Err(e) = StompCodec::new(version).encode(&frame, &mut self.buf) {
+            return match reply {
+                Some(reply) => {
+                    let _ = reply.send(Err(e.into()));
+                    Ok(())
+                }
+                None => Err(e.into()),
+            };
+        }
+        self.frames += 1;
+        match (receipt, reply) {
+            (Some(receipt), Some(reply)) => self.mark(start, pinned, Effect::Receipt { receipt, reply }),
+            _ if pinned => self.mark(start, true, Effect::None),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Removes frames pinned to a lost connection from the buffer; their callers are told.
+    fn purge_pinned(&mut self) {
+        if !self.marks.iter().any(|m| m.pinned) {
+            return;
+        }
+        let old = std::mem::take(&mut self.buf);
+        let mut kept = VecDeque::with_capacity(self.marks.len());
+        let mut pos = 0;
+        for m in self.marks.drain(..) {
+            self.buf.extend_from_slice(&old[pos..m.start]);
+            pos = m.end;
+            if m.pinned {
+                if let Effect::Receipt { reply, .. } = m.effect {
+                    let _ = reply.send(Err(Error::Invalid(STALE.into())));
+                }
+                continue;
+            }
+            let start = self.buf.len();
+            self.buf.extend_from_slice(&old[m.start..m.end]);
+            kept.push_back(Mark { start, end: self.buf.len(), ..m });
+        }
+        self.buf.extend_from_slice(&old[pos..]);
+        self.marks = kept;
+    }
+}
+
+/// The shared outbound buffer: bounded, ordered, drained by the connection task.
+pub(super) struct Outbox {
+    queue: Mutex<Queue>,
+    /// Wakes the connection task: something to write, or the client is ending.
+    wake: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    /// Bytes held before senders wait.
+    max_bytes: usize,
+    /// Frames held before senders wait.
+    max_frames: usize,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `max_bytes` (plus one frame) and `max_frames` frames.
+    pub(super) fn new(max_bytes: usize, max_frames: usize) -> Outbox {
+        Outbox {
+            queue: Mutex::new(Queue {
+                buf: BytesMut::new(),
+                marks: VecDeque::new(),
+                frames: 0,
+                offline: VecDeque::new(),
+                offline_bytes: 0,
+                link: None,
+                subs: HashSet::new(),
+                next_receipt: 0,
+                spare: None,
+                ending: None,
+                bye_queued: false,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            room: Notify::new(),
+            max_bytes: max_bytes.max(1),
+            max_frames: max_frames.max(1),
+        }
+    }
+
+    /// The lock; a panic elsewhere while holding it leaves consistent bytes, so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` under the lock once there is room, waking the connection task if it was idle.
+    async fn append<R>(&self, mut f: impl FnMut(&mut Queue) -> Result<R>) -> Result<R> {
+        // The usual case, room at once: no waiter is set up.
+        if let Some(r) = self.try_append(&mut f, None) {
+            return r;
+        }
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Full: registered for the next drain before the lock is let go.
+            if let Some(r) = self.try_append(&mut f, Some(notified.as_mut())) {
+                return r;
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs `f` if there is room (`None` if not, after enabling `waiter` under the lock).
+    fn try_append<R>(&self, f: &mut impl FnMut(&mut Queue) -> Result<R>, waiter: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>) -> Option<Result<R>> {
+        let mut q = self.lock();
+        if let Err(e) = q.check_open() {
+            return Some(Err(e));
+        }
+        if q.bytes() < self.max_bytes && q.frames + q.offline.len() < self.max_frames {
+            let idle = q.is_idle();
+            let r = f(&mut q);
+            let wake = idle && !q.is_idle();
+            drop(q);
+            if wake {
+                self.wake.notify_one();
+            }
+            return Some(r);
+        }
+        if let Some(w) = waiter {
+            w.enable();
+        }
+        None
+    }
+
+    /// Appends a SEND built from its parts; `pinned` ties it to one connection (transactions).
+    pub(super) async fn send(&self, parts: &SendParts<'_>, reply: Option<Reply>, pinned: Option<u64>, build: impl Fn() -> Frame) -> Result<()> {
+        let mut reply = reply;
+        self.append(|q| {
+            q.check_pinned(pinned)?;
+            let Some((_, version)) = q.link else {
+                let frame = build();
+                q.offline_bytes += estimate(&frame);
+                q.offline.push_back(Offline::Frame { frame, reply: reply.take() });
+                return Ok(());
+            };
+            let start = q.buf.len();
+            match reply.take() {
+                None => {
+                    encode_send(&mut q.buf, version, parts)?;
+                    q.frames += 1;
+                    if pinned.is_some() {
+                        q.mark(start, true, Effect::None);
+                    }
+                }
+                Some(reply) => {
+                    let receipt = q.receipt("r");
+                    encode_send(&mut q.buf, version, &SendParts { receipt: Some(&receipt), ..*parts })?;
+                    q.frames += 1;
+                    q.mark(start, pinned.is_some(), Effect::Receipt { receipt, reply });
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Appends any other frame, with a receipt if `reply` is set; `pinned` ties it to one connection.
+    pub(super) async fn frame(&self, frame: Frame, reply: Option<Reply>, pinned: Option<u64>) -> Result<()> {
+        let mut slot = Some((frame, reply));
+        self.append(|q| {
+            q.check_pinned(pinned)?;
+            let Some((frame, reply)) = slot.take() else { return Ok(()) };
+            match q.link {
+                Some((_, version)) => q.encode(frame, reply, version, pinned.is_some()),
+                None => {
+                    q.offline_bytes += estimate(&frame);
+                    q.offline.push_back(Offline::Frame { frame, reply });
+                    Ok(())
+                }
+            }
+        })
+        .await
+    }
+
+    /// Appends a SUBSCRIBE (registered and confirmed by the connection task); refuses an id in use.
+    pub(super) async fn subscribe(&self, id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: Reply) -> Result<()> {
+        let mut slot = Some((frame, tx, reply));
+        self.append(|q| {
+            if q.subs.contains(&id) {
+                return Err(Error::Invalid(format!("subscription id {id:?} is already in use")));
+            }
+            let Some((frame, tx, reply)) = slot.take() else { return Ok(()) };
+            q.subs.insert(id.clone());
+            let entry = SubEntry::new(frame.clone(), tx, ack, reply);
+            let Some((_, version)) = q.link else {
+                q.offline_bytes += estimate(&frame);
+                q.offline.push_back(Offline::Subscribe { id: id.clone(), entry });
+                return Ok(());
+            };
+            let receipt = q.receipt("s");
+            let mut wire = frame;
+            wire.headers.set("receipt", receipt.clone());
+            let start = q.buf.len();
+            if let Err(e) = StompCodec::new(version).encode(&wire, &mut q.buf) {
+                q.subs.remove(&id);
+                return Err(e.into());
+            }
+            q.frames += 1;
+            q.mark(start, false, Effect::Subscribe { id: id.clone(), receipt, entry });
+            Ok(())
+        })
+        .await
+    }
+
+    /// Appends an UNSUBSCRIBE (never waits for room: a dropped subscription calls this).
+    pub(super) fn unsubscribe(&self, id: &str, reply: Option<Reply>) {
+        let mut q = self.lock();
+        if q.closed || !q.subs.remove(id) {
+            if let Some(r) = reply {
+                let _ = r.send(if q.closed { Err(Error::Closed) } else { Ok(()) });
+            }
+            return;
+        }
+        if q.bye_queued {
+            // DISCONNECT is queued already: it ends every subscription.
+            if let Some(r) = reply {
+                let _ = r.send(Ok(()));
+            }
+            return;
+        }
+        let idle = q.is_idle();
+        match q.link {
+            None => {
+                q.offline.push_back(Offline::Unsubscribe { id: id.to_owned() });
+                if let Some(r) = reply {
+                    let _ = r.send(Ok(()));
+                }
+            }
+            Some((_, version)) => {
+                let mut frame = Frame::new(Command::Unsubscribe).header("id", id.to_owned());
+                let receipt = reply.map(|r| (q.receipt("r"), r));
+                if let Some((r, _)) = &receipt {
+                    frame.headers.push("receipt", r.clone());
+                }
+                let start = q.buf.len();
+                // An id and a receipt id always encode; a failure would only mean no UNSUBSCRIBE.
+                if StompCodec::new(version).encode(&frame, &mut q.buf).is_ok() {
+                    q.frames += 1;
+                    q.mark(start, false, Effect::Unsubscribe { id: id.to_owned(), receipt });
+                }
+            }
+        }
+        drop(q);
+        if idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Queues DISCONNECT after everything already queued; nothing is accepted afterwards.
+    pub(super) fn disconnect(&self, reply: Reply) -> Result<()> {
+        let mut q = self.lock();
+        q.check_open()?;
+        match q.link {
+            None => q.ending = Some(Ending::Bye(reply)),
+            Some((_, version)) => {
+                let receipt = q.receipt("bye");
+                let frame = Frame::new(Command::Disconnect).header("receipt", receipt.clone());
+                let start = q.buf.len();
+                StompCodec::new(version).encode(&frame, &mut q.buf)?;
+                q.mark(start, false, Effect::Disconnect { receipt, reply });
+                q.bye_queued = true;
+            }
+        }
+        drop(q);
+        self.wake.notify_one();
+        self.room.notify_waiters();
+        Ok(())
+    }
+
+    /// Every client handle is gone: the connection task writes what is queued and stops.
+    pub(super) fn handles_dropped(&self) {
+        let mut q = self.lock();
+        if q.ending.is_none() {
+            q.ending = Some(Ending::Dropped);
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Waits until a caller has queued something or the client is ending.
+    pub(super) async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Takes the queued bytes and marks (`None` when there are none); senders get room.
+    pub(super) fn take(&self) -> Option<Batch> {
+        let mut q = self.lock();
+        if q.link.is_none() || (q.buf.is_empty() && q.marks.is_empty()) {
+            return None;
+        }
+        let fresh = q.spare.take().unwrap_or_default();
+        let bytes = std::mem::replace(&mut q.buf, fresh);
+        let marks = std::mem::take(&mut q.marks);
+        q.frames = 0;
+        drop(q);
+        self.room.notify_waiters();
+        Some(Batch { bytes, marks })
+    }
+
+    /// Hands back a written buffer's allocation, unless it grew past twice the bound.
+    pub(super) fn recycle(&self, mut buf: BytesMut) {
+        if buf.capacity() > 2 * self.max_bytes {
+            return;
+        }
+        buf.clear();
+        self.lock().spare = Some(buf);
+    }
+
+    /// How the client is ending, if it is; the DISCONNECT reply is handed over once.
+    pub(super) fn ending(&self) -> Option<Ending> {
+        let mut q = self.lock();
+        match q.ending.take() {
+            Some(Ending::Dropped) => {
+                q.ending = Some(Ending::Dropped);
+                Some(Ending::Dropped)
+            }
+            other => other,
+        }
+    }
+
+    /// A connection is up: encode what waited, in order; returns the subscription changes made meanwhile.
+    pub(super) fn go_online(&self, generation: u64, version: Version) -> Vec<Offline> {
+        let mut q = self.lock();
+        q.link = Some((generation, version));
+        let waiting = std::mem::take(&mut q.offline);
+        q.offline_bytes = 0;
+        let mut changes = Vec::new();
+        for item in waiting {
+            match item {
+                Offline::Frame { frame, reply } => {
+                    let command = frame.command;
+                    if let Err(e) = q.encode(frame, reply, version, false) {
+                        tracing::warn!(error = %e, %command, "queued frame not sent");
+                    }
+                }
+                other => changes.push(other),
+            }
+        }
+        drop(q);
+        self.room.notify_waiters();
+        changes
+    }
+
+    /// The connection is gone: frames pinned to it are dropped, the rest wait for the next one.
+    pub(super) fn go_offline(&self) {
+        let mut q = self.lock();
+        q.link = None;
+        q.purge_pinned();
+        drop(q);
+        self.room.notify_waiters();
+    }
+
+    /// The broker refused a new subscription: its id is free again.
+    pub(super) fn forget_sub(&self, id: &str) {
+        self.lock().subs.remove(id);
+    }
+
+    /// The connection task stopped: fails everything still queued and every waiting sender.
+    pub(super) fn close(&self, error: impl Fn() -> Error) {
+        let mut q = self.lock();
+        q.closed = true;
+        q.link = None;
+        q.buf.clear();
+        q.offline_bytes = 0;
+        let marks = std::mem::take(&mut q.marks);
+        let offline = std::mem::take(&mut q.offline);
+        let ending = q.ending.take();
+        drop(q);
+        for m in marks {
+            match m.effect {
+                Effect::Receipt { reply, .. } | Effect::Unsubscribe { receipt: Some((_, reply)), .. } => {
+                    let _ = reply.send(Err(Error::Closed));
+                }
+                Effect::Disconnect { reply, .. } => {
+                    let _ = reply.send(Ok(()));
+                }
+                Effect::Subscribe { entry, .. } => entry.fail(&error),
+                Effect::None | Effect::Unsubscribe { .. } => {}
+            }
+        }
+        for item in offline {
+            match item {
+                Offline::Frame { reply: Some(r), .. } => {
+                    let _ = r.send(Err(Error::Closed));
+                }
+                Offline::Subscribe { entry, .. } => entry.fail(&error),
+                _ => {}
+            }
+        }
+        if let Some(Ending::Bye(reply)) = ending {
+            let _ = reply.send(Ok(()));
+        }
+        self.room.notify_waiters();
+    }
+}
+
+/// About how many bytes `frame` encodes to, for the bound while offline.
+fn estimate(frame: &Frame) -> usize {
+    32 + frame.body.len() + frame.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>()
+}
