@@ -465,12 +465,12 @@ impl Changes {
             let rows = st.query_map(params![repo, limit as i64], change_row)?;
             rows.collect()
         })?;
-        let mut live = self.live_index(repo)?;
+        let live = self.live_now(repo)?;
         changes
             .into_iter()
             .map(|c| {
                 let steps = self.steps(&c.id)?;
-                let s = self.summarise(&c, &steps, live.remove(&c.id).unwrap_or_default());
+                let s = self.summarise(&c, &steps, live.of(&c.id));
                 Ok((c, s))
             })
             .collect()
@@ -481,7 +481,7 @@ impl Changes {
         let change = self.with(|db| db.query_row(&format!("SELECT {CHANGE_COLUMNS} FROM changes WHERE id = ?1"), params![id], change_row).optional())?;
         let Some(change) = change else { return Ok(None) };
         let steps = self.steps(&change.id)?;
-        let live = self.live_index(Some(&change.repo))?.remove(&change.id).unwrap_or_default();
+        let live = self.live_now(Some(&change.repo))?.of(&change.id);
         let summary = self.summarise(&change, &steps, live);
         Ok(Some((change, steps, summary)))
     }

@@ -10,7 +10,7 @@
 
 use super::{field, token_ok, Changes, ChangesError, Step};
 use rusqlite::{params, OptionalExtension};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 /// Most (record, server) marks kept.
@@ -150,7 +150,11 @@ impl Changes {
             None => Vec::new(),
         };
         let marks: Vec<Deployed> = self.with(|db| {
-            let mut st = db.prepare_cached("SELECT repo, node, site, commit_id, MAX(at) FROM live_marks WHERE (?1 IS NULL OR repo = ?1) GROUP BY repo, node")?;
+            // Each server's newest mark; records of one second are told apart by arrival (rowid).
+            let mut st = db.prepare_cached(
+                "SELECT repo, node, site, commit_id, at FROM live_marks m WHERE (?1 IS NULL OR repo = ?1) \
+                 AND rowid = (SELECT rowid FROM live_marks WHERE repo = m.repo AND node = m.node ORDER BY at DESC, rowid DESC LIMIT 1)",
+            )?;
             let rows = st.query_map(params![repo], |r| Ok(Deployed { repo: r.get(0)?, node: r.get(1)?, site: r.get(2)?, commit: r.get(3)?, release: None, seen: r.get(4)? }))?;
             rows.collect()
         })?;
@@ -166,26 +170,36 @@ impl Changes {
         Ok(now.into_values().filter(|d| d.commit.is_some()).collect())
     }
 
-    /// Per change id, the (site, server) pairs it is live on now (of `repo`, if given):
-    /// one chain walk per distinct live commit, not per change and server.
-    pub(super) fn live_index(&self, repo: Option<&str>) -> Result<HashMap<String, Vec<(String, String)>>, ChangesError> {
+    /// What is live now (of `repo`, if given): per distinct live commit, what it contains and
+    /// the (site, server) pairs it is live on — one cached chain walk per commit.
+    pub(super) fn live_now(&self, repo: Option<&str>) -> Result<LiveNow, ChangesError> {
         let mut by_commit: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
         for d in self.deployed_now(repo)? {
             if let Some(c) = d.commit {
                 by_commit.entry((d.repo, c)).or_default().push((d.site, d.node));
             }
         }
-        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut out = Vec::with_capacity(by_commit.len());
         for ((repo, commit), servers) in by_commit {
-            let reach = self.reach(&repo, &commit)?;
-            for id in &reach.changes {
-                out.entry(id.clone()).or_default().extend(servers.iter().cloned());
-            }
+            out.push((self.reach(&repo, &commit)?, servers));
         }
-        for v in out.values_mut() {
-            v.sort();
-            v.dedup();
-        }
-        Ok(out)
+        Ok(LiveNow(out))
+    }
+}
+
+/// The (site, server) pairs one commit is live on.
+type Servers = Vec<(String, String)>;
+
+/// What is live now: per distinct live commit, its reach and the servers it is live on.
+#[derive(Debug, Default)]
+pub(super) struct LiveNow(Vec<(std::sync::Arc<super::chain::Reach>, Servers)>);
+
+impl LiveNow {
+    /// The (site, server) pairs change `id` is live on, sorted.
+    pub fn of(&self, id: &str) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self.0.iter().filter(|(reach, _)| reach.changes.contains(id)).flat_map(|(_, servers)| servers.iter().cloned()).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 }
