@@ -18,7 +18,6 @@ use deploykit::stomp::{SendOptions, SubscribeOptions};
 use deploykit::web;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn routes_logins_csrf_forms_and_a_deploy() {
@@ -177,19 +176,7 @@ async fn routes_logins_csrf_forms_and_a_deploy() {
 
 /// Opens the activity stream; returns once it is subscribed (its first message arrived).
 async fn activity_stream(addr: SocketAddr) -> Lines {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request_text(addr, "GET", "/activity/events", BOB, &[], "").as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(s).lines();
-    let hello = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("data:") && line.contains("hello") {
-                return;
-            }
-        }
-        panic!("activity stream ended");
-    };
-    tokio::time::timeout(WAIT, hello).await.expect("activity stream opens");
-    lines
+    sse_stream(addr, "/activity/events").await
 }
 
 /// Waits on an activity stream for a line containing `needle`.
