@@ -137,6 +137,34 @@ async fn slow_subscriber_stalls_reading_without_losing_or_disconnecting() {
 }
 
 #[tokio::test]
+async fn subscribing_to_a_backlog_larger_than_the_buffer_returns_and_delivers_it_all() {
+    // The broker may send a queue's backlog before the SUBSCRIBE's RECEIPT. With more
+    // backlog than the subscription holds, the client stops reading at the full
+    // buffer, so the receipt stays unread behind it: subscribe() must not wait for
+    // it (a MESSAGE for the subscription proves the broker took the SUBSCRIBE).
+    let broker = Broker::start(BrokerConfig::default()).await.unwrap();
+    let producer = Client::connect(ClientConfig::new(&broker.url()).unwrap()).await.unwrap();
+    let n = 200;
+    for i in 0..n {
+        producer.send("/queue/backlog", format!("m{i}")).await.unwrap();
+    }
+    producer.send_with("/queue/backlog", "last", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    let mut config = ClientConfig::new(&broker.url()).unwrap();
+    config.subscription_buffer = 4;
+    config.receipt_timeout = Duration::from_secs(5);
+    let consumer = Client::connect(config).await.unwrap();
+    let mut sub = consumer.subscribe("/queue/backlog", SubscribeOptions::default()).await.expect("subscribe returns with the backlog behind it");
+    for i in 0..n {
+        let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("message within 10 s").unwrap();
+        assert_eq!(m.text(), Some(format!("m{i}").as_str()), "in order, none lost");
+    }
+    assert_eq!(tokio::time::timeout(WAIT, sub.recv()).await.unwrap().unwrap().text(), Some("last"));
+    // The receipt behind the backlog is read in the end: a later receipted call works.
+    consumer.send_with("/queue/other", "x", SendOptions { receipt: true, ..Default::default() }).await.unwrap();
+    assert_eq!(consumer.state(), State::Ready(1), "never reconnected");
+}
+
+#[tokio::test]
 async fn a_hostile_brokers_huge_heart_beat_is_refused_not_turned_into_timers() {
     // A "broker" whose CONNECTED announces heart-beats every u64::MAX ms: the value is refused
     // (over 32 bits) and taken as no heart-beat, so no timer is ever computed from it.

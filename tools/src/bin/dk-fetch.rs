@@ -150,10 +150,13 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let (repos, topic) = (config.repos.len(), config.commits_topic.clone());
     let names = Allowed::new(config.repos.keys());
     let run_git = runner(config.git_timeout);
-    let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: run_git, ..DaemonOptions::default() }).await?;
-    tracing::info!(repos, %topic, "dk-fetch started");
+    // The metrics follow the daemon's events from before it starts: the start-up
+    // reconcile's fetches are counted even when they finish at once.
     let health = cli.health.start("dk-fetch", &client).await?;
-    health.follow(|| daemon.subscribe(), series::fetch(health.metrics(), names.clone()));
+    let observer = tokio::sync::broadcast::channel(1024).0;
+    health.follow(|| observer.subscribe(), series::fetch(health.metrics(), names.clone()));
+    let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: run_git, observer: Some(observer), ..DaemonOptions::default() }).await?;
+    tracing::info!(repos, %topic, "dk-fetch started");
     let path = cli.config.clone();
     let reload = Box::new(move || {
         let config = FetchConfig::load(&path).map_err(|e| e.to_string())?;

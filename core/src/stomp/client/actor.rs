@@ -326,10 +326,20 @@ impl Actor {
         match frame.command {
             Command::Message => {
                 let sub_id = frame.get("subscription").unwrap_or_default().to_owned();
-                let Some(sub) = self.subs.get(&sub_id) else {
+                let Some(sub) = self.subs.get_mut(&sub_id) else {
                     debug!(subscription = %sub_id, "MESSAGE for an unknown subscription dropped");
                     return Ok(());
                 };
+                // A MESSAGE for the subscription proves the broker took the SUBSCRIBE. Its
+                // RECEIPT may be queued behind a backlog larger than the subscription's
+                // buffer, unread until the application drains it, so the caller is
+                // answered now (the RECEIPT, when read, finds no one waiting).
+                if !sub.confirmed {
+                    sub.confirmed = true;
+                    for w in sub.waiters.drain(..) {
+                        let _ = w.send(Ok(()));
+                    }
+                }
                 let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, &sub_id), generation: self.generation });
                 let destination = frame.get("destination").unwrap_or_default().to_owned();
                 let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
