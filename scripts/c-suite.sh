@@ -201,7 +201,7 @@ done
 gcc "${CFLAGS[@]}" "${PC_CFLAGS[@]}" -Iffi-c/tests -o "$BIN/test_errors_static" ffi-c/tests/test_errors.c "${PC_STATIC[@]}" \
     >"$LOGS/compile-test_errors_static.log" 2>&1
 rc=$?
-if [ "$rc" = 0 ] && ! ldd "$BIN/test_errors_static" | grep -q libdeploykit; then
+if [ "$rc" = 0 ] && ! grep -q libdeploykit <<<"$(ldd "$BIN/test_errors_static" 2>&1)"; then
     TESTS+=(test_errors_static)
 else
     rc=1
@@ -288,7 +288,10 @@ if [ "$examples_ok" = 0 ]; then
 fi
 # The program built against the staged tree runs with the staged library (found by its soname).
 if [ "$staged_ok" = 0 ]; then
-    LD_LIBRARY_PATH="$STAGE$MULTIARCH" ldd "$BIN/publish-staged" | grep -qF "libdeploykit.so.0 => $STAGE$MULTIARCH/libdeploykit.so.0" \
+    # ldd's output is read whole (grep -q would stop reading at the match, and ldd, killed by
+    # SIGPIPE while still writing, would fail the check under pipefail now and then).
+    staged_ldd="$(LD_LIBRARY_PATH="$STAGE$MULTIARCH" ldd "$BIN/publish-staged" 2>&1)"
+    grep -qF "libdeploykit.so.0 => $STAGE$MULTIARCH/libdeploykit.so.0" <<<"$staged_ldd" \
         && LD_LIBRARY_PATH="$STAGE$MULTIARCH" "$BIN/publish-staged" "stomp://guest:guest@127.0.0.1:$port" >"$LOGS/publish-staged.out" 2>&1
     rc=$?
     [ "$rc" = 0 ] || sed 's/^/#   /' "$LOGS/publish-staged.out"

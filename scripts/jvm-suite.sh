@@ -88,12 +88,14 @@ JAR="$WORK/deploykit.jar"
 NATIVE="native/$CLASSIFIER/libdeploykit_jni.so"
 listing="$(jar --list --file "$JAR" 2>/dev/null)"
 (cd "$WORK/check" && jar --extract --file "$JAR" "$NATIVE" "$NATIVE.sha256") 2>>"$LOGS/jar.log"
-printf '%s\n' "$listing" | grep -qx "$NATIVE" && printf '%s\n' "$listing" | grep -qx 'org/deploykit/NativeLibrary.class' \
+# Listings are read whole before matching (grep -q in a pipe stops reading at the match,
+# and a writer killed by SIGPIPE fails the check under pipefail).
+grep -qx "$NATIVE" <<<"$listing" && grep -qx 'org/deploykit/NativeLibrary.class' <<<"$listing" \
     && [ "$(cut -d' ' -f1 "$WORK/check/$NATIVE.sha256")" = "$(sha256sum "$TARGET_DIR/debug/libdeploykit_jni.so" | cut -d' ' -f1)" ] \
     && (cd "$WORK/check/native/$CLASSIFIER" && sha256sum --check --quiet libdeploykit_jni.so.sha256) >>"$LOGS/jar.log" 2>&1
 check $? "deploykit.jar holds the classes, $NATIVE and its SHA-256 (matching the built library)"
-jar --list --file "$WORK/deploykit-sources.jar" 2>/dev/null | grep -qx 'org/deploykit/NativeLibrary.java' \
-    && jar --list --file "$WORK/deploykit-javadoc.jar" 2>/dev/null | grep -qx 'org/deploykit/NativeLibrary.html'
+grep -qx 'org/deploykit/NativeLibrary.java' <<<"$(jar --list --file "$WORK/deploykit-sources.jar" 2>/dev/null)" \
+    && grep -qx 'org/deploykit/NativeLibrary.html' <<<"$(jar --list --file "$WORK/deploykit-javadoc.jar" 2>/dev/null)"
 check $? "deploykit-sources.jar and deploykit-javadoc.jar hold NativeLibrary's source and page"
 
 exported="$(objdump -T "$TARGET_DIR/debug/libdeploykit_jni.so" | awk '$2 == "g" && $4 == ".text" { print $NF }' | sort)"

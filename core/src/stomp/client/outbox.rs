@@ -10,18 +10,20 @@
 //! append order: a receipted SEND neither overtakes nor is overtaken.
 //!
 //! While no connection is up, frames wait unencoded (the next broker may
-//! negotiate another version) and are encoded, in order, when one is.
+//! negotiate another version) and are encoded, in order, when one is; frames
+//! already encoded when a connection drops are re-encoded if the next one
+//! negotiates another version.
 
 use super::actor::SubEntry;
 use super::{AckMode, Message};
-use crate::stomp::codec::{encode_send, SendParts, StompCodec, Version};
+use crate::stomp::codec::{encode_send, Incoming, Limits, SendParts, StompCodec, Version};
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame};
 use bytes::BytesMut;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::codec::Encoder;
+use tokio_util::codec::{Decoder, Encoder};
 
 /// Where a caller waits for its frame's outcome.
 pub(super) type Reply = oneshot::Sender<Result<()>>;
@@ -90,6 +92,8 @@ struct Queue {
     offline_bytes: usize,
     /// The connection frames are encoded for: (generation, version).
     link: Option<(u64, Version)>,
+    /// The version the bytes in `buf` are encoded at (kept while offline).
+    encoded: Option<Version>,
     /// Subscription ids in use, so a duplicate is refused at once.
     subs: HashSet<String>,
     next_receipt: u64,
@@ -169,6 +173,54 @@ impl Queue {
         Ok(())
     }
 
+    /// Re-encodes the buffered frames, encoded at `from`, at `to` (the next broker
+    /// negotiated another version: escaping and what may be sent differ). A frame
+    /// the new version cannot carry is dropped; its caller, if one waits, is told.
+    fn reencode(&mut self, from: Version, to: Version) {
+        // Our own bytes: no bound but arithmetic room.
+        let unbounded = Limits { max_frame_size: usize::MAX / 2, max_headers: usize::MAX / 2, max_header_len: usize::MAX / 2 };
+        let mut decoder = StompCodec::with_limits(from, unbounded);
+        let mut encoder = StompCodec::new(to);
+        let total = self.buf.len();
+        let mut rest = std::mem::take(&mut self.buf);
+        let mut marks = std::mem::take(&mut self.marks);
+        loop {
+            let start = total - rest.len();
+            let frame = match decoder.decode(&mut rest) {
+                Ok(Some(Incoming::Frame(f))) => f,
+                Ok(Some(Incoming::Heartbeat)) => continue,
+                // Our own bytes always decode; anything else ends the buffer.
+                Ok(None) | Err(_) => break,
+            };
+            let mark = marks.front().filter(|m| m.start == start).is_some().then(|| marks.pop_front()).flatten();
+            let new_start = self.buf.len();
+            match encoder.encode(&frame, &mut self.buf) {
+                Ok(()) => {
+                    if let Some(m) = mark {
+                        self.marks.push_back(Mark { start: new_start, end: self.buf.len(), ..m });
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, command = %frame.command, version = %to, "queued frame dropped: the new connection's version cannot carry it");
+                    self.frames = self.frames.saturating_sub(1);
+                    if let Some(m) = mark {
+                        let error = || Error::Invalid(format!("not sent: the broker reconnected with STOMP {to}, which cannot carry this frame ({e})"));
+                        match m.effect {
+                            Effect::Receipt { reply, .. } | Effect::Unsubscribe { receipt: Some((_, reply)), .. } | Effect::Disconnect { reply, .. } => {
+                                let _ = reply.send(Err(error()));
+                            }
+                            Effect::Subscribe { id, entry, .. } => {
+                                self.subs.remove(&id);
+                                entry.fail(&error);
+                            }
+                            Effect::None | Effect::Unsubscribe { .. } => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes frames pinned to a lost connection from the buffer; their callers are told.
     fn purge_pinned(&mut self) {
         if !self.marks.iter().any(|m| m.pinned) {
@@ -219,6 +271,7 @@ impl Outbox {
                 offline: VecDeque::new(),
                 offline_bytes: 0,
                 link: None,
+                encoded: None,
                 subs: HashSet::new(),
                 next_receipt: 0,
                 spare: None,
@@ -477,6 +530,10 @@ impl Outbox {
     pub(super) fn go_online(&self, generation: u64, version: Version) -> Vec<Offline> {
         let mut q = self.lock();
         q.link = Some((generation, version));
+        if let Some(from) = q.encoded.filter(|v| *v != version && !q.buf.is_empty()) {
+            q.reencode(from, version);
+        }
+        q.encoded = Some(version);
         let waiting = std::mem::take(&mut q.offline);
         q.offline_bytes = 0;
         let mut changes = Vec::new();
@@ -552,4 +609,51 @@ impl Outbox {
 /// About how many bytes `frame` encodes to, for the bound while offline.
 fn estimate(frame: &Frame) -> usize {
     32 + frame.body.len() + frame.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(value: &str) -> Frame {
+        Frame::new(Command::Send).header("destination", "/queue/q").header("x-h", value).with_body(&b"body"[..])
+    }
+
+    #[tokio::test]
+    async fn frames_queued_across_a_reconnect_are_encoded_for_the_new_version() {
+        let outbox = Outbox::new(1 << 20, 1000);
+        outbox.go_online(1, Version::V1_2);
+        let (reply, mut answer) = oneshot::channel();
+        outbox.frame(with_header("a:b"), Some(reply), None).await.unwrap();
+        let (bad_reply, bad_answer) = oneshot::channel();
+        outbox.frame(with_header("line\nbreak"), Some(bad_reply), None).await.unwrap();
+        outbox.frame(with_header("c:d"), None, None).await.unwrap();
+        // The connection drops before the task took these; the next broker speaks 1.0.
+        outbox.go_offline();
+        outbox.go_online(2, Version::V1_0);
+        let batch = outbox.take().expect("the queued frames");
+        let text = String::from_utf8_lossy(&batch.bytes).into_owned();
+        assert!(text.contains("x-h:a:b\n") && text.contains("x-h:c:d\n"), "unescaped for 1.0: {text:?}");
+        assert!(!text.contains("\\c") && !text.contains("line"), "{text:?}");
+        assert_eq!(text.matches("SEND\n").count(), 2, "{text:?}");
+        // The receipted frame keeps its mark, over its new bytes.
+        assert_eq!(batch.marks.len(), 1);
+        let m = &batch.marks[0];
+        let marked = String::from_utf8_lossy(&batch.bytes[m.start..m.end]).into_owned();
+        assert!(marked.starts_with("SEND\n") && marked.contains("x-h:a:b\n") && marked.contains("receipt:") && marked.ends_with('\0'), "{marked:?}");
+        assert!(answer.try_recv().is_err(), "the carried frame's caller still waits for its receipt");
+        let refused = bad_answer.await.unwrap().unwrap_err();
+        assert!(refused.to_string().contains("STOMP 1.0"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn frames_queued_across_a_reconnect_at_the_same_version_are_kept_byte_for_byte() {
+        let outbox = Outbox::new(1 << 20, 1000);
+        outbox.go_online(1, Version::V1_2);
+        outbox.frame(with_header("a:b"), None, None).await.unwrap();
+        let before = outbox.lock().buf.clone();
+        outbox.go_offline();
+        outbox.go_online(2, Version::V1_2);
+        assert_eq!(outbox.take().unwrap().bytes, before);
+    }
 }
