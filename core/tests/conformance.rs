@@ -286,6 +286,28 @@ async fn wildcard_topics(t: &Target) {
     client.disconnect().await.unwrap();
 }
 
+/// A queue's backlog larger than the subscription's buffer: subscribe returns (the
+/// broker may send the backlog before the SUBSCRIBE's RECEIPT) and everything arrives in order.
+async fn subscribe_behind_a_backlog(t: &Target) {
+    let producer = t.client().await;
+    let dest = t.dest("queue");
+    let n = 100;
+    for i in 0..n {
+        producer.send(&dest, format!("m{i}")).await.unwrap();
+    }
+    send(&producer, &dest, "last").await;
+    let mut config = t.config();
+    config.subscription_buffer = 2;
+    let consumer = Client::connect(config).await.unwrap();
+    let mut sub = consumer.subscribe(&dest, SubscribeOptions::default()).await.unwrap();
+    for i in 0..n {
+        assert_eq!(recv(&mut sub).await.text(), Some(format!("m{i}").as_str()));
+    }
+    assert_eq!(recv(&mut sub).await.text(), Some("last"));
+    consumer.disconnect().await.unwrap();
+    producer.disconnect().await.unwrap();
+}
+
 /// Generates one test per scenario and broker: `embedded::x`, `rabbitmq::x`, `activemq::x`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -318,4 +340,5 @@ conformance!(
     stomp_1_0_and_1_1_sessions,
     keepalive_message_recognised,
     wildcard_topics,
+    subscribe_behind_a_backlog,
 );
