@@ -134,8 +134,18 @@ async fn rejected_cancelled_and_lapsed_requests_send_nothing_and_a_wait_survives
     // With no time to wait, a request lapses: it is shown expired and cannot be approved.
     let www = rig.config.sites.iter_mut().find(|s| s.name == "www").unwrap();
     www.approval_expiry = Duration::ZERO;
+    let tokens_file = rig.tmp.0.join("web-tokens");
+    let api_token = deploykit::web::api::tokens::add(&tokens_file, "ann-ci", "ann", &deploykit::web::api::tokens::Sites::All).unwrap();
+    rig.config.api_tokens = Some(tokens_file);
     rig.restart_web().await;
     let a = rig.addr();
+    // The API sees a lapse without any page being looked at first.
+    let unseen = deploy_id(&post(a, "/sites/www/deploy", ANN, &format!("tag=v2&reason=OPS-9&csrf={}", token(a, ANN).await)).await);
+    let auth = format!("Bearer {api_token}");
+    let r = http(a, "GET", &format!("/api/v1/deploys/{unseen}"), None, &[("Authorization", auth.as_str())], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["deploy"]["result"], "expired", "{v:#}");
     let lapsed = ask_expired(&rig).await;
     let bob = token(a, BOB).await;
     let r = post(a, &format!("/deploys/{lapsed}/approve"), BOB, &format!("csrf={bob}")).await;

@@ -285,6 +285,7 @@ impl AgentConfig {
                 },
             );
         }
+        overlapping_releases(&sites)?;
         let wire = crate::config::wire(raw.wire)?;
         let destinations = raw.destinations.unwrap_or_else(|| if wire == Wire::Legacy { Destinations::legacy() } else { Destinations::default() });
         let identity = raw.identity.unwrap_or_else(crate::sys::hostname);
@@ -316,6 +317,25 @@ impl AgentConfig {
     pub fn key_name(&self, key: &PublicKey) -> Option<&str> {
         self.trusted_keys.iter().find(|(_, k)| *k == key).map(|(n, _)| n.as_str())
     }
+}
+
+/// Refuses two sites whose releases directories are the same or one inside the
+/// other: pruning one site's old releases would delete the other's, live ones too.
+/// Compared as written (absolute, `.` and repeated `/` ignored); symlinks are `--check`'s business.
+fn overlapping_releases(sites: &BTreeMap<String, SiteConfig>) -> Result<(), ConfigError> {
+    let dirs: Vec<(&String, PathBuf)> = sites.iter().map(|(n, s)| (n, s.releases.components().collect())).collect();
+    for (i, (a, da)) in dirs.iter().enumerate() {
+        for (b, db) in &dirs[i + 1..] {
+            if da.starts_with(db) || db.starts_with(da) {
+                let how = if da == db { "the same directory" } else { "one inside the other" };
+                return Err(ConfigError::invalid(
+                    format!("sites.{b}.releases"),
+                    format!("{} and sites.{a}.releases ({}) are {how}: pruning one site's releases would delete the other's; give each site its own", db.display(), da.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -353,6 +373,13 @@ mod tests {
     fn errors_name_the_key() {
         let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\ncurrent = \"/c\"\ndeploy = [\"nobody\"]\n").unwrap_err().to_string();
         assert!(e.contains("sites.www.deploy") && e.contains("nobody"), "{e}");
+        for (a, b, how) in [("/srv/rel", "/srv/rel/", "the same"), ("/srv/rel", "/srv/./rel", "the same"), ("/srv/rel", "/srv/rel/shop", "one inside")] {
+            let two = format!("[sites.www]\nrepo = \"/r\"\nreleases = \"{a}\"\ncurrent = \"/c\"\n[sites.shop]\nrepo = \"/r2\"\nreleases = \"{b}\"\ncurrent = \"/c2\"\n");
+            let e = AgentConfig::parse(&two).unwrap_err().to_string();
+            assert!(e.contains("releases") && e.contains(how), "{a} {b}: {e}");
+        }
+        let apart = "[sites.www]\nrepo = \"/r\"\nreleases = \"/srv/rel\"\ncurrent = \"/c\"\n[sites.shop]\nrepo = \"/r2\"\nreleases = \"/srv/release\"\ncurrent = \"/c2\"\n";
+        assert_eq!(AgentConfig::parse(apart).unwrap().sites.len(), 2, "a common name prefix is not nesting");
         let e = AgentConfig::parse("[sites.www]\nrepo = \"r\"\nreleases = \"/x\"\ncurrent = \"/c\"\n").unwrap_err().to_string();
         assert!(e.contains("sites.www.repo") && e.contains("absolute"), "{e}");
         let e = AgentConfig::parse("[sites.www]\nrepo = \"/r\"\nreleases = \"/x\"\n").unwrap_err().to_string();

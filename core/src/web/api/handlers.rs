@@ -194,6 +194,7 @@ fn deploy_of(app: &App, caller: &Caller, id: &str) -> Result<(crate::web::histor
 
 /// `GET /deploys/{id}`: its row and each server's progress.
 pub(super) async fn deploy_status(State(app): St, caller: Caller, Path(id): Path<String>) -> Answer {
+    crate::web::approvals::expire(&app);
     let (row, view, live) = deploy_of(&app, &caller, &id)?;
     Ok(json(StatusCode::OK, &DeployStatus { deploy: HistoryEntry::from(&row), live: live.is_some() && !view.finished, view }))
 }
@@ -234,6 +235,7 @@ pub(super) async fn journey(State(app): St, _caller: Caller, Path(id): Path<Stri
 
 /// `GET /history[?site=&limit=]`: newest first, only sites in scope.
 pub(super) async fn history(State(app): St, caller: Caller, uri: Uri) -> Answer {
+    crate::web::approvals::expire(&app);
     let site = param(&uri, "site");
     let limit = limit(&uri)?;
     let rows = match (&site, &caller.sites) {

@@ -225,6 +225,7 @@ pub fn add(path: &Path, name: &str, user: &str, sites: &Sites) -> Result<String,
     if !valid_word(name) || !valid_word(user) {
         return Err(TokenError::Invalid("name and user: 1 to 200 characters without spaces, commas or #".into()));
     }
+    let _lock = lock(path)?;
     let mut tokens = Tokens::load(path)?;
     if tokens.entries.iter().any(|e| e.name == name) {
         return Err(TokenError::Exists(name.to_owned()));
@@ -238,11 +239,25 @@ pub fn add(path: &Path, name: &str, user: &str, sites: &Sites) -> Result<String,
 
 /// Removes the token named `name` from the file at `path`.
 pub fn revoke(path: &Path, name: &str) -> Result<TokenEntry, TokenError> {
+    let _lock = lock(path)?;
     let mut tokens = Tokens::load(path)?;
     let i = tokens.entries.iter().position(|e| e.name == name).ok_or_else(|| TokenError::Unknown(name.to_owned()))?;
     let gone = tokens.entries.remove(i);
     write_durably(path, &tokens.render())?;
     Ok(gone)
+}
+
+/// Takes the exclusive lock that serialises changes to the file at `path`
+/// (`PATH.lock` beside it: the file itself is replaced on every change, so a lock
+/// on it would not hold), so two `dk-web token` runs never lose each other's change.
+fn lock(path: &Path) -> Result<std::fs::File, TokenError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(&lock_path);
+    let file = file.map_err(|source| TokenError::Io { path: lock_path.display().to_string(), source })?;
+    file.lock().map_err(|source| TokenError::Io { path: lock_path.display().to_string(), source })?;
+    Ok(file)
 }
 
 /// Replaces `path` with `text`: a 0600 temp file beside it, fsync, rename, fsync of the directory.
@@ -292,6 +307,33 @@ mod tests {
         revoke(&path, "ci").unwrap();
         assert!(Tokens::load(&path).unwrap().verify(&t).is_none());
         assert!(matches!(revoke(&path, "ci"), Err(TokenError::Unknown(_))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_adds_and_revokes_lose_nothing() {
+        let dir = std::env::temp_dir().join(format!("dk-tokens-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens");
+        add(&path, "old", "ann", &Sites::All).unwrap();
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    if i == 0 {
+                        revoke(&path, "old").map(|_| ())
+                    } else {
+                        add(&path, &format!("t{i}"), "ann", &Sites::All).map(|_| ())
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        let mut names: Vec<String> = Tokens::load(&path).unwrap().entries().iter().map(|e| e.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, (1..8).map(|i| format!("t{i}")).collect::<Vec<_>>());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
