@@ -325,8 +325,8 @@ impl Actor {
     fn incoming(&mut self, conn: &Connection, frame: Frame) -> Result<(), Exit> {
         match frame.command {
             Command::Message => {
-                let sub_id = frame.get("subscription").unwrap_or_default().to_owned();
-                let Some(sub) = self.subs.get_mut(&sub_id) else {
+                let sub_id = frame.get("subscription").unwrap_or_default();
+                let Some(sub) = self.subs.get_mut(sub_id) else {
                     debug!(subscription = %sub_id, "MESSAGE for an unknown subscription dropped");
                     return Ok(());
                 };
@@ -340,7 +340,7 @@ impl Actor {
                         let _ = w.send(Ok(()));
                     }
                 }
-                let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, &sub_id), generation: self.generation });
+                let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation });
                 let destination = frame.get("destination").unwrap_or_default().to_owned();
                 let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
                 match sub.tx.try_send(msg) {
@@ -348,8 +348,8 @@ impl Actor {
                     // The application is behind: hold this message and stop reading the
                     // socket until it has room, so the backlog stays in TCP and the broker.
                     Err(mpsc::error::TrySendError::Full(msg)) => self.stalled = Some((sub.tx.clone(), msg)),
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        debug!(subscription = %sub_id, "subscriber gone; unsubscribing")
+                    Err(mpsc::error::TrySendError::Closed(msg)) => {
+                        debug!(subscription = msg.headers.get("subscription").unwrap_or_default(), "subscriber gone; unsubscribing")
                     }
                 }
                 Ok(())
