@@ -4,13 +4,32 @@
 //! request signed and sent (the rollout runs, History and the rollout record
 //! name the approver). A second approval finds nothing to start; rejects,
 //! cancels and lapses end a waiting deploy without sending anything; a
-//! waiting deploy survives a dk-web restart.
+//! waiting deploy survives a dk-web restart. A waiting deploy's open page hears
+//! the decision on its event stream (`decided`), a lapse too, with no page view.
 
 mod common;
 
 use common::web::*;
 use deploykit::stomp::SubscribeOptions;
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Deploy `id`'s event stream as ann's waiting page opens it, past its first snapshot.
+async fn watch_waiting(a: SocketAddr, id: &str) -> Lines {
+    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
+    s.write_all(request_text(a, "GET", &format!("/deploys/{id}/events"), ANN, &[], "").as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let first = updates(&mut lines, 1).await;
+    assert_eq!((first[0]["kind"].as_str(), first[0]["view"]["result"].as_str()), (Some("snapshot"), Some("awaiting approval")), "{first:?}");
+    lines
+}
+
+/// The next update on a waiting page's stream is `decided`.
+async fn decided(lines: &mut Lines) {
+    let next = updates(lines, 1).await;
+    assert_eq!(next[0]["kind"], "decided", "{next:?}");
+}
 
 /// The rig with bob (who only views www) as its approver.
 async fn rig(expiry: Duration) -> Rig {
@@ -75,9 +94,12 @@ async fn an_approval_by_a_second_user_starts_the_deploy_and_only_then_is_it_sent
     let page = get(a, &format!("/deploys/{id}"), BOB).await;
     assert!(page.body.contains("id=\"approve\""), "{}", page.body);
     let bob = csrf_of(&page.body);
+    let mut watching = watch_waiting(a, &id).await;
+    assert!(page.body.contains("data-waiting"), "the waiting page follows its stream: {}", page.body);
 
     let ok = post(a, &format!("/deploys/{id}/approve"), BOB, &format!("csrf={bob}")).await;
     assert_eq!(ok.status, 303, "{}", ok.body);
+    decided(&mut watching).await;
     let view = final_view(&follow(a, &id, |_| {}).await);
     assert_eq!(view["result"], "ok", "{view:#}");
     for n in NODES {
@@ -106,8 +128,10 @@ async fn rejected_cancelled_and_lapsed_requests_send_nothing_and_a_wait_survives
     let rejected = ask(&rig, "v2").await;
     let page = get(a, &format!("/deploys/{rejected}"), BOB).await;
     let bob = csrf_of(&page.body);
+    let mut watching = watch_waiting(a, &rejected).await;
     let r = post(a, &format!("/deploys/{rejected}/reject"), BOB, &format!("csrf={bob}")).await;
     assert_eq!(r.status, 303, "{}", r.body);
+    decided(&mut watching).await;
     let page = get(a, &format!("/deploys/{rejected}"), ANN).await;
     assert!(page.body.contains("rejected by bob") && !page.body.contains("id=\"approval\""), "{}", page.body);
     let late = post(a, &format!("/deploys/{rejected}/approve"), BOB, &format!("csrf={bob}")).await;
@@ -130,6 +154,17 @@ async fn rejected_cancelled_and_lapsed_requests_send_nothing_and_a_wait_survives
     assert_eq!(post(a, &format!("/deploys/{kept}/approve"), BOB, &format!("csrf={bob}")).await.status, 303);
     assert_eq!(final_view(&follow(a, &kept, |_| {}).await)["result"], "ok");
     assert_eq!(rig.live("node-c").as_deref(), Some("v1"));
+
+    // A request lapses while its page is open: the stream applies the lapse and says so.
+    let www = rig.config.sites.iter_mut().find(|s| s.name == "www").unwrap();
+    www.approval_expiry = Duration::from_secs(6);
+    rig.restart_web().await;
+    let a = rig.addr();
+    let lapsing = ask(&rig, "v3").await;
+    let mut watching = watch_waiting(a, &lapsing).await;
+    decided(&mut watching).await;
+    let page = get(a, &format!("/deploys/{lapsing}"), ANN).await;
+    assert!(page.body.contains("no approval within 6s") && !page.body.contains("data-waiting"), "{}", page.body);
 
     // With no time to wait, a request lapses: it is shown expired and cannot be approved.
     let www = rig.config.sites.iter_mut().find(|s| s.name == "www").unwrap();

@@ -53,6 +53,7 @@ pub(crate) fn expire(app: &App) {
         };
         if let Some(why) = why {
             if app.history.close_request(id, "expired", &why).unwrap_or(false) {
+                let _ = app.decided.send(id);
                 tracing::info!(id, site = %site, "waiting deploy expired: {why}");
             }
         }
@@ -91,7 +92,10 @@ pub(crate) async fn approve(app: Arc<App>, id: i64, approver: &str) -> Result<()
         return Err(lost());
     }
     tracing::info!(id, approver, user = %row.user, site = %site.name, "deploy approved");
+    let decided = app.decided.clone();
     run(app, Launch { id, user: row.user, approved_by: Some(approver.to_owned()), plan, spec }).await;
+    // Its rollout is registered by now: a waiting page's stream reloads into it.
+    let _ = decided.send(id);
     Ok(())
 }
 
@@ -113,6 +117,7 @@ pub(crate) async fn reject(app: &App, id: i64, user: &str) -> Result<(), Refusal
     if !app.history.close_request(id, result, &by).map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e))? {
         return Err(Refusal::new(StatusCode::CONFLICT, format!("Deploy #{id} is no longer waiting.")));
     }
+    let _ = app.decided.send(id);
     tracing::info!(id, user, "waiting deploy {result}");
     let what = format!("{} {}{}", verb(DeployAction::Deploy), site.name, row.tag.as_deref().map(|t| format!(" {t}")).unwrap_or_default());
     publish_event(app, format!("dk-web: {}'s {what} was {by} (deploy #{id})", row.user)).await;

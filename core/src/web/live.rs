@@ -151,6 +151,9 @@ pub enum Update {
         /// The final view.
         view: DeployView,
     },
+    /// A deploy waiting for an approval stopped waiting (approved, rejected, cancelled or
+    /// lapsed): the page reloads to show what became of it.
+    Decided,
 }
 
 fn state_name(s: StepState) -> &'static str {

@@ -140,6 +140,8 @@ pub(crate) struct App {
     pub rollouts: CounterVec,
     /// `deploykit_web_rollout_records_total{result}`.
     pub records: CounterVec,
+    /// Ids of waiting deploys that stopped waiting (approved, rejected, cancelled, lapsed).
+    pub decided: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl App {
@@ -257,6 +259,7 @@ pub async fn start_with_health(config: WebConfig, client: Client, key: SecretKey
         health,
         rollouts,
         records,
+        decided: tokio::sync::broadcast::channel(64).0,
     });
     // What the fleet says is live, for the changes' "live on N servers" (sites mapped to repos by web.toml).
     let weak = Arc::downgrade(&app);

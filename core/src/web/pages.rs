@@ -389,7 +389,7 @@ pub fn deploy(ctx: &Ctx, row: &DeployRow, view: &DeployView, live: bool, may_dep
         &format!("Deploy #{}", row.id),
         html! {
             @if live { noscript { meta http-equiv="refresh" content="2"; } }
-            div #deploy-page data-deploy=(row.id) data-live[live] data-result=[(!live).then_some(view.result.as_str())] {
+            div #deploy-page data-deploy=(row.id) data-live[live] data-waiting[approval.is_some()] data-result=[(!live).then_some(view.result.as_str())] {
                 h1 { (row.action) " " (row.tag.as_deref().unwrap_or("")) " to " a href={ "/sites/" (row.site) } { (row.site) } " " span #result { (result_badge(&view.result)) } }
                 p.meta { "#" (row.id) " by " b { (row.user) } ", started " (when(row.started_at)) @if let Some(f) = row.finished_at { ", finished " (when(f)) } ", servers: " (row.selection) @if row.controller != "dk-web" { ", via " b.via { (row.controller) } } }
                 @if let Some(why) = &row.reason { p.reason { "Reason: " (why) } }

@@ -391,15 +391,56 @@ async fn deploy_events(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id
     let Some(id) = id.parse::<i64>().ok() else {
         return fail(&ctx, StatusCode::NOT_FOUND, "No such deploy.");
     };
+    // Subscribed before the row is read: an approval in between is not missed.
+    let decided = app.decided.subscribe();
     if let Some(l) = app.live.get(id) {
         let (view, rx) = l.subscribe();
         let first = serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default();
         return sse(stream(first, Some(rx), Some(Arc::downgrade(&l))));
     }
     match app.deploy_state(id) {
+        Some((row, view, _)) if row.result == super::history::AWAITING => {
+            let first = serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default();
+            let lapses_at = app.settings().config.site(&row.site).map(|s| approvals::lapses_at(s, &row));
+            sse(waiting_stream(first, app.clone(), id, decided, lapses_at))
+        }
         Some((_, view, _)) => sse(stream(serde_json::to_string(&Update::Snapshot { view }).unwrap_or_default(), None, None)),
         None => fail(&ctx, StatusCode::NOT_FOUND, format!("No deploy #{id}.")),
     }
+}
+
+/// A waiting deploy's stream: its snapshot, then `decided` once it stops waiting (also
+/// when it lapses while watched: the lapse is applied then, not at the next page view).
+fn waiting_stream(first: String, app: Arc<App>, id: i64, mut decided: broadcast::Receiver<i64>, lapses_at: Option<i64>) -> SseStream {
+    let head = futures_util::stream::once(async move { Ok(sse_event(&first)) });
+    let still_waiting = move |app: &App| app.history.get(id).ok().flatten().is_some_and(|r| r.result == super::history::AWAITING);
+    let tail = futures_util::stream::once(async move {
+        // A second late: the lapse is due then (`lapses_at` is whole seconds).
+        let mut check = lapses_at.map(|at| tokio::time::Instant::now() + Duration::from_secs(at.saturating_sub(crate::message::unix_now() as i64).max(0) as u64 + 1));
+        loop {
+            let lapse = async {
+                match check {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                got = decided.recv() => match got {
+                    Ok(d) if d == id => break,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => if !still_waiting(&app) { break },
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
+                () = lapse => {
+                    approvals::expire(&app);
+                    if !still_waiting(&app) { break }
+                    check = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+        Ok(sse_event(&serde_json::to_string(&Update::Decided).unwrap_or_default()))
+    });
+    Box::pin(futures_util::StreamExt::chain(head, tail))
 }
 
 async fn stop(AxState(app): St, peer: Peer, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {

@@ -116,6 +116,17 @@
     };
   }
 
+  // A deploy waiting for an approval: reload once it is decided (approved: its progress
+  // follows; rejected, cancelled or lapsed: the outcome shows).
+  function waitingPage(root) {
+    const es = new EventSource("/deploys/" + root.dataset.deploy + "/events");
+    es.onmessage = (m) => {
+      const u = JSON.parse(m.data);
+      // Also a snapshot that no longer waits (the stream was re-opened after the decision).
+      if (u.kind === "decided" || (u.view && u.view.result !== root.dataset.result)) { es.close(); location.reload(); }
+    };
+  }
+
   function activityPage(list) {
     const es = new EventSource("/activity/events");
     es.onmessage = (m) => {
@@ -220,6 +231,7 @@
     if (c) changesPage(c);
     const d = document.getElementById("deploy-page");
     if (d && d.hasAttribute("data-live")) deployPage(d);
+    if (d && d.hasAttribute("data-waiting")) waitingPage(d);
     const a = document.getElementById("activity");
     if (a) activityPage(a);
   });
