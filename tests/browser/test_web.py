@@ -180,6 +180,35 @@ def test_failing_canary_shows_red_and_the_rest_never_start(server, browser):
     ctx.close()
 
 
+def test_a_waiting_deploy_page_follows_the_approval_made_elsewhere(server, browser):
+    # blog needs bob's approval: ann's request waits, her page stays open, bob approves
+    # from his own session, and ann's page turns into the running deploy by itself.
+    ctx = login(browser)
+    page = ctx.new_page()
+    page.goto(server + "/sites/blog")
+    page.check('input[name="tag"][value="v1.1"]')
+    page.click("#deploy")
+    page.wait_for_url(re.compile(r"/deploys/\d+$"))
+    deploy_id = page.url.rsplit("/", 1)[1]
+    expect(page.locator("#deploy-page")).to_have_attribute("data-result", "awaiting approval")
+    expect(page.locator("#approve")).to_have_count(0)
+    wait_live(page)
+    page.evaluate("() => { window.__notReloaded = true; }")
+    bob = browser.new_context(http_credentials={"username": "bob", "password": "bob-pw"})
+    bob.set_default_timeout(TIMEOUT_MS)
+    approver = bob.new_page()
+    approver.goto(f"{server}/deploys/{deploy_id}")
+    approver.click("#approve")
+    expect(approver.locator("#approved-by")).to_contain_text("bob")
+    bob.close()
+    # No reload by ann: the page reloaded itself (the marker is gone) and shows the outcome.
+    expect(page.locator("#approved-by")).to_contain_text("bob")
+    assert page.evaluate("() => window.__notReloaded === undefined")
+    expect(page.locator("#deploy-page")).to_have_attribute("data-result", "ok")
+    expect(page.locator("#summary")).to_have_text("3 deployed")
+    ctx.close()
+
+
 def test_read_only_pages_work_without_javascript(server, browser):
     ctx = login(browser, js=False)
     page = ctx.new_page()

@@ -97,7 +97,7 @@ async fn run(root: &Path) -> Result<()> {
             cert.display().to_string(),
             key.public()
         );
-        for site in ["www", "shop"] {
+        for site in ["www", "shop", "blog"] {
             toml.push_str(&format!(
                 "[sites.{site}]\nrepo = {:?}\nreleases = {:?}\ncurrent = {:?}\nhooks = {:?}\ndeploy = [\"web\"]\nrollback = [\"web\"]\n",
                 repo.display().to_string(),
@@ -124,11 +124,12 @@ async fn run(root: &Path) -> Result<()> {
         fetchers.push(FetchDaemon::start(FetchConfig::parse(&toml)?, Client::connect(ClientConfig::new(&url)?).await?).await?);
     }
     let htpasswd = root.join("htpasswd");
-    std::fs::write(&htpasswd, format!("ann:{}\n", bcrypt::hash("ann-pw", 4)?))?;
+    std::fs::write(&htpasswd, format!("ann:{}\nbob:{}\n", bcrypt::hash("ann-pw", 4)?, bcrypt::hash("bob-pw", 4)?))?;
     let mut config = WebConfig::parse(&format!(
         "listen = \"127.0.0.1:0\"\ndatabase = {:?}\n[trust]\nfleet_keys = [\"{}\"]\n[auth]\nmode = \"basic\"\nhtpasswd = {:?}\n\
          [sites.www]\nrepo = \"www\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\ncanary = 1\nbatch = \"2\"\n\
-         [sites.shop]\nrepo = \"shop\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\ncanary = 1\nbatch = \"2\"\n",
+         [sites.shop]\nrepo = \"shop\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\ncanary = 1\nbatch = \"2\"\n\
+         [sites.blog]\nrepo = \"blog\"\nclass = [\"web\"]\ndeployers = [\"ann\"]\napprovers = [\"bob\"]\n",
         root.join("web.sqlite").display().to_string(),
         fleet.public(),
         htpasswd.display().to_string()
