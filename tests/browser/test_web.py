@@ -107,6 +107,15 @@ def login(browser, js=True):
     return ctx
 
 
+def ask_deploy(page, server, site, tag):
+    """Deploys `tag` of `site` from its page; returns the deploy's id once its page is open."""
+    page.goto(f"{server}/sites/{site}")
+    page.check(f'input[name="tag"][value="{tag}"]')
+    page.click("#deploy")
+    page.wait_for_url(re.compile(r"/deploys/\d+$"))
+    return page.url.rsplit("/", 1)[1]
+
+
 def test_wrong_password_is_refused(server, browser):
     ctx = browser.new_context(http_credentials={"username": "ann", "password": "nope"})
     page = ctx.new_page()
@@ -164,10 +173,7 @@ def test_deploy_every_row_turns_green_and_lands_in_history(server, browser):
 def test_failing_canary_shows_red_and_the_rest_never_start(server, browser):
     ctx = login(browser)
     page = ctx.new_page()
-    page.goto(server + "/sites/shop")
-    page.check('input[name="tag"][value="v1.2"]')
-    page.click("#deploy")
-    page.wait_for_url(re.compile(r"/deploys/\d+$"))
+    ask_deploy(page, server, "shop", "v1.2")
     expect(page.locator("#deploy-page")).to_have_attribute("data-result", "failed")
     expect(page.locator('tr.node[data-node="web01"]')).to_have_attribute("data-state", "failed")
     for node in ["web02", "web03"]:
@@ -185,11 +191,7 @@ def test_a_waiting_deploy_page_follows_the_approval_made_elsewhere(server, brows
     # from his own session, and ann's page turns into the running deploy by itself.
     ctx = login(browser)
     page = ctx.new_page()
-    page.goto(server + "/sites/blog")
-    page.check('input[name="tag"][value="v1.1"]')
-    page.click("#deploy")
-    page.wait_for_url(re.compile(r"/deploys/\d+$"))
-    deploy_id = page.url.rsplit("/", 1)[1]
+    deploy_id = ask_deploy(page, server, "blog", "v1.1")
     expect(page.locator("#deploy-page")).to_have_attribute("data-result", "awaiting approval")
     expect(page.locator("#approve")).to_have_count(0)
     wait_live(page)
