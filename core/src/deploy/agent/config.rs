@@ -187,6 +187,16 @@ impl AgentConfig {
                 }
             }
         }
+        // What `parse` compares as written, compared here as resolved (symlinks followed).
+        let resolved: Vec<(&String, PathBuf)> = self.sites.iter().filter_map(|(n, s)| s.releases.canonicalize().ok().map(|p| (n, p))).collect();
+        for (i, (a, pa)) in resolved.iter().enumerate() {
+            for (b, pb) in &resolved[i + 1..] {
+                if pa.starts_with(pb) || pb.starts_with(pa) {
+                    let message = format!("resolves to {}, which shares a directory with sites.{a}.releases ({}): pruning one site's releases would delete the other's", pb.display(), pa.display());
+                    out.push(Problem::new(format!("sites.{b}.releases"), message));
+                }
+            }
+        }
         out
     }
 
@@ -321,7 +331,7 @@ impl AgentConfig {
 
 /// Refuses two sites whose releases directories are the same or one inside the
 /// other: pruning one site's old releases would delete the other's, live ones too.
-/// Compared as written (absolute, `.` and repeated `/` ignored); symlinks are `--check`'s business.
+/// Compared as written (absolute, `.` and repeated `/` ignored); [`AgentConfig::check`] compares them resolved.
 fn overlapping_releases(sites: &BTreeMap<String, SiteConfig>) -> Result<(), ConfigError> {
     let dirs: Vec<(&String, PathBuf)> = sites.iter().map(|(n, s)| (n, s.releases.components().collect())).collect();
     for (i, (a, da)) in dirs.iter().enumerate() {
@@ -378,6 +388,19 @@ mod tests {
             let e = AgentConfig::parse(&two).unwrap_err().to_string();
             assert!(e.contains("releases") && e.contains(how), "{a} {b}: {e}");
         }
+        // Through a symlink, only --check can tell.
+        let dir = std::env::temp_dir().join(format!("dk-agent-releases-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("alias")).unwrap();
+        let linked = format!(
+            "state_dir = {:?}\n[sites.www]\nrepo = \"/r\"\nreleases = {:?}\ncurrent = \"/c\"\n[sites.shop]\nrepo = \"/r2\"\nreleases = {:?}\ncurrent = \"/c2\"\n",
+            dir.join("state"),
+            dir.join("real"),
+            dir.join("alias")
+        );
+        let problems = AgentConfig::parse(&linked).unwrap().check();
+        assert!(problems.iter().any(|p| p.key == "sites.www.releases" || p.key == "sites.shop.releases"), "{problems:?}");
+        let _ = std::fs::remove_dir_all(&dir);
         let apart = "[sites.www]\nrepo = \"/r\"\nreleases = \"/srv/rel\"\ncurrent = \"/c\"\n[sites.shop]\nrepo = \"/r2\"\nreleases = \"/srv/release\"\ncurrent = \"/c2\"\n";
         assert_eq!(AgentConfig::parse(apart).unwrap().sites.len(), 2, "a common name prefix is not nesting");
         let e = AgentConfig::parse("[sites.www]\nrepo = \"r\"\nreleases = \"/x\"\ncurrent = \"/c\"\n").unwrap_err().to_string();
