@@ -320,7 +320,7 @@ def main() -> None:
     pp = ["--rounds", str(a.pings), "--warmup", str(a.warmup), "--dest", PING, "--reply", PONG]
     E = str(dk_e2e)
     cases = [
-        Case("pub_ours_one", "publish", "deploykit, flushed one by one", [E, "publish", "--client", "ours", "--mode", "one", *rab("--n", n, "--dest", SINK)]),
+        Case("pub_ours_one", "publish", "deploykit, one by one (send, then yield)", [E, "publish", "--client", "ours", "--mode", "one", *rab("--n", n, "--dest", SINK)]),
         Case("pub_raw_one", "publish", "raw socket, one write per message", [E, "publish", "--client", "raw", "--mode", "one", *rab("--n", n, "--dest", SINK)]),
         Case("pub_ours_batch", "publish", "deploykit, batched", [E, "publish", "--client", "ours", "--mode", "batch", *rab("--n", n, "--dest", SINK)]),
         Case("pub_ours_batch_mt", "publish", "deploykit, batched, multi-thread runtime", [E, "publish", "--client", "ours", "--mode", "batch", "--rt", "multi", *rab("--n", n, "--dest", SINK)]),

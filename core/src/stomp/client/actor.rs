@@ -50,6 +50,10 @@ impl SubEntry {
     }
 }
 
+/// How many times the connection task yields for more frames after a write before it
+/// polls the socket and timers again (see `serve`).
+const SPIN: usize = 16;
+
 /// Why the connected loop ended.
 pub(super) enum Exit {
     /// The connection broke; reconnect.
@@ -454,6 +458,17 @@ impl Actor {
                     if let Err(exit) = self.write_outbox(conn).await { return exit; }
                     if let Some(exit) = self.ended(conn).await { return exit; }
                     line.wrote(Instant::now());
+                    // A caller that sends one message, then awaits something else, appends the
+                    // next while this task yields: written at once, without parking and polling
+                    // the read side and the timers again for every message. At most SPIN
+                    // rounds, so reading never waits long behind a steady sender.
+                    for _ in 0..SPIN {
+                        tokio::task::yield_now().await;
+                        if !self.outbox.has_work() { break; }
+                        if let Err(exit) = self.write_outbox(conn).await { return exit; }
+                        if let Some(exit) = self.ended(conn).await { return exit; }
+                        line.wrote(Instant::now());
+                    }
                 }
                 () = &mut write_timer => {
                     let Some(due) = line.write_due(plan.send_every) else { continue };
