@@ -13,13 +13,10 @@ use common::web::*;
 use deploykit::stomp::SubscribeOptions;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Deploy `id`'s event stream as ann's waiting page opens it, past its first snapshot.
 async fn watch_waiting(a: SocketAddr, id: &str) -> Lines {
-    let mut s = tokio::net::TcpStream::connect(a).await.unwrap();
-    s.write_all(request_text(a, "GET", &format!("/deploys/{id}/events"), ANN, &[], "").as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(s).lines();
+    let mut lines = open_stream(a, &format!("/deploys/{id}/events"), ANN).await;
     let first = updates(&mut lines, 1).await;
     assert_eq!((first[0]["kind"].as_str(), first[0]["view"]["result"].as_str()), (Some("snapshot"), Some("awaiting approval")), "{first:?}");
     lines

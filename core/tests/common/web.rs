@@ -191,9 +191,7 @@ pub async fn token(addr: SocketAddr, user: Option<(&str, &str)>) -> String {
 
 /// Follows `/deploys/ID/events` until the `finished` update (or a finished snapshot); returns every update.
 pub async fn follow(addr: SocketAddr, id: &str, mut on: impl FnMut(&serde_json::Value)) -> Vec<serde_json::Value> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request_text(addr, "GET", &format!("/deploys/{id}/events"), ANN, &[], "").as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(s).lines();
+    let mut lines = open_stream(addr, &format!("/deploys/{id}/events"), ANN).await;
     let mut out = Vec::new();
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -232,11 +230,16 @@ pub fn states(view: &serde_json::Value) -> Vec<(String, String)> {
 /// An SSE stream's lines.
 pub type Lines = tokio::io::Lines<BufReader<tokio::net::TcpStream>>;
 
+/// GETs `path` as `user` and returns the answer's lines, unread (an event stream's).
+pub async fn open_stream(addr: SocketAddr, path: &str, user: Option<(&str, &str)>) -> Lines {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_text(addr, "GET", path, user, &[], "").as_bytes()).await.unwrap();
+    BufReader::new(s).lines()
+}
+
 /// Opens an SSE stream at `path` and waits for its `hello`.
 pub async fn sse_stream(addr: SocketAddr, path: &str) -> Lines {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request_text(addr, "GET", path, BOB, &[], "").as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(s).lines();
+    let mut lines = open_stream(addr, path, BOB).await;
     let hello = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if line.starts_with("data:") && line.contains("hello") {

@@ -188,14 +188,10 @@ impl AgentConfig {
             }
         }
         // What `parse` compares as written, compared here as resolved (symlinks followed).
-        let resolved: Vec<(&String, PathBuf)> = self.sites.iter().filter_map(|(n, s)| s.releases.canonicalize().ok().map(|p| (n, p))).collect();
-        for (i, (a, pa)) in resolved.iter().enumerate() {
-            for (b, pb) in &resolved[i + 1..] {
-                if pa.starts_with(pb) || pb.starts_with(pa) {
-                    let message = format!("resolves to {}, which shares a directory with sites.{a}.releases ({}): pruning one site's releases would delete the other's", pb.display(), pa.display());
-                    out.push(Problem::new(format!("sites.{b}.releases"), message));
-                }
-            }
+        let resolved = self.sites.iter().filter_map(|(n, s)| s.releases.canonicalize().ok().map(|p| (n, p)));
+        for ((a, pa), (b, pb)) in nested_pairs(resolved.collect()) {
+            let message = format!("resolves to {}, which shares a directory with sites.{a}.releases ({}): pruning one site's releases would delete the other's", pb.display(), pa.display());
+            out.push(Problem::new(format!("sites.{b}.releases"), message));
         }
         out
     }
@@ -333,19 +329,28 @@ impl AgentConfig {
 /// other: pruning one site's old releases would delete the other's, live ones too.
 /// Compared as written (absolute, `.` and repeated `/` ignored); [`AgentConfig::check`] compares them resolved.
 fn overlapping_releases(sites: &BTreeMap<String, SiteConfig>) -> Result<(), ConfigError> {
-    let dirs: Vec<(&String, PathBuf)> = sites.iter().map(|(n, s)| (n, s.releases.components().collect())).collect();
+    let written = sites.iter().map(|(n, s)| (n, s.releases.components().collect::<PathBuf>())).collect();
+    if let Some(((a, da), (b, db))) = nested_pairs(written).into_iter().next() {
+        let how = if da == db { "the same directory" } else { "one inside the other" };
+        return Err(ConfigError::invalid(
+            format!("sites.{b}.releases"),
+            format!("{} and sites.{a}.releases ({}) are {how}: pruning one site's releases would delete the other's; give each site its own", db.display(), da.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// The pairs of (site, directory) whose directories are the same or one inside the other.
+fn nested_pairs<'a>(dirs: Vec<(&'a String, PathBuf)>) -> Vec<((&'a String, PathBuf), (&'a String, PathBuf))> {
+    let mut out = Vec::new();
     for (i, (a, da)) in dirs.iter().enumerate() {
         for (b, db) in &dirs[i + 1..] {
             if da.starts_with(db) || db.starts_with(da) {
-                let how = if da == db { "the same directory" } else { "one inside the other" };
-                return Err(ConfigError::invalid(
-                    format!("sites.{b}.releases"),
-                    format!("{} and sites.{a}.releases ({}) are {how}: pruning one site's releases would delete the other's; give each site its own", db.display(), da.display()),
-                ));
+                out.push(((*a, da.clone()), (*b, db.clone())));
             }
         }
     }
-    Ok(())
+    out
 }
 
 #[cfg(test)]

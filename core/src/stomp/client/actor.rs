@@ -464,8 +464,11 @@ impl Actor {
                     // rounds, so reading never waits long behind a steady sender.
                     for _ in 0..SPIN {
                         tokio::task::yield_now().await;
-                        if !self.outbox.has_work() { break; }
-                        if let Err(exit) = self.write_outbox(conn).await { return exit; }
+                        match self.write_outbox(conn).await {
+                            Ok(true) => {}
+                            Ok(false) => break,
+                            Err(exit) => return exit,
+                        }
                         if let Some(exit) = self.ended(conn).await { return exit; }
                         line.wrote(Instant::now());
                     }
@@ -532,9 +535,9 @@ impl Actor {
 
     /// Takes what callers queued and writes it: registers each frame's receipt or
     /// subscription first (so no answer can come before its waiter), then writes the
-    /// batch and flushes; a queued DISCONNECT ends the connection.
-    async fn write_outbox(&mut self, conn: &mut Connection) -> Result<(), Exit> {
-        let Some(batch) = self.outbox.take() else { return Ok(()) };
+    /// batch and flushes; a queued DISCONNECT ends the connection. `false`: nothing was queued.
+    async fn write_outbox(&mut self, conn: &mut Connection) -> Result<bool, Exit> {
+        let Some(batch) = self.outbox.take() else { return Ok(false) };
         let mut bye = None;
         for mark in batch.marks {
             match mark.effect {
@@ -569,7 +572,7 @@ impl Actor {
         }
         match bye {
             Some(reply) => Err(self.finish_disconnect(conn, reply).await),
-            None => Ok(()),
+            None => Ok(true),
         }
     }
 

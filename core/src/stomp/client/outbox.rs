@@ -490,12 +490,6 @@ impl Outbox {
         self.wake.notified().await
     }
 
-    /// Whether a connection is up and frames wait for it.
-    pub(super) fn has_work(&self) -> bool {
-        let q = self.lock();
-        q.link.is_some() && !(q.buf.is_empty() && q.marks.is_empty())
-    }
-
     /// Takes the queued bytes and marks (`None` when there are none); senders get room.
     pub(super) fn take(&self) -> Option<Batch> {
         let mut q = self.lock();
