@@ -337,3 +337,76 @@ async fn a_broker_that_stops_reading_makes_send_wait() {
     let received = tokio::time::timeout(WAIT, deaf).await.unwrap().unwrap();
     assert_eq!(received, sent + 1, "every completed SEND reached the broker");
 }
+
+/// `send_many` from one task while another sends one by one, through a buffer far
+/// smaller than the batch (so it waits for room between runs): its SENDs reach the
+/// broker in order, interleaved but never reordered, only the last carries the
+/// receipt, and once that is confirmed the broker has every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_many_keeps_its_order_waits_for_room_and_confirms_with_the_last() {
+    let (broker, recorder) = broker_and_recorder().await;
+    let mut config = ClientConfig::new(&recorder.url()).unwrap();
+    config.send_buffer_bytes = 4 * 1024;
+    config.subscription_buffer = 10_000;
+    let client = Client::connect(config).await.unwrap();
+    let noise = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0..2_000usize {
+                client.send_with("/queue/noise", "n", SendOptions { headers: tagged(9, i), ..SendOptions::default() }).await.unwrap();
+            }
+        })
+    };
+    const N: usize = 3_000;
+    let bodies = (0..N).map(|i| bytes::Bytes::from(format!("{i:0>200}")));
+    let opts = SendOptions { headers: tagged(0, 0), receipt: true, ..SendOptions::default() };
+    client.send_many("/queue/many", bodies, &opts).await.unwrap();
+    // Confirmed by the last SEND's receipt: every one is at the broker already.
+    let frames = recorder.frames();
+    let ours: Vec<&Frame> = frames.iter().filter(|f| f.command == Command::Send && f.get("destination") == Some("/queue/many")).collect();
+    assert_eq!(ours.len(), N, "all of them before the receipt came");
+    for (i, f) in ours.iter().enumerate() {
+        assert_eq!(std::str::from_utf8(&f.body).unwrap().parse::<usize>().unwrap(), i, "SEND {i} in its place");
+        assert_eq!(f.get("x-task"), Some("0"), "the options' headers on every SEND");
+        assert_eq!(f.get("receipt").is_some(), i == N - 1, "only the last asks for a receipt");
+    }
+    noise.await.unwrap();
+    let mut sub = client.subscribe("/queue/many", SubscribeOptions::default()).await.unwrap();
+    for i in 0..N {
+        let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("every message delivered").unwrap();
+        assert_eq!(std::str::from_utf8(&m.body).unwrap().parse::<usize>().unwrap(), i);
+    }
+    // Nothing to send is no error and sends nothing.
+    client.send_many("/queue/many", Vec::<bytes::Bytes>::new(), &opts).await.unwrap();
+    client.disconnect().await.unwrap();
+    assert_eq!(recorder.frames().iter().filter(|f| f.command == Command::Send && f.get("destination") == Some("/queue/many")).count(), N);
+    broker.shutdown().await;
+}
+
+/// `send_many` of far more than the socket buffers and the client's buffer hold, to
+/// a broker that stops reading: it waits instead of queueing it all, and finishes
+/// once the broker reads again, with every SEND delivered.
+#[tokio::test]
+async fn send_many_to_a_broker_that_stops_reading_waits() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("stomp://{}", listener.local_addr().unwrap());
+    let (go, wait) = tokio::sync::oneshot::channel();
+    let deaf = tokio::spawn(deaf_broker(listener, wait));
+    let mut config = ClientConfig::new(&url).unwrap().heartbeat(HeartbeatConfig::off());
+    config.send_buffer_bytes = 64 * 1024;
+    let client = Client::connect(config).await.unwrap();
+    let body = bytes::Bytes::from(vec![b'x'; 1024]);
+    // 40 MiB: more than loopback's socket buffers (a few MiB each way) can take.
+    const N: usize = 40 * 1024;
+    let opts = SendOptions::default();
+    let mut many = Box::pin(client.send_many("/queue/deaf", std::iter::repeat_n(body, N), &opts));
+    for _ in 0..1_000 {
+        assert!((&mut many).now_or_never().is_none(), "send_many finished although the broker reads nothing");
+        tokio::task::yield_now().await;
+    }
+    go.send(()).unwrap();
+    tokio::time::timeout(WAIT, many).await.expect("send_many goes on once the broker reads").unwrap();
+    client.disconnect().await.unwrap();
+    let received = tokio::time::timeout(WAIT, deaf).await.unwrap().unwrap();
+    assert_eq!(received, N, "every SEND reached the broker");
+}

@@ -340,8 +340,11 @@ fn overlapping_releases(sites: &BTreeMap<String, SiteConfig>) -> Result<(), Conf
     Ok(())
 }
 
+/// A site's name and its releases directory.
+type SiteDir<'a> = (&'a String, PathBuf);
+
 /// The pairs of (site, directory) whose directories are the same or one inside the other.
-fn nested_pairs<'a>(dirs: Vec<(&'a String, PathBuf)>) -> Vec<((&'a String, PathBuf), (&'a String, PathBuf))> {
+fn nested_pairs(dirs: Vec<SiteDir<'_>>) -> Vec<(SiteDir<'_>, SiteDir<'_>)> {
     let mut out = Vec::new();
     for (i, (a, da)) in dirs.iter().enumerate() {
         for (b, db) in &dirs[i + 1..] {

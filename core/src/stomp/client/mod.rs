@@ -20,6 +20,8 @@
 //!   overtakes nor is overtaken. `send` waits once
 //!   [`ClientConfig::send_buffer_bytes`] or [`ClientConfig::queue_capacity`]
 //!   frames are queued, so a slow broker bounds the client's memory.
+//!   [`Client::send_many`] queues many SENDs per turn of the lock, in order, with
+//!   the same bound.
 
 mod actor;
 mod options;
@@ -322,6 +324,50 @@ impl Client {
     /// Sends with options: headers, receipt, persistence, content type.
     pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
         self.send_parts(destination, body.into(), &opts, None).await
+    }
+
+    /// Sends each of `bodies` to `destination`, in order, with the same options: what a
+    /// loop of [`send_with`](Self::send_with) does, but as many SENDs per turn of the
+    /// outbox lock as there is room for, so a publisher with many messages ready pays
+    /// the lock and the wake-up once per batch instead of once per message. It waits
+    /// for room as `send` does (bounded memory); with `opts.receipt` only the last SEND
+    /// asks for a receipt, and the broker answers it after the ones before it.
+    /// On an error some of the bodies may have been queued already.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &deploykit::stomp::Client) -> deploykit::stomp::error::Result<()> {
+    /// let events = ["started", "fetched", "deployed"];
+    /// client.send_many("/topic/future.events.demo", events, &Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_many<I>(&self, destination: &str, bodies: I, opts: &SendOptions) -> Result<()>
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+    {
+        let build = |body: Bytes| send_frame(destination, body, opts);
+        if self.shared.version.load(Ordering::Relaxed) != Version::V1_2 as u8 {
+            self.check_encodable(&build(Bytes::new()))?;
+        }
+        let parts = SendParts {
+            destination,
+            content_type: opts.content_type.as_deref(),
+            persistent: opts.persistent,
+            headers: &opts.headers,
+            transaction: None,
+            receipt: None,
+            body: &[],
+        };
+        let mut bodies = bodies.into_iter().map(Into::into).peekable();
+        if bodies.peek().is_none() {
+            return Ok(());
+        }
+        if !opts.receipt {
+            return self.shared.outbox.send_many(&parts, bodies, None, build).await;
+        }
+        let (reply, done) = oneshot::channel();
+        self.shared.outbox.send_many(&parts, bodies, Some(reply), build).await?;
+        self.await_reply(done, "RECEIPT for SEND").await
     }
 
     /// Queues a SEND straight into the outbox (encoded there, no frame built while

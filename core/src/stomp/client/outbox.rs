@@ -19,7 +19,7 @@ use super::{AckMode, Message};
 use crate::stomp::codec::{encode_send, Incoming, Limits, SendParts, StompCodec, Version};
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -27,6 +27,12 @@ use tokio_util::codec::{Decoder, Encoder};
 
 /// Where a caller waits for its frame's outcome.
 pub(super) type Reply = oneshot::Sender<Result<()>>;
+
+/// Room kept past `max_bytes` in a fresh buffer: the frame that crosses the bound still fits.
+const HEADROOM: usize = 16 * 1024;
+
+/// A fresh buffer is given room for at most this much up front (a larger bound grows as used).
+const PREALLOCATE_AT_MOST: usize = 4 << 20;
 
 /// Why a generation-pinned frame is refused once its connection is gone.
 const STALE: &str = "the connection this belonged to has dropped (the broker aborted its transaction or will redeliver its messages)";
@@ -263,9 +269,10 @@ pub(super) struct Outbox {
 impl Outbox {
     /// An empty outbox holding at most `max_bytes` (plus one frame) and `max_frames` frames.
     pub(super) fn new(max_bytes: usize, max_frames: usize) -> Outbox {
+        let max_bytes = max_bytes.max(1);
         Outbox {
             queue: Mutex::new(Queue {
-                buf: BytesMut::new(),
+                buf: BytesMut::with_capacity(batch_room(max_bytes)),
                 marks: VecDeque::new(),
                 frames: 0,
                 offline: VecDeque::new(),
@@ -281,7 +288,7 @@ impl Outbox {
             }),
             wake: Notify::new(),
             room: Notify::new(),
-            max_bytes: max_bytes.max(1),
+            max_bytes,
             max_frames: max_frames.max(1),
         }
     }
@@ -308,13 +315,18 @@ impl Outbox {
         }
     }
 
+    /// Whether another frame may be appended (below both bounds).
+    fn has_room(&self, q: &Queue) -> bool {
+        q.bytes() < self.max_bytes && q.frames + q.offline.len() < self.max_frames
+    }
+
     /// Runs `f` if there is room (`None` if not, after enabling `waiter` under the lock).
     fn try_append<R>(&self, f: &mut impl FnMut(&mut Queue) -> Result<R>, waiter: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>) -> Option<Result<R>> {
         let mut q = self.lock();
         if let Err(e) = q.check_open() {
             return Some(Err(e));
         }
-        if q.bytes() < self.max_bytes && q.frames + q.offline.len() < self.max_frames {
+        if self.has_room(&q) {
             let idle = q.is_idle();
             let r = f(&mut q);
             let wake = idle && !q.is_idle();
@@ -360,6 +372,47 @@ impl Outbox {
             Ok(())
         })
         .await
+    }
+
+    /// Appends a SEND for each of `bodies` with the same parts, as many per lock as
+    /// there is room for (waiting for room between runs); the last carries the
+    /// receipt if `reply` is set. `build` makes a frame to keep while offline.
+    pub(super) async fn send_many(&self, parts: &SendParts<'_>, bodies: impl Iterator<Item = Bytes>, reply: Option<Reply>, build: impl Fn(Bytes) -> Frame) -> Result<()> {
+        let mut bodies = bodies.peekable();
+        let mut reply = reply;
+        while bodies.peek().is_some() {
+            self.append(|q| {
+                while let Some(body) = bodies.next() {
+                    let last = bodies.peek().is_none();
+                    let reply = if last { reply.take() } else { None };
+                    let Some((_, version)) = q.link else {
+                        let frame = build(body);
+                        q.offline_bytes += estimate(&frame);
+                        q.offline.push_back(Offline::Frame { frame, reply });
+                        if !self.has_room(q) {
+                            break;
+                        }
+                        continue;
+                    };
+                    let start = q.buf.len();
+                    match reply {
+                        None => encode_send(&mut q.buf, version, &SendParts { body: &body, ..*parts })?,
+                        Some(reply) => {
+                            let receipt = q.receipt("r");
+                            encode_send(&mut q.buf, version, &SendParts { receipt: Some(&receipt), body: &body, ..*parts })?;
+                            q.mark(start, false, Effect::Receipt { receipt, reply });
+                        }
+                    }
+                    q.frames += 1;
+                    if !self.has_room(q) {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Appends any other frame, with a receipt if `reply` is set; `pinned` ties it to one connection.
@@ -496,7 +549,8 @@ impl Outbox {
         if q.link.is_none() || (q.buf.is_empty() && q.marks.is_empty()) {
             return None;
         }
-        let fresh = q.spare.take().unwrap_or_default();
+        let mut fresh = q.spare.take().unwrap_or_default();
+        fresh.reserve(batch_room(self.max_bytes));
         let bytes = std::mem::replace(&mut q.buf, fresh);
         let marks = std::mem::take(&mut q.marks);
         q.frames = 0;
@@ -507,7 +561,7 @@ impl Outbox {
 
     /// Hands back a written buffer's allocation, unless it grew past twice the bound.
     pub(super) fn recycle(&self, mut buf: BytesMut) {
-        if buf.capacity() > 2 * self.max_bytes {
+        if buf.capacity() > 2 * self.max_bytes + HEADROOM {
             return;
         }
         buf.clear();
@@ -606,6 +660,13 @@ impl Outbox {
     }
 }
 
+/// The room a fresh buffer gets up front, so that it holds a whole batch: growing
+/// while callers append would copy everything queued so far (with 64 KiB batches of
+/// 1 KiB messages that copy was a fifth of a SEND's instructions).
+fn batch_room(max_bytes: usize) -> usize {
+    max_bytes.min(PREALLOCATE_AT_MOST) + HEADROOM
+}
+
 /// About how many bytes `frame` encodes to, for the bound while offline.
 fn estimate(frame: &Frame) -> usize {
     32 + frame.body.len() + frame.headers.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>()
@@ -644,6 +705,30 @@ mod tests {
         assert!(answer.try_recv().is_err(), "the carried frame's caller still waits for its receipt");
         let refused = bad_answer.await.unwrap().unwrap_err();
         assert!(refused.to_string().contains("STOMP 1.0"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_fills_its_buffer_without_reallocating_it() {
+        let bound = 64 * 1024;
+        let outbox = Outbox::new(bound, 1_000_000);
+        outbox.go_online(1, Version::V1_2);
+        let headers = crate::stomp::frame::Headers::new();
+        let parts = SendParts { destination: "/queue/q", content_type: None, persistent: false, headers: &headers, transaction: None, receipt: None, body: &[b'x'; 1024] };
+        for round in 0..3 {
+            let at = outbox.lock().buf.as_ptr();
+            let mut sent = 0;
+            while outbox.lock().bytes() < bound {
+                outbox.send(&parts, None, None, || unreachable!("online")).await.unwrap();
+                sent += 1;
+            }
+            assert!(sent > 60, "{sent}");
+            assert_eq!(outbox.lock().buf.as_ptr(), at, "round {round}: the buffer moved while {sent} SENDs filled it");
+            // As the connection task does: take the batch, write it (the buffer is consumed), hand it back.
+            let mut bytes = outbox.take().unwrap().bytes;
+            let written = bytes.len();
+            bytes::Buf::advance(&mut bytes, written);
+            outbox.recycle(bytes);
+        }
     }
 
     #[tokio::test]
