@@ -209,6 +209,16 @@ proptest! {
     }
 }
 
+/// Another task beside the one under test: `count` plain SENDs to `/queue/noise`, tagged as task 9.
+fn noise(client: &Client, count: usize) -> tokio::task::JoinHandle<()> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        for i in 0..count {
+            client.send_with("/queue/noise", "n", SendOptions { headers: tagged(9, i), ..SendOptions::default() }).await.unwrap();
+        }
+    })
+}
+
 /// One receipted SEND among 10 000 plain ones (with another task sending beside
 /// it): it is neither overtaken by a later plain SEND nor overtakes an earlier one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,14 +229,7 @@ async fn a_receipted_send_among_ten_thousand_keeps_its_place() {
     let mut config = ClientConfig::new(&recorder.url()).unwrap();
     config.subscription_buffer = 20_000;
     let client = Client::connect(config).await.unwrap();
-    let noise = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for i in 0..10_000usize {
-                client.send_with("/queue/noise", "n", SendOptions { headers: tagged(9, i), ..SendOptions::default() }).await.unwrap();
-            }
-        })
-    };
+    let noise = noise(&client, 10_000);
     const N: usize = 10_000;
     const AT: usize = 5_000;
     for seq in 0..=N {
@@ -295,17 +298,23 @@ async fn deaf_broker(listener: TcpListener, go: tokio::sync::oneshot::Receiver<(
     }
 }
 
-/// A broker that stops reading: `send` waits once the kernel's socket buffers and
-/// the client's bounded buffer are full, and goes on when the broker reads again.
-#[tokio::test]
-async fn a_broker_that_stops_reading_makes_send_wait() {
+/// A client (64 KiB send buffer, no heart-beats) of a [`deaf_broker`]; the sender
+/// makes that broker read again, and the task returns the SENDs it counted.
+async fn deaf_client() -> (Client, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<usize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("stomp://{}", listener.local_addr().unwrap());
     let (go, wait) = tokio::sync::oneshot::channel();
     let deaf = tokio::spawn(deaf_broker(listener, wait));
     let mut config = ClientConfig::new(&url).unwrap().heartbeat(HeartbeatConfig::off());
     config.send_buffer_bytes = 64 * 1024;
-    let client = Client::connect(config).await.unwrap();
+    (Client::connect(config).await.unwrap(), go, deaf)
+}
+
+/// A broker that stops reading: `send` waits once the kernel's socket buffers and
+/// the client's bounded buffer are full, and goes on when the broker reads again.
+#[tokio::test]
+async fn a_broker_that_stops_reading_makes_send_wait() {
+    let (client, go, deaf) = deaf_client().await;
     let body = bytes::Bytes::from(vec![b'x'; 1024]);
     // Send until a SEND cannot complete; the connection task writes between sends.
     let mut sent = 0usize;
@@ -349,14 +358,7 @@ async fn send_many_keeps_its_order_waits_for_room_and_confirms_with_the_last() {
     config.send_buffer_bytes = 4 * 1024;
     config.subscription_buffer = 10_000;
     let client = Client::connect(config).await.unwrap();
-    let noise = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            for i in 0..2_000usize {
-                client.send_with("/queue/noise", "n", SendOptions { headers: tagged(9, i), ..SendOptions::default() }).await.unwrap();
-            }
-        })
-    };
+    let noise = noise(&client, 2_000);
     const N: usize = 3_000;
     let bodies = (0..N).map(|i| bytes::Bytes::from(format!("{i:0>200}")));
     let opts = SendOptions { headers: tagged(0, 0), receipt: true, ..SendOptions::default() };
@@ -388,13 +390,7 @@ async fn send_many_keeps_its_order_waits_for_room_and_confirms_with_the_last() {
 /// once the broker reads again, with every SEND delivered.
 #[tokio::test]
 async fn send_many_to_a_broker_that_stops_reading_waits() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("stomp://{}", listener.local_addr().unwrap());
-    let (go, wait) = tokio::sync::oneshot::channel();
-    let deaf = tokio::spawn(deaf_broker(listener, wait));
-    let mut config = ClientConfig::new(&url).unwrap().heartbeat(HeartbeatConfig::off());
-    config.send_buffer_bytes = 64 * 1024;
-    let client = Client::connect(config).await.unwrap();
+    let (client, go, deaf) = deaf_client().await;
     let body = bytes::Bytes::from(vec![b'x'; 1024]);
     // 40 MiB: more than loopback's socket buffers (a few MiB each way) can take.
     const N: usize = 40 * 1024;
