@@ -470,9 +470,19 @@ pub(crate) struct SendParts<'a> {
 /// Appends a SEND to `dst`, byte for byte as `Encoder<&Frame>` encodes the equivalent frame;
 /// on error `dst` is left as it was.
 pub(crate) fn encode_send(dst: &mut BytesMut, version: Version, p: &SendParts<'_>) -> Result<(), FrameError> {
+    dst.reserve(64 + p.destination.len() + p.body.len());
+    encode_send_head(dst, version, p)?;
+    finish_send(dst, p.body);
+    Ok(())
+}
+
+/// Appends a SEND's command and headers up to, not including, `content-length`
+/// (`p.body` is not used): what every SEND of a run with the same parts shares.
+/// On error `dst` is left as it was.
+#[inline]
+pub(crate) fn encode_send_head(dst: &mut BytesMut, version: Version, p: &SendParts<'_>) -> Result<(), FrameError> {
     let escaped = version != Version::V1_0;
     let start = dst.len();
-    dst.reserve(64 + p.destination.len() + p.body.len());
     dst.put_slice(b"SEND\ndestination:");
     let result = (|| {
         put_escaped(dst, p.destination, "destination", escaped, version, false)?;
@@ -506,16 +516,20 @@ pub(crate) fn encode_send(dst: &mut BytesMut, version: Version, p: &SendParts<'_
         }
         Ok(())
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         dst.truncate(start);
-        return Err(e);
     }
+    result
+}
+
+/// Ends a SEND begun by [`encode_send_head`]: `content-length`, the blank line, `body` and the NUL.
+#[inline]
+pub(crate) fn finish_send(dst: &mut BytesMut, body: &[u8]) {
     dst.put_slice(b"content-length:");
-    dst.put_slice(itoa::Buffer::new().format(p.body.len()).as_bytes());
+    dst.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     dst.put_slice(b"\n\n");
-    dst.put_slice(p.body);
+    dst.put_slice(body);
     dst.put_u8(0);
-    Ok(())
 }
 
 impl Encoder<&Frame> for StompCodec {

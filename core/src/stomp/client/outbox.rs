@@ -16,7 +16,7 @@
 
 use super::actor::SubEntry;
 use super::{AckMode, Message};
-use crate::stomp::codec::{encode_send, Incoming, Limits, SendParts, StompCodec, Version};
+use crate::stomp::codec::{encode_send, encode_send_head, finish_send, Incoming, Limits, SendParts, StompCodec, Version};
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame};
 use bytes::{Bytes, BytesMut};
@@ -382,6 +382,9 @@ impl Outbox {
         let mut reply = reply;
         while bodies.peek().is_some() {
             self.append(|q| {
+                // The headers every SEND of this run shares, encoded once (the version
+                // cannot change while the lock is held).
+                let mut head: Option<BytesMut> = None;
                 while let Some(body) = bodies.next() {
                     let last = bodies.peek().is_none();
                     let reply = if last { reply.take() } else { None };
@@ -396,7 +399,19 @@ impl Outbox {
                     };
                     let start = q.buf.len();
                     match reply {
-                        None => encode_send(&mut q.buf, version, &SendParts { body: &body, ..*parts })?,
+                        None => {
+                            let head = match &mut head {
+                                Some(h) => h,
+                                empty => {
+                                    let mut h = BytesMut::new();
+                                    encode_send_head(&mut h, version, parts)?;
+                                    empty.insert(h)
+                                }
+                            };
+                            q.buf.reserve(head.len() + 40 + body.len());
+                            q.buf.extend_from_slice(head);
+                            finish_send(&mut q.buf, &body);
+                        }
                         Some(reply) => {
                             let receipt = q.receipt("r");
                             encode_send(&mut q.buf, version, &SendParts { receipt: Some(&receipt), body: &body, ..*parts })?;
@@ -705,6 +720,27 @@ mod tests {
         assert!(answer.try_recv().is_err(), "the carried frame's caller still waits for its receipt");
         let refused = bad_answer.await.unwrap().unwrap_err();
         assert!(refused.to_string().contains("STOMP 1.0"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn send_many_writes_byte_for_byte_what_one_send_at_a_time_writes() {
+        for version in Version::ALL {
+            let outbox = Outbox::new(1 << 20, 1000);
+            outbox.go_online(1, version);
+            let headers: crate::stomp::frame::Headers = [("x-k", "a:b")].into_iter().collect();
+            let parts = SendParts { destination: "/queue/q", content_type: Some("text/plain"), persistent: true, headers: &headers, transaction: None, receipt: None, body: &[] };
+            let bodies = ["one", "", "three"].map(Bytes::from);
+            let (reply, _answer) = oneshot::channel();
+            outbox.send_many(&parts, bodies.clone().into_iter(), Some(reply), |_| unreachable!("online")).await.unwrap();
+            let mut expected = BytesMut::new();
+            for (i, body) in bodies.iter().enumerate() {
+                let receipt = (i == 2).then_some("dk-r-1");
+                encode_send(&mut expected, version, &SendParts { body, receipt, ..parts }).unwrap();
+            }
+            let batch = outbox.take().unwrap();
+            assert_eq!(batch.bytes, expected, "{version}");
+            assert_eq!(batch.marks.len(), 1, "the last SEND's receipt is awaited");
+        }
     }
 
     #[tokio::test]
