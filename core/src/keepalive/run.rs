@@ -144,8 +144,10 @@ pub type Plan = (Vec<Target>, Duration);
 /// Starts the `--interval` daemon on the shared lifecycle ([`crate::daemon`]); a
 /// reload restarts the connections with the new targets and interval. Its
 /// connections keep reconnecting: a keepalive outlives the broker's absences.
-pub fn spawn(targets: Vec<Target>, interval: Duration) -> crate::daemon::Daemon<Plan, KeepaliveEvent> {
-    crate::daemon::Daemon::spawn("dk-keepalive", move |mut ctx| async move {
+/// Its events go to `events`, made by the caller so that observers (metrics)
+/// subscribe before the first connection is reported.
+pub fn spawn(targets: Vec<Target>, interval: Duration, events: broadcast::Sender<KeepaliveEvent>) -> crate::daemon::Daemon<Plan, KeepaliveEvent> {
+    crate::daemon::Daemon::spawn_with_events("dk-keepalive", events, move |mut ctx| async move {
         let (mut targets, mut interval) = (targets, interval);
         let cancel = ctx.cancel.clone();
         loop {

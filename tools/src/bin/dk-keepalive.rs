@@ -169,10 +169,12 @@ async fn daemon(cli: Cli, targets: Vec<Target>, interval: Duration) -> Result<Ex
     let signals = Signals::install()?;
     eprintln!("dk-keepalive: keeping {} target(s) alive every {interval:?}", targets.len());
     let names = Allowed::new(targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>());
-    let daemon = keepalive::spawn(targets, interval);
     // No one broker connection of its own: /healthz counts keepalives (a failed one is an error).
     let health = Health::new("dk-keepalive", None);
-    health.follow(|| daemon.subscribe(), series::keepalive(health.metrics(), names.clone()));
+    // Followed before the daemon starts: a target's first connection is reported at once.
+    let events = tokio::sync::broadcast::channel(1024).0;
+    health.follow(|| events.subscribe(), series::keepalive(health.metrics(), names.clone()));
+    let daemon = keepalive::spawn(targets, interval, events);
     cli.health.serve(&health).await?;
     let reload = Box::new(move || {
         let (targets, interval) = self::targets(&cli).map_err(|e| format!("{e:#}"))?;
