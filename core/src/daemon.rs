@@ -127,6 +127,13 @@ pub struct Daemon<C, E> {
 /// How many events a slow subscriber may lag behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
 
+/// A daemon's event channel, made before the daemon starts so that observers
+/// (metrics, tests) subscribe before its first event; pass it to
+/// [`Daemon::spawn_with_events`] or the daemon's own `spawn`.
+pub fn event_channel<E: Clone>() -> broadcast::Sender<E> {
+    broadcast::channel(EVENT_BUFFER).0
+}
+
 impl<C: Send + 'static, E: Clone + Send + 'static> Daemon<C, E> {
     /// Runs `run` as the daemon called `name` and returns its handle.
     pub fn spawn<F, Fut>(name: &'static str, run: F) -> Daemon<C, E>
@@ -134,8 +141,7 @@ impl<C: Send + 'static, E: Clone + Send + 'static> Daemon<C, E> {
         F: FnOnce(Context<C, E>) -> Fut,
         Fut: Future<Output = Ended> + Send + 'static,
     {
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        Daemon::spawn_with_events(name, events, run)
+        Daemon::spawn_with_events(name, event_channel(), run)
     }
 
     /// [`Daemon::spawn`] with an event channel made beforehand (to subscribe before the first event).

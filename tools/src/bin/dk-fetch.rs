@@ -153,7 +153,7 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     // The metrics follow the daemon's events from before it starts: the start-up
     // reconcile's fetches are counted even when they finish at once.
     let health = cli.health.start("dk-fetch", &client).await?;
-    let observer = tokio::sync::broadcast::channel(1024).0;
+    let observer = deploykit::daemon::event_channel();
     health.follow(|| observer.subscribe(), series::fetch(health.metrics(), names.clone()));
     let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: run_git, observer: Some(observer), ..DaemonOptions::default() }).await?;
     tracing::info!(repos, %topic, "dk-fetch started");

@@ -349,15 +349,7 @@ impl Client {
         if self.shared.version.load(Ordering::Relaxed) != Version::V1_2 as u8 {
             self.check_encodable(&build(Bytes::new()))?;
         }
-        let parts = SendParts {
-            destination,
-            content_type: opts.content_type.as_deref(),
-            persistent: opts.persistent,
-            headers: &opts.headers,
-            transaction: None,
-            receipt: None,
-            body: &[],
-        };
+        let parts = send_parts(destination, opts, None, &[]);
         let mut bodies = bodies.into_iter().map(Into::into).peekable();
         if bodies.peek().is_none() {
             return Ok(());
@@ -383,15 +375,7 @@ impl Client {
         if self.shared.version.load(Ordering::Relaxed) != Version::V1_2 as u8 {
             self.check_encodable(&build())?;
         }
-        let parts = SendParts {
-            destination,
-            content_type: opts.content_type.as_deref(),
-            persistent: opts.persistent,
-            headers: &opts.headers,
-            transaction: transaction.map(|(tx, _)| tx),
-            receipt: None,
-            body: &body,
-        };
+        let parts = send_parts(destination, opts, transaction.map(|(tx, _)| tx), &body);
         let pinned = transaction.map(|(_, g)| g);
         if !opts.receipt {
             return self.shared.outbox.send(&parts, None, pinned, build).await;
@@ -527,6 +511,11 @@ impl Client {
         }
         self.submit(frame, false, Some(ack.generation)).await
     }
+}
+
+/// The encoder's view of a SEND to `destination` with `opts` (its receipt is added by the outbox).
+fn send_parts<'a>(destination: &'a str, opts: &'a SendOptions, transaction: Option<&'a str>, body: &'a [u8]) -> SendParts<'a> {
+    SendParts { destination, content_type: opts.content_type.as_deref(), persistent: opts.persistent, headers: &opts.headers, transaction, receipt: None, body }
 }
 
 /// Builds a SEND frame.
