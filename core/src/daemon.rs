@@ -222,21 +222,6 @@ pub async fn broker_lost(client: &Client) -> Ended {
     Ended::BrokerLost("reconnect attempts exhausted".into())
 }
 
-/// Re-sends every event of `from` on `to` until `from` closes (events a slow forwarder missed are skipped).
-pub fn forward<E: Clone + Send + 'static>(mut from: broadcast::Receiver<E>, to: broadcast::Sender<E>) {
-    tokio::spawn(async move {
-        loop {
-            match from.recv().await {
-                Ok(e) => {
-                    let _ = to.send(e);
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    });
-}
-
 /// A daemon handle from before this module, as [`supervise`] drives it.
 pub trait Supervised: Send + 'static {
     /// The configuration a reload takes.

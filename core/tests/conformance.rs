@@ -280,7 +280,7 @@ async fn wildcard_topics(t: &Target) {
     for sub in &mut subs {
         for leaf in ["a", "a.b", "m"] {
             let m = recv(sub).await;
-            assert_eq!((m.text(), m.destination.as_str()), (Some(leaf), format!("{base}.{leaf}").as_str()));
+            assert_eq!((m.text(), &*m.destination), (Some(leaf), format!("{base}.{leaf}").as_str()));
         }
     }
     client.disconnect().await.unwrap();

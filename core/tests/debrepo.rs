@@ -364,3 +364,44 @@ async fn an_idle_daemon_does_not_rescan_on_its_own_directory_reads() {
     let stats = daemon.shutdown().await;
     assert!(stats.scans <= 3, "an idle daemon scanned {} times in 1 s", stats.scans);
 }
+
+/// A package already complete in incoming when dk-reprepro starts is taken at once;
+/// an observer subscribed to the event channel made before the daemon (as dk-reprepro's
+/// metrics are) is told, and so is one that subscribes to the daemon after a reload.
+#[tokio::test]
+async fn a_deb_waiting_at_start_up_is_reported_to_an_observer_subscribed_before() {
+    if !have_reprepro() {
+        return;
+    }
+    let target = Target::embedded().await;
+    let repo = Repo::new("startup");
+    let waiting = repo.drop_in(&repo.deb("early", "1.0", "amd64", 256));
+    let name = waiting.file_name().unwrap().to_str().unwrap().to_owned();
+    let config = repo.config("inotify", "");
+    let events = deploykit::daemon::event_channel();
+    let mut observer = events.subscribe();
+    let daemon = debrepo::spawn(config.clone(), Some(target.client().await), events).await.expect("daemon starts");
+    let (package, moved_to) = done_for(&mut observer, &name).await;
+    assert_eq!((package.action, package.name.as_str()), (PackageAction::Added, "early"));
+    assert!(moved_to.is_some_and(|p| p.exists()), "archived");
+    assert!(repo.list().contains("early 1.0"), "{}", repo.list());
+    // After a reload the new watcher reports to the same channel, once per event.
+    daemon.reload(config).await.expect("reload");
+    let mut after = daemon.subscribe();
+    let second = repo.drop_in(&repo.deb("later", "1.0", "amd64", 256));
+    let second = second.file_name().unwrap().to_str().unwrap().to_owned();
+    done_for(&mut after, &second).await;
+    done_for(&mut observer, &second).await;
+    let extra = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match observer.recv().await {
+                Ok(RepoEvent::Done { package, .. }) if package.file == second => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    assert!(!matches!(extra, Ok(true)), "the reloaded watcher's event came twice");
+    daemon.shutdown(WAIT).await;
+}

@@ -27,7 +27,7 @@ pub(crate) struct MessageData {
 
 impl MessageData {
     pub(crate) fn new(msg: stomp::Message) -> MessageData {
-        let destination = lossy_cstring(msg.destination.as_str());
+        let destination = lossy_cstring(&*msg.destination);
         let headers = msg.headers.iter().map(|(k, v)| (lossy_cstring(k), lossy_cstring(v))).collect();
         MessageData { msg, destination, headers }
     }

@@ -144,14 +144,9 @@ pub struct HealthArgs {
 }
 
 impl HealthArgs {
-    /// The daemon's health, served when `--metrics-listen` is given.
-    pub async fn start(&self, daemon: &str, client: &deploykit::stomp::Client) -> Result<deploykit::health::Health> {
-        let health = deploykit::health::Health::new(daemon, Some(client.clone()));
-        self.serve(&health).await?;
-        Ok(health)
-    }
-
     /// Serves `health` on `--metrics-listen`, if given (exit code 4 if the address cannot be bound).
+    /// Daemons call it once they run, after their metrics follow the daemon's events
+    /// ([`deploykit::daemon::event_channel`]), so that `/healthz` answers only for a working daemon.
     pub async fn serve(&self, health: &deploykit::health::Health) -> Result<()> {
         if let Some(addr) = self.metrics_listen {
             let (local, _task) = health.serve(addr).await.with_context(|| format!("--metrics-listen {addr}")).or_exit(Exit::Listen)?;

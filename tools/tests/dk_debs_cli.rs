@@ -226,6 +226,33 @@ fn once_without_a_broker_includes_and_exit_code_tells_refusals() {
     assert!(dir.0.join("incoming/failed/broken.deb.error").exists());
 }
 
+/// A package already complete in incoming when dk-reprepro starts is included at
+/// start-up and counted by `/metrics` (the metrics follow the daemon from before it starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_waiting_at_start_up_is_counted() {
+    if !have_reprepro() {
+        return;
+    }
+    let broker = Broker::start(BrokerConfig::default()).await.unwrap();
+    let dir = TmpDir::new("startup");
+    let config = repo(&dir.0, &broker.url(), "");
+    std::fs::copy(deb(&dir.0, "earlypkg", "1.0"), dir.0.join("incoming/earlypkg_1.0_amd64.deb")).unwrap();
+    let mut rp = Proc::spawn({
+        let mut c = bin("dk-reprepro");
+        c.arg("-v").arg("--config").arg(&config).args(["--metrics-listen", "127.0.0.1:0"]);
+        c
+    });
+    let addr = tokio::task::block_in_place(|| metrics_addr(&mut rp));
+    tokio::task::block_in_place(|| {
+        use common::{sample, scrape_until};
+        let added = [("daemon", "dk-reprepro"), ("result", "added")];
+        if let Some(s) = scrape_until(&addr, WAIT, |s| sample(s, "deploykit_packages_total", &added) == Some(1.0)) {
+            assert_eq!(sample(&s, "deploykit_packages_total", &[("daemon", "dk-reprepro"), ("result", "failed")]), None, "{s:?}");
+        }
+    });
+    assert!(dir.0.join("incoming/archive/earlypkg_1.0_amd64.deb").exists());
+}
+
 async fn next_event(sub: &mut Subscription, needle: &str) -> String {
     let wait = async {
         loop {

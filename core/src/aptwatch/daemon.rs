@@ -127,13 +127,17 @@ impl AptWatchHandle {
 
 /// Subscribes `client` to the package topic (confirmed by the broker before this returns) and starts the daemon.
 pub async fn start(config: AptWatchConfig, client: Client) -> Result<AptWatchHandle, AptWatchError> {
+    start_with_events(config, client, crate::daemon::event_channel()).await
+}
+
+/// [`start`] reporting to `observer`, a channel made beforehand (to subscribe before the first event).
+pub async fn start_with_events(config: AptWatchConfig, client: Client, observer: broadcast::Sender<WatchEvent>) -> Result<AptWatchHandle, AptWatchError> {
     let client_events = client.events();
     let sub =
         client.subscribe(&config.packages_topic, SubscribeOptions::default()).await.map_err(|source| AptWatchError::Subscribe { topic: config.packages_topic.clone(), source })?;
     let destinations = Destinations { events: config.events_topic.clone(), ..Destinations::default() };
     let publisher = Publisher::new(client, EVENT_SOURCE).wire(config.wire).destinations(destinations).host(config.node.clone());
     let (stop, stop_rx) = watch::channel(false);
-    let observer = broadcast::channel(1024).0;
     let stats = Arc::new(Mutex::new(Stats::default()));
     let coalescer = Coalescer::new(config.quiet, config.min_interval).max_wait(config.max_wait);
     let (hand_over, hand_over_rx) = mpsc::channel(4);
@@ -297,8 +301,7 @@ struct Restarting {
 impl crate::daemon::Supervised for Restarting {
     type Config = AptWatchConfig;
     async fn reload(&mut self, config: AptWatchConfig) -> Result<(), crate::daemon::ReloadError> {
-        let new = start(config, self.client.clone()).await.map_err(|e| crate::daemon::ReloadError::Refused(e.to_string()))?;
-        crate::daemon::forward(new.subscribe(), self.events.clone());
+        let new = start_with_events(config, self.client.clone(), self.events.clone()).await.map_err(|e| crate::daemon::ReloadError::Refused(e.to_string()))?;
         let (_, pending) = std::mem::replace(&mut self.handle, new).stop().await;
         self.handle.hand_over(pending).await;
         Ok(())
@@ -313,10 +316,10 @@ impl crate::daemon::Supervised for Restarting {
 }
 
 /// Starts dk-apt-watch on the shared daemon lifecycle ([`crate::daemon`]); reloads restart it without a gap.
-pub async fn spawn(config: AptWatchConfig, client: Client) -> Result<crate::daemon::Daemon<AptWatchConfig, WatchEvent>, AptWatchError> {
-    let handle = start(config, client.clone()).await?;
-    Ok(crate::daemon::Daemon::spawn("dk-apt-watch", move |ctx| {
-        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
+/// It reports to `events`, made beforehand ([`crate::daemon::event_channel`]) so that observers miss nothing.
+pub async fn spawn(config: AptWatchConfig, client: Client, events: broadcast::Sender<WatchEvent>) -> Result<crate::daemon::Daemon<AptWatchConfig, WatchEvent>, AptWatchError> {
+    let handle = start_with_events(config, client.clone(), events.clone()).await?;
+    Ok(crate::daemon::Daemon::spawn_with_events("dk-apt-watch", events, move |ctx| {
         let service = Restarting { handle, client: client.clone(), events: ctx.events.clone() };
         crate::daemon::supervise(service, Some(client), ctx)
     }))

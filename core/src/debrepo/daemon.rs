@@ -215,6 +215,12 @@ impl RepreproHandle {
 /// Starts the daemon: checks every incoming directory, sets up inotify (per
 /// `watch`), takes what is already complete, then follows changes.
 pub async fn start(config: RepreproConfig, client: Option<Client>) -> Result<RepreproHandle, RepreproError> {
+    start_with_events(config, client, crate::daemon::event_channel()).await
+}
+
+/// [`start`] reporting to `observer`, a channel made beforehand: what is already complete
+/// at start-up is taken at once, and an observer subscribed before misses none of it.
+pub async fn start_with_events(config: RepreproConfig, client: Option<Client>, observer: broadcast::Sender<RepoEvent>) -> Result<RepreproHandle, RepreproError> {
     let config = Arc::new(config);
     for d in config.dists.values() {
         std::fs::read_dir(&d.incoming).map_err(|source| RepreproError::Incoming { dir: d.incoming.clone(), source })?;
@@ -235,7 +241,6 @@ pub async fn start(config: RepreproConfig, client: Option<Client>) -> Result<Rep
     let inotify = watcher.is_some();
     let trackers = config.dists.iter().map(|(name, d)| (name.clone(), Tracker::new(&d.incoming, config.settle, inotify))).collect();
     let (stop, stop_rx) = watch::channel(false);
-    let observer = broadcast::channel(1024).0;
     let stats = Arc::new(Mutex::new(Stats::default()));
     let daemon = Daemon { config, outbox, trackers, observer: observer.clone(), stats: stats.clone(), stop: stop_rx };
     tracing::info!(inotify, dists = daemon.trackers.len(), "dk-reprepro watching");
@@ -483,18 +488,15 @@ impl crate::daemon::Supervised for Restarting {
         if let Some(old) = self.handle.take() {
             old.shutdown().await;
         }
-        let (handle, verdict) = match start(config.clone(), self.client.clone()).await {
+        let (handle, verdict) = match start_with_events(config.clone(), self.client.clone(), self.events.clone()).await {
             Ok(h) => {
                 self.config = config;
                 (Ok(h), Ok(()))
             }
-            Err(e) => (start(self.config.clone(), self.client.clone()).await, Err(crate::daemon::ReloadError::Refused(e.to_string()))),
+            Err(e) => (start_with_events(self.config.clone(), self.client.clone(), self.events.clone()).await, Err(crate::daemon::ReloadError::Refused(e.to_string()))),
         };
         match handle {
-            Ok(h) => {
-                crate::daemon::forward(h.subscribe(), self.events.clone());
-                self.handle = Some(h);
-            }
+            Ok(h) => self.handle = Some(h),
             // Neither configuration starts now (an incoming directory vanished): the daemon ends.
             Err(e) => tracing::error!(error = %e, "restarting with the old configuration failed"),
         }
@@ -512,11 +514,16 @@ impl crate::daemon::Supervised for Restarting {
 }
 
 /// Starts dk-reprepro on the shared daemon lifecycle ([`crate::daemon`]); a reload restarts the watcher.
-pub async fn spawn(config: RepreproConfig, client: Option<Client>) -> Result<crate::daemon::Daemon<RepreproConfig, RepoEvent>, RepreproError> {
-    let handle = start(config.clone(), client.clone()).await?;
+/// It reports to `events`, made beforehand ([`crate::daemon::event_channel`]): packages already
+/// complete at start-up are taken at once, and an observer subscribed before counts them.
+pub async fn spawn(
+    config: RepreproConfig,
+    client: Option<Client>,
+    events: broadcast::Sender<RepoEvent>,
+) -> Result<crate::daemon::Daemon<RepreproConfig, RepoEvent>, RepreproError> {
+    let handle = start_with_events(config.clone(), client.clone(), events.clone()).await?;
     tracing::info!(inotify = handle.inotify(), "dk-reprepro started");
-    Ok(crate::daemon::Daemon::spawn("dk-reprepro", move |ctx| {
-        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
+    Ok(crate::daemon::Daemon::spawn_with_events("dk-reprepro", events, move |ctx| {
         let service = Restarting { handle: Some(handle), config, client: client.clone(), events: ctx.events.clone() };
         crate::daemon::supervise(service, client, ctx)
     }))

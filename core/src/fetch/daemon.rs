@@ -1083,13 +1083,12 @@ impl crate::daemon::Supervised for DaemonHandle {
     }
 }
 
-/// Starts dk-fetch on the shared daemon lifecycle ([`crate::daemon`]).
+/// Starts dk-fetch on the shared daemon lifecycle ([`crate::daemon`]); it reports to
+/// `options.observer` (made beforehand, so that observers miss nothing) or to a new channel.
 pub async fn spawn(config: FetchConfig, client: Client, options: DaemonOptions) -> Result<crate::daemon::Daemon<FetchConfig, DaemonEvent>, DaemonError> {
-    let handle = FetchDaemon::start_with(config, client.clone(), options).await?;
-    Ok(crate::daemon::Daemon::spawn("dk-fetch", move |ctx| {
-        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
-        crate::daemon::supervise(handle, Some(client), ctx)
-    }))
+    let events = options.observer.clone().unwrap_or_else(crate::daemon::event_channel);
+    let handle = FetchDaemon::start_with(config, client.clone(), DaemonOptions { observer: Some(events.clone()), ..options }).await?;
+    Ok(crate::daemon::Daemon::spawn_with_events("dk-fetch", events, move |ctx| crate::daemon::supervise(handle, Some(client), ctx)))
 }
 
 #[cfg(test)]

@@ -138,8 +138,12 @@ async fn subscribe(client: &Client, topic: &str) -> Result<Subscription, DaemonE
 
 /// Starts the daemon on `client`; returns once the commit topic is subscribed.
 pub async fn start(config: JenkinsConfig, client: Client) -> Result<DaemonHandle, DaemonError> {
+    start_with_events(config, client, crate::daemon::event_channel()).await
+}
+
+/// [`start`] reporting to `observer`, a channel made beforehand (to subscribe before the first event).
+pub async fn start_with_events(config: JenkinsConfig, client: Client, observer: broadcast::Sender<JenkinsEvent>) -> Result<DaemonHandle, DaemonError> {
     let sub = subscribe(&client, &config.commits_topic).await?;
-    let (observer, _) = broadcast::channel(1024);
     let (ctl, ctl_rx) = mpsc::channel(8);
     let daemon = Daemon {
         publisher: publisher(&client, &config),
@@ -318,10 +322,8 @@ impl crate::daemon::Supervised for DaemonHandle {
 }
 
 /// Starts dk-jenkins on the shared daemon lifecycle ([`crate::daemon`]); returns once the commit topic is subscribed.
-pub async fn spawn(config: JenkinsConfig, client: Client) -> Result<crate::daemon::Daemon<JenkinsConfig, JenkinsEvent>, DaemonError> {
-    let handle = start(config, client.clone()).await?;
-    Ok(crate::daemon::Daemon::spawn("dk-jenkins", move |ctx| {
-        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
-        crate::daemon::supervise(handle, Some(client), ctx)
-    }))
+/// It reports to `events`, made beforehand ([`crate::daemon::event_channel`]) so that observers miss nothing.
+pub async fn spawn(config: JenkinsConfig, client: Client, events: broadcast::Sender<JenkinsEvent>) -> Result<crate::daemon::Daemon<JenkinsConfig, JenkinsEvent>, DaemonError> {
+    let handle = start_with_events(config, client.clone(), events.clone()).await?;
+    Ok(crate::daemon::Daemon::spawn_with_events("dk-jenkins", events, move |ctx| crate::daemon::supervise(handle, Some(client), ctx)))
 }

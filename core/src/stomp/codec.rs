@@ -408,13 +408,34 @@ fn unescape(raw: &[u8], version: Version) -> Result<ByteString, FrameError> {
     String::from_utf8(out).map(ByteString::from).map_err(|_| FrameError::NotUtf8)
 }
 
+/// The bytes a header escapes (`\n`, `:`, `\\`, `\r`), as a table.
+const ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'\n' as usize] = true;
+    t[b':' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'\r' as usize] = true;
+    t
+};
+
+/// Whether `bytes` holds none of the four bytes a header escapes. Most values hold
+/// none. A short one (a destination, an id) is looked up byte by byte without early
+/// exit, which costs less than setting up `memchr` twice; a long one takes memchr's
+/// vectorised passes.
+#[inline]
+fn is_plain(bytes: &[u8]) -> bool {
+    if bytes.len() <= 64 {
+        return !bytes.iter().fold(false, |seen, &b| seen | ESCAPED[b as usize]);
+    }
+    memchr::memchr3(b'\n', b':', b'\\', bytes).is_none() && memchr::memchr(b'\r', bytes).is_none()
+}
+
 /// Writes a header name or value with the version's escapes (none when `escaped`
 /// is false: STOMP 1.0 and CONNECT/CONNECTED); the reason when it cannot be written.
 /// On error `dst` may hold a partial write: callers truncate.
 pub(crate) fn escape_header(dst: &mut BytesMut, s: &str, escaped: bool, version: Version, is_name: bool) -> Result<(), &'static str> {
     let bytes = s.as_bytes();
-    // Most values hold none of the four: one vectorised pass for three of them, then `\r`.
-    if memchr::memchr3(b'\n', b':', b'\\', bytes).is_none() && memchr::memchr(b'\r', bytes).is_none() {
+    if is_plain(bytes) {
         dst.put_slice(bytes);
         return Ok(());
     }
@@ -630,6 +651,40 @@ mod tests {
                         (Err(_), Err(_)) => assert_eq!(&ours[..], b"before", "left as it was on error"),
                         (a, b) => panic!("{version}: {a:?} vs {b:?}"),
                     }
+                }
+            }
+        }
+    }
+
+    /// `get_shared` returns what `get` returns, sharing the decoded header block
+    /// (a slice of the input, no copy) unless escapes were undone.
+    #[test]
+    fn get_shared_slices_the_header_block() {
+        let wire = b"MESSAGE\ndestination:/topic/a.b\nx-esc:a\\cb\ndestination:/topic/second\ncontent-length:2\n\nhi\0";
+        let mut buf = BytesMut::from(&wire[..]);
+        let start = buf.as_ptr() as usize;
+        let Ok(Some(Incoming::Frame(frame))) = StompCodec::new(Version::V1_2).decode(&mut buf) else { panic!("no frame") };
+        let dest = frame.headers.get_shared("destination").expect("destination");
+        assert_eq!((&*dest, frame.get("destination")), ("/topic/a.b", Some("/topic/a.b")), "the first of repeats wins");
+        let at = dest.as_ptr() as usize;
+        assert!(at >= start && at < start + wire.len(), "destination was copied out of the frame's buffer");
+        assert_eq!(frame.headers.get_shared("x-esc").as_deref(), Some("a:b"), "escapes undone");
+        assert_eq!(frame.headers.get_shared("absent"), None);
+        let built = Frame::new(Command::Send).header("destination", "/queue/x");
+        assert_eq!(built.headers.get_shared("destination").as_deref(), Some("/queue/x"));
+    }
+
+    /// `is_plain` finds each escaped byte at every position, in short and long values.
+    #[test]
+    fn is_plain_finds_every_escaped_byte_anywhere() {
+        for len in 0..=130 {
+            let clean = vec![b'a'; len];
+            assert!(is_plain(&clean), "{len}");
+            for at in 0..len {
+                for special in [b'\n', b':', b'\\', b'\r'] {
+                    let mut v = clean.clone();
+                    v[at] = special;
+                    assert!(!is_plain(&v), "{len} {at} {special}");
                 }
             }
         }

@@ -137,8 +137,8 @@ pub struct Headers {
 
 impl Headers {
     /// An empty header list.
-    pub fn new() -> Headers {
-        Headers::default()
+    pub const fn new() -> Headers {
+        Headers { block: ByteString::new(), entries: Vec::new() }
     }
 
     /// An empty header list with room for `n` entries.
@@ -173,6 +173,15 @@ impl Headers {
     /// The value of the first header called `name`, as the spec requires for repeats.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// [`Headers::get`] as a string that shares the frame's buffer (no copy, no allocation).
+    pub fn get_shared(&self, name: &str) -> Option<ByteString> {
+        let entry = self.entries.iter().find(|e| self.text(e).0 == name)?;
+        Some(match entry {
+            Entry::Block { value, .. } => self.block.get(value.0 as usize..value.1 as usize).map_or_else(ByteString::new, |v| self.block.slice_ref(v)),
+            Entry::Owned(_, v) => v.clone(),
+        })
     }
 
     /// Appends a header, keeping any earlier one of the same name (which still wins).

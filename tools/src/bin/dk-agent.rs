@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Parser;
 use deploykit::deploy::agent::legacy_import::{self, LegacyFile};
 use deploykit::deploy::agent::{self, AgentConfig};
-use deploykit::health::{series, Allowed};
+use deploykit::health::{series, Allowed, Health};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use dk_tools::exit::{Exit, OrExit};
@@ -145,14 +145,18 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<ExitCode> {
     }
     let (identity, sites, topic) = (config.identity.clone(), config.sites.len(), config.destinations.deploy.clone());
     let site_names = Allowed::new(config.sites.keys());
-    let daemon = match agent::spawn(config, client.clone()).await {
+    // The metrics follow the daemon's events from before it starts (nothing done at start-up
+    // goes uncounted); /healthz and /metrics are served once it runs (subscribed).
+    let health = Health::new("dk-agent", Some(client.clone()));
+    let events = deploykit::daemon::event_channel();
+    health.follow(|| events.subscribe(), series::agent(health.metrics(), site_names.clone()));
+    let daemon = match agent::spawn(config, client.clone(), events).await {
         Ok(d) => d,
         Err(e @ agent::AgentError::Subscribe { .. }) => return Err(e).or_exit(Exit::Broker),
         // The state directory or the identity key: the host's configuration.
         Err(e) => return Err(e).or_exit(Exit::Usage),
     };
-    let health = cli.health.start("dk-agent", &client).await?;
-    health.follow(|| daemon.subscribe(), series::agent(health.metrics(), site_names.clone()));
+    cli.health.serve(&health).await?;
     tracing::info!(%identity, sites, %topic, "dk-agent started");
     let path = cli.config.clone();
     let reload = Box::new(move || {

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deploykit::aptwatch::{self, AptWatchConfig};
-use deploykit::health::series;
+use deploykit::health::{series, Health};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
 use std::path::{Path, PathBuf};
@@ -101,9 +101,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
     let signals = Signals::install()?;
     let client = cli.broker.with_section(&config.broker).connect().await?;
-    let daemon = aptwatch::spawn(config, client.clone()).await?;
-    let health = cli.health.start("dk-apt-watch", &client).await?;
-    health.follow(|| daemon.subscribe(), series::apt_watch(health.metrics()));
+    // The metrics follow the daemon's events from before it starts (nothing done at start-up
+    // goes uncounted); /healthz and /metrics are served once it runs (subscribed).
+    let health = Health::new("dk-apt-watch", Some(client.clone()));
+    let events = deploykit::daemon::event_channel();
+    health.follow(|| events.subscribe(), series::apt_watch(health.metrics()));
+    let daemon = aptwatch::spawn(config, client.clone(), events).await?;
+    cli.health.serve(&health).await?;
     tracing::info!("dk-apt-watch started");
     let path = cli.config.clone();
     // A reload starts a watcher with the new configuration before the old one stops (no gap).

@@ -9,7 +9,7 @@ use clap::Parser;
 use deploykit::fetch::config::FetchConfig;
 use deploykit::fetch::daemon::{self, DaemonOptions, Runner};
 use deploykit::fetch::{legacy_import, privilege};
-use deploykit::health::{series, Allowed};
+use deploykit::health::{series, Allowed, Health};
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
@@ -151,11 +151,13 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let names = Allowed::new(config.repos.keys());
     let run_git = runner(config.git_timeout);
     // The metrics follow the daemon's events from before it starts: the start-up
-    // reconcile's fetches are counted even when they finish at once.
-    let health = cli.health.start("dk-fetch", &client).await?;
+    // reconcile's fetches are counted even when they finish at once. /healthz and
+    // /metrics are served once it runs (subscribed).
+    let health = Health::new("dk-fetch", Some(client.clone()));
     let observer = deploykit::daemon::event_channel();
     health.follow(|| observer.subscribe(), series::fetch(health.metrics(), names.clone()));
     let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: run_git, observer: Some(observer), ..DaemonOptions::default() }).await?;
+    cli.health.serve(&health).await?;
     tracing::info!(repos, %topic, "dk-fetch started");
     let path = cli.config.clone();
     let reload = Box::new(move || {

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use deploykit::health::{series, Allowed};
+use deploykit::health::{series, Allowed, Health};
 use deploykit::jenkins::{daemon, JenkinsConfig};
 use dk_tools::cli::{BrokerArgs, HealthArgs};
 use dk_tools::daemon::{RunOptions, Signals};
@@ -88,9 +88,13 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
     let client = cli.broker.with_section(&config.broker).connect().await?;
     let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
     let jobs = Allowed::new(job_names(&config));
-    let daemon = daemon::spawn(config, client.clone()).await?;
-    let health = cli.health.start("dk-jenkins", &client).await?;
-    health.follow(|| daemon.subscribe(), series::jenkins(health.metrics(), jobs.clone()));
+    // The metrics follow the daemon's events from before it starts (nothing done at start-up
+    // goes uncounted); /healthz and /metrics are served once it runs (subscribed).
+    let health = Health::new("dk-jenkins", Some(client.clone()));
+    let events = deploykit::daemon::event_channel();
+    health.follow(|| events.subscribe(), series::jenkins(health.metrics(), jobs.clone()));
+    let daemon = daemon::spawn(config, client.clone(), events).await?;
+    cli.health.serve(&health).await?;
     // Logged once the commit topic is subscribed (tests and operators rely on that order).
     tracing::info!(repos, %topic, %jenkins, "dk-jenkins started");
     let path = cli.config.clone();

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use clap::Parser;
 use deploykit::debrepo::{self, RepoEvent, RepreproConfig};
-use deploykit::health::series;
+use deploykit::health::{series, Health};
 use deploykit::message::PackageAction;
 use deploykit::stomp::Client;
 use dk_tools::cli::{BrokerArgs, HealthArgs};
@@ -129,9 +129,14 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
     let client = cli.broker.with_section(&config.broker).connect().await?;
     // An incoming directory, the spool or the watcher that cannot be set up: the host's configuration.
     let spool_dir = config.spool_dir.clone();
-    let daemon = debrepo::spawn(config, Some(client.clone())).await.or_exit(Exit::Usage)?;
-    let health = cli.health.start("dk-reprepro", &client).await?;
-    health.follow(|| daemon.subscribe(), series::reprepro(health.metrics(), spool_dir));
+    // The metrics follow the daemon's events from before it starts: packages already complete
+    // in an incoming directory are taken at start-up, and counted. /healthz and /metrics
+    // are served once it runs.
+    let health = Health::new("dk-reprepro", Some(client.clone()));
+    let events = deploykit::daemon::event_channel();
+    health.follow(|| events.subscribe(), series::reprepro(health.metrics(), spool_dir));
+    let daemon = debrepo::spawn(config, Some(client.clone()), events).await.or_exit(Exit::Usage)?;
+    cli.health.serve(&health).await?;
     let path = cli.config.clone();
     // A reload stops the watcher after the file in progress and starts one with the new
     // configuration (or the old one again, if the new one does not start).

@@ -108,7 +108,7 @@ fn print_message(out: &mut impl Write, msg: &Message, json: bool) -> Result<()> 
             headers.entry(k.to_owned()).or_insert_with(|| serde_json::Value::String(v.to_owned()));
         }
         let mut obj = serde_json::Map::new();
-        obj.insert("destination".into(), msg.destination.clone().into());
+        obj.insert("destination".into(), msg.destination.to_string().into());
         obj.insert("headers".into(), headers.into());
         match msg.text() {
             Some(text) => obj.insert("body".into(), text.into()),

@@ -190,7 +190,8 @@ impl AgentConfig {
         // What `parse` compares as written, compared here as resolved (symlinks followed).
         let resolved = self.sites.iter().filter_map(|(n, s)| s.releases.canonicalize().ok().map(|p| (n, p)));
         for ((a, pa), (b, pb)) in nested_pairs(resolved.collect()) {
-            let message = format!("resolves to {}, which shares a directory with sites.{a}.releases ({}): pruning one site's releases would delete the other's", pb.display(), pa.display());
+            let message =
+                format!("resolves to {}, which shares a directory with sites.{a}.releases ({}): pruning one site's releases would delete the other's", pb.display(), pa.display());
             out.push(Problem::new(format!("sites.{b}.releases"), message));
         }
         out

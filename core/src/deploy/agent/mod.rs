@@ -207,6 +207,11 @@ pub struct Agent;
 impl Agent {
     /// Recovers interrupted deploys, subscribes to requests, announces itself, and serves.
     pub async fn start(config: AgentConfig, client: Client) -> Result<AgentHandle, AgentError> {
+        Agent::start_with_events(config, client, crate::daemon::event_channel()).await
+    }
+
+    /// [`Agent::start`] reporting to `events`, a channel made beforehand (to subscribe before the first event).
+    pub async fn start_with_events(config: AgentConfig, client: Client, events: broadcast::Sender<AgentEvent>) -> Result<AgentHandle, AgentError> {
         std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::State { path: config.state_dir.clone(), source })?;
         let replay = ReplayCache::persistent(REPLAY_CACHE_SIZE, config.state_dir.join("replay-cache"), releases::now())
             .map_err(|source| AgentError::State { path: config.state_dir.clone(), source })?;
@@ -217,7 +222,6 @@ impl Agent {
         let destination = config.destinations.deploy.clone();
         let mut sub = client.subscribe(&destination, SubscribeOptions::default()).await.map_err(|source| AgentError::Subscribe { destination: destination.clone(), source })?;
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
-        let (events, _) = broadcast::channel(256);
         let stats = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
             config: config_rx,
@@ -350,7 +354,7 @@ fn unverified(shared: &Shared, request_id: &str, action: DeployAction, reason: S
     let _ = shared.events.send(AgentEvent::Unverified { request_id: request_id.chars().take(64).collect(), action, reason });
 }
 
-async fn handle(shared: &Shared, destination: String, headers: Headers, body: bytes::Bytes) {
+async fn handle(shared: &Shared, destination: bytestring::ByteString, headers: Headers, body: bytes::Bytes) {
     let config = shared.config.borrow().clone();
     let req = match decode(&destination, &headers, &body) {
         Ok(Message::DeployRequest(r)) => r,
@@ -556,10 +560,8 @@ impl crate::daemon::Supervised for AgentHandle {
 }
 
 /// Starts dk-agent on the shared daemon lifecycle ([`crate::daemon`]).
-pub async fn spawn(config: AgentConfig, client: Client) -> Result<crate::daemon::Daemon<AgentConfig, AgentEvent>, AgentError> {
-    let handle = Agent::start(config, client.clone()).await?;
-    Ok(crate::daemon::Daemon::spawn("dk-agent", move |ctx| {
-        crate::daemon::forward(handle.subscribe(), ctx.events.clone());
-        crate::daemon::supervise(handle, Some(client), ctx)
-    }))
+/// It reports to `events`, made beforehand ([`crate::daemon::event_channel`]) so that observers miss nothing.
+pub async fn spawn(config: AgentConfig, client: Client, events: broadcast::Sender<AgentEvent>) -> Result<crate::daemon::Daemon<AgentConfig, AgentEvent>, AgentError> {
+    let handle = Agent::start_with_events(config, client.clone(), events.clone()).await?;
+    Ok(crate::daemon::Daemon::spawn_with_events("dk-agent", events, move |ctx| crate::daemon::supervise(handle, Some(client), ctx)))
 }

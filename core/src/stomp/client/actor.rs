@@ -345,7 +345,7 @@ impl Actor {
                     }
                 }
                 let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation });
-                let destination = frame.get("destination").unwrap_or_default().to_owned();
+                let destination = frame.headers.get_shared("destination").unwrap_or_default();
                 let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
                 match sub.tx.try_send(msg) {
                     Ok(()) => {}

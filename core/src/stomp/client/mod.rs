@@ -318,12 +318,32 @@ impl Client {
 
     /// Sends `body` to `destination` without waiting for a receipt.
     pub async fn send(&self, destination: &str, body: impl Into<Bytes>) -> Result<()> {
-        self.send_with(destination, body, SendOptions::default()).await
+        static NONE: SendOptions = SendOptions::NONE;
+        let body = body.into();
+        if let Some(sent) = self.try_send_now(destination, &body, &NONE) {
+            return sent;
+        }
+        self.send_parts(destination, body, &NONE, None).await
     }
 
     /// Sends with options: headers, receipt, persistence, content type.
     pub async fn send_with(&self, destination: &str, body: impl Into<Bytes>, opts: SendOptions) -> Result<()> {
-        self.send_parts(destination, body.into(), &opts, None).await
+        let body = body.into();
+        if let Some(sent) = self.try_send_now(destination, &body, &opts) {
+            return sent;
+        }
+        self.send_parts(destination, body, &opts, None).await
+    }
+
+    /// Queues a SEND without receipt at once when the outbox has room and the connection
+    /// speaks STOMP 1.2 (nothing to refuse), else `None`: the usual case of `send` then
+    /// builds no inner future, which costs more than the append itself.
+    fn try_send_now(&self, destination: &str, body: &Bytes, opts: &SendOptions) -> Option<Result<()>> {
+        if opts.receipt || self.shared.version.load(Ordering::Relaxed) != Version::V1_2 as u8 {
+            return None;
+        }
+        let parts = send_parts(destination, opts, None, body);
+        self.shared.outbox.try_send(&parts, None, || send_frame(destination, body.clone(), opts))
     }
 
     /// Sends each of `bodies` to `destination`, in order, with the same options: what a
@@ -378,6 +398,9 @@ impl Client {
         let parts = send_parts(destination, opts, transaction.map(|(tx, _)| tx), &body);
         let pinned = transaction.map(|(_, g)| g);
         if !opts.receipt {
+            if let Some(sent) = self.shared.outbox.try_send(&parts, pinned, build) {
+                return sent;
+            }
             return self.shared.outbox.send(&parts, None, pinned, build).await;
         }
         let (reply, done) = oneshot::channel();

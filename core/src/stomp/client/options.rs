@@ -60,3 +60,8 @@ pub struct SendOptions {
     /// `content-type` header.
     pub content_type: Option<String>,
 }
+
+impl SendOptions {
+    /// No options: what [`Client::send`](super::Client::send) sends with.
+    pub const NONE: SendOptions = SendOptions { headers: Headers::new(), receipt: false, persistent: false, content_type: None };
+}

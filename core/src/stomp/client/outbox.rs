@@ -227,6 +227,35 @@ impl Queue {
         }
     }
 
+    /// Appends a SEND built from its parts (encoded at once while connected, kept as a
+    /// frame while not); with a reply, it asks for a receipt and the reply waits for it.
+    fn push_send(&mut self, parts: &SendParts<'_>, reply: &mut Option<Reply>, pinned: Option<u64>, build: &impl Fn() -> Frame) -> Result<()> {
+        self.check_pinned(pinned)?;
+        let Some((_, version)) = self.link else {
+            let frame = build();
+            self.offline_bytes += estimate(&frame);
+            self.offline.push_back(Offline::Frame { frame, reply: reply.take() });
+            return Ok(());
+        };
+        let start = self.buf.len();
+        match reply.take() {
+            None => {
+                encode_send(&mut self.buf, version, parts)?;
+                self.frames += 1;
+                if pinned.is_some() {
+                    self.mark(start, true, Effect::None);
+                }
+            }
+            Some(reply) => {
+                let receipt = self.receipt("r");
+                encode_send(&mut self.buf, version, &SendParts { receipt: Some(&receipt), ..*parts })?;
+                self.frames += 1;
+                self.mark(start, pinned.is_some(), Effect::Receipt { receipt, reply });
+            }
+        }
+        Ok(())
+    }
+
     /// Removes frames pinned to a lost connection from the buffer; their callers are told.
     fn purge_pinned(&mut self) {
         if !self.marks.iter().any(|m| m.pinned) {
@@ -345,33 +374,13 @@ impl Outbox {
     /// Appends a SEND built from its parts; `pinned` ties it to one connection (transactions).
     pub(super) async fn send(&self, parts: &SendParts<'_>, reply: Option<Reply>, pinned: Option<u64>, build: impl Fn() -> Frame) -> Result<()> {
         let mut reply = reply;
-        self.append(|q| {
-            q.check_pinned(pinned)?;
-            let Some((_, version)) = q.link else {
-                let frame = build();
-                q.offline_bytes += estimate(&frame);
-                q.offline.push_back(Offline::Frame { frame, reply: reply.take() });
-                return Ok(());
-            };
-            let start = q.buf.len();
-            match reply.take() {
-                None => {
-                    encode_send(&mut q.buf, version, parts)?;
-                    q.frames += 1;
-                    if pinned.is_some() {
-                        q.mark(start, true, Effect::None);
-                    }
-                }
-                Some(reply) => {
-                    let receipt = q.receipt("r");
-                    encode_send(&mut q.buf, version, &SendParts { receipt: Some(&receipt), ..*parts })?;
-                    q.frames += 1;
-                    q.mark(start, pinned.is_some(), Effect::Receipt { receipt, reply });
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.append(|q| q.push_send(parts, &mut reply, pinned, &build)).await
+    }
+
+    /// Appends a SEND without receipt at once if there is room, else `None` (the caller
+    /// then waits in [`Outbox::send`]): the usual case pays for no future but the caller's.
+    pub(super) fn try_send(&self, parts: &SendParts<'_>, pinned: Option<u64>, build: impl Fn() -> Frame) -> Option<Result<()>> {
+        self.try_append(&mut |q: &mut Queue| q.push_send(parts, &mut None, pinned, &build), None)
     }
 
     /// Appends a SEND for each of `bodies` with the same parts, as many per lock as

@@ -3,8 +3,9 @@
 use super::*;
 use crate::stomp::codec::Version;
 use crate::stomp::error::{Error, Result};
-use crate::stomp::frame::{Command, Headers};
+use crate::stomp::frame::{ByteString, Command, Headers};
 use bytes::Bytes;
+
 use futures_util::Stream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 /// A message delivered to a subscription.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// The destination it was sent to.
-    pub destination: String,
+    /// The destination it was sent to (a slice of the frame's header block: no copy).
+    pub destination: ByteString,
     /// All MESSAGE headers.
     pub headers: Headers,
     /// The body.

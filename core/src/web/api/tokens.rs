@@ -319,13 +319,7 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let path = path.clone();
-                std::thread::spawn(move || {
-                    if i == 0 {
-                        revoke(&path, "old").map(|_| ())
-                    } else {
-                        add(&path, &format!("t{i}"), "ann", &Sites::All).map(|_| ())
-                    }
-                })
+                std::thread::spawn(move || if i == 0 { revoke(&path, "old").map(|_| ()) } else { add(&path, &format!("t{i}"), "ann", &Sites::All).map(|_| ()) })
             })
             .collect();
         for h in handles {
