@@ -64,6 +64,17 @@ impl BlockingClient {
         run(&self.rt, self.client.send_with(destination, body, opts))
     }
 
+    /// Sends each of `bodies` to `destination`, in order, with the same options
+    /// ([`Client::send_many`]: many SENDs per turn of the client's lock); with
+    /// `opts.receipt`, waits until the broker confirms the last (and so all).
+    pub fn send_many<I>(&self, destination: &str, bodies: I, opts: &SendOptions) -> Result<(), stomp::Error>
+    where
+        I: IntoIterator,
+        I::Item: Into<Bytes>,
+    {
+        run(&self.rt, self.client.send_many(destination, bodies, opts))
+    }
+
     /// Subscribes; returns once the broker confirmed it.
     pub fn subscribe(&self, destination: &str, opts: SubscribeOptions) -> Result<BlockingSubscription, stomp::Error> {
         let sub = run(&self.rt, self.client.subscribe(destination, opts))?;

@@ -71,3 +71,21 @@ fn refused_connection_is_an_error_not_a_hang() {
     let err = BlockingClient::connect(config).unwrap_err();
     assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn send_many_delivers_in_order_and_confirms_with_its_receipt() {
+    let (_rt, b) = broker();
+    let client = BlockingClient::connect(ClientConfig::new(&b.url()).unwrap()).unwrap();
+    let mut sub = client.subscribe("/queue/blocking-many", SubscribeOptions::default()).unwrap();
+    let bodies: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
+    client.send_many("/queue/blocking-many", bodies.clone(), &SendOptions { receipt: true, ..Default::default() }).unwrap();
+    for want in &bodies {
+        match sub.next(Some(Duration::from_secs(10))) {
+            Next::Message(m) => assert_eq!(m.text(), Some(want.as_str())),
+            other => panic!("{other:?} instead of {want}"),
+        }
+    }
+    client.send_many("/queue/blocking-many", Vec::<Vec<u8>>::new(), &SendOptions::default()).expect("nothing to send is not an error");
+    assert!(matches!(sub.next(Some(Duration::from_millis(50))), Next::Timeout));
+    client.disconnect().unwrap();
+}

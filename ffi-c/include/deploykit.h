@@ -325,6 +325,20 @@ typedef struct dk_header {
 } dk_header;
 
 /**
+ * One body of dk_client_send_many(): `len` bytes at `data` (any bytes; NULL allowed when `len` is 0).
+ */
+typedef struct dk_body {
+    /**
+     * The bytes.
+     */
+    const uint8_t *data;
+    /**
+     * How many.
+     */
+    size_t len;
+} dk_body;
+
+/**
  * Where a commit message comes from: one of the `DK_SOURCE_*` values.
  */
 typedef uint32_t dk_source;
@@ -665,6 +679,25 @@ dk_result dk_client_send(const struct dk_client *client,
                          size_t n_headers,
                          bool receipt,
                          struct dk_error **err);
+
+/**
+ * Sends each of the `n_bodies` `bodies` to `destination`, in order, with the same
+ * `n_headers` extra headers: many SENDs per turn of the client's lock, for a
+ * publisher with many messages ready (one call instead of one `dk_client_send` each).
+ * With `receipt`, only the last SEND asks for a RECEIPT and the call waits for it;
+ * the broker answers it after the others, so it confirms them all. No bodies is
+ * DK_OK and sends nothing. The bodies are copied before anything is sent: a NULL
+ * `data` with a non-zero `len` is DK_ERR_NULL_ARGUMENT naming `bodies[i]`, and then
+ * nothing is sent.
+ */
+dk_result dk_client_send_many(const struct dk_client *client,
+                              const char *destination,
+                              const struct dk_body *bodies,
+                              size_t n_bodies,
+                              const struct dk_header *headers,
+                              size_t n_headers,
+                              bool receipt,
+                              struct dk_error **err);
 
 /**
  * The message of an error, as a NUL-terminated UTF-8 string owned by `err`

@@ -64,6 +64,16 @@ pub struct dk_header {
     pub value: *const c_char,
 }
 
+/// One body of dk_client_send_many(): `len` bytes at `data` (any bytes; NULL allowed when `len` is 0).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct dk_body {
+    /// The bytes.
+    pub data: *const u8,
+    /// How many.
+    pub len: usize,
+}
+
 /// A duration option: 0 keeps the default.
 fn millis(ms: u32) -> Option<Duration> {
     (ms != 0).then(|| Duration::from_millis(u64::from(ms)))
@@ -186,6 +196,38 @@ pub extern "C" fn dk_client_send(
         not_in_callback("dk_client_send")?;
         let opts = SendOptions { headers, receipt, ..SendOptions::default() };
         c.send(destination, body.to_vec(), opts)?;
+        Ok(())
+    })
+}
+
+/// Sends each of the `n_bodies` `bodies` to `destination`, in order, with the same
+/// `n_headers` extra headers: many SENDs per turn of the client's lock, for a
+/// publisher with many messages ready (one call instead of one `dk_client_send` each).
+/// With `receipt`, only the last SEND asks for a RECEIPT and the call waits for it;
+/// the broker answers it after the others, so it confirms them all. No bodies is
+/// DK_OK and sends nothing. The bodies are copied before anything is sent: a NULL
+/// `data` with a non-zero `len` is DK_ERR_NULL_ARGUMENT naming `bodies[i]`, and then
+/// nothing is sent.
+#[no_mangle]
+pub extern "C" fn dk_client_send_many(
+    client: *const dk_client,
+    destination: *const c_char,
+    bodies: *const dk_body,
+    n_bodies: usize,
+    headers: *const dk_header,
+    n_headers: usize,
+    receipt: bool,
+    err: *mut *mut dk_error,
+) -> dk_result {
+    ffi_result!(err, {
+        let c = dk_client::try_ref(client, "client")?;
+        let destination = arg_str(destination, "destination")?;
+        let bodies = arg_slice(bodies, n_bodies, "bodies")?;
+        let bodies = bodies.iter().enumerate().map(|(i, b)| arg_slice(b.data, b.len, &format!("bodies[{i}].data")).map(|s| s.to_vec())).collect::<FfiResult<Vec<_>>>()?;
+        let headers = self::headers(arg_slice(headers, n_headers, "headers")?)?;
+        not_in_callback("dk_client_send_many")?;
+        let opts = SendOptions { headers, receipt, ..SendOptions::default() };
+        c.send_many(destination, bodies, &opts)?;
         Ok(())
     })
 }

@@ -122,6 +122,20 @@ static void client_arguments(dk_client *c) {
     EXPECT_RC(dk_client_send(c, "/topic/dk-c-test.nobody", NULL, 0, &h, 1, true, &E), DK_OK, NULL,
               "send: NULL body with length 0 is an empty body");
 
+    dk_body bodies[] = {{body, 1}, {NULL, 3}};
+    EXPECT_RC(dk_client_send_many(NULL, "/topic/x", bodies, 1, NULL, 0, false, &E), DK_ERR_NULL_ARGUMENT, "client",
+              "send_many: NULL client");
+    EXPECT_RC(dk_client_send_many(c, NULL, bodies, 1, NULL, 0, false, &E), DK_ERR_NULL_ARGUMENT, "destination",
+              "send_many: NULL destination");
+    EXPECT_RC(dk_client_send_many(c, "/topic/x", NULL, 2, NULL, 0, false, &E), DK_ERR_NULL_ARGUMENT, "bodies",
+              "send_many: NULL bodies with a count");
+    EXPECT_RC(dk_client_send_many(c, "/topic/x", bodies, 2, NULL, 0, false, &E), DK_ERR_NULL_ARGUMENT,
+              "bodies[1].data", "send_many: a NULL body with a length is named");
+    EXPECT_RC(dk_client_send_many(c, "/topic/x", bodies, 1, &bad_value, 1, false, &E), DK_ERR_NOT_UTF8,
+              "headers[0].value", "send_many: header value not UTF-8");
+    EXPECT_RC(dk_client_send_many(c, "/topic/dk-c-test.nobody", NULL, 0, NULL, 0, true, &E), DK_OK, NULL,
+              "send_many: no bodies is DK_OK");
+
     dk_subscription *s = (dk_subscription *)(uintptr_t)0x1;
     EXPECT_RC(dk_client_subscribe(NULL, "/topic/x", DK_ACK_AUTO, &s, &E), DK_ERR_NULL_ARGUMENT, "client",
               "subscribe: NULL client");

@@ -357,6 +357,56 @@ static void acknowledgements(dk_client *c) {
 
 static void threads_share_a_client(dk_client *c);
 
+/* dk_client_send_many: 200 bodies in order (one empty, one with NULs), the
+ * headers on each, one receipt that confirms them all; a partly bad call sends nothing. */
+static void batches(dk_client *c) {
+    char dest[160];
+    dk_subscription *s = subscribe(c, topic(dest, sizeof dest, "many"), DK_ACK_AUTO);
+    if (s == NULL) {
+        return;
+    }
+    enum { N = 200 };
+    static char text[N][16];
+    dk_body bodies[N];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(text[i], sizeof text[i], "many-%d", i);
+        bodies[i] = (dk_body){(const uint8_t *)text[i], (size_t)n};
+    }
+    const uint8_t nuls[] = {'a', 0, 'b', 0};
+    bodies[7] = (dk_body){NULL, 0};
+    bodies[8] = (dk_body){nuls, sizeof nuls};
+    dk_header headers[] = {{"x-dk-batch", "yes"}};
+    EXPECT_RC(dk_client_send_many(c, dest, bodies, N, headers, 1, true, &E), DK_OK, NULL,
+              "send_many: 200 bodies, one header, a receipt");
+    int in_order = 0, with_header = 0;
+    for (int i = 0; i < N; i++) {
+        dk_message *m = NULL;
+        if (dk_subscription_next(s, WAIT_MS, &m, NULL) != DK_OK || m == NULL) {
+            break;
+        }
+        size_t len = 0;
+        const uint8_t *b = dk_message_body(m, &len);
+        if (len == bodies[i].len && (len == 0 || memcmp(b, bodies[i].data, len) == 0)) {
+            in_order++;
+        }
+        with_header += header_is(m, "x-dk-batch", "yes");
+        dk_message_free(m);
+    }
+    CHECK(in_order == N, "send_many: all %d arrived, in order, bytes intact (%d)", N, in_order);
+    CHECK(with_header == N, "send_many: each carries the header (%d)", with_header);
+
+    dk_body bad[] = {{(const uint8_t *)"first", 5}, {NULL, 1}};
+    EXPECT_RC(dk_client_send_many(c, dest, bad, 2, NULL, 0, false, &E), DK_ERR_NULL_ARGUMENT, "bodies[1].data",
+              "send_many: a bad body refuses the call");
+    EXPECT_RC(dk_client_send(c, dest, (const uint8_t *)"after", 5, NULL, 0, true, &E), DK_OK, NULL, "send after the refusal");
+    dk_message *m = receive(s, "after the refusal");
+    if (m != NULL) {
+        CHECK(body_contains(m, "after") && !body_contains(m, "first"), "send_many: nothing of the refused call was sent");
+        dk_message_free(m);
+    }
+    dk_subscription_free(s);
+}
+
 int main(int argc, char **argv) {
     const char *url = test_url(argc, argv);
     snprintf(prefix, sizeof prefix, "dk-c-test.%ld", (long)getpid());
@@ -371,6 +421,7 @@ int main(int argc, char **argv) {
     builds_and_events(c);
     default_destinations(c);
     acknowledgements(c);
+    batches(c);
     threads_share_a_client(c);
 
     /* A subscription outlives its client's disconnect and then reports the close. */

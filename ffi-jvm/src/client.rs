@@ -177,23 +177,57 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSend<'l>(
         let handle = handle(h)?;
         let destination = string(env, &destination, "destination")?;
         let body = if body.is_null() { Vec::new() } else { env.convert_byte_array(&body)? };
-        let mut opts = SendOptions { receipt: receipt == JNI_TRUE, ..SendOptions::default() };
-        if !headers.is_null() {
-            let n = env.get_array_length(&headers)?;
-            let mut h = Headers::with_capacity(n as usize / 2);
-            for i in (0..n - n % 2).step_by(2) {
-                let k = JString::from(env.get_object_array_element(&headers, i)?);
-                let v = JString::from(env.get_object_array_element(&headers, i + 1)?);
-                let (ks, vs) = (string(env, &k, "header name")?, string(env, &v, "header value")?);
-                env.delete_local_ref(k)?;
-                env.delete_local_ref(v)?;
-                h.push(ks, vs);
-            }
-            opts.headers = h;
-        }
+        let opts = SendOptions { receipt: receipt == JNI_TRUE, headers: headers_arg(env, &headers)?, ..SendOptions::default() };
         handle.client.send(&destination, body, opts)?;
         Ok(())
     })
+}
+
+/// `StompClient.nativeSendMany(handle, destination, bodies, headers as [k, v, k, v…], receipt)`:
+/// every body is copied out of the JVM before anything is sent.
+#[no_mangle]
+pub extern "system" fn Java_org_deploykit_StompClient_nativeSendMany<'l>(
+    mut env: JNIEnv<'l>,
+    _c: JClass<'l>,
+    h: jlong,
+    destination: JString<'l>,
+    bodies: JObjectArray<'l>,
+    headers: JObjectArray<'l>,
+    receipt: jboolean,
+) {
+    guard(&mut env, (), |env| {
+        not_on_io_thread("sendMany")?;
+        let handle = handle(h)?;
+        let destination = string(env, &destination, "destination")?;
+        let n = if bodies.is_null() { 0 } else { env.get_array_length(&bodies)? };
+        let mut all = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let body = JByteArray::from(env.get_object_array_element(&bodies, i)?);
+            all.push(if body.is_null() { Vec::new() } else { env.convert_byte_array(&body)? });
+            env.delete_local_ref(body)?;
+        }
+        let opts = SendOptions { receipt: receipt == JNI_TRUE, headers: headers_arg(env, &headers)?, ..SendOptions::default() };
+        handle.client.send_many(&destination, all, &opts)?;
+        Ok(())
+    })
+}
+
+/// Headers passed as `[k, v, k, v…]` (null: none; an odd last name is ignored).
+fn headers_arg(env: &mut JNIEnv<'_>, headers: &JObjectArray<'_>) -> Result<Headers, Failure> {
+    if headers.is_null() {
+        return Ok(Headers::new());
+    }
+    let n = env.get_array_length(headers)?;
+    let mut h = Headers::with_capacity(n as usize / 2);
+    for i in (0..n - n % 2).step_by(2) {
+        let k = JString::from(env.get_object_array_element(headers, i)?);
+        let v = JString::from(env.get_object_array_element(headers, i + 1)?);
+        let (ks, vs) = (string(env, &k, "header name")?, string(env, &v, "header value")?);
+        env.delete_local_ref(k)?;
+        env.delete_local_ref(v)?;
+        h.push(ks, vs);
+    }
+    Ok(h)
 }
 
 /// `StompClient.nativePublishBuild(handle, job, number, status, url, repo, branch, commit, durationMs (<0: none), correlationId, id)`:

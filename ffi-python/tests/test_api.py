@@ -57,6 +57,25 @@ def test_binary_body_and_iteration(client):
     assert keep.is_keepalive and keep.kind == "keepalive" and keep.decoded() is None
 
 
+def test_send_many_in_order_with_one_receipt(client):
+    dest = unique("queue")
+    sub = client.subscribe(dest)
+    bodies = [f"m{i}".encode() for i in range(300)] + ["tëxt", b"", bytes(range(256))]
+    client.send_many(dest, (b for b in bodies), {"x-batch": "yes"}, receipt=True)
+    got = [sub.next_message(timeout=TIMEOUT) for _ in bodies]
+    assert [m.body for m in got] == [b.encode() if isinstance(b, str) else b for b in bodies]
+    assert all(m.headers["x-batch"] == "yes" for m in got)
+    client.send_many(dest, [])  # nothing to send is not an error
+    with pytest.raises(TypeError, match=r"bodies\[1\]: a body must be bytes or str, not int"):
+        client.send_many(dest, [b"first", 7])
+    with pytest.raises(TypeError, match="not one body"):
+        client.send_many(dest, b"abc")
+    with pytest.raises(TypeError, match="iterable"):
+        client.send_many(dest, 42)
+    client.send(dest, b"after", receipt=True)
+    assert sub.next_message(timeout=TIMEOUT).body == b"after", "a refused send_many sent nothing"
+
+
 def test_typed_publishing_decoded(client):
     commits, builds, events = unique(), unique(), unique()
     dests = {"commits": commits, "builds": builds, "events": events}

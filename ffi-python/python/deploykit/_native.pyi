@@ -6,7 +6,7 @@ import builtins
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type, Union
 
 __all__ = [
     "__version__",
@@ -180,6 +180,17 @@ class Client:
     ) -> None:
         """Sends ``body`` (bytes, or str sent as UTF-8) with extra ``headers``; with
         ``receipt=True`` waits until the broker confirms it."""
+    def send_many(
+        self,
+        destination: str,
+        bodies: Iterable[Body],
+        headers: Optional[Mapping[str, str]] = None,
+        receipt: bool = False,
+        *,
+        persistent: bool = False,
+    ) -> None:
+        """Sends each of ``bodies`` in order with the same ``headers`` (one call for many
+        messages); with ``receipt=True`` waits until the broker confirms the last."""
     def subscribe(
         self,
         destination: str,

@@ -87,6 +87,24 @@ pub(super) enum Ending {
     Bye(Reply),
 }
 
+/// The encoded head of the last SEND appended without per-message headers, kept so
+/// that a run of `send()`s to one destination copies it instead of encoding it again.
+struct HeadCache {
+    version: Version,
+    destination: String,
+    content_type: Option<String>,
+    persistent: bool,
+    /// `encode_send_head`'s output for these parts (everything before `content-length`).
+    head: Vec<u8>,
+}
+
+impl HeadCache {
+    /// Whether `parts` at `version` encode to this head.
+    fn fits(&self, version: Version, parts: &SendParts<'_>) -> bool {
+        self.version == version && self.destination == parts.destination && self.content_type.as_deref() == parts.content_type && self.persistent == parts.persistent
+    }
+}
+
 /// The state behind the lock.
 struct Queue {
     buf: BytesMut,
@@ -105,6 +123,8 @@ struct Queue {
     next_receipt: u64,
     /// A swapped-out buffer handed back for reuse.
     spare: Option<BytesMut>,
+    /// The last plain SEND's encoded head.
+    head: Option<HeadCache>,
     /// DISCONNECT queued or every handle dropped: nothing more is accepted.
     ending: Option<Ending>,
     /// A DISCONNECT is in the buffer (not yet taken); ends the client like `ending`.
@@ -240,7 +260,7 @@ impl Queue {
         let start = self.buf.len();
         match reply.take() {
             None => {
-                encode_send(&mut self.buf, version, parts)?;
+                self.append_plain_send(version, parts)?;
                 self.frames += 1;
                 if pinned.is_some() {
                     self.mark(start, true, Effect::None);
@@ -253,6 +273,27 @@ impl Queue {
                 self.mark(start, pinned.is_some(), Effect::Receipt { receipt, reply });
             }
         }
+        Ok(())
+    }
+
+    /// Encodes a SEND without receipt; when it has no headers of its own (what `send()`
+    /// sends) its head comes from, or goes into, the one-entry cache. The bytes are those
+    /// `encode_send` writes (`encode_send` is `encode_send_head` + `finish_send`).
+    fn append_plain_send(&mut self, version: Version, parts: &SendParts<'_>) -> Result<()> {
+        let cacheable = parts.headers.is_empty() && parts.transaction.is_none() && parts.receipt.is_none();
+        if !cacheable {
+            return Ok(encode_send(&mut self.buf, version, parts)?);
+        }
+        if !self.head.as_ref().is_some_and(|c| c.fits(version, parts)) {
+            let mut head = BytesMut::new();
+            encode_send_head(&mut head, version, parts)?;
+            let content_type = parts.content_type.map(str::to_owned);
+            self.head = Some(HeadCache { version, destination: parts.destination.to_owned(), content_type, persistent: parts.persistent, head: head.to_vec() });
+        }
+        let Some(cache) = &self.head else { return Ok(encode_send(&mut self.buf, version, parts)?) };
+        self.buf.reserve(cache.head.len() + 40 + parts.body.len());
+        self.buf.extend_from_slice(&cache.head);
+        finish_send(&mut self.buf, parts.body);
         Ok(())
     }
 
@@ -311,6 +352,7 @@ impl Outbox {
                 subs: HashSet::new(),
                 next_receipt: 0,
                 spare: None,
+                head: None,
                 ending: None,
                 bye_queued: false,
                 closed: false,
@@ -749,6 +791,42 @@ mod tests {
             let batch = outbox.take().unwrap();
             assert_eq!(batch.bytes, expected, "{version}");
             assert_eq!(batch.marks.len(), 1, "the last SEND's receipt is awaited");
+        }
+    }
+
+    /// A run of plain SENDs copies its cached head; any change of destination, content
+    /// type, persistence, headers or version encodes a new one: the bytes are always
+    /// those `encode_send` writes.
+    #[tokio::test]
+    async fn cached_heads_write_what_encoding_writes() {
+        let extra: crate::stomp::frame::Headers = [("x-k", "v")].into_iter().collect();
+        let none = crate::stomp::frame::Headers::new();
+        let plain = |destination, content_type, persistent, headers| SendParts { destination, content_type, persistent, headers, transaction: None, receipt: None, body: b"body" };
+        // It starts and ends with a destination whose escaping differs between versions, so a
+        // head cached at one version would be wrong at the next connection's.
+        let steps = [
+            plain("/queue/a:with\\escapes", None, false, &none),
+            plain("/queue/a", None, false, &none),
+            plain("/queue/a", None, false, &none),
+            plain("/queue/b", None, false, &none),
+            plain("/queue/a", None, false, &none),
+            plain("/queue/a", Some("text/plain"), false, &none),
+            plain("/queue/a", Some("text/json"), false, &none),
+            plain("/queue/a", Some("text/json"), true, &none),
+            plain("/queue/a", None, false, &extra),
+            plain("/queue/a", None, false, &none),
+            plain("/queue/a:with\\escapes", None, false, &none),
+        ];
+        let outbox = Outbox::new(1 << 20, 1000);
+        let mut expected = BytesMut::new();
+        for (generation, version) in [(1, Version::V1_2), (2, Version::V1_0), (3, Version::V1_2), (4, Version::V1_1)] {
+            outbox.go_online(generation, version);
+            for parts in &steps {
+                outbox.send(parts, None, None, || unreachable!("online")).await.unwrap();
+                encode_send(&mut expected, version, parts).unwrap();
+            }
+            assert_eq!(outbox.take().unwrap().bytes, expected, "{version}");
+            expected.clear();
         }
     }
 

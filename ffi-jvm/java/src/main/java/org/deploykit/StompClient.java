@@ -1,6 +1,7 @@
 package org.deploykit;
 
 import java.nio.charset.StandardCharsets;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
@@ -85,16 +86,42 @@ public final class StompClient extends NativeObject {
 
     /** Sends a body with extra headers; with {@code receipt}, returns once the broker confirmed it. */
     public void send(String destination, byte[] body, Map<String, String> headers, boolean receipt) {
+        String[] flat = flatten(headers);
+        withHandle(h -> {
+            nativeSend(h, destination, body, flat, receipt);
+            return null;
+        });
+    }
+
+    /**
+     * Sends each of {@code bodies} to {@code destination}, in order, with the same extra headers:
+     * one call for many messages, far cheaper than a loop of {@link #send}. With {@code receipt},
+     * returns once the broker confirmed the last (and so all). An empty list sends nothing; a null
+     * body is refused ({@link IllegalArgumentException}) before anything is sent.
+     */
+    public void sendMany(String destination, List<byte[]> bodies, Map<String, String> headers, boolean receipt) {
+        byte[][] all = bodies.toArray(new byte[0][]);
+        for (int i = 0; i < all.length; i++) {
+            if (all[i] == null) {
+                throw new IllegalArgumentException("bodies[" + i + "] is null");
+            }
+        }
+        String[] flat = flatten(headers);
+        withHandle(h -> {
+            nativeSendMany(h, destination, all, flat, receipt);
+            return null;
+        });
+    }
+
+    /** Headers as [k, v, k, v…] for the natives. */
+    private static String[] flatten(Map<String, String> headers) {
         String[] flat = new String[headers.size() * 2];
         int i = 0;
         for (Map.Entry<String, String> e : headers.entrySet()) {
             flat[i++] = e.getKey();
             flat[i++] = e.getValue();
         }
-        withHandle(h -> {
-            nativeSend(h, destination, body, flat, receipt);
-            return null;
-        });
+        return flat;
     }
 
     /** Publishes a build message (to the builds or failed-builds destination) and its event line. */
@@ -182,6 +209,8 @@ public final class StompClient extends NativeObject {
             int connectAttempts, long heartbeatMillis, String wire, String source, String builds, String buildsFailed, String events);
 
     private static native void nativeSend(long handle, String destination, byte[] body, String[] headers, boolean receipt);
+
+    private static native void nativeSendMany(long handle, String destination, byte[][] bodies, String[] headers, boolean receipt);
 
     private static native void nativePublishBuild(long handle, String job, long number, String status, String url, String repo,
             String branch, String commit, long durationMillis, String correlationId, String id);

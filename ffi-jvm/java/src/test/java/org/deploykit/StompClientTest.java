@@ -68,6 +68,33 @@ class StompClientTest {
     }
 
     @Test
+    void sendManyDeliversInOrderConfirmedByOneReceipt() throws Exception {
+        BlockingQueue<Message> got = new LinkedBlockingQueue<>();
+        String dest = topic();
+        try (StompClient c = connect(); Subscription s = c.subscribe(dest, got::add)) {
+            assertFalse(s.isClosed());
+            List<byte[]> bodies = new java.util.ArrayList<>();
+            for (int i = 0; i < 300; i++) {
+                bodies.add(("m" + i).getBytes(StandardCharsets.UTF_8));
+            }
+            bodies.add(new byte[0]);
+            c.sendMany(dest, bodies, Map.of("x-batch", "yes"), true);
+            for (byte[] want : bodies) {
+                Message m = poll(got);
+                assertTrue(java.util.Arrays.equals(want, m.body()), new String(want, StandardCharsets.UTF_8));
+                assertEquals("yes", m.header("x-batch"));
+            }
+            c.sendMany(dest, List.of(), Map.of(), true);
+            List<byte[]> bad = new java.util.ArrayList<>();
+            bad.add("first".getBytes(StandardCharsets.UTF_8));
+            bad.add(null);
+            assertThrows(IllegalArgumentException.class, () -> c.sendMany(dest, bad, Map.of(), false));
+            c.send(dest, "after".getBytes(StandardCharsets.UTF_8), Map.of(), true);
+            assertEquals("after", poll(got).text(), "a refused sendMany sent nothing");
+        }
+    }
+
+    @Test
     void subscriberCallbackRunsOnARustThread() throws Exception {
         BlockingQueue<Message> got = new LinkedBlockingQueue<>();
         List<String> threads = new CopyOnWriteArrayList<>();
