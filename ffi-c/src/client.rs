@@ -189,12 +189,8 @@ pub extern "C" fn dk_client_send(
     err: *mut *mut dk_error,
 ) -> dk_result {
     ffi_result!(err, {
-        let c = dk_client::try_ref(client, "client")?;
-        let destination = arg_str(destination, "destination")?;
         let body = arg_slice(body, len, "body")?;
-        let headers = self::headers(arg_slice(headers, n_headers, "headers")?)?;
-        not_in_callback("dk_client_send")?;
-        let opts = SendOptions { headers, receipt, ..SendOptions::default() };
+        let (c, destination, opts) = send_args(client, destination, headers, n_headers, receipt, "dk_client_send")?;
         c.send(destination, body.to_vec(), opts)?;
         Ok(())
     })
@@ -220,16 +216,29 @@ pub extern "C" fn dk_client_send_many(
     err: *mut *mut dk_error,
 ) -> dk_result {
     ffi_result!(err, {
-        let c = dk_client::try_ref(client, "client")?;
-        let destination = arg_str(destination, "destination")?;
         let bodies = arg_slice(bodies, n_bodies, "bodies")?;
         let bodies = bodies.iter().enumerate().map(|(i, b)| arg_slice(b.data, b.len, &format!("bodies[{i}].data")).map(|s| s.to_vec())).collect::<FfiResult<Vec<_>>>()?;
-        let headers = self::headers(arg_slice(headers, n_headers, "headers")?)?;
-        not_in_callback("dk_client_send_many")?;
-        let opts = SendOptions { headers, receipt, ..SendOptions::default() };
+        let (c, destination, opts) = send_args(client, destination, headers, n_headers, receipt, "dk_client_send_many")?;
         c.send_many(destination, bodies, &opts)?;
         Ok(())
     })
+}
+
+/// What dk_client_send and dk_client_send_many check alike: the client, the destination,
+/// the headers, and that `call` is not made from a callback; the options they make.
+fn send_args<'a>(
+    client: *const dk_client,
+    destination: *const c_char,
+    headers: *const dk_header,
+    n_headers: usize,
+    receipt: bool,
+    call: &str,
+) -> FfiResult<(&'a BlockingClient, &'a str, SendOptions)> {
+    let c = dk_client::try_ref(client, "client")?;
+    let destination = arg_str(destination, "destination")?;
+    let headers = self::headers(arg_slice(headers, n_headers, "headers")?)?;
+    not_in_callback(call)?;
+    Ok((c, destination, SendOptions { headers, receipt, ..SendOptions::default() }))
 }
 
 #[cfg(test)]

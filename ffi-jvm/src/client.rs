@@ -173,11 +173,8 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSend<'l>(
     receipt: jboolean,
 ) {
     guard(&mut env, (), |env| {
-        not_on_io_thread("send")?;
-        let handle = handle(h)?;
-        let destination = string(env, &destination, "destination")?;
+        let (handle, destination, opts) = send_args(env, "send", h, &destination, &headers, receipt)?;
         let body = if body.is_null() { Vec::new() } else { env.convert_byte_array(&body)? };
-        let opts = SendOptions { receipt: receipt == JNI_TRUE, headers: headers_arg(env, &headers)?, ..SendOptions::default() };
         handle.client.send(&destination, body, opts)?;
         Ok(())
     })
@@ -196,9 +193,7 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSendMany<'l>(
     receipt: jboolean,
 ) {
     guard(&mut env, (), |env| {
-        not_on_io_thread("sendMany")?;
-        let handle = handle(h)?;
-        let destination = string(env, &destination, "destination")?;
+        let (handle, destination, opts) = send_args(env, "sendMany", h, &destination, &headers, receipt)?;
         let n = if bodies.is_null() { 0 } else { env.get_array_length(&bodies)? };
         let mut all = Vec::with_capacity(n as usize);
         for i in 0..n {
@@ -206,10 +201,26 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSendMany<'l>(
             all.push(if body.is_null() { Vec::new() } else { env.convert_byte_array(&body)? });
             env.delete_local_ref(body)?;
         }
-        let opts = SendOptions { receipt: receipt == JNI_TRUE, headers: headers_arg(env, &headers)?, ..SendOptions::default() };
         handle.client.send_many(&destination, all, &opts)?;
         Ok(())
     })
+}
+
+/// What `nativeSend` and `nativeSendMany` check alike (not on the I/O thread, a live
+/// handle, the destination, the headers) and the options they make.
+fn send_args<'h>(
+    env: &mut JNIEnv<'_>,
+    call: &str,
+    h: jlong,
+    destination: &JString<'_>,
+    headers: &JObjectArray<'_>,
+    receipt: jboolean,
+) -> Result<(&'h ClientHandle, String, SendOptions), Failure> {
+    not_on_io_thread(call)?;
+    let handle = handle(h)?;
+    let destination = string(env, destination, "destination")?;
+    let opts = SendOptions { receipt: receipt == JNI_TRUE, headers: headers_arg(env, headers)?, ..SendOptions::default() };
+    Ok((handle, destination, opts))
 }
 
 /// Headers passed as `[k, v, k, v…]` (null: none; an odd last name is ignored).
