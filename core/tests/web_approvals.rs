@@ -19,6 +19,8 @@ async fn watch_waiting(a: SocketAddr, id: &str) -> Lines {
     let mut lines = open_stream(a, &format!("/deploys/{id}/events"), ANN).await;
     let first = updates(&mut lines, 1).await;
     assert_eq!((first[0]["kind"].as_str(), first[0]["view"]["result"].as_str()), (Some("snapshot"), Some("awaiting approval")), "{first:?}");
+    // A client that waits for `finished` (as API scripts do) must not take a waiting deploy for a done one.
+    assert_eq!(first[0]["view"]["finished"], false, "{first:?}");
     lines
 }
 

@@ -70,9 +70,9 @@ pub struct DeployView {
     pub nodes: Vec<NodeView>,
     /// Why no further batch started.
     pub stopped: Option<String>,
-    /// Whether the rollout is over.
+    /// Whether the rollout is over (false while it waits for an approval: it has not begun).
     pub finished: bool,
-    /// `running`, `ok`, `failed`, `stopped`, `error`.
+    /// `running`, `ok`, `failed`, `stopped`, `error`; `awaiting approval` while it waits, or how its wait ended.
     pub result: String,
     /// An error that ended the rollout before or outside the servers (no servers, bus).
     pub error: Option<String>,

@@ -158,7 +158,8 @@ impl App {
         }
         let view = match row.report() {
             Some(r) => live::DeployView::from_report(&r, &row.result),
-            None => live::DeployView { finished: true, result: row.result.clone(), error: row.detail.clone(), ..live::DeployView::default() },
+            // No report yet: over, unless it still waits for an approval (then nothing has run).
+            None => live::DeployView { finished: row.result != history::AWAITING, result: row.result.clone(), error: row.detail.clone(), ..live::DeployView::default() },
         };
         Some((row, view, None))
     }
