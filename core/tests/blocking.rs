@@ -86,6 +86,10 @@ fn send_many_delivers_in_order_and_confirms_with_its_receipt() {
         }
     }
     client.send_many("/queue/blocking-many", Vec::<Vec<u8>>::new(), &SendOptions::default()).expect("nothing to send is not an error");
-    assert!(matches!(sub.next(Some(Duration::from_millis(50))), Next::Timeout));
+    client.send("/queue/blocking-many", "after", SendOptions { receipt: true, ..Default::default() }).unwrap();
+    match sub.next(Some(Duration::from_secs(10))) {
+        Next::Message(m) => assert_eq!(m.text(), Some("after"), "the empty call sent nothing"),
+        other => panic!("{other:?}"),
+    }
     client.disconnect().unwrap();
 }

@@ -146,7 +146,7 @@ pub struct HealthArgs {
 impl HealthArgs {
     /// Serves `health` on `--metrics-listen`, if given (exit code 4 if the address cannot be bound).
     /// Daemons call it once they run, after their metrics follow the daemon's events
-    /// ([`deploykit::daemon::event_channel`]), so that `/healthz` answers only for a working daemon.
+    /// ([`deploykit::health::Health::follow`]), so that `/healthz` answers only for a working daemon.
     pub async fn serve(&self, health: &deploykit::health::Health) -> Result<()> {
         if let Some(addr) = self.metrics_listen {
             let (local, _task) = health.serve(addr).await.with_context(|| format!("--metrics-listen {addr}")).or_exit(Exit::Listen)?;

@@ -186,11 +186,15 @@ impl Health {
         each(events, move |e| me.record(classify(e)))
     }
 
-    /// Follows a daemon: its events count for `/healthz` ([`outcomes::Reported`])
-    /// and feed `series` (one of [`series`]) until the broadcast closes.
-    pub fn follow<E: outcomes::Reported + Clone + Send + 'static>(&self, subscribe: impl Fn() -> broadcast::Receiver<E>, series: impl Fn(&E) + Send + 'static) {
-        self.watch(subscribe(), E::outcome);
-        self.observe(subscribe(), series);
+    /// Makes a daemon's event channel ([`crate::daemon::event_channel`]) and follows it:
+    /// its events count for `/healthz` ([`outcomes::Reported`]) and feed `series` (one of
+    /// [`series`]) until the broadcast closes. Pass the channel to the daemon's `spawn`:
+    /// followed before the daemon starts, nothing it does at start-up goes uncounted.
+    pub fn follow<E: outcomes::Reported + Clone + Send + 'static>(&self, series: impl Fn(&E) + Send + 'static) -> broadcast::Sender<E> {
+        let events = crate::daemon::event_channel();
+        self.watch(events.subscribe(), E::outcome);
+        self.observe(events.subscribe(), series);
+        events
     }
 
     /// Runs `observe` (a daemon's series, see [`series`]) on each event until the broadcast closes.

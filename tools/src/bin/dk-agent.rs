@@ -145,11 +145,9 @@ async fn run(cli: Cli, config: AgentConfig) -> Result<ExitCode> {
     }
     let (identity, sites, topic) = (config.identity.clone(), config.sites.len(), config.destinations.deploy.clone());
     let site_names = Allowed::new(config.sites.keys());
-    // The metrics follow the daemon's events from before it starts (nothing done at start-up
-    // goes uncounted); /healthz and /metrics are served once it runs (subscribed).
+    // /healthz and /metrics are served once the daemon runs (subscribed).
     let health = Health::new("dk-agent", Some(client.clone()));
-    let events = deploykit::daemon::event_channel();
-    health.follow(|| events.subscribe(), series::agent(health.metrics(), site_names.clone()));
+    let events = health.follow(series::agent(health.metrics(), site_names.clone()));
     let daemon = match agent::spawn(config, client.clone(), events).await {
         Ok(d) => d,
         Err(e @ agent::AgentError::Subscribe { .. }) => return Err(e).or_exit(Exit::Broker),

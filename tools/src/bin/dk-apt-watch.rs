@@ -101,11 +101,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli, config: AptWatchConfig) -> Result<ExitCode> {
     let signals = Signals::install()?;
     let client = cli.broker.with_section(&config.broker).connect().await?;
-    // The metrics follow the daemon's events from before it starts (nothing done at start-up
-    // goes uncounted); /healthz and /metrics are served once it runs (subscribed).
+    // /healthz and /metrics are served once the daemon runs (subscribed).
     let health = Health::new("dk-apt-watch", Some(client.clone()));
-    let events = deploykit::daemon::event_channel();
-    health.follow(|| events.subscribe(), series::apt_watch(health.metrics()));
+    let events = health.follow(series::apt_watch(health.metrics()));
     let daemon = aptwatch::spawn(config, client.clone(), events).await?;
     cli.health.serve(&health).await?;
     tracing::info!("dk-apt-watch started");

@@ -150,12 +150,10 @@ async fn run(cli: Cli, config: FetchConfig) -> Result<ExitCode> {
     let (repos, topic) = (config.repos.len(), config.commits_topic.clone());
     let names = Allowed::new(config.repos.keys());
     let run_git = runner(config.git_timeout);
-    // The metrics follow the daemon's events from before it starts: the start-up
-    // reconcile's fetches are counted even when they finish at once. /healthz and
-    // /metrics are served once it runs (subscribed).
+    // The start-up reconcile's fetches are counted even when they finish at once;
+    // /healthz and /metrics are served once the daemon runs (subscribed).
     let health = Health::new("dk-fetch", Some(client.clone()));
-    let observer = deploykit::daemon::event_channel();
-    health.follow(|| observer.subscribe(), series::fetch(health.metrics(), names.clone()));
+    let observer = health.follow(series::fetch(health.metrics(), names.clone()));
     let daemon = daemon::spawn(config, client.clone(), DaemonOptions { runner: run_git, observer: Some(observer), ..DaemonOptions::default() }).await?;
     cli.health.serve(&health).await?;
     tracing::info!(repos, %topic, "dk-fetch started");

@@ -88,11 +88,9 @@ async fn run(cli: &Cli, config: JenkinsConfig) -> Result<ExitCode> {
     let client = cli.broker.with_section(&config.broker).connect().await?;
     let (repos, topic, jenkins) = (config.repos.len(), config.commits_topic.clone(), config.jenkins.url.clone());
     let jobs = Allowed::new(job_names(&config));
-    // The metrics follow the daemon's events from before it starts (nothing done at start-up
-    // goes uncounted); /healthz and /metrics are served once it runs (subscribed).
+    // /healthz and /metrics are served once the daemon runs (subscribed).
     let health = Health::new("dk-jenkins", Some(client.clone()));
-    let events = deploykit::daemon::event_channel();
-    health.follow(|| events.subscribe(), series::jenkins(health.metrics(), jobs.clone()));
+    let events = health.follow(series::jenkins(health.metrics(), jobs.clone()));
     let daemon = daemon::spawn(config, client.clone(), events).await?;
     cli.health.serve(&health).await?;
     // Logged once the commit topic is subscribed (tests and operators rely on that order).

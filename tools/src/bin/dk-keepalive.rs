@@ -172,8 +172,7 @@ async fn daemon(cli: Cli, targets: Vec<Target>, interval: Duration) -> Result<Ex
     // No one broker connection of its own: /healthz counts keepalives (a failed one is an error).
     let health = Health::new("dk-keepalive", None);
     // Followed before the daemon starts: a target's first connection is reported at once.
-    let events = deploykit::daemon::event_channel();
-    health.follow(|| events.subscribe(), series::keepalive(health.metrics(), names.clone()));
+    let events = health.follow(series::keepalive(health.metrics(), names.clone()));
     let daemon = keepalive::spawn(targets, interval, events);
     cli.health.serve(&health).await?;
     let reload = Box::new(move || {

@@ -129,12 +129,10 @@ async fn run(cli: Cli, config: RepreproConfig) -> Result<ExitCode> {
     let client = cli.broker.with_section(&config.broker).connect().await?;
     // An incoming directory, the spool or the watcher that cannot be set up: the host's configuration.
     let spool_dir = config.spool_dir.clone();
-    // The metrics follow the daemon's events from before it starts: packages already complete
-    // in an incoming directory are taken at start-up, and counted. /healthz and /metrics
-    // are served once it runs.
+    // Packages already complete in an incoming directory are taken at start-up, and
+    // counted; /healthz and /metrics are served once the daemon runs.
     let health = Health::new("dk-reprepro", Some(client.clone()));
-    let events = deploykit::daemon::event_channel();
-    health.follow(|| events.subscribe(), series::reprepro(health.metrics(), spool_dir));
+    let events = health.follow(series::reprepro(health.metrics(), spool_dir));
     let daemon = debrepo::spawn(config, Some(client.clone()), events).await.or_exit(Exit::Usage)?;
     cli.health.serve(&health).await?;
     let path = cli.config.clone();

@@ -5,7 +5,6 @@ use crate::stomp::codec::Version;
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{ByteString, Command, Headers};
 use bytes::Bytes;
-
 use futures_util::Stream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
