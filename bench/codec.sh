@@ -134,8 +134,8 @@ for label in ("4KiB", "16KiB", "64KiB"):
 section = "\n".join(lines) + "\n"
 
 text = open(readme).read() if os.path.exists(readme) else "# deploykit benchmarks\n\nNot tests: figures from runs on the project's machine, with the command that produced them.\n"
-# Replace the "## Codec" section (up to the next "## " heading), or append it.
-m = re.search(r"^## Codec\s*$.*?(?=^## |\Z)", text, flags=re.S | re.M)
+# Replace the "## Codec" section (up to the next "## " heading or "<!-- " marker), or append it.
+m = re.search(r"^## Codec\s*$.*?(?=^## |^<!-- |\Z)", text, flags=re.S | re.M)
 if m:
     text = text[: m.start()] + section + ("\n" if text[m.end():] else "") + text[m.end():]
 else:

@@ -2,9 +2,9 @@
 # End-to-end benchmarks: our STOMP client beside stomp.py and a raw socket through
 # RabbitMQ, and the embedded broker (dk-broker) beside RabbitMQ. One command:
 #
-#   bench/e2e.sh            # 3 interleaved rounds, N=100000 (about 3-4 min on 2 CPUs once built)
+#   bench/e2e.sh            # 5 interleaved rounds, N=300000 (about 8 min on 2 CPUs once built)
 #   bench/e2e.sh --quick    # smoke run: 1 round, N=20000
-#   bench/e2e.sh --no-readme --rounds 5 --n 200000
+#   bench/e2e.sh --no-readme --rounds 3 --n 100000   # a shorter run
 #
 # Prints the tables and writes them into bench/README.md between
 # <!-- e2e:start --> and <!-- e2e:end --> (other sections are left alone); raw

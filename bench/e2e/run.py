@@ -278,8 +278,8 @@ def yes(ok: bool) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--n", type=int, default=300_000)
     ap.add_argument("--pings", type=int, default=2000)
     ap.add_argument("--latency-rounds", type=int, default=9, help="rounds of the (short) ping-pong cases")
     ap.add_argument("--warmup", type=int, default=500)

@@ -70,7 +70,7 @@ impl BlockingClient {
     pub fn send_many<I>(&self, destination: &str, bodies: I, opts: &SendOptions) -> Result<(), stomp::Error>
     where
         I: IntoIterator,
-        I::Item: Into<Bytes>,
+        I::Item: AsRef<[u8]>,
     {
         run(&self.rt, self.client.send_many(destination, bodies, opts))
     }

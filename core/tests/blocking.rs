@@ -85,6 +85,16 @@ fn send_many_delivers_in_order_and_confirms_with_its_receipt() {
             other => panic!("{other:?} instead of {want}"),
         }
     }
+    // Borrowed slices of one buffer: each is copied as it is queued.
+    let buffer = b"alphabetagamma".to_vec();
+    client.send_many("/queue/blocking-many", [&buffer[..5], &buffer[5..9], &buffer[9..]], &SendOptions::default()).unwrap();
+    drop(buffer);
+    for want in ["alpha", "beta", "gamma"] {
+        match sub.next(Some(Duration::from_secs(10))) {
+            Next::Message(m) => assert_eq!(m.text(), Some(want)),
+            other => panic!("{other:?} instead of {want}"),
+        }
+    }
     client.send_many("/queue/blocking-many", Vec::<Vec<u8>>::new(), &SendOptions::default()).expect("nothing to send is not an error");
     client.send("/queue/blocking-many", "after", SendOptions { receipt: true, ..Default::default() }).unwrap();
     match sub.next(Some(Duration::from_secs(10))) {

@@ -686,9 +686,10 @@ dk_result dk_client_send(const struct dk_client *client,
  * publisher with many messages ready (one call instead of one `dk_client_send` each).
  * With `receipt`, only the last SEND asks for a RECEIPT and the call waits for it;
  * the broker answers it after the others, so it confirms them all. No bodies is
- * DK_OK and sends nothing. The bodies are copied before anything is sent: a NULL
+ * DK_OK and sends nothing. Every body is checked before anything is sent: a NULL
  * `data` with a non-zero `len` is DK_ERR_NULL_ARGUMENT naming `bodies[i]`, and then
- * nothing is sent.
+ * nothing is sent. Each body is copied as it is queued, so the caller may reuse
+ * the bodies as soon as the call returns.
  */
 dk_result dk_client_send_many(const struct dk_client *client,
                               const char *destination,

@@ -201,9 +201,10 @@ pub extern "C" fn dk_client_send(
 /// publisher with many messages ready (one call instead of one `dk_client_send` each).
 /// With `receipt`, only the last SEND asks for a RECEIPT and the call waits for it;
 /// the broker answers it after the others, so it confirms them all. No bodies is
-/// DK_OK and sends nothing. The bodies are copied before anything is sent: a NULL
+/// DK_OK and sends nothing. Every body is checked before anything is sent: a NULL
 /// `data` with a non-zero `len` is DK_ERR_NULL_ARGUMENT naming `bodies[i]`, and then
-/// nothing is sent.
+/// nothing is sent. Each body is copied as it is queued, so the caller may reuse
+/// the bodies as soon as the call returns.
 #[no_mangle]
 pub extern "C" fn dk_client_send_many(
     client: *const dk_client,
@@ -217,7 +218,7 @@ pub extern "C" fn dk_client_send_many(
 ) -> dk_result {
     ffi_result!(err, {
         let bodies = arg_slice(bodies, n_bodies, "bodies")?;
-        let bodies = bodies.iter().enumerate().map(|(i, b)| arg_slice(b.data, b.len, &format!("bodies[{i}].data")).map(|s| s.to_vec())).collect::<FfiResult<Vec<_>>>()?;
+        let bodies = bodies.iter().enumerate().map(|(i, b)| arg_slice(b.data, b.len, &format!("bodies[{i}].data"))).collect::<FfiResult<Vec<&[u8]>>>()?;
         let (c, destination, opts) = send_args(client, destination, headers, n_headers, receipt, "dk_client_send_many")?;
         c.send_many(destination, bodies, &opts)?;
         Ok(())

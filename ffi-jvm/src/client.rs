@@ -174,7 +174,7 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSend<'l>(
 ) {
     guard(&mut env, (), |env| {
         let (handle, destination, opts) = send_args(env, "send", h, &destination, &headers, receipt)?;
-        let body = if body.is_null() { Vec::new() } else { env.convert_byte_array(&body)? };
+        let body = bytes_arg(env, &body)?;
         handle.client.send(&destination, body, opts)?;
         Ok(())
     })
@@ -198,12 +198,17 @@ pub extern "system" fn Java_org_deploykit_StompClient_nativeSendMany<'l>(
         let mut all = Vec::with_capacity(n as usize);
         for i in 0..n {
             let body = JByteArray::from(env.get_object_array_element(&bodies, i)?);
-            all.push(if body.is_null() { Vec::new() } else { env.convert_byte_array(&body)? });
+            all.push(bytes_arg(env, &body)?);
             env.delete_local_ref(body)?;
         }
         handle.client.send_many(&destination, all, &opts)?;
         Ok(())
     })
+}
+
+/// A `byte[]` argument copied out of the JVM; `null` is an empty body.
+fn bytes_arg(env: &mut JNIEnv<'_>, bytes: &JByteArray<'_>) -> Result<Vec<u8>, Failure> {
+    Ok(if bytes.is_null() { Vec::new() } else { env.convert_byte_array(bytes)? })
 }
 
 /// What `nativeSend` and `nativeSendMany` check alike (not on the I/O thread, a live

@@ -301,7 +301,7 @@ mod ours {
             let options = SendOptions::default();
             while left > 0 {
                 let k = left.min(o.batch as u64);
-                client.send_many(&o.dest, std::iter::repeat_n(&body, k as usize).cloned(), &options).await?;
+                client.send_many(&o.dest, std::iter::repeat_n(&body[..], k as usize), &options).await?;
                 left -= k;
             }
         }

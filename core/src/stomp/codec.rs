@@ -151,8 +151,6 @@ enum State {
         scanned: usize,
         /// Start of the line being scanned.
         line_start: usize,
-        /// Lines seen so far (command line included).
-        lines: usize,
     },
     /// Headers parsed; waiting for the body.
     Body {
@@ -171,9 +169,22 @@ enum State {
 
 impl Default for State {
     fn default() -> State {
-        State::Head { scanned: 0, line_start: 0, lines: 0 }
+        State::Head { scanned: 0, line_start: 0 }
     }
 }
+
+/// Where one line of the header block being read lies in the buffer (its CR, if any, left out).
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    /// Offset of the line's first byte.
+    start: usize,
+    /// Offset just past its last byte, before the CR LF or LF.
+    end: usize,
+}
+
+/// How many line records the decoder keeps room for between frames; a frame with
+/// more lines (up to the header limit) grows the buffer, and the next frame shrinks it back.
+const MOST_LINES_KEPT: usize = 64;
 
 /// The STOMP codec: a tokio-util `Decoder` of [`Incoming`] and `Encoder` of [`Frame`] and [`Heartbeat`].
 #[derive(Debug, Default)]
@@ -181,6 +192,9 @@ pub struct StompCodec {
     version: Option<Version>,
     limits: Limits,
     state: State,
+    /// The lines of the header block being read, as `scan_head` finds them, so that
+    /// `parse_head` need not look for them again (reused from frame to frame).
+    lines: Vec<Line>,
 }
 
 impl StompCodec {
@@ -191,7 +205,7 @@ impl StompCodec {
 
     /// A codec with explicit limits.
     pub fn with_limits(version: Version, limits: Limits) -> StompCodec {
-        StompCodec { version: Some(version), limits, state: State::default() }
+        StompCodec { version: Some(version), limits, state: State::default(), lines: Vec::new() }
     }
 
     /// The version whose escaping rules are in force (1.2 until negotiated).
@@ -251,7 +265,7 @@ impl Decoder for StompCodec {
             };
             // The header block is split off and frozen: headers become slices of it.
             let head = buf.split_to(head_end).freeze();
-            let (command, headers, content_length) = parse_head(head, self.version())?;
+            let (command, headers, content_length) = parse_head(head, self.version(), &self.lines)?;
             if let Some(len) = content_length {
                 let size = head_end.saturating_add(len);
                 if size > self.limits.max_frame_size {
@@ -308,7 +322,12 @@ impl StompCodec {
     /// Scans for the blank line ending the headers; returns the body offset once found.
     fn scan_head(&mut self, buf: &BytesMut) -> Result<Option<usize>, FrameError> {
         let limits = self.limits;
-        let State::Head { scanned, line_start, lines } = &mut self.state else { unreachable!() };
+        let State::Head { scanned, line_start } = &mut self.state else { unreachable!() };
+        if *scanned == 0 {
+            // A new frame: forget the last one's lines, and the room a long one took.
+            self.lines.clear();
+            self.lines.shrink_to(MOST_LINES_KEPT);
+        }
         loop {
             let Some(i) = memchr::memchr(b'\n', &buf[*scanned..]).map(|i| i + *scanned) else {
                 *scanned = buf.len();
@@ -324,13 +343,15 @@ impl StompCodec {
             if line.len() > limits.max_header_len {
                 return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
             }
+            let end = *line_start + line.len();
+            let start = *line_start;
             *scanned = i + 1;
             *line_start = i + 1;
-            if line.is_empty() && *lines > 0 {
+            if start == end && !self.lines.is_empty() {
                 return Ok(Some(i + 1));
             }
-            *lines += 1;
-            if *lines > limits.max_headers + 1 {
+            self.lines.push(Line { start, end });
+            if self.lines.len() > limits.max_headers + 1 {
                 return Err(FrameError::TooManyHeaders { limit: limits.max_headers });
             }
             if i + 1 > limits.max_frame_size {
@@ -340,36 +361,29 @@ impl StompCodec {
     }
 }
 
-/// Parses the command line and header lines of a frame (`head` ends with the blank line).
-fn parse_head(head: Bytes, version: Version) -> Result<(Command, Headers, Option<usize>), FrameError> {
+/// Parses the command line and header lines of a frame (`head` ends with the blank line;
+/// `lines` are where [`StompCodec::scan_head`] found its lines, the command line first).
+fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command, Headers, Option<usize>), FrameError> {
     let head = ByteString::try_from(head).map_err(|_| FrameError::NotUtf8)?;
     let raw: &[u8] = head.as_bytes();
-    let mut pos = 0;
-    let mut next_line = || -> Option<(usize, usize)> {
-        if pos >= raw.len() {
-            return None;
-        }
-        let end = memchr::memchr(b'\n', &raw[pos..]).map_or(raw.len(), |i| pos + i);
-        let start = pos;
-        pos = end + 1;
-        let trimmed_end = if end > start && raw[end - 1] == b'\r' { end - 1 } else { end };
-        Some((start, trimmed_end))
+    let line_of = |l: &Line| raw.get(l.start..l.end).unwrap_or_default();
+    let (cmd_line, header_lines) = match lines.split_first() {
+        Some((first, rest)) => (line_of(first), rest),
+        None => (&b""[..], &[][..]),
     };
-    let (cs, ce) = next_line().unwrap_or((0, 0));
-    let cmd_line = &raw[cs..ce];
     let command = Command::from_bytes(cmd_line).ok_or_else(|| FrameError::UnknownCommand(String::from_utf8_lossy(cmd_line).into_owned()))?;
-    let escaped = version != Version::V1_0 && !command.is_unescaped();
-    let mut headers = Headers::over_block(head.clone(), 8);
+    // One search of the whole block: most frames have no escapes at all.
+    let escaped = version != Version::V1_0 && !command.is_unescaped() && memchr::memchr(b'\\', raw).is_some();
+    let mut headers = Headers::over_block(head.clone(), header_lines.len());
     let mut content_length = None;
-    while let Some((start, end)) = next_line() {
-        if start == end {
-            break;
-        }
-        let line = &raw[start..end];
-        let colon = memchr::memchr(b':', line).ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
+    for l in header_lines {
+        let line = line_of(l);
+        // Names are short: a plain loop finds the colon for less than setting up a search.
+        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
+        let (start, end) = (l.start, l.end);
         if line.starts_with(b"content-length:") {
             if content_length.is_none() {
-                let text = &head[start + colon + 1..end];
+                let text = head.get(start + colon + 1..end).unwrap_or_default();
                 let n = text.trim().parse::<usize>().map_err(|_| FrameError::BadContentLength(text.to_owned()))?;
                 content_length = Some(n);
             }
@@ -672,6 +686,26 @@ mod tests {
         assert_eq!(frame.headers.get_shared("absent"), None);
         let built = Frame::new(Command::Send).header("destination", "/queue/x");
         assert_eq!(built.headers.get_shared("destination").as_deref(), Some("/queue/x"));
+    }
+
+    /// A frame with many header lines grows the decoder's line records; the next frame
+    /// gives that room back, so a peer cannot leave a large buffer behind on every connection.
+    #[test]
+    fn many_header_lines_leave_no_large_line_buffer_behind() {
+        let mut codec = StompCodec::new(Version::V1_2);
+        let mut wire = b"MESSAGE\n".to_vec();
+        for i in 0..900 {
+            wire.extend_from_slice(format!("x-{i}:{i}\n").as_bytes());
+        }
+        wire.extend_from_slice(b"\nbig\0MESSAGE\r\nx-a:1\r\nx-b\\c:2\n\nsmall\0");
+        let mut buf = BytesMut::from(&wire[..]);
+        let Ok(Some(Incoming::Frame(big))) = codec.decode(&mut buf) else { panic!("no first frame") };
+        assert_eq!((big.headers.len(), big.get("x-899"), &big.body[..]), (900, Some("899"), &b"big"[..]));
+        assert!(codec.lines.capacity() >= 901);
+        let Ok(Some(Incoming::Frame(small))) = codec.decode(&mut buf) else { panic!("no second frame") };
+        assert_eq!(small.headers.iter().collect::<Vec<_>>(), [("x-a", "1"), ("x-b:", "2")]);
+        assert_eq!(&small.body[..], b"small");
+        assert!(codec.lines.capacity() <= MOST_LINES_KEPT, "kept room for {} lines", codec.lines.capacity());
     }
 
     /// `is_plain` finds each escaped byte at every position, in short and long values.

@@ -170,14 +170,27 @@ impl Headers {
         }
     }
 
+    /// Whether `e` is called `name` (compares the name only; the value is not sliced).
+    fn is_named(&self, e: &Entry, name: &str) -> bool {
+        match e {
+            Entry::Block { name: (a, b), .. } => self.block.as_bytes().get(*a as usize..*b as usize) == Some(name.as_bytes()),
+            Entry::Owned(k, _) => &**k == name,
+        }
+    }
+
+    /// The first entry called `name`.
+    fn find(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| self.is_named(e, name))
+    }
+
     /// The value of the first header called `name`, as the spec requires for repeats.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        self.find(name).map(|e| self.text(e).1)
     }
 
     /// [`Headers::get`] as a string that shares the frame's buffer (no copy, no allocation).
     pub fn get_shared(&self, name: &str) -> Option<ByteString> {
-        let entry = self.entries.iter().find(|e| self.text(e).0 == name)?;
+        let entry = self.find(name)?;
         Some(match entry {
             Entry::Block { value, .. } => self.block.get(value.0 as usize..value.1 as usize).map_or_else(ByteString::new, |v| self.block.slice_ref(v)),
             Entry::Owned(_, v) => v.clone(),
@@ -198,11 +211,9 @@ impl Headers {
 
     /// Removes every header called `name`.
     pub fn remove(&mut self, name: &str) {
-        let block = &self.block;
-        self.entries.retain(|e| match e {
-            Entry::Block { name: (a, b), .. } => block.get(*a as usize..*b as usize) != Some(name),
-            Entry::Owned(k, _) => &**k != name,
-        });
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.retain(|e| !self.is_named(e, name));
+        self.entries = entries;
     }
 
     /// Iterates over all headers in wire order, repeats included.

@@ -69,7 +69,7 @@ pub(super) struct Actor {
     pub(super) events: broadcast::Sender<ClientEvent>,
     pub(super) state: watch::Sender<State>,
     pub(super) shared: std::sync::Weak<Shared>,
-    pub(super) subs: HashMap<String, SubEntry>,
+    pub(super) subs: foldhash::HashMap<String, SubEntry>,
     pub(super) pending: HashMap<String, Waiter>,
     pub(super) generation: u64,
     pub(super) next_receipt: u64,

@@ -260,7 +260,7 @@ impl Client {
             events,
             state: state_tx,
             shared: Arc::downgrade(&shared),
-            subs: std::collections::HashMap::new(),
+            subs: foldhash::HashMap::default(),
             pending: std::collections::HashMap::new(),
             generation: 0,
             next_receipt: 0,
@@ -352,7 +352,8 @@ impl Client {
     /// the lock and the wake-up once per batch instead of once per message. It waits
     /// for room as `send` does (bounded memory); with `opts.receipt` only the last SEND
     /// asks for a receipt, and the broker answers it after the ones before it.
-    /// On an error some of the bodies may have been queued already.
+    /// On an error some of the bodies may have been queued already. The bodies are
+    /// borrowed (`&[u8]`, `&str`, `Bytes`, `Vec<u8>`…) and copied as they are queued.
     ///
     /// ```no_run
     /// # async fn f(client: &deploykit::stomp::Client) -> deploykit::stomp::error::Result<()> {
@@ -363,14 +364,14 @@ impl Client {
     pub async fn send_many<I>(&self, destination: &str, bodies: I, opts: &SendOptions) -> Result<()>
     where
         I: IntoIterator,
-        I::Item: Into<Bytes>,
+        I::Item: AsRef<[u8]>,
     {
         let build = |body: Bytes| send_frame(destination, body, opts);
         if self.shared.version.load(Ordering::Relaxed) != Version::V1_2 as u8 {
             self.check_encodable(&build(Bytes::new()))?;
         }
         let parts = send_parts(destination, opts, None, &[]);
-        let mut bodies = bodies.into_iter().map(Into::into).peekable();
+        let mut bodies = bodies.into_iter().peekable();
         if bodies.peek().is_none() {
             return Ok(());
         }

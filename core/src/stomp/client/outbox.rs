@@ -427,8 +427,15 @@ impl Outbox {
 
     /// Appends a SEND for each of `bodies` with the same parts, as many per lock as
     /// there is room for (waiting for room between runs); the last carries the
-    /// receipt if `reply` is set. `build` makes a frame to keep while offline.
-    pub(super) async fn send_many(&self, parts: &SendParts<'_>, bodies: impl Iterator<Item = Bytes>, reply: Option<Reply>, build: impl Fn(Bytes) -> Frame) -> Result<()> {
+    /// receipt if `reply` is set. The bodies are copied as they are queued (into the
+    /// buffer while connected; into the frame `build` makes, to keep, while offline).
+    pub(super) async fn send_many<B: AsRef<[u8]>>(
+        &self,
+        parts: &SendParts<'_>,
+        bodies: impl Iterator<Item = B>,
+        reply: Option<Reply>,
+        build: impl Fn(Bytes) -> Frame,
+    ) -> Result<()> {
         let mut bodies = bodies.peekable();
         let mut reply = reply;
         while bodies.peek().is_some() {
@@ -436,40 +443,27 @@ impl Outbox {
                 // The headers every SEND of this run shares, encoded once (the version
                 // cannot change while the lock is held).
                 let mut head: Option<BytesMut> = None;
-                while let Some(body) = bodies.next() {
-                    let last = bodies.peek().is_none();
-                    let reply = if last { reply.take() } else { None };
-                    let Some((_, version)) = q.link else {
-                        let frame = build(body);
-                        q.offline_bytes += estimate(&frame);
-                        q.offline.push_back(Offline::Frame { frame, reply });
-                        if !self.has_room(q) {
-                            break;
-                        }
-                        continue;
-                    };
-                    let start = q.buf.len();
-                    match reply {
-                        None => {
+                while let Some(owned) = bodies.next() {
+                    let body = owned.as_ref();
+                    let mut last_reply = if bodies.peek().is_none() { reply.take() } else { None };
+                    match q.link {
+                        Some((_, version)) if last_reply.is_none() => {
                             let head = match &mut head {
                                 Some(h) => h,
                                 empty => {
-                                    let mut h = BytesMut::new();
+                                    let mut h = BytesMut::with_capacity(64 + parts.destination.len());
                                     encode_send_head(&mut h, version, parts)?;
                                     empty.insert(h)
                                 }
                             };
                             q.buf.reserve(head.len() + 40 + body.len());
                             q.buf.extend_from_slice(head);
-                            finish_send(&mut q.buf, &body);
+                            finish_send(&mut q.buf, body);
+                            q.frames += 1;
                         }
-                        Some(reply) => {
-                            let receipt = q.receipt("r");
-                            encode_send(&mut q.buf, version, &SendParts { receipt: Some(&receipt), body: &body, ..*parts })?;
-                            q.mark(start, false, Effect::Receipt { receipt, reply });
-                        }
+                        // Offline, or the last SEND, which asks for the receipt: as `send` queues them.
+                        _ => q.push_send(&SendParts { body, ..*parts }, &mut last_reply, None, &|| build(Bytes::copy_from_slice(body)))?,
                     }
-                    q.frames += 1;
                     if !self.has_room(q) {
                         break;
                     }
@@ -792,6 +786,31 @@ mod tests {
             assert_eq!(batch.bytes, expected, "{version}");
             assert_eq!(batch.marks.len(), 1, "the last SEND's receipt is awaited");
         }
+    }
+
+    /// While offline, `send_many` keeps a copy of each borrowed body in the frame it
+    /// queues: the caller's buffer may be gone long before a connection comes up.
+    #[tokio::test]
+    async fn send_many_while_offline_keeps_copies_of_borrowed_bodies() {
+        let outbox = Outbox::new(1 << 20, 1000);
+        let headers = crate::stomp::frame::Headers::new();
+        let parts = SendParts { destination: "/queue/q", content_type: None, persistent: false, headers: &headers, transaction: None, receipt: None, body: &[] };
+        let (reply, mut answer) = oneshot::channel();
+        let buffer = b"onetwothree".to_vec();
+        let bodies = [&buffer[..3], &buffer[3..6], &buffer[6..]];
+        outbox.send_many(&parts, bodies.into_iter(), Some(reply), |body| Frame::new(Command::Send).header("destination", "/queue/q").with_body(body)).await.unwrap();
+        drop(buffer);
+        outbox.go_online(1, Version::V1_2);
+        let batch = outbox.take().expect("the queued SENDs");
+        let text = String::from_utf8_lossy(&batch.bytes).into_owned();
+        let sends: Vec<&str> = text.split_terminator('\0').collect();
+        assert_eq!(sends.len(), 3, "{text:?}");
+        for (send, body) in sends.iter().zip(["one", "two", "three"]) {
+            assert!(send.starts_with("SEND\ndestination:/queue/q\n") && send.ends_with(&format!("\n\n{body}")), "{send:?}");
+        }
+        assert_eq!(sends.iter().map(|s| s.contains("receipt:")).collect::<Vec<_>>(), [false, false, true], "the last asks for the receipt");
+        assert_eq!(batch.marks.len(), 1);
+        assert!(answer.try_recv().is_err(), "the caller waits for the receipt");
     }
 
     /// A run of plain SENDs copies its cached head; any change of destination, content
