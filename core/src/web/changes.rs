@@ -238,6 +238,16 @@ pub struct Changes {
     fleet: live::FleetHook,
 }
 
+/// Appends a step to `change` unless it has [`MAX_STEPS`] already; its sequence number if added.
+fn insert_step(db: &Connection, change: &str, at: i64, stage: &str, node: Option<&str>, ok: Option<bool>, data: &str) -> rusqlite::Result<Option<i64>> {
+    let n: i64 = db.query_row("SELECT COUNT(*) FROM change_events WHERE change_id = ?1", params![change], |r| r.get(0))?;
+    if n >= MAX_STEPS {
+        return Ok(None);
+    }
+    db.execute("INSERT INTO change_events (change_id, at, stage, node, ok, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![change, at, stage, node, ok, data])?;
+    Ok(Some(db.last_insert_rowid()))
+}
+
 fn now() -> i64 {
     crate::message::unix_now() as i64
 }
@@ -348,28 +358,35 @@ impl Changes {
         };
         let oldrev = Some(c.oldrev.as_str()).filter(|r| token_ok(r) && !chain::is_zero(r));
         let listed = chain::listed(c);
-        let inserted = self.with(|db| {
-            let n = db.execute(
+        let data = serde_json::json!({ "repo": change.repo, "refname": change.refname, "newrev": change.newrev, "source": change.source, "author": change.author, "commits": c.commits.len() });
+        let text = data.to_string();
+        // The change, its commits and its "pushed" step in one transaction, under one
+        // hold of the lock: no reader ever sees a change without its first step.
+        let seq = self.with(|db| {
+            let tx = db.unchecked_transaction()?;
+            let n = tx.execute(
                 "INSERT OR IGNORE INTO changes (id, repo, refname, newrev, source, author, subject, pushed_at, oldrev) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![change.id, change.repo, change.refname, change.newrev, change.source, change.author, change.subject, change.pushed_at, oldrev],
             )?;
-            if n > 0 {
-                let mut st = db.prepare_cached("INSERT OR IGNORE INTO change_commits (change_id, pos, commit_id) VALUES (?1, ?2, ?3)")?;
+            if n == 0 {
+                return Ok(None);
+            }
+            {
+                let mut st = tx.prepare_cached("INSERT OR IGNORE INTO change_commits (change_id, pos, commit_id) VALUES (?1, ?2, ?3)")?;
                 for (pos, commit) in &listed {
                     st.execute(params![change.id, *pos as i64, commit])?;
                 }
             }
-            Ok(n)
+            let seq = insert_step(&tx, &change.id, change.pushed_at, "pushed", None, Some(true), &text)?;
+            tx.commit()?;
+            Ok(Some(seq))
         })?;
-        if inserted == 0 {
-            return Ok(None);
-        }
+        let Some(seq) = seq else { return Ok(None) };
         self.reaches.clear();
         if self.added.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune()?;
         }
-        let data = serde_json::json!({ "repo": change.repo, "refname": change.refname, "newrev": change.newrev, "source": change.source, "author": change.author, "commits": c.commits.len() });
-        self.add(&change.id, "pushed", None, Some(true), data)
+        Ok(seq.map(|seq| Step { change: change.id, seq, at: change.pushed_at, stage: "pushed".into(), node: None, ok: Some(true), data }))
     }
 
     /// The change `correlation` names, else the newest push of `commit` (in `repo`, if given).
@@ -431,14 +448,7 @@ impl Changes {
     fn add(&self, change: &str, stage: &str, node: Option<String>, ok: Option<bool>, data: serde_json::Value) -> Result<Option<Step>, ChangesError> {
         let at = now();
         let text = data.to_string();
-        let seq = self.with(|db| {
-            let n: i64 = db.query_row("SELECT COUNT(*) FROM change_events WHERE change_id = ?1", params![change], |r| r.get(0))?;
-            if n >= MAX_STEPS {
-                return Ok(None);
-            }
-            db.execute("INSERT INTO change_events (change_id, at, stage, node, ok, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", params![change, at, stage, node, ok, text])?;
-            Ok(Some(db.last_insert_rowid()))
-        })?;
+        let seq = self.with(|db| insert_step(db, change, at, stage, node.as_deref(), ok, &text))?;
         Ok(seq.map(|seq| Step { change: change.to_owned(), seq, at, stage: stage.to_owned(), node, ok, data }))
     }
 
@@ -691,6 +701,26 @@ mod tests {
         assert_eq!(c.resolve(&rev[..8]).unwrap().as_deref(), Some("corr-1"));
         assert_eq!(c.resolve("corr-1").unwrap().as_deref(), Some("corr-1"));
         assert!(c.resolve("abc").unwrap().is_none());
+    }
+
+    /// A push is recorded whole or not at all: the change and its "pushed" step are one
+    /// write. They were two, so a reader could see a change with no steps (`GET
+    /// /changes/{id}` once did), and a failure between them left it so for good.
+    #[test]
+    fn a_push_is_recorded_whole_or_not_at_all() {
+        let (_h, c) = store(Bounds::default());
+        let rev = "c".repeat(40);
+        let push = Message::Commit(commit("www", &rev, Some("whole-1")));
+        c.with(|db| db.execute_batch("CREATE TEMP TRIGGER refuse BEFORE INSERT ON change_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;")).unwrap();
+        let err = c.apply(&push).expect_err("the step could not be written");
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(c.journey("whole-1").unwrap().is_none(), "a change was kept without its pushed step");
+        assert!(c.list(None, 10).unwrap().is_empty());
+        c.with(|db| db.execute_batch("DROP TRIGGER refuse;")).unwrap();
+        let step = c.apply(&push).unwrap().expect("the same push, heard again, is recorded");
+        assert_eq!((step.change.as_str(), step.stage.as_str()), ("whole-1", "pushed"));
+        let (_, steps, _) = c.journey("whole-1").unwrap().unwrap();
+        assert_eq!(steps.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(), ["pushed"]);
     }
 
     #[test]
