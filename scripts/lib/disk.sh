@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Free disk space for scripts/test: how much a run has, and whether the disk filled up.
-# Source it after common.sh; do not run it.
+# Source it after common.sh; do not run it. Safe under `set -euo pipefail`: nothing here
+# fails its caller.
 #
 #   dk_free_mib PATH        MiB free on the filesystem holding PATH (its nearest existing parent)
 #   disk_watch LABEL        log the free space now, and remember the least seen and where
@@ -18,7 +19,7 @@ DISK_LEAST_AT=""
 dk_free_mib() {
     local p="$1"
     while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname -- "$p"); done
-    df -Pm -- "$p" 2>/dev/null | awk 'NR == 2 { print $4 }'
+    df -Pm -- "$p" 2>/dev/null | awk 'NR == 2 { print $4 }' || true
 }
 
 # dk_gib MIB -> "12.3 GiB"
@@ -44,7 +45,8 @@ disk_summary() {
         printf 'disk: %s free at the start, %s at the least (%s)\n' \
             "$(dk_gib "$DISK_START_MIB")" "$(dk_gib "$DISK_LEAST_MIB")" "$DISK_LEAST_AT"
     fi
-    full=$(grep -rlsF 'No space left on device' -- "$1" | head -n 3 | tr '\n' ' ')
+    # (grep finds nothing on a good run: its status must not end a `set -eo pipefail` caller.)
+    full=$(grep -rlsF 'No space left on device' -- "$1" | head -n 3 | tr '\n' ' ' || true)
     if [ -n "$full" ]; then
         printf '%s\n' "################################################################" \
             "# THE DISK FILLED UP during this run (\"No space left on device\" in" \

@@ -309,3 +309,32 @@ impl fmt::Debug for Frame {
         d.finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `set` replaces the first header of a name and drops its repeats, keeping the
+    /// others in order; `remove` drops every header of a name, decoded or added.
+    #[test]
+    fn set_and_remove_keep_the_order_of_the_rest() {
+        let mut h: Headers = [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")].into_iter().collect();
+        h.set("a", "5");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("b", "2"), ("c", "4"), ("a", "5")]);
+        assert_eq!((h.get("a"), h.get_shared("c").as_deref(), h.get("zz")), (Some("5"), Some("4"), None));
+        for i in 0..1000 {
+            h.set("receipt", i.to_string());
+        }
+        assert_eq!((h.len(), h.get("receipt")), (4, Some("999")));
+        h.remove("b");
+        h.remove("absent");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("c", "4"), ("a", "5"), ("receipt", "999")]);
+        let mut decoded = Headers::over_block(ByteString::from_static("x:1\ny:2\nx:3\n"), 3);
+        decoded.push_range((0, 1), (2, 3));
+        decoded.push_range((4, 5), (6, 7));
+        decoded.push_range((8, 9), (10, 11));
+        assert_eq!((decoded.get("x"), decoded.get_shared("y").as_deref()), (Some("1"), Some("2")), "the first of repeats wins");
+        decoded.set("x", "9");
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), [("y", "2"), ("x", "9")]);
+    }
+}
