@@ -51,7 +51,7 @@ disk_summary() {
         printf '%s\n' "################################################################" \
             "# THE DISK FILLED UP during this run (\"No space left on device\" in" \
             "# ${full% }):" \
-            "# the failures above are that, not the tests. A full run needs about" \
+            "# the failures above are that, not the tests. This run needs about" \
             "# ${DK_DISK_NEED_GIB} GiB free under $DISK_PATH." \
             "################################################################"
     fi

@@ -170,17 +170,9 @@ impl Headers {
         }
     }
 
-    /// Whether `e` is called `name` (compares the name only; the value is not sliced).
-    fn is_named(&self, e: &Entry, name: &str) -> bool {
-        match e {
-            Entry::Block { name: (a, b), .. } => self.block.as_bytes().get(*a as usize..*b as usize) == Some(name.as_bytes()),
-            Entry::Owned(k, _) => &**k == name,
-        }
-    }
-
     /// The first entry called `name`.
     fn find(&self, name: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| self.is_named(e, name))
+        self.entries.iter().find(|e| is_named(&self.block, e, name))
     }
 
     /// The value of the first header called `name`, as the spec requires for repeats.
@@ -211,9 +203,8 @@ impl Headers {
 
     /// Removes every header called `name`.
     pub fn remove(&mut self, name: &str) {
-        let mut entries = std::mem::take(&mut self.entries);
-        entries.retain(|e| !self.is_named(e, name));
-        self.entries = entries;
+        let block = &self.block;
+        self.entries.retain(|e| !is_named(block, e, name));
     }
 
     /// Iterates over all headers in wire order, repeats included.
@@ -229,6 +220,14 @@ impl Headers {
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Whether `e` (an entry over `block`) is called `name`: compares the name only, no value is sliced.
+fn is_named(block: &ByteString, e: &Entry, name: &str) -> bool {
+    match e {
+        Entry::Block { name: (a, b), .. } => block.as_bytes().get(*a as usize..*b as usize) == Some(name.as_bytes()),
+        Entry::Owned(k, _) => &**k == name,
     }
 }
 
