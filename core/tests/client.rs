@@ -200,3 +200,88 @@ async fn fake_broker(connected: &'static [u8]) -> std::net::SocketAddr {
     });
     addr
 }
+
+#[tokio::test]
+async fn messages_read_together_reach_each_subscription_in_order_even_before_an_error() {
+    // A scripted broker answers two SUBSCRIBEs, then writes 300 MESSAGEs for the two
+    // subscriptions interleaved and an ERROR, all in one write: the client reads many
+    // frames at once and hands each subscription its own in batches, stalls while a
+    // small subscription is full, and must still deliver every message read before the
+    // ERROR, in order, to the right subscription.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = 300;
+    let to_b = |i: usize| i.is_multiple_of(3) || i.is_multiple_of(7);
+    let broker = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let mut ids = Vec::new();
+        // CONNECT, then the two SUBSCRIBEs, each answered with its RECEIPT.
+        while ids.len() < 2 {
+            let Some(end) = seen.iter().position(|&b| b == 0) else {
+                let got = s.read(&mut buf).await.unwrap();
+                assert!(got > 0, "client hung up");
+                seen.extend_from_slice(&buf[..got]);
+                continue;
+            };
+            let frame = String::from_utf8(seen.drain(..=end).collect()).unwrap();
+            let header = |name: &str| frame.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
+            if frame.trim_start().starts_with("CONNECT") {
+                s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await.unwrap();
+            } else if frame.trim_start().starts_with("SUBSCRIBE") {
+                ids.push(header("id:").unwrap());
+                s.write_all(format!("RECEIPT\nreceipt-id:{}\n\n\0", header("receipt:").unwrap()).as_bytes()).await.unwrap();
+            }
+        }
+        let mut wire = Vec::new();
+        for i in 0..n {
+            let sub = &ids[usize::from(to_b(i))];
+            let body = format!("m{i}");
+            wire.extend_from_slice(format!("MESSAGE\nsubscription:{sub}\nmessage-id:{i}\ndestination:/queue/x\ncontent-length:{}\n\n{body}\0\n", body.len()).as_bytes());
+        }
+        wire.extend_from_slice(b"ERROR\nmessage:going away\n\n\0");
+        s.write_all(&wire).await.unwrap();
+        // Keep the socket open until the client has read everything and hung up.
+        while let Ok(got) = s.read(&mut buf).await {
+            if got == 0 {
+                break;
+            }
+        }
+    });
+    let mut config = ClientConfig::new(&format!("stomp://{addr}")).unwrap();
+    config.subscription_buffer = 4;
+    let client = Client::connect(config).await.unwrap();
+    let mut events = client.events();
+    let a = client.subscribe("/queue/a", SubscribeOptions::default()).await.unwrap();
+    let b = client.subscribe("/queue/b", SubscribeOptions::default()).await.unwrap();
+    let read = |mut sub: deploykit::stomp::Subscription, want: Vec<String>| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("message within 10 s").expect("subscription open");
+                assert_eq!(m.header("destination"), Some("/queue/x"));
+                got.push(m.text().unwrap().to_owned());
+            }
+            assert_eq!(got, want, "in order, none lost, none misrouted");
+        })
+    };
+    let want = |pick: bool| (0..n).filter(|&i| to_b(i) == pick).map(|i| format!("m{i}")).collect::<Vec<_>>();
+    let (ra, rb) = (read(a, want(false)), read(b, want(true)));
+    ra.await.unwrap();
+    rb.await.unwrap();
+    // The ERROR after them was read too: the connection is reported lost for it.
+    let lost = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(ClientEvent::Disconnected { reason, .. }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("the ERROR ends the connection");
+    assert!(lost.contains("going away"), "{lost}");
+    drop(client);
+    broker.abort();
+}

@@ -1,19 +1,21 @@
 //! The connection task: connect and fail over, re-subscribe, serve frames and heart-beats.
 
+use super::inbox::{Deliver, Delivered};
 use super::outbox::{Effect, Ending, Offline, Outbox};
 use super::*;
-use crate::stomp::codec::{Heartbeat, Incoming, Version};
+use crate::stomp::codec::{FrameError, Heartbeat, Incoming, Version};
 use crate::stomp::connection::{self, Connection};
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame, Headers};
 use crate::stomp::heartbeat::{self, KeepaliveWire};
 use bytes::BytesMut;
+use futures_util::FutureExt;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
@@ -30,16 +32,18 @@ pub(super) enum Waiter {
 /// A registered subscription, re-sent after every reconnect.
 pub(super) struct SubEntry {
     frame: Frame,
-    tx: mpsc::Sender<Message>,
+    tx: Deliver,
     ack: AckMode,
     confirmed: bool,
     waiters: Vec<oneshot::Sender<Result<()>>>,
+    /// Messages of the current read not handed over yet (see `Actor::filling`).
+    batch: Vec<Message>,
 }
 
 impl SubEntry {
     /// A new, unconfirmed subscription whose caller waits on `reply`.
-    pub(super) fn new(frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: oneshot::Sender<Result<()>>) -> SubEntry {
-        SubEntry { frame, tx, ack, confirmed: false, waiters: vec![reply] }
+    pub(super) fn new(frame: Frame, tx: Deliver, ack: AckMode, reply: oneshot::Sender<Result<()>>) -> SubEntry {
+        SubEntry { frame, tx, ack, confirmed: false, waiters: vec![reply], batch: Vec::new() }
     }
 
     /// Tells every waiter the subscription will not be confirmed.
@@ -53,6 +57,10 @@ impl SubEntry {
 /// How many times the connection task yields for more frames after a write before it
 /// polls the socket and timers again (see `serve`).
 const SPIN: usize = 16;
+
+/// Most frames taken from what was read in one go before the connection task looks
+/// at its timers and the outbox again.
+const DRAIN: usize = 256;
 
 /// Why the connected loop ended.
 pub(super) enum Exit {
@@ -77,8 +85,11 @@ pub(super) struct Actor {
     pub(super) current_endpoint: Option<usize>,
     /// The last connection attempt's error, handed to callers if the client gives up.
     pub(super) last_failure: Option<Error>,
-    /// A delivered message waiting for room in its subscription's buffer; while set, the socket is not read.
-    pub(super) stalled: Option<(mpsc::Sender<Message>, Message)>,
+    /// Delivered messages waiting for room in their subscription; while set, the socket is not read.
+    pub(super) stalled: Option<(Deliver, Vec<Message>)>,
+    /// The subscription whose `batch` holds messages not handed over yet (one at a time:
+    /// a MESSAGE for another subscription, any other frame, and the end of a read hand it over).
+    pub(super) filling: Option<String>,
 }
 
 /// Sleeps until `deadline`, or forever if there is none.
@@ -107,7 +118,9 @@ impl Actor {
                 break (format!("gave up reconnecting: {}", self.last_error), true);
             };
             self.go_online(&conn);
-            match self.resubscribe(&mut conn).await {
+            let resubscribed = self.resubscribe(&mut conn).await;
+            self.hand_over();
+            match resubscribed {
                 Ok(()) => {}
                 Err(Exit::Lost(why)) => {
                     self.lost(&conn.endpoint, why);
@@ -117,7 +130,10 @@ impl Actor {
                 Err(Exit::Closed(why)) => break (why, false),
             }
             let served = Instant::now();
-            match self.serve(&mut conn).await {
+            let exit = self.serve(&mut conn).await;
+            // What was read before the connection ended is the application's.
+            self.hand_over();
+            match exit {
                 Exit::Lost(why) => self.lost(&conn.endpoint, why),
                 Exit::Closed(why) => break (why, false),
             }
@@ -298,8 +314,10 @@ impl Actor {
                 item = conn.framed.next() => match item {
                     Some(Ok(Incoming::Frame(f))) => {
                         self.incoming(conn, f)?;
-                        if let Some((tx, msg)) = self.stalled.take() {
-                            let _ = tx.send(msg).await;
+                        self.hand_over();
+                        while let Some((tx, batch)) = self.stalled.take() {
+                            tx.deliver(batch).await;
+                            self.hand_over();
                         }
                     }
                     Some(Ok(Incoming::Heartbeat)) => {}
@@ -345,20 +363,24 @@ impl Actor {
                     }
                 }
                 let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation });
+                if self.filling.as_deref() != Some(sub_id) {
+                    self.hand_over();
+                    let mut id = self.filling.take().unwrap_or_default();
+                    id.clear();
+                    id.push_str(sub_id);
+                    self.filling = Some(id);
+                }
                 let destination = frame.headers.get_shared("destination").unwrap_or_default();
                 let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
-                match sub.tx.try_send(msg) {
-                    Ok(()) => {}
-                    // The application is behind: hold this message and stop reading the
-                    // socket until it has room, so the backlog stays in TCP and the broker.
-                    Err(mpsc::error::TrySendError::Full(msg)) => self.stalled = Some((sub.tx.clone(), msg)),
-                    Err(mpsc::error::TrySendError::Closed(msg)) => {
-                        debug!(subscription = msg.headers.get("subscription").unwrap_or_default(), "subscriber gone; unsubscribing")
-                    }
+                let Some(sub) = self.filling.as_deref().and_then(|id| self.subs.get_mut(id)) else { return Ok(()) };
+                sub.batch.push(msg);
+                if sub.batch.len() >= sub.tx.batch_most() {
+                    self.hand_over();
                 }
                 Ok(())
             }
             Command::Receipt => {
+                self.hand_over();
                 let id = frame.get("receipt-id").unwrap_or_default();
                 match self.pending.remove(id) {
                     Some(Waiter::Frame(tx)) => {
@@ -378,6 +400,7 @@ impl Actor {
                 Ok(())
             }
             Command::Error => {
+                self.hand_over();
                 let message = frame.get("message").unwrap_or("ERROR frame without message").to_owned();
                 let details = String::from_utf8_lossy(&frame.body).trim().to_owned();
                 if let Some(id) = frame.get("receipt-id") {
@@ -408,6 +431,45 @@ impl Actor {
         }
     }
 
+    /// Hands the messages gathered for the `filling` subscription over to it; when it is
+    /// full they wait in `stalled` (and the socket is not read) until it has room.
+    fn hand_over(&mut self) {
+        if self.stalled.is_some() {
+            return;
+        }
+        let Some(id) = self.filling.as_deref() else { return };
+        let Some(sub) = self.subs.get_mut(id) else { return };
+        if sub.batch.is_empty() {
+            return;
+        }
+        // The next read is likely the size of this one: room for as many, so the
+        // batch does not grow (and copy its messages) while it fills.
+        let room = sub.batch.len();
+        match sub.tx.try_deliver(std::mem::replace(&mut sub.batch, Vec::with_capacity(room))) {
+            Ok(Delivered::Queued) => {}
+            Ok(Delivered::Gone) => debug!(subscription = id, "subscriber gone; unsubscribing"),
+            // The application is behind: hold these and stop reading the socket until
+            // it has room, so the backlog stays in TCP and the broker.
+            Err(batch) => self.stalled = Some((sub.tx.clone(), batch)),
+        }
+    }
+
+    /// Handles one item read from the connection (a frame, a heart-beat, its end).
+    fn on_read(&mut self, conn: &Connection, item: Option<Result<Incoming, FrameError>>, probe_outstanding: &mut bool) -> Result<(), Exit> {
+        match item {
+            Some(Ok(Incoming::Frame(f))) => {
+                if f.command == Command::Receipt && f.get("receipt-id").is_some_and(|r| r.starts_with("dk-probe-")) {
+                    *probe_outstanding = false;
+                    return Ok(());
+                }
+                self.incoming(conn, f)
+            }
+            Some(Ok(Incoming::Heartbeat)) => Ok(()),
+            Some(Err(e)) => Err(Exit::Lost(format!("protocol error: {e}"))),
+            None => Err(Exit::Lost("broker closed the connection".into())),
+        }
+    }
+
     /// Serves the open connection: commands out, frames in, heart-beats both ways.
     async fn serve(&mut self, conn: &mut Connection) -> Exit {
         let plan = heartbeat::negotiate(&self.config.handshake.heartbeat, conn.server_heartbeat);
@@ -425,34 +487,44 @@ impl Actor {
         let probe_timer = sleep_opt(line.read_due(plan.probe_after));
         tokio::pin!(write_timer, read_timer, probe_timer);
         loop {
-            // A sender clone only while a message waits for room in its subscription.
-            let stalled_tx = self.stalled.as_ref().map(|(tx, _)| tx.clone());
+            // A sender clone only while messages wait for room in their subscription.
+            let stalled = self.stalled.as_ref().map(|(tx, batch)| (tx.clone(), batch.len()));
             tokio::select! {
                 biased;
-                permit = async { match stalled_tx { Some(tx) => tx.reserve_owned().await, None => std::future::pending().await } }, if self.stalled.is_some() => {
-                    if let Some((_, msg)) = self.stalled.take() {
-                        if let Ok(permit) = permit {
-                            permit.send(msg);
+                () = async { match &stalled { Some((tx, n)) => tx.room_for(*n).await, None => std::future::pending().await } }, if stalled.is_some() => {
+                    if let Some((tx, batch)) = self.stalled.take() {
+                        if let Err(batch) = tx.try_deliver(batch) {
+                            self.stalled = Some((tx, batch));
+                            continue;
                         }
                     }
-                    // Reading resumes now; what the broker sent meanwhile is waiting in the socket.
+                    // Then what was gathered behind them; reading resumes once all is handed over.
+                    self.hand_over();
+                    if self.stalled.is_some() {
+                        continue;
+                    }
+                    // What the broker sent meanwhile is waiting in the socket.
                     line.read(Instant::now());
                     read_timer.as_mut().set(sleep_opt(line.read_due(plan.read_timeout)));
                 }
                 item = conn.framed.next(), if self.stalled.is_none() => {
                     line.read(Instant::now());
-                    match item {
-                        Some(Ok(Incoming::Frame(f))) => {
-                            if f.command == Command::Receipt && f.get("receipt-id").is_some_and(|r| r.starts_with("dk-probe-")) {
-                                probe_outstanding = false;
-                                continue;
-                            }
-                            if let Err(exit) = self.incoming(conn, f) { return exit; }
-                        }
-                        Some(Ok(Incoming::Heartbeat)) => {}
-                        Some(Err(e)) => return Exit::Lost(format!("protocol error: {e}")),
-                        None => return Exit::Lost("broker closed the connection".into()),
+                    if let Err(exit) = self.on_read(conn, item, &mut probe_outstanding) {
+                        return exit;
                     }
+                    // Every frame already read goes the same way, without a turn through
+                    // the timers and the outbox for each, so a subscription gets them all at
+                    // once. A poll that would wait ends the round (nothing is awaited here).
+                    for _ in 0..DRAIN {
+                        if self.stalled.is_some() {
+                            break;
+                        }
+                        let Some(item) = conn.framed.next().now_or_never() else { break };
+                        if let Err(exit) = self.on_read(conn, item, &mut probe_outstanding) {
+                            return exit;
+                        }
+                    }
+                    self.hand_over();
                 }
                 () = self.outbox.woken() => {
                     if let Err(exit) = self.write_outbox(conn).await { return exit; }
@@ -608,6 +680,7 @@ impl Actor {
                         Ok(()) => {
                             // Closing: a message the application has no room for is dropped
                             // (with client acks the broker redelivers it).
+                            self.hand_over();
                             self.stalled = None;
                             continue;
                         }

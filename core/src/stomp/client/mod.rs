@@ -24,6 +24,7 @@
 //!   the same bound.
 
 mod actor;
+mod inbox;
 mod options;
 mod outbox;
 mod subscription;
@@ -46,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subscription::AckRef;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Default for [`ClientConfig::send_buffer_bytes`]: 64 KiB, one write of about 64 1 KiB messages (what the raw socket benchmark batches).
 pub const DEFAULT_SEND_BUFFER_BYTES: usize = 64 * 1024;
@@ -65,9 +66,11 @@ pub struct ClientConfig {
     /// Encoded bytes queued for the connection task before `send` waits (a slow
     /// broker bounds memory here); one frame may go past it. Default 64 KiB.
     pub send_buffer_bytes: usize,
-    /// Messages a subscription holds for the application; when it is full the
-    /// client stops reading the socket (the backlog stays in TCP and the broker), so
-    /// a slow reader cannot grow the heap. Default 1024.
+    /// Messages a subscription holds for the application (plus what is left of the
+    /// batch being read: the messages of one read are handed over together, at most
+    /// 64 or this many); when it is full the client stops reading the socket (the
+    /// backlog stays in TCP and the broker), so a slow reader cannot grow the heap.
+    /// Default 1024.
     pub subscription_buffer: usize,
 }
 
@@ -268,6 +271,7 @@ impl Client {
             current_endpoint: None,
             last_failure: None,
             stalled: None,
+            filling: None,
         };
         tokio::spawn(actor.run());
         Client { shared }
@@ -430,7 +434,7 @@ impl Client {
         for (k, v) in opts.headers.iter() {
             frame.headers.push(k, v);
         }
-        let (tx, rx) = mpsc::channel(self.shared.subscription_buffer);
+        let (tx, rx) = inbox::inbox(self.shared.subscription_buffer);
         let (reply, done) = oneshot::channel();
         self.shared.outbox.subscribe(id.clone(), frame, tx, opts.ack, reply).await?;
         match tokio::time::timeout(self.shared.receipt_timeout, done).await {

@@ -15,14 +15,15 @@
 //! negotiates another version.
 
 use super::actor::SubEntry;
-use super::{AckMode, Message};
+use super::inbox::Deliver;
+use super::AckMode;
 use crate::stomp::codec::{encode_send, encode_send_head, finish_send, Incoming, Limits, SendParts, StompCodec, Version};
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Where a caller waits for its frame's outcome.
@@ -494,7 +495,7 @@ impl Outbox {
     }
 
     /// Appends a SUBSCRIBE (registered and confirmed by the connection task); refuses an id in use.
-    pub(super) async fn subscribe(&self, id: String, frame: Frame, tx: mpsc::Sender<Message>, ack: AckMode, reply: Reply) -> Result<()> {
+    pub(super) async fn subscribe(&self, id: String, frame: Frame, tx: Deliver, ack: AckMode, reply: Reply) -> Result<()> {
         let mut slot = Some((frame, tx, reply));
         self.append(|q| {
             if q.subs.contains(&id) {

@@ -1,5 +1,6 @@
 //! What a subscriber holds: messages, the subscription stream, and transactions.
 
+use super::inbox::Inbox;
 use super::*;
 use crate::stomp::codec::Version;
 use crate::stomp::error::{Error, Result};
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// A message delivered to a subscription.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub struct Subscription {
     pub(super) id: String,
     pub(super) destination: String,
     pub(super) ack: AckMode,
-    pub(super) rx: mpsc::Receiver<Message>,
+    pub(super) rx: Inbox,
     pub(super) client: Client,
     pub(super) open: bool,
 }
