@@ -604,11 +604,51 @@ pub(crate) fn encode_send_head(dst: &mut BytesMut, version: Version, p: &SendPar
 /// Ends a SEND begun by [`encode_send_head`]: `content-length`, the blank line, `body` and the NUL.
 #[inline]
 pub(crate) fn finish_send(dst: &mut BytesMut, body: &[u8]) {
-    dst.put_slice(b"content-length:");
-    dst.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    dst.put_slice(b"\n\n");
+    put_length_line(dst, body.len());
     dst.put_slice(body);
     dst.put_u8(0);
+}
+
+/// Writes `content-length:N` and the blank line that ends a head.
+fn put_length_line(dst: &mut impl BufMut, len: usize) {
+    dst.put_slice(b"content-length:");
+    dst.put_slice(itoa::Buffer::new().format(len).as_bytes());
+    dst.put_slice(b"\n\n");
+}
+
+/// A SEND's head encoded once for a run of bodies (`encode_send_head`'s output), with
+/// the `content-length` line of the last body's length after it: a body of the same
+/// length (the usual case in a run) is written as one copy of the head, the body and NUL.
+#[derive(Debug)]
+pub(crate) struct SendHead {
+    /// The head, then the length line for `length`.
+    bytes: Vec<u8>,
+    /// Where the length line starts.
+    head_len: usize,
+    /// The body length the length line is for.
+    length: Option<usize>,
+}
+
+impl SendHead {
+    /// Encodes the head `parts` share at `version`.
+    pub(crate) fn new(version: Version, parts: &SendParts<'_>) -> Result<SendHead, FrameError> {
+        let mut head = BytesMut::with_capacity(64 + parts.destination.len());
+        encode_send_head(&mut head, version, parts)?;
+        Ok(SendHead { head_len: head.len(), bytes: head.into(), length: None })
+    }
+
+    /// Writes a whole SEND of `body` under this head: what `encode_send` writes.
+    pub(crate) fn put(&mut self, dst: &mut BytesMut, body: &[u8]) {
+        if self.length != Some(body.len()) {
+            self.bytes.truncate(self.head_len);
+            put_length_line(&mut self.bytes, body.len());
+            self.length = Some(body.len());
+        }
+        dst.reserve(self.bytes.len() + body.len() + 1);
+        dst.extend_from_slice(&self.bytes);
+        dst.extend_from_slice(body);
+        dst.put_u8(0);
+    }
 }
 
 impl Encoder<&Frame> for StompCodec {

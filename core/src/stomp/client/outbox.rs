@@ -17,7 +17,7 @@
 use super::actor::SubEntry;
 use super::inbox::Deliver;
 use super::AckMode;
-use crate::stomp::codec::{encode_send, encode_send_head, finish_send, Incoming, Limits, SendParts, StompCodec, Version};
+use crate::stomp::codec::{encode_send, Incoming, Limits, SendHead, SendParts, StompCodec, Version};
 use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame};
 use bytes::{Bytes, BytesMut};
@@ -95,8 +95,8 @@ struct HeadCache {
     destination: String,
     content_type: Option<String>,
     persistent: bool,
-    /// `encode_send_head`'s output for these parts (everything before `content-length`).
-    head: Vec<u8>,
+    /// The head these parts encode to, with the last body length's `content-length`.
+    head: SendHead,
 }
 
 impl HeadCache {
@@ -286,15 +286,12 @@ impl Queue {
             return Ok(encode_send(&mut self.buf, version, parts)?);
         }
         if !self.head.as_ref().is_some_and(|c| c.fits(version, parts)) {
-            let mut head = BytesMut::new();
-            encode_send_head(&mut head, version, parts)?;
+            let head = SendHead::new(version, parts)?;
             let content_type = parts.content_type.map(str::to_owned);
-            self.head = Some(HeadCache { version, destination: parts.destination.to_owned(), content_type, persistent: parts.persistent, head: head.to_vec() });
+            self.head = Some(HeadCache { version, destination: parts.destination.to_owned(), content_type, persistent: parts.persistent, head });
         }
-        let Some(cache) = &self.head else { return Ok(encode_send(&mut self.buf, version, parts)?) };
-        self.buf.reserve(cache.head.len() + 40 + parts.body.len());
-        self.buf.extend_from_slice(&cache.head);
-        finish_send(&mut self.buf, parts.body);
+        let Some(cache) = &mut self.head else { return Ok(encode_send(&mut self.buf, version, parts)?) };
+        cache.head.put(&mut self.buf, parts.body);
         Ok(())
     }
 
@@ -443,7 +440,7 @@ impl Outbox {
             self.append(|q| {
                 // The headers every SEND of this run shares, encoded once (the version
                 // cannot change while the lock is held).
-                let mut head: Option<BytesMut> = None;
+                let mut head: Option<SendHead> = None;
                 while let Some(owned) = bodies.next() {
                     let body = owned.as_ref();
                     let mut last_reply = if bodies.peek().is_none() { reply.take() } else { None };
@@ -451,15 +448,9 @@ impl Outbox {
                         Some((_, version)) if last_reply.is_none() => {
                             let head = match &mut head {
                                 Some(h) => h,
-                                empty => {
-                                    let mut h = BytesMut::with_capacity(64 + parts.destination.len());
-                                    encode_send_head(&mut h, version, parts)?;
-                                    empty.insert(h)
-                                }
+                                empty => empty.insert(SendHead::new(version, parts)?),
                             };
-                            q.buf.reserve(head.len() + 40 + body.len());
-                            q.buf.extend_from_slice(head);
-                            finish_send(&mut q.buf, body);
+                            head.put(&mut q.buf, body);
                             q.frames += 1;
                         }
                         // Offline, or the last SEND, which asks for the receipt: as `send` queues them.
@@ -822,11 +813,18 @@ mod tests {
         let extra: crate::stomp::frame::Headers = [("x-k", "v")].into_iter().collect();
         let none = crate::stomp::frame::Headers::new();
         let plain = |destination, content_type, persistent, headers| SendParts { destination, content_type, persistent, headers, transaction: None, receipt: None, body: b"body" };
+        // Bodies of one length in a row, then another (the cached length line must follow).
+        fn sized<'a>(parts: SendParts<'a>, body: &'a [u8]) -> SendParts<'a> {
+            SendParts { body, ..parts }
+        }
         // It starts and ends with a destination whose escaping differs between versions, so a
         // head cached at one version would be wrong at the next connection's.
         let steps = [
             plain("/queue/a:with\\escapes", None, false, &none),
             plain("/queue/a", None, false, &none),
+            sized(plain("/queue/a", None, false, &none), b"longer body"),
+            sized(plain("/queue/a", None, false, &none), b""),
+            sized(plain("/queue/a", None, false, &none), b"0123456789"),
             plain("/queue/a", None, false, &none),
             plain("/queue/b", None, false, &none),
             plain("/queue/a", None, false, &none),
