@@ -90,6 +90,8 @@ pub(super) struct Actor {
     /// The subscription whose `batch` holds messages not handed over yet (one at a time:
     /// a MESSAGE for another subscription, any other frame, and the end of a read hand it over).
     pub(super) filling: Option<String>,
+    /// The last write took a full outbox: senders waiting for room were woken.
+    pub(super) room_freed: bool,
 }
 
 /// Sleeps until `deadline`, or forever if there is none.
@@ -98,6 +100,23 @@ async fn sleep_opt(deadline: Option<Instant>) {
         Some(d) => sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// Lets the other tasks in the run queue run once, then goes on: the task is put straight
+/// back in the queue. (`tokio::task::yield_now` defers it until the runtime has also
+/// polled its I/O driver: an `epoll_wait` system call per turn, which a publisher
+/// filling the outbox between two writes paid for every batch.)
+async fn requeue() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 impl Actor {
@@ -533,9 +552,17 @@ impl Actor {
                     // A caller that sends one message, then awaits something else, appends the
                     // next while this task yields: written at once, without parking and polling
                     // the read side and the timers again for every message. At most SPIN
-                    // rounds, so reading never waits long behind a steady sender.
+                    // rounds, so reading never waits long behind a steady sender. After a
+                    // write that took a full outbox the senders it woke are already queued to
+                    // run, so the task only requeues behind them (no system call); otherwise
+                    // it yields the way that lets the runtime poll I/O first and run the
+                    // tasks that yielded (a sender that sends, then yields).
                     for _ in 0..SPIN {
-                        tokio::task::yield_now().await;
+                        if self.room_freed {
+                            requeue().await;
+                        } else {
+                            tokio::task::yield_now().await;
+                        }
                         match self.write_outbox(conn).await {
                             Ok(true) => {}
                             Ok(false) => break,
@@ -610,6 +637,7 @@ impl Actor {
     /// batch and flushes; a queued DISCONNECT ends the connection. `false`: nothing was queued.
     async fn write_outbox(&mut self, conn: &mut Connection) -> Result<bool, Exit> {
         let Some(batch) = self.outbox.take() else { return Ok(false) };
+        self.room_freed = batch.was_full;
         let mut bye = None;
         for mark in batch.marks {
             match mark.effect {

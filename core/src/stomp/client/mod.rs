@@ -272,6 +272,7 @@ impl Client {
             last_failure: None,
             stalled: None,
             filling: None,
+            room_freed: false,
         };
         tokio::spawn(actor.run());
         Client { shared }

@@ -78,6 +78,8 @@ pub(super) struct Batch {
     pub(super) bytes: BytesMut,
     /// Marks of frames in `bytes`, in order.
     pub(super) marks: VecDeque<Mark>,
+    /// The outbox was full when taken: senders may be waiting to append.
+    pub(super) was_full: bool,
 }
 
 /// Why the client is ending, as the connection task learns it.
@@ -601,6 +603,7 @@ impl Outbox {
         if q.link.is_none() || (q.buf.is_empty() && q.marks.is_empty()) {
             return None;
         }
+        let was_full = !self.has_room(&q);
         let mut fresh = q.spare.take().unwrap_or_default();
         fresh.reserve(batch_room(self.max_bytes));
         let bytes = std::mem::replace(&mut q.buf, fresh);
@@ -608,7 +611,7 @@ impl Outbox {
         q.frames = 0;
         drop(q);
         self.room.notify_waiters();
-        Some(Batch { bytes, marks })
+        Some(Batch { bytes, marks, was_full })
     }
 
     /// Hands back a written buffer's allocation, unless it grew past twice the bound.
