@@ -410,7 +410,7 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
     let mut content_length = None;
     for l in header_lines {
         let line = line_of(l);
-        // Names are short: a plain loop finds the colon for less than setting up a search.
+        // Names are short: the colon is near, found without setting up a vector search.
         let colon = find_near(line, b':').ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
         let (start, end) = (l.start, l.end);
         // The name's length first: a fixed-size compare the compiler inlines.
