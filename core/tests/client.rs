@@ -208,47 +208,40 @@ async fn messages_read_together_reach_each_subscription_in_order_even_before_an_
     // frames at once and hands each subscription its own in batches, stalls while a
     // small subscription is full, and must still deliver every message read before the
     // ERROR, in order, to the right subscription.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use deploykit::stomp::{Command, Incoming, StompCodec, Version};
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Framed;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let n = 300;
     let to_b = |i: usize| i.is_multiple_of(3) || i.is_multiple_of(7);
     let broker = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut seen = Vec::new();
-        let mut buf = vec![0u8; 4096];
+        let (s, _) = listener.accept().await.unwrap();
+        let mut wire = Framed::new(s, StompCodec::new(Version::V1_2));
         let mut ids = Vec::new();
         // CONNECT, then the two SUBSCRIBEs, each answered with its RECEIPT.
         while ids.len() < 2 {
-            let Some(end) = seen.iter().position(|&b| b == 0) else {
-                let got = s.read(&mut buf).await.unwrap();
-                assert!(got > 0, "client hung up");
-                seen.extend_from_slice(&buf[..got]);
-                continue;
-            };
-            let frame = String::from_utf8(seen.drain(..=end).collect()).unwrap();
-            let header = |name: &str| frame.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
-            if frame.trim_start().starts_with("CONNECT") {
-                s.write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await.unwrap();
-            } else if frame.trim_start().starts_with("SUBSCRIBE") {
-                ids.push(header("id:").unwrap());
-                s.write_all(format!("RECEIPT\nreceipt-id:{}\n\n\0", header("receipt:").unwrap()).as_bytes()).await.unwrap();
+            let Some(Ok(Incoming::Frame(f))) = wire.next().await else { panic!("client hung up or sent garbage") };
+            match f.command {
+                Command::Connect | Command::Stomp => wire.get_mut().write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await.unwrap(),
+                Command::Subscribe => {
+                    ids.push(f.get("id").unwrap().to_owned());
+                    wire.get_mut().write_all(format!("RECEIPT\nreceipt-id:{}\n\n\0", f.get("receipt").unwrap()).as_bytes()).await.unwrap();
+                }
+                _ => {}
             }
         }
-        let mut wire = Vec::new();
+        let mut burst = Vec::new();
         for i in 0..n {
             let sub = &ids[usize::from(to_b(i))];
             let body = format!("m{i}");
-            wire.extend_from_slice(format!("MESSAGE\nsubscription:{sub}\nmessage-id:{i}\ndestination:/queue/x\ncontent-length:{}\n\n{body}\0\n", body.len()).as_bytes());
+            burst.extend_from_slice(format!("MESSAGE\nsubscription:{sub}\nmessage-id:{i}\ndestination:/queue/x\ncontent-length:{}\n\n{body}\0\n", body.len()).as_bytes());
         }
-        wire.extend_from_slice(b"ERROR\nmessage:going away\n\n\0");
-        s.write_all(&wire).await.unwrap();
+        burst.extend_from_slice(b"ERROR\nmessage:going away\n\n\0");
+        wire.get_mut().write_all(&burst).await.unwrap();
         // Keep the socket open until the client has read everything and hung up.
-        while let Ok(got) = s.read(&mut buf).await {
-            if got == 0 {
-                break;
-            }
-        }
+        while let Some(Ok(_)) = wire.next().await {}
     });
     let mut config = ClientConfig::new(&format!("stomp://{addr}")).unwrap();
     config.subscription_buffer = 4;

@@ -384,10 +384,7 @@ impl Actor {
                 let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation });
                 if self.filling.as_deref() != Some(sub_id) {
                     self.hand_over();
-                    let mut id = self.filling.take().unwrap_or_default();
-                    id.clear();
-                    id.push_str(sub_id);
-                    self.filling = Some(id);
+                    self.filling = Some(sub_id.to_owned());
                 }
                 let destination = frame.headers.get_shared("destination").unwrap_or_default();
                 let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
