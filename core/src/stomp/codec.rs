@@ -151,6 +151,8 @@ enum State {
         scanned: usize,
         /// Start of the line being scanned.
         line_start: usize,
+        /// Offset of the first colon seen on that line, or [`NO_COLON`].
+        colon: usize,
     },
     /// Headers parsed; waiting for the body.
     Body {
@@ -169,15 +171,20 @@ enum State {
 
 impl Default for State {
     fn default() -> State {
-        State::Head { scanned: 0, line_start: 0 }
+        State::Head { scanned: 0, line_start: 0, colon: NO_COLON }
     }
 }
+
+/// [`Line::colon`] of a line without one.
+const NO_COLON: usize = usize::MAX;
 
 /// Where one line of the header block being read lies in the buffer (its CR, if any, left out).
 #[derive(Debug, Clone, Copy)]
 struct Line {
     /// Offset of the line's first byte.
     start: usize,
+    /// Offset of its first colon (the end of a header's name), or [`NO_COLON`].
+    colon: usize,
     /// Offset just past its last byte, before the CR LF or LF.
     end: usize,
 }
@@ -244,28 +251,6 @@ fn eq_bits(word: u64, byte: u8) -> u64 {
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
-/// Index of the first `byte` in `hay`, for matches that are usually near: the first
-/// 64 bytes are compared eight at a time in a register, which costs a fraction of
-/// setting up `memchr`'s vector search (a header line is ~20 bytes); what lies
-/// beyond goes to `memchr`.
-#[inline]
-fn find_near(hay: &[u8], byte: u8) -> Option<usize> {
-    let near = hay.len().min(64);
-    let mut words = hay[..near].chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let bits = <[u8; 8]>::try_from(word).map_or(0, |w| eq_bits(u64::from_le_bytes(w), byte));
-        if bits != 0 {
-            return Some(at + (bits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    if let Some(i) = words.remainder().iter().position(|&b| b == byte) {
-        return Some(at + i);
-    }
-    memchr::memchr(byte, &hay[near..]).map(|i| near + i)
-}
-
 impl Decoder for StompCodec {
     type Item = Incoming;
     type Error = FrameError;
@@ -291,10 +276,16 @@ impl Decoder for StompCodec {
                 return Ok(Some(Incoming::Heartbeat));
             }
         }
-        if matches!(self.state, State::Head { .. }) {
+        // The frame's head: parsed now, or kept from an earlier call that waited for the body.
+        let (command, headers, head_len, content_length, scanned) = if let State::Body { .. } = self.state {
+            let State::Body { command, headers, head_len, content_length, scanned } = std::mem::take(&mut self.state) else { unreachable!() };
+            (command, headers, head_len, content_length, scanned)
+        } else {
             let Some(head_end) = self.scan_head(buf)? else {
                 return Ok(None);
             };
+            // The next frame's scan starts afresh.
+            self.state = State::default();
             // The header block is split off and frozen: headers become slices of it.
             let head = buf.split_to(head_end).freeze();
             let (command, headers, content_length) = parse_head(head, self.version(), &self.lines)?;
@@ -305,27 +296,26 @@ impl Decoder for StompCodec {
                 }
                 buf.reserve((len + 1).saturating_sub(buf.len()));
             }
-            self.state = State::Body { command, headers, head_len: head_end, content_length, scanned: 0 };
-        }
-        let State::Body { head_len, content_length, scanned, .. } = &mut self.state else { unreachable!() };
-        let head_len = *head_len;
-        let body_end = match *content_length {
-            Some(len) => {
-                if buf.len() < len + 1 {
-                    return Ok(None);
-                }
+            (command, headers, head_end, content_length, 0)
+        };
+        let body_end = match content_length {
+            Some(len) if buf.len() > len => {
                 if buf[len] != 0 {
                     return Err(FrameError::MissingNul(len));
                 }
                 len
             }
-            None => match find_nul(&buf[*scanned..]) {
-                Some(i) => *scanned + i,
+            Some(_) => {
+                self.state = State::Body { command, headers, head_len, content_length, scanned };
+                return Ok(None);
+            }
+            None => match find_nul(&buf[scanned..]) {
+                Some(i) => scanned + i,
                 None => {
-                    *scanned = buf.len();
                     if head_len + buf.len() > self.limits.max_frame_size {
                         return Err(FrameError::FrameTooLarge { size: head_len + buf.len(), limit: self.limits.max_frame_size });
                     }
+                    self.state = State::Body { command, headers, head_len, content_length, scanned: buf.len() };
                     return Ok(None);
                 }
             },
@@ -333,7 +323,6 @@ impl Decoder for StompCodec {
         if head_len + body_end > self.limits.max_frame_size {
             return Err(FrameError::FrameTooLarge { size: head_len + body_end, limit: self.limits.max_frame_size });
         }
-        let State::Body { command, headers, .. } = std::mem::take(&mut self.state) else { unreachable!() };
         let body: Bytes = buf.split_to(body_end).freeze();
         buf.advance(1);
         // Trailing EOLs after the NUL belong to this frame (STOMP 1.2 grammar).
@@ -352,43 +341,65 @@ impl Decoder for StompCodec {
 
 impl StompCodec {
     /// Scans for the blank line ending the headers; returns the body offset once found.
+    /// Each line's end and first colon are found in the same pass and kept in `lines`.
     fn scan_head(&mut self, buf: &BytesMut) -> Result<Option<usize>, FrameError> {
         let limits = self.limits;
-        let State::Head { scanned, line_start } = &mut self.state else { unreachable!() };
+        let State::Head { scanned, line_start, colon } = &mut self.state else { unreachable!() };
         if *scanned == 0 {
             // A new frame: forget the last one's lines, and the room a long one took.
             self.lines.clear();
             self.lines.shrink_to(MOST_LINES_KEPT);
         }
+        let bytes: &[u8] = buf;
+        let (mut at, mut start, mut first_colon) = (*scanned, *line_start, *colon);
         loop {
-            let Some(i) = find_near(&buf[*scanned..], b'\n').map(|i| i + *scanned) else {
-                *scanned = buf.len();
-                // A line of exactly the limit may be waiting for the LF after its CR.
-                let cr = usize::from(buf.last() == Some(&b'\r'));
-                if buf.len() - *line_start > limits.max_header_len + cr {
-                    return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
+            // The next LF, or before the line's first colon the next LF or colon: eight
+            // bytes at a time in a register (a header line is short; no vector search
+            // to set up per line), the last few one by one.
+            let i = loop {
+                let Some(word) = bytes.get(at..at + 8) else {
+                    let rest = bytes.get(at..).unwrap_or_default();
+                    if let Some(k) = rest.iter().position(|&b| b == b'\n' || (b == b':' && first_colon == NO_COLON)) {
+                        break at + k;
+                    }
+                    (*scanned, *line_start, *colon) = (buf.len(), start, first_colon);
+                    // A line of exactly the limit may be waiting for the LF after its CR.
+                    let cr = usize::from(buf.last() == Some(&b'\r'));
+                    if buf.len() - start > limits.max_header_len + cr {
+                        return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
+                    }
+                    return Ok(None);
+                };
+                let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
+                let mut bits = eq_bits(w, b'\n');
+                if first_colon == NO_COLON {
+                    bits |= eq_bits(w, b':');
                 }
-                return Ok(None);
+                if bits != 0 {
+                    break at + (bits.trailing_zeros() / 8) as usize;
+                }
+                at += 8;
             };
-            let line = &buf[*line_start..i];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.len() > limits.max_header_len {
+            at = i + 1;
+            if buf[i] == b':' {
+                first_colon = i;
+                continue;
+            }
+            let end = if i > start && buf[i - 1] == b'\r' { i - 1 } else { i };
+            if end - start > limits.max_header_len {
                 return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
             }
-            let end = *line_start + line.len();
-            let start = *line_start;
-            *scanned = i + 1;
-            *line_start = i + 1;
             if start == end && !self.lines.is_empty() {
                 return Ok(Some(i + 1));
             }
-            self.lines.push(Line { start, end });
+            self.lines.push(Line { start, colon: first_colon, end });
             if self.lines.len() > limits.max_headers + 1 {
                 return Err(FrameError::TooManyHeaders { limit: limits.max_headers });
             }
             if i + 1 > limits.max_frame_size {
                 return Err(FrameError::FrameTooLarge { size: i + 1, limit: limits.max_frame_size });
             }
+            (start, first_colon) = (i + 1, NO_COLON);
         }
     }
 }
@@ -410,9 +421,12 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
     let mut content_length = None;
     for l in header_lines {
         let line = line_of(l);
-        // Names are short: the colon is near, found without setting up a vector search.
-        let colon = find_near(line, b':').ok_or_else(|| FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()))?;
+        // `scan_head` found the colon (a CR before the LF is not part of the line).
+        if l.colon >= l.end {
+            return Err(FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()));
+        }
         let (start, end) = (l.start, l.end);
+        let colon = l.colon - start;
         // The name's length first: a fixed-size compare the compiler inlines.
         if colon == 14 && line.get(..14) == Some(&b"content-length"[..]) {
             if content_length.is_none() {
@@ -422,13 +436,12 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
             }
             continue;
         }
-        let (name, value) = ((start, start + colon), (start + colon + 1, end));
         if escaped && memchr::memchr(b'\\', line).is_some() {
-            let n = unescape(&raw[name.0..name.1], version)?;
-            let v = unescape(&raw[value.0..value.1], version)?;
+            let n = unescape(&line[..colon], version)?;
+            let v = unescape(&line[colon + 1..], version)?;
             headers.push(n, v);
         } else {
-            headers.push_range(name, value);
+            headers.push_line(start, start + colon, end);
         }
     }
     Ok((command, headers, content_length))
@@ -808,23 +821,50 @@ mod tests {
         }
     }
 
-    /// `find_near` agrees with a plain search for every byte value, at every position,
-    /// in haystacks shorter and longer than its inline part, with look-alike bytes
-    /// (the same low seven bits, the high bit set) before and after the match.
+    /// `eq_bits` marks exactly the bytes equal to its byte, for every byte value at every
+    /// place in the word, beside look-alikes (the high bit flipped, one above, one below).
     #[test]
-    fn find_near_finds_the_first_match_like_a_plain_search() {
-        for needle in 0..=255u8 {
-            for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 100] {
-                let filler = needle ^ 0x80;
-                let mut hay = vec![filler; len];
-                assert_eq!(find_near(&hay, needle), None, "{needle} {len}");
-                for at in 0..len {
-                    hay.iter_mut().for_each(|b| *b = filler);
-                    hay[at] = needle;
-                    if at + 1 < len {
-                        hay[len - 1] = needle;
+    fn eq_bits_marks_exactly_the_matching_bytes() {
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                for other in [byte ^ 0x80, byte.wrapping_add(1), byte.wrapping_sub(1), 0, 0xff] {
+                    if other == byte {
+                        continue;
                     }
-                    assert_eq!(find_near(&hay, needle), hay.iter().position(|&b| b == needle), "{needle} {len} {at}");
+                    let mut w = [other; 8];
+                    w[at] = byte;
+                    assert_eq!(eq_bits(u64::from_le_bytes(w), byte), 0x80 << (8 * at), "{byte} {at} {other}");
+                    w[7 - at] = byte;
+                    assert_eq!(eq_bits(u64::from_le_bytes(w), byte), (0x80 << (8 * at)) | (0x80 << (8 * (7 - at))), "{byte} {at} {other}");
+                }
+            }
+        }
+    }
+
+    /// The one-pass scan finds each line's end and first colon as a plain search would:
+    /// names and values of every length across the eight-byte words, LF or CR LF, more
+    /// colons in the value, and the frame arriving in two pieces split anywhere.
+    #[test]
+    fn header_lines_are_found_like_a_plain_search() {
+        for name_len in 1..12 {
+            for value_len in 0..20 {
+                for eol in ["\n", "\r\n"] {
+                    let name = "n".repeat(name_len);
+                    let value: String = (0..value_len).map(|i| if i % 5 == 2 { ':' } else { 'v' }).collect();
+                    let wire = format!("SEND{eol}a:1{eol}{name}:{value}{eol}zz:{eol}{eol}body\0");
+                    let want = [("a", "1"), (name.as_str(), value.as_str()), ("zz", "")];
+                    for split in 0..=wire.len() {
+                        let mut codec = StompCodec::new(Version::V1_2);
+                        let mut buf = BytesMut::from(&wire.as_bytes()[..split]);
+                        let mut got = codec.decode(&mut buf).unwrap();
+                        if got.is_none() {
+                            buf.extend_from_slice(&wire.as_bytes()[split..]);
+                            got = codec.decode(&mut buf).unwrap();
+                        }
+                        let Some(Incoming::Frame(f)) = got else { panic!("no frame: {wire:?} split at {split}") };
+                        assert_eq!(f.headers.iter().collect::<Vec<_>>(), want, "{wire:?} split at {split}");
+                        assert_eq!(&f.body[..], b"body");
+                    }
                 }
             }
         }

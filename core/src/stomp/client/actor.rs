@@ -381,7 +381,7 @@ impl Actor {
                         let _ = w.send(Ok(()));
                     }
                 }
-                let ack = (sub.ack != AckMode::Auto).then(|| AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation });
+                let ack = (sub.ack != AckMode::Auto).then(|| Box::new(AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation }));
                 if self.filling.as_deref() != Some(sub_id) {
                     self.hand_over();
                     self.filling = Some(sub_id.to_owned());
@@ -740,23 +740,23 @@ async fn write_batch(framed: &mut connection::FramedStream, mut bytes: BytesMut)
 
 /// The headers an ACK/NACK needs for this version.
 fn ack_headers(frame: &Frame, version: Version, sub_id: &str) -> Headers {
+    // Values share the MESSAGE's header block: no copy per message.
+    let shared = |name: &str| frame.headers.get_shared(name);
     let mut h = Headers::with_capacity(2);
     match version {
         Version::V1_2 => {
-            if let Some(ack) = frame.get("ack") {
-                h.push("id", ack);
-            } else if let Some(mid) = frame.get("message-id") {
-                h.push("id", mid);
+            if let Some(id) = shared("ack").or_else(|| shared("message-id")) {
+                h.push("id", id);
             }
         }
         Version::V1_1 => {
-            if let Some(mid) = frame.get("message-id") {
+            if let Some(mid) = shared("message-id") {
                 h.push("message-id", mid);
             }
             h.push("subscription", sub_id);
         }
         Version::V1_0 => {
-            if let Some(mid) = frame.get("message-id") {
+            if let Some(mid) = shared("message-id") {
                 h.push("message-id", mid);
             }
         }

@@ -20,7 +20,8 @@ pub struct Message {
     pub headers: Headers,
     /// The body.
     pub body: Bytes,
-    pub(super) ack: Option<AckRef>,
+    /// What acknowledging it needs; boxed, as only client-ack subscriptions have one.
+    pub(super) ack: Option<Box<AckRef>>,
 }
 
 /// What an ACK/NACK of a message needs.
