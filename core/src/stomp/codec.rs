@@ -276,67 +276,85 @@ impl Decoder for StompCodec {
                 return Ok(Some(Incoming::Heartbeat));
             }
         }
-        // The frame's head: parsed now, or kept from an earlier call that waited for the body.
-        let (command, headers, head_len, content_length, scanned) = if let State::Body { .. } = self.state {
-            let State::Body { command, headers, head_len, content_length, scanned } = std::mem::take(&mut self.state) else { unreachable!() };
-            (command, headers, head_len, content_length, scanned)
-        } else {
-            let Some(head_end) = self.scan_head(buf)? else {
+        let limit = self.limits.max_frame_size;
+        if let State::Body { head_len, content_length, scanned, .. } = &mut self.state {
+            // A head read by an earlier call, waiting for its body: only new bytes are searched.
+            let Some(end) = body_end(buf, *head_len, *content_length, scanned, limit)? else {
                 return Ok(None);
             };
-            // The next frame's scan starts afresh.
-            self.state = State::default();
-            // The header block is split off and frozen: headers become slices of it.
-            let head = buf.split_to(head_end).freeze();
-            let (command, headers, content_length) = parse_head(head, self.version(), &self.lines)?;
-            if let Some(len) = content_length {
-                let size = head_end.saturating_add(len);
-                if size > self.limits.max_frame_size {
-                    return Err(FrameError::FrameTooLarge { size, limit: self.limits.max_frame_size });
-                }
-                buf.reserve((len + 1).saturating_sub(buf.len()));
-            }
-            (command, headers, head_end, content_length, 0)
+            let State::Body { command, headers, .. } = std::mem::take(&mut self.state) else { unreachable!() };
+            return Ok(Some(finish_frame(buf, command, headers, end)));
+        }
+        let Some(head_end) = self.scan_head(buf)? else {
+            return Ok(None);
         };
-        let body_end = match content_length {
-            Some(len) if buf.len() > len => {
-                if buf[len] != 0 {
-                    return Err(FrameError::MissingNul(len));
-                }
-                len
+        // The next frame's scan starts afresh.
+        self.state = State::default();
+        // The header block is split off and frozen: headers become slices of it.
+        let head = buf.split_to(head_end).freeze();
+        let (command, headers, content_length) = parse_head(head, self.version(), &self.lines)?;
+        if let Some(len) = content_length {
+            let size = head_end.saturating_add(len);
+            if size > limit {
+                return Err(FrameError::FrameTooLarge { size, limit });
             }
-            Some(_) => {
-                self.state = State::Body { command, headers, head_len, content_length, scanned };
+            buf.reserve((len + 1).saturating_sub(buf.len()));
+        }
+        // Usually the body is already there: the frame is made without keeping its head.
+        let mut scanned = 0;
+        match body_end(buf, head_end, content_length, &mut scanned, limit)? {
+            Some(end) => Ok(Some(finish_frame(buf, command, headers, end))),
+            None => {
+                self.state = State::Body { command, headers, head_len: head_end, content_length, scanned };
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Where a body ends (at its NUL) once all of it is in `buf`, `None` while it is not;
+/// `scanned`: how much of a NUL-terminated body earlier calls searched already.
+fn body_end(buf: &[u8], head_len: usize, content_length: Option<usize>, scanned: &mut usize, limit: usize) -> Result<Option<usize>, FrameError> {
+    let end = match content_length {
+        Some(len) if buf.len() > len => {
+            if buf[len] != 0 {
+                return Err(FrameError::MissingNul(len));
+            }
+            len
+        }
+        Some(_) => return Ok(None),
+        None => match find_nul(&buf[*scanned..]) {
+            Some(i) => *scanned + i,
+            None => {
+                *scanned = buf.len();
+                if head_len + buf.len() > limit {
+                    return Err(FrameError::FrameTooLarge { size: head_len + buf.len(), limit });
+                }
                 return Ok(None);
             }
-            None => match find_nul(&buf[scanned..]) {
-                Some(i) => scanned + i,
-                None => {
-                    if head_len + buf.len() > self.limits.max_frame_size {
-                        return Err(FrameError::FrameTooLarge { size: head_len + buf.len(), limit: self.limits.max_frame_size });
-                    }
-                    self.state = State::Body { command, headers, head_len, content_length, scanned: buf.len() };
-                    return Ok(None);
-                }
-            },
-        };
-        if head_len + body_end > self.limits.max_frame_size {
-            return Err(FrameError::FrameTooLarge { size: head_len + body_end, limit: self.limits.max_frame_size });
-        }
-        let body: Bytes = buf.split_to(body_end).freeze();
-        buf.advance(1);
-        // Trailing EOLs after the NUL belong to this frame (STOMP 1.2 grammar).
-        let mut eols = 0;
-        while let Some(&b) = buf.get(eols) {
-            match b {
-                b'\n' => eols += 1,
-                b'\r' if buf.get(eols + 1) == Some(&b'\n') => eols += 2,
-                _ => break,
-            }
-        }
-        buf.advance(eols);
-        Ok(Some(Incoming::Frame(Frame { command, headers, body })))
+        },
+    };
+    if head_len + end > limit {
+        return Err(FrameError::FrameTooLarge { size: head_len + end, limit });
     }
+    Ok(Some(end))
+}
+
+/// Splits off a frame's body (`end` bytes, then its NUL and any EOLs after it) and makes the frame.
+fn finish_frame(buf: &mut BytesMut, command: Command, headers: Headers, end: usize) -> Incoming {
+    let body: Bytes = buf.split_to(end).freeze();
+    buf.advance(1);
+    // Trailing EOLs after the NUL belong to this frame (STOMP 1.2 grammar).
+    let mut eols = 0;
+    while let Some(&b) = buf.get(eols) {
+        match b {
+            b'\n' => eols += 1,
+            b'\r' if buf.get(eols + 1) == Some(&b'\n') => eols += 2,
+            _ => break,
+        }
+    }
+    buf.advance(eols);
+    Incoming::Frame(Frame { command, headers, body })
 }
 
 impl StompCodec {
