@@ -208,8 +208,8 @@ async fn messages_read_together_reach_each_subscription_in_order_even_before_an_
     // frames at once and hands each subscription its own in batches, stalls while a
     // small subscription is full, and must still deliver every message read before the
     // ERROR, in order, to the right subscription.
-    use deploykit::stomp::{Command, Incoming, StompCodec, Version};
-    use futures_util::StreamExt;
+    use deploykit::stomp::{Command, Frame, Incoming, StompCodec, Version};
+    use futures_util::{SinkExt, StreamExt};
     use tokio::io::AsyncWriteExt;
     use tokio_util::codec::Framed;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -224,10 +224,10 @@ async fn messages_read_together_reach_each_subscription_in_order_even_before_an_
         while ids.len() < 2 {
             let Some(Ok(Incoming::Frame(f))) = wire.next().await else { panic!("client hung up or sent garbage") };
             match f.command {
-                Command::Connect | Command::Stomp => wire.get_mut().write_all(b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0").await.unwrap(),
+                Command::Connect | Command::Stomp => wire.send(&Frame::new(Command::Connected).header("version", "1.2").header("heart-beat", "0,0")).await.unwrap(),
                 Command::Subscribe => {
                     ids.push(f.get("id").unwrap().to_owned());
-                    wire.get_mut().write_all(format!("RECEIPT\nreceipt-id:{}\n\n\0", f.get("receipt").unwrap()).as_bytes()).await.unwrap();
+                    wire.send(&Frame::new(Command::Receipt).header("receipt-id", f.get("receipt").unwrap().to_owned())).await.unwrap();
                 }
                 _ => {}
             }

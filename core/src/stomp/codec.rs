@@ -251,6 +251,26 @@ fn eq_bits(word: u64, byte: u8) -> u64 {
     !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
+/// Index of the first LF in `buf` from `at` on, or with `colon` of the first LF or colon:
+/// eight bytes at a time in a register (a header line is short, so no vector search is
+/// set up per line), the last few one by one.
+#[inline]
+fn next_mark(buf: &[u8], mut at: usize, colon: bool) -> Option<usize> {
+    while let Some(word) = buf.get(at..at + 8) {
+        let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
+        let mut bits = eq_bits(w, b'\n');
+        if colon {
+            bits |= eq_bits(w, b':');
+        }
+        if bits != 0 {
+            return Some(at + (bits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = buf.get(at..)?;
+    rest.iter().position(|&b| b == b'\n' || (colon && b == b':')).map(|k| at + k)
+}
+
 impl Decoder for StompCodec {
     type Item = Incoming;
     type Error = FrameError;
@@ -368,35 +388,17 @@ impl StompCodec {
             self.lines.clear();
             self.lines.shrink_to(MOST_LINES_KEPT);
         }
-        let bytes: &[u8] = buf;
         let (mut at, mut start, mut first_colon) = (*scanned, *line_start, *colon);
         loop {
-            // The next LF, or before the line's first colon the next LF or colon: eight
-            // bytes at a time in a register (a header line is short; no vector search
-            // to set up per line), the last few one by one.
-            let i = loop {
-                let Some(word) = bytes.get(at..at + 8) else {
-                    let rest = bytes.get(at..).unwrap_or_default();
-                    if let Some(k) = rest.iter().position(|&b| b == b'\n' || (b == b':' && first_colon == NO_COLON)) {
-                        break at + k;
-                    }
-                    (*scanned, *line_start, *colon) = (buf.len(), start, first_colon);
-                    // A line of exactly the limit may be waiting for the LF after its CR.
-                    let cr = usize::from(buf.last() == Some(&b'\r'));
-                    if buf.len() - start > limits.max_header_len + cr {
-                        return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
-                    }
-                    return Ok(None);
-                };
-                let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
-                let mut bits = eq_bits(w, b'\n');
-                if first_colon == NO_COLON {
-                    bits |= eq_bits(w, b':');
+            // Until the line has a colon, its first colon and its end are looked for together.
+            let Some(i) = next_mark(buf, at, first_colon == NO_COLON) else {
+                (*scanned, *line_start, *colon) = (buf.len(), start, first_colon);
+                // A line of exactly the limit may be waiting for the LF after its CR.
+                let cr = usize::from(buf.last() == Some(&b'\r'));
+                if buf.len() - start > limits.max_header_len + cr {
+                    return Err(FrameError::HeaderTooLong { limit: limits.max_header_len });
                 }
-                if bits != 0 {
-                    break at + (bits.trailing_zeros() / 8) as usize;
-                }
-                at += 8;
+                return Ok(None);
             };
             at = i + 1;
             if buf[i] == b':' {
@@ -439,7 +441,7 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
     let mut content_length = None;
     for l in header_lines {
         let line = line_of(l);
-        // `scan_head` found the colon (a CR before the LF is not part of the line).
+        // `scan_head` found the first colon; a line without one has `NO_COLON`, past its end.
         if l.colon >= l.end {
             return Err(FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()));
         }
