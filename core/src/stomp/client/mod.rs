@@ -49,9 +49,9 @@ use std::time::Duration;
 use subscription::AckRef;
 use tokio::sync::{broadcast, oneshot, watch};
 
-/// Default for [`ClientConfig::send_buffer_bytes`]: 256 KiB, up to about 250 1 KiB messages per
-/// write (against 64 KiB: ~7 % less client CPU per batched message, bench/README.md, stop 33).
-pub const DEFAULT_SEND_BUFFER_BYTES: usize = 256 * 1024;
+/// Default for [`ClientConfig::send_buffer_bytes`]: 128 KiB, up to about 125 1 KiB messages per
+/// write (against 64 KiB: ~6 % less client CPU per batched message, bench/README.md, stop 33).
+pub const DEFAULT_SEND_BUFFER_BYTES: usize = 128 * 1024;
 
 /// Everything the client needs to know to connect.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub struct ClientConfig {
     /// Frames queued for the connection task before `send` waits.
     pub queue_capacity: usize,
     /// Encoded bytes queued for the connection task before `send` waits (a slow
-    /// broker bounds memory here); one frame may go past it. Default 256 KiB.
+    /// broker bounds memory here); one frame may go past it. Default 128 KiB.
     pub send_buffer_bytes: usize,
     /// Messages a subscription holds for the application (plus what is left of the
     /// batch being read: the messages of one read are handed over together, at most
