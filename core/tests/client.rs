@@ -204,10 +204,11 @@ async fn fake_broker(connected: &'static [u8]) -> std::net::SocketAddr {
 #[tokio::test]
 async fn messages_read_together_reach_each_subscription_in_order_even_before_an_error() {
     // A scripted broker answers two SUBSCRIBEs, then writes 300 MESSAGEs for the two
-    // subscriptions interleaved and an ERROR, all in one write: the client reads many
-    // frames at once and hands each subscription its own in batches, stalls while a
-    // small subscription is full, and must still deliver every message read before the
-    // ERROR, in order, to the right subscription.
+    // subscriptions interleaved (and some for a subscription the client does not have)
+    // and an ERROR, all in one write: the client reads many frames at once and hands
+    // each subscription its own in batches, stalls while a small subscription is full,
+    // and must still deliver every message read before the ERROR, in order, to the
+    // right subscription, dropping the strays.
     use deploykit::stomp::{Command, Frame, Incoming, StompCodec, Version};
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::AsyncWriteExt;
@@ -237,6 +238,10 @@ async fn messages_read_together_reach_each_subscription_in_order_even_before_an_
             let sub = &ids[usize::from(to_b(i))];
             let body = format!("m{i}");
             burst.extend_from_slice(format!("MESSAGE\nsubscription:{sub}\nmessage-id:{i}\ndestination:/queue/x\ncontent-length:{}\n\n{body}\0\n", body.len()).as_bytes());
+            if i % 11 == 5 {
+                // One for no subscription of ours, inside a run: dropped, and the run goes on.
+                burst.extend_from_slice(format!("MESSAGE\nsubscription:nobody\nmessage-id:x{i}\ndestination:/queue/x\ncontent-length:2\n\nxx\0\n").as_bytes());
+            }
         }
         burst.extend_from_slice(b"ERROR\nmessage:going away\n\n\0");
         wire.get_mut().write_all(&burst).await.unwrap();

@@ -367,6 +367,13 @@ impl Actor {
         match frame.command {
             Command::Message => {
                 let sub_id = frame.get("subscription").unwrap_or_default();
+                // Another subscription than the one being filled: what was gathered for that
+                // one goes first (a MESSAGE for none of ours changes nothing).
+                if self.filling.as_deref() != Some(sub_id) && self.subs.contains_key(sub_id) {
+                    self.hand_over();
+                    self.filling = Some(sub_id.to_owned());
+                }
+                // One lookup per MESSAGE in the usual case, a run for one subscription.
                 let Some(sub) = self.subs.get_mut(sub_id) else {
                     debug!(subscription = %sub_id, "MESSAGE for an unknown subscription dropped");
                     return Ok(());
@@ -382,13 +389,8 @@ impl Actor {
                     }
                 }
                 let ack = (sub.ack != AckMode::Auto).then(|| Box::new(AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation }));
-                if self.filling.as_deref() != Some(sub_id) {
-                    self.hand_over();
-                    self.filling = Some(sub_id.to_owned());
-                }
                 let destination = frame.headers.get_shared("destination").unwrap_or_default();
                 let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
-                let Some(sub) = self.filling.as_deref().and_then(|id| self.subs.get_mut(id)) else { return Ok(()) };
                 sub.batch.push(msg);
                 if sub.batch.len() >= sub.tx.batch_most() {
                     self.hand_over();
