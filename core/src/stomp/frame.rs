@@ -195,22 +195,7 @@ impl Headers {
                 return;
             }
         }
-        self.list().push(Entry::Block { start: start as u32, colon: colon as u32, end: end as u32 });
-    }
-
-    /// The entries as a list, moving inline lines into one first.
-    fn list(&mut self) -> &mut Vec<Entry> {
-        if let Entries::Lines { len, at } = &self.entries {
-            let lines = at.get(..usize::from(*len)).unwrap_or_default();
-            let list = lines.iter().map(|&[start, colon, end]| Entry::Block { start: start.into(), colon: colon.into(), end: end.into() });
-            let mut v = Vec::with_capacity(lines.len() + 2);
-            v.extend(list);
-            self.entries = Entries::List(v);
-        }
-        match &mut self.entries {
-            Entries::List(v) => v,
-            Entries::Lines { .. } => unreachable!("converted above"),
-        }
+        self.entries.list().push(Entry::Block { start: start as u32, colon: colon as u32, end: end as u32 });
     }
 
     /// The inline lines and the list: one of the two is empty.
@@ -226,10 +211,15 @@ impl Headers {
         self.block.get(start..end).unwrap_or_default()
     }
 
+    /// The name and value of the block's line `start..end` whose colon is at `colon`.
+    fn line(&self, start: usize, colon: usize, end: usize) -> (&str, &str) {
+        (self.slice(start, colon), self.slice(colon + 1, end))
+    }
+
     /// The text of one entry.
     fn text<'a>(&'a self, e: &'a Entry) -> (&'a str, &'a str) {
         match e {
-            Entry::Block { start, colon, end } => (self.slice(*start as usize, *colon as usize), self.slice(*colon as usize + 1, *end as usize)),
+            Entry::Block { start, colon, end } => self.line(*start as usize, *colon as usize, *end as usize),
             Entry::Owned(pair) => (&pair.0, &pair.1),
         }
     }
@@ -239,7 +229,7 @@ impl Headers {
         let (lines, list) = self.parts();
         let block = self.block.as_bytes();
         for &[start, colon, end] in lines {
-            if block.get(usize::from(start)..usize::from(colon)) == Some(name.as_bytes()) {
+            if names(block, start.into(), colon.into(), name) {
                 return Some(Found::Block(usize::from(colon) + 1, usize::from(end)));
             }
         }
@@ -267,14 +257,14 @@ impl Headers {
 
     /// Appends a header, keeping any earlier one of the same name (which still wins).
     pub fn push(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) {
-        self.list().push(Entry::Owned(Box::new((name.into(), value.into()))));
+        self.entries.list().push(Entry::Owned(Box::new((name.into(), value.into()))));
     }
 
     /// Sets a header: replaces the first one called `name` and drops later repeats, or appends.
     pub fn set(&mut self, name: impl Into<ByteString>, value: impl Into<ByteString>) {
         let name = name.into();
         self.remove(&name);
-        self.list().push(Entry::Owned(Box::new((name, value.into()))));
+        self.entries.list().push(Entry::Owned(Box::new((name, value.into()))));
     }
 
     /// Removes every header called `name`.
@@ -282,14 +272,14 @@ impl Headers {
         if self.find(name).is_none() {
             return;
         }
-        let block = self.block.clone();
-        self.list().retain(|e| !is_named(&block, e, name));
+        let Headers { block, entries } = self;
+        entries.list().retain(|e| !is_named(block, e, name));
     }
 
     /// Iterates over all headers in wire order, repeats included.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         let (lines, list) = self.parts();
-        let lines = lines.iter().map(|&[start, colon, end]| (self.slice(start.into(), colon.into()), self.slice(usize::from(colon) + 1, end.into())));
+        let lines = lines.iter().map(|&[start, colon, end]| self.line(start.into(), colon.into(), end.into()));
         lines.chain(list.iter().map(|e| self.text(e)))
     }
 
@@ -308,8 +298,30 @@ impl Headers {
 /// Whether `e` (an entry over `block`) is called `name`: compares the name only, no value is sliced.
 fn is_named(block: &ByteString, e: &Entry, name: &str) -> bool {
     match e {
-        Entry::Block { start, colon, .. } => block.as_bytes().get(*start as usize..*colon as usize) == Some(name.as_bytes()),
+        Entry::Block { start, colon, .. } => names(block.as_bytes(), *start as usize, *colon as usize, name),
         Entry::Owned(pair) => &*pair.0 == name,
+    }
+}
+
+/// Whether the block's line starting at `start`, with its colon at `colon`, is the header `name`.
+#[inline]
+fn names(block: &[u8], start: usize, colon: usize, name: &str) -> bool {
+    block.get(start..colon) == Some(name.as_bytes())
+}
+
+impl Entries {
+    /// The entries as a list, moving inline lines into one first.
+    fn list(&mut self) -> &mut Vec<Entry> {
+        if let Entries::Lines { len, at } = self {
+            let lines = at.get(..usize::from(*len)).unwrap_or_default();
+            let mut v = Vec::with_capacity(lines.len() + 2);
+            v.extend(lines.iter().map(|&[start, colon, end]| Entry::Block { start: start.into(), colon: colon.into(), end: end.into() }));
+            *self = Entries::List(v);
+        }
+        match self {
+            Entries::List(v) => v,
+            Entries::Lines { .. } => unreachable!("converted above"),
+        }
     }
 }
 
