@@ -138,6 +138,30 @@ enum Entries {
     List(Vec<Entry>),
 }
 
+impl Entries {
+    /// The inline lines and the list: one of the two is empty.
+    fn parts(&self) -> (&[[u16; 3]], &[Entry]) {
+        match self {
+            Entries::Lines { len, at } => (at.get(..usize::from(*len)).unwrap_or_default(), &[]),
+            Entries::List(v) => (&[], v),
+        }
+    }
+
+    /// The entries as a list, moving inline lines into one first.
+    fn list(&mut self) -> &mut Vec<Entry> {
+        if let Entries::Lines { len, at } = self {
+            let lines = at.get(..usize::from(*len)).unwrap_or_default();
+            let mut v = Vec::with_capacity(lines.len() + 2);
+            v.extend(lines.iter().map(|&[start, colon, end]| Entry::Block { start: start.into(), colon: colon.into(), end: end.into() }));
+            *self = Entries::List(v);
+        }
+        match self {
+            Entries::List(v) => v,
+            Entries::Lines { .. } => unreachable!("converted above"),
+        }
+    }
+}
+
 /// Where the first header of a name was found.
 enum Found<'a> {
     /// Its value is `start..end` of the block.
@@ -198,14 +222,6 @@ impl Headers {
         self.entries.list().push(Entry::Block { start: start as u32, colon: colon as u32, end: end as u32 });
     }
 
-    /// The inline lines and the list: one of the two is empty.
-    fn parts(&self) -> (&[[u16; 3]], &[Entry]) {
-        match &self.entries {
-            Entries::Lines { len, at } => (at.get(..usize::from(*len)).unwrap_or_default(), &[]),
-            Entries::List(v) => (&[], v),
-        }
-    }
-
     /// `start..end` of the block as text (empty if not a character range, which the codec never makes).
     fn slice(&self, start: usize, end: usize) -> &str {
         self.block.get(start..end).unwrap_or_default()
@@ -226,7 +242,7 @@ impl Headers {
 
     /// The first header called `name`.
     fn find(&self, name: &str) -> Option<Found<'_>> {
-        let (lines, list) = self.parts();
+        let (lines, list) = self.entries.parts();
         let block = self.block.as_bytes();
         for &[start, colon, end] in lines {
             if names(block, start.into(), colon.into(), name) {
@@ -278,14 +294,14 @@ impl Headers {
 
     /// Iterates over all headers in wire order, repeats included.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        let (lines, list) = self.parts();
+        let (lines, list) = self.entries.parts();
         let lines = lines.iter().map(|&[start, colon, end]| self.line(start.into(), colon.into(), end.into()));
         lines.chain(list.iter().map(|e| self.text(e)))
     }
 
     /// The number of headers, repeats included.
     pub fn len(&self) -> usize {
-        let (lines, list) = self.parts();
+        let (lines, list) = self.entries.parts();
         lines.len() + list.len()
     }
 
@@ -307,22 +323,6 @@ fn is_named(block: &ByteString, e: &Entry, name: &str) -> bool {
 #[inline]
 fn names(block: &[u8], start: usize, colon: usize, name: &str) -> bool {
     block.get(start..colon) == Some(name.as_bytes())
-}
-
-impl Entries {
-    /// The entries as a list, moving inline lines into one first.
-    fn list(&mut self) -> &mut Vec<Entry> {
-        if let Entries::Lines { len, at } = self {
-            let lines = at.get(..usize::from(*len)).unwrap_or_default();
-            let mut v = Vec::with_capacity(lines.len() + 2);
-            v.extend(lines.iter().map(|&[start, colon, end]| Entry::Block { start: start.into(), colon: colon.into(), end: end.into() }));
-            *self = Entries::List(v);
-        }
-        match self {
-            Entries::List(v) => v,
-            Entries::Lines { .. } => unreachable!("converted above"),
-        }
-    }
 }
 
 impl PartialEq for Headers {
