@@ -421,6 +421,23 @@ fn non_utf8_headers_are_rejected() {
     assert!(matches!(err, FrameError::NotUtf8), "{err:?}");
 }
 
+/// The header block is checked sixteen bytes at a time, its tail by an overlapping last
+/// chunk: a bad byte, an escape or a multi-byte character is seen wherever it falls.
+#[test]
+fn every_position_of_a_header_block_is_checked() {
+    for pad in 0..40 {
+        let padded = |tail: &[u8]| [b"MESSAGE\nx-pad:".as_slice(), &vec![b'a'; pad], b"\nk:", tail, b"\n\n\0"].concat();
+        let err = decode_err(Version::V1_2, &padded(b"\xff"));
+        assert!(matches!(err, FrameError::NotUtf8), "pad {pad}: {err:?}");
+        let err = decode_err(Version::V1_2, &padded(b"\xc3"));
+        assert!(matches!(err, FrameError::NotUtf8), "pad {pad}, a character cut short: {err:?}");
+        assert_eq!(decode_one(&padded(b"a\\cb")).get("k"), Some("a:b"), "pad {pad}: the escape is undone");
+        assert_eq!(decode_one(&padded("é".as_bytes())).get("k"), Some("é"), "pad {pad}");
+        let err = decode_err(Version::V1_2, &padded(b"a\\tb"));
+        assert!(matches!(err, FrameError::BadEscape(_)), "pad {pad}: {err:?}");
+    }
+}
+
 #[test]
 fn unicode_headers_round_trip() {
     for version in Version::ALL {

@@ -4,6 +4,7 @@
 //! frame that arrives one byte at a time costs linear, not quadratic, work.
 
 use super::frame::{ByteString, Command, Frame, Headers};
+use super::scan::{block_marks, next_mark};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fmt;
 use tokio_util::codec::{Decoder, Encoder};
@@ -241,36 +242,6 @@ fn find_nul(buf: &[u8]) -> Option<usize> {
     memchr::memchr(0, buf)
 }
 
-/// The high bit of each byte of `word` that equals `byte` (exact: no false matches).
-#[inline(always)]
-fn eq_bits(word: u64, byte: u8) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ (u64::from(byte) * 0x0101_0101_0101_0101);
-    // A byte of `x` is zero exactly where `word` holds `byte`: its high bit stays clear
-    // both after adding 0x7f to its low seven bits and in `x` itself.
-    !(((x & LOW7) + LOW7) | x | LOW7)
-}
-
-/// Index of the first LF in `buf` from `at` on, or with `colon` of the first LF or colon:
-/// eight bytes at a time in a register (a header line is short, so no vector search is
-/// set up per line), the last few one by one.
-#[inline]
-fn next_mark(buf: &[u8], mut at: usize, colon: bool) -> Option<usize> {
-    while let Some(word) = buf.get(at..at + 8) {
-        let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
-        let mut bits = eq_bits(w, b'\n');
-        if colon {
-            bits |= eq_bits(w, b':');
-        }
-        if bits != 0 {
-            return Some(at + (bits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let rest = buf.get(at..)?;
-    rest.iter().position(|&b| b == b'\n' || (colon && b == b':')).map(|k| at + k)
-}
-
 impl Decoder for StompCodec {
     type Item = Incoming;
     type Error = FrameError;
@@ -363,17 +334,16 @@ fn body_end(buf: &[u8], head_len: usize, content_length: Option<usize>, scanned:
 /// Splits off a frame's body (`end` bytes, then its NUL and any EOLs after it) and makes the frame.
 fn finish_frame(buf: &mut BytesMut, command: Command, headers: Headers, end: usize) -> Incoming {
     let body: Bytes = buf.split_to(end).freeze();
-    buf.advance(1);
-    // Trailing EOLs after the NUL belong to this frame (STOMP 1.2 grammar).
-    let mut eols = 0;
-    while let Some(&b) = buf.get(eols) {
+    // The NUL, then any EOLs after it: they belong to this frame (STOMP 1.2 grammar).
+    let mut skip = 1;
+    while let Some(&b) = buf.get(skip) {
         match b {
-            b'\n' => eols += 1,
-            b'\r' if buf.get(eols + 1) == Some(&b'\n') => eols += 2,
+            b'\n' => skip += 1,
+            b'\r' if buf.get(skip + 1) == Some(&b'\n') => skip += 2,
             _ => break,
         }
     }
-    buf.advance(eols);
+    buf.advance(skip);
     Incoming::Frame(Frame { command, headers, body })
 }
 
@@ -427,7 +397,15 @@ impl StompCodec {
 /// Parses the command line and header lines of a frame (`head` ends with the blank line;
 /// `lines` are where [`StompCodec::scan_head`] found its lines, the command line first).
 fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command, Headers, Option<usize>), FrameError> {
-    let head = ByteString::try_from(head).map_err(|_| FrameError::NotUtf8)?;
+    let marks = block_marks(&head);
+    let head = if marks.ascii {
+        debug_assert!(std::str::from_utf8(&head).is_ok(), "block_marks called a non-ASCII block ASCII");
+        // SAFETY: ASCII is valid UTF-8. Header blocks are nearly always ASCII, and the
+        // vector pass that found so costs a fraction of `str::from_utf8`'s byte-wise ends.
+        unsafe { ByteString::from_bytes_unchecked(head) }
+    } else {
+        ByteString::try_from(head).map_err(|_| FrameError::NotUtf8)?
+    };
     let raw: &[u8] = head.as_bytes();
     let line_of = |l: &Line| raw.get(l.start..l.end).unwrap_or_default();
     let (cmd_line, header_lines) = match lines.split_first() {
@@ -435,33 +413,31 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
         None => (&b""[..], &[][..]),
     };
     let command = Command::from_bytes(cmd_line).ok_or_else(|| FrameError::UnknownCommand(String::from_utf8_lossy(cmd_line).into_owned()))?;
-    // One search of the whole block: most frames have no escapes at all.
-    let escaped = version != Version::V1_0 && !command.is_unescaped() && memchr::memchr(b'\\', raw).is_some();
+    // Most frames have no escapes at all; the pass that checked the block for ASCII looked for backslashes too.
+    let escaped = version != Version::V1_0 && !command.is_unescaped() && marks.backslash;
     let mut headers = Headers::over_block(head.clone(), header_lines.len());
     let mut content_length = None;
     for l in header_lines {
-        let line = line_of(l);
         // `scan_head` found the first colon; a line without one has `NO_COLON`, past its end.
         if l.colon >= l.end {
-            return Err(FrameError::MalformedHeader(String::from_utf8_lossy(line).into_owned()));
+            return Err(FrameError::MalformedHeader(String::from_utf8_lossy(line_of(l)).into_owned()));
         }
-        let (start, end) = (l.start, l.end);
-        let colon = l.colon - start;
+        let (start, colon, end) = (l.start, l.colon, l.end);
         // The name's length first: a fixed-size compare the compiler inlines.
-        if colon == 14 && line.get(..14) == Some(&b"content-length"[..]) {
+        if colon - start == 14 && raw.get(start..colon) == Some(&b"content-length"[..]) {
             if content_length.is_none() {
-                let text = head.get(start + colon + 1..end).unwrap_or_default();
+                let text = head.get(colon + 1..end).unwrap_or_default();
                 let n = parse_length(text).ok_or_else(|| FrameError::BadContentLength(text.to_owned()))?;
                 content_length = Some(n);
             }
             continue;
         }
-        if escaped && memchr::memchr(b'\\', line).is_some() {
-            let n = unescape(&line[..colon], version)?;
-            let v = unescape(&line[colon + 1..], version)?;
-            headers.push(n, v);
+        let line = if escaped { line_of(l) } else { &[] };
+        if memchr::memchr(b'\\', line).is_some() {
+            let (name, value) = line.split_at(colon - start);
+            headers.push(unescape(name, version)?, unescape(value.get(1..).unwrap_or_default(), version)?);
         } else {
-            headers.push_line(start, start + colon, end);
+            headers.push_line(start, colon, end);
         }
     }
     Ok((command, headers, content_length))
@@ -471,9 +447,15 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
 /// (spaces, a sign) goes through `str::parse` as before, so both accept the same values.
 fn parse_length(text: &str) -> Option<usize> {
     let digits = text.as_bytes();
-    if (1..=18).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
-        // 18 digits cannot overflow a 64-bit usize; a 32-bit one is checked.
-        return digits.iter().try_fold(0usize, |n, &d| n.checked_mul(10)?.checked_add(usize::from(d - b'0')));
+    if (1..=9).contains(&digits.len()) {
+        // Nine digits fit any usize of 32 bits or more, so no step can overflow.
+        let n = digits.iter().try_fold(0usize, |n, &d| {
+            let digit = d.wrapping_sub(b'0');
+            (digit <= 9).then(|| n * 10 + usize::from(digit))
+        });
+        if n.is_some() {
+            return n;
+        }
     }
     text.trim().parse::<usize>().ok()
 }
@@ -836,26 +818,6 @@ mod tests {
                     let mut v = clean.clone();
                     v[at] = special;
                     assert!(!is_plain(&v), "{len} {at} {special}");
-                }
-            }
-        }
-    }
-
-    /// `eq_bits` marks exactly the bytes equal to its byte, for every byte value at every
-    /// place in the word, beside look-alikes (the high bit flipped, one above, one below).
-    #[test]
-    fn eq_bits_marks_exactly_the_matching_bytes() {
-        for byte in 0..=255u8 {
-            for at in 0..8 {
-                for other in [byte ^ 0x80, byte.wrapping_add(1), byte.wrapping_sub(1), 0, 0xff] {
-                    if other == byte {
-                        continue;
-                    }
-                    let mut w = [other; 8];
-                    w[at] = byte;
-                    assert_eq!(eq_bits(u64::from_le_bytes(w), byte), 0x80 << (8 * at), "{byte} {at} {other}");
-                    w[7 - at] = byte;
-                    assert_eq!(eq_bits(u64::from_le_bytes(w), byte), (0x80 << (8 * at)) | (0x80 << (8 * (7 - at))), "{byte} {at} {other}");
                 }
             }
         }

@@ -241,6 +241,7 @@ impl Headers {
     }
 
     /// The first header called `name`.
+    #[inline]
     fn find(&self, name: &str) -> Option<Found<'_>> {
         let (lines, list) = self.entries.parts();
         let block = self.block.as_bytes();
@@ -256,6 +257,7 @@ impl Headers {
     }
 
     /// The value of the first header called `name`, as the spec requires for repeats.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&str> {
         Some(match self.find(name)? {
             Found::Block(start, end) => self.slice(start, end),
@@ -264,6 +266,7 @@ impl Headers {
     }
 
     /// [`Headers::get`] as a string that shares the frame's buffer (no copy, no allocation).
+    #[inline]
     pub fn get_shared(&self, name: &str) -> Option<ByteString> {
         Some(match self.find(name)? {
             Found::Block(start, end) => self.block.get(start..end).map_or_else(ByteString::new, |v| self.block.slice_ref(v)),
@@ -386,6 +389,7 @@ impl Frame {
     }
 
     /// The first value of header `name`.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<&str> {
         self.headers.get(name)
     }

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod heartbeat;
+mod scan;
 pub mod tls;
 pub mod url;
 
