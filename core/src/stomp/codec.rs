@@ -433,11 +433,11 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
             continue;
         }
         let line = if escaped { line_of(l) } else { &[] };
-        if memchr::memchr(b'\\', line).is_some() {
-            let (name, value) = line.split_at(colon - start);
-            headers.push(unescape(name, version)?, unescape(value.get(1..).unwrap_or_default(), version)?);
-        } else {
-            headers.push_line(start, colon, end);
+        match line.split_at_checked(colon - start) {
+            Some((name, value)) if memchr::memchr(b'\\', line).is_some() => {
+                headers.push(unescape(name, version)?, unescape(value.get(1..).unwrap_or_default(), version)?);
+            }
+            _ => headers.push_line(start, colon, end),
         }
     }
     Ok((command, headers, content_length))

@@ -8,7 +8,7 @@
 
 /// The high bit of each byte of `word` that equals `byte` (exact: no false matches).
 #[inline(always)]
-pub(crate) fn eq_bits(word: u64, byte: u8) -> u64 {
+fn eq_bits(word: u64, byte: u8) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let x = word ^ (u64::from(byte) * 0x0101_0101_0101_0101);
     // A byte of `x` is zero exactly where `word` holds `byte`: its high bit stays clear
