@@ -432,12 +432,11 @@ fn parse_head(head: Bytes, version: Version, lines: &[Line]) -> Result<(Command,
             }
             continue;
         }
-        let line = if escaped { line_of(l) } else { &[] };
-        match line.split_at_checked(colon - start) {
-            Some((name, value)) if memchr::memchr(b'\\', line).is_some() => {
-                headers.push(unescape(name, version)?, unescape(value.get(1..).unwrap_or_default(), version)?);
-            }
-            _ => headers.push_line(start, colon, end),
+        // The line, split at its colon, when it holds an escape to undo.
+        let to_unescape = escaped.then(|| line_of(l)).filter(|line| memchr::memchr(b'\\', line).is_some());
+        match to_unescape.and_then(|line| line.split_at_checked(colon - start)) {
+            Some((name, value)) => headers.push(unescape(name, version)?, unescape(value.get(1..).unwrap_or_default(), version)?),
+            None => headers.push_line(start, colon, end),
         }
     }
     Ok((command, headers, content_length))

@@ -149,8 +149,8 @@ impl Entries {
 
     /// The entries as a list, moving inline lines into one first.
     fn list(&mut self) -> &mut Vec<Entry> {
-        if let Entries::Lines { len, at } = self {
-            let lines = at.get(..usize::from(*len)).unwrap_or_default();
+        if let Entries::Lines { .. } = self {
+            let (lines, _) = self.parts();
             let mut v = Vec::with_capacity(lines.len() + 2);
             v.extend(lines.iter().map(|&[start, colon, end]| Entry::Block { start: start.into(), colon: colon.into(), end: end.into() }));
             *self = Entries::List(v);

@@ -55,12 +55,10 @@ mod sse2 {
             let slash = _mm_set1_epi8(b'\\' as i8);
             let v = load(last);
             let (mut any, mut slashes) = (v, _mm_cmpeq_epi8(v, slash));
-            let mut at = 0;
-            while let Some(c) = block.get(at..at + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
+            for c in block.as_chunks::<16>().0 {
                 let v = load(c);
                 any = _mm_or_si128(any, v);
                 slashes = _mm_or_si128(slashes, _mm_cmpeq_epi8(v, slash));
-                at += 16;
             }
             Some((_mm_movemask_epi8(any) != 0, _mm_movemask_epi8(slashes) != 0))
         }
@@ -72,15 +70,15 @@ mod sse2 {
 #[inline]
 pub(crate) fn next_mark(buf: &[u8], mut at: usize, colon: bool) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
-    while let Some(chunk) = buf.get(at..at + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
+    while let Some(chunk) = buf.get(at..).and_then(<[u8]>::first_chunk::<16>) {
         let bits = sse2::marks(chunk, colon);
         if bits != 0 {
             return Some(at + bits.trailing_zeros() as usize);
         }
         at += 16;
     }
-    while let Some(word) = buf.get(at..at + 8) {
-        let w = <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes);
+    while let Some(&word) = buf.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(word);
         let mut bits = eq_bits(w, b'\n');
         if colon {
             bits |= eq_bits(w, b':');
