@@ -560,6 +560,13 @@ pub(crate) struct SendParts<'a> {
     pub body: &'a [u8],
 }
 
+impl SendParts<'_> {
+    /// Whether the SEND has no headers of its own, no transaction and no receipt (what `send()` sends).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.headers.is_empty() && self.transaction.is_none() && self.receipt.is_none()
+    }
+}
+
 /// Appends a SEND to `dst`, byte for byte as `Encoder<&Frame>` encodes the equivalent frame;
 /// on error `dst` is left as it was.
 pub(crate) fn encode_send(dst: &mut BytesMut, version: Version, p: &SendParts<'_>) -> Result<(), FrameError> {

@@ -279,12 +279,26 @@ impl Queue {
         Ok(())
     }
 
+    /// Appends a plain SEND (no headers of its own, no receipt, not pinned) under the
+    /// cached head, if the client is open, connected at the cache's version and the
+    /// cache fits `parts`; `Some(was idle)` if it did, `None` to take the general path.
+    fn append_cached(&mut self, parts: &SendParts<'_>) -> Option<bool> {
+        if self.closed || self.ending.is_some() || self.bye_queued || !parts.is_plain() {
+            return None;
+        }
+        let (_, version) = self.link?;
+        let idle = self.is_idle();
+        let cache = self.head.as_mut().filter(|c| c.fits(version, parts))?;
+        cache.head.put(&mut self.buf, parts.body);
+        self.frames += 1;
+        Some(idle)
+    }
+
     /// Encodes a SEND without receipt; when it has no headers of its own (what `send()`
     /// sends) its head comes from, or goes into, the one-entry cache. The bytes are those
     /// `encode_send` writes (`encode_send` is `encode_send_head` + `finish_send`).
     fn append_plain_send(&mut self, version: Version, parts: &SendParts<'_>) -> Result<()> {
-        let cacheable = parts.headers.is_empty() && parts.transaction.is_none() && parts.receipt.is_none();
-        if !cacheable {
+        if !parts.is_plain() {
             return Ok(encode_send(&mut self.buf, version, parts)?);
         }
         if !self.head.as_ref().is_some_and(|c| c.fits(version, parts)) {
@@ -393,7 +407,16 @@ impl Outbox {
 
     /// Runs `f` if there is room (`None` if not, after enabling `waiter` under the lock).
     fn try_append<R>(&self, f: &mut impl FnMut(&mut Queue) -> Result<R>, waiter: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>) -> Option<Result<R>> {
-        let mut q = self.lock();
+        self.try_append_locked(self.lock(), f, waiter)
+    }
+
+    /// [`try_append`](Self::try_append) with the lock already taken.
+    fn try_append_locked<R>(
+        &self,
+        mut q: MutexGuard<'_, Queue>,
+        f: &mut impl FnMut(&mut Queue) -> Result<R>,
+        waiter: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>,
+    ) -> Option<Result<R>> {
         if let Err(e) = q.check_open() {
             return Some(Err(e));
         }
@@ -422,7 +445,18 @@ impl Outbox {
     /// Appends a SEND without receipt at once if there is room, else `None` (the caller
     /// then waits in [`Outbox::send`]): the usual case pays for no future but the caller's.
     pub(super) fn try_send(&self, parts: &SendParts<'_>, pinned: Option<u64>, build: impl Fn() -> Frame) -> Option<Result<()>> {
-        self.try_append(&mut |q: &mut Queue| q.push_send(parts, &mut None, pinned, &build), None)
+        let mut q = self.lock();
+        // A run of `send()`s to one destination: one check of the state, then a copy.
+        if pinned.is_none() && self.has_room(&q) {
+            if let Some(idle) = q.append_cached(parts) {
+                drop(q);
+                if idle {
+                    self.wake.notify_one();
+                }
+                return Some(Ok(()));
+            }
+        }
+        self.try_append_locked(q, &mut |q: &mut Queue| q.push_send(parts, &mut None, pinned, &build), None)
     }
 
     /// Appends a SEND for each of `bodies` with the same parts, as many per lock as
@@ -843,12 +877,46 @@ mod tests {
         for (generation, version) in [(1, Version::V1_2), (2, Version::V1_0), (3, Version::V1_2), (4, Version::V1_1)] {
             outbox.go_online(generation, version);
             for parts in &steps {
+                // `try_send` is `send()`'s path (a fitting cached head is copied without the
+                // general checks); `send` waits for room and always takes the general path.
+                outbox.try_send(parts, None, || unreachable!("online")).expect("room").unwrap();
                 outbox.send(parts, None, None, || unreachable!("online")).await.unwrap();
+                encode_send(&mut expected, version, parts).unwrap();
                 encode_send(&mut expected, version, parts).unwrap();
             }
             assert_eq!(outbox.take().unwrap().bytes, expected, "{version}");
             expected.clear();
         }
+    }
+
+    /// The cached head's short path checks what the general one does: a client that is
+    /// ending, closed or offline appends nothing, and a full outbox makes the caller wait.
+    #[tokio::test]
+    async fn a_cached_head_is_not_used_once_the_client_cannot_send() {
+        let none = crate::stomp::frame::Headers::new();
+        let parts = SendParts { destination: "/queue/a", content_type: None, persistent: false, headers: &none, transaction: None, receipt: None, body: b"body" };
+        let cached = |max_frames| {
+            let outbox = Outbox::new(1 << 20, max_frames);
+            outbox.go_online(1, Version::V1_2);
+            outbox.try_send(&parts, None, || unreachable!("online")).expect("room").unwrap();
+            assert!(outbox.lock().head.is_some(), "the first send cached its head");
+            outbox
+        };
+        let outbox = cached(1000);
+        outbox.handles_dropped();
+        assert!(matches!(outbox.try_send(&parts, None, || unreachable!()), Some(Err(Error::Closed))));
+        let outbox = cached(1000);
+        outbox.close(|| Error::Closed);
+        assert!(matches!(outbox.try_send(&parts, None, || unreachable!()), Some(Err(Error::Closed))));
+        let outbox = cached(1);
+        assert!(outbox.try_send(&parts, None, || unreachable!()).is_none(), "full: the caller waits for room");
+        assert_eq!(outbox.lock().frames, 1);
+        let outbox = cached(1000);
+        outbox.go_offline();
+        let kept = outbox.lock().buf.len();
+        outbox.try_send(&parts, None, || Frame::new(Command::Send).header("destination", "/queue/a")).expect("room").unwrap();
+        let q = outbox.lock();
+        assert_eq!((q.buf.len(), q.offline.len()), (kept, 1), "offline, the SEND waits as a frame to encode for the next connection's version");
     }
 
     #[tokio::test]
