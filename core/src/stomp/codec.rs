@@ -830,7 +830,7 @@ mod tests {
     }
 
     /// The one-pass scan finds each line's end and first colon as a plain search would:
-    /// names and values of every length across the eight-byte words, LF or CR LF, more
+    /// names and values of every length across the scan's 16- and 8-byte windows, LF or CR LF, more
     /// colons in the value, and the frame arriving in two pieces split anywhere.
     #[test]
     fn header_lines_are_found_like_a_plain_search() {

@@ -283,7 +283,7 @@ impl Queue {
     /// cached head, if the client is open, connected at the cache's version and the
     /// cache fits `parts`; `Some(was idle)` if it did, `None` to take the general path.
     fn append_cached(&mut self, parts: &SendParts<'_>) -> Option<bool> {
-        if self.closed || self.ending.is_some() || self.bye_queued || !parts.is_plain() {
+        if self.check_open().is_err() || !parts.is_plain() {
             return None;
         }
         let (_, version) = self.link?;
