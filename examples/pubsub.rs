@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     client.send_with("/topic/deploykit.events", "web01  fetched change: [site] refs/heads/master 3f2a", SendOptions { receipt: true, ..Default::default() }).await?;
 
     let msg = sub.recv().await.expect("a message");
-    println!("received on {}: {}", msg.destination, msg.text().unwrap_or("<binary>"));
+    println!("received on {}: {}", msg.destination(), msg.text().unwrap_or("<binary>"));
     client.disconnect().await?;
     broker.shutdown().await;
     Ok(())

@@ -100,7 +100,7 @@ async fn burst_of_20_is_one_run(target: Target) {
     assert_eq!(fx.runs(), ["update"], "the action ran exactly once");
     assert_eq!(daemon.stats().runs, 1);
     let m = recv(&mut lines).await;
-    let Ok(Message::Event(e)) = decode(&m.destination, &m.headers, &m.body) else { panic!("{:?}", m.text()) };
+    let Ok(Message::Event(e)) = decode(m.destination(), &m.headers, &m.body) else { panic!("{:?}", m.text()) };
     assert_eq!(e.host.as_deref(), Some("web01"));
     assert!(e.text.contains("update ok in") && e.text.contains("(site-part0 1.0, +19 more)"), "{}", e.text);
     let stats = daemon.shutdown().await;
@@ -170,7 +170,7 @@ async fn runs_are_at_least_min_interval_apart_and_failures_are_reported() {
     assert!(!first.ok);
     assert_eq!(first.status, "exit 100");
     let m = recv(&mut lines).await;
-    let Ok(Message::Event(e)) = decode(&m.destination, &m.headers, &m.body) else { panic!("{:?}", m.text()) };
+    let Ok(Message::Event(e)) = decode(m.destination(), &m.headers, &m.body) else { panic!("{:?}", m.text()) };
     assert!(e.text.starts_with("problem: ") && e.text.contains("failed (exit 100)") && e.text.ends_with(": E: could not get lock"), "{}", e.text);
 
     publisher.package(&package("two", "1", "bookworm")).await.unwrap();

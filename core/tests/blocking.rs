@@ -52,7 +52,7 @@ fn typed_publishing_both_wires() {
     let commit = Commit { repo: "site".into(), oldrev: "0".repeat(40), newrev: "a".repeat(40), refname: "refs/heads/main".into(), ..Default::default() };
     client.publisher("git-hook", Wire::Json, Destinations::default()).commit(&commit).unwrap();
     let Next::Message(m) = commits.next(Some(Duration::from_secs(10))) else { panic!("no commit") };
-    let Typed::Commit(c) = decode(&m.destination, &m.headers, &m.body).unwrap() else { panic!("not a commit") };
+    let Typed::Commit(c) = decode(m.destination(), &m.headers, &m.body).unwrap() else { panic!("not a commit") };
     assert_eq!(c.correlation_id.as_deref(), Some("a".repeat(40).as_str()));
     let legacy = Destinations { commits: "/topic/deploykit.git.commits".into(), ..Destinations::legacy() };
     client.publisher("git-hook", Wire::Legacy, legacy).commit(&commit).unwrap();

@@ -31,7 +31,7 @@ async fn topic_fans_out(t: &Target) {
     for sub in [&mut a, &mut b] {
         let m = recv(sub).await;
         assert_eq!(m.text(), Some("déploiement ✓ 部署"));
-        assert_eq!(m.destination, dest);
+        assert_eq!(m.destination(), dest);
     }
     client.disconnect().await.unwrap();
     other.disconnect().await.unwrap();
@@ -275,12 +275,12 @@ async fn wildcard_topics(t: &Target) {
         send(&client, &format!("{base}.{leaf}"), leaf).await;
     }
     // `*`: one word only, so the marker "m" comes right after "a".
-    assert_eq!(recv(&mut one).await.destination, format!("{base}.a"));
+    assert_eq!(recv(&mut one).await.destination(), format!("{base}.a"));
     assert_eq!(recv(&mut one).await.text(), Some("m"), "{base}.* heard a two-word topic");
     for sub in &mut subs {
         for leaf in ["a", "a.b", "m"] {
             let m = recv(sub).await;
-            assert_eq!((m.text(), &*m.destination), (Some(leaf), format!("{base}.{leaf}").as_str()));
+            assert_eq!((m.text(), m.destination()), (Some(leaf), format!("{base}.{leaf}").as_str()));
         }
     }
     client.disconnect().await.unwrap();

@@ -145,11 +145,11 @@ async fn a_dropped_deb_is_included_archived_and_announced() {
     assert!(repo.list().contains("bookworm|main|amd64: site-assets 1.4.2-1"), "{}", repo.list());
 
     let m = recv(&mut packages).await;
-    let Ok(Message::Package(p)) = decode(&m.destination, &m.headers, &m.body) else { panic!("not a package message: {:?}", m.text()) };
+    let Ok(Message::Package(p)) = decode(m.destination(), &m.headers, &m.body) else { panic!("not a package message: {:?}", m.text()) };
     assert_eq!((p.name.as_str(), p.version.as_str(), p.arch.as_str(), p.distro.as_str()), ("site-assets", "1.4.2-1", "amd64", "bookworm"));
     assert_eq!((p.action, p.file.as_str()), (PackageAction::Added, "site-assets_1.4.2-1_amd64.deb"));
     let m = recv(&mut events).await;
-    let Ok(Message::Event(e)) = decode(&m.destination, &m.headers, &m.body) else { panic!("not an event: {:?}", m.text()) };
+    let Ok(Message::Event(e)) = decode(m.destination(), &m.headers, &m.body) else { panic!("not an event: {:?}", m.text()) };
     assert_eq!(e.text, "Package site-assets_1.4.2-1_amd64.deb / bookworm added to repository.");
     assert_eq!(e.source, "repository");
     assert_eq!(daemon.shutdown().await.added, 1);
@@ -263,7 +263,7 @@ async fn once_spools_while_the_broker_is_down_and_sends_later() {
     let out = debrepo::run_once(config, Some(target.client().await)).await.unwrap();
     assert!(out.is_empty());
     let m = recv(&mut packages).await;
-    let Ok(Message::Package(p)) = decode(&m.destination, &m.headers, &m.body) else { panic!("{:?}", m.text()) };
+    let Ok(Message::Package(p)) = decode(m.destination(), &m.headers, &m.body) else { panic!("{:?}", m.text()) };
     assert_eq!((p.name.as_str(), p.version.as_str()), ("cronpkg", "3.1-2"));
 }
 

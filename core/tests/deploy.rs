@@ -134,7 +134,7 @@ impl Rig {
         while finals.is_empty() {
             match tokio::time::timeout_at(deadline, sub.recv()).await {
                 Ok(Some(m)) => {
-                    if let Ok(Message::DeployReply(r)) = decode(&m.destination, &m.headers, &m.body) {
+                    if let Ok(Message::DeployReply(r)) = decode(m.destination(), &m.headers, &m.body) {
                         if r.is_final {
                             finals.push(r);
                         }
@@ -185,7 +185,7 @@ impl Rig {
         client.send_with(&self.deploy_topic, out.body, SendOptions { headers, receipt: true, ..Default::default() }).await.unwrap();
         loop {
             let m = tokio::time::timeout(Duration::from_secs(20), sub.recv()).await.expect("the probe's reply").unwrap();
-            let Ok(Message::DeployReply(r)) = decode(&m.destination, &m.headers, &m.body) else { continue };
+            let Ok(Message::DeployReply(r)) = decode(m.destination(), &m.headers, &m.body) else { continue };
             assert_eq!(r.request_id, probe.request_id, "only the signed probe is answered: {r:?}");
             if r.is_final {
                 return reason;

@@ -113,7 +113,7 @@ async fn events_for(events: &mut broadcast::Receiver<AgentEvent>, ids: &[&str]) 
 /// The next message on `sub`, decoded.
 async fn next(sub: &mut Subscription) -> Message {
     let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("a message").expect("subscription open");
-    decode(&m.destination, &m.headers, &m.body).unwrap()
+    decode(m.destination(), &m.headers, &m.body).unwrap()
 }
 
 /// CPU time this process has used (every thread), from getrusage(2).

@@ -162,7 +162,7 @@ async fn forged_ok_for_the_failing_canary_is_not_counted(how: impl Fn(&Rig) -> F
     let forger = tokio::spawn(async move {
         loop {
             let m = requests.recv().await.expect("requests");
-            let Ok(Message::DeployRequest(req)) = decode(&m.destination, &m.headers, &m.body) else { continue };
+            let Ok(Message::DeployRequest(req)) = decode(m.destination(), &m.headers, &m.body) else { continue };
             if req.action == DeployAction::Deploy && req.filters.identity == ["node-a"] {
                 let data = serde_json::json!({"ok": true, "tag": "v1", "steps": [], "live": "www_v1"});
                 forge_reply(&attacker, &req, &m.headers, "node-a", StepState::Ok, data, &how).await;
@@ -230,7 +230,7 @@ async fn d_an_eavesdropper_cannot_read_replies() {
     });
     let (req, headers) = loop {
         let m = common::targets::recv(&mut requests).await;
-        if let Ok(Message::DeployRequest(req)) = decode(&m.destination, &m.headers, &m.body) {
+        if let Ok(Message::DeployRequest(req)) = decode(m.destination(), &m.headers, &m.body) {
             if req.action == DeployAction::Deploy {
                 break (req, m.headers);
             }

@@ -164,7 +164,7 @@ async fn skipped_without_fetch(rx: &mut broadcast::Receiver<DaemonEvent>) -> Str
 async fn event_containing(sub: &mut Subscription, needle: &str) -> Event {
     loop {
         let m = common::targets::recv(sub).await;
-        if let Ok(Message::Event(e)) = decode(&m.destination, &m.headers, &m.body) {
+        if let Ok(Message::Event(e)) = decode(m.destination(), &m.headers, &m.body) {
             if e.text.contains(needle) {
                 return e;
             }

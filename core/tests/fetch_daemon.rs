@@ -209,7 +209,7 @@ async fn event_lines(client: &Client, topic: &str) -> Subscription {
 async fn event_containing(sub: &mut Subscription, needle: &str) -> Event {
     loop {
         let m = common::targets::recv(sub).await;
-        if let Ok(Message::Event(e)) = decode(&m.destination, &m.headers, &m.body) {
+        if let Ok(Message::Event(e)) = decode(m.destination(), &m.headers, &m.body) {
             if e.text.contains(needle) {
                 return e;
             }
@@ -251,7 +251,7 @@ async fn push_is_fetched(t: Target) {
     assert_eq!(line.correlation_id.as_deref(), Some(format!("cid-{new}").as_str()));
     loop {
         let m = common::targets::recv(&mut results).await;
-        if let Ok(Message::Fetch(f)) = decode(&m.destination, &m.headers, &m.body) {
+        if let Ok(Message::Fetch(f)) = decode(m.destination(), &m.headers, &m.body) {
             if f.trigger == "commit" {
                 assert_eq!(f, r);
                 break;

@@ -201,7 +201,7 @@ impl Rig {
     /// The next event line (text) on the events topic.
     async fn line(&mut self) -> String {
         let m = tokio::time::timeout(WAIT, self.lines.recv()).await.expect("an event line within 20 s").expect("subscription open");
-        match decode(&m.destination, &m.headers, &m.body).expect("decodable event line") {
+        match decode(m.destination(), &m.headers, &m.body).expect("decodable event line") {
             Message::Event(e) => {
                 assert_eq!(e.source, "jenkins");
                 e.text

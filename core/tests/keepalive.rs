@@ -72,7 +72,7 @@ async fn send_mode_keeps_idle_subscribers_alive_past_3t() {
     // What kept it alive: single-newline messages, which receivers read as keepalives.
     let mut keepalives = 0;
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), sub.recv()).await {
-        assert_eq!(decode(&m.destination, &m.headers, &m.body).unwrap(), Message::Keepalive);
+        assert_eq!(decode(m.destination(), &m.headers, &m.body).unwrap(), Message::Keepalive);
         keepalives += 1;
     }
     assert!(keepalives >= 6, "{keepalives} keepalives in 3.5 T at T/3");

@@ -168,7 +168,7 @@ async fn dns_rebinding_page_can_neither_read_the_token_nor_deploy() {
     let seen = async {
         loop {
             let m = spy.recv().await.expect("spy subscription open");
-            if let Ok(Message::DeployRequest(req)) = decode(&m.destination, &m.headers, &m.body) {
+            if let Ok(Message::DeployRequest(req)) = decode(m.destination(), &m.headers, &m.body) {
                 if req.action == DeployAction::Deploy && !req.dry_run {
                     return req;
                 }

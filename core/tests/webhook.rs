@@ -108,7 +108,7 @@ async fn setup(edit: impl FnOnce(&mut WebhookConfig), watch_events: bool) -> Set
 
 async fn next_message(sub: &mut Subscription) -> Message {
     let m = tokio::time::timeout(WAIT, sub.recv()).await.expect("a message in time").expect("subscription open");
-    decode(&m.destination, &m.headers, &m.body).unwrap()
+    decode(m.destination(), &m.headers, &m.body).unwrap()
 }
 
 async fn next_commit(sub: &mut Subscription) -> Commit {

@@ -27,14 +27,14 @@ pub(crate) struct MessageData {
 
 impl MessageData {
     pub(crate) fn new(msg: stomp::Message) -> MessageData {
-        let destination = lossy_cstring(&*msg.destination);
+        let destination = lossy_cstring(msg.destination());
         let headers = msg.headers.iter().map(|(k, v)| (lossy_cstring(k), lossy_cstring(v))).collect();
         MessageData { msg, destination, headers }
     }
 
     /// Core's reading of the message.
     fn decode(&self) -> Result<message::Message, message::MessageError> {
-        message::decode(&self.msg.destination, &self.msg.headers, &self.msg.body)
+        message::decode(self.msg.destination(), &self.msg.headers, &self.msg.body)
     }
 }
 

@@ -127,7 +127,7 @@ fn typed_object<'l>(env: &mut JNIEnv<'l>, classes: &Classes, d: &message::Messag
 
 /// Builds an `org.deploykit.Message(destination, headers[], body, kind, json, decodeError, typed)`.
 fn message_object<'l>(env: &mut JNIEnv<'l>, classes: &Classes, m: &stomp::Message) -> jni::errors::Result<JObject<'l>> {
-    let destination = env.new_string(&m.destination)?;
+    let destination = env.new_string(m.destination())?;
     let headers = env.new_object_array((m.headers.len() * 2) as i32, "java/lang/String", JObject::null())?;
     for (i, (k, v)) in m.headers.iter().enumerate() {
         let (k, v) = (env.new_string(k)?, env.new_string(v)?);
@@ -137,7 +137,7 @@ fn message_object<'l>(env: &mut JNIEnv<'l>, classes: &Classes, m: &stomp::Messag
         env.delete_local_ref(v)?;
     }
     let body = env.byte_array_from_slice(&m.body)?;
-    let (kind, json, error, typed) = match message::decode(&m.destination, &m.headers, &m.body) {
+    let (kind, json, error, typed) = match message::decode(m.destination(), &m.headers, &m.body) {
         Ok(d) => {
             let typed = typed_object(env, classes, &d)?;
             (Some(d.kind().map_or("keepalive", |k| k.as_str())), serde_json::to_string(&d).ok(), None, typed)

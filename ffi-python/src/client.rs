@@ -465,7 +465,7 @@ impl Message {
     /// Where the message was sent.
     #[getter]
     fn destination(&self) -> &str {
-        &self.raw.destination
+        self.raw.destination()
     }
 
     /// All headers as a dict (the first of repeated headers wins, as STOMP says).
@@ -509,19 +509,19 @@ impl Message {
     /// JSON or legacy; None if the message is not a deploykit message.
     #[getter]
     fn kind(&self) -> Option<&'static str> {
-        message::decode(&self.raw.destination, &self.raw.headers, &self.raw.body).ok().map(|m| kind_name(&m))
+        message::decode(self.raw.destination(), &self.raw.headers, &self.raw.body).ok().map(|m| kind_name(&m))
     }
 
     /// The message decoded by core (JSON v1 or any legacy text body) as a dict of
     /// its fields; None for a keepalive. Raises ``MessageError`` naming the
     /// destination and message id if it is not a valid deploykit message.
     fn decoded<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let m = message::decode(&self.raw.destination, &self.raw.headers, &self.raw.body).map_err(message_err)?;
+        let m = message::decode(self.raw.destination(), &self.raw.headers, &self.raw.body).map_err(message_err)?;
         fields(py, &m)
     }
 
     fn __repr__(&self) -> String {
-        format!("<deploykit.Message {} {} bytes>", self.raw.destination, self.raw.body.len())
+        format!("<deploykit.Message {} {} bytes>", self.raw.destination(), self.raw.body.len())
     }
 }
 

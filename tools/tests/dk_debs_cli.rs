@@ -257,7 +257,7 @@ async fn next_event(sub: &mut Subscription, needle: &str) -> String {
     let wait = async {
         loop {
             let m = sub.recv().await.expect("subscription open");
-            if let Ok(Message::Event(e)) = decode(&m.destination, &m.headers, &m.body) {
+            if let Ok(Message::Event(e)) = decode(m.destination(), &m.headers, &m.body) {
                 if e.text.contains(needle) {
                     return e.text;
                 }

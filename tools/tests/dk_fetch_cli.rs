@@ -102,7 +102,7 @@ async fn result(sub: &mut Subscription, pred: impl Fn(&FetchResult) -> bool) -> 
     let wait = async {
         loop {
             let m = sub.recv().await.expect("results subscription open");
-            if let Ok(Message::Fetch(f)) = decode(&m.destination, &m.headers, &m.body) {
+            if let Ok(Message::Fetch(f)) = decode(m.destination(), &m.headers, &m.body) {
                 if pred(&f) {
                     return f;
                 }

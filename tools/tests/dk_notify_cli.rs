@@ -54,11 +54,11 @@ async fn json_wire_publishes_the_build_and_its_event_line() {
     let m = next(&mut subs[0]).await;
     assert_eq!(m.headers.get("dk-type"), Some("build"));
     assert_eq!(m.headers.get("dk-correlation-id"), Some(JENKINS_ENV[4].1));
-    let Ok(Message::Build(b)) = decode(&m.destination, &m.headers, &m.body) else { panic!("not a build: {:?}", m.text()) };
+    let Ok(Message::Build(b)) = decode(m.destination(), &m.headers, &m.body) else { panic!("not a build: {:?}", m.text()) };
     assert_eq!((b.job.as_str(), b.number, b.status), ("web/site", 17, BuildStatus::Success));
     assert_eq!((b.repo.as_deref(), b.branch.as_deref(), b.url.as_deref()), (Some("site"), Some("origin/master"), Some(JENKINS_ENV[2].1)));
     let e = next(&mut subs[1]).await;
-    let Ok(Message::Event(ev)) = decode(&e.destination, &e.headers, &e.body) else { panic!() };
+    let Ok(Message::Event(ev)) = decode(e.destination(), &e.headers, &e.body) else { panic!() };
     assert_eq!(ev.source, "jenkins");
     assert_eq!(ev.text, format!("Complete job 17 - [web/site] origin/master {}", JENKINS_ENV[4].1));
 }
@@ -92,7 +92,7 @@ async fn a_config_file_sets_wire_and_destination() {
     let out = run(dk_notify(&broker.url(), &["--config", cfg.to_str().unwrap(), "unstable"], &JENKINS_ENV)).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = next(&mut subs[0]).await;
-    assert!(matches!(decode(&m.destination, &m.headers, &m.body), Ok(Message::Build(b)) if b.status == BuildStatus::Unstable));
+    assert!(matches!(decode(m.destination(), &m.headers, &m.body), Ok(Message::Build(b)) if b.status == BuildStatus::Unstable));
     std::fs::write(&cfg, "wire = \"carrier-pigeon\"\n").unwrap();
     let out = run(dk_notify(&broker.url(), &["--config", cfg.to_str().unwrap(), "success"], &JENKINS_ENV)).await;
     assert_eq!(out.status.code(), Some(2));

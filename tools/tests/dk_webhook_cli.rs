@@ -78,7 +78,7 @@ async fn signed_push_is_published_secrets_rotate_on_sighup_and_sigterm_exits_0()
     let (status, text) = post(sig("first")).await.unwrap();
     assert_eq!(status, 200, "{text}");
     let m = tokio::time::timeout(Duration::from_secs(20), sub.recv()).await.unwrap().unwrap();
-    let Message::Commit(c) = decode(&m.destination, &m.headers, &m.body).unwrap() else { panic!("not a commit") };
+    let Message::Commit(c) = decode(m.destination(), &m.headers, &m.body).unwrap() else { panic!("not a commit") };
     assert_eq!((c.repo.as_str(), c.refname.as_str()), ("site", "refs/heads/main"));
 
     // Rotate the secret; SIGHUP applies it.

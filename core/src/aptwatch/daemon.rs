@@ -221,7 +221,7 @@ impl Daemon {
     }
 
     fn on_message(&mut self, m: stomp::Message) {
-        let package = match decode(&m.destination, &m.headers, &m.body) {
+        let package = match decode(m.destination(), &m.headers, &m.body) {
             Ok(Message::Package(p)) => p,
             Ok(Message::Keepalive) => return,
             Ok(other) => {

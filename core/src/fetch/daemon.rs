@@ -683,10 +683,10 @@ impl Daemon {
     fn on_message(&mut self, msg: stomp::Message) {
         if !self.seen.first(&msg.headers) {
             self.shared.stat(|s| s.duplicates += 1);
-            tracing::debug!(destination = %msg.destination, id = msg.headers.get(ID_HEADER).unwrap_or(""), "a resent message: acted on once already");
+            tracing::debug!(destination = %msg.destination(), id = msg.headers.get(ID_HEADER).unwrap_or(""), "a resent message: acted on once already");
             return;
         }
-        let decoded = decode(&msg.destination, &msg.headers, &msg.body);
+        let decoded = decode(msg.destination(), &msg.headers, &msg.body);
         let commit = match decoded {
             Ok(Message::Keepalive) => return,
             Ok(Message::Commit(c)) => c,
@@ -703,7 +703,7 @@ impl Daemon {
                     s.messages += 1;
                     s.undecodable += 1;
                 });
-                tracing::warn!(error = %e, destination = %msg.destination, "unreadable message");
+                tracing::warn!(error = %e, destination = %msg.destination(), "unreadable message");
                 self.problem(format!("problem: {}", one_line(&e.to_string())), None);
                 self.shared.emit(DaemonEvent::Problem(e.to_string()));
                 return;

@@ -238,7 +238,7 @@ impl Daemon {
     }
 
     fn on_message(&mut self, msg: stomp::Message) {
-        let commit = match decode(&msg.destination, &msg.headers, &msg.body) {
+        let commit = match decode(msg.destination(), &msg.headers, &msg.body) {
             Ok(Message::Commit(c)) => c,
             Ok(Message::Keepalive) => return,
             Ok(other) => return tracing::debug!(kind = ?other.kind(), "not a commit message; ignored"),

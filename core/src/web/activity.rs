@@ -69,7 +69,7 @@ impl Activity {
             let changes = changes.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(m) = sub.recv().await {
-                    match decode(&m.destination, &m.headers, &m.body) {
+                    match decode(m.destination(), &m.headers, &m.body) {
                         Ok(Message::Event(e)) => {
                             if let Some(c) = changes.as_ref().filter(|_| e.correlation_id.is_some()) {
                                 if let Err(err) = c.apply(&Message::Event(e.clone())) {

@@ -602,10 +602,10 @@ impl Changes {
                 while let Some(m) = sub.recv().await {
                     let Some(me) = me.upgrade() else { break };
                     if !seen.lock().unwrap_or_else(|p| p.into_inner()).first(&m.headers) {
-                        tracing::debug!(destination = %m.destination, id = m.headers.get(ID_HEADER).unwrap_or(""), "a resent message: taken once already");
+                        tracing::debug!(destination = %m.destination(), id = m.headers.get(ID_HEADER).unwrap_or(""), "a resent message: taken once already");
                         continue;
                     }
-                    match decode(&m.destination, &m.headers, &m.body) {
+                    match decode(m.destination(), &m.headers, &m.body) {
                         Ok(msg) => {
                             if let Err(e) = me.apply(&msg) {
                                 tracing::error!(error = %e, "change not recorded");

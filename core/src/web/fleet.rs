@@ -274,7 +274,7 @@ impl Fleet {
         let me = self.clone();
         Ok(tokio::spawn(async move {
             while let Some(m) = sub.recv().await {
-                if let Ok(Message::AgentAnnounce(a)) = decode(&m.destination, &m.headers, &m.body) {
+                if let Ok(Message::AgentAnnounce(a)) = decode(m.destination(), &m.headers, &m.body) {
                     let t = now() as u64;
                     match vet(&trust.get(), &m.headers, &m.body, &a.identity, a.expires_at, t) {
                         Ok(()) => me.record(a),

@@ -107,7 +107,7 @@ pub async fn phantom(
     let identity = identity.to_owned();
     let task = tokio::spawn(async move {
         while let Some(m) = sub.recv().await {
-            let Ok(Message::DeployRequest(req)) = decode(&m.destination, &m.headers, &m.body) else { continue };
+            let Ok(Message::DeployRequest(req)) = decode(m.destination(), &m.headers, &m.body) else { continue };
             let data = serde_json::to_value(fake_announce(&identity)).unwrap();
             forge_reply(&client, &req, &m.headers, &identity, StepState::Ok, data, &how).await;
             let _ = tx.send(req);

@@ -108,14 +108,14 @@ fn print_message(out: &mut impl Write, msg: &Message, json: bool) -> Result<()> 
             headers.entry(k.to_owned()).or_insert_with(|| serde_json::Value::String(v.to_owned()));
         }
         let mut obj = serde_json::Map::new();
-        obj.insert("destination".into(), msg.destination.to_string().into());
+        obj.insert("destination".into(), msg.destination().to_string().into());
         obj.insert("headers".into(), headers.into());
         match msg.text() {
             Some(text) => obj.insert("body".into(), text.into()),
             None => obj.insert("body_base64".into(), base64::engine::general_purpose::STANDARD.encode(&msg.body).into()),
         };
         // What deploykit makes of it (JSON v1 or a legacy body), or why it could not.
-        match deploykit::message::decode(&msg.destination, &msg.headers, &msg.body) {
+        match deploykit::message::decode(msg.destination(), &msg.headers, &msg.body) {
             Ok(decoded) => obj.insert("decoded".into(), serde_json::to_value(&decoded)?),
             Err(e) => obj.insert("decode_error".into(), e.to_string().into()),
         };

@@ -246,7 +246,7 @@ impl Agent {
                             let now = s.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
                             s.stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
                             running.spawn(async move {
-                                handle(&s, m.destination, m.headers, m.body).await;
+                                handle(&s, m).await;
                                 s.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                             });
                         }
@@ -354,9 +354,10 @@ fn unverified(shared: &Shared, request_id: &str, action: DeployAction, reason: S
     let _ = shared.events.send(AgentEvent::Unverified { request_id: request_id.chars().take(64).collect(), action, reason });
 }
 
-async fn handle(shared: &Shared, destination: bytestring::ByteString, headers: Headers, body: bytes::Bytes) {
+async fn handle(shared: &Shared, msg: crate::stomp::Message) {
+    let (headers, body) = (&msg.headers, &msg.body);
     let config = shared.config.borrow().clone();
-    let req = match decode(&destination, &headers, &body) {
+    let req = match decode(msg.destination(), headers, body) {
         Ok(Message::DeployRequest(r)) => r,
         Ok(Message::Keepalive) => return,
         Ok(_) => {
@@ -369,7 +370,7 @@ async fn handle(shared: &Shared, destination: bytestring::ByteString, headers: H
             return;
         }
     };
-    let key = match verify(&config, &shared.replay, &headers, &body, &req) {
+    let key = match verify(&config, &shared.replay, headers, body, &req) {
         Ok(Some(k)) => k,
         Ok(None) => {
             let _ = shared.events.send(AgentEvent::Ignored { request_id: Some(req.request_id.clone()) });
@@ -382,7 +383,7 @@ async fn handle(shared: &Shared, destination: bytestring::ByteString, headers: H
             return;
         }
     };
-    let reporter = Reporter::new(shared.client.clone(), &req, &headers, shared.identity.clone());
+    let reporter = Reporter::new(shared.client.clone(), &req, headers, shared.identity.clone());
     let refuse = |reason: String| async {
         let text = format!("{} on {} refused request {} from {}: {reason}", speaker(&config), config.identity, req.request_id, req.user);
         event(shared, &config, text, req.correlation_id.clone()).await;

@@ -428,7 +428,7 @@ impl Controller {
         let trust = config.trust.clone();
         let router = tokio::spawn(async move {
             while let Some(m) = sub.recv().await {
-                match decode(&m.destination, &m.headers, &m.body) {
+                match decode(m.destination(), &m.headers, &m.body) {
                     Ok(Message::DeployReply(reply)) => {
                         let tx = r.lock().unwrap_or_else(|p| p.into_inner()).get(&reply.request_id).cloned();
                         match tx {

@@ -389,8 +389,7 @@ impl Actor {
                     }
                 }
                 let ack = (sub.ack != AckMode::Auto).then(|| Box::new(AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation }));
-                let destination = frame.headers.get_shared("destination").unwrap_or_default();
-                let msg = Message { destination, headers: frame.headers, body: frame.body, ack };
+                let msg = Message { headers: frame.headers, body: frame.body, ack };
                 sub.batch.push(msg);
                 if sub.batch.len() >= sub.tx.batch_most() {
                     self.hand_over();

@@ -141,7 +141,7 @@ mod tests {
     use bytes::Bytes;
 
     fn batch(from: usize, n: usize) -> Vec<Message> {
-        (from..from + n).map(|i| Message { destination: "/queue/t".into(), headers: Headers::new(), body: Bytes::from(i.to_string()), ack: None }).collect()
+        (from..from + n).map(|i| Message { headers: Headers::new(), body: Bytes::from(i.to_string()), ack: None }).collect()
     }
 
     fn text(m: &Message) -> String {
