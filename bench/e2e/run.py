@@ -458,6 +458,10 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
         w = med(key, "writes")
         return "—" if w != w else f"{w / by[key].runs[0]['count']:.2f}"
 
+    def wakes(key: str) -> str:
+        w = med(key, "waits")
+        return "—" if w != w else f"{w / by[key].runs[0]['count']:.2f}"
+
     L = []
     L.append(START)
     L.append("## End-to-end (through RabbitMQ)")
@@ -492,15 +496,18 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
              "the rusage of `time`, which prints 10 ms) divided by N: it includes start-up and connecting (for "
              "stomp.py the interpreter start, ~0.3 µs/msg at this N); *loop* is the same for the timed loop "
              "alone (getrusage inside the client). Writes/msg: write(2)/writev(2) calls the client made in the "
-             "timed loop per message (`/proc/self/io` syscw; the raw client counts its own).")
+             "timed loop per message (`/proc/self/io` syscw; the raw client counts its own). Wake-ups/msg: "
+             "the timed loop's voluntary context switches (getrusage `ru_nvcsw`, all threads) per message, i.e. "
+             "how often the client slept on the network or another thread and was woken again; where RabbitMQ "
+             "sets the pace, each wake-up brings its own fixed cost (the scheduler, cold caches) whatever it carries.")
     L.append("")
 
     # Publish
     L.append(f"### Publish ({SIZE} B bodies to `{SINK}`, no subscriber; the last SEND has a receipt and the "
              "clock stops at its RECEIPT)")
     L.append("")
-    L.append("| client | msgs/s | × raw (same mode) | CPU µs/msg | loop µs/msg | CPU × raw (target) | writes/msg | peak RSS MiB |")
-    L.append("|---|---:|---:|---:|---:|---|---:|---:|")
+    L.append("| client | msgs/s | × raw (same mode) | CPU µs/msg | loop µs/msg | CPU × raw (target) | writes/msg | wake-ups/msg | peak RSS MiB |")
+    L.append("|---|---:|---:|---:|---:|---|---:|---:|---:|")
     rows = [
         ("pub_raw_one", None, None),
         ("pub_ours_one", "pub_raw_one", ("cpu_one", T["cpu_one"])),
@@ -515,20 +522,20 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
         ratio = "—" if ref is None else f"{pratio(key, ref, 'rate'):.2f}"
         t = "—" if tgt is None else f"{pratio(key, ref, 'cpu_s'):.2f} (≤ {tgt[1]}): {yes(pratio(key, ref, 'cpu_s') <= tgt[1])}"
         L.append(f"| {by[key].label} | {fmt_rate(med(key, 'rate'))}{spread(key, 'rate')} | {ratio} | "
-                 f"{cpu_us(key):.2f} | {loop_us(key):.2f} | {t} | {wpm(key)} | {rss(key):.1f} |")
+                 f"{cpu_us(key):.2f} | {loop_us(key):.2f} | {t} | {wpm(key)} | {wakes(key)} | {rss(key):.1f} |")
     L.append("")
 
     # Publish -> consume
     L.append(f"### Publish → consume ({SIZE} B, `{PC_QUEUE}`, consumer on its own connection with ack auto; "
              "from the first SEND until the consumer has all N; producer and consumer in one process)")
     L.append("")
-    L.append(f"| client | msgs/s | × raw | CPU µs/msg | loop µs/msg | CPU × raw (≤ {T['cpu_pc']}) | peak RSS MiB |")
-    L.append("|---|---:|---:|---:|---:|---|---:|")
+    L.append(f"| client | msgs/s | × raw | CPU µs/msg | loop µs/msg | CPU × raw (≤ {T['cpu_pc']}) | wake-ups/msg | peak RSS MiB |")
+    L.append("|---|---:|---:|---:|---:|---|---:|---:|")
     for key in ("pc_raw", "pc_ours", "pc_ours_mt", "pc_stomppy"):
         ratio = "—" if key == "pc_raw" else f"{pratio(key, 'pc_raw', 'rate'):.2f}"
         t = f"{pratio(key, 'pc_raw', 'cpu_s'):.2f} {yes(pratio(key, 'pc_raw', 'cpu_s') <= T['cpu_pc'])}" if key.startswith("pc_ours") else "—"
         L.append(f"| {by[key].label} | {fmt_rate(med(key, 'rate'))}{spread(key, 'rate')} | {ratio} | "
-                 f"{cpu_us(key):.2f} | {loop_us(key):.2f} | {t} | {rss(key):.1f} |")
+                 f"{cpu_us(key):.2f} | {loop_us(key):.2f} | {t} | {wakes(key)} | {rss(key):.1f} |")
     L.append("")
 
     # Latency

@@ -28,6 +28,11 @@ def cpu_secs() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def waits() -> int:
+    """Voluntary context switches so far: how often a thread blocked and was woken again."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
 def connect(a, listener=None):
     host, port = a.addr.rsplit(":", 1)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -79,15 +84,15 @@ def publish(a):
     w = Waiter()
     conn = connect(a, w)
     body = b"x" * a.size
-    c0 = cpu_secs()
+    c0, v0 = cpu_secs(), waits()
     t0 = time.perf_counter()
     for _ in range(a.n - 1):
         conn.send(destination=a.dest, body=body)
     conn.send(destination=a.dest, body=body, headers={"receipt": "last"})
     t1 = w.wait_receipt("last")
-    cpu = cpu_secs() - c0
+    cpu, woken = cpu_secs() - c0, waits() - v0
     conn.disconnect()
-    return {"count": a.n, "secs": t1 - t0, "loop_cpu_s": cpu, "rate": a.n / (t1 - t0)}
+    return {"count": a.n, "secs": t1 - t0, "loop_cpu_s": cpu, "waits": woken, "rate": a.n / (t1 - t0)}
 
 
 def pubsub(a):
@@ -96,19 +101,19 @@ def pubsub(a):
     subscribe(consumer, w, a.dest, "c")
     producer = connect(a)
     body = b"x" * a.size
-    c0 = cpu_secs()
+    c0, v0 = cpu_secs(), waits()
     t0 = time.perf_counter()
     for _ in range(a.n):
         producer.send(destination=a.dest, body=body)
     if not w.done.wait(TIMEOUT):
         raise SystemExit(f"stomppy_bench: consumer got {w.count} of {a.n} within {TIMEOUT}s")
     secs = w.t_done - t0
-    cpu = cpu_secs() - c0
+    cpu, woken = cpu_secs() - c0, waits() - v0
     if w.bytes != a.n * a.size:
         raise SystemExit("stomppy_bench: wrong body sizes received")
     producer.disconnect()
     consumer.disconnect()
-    return {"count": a.n, "secs": secs, "loop_cpu_s": cpu, "rate": a.n / secs}
+    return {"count": a.n, "secs": secs, "loop_cpu_s": cpu, "waits": woken, "rate": a.n / secs}
 
 
 class Echo(Waiter):

@@ -119,13 +119,30 @@ fn syscw() -> u64 {
     s.lines().find_map(|l| l.strip_prefix("syscw:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
-/// User+system CPU seconds of this process (all threads) so far.
-fn cpu_secs() -> f64 {
+/// What this process (all threads) has used so far, or in a timed loop.
+#[derive(Clone, Copy)]
+struct Usage {
+    /// User+system CPU seconds.
+    secs: f64,
+    /// Voluntary context switches: how often a thread blocked waiting for the
+    /// network, a timer or another thread, so how often it was woken again.
+    waits: i64,
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, before: Usage) -> Usage {
+        Usage { secs: self.secs - before.secs, waits: self.waits - before.waits }
+    }
+}
+
+/// User+system CPU and wake-ups of this process (all threads) so far.
+fn used() -> Usage {
     // SAFETY: getrusage fills the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    Usage { secs: tv(ru.ru_utime) + tv(ru.ru_stime), waits: ru.ru_nvcsw }
 }
 
 /// write(2) calls made by the raw client (std sockets use send(2), which
@@ -159,7 +176,7 @@ struct Outcome {
     secs: f64,
     count: u64,
     writes: u64,
-    cpu: f64,
+    cpu: Usage,
     rtts_us: Vec<f64>,
 }
 
@@ -202,7 +219,8 @@ fn print_json(o: &Opts, out: &Outcome) {
         format!("\"count\":{}", out.count),
         format!("\"secs\":{:.6}", out.secs),
         format!("\"writes\":{}", out.writes),
-        format!("\"loop_cpu_s\":{:.4}", out.cpu),
+        format!("\"loop_cpu_s\":{:.4}", out.cpu.secs),
+        format!("\"waits\":{}", out.cpu.waits),
     ];
     if o.test == "pingpong" {
         let mut v = out.rtts_us.clone();
@@ -294,7 +312,7 @@ mod ours {
             "many" => (false, true),
             _ => usage(),
         };
-        let (w0, c0) = (syscw(), cpu_secs());
+        let (w0, c0) = (syscw(), used());
         let t0 = Instant::now();
         if many {
             let mut left = o.n - 1;
@@ -313,7 +331,7 @@ mod ours {
         }
         client.send_with(&o.dest, body.clone(), SendOptions { receipt: true, ..SendOptions::default() }).await?;
         let secs = t0.elapsed().as_secs_f64();
-        let (writes, cpu) = (syscw() - w0, cpu_secs() - c0);
+        let (writes, cpu) = (syscw() - w0, used() - c0);
         client.disconnect().await?;
         Ok(Outcome { secs, count: o.n, writes, cpu, rtts_us: vec![] })
     }
@@ -327,7 +345,7 @@ mod ours {
         let body = static_body(o.size);
         let n = o.n;
         let size = o.size;
-        let (w0, c0) = (syscw(), cpu_secs());
+        let (w0, c0) = (syscw(), used());
         let t0 = Instant::now();
         let reader = tokio::spawn(async move {
             let mut bytes = 0usize;
@@ -345,7 +363,7 @@ mod ours {
         }
         let done = reader.await??;
         let secs = (done - t0).as_secs_f64();
-        let (writes, cpu) = (syscw() - w0, cpu_secs() - c0);
+        let (writes, cpu) = (syscw() - w0, used() - c0);
         producer.disconnect().await?;
         consumer.disconnect().await?;
         Ok(Outcome { secs, count: n, writes, cpu, rtts_us: vec![] })
@@ -371,11 +389,11 @@ mod ours {
         });
         let body = static_body(o.size);
         let mut rtts = Vec::with_capacity(o.rounds);
-        let (mut w0, mut c0) = (0, 0.0);
+        let (mut w0, mut c0) = (0, used());
         let mut t_start = Instant::now();
         for i in 0..total {
             if i == o.warmup {
-                (w0, c0) = (syscw(), cpu_secs());
+                (w0, c0) = (syscw(), used());
                 t_start = Instant::now();
             }
             let t = Instant::now();
@@ -389,7 +407,7 @@ mod ours {
             }
         }
         let secs = t_start.elapsed().as_secs_f64();
-        let (writes, cpu) = (syscw() - w0, cpu_secs() - c0);
+        let (writes, cpu) = (syscw() - w0, used() - c0);
         echo.await?.map_err(|e| e.to_string())?;
         a.disconnect().await?;
         b.disconnect().await?;
@@ -538,7 +556,7 @@ mod raw {
             "batch" | "build" => o.batch,
             _ => usage(),
         };
-        let (w0, c0) = (writes(true), cpu_secs());
+        let (w0, c0) = (writes(true), used());
         let t0 = Instant::now();
         if o.mode == "build" {
             write_n_built(&mut c.s, &o.dest, &body, o.n - 1, batch)?;
@@ -548,7 +566,7 @@ mod raw {
         write_all_counted(&mut c.s, &last)?;
         c.wait(1)?;
         let secs = t0.elapsed().as_secs_f64();
-        Ok(Outcome { secs, count: o.n, writes: writes(true) - w0, cpu: cpu_secs() - c0, rtts_us: vec![] })
+        Ok(Outcome { secs, count: o.n, writes: writes(true) - w0, cpu: used() - c0, rtts_us: vec![] })
     }
 
     /// Producer and consumer on one thread, like ours on a current-thread runtime:
@@ -562,7 +580,7 @@ mod raw {
         let body = vec![b'x'; o.size];
         let frame = send_frame(&o.dest, &body, None);
         let n = o.n;
-        let (w0, c0) = (writes(true), cpu_secs());
+        let (w0, c0) = (writes(true), used());
         let t0 = Instant::now();
         if o.threads == 2 {
             let reader = std::thread::spawn(move || -> Result<Instant, String> {
@@ -572,7 +590,7 @@ mod raw {
             write_n(&mut producer.s, &frame, n, o.batch)?;
             let done = reader.join().map_err(|_| "reader panicked")??;
             let secs = (done - t0).as_secs_f64();
-            return Ok(Outcome { secs, count: n, writes: writes(true) - w0, cpu: cpu_secs() - c0, rtts_us: vec![] });
+            return Ok(Outcome { secs, count: n, writes: writes(true) - w0, cpu: used() - c0, rtts_us: vec![] });
         }
         use std::os::fd::AsRawFd;
         consumer.s.set_nonblocking(true)?;
@@ -624,7 +642,7 @@ mod raw {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        Ok(Outcome { secs, count: n, writes: writes(true) - w0, cpu: cpu_secs() - c0, rtts_us: vec![] })
+        Ok(Outcome { secs, count: n, writes: writes(true) - w0, cpu: used() - c0, rtts_us: vec![] })
     }
 
     /// One thread drives both connections: with a single message in flight, A
@@ -640,11 +658,11 @@ mod raw {
         let pong = send_frame(&o.reply, &body, None);
         let total = o.warmup + o.rounds;
         let mut rtts = Vec::with_capacity(o.rounds);
-        let (mut w0, mut c0) = (0, 0.0);
+        let (mut w0, mut c0) = (0, used());
         let mut t_start = Instant::now();
         for i in 0..total {
             if i == o.warmup {
-                (w0, c0) = (writes(true), cpu_secs());
+                (w0, c0) = (writes(true), used());
                 t_start = Instant::now();
             }
             let t = Instant::now();
@@ -657,6 +675,6 @@ mod raw {
             }
         }
         let secs = t_start.elapsed().as_secs_f64();
-        Ok(Outcome { secs, count: o.rounds as u64, writes: writes(true) - w0, cpu: cpu_secs() - c0, rtts_us: rtts })
+        Ok(Outcome { secs, count: o.rounds as u64, writes: writes(true) - w0, cpu: used() - c0, rtts_us: rtts })
     }
 }
