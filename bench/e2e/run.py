@@ -43,7 +43,7 @@ ORDER = [
     ("pub_ours_batch", "pub_raw_batch", "pub_ours_many", "pub_raw_build"),
     ("pub_ours_batch_mt",),
     ("pub_stomppy",),
-    ("pc_ours", "pc_raw"),
+    ("pc_ours", "pc_raw", "pc_codec"),
     ("emb_ours", "emb_raw"),
     ("pc_ours_mt",),
     ("pc_stomppy",),
@@ -329,6 +329,8 @@ def main() -> None:
         Case("pub_raw_build", "publish", "raw socket, 64 per write, each frame built into the buffer", [E, "publish", "--client", "raw", "--mode", "build", "--batch", "64", *rab("--n", n, "--dest", SINK)]),
         Case("pub_stomppy", "publish", "stomp.py", [*stomppy, "publish", *rab("--n", n, "--dest", SINK)]),
         Case("pc_ours", "pubsub", "deploykit", [E, "pubsub", "--client", "ours", *rab("--n", n, "--dest", PC_QUEUE)]),
+        Case("pc_codec", "pubsub", "deploykit's codec alone: the consumer decodes its own socket in the task that counts (no connection task, no inbox)",
+             [E, "pubsub", "--client", "ours", "--mode", "codec", *rab("--n", n, "--dest", PC_QUEUE)]),
         Case("pc_ours_mt", "pubsub", "deploykit, multi-thread runtime", [E, "pubsub", "--client", "ours", "--rt", "multi", *rab("--n", n, "--dest", PC_QUEUE)]),
         Case("pc_raw", "pubsub", "raw socket (one thread polling both sockets, 64 per write; reader counts NULs)", [E, "pubsub", "--client", "raw", "--batch", "64", *rab("--n", n, "--dest", PC_QUEUE)]),
         Case("pc_stomppy", "pubsub", "stomp.py", [*stomppy, "pubsub", *rab("--n", n, "--dest", PC_QUEUE)]),
@@ -460,7 +462,7 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
 
     def wakes(key: str) -> str:
         w = med(key, "waits")
-        return "—" if w != w else f"{w / by[key].runs[0]['count']:.2f}"
+        return "—" if w != w else f"{w / by[key].runs[0]['count'] * 1000:.1f}"
 
     L = []
     L.append(START)
@@ -496,8 +498,8 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
              "the rusage of `time`, which prints 10 ms) divided by N: it includes start-up and connecting (for "
              "stomp.py the interpreter start, ~0.3 µs/msg at this N); *loop* is the same for the timed loop "
              "alone (getrusage inside the client). Writes/msg: write(2)/writev(2) calls the client made in the "
-             "timed loop per message (`/proc/self/io` syscw; the raw client counts its own). Wake-ups/msg: "
-             "the timed loop's voluntary context switches (getrusage `ru_nvcsw`, all threads) per message, i.e. "
+             "timed loop per message (`/proc/self/io` syscw; the raw client counts its own). Wake-ups per "
+             "1,000 msgs: the timed loop's voluntary context switches (getrusage `ru_nvcsw`, all threads), i.e. "
              "how often the client slept on the network or another thread and was woken again; where RabbitMQ "
              "sets the pace, each wake-up brings its own fixed cost (the scheduler, cold caches) whatever it carries.")
     L.append("")
@@ -506,7 +508,7 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
     L.append(f"### Publish ({SIZE} B bodies to `{SINK}`, no subscriber; the last SEND has a receipt and the "
              "clock stops at its RECEIPT)")
     L.append("")
-    L.append("| client | msgs/s | × raw (same mode) | CPU µs/msg | loop µs/msg | CPU × raw (target) | writes/msg | wake-ups/msg | peak RSS MiB |")
+    L.append("| client | msgs/s | × raw (same mode) | CPU µs/msg | loop µs/msg | CPU × raw (target) | writes/msg | wake-ups/1,000 msgs | peak RSS MiB |")
     L.append("|---|---:|---:|---:|---:|---|---:|---:|---:|")
     rows = [
         ("pub_raw_one", None, None),
@@ -529,11 +531,13 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
     L.append(f"### Publish → consume ({SIZE} B, `{PC_QUEUE}`, consumer on its own connection with ack auto; "
              "from the first SEND until the consumer has all N; producer and consumer in one process)")
     L.append("")
-    L.append(f"| client | msgs/s | × raw | CPU µs/msg | loop µs/msg | CPU × raw (≤ {T['cpu_pc']}) | wake-ups/msg | peak RSS MiB |")
+    L.append(f"| client | msgs/s | × raw | CPU µs/msg | loop µs/msg | CPU × raw (≤ {T['cpu_pc']}) | wake-ups/1,000 msgs | peak RSS MiB |")
     L.append("|---|---:|---:|---:|---:|---|---:|---:|")
-    for key in ("pc_raw", "pc_ours", "pc_ours_mt", "pc_stomppy"):
+    for key in (k for k in ("pc_raw", "pc_ours", "pc_ours_mt", "pc_codec", "pc_stomppy") if k in by):
         ratio = "—" if key == "pc_raw" else f"{pratio(key, 'pc_raw', 'rate'):.2f}"
         t = f"{pratio(key, 'pc_raw', 'cpu_s'):.2f} {yes(pratio(key, 'pc_raw', 'cpu_s') <= T['cpu_pc'])}" if key.startswith("pc_ours") else "—"
+        if key == "pc_codec":
+            t = f"{pratio(key, 'pc_raw', 'cpu_s'):.2f} (not a client)"
         L.append(f"| {by[key].label} | {fmt_rate(med(key, 'rate'))}{spread(key, 'rate')} | {ratio} | "
                  f"{cpu_us(key):.2f} | {loop_us(key):.2f} | {t} | {wakes(key)} | {rss(key):.1f} |")
     L.append("")

@@ -17,6 +17,9 @@
 //!   buffer (headers formatted, body copied) instead of one prebuilt chunk resent.
 //! - `pubsub`: a consumer (own connection) subscribed with ack auto, a producer
 //!   publishing N; the clock runs from the first SEND until the consumer has all N.
+//!   `--mode codec` (ours only): the consumer is no client but deploykit's codec on
+//!   its own socket, decoding in the task that counts (no connection task, no
+//!   inbox): what the client's delivery path costs on top of decoding.
 //! - `pingpong`: A sends to a queue, B (own connection) echoes each message to
 //!   a reply queue A listens on; round-trip times after a warm-up.
 //!
@@ -25,7 +28,8 @@
 //! so "one by one" and "batched" can be checked rather than assumed.
 
 use bytes::Bytes;
-use deploykit::stomp::{AckMode, Client, ClientConfig, HeartbeatConfig, SendOptions, SubscribeOptions};
+use deploykit::stomp::{AckMode, Client, ClientConfig, Command, Frame, HeartbeatConfig, Incoming, SendOptions, SubscribeOptions};
+use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -60,7 +64,7 @@ struct Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dk-e2e publish|pubsub|pingpong --client ours|raw [--mode one|batch|many|build] [--rt current|multi]\n\
+        "usage: dk-e2e publish|pubsub|pingpong --client ours|raw [--mode one|batch|many|build|codec] [--rt current|multi]\n\
          \x20      [--addr 127.0.0.1:61613] [--login guest --passcode guest --vhost /] [--n 100000]\n\
          \x20      [--size 1024] [--batch 64] [--dest D] [--reply D] [--rounds 2000] [--warmup 500]\n\
          \x20      [--heartbeat default|off]   (ours: the client's default heart-beats, or none)\n\
@@ -213,7 +217,7 @@ fn print_json(o: &Opts, out: &Outcome) {
     let mut fields = vec![
         format!("\"test\":\"{}\"", o.test),
         format!("\"client\":\"{}\"", o.client),
-        format!("\"mode\":\"{}\"", if o.test == "publish" { o.mode.as_str() } else { "-" }),
+        format!("\"mode\":\"{}\"", if o.test == "publish" || o.mode == "codec" { o.mode.as_str() } else { "-" }),
         format!("\"rt\":\"{}\"", if o.client == "ours" { o.rt.as_str() } else { "-" }),
         format!("\"size\":{}", o.size),
         format!("\"count\":{}", out.count),
@@ -338,6 +342,9 @@ mod ours {
 
     /// Consumer on its own connection, producer publishing N; until the consumer has all N.
     async fn pubsub(o: &Opts) -> Res<Outcome> {
+        if o.mode == "codec" {
+            return pubsub_codec(o).await;
+        }
         let consumer = Client::connect(config(o)?).await?;
         let mut sub =
             consumer.subscribe(&o.dest, SubscribeOptions { ack: AckMode::Auto, ..SubscribeOptions::default() }).await?;
@@ -366,6 +373,54 @@ mod ours {
         let (writes, cpu) = (syscw() - w0, used() - c0);
         producer.disconnect().await?;
         consumer.disconnect().await?;
+        Ok(Outcome { secs, count: n, writes, cpu, rtts_us: vec![] })
+    }
+
+    /// As `pubsub`, but the consumer is deploykit's codec on its own connection, read in
+    /// the task that counts: a client's decoding without its delivery path (no connection
+    /// task, no inbox, no second task woken per read).
+    async fn pubsub_codec(o: &Opts) -> Res<Outcome> {
+        let cfg = config(o)?;
+        let mut conn = deploykit::stomp::connection::open(&cfg.url.endpoints[0], &cfg.handshake).await?;
+        let subscribe = Frame::new(Command::Subscribe).header("id", "0").header("destination", o.dest.as_str()).header("ack", "auto").header("receipt", "sub");
+        conn.framed.send(&subscribe).await?;
+        loop {
+            match conn.framed.next().await {
+                Some(Ok(Incoming::Frame(f))) if f.command == Command::Receipt => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err("connection closed before the SUBSCRIBE's receipt".into()),
+            }
+        }
+        let producer = Client::connect(config(o)?).await?;
+        let body = static_body(o.size);
+        let (n, size) = (o.n, o.size);
+        let (w0, c0) = (syscw(), used());
+        let t0 = Instant::now();
+        let reader = tokio::spawn(async move {
+            let (mut got, mut bytes) = (0u64, 0usize);
+            while got < n {
+                match conn.framed.next().await {
+                    Some(Ok(Incoming::Frame(f))) if f.command == Command::Message => {
+                        got += 1;
+                        bytes += f.body.len();
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Err("consumer connection ended"),
+                }
+            }
+            if bytes != size * n as usize {
+                return Err("wrong body sizes received");
+            }
+            Ok(Instant::now())
+        });
+        for _ in 0..n {
+            producer.send(&o.dest, body.clone()).await?;
+        }
+        let done = reader.await??;
+        let secs = (done - t0).as_secs_f64();
+        let (writes, cpu) = (syscw() - w0, used() - c0);
+        producer.disconnect().await?;
         Ok(Outcome { secs, count: n, writes, cpu, rtts_us: vec![] })
     }
 
