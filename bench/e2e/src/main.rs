@@ -28,7 +28,8 @@
 //! so "one by one" and "batched" can be checked rather than assumed.
 
 use bytes::Bytes;
-use deploykit::stomp::{AckMode, Client, ClientConfig, Command, Frame, HeartbeatConfig, Incoming, SendOptions, SubscribeOptions};
+use deploykit::stomp::connection::Connection;
+use deploykit::stomp::{AckMode, Client, ClientConfig, Command, Frame, HeartbeatConfig, Incoming, SendOptions, SubscribeOptions, Subscription};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -340,74 +341,71 @@ mod ours {
         Ok(Outcome { secs, count: o.n, writes, cpu, rtts_us: vec![] })
     }
 
-    /// Consumer on its own connection, producer publishing N; until the consumer has all N.
-    async fn pubsub(o: &Opts) -> Res<Outcome> {
-        if o.mode == "codec" {
-            return pubsub_codec(o).await;
-        }
-        let consumer = Client::connect(config(o)?).await?;
-        let mut sub =
-            consumer.subscribe(&o.dest, SubscribeOptions { ack: AckMode::Auto, ..SubscribeOptions::default() }).await?;
-        let producer = Client::connect(config(o)?).await?;
-        let body = static_body(o.size);
-        let n = o.n;
-        let size = o.size;
-        let (w0, c0) = (syscw(), used());
-        let t0 = Instant::now();
-        let reader = tokio::spawn(async move {
-            let mut bytes = 0usize;
-            for _ in 0..n {
-                let Some(m) = sub.recv().await else { return Err("subscription closed") };
-                bytes += m.body.len();
-            }
-            if bytes != size * n as usize {
-                return Err("wrong body sizes received");
-            }
-            Ok(Instant::now())
-        });
-        for _ in 0..n {
-            producer.send(&o.dest, body.clone()).await?;
-        }
-        let done = reader.await??;
-        let secs = (done - t0).as_secs_f64();
-        let (writes, cpu) = (syscw() - w0, used() - c0);
-        producer.disconnect().await?;
-        consumer.disconnect().await?;
-        Ok(Outcome { secs, count: n, writes, cpu, rtts_us: vec![] })
+    /// A consumer that counts what arrives, one message at a time.
+    trait Counting: Send + 'static {
+        /// The next message's body length, or `None` once the consumer has ended.
+        fn next_len(&mut self) -> impl std::future::Future<Output = Option<usize>> + Send;
     }
 
-    /// As `pubsub`, but the consumer is deploykit's codec on its own connection, read in
-    /// the task that counts: a client's decoding without its delivery path (no connection
-    /// task, no inbox, no second task woken per read).
-    async fn pubsub_codec(o: &Opts) -> Res<Outcome> {
-        let cfg = config(o)?;
-        let mut conn = deploykit::stomp::connection::open(&cfg.url.endpoints[0], &cfg.handshake).await?;
-        let subscribe = Frame::new(Command::Subscribe).header("id", "0").header("destination", o.dest.as_str()).header("ack", "auto").header("receipt", "sub");
-        conn.framed.send(&subscribe).await?;
-        loop {
-            match conn.framed.next().await {
-                Some(Ok(Incoming::Frame(f))) if f.command == Command::Receipt => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err("connection closed before the SUBSCRIBE's receipt".into()),
+    impl Counting for Subscription {
+        async fn next_len(&mut self) -> Option<usize> {
+            self.recv().await.map(|m| m.body.len())
+        }
+    }
+
+    /// The codec on its own connection: MESSAGE frames are counted, anything else skipped.
+    impl Counting for Connection {
+        async fn next_len(&mut self) -> Option<usize> {
+            loop {
+                match self.framed.next().await {
+                    Some(Ok(Incoming::Frame(f))) if f.command == Command::Message => return Some(f.body.len()),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return None,
+                }
             }
         }
+    }
+
+    /// Consumer on its own connection, producer publishing N; until the consumer has all N.
+    /// `--mode codec`: the consumer is deploykit's codec on its own connection, read in the
+    /// task that counts: a client's decoding without its delivery path (no connection task,
+    /// no inbox, no second task woken per read).
+    async fn pubsub(o: &Opts) -> Res<Outcome> {
+        if o.mode == "codec" {
+            let cfg = config(o)?;
+            let mut conn = deploykit::stomp::connection::open(&cfg.url.endpoints[0], &cfg.handshake).await?;
+            let subscribe = Frame::new(Command::Subscribe).header("id", "0").header("destination", o.dest.as_str()).header("ack", "auto").header("receipt", "sub");
+            conn.framed.send(&subscribe).await?;
+            loop {
+                match conn.framed.next().await {
+                    Some(Ok(Incoming::Frame(f))) if f.command == Command::Receipt => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err("connection closed before the SUBSCRIBE's receipt".into()),
+                }
+            }
+            return timed_pubsub(o, conn).await;
+        }
+        let consumer = Client::connect(config(o)?).await?;
+        let sub =
+            consumer.subscribe(&o.dest, SubscribeOptions { ack: AckMode::Auto, ..SubscribeOptions::default() }).await?;
+        let out = timed_pubsub(o, sub).await?;
+        consumer.disconnect().await?;
+        Ok(out)
+    }
+
+    /// The timed part of `pubsub`: a producer publishes N while `consumer` counts them in a task of its own.
+    async fn timed_pubsub(o: &Opts, mut consumer: impl Counting) -> Res<Outcome> {
         let producer = Client::connect(config(o)?).await?;
         let body = static_body(o.size);
         let (n, size) = (o.n, o.size);
         let (w0, c0) = (syscw(), used());
         let t0 = Instant::now();
         let reader = tokio::spawn(async move {
-            let (mut got, mut bytes) = (0u64, 0usize);
-            while got < n {
-                match conn.framed.next().await {
-                    Some(Ok(Incoming::Frame(f))) if f.command == Command::Message => {
-                        got += 1;
-                        bytes += f.body.len();
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return Err("consumer connection ended"),
-                }
+            let mut bytes = 0usize;
+            for _ in 0..n {
+                let Some(len) = consumer.next_len().await else { return Err("consumer ended") };
+                bytes += len;
             }
             if bytes != size * n as usize {
                 return Err("wrong body sizes received");
