@@ -142,7 +142,7 @@ impl std::ops::Sub for Usage {
 }
 
 /// User+system CPU and wake-ups of this process (all threads) so far.
-fn used() -> Usage {
+fn rusage() -> Usage {
     // SAFETY: getrusage fills the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -181,7 +181,7 @@ struct Outcome {
     secs: f64,
     count: u64,
     writes: u64,
-    cpu: Usage,
+    used: Usage,
     rtts_us: Vec<f64>,
 }
 
@@ -224,8 +224,8 @@ fn print_json(o: &Opts, out: &Outcome) {
         format!("\"count\":{}", out.count),
         format!("\"secs\":{:.6}", out.secs),
         format!("\"writes\":{}", out.writes),
-        format!("\"loop_cpu_s\":{:.4}", out.cpu.secs),
-        format!("\"waits\":{}", out.cpu.waits),
+        format!("\"loop_cpu_s\":{:.4}", out.used.secs),
+        format!("\"waits\":{}", out.used.waits),
     ];
     if o.test == "pingpong" {
         let mut v = out.rtts_us.clone();
@@ -317,7 +317,7 @@ mod ours {
             "many" => (false, true),
             _ => usage(),
         };
-        let (w0, c0) = (syscw(), used());
+        let (w0, c0) = (syscw(), rusage());
         let t0 = Instant::now();
         if many {
             let mut left = o.n - 1;
@@ -336,9 +336,9 @@ mod ours {
         }
         client.send_with(&o.dest, body.clone(), SendOptions { receipt: true, ..SendOptions::default() }).await?;
         let secs = t0.elapsed().as_secs_f64();
-        let (writes, cpu) = (syscw() - w0, used() - c0);
+        let (writes, used) = (syscw() - w0, rusage() - c0);
         client.disconnect().await?;
-        Ok(Outcome { secs, count: o.n, writes, cpu, rtts_us: vec![] })
+        Ok(Outcome { secs, count: o.n, writes, used, rtts_us: vec![] })
     }
 
     /// A consumer that counts what arrives, one message at a time.
@@ -353,16 +353,21 @@ mod ours {
         }
     }
 
+    /// The next `command` frame read from `conn`, skipping anything else; `None` once the connection ends.
+    async fn next_of(conn: &mut Connection, command: Command) -> Option<Frame> {
+        loop {
+            match conn.framed.next().await? {
+                Ok(Incoming::Frame(f)) if f.command == command => return Some(f),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The codec on its own connection: MESSAGE frames are counted, anything else skipped.
     impl Counting for Connection {
         async fn next_len(&mut self) -> Option<usize> {
-            loop {
-                match self.framed.next().await {
-                    Some(Ok(Incoming::Frame(f))) if f.command == Command::Message => return Some(f.body.len()),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return None,
-                }
-            }
+            next_of(self, Command::Message).await.map(|f| f.body.len())
         }
     }
 
@@ -376,14 +381,7 @@ mod ours {
             let mut conn = deploykit::stomp::connection::open(&cfg.url.endpoints[0], &cfg.handshake).await?;
             let subscribe = Frame::new(Command::Subscribe).header("id", "0").header("destination", o.dest.as_str()).header("ack", "auto").header("receipt", "sub");
             conn.framed.send(&subscribe).await?;
-            loop {
-                match conn.framed.next().await {
-                    Some(Ok(Incoming::Frame(f))) if f.command == Command::Receipt => break,
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err("connection closed before the SUBSCRIBE's receipt".into()),
-                }
-            }
+            next_of(&mut conn, Command::Receipt).await.ok_or("no RECEIPT for the SUBSCRIBE: the connection ended or sent a bad frame")?;
             return timed_pubsub(o, conn).await;
         }
         let consumer = Client::connect(config(o)?).await?;
@@ -399,7 +397,7 @@ mod ours {
         let producer = Client::connect(config(o)?).await?;
         let body = static_body(o.size);
         let (n, size) = (o.n, o.size);
-        let (w0, c0) = (syscw(), used());
+        let (w0, c0) = (syscw(), rusage());
         let t0 = Instant::now();
         let reader = tokio::spawn(async move {
             let mut bytes = 0usize;
@@ -417,9 +415,9 @@ mod ours {
         }
         let done = reader.await??;
         let secs = (done - t0).as_secs_f64();
-        let (writes, cpu) = (syscw() - w0, used() - c0);
+        let (writes, used) = (syscw() - w0, rusage() - c0);
         producer.disconnect().await?;
-        Ok(Outcome { secs, count: n, writes, cpu, rtts_us: vec![] })
+        Ok(Outcome { secs, count: n, writes, used, rtts_us: vec![] })
     }
 
     /// A sends to `dest`, B echoes to `reply`; round-trip times after warm-up.
@@ -442,11 +440,11 @@ mod ours {
         });
         let body = static_body(o.size);
         let mut rtts = Vec::with_capacity(o.rounds);
-        let (mut w0, mut c0) = (0, used());
+        let (mut w0, mut c0) = (0, rusage());
         let mut t_start = Instant::now();
         for i in 0..total {
             if i == o.warmup {
-                (w0, c0) = (syscw(), used());
+                (w0, c0) = (syscw(), rusage());
                 t_start = Instant::now();
             }
             let t = Instant::now();
@@ -460,11 +458,11 @@ mod ours {
             }
         }
         let secs = t_start.elapsed().as_secs_f64();
-        let (writes, cpu) = (syscw() - w0, used() - c0);
+        let (writes, used) = (syscw() - w0, rusage() - c0);
         echo.await?.map_err(|e| e.to_string())?;
         a.disconnect().await?;
         b.disconnect().await?;
-        Ok(Outcome { secs, count: o.rounds as u64, writes, cpu, rtts_us: rtts })
+        Ok(Outcome { secs, count: o.rounds as u64, writes, used, rtts_us: rtts })
     }
 }
 
@@ -609,7 +607,7 @@ mod raw {
             "batch" | "build" => o.batch,
             _ => usage(),
         };
-        let (w0, c0) = (writes(true), used());
+        let (w0, c0) = (writes(true), rusage());
         let t0 = Instant::now();
         if o.mode == "build" {
             write_n_built(&mut c.s, &o.dest, &body, o.n - 1, batch)?;
@@ -619,7 +617,7 @@ mod raw {
         write_all_counted(&mut c.s, &last)?;
         c.wait(1)?;
         let secs = t0.elapsed().as_secs_f64();
-        Ok(Outcome { secs, count: o.n, writes: writes(true) - w0, cpu: used() - c0, rtts_us: vec![] })
+        Ok(Outcome { secs, count: o.n, writes: writes(true) - w0, used: rusage() - c0, rtts_us: vec![] })
     }
 
     /// Producer and consumer on one thread, like ours on a current-thread runtime:
@@ -633,7 +631,7 @@ mod raw {
         let body = vec![b'x'; o.size];
         let frame = send_frame(&o.dest, &body, None);
         let n = o.n;
-        let (w0, c0) = (writes(true), used());
+        let (w0, c0) = (writes(true), rusage());
         let t0 = Instant::now();
         if o.threads == 2 {
             let reader = std::thread::spawn(move || -> Result<Instant, String> {
@@ -643,7 +641,7 @@ mod raw {
             write_n(&mut producer.s, &frame, n, o.batch)?;
             let done = reader.join().map_err(|_| "reader panicked")??;
             let secs = (done - t0).as_secs_f64();
-            return Ok(Outcome { secs, count: n, writes: writes(true) - w0, cpu: used() - c0, rtts_us: vec![] });
+            return Ok(Outcome { secs, count: n, writes: writes(true) - w0, used: rusage() - c0, rtts_us: vec![] });
         }
         use std::os::fd::AsRawFd;
         consumer.s.set_nonblocking(true)?;
@@ -695,7 +693,7 @@ mod raw {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        Ok(Outcome { secs, count: n, writes: writes(true) - w0, cpu: used() - c0, rtts_us: vec![] })
+        Ok(Outcome { secs, count: n, writes: writes(true) - w0, used: rusage() - c0, rtts_us: vec![] })
     }
 
     /// One thread drives both connections: with a single message in flight, A
@@ -711,11 +709,11 @@ mod raw {
         let pong = send_frame(&o.reply, &body, None);
         let total = o.warmup + o.rounds;
         let mut rtts = Vec::with_capacity(o.rounds);
-        let (mut w0, mut c0) = (0, used());
+        let (mut w0, mut c0) = (0, rusage());
         let mut t_start = Instant::now();
         for i in 0..total {
             if i == o.warmup {
-                (w0, c0) = (writes(true), used());
+                (w0, c0) = (writes(true), rusage());
                 t_start = Instant::now();
             }
             let t = Instant::now();
@@ -728,6 +726,6 @@ mod raw {
             }
         }
         let secs = t_start.elapsed().as_secs_f64();
-        Ok(Outcome { secs, count: o.rounds as u64, writes: writes(true) - w0, cpu: used() - c0, rtts_us: rtts })
+        Ok(Outcome { secs, count: o.rounds as u64, writes: writes(true) - w0, used: rusage() - c0, rtts_us: rtts })
     }
 }
