@@ -9,9 +9,8 @@ use crate::stomp::error::{Error, Result};
 use crate::stomp::frame::{Command, Frame, Headers};
 use crate::stomp::heartbeat::{self, KeepaliveWire};
 use bytes::BytesMut;
-use futures_util::FutureExt;
 use futures_util::{SinkExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,13 +36,13 @@ pub(super) struct SubEntry {
     confirmed: bool,
     waiters: Vec<oneshot::Sender<Result<()>>>,
     /// Messages of the current read not handed over yet (see `Actor::filling`).
-    batch: Vec<Message>,
+    batch: VecDeque<Message>,
 }
 
 impl SubEntry {
     /// A new, unconfirmed subscription whose caller waits on `reply`.
     pub(super) fn new(frame: Frame, tx: Deliver, ack: AckMode, reply: oneshot::Sender<Result<()>>) -> SubEntry {
-        SubEntry { frame, tx, ack, confirmed: false, waiters: vec![reply], batch: Vec::new() }
+        SubEntry { frame, tx, ack, confirmed: false, waiters: vec![reply], batch: VecDeque::new() }
     }
 
     /// Tells every waiter the subscription will not be confirmed.
@@ -86,7 +85,7 @@ pub(super) struct Actor {
     /// The last connection attempt's error, handed to callers if the client gives up.
     pub(super) last_failure: Option<Error>,
     /// Delivered messages waiting for room in their subscription; while set, the socket is not read.
-    pub(super) stalled: Option<(Deliver, Vec<Message>)>,
+    pub(super) stalled: Option<(Deliver, VecDeque<Message>)>,
     /// The subscription whose `batch` holds messages not handed over yet (one at a time:
     /// a MESSAGE for another subscription, any other frame, and the end of a read hand it over).
     pub(super) filling: Option<String>,
@@ -100,6 +99,40 @@ async fn sleep_opt(deadline: Option<Instant>) {
         Some(d) => sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// When the connection task must next look at the line: a heart-beat to write, the
+/// broker's silence to check, a probe to send. Each is moved on lazily when the one
+/// timer fires (a read or a write does not touch them), so the timer rarely fires
+/// for nothing.
+struct Deadlines {
+    /// The next heart-beat write.
+    write: Option<Instant>,
+    /// When silence from the broker ends the connection.
+    read: Option<Instant>,
+    /// When silence from a broker without heart-beats calls for a probe.
+    probe: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earliest of the three, if any.
+    fn next(&self) -> Option<Instant> {
+        [self.write, self.read, self.probe].into_iter().flatten().min()
+    }
+}
+
+/// The next item already read or readable without waiting, `None` if there is none: the
+/// framed stream is polled once with the task's own waker, so a poll that would wait
+/// leaves the task registered for the socket, as the next turn of the loop needs anyway
+/// (a no-op waker there would be swapped in and out again on every read).
+async fn next_ready(framed: &mut connection::FramedStream) -> Option<Option<Result<Incoming, FrameError>>> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match framed.poll_next_unpin(cx) {
+            std::task::Poll::Ready(item) => Some(item),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 /// Lets the other tasks in the run queue run once, then goes on: the task is put straight
@@ -390,7 +423,7 @@ impl Actor {
                 }
                 let ack = (sub.ack != AckMode::Auto).then(|| Box::new(AckRef { headers: ack_headers(&frame, conn.version, sub_id), generation: self.generation }));
                 let msg = Message { headers: frame.headers, body: frame.body, ack };
-                sub.batch.push(msg);
+                sub.batch.push_back(msg);
                 if sub.batch.len() >= sub.tx.batch_most() {
                     self.hand_over();
                 }
@@ -459,15 +492,13 @@ impl Actor {
         if sub.batch.is_empty() {
             return;
         }
-        // The next read is likely the size of this one: room for as many, so the
-        // batch does not grow (and copy its messages) while it fills.
-        let room = sub.batch.len();
-        match sub.tx.try_deliver(std::mem::replace(&mut sub.batch, Vec::with_capacity(room))) {
-            Ok(Delivered::Queued) => {}
-            Ok(Delivered::Gone) => debug!(subscription = id, "subscriber gone; unsubscribing"),
+        // The batch keeps its room for the next read, which is likely the size of this one.
+        match sub.tx.try_deliver(&mut sub.batch) {
+            Some(Delivered::Queued) => {}
+            Some(Delivered::Gone) => debug!(subscription = id, "subscriber gone; unsubscribing"),
             // The application is behind: hold these and stop reading the socket until
             // it has room, so the backlog stays in TCP and the broker.
-            Err(batch) => self.stalled = Some((sub.tx.clone(), batch)),
+            None => self.stalled = Some((sub.tx.clone(), std::mem::take(&mut sub.batch))),
         }
     }
 
@@ -499,18 +530,23 @@ impl Actor {
         if let Some(exit) = self.ended(conn).await {
             return exit;
         }
-        let write_timer = sleep_opt(line.write_due(plan.send_every));
-        let read_timer = sleep_opt(line.read_due(plan.read_timeout));
-        let probe_timer = sleep_opt(line.read_due(plan.probe_after));
-        tokio::pin!(write_timer, read_timer, probe_timer);
+        let mut due = Deadlines { write: line.write_due(plan.send_every), read: line.read_due(plan.read_timeout), probe: line.read_due(plan.probe_after) };
+        // One timer for the three deadlines, and one wake-up future kept from turn to
+        // turn: every turn of the loop polls what is not ready, so each future more is
+        // paid for on every read (a timer's waker check, a fresh `Notified` put in and
+        // taken out of the list under its lock).
+        let tick = sleep_opt(due.next());
+        let outbox = self.outbox.clone();
+        let woken = outbox.woken();
+        tokio::pin!(tick, woken);
         loop {
             // A sender clone only while messages wait for room in their subscription.
             let stalled = self.stalled.as_ref().map(|(tx, batch)| (tx.clone(), batch.len()));
             tokio::select! {
                 biased;
                 () = async { match &stalled { Some((tx, n)) => tx.room_for(*n).await, None => std::future::pending().await } }, if stalled.is_some() => {
-                    if let Some((tx, batch)) = self.stalled.take() {
-                        if let Err(batch) = tx.try_deliver(batch) {
+                    if let Some((tx, mut batch)) = self.stalled.take() {
+                        if tx.try_deliver(&mut batch).is_none() {
                             self.stalled = Some((tx, batch));
                             continue;
                         }
@@ -522,7 +558,8 @@ impl Actor {
                     }
                     // What the broker sent meanwhile is waiting in the socket.
                     line.read(Instant::now());
-                    read_timer.as_mut().set(sleep_opt(line.read_due(plan.read_timeout)));
+                    due.read = line.read_due(plan.read_timeout);
+                    tick.as_mut().set(sleep_opt(due.next()));
                 }
                 item = conn.framed.next(), if self.stalled.is_none() => {
                     line.read(Instant::now());
@@ -536,14 +573,15 @@ impl Actor {
                         if self.stalled.is_some() {
                             break;
                         }
-                        let Some(item) = conn.framed.next().now_or_never() else { break };
+                        let Some(item) = next_ready(&mut conn.framed).await else { break };
                         if let Err(exit) = self.on_read(conn, item, &mut probe_outstanding) {
                             return exit;
                         }
                     }
                     self.hand_over();
                 }
-                () = self.outbox.woken() => {
+                () = &mut woken => {
+                    woken.set(outbox.woken());
                     if let Err(exit) = self.write_outbox(conn).await { return exit; }
                     if let Some(exit) = self.ended(conn).await { return exit; }
                     line.wrote(Instant::now());
@@ -570,64 +608,81 @@ impl Actor {
                         line.wrote(Instant::now());
                     }
                 }
-                () = &mut write_timer => {
-                    let Some(due) = line.write_due(plan.send_every) else { continue };
-                    if Instant::now() >= due {
-                        let r = match &plan.wire {
-                            KeepaliveWire::Eol => conn.framed.send(Heartbeat).await,
-                            KeepaliveWire::SendTo(dest) => {
-                                conn.framed.send(&Frame::new(Command::Send).header("destination", dest.clone()).with_body(&b"\n"[..])).await
-                            }
-                        };
-                        if let Err(e) = r {
-                            return Exit::Lost(format!("heart-beat write failed: {e}"));
-                        }
-                        line.wrote(Instant::now());
-                        write_timer.as_mut().set(sleep_opt(line.write_due(plan.send_every)));
-                    } else {
-                        write_timer.as_mut().set(sleep_opt(Some(due)));
+                () = &mut tick => {
+                    if let Some(exit) = self.on_deadlines(conn, &plan, &mut line, &mut due, &mut probe_outstanding).await {
+                        return exit;
                     }
-                }
-                () = &mut read_timer => {
-                    let timeout = plan.read_timeout.unwrap_or(Duration::MAX);
-                    if self.stalled.is_some() {
-                        // Not reading on purpose: silence proves nothing now.
-                        read_timer.as_mut().set(sleep_opt(Instant::now().checked_add(timeout)));
-                        continue;
-                    }
-                    let Some(due) = line.read_due(plan.read_timeout) else { continue };
-                    if Instant::now() >= due {
-                        return Exit::Lost(format!(
-                            "nothing received from the broker for {timeout:?} ({} heart-beat)",
-                            if plan.emulated { "emulated" } else { "negotiated" }
-                        ));
-                    }
-                    read_timer.as_mut().set(sleep_opt(Some(due)));
-                }
-                () = &mut probe_timer => {
-                    let Some(due) = line.read_due(plan.probe_after) else { continue };
-                    let after = plan.probe_after.unwrap_or(Duration::MAX);
-                    if self.stalled.is_none() && Instant::now() >= due && !probe_outstanding {
-                        // No heart-beats from this broker: provoke a RECEIPT to prove it is alive.
-                        let id = self.receipt_id("probe");
-                        let begin = Frame::new(Command::Begin).header("transaction", id.clone());
-                        let abort = Frame::new(Command::Abort).header("transaction", id.clone()).header("receipt", id);
-                        let r = async {
-                            conn.framed.feed(&begin).await?;
-                            conn.framed.send(&abort).await
-                        }.await;
-                        if let Err(e) = r {
-                            return Exit::Lost(format!("probe write failed: {e}"));
-                        }
-                        probe_outstanding = true;
-                        line.wrote(Instant::now());
-                        probe_timer.as_mut().set(sleep_opt(Some(Instant::now() + after)));
-                    } else {
-                        probe_timer.as_mut().set(sleep_opt(Some(due.max(Instant::now() + after / 2))));
-                    }
+                    tick.as_mut().set(sleep_opt(due.next()));
                 }
             }
         }
+    }
+
+    /// The timer fired: a heart-beat to write, silence to end the connection for, or a
+    /// probe to send, each only when its deadline has come (see [`Deadlines`]); each
+    /// deadline is then moved on.
+    async fn on_deadlines(
+        &mut self,
+        conn: &mut Connection,
+        plan: &heartbeat::Plan,
+        line: &mut heartbeat::Activity,
+        due: &mut Deadlines,
+        probe_outstanding: &mut bool,
+    ) -> Option<Exit> {
+        let now = Instant::now();
+        if due.write.is_some_and(|d| d <= now) {
+            // The last write may have been after the deadline was set: write only if due still.
+            due.write = line.write_due(plan.send_every);
+            if due.write.is_some_and(|d| d <= now) {
+                let r = match &plan.wire {
+                    KeepaliveWire::Eol => conn.framed.send(Heartbeat).await,
+                    KeepaliveWire::SendTo(dest) => conn.framed.send(&Frame::new(Command::Send).header("destination", dest.clone()).with_body(&b"\n"[..])).await,
+                };
+                if let Err(e) = r {
+                    return Some(Exit::Lost(format!("heart-beat write failed: {e}")));
+                }
+                line.wrote(Instant::now());
+                due.write = line.write_due(plan.send_every);
+            }
+        }
+        if due.read.is_some_and(|d| d <= now) {
+            let timeout = plan.read_timeout.unwrap_or(Duration::MAX);
+            if self.stalled.is_some() {
+                // Not reading on purpose: silence proves nothing now.
+                due.read = now.checked_add(timeout);
+            } else {
+                due.read = line.read_due(plan.read_timeout);
+                if due.read.is_some_and(|d| d <= now) {
+                    return Some(Exit::Lost(format!("nothing received from the broker for {timeout:?} ({} heart-beat)", if plan.emulated { "emulated" } else { "negotiated" })));
+                }
+            }
+        }
+        if due.probe.is_some_and(|d| d <= now) {
+            due.probe = line.read_due(plan.probe_after);
+            let after = plan.probe_after.unwrap_or(Duration::MAX);
+            if let Some(d) = due.probe {
+                if self.stalled.is_none() && now >= d && !*probe_outstanding {
+                    // No heart-beats from this broker: provoke a RECEIPT to prove it is alive.
+                    let id = self.receipt_id("probe");
+                    let begin = Frame::new(Command::Begin).header("transaction", id.clone());
+                    let abort = Frame::new(Command::Abort).header("transaction", id.clone()).header("receipt", id);
+                    let r = async {
+                        conn.framed.feed(&begin).await?;
+                        conn.framed.send(&abort).await
+                    }
+                    .await;
+                    if let Err(e) = r {
+                        return Some(Exit::Lost(format!("probe write failed: {e}")));
+                    }
+                    *probe_outstanding = true;
+                    line.wrote(Instant::now());
+                    due.probe = Instant::now().checked_add(after);
+                } else {
+                    due.probe = Some(d.max(now.checked_add(after / 2).unwrap_or(d)));
+                }
+            }
+        }
+        None
     }
 
     /// Takes what callers queued and writes it: registers each frame's receipt or

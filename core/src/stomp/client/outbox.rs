@@ -626,9 +626,10 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Waits until a caller has queued something or the client is ending.
-    pub(super) async fn woken(&self) {
-        self.wake.notified().await
+    /// Completes once a caller has queued something or the client is ending (a permit
+    /// given while no one waited is kept for the next one).
+    pub(super) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
 
     /// Takes the queued bytes and marks (`None` when there are none); senders get room.
