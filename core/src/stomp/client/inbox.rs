@@ -1,5 +1,6 @@
 //! A subscription's delivery: the connection task hands the subscriber its messages in
-//! batches (every MESSAGE of one read at once), bounded in messages, not batches.
+//! batches (every MESSAGE of one read at once), bounded in messages, not batches, through
+//! one locked queue the subscriber empties at once by swapping it for its own.
 
 use super::subscription::Message;
 use std::collections::VecDeque;
