@@ -157,6 +157,7 @@ def machine() -> dict:
         stomppy = "?"
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     return {
+        "date": datetime.date.today().isoformat(),
         "nproc": os.cpu_count(),
         "cpu": model,
         "mem": mem,
@@ -469,7 +470,7 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
     L.append("## End-to-end (through RabbitMQ)")
     L.append("")
     L.append("Produced by `" + a.command + "` (deploykit: " + a.source + ") on "
-             f"{datetime.date.today().isoformat()}: {mach['nproc']} CPUs ({mach['cpu']}), {mach['mem']} RAM, "
+             f"{mach.get('date') or datetime.date.today().isoformat()}: {mach['nproc']} CPUs ({mach['cpu']}), {mach['mem']} RAM, "
              f"Linux {mach['kernel']}, RabbitMQ {mach['rabbitmq']} (STOMP plugin, 127.0.0.1:61613), "
              f"stomp.py {mach['stomp.py']} on Python {mach['python']}, {mach['rustc']}. "
              f"{a.rounds} rounds ({a.latency_rounds} for ping-pong); compared cases run back to back in alternating order, ratios are the median of the "
@@ -535,9 +536,8 @@ def render(a, mach: dict, by: dict, load0, load1, elapsed: float) -> str:
     L.append("|---|---:|---:|---:|---:|---|---:|---:|")
     for key in (k for k in ("pc_raw", "pc_ours", "pc_ours_mt", "pc_codec", "pc_stomppy") if k in by):
         ratio = "—" if key == "pc_raw" else f"{pratio(key, 'pc_raw', 'rate'):.2f}"
-        t = f"{pratio(key, 'pc_raw', 'cpu_s'):.2f} {yes(pratio(key, 'pc_raw', 'cpu_s') <= T['cpu_pc'])}" if key.startswith("pc_ours") else "—"
-        if key == "pc_codec":
-            t = f"{pratio(key, 'pc_raw', 'cpu_s'):.2f} (not a client)"
+        cpu = pratio(key, 'pc_raw', 'cpu_s')
+        t = {"pc_raw": "—", "pc_stomppy": "—", "pc_codec": f"{cpu:.2f} (not a client)"}.get(key) or f"{cpu:.2f} {yes(cpu <= T['cpu_pc'])}"
         L.append(f"| {by[key].label} | {fmt_rate(med(key, 'rate'))}{spread(key, 'rate')} | {ratio} | "
                  f"{cpu_us(key):.2f} | {loop_us(key):.2f} | {t} | {wakes(key)} | {rss(key):.1f} |")
     L.append("")

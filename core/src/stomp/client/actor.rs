@@ -121,18 +121,12 @@ impl Deadlines {
     }
 }
 
-/// The next item already read or readable without waiting, `None` if there is none: the
-/// framed stream is polled once with the task's own waker, so a poll that would wait
+/// The next item if it is already read or readable without waiting (`Pending` if not):
+/// the framed stream is polled once with the task's own waker, so a poll that would wait
 /// leaves the task registered for the socket, as the next turn of the loop needs anyway
 /// (a no-op waker there would be swapped in and out again on every read).
-async fn next_ready(framed: &mut connection::FramedStream) -> Option<Option<Result<Incoming, FrameError>>> {
-    std::future::poll_fn(|cx| {
-        std::task::Poll::Ready(match framed.poll_next_unpin(cx) {
-            std::task::Poll::Ready(item) => Some(item),
-            std::task::Poll::Pending => None,
-        })
-    })
-    .await
+async fn next_ready(framed: &mut connection::FramedStream) -> std::task::Poll<Option<Result<Incoming, FrameError>>> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(framed.poll_next_unpin(cx))).await
 }
 
 /// Lets the other tasks in the run queue run once, then goes on: the task is put straight
@@ -573,7 +567,7 @@ impl Actor {
                         if self.stalled.is_some() {
                             break;
                         }
-                        let Some(item) = next_ready(&mut conn.framed).await else { break };
+                        let std::task::Poll::Ready(item) = next_ready(&mut conn.framed).await else { break };
                         if let Err(exit) = self.on_read(conn, item, &mut probe_outstanding) {
                             return exit;
                         }
@@ -609,7 +603,7 @@ impl Actor {
                     }
                 }
                 () = &mut tick => {
-                    if let Some(exit) = self.on_deadlines(conn, &plan, &mut line, &mut due, &mut probe_outstanding).await {
+                    if let Err(exit) = self.on_deadlines(conn, &plan, &mut line, &mut due, &mut probe_outstanding).await {
                         return exit;
                     }
                     tick.as_mut().set(sleep_opt(due.next()));
@@ -620,7 +614,7 @@ impl Actor {
 
     /// The timer fired: a heart-beat to write, silence to end the connection for, or a
     /// probe to send, each only when its deadline has come (see [`Deadlines`]); each
-    /// deadline is then moved on.
+    /// deadline that came is then moved on.
     async fn on_deadlines(
         &mut self,
         conn: &mut Connection,
@@ -628,61 +622,78 @@ impl Actor {
         line: &mut heartbeat::Activity,
         due: &mut Deadlines,
         probe_outstanding: &mut bool,
-    ) -> Option<Exit> {
+    ) -> Result<(), Exit> {
         let now = Instant::now();
         if due.write.is_some_and(|d| d <= now) {
-            // The last write may have been after the deadline was set: write only if due still.
-            due.write = line.write_due(plan.send_every);
-            if due.write.is_some_and(|d| d <= now) {
-                let r = match &plan.wire {
-                    KeepaliveWire::Eol => conn.framed.send(Heartbeat).await,
-                    KeepaliveWire::SendTo(dest) => conn.framed.send(&Frame::new(Command::Send).header("destination", dest.clone()).with_body(&b"\n"[..])).await,
-                };
-                if let Err(e) = r {
-                    return Some(Exit::Lost(format!("heart-beat write failed: {e}")));
-                }
-                line.wrote(Instant::now());
-                due.write = line.write_due(plan.send_every);
-            }
+            due.write = Self::heartbeat(conn, plan, line, now).await?;
         }
         if due.read.is_some_and(|d| d <= now) {
-            let timeout = plan.read_timeout.unwrap_or(Duration::MAX);
-            if self.stalled.is_some() {
-                // Not reading on purpose: silence proves nothing now.
-                due.read = now.checked_add(timeout);
-            } else {
-                due.read = line.read_due(plan.read_timeout);
-                if due.read.is_some_and(|d| d <= now) {
-                    return Some(Exit::Lost(format!("nothing received from the broker for {timeout:?} ({} heart-beat)", if plan.emulated { "emulated" } else { "negotiated" })));
-                }
-            }
+            due.read = self.silence(plan, line, now)?;
         }
         if due.probe.is_some_and(|d| d <= now) {
-            due.probe = line.read_due(plan.probe_after);
-            let after = plan.probe_after.unwrap_or(Duration::MAX);
-            if let Some(d) = due.probe {
-                if self.stalled.is_none() && now >= d && !*probe_outstanding {
-                    // No heart-beats from this broker: provoke a RECEIPT to prove it is alive.
-                    let id = self.receipt_id("probe");
-                    let begin = Frame::new(Command::Begin).header("transaction", id.clone());
-                    let abort = Frame::new(Command::Abort).header("transaction", id.clone()).header("receipt", id);
-                    let r = async {
-                        conn.framed.feed(&begin).await?;
-                        conn.framed.send(&abort).await
-                    }
-                    .await;
-                    if let Err(e) = r {
-                        return Some(Exit::Lost(format!("probe write failed: {e}")));
-                    }
-                    *probe_outstanding = true;
-                    line.wrote(Instant::now());
-                    due.probe = Instant::now().checked_add(after);
-                } else {
-                    due.probe = Some(d.max(now.checked_add(after / 2).unwrap_or(d)));
-                }
-            }
+            due.probe = self.probe(conn, plan, line, now, probe_outstanding).await?;
         }
-        None
+        Ok(())
+    }
+
+    /// Writes a heart-beat unless something was written since the deadline was set; the next deadline.
+    async fn heartbeat(conn: &mut Connection, plan: &heartbeat::Plan, line: &mut heartbeat::Activity, now: Instant) -> Result<Option<Instant>, Exit> {
+        let due = line.write_due(plan.send_every);
+        if due.is_none_or(|d| d > now) {
+            return Ok(due);
+        }
+        let r = match &plan.wire {
+            KeepaliveWire::Eol => conn.framed.send(Heartbeat).await,
+            KeepaliveWire::SendTo(dest) => conn.framed.send(&Frame::new(Command::Send).header("destination", dest.clone()).with_body(&b"\n"[..])).await,
+        };
+        r.map_err(|e| Exit::Lost(format!("heart-beat write failed: {e}")))?;
+        line.wrote(Instant::now());
+        Ok(line.write_due(plan.send_every))
+    }
+
+    /// Ends the connection if the broker has been silent too long (unless the socket is
+    /// not read on purpose, a subscription being full); the next deadline.
+    fn silence(&self, plan: &heartbeat::Plan, line: &heartbeat::Activity, now: Instant) -> Result<Option<Instant>, Exit> {
+        let timeout = plan.read_timeout.unwrap_or(Duration::MAX);
+        if self.stalled.is_some() {
+            // Not reading on purpose: silence proves nothing now.
+            return Ok(now.checked_add(timeout));
+        }
+        let due = line.read_due(plan.read_timeout);
+        if due.is_some_and(|d| d <= now) {
+            let kind = if plan.emulated { "emulated" } else { "negotiated" };
+            return Err(Exit::Lost(format!("nothing received from the broker for {timeout:?} ({kind} heart-beat)")));
+        }
+        Ok(due)
+    }
+
+    /// Provokes a RECEIPT from a broker without heart-beats that has been silent, to prove
+    /// it is alive (one probe outstanding at a time); the next deadline.
+    async fn probe(
+        &mut self,
+        conn: &mut Connection,
+        plan: &heartbeat::Plan,
+        line: &mut heartbeat::Activity,
+        now: Instant,
+        outstanding: &mut bool,
+    ) -> Result<Option<Instant>, Exit> {
+        let Some(due) = line.read_due(plan.probe_after) else { return Ok(None) };
+        let after = plan.probe_after.unwrap_or(Duration::MAX);
+        if self.stalled.is_some() || now < due || *outstanding {
+            return Ok(Some(due.max(now.checked_add(after / 2).unwrap_or(due))));
+        }
+        let id = self.receipt_id("probe");
+        let begin = Frame::new(Command::Begin).header("transaction", id.clone());
+        let abort = Frame::new(Command::Abort).header("transaction", id.clone()).header("receipt", id);
+        let r = async {
+            conn.framed.feed(&begin).await?;
+            conn.framed.send(&abort).await
+        }
+        .await;
+        r.map_err(|e| Exit::Lost(format!("probe write failed: {e}")))?;
+        *outstanding = true;
+        line.wrote(Instant::now());
+        Ok(Instant::now().checked_add(after))
     }
 
     /// Takes what callers queued and writes it: registers each frame's receipt or
