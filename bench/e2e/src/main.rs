@@ -385,8 +385,7 @@ mod ours {
             return timed_pubsub(o, conn).await;
         }
         let consumer = Client::connect(config(o)?).await?;
-        let sub =
-            consumer.subscribe(&o.dest, SubscribeOptions { ack: AckMode::Auto, ..SubscribeOptions::default() }).await?;
+        let sub = consumer.subscribe(&o.dest, SubscribeOptions { ack: AckMode::Auto, ..SubscribeOptions::default() }).await?;
         let out = timed_pubsub(o, sub).await?;
         consumer.disconnect().await?;
         Ok(out)
@@ -499,10 +498,7 @@ mod raw {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(TEST_TIMEOUT))?;
             let mut c = Conn { s, buf: vec![0; 256 * 1024], seen: 0, first: Vec::new() };
-            let connect = format!(
-                "CONNECT\naccept-version:1.2\nhost:{}\nlogin:{}\npasscode:{}\nheart-beat:0,0\n\n\0",
-                o.vhost, o.login, o.passcode
-            );
+            let connect = format!("CONNECT\naccept-version:1.2\nhost:{}\nlogin:{}\npasscode:{}\nheart-beat:0,0\n\n\0", o.vhost, o.login, o.passcode);
             c.s.write_all(connect.as_bytes())?;
             c.wait(1)?;
             if !c.first.starts_with(b"CONNECTED") {
@@ -655,10 +651,8 @@ mod raw {
             if Instant::now() > deadline {
                 return Err("publish-consume timed out".into());
             }
-            let mut fds = [
-                libc::pollfd { fd: consumer.s.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: producer.s.as_raw_fd(), events: libc::POLLOUT, revents: 0 },
-            ];
+            let mut fds =
+                [libc::pollfd { fd: consumer.s.as_raw_fd(), events: libc::POLLIN, revents: 0 }, libc::pollfd { fd: producer.s.as_raw_fd(), events: libc::POLLOUT, revents: 0 }];
             let nfds = if pending.is_empty() && to_send == 0 { 1 } else { 2 };
             // SAFETY: fds is a valid array of nfds pollfd structs.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), nfds, 1000) };
