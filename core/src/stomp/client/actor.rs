@@ -692,8 +692,9 @@ impl Actor {
         .await;
         r.map_err(|e| Exit::Lost(format!("probe write failed: {e}")))?;
         *outstanding = true;
-        line.wrote(Instant::now());
-        Ok(Instant::now().checked_add(after))
+        let sent = Instant::now();
+        line.wrote(sent);
+        Ok(sent.checked_add(after))
     }
 
     /// Takes what callers queued and writes it: registers each frame's receipt or

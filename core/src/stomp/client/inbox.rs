@@ -217,6 +217,7 @@ mod tests {
     use super::*;
     use crate::stomp::frame::Headers;
     use bytes::Bytes;
+    use std::future::Future;
 
     fn batch(from: usize, n: usize) -> VecDeque<Message> {
         (from..from + n).map(|i| Message { headers: Headers::new(), body: Bytes::from(i.to_string()), ack: None }).collect()
@@ -224,6 +225,32 @@ mod tests {
 
     fn text(m: &Message) -> String {
         String::from_utf8_lossy(&m.body).into_owned()
+    }
+
+    /// A waker that counts its wake-ups, for polling one end by hand.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Wakes {
+        /// Wake-ups so far.
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// A poll of the subscriber's end, with the message as text.
+    fn next(rx: &mut Inbox, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        rx.poll_recv(cx).map(|m| m.as_ref().map(text))
     }
 
     #[tokio::test]
@@ -257,16 +284,17 @@ mod tests {
         // Nothing held: even a batch over the limit is taken (it never waits forever).
         assert_eq!(tx.try_deliver(&mut batch(0, 3)), Some(Delivered::Queued));
         assert_eq!(tx.try_deliver(&mut batch(3, 1)), None);
-        let waiter = tokio::spawn({
-            let tx = tx.clone();
-            async move { tx.deliver(batch(3, 1)).await }
-        });
-        // The waiter parks (the subscription is full), then the subscriber goes.
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "delivered into a full subscription");
-        drop(rx);
-        let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await.expect("a waiter is woken when the subscriber goes").unwrap();
-        assert_eq!(outcome, Delivered::Gone);
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        {
+            // The waiter parks (the subscription is full), then the subscriber goes.
+            let mut waiter = std::pin::pin!(tx.deliver(batch(3, 1)));
+            assert!(waiter.as_mut().poll(&mut cx).is_pending(), "delivered into a full subscription");
+            drop(rx);
+            assert_eq!(wakes.count(), 1, "a waiter is woken when the subscriber goes");
+            assert_eq!(waiter.as_mut().poll(&mut cx), Poll::Ready(Delivered::Gone));
+        }
         let mut late = batch(4, 1);
         assert_eq!(tx.try_deliver(&mut late), Some(Delivered::Gone));
         assert!(late.is_empty(), "a batch for a gone subscriber is dropped");
@@ -278,23 +306,24 @@ mod tests {
     async fn a_waiting_subscriber_is_woken_by_a_hand_over_and_by_the_last_sender_going() {
         let (tx, mut rx) = inbox(8);
         let second = tx.clone();
-        let reader = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Some(m) = rx.recv().await {
-                seen.push(text(&m));
-            }
-            seen
-        });
-        tokio::task::yield_now().await;
-        assert!(!reader.is_finished());
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(next(&mut rx, &mut cx), Poll::Pending);
         assert_eq!(tx.try_deliver(&mut batch(0, 2)), Some(Delivered::Queued));
+        assert_eq!(wakes.count(), 1, "a hand-over did not wake the waiting subscriber");
+        assert_eq!(next(&mut rx, &mut cx), Poll::Ready(Some("0".to_owned())));
+        assert_eq!(next(&mut rx, &mut cx), Poll::Ready(Some("1".to_owned())));
+        assert_eq!(next(&mut rx, &mut cx), Poll::Pending);
         drop(tx);
-        tokio::task::yield_now().await;
-        assert!(!reader.is_finished(), "the inbox ended while a sender was left");
+        assert_eq!(next(&mut rx, &mut cx), Poll::Pending, "the inbox ended while a sender was left");
         assert_eq!(second.try_deliver(&mut batch(2, 1)), Some(Delivered::Queued));
+        assert_eq!(wakes.count(), 2);
+        assert_eq!(next(&mut rx, &mut cx), Poll::Ready(Some("2".to_owned())));
+        assert_eq!(next(&mut rx, &mut cx), Poll::Pending);
         drop(second);
-        let seen = tokio::time::timeout(std::time::Duration::from_secs(10), reader).await.expect("the last sender going ends the inbox").unwrap();
-        assert_eq!(seen, ["0", "1", "2"]);
+        assert_eq!(wakes.count(), 3, "the last sender going did not wake the waiting subscriber");
+        assert_eq!(next(&mut rx, &mut cx), Poll::Ready(None));
     }
 
     /// In the steady state a hand-over allocates nothing and copies no message: the
