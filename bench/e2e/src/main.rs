@@ -15,6 +15,8 @@
 //!   `--mode many` (ours only): `send_many` with `--batch` messages per call.
 //!   `--mode build` (raw only): as batch, but each frame is built into the write
 //!   buffer (headers formatted, body copied) instead of one prebuilt chunk resent.
+//!   `--mode iov` (raw only): as build, but only each head is built; every body is
+//!   written from where it lies (`writev`, a slice per head and per body).
 //! - `pubsub`: a consumer (own connection) subscribed with ack auto, a producer
 //!   publishing N; the clock runs from the first SEND until the consumer has all N.
 //!   `--mode codec` (ours only): the consumer is no client but deploykit's codec on
@@ -65,7 +67,7 @@ struct Opts {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: dk-e2e publish|pubsub|pingpong --client ours|raw [--mode one|batch|many|build|codec] [--rt current|multi]\n\
+        "usage: dk-e2e publish|pubsub|pingpong --client ours|raw [--mode one|batch|many|build|iov|codec] [--rt current|multi]\n\
          \x20      [--addr 127.0.0.1:61613] [--login guest --passcode guest --vhost /] [--n 100000]\n\
          \x20      [--size 1024] [--batch 64] [--dest D] [--reply D] [--rounds 2000] [--warmup 500]\n\
          \x20      [--heartbeat default|off]   (ours: the client's default heart-beats, or none)\n\
@@ -593,6 +595,48 @@ mod raw {
         Ok(())
     }
 
+    /// As `write_n_built`, but only each frame's head is built into the buffer; the
+    /// body is written from where it lies (`writev`, two slices per frame): the floor
+    /// under a client that queues bodies by reference.
+    fn write_n_iov(s: &mut TcpStream, dest: &str, body: &[u8], n: u64, batch: usize) -> Res<()> {
+        let mut heads = Vec::with_capacity((64 + dest.len()) * batch);
+        let mut ends = Vec::with_capacity(batch);
+        let mut i = 0;
+        while i < n {
+            let k = (n - i).min(batch as u64);
+            heads.clear();
+            ends.clear();
+            for j in 0..k {
+                if j > 0 {
+                    heads.push(0);
+                }
+                heads.extend_from_slice(b"SEND\ndestination:");
+                heads.extend_from_slice(dest.as_bytes());
+                heads.extend_from_slice(b"\ncontent-length:");
+                heads.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+                heads.extend_from_slice(b"\n\n");
+                ends.push(heads.len());
+            }
+            heads.push(0);
+            let mut slices = Vec::with_capacity(2 * batch + 1);
+            let mut from = 0;
+            for &end in &ends {
+                slices.push(std::io::IoSlice::new(&heads[from..end]));
+                slices.push(std::io::IoSlice::new(body));
+                from = end;
+            }
+            slices.push(std::io::IoSlice::new(&heads[from..]));
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                RAW_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let k = s.write_vectored(rest)?;
+                std::io::IoSlice::advance_slices(&mut rest, k);
+            }
+            i += k;
+        }
+        Ok(())
+    }
+
     fn publish(o: &Opts) -> Res<Outcome> {
         let mut c = Conn::open(o)?;
         let body = vec![b'x'; o.size];
@@ -600,13 +644,15 @@ mod raw {
         let last = send_frame(&o.dest, &body, Some("last"));
         let batch = match o.mode.as_str() {
             "one" => 1,
-            "batch" | "build" => o.batch,
+            "batch" | "build" | "iov" => o.batch,
             _ => usage(),
         };
         let (w0, c0) = (writes(true), rusage());
         let t0 = Instant::now();
         if o.mode == "build" {
             write_n_built(&mut c.s, &o.dest, &body, o.n - 1, batch)?;
+        } else if o.mode == "iov" {
+            write_n_iov(&mut c.s, &o.dest, &body, o.n - 1, batch)?;
         } else {
             write_n(&mut c.s, &frame, o.n - 1, batch)?;
         }
