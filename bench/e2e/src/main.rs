@@ -170,6 +170,20 @@ fn write_all_counted(s: &mut TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `write_all` of slices with one `writev` per system call, counting them as `write_all_counted` does.
+fn write_all_vectored_counted(s: &mut TcpStream, mut slices: &mut [std::io::IoSlice<'_>]) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        RAW_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match s.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(k) => std::io::IoSlice::advance_slices(&mut slices, k),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Writes so far: the raw client's own count, or /proc/self/io's for ours.
 fn writes(raw: bool) -> u64 {
     if raw {
@@ -580,11 +594,7 @@ mod raw {
     fn write_n_built(s: &mut TcpStream, dest: &str, body: &[u8], n: u64, batch: usize) -> Res<()> {
         let mut buf = Vec::with_capacity((body.len() + 64 + dest.len()) * batch);
         for i in 1..=n {
-            buf.extend_from_slice(b"SEND\ndestination:");
-            buf.extend_from_slice(dest.as_bytes());
-            buf.extend_from_slice(b"\ncontent-length:");
-            buf.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-            buf.extend_from_slice(b"\n\n");
+            put_send_head(&mut buf, dest, body.len());
             buf.extend_from_slice(body);
             buf.push(0);
             if i % batch as u64 == 0 || i == n {
@@ -593,6 +603,16 @@ mod raw {
             }
         }
         Ok(())
+    }
+
+    /// Appends a SEND's command and headers, up to the blank line before the body.
+    #[inline]
+    fn put_send_head(buf: &mut Vec<u8>, dest: &str, body_len: usize) {
+        buf.extend_from_slice(b"SEND\ndestination:");
+        buf.extend_from_slice(dest.as_bytes());
+        buf.extend_from_slice(b"\ncontent-length:");
+        buf.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        buf.extend_from_slice(b"\n\n");
     }
 
     /// As `write_n_built`, but only each frame's head is built into the buffer; the
@@ -610,11 +630,7 @@ mod raw {
                 if j > 0 {
                     heads.push(0);
                 }
-                heads.extend_from_slice(b"SEND\ndestination:");
-                heads.extend_from_slice(dest.as_bytes());
-                heads.extend_from_slice(b"\ncontent-length:");
-                heads.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-                heads.extend_from_slice(b"\n\n");
+                put_send_head(&mut heads, dest, body.len());
                 ends.push(heads.len());
             }
             heads.push(0);
@@ -626,12 +642,7 @@ mod raw {
                 from = end;
             }
             slices.push(std::io::IoSlice::new(&heads[from..]));
-            let mut rest = &mut slices[..];
-            while !rest.is_empty() {
-                RAW_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let k = s.write_vectored(rest)?;
-                std::io::IoSlice::advance_slices(&mut rest, k);
-            }
+            write_all_vectored_counted(s, &mut slices)?;
             i += k;
         }
         Ok(())
